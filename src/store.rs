@@ -1,0 +1,1 @@
+//! The machine's activation store. PLACEHOLDER — being implemented.
