@@ -1,6 +1,20 @@
 //! tka — token-based offline activation.
 #![warn(missing_docs)]
 
+pub mod activation;
+pub mod clock;
+mod error;
 mod fsutil;
+mod json;
+pub mod jws;
+pub mod issuer;
+pub mod keys;
 pub mod machine;
+pub mod pki;
+pub mod request;
+pub mod revocation;
 pub mod store;
+pub mod token;
+pub mod verify;
+
+pub use error::{Error, Result, VerifyError};

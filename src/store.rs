@@ -1,1 +1,702 @@
-//! The machine's activation store. PLACEHOLDER — being implemented.
+//! The machine's activation store: trusted roots, installed tokens,
+//! revocation data and a small state file, in one directory.
+//!
+//! This module is storage only. It never verifies a signature, a chain or a
+//! token; the verification layer does that and then calls a [`StoreLock`]
+//! method to record the result. What it does guarantee is that whatever was
+//! recorded is read back exactly, survives a crash, and is never lost to a
+//! concurrent writer.
+//!
+//! # Location
+//!
+//! [`Store::default_dir_for`] gives the documented default: `/var/lib/tka`
+//! for root, otherwise `$XDG_DATA_HOME/tka` (when that is set to an absolute
+//! path) or `~/.local/share/tka`. The CLI lets `--store DIR` or `TKA_STORE`
+//! override it.
+//!
+//! # Layout (version 1)
+//!
+//! ```text
+//! <dir>/                     0700; created by Store::open if missing
+//!   version                  "1\n": the layout version (see below)
+//!   lock                     empty, 0600; every writer holds an exclusive lock on it
+//!   state.json               StoreState: clock high-water mark, revocation sequences
+//!   roots/<fp>.pem           trusted roots, one PEM CERTIFICATE each, 0644;
+//!                            <fp> is the lowercase hex SHA-256 of the DER
+//!   tokens/<product>.json    the installed token for <product>:
+//!                            {"product": .., "installed_at": <unix secs>, "token": ".."}
+//!   crls/<key>.der           X.509 CRLs (DER), one per issuer key
+//!   revocations/<key>.jws    token revocation lists (JWS compact text), one per issuer key
+//! ```
+//!
+//! Subdirectories are 0755 and data files 0644 (except `lock`): the top
+//! directory's 0700 is the single access gate, so an administrator who wants
+//! unprivileged programs to read activations loosens that one directory.
+//! Product names are file names: 1 to 64 characters from `A-Z a-z 0-9 . _ -`,
+//! not starting with `.` ([`StoreError::BadProduct`] otherwise). Revocation
+//! keys are 1 to 128 lowercase hex digits chosen by the caller
+//! ([`StoreError::BadKey`]).
+//!
+//! # Guarantees
+//!
+//! - **Atomic and durable writes.** Every file is written through
+//!   `fsutil::write_atomic`: temporary file in the same directory, fsync,
+//!   rename over the target, fsync of the directory. A reader, or the store
+//!   after a crash or power cut, sees the old file or the new one, never a
+//!   mix. Removals fsync the directory too.
+//! - **Serialized writers.** Every write method lives on [`StoreLock`],
+//!   which holds an exclusive `flock` on `<dir>/lock` ([`Store::lock`]
+//!   blocks, [`Store::try_lock`] does not). The lock is per open file, so it
+//!   serializes threads (even on one [`Store`]) as well as processes, and
+//!   the kernel drops it if the holder dies. A read-modify-write of the
+//!   state done under one lock loses no concurrent update.
+//! - **Lock-free reads.** Because every file is replaced atomically, the read
+//!   methods on [`Store`] need no lock. A file removed between listing and
+//!   reading is simply skipped.
+//! - **State only moves forward.** [`StoreLock::save_state`] refuses
+//!   ([`StoreError::Regression`]) to lower the clock high-water mark or any
+//!   revocation sequence number, or to drop one; [`StoreState::observe`]
+//!   never lowers the mark. [`StoreLock::replace_state`] is the explicit,
+//!   unchecked escape hatch for an administrator repairing a clock that was
+//!   once set far into the future.
+//! - **Nothing is silently repaired.** A missing or unparsable `state.json`,
+//!   a root whose content does not match its file name, a token file naming
+//!   another product, an unexpected file in a store directory or a file over
+//!   its size limit is reported as [`StoreError::Corrupt`] with its path;
+//!   the store never resets or ignores it. (Deleting `state.json` is the
+//!   obvious way to reset the clock high-water mark, so a missing one is an
+//!   error, not a fresh start.)
+//! - **Bounded reads.** Files are read with a size limit and never loaded
+//!   whole when larger: tokens and state 64 KiB ([`MAX_TOKEN_FILE`],
+//!   [`MAX_STATE_FILE`]), roots 64 KiB ([`MAX_ROOT_FILE`]), CRLs and
+//!   revocation lists 1 MiB ([`MAX_REVOCATION_FILE`]).
+//! - **No temporary files left.** A successful write leaves none; a failed
+//!   one removes its own; one left by a writer killed mid-write is removed by
+//!   the next [`Store::lock`]. Readers skip names starting with `.`.
+//! - **Deterministic reads.** Lists come back sorted: roots by fingerprint,
+//!   tokens by product, revocation data by key.
+//! - **Versioned layout.** A store whose `version` is newer than
+//!   [`LAYOUT_VERSION`] is refused ([`StoreError::NewerVersion`]) and left
+//!   untouched.
+//! - **Safe initialisation.** [`Store::open`] initialises a missing or
+//!   empty directory (under the lock, so concurrent first runs agree), but
+//!   refuses ([`StoreError::NotAStore`]) a non-empty directory that is not a
+//!   store, and any store directory writable by group or others
+//!   ([`StoreError::InsecurePermissions`]).
+//!
+//! The store is tamper-evident against mistakes and naive edits, not
+//! tamper-proof: root on the machine can rewrite any of these files.
+//!
+//! # Example
+//!
+//! ```
+//! use tka::store::{check_clock, Store, DEFAULT_CLOCK_TOLERANCE_SECS};
+//! # let tmp = tempfile::tempdir().unwrap();
+//! # let dir = tmp.path().join("store");
+//! let store = Store::open(&dir)?;
+//! let now = 1_750_000_000;
+//! {
+//!     // ... the verification layer has accepted `token` for "office" ...
+//!     let lock = store.lock()?;
+//!     let mut state = lock.state()?;
+//!     check_clock(&state, now, DEFAULT_CLOCK_TOLERANCE_SECS).expect("clock");
+//!     state.observe(now);
+//!     lock.save_state(&state)?;
+//!     lock.put_token("office", "eyJ...header.payload.sig", now)?;
+//! } // lock released here
+//! assert_eq!(store.token("office")?.unwrap().installed_at, now);
+//! # Ok::<(), tka::store::StoreError>(())
+//! ```
+
+mod clock;
+mod error;
+mod lock;
+mod names;
+
+pub use clock::{check_clock, ClockRollback, StoreState, DEFAULT_CLOCK_TOLERANCE_SECS};
+pub use error::StoreError;
+pub use lock::StoreLock;
+
+use crate::fsutil::read_bounded;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The store layout version this code writes and understands.
+pub const LAYOUT_VERSION: u32 = 1;
+/// The system-wide store, used when running as root.
+pub const SYSTEM_STORE_DIR: &str = "/var/lib/tka";
+/// Fewest hex digits accepted to select a root by fingerprint prefix.
+pub const MIN_FINGERPRINT_PREFIX: usize = 4;
+/// Size limit of an installed-token file, in bytes.
+pub const MAX_TOKEN_FILE: usize = 64 * 1024;
+/// Size limit of `state.json`, in bytes.
+pub const MAX_STATE_FILE: usize = 64 * 1024;
+/// Size limit of a root's PEM file, in bytes.
+pub const MAX_ROOT_FILE: usize = 64 * 1024;
+/// Size limit of a root certificate's DER accepted by
+/// [`StoreLock::add_root`] (its PEM then fits in [`MAX_ROOT_FILE`]).
+pub const MAX_ROOT_DER: usize = 32 * 1024;
+/// Size limit of a CRL or token revocation-list file, in bytes.
+pub const MAX_REVOCATION_FILE: usize = 1024 * 1024;
+
+const VERSION_FILE: &str = "version";
+const LOCK_FILE: &str = "lock";
+const STATE_FILE: &str = "state.json";
+const ROOTS_DIR: &str = "roots";
+const TOKENS_DIR: &str = "tokens";
+const CRLS_DIR: &str = "crls";
+const REVOCATIONS_DIR: &str = "revocations";
+const SUBDIRS: [&str; 4] = [ROOTS_DIR, TOKENS_DIR, CRLS_DIR, REVOCATIONS_DIR];
+
+const ROOT_EXT: &str = ".pem";
+const TOKEN_EXT: &str = ".json";
+const CRL_EXT: &str = ".der";
+const REVOCATION_EXT: &str = ".jws";
+
+/// An activation store directory. Cheap to clone; holds no open files.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// A token installed in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstalledToken {
+    /// The product it activates (also its file name).
+    pub product: String,
+    /// The token text (JWS compact serialization), exactly as installed.
+    pub token: String,
+    /// Unix seconds when it was installed.
+    pub installed_at: i64,
+}
+
+/// A root certificate the store trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedRoot {
+    /// Lowercase hex SHA-256 of the DER.
+    pub fingerprint: String,
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// The PEM file it was read from.
+    pub path: PathBuf,
+}
+
+/// On-disk form of an installed token.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    product: String,
+    installed_at: i64,
+    token: String,
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating the directory (0700, parents as
+    /// needed) and the layout if missing.
+    ///
+    /// An existing store is only checked, never written to, so read-only
+    /// callers can open it. Fails with [`StoreError::NewerVersion`] for a
+    /// newer layout, [`StoreError::NotAStore`] for a non-empty directory that
+    /// is not a store, [`StoreError::InsecurePermissions`] if the directory
+    /// or a subdirectory is writable by group or others.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        match fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(StoreError::NotAStore {
+                    path: dir.to_path_buf(),
+                    detail: "it is not a directory".to_string(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create_private_dir(dir)?,
+            Err(e) => return Err(StoreError::io(dir, e)),
+        }
+        let store = Store {
+            dir: dir.to_path_buf(),
+        };
+        check_not_writable_by_others(&store.dir)?;
+        match store.read_version()? {
+            Some(v) => store.check_version(v)?,
+            None => store.initialize()?,
+        }
+        for sub in SUBDIRS {
+            check_not_writable_by_others(&store.dir.join(sub))?;
+        }
+        Ok(store)
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The documented default store directory: [`SYSTEM_STORE_DIR`]
+    /// (`/var/lib/tka`) when running as root; otherwise `$XDG_DATA_HOME/tka`
+    /// if `xdg_data_home` is an absolute path (the XDG spec says to ignore a
+    /// relative one), else `$HOME/.local/share/tka`; with neither, the
+    /// system store.
+    ///
+    /// A pure function: the caller supplies the effective uid check and the
+    /// environment.
+    ///
+    /// ```
+    /// use std::path::{Path, PathBuf};
+    /// use tka::store::Store;
+    /// assert_eq!(Store::default_dir_for(true, Some(Path::new("/root")), None),
+    ///            PathBuf::from("/var/lib/tka"));
+    /// assert_eq!(Store::default_dir_for(false, Some(Path::new("/home/a")), None),
+    ///            PathBuf::from("/home/a/.local/share/tka"));
+    /// ```
+    pub fn default_dir_for(
+        euid_is_root: bool,
+        home: Option<&Path>,
+        xdg_data_home: Option<&Path>,
+    ) -> PathBuf {
+        if euid_is_root {
+            return PathBuf::from(SYSTEM_STORE_DIR);
+        }
+        if let Some(xdg) = xdg_data_home.filter(|p| p.is_absolute()) {
+            return xdg.join("tka");
+        }
+        match home.filter(|p| !p.as_os_str().is_empty()) {
+            Some(home) => home.join(".local").join("share").join("tka"),
+            None => PathBuf::from(SYSTEM_STORE_DIR),
+        }
+    }
+
+    /// Takes the store's exclusive write lock, waiting for any other holder
+    /// (thread or process). Released when the [`StoreLock`] is dropped.
+    ///
+    /// Also removes temporary files left by a writer that was killed
+    /// mid-write (safe because only lock holders write).
+    pub fn lock(&self) -> Result<StoreLock<'_>, StoreError> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = open_lock_file(&path)?;
+        file.lock().map_err(|e| StoreError::io(&path, e))?;
+        StoreLock::acquired(self, file)
+    }
+
+    /// Like [`Store::lock`], but returns `Ok(None)` at once if another
+    /// thread or process holds the lock.
+    pub fn try_lock(&self) -> Result<Option<StoreLock<'_>>, StoreError> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = open_lock_file(&path)?;
+        match file.try_lock() {
+            Ok(()) => StoreLock::acquired(self, file).map(Some),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    /// The trusted roots, sorted by fingerprint.
+    ///
+    /// Each `roots/<fp>.pem` must hold one PEM certificate whose SHA-256 is
+    /// `<fp>`; anything else is [`StoreError::Corrupt`].
+    pub fn roots(&self) -> Result<Vec<TrustedRoot>, StoreError> {
+        let mut roots = Vec::new();
+        for (fp, path) in self.list(ROOTS_DIR, ROOT_EXT, names::is_fingerprint, "<sha256>.pem")? {
+            let Some(bytes) = read_opt(&path, MAX_ROOT_FILE)? else {
+                continue;
+            };
+            let text = String::from_utf8(bytes)
+                .map_err(|_| StoreError::corrupt(&path, "not UTF-8 PEM text"))?;
+            let der = names::pem_decode(&text).map_err(|d| StoreError::corrupt(&path, d))?;
+            let actual = names::fingerprint(&der);
+            if actual != fp {
+                return Err(StoreError::corrupt(
+                    &path,
+                    format!("certificate fingerprint is {actual}, not the file name's {fp}"),
+                ));
+            }
+            roots.push(TrustedRoot {
+                fingerprint: fp,
+                der,
+                path,
+            });
+        }
+        Ok(roots)
+    }
+
+    /// The installed tokens, sorted by product.
+    pub fn tokens(&self) -> Result<Vec<InstalledToken>, StoreError> {
+        let valid = |s: &str| names::check_product(s).is_ok();
+        let mut out = Vec::new();
+        for (product, path) in self.list(TOKENS_DIR, TOKEN_EXT, valid, "<product>.json")? {
+            if let Some(t) = read_token(&path, &product)? {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The token installed for `product`, if any.
+    pub fn token(&self, product: &str) -> Result<Option<InstalledToken>, StoreError> {
+        names::check_product(product)?;
+        read_token(&self.token_path(product), product)
+    }
+
+    /// The store's state. A missing or unparsable `state.json` is
+    /// [`StoreError::Corrupt`]: it is never silently reset.
+    pub fn state(&self) -> Result<StoreState, StoreError> {
+        let path = self.dir.join(STATE_FILE);
+        let bytes = read_opt(&path, MAX_STATE_FILE)?.ok_or_else(|| {
+            StoreError::corrupt(
+                &path,
+                "missing (it holds the clock high-water mark and revocation sequence numbers)",
+            )
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(&path, e.to_string()))
+    }
+
+    /// The installed X.509 CRLs (DER), sorted by key.
+    pub fn crls(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        for (_, path) in self.list(
+            CRLS_DIR,
+            CRL_EXT,
+            |k| names::check_key(k).is_ok(),
+            "<hex key>.der",
+        )? {
+            if let Some(der) = read_opt(&path, MAX_REVOCATION_FILE)? {
+                out.push(der);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The CRL installed under `key`, if any.
+    pub fn crl(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        names::check_key(key)?;
+        read_opt(&self.crl_path(key), MAX_REVOCATION_FILE)
+    }
+
+    /// The installed token revocation lists (JWS compact text), sorted by key.
+    pub fn revocation_lists(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let valid = |k: &str| names::check_key(k).is_ok();
+        for (_, path) in self.list(REVOCATIONS_DIR, REVOCATION_EXT, valid, "<hex key>.jws")? {
+            if let Some(text) = read_text(&path)? {
+                out.push(text);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The token revocation list installed under `key`, if any.
+    pub fn revocation_list(&self, key: &str) -> Result<Option<String>, StoreError> {
+        names::check_key(key)?;
+        read_text(&self.revocation_path(key))
+    }
+
+    // ----- paths and helpers -----
+
+    fn token_path(&self, product: &str) -> PathBuf {
+        self.dir
+            .join(TOKENS_DIR)
+            .join(format!("{product}{TOKEN_EXT}"))
+    }
+
+    fn root_path(&self, fp: &str) -> PathBuf {
+        self.dir.join(ROOTS_DIR).join(format!("{fp}{ROOT_EXT}"))
+    }
+
+    fn crl_path(&self, key: &str) -> PathBuf {
+        self.dir.join(CRLS_DIR).join(format!("{key}{CRL_EXT}"))
+    }
+
+    fn revocation_path(&self, key: &str) -> PathBuf {
+        self.dir
+            .join(REVOCATIONS_DIR)
+            .join(format!("{key}{REVOCATION_EXT}"))
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    /// Lists `<dir>/<sub>/<stem><ext>` sorted by stem. Names starting with
+    /// `.` (temporary files) are skipped; any other name that does not fit
+    /// the pattern is [`StoreError::Corrupt`]. A missing subdirectory is
+    /// empty.
+    fn list(
+        &self,
+        sub: &str,
+        ext: &str,
+        valid: impl Fn(&str) -> bool,
+        pattern: &str,
+    ) -> Result<Vec<(String, PathBuf)>, StoreError> {
+        let dir = self.dir.join(sub);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io(&dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                return Err(StoreError::corrupt(&path, "file name is not UTF-8"));
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            match name.strip_suffix(ext).filter(|stem| valid(stem)) {
+                Some(stem) => out.push((stem.to_string(), path)),
+                None => {
+                    return Err(StoreError::corrupt(
+                        &path,
+                        format!(
+                            "unexpected file in {sub}/ (expected {pattern}); \
+                             move it out of the store"
+                        ),
+                    ))
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn read_version(&self) -> Result<Option<u32>, StoreError> {
+        let path = self.dir.join(VERSION_FILE);
+        let Some(bytes) = read_opt(&path, 64)? else {
+            return Ok(None);
+        };
+        let text = std::str::from_utf8(&bytes).unwrap_or("");
+        let digits = text.strip_suffix('\n').unwrap_or(text);
+        match digits.parse::<u32>() {
+            Ok(v) if v >= 1 && digits.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(v)),
+            _ => Err(StoreError::corrupt(
+                &path,
+                format!("expected a layout version number, found {text:?}"),
+            )),
+        }
+    }
+
+    fn check_version(&self, found: u32) -> Result<(), StoreError> {
+        if found > LAYOUT_VERSION {
+            return Err(StoreError::NewerVersion {
+                path: self.dir.join(VERSION_FILE),
+                found,
+                supported: LAYOUT_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates the layout in a directory that has no `version` file yet.
+    fn initialize(&self) -> Result<(), StoreError> {
+        let entries = fs::read_dir(&self.dir).map_err(|e| StoreError::io(&self.dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(&self.dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let known = name == LOCK_FILE
+                || name == STATE_FILE
+                || SUBDIRS.contains(&name.as_ref())
+                || names::is_write_temp(&name);
+            if !known {
+                return Err(StoreError::NotAStore {
+                    path: self.dir.clone(),
+                    detail: format!(
+                        "it has no `{VERSION_FILE}` file but already holds {name:?}; \
+                         use an empty or new directory"
+                    ),
+                });
+            }
+        }
+        let lock = self.lock()?;
+        // Another process may have initialised the store while we waited.
+        if let Some(v) = self.read_version()? {
+            return self.check_version(v);
+        }
+        lock.initialize_layout()
+    }
+}
+
+/// Creates `dir` with mode 0700 (parents with default permissions).
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    match builder.create(dir) {
+        Ok(()) => {
+            set_mode(dir, 0o700)?;
+            crate::fsutil::sync_dir(parent).map_err(|e| StoreError::io(parent, e))
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(StoreError::io(dir, e)),
+    }
+}
+
+/// Sets exact permission bits (the umask may have removed some).
+fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(|e| StoreError::io(path, e))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, mode);
+        Ok(())
+    }
+}
+
+/// Refuses a directory writable by group or others. A missing one is fine.
+fn check_not_writable_by_others(dir: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        match fs::metadata(dir) {
+            Ok(m) if m.permissions().mode() & 0o022 != 0 => {
+                return Err(StoreError::InsecurePermissions {
+                    path: dir.to_path_buf(),
+                    mode: m.permissions().mode(),
+                })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(dir, e)),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+fn open_lock_file(path: &Path) -> Result<fs::File, StoreError> {
+    let mut opts = fs::OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).map_err(|e| StoreError::io(path, e))
+}
+
+/// Reads `path` with a size limit; `None` if it does not exist.
+fn read_opt(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, StoreError> {
+    match read_bounded(path, limit as u64) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => Err(StoreError::corrupt(
+            path,
+            format!("larger than the {limit}-byte limit"),
+        )),
+        Err(e) => Err(StoreError::io(path, e)),
+    }
+}
+
+fn read_text(path: &Path) -> Result<Option<String>, StoreError> {
+    match read_opt(path, MAX_REVOCATION_FILE)? {
+        Some(b) => String::from_utf8(b)
+            .map(Some)
+            .map_err(|_| StoreError::corrupt(path, "not UTF-8 text")),
+        None => Ok(None),
+    }
+}
+
+fn read_token(path: &Path, product: &str) -> Result<Option<InstalledToken>, StoreError> {
+    let Some(bytes) = read_opt(path, MAX_TOKEN_FILE)? else {
+        return Ok(None);
+    };
+    let file: TokenFile =
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
+    if file.product != product {
+        return Err(StoreError::corrupt(
+            path,
+            format!(
+                "holds a token for product {:?}, not {product:?}",
+                file.product
+            ),
+        ));
+    }
+    Ok(Some(InstalledToken {
+        product: file.product,
+        token: file.token,
+        installed_at: file.installed_at,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_dirs() {
+        let home = Path::new("/home/u");
+        assert_eq!(
+            Store::default_dir_for(true, Some(home), Some(Path::new("/x"))),
+            PathBuf::from("/var/lib/tka")
+        );
+        assert_eq!(
+            Store::default_dir_for(false, Some(home), Some(Path::new("/x/data"))),
+            PathBuf::from("/x/data/tka")
+        );
+        assert_eq!(
+            Store::default_dir_for(false, Some(home), Some(Path::new("rel"))),
+            PathBuf::from("/home/u/.local/share/tka")
+        );
+        assert_eq!(
+            Store::default_dir_for(false, None, None),
+            PathBuf::from("/var/lib/tka")
+        );
+    }
+
+    #[test]
+    fn killed_writer_temp_is_swept_by_next_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("s")).unwrap();
+        let stale = store
+            .dir()
+            .join(TOKENS_DIR)
+            .join(".a.json.0123456789abcdef.tmp");
+        fs::write(&stale, b"half").unwrap();
+        assert!(
+            store.tokens().unwrap().is_empty(),
+            "readers skip temp files"
+        );
+        drop(store.lock().unwrap());
+        assert!(!stale.exists());
+    }
+
+    #[test]
+    fn try_lock_reports_busy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("s")).unwrap();
+        let held = store.lock().unwrap();
+        assert!(store.try_lock().unwrap().is_none());
+        drop(held);
+        assert!(store.try_lock().unwrap().is_some());
+    }
+
+    #[test]
+    fn version_file_is_strict() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("s");
+        Store::open(&dir).unwrap();
+        assert_eq!(fs::read_to_string(dir.join(VERSION_FILE)).unwrap(), "1\n");
+        for bad in ["", "one\n", "+1\n", "0\n", "1\n\n"] {
+            fs::write(dir.join(VERSION_FILE), bad).unwrap();
+            assert!(
+                matches!(Store::open(&dir), Err(StoreError::Corrupt { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+}

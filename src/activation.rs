@@ -1,0 +1,169 @@
+//! The machine side: install a token after verifying it, report status,
+//! deactivate. Verification itself is [`crate::verify`]; storage is
+//! [`crate::store`]; this module is the short glue between them, and the
+//! API an application uses to ask "is product P activated here?".
+
+use crate::error::{Error, Result, VerifyError};
+use crate::machine::MachineIdentity;
+use crate::pki::{Crl, TrustAnchors};
+use crate::store::{Store, DEFAULT_CLOCK_TOLERANCE_SECS};
+use crate::token::decode_unverified;
+use crate::verify::{verify_token, MachineCheck, VerifiedToken, VerifyContext};
+use std::collections::HashSet;
+
+/// Identity of this machine for a given product (identities are salted per
+/// product). The CLI passes the real machine; tests pass a fake.
+pub type IdentifyFn<'a> = &'a dyn Fn(&str) -> Result<MachineIdentity>;
+
+/// Trust anchors, CRLs and revoked serials, read from a store.
+#[derive(Debug, Clone, Default)]
+pub struct TrustData {
+    /// Trusted roots.
+    pub anchors: TrustAnchors,
+    /// Installed CRLs.
+    pub crls: Vec<Crl>,
+    /// Token serials revoked by installed revocation lists.
+    pub revoked_serials: HashSet<String>,
+}
+
+impl TrustData {
+    /// Reads the store's roots and revocation data. A damaged CRL is an
+    /// error, never silently skipped.
+    pub fn from_store(store: &Store) -> Result<Self> {
+        let roots: Vec<Vec<u8>> = store.roots()?.into_iter().map(|r| r.der).collect();
+        let anchors = TrustAnchors::from_der(&roots)?;
+        let crls = store.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
+        let revoked_serials = crate::revocation::installed_revoked_serials(store, &anchors)?;
+        Ok(TrustData { anchors, crls, revoked_serials })
+    }
+}
+
+/// What `status` found for one product.
+#[derive(Debug, Clone)]
+pub enum ProductStatus {
+    /// A token is installed and verifies now.
+    Active(Box<VerifiedToken>),
+    /// A token is installed but no longer verifies (expired, revoked, moved machine ...).
+    Invalid {
+        /// The product.
+        product: String,
+        /// Why.
+        reason: VerifyError,
+    },
+    /// No token is installed for the product.
+    NotInstalled {
+        /// The product.
+        product: String,
+    },
+}
+
+impl ProductStatus {
+    /// Whether the product is activated.
+    pub fn is_active(&self) -> bool {
+        matches!(self, ProductStatus::Active(_))
+    }
+}
+
+/// Verifies `token` for this machine and installs it. The store's clock
+/// high-water mark is checked and raised under the store lock, so a token
+/// is never installed on a machine whose clock was wound back.
+pub fn activate(store: &Store, token: &str, identify: IdentifyFn<'_>, now: i64) -> Result<VerifiedToken> {
+    activate_with_tolerance(store, token, identify, now, DEFAULT_CLOCK_TOLERANCE_SECS)
+}
+
+/// [`activate`] with an explicit clock-rollback tolerance, seconds.
+pub fn activate_with_tolerance(
+    store: &Store,
+    token: &str,
+    identify: IdentifyFn<'_>,
+    now: i64,
+    tolerance: i64,
+) -> Result<VerifiedToken> {
+    let token = token.trim();
+    let (_, claims) = decode_unverified(token)?;
+    let identity = identify(&claims.aud)?;
+    let trust = TrustData::from_store(store)?;
+    if trust.anchors.is_empty() {
+        return Err(Error::Usage(
+            "this store trusts no root yet: run `tka trust add ROOT.pem` first".into(),
+        ));
+    }
+    let lock = store.lock()?;
+    let mut state = lock.state()?;
+    let ctx = VerifyContext {
+        anchors: &trust.anchors,
+        now,
+        product: Some(&claims.aud),
+        machine: MachineCheck::Identity(&identity),
+        crls: &trust.crls,
+        revoked_serials: &trust.revoked_serials,
+        clock: Some((state.clock_high_water, tolerance)),
+    };
+    let verified = verify_token(token, &ctx)?;
+    state.observe(now);
+    lock.save_state(&state)?;
+    lock.put_token(&verified.claims.aud, token, now)?;
+    Ok(verified)
+}
+
+/// Re-verifies the installed token for `product` at `now`. Reads only.
+pub fn status(store: &Store, product: &str, identity: &MachineIdentity, now: i64) -> Result<ProductStatus> {
+    let trust = TrustData::from_store(store)?;
+    let state = store.state()?;
+    status_with(store, &trust, product, identity, now, Some((state.clock_high_water, DEFAULT_CLOCK_TOLERANCE_SECS)))
+}
+
+/// [`status`] with trust data and clock already read (for listing many products).
+pub fn status_with(
+    store: &Store,
+    trust: &TrustData,
+    product: &str,
+    identity: &MachineIdentity,
+    now: i64,
+    clock: Option<(i64, i64)>,
+) -> Result<ProductStatus> {
+    let Some(installed) = store.token(product)? else {
+        return Ok(ProductStatus::NotInstalled { product: product.into() });
+    };
+    let ctx = VerifyContext {
+        anchors: &trust.anchors,
+        now,
+        product: Some(product),
+        machine: MachineCheck::Identity(identity),
+        crls: &trust.crls,
+        revoked_serials: &trust.revoked_serials,
+        clock,
+    };
+    Ok(match verify_token(&installed.token, &ctx) {
+        Ok(v) => ProductStatus::Active(Box::new(v)),
+        Err(reason) => ProductStatus::Invalid { product: product.into(), reason },
+    })
+}
+
+/// The question an application asks: is `product` activated on this
+/// machine at `now`? `Ok` carries the verified token (features, expiry);
+/// `Err` says why not ([`VerifyError::NotActivated`] when nothing is installed).
+pub fn check_activated(store: &Store, product: &str, identity: &MachineIdentity, now: i64) -> Result<VerifiedToken> {
+    match status(store, product, identity, now)? {
+        ProductStatus::Active(v) => Ok(*v),
+        ProductStatus::Invalid { reason, .. } => Err(reason.into()),
+        ProductStatus::NotInstalled { product } => Err(VerifyError::NotActivated { product }.into()),
+    }
+}
+
+/// Removes the installed token for `product`. Returns whether one was installed.
+pub fn deactivate(store: &Store, product: &str) -> Result<bool> {
+    Ok(store.lock()?.remove_token(product)?)
+}
+
+/// Raises the store's clock high-water mark to `now` (never lowers it).
+/// The CLI calls this with the real clock on every store command.
+pub fn observe_clock(store: &Store, now: i64) -> Result<()> {
+    let lock = store.lock()?;
+    let mut state = lock.state()?;
+    if now > state.clock_high_water {
+        state.observe(now);
+        lock.save_state(&state)?;
+    }
+    Ok(())
+}

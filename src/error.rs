@@ -1,0 +1,492 @@
+//! Errors. [`VerifyError`] is a verdict ("this token is not good here");
+//! [`Error`] covers everything else a command can run into.
+//!
+//! Every message says what was checked and what was found, on one line.
+
+use crate::clock::rfc3339;
+use crate::machine::{MachineError, MatchReport};
+use crate::store::StoreError;
+use std::fmt;
+use std::path::PathBuf;
+
+/// Why a token, certificate chain or revocation list was refused.
+///
+/// The variants follow the ordered checks in `docs/verification.md`; each
+/// names the rule it enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// Step 1: the input is larger than the limit for its kind.
+    TooLarge {
+        /// What was being read.
+        what: &'static str,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Step 1: the JWS compact form is broken (parts, base64url, UTF-8, JSON).
+    Malformed {
+        /// What was being parsed.
+        what: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Step 1: a JSON object repeats a member name (RFC 8725 §3.x, RFC 7515 §5.2).
+    DuplicateKey {
+        /// The repeated name.
+        key: String,
+    },
+    /// Step 2: `alg` is not on the allow-list (PS256, RS256); covers `none` and HMAC.
+    AlgorithmNotAllowed {
+        /// The algorithm found.
+        alg: String,
+    },
+    /// Step 2: `typ` is not the one expected for this kind of object.
+    WrongType {
+        /// The type expected.
+        expected: &'static str,
+        /// The type found.
+        found: String,
+    },
+    /// Step 2: a header parameter that lets the token pick its own key (`jwk`, `jku`, `x5u`).
+    ForbiddenHeader {
+        /// The parameter name.
+        name: String,
+    },
+    /// Step 2: `crit` names an extension tka does not understand (RFC 7515 §4.1.11).
+    UnknownCritical {
+        /// The extension name.
+        name: String,
+    },
+    /// Step 2: no `x5c` certificate chain in the header.
+    MissingChain,
+    /// Step 3: the chain is longer than allowed or a certificate could not be parsed.
+    BadCertificate {
+        /// Subject or position of the certificate.
+        subject: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Step 3: the chain does not end at a trusted root (RFC 5280 §6.1).
+    UntrustedRoot {
+        /// Issuer name the chain ended on.
+        issuer: String,
+    },
+    /// Step 3: a certificate's notAfter is in the past (RFC 5280 §6.1.3 (a)(2)).
+    CertExpired {
+        /// The certificate.
+        subject: String,
+        /// Its notAfter.
+        not_after: i64,
+        /// The time of verification.
+        now: i64,
+    },
+    /// Step 3: a certificate's notBefore is in the future (RFC 5280 §6.1.3 (a)(2)).
+    CertNotYetValid {
+        /// The certificate.
+        subject: String,
+        /// Its notBefore.
+        not_before: i64,
+        /// The time of verification.
+        now: i64,
+    },
+    /// Step 3: a certificate signature does not verify under its issuer's key (RFC 5280 §6.1.3 (a)(1)).
+    BadCertSignature {
+        /// The certificate.
+        subject: String,
+    },
+    /// Step 3: an issuing certificate is not a CA (basicConstraints, RFC 5280 §6.1.4 (k)).
+    NotCa {
+        /// The certificate.
+        subject: String,
+    },
+    /// Step 3: an issuing certificate lacks keyCertSign (RFC 5280 §6.1.4 (n)).
+    MissingKeyCertSign {
+        /// The certificate.
+        subject: String,
+    },
+    /// Step 3: pathLenConstraint exceeded (RFC 5280 §6.1.4 (l)-(m)).
+    PathLenExceeded {
+        /// The CA whose constraint was exceeded.
+        subject: String,
+    },
+    /// Step 3: the token signer is a CA certificate; CA keys never sign tokens.
+    SignerIsCa {
+        /// The certificate.
+        subject: String,
+    },
+    /// Step 3: the signer lacks the tka token-signing extended key usage.
+    MissingSignerEku {
+        /// The certificate.
+        subject: String,
+    },
+    /// Step 3: the signer's keyUsage lacks digitalSignature.
+    MissingDigitalSignature {
+        /// The certificate.
+        subject: String,
+    },
+    /// Step 3: a critical extension tka does not process (RFC 5280 §6.1.4 (o)).
+    UnknownCriticalExtension {
+        /// The certificate.
+        subject: String,
+        /// The extension OID.
+        oid: String,
+    },
+    /// Step 3: an RSA key shorter than 2048 bits, or not RSA at all.
+    WeakKey {
+        /// The certificate.
+        subject: String,
+        /// What was found.
+        detail: String,
+    },
+    /// Step 3: a certificate is on a CRL from its issuer.
+    CertRevoked {
+        /// The certificate.
+        subject: String,
+        /// Its serial in hex.
+        serial: String,
+    },
+    /// Step 4: the JWS signature does not verify with the signer's key.
+    BadSignature,
+    /// Step 5: the token is for another product.
+    WrongProduct {
+        /// The product expected here.
+        expected: String,
+        /// The product in the token.
+        found: String,
+    },
+    /// Step 5: the token is bound to another machine.
+    WrongMachine {
+        /// This machine's CMID.
+        expected: String,
+        /// The CMID in the token.
+        found: String,
+        /// Component comparison, when the token carries components.
+        report: Option<MatchReport>,
+    },
+    /// Step 5: `now` is before the token's `nbf`.
+    TokenNotYetValid {
+        /// The token's nbf.
+        nbf: i64,
+        /// The time of verification.
+        now: i64,
+    },
+    /// Step 5: `now` is past the token's `exp` plus its grace period.
+    TokenExpired {
+        /// The token's exp.
+        exp: i64,
+        /// Grace period after exp, seconds.
+        grace: i64,
+        /// The time of verification.
+        now: i64,
+    },
+    /// Step 5: the token's validity extends beyond its signer certificate's.
+    TokenOutlivesSigner {
+        /// The token's exp (or `None` for perpetual).
+        exp: Option<i64>,
+        /// The signer's notAfter.
+        signer_not_after: i64,
+    },
+    /// Step 5: the token's serial is on an installed token revocation list.
+    TokenRevoked {
+        /// The token serial.
+        serial: String,
+    },
+    /// Step 5: a required claim is missing or has the wrong type.
+    BadClaims {
+        /// What is wrong.
+        detail: String,
+    },
+    /// Step 6: the token says it was issued after `now`.
+    IssuedInFuture {
+        /// The token's iat.
+        iat: i64,
+        /// The time of verification.
+        now: i64,
+    },
+    /// Step 6: `now` is earlier than the store has already seen.
+    ClockRollback {
+        /// The time of verification.
+        now: i64,
+        /// The store's high-water mark.
+        high_water: i64,
+    },
+    /// A revocation list's sequence number is lower than one already installed.
+    RevocationRollback {
+        /// Sequence installed.
+        installed: u64,
+        /// Sequence offered.
+        offered: u64,
+    },
+    /// The product has no activation on this machine.
+    NotActivated {
+        /// The product.
+        product: String,
+    },
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use VerifyError::*;
+        match self {
+            TooLarge { what, limit } => write!(f, "{what} is larger than the {limit}-byte limit"),
+            Malformed { what, detail } => write!(f, "malformed {what}: {detail}"),
+            DuplicateKey { key } => write!(f, "duplicate JSON member {key:?}"),
+            AlgorithmNotAllowed { alg } => {
+                write!(f, "algorithm {alg:?} is not allowed: expected PS256 or RS256")
+            }
+            WrongType { expected, found } => {
+                write!(f, "wrong typ: expected {expected:?}, found {found:?}")
+            }
+            ForbiddenHeader { name } => write!(
+                f,
+                "header parameter {name:?} is refused: the key must come from the x5c chain to a trusted root"
+            ),
+            UnknownCritical { name } => write!(f, "unknown critical header extension {name:?}"),
+            MissingChain => write!(f, "no x5c certificate chain in the token header"),
+            BadCertificate { subject, detail } => write!(f, "certificate {subject}: {detail}"),
+            UntrustedRoot { issuer } => write!(
+                f,
+                "certificate chain does not lead to a trusted root (ends at issuer {issuer})"
+            ),
+            CertExpired { subject, not_after, now } => write!(
+                f,
+                "certificate {subject} expired at {}, now is {}",
+                rfc3339(*not_after),
+                rfc3339(*now)
+            ),
+            CertNotYetValid { subject, not_before, now } => write!(
+                f,
+                "certificate {subject} is not valid before {}, now is {}",
+                rfc3339(*not_before),
+                rfc3339(*now)
+            ),
+            BadCertSignature { subject } => {
+                write!(f, "certificate {subject} has a signature its issuer did not make")
+            }
+            NotCa { subject } => write!(f, "certificate {subject} issues certificates but is not a CA"),
+            MissingKeyCertSign { subject } => {
+                write!(f, "CA certificate {subject} lacks the keyCertSign key usage")
+            }
+            PathLenExceeded { subject } => {
+                write!(f, "chain is longer than the path length CA {subject} allows")
+            }
+            SignerIsCa { subject } => write!(
+                f,
+                "token signed by CA certificate {subject}: only token-signer certificates may sign tokens"
+            ),
+            MissingSignerEku { subject } => write!(
+                f,
+                "certificate {subject} lacks the tka token-signing extended key usage"
+            ),
+            MissingDigitalSignature { subject } => {
+                write!(f, "signer certificate {subject} lacks the digitalSignature key usage")
+            }
+            UnknownCriticalExtension { subject, oid } => {
+                write!(f, "certificate {subject} has unknown critical extension {oid}")
+            }
+            WeakKey { subject, detail } => write!(f, "certificate {subject}: {detail}"),
+            CertRevoked { subject, serial } => {
+                write!(f, "certificate {subject} (serial {serial}) is revoked")
+            }
+            BadSignature => write!(f, "token signature does not verify with the signer certificate's key"),
+            WrongProduct { expected, found } => {
+                write!(f, "wrong product: expected {expected:?}, token is for {found:?}")
+            }
+            WrongMachine { expected, found, report } => {
+                write!(f, "token is bound to machine {found}, this machine is {expected}")?;
+                if let Some(r) = report {
+                    write!(
+                        f,
+                        " ({} of {} components match, {} required; changed: {})",
+                        r.matched,
+                        r.total,
+                        r.required,
+                        if r.changed.is_empty() { "none".to_string() } else { r.changed.join(", ") }
+                    )?;
+                }
+                Ok(())
+            }
+            TokenNotYetValid { nbf, now } => write!(
+                f,
+                "token is not valid before {}, now is {}",
+                rfc3339(*nbf),
+                rfc3339(*now)
+            ),
+            TokenExpired { exp, grace, now } => {
+                write!(f, "token expired at {}", rfc3339(*exp))?;
+                if *grace > 0 {
+                    write!(f, " (grace ended {})", rfc3339(exp + grace))?;
+                }
+                write!(f, ", now is {}", rfc3339(*now))
+            }
+            TokenOutlivesSigner { exp, signer_not_after } => write!(
+                f,
+                "token valid until {} outlives its signer certificate (expires {})",
+                exp.map(rfc3339).unwrap_or_else(|| "forever".into()),
+                rfc3339(*signer_not_after)
+            ),
+            TokenRevoked { serial } => write!(f, "token {serial} is revoked"),
+            BadClaims { detail } => write!(f, "invalid token claims: {detail}"),
+            IssuedInFuture { iat, now } => write!(
+                f,
+                "token was issued at {}, after now ({}): check the system clock",
+                rfc3339(*iat),
+                rfc3339(*now)
+            ),
+            ClockRollback { now, high_water } => write!(
+                f,
+                "clock moved backwards: now is {}, but this store has seen {}; fix the system clock",
+                rfc3339(*now),
+                rfc3339(*high_water)
+            ),
+            RevocationRollback { installed, offered } => write!(
+                f,
+                "revocation list sequence {offered} is older than the installed {installed}: refusing rollback"
+            ),
+            NotActivated { product } => write!(f, "{product} is not activated on this machine"),
+        }
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// Any failure of a tka operation.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A verdict: the token, chain or list is not acceptable.
+    Verify(VerifyError),
+    /// Reading or writing a file failed.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An output file exists and `--force` was not given.
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An encrypted key was given without a passphrase source.
+    PassphraseRequired {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The passphrase does not decrypt the key.
+    WrongPassphrase {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// A private key file is readable by group or others.
+    InsecureKeyPermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A key, certificate or request could not be parsed or produced.
+    Format {
+        /// What it is.
+        what: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The operation is refused by policy (e.g. a token would outlive its signer).
+    Refused(String),
+    /// Bad arguments.
+    Usage(String),
+    /// Machine identity could not be established.
+    Machine(MachineError),
+    /// The activation store failed.
+    Store(StoreError),
+}
+
+impl Error {
+    /// Whether this is a "no" verdict (exit code 1) rather than a failure to
+    /// run (exit code 2).
+    pub fn is_verdict(&self) -> bool {
+        matches!(self, Error::Verify(_))
+    }
+
+    /// A hint on what to do about the error, if there is a useful one.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Error::Exists { .. } => Some("pass --force to replace it, or choose another path"),
+            Error::PassphraseRequired { .. } => {
+                Some("give the passphrase with --passphrase-file FILE or TKA_PASSPHRASE, or run on a terminal")
+            }
+            Error::InsecureKeyPermissions { .. } => {
+                Some("run chmod 600 on the key, or pass --insecure-key-permissions")
+            }
+            Error::Verify(VerifyError::ClockRollback { .. }) => Some("set the system clock to the right time"),
+            Error::Verify(VerifyError::UntrustedRoot { .. }) => {
+                Some("install the issuer's root with `tka trust add ROOT.pem`")
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn format(what: impl Into<String>, detail: impl fmt::Display) -> Self {
+        Error::Format { what: what.into(), detail: detail.to_string() }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Verify(e) => e.fmt(f),
+            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Exists { path } => write!(f, "{} already exists", path.display()),
+            Error::PassphraseRequired { path } => {
+                write!(f, "{} is encrypted and no passphrase was given", path.display())
+            }
+            Error::WrongPassphrase { path } => {
+                write!(f, "wrong passphrase for {} (or the key file is damaged)", path.display())
+            }
+            Error::InsecureKeyPermissions { path, mode } => write!(
+                f,
+                "private key {} has permissions {mode:04o}: it must not be readable by group or others",
+                path.display()
+            ),
+            Error::Format { what, detail } => write!(f, "{what}: {detail}"),
+            Error::Refused(s) => f.write_str(s),
+            Error::Usage(s) => f.write_str(s),
+            Error::Machine(e) => e.fmt(f),
+            Error::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Verify(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<VerifyError> for Error {
+    fn from(e: VerifyError) -> Self {
+        Error::Verify(e)
+    }
+}
+impl From<MachineError> for Error {
+    fn from(e: MachineError) -> Self {
+        Error::Machine(e)
+    }
+}
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(e)
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

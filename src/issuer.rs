@@ -1,0 +1,263 @@
+//! The issuer home: one directory holding a ready PKI (root, issuing CA,
+//! token signer) and its configuration, so day-one use is one command.
+//!
+//! ```text
+//! <home>/                 0700
+//!   tka-issuer.json       configuration: where everything is, defaults
+//!   root.pem  root.key    root CA (the certificate machines must trust)
+//!   ca.pem    ca.key      issuing CA (signs signer certificates)
+//!   signer.pem signer.key token signer (signs tokens)
+//!   chain.pem             signer certificate then issuing CA: the x5c chain
+//! ```
+//!
+//! Every key is written 0600 and encrypted unless the caller asked for
+//! plaintext. `init` refuses a non-empty directory and removes what it
+//! created if any step fails, so a failed init leaves nothing behind.
+
+use crate::error::{Error, Result};
+use crate::fsutil::{self, Overwrite};
+use crate::keys::{load_private_key, save_private_key, KeyProtection, Passphrase, SoftwareKey};
+use crate::pki::{create_certificate, lifetimes, pem, CertInfo, CertKind, CertRequest};
+use crate::token::TokenSigner;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// File name of the configuration inside an issuer home.
+pub const CONFIG_FILE: &str = "tka-issuer.json";
+/// Configuration format version.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// What `tka issuer init` builds.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Organisation name used in the subjects (`CN=<org> Root CA`, ...).
+    pub org: String,
+    /// Root key size (default 4096).
+    pub root_bits: usize,
+    /// Issuing CA key size (default 3072).
+    pub ca_bits: usize,
+    /// Signer key size (default 2048).
+    pub signer_bits: usize,
+    /// Root lifetime, days.
+    pub root_days: i64,
+    /// Issuing CA lifetime, days.
+    pub ca_days: i64,
+    /// Signer lifetime, days.
+    pub signer_days: i64,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            org: "tka".into(),
+            root_bits: 4096,
+            ca_bits: 3072,
+            signer_bits: 2048,
+            root_days: lifetimes::ROOT_DAYS,
+            ca_days: lifetimes::INTERMEDIATE_DAYS,
+            signer_days: lifetimes::SIGNER_DAYS,
+        }
+    }
+}
+
+/// The configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Format version.
+    pub version: u32,
+    /// Root certificate, relative to the home.
+    pub root_cert: PathBuf,
+    /// Root key.
+    pub root_key: PathBuf,
+    /// Issuing CA certificate.
+    pub ca_cert: PathBuf,
+    /// Issuing CA key.
+    pub ca_key: PathBuf,
+    /// Signer certificate.
+    pub signer_cert: PathBuf,
+    /// Signer key.
+    pub signer_key: PathBuf,
+    /// Default token lifetime, days.
+    pub token_days: u32,
+}
+
+/// An opened issuer home.
+#[derive(Debug, Clone)]
+pub struct IssuerHome {
+    dir: PathBuf,
+    /// Its configuration.
+    pub config: IssuerConfig,
+}
+
+impl IssuerHome {
+    /// Creates a new issuer home in `dir` (which must not exist or be empty).
+    pub fn init(dir: &Path, opts: &InitOptions, protection: KeyProtection<'_>, now: i64) -> Result<IssuerHome> {
+        let existed = dir.exists();
+        if existed {
+            let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+            if entries.next().is_some() {
+                return Err(Error::Exists { path: dir.into() });
+            }
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let result = Self::init_inner(dir, opts, protection, now);
+        if result.is_err() {
+            // Leave nothing half-created: remove what this call wrote.
+            if existed {
+                if let Ok(entries) = std::fs::read_dir(dir) {
+                    for e in entries.flatten() {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            } else {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        result
+    }
+
+    fn init_inner(dir: &Path, opts: &InitOptions, protection: KeyProtection<'_>, now: i64) -> Result<IssuerHome> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(dir, e))?;
+        }
+        let not_before = now - 300; // tolerate small clock differences between machines
+        let root_key = SoftwareKey::generate(opts.root_bits)?;
+        let ca_key = SoftwareKey::generate(opts.ca_bits)?;
+        let signer_key = SoftwareKey::generate(opts.signer_bits)?;
+        use crate::keys::Signer;
+
+        let root_subject = format!("CN={} Root CA", escape_rdn(&opts.org));
+        let root_der = create_certificate(
+            &CertRequest { kind: CertKind::Root, subject: &root_subject, not_before, not_after: now + opts.root_days * crate::clock::DAY },
+            root_key.public_key(),
+            None,
+            &root_key,
+        )?;
+        let root = CertInfo::parse(&root_der)?;
+        let ca_subject = format!("CN={} Issuing CA", escape_rdn(&opts.org));
+        let ca_der = create_certificate(
+            &CertRequest {
+                kind: CertKind::Intermediate,
+                subject: &ca_subject,
+                not_before,
+                not_after: (now + opts.ca_days * crate::clock::DAY).min(root.not_after),
+            },
+            ca_key.public_key(),
+            Some(&root),
+            &root_key,
+        )?;
+        let ca = CertInfo::parse(&ca_der)?;
+        let signer_subject = format!("CN={} Token Signer", escape_rdn(&opts.org));
+        let signer_der = create_certificate(
+            &CertRequest {
+                kind: CertKind::Signer,
+                subject: &signer_subject,
+                not_before,
+                not_after: (now + opts.signer_days * crate::clock::DAY).min(ca.not_after),
+            },
+            signer_key.public_key(),
+            Some(&ca),
+            &ca_key,
+        )?;
+
+        let config = IssuerConfig {
+            version: CONFIG_VERSION,
+            root_cert: "root.pem".into(),
+            root_key: "root.key".into(),
+            ca_cert: "ca.pem".into(),
+            ca_key: "ca.key".into(),
+            signer_cert: "signer.pem".into(),
+            signer_key: "signer.key".into(),
+            token_days: 180,
+        };
+        save_private_key(&dir.join(&config.root_key), &root_key, protection, false)?;
+        save_private_key(&dir.join(&config.ca_key), &ca_key, protection, false)?;
+        save_private_key(&dir.join(&config.signer_key), &signer_key, protection, false)?;
+        write_public(&dir.join(&config.root_cert), &pem::encode("CERTIFICATE", &root_der))?;
+        write_public(&dir.join(&config.ca_cert), &pem::encode("CERTIFICATE", &ca_der))?;
+        write_public(&dir.join(&config.signer_cert), &pem::encode("CERTIFICATE", &signer_der))?;
+        write_public(
+            &dir.join("chain.pem"),
+            &(pem::encode("CERTIFICATE", &signer_der) + &pem::encode("CERTIFICATE", &ca_der)),
+        )?;
+        let json = serde_json::to_string_pretty(&config).expect("config serializes") + "\n";
+        write_public(&dir.join(CONFIG_FILE), &json)?;
+        Ok(IssuerHome { dir: dir.into(), config })
+    }
+
+    /// Opens an existing issuer home.
+    pub fn open(dir: &Path) -> Result<IssuerHome> {
+        let path = dir.join(CONFIG_FILE);
+        let bytes = fsutil::read_bounded(&path, 64 * 1024).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Usage(format!("{} is not an issuer home (no {CONFIG_FILE}); create one with `tka issuer init`", dir.display()))
+            } else {
+                Error::io(&path, e)
+            }
+        })?;
+        let config: IssuerConfig =
+            serde_json::from_slice(&bytes).map_err(|e| Error::format(path.display().to_string(), e))?;
+        if config.version > CONFIG_VERSION {
+            return Err(Error::format(
+                path.display().to_string(),
+                format!("written by a newer tka (version {}); this tka reads version {CONFIG_VERSION}", config.version),
+            ));
+        }
+        Ok(IssuerHome { dir: dir.into(), config })
+    }
+
+    /// The home directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Absolute path of a file named in the configuration.
+    pub fn path(&self, rel: &Path) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// The root certificate machines must trust.
+    pub fn root_cert_path(&self) -> PathBuf {
+        self.path(&self.config.root_cert)
+    }
+
+    /// Loads the signer key and chain, ready to issue tokens.
+    pub fn token_signer(&self, passphrase: Option<&Passphrase>, allow_insecure_permissions: bool) -> Result<TokenSigner> {
+        let key = load_private_key(&self.path(&self.config.signer_key), passphrase, allow_insecure_permissions)?;
+        let mut chain = read_cert_chain(&self.path(&self.config.signer_cert))?;
+        chain.extend(read_cert_chain(&self.path(&self.config.ca_cert))?);
+        TokenSigner::new(Box::new(key), chain)
+    }
+}
+
+/// Reads every certificate in a PEM (or DER) file.
+pub fn read_cert_chain(path: &Path) -> Result<Vec<Vec<u8>>> {
+    let bytes = fsutil::read_bounded(path, 1024 * 1024).map_err(|e| Error::io(path, e))?;
+    pem::certificates_from_bytes(&bytes, &path.display().to_string())
+}
+
+/// Writes a public file (certificate, config): 0644, never replacing one.
+pub fn write_public(path: &Path, text: &str) -> Result<()> {
+    fsutil::write_atomic(path, text.as_bytes(), 0o644, Overwrite::Refuse).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::Exists { path: path.into() }
+        } else {
+            Error::io(path, e)
+        }
+    })
+}
+
+/// Escapes RFC 4514 special characters in an attribute value.
+fn escape_rdn(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=') || (i == 0 && matches!(c, '#' | ' ')) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,183 @@
+//! JWS compact serialization (RFC 7515) with the checks of verification
+//! steps 1 and 2: bounded size, three parts, strict base64url, UTF-8 JSON
+//! without duplicate members, an allow-listed `alg`, the expected `typ`, no
+//! header that lets the token choose its own key, no unknown `crit`.
+
+use crate::error::{Error, Result, VerifyError};
+use crate::json;
+use crate::keys::{SignatureAlgorithm, Signer};
+use base64::Engine;
+use serde_json::{Map, Value};
+
+/// Largest token or revocation list accepted, in bytes.
+pub const MAX_JWS_SIZE: usize = 64 * 1024;
+
+/// `typ` of an activation token (RFC 8725 §3.11 explicit typing).
+pub const TOKEN_TYP: &str = "tka-token+jwt";
+/// `typ` of a token revocation list.
+pub const REVOCATION_TYP: &str = "tka-revocations+jwt";
+
+const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+const B64STD: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Header parameters that would let a token name its own verification key.
+const FORBIDDEN_HEADERS: [&str; 3] = ["jwk", "jku", "x5u"];
+
+/// A decoded JWS whose header passed step 2. The signature is NOT verified yet.
+#[derive(Debug, Clone)]
+pub struct DecodedJws {
+    /// The protected header.
+    pub header: Map<String, Value>,
+    /// The payload, parsed as strict JSON.
+    pub payload: Value,
+    /// The pinned algorithm.
+    pub alg: SignatureAlgorithm,
+    /// `x5c`: DER certificates, signer first.
+    pub x5c: Vec<Vec<u8>>,
+    /// `kid`, if present.
+    pub kid: Option<String>,
+    /// `BASE64URL(header) || '.' || BASE64URL(payload)`.
+    pub signing_input: Vec<u8>,
+    /// The signature bytes.
+    pub signature: Vec<u8>,
+}
+
+fn malformed(what: &'static str, detail: impl Into<String>) -> VerifyError {
+    VerifyError::Malformed { what, detail: detail.into() }
+}
+
+/// Strict base64url without padding (RFC 7515 §2): no `=`, no whitespace,
+/// no standard-alphabet characters, canonical trailing bits.
+fn b64url_decode(part: &str, what: &'static str) -> Result<Vec<u8>, VerifyError> {
+    B64URL.decode(part).map_err(|e| malformed(what, format!("not base64url: {e}")))
+}
+
+/// Step 1 and 2: decodes `text` and checks the header. `expected_typ` is
+/// [`TOKEN_TYP`] or [`REVOCATION_TYP`].
+pub fn decode(text: &str, expected_typ: &'static str) -> Result<DecodedJws, VerifyError> {
+    // Step 1: bound, split, decode.
+    if text.len() > MAX_JWS_SIZE {
+        return Err(VerifyError::TooLarge { what: "token", limit: MAX_JWS_SIZE });
+    }
+    let text = text.trim_end_matches(['\n', '\r']);
+    let parts: Vec<&str> = text.split('.').collect();
+    if parts.len() != 3 {
+        return Err(malformed(
+            "token",
+            format!("expected 3 dot-separated parts (JWS compact form), found {}", parts.len()),
+        ));
+    }
+    let header_bytes = b64url_decode(parts[0], "token header")?;
+    let payload_bytes = b64url_decode(parts[1], "token payload")?;
+    let signature = b64url_decode(parts[2], "token signature")?;
+    let header = match json::parse(&header_bytes, "token header")? {
+        Value::Object(m) => m,
+        _ => return Err(malformed("token header", "not a JSON object")),
+    };
+    let payload = json::parse(&payload_bytes, "token payload")?;
+
+    // Step 2: header.
+    let alg = check_alg(&header)?;
+    check_typ(&header, expected_typ)?;
+    check_no_key_headers(&header)?;
+    check_crit(&header)?;
+    let x5c = parse_x5c(&header)?;
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(malformed("token header", "kid is not a string")),
+    };
+    let signing_input = format!("{}.{}", parts[0], parts[1]).into_bytes();
+    Ok(DecodedJws { header, payload, alg, x5c, kid, signing_input, signature })
+}
+
+/// RFC 8725 §3.1: the algorithm comes from an allow-list, never from the
+/// token alone; `none` and HMAC are refused.
+fn check_alg(header: &Map<String, Value>) -> Result<SignatureAlgorithm, VerifyError> {
+    match header.get("alg") {
+        Some(Value::String(a)) => {
+            SignatureAlgorithm::from_jws_name(a).ok_or_else(|| VerifyError::AlgorithmNotAllowed { alg: a.clone() })
+        }
+        Some(other) => Err(VerifyError::AlgorithmNotAllowed { alg: other.to_string() }),
+        None => Err(malformed("token header", "no alg")),
+    }
+}
+
+/// RFC 8725 §3.11: explicit typing, so one kind of JWS cannot be passed off as another.
+fn check_typ(header: &Map<String, Value>, expected: &'static str) -> Result<(), VerifyError> {
+    let found = match header.get("typ") {
+        Some(Value::String(t)) => t.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    let normalized = found.to_ascii_lowercase();
+    let normalized = normalized.strip_prefix("application/").unwrap_or(&normalized);
+    if normalized != expected {
+        return Err(VerifyError::WrongType { expected, found });
+    }
+    Ok(())
+}
+
+/// RFC 8725 §3.10 / RFC 7515 §4.1.2-4.1.5: keys named by the token itself are not trusted.
+fn check_no_key_headers(header: &Map<String, Value>) -> Result<(), VerifyError> {
+    for name in FORBIDDEN_HEADERS {
+        if header.contains_key(name) {
+            return Err(VerifyError::ForbiddenHeader { name: name.into() });
+        }
+    }
+    Ok(())
+}
+
+/// RFC 7515 §4.1.11: tka understands no extensions, so any `crit` is refused.
+fn check_crit(header: &Map<String, Value>) -> Result<(), VerifyError> {
+    match header.get("crit") {
+        None => Ok(()),
+        Some(Value::Array(names)) if !names.is_empty() => Err(VerifyError::UnknownCritical {
+            name: names.iter().map(|n| n.as_str().unwrap_or("?").to_string()).collect::<Vec<_>>().join(","),
+        }),
+        Some(_) => Err(malformed("token header", "crit must be a non-empty array of names")),
+    }
+}
+
+/// RFC 7515 §4.1.6: `x5c` is an array of standard-base64 DER certificates.
+fn parse_x5c(header: &Map<String, Value>) -> Result<Vec<Vec<u8>>, VerifyError> {
+    let arr = match header.get("x5c") {
+        None => return Err(VerifyError::MissingChain),
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(_) => return Err(malformed("token header", "x5c must be a non-empty array")),
+    };
+    if arr.len() > crate::pki::MAX_CHAIN_LEN {
+        return Err(VerifyError::BadCertificate {
+            subject: "chain".into(),
+            detail: format!("{} certificates, more than the {} allowed", arr.len(), crate::pki::MAX_CHAIN_LEN),
+        });
+    }
+    arr.iter()
+        .map(|v| match v {
+            Value::String(s) => B64STD.decode(s).map_err(|e| malformed("token header", format!("x5c entry is not base64: {e}"))),
+            _ => Err(malformed("token header", "x5c entry is not a string")),
+        })
+        .collect()
+}
+
+/// Signs `payload` as a JWS with `alg`, `typ`, `kid` and `x5c` (DER
+/// certificates, signer first) in the protected header.
+pub fn encode(
+    payload: &Value,
+    typ: &str,
+    kid: &str,
+    x5c: &[Vec<u8>],
+    alg: SignatureAlgorithm,
+    key: &dyn Signer,
+) -> Result<String> {
+    let mut header = Map::new();
+    header.insert("alg".into(), Value::String(alg.jws_name().into()));
+    header.insert("typ".into(), Value::String(typ.into()));
+    header.insert("kid".into(), Value::String(kid.into()));
+    header.insert("x5c".into(), Value::Array(x5c.iter().map(|c| Value::String(B64STD.encode(c))).collect()));
+    let h = serde_json::to_vec(&Value::Object(header)).map_err(|e| Error::format("token header", e))?;
+    let p = serde_json::to_vec(payload).map_err(|e| Error::format("token payload", e))?;
+    let signing_input = format!("{}.{}", B64URL.encode(h), B64URL.encode(p));
+    let sig = key.sign(alg, signing_input.as_bytes())?;
+    Ok(format!("{signing_input}.{}", B64URL.encode(sig)))
+}

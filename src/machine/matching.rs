@@ -1,0 +1,249 @@
+//! Tolerant k-of-n matching of bound components against the current machine.
+//!
+//! # Votes
+//! Components are grouped by kind and each kind is one *vote*. A vote matches
+//! when any bound hash of that kind is present on this machine. In practice
+//! only `mac` is multi-valued: all of a machine's physical MACs together are
+//! one vote, which matches if any bound MAC is still present. A machine with
+//! four NICs therefore does not get four times the say of its DMI UUID, and
+//! replacing some (not all) of its NICs changes nothing.
+//!
+//! # Rules
+//! * `all` — every vote must match.
+//! * `most` (the default) — more than half of the votes must match, *and*
+//!   the hardware anchor must hold (see below).
+//! * `N` — at least `N` votes must match, clamped to the number of votes (a
+//!   token bound to 2 votes with `--match 3` behaves as `all`). Pure count, no
+//!   anchor: this is the escape hatch for vendors who want leniency.
+//!
+//! No rule ever requires zero: with no bound votes nothing matches.
+//!
+//! # Hardware anchor (`most` only)
+//! Copying a disk or VM image to other hardware keeps the machine-id, the
+//! root filesystem UUID and usually the CPU model; only hardware-side
+//! components change. A plain majority could therefore accept a clone. So
+//! `most` additionally requires:
+//! * if the DMI product UUID (`dmi`) is bound, it must match;
+//! * otherwise, if any other hardware-side component (`psn`, `bsn`, `csn`,
+//!   `dsk`, `mac`) is bound, at least one of them must match.
+
+use super::{kinds, ComponentHash, MachineError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// How many bound components must still match for the machine to count as the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchRule {
+    /// Every bound vote must match.
+    All,
+    /// More than half of the bound votes must match, and the hardware anchor
+    /// must hold (see the module documentation).
+    Most,
+    /// At least N bound votes must match (N is clamped to `1..=votes`).
+    AtLeast(u32),
+}
+
+/// The outcome of comparing a token's bound components with this machine's.
+///
+/// Counts are in *votes* (distinct component kinds; all MACs are one vote).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatchReport {
+    /// Number of bound votes that match this machine.
+    pub matched: usize,
+    /// Number of matching votes the rule requires (never zero unless there
+    /// is nothing bound, in which case nothing matches).
+    pub required: usize,
+    /// Number of bound votes.
+    pub total: usize,
+    /// Kinds of the bound votes that did not match (including [`Self::missing`]).
+    pub changed: Vec<String>,
+    /// Kinds of the bound votes this machine does not have at all (e.g. DMI
+    /// unreadable without root). A subset of [`Self::changed`].
+    pub missing: Vec<String>,
+    /// Kinds of which at least one must match (the hardware anchor of
+    /// `most`); empty when the rule has no anchor requirement.
+    pub anchor: Vec<String>,
+    /// Whether the anchor requirement holds (true when there is none).
+    pub anchor_matched: bool,
+}
+
+impl MatchReport {
+    /// Whether the rule is satisfied.
+    pub fn is_match(&self) -> bool {
+        self.required > 0 && self.matched >= self.required && self.anchor_matched
+    }
+}
+
+impl fmt::Display for MatchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {} components match, {} required",
+            self.matched, self.total, self.required
+        )?;
+        if !self.changed.is_empty() {
+            write!(f, "; changed: {}", self.changed.join(", "))?;
+        }
+        if !self.missing.is_empty() {
+            write!(f, " (not readable here: {})", self.missing.join(", "))?;
+        }
+        if !self.anchor_matched {
+            write!(
+                f,
+                "; hardware anchor ({}) does not match",
+                self.anchor.join(" or ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Hardware-side kinds other than `dmi`, for the second tier of the anchor.
+const HARDWARE_KINDS: &[&str] = &[
+    kinds::PRODUCT_SERIAL,
+    kinds::BOARD_SERIAL,
+    kinds::CHASSIS_SERIAL,
+    kinds::DISK_SERIAL,
+    kinds::MAC,
+];
+
+/// Number of votes (distinct kinds) in `components`.
+pub fn vote_count(components: &[ComponentHash]) -> usize {
+    let mut kinds: Vec<&str> = components.iter().map(|c| c.kind.as_str()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    kinds.len()
+}
+
+/// The default match rule for a set of components: `most` (for one vote
+/// that means that one; for two, both; for three, two; ...).
+pub fn default_rule_for(_components: &[ComponentHash]) -> MatchRule {
+    MatchRule::Most
+}
+
+impl MatchRule {
+    /// Number of matching votes this rule requires out of `total` votes.
+    /// Never zero for `total > 0`.
+    pub fn required_votes(&self, total: usize) -> usize {
+        let r = match *self {
+            MatchRule::All => total,
+            MatchRule::Most => total / 2 + 1,
+            MatchRule::AtLeast(n) => (n as usize).min(total),
+        };
+        r.max(1)
+    }
+
+    /// Checks that this rule is satisfiable and meaningful for `bound` at
+    /// issuance time: `N` must not exceed the number of votes.
+    pub fn check_for(&self, bound: &[ComponentHash]) -> Result<(), MachineError> {
+        let votes = vote_count(bound);
+        match *self {
+            MatchRule::AtLeast(n) if n == 0 || n as usize > votes => Err(MachineError::BadRule(
+                format!("{n}: the machine has {votes} component votes"),
+            )),
+            _ if votes == 0 => Err(MachineError::NoComponents),
+            _ => Ok(()),
+        }
+    }
+
+    /// Compares `bound` (from a token) with `current` (this machine).
+    pub fn evaluate(&self, bound: &[ComponentHash], current: &[ComponentHash]) -> MatchReport {
+        // kind -> matched?
+        let mut votes: BTreeMap<(usize, &str), bool> = BTreeMap::new();
+        for b in bound {
+            let hit = current.iter().any(|c| c.kind == b.kind && c.hash == b.hash);
+            *votes
+                .entry((kinds::rank(&b.kind), b.kind.as_str()))
+                .or_insert(false) |= hit;
+        }
+        let total = votes.len();
+        let matched = votes.values().filter(|m| **m).count();
+        let changed: Vec<String> = votes
+            .iter()
+            .filter(|(_, m)| !**m)
+            .map(|((_, k), _)| k.to_string())
+            .collect();
+        let missing: Vec<String> = changed
+            .iter()
+            .filter(|k| !current.iter().any(|c| &c.kind == *k))
+            .cloned()
+            .collect();
+        let is_bound = |k: &str| votes.keys().any(|(_, bk)| *bk == k);
+        let vote_ok = |k: &str| votes.iter().any(|((_, bk), m)| *bk == k && *m);
+
+        let anchor: Vec<String> = match self {
+            MatchRule::Most if is_bound(kinds::DMI_UUID) => vec![kinds::DMI_UUID.to_string()],
+            MatchRule::Most => HARDWARE_KINDS
+                .iter()
+                .filter(|k| is_bound(k))
+                .map(|k| k.to_string())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let anchor_matched = anchor.is_empty() || anchor.iter().any(|k| vote_ok(k));
+        let required = if total == 0 {
+            1
+        } else {
+            self.required_votes(total)
+        };
+        MatchReport {
+            matched,
+            required,
+            total,
+            changed,
+            missing,
+            anchor,
+            anchor_matched,
+        }
+    }
+}
+
+impl fmt::Display for MatchRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MatchRule::All => f.write_str("all"),
+            MatchRule::Most => f.write_str("most"),
+            MatchRule::AtLeast(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for MatchRule {
+    type Err = MachineError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "all" => Ok(MatchRule::All),
+            "most" => Ok(MatchRule::Most),
+            n => match n.parse::<u32>() {
+                Ok(n) if n >= 1 => Ok(MatchRule::AtLeast(n)),
+                _ => Err(MachineError::BadRule(s.to_string())),
+            },
+        }
+    }
+}
+
+impl Serialize for MatchRule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            MatchRule::AtLeast(n) => s.serialize_u32(*n),
+            other => s.serialize_str(&other.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MatchRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        let s = match v {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => {
+                return Err(serde::de::Error::custom(
+                    "match rule must be \"all\", \"most\" or a number",
+                ))
+            }
+        };
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,13 @@
+//! The PKI layer: certificate profiles and creation, parsing, path
+//! validation, CRLs and trust anchors.
+
+mod cert;
+mod create;
+mod path;
+pub mod pem;
+
+pub use cert::{sha256_hex, CertInfo, MAX_CERT_SIZE, TKA_TOKEN_SIGNING_EKU};
+pub use create::{create_certificate, lifetimes, parse_name, CertKind, CertRequest};
+pub use path::{validate_path, Crl, LeafRole, TrustAnchors, ValidatedPath, MAX_CHAIN_LEN, MIN_RSA_BITS};
+#[allow(unused_imports)]
+pub(crate) use create::{key_identifier, random_serial, sign_with_builder, to_der, unix_to_time};

@@ -1,0 +1,333 @@
+//! Certification path validation (RFC 5280 §6, restricted to what tka
+//! issues): from a token signer certificate, through the intermediates the
+//! token carries, to a pinned root, at a caller-supplied time.
+//!
+//! Each rule is a named `check_*` function citing what it enforces.
+
+use super::cert::CertInfo;
+use crate::error::VerifyError;
+use sha2::{Sha256, Sha384, Sha512};
+use std::collections::HashSet;
+use x509_parser::prelude::FromDer;
+
+/// Most certificates a token may carry (signer plus intermediates).
+pub const MAX_CHAIN_LEN: usize = 5;
+/// Smallest RSA modulus accepted anywhere in a chain.
+pub const MIN_RSA_BITS: usize = 2048;
+/// Largest CRL tka parses.
+pub const MAX_CRL_SIZE: usize = 1024 * 1024;
+
+/// The roots a machine trusts.
+#[derive(Debug, Clone, Default)]
+pub struct TrustAnchors {
+    roots: Vec<CertInfo>,
+}
+
+impl TrustAnchors {
+    /// Parses root certificates (DER).
+    pub fn from_der(ders: &[Vec<u8>]) -> Result<Self, VerifyError> {
+        let roots = ders.iter().map(|d| CertInfo::parse(d)).collect::<Result<Vec<_>, _>>()?;
+        Ok(TrustAnchors { roots })
+    }
+
+    /// The trusted roots.
+    pub fn roots(&self) -> &[CertInfo] {
+        &self.roots
+    }
+
+    /// Whether there are no roots at all.
+    pub fn is_empty(&self) -> bool {
+        self.roots.is_empty()
+    }
+}
+
+/// A parsed certificate revocation list. Its signature is checked against
+/// the issuing CA when it is used, not when it is parsed.
+#[derive(Debug, Clone)]
+pub struct Crl {
+    /// DER of the CRL.
+    pub der: Vec<u8>,
+    /// Issuer name (RFC 4514).
+    pub issuer: String,
+    /// DER of the issuer name.
+    pub issuer_raw: Vec<u8>,
+    /// thisUpdate, Unix seconds.
+    pub this_update: i64,
+    /// nextUpdate, Unix seconds.
+    pub next_update: Option<i64>,
+    /// Revoked serials, uppercase hex.
+    pub revoked: HashSet<String>,
+    /// cRLNumber, if present.
+    pub number: Option<String>,
+    tbs_der: Vec<u8>,
+    sig_alg: String,
+    signature: Vec<u8>,
+}
+
+impl Crl {
+    /// Parses one DER CRL.
+    pub fn parse(der: &[u8]) -> Result<Crl, VerifyError> {
+        let bad = |detail: String| VerifyError::Malformed { what: "CRL", detail };
+        if der.len() > MAX_CRL_SIZE {
+            return Err(VerifyError::TooLarge { what: "CRL", limit: MAX_CRL_SIZE });
+        }
+        let (rest, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der)
+            .map_err(|e| bad(format!("not a DER CRL: {e}")))?;
+        if !rest.is_empty() {
+            return Err(bad("trailing bytes after the CRL".into()));
+        }
+        Ok(Crl {
+            der: der.to_vec(),
+            issuer: crl.issuer().to_string(),
+            issuer_raw: crl.issuer().as_raw().to_vec(),
+            this_update: crl.last_update().timestamp(),
+            next_update: crl.next_update().map(|t| t.timestamp()),
+            revoked: crl
+                .iter_revoked_certificates()
+                .map(|r| hex_upper(r.raw_serial()))
+                .collect(),
+            number: crl.crl_number().map(|n| n.to_string()),
+            tbs_der: crl.tbs_cert_list.as_ref().to_vec(),
+            sig_alg: crl.signature_algorithm.algorithm.to_id_string(),
+            signature: crl.signature_value.data.to_vec(),
+        })
+    }
+
+    /// Whether `issuer` (a CA certificate) signed this CRL.
+    pub fn is_signed_by(&self, issuer: &CertInfo) -> bool {
+        if issuer.subject_raw != self.issuer_raw {
+            return false;
+        }
+        match issuer.rsa_public_key() {
+            Ok(k) => verify_rsa(&self.sig_alg, &k, &self.tbs_der, &self.signature).unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+}
+
+fn hex_upper(b: &[u8]) -> String {
+    let s: String = b.iter().map(|b| format!("{b:02X}")).collect();
+    if s.is_empty() {
+        "00".into()
+    } else {
+        s
+    }
+}
+
+/// A validated path: the signer first, the trust anchor last.
+#[derive(Debug, Clone)]
+pub struct ValidatedPath {
+    /// Certificates from the token signer up to and including the root.
+    pub certs: Vec<CertInfo>,
+}
+
+impl ValidatedPath {
+    /// The token signer certificate.
+    pub fn signer(&self) -> &CertInfo {
+        &self.certs[0]
+    }
+
+    /// The trusted root the path ends at.
+    pub fn root(&self) -> &CertInfo {
+        self.certs.last().expect("a path has at least signer and root")
+    }
+}
+
+/// What the end-entity certificate of a path must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafRole {
+    /// A token signer: CA:FALSE, digitalSignature, the tka EKU.
+    TokenSigner,
+    /// Any CA certificate (used when checking an intermediate or cross certificate on its own).
+    Ca,
+}
+
+/// Validates `chain` (end-entity first, then the certificates that certify
+/// it, in order) against `anchors` at time `now`, consulting `crls`.
+pub fn validate_path(
+    chain: &[Vec<u8>],
+    anchors: &TrustAnchors,
+    now: i64,
+    crls: &[Crl],
+    role: LeafRole,
+) -> Result<ValidatedPath, VerifyError> {
+    if chain.is_empty() {
+        return Err(VerifyError::MissingChain);
+    }
+    if chain.len() > MAX_CHAIN_LEN {
+        return Err(VerifyError::BadCertificate {
+            subject: "chain".into(),
+            detail: format!("{} certificates, more than the {MAX_CHAIN_LEN} allowed", chain.len()),
+        });
+    }
+    let given = chain.iter().map(|d| CertInfo::parse(d)).collect::<Result<Vec<_>, _>>()?;
+    let certs = build_path(given, anchors)?;
+    let last = certs.len() - 1;
+    for (i, cert) in certs.iter().enumerate() {
+        check_validity(cert, now)?;
+        check_key_size(cert)?;
+        check_critical_extensions(cert)?;
+        if i == 0 {
+            match role {
+                LeafRole::TokenSigner => check_token_signer(cert)?,
+                LeafRole::Ca => check_issuer_ca(cert)?,
+            }
+        } else {
+            check_issuer_ca(cert)?;
+            check_path_len(cert, i)?;
+        }
+        if i < last {
+            check_not_revoked(cert, &certs[i + 1], crls)?;
+        }
+    }
+    Ok(ValidatedPath { certs })
+}
+
+/// RFC 5280 §6.1.3 (a)(1), (a)(4) and RFC 7515 §4.1.6: each certificate is
+/// issued (name chaining and signature) by the next one in `x5c`, until one
+/// is issued by a trusted root.
+fn build_path(given: Vec<CertInfo>, anchors: &TrustAnchors) -> Result<Vec<CertInfo>, VerifyError> {
+    let mut path: Vec<CertInfo> = Vec::new();
+    let mut iter = given.into_iter().peekable();
+    while let Some(cert) = iter.next() {
+        // A trusted root included in the chain ends it.
+        if anchors.roots.iter().any(|r| r.der == cert.der) && !path.is_empty() {
+            path.push(cert);
+            return Ok(path);
+        }
+        if let Some(root) = anchors
+            .roots
+            .iter()
+            .find(|r| r.subject_raw == cert.issuer_raw && signature_ok(&cert, r))
+        {
+            let root = root.clone();
+            path.push(cert);
+            path.push(root);
+            return Ok(path);
+        }
+        match iter.peek() {
+            Some(next) => {
+                if next.subject_raw != cert.issuer_raw {
+                    return Err(VerifyError::BadCertificate {
+                        subject: cert.subject.clone(),
+                        detail: format!(
+                            "issuer {} does not match the next certificate's subject {}",
+                            cert.issuer, next.subject
+                        ),
+                    });
+                }
+                check_signature(&cert, next)?;
+                path.push(cert);
+            }
+            None => return Err(VerifyError::UntrustedRoot { issuer: cert.issuer.clone() }),
+        }
+    }
+    Err(VerifyError::MissingChain)
+}
+
+fn signature_ok(cert: &CertInfo, issuer: &CertInfo) -> bool {
+    check_signature(cert, issuer).is_ok()
+}
+
+/// RFC 5280 §6.1.3 (a)(1): the signature verifies with the issuer's key.
+fn check_signature(cert: &CertInfo, issuer: &CertInfo) -> Result<(), VerifyError> {
+    let key = issuer.rsa_public_key()?;
+    match verify_rsa(&cert.sig_alg, &key, &cert.tbs_der, &cert.signature) {
+        Some(true) => Ok(()),
+        Some(false) => Err(VerifyError::BadCertSignature { subject: cert.subject.clone() }),
+        None => Err(VerifyError::BadCertificate {
+            subject: cert.subject.clone(),
+            detail: format!("unsupported signature algorithm {}", cert.sig_alg),
+        }),
+    }
+}
+
+/// `None` for an unsupported algorithm.
+pub(crate) fn verify_rsa(alg_oid: &str, key: &rsa::PublicKey, msg: &[u8], sig: &[u8]) -> Option<bool> {
+    Some(match alg_oid {
+        "1.2.840.113549.1.1.11" => key.pkcs1v15_verify::<Sha256>(msg, sig).is_ok(),
+        "1.2.840.113549.1.1.12" => key.pkcs1v15_verify::<Sha384>(msg, sig).is_ok(),
+        "1.2.840.113549.1.1.13" => key.pkcs1v15_verify::<Sha512>(msg, sig).is_ok(),
+        _ => return None,
+    })
+}
+
+/// RFC 5280 §6.1.3 (a)(2): notBefore <= now <= notAfter.
+fn check_validity(cert: &CertInfo, now: i64) -> Result<(), VerifyError> {
+    if now < cert.not_before {
+        return Err(VerifyError::CertNotYetValid { subject: cert.subject.clone(), not_before: cert.not_before, now });
+    }
+    if now > cert.not_after {
+        return Err(VerifyError::CertExpired { subject: cert.subject.clone(), not_after: cert.not_after, now });
+    }
+    Ok(())
+}
+
+/// tka policy: RSA keys of at least 2048 bits, everywhere in the chain.
+fn check_key_size(cert: &CertInfo) -> Result<(), VerifyError> {
+    let key = cert.rsa_public_key()?;
+    let bits = crate::keys::public_bits(&key);
+    if bits < MIN_RSA_BITS {
+        return Err(VerifyError::WeakKey {
+            subject: cert.subject.clone(),
+            detail: format!("RSA key of {bits} bits is below the {MIN_RSA_BITS}-bit minimum"),
+        });
+    }
+    Ok(())
+}
+
+/// RFC 5280 §6.1.4 (o) / §6.1.5 (f): no unprocessed critical extension.
+fn check_critical_extensions(cert: &CertInfo) -> Result<(), VerifyError> {
+    match cert.unknown_critical.first() {
+        Some(oid) => Err(VerifyError::UnknownCriticalExtension { subject: cert.subject.clone(), oid: oid.clone() }),
+        None => Ok(()),
+    }
+}
+
+/// The tka signer profile: not a CA, digitalSignature, tka token-signing EKU.
+fn check_token_signer(cert: &CertInfo) -> Result<(), VerifyError> {
+    if cert.is_ca {
+        return Err(VerifyError::SignerIsCa { subject: cert.subject.clone() });
+    }
+    if !cert.key_usage.is_some_and(|(digital_signature, _, _)| digital_signature) {
+        return Err(VerifyError::MissingDigitalSignature { subject: cert.subject.clone() });
+    }
+    if !cert.has_signer_eku() {
+        return Err(VerifyError::MissingSignerEku { subject: cert.subject.clone() });
+    }
+    Ok(())
+}
+
+/// RFC 5280 §6.1.4 (k) and (n): an issuer is a CA and, when keyUsage is
+/// present, asserts keyCertSign.
+fn check_issuer_ca(cert: &CertInfo) -> Result<(), VerifyError> {
+    if !cert.is_ca {
+        return Err(VerifyError::NotCa { subject: cert.subject.clone() });
+    }
+    if cert.key_usage.is_some_and(|(_, cert_sign, _)| !cert_sign) {
+        return Err(VerifyError::MissingKeyCertSign { subject: cert.subject.clone() });
+    }
+    Ok(())
+}
+
+/// RFC 5280 §6.1.4 (l)-(m): a CA at position `i` (0 = end entity) has
+/// `i - 1` non-self-issued intermediates below it, which must not exceed its
+/// pathLenConstraint.
+fn check_path_len(cert: &CertInfo, i: usize) -> Result<(), VerifyError> {
+    match cert.path_len {
+        Some(max) if (i - 1) as u64 > u64::from(max) => {
+            Err(VerifyError::PathLenExceeded { subject: cert.subject.clone() })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// RFC 5280 §6.3: a certificate listed on a CRL signed by its issuer is revoked.
+fn check_not_revoked(cert: &CertInfo, issuer: &CertInfo, crls: &[Crl]) -> Result<(), VerifyError> {
+    for crl in crls {
+        if crl.revoked.contains(&cert.serial_hex) && crl.is_signed_by(issuer) {
+            return Err(VerifyError::CertRevoked { subject: cert.subject.clone(), serial: cert.serial_hex.clone() });
+        }
+    }
+    Ok(())
+}

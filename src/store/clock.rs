@@ -1,0 +1,96 @@
+//! The persistent state and the clock high-water check.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Default tolerance for [`check_clock`]: one day. Clocks on air-gapped
+/// machines drift and get corrected; a day absorbs that (and time-zone
+/// mistakes) while still catching a clock wound back to reuse an expired
+/// token.
+pub const DEFAULT_CLOCK_TOLERANCE_SECS: i64 = 86_400;
+
+/// The store's small mutable state, kept in `state.json`.
+///
+/// Both parts only ever move forward; [`StoreLock::save_state`] refuses a
+/// write that would move either back.
+///
+/// [`StoreLock::save_state`]: super::StoreLock::save_state
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreState {
+    /// Unix seconds: the latest "now" any activation or verification on this
+    /// store has seen (see [`StoreState::observe`]).
+    pub clock_high_water: i64,
+    /// For each token revocation-list issuer key id, the highest list
+    /// sequence number installed; an older list must never be accepted.
+    pub revocation_seq: BTreeMap<String, u64>,
+}
+
+impl StoreState {
+    /// Raises the clock high-water mark to `now`; never lowers it.
+    pub fn observe(&mut self, now: i64) {
+        self.clock_high_water = self.clock_high_water.max(now);
+    }
+}
+
+/// The clock is earlier than the store's high-water mark by more than the
+/// tolerance: someone (or a dead RTC battery) set it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockRollback {
+    /// The "now" that was checked, in Unix seconds.
+    pub now: i64,
+    /// The store's high-water mark, in Unix seconds.
+    pub high_water: i64,
+}
+
+impl fmt::Display for ClockRollback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "clock moved backwards: now is {}, but this store has seen {}; fix the system clock",
+            rfc3339(self.now),
+            rfc3339(self.high_water)
+        )
+    }
+}
+
+impl std::error::Error for ClockRollback {}
+
+/// Checks `now` against the store's clock high-water mark.
+///
+/// Fails when `now < state.clock_high_water - tolerance`; being exactly
+/// `tolerance` seconds behind is still accepted. A negative tolerance counts
+/// as zero. This is a pure function: the caller reads the clock and the
+/// state and passes them in.
+///
+/// ```
+/// use tka::store::{check_clock, StoreState, DEFAULT_CLOCK_TOLERANCE_SECS};
+/// let mut state = StoreState::default();
+/// state.observe(1_700_000_000);
+/// assert!(check_clock(&state, 1_700_000_000 - 3600, DEFAULT_CLOCK_TOLERANCE_SECS).is_ok());
+/// let err = check_clock(&state, 1_600_000_000, DEFAULT_CLOCK_TOLERANCE_SECS).unwrap_err();
+/// assert_eq!(err.high_water, 1_700_000_000);
+/// ```
+pub fn check_clock(state: &StoreState, now: i64, tolerance: i64) -> Result<(), ClockRollback> {
+    let floor = state.clock_high_water.saturating_sub(tolerance.max(0));
+    if now < floor {
+        Err(ClockRollback {
+            now,
+            high_water: state.clock_high_water,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Formats Unix seconds as RFC 3339 (UTC); out-of-range values as `@<secs>`.
+pub(crate) fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("@{secs}"))
+}

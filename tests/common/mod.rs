@@ -1,0 +1,107 @@
+//! Shared test support: a PKI built at test time from the TEST-ONLY keys in
+//! certs/test/, at a fixed instant, and a fake machine.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use tka::keys::{Signer, SoftwareKey};
+use tka::machine::MachineIdentity;
+use tka::pki::{create_certificate, CertInfo, CertKind, CertRequest};
+
+/// 2027-01-15T08:00:00Z: every test runs "now" at this instant.
+pub const NOW: i64 = 1_800_000_000;
+pub const DAY: i64 = 86_400;
+pub const PRODUCT: &str = "example-pro";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn test_key_path(name: &str) -> PathBuf {
+    repo().join("certs/test").join(format!("{name}.key"))
+}
+
+/// Loads a TEST-ONLY key from certs/test/ (ignoring file permissions, which git does not keep).
+pub fn test_key(name: &str) -> SoftwareKey {
+    let path = test_key_path(name);
+    let pem = std::fs::read_to_string(&path).unwrap();
+    SoftwareKey::from_pkcs8_pem(&pem, None, &path).unwrap()
+}
+
+/// Copies a test key into `dir` with mode 0600 and returns its path.
+pub fn private_copy(name: &str, dir: &Path) -> PathBuf {
+    let to = dir.join(format!("{name}.key"));
+    std::fs::copy(test_key_path(name), &to).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    to
+}
+
+pub struct Pki {
+    pub root_key: SoftwareKey,
+    pub int_key: SoftwareKey,
+    pub signer_key: SoftwareKey,
+    pub root: Vec<u8>,
+    pub int: Vec<u8>,
+    pub signer: Vec<u8>,
+}
+
+pub fn cert(kind: CertKind, subject: &str, key: &SoftwareKey, issuer: Option<(&[u8], &SoftwareKey)>, nb: i64, na: i64) -> Vec<u8> {
+    let req = CertRequest { kind, subject, not_before: nb, not_after: na };
+    match issuer {
+        None => create_certificate(&req, key.public_key(), None, key).unwrap(),
+        Some((der, ikey)) => {
+            let info = CertInfo::parse(der).unwrap();
+            create_certificate(&req, key.public_key(), Some(&info), ikey).unwrap()
+        }
+    }
+}
+
+/// Root (10 years around NOW) -> issuing CA (5 years) -> signer (1 year).
+pub fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let root_key = test_key("root");
+        let int_key = test_key("intermediate");
+        let signer_key = test_key("signer");
+        let root = cert(CertKind::Root, "CN=Test Root,O=tka tests", &root_key, None, NOW - 365 * DAY, NOW + 10 * 365 * DAY);
+        let int = cert(CertKind::Intermediate, "CN=Test Issuing CA,O=tka tests", &int_key, Some((&root, &root_key)), NOW - 300 * DAY, NOW + 5 * 365 * DAY);
+        let signer = cert(CertKind::Signer, "CN=Test Signer,O=tka tests", &signer_key, Some((&int, &int_key)), NOW - 30 * DAY, NOW + 335 * DAY);
+        Pki { root_key, int_key, signer_key, root, int, signer }
+    })
+}
+
+pub fn raw(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// A fake machine with five components.
+pub fn machine() -> MachineIdentity {
+    MachineIdentity::from_raw(
+        PRODUCT,
+        &raw(&[
+            ("mid", "4f1d2c3b4a5968778695a4b3c2d1e0f1"),
+            ("dmi", "4c4c4544-0042-3510-8052-b4c04f4e4e32"),
+            ("bsn", "L1HF12345"),
+            ("mac", "00:11:22:33:44:55"),
+            ("rfs", "6f0a1f0e-1c2b-4f7e-9a55-0d3c1f2e3a4b"),
+        ]),
+    )
+}
+
+/// Another machine entirely.
+pub fn other_machine() -> MachineIdentity {
+    MachineIdentity::from_raw(
+        PRODUCT,
+        &raw(&[
+            ("mid", "99999999999999999999999999999999"),
+            ("dmi", "00000000-1111-2222-3333-444444444444"),
+            ("bsn", "ZZZ999"),
+            ("mac", "00:aa:bb:cc:dd:ee"),
+            ("rfs", "11111111-2222-3333-4444-555555555555"),
+        ]),
+    )
+}
