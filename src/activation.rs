@@ -84,9 +84,7 @@ pub fn activate_with_tolerance(
     let identity = identify(&claims.aud)?;
     let trust = TrustData::from_store(store)?;
     if trust.anchors.is_empty() {
-        return Err(Error::Usage(
-            "this store trusts no root yet: run `tka trust add ROOT.pem` first".into(),
-        ));
+        return Err(Error::Usage("this store trusts no root yet: run `tka trust add ROOT.pem` first".into()));
     }
     let lock = store.lock()?;
     let mut state = lock.state()?;

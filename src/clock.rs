@@ -35,9 +35,9 @@ pub fn parse_rfc3339(s: &str) -> Result<UnixTime, String> {
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
     match time::Date::parse(s, &fmt) {
         Ok(d) => Ok(d.midnight().assume_utc().unix_timestamp()),
-        Err(_) => Err(format!(
-            "invalid time {s:?}: expected RFC 3339 like 2026-11-27T18:00:00Z or a date like 2026-11-27"
-        )),
+        Err(_) => {
+            Err(format!("invalid time {s:?}: expected RFC 3339 like 2026-11-27T18:00:00Z or a date like 2026-11-27"))
+        }
     }
 }
 

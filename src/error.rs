@@ -161,7 +161,7 @@ pub enum VerifyError {
         /// The CMID in the token.
         found: String,
         /// Component comparison, when the token carries components.
-        report: Option<MatchReport>,
+        report: Option<Box<MatchReport>>,
     },
     /// Step 5: `now` is before the token's `nbf`.
     TokenNotYetValid {
@@ -244,16 +244,12 @@ impl fmt::Display for VerifyError {
             UnknownCritical { name } => write!(f, "unknown critical header extension {name:?}"),
             MissingChain => write!(f, "no x5c certificate chain in the token header"),
             BadCertificate { subject, detail } => write!(f, "certificate {subject}: {detail}"),
-            UntrustedRoot { issuer } => write!(
-                f,
-                "certificate chain does not lead to a trusted root (ends at issuer {issuer})"
-            ),
-            CertExpired { subject, not_after, now } => write!(
-                f,
-                "certificate {subject} expired at {}, now is {}",
-                rfc3339(*not_after),
-                rfc3339(*now)
-            ),
+            UntrustedRoot { issuer } => {
+                write!(f, "certificate chain does not lead to a trusted root (ends at issuer {issuer})")
+            }
+            CertExpired { subject, not_after, now } => {
+                write!(f, "certificate {subject} expired at {}, now is {}", rfc3339(*not_after), rfc3339(*now))
+            }
             CertNotYetValid { subject, not_before, now } => write!(
                 f,
                 "certificate {subject} is not valid before {}, now is {}",
@@ -270,14 +266,12 @@ impl fmt::Display for VerifyError {
             PathLenExceeded { subject } => {
                 write!(f, "chain is longer than the path length CA {subject} allows")
             }
-            SignerIsCa { subject } => write!(
-                f,
-                "token signed by CA certificate {subject}: only token-signer certificates may sign tokens"
-            ),
-            MissingSignerEku { subject } => write!(
-                f,
-                "certificate {subject} lacks the tka token-signing extended key usage"
-            ),
+            SignerIsCa { subject } => {
+                write!(f, "token signed by CA certificate {subject}: only token-signer certificates may sign tokens")
+            }
+            MissingSignerEku { subject } => {
+                write!(f, "certificate {subject} lacks the tka token-signing extended key usage")
+            }
             MissingDigitalSignature { subject } => {
                 write!(f, "signer certificate {subject} lacks the digitalSignature key usage")
             }
@@ -295,23 +289,13 @@ impl fmt::Display for VerifyError {
             WrongMachine { expected, found, report } => {
                 write!(f, "token is bound to machine {found}, this machine is {expected}")?;
                 if let Some(r) = report {
-                    write!(
-                        f,
-                        " ({} of {} components match, {} required; changed: {})",
-                        r.matched,
-                        r.total,
-                        r.required,
-                        if r.changed.is_empty() { "none".to_string() } else { r.changed.join(", ") }
-                    )?;
+                    write!(f, " ({r})")?;
                 }
                 Ok(())
             }
-            TokenNotYetValid { nbf, now } => write!(
-                f,
-                "token is not valid before {}, now is {}",
-                rfc3339(*nbf),
-                rfc3339(*now)
-            ),
+            TokenNotYetValid { nbf, now } => {
+                write!(f, "token is not valid before {}, now is {}", rfc3339(*nbf), rfc3339(*now))
+            }
             TokenExpired { exp, grace, now } => {
                 write!(f, "token expired at {}", rfc3339(*exp))?;
                 if *grace > 0 {

@@ -91,10 +91,7 @@ fn parent_dir(path: &Path) -> PathBuf {
 fn temp_path(dir: &Path, path: &Path) -> PathBuf {
     let mut rnd = [0u8; 8];
     getrandom::fill(&mut rnd).expect("operating system random number generator");
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let hex: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
     dir.join(format!(".{name}.{hex}.tmp"))
 }
@@ -146,10 +143,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("big");
         fs::write(&p, vec![b'a'; 1025]).unwrap();
-        assert_eq!(
-            read_bounded(&p, 1024).unwrap_err().kind(),
-            io::ErrorKind::FileTooLarge
-        );
+        assert_eq!(read_bounded(&p, 1024).unwrap_err().kind(), io::ErrorKind::FileTooLarge);
         assert_eq!(read_bounded(&p, 1025).unwrap().len(), 1025);
     }
 }

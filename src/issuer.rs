@@ -131,7 +131,12 @@ impl IssuerHome {
 
         let root_subject = format!("CN={} Root CA", escape_rdn(&opts.org));
         let root_der = create_certificate(
-            &CertRequest { kind: CertKind::Root, subject: &root_subject, not_before, not_after: now + opts.root_days * crate::clock::DAY },
+            &CertRequest {
+                kind: CertKind::Root,
+                subject: &root_subject,
+                not_before,
+                not_after: now + opts.root_days * crate::clock::DAY,
+            },
             root_key.public_key(),
             None,
             &root_key,
@@ -193,7 +198,10 @@ impl IssuerHome {
         let path = dir.join(CONFIG_FILE);
         let bytes = fsutil::read_bounded(&path, 64 * 1024).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::Usage(format!("{} is not an issuer home (no {CONFIG_FILE}); create one with `tka issuer init`", dir.display()))
+                Error::Usage(format!(
+                    "{} is not an issuer home (no {CONFIG_FILE}); create one with `tka issuer init`",
+                    dir.display()
+                ))
             } else {
                 Error::io(&path, e)
             }
@@ -225,7 +233,11 @@ impl IssuerHome {
     }
 
     /// Loads the signer key and chain, ready to issue tokens.
-    pub fn token_signer(&self, passphrase: Option<&Passphrase>, allow_insecure_permissions: bool) -> Result<TokenSigner> {
+    pub fn token_signer(
+        &self,
+        passphrase: Option<&Passphrase>,
+        allow_insecure_permissions: bool,
+    ) -> Result<TokenSigner> {
         let key = load_private_key(&self.path(&self.config.signer_key), passphrase, allow_insecure_permissions)?;
         let mut chain = read_cert_chain(&self.path(&self.config.signer_cert))?;
         chain.extend(read_cert_chain(&self.path(&self.config.ca_cert))?);

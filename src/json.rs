@@ -68,17 +68,16 @@ impl<'de> Visitor<'de> for StrictVisitor {
 
 /// Parses `bytes` as one strict JSON value. `what` names the input in errors.
 pub fn parse(bytes: &[u8], what: &'static str) -> Result<Value, VerifyError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| VerifyError::Malformed { what, detail: "not UTF-8".into() })?;
+    let text = std::str::from_utf8(bytes).map_err(|_| VerifyError::Malformed { what, detail: "not UTF-8".into() })?;
     let mut de = serde_json::Deserializer::from_str(text);
     let value = match Strict::deserialize(&mut de) {
         Ok(Strict(v)) => v,
         Err(e) => {
             let msg = e.to_string();
             return Err(match msg.strip_prefix(DUP_PREFIX) {
-                Some(rest) => VerifyError::DuplicateKey {
-                    key: rest.split(" at line").next().unwrap_or(rest).to_string(),
-                },
+                Some(rest) => {
+                    VerifyError::DuplicateKey { key: rest.split(" at line").next().unwrap_or(rest).to_string() }
+                }
                 None => VerifyError::Malformed { what, detail: format!("invalid JSON: {msg}") },
             });
         }
@@ -93,18 +92,12 @@ mod tests {
 
     #[test]
     fn duplicate_top_level() {
-        assert_eq!(
-            parse(br#"{"a":1,"a":2}"#, "x").unwrap_err(),
-            VerifyError::DuplicateKey { key: "a".into() }
-        );
+        assert_eq!(parse(br#"{"a":1,"a":2}"#, "x").unwrap_err(), VerifyError::DuplicateKey { key: "a".into() });
     }
 
     #[test]
     fn duplicate_nested() {
-        assert_eq!(
-            parse(br#"{"a":{"b":1,"b":1}}"#, "x").unwrap_err(),
-            VerifyError::DuplicateKey { key: "b".into() }
-        );
+        assert_eq!(parse(br#"{"a":{"b":1,"b":1}}"#, "x").unwrap_err(), VerifyError::DuplicateKey { key: "b".into() });
     }
 
     #[test]

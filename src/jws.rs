@@ -154,7 +154,9 @@ fn parse_x5c(header: &Map<String, Value>) -> Result<Vec<Vec<u8>>, VerifyError> {
     }
     arr.iter()
         .map(|v| match v {
-            Value::String(s) => B64STD.decode(s).map_err(|e| malformed("token header", format!("x5c entry is not base64: {e}"))),
+            Value::String(s) => {
+                B64STD.decode(s).map_err(|e| malformed("token header", format!("x5c entry is not base64: {e}")))
+            }
             _ => Err(malformed("token header", "x5c entry is not a string")),
         })
         .collect()

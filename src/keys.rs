@@ -113,9 +113,7 @@ impl SoftwareKey {
     /// Generates a new RSA key with exponent 65537.
     pub fn generate(bits: usize) -> Result<Self> {
         if !ALLOWED_BITS.contains(&bits) {
-            return Err(Error::Usage(format!(
-                "unsupported key size {bits}: choose 2048, 3072 or 4096"
-            )));
+            return Err(Error::Usage(format!("unsupported key size {bits}: choose 2048, 3072 or 4096")));
         }
         let mut rng = getrandom::SysRng;
         let key = rsa::PrivateKey::new(&mut rng, bits).map_err(|e| Error::format("RSA key generation", e))?;
@@ -208,10 +206,7 @@ pub fn load_private_key(
 
 /// The DER SubjectPublicKeyInfo of an RSA public key.
 pub fn spki_der(key: &rsa::PublicKey) -> Vec<u8> {
-    key.to_public_key_der()
-        .expect("an RSA public key always encodes")
-        .as_bytes()
-        .to_vec()
+    key.to_public_key_der().expect("an RSA public key always encodes").as_bytes().to_vec()
 }
 
 /// Modulus size of a public key in bits.

@@ -83,9 +83,7 @@ impl ActivationRequest {
         b.push(self.components.len() as u8);
         for c in &self.components {
             put_bytes(&mut b, c.kind.as_bytes())?;
-            let h = B64URL
-                .decode(&c.hash)
-                .map_err(|_| Error::format("request", "component hash is not base64url"))?;
+            let h = B64URL.decode(&c.hash).map_err(|_| Error::format("request", "component hash is not base64url"))?;
             put_bytes(&mut b, &h)?;
         }
         let sum = Sha256::digest(&b);
@@ -105,9 +103,7 @@ impl ActivationRequest {
             let v = crate::json::parse(t.as_bytes(), "request")?;
             serde_json::from_value(v).map_err(|e| bad(format!("invalid request JSON: {e}")))?
         } else {
-            return Err(bad(format!(
-                "neither a JSON request nor a {TEXT_PREFIX}... text request"
-            )));
+            return Err(bad(format!("neither a JSON request nor a {TEXT_PREFIX}... text request")));
         };
         req.validate()?;
         Ok(req)

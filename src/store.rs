@@ -213,9 +213,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => create_private_dir(dir)?,
             Err(e) => return Err(StoreError::io(dir, e)),
         }
-        let store = Store {
-            dir: dir.to_path_buf(),
-        };
+        let store = Store { dir: dir.to_path_buf() };
         check_not_writable_by_others(&store.dir)?;
         match store.read_version()? {
             Some(v) => store.check_version(v)?,
@@ -249,11 +247,7 @@ impl Store {
     /// assert_eq!(Store::default_dir_for(false, Some(Path::new("/home/a")), None),
     ///            PathBuf::from("/home/a/.local/share/tka"));
     /// ```
-    pub fn default_dir_for(
-        euid_is_root: bool,
-        home: Option<&Path>,
-        xdg_data_home: Option<&Path>,
-    ) -> PathBuf {
+    pub fn default_dir_for(euid_is_root: bool, home: Option<&Path>, xdg_data_home: Option<&Path>) -> PathBuf {
         if euid_is_root {
             return PathBuf::from(SYSTEM_STORE_DIR);
         }
@@ -300,8 +294,7 @@ impl Store {
             let Some(bytes) = read_opt(&path, MAX_ROOT_FILE)? else {
                 continue;
             };
-            let text = String::from_utf8(bytes)
-                .map_err(|_| StoreError::corrupt(&path, "not UTF-8 PEM text"))?;
+            let text = String::from_utf8(bytes).map_err(|_| StoreError::corrupt(&path, "not UTF-8 PEM text"))?;
             let der = names::pem_decode(&text).map_err(|d| StoreError::corrupt(&path, d))?;
             let actual = names::fingerprint(&der);
             if actual != fp {
@@ -310,11 +303,7 @@ impl Store {
                     format!("certificate fingerprint is {actual}, not the file name's {fp}"),
                 ));
             }
-            roots.push(TrustedRoot {
-                fingerprint: fp,
-                der,
-                path,
-            });
+            roots.push(TrustedRoot { fingerprint: fp, der, path });
         }
         Ok(roots)
     }
@@ -342,10 +331,7 @@ impl Store {
     pub fn state(&self) -> Result<StoreState, StoreError> {
         let path = self.dir.join(STATE_FILE);
         let bytes = read_opt(&path, MAX_STATE_FILE)?.ok_or_else(|| {
-            StoreError::corrupt(
-                &path,
-                "missing (it holds the clock high-water mark and revocation sequence numbers)",
-            )
+            StoreError::corrupt(&path, "missing (it holds the clock high-water mark and revocation sequence numbers)")
         })?;
         serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(&path, e.to_string()))
     }
@@ -353,12 +339,7 @@ impl Store {
     /// The installed X.509 CRLs (DER), sorted by key.
     pub fn crls(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut out = Vec::new();
-        for (_, path) in self.list(
-            CRLS_DIR,
-            CRL_EXT,
-            |k| names::check_key(k).is_ok(),
-            "<hex key>.der",
-        )? {
+        for (_, path) in self.list(CRLS_DIR, CRL_EXT, |k| names::check_key(k).is_ok(), "<hex key>.der")? {
             if let Some(der) = read_opt(&path, MAX_REVOCATION_FILE)? {
                 out.push(der);
             }
@@ -393,9 +374,7 @@ impl Store {
     // ----- paths and helpers -----
 
     fn token_path(&self, product: &str) -> PathBuf {
-        self.dir
-            .join(TOKENS_DIR)
-            .join(format!("{product}{TOKEN_EXT}"))
+        self.dir.join(TOKENS_DIR).join(format!("{product}{TOKEN_EXT}"))
     }
 
     fn root_path(&self, fp: &str) -> PathBuf {
@@ -407,9 +386,7 @@ impl Store {
     }
 
     fn revocation_path(&self, key: &str) -> PathBuf {
-        self.dir
-            .join(REVOCATIONS_DIR)
-            .join(format!("{key}{REVOCATION_EXT}"))
+        self.dir.join(REVOCATIONS_DIR).join(format!("{key}{REVOCATION_EXT}"))
     }
 
     fn state_path(&self) -> PathBuf {
@@ -470,10 +447,7 @@ impl Store {
         let digits = text.strip_suffix('\n').unwrap_or(text);
         match digits.parse::<u32>() {
             Ok(v) if v >= 1 && digits.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(v)),
-            _ => Err(StoreError::corrupt(
-                &path,
-                format!("expected a layout version number, found {text:?}"),
-            )),
+            _ => Err(StoreError::corrupt(&path, format!("expected a layout version number, found {text:?}"))),
         }
     }
 
@@ -546,8 +520,7 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
-            .map_err(|e| StoreError::io(path, e))
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| StoreError::io(path, e))
     }
     #[cfg(not(unix))]
     {
@@ -563,10 +536,7 @@ fn check_not_writable_by_others(dir: &Path) -> Result<(), StoreError> {
         use std::os::unix::fs::PermissionsExt;
         match fs::metadata(dir) {
             Ok(m) if m.permissions().mode() & 0o022 != 0 => {
-                return Err(StoreError::InsecurePermissions {
-                    path: dir.to_path_buf(),
-                    mode: m.permissions().mode(),
-                })
+                return Err(StoreError::InsecurePermissions { path: dir.to_path_buf(), mode: m.permissions().mode() })
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -594,19 +564,16 @@ fn read_opt(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, StoreError> {
     match read_bounded(path, limit as u64) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => Err(StoreError::corrupt(
-            path,
-            format!("larger than the {limit}-byte limit"),
-        )),
+        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+            Err(StoreError::corrupt(path, format!("larger than the {limit}-byte limit")))
+        }
         Err(e) => Err(StoreError::io(path, e)),
     }
 }
 
 fn read_text(path: &Path) -> Result<Option<String>, StoreError> {
     match read_opt(path, MAX_REVOCATION_FILE)? {
-        Some(b) => String::from_utf8(b)
-            .map(Some)
-            .map_err(|_| StoreError::corrupt(path, "not UTF-8 text")),
+        Some(b) => String::from_utf8(b).map(Some).map_err(|_| StoreError::corrupt(path, "not UTF-8 text")),
         None => Ok(None),
     }
 }
@@ -615,22 +582,14 @@ fn read_token(path: &Path, product: &str) -> Result<Option<InstalledToken>, Stor
     let Some(bytes) = read_opt(path, MAX_TOKEN_FILE)? else {
         return Ok(None);
     };
-    let file: TokenFile =
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
+    let file: TokenFile = serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
     if file.product != product {
         return Err(StoreError::corrupt(
             path,
-            format!(
-                "holds a token for product {:?}, not {product:?}",
-                file.product
-            ),
+            format!("holds a token for product {:?}, not {product:?}", file.product),
         ));
     }
-    Ok(Some(InstalledToken {
-        product: file.product,
-        token: file.token,
-        installed_at: file.installed_at,
-    }))
+    Ok(Some(InstalledToken { product: file.product, token: file.token, installed_at: file.installed_at }))
 }
 
 #[cfg(test)]
@@ -640,37 +599,22 @@ mod tests {
     #[test]
     fn default_dirs() {
         let home = Path::new("/home/u");
-        assert_eq!(
-            Store::default_dir_for(true, Some(home), Some(Path::new("/x"))),
-            PathBuf::from("/var/lib/tka")
-        );
-        assert_eq!(
-            Store::default_dir_for(false, Some(home), Some(Path::new("/x/data"))),
-            PathBuf::from("/x/data/tka")
-        );
+        assert_eq!(Store::default_dir_for(true, Some(home), Some(Path::new("/x"))), PathBuf::from("/var/lib/tka"));
+        assert_eq!(Store::default_dir_for(false, Some(home), Some(Path::new("/x/data"))), PathBuf::from("/x/data/tka"));
         assert_eq!(
             Store::default_dir_for(false, Some(home), Some(Path::new("rel"))),
             PathBuf::from("/home/u/.local/share/tka")
         );
-        assert_eq!(
-            Store::default_dir_for(false, None, None),
-            PathBuf::from("/var/lib/tka")
-        );
+        assert_eq!(Store::default_dir_for(false, None, None), PathBuf::from("/var/lib/tka"));
     }
 
     #[test]
     fn killed_writer_temp_is_swept_by_next_lock() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(&tmp.path().join("s")).unwrap();
-        let stale = store
-            .dir()
-            .join(TOKENS_DIR)
-            .join(".a.json.0123456789abcdef.tmp");
+        let stale = store.dir().join(TOKENS_DIR).join(".a.json.0123456789abcdef.tmp");
         fs::write(&stale, b"half").unwrap();
-        assert!(
-            store.tokens().unwrap().is_empty(),
-            "readers skip temp files"
-        );
+        assert!(store.tokens().unwrap().is_empty(), "readers skip temp files");
         drop(store.lock().unwrap());
         assert!(!stale.exists());
     }
@@ -693,10 +637,7 @@ mod tests {
         assert_eq!(fs::read_to_string(dir.join(VERSION_FILE)).unwrap(), "1\n");
         for bad in ["", "one\n", "+1\n", "0\n", "1\n\n"] {
             fs::write(dir.join(VERSION_FILE), bad).unwrap();
-            assert!(
-                matches!(Store::open(&dir), Err(StoreError::Corrupt { .. })),
-                "{bad:?}"
-            );
+            assert!(matches!(Store::open(&dir), Err(StoreError::Corrupt { .. })), "{bad:?}");
         }
     }
 }

@@ -197,7 +197,10 @@ pub fn build_claims(req: &ActivationRequest, opts: &IssueOptions, signer: &CertI
     };
     if let Some(exp) = exp {
         if exp > signer.not_after {
-            return Err(Error::Verify(VerifyError::TokenOutlivesSigner { exp: Some(exp), signer_not_after: signer.not_after }));
+            return Err(Error::Verify(VerifyError::TokenOutlivesSigner {
+                exp: Some(exp),
+                signer_not_after: signer.not_after,
+            }));
         }
     }
     let match_rule = opts.match_rule.unwrap_or(MatchRule::Most);
@@ -231,7 +234,12 @@ pub fn build_claims(req: &ActivationRequest, opts: &IssueOptions, signer: &CertI
 }
 
 /// Issues a token for `req` at time `now`.
-pub fn issue_token(req: &ActivationRequest, opts: &IssueOptions, signer: &TokenSigner, now: i64) -> Result<IssuedToken> {
+pub fn issue_token(
+    req: &ActivationRequest,
+    opts: &IssueOptions,
+    signer: &TokenSigner,
+    now: i64,
+) -> Result<IssuedToken> {
     let claims = build_claims(req, opts, &signer.cert, now)?;
     let payload = serde_json::to_value(&claims).map_err(|e| Error::format("token claims", e))?;
     let text = signer.sign_payload(&payload, TOKEN_TYP, opts.alg)?;

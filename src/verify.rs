@@ -139,7 +139,11 @@ fn check_machine(claims: &Claims, machine: MachineCheck<'_>) -> Result<Option<Ma
                 return if id.cmid() == claims.sub {
                     Ok(None)
                 } else {
-                    Err(VerifyError::WrongMachine { expected: id.cmid().into(), found: claims.sub.clone(), report: None })
+                    Err(VerifyError::WrongMachine {
+                        expected: id.cmid().into(),
+                        found: claims.sub.clone(),
+                        report: None,
+                    })
                 };
             }
             let report = claims.tka.match_rule.evaluate(&claims.tka.components, id.components());
@@ -149,7 +153,7 @@ fn check_machine(claims: &Claims, machine: MachineCheck<'_>) -> Result<Option<Ma
                 Err(VerifyError::WrongMachine {
                     expected: id.cmid().into(),
                     found: claims.sub.clone(),
-                    report: Some(report),
+                    report: Some(Box::new(report)),
                 })
             }
         }

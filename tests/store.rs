@@ -8,8 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tka::store::{
-    check_clock, ClockRollback, Store, StoreError, StoreState, DEFAULT_CLOCK_TOLERANCE_SECS,
-    LAYOUT_VERSION, MAX_TOKEN_FILE,
+    check_clock, ClockRollback, Store, StoreError, StoreState, DEFAULT_CLOCK_TOLERANCE_SECS, LAYOUT_VERSION,
+    MAX_TOKEN_FILE,
 };
 
 /// A fresh store in its own temp directory (kept alive by the guard).
@@ -26,10 +26,7 @@ fn fake_cert(n: u16) -> Vec<u8> {
 }
 
 fn sha256_hex(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(b).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn mode(p: &Path) -> u32 {
@@ -69,10 +66,7 @@ fn open_creates_private_layout() {
         assert!(dir.join(sub).is_dir(), "{sub}");
         assert_eq!(mode(&dir.join(sub)), 0o755, "{sub}");
     }
-    assert_eq!(
-        fs::read_to_string(dir.join("version")).unwrap(),
-        format!("{LAYOUT_VERSION}\n")
-    );
+    assert_eq!(fs::read_to_string(dir.join("version")).unwrap(), format!("{LAYOUT_VERSION}\n"));
     assert_eq!(store.state().unwrap(), StoreState::default());
     assert!(store.roots().unwrap().is_empty());
     assert!(store.tokens().unwrap().is_empty());
@@ -136,9 +130,7 @@ fn group_writable_store_is_refused() {
     fs::set_permissions(store.dir(), fs::Permissions::from_mode(0o700)).unwrap();
     let roots = store.dir().join("roots");
     fs::set_permissions(&roots, fs::Permissions::from_mode(0o757)).unwrap();
-    assert!(
-        matches!(Store::open(store.dir()), Err(StoreError::InsecurePermissions { path, .. }) if path == roots)
-    );
+    assert!(matches!(Store::open(store.dir()), Err(StoreError::InsecurePermissions { path, .. }) if path == roots));
 }
 
 #[test]
@@ -147,11 +139,7 @@ fn newer_layout_version_is_refused_and_left_alone() {
     let version = store.dir().join("version");
     fs::write(&version, "2\n").unwrap();
     match Store::open(store.dir()) {
-        Err(StoreError::NewerVersion {
-            path,
-            found,
-            supported,
-        }) => {
+        Err(StoreError::NewerVersion { path, found, supported }) => {
             assert_eq!(path, version);
             assert_eq!(found, 2);
             assert_eq!(supported, LAYOUT_VERSION);
@@ -172,18 +160,9 @@ fn newer_layout_version_is_refused_and_left_alone() {
 #[test]
 fn default_dir() {
     let home = Path::new("/home/ann");
-    assert_eq!(
-        Store::default_dir_for(true, Some(home), None),
-        Path::new("/var/lib/tka")
-    );
-    assert_eq!(
-        Store::default_dir_for(false, Some(home), None),
-        Path::new("/home/ann/.local/share/tka")
-    );
-    assert_eq!(
-        Store::default_dir_for(false, Some(home), Some(Path::new("/data"))),
-        Path::new("/data/tka")
-    );
+    assert_eq!(Store::default_dir_for(true, Some(home), None), Path::new("/var/lib/tka"));
+    assert_eq!(Store::default_dir_for(false, Some(home), None), Path::new("/home/ann/.local/share/tka"));
+    assert_eq!(Store::default_dir_for(false, Some(home), Some(Path::new("/data"))), Path::new("/data/tka"));
 }
 
 // ----- roots -----
@@ -203,19 +182,10 @@ fn roots_add_list_remove() {
     let roots = lock.roots().unwrap();
     let mut want = vec![(fp1.clone(), c1.clone()), (fp2.clone(), c2.clone())];
     want.sort();
-    let got: Vec<_> = roots
-        .iter()
-        .map(|r| (r.fingerprint.clone(), r.der.clone()))
-        .collect();
+    let got: Vec<_> = roots.iter().map(|r| (r.fingerprint.clone(), r.der.clone())).collect();
     assert_eq!(got, want, "sorted by fingerprint");
     for r in &roots {
-        assert_eq!(
-            r.path,
-            store
-                .dir()
-                .join("roots")
-                .join(format!("{}.pem", r.fingerprint))
-        );
+        assert_eq!(r.path, store.dir().join("roots").join(format!("{}.pem", r.fingerprint)));
         assert_eq!(mode(&r.path), 0o644);
         let text = fs::read_to_string(&r.path).unwrap();
         assert!(text.starts_with("-----BEGIN CERTIFICATE-----\n"), "{text}");
@@ -223,17 +193,10 @@ fn roots_add_list_remove() {
     }
 
     // by upper-case, colon-separated prefix, as openssl prints it
-    let sel: Vec<String> = fp1.as_bytes()[..8]
-        .chunks(2)
-        .map(|c| std::str::from_utf8(c).unwrap().to_uppercase())
-        .collect();
+    let sel: Vec<String> =
+        fp1.as_bytes()[..8].chunks(2).map(|c| std::str::from_utf8(c).unwrap().to_uppercase()).collect();
     lock.remove_root(&sel.join(":"), false).unwrap();
-    let left: Vec<_> = lock
-        .roots()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.fingerprint)
-        .collect();
+    let left: Vec<_> = lock.roots().unwrap().into_iter().map(|r| r.fingerprint).collect();
     assert_eq!(left, vec![fp2]);
     drop(lock);
     assert_no_temp_files(&store);
@@ -244,10 +207,7 @@ fn last_root_refused_unless_forced() {
     let (_tmp, store) = new_store();
     let lock = store.lock().unwrap();
     let fp = lock.add_root(&fake_cert(7)).unwrap();
-    assert!(matches!(
-        lock.remove_root(&fp, false),
-        Err(StoreError::LastRoot)
-    ));
+    assert!(matches!(lock.remove_root(&fp, false), Err(StoreError::LastRoot)));
     assert_eq!(lock.roots().unwrap().len(), 1);
     lock.remove_root(&fp, true).unwrap();
     assert!(lock.roots().unwrap().is_empty());
@@ -277,16 +237,9 @@ fn remove_root_selector_errors() {
         other => panic!("expected AmbiguousFingerprint, got {other:?}"),
     }
     for bad in ["", "abc", "zzzz", "12 34"] {
-        assert!(
-            matches!(lock.remove_root(bad, true), Err(StoreError::BadFingerprint(s)) if s == bad),
-            "{bad:?}"
-        );
+        assert!(matches!(lock.remove_root(bad, true), Err(StoreError::BadFingerprint(s)) if s == bad), "{bad:?}");
     }
-    let absent = if fpa.starts_with("ffff") {
-        "0000"
-    } else {
-        "ffff"
-    };
+    let absent = if fpa.starts_with("ffff") { "0000" } else { "ffff" };
     match lock.remove_root(absent, true) {
         Err(StoreError::NotFound(msg)) => assert!(msg.contains(absent), "{msg}"),
         other => panic!("expected NotFound, got {other:?}"),
@@ -298,19 +251,10 @@ fn remove_root_selector_errors() {
 fn add_root_rejects_non_der() {
     let (_tmp, store) = new_store();
     let lock = store.lock().unwrap();
-    assert!(matches!(
-        lock.add_root(b""),
-        Err(StoreError::BadCertificate(_))
-    ));
-    assert!(matches!(
-        lock.add_root(b"-----BEGIN CERTIFICATE-----"),
-        Err(StoreError::BadCertificate(_))
-    ));
+    assert!(matches!(lock.add_root(b""), Err(StoreError::BadCertificate(_))));
+    assert!(matches!(lock.add_root(b"-----BEGIN CERTIFICATE-----"), Err(StoreError::BadCertificate(_))));
     let huge = [vec![0x30], vec![0; 40 * 1024]].concat();
-    assert!(matches!(
-        lock.add_root(&huge),
-        Err(StoreError::TooLarge { .. })
-    ));
+    assert!(matches!(lock.add_root(&huge), Err(StoreError::TooLarge { .. })));
     assert!(lock.roots().unwrap().is_empty());
 }
 
@@ -319,10 +263,9 @@ fn tampered_root_file_is_corrupt() {
     let (_tmp, store) = new_store();
     let fp = store.lock().unwrap().add_root(&fake_cert(1)).unwrap();
     let path = store.dir().join("roots").join(format!("{fp}.pem"));
-    let other = fs::read_to_string(store.dir().join("roots").join(format!(
-        "{}.pem",
-        store.lock().unwrap().add_root(&fake_cert(2)).unwrap()
-    )))
+    let other = fs::read_to_string(
+        store.dir().join("roots").join(format!("{}.pem", store.lock().unwrap().add_root(&fake_cert(2)).unwrap())),
+    )
     .unwrap();
     fs::write(&path, other).unwrap();
     match store.roots() {
@@ -354,20 +297,12 @@ fn tokens_put_replace_remove() {
     lock.put_token("zeta", "z.z.z", 100).unwrap();
     lock.put_token("alpha", "a.a.a", 200).unwrap();
     lock.put_token("alpha.pro", "p.p.p", 300).unwrap();
-    let products: Vec<_> = lock
-        .tokens()
-        .unwrap()
-        .into_iter()
-        .map(|t| t.product)
-        .collect();
+    let products: Vec<_> = lock.tokens().unwrap().into_iter().map(|t| t.product).collect();
     assert_eq!(products, ["alpha", "alpha.pro", "zeta"]);
 
     lock.put_token("alpha", "a2.a2.a2", 400).unwrap();
     let t = lock.token("alpha").unwrap().unwrap();
-    assert_eq!(
-        (t.product.as_str(), t.token.as_str(), t.installed_at),
-        ("alpha", "a2.a2.a2", 400)
-    );
+    assert_eq!((t.product.as_str(), t.token.as_str(), t.installed_at), ("alpha", "a2.a2.a2", 400));
     assert_eq!(lock.tokens().unwrap().len(), 3);
 
     assert!(lock.remove_token("alpha").unwrap());
@@ -384,19 +319,8 @@ fn bad_product_names() {
     let (_tmp, store) = new_store();
     let lock = store.lock().unwrap();
     let long = "p".repeat(65);
-    for bad in [
-        "",
-        ".hidden",
-        "..",
-        "a/b",
-        "../x",
-        "a b",
-        "caf\u{e9}",
-        "x\n",
-        long.as_str(),
-    ] {
-        let is_bad =
-            |r: Result<(), StoreError>| matches!(r, Err(StoreError::BadProduct(n)) if n == bad);
+    for bad in ["", ".hidden", "..", "a/b", "../x", "a b", "caf\u{e9}", "x\n", long.as_str()] {
+        let is_bad = |r: Result<(), StoreError>| matches!(r, Err(StoreError::BadProduct(n)) if n == bad);
         assert!(is_bad(lock.put_token(bad, "t", 1)), "put {bad:?}");
         assert!(is_bad(lock.token(bad).map(|_| ())), "get {bad:?}");
         assert!(is_bad(lock.remove_token(bad).map(|_| ())), "remove {bad:?}");
@@ -429,10 +353,7 @@ fn oversized_tokens_refused_both_ways() {
 fn token_file_for_another_product_is_corrupt() {
     let (_tmp, store) = new_store();
     store.lock().unwrap().put_token("a", "t", 1).unwrap();
-    let (a, b) = (
-        store.dir().join("tokens/a.json"),
-        store.dir().join("tokens/b.json"),
-    );
+    let (a, b) = (store.dir().join("tokens/a.json"), store.dir().join("tokens/b.json"));
     fs::copy(&a, &b).unwrap();
     assert!(matches!(store.token("b"), Err(StoreError::Corrupt { path, .. }) if path == b));
     assert!(matches!(store.tokens(), Err(StoreError::Corrupt { path, .. }) if path == b));
@@ -447,10 +368,7 @@ fn crls_and_revocation_lists() {
     lock.put_crl("bb", b"crl-b").unwrap();
     lock.put_crl("aa", b"crl-a").unwrap();
     lock.put_crl("bb", b"crl-b2").unwrap();
-    assert_eq!(
-        lock.crls().unwrap(),
-        vec![b"crl-a".to_vec(), b"crl-b2".to_vec()]
-    );
+    assert_eq!(lock.crls().unwrap(), vec![b"crl-a".to_vec(), b"crl-b2".to_vec()]);
     assert_eq!(lock.crl("aa").unwrap(), Some(b"crl-a".to_vec()));
 
     lock.put_revocation_list("02", "r2").unwrap();
@@ -461,9 +379,7 @@ fn crls_and_revocation_lists() {
 
     for bad in ["", "AA", "a/b", "xyz"] {
         assert!(matches!(lock.put_crl(bad, b"x"), Err(StoreError::BadKey(k)) if k == bad));
-        assert!(
-            matches!(lock.put_revocation_list(bad, "x"), Err(StoreError::BadKey(k)) if k == bad)
-        );
+        assert!(matches!(lock.put_revocation_list(bad, "x"), Err(StoreError::BadKey(k)) if k == bad));
     }
     assert!(lock.remove_crl("aa").unwrap());
     assert!(lock.remove_revocation_list("01").unwrap());
@@ -505,21 +421,13 @@ fn high_water_never_lowered() {
     let path = store.dir().join("state.json");
     let mut back = state.clone();
     back.clock_high_water = 1999;
-    assert!(
-        matches!(lock.save_state(&back), Err(StoreError::Regression { path: p, .. }) if p == path)
-    );
+    assert!(matches!(lock.save_state(&back), Err(StoreError::Regression { path: p, .. }) if p == path));
     let mut back = state.clone();
     back.revocation_seq.insert("aa".into(), 4);
-    assert!(matches!(
-        lock.save_state(&back),
-        Err(StoreError::Regression { .. })
-    ));
+    assert!(matches!(lock.save_state(&back), Err(StoreError::Regression { .. })));
     let mut back = state.clone();
     back.revocation_seq.clear();
-    assert!(matches!(
-        lock.save_state(&back),
-        Err(StoreError::Regression { .. })
-    ));
+    assert!(matches!(lock.save_state(&back), Err(StoreError::Regression { .. })));
     assert_eq!(lock.state().unwrap(), state, "unchanged by refused writes");
 
     // Forward moves and equal values are fine.
@@ -537,52 +445,27 @@ fn high_water_never_lowered() {
 #[test]
 fn check_clock_tolerance() {
     let hw = 1_700_000_000; // 2023-11-14T22:13:20Z
-    let state = StoreState {
-        clock_high_water: hw,
-        ..Default::default()
-    };
+    let state = StoreState { clock_high_water: hw, ..Default::default() };
     let tol = DEFAULT_CLOCK_TOLERANCE_SECS;
     assert_eq!(check_clock(&state, hw + 10, tol), Ok(()));
     assert_eq!(check_clock(&state, hw, tol), Ok(()));
-    assert_eq!(
-        check_clock(&state, hw - tol, tol),
-        Ok(()),
-        "exactly at the edge"
-    );
+    assert_eq!(check_clock(&state, hw - tol, tol), Ok(()), "exactly at the edge");
     let err = check_clock(&state, hw - tol - 1, tol).unwrap_err();
-    assert_eq!(
-        err,
-        ClockRollback {
-            now: hw - tol - 1,
-            high_water: hw
-        }
-    );
+    assert_eq!(err, ClockRollback { now: hw - tol - 1, high_water: hw });
     assert_eq!(
         err.to_string(),
         "clock moved backwards: now is 2023-11-13T22:13:19Z, but this store has seen \
          2023-11-14T22:13:20Z; fix the system clock"
     );
-    assert_eq!(
-        check_clock(&state, hw - 1, 0),
-        Err(ClockRollback {
-            now: hw - 1,
-            high_water: hw
-        })
-    );
+    assert_eq!(check_clock(&state, hw - 1, 0), Err(ClockRollback { now: hw - 1, high_water: hw }));
     assert_eq!(check_clock(&StoreState::default(), 0, 0), Ok(()));
     // Extreme values saturate instead of overflowing.
     assert_eq!(check_clock(&state, 0, i64::MAX), Ok(()));
-    let low = StoreState {
-        clock_high_water: i64::MIN,
-        ..Default::default()
-    };
+    let low = StoreState { clock_high_water: i64::MIN, ..Default::default() };
     assert_eq!(check_clock(&low, i64::MIN, i64::MAX), Ok(()));
     assert_eq!(
         check_clock(&state, hw - 1, -5),
-        Err(ClockRollback {
-            now: hw - 1,
-            high_water: hw
-        }),
+        Err(ClockRollback { now: hw - 1, high_water: hw }),
         "negative tolerance counts as 0"
     );
 }
@@ -593,31 +476,15 @@ fn corrupt_state_is_reported_with_path() {
     let path = store.dir().join("state.json");
     fs::write(&path, "{\"clock_high_water\": ").unwrap();
     let err = store.state().unwrap_err();
-    assert!(
-        matches!(&err, StoreError::Corrupt { path: p, .. } if *p == path),
-        "{err:?}"
-    );
-    assert!(err.to_string().starts_with(&format!(
-        "activation store file {} is corrupt: ",
-        path.display()
-    )));
+    assert!(matches!(&err, StoreError::Corrupt { path: p, .. } if *p == path), "{err:?}");
+    assert!(err.to_string().starts_with(&format!("activation store file {} is corrupt: ", path.display())));
     // Not silently reset by a write either.
     let lock = store.lock().unwrap();
-    assert!(matches!(
-        lock.save_state(&StoreState::default()),
-        Err(StoreError::Corrupt { .. })
-    ));
-    assert_eq!(
-        fs::read_to_string(&path).unwrap(),
-        "{\"clock_high_water\": "
-    );
+    assert!(matches!(lock.save_state(&StoreState::default()), Err(StoreError::Corrupt { .. })));
+    assert_eq!(fs::read_to_string(&path).unwrap(), "{\"clock_high_water\": ");
 
     // Unknown fields and a missing file are corrupt too.
-    fs::write(
-        &path,
-        r#"{"clock_high_water":1,"revocation_seq":{},"extra":1}"#,
-    )
-    .unwrap();
+    fs::write(&path, r#"{"clock_high_water":1,"revocation_seq":{},"extra":1}"#).unwrap();
     assert!(matches!(store.state(), Err(StoreError::Corrupt { .. })));
     fs::remove_file(&path).unwrap();
     match store.state() {
@@ -639,21 +506,14 @@ fn errors_display_on_one_line() {
         StoreError::LastRoot,
         StoreError::NotFound("no such thing".into()),
         StoreError::BadKey("x".into()),
-        StoreError::Io {
-            path: "/p".into(),
-            source: std::io::Error::other("boom"),
-        },
+        StoreError::Io { path: "/p".into(), source: std::io::Error::other("boom") },
     ];
     for e in errs {
         let s = e.to_string();
         assert!(!s.is_empty() && !s.contains('\n'), "{s:?}");
     }
     assert_eq!(
-        StoreError::Io {
-            path: "/p".into(),
-            source: std::io::Error::other("boom")
-        }
-        .to_string(),
+        StoreError::Io { path: "/p".into(), source: std::io::Error::other("boom") }.to_string(),
         "activation store: /p: boom"
     );
 }
@@ -700,13 +560,7 @@ fn no_update_lost_across_threads_and_processes() {
     let children: Vec<_> = (0..PROCESSES)
         .map(|_| {
             Command::new(&exe)
-                .args([
-                    "--exact",
-                    "concurrency_child",
-                    "--nocapture",
-                    "--test-threads",
-                    "1",
-                ])
+                .args(["--exact", "concurrency_child", "--nocapture", "--test-threads", "1"])
                 .env(CHILD_ENV, &dir)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
@@ -722,23 +576,13 @@ fn no_update_lost_across_threads_and_processes() {
     for child in children {
         let out = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "child failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            stdout.contains("1 passed"),
-            "child did not run the role: {stdout}"
-        );
+        assert!(out.status.success(), "child failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("1 passed"), "child did not run the role: {stdout}");
     }
 
     let store = Store::open(&dir).unwrap();
     let state = store.state().unwrap();
-    assert_eq!(
-        state.revocation_seq["counter"],
-        (THREADS + PROCESSES) * INCREMENTS
-    );
+    assert_eq!(state.revocation_seq["counter"], (THREADS + PROCESSES) * INCREMENTS);
     assert_eq!(state.clock_high_water, INCREMENTS as i64 - 1);
     assert_no_temp_files(&store);
 }

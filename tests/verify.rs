@@ -3,11 +3,11 @@
 mod common;
 use common::*;
 use std::collections::HashSet;
-use tka::keys::{SignatureAlgorithm, Signer, SoftwareKey};
+use tka::keys::SignatureAlgorithm;
 use tka::machine::MachineIdentity;
-use tka::pki::{CertKind, Crl, TrustAnchors};
+use tka::pki::TrustAnchors;
 use tka::request::ActivationRequest;
-use tka::token::{issue_token, IssueOptions, TokenLifetime, TokenSigner};
+use tka::token::{issue_token, IssueOptions, TokenSigner};
 use tka::verify::{verify_token, MachineCheck, VerifiedToken, VerifyContext};
 use tka::VerifyError;
 

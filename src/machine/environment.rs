@@ -130,11 +130,7 @@ fn detect_container(root: &Path, env: &mut Environment) {
     if let Some(mi) = read_text(&root.join("proc/self/mountinfo")) {
         if let Some(m) = super::sources::root_mount(&mi) {
             if m.fstype == "overlay" || m.fstype == "aufs" {
-                set(
-                    env,
-                    "unknown (overlay root)",
-                    format!("root file system is {}", m.fstype),
-                );
+                set(env, "unknown (overlay root)", format!("root file system is {}", m.fstype));
             }
         }
     }
@@ -143,10 +139,7 @@ fn detect_container(root: &Path, env: &mut Environment) {
 /// Whether `text` contains `phrase` as whole words (so `xen` doesn't match
 /// `xenon`).
 fn contains_words(text: &str, phrase: &str) -> bool {
-    let words: Vec<&str> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
+    let words: Vec<&str> = text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
     let want: Vec<&str> = phrase.split(' ').collect();
     words.windows(want.len()).any(|w| w == want.as_slice())
 }
@@ -154,44 +147,26 @@ fn contains_words(text: &str, phrase: &str) -> bool {
 fn detect_hypervisor(root: &Path, env: &mut Environment) {
     let dmi = root.join("sys/class/dmi/id");
     let mut text = String::new();
-    for f in [
-        "sys_vendor",
-        "product_name",
-        "board_vendor",
-        "bios_vendor",
-        "product_version",
-    ] {
+    for f in ["sys_vendor", "product_name", "board_vendor", "bios_vendor", "product_version"] {
         if let Some(v) = read_text(&dmi.join(f)) {
             text.push_str(&v.to_lowercase());
             text.push('\n');
         }
     }
-    let sys_vendor = read_text(&dmi.join("sys_vendor"))
-        .unwrap_or_default()
-        .to_lowercase();
-    let product = read_text(&dmi.join("product_name"))
-        .unwrap_or_default()
-        .to_lowercase();
+    let sys_vendor = read_text(&dmi.join("sys_vendor")).unwrap_or_default().to_lowercase();
+    let product = read_text(&dmi.join("product_name")).unwrap_or_default().to_lowercase();
     if sys_vendor.contains("microsoft") && product.contains("virtual machine") {
         env.hypervisor = Some("Microsoft Hyper-V".into());
         env.evidence.push("DMI: Microsoft Virtual Machine".into());
-    } else if let Some((m, name)) = DMI_HYPERVISORS
-        .iter()
-        .find(|(m, _)| contains_words(&text, m))
-    {
+    } else if let Some((m, name)) = DMI_HYPERVISORS.iter().find(|(m, _)| contains_words(&text, m)) {
         env.hypervisor = Some((*name).to_string());
-        env.evidence
-            .push(format!("DMI vendor/product strings mention {m:?}"));
+        env.evidence.push(format!("DMI vendor/product strings mention {m:?}"));
     }
     if env.hypervisor.is_none() {
         if let Some(t) = read_text(&root.join("sys/hypervisor/type")) {
             let t = t.trim();
             if !t.is_empty() {
-                env.hypervisor = Some(if t == "xen" {
-                    "Xen".into()
-                } else {
-                    t.to_string()
-                });
+                env.hypervisor = Some(if t == "xen" { "Xen".into() } else { t.to_string() });
                 env.evidence.push(format!("/sys/hypervisor/type is {t:?}"));
             }
         }
@@ -200,12 +175,7 @@ fn detect_hypervisor(root: &Path, env: &mut Environment) {
         let flagged = ci.lines().any(|l| {
             let mut kv = l.splitn(2, ':');
             let k = kv.next().unwrap_or("").trim();
-            (k == "flags" || k == "Features")
-                && kv
-                    .next()
-                    .unwrap_or("")
-                    .split_whitespace()
-                    .any(|f| f == "hypervisor")
+            (k == "flags" || k == "Features") && kv.next().unwrap_or("").split_whitespace().any(|f| f == "hypervisor")
         });
         if flagged {
             env.evidence.push("CPU has the hypervisor flag".into());

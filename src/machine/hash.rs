@@ -66,13 +66,8 @@ pub fn cmid_basis(components: &[ComponentHash]) -> Vec<&ComponentHash> {
         chosen = of(kinds::MACHINE_ID).chain(of(kinds::DMI_UUID)).collect();
     }
     if chosen.is_empty() {
-        for k in [
-            kinds::BOARD_SERIAL,
-            kinds::PRODUCT_SERIAL,
-            kinds::CHASSIS_SERIAL,
-            kinds::ROOT_FS,
-            kinds::DISK_SERIAL,
-        ] {
+        for k in [kinds::BOARD_SERIAL, kinds::PRODUCT_SERIAL, kinds::CHASSIS_SERIAL, kinds::ROOT_FS, kinds::DISK_SERIAL]
+        {
             chosen = of(k).collect();
             if !chosen.is_empty() {
                 break;
@@ -82,9 +77,7 @@ pub fn cmid_basis(components: &[ComponentHash]) -> Vec<&ComponentHash> {
     if chosen.is_empty() {
         chosen = components.iter().collect();
     }
-    chosen.sort_by(|a, b| {
-        (kinds::rank(&a.kind), &a.kind, &a.hash).cmp(&(kinds::rank(&b.kind), &b.kind, &b.hash))
-    });
+    chosen.sort_by(|a, b| (kinds::rank(&a.kind), &a.kind, &a.hash).cmp(&(kinds::rank(&b.kind), &b.kind, &b.hash)));
     chosen.dedup();
     chosen
 }
@@ -155,10 +148,7 @@ fn crockford_value(c: char) -> Option<u8> {
         'I' | 'L' => '1',
         other => other,
     };
-    CROCKFORD
-        .iter()
-        .position(|&a| a as char == c)
-        .map(|p| p as u8)
+    CROCKFORD.iter().position(|&a| a as char == c).map(|p| p as u8)
 }
 
 /// Parses a CMID typed by a human: case-insensitive, hyphens and spaces
@@ -209,18 +199,12 @@ mod tests {
 
     #[test]
     fn cmid_shape_and_roundtrip() {
-        let c = vec![ComponentHash {
-            kind: "mid".into(),
-            hash: "AAAAAAAAAAAAAAAA".into(),
-        }];
+        let c = vec![ComponentHash { kind: "mid".into(), hash: "AAAAAAAAAAAAAAAA".into() }];
         let cmid = cmid_from_components(&c).unwrap();
         assert_eq!(cmid.len(), 21);
         assert_eq!(cmid.matches('-').count(), 4);
         assert!(validate_cmid(&cmid));
-        assert_eq!(
-            normalize_cmid(&cmid.to_lowercase().replace('-', "")).as_deref(),
-            Some(cmid.as_str())
-        );
+        assert_eq!(normalize_cmid(&cmid.to_lowercase().replace('-', "")).as_deref(), Some(cmid.as_str()));
         assert!(cmid_from_components(&[]).is_none());
     }
 }

@@ -77,11 +77,7 @@ impl MatchReport {
 
 impl fmt::Display for MatchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} of {} components match, {} required",
-            self.matched, self.total, self.required
-        )?;
+        write!(f, "{} of {} components match, {} required", self.matched, self.total, self.required)?;
         if !self.changed.is_empty() {
             write!(f, "; changed: {}", self.changed.join(", "))?;
         }
@@ -89,24 +85,15 @@ impl fmt::Display for MatchReport {
             write!(f, " (not readable here: {})", self.missing.join(", "))?;
         }
         if !self.anchor_matched {
-            write!(
-                f,
-                "; hardware anchor ({}) does not match",
-                self.anchor.join(" or ")
-            )?;
+            write!(f, "; hardware anchor ({}) does not match", self.anchor.join(" or "))?;
         }
         Ok(())
     }
 }
 
 /// Hardware-side kinds other than `dmi`, for the second tier of the anchor.
-const HARDWARE_KINDS: &[&str] = &[
-    kinds::PRODUCT_SERIAL,
-    kinds::BOARD_SERIAL,
-    kinds::CHASSIS_SERIAL,
-    kinds::DISK_SERIAL,
-    kinds::MAC,
-];
+const HARDWARE_KINDS: &[&str] =
+    &[kinds::PRODUCT_SERIAL, kinds::BOARD_SERIAL, kinds::CHASSIS_SERIAL, kinds::DISK_SERIAL, kinds::MAC];
 
 /// Number of votes (distinct kinds) in `components`.
 pub fn vote_count(components: &[ComponentHash]) -> usize {
@@ -139,9 +126,9 @@ impl MatchRule {
     pub fn check_for(&self, bound: &[ComponentHash]) -> Result<(), MachineError> {
         let votes = vote_count(bound);
         match *self {
-            MatchRule::AtLeast(n) if n == 0 || n as usize > votes => Err(MachineError::BadRule(
-                format!("{n}: the machine has {votes} component votes"),
-            )),
+            MatchRule::AtLeast(n) if n == 0 || n as usize > votes => {
+                Err(MachineError::BadRule(format!("{n}: the machine has {votes} component votes")))
+            }
             _ if votes == 0 => Err(MachineError::NoComponents),
             _ => Ok(()),
         }
@@ -153,49 +140,23 @@ impl MatchRule {
         let mut votes: BTreeMap<(usize, &str), bool> = BTreeMap::new();
         for b in bound {
             let hit = current.iter().any(|c| c.kind == b.kind && c.hash == b.hash);
-            *votes
-                .entry((kinds::rank(&b.kind), b.kind.as_str()))
-                .or_insert(false) |= hit;
+            *votes.entry((kinds::rank(&b.kind), b.kind.as_str())).or_insert(false) |= hit;
         }
         let total = votes.len();
         let matched = votes.values().filter(|m| **m).count();
-        let changed: Vec<String> = votes
-            .iter()
-            .filter(|(_, m)| !**m)
-            .map(|((_, k), _)| k.to_string())
-            .collect();
-        let missing: Vec<String> = changed
-            .iter()
-            .filter(|k| !current.iter().any(|c| &c.kind == *k))
-            .cloned()
-            .collect();
+        let changed: Vec<String> = votes.iter().filter(|(_, m)| !**m).map(|((_, k), _)| k.to_string()).collect();
+        let missing: Vec<String> = changed.iter().filter(|k| !current.iter().any(|c| &c.kind == *k)).cloned().collect();
         let is_bound = |k: &str| votes.keys().any(|(_, bk)| *bk == k);
         let vote_ok = |k: &str| votes.iter().any(|((_, bk), m)| *bk == k && *m);
 
         let anchor: Vec<String> = match self {
             MatchRule::Most if is_bound(kinds::DMI_UUID) => vec![kinds::DMI_UUID.to_string()],
-            MatchRule::Most => HARDWARE_KINDS
-                .iter()
-                .filter(|k| is_bound(k))
-                .map(|k| k.to_string())
-                .collect(),
+            MatchRule::Most => HARDWARE_KINDS.iter().filter(|k| is_bound(k)).map(|k| k.to_string()).collect(),
             _ => Vec::new(),
         };
         let anchor_matched = anchor.is_empty() || anchor.iter().any(|k| vote_ok(k));
-        let required = if total == 0 {
-            1
-        } else {
-            self.required_votes(total)
-        };
-        MatchReport {
-            matched,
-            required,
-            total,
-            changed,
-            missing,
-            anchor,
-            anchor_matched,
-        }
+        let required = if total == 0 { 1 } else { self.required_votes(total) };
+        MatchReport { matched, required, total, changed, missing, anchor, anchor_matched }
     }
 }
 
@@ -238,11 +199,7 @@ impl<'de> Deserialize<'de> for MatchRule {
         let s = match v {
             serde_json::Value::String(s) => s,
             serde_json::Value::Number(n) => n.to_string(),
-            _ => {
-                return Err(serde::de::Error::custom(
-                    "match rule must be \"all\", \"most\" or a number",
-                ))
-            }
+            _ => return Err(serde::de::Error::custom("match rule must be \"all\", \"most\" or a number")),
         };
         s.parse().map_err(serde::de::Error::custom)
     }

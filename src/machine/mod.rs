@@ -22,14 +22,12 @@ mod platform;
 mod sources;
 
 pub use environment::Environment;
-pub use hash::{
-    cmid_basis, cmid_from_components, hash_component, normalize_cmid, product_salt, validate_cmid,
-};
+pub use hash::{cmid_basis, cmid_from_components, hash_component, normalize_cmid, product_salt, validate_cmid};
 pub use matching::{default_rule_for, vote_count, MatchReport, MatchRule};
 pub use normalize::{normalize, normalize_mac, Rejection};
 pub use sources::{
-    linux_sources, platform_sources, ComponentSource, CpuModelSource, DiskSerialSource, DmiSource,
-    MacSource, MachineIdSource, RawReading, RootFsSource,
+    linux_sources, platform_sources, ComponentSource, CpuModelSource, DiskSerialSource, DmiSource, MacSource,
+    MachineIdSource, RawReading, RootFsSource,
 };
 
 use serde::ser::SerializeStruct;
@@ -131,10 +129,7 @@ impl fmt::Display for MachineError {
                  identity with --machine-id-file PATH or the TKA_MACHINE_ID environment variable"
             ),
             MachineError::BadRule(s) => {
-                write!(
-                    f,
-                    "invalid match rule {s:?}: expected all, most or a number of components"
-                )
+                write!(f, "invalid match rule {s:?}: expected all, most or a number of components")
             }
             MachineError::BadExplicitId(why) => {
                 write!(f, "unusable explicit machine identity: {why}")
@@ -187,9 +182,7 @@ impl IdentifyOptions {
             let meta = std::fs::metadata(path)
                 .map_err(|e| MachineError::BadExplicitId(format!("cannot read {shown}: {e}")))?;
             if meta.len() > MAX_EXPLICIT_ID_FILE {
-                return Err(MachineError::BadExplicitId(format!(
-                    "{shown} is larger than 64 KiB"
-                )));
+                return Err(MachineError::BadExplicitId(format!("{shown} is larger than 64 KiB")));
             }
             let text = std::fs::read_to_string(path)
                 .map_err(|e| MachineError::BadExplicitId(format!("cannot read {shown}: {e}")))?;
@@ -199,9 +192,9 @@ impl IdentifyOptions {
         }
         match &self.explicit_id {
             None => Ok(None),
-            Some(v) => normalize(kinds::EXPLICIT, v).map(Some).map_err(|r| {
-                MachineError::BadExplicitId(format!("TKA_MACHINE_ID: {}", r.describe()))
-            }),
+            Some(v) => normalize(kinds::EXPLICIT, v)
+                .map(Some)
+                .map_err(|r| MachineError::BadExplicitId(format!("TKA_MACHINE_ID: {}", r.describe()))),
         }
     }
 }
@@ -280,31 +273,16 @@ impl MachineIdentity {
     /// but is unusable (never silently falling back to hardware).
     pub fn identify(product: &str, opts: &IdentifyOptions) -> Result<Self, MachineError> {
         let root = opts.root();
-        let environment = if opts.sysroot.is_some() || cfg!(not(any(windows, target_os = "macos")))
-        {
+        let environment = if opts.sysroot.is_some() || cfg!(not(any(windows, target_os = "macos"))) {
             environment::detect(&root)
         } else {
             Environment::default()
         };
         if let Some(xid) = opts.explicit_identity()? {
-            let reading = RawReading {
-                values: vec![xid],
-                notes: Vec::new(),
-            };
-            let location = if opts.explicit_id_file.is_some() {
-                "--machine-id-file"
-            } else {
-                "TKA_MACHINE_ID"
-            };
-            let mut id = Self::build(
-                product,
-                vec![(
-                    kinds::EXPLICIT,
-                    kinds::describe(kinds::EXPLICIT),
-                    location,
-                    reading,
-                )],
-            );
+            let reading = RawReading { values: vec![xid], notes: Vec::new() };
+            let location = if opts.explicit_id_file.is_some() { "--machine-id-file" } else { "TKA_MACHINE_ID" };
+            let mut id =
+                Self::build(product, vec![(kinds::EXPLICIT, kinds::describe(kinds::EXPLICIT), location, reading)]);
             id.environment = environment;
             id.explicit = true;
             return Ok(id);
@@ -328,10 +306,7 @@ impl MachineIdentity {
         root: &Path,
         sources: &[Box<dyn ComponentSource>],
     ) -> Result<Self, MachineError> {
-        let readings = sources
-            .iter()
-            .map(|s| (s.kind(), s.name(), s.location(), s.read(root)))
-            .collect();
+        let readings = sources.iter().map(|s| (s.kind(), s.name(), s.location(), s.read(root))).collect();
         let id = Self::build(product, readings);
         if id.components.is_empty() {
             return Err(MachineError::NoComponents);
@@ -354,10 +329,7 @@ impl MachineIdentity {
                     k.as_str(),
                     kinds::describe(k),
                     "supplied by the caller",
-                    RawReading {
-                        values: vec![v.clone()],
-                        notes: Vec::new(),
-                    },
+                    RawReading { values: vec![v.clone()], notes: Vec::new() },
                 )),
             }
         }
@@ -393,10 +365,7 @@ impl MachineIdentity {
             for raw in &reading.values {
                 match normalize(kind, raw) {
                     Ok(v) => {
-                        let c = ComponentHash {
-                            kind: kind.to_string(),
-                            hash: hash_component(product, kind, &v),
-                        };
+                        let c = ComponentHash { kind: kind.to_string(), hash: hash_component(product, kind, &v) };
                         if components.contains(&c) {
                             report.notes.push("duplicate value counted once".into());
                             continue;
@@ -405,16 +374,13 @@ impl MachineIdentity {
                         report.hashes.push(c.hash.clone());
                         components.push(c);
                     }
-                    Err(why) => report
-                        .notes
-                        .push(format!("value ignored: {}", why.describe())),
+                    Err(why) => report.notes.push(format!("value ignored: {}", why.describe())),
                 }
             }
             sources.push(report);
         }
-        components.sort_by(|a, b| {
-            (kinds::rank(&a.kind), &a.kind, &a.hash).cmp(&(kinds::rank(&b.kind), &b.kind, &b.hash))
-        });
+        components
+            .sort_by(|a, b| (kinds::rank(&a.kind), &a.kind, &a.hash).cmp(&(kinds::rank(&b.kind), &b.kind, &b.hash)));
         let cmid = cmid_from_components(&components).unwrap_or_default();
         MachineIdentity {
             product: product.to_string(),
@@ -458,10 +424,7 @@ impl MachineIdentity {
     }
     /// Kinds the CMID was derived from (see [`cmid_basis`]).
     pub fn cmid_kinds(&self) -> Vec<String> {
-        let mut k: Vec<String> = cmid_basis(&self.components)
-            .iter()
-            .map(|c| c.kind.clone())
-            .collect();
+        let mut k: Vec<String> = cmid_basis(&self.components).iter().map(|c| c.kind.clone()).collect();
         k.dedup();
         k
     }
@@ -501,15 +464,8 @@ impl MachineIdentity {
             ));
         }
         let kinds = self.cmid_kinds();
-        if !self.components.is_empty()
-            && kinds
-                .iter()
-                .all(|k| k == kinds::MAC || k == kinds::CPU_MODEL)
-        {
-            w.push(
-                "only MAC addresses / CPU model found: the CMID changes when a NIC is replaced"
-                    .into(),
-            );
+        if !self.components.is_empty() && kinds.iter().all(|k| k == kinds::MAC || k == kinds::CPU_MODEL) {
+            w.push("only MAC addresses / CPU model found: the CMID changes when a NIC is replaced".into());
         }
         w
     }
@@ -600,28 +556,15 @@ pub struct ExplainedSource {
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "product:     {}", self.product)?;
-        writeln!(
-            f,
-            "CMID:        {} (from {})",
-            self.cmid,
-            self.cmid_from.join(" + ")
-        )?;
+        writeln!(f, "CMID:        {} (from {})", self.cmid, self.cmid_from.join(" + "))?;
         writeln!(f, "environment: {}", self.environment)?;
         for e in &self.environment.evidence {
             writeln!(f, "             - {e}")?;
         }
         writeln!(f, "sources:")?;
         for s in &self.sources {
-            let status = if s.found == 0 {
-                "absent".to_string()
-            } else {
-                format!("found {}", s.found)
-            };
-            writeln!(
-                f,
-                "  [{}] {:<7} {} ({})",
-                s.kind, status, s.name, s.location
-            )?;
+            let status = if s.found == 0 { "absent".to_string() } else { format!("found {}", s.found) };
+            writeln!(f, "  [{}] {:<7} {} ({})", s.kind, status, s.name, s.location)?;
             if let Some(values) = &s.values {
                 for (v, h) in values.iter().zip(&s.hashes) {
                     writeln!(f, "        {v}  ->  {h}")?;

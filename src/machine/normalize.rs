@@ -82,10 +82,7 @@ const PLACEHOLDERS: &[&str] = &[
 
 /// Trims, collapses internal whitespace and lowercases.
 fn basic(raw: &str) -> String {
-    raw.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
+    raw.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
 /// True if `v` (already basic-normalized) is a placeholder.
@@ -110,10 +107,7 @@ pub fn normalize_mac(raw: &str) -> Result<String, Rejection> {
     if t.is_empty() {
         return Err(Rejection::Empty);
     }
-    let hex: String = t
-        .chars()
-        .filter(|c| !matches!(c, ':' | '-' | '.' | ' '))
-        .collect();
+    let hex: String = t.chars().filter(|c| !matches!(c, ':' | '-' | '.' | ' ')).collect();
     if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(Rejection::Malformed);
     }
@@ -131,11 +125,7 @@ pub fn normalize_mac(raw: &str) -> Result<String, Rejection> {
     if bytes[0] & 0x02 != 0 {
         return Err(Rejection::LocalMac);
     }
-    Ok(bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":"))
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
 }
 
 /// Normalizes a raw value of component `kind`.
@@ -169,9 +159,7 @@ pub fn normalize(kind: &str, raw: &str) -> Result<String, Rejection> {
             if is_placeholder(&v) {
                 return Err(Rejection::Placeholder);
             }
-            if kind == kinds::MACHINE_ID
-                && (v.len() != 32 || !v.chars().all(|c| c.is_ascii_hexdigit()))
-            {
+            if kind == kinds::MACHINE_ID && (v.len() != 32 || !v.chars().all(|c| c.is_ascii_hexdigit())) {
                 return Err(Rejection::Malformed);
             }
             Ok(v)
@@ -185,32 +173,14 @@ mod tests {
 
     #[test]
     fn macs() {
-        assert_eq!(
-            normalize_mac("00:1A:2B:3C:4D:5E").unwrap(),
-            "00:1a:2b:3c:4d:5e"
-        );
-        assert_eq!(
-            normalize_mac("00-1a-2b-3c-4d-5e\n").unwrap(),
-            "00:1a:2b:3c:4d:5e"
-        );
-        assert_eq!(
-            normalize_mac("001a.2b3c.4d5e").unwrap(),
-            "00:1a:2b:3c:4d:5e"
-        );
+        assert_eq!(normalize_mac("00:1A:2B:3C:4D:5E").unwrap(), "00:1a:2b:3c:4d:5e");
+        assert_eq!(normalize_mac("00-1a-2b-3c-4d-5e\n").unwrap(), "00:1a:2b:3c:4d:5e");
+        assert_eq!(normalize_mac("001a.2b3c.4d5e").unwrap(), "00:1a:2b:3c:4d:5e");
         assert_eq!(normalize_mac("001A2B3C4D5E").unwrap(), "00:1a:2b:3c:4d:5e");
-        assert_eq!(
-            normalize_mac("00:00:00:00:00:00"),
-            Err(Rejection::Placeholder)
-        );
-        assert_eq!(
-            normalize_mac("ff:ff:ff:ff:ff:ff"),
-            Err(Rejection::Placeholder)
-        );
+        assert_eq!(normalize_mac("00:00:00:00:00:00"), Err(Rejection::Placeholder));
+        assert_eq!(normalize_mac("ff:ff:ff:ff:ff:ff"), Err(Rejection::Placeholder));
         assert_eq!(normalize_mac("02:42:ac:11:00:02"), Err(Rejection::LocalMac));
-        assert_eq!(
-            normalize_mac("01:00:5e:00:00:01"),
-            Err(Rejection::MulticastMac)
-        );
+        assert_eq!(normalize_mac("01:00:5e:00:00:01"), Err(Rejection::MulticastMac));
         assert_eq!(normalize_mac("00:1a:2b"), Err(Rejection::Malformed));
         assert_eq!(normalize_mac(""), Err(Rejection::Empty));
     }
@@ -229,37 +199,18 @@ mod tests {
             "xxxxxxxx",
             "03000200-0400-0500-0006-000700080009",
         ] {
-            assert_eq!(
-                normalize(kinds::DMI_UUID, p),
-                Err(Rejection::Placeholder),
-                "{p}"
-            );
+            assert_eq!(normalize(kinds::DMI_UUID, p), Err(Rejection::Placeholder), "{p}");
         }
         assert_eq!(normalize(kinds::DMI_UUID, " \n"), Err(Rejection::Empty));
-        assert_eq!(
-            normalize(kinds::BOARD_SERIAL, "ab\u{1}cd"),
-            Err(Rejection::Malformed)
-        );
+        assert_eq!(normalize(kinds::BOARD_SERIAL, "ab\u{1}cd"), Err(Rejection::Malformed));
     }
 
     #[test]
     fn machine_id_and_others() {
         let id = "0123456789ABCDEF0123456789abcdef\n";
-        assert_eq!(
-            normalize(kinds::MACHINE_ID, id).unwrap(),
-            "0123456789abcdef0123456789abcdef"
-        );
-        assert_eq!(
-            normalize(kinds::MACHINE_ID, "uninitialized\n"),
-            Err(Rejection::Malformed)
-        );
-        assert_eq!(
-            normalize(kinds::CPU_MODEL, "  Intel(R)  Core(TM)   i7 ").unwrap(),
-            "intel(r) core(tm) i7"
-        );
-        assert_eq!(
-            normalize(kinds::EXPLICIT, "  Fleet-Node-07 \n").unwrap(),
-            "Fleet-Node-07"
-        );
+        assert_eq!(normalize(kinds::MACHINE_ID, id).unwrap(), "0123456789abcdef0123456789abcdef");
+        assert_eq!(normalize(kinds::MACHINE_ID, "uninitialized\n"), Err(Rejection::Malformed));
+        assert_eq!(normalize(kinds::CPU_MODEL, "  Intel(R)  Core(TM)   i7 ").unwrap(), "intel(r) core(tm) i7");
+        assert_eq!(normalize(kinds::EXPLICIT, "  Fleet-Node-07 \n").unwrap(), "Fleet-Node-07");
     }
 }

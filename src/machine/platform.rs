@@ -78,20 +78,8 @@ mod windows {
         }
         fn read(&self, _root: &Path) -> RawReading {
             let mut r = RawReading::default();
-            let out = run(
-                "reg",
-                &[
-                    "query",
-                    "HKLM\\SOFTWARE\\Microsoft\\Cryptography",
-                    "/v",
-                    "MachineGuid",
-                    "/reg:64",
-                ],
-            );
-            match out
-                .as_deref()
-                .and_then(|o| parse_reg_query(o, "MachineGuid"))
-            {
+            let out = run("reg", &["query", "HKLM\\SOFTWARE\\Microsoft\\Cryptography", "/v", "MachineGuid", "/reg:64"]);
+            match out.as_deref().and_then(|o| parse_reg_query(o, "MachineGuid")) {
                 Some(v) => r.values.push(v),
                 None => r.notes.push("reg query MachineGuid failed".into()),
             }
@@ -134,10 +122,7 @@ mod windows {
 
 #[cfg(windows)]
 pub(crate) fn windows_sources() -> Vec<Box<dyn super::sources::ComponentSource>> {
-    vec![
-        Box::new(windows::MachineGuidSource),
-        Box::new(windows::SmbiosUuidSource),
-    ]
+    vec![Box::new(windows::MachineGuidSource), Box::new(windows::SmbiosUuidSource)]
 }
 
 #[cfg(target_os = "macos")]
@@ -200,33 +185,21 @@ mod tests {
     #[test]
     fn reg_query_output() {
         let out = "\r\nHKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Cryptography\r\n    MachineGuid    REG_SZ    6f0d1c2e-1111-2222-3333-444455556666\r\n\r\n";
-        assert_eq!(
-            parse_reg_query(out, "MachineGuid").as_deref(),
-            Some("6f0d1c2e-1111-2222-3333-444455556666")
-        );
+        assert_eq!(parse_reg_query(out, "MachineGuid").as_deref(), Some("6f0d1c2e-1111-2222-3333-444455556666"));
         assert_eq!(parse_reg_query("ERROR: nope", "MachineGuid"), None);
     }
 
     #[test]
     fn ioreg_output() {
         let out = "+-o MacBookPro18,3  <class IOPlatformExpertDevice>\n    {\n      \"IOPlatformSerialNumber\" = \"C02XXXXXXXX\"\n      \"IOPlatformUUID\" = \"A1B2C3D4-0000-1111-2222-333344445555\"\n    }\n";
-        assert_eq!(
-            parse_ioreg(out, "IOPlatformUUID").as_deref(),
-            Some("A1B2C3D4-0000-1111-2222-333344445555")
-        );
-        assert_eq!(
-            parse_ioreg(out, "IOPlatformSerialNumber").as_deref(),
-            Some("C02XXXXXXXX")
-        );
+        assert_eq!(parse_ioreg(out, "IOPlatformUUID").as_deref(), Some("A1B2C3D4-0000-1111-2222-333344445555"));
+        assert_eq!(parse_ioreg(out, "IOPlatformSerialNumber").as_deref(), Some("C02XXXXXXXX"));
         assert_eq!(parse_ioreg(out, "Missing"), None);
     }
 
     #[test]
     fn value_line() {
-        assert_eq!(
-            first_value_line("UUID\r\n\r\nABCD-1\r\n", "UUID").as_deref(),
-            Some("ABCD-1")
-        );
+        assert_eq!(first_value_line("UUID\r\n\r\nABCD-1\r\n", "UUID").as_deref(), Some("ABCD-1"));
         assert_eq!(first_value_line("\n\n", "UUID"), None);
     }
 }

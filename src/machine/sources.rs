@@ -65,11 +65,7 @@ fn read_noted(root: &Path, rel: &str, notes: &mut Vec<String>) -> Option<String>
 /// Sorted entry names of a directory (empty if unreadable).
 fn dir_names(path: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(path)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect()
-        })
+        .map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect())
         .unwrap_or_default();
     names.sort();
     names
@@ -189,8 +185,8 @@ impl ComponentSource for DmiSource {
 /// Interface name prefixes that are always virtual, even if a `device` link
 /// somehow exists.
 const VIRTUAL_PREFIXES: &[&str] = &[
-    "lo", "docker", "veth", "virbr", "br-", "vnet", "tap", "tun", "cni", "flannel", "cali",
-    "weave", "vxlan", "podman", "lxc", "zt", "wg",
+    "lo", "docker", "veth", "virbr", "br-", "vnet", "tap", "tun", "cni", "flannel", "cali", "weave", "vxlan", "podman",
+    "lxc", "zt", "wg",
 ];
 
 /// MAC addresses of physical NICs under `/sys/class/net`.
@@ -223,17 +219,12 @@ impl ComponentSource for MacSource {
             let dir = net.join(&name);
             let virtual_name = name == "lo" || VIRTUAL_PREFIXES.iter().any(|p| name.starts_with(p));
             let not_ether = read_text(&dir.join("type")).is_some_and(|t| t.trim() != "1");
-            if virtual_name
-                || !present(&dir.join("device"))
-                || present(&dir.join("bridge"))
-                || not_ether
-            {
+            if virtual_name || !present(&dir.join("device")) || present(&dir.join("bridge")) || not_ether {
                 skipped.push(name);
                 continue;
             }
             if read_text(&dir.join("addr_assign_type")).is_some_and(|t| t.trim() == "1") {
-                r.notes
-                    .push(format!("{name}: randomly assigned MAC, ignored"));
+                r.notes.push(format!("{name}: randomly assigned MAC, ignored"));
                 continue;
             }
             let perm = read_text(&dir.join("bonding_slave/perm_hwaddr"));
@@ -243,10 +234,7 @@ impl ComponentSource for MacSource {
             }
         }
         if !skipped.is_empty() {
-            r.notes.push(format!(
-                "virtual interfaces ignored: {}",
-                skipped.join(", ")
-            ));
+            r.notes.push(format!("virtual interfaces ignored: {}", skipped.join(", ")));
         }
         r
     }
@@ -284,9 +272,8 @@ pub(crate) fn root_mount(mountinfo: &str) -> Option<RootMount> {
 }
 
 /// File system types whose root is not a block device.
-const NON_BLOCK_FS: &[&str] = &[
-    "overlay", "aufs", "tmpfs", "ramfs", "rootfs", "nfs", "nfs4", "cifs", "9p", "virtiofs", "fuse",
-];
+const NON_BLOCK_FS: &[&str] =
+    &["overlay", "aufs", "tmpfs", "ramfs", "rootfs", "nfs", "nfs4", "cifs", "9p", "virtiofs", "fuse"];
 
 /// Resolves `/dev/...` (possibly a symlink such as `/dev/mapper/x` or
 /// `/dev/disk/by-uuid/...`) to a kernel block device name.
@@ -305,13 +292,8 @@ fn root_device(root: &Path, notes: &mut Vec<String>) -> (Option<String>, Option<
     let mut mountinfo_says_no_block = false;
     if let Some(mi) = read_noted(root, "proc/self/mountinfo", notes) {
         match root_mount(&mi) {
-            Some(m)
-                if NON_BLOCK_FS.contains(&m.fstype.as_str()) || !m.source.starts_with("/dev/") =>
-            {
-                notes.push(format!(
-                    "root file system is {} (no block device)",
-                    m.fstype
-                ));
+            Some(m) if NON_BLOCK_FS.contains(&m.fstype.as_str()) || !m.source.starts_with("/dev/") => {
+                notes.push(format!("root file system is {} (no block device)", m.fstype));
                 mountinfo_says_no_block = true;
             }
             Some(m) => {
@@ -352,9 +334,7 @@ fn root_device(root: &Path, notes: &mut Vec<String>) -> (Option<String>, Option<
 /// Finds the UUID of device `name` via `/dev/disk/by-uuid` symlinks.
 fn uuid_of(root: &Path, name: &str) -> Option<String> {
     let dir = root.join("dev/disk/by-uuid");
-    dir_names(&dir)
-        .into_iter()
-        .find(|u| link_target_name(&dir.join(u)).as_deref() == Some(name))
+    dir_names(&dir).into_iter().find(|u| link_target_name(&dir.join(u)).as_deref() == Some(name))
 }
 
 /// The root file system's UUID (from `/proc/self/mountinfo` or `/etc/fstab`,
@@ -378,8 +358,7 @@ impl ComponentSource for RootFsSource {
         if let Some(u) = dev.as_deref().and_then(|d| uuid_of(root, d)).or(fstab_uuid) {
             r.values.push(u);
         } else if dev.is_some() {
-            r.notes
-                .push("root device has no entry in /dev/disk/by-uuid".into());
+            r.notes.push("root device has no entry in /dev/disk/by-uuid".into());
         }
         r
     }
@@ -450,12 +429,7 @@ impl ComponentSource for DiskSerialSource {
             .into_iter()
             .filter(|n| !n.contains("-part"))
             .filter(|n| link_target_name(&by_id.join(n)).as_deref() == Some(disk.as_str()))
-            .filter_map(|n| {
-                BY_ID_PREFERENCE
-                    .iter()
-                    .position(|p| n.starts_with(p))
-                    .map(|rank| (rank, n))
-            })
+            .filter_map(|n| BY_ID_PREFERENCE.iter().position(|p| n.starts_with(p)).map(|rank| (rank, n)))
             .collect();
         candidates.sort();
         match candidates.into_iter().next() {

@@ -86,11 +86,16 @@ pub(crate) fn rfc4514(name: &X509Name<'_>) -> String {
                         .map(str::to_string)
                         .unwrap_or_else(|_| oid_to_string(atv.attr_type().as_bytes()));
                     let val = match atv.as_str() {
-                        Ok(v) => v.chars().flat_map(|c| {
-                            let esc = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=');
-                            esc.then_some('\\').into_iter().chain(std::iter::once(c))
-                        }).collect(),
-                        Err(_) => "#".to_string() + &atv.as_slice().iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                        Ok(v) => v
+                            .chars()
+                            .flat_map(|c| {
+                                let esc = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=');
+                                esc.then_some('\\').into_iter().chain(std::iter::once(c))
+                            })
+                            .collect(),
+                        Err(_) => {
+                            "#".to_string() + &atv.as_slice().iter().map(|b| format!("{b:02x}")).collect::<String>()
+                        }
                     };
                     format!("{key}={val}")
                 })

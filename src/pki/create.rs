@@ -85,13 +85,13 @@ pub fn create_certificate(
                 return Err(Error::Usage("a root certificate cannot have an issuer".into()));
             }
             if !ca.is_ca || ca.key_usage.is_some_and(|(_, cert_sign, _)| !cert_sign) {
-                return Err(Error::Refused(format!("{} is not a CA certificate that may sign certificates", ca.subject)));
-            }
-            if ca.path_len == Some(0) && req.kind == CertKind::Intermediate {
                 return Err(Error::Refused(format!(
-                    "{} has pathLen 0 and may not sign another CA",
+                    "{} is not a CA certificate that may sign certificates",
                     ca.subject
                 )));
+            }
+            if ca.path_len == Some(0) && req.kind == CertKind::Intermediate {
+                return Err(Error::Refused(format!("{} has pathLen 0 and may not sign another CA", ca.subject)));
             }
             if spki_der(issuer_key.public_key()) != ca.spki_der {
                 return Err(Error::Usage(format!("the CA key does not belong to {}", ca.subject)));
@@ -170,11 +170,7 @@ struct TkaProfile {
 }
 
 fn ext<T: Encode + const_oid::AssociatedOid>(value: &T, critical: bool) -> x509_cert::builder::Result<Extension> {
-    Ok(Extension {
-        extn_id: T::OID,
-        critical,
-        extn_value: OctetString::new(value.to_der()?)?,
-    })
+    Ok(Extension { extn_id: T::OID, critical, extn_value: OctetString::new(value.to_der()?)? })
 }
 
 impl BuilderProfile for TkaProfile {
@@ -197,18 +193,16 @@ impl BuilderProfile for TkaProfile {
         let aki = key_identifier(&self.issuer_spki).map_err(|_| der::Error::from(der::ErrorKind::Failed))?;
         let mut exts = Vec::new();
         let (bc, ku) = match self.kind {
-            CertKind::Root => (
-                BasicConstraints { ca: true, path_len_constraint: None },
-                KeyUsages::KeyCertSign | KeyUsages::CRLSign,
-            ),
+            CertKind::Root => {
+                (BasicConstraints { ca: true, path_len_constraint: None }, KeyUsages::KeyCertSign | KeyUsages::CRLSign)
+            }
             CertKind::Intermediate => (
                 BasicConstraints { ca: true, path_len_constraint: Some(0) },
                 KeyUsages::KeyCertSign | KeyUsages::CRLSign,
             ),
-            CertKind::Signer => (
-                BasicConstraints { ca: false, path_len_constraint: None },
-                KeyUsages::DigitalSignature.into(),
-            ),
+            CertKind::Signer => {
+                (BasicConstraints { ca: false, path_len_constraint: None }, KeyUsages::DigitalSignature.into())
+            }
         };
         exts.push(ext(&bc, true)?);
         exts.push(ext(&KeyUsage(ku), true)?);
@@ -233,10 +227,8 @@ impl BuilderProfile for TkaProfile {
 /// UUID arc (RFC 4122 as an X.667 `2.25` OID) is wider than the 32-bit arcs
 /// `const-oid` supports.
 pub(crate) fn tka_eku_der() -> Vec<u8> {
-    let uuid_arc: u128 = TKA_TOKEN_SIGNING_EKU
-        .strip_prefix("2.25.")
-        .and_then(|n| n.parse().ok())
-        .expect("the tka EKU is a 2.25 OID");
+    let uuid_arc: u128 =
+        TKA_TOKEN_SIGNING_EKU.strip_prefix("2.25.").and_then(|n| n.parse().ok()).expect("the tka EKU is a 2.25 OID");
     // X.690 §8.19: first subidentifier 2*40+25, then base-128 big-endian
     // groups with the high bit set on all but the last.
     let mut groups = vec![(uuid_arc & 0x7f) as u8];

@@ -82,10 +82,7 @@ impl Crl {
             issuer_raw: crl.issuer().as_raw().to_vec(),
             this_update: crl.last_update().timestamp(),
             next_update: crl.next_update().map(|t| t.timestamp()),
-            revoked: crl
-                .iter_revoked_certificates()
-                .map(|r| hex_upper(r.raw_serial()))
-                .collect(),
+            revoked: crl.iter_revoked_certificates().map(|r| hex_upper(r.raw_serial())).collect(),
             number: crl.crl_number().map(|n| n.to_string()),
             tbs_der: crl.tbs_cert_list.as_ref().to_vec(),
             sig_alg: crl.signature_algorithm.algorithm.to_id_string(),
@@ -195,11 +192,7 @@ fn build_path(given: Vec<CertInfo>, anchors: &TrustAnchors) -> Result<Vec<CertIn
             path.push(cert);
             return Ok(path);
         }
-        if let Some(root) = anchors
-            .roots
-            .iter()
-            .find(|r| r.subject_raw == cert.issuer_raw && signature_ok(&cert, r))
-        {
+        if let Some(root) = anchors.roots.iter().find(|r| r.subject_raw == cert.issuer_raw && signature_ok(&cert, r)) {
             let root = root.clone();
             path.push(cert);
             path.push(root);
@@ -223,6 +216,21 @@ fn build_path(given: Vec<CertInfo>, anchors: &TrustAnchors) -> Result<Vec<CertIn
         }
     }
     Err(VerifyError::MissingChain)
+}
+
+/// A certificate offered as a trust anchor is a self-signed CA whose
+/// signature verifies with its own key and whose key is strong enough.
+pub fn check_root(cert: &CertInfo) -> Result<(), VerifyError> {
+    if !cert.is_self_issued() {
+        return Err(VerifyError::BadCertificate {
+            subject: cert.subject.clone(),
+            detail: format!("not a root: issued by {}", cert.issuer),
+        });
+    }
+    check_issuer_ca(cert)?;
+    check_key_size(cert)?;
+    check_critical_extensions(cert)?;
+    check_signature(cert, cert)
 }
 
 fn signature_ok(cert: &CertInfo, issuer: &CertInfo) -> bool {

@@ -75,10 +75,7 @@ impl std::error::Error for ClockRollback {}
 pub fn check_clock(state: &StoreState, now: i64, tolerance: i64) -> Result<(), ClockRollback> {
     let floor = state.clock_high_water.saturating_sub(tolerance.max(0));
     if now < floor {
-        Err(ClockRollback {
-            now,
-            high_water: state.clock_high_water,
-        })
+        Err(ClockRollback { now, high_water: state.clock_high_water })
     } else {
         Ok(())
     }
@@ -88,9 +85,6 @@ pub fn check_clock(state: &StoreState, now: i64, tolerance: i64) -> Result<(), C
 pub(crate) fn rfc3339(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| format!("@{secs}"))
 }

@@ -102,17 +102,11 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn io(path: &Path, source: io::Error) -> StoreError {
-        StoreError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        StoreError::Io { path: path.to_path_buf(), source }
     }
 
     pub(crate) fn corrupt(path: &Path, detail: impl Into<String>) -> StoreError {
-        StoreError::Corrupt {
-            path: path.to_path_buf(),
-            detail: detail.into(),
-        }
+        StoreError::Corrupt { path: path.to_path_buf(), detail: detail.into() }
     }
 }
 
@@ -122,11 +116,9 @@ impl fmt::Display for StoreError {
             StoreError::Io { path, source } => {
                 write!(f, "activation store: {}: {source}", path.display())
             }
-            StoreError::Corrupt { path, detail } => write!(
-                f,
-                "activation store file {} is corrupt: {detail}",
-                path.display()
-            ),
+            StoreError::Corrupt { path, detail } => {
+                write!(f, "activation store file {} is corrupt: {detail}", path.display())
+            }
             StoreError::NotFound(what) => write!(f, "{what}"),
             StoreError::LastRoot => write!(
                 f,
@@ -138,10 +130,9 @@ impl fmt::Display for StoreError {
                 "invalid product name {name:?}: use 1 to 64 characters from A-Z a-z 0-9 . _ -, \
                  not starting with '.'"
             ),
-            StoreError::BadKey(key) => write!(
-                f,
-                "invalid revocation key {key:?}: expected 1 to 128 lowercase hex digits"
-            ),
+            StoreError::BadKey(key) => {
+                write!(f, "invalid revocation key {key:?}: expected 1 to 128 lowercase hex digits")
+            }
             StoreError::BadFingerprint(fp) => write!(
                 f,
                 "invalid root fingerprint {fp:?}: expected at least {} hex digits of its \
@@ -157,25 +148,18 @@ impl fmt::Display for StoreError {
             StoreError::BadCertificate(detail) => {
                 write!(f, "not a DER certificate: {detail}")
             }
-            StoreError::TooLarge { what, len, limit } => write!(
-                f,
-                "{what} is {len} bytes, larger than the store's {limit}-byte limit"
-            ),
-            StoreError::NewerVersion {
-                path,
-                found,
-                supported,
-            } => write!(
+            StoreError::TooLarge { what, len, limit } => {
+                write!(f, "{what} is {len} bytes, larger than the store's {limit}-byte limit")
+            }
+            StoreError::NewerVersion { path, found, supported } => write!(
                 f,
                 "{} says store layout version {found}, but this tka understands only up to \
                  {supported}; use a newer tka",
                 path.display()
             ),
-            StoreError::NotAStore { path, detail } => write!(
-                f,
-                "{} is not a tka activation store: {detail}",
-                path.display()
-            ),
+            StoreError::NotAStore { path, detail } => {
+                write!(f, "{} is not a tka activation store: {detail}", path.display())
+            }
             StoreError::InsecurePermissions { path, mode } => write!(
                 f,
                 "activation store directory {} is writable by group or others (mode {:04o}); \
@@ -183,11 +167,9 @@ impl fmt::Display for StoreError {
                 path.display(),
                 mode & 0o7777
             ),
-            StoreError::Regression { path, detail } => write!(
-                f,
-                "refusing to write {}: {detail}; these values never go backwards",
-                path.display()
-            ),
+            StoreError::Regression { path, detail } => {
+                write!(f, "refusing to write {}: {detail}; these values never go backwards", path.display())
+            }
         }
     }
 }

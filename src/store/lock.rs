@@ -3,9 +3,9 @@
 use super::clock::rfc3339;
 use super::names;
 use super::{
-    Store, StoreError, StoreState, TokenFile, CRLS_DIR, LAYOUT_VERSION, MAX_REVOCATION_FILE,
-    MAX_ROOT_DER, MAX_ROOT_FILE, MAX_STATE_FILE, MAX_TOKEN_FILE, MIN_FINGERPRINT_PREFIX,
-    REVOCATIONS_DIR, ROOTS_DIR, ROOT_EXT, SUBDIRS, TOKENS_DIR, VERSION_FILE,
+    Store, StoreError, StoreState, TokenFile, CRLS_DIR, LAYOUT_VERSION, MAX_REVOCATION_FILE, MAX_ROOT_DER,
+    MAX_ROOT_FILE, MAX_STATE_FILE, MAX_TOKEN_FILE, MIN_FINGERPRINT_PREFIX, REVOCATIONS_DIR, ROOTS_DIR, ROOT_EXT,
+    SUBDIRS, TOKENS_DIR, VERSION_FILE,
 };
 use crate::fsutil::{sync_dir, write_atomic, Overwrite};
 use std::fs::{self, File};
@@ -78,10 +78,8 @@ impl<'a> StoreLock<'a> {
         // Already trusted with exactly these bytes: nothing to do. A file
         // that is unreadable or differs is rewritten.
         if let Ok(Some(bytes)) = super::read_opt(&path, MAX_ROOT_FILE) {
-            let same = std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|t| names::pem_decode(t).ok())
-                .is_some_and(|d| d == der);
+            let same =
+                std::str::from_utf8(&bytes).ok().and_then(|t| names::pem_decode(t).ok()).is_some_and(|d| d == der);
             if same {
                 return Ok(fp);
             }
@@ -99,25 +97,14 @@ impl<'a> StoreLock<'a> {
     /// `force`. Roots are matched by file name, so a corrupt root file can
     /// still be removed. Errors: [`StoreError::BadFingerprint`],
     /// [`StoreError::NotFound`], [`StoreError::AmbiguousFingerprint`].
-    pub fn remove_root(
-        &self,
-        fingerprint_or_unique_prefix: &str,
-        force: bool,
-    ) -> Result<(), StoreError> {
-        let prefix = names::normalize_fingerprint_prefix(
-            fingerprint_or_unique_prefix,
-            MIN_FINGERPRINT_PREFIX,
-        )?;
+    pub fn remove_root(&self, fingerprint_or_unique_prefix: &str, force: bool) -> Result<(), StoreError> {
+        let prefix = names::normalize_fingerprint_prefix(fingerprint_or_unique_prefix, MIN_FINGERPRINT_PREFIX)?;
         let all: Vec<String> = self
             .list(ROOTS_DIR, ROOT_EXT, names::is_fingerprint, "<sha256>.pem")?
             .into_iter()
             .map(|(fp, _)| fp)
             .collect();
-        let matches: Vec<String> = all
-            .iter()
-            .filter(|fp| fp.starts_with(&prefix))
-            .cloned()
-            .collect();
+        let matches: Vec<String> = all.iter().filter(|fp| fp.starts_with(&prefix)).cloned().collect();
         let fp = match matches.as_slice() {
             [] => {
                 return Err(StoreError::NotFound(format!(
@@ -147,11 +134,7 @@ impl<'a> StoreLock<'a> {
     /// resulting file must fit in [`MAX_TOKEN_FILE`] bytes.
     pub fn put_token(&self, product: &str, token: &str, now: i64) -> Result<(), StoreError> {
         names::check_product(product)?;
-        let file = TokenFile {
-            product: product.to_string(),
-            installed_at: now,
-            token: token.to_string(),
-        };
+        let file = TokenFile { product: product.to_string(), installed_at: now, token: token.to_string() };
         let mut bytes = serde_json::to_vec_pretty(&file)
             .map_err(|e| StoreError::io(&self.token_path(product), io::Error::other(e)))?;
         bytes.push(b'\n');
@@ -197,17 +180,13 @@ impl<'a> StoreLock<'a> {
                 Some(&new) => {
                     return Err(StoreError::Regression {
                         path,
-                        detail: format!(
-                            "the revocation sequence for {key} would go back from {seq} to {new}"
-                        ),
+                        detail: format!("the revocation sequence for {key} would go back from {seq} to {new}"),
                     })
                 }
                 None => {
                     return Err(StoreError::Regression {
                         path,
-                        detail: format!(
-                            "the revocation sequence for {key} ({seq}) would be dropped"
-                        ),
+                        detail: format!("the revocation sequence for {key} ({seq}) would be dropped"),
                     })
                 }
             }
@@ -224,8 +203,7 @@ impl<'a> StoreLock<'a> {
     /// values re-opens clock-rollback and old-revocation-list attacks.
     pub fn replace_state(&self, state: &StoreState) -> Result<(), StoreError> {
         let path = self.state_path();
-        let mut bytes = serde_json::to_vec_pretty(state)
-            .map_err(|e| StoreError::io(&path, io::Error::other(e)))?;
+        let mut bytes = serde_json::to_vec_pretty(state).map_err(|e| StoreError::io(&path, io::Error::other(e)))?;
         bytes.push(b'\n');
         if bytes.len() > MAX_STATE_FILE {
             return Err(StoreError::TooLarge {
@@ -281,10 +259,7 @@ impl<'a> StoreLock<'a> {
         if !state.exists() {
             self.replace_state(&StoreState::default())?;
         }
-        write(
-            &self.dir().join(VERSION_FILE),
-            format!("{LAYOUT_VERSION}\n").as_bytes(),
-        )
+        write(&self.dir().join(VERSION_FILE), format!("{LAYOUT_VERSION}\n").as_bytes())
     }
 
     fn ensure_subdir(&self, sub: &str) -> Result<PathBuf, StoreError> {
@@ -309,8 +284,7 @@ impl<'a> StoreLock<'a> {
     /// Removes temporary files a killed writer left behind. Safe because
     /// temporary files are only ever created by a lock holder.
     fn sweep_temps(&self) -> Result<(), StoreError> {
-        let dirs = std::iter::once(self.dir().to_path_buf())
-            .chain(SUBDIRS.iter().map(|s| self.dir().join(s)));
+        let dirs = std::iter::once(self.dir().to_path_buf()).chain(SUBDIRS.iter().map(|s| self.dir().join(s)));
         for dir in dirs {
             let entries = match fs::read_dir(&dir) {
                 Ok(e) => e,
@@ -330,11 +304,7 @@ impl<'a> StoreLock<'a> {
 
 fn check_revocation_size(what: &str, len: usize) -> Result<(), StoreError> {
     if len > MAX_REVOCATION_FILE {
-        return Err(StoreError::TooLarge {
-            what: what.to_string(),
-            len,
-            limit: MAX_REVOCATION_FILE,
-        });
+        return Err(StoreError::TooLarge { what: what.to_string(), len, limit: MAX_REVOCATION_FILE });
     }
     Ok(())
 }

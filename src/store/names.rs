@@ -18,9 +18,7 @@ pub(crate) fn check_product(product: &str) -> Result<(), StoreError> {
     let ok = !product.is_empty()
         && product.len() <= MAX_PRODUCT_LEN
         && !product.starts_with('.')
-        && product
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && product.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -59,11 +57,7 @@ fn hex(bytes: &[u8]) -> String {
 /// Normalises a user-supplied fingerprint or prefix: drops `:` separators,
 /// lowercases, and requires at least `min` hex digits.
 pub(crate) fn normalize_fingerprint_prefix(sel: &str, min: usize) -> Result<String, StoreError> {
-    let norm: String = sel
-        .chars()
-        .filter(|c| *c != ':')
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
+    let norm: String = sel.chars().filter(|c| *c != ':').map(|c| c.to_ascii_lowercase()).collect();
     if norm.len() >= min && is_lower_hex(&norm, 64) {
         Ok(norm)
     } else {
@@ -126,16 +120,7 @@ mod tests {
         for ok in ["a", "Office-2024", "x.y_z", &"p".repeat(64), "0"] {
             check_product(ok).unwrap();
         }
-        for bad in [
-            "",
-            ".hidden",
-            "a/b",
-            "..",
-            "a b",
-            "é",
-            &"p".repeat(65),
-            "a\0",
-        ] {
+        for bad in ["", ".hidden", "a/b", "..", "a b", "é", &"p".repeat(65), "a\0"] {
             assert!(matches!(check_product(bad), Err(StoreError::BadProduct(n)) if n == bad));
         }
     }
@@ -160,10 +145,7 @@ mod tests {
 
     #[test]
     fn fingerprint_prefixes() {
-        assert_eq!(
-            normalize_fingerprint_prefix("AB:cd:01:23", 4).unwrap(),
-            "abcd0123"
-        );
+        assert_eq!(normalize_fingerprint_prefix("AB:cd:01:23", 4).unwrap(), "abcd0123");
         assert!(normalize_fingerprint_prefix("abc", 4).is_err());
         assert!(normalize_fingerprint_prefix("abcg", 4).is_err());
         assert!(is_fingerprint(&fingerprint(b"x")));

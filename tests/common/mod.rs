@@ -49,7 +49,14 @@ pub struct Pki {
     pub signer: Vec<u8>,
 }
 
-pub fn cert(kind: CertKind, subject: &str, key: &SoftwareKey, issuer: Option<(&[u8], &SoftwareKey)>, nb: i64, na: i64) -> Vec<u8> {
+pub fn cert(
+    kind: CertKind,
+    subject: &str,
+    key: &SoftwareKey,
+    issuer: Option<(&[u8], &SoftwareKey)>,
+    nb: i64,
+    na: i64,
+) -> Vec<u8> {
     let req = CertRequest { kind, subject, not_before: nb, not_after: na };
     match issuer {
         None => create_certificate(&req, key.public_key(), None, key).unwrap(),
@@ -67,9 +74,24 @@ pub fn pki() -> &'static Pki {
         let root_key = test_key("root");
         let int_key = test_key("intermediate");
         let signer_key = test_key("signer");
-        let root = cert(CertKind::Root, "CN=Test Root,O=tka tests", &root_key, None, NOW - 365 * DAY, NOW + 10 * 365 * DAY);
-        let int = cert(CertKind::Intermediate, "CN=Test Issuing CA,O=tka tests", &int_key, Some((&root, &root_key)), NOW - 300 * DAY, NOW + 5 * 365 * DAY);
-        let signer = cert(CertKind::Signer, "CN=Test Signer,O=tka tests", &signer_key, Some((&int, &int_key)), NOW - 30 * DAY, NOW + 335 * DAY);
+        let root =
+            cert(CertKind::Root, "CN=Test Root,O=tka tests", &root_key, None, NOW - 365 * DAY, NOW + 10 * 365 * DAY);
+        let int = cert(
+            CertKind::Intermediate,
+            "CN=Test Issuing CA,O=tka tests",
+            &int_key,
+            Some((&root, &root_key)),
+            NOW - 300 * DAY,
+            NOW + 5 * 365 * DAY,
+        );
+        let signer = cert(
+            CertKind::Signer,
+            "CN=Test Signer,O=tka tests",
+            &signer_key,
+            Some((&int, &int_key)),
+            NOW - 30 * DAY,
+            NOW + 335 * DAY,
+        );
         Pki { root_key, int_key, signer_key, root, int, signer }
     })
 }
