@@ -183,3 +183,54 @@ pub fn encode(
     let sig = key.sign(alg, signing_input.as_bytes())?;
     Ok(format!("{signing_input}.{}", B64URL.encode(sig)))
 }
+
+/// Verifies a JWS compact serialization against a pinned RSA public key and
+/// returns the payload bytes (base64url-decoded, not parsed).
+///
+/// This is for external test vectors and embedders who pin a key instead of
+/// a chain. It applies the same step 1 checks as [`decode`] (size bound,
+/// three parts, strict base64url, UTF-8 JSON header without duplicate
+/// members) and the same header checks except `typ` and `x5c`: `alg` must be
+/// on the allow-list (PS256 with a 32-byte salt, or RS256) and, since a
+/// pinned key is used with exactly one algorithm (RFC 8725 §3.1), equal to
+/// `alg`; `jwk`/`jku`/`x5u` are refused and any `crit` is refused. The
+/// signature is then verified with [`crate::keys::verify_signature`]. The
+/// payload is returned as bytes because a general JWS payload need not be
+/// JSON; activation tokens and revocation lists must still go through
+/// [`decode`] and the chain checks.
+pub fn verify_compact_with_key(
+    text: &str,
+    key: &rsa::PublicKey,
+    alg: SignatureAlgorithm,
+) -> Result<Vec<u8>, VerifyError> {
+    if text.len() > MAX_JWS_SIZE {
+        return Err(VerifyError::TooLarge { what: "token", limit: MAX_JWS_SIZE });
+    }
+    let text = text.trim_end_matches(['\n', '\r']);
+    let parts: Vec<&str> = text.split('.').collect();
+    if parts.len() != 3 {
+        return Err(malformed(
+            "token",
+            format!("expected 3 dot-separated parts (JWS compact form), found {}", parts.len()),
+        ));
+    }
+    let header_bytes = b64url_decode(parts[0], "token header")?;
+    let payload = b64url_decode(parts[1], "token payload")?;
+    let signature = b64url_decode(parts[2], "token signature")?;
+    let header = match json::parse(&header_bytes, "token header")? {
+        Value::Object(m) => m,
+        _ => return Err(malformed("token header", "not a JSON object")),
+    };
+    let found = check_alg(&header)?;
+    if found != alg {
+        return Err(VerifyError::AlgorithmNotAllowed { alg: found.jws_name().into() });
+    }
+    check_no_key_headers(&header)?;
+    check_crit(&header)?;
+    let signing_input = format!("{}.{}", parts[0], parts[1]);
+    if crate::keys::verify_signature(key, alg, signing_input.as_bytes(), &signature) {
+        Ok(payload)
+    } else {
+        Err(VerifyError::BadSignature)
+    }
+}

@@ -1,4 +1,63 @@
 //! tka — token-based offline activation.
+//!
+//! An administrator runs a small PKI (root CA, issuing CA, token signer) and
+//! issues signed **activation tokens** bound to a machine's identity. A
+//! machine that never touches a network and trusts only the root
+//! certificate verifies a token and activates locally.
+//!
+//! The whole flow, in process (the `tka` command does the same with files):
+//!
+//! ```
+//! use tka::activation;
+//! use tka::issuer::{InitOptions, IssuerHome};
+//! use tka::keys::{KeyProtection, Passphrase};
+//! use tka::machine::MachineIdentity;
+//! use tka::request::ActivationRequest;
+//! use tka::store::Store;
+//! use tka::token::{issue_token, IssueOptions};
+//!
+//! # fn main() -> tka::Result<()> {
+//! # let tmp = tempfile::tempdir().unwrap();
+//! let now = 1_800_000_000; // time is always a parameter
+//!
+//! // Admin workstation: a PKI in one directory (small keys keep the example fast).
+//! let opts = InitOptions { root_bits: 2048, ca_bits: 2048, ..Default::default() };
+//! let pass = Passphrase::new("correct horse battery staple".into());
+//! let home = IssuerHome::init(&tmp.path().join("issuer"), &opts, KeyProtection::Passphrase(&pass), now)?;
+//!
+//! // Air-gapped machine: its identity (the CLI reads the real hardware) and a request.
+//! let machine = MachineIdentity::from_raw(
+//!     "example-pro",
+//!     &[("mid".into(), "4f1d2c3b4a5968778695a4b3c2d1e0f1".into()),
+//!       ("dmi".into(), "4c4c4544-0042-3510-8052-b4c04f4e4e32".into())],
+//! );
+//! let request = ActivationRequest::new(&machine, now, None);
+//! let text = request.to_text()?; // one line, carried to the admin
+//!
+//! // Admin: issue a token for the request.
+//! let signer = home.token_signer(Some(&pass), false)?;
+//! let token = issue_token(&ActivationRequest::parse(&text)?, &IssueOptions::default(), &signer, now)?;
+//!
+//! // Machine: trust the root once, then activate.
+//! let store = Store::open(&tmp.path().join("store"))?;
+//! let root = tka::issuer::read_cert_chain(&home.root_cert_path())?.remove(0);
+//! store.lock()?.add_root(&root)?;
+//! let identify = |_product: &str| Ok(machine.clone());
+//! activation::activate(&store, &token.text, &identify, now + 60)?;
+//!
+//! // Any application: is the product activated here?
+//! let verified = activation::check_activated(&store, "example-pro", &machine, now + 120)?;
+//! assert_eq!(verified.claims.aud, "example-pro");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Modules, in the order of the flow: [`keys`] (RSA keys and the [`keys::Signer`]
+//! seam), [`pki`] (certificates, path validation, CRLs), [`issuer`] (the
+//! issuer home), [`machine`] (identity), [`request`], [`token`], [`jws`],
+//! [`verify`] (the ordered checks), [`store`] (the machine's activation
+//! store) and [`activation`] (verify-then-store). Errors are [`Error`], with
+//! verdicts as [`VerifyError`].
 #![warn(missing_docs)]
 
 pub mod activation;

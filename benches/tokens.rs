@@ -1,0 +1,75 @@
+//! In-process token verification and single issuance (RSA-2048 signer,
+//! PS256), with the TEST-ONLY keys from certs/test/.
+//!
+//! Run: `cargo bench --bench tokens`
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::collections::HashSet;
+use std::hint::black_box;
+use tka::keys::{Signer, SoftwareKey};
+use tka::machine::MachineIdentity;
+use tka::pki::{create_certificate, CertInfo, CertKind, CertRequest, TrustAnchors};
+use tka::request::ActivationRequest;
+use tka::token::{issue_token, IssueOptions, TokenSigner};
+use tka::verify::{verify_token, MachineCheck, VerifyContext};
+
+const NOW: i64 = 1_800_000_000;
+const DAY: i64 = 86_400;
+
+fn key(name: &str) -> SoftwareKey {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("certs/test/{name}.key"));
+    SoftwareKey::from_pkcs8_pem(&std::fs::read_to_string(&path).unwrap(), None, &path).unwrap()
+}
+
+fn cert(kind: CertKind, subject: &str, k: &SoftwareKey, issuer: Option<(&[u8], &SoftwareKey)>) -> Vec<u8> {
+    let req = CertRequest { kind, subject, not_before: NOW - DAY, not_after: NOW + 300 * DAY };
+    match issuer {
+        None => create_certificate(&req, k.public_key(), None, k).unwrap(),
+        Some((der, ik)) => create_certificate(&req, k.public_key(), Some(&CertInfo::parse(der).unwrap()), ik).unwrap(),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let (root_key, int_key, signer_key) = (key("root"), key("intermediate"), key("signer"));
+    let root = cert(CertKind::Root, "CN=Bench Root", &root_key, None);
+    let int = cert(CertKind::Intermediate, "CN=Bench CA", &int_key, Some((&root, &root_key)));
+    let signer_der = cert(CertKind::Signer, "CN=Bench Signer", &signer_key, Some((&int, &int_key)));
+    let signer = TokenSigner::new(Box::new(signer_key), vec![signer_der, int]).unwrap();
+    let machine = MachineIdentity::from_raw(
+        "bench",
+        &[
+            ("mid".into(), "4f1d2c3b4a5968778695a4b3c2d1e0f1".into()),
+            ("dmi".into(), "4c4c4544-0042-3510-8052-b4c04f4e4e32".into()),
+            ("mac".into(), "00:11:22:33:44:55".into()),
+        ],
+    );
+    let request = ActivationRequest::new(&machine, NOW, None);
+    let opts = IssueOptions::default();
+    let token = issue_token(&request, &opts, &signer, NOW).unwrap().text;
+    let anchors = TrustAnchors::from_der(&[root]).unwrap();
+    let revoked = HashSet::new();
+    let ctx = VerifyContext {
+        anchors: &anchors,
+        now: NOW + 60,
+        product: Some("bench"),
+        machine: MachineCheck::Identity(&machine),
+        crls: &[],
+        revoked_serials: &revoked,
+        clock: None,
+    };
+    verify_token(&token, &ctx).unwrap();
+
+    c.bench_function("verify_token (3-certificate chain, PS256)", |b| {
+        b.iter(|| verify_token(black_box(&token), &ctx).unwrap())
+    });
+    c.bench_function("issue_token (RSA-2048 PS256, rsa crate)", |b| {
+        b.iter(|| issue_token(black_box(&request), &opts, &signer, NOW).unwrap())
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(5));
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,1017 @@
+//! Behaviour of the `tka` command-line tool, end to end through the binary.
+//!
+//! Every test works in its own temporary directory: a fake system root for
+//! machine identity (`TKA_SYSROOT`), its own activation store (`TKA_STORE`),
+//! its own issuer home. Nothing reads the real machine, the real store or the
+//! user's home. Failures are checked for the exit code, the exact start of the
+//! `error:` line and that nothing stored changed.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tka");
+const PASS: &str = "correct horse battery staple";
+const PRODUCT: &str = "example-pro";
+
+/// Identifiers of the two fake machines.
+const MACHINE_A: (&str, &str, &str) =
+    ("4c4c4544004d3510804bb4c04f4e3332", "4C4C4544-004D-3510-804B-B4C04F4E3332", "5CD1234XYZ");
+const MACHINE_B: (&str, &str, &str) =
+    ("9a8b7c6d5e4f30211203f4e5d6c7b8a9", "1E2D3C4B-5A69-4788-96A5-B4C3D2E1F0A9", "CZC9876QRS");
+
+/// Result of one run of the binary: (exit code, stdout, stderr).
+type Run = (i32, String, String);
+
+/// Runs a prepared command and returns (exit code, stdout, stderr).
+fn run(cmd: &mut Command) -> Run {
+    let out = cmd.output().expect("run tka");
+    let code = out.status.code().unwrap_or(-1);
+    (code, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Writes a fake Linux system root with machine-id, DMI product UUID and serial.
+fn fake_machine(root: &Path, (mid, uuid, serial): (&str, &str, &str)) {
+    for (rel, value) in
+        [("etc/machine-id", mid), ("sys/class/dmi/id/product_uuid", uuid), ("sys/class/dmi/id/product_serial", serial)]
+    {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, format!("{value}\n")).unwrap();
+    }
+}
+
+/// A test's private world: temp dir (also the working directory), machine A's
+/// system root, a store, a passphrase in `TKA_PASSPHRASE`.
+struct Sandbox {
+    tmp: TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        fake_machine(&tmp.path().join("sysroot-a"), MACHINE_A);
+        fake_machine(&tmp.path().join("sysroot-b"), MACHINE_B);
+        fs::create_dir(tmp.path().join("user-home")).unwrap();
+        Sandbox { tmp }
+    }
+
+    fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir().join(rel)
+    }
+
+    fn store(&self) -> PathBuf {
+        self.path("store")
+    }
+
+    /// The binary with a clean, test-controlled environment.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.dir())
+            .env_remove("TKA_MACHINE_ID")
+            .env_remove("TKA_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .env("HOME", self.path("user-home"))
+            .env("TKA_SYSROOT", self.path("sysroot-a"))
+            .env("TKA_STORE", self.store())
+            .env("TKA_PASSPHRASE", PASS)
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn tka(&self, args: &[&str]) -> Run {
+        run(&mut self.cmd(args))
+    }
+
+    /// Runs and requires exit 0.
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let r = self.tka(args);
+        assert_eq!(r.0, 0, "tka {args:?} failed:\nstdout: {}\nstderr: {}", r.1, r.2);
+        r.1
+    }
+
+    /// `tka issuer init` into `rel` (fast 2048-bit keys); returns the home path.
+    #[track_caller]
+    fn issuer(&self, rel: &str) -> PathBuf {
+        let home = self.path(rel);
+        let out =
+            self.ok(&["issuer", "init", "--home", home.to_str().unwrap(), "--root-bits", "2048", "--ca-bits", "2048"]);
+        let root = out.lines().find_map(|l| l.strip_prefix("root: ")).expect("issuer init prints `root: PATH`");
+        assert_eq!(fs::canonicalize(root).unwrap(), fs::canonicalize(home.join("root.pem")).unwrap(), "{out}");
+        home
+    }
+
+    /// An issuer home at `home/`, a request and a token for PRODUCT on machine A at `token.jws`.
+    #[track_caller]
+    fn issued(&self) -> PathBuf {
+        let home = self.issuer("home");
+        self.ok(&["request", "create", "--product", PRODUCT, "--out", "req.json"]);
+        self.ok(&["token", "issue", "--request", "req.json", "--home", "home", "--out", "token.jws"]);
+        home
+    }
+
+    fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.path(rel)).unwrap()
+    }
+
+    fn write(&self, rel: &str, content: impl AsRef<[u8]>) {
+        fs::write(self.path(rel), content).unwrap()
+    }
+
+    fn snapshot(&self, rel: &str) -> Snapshot {
+        snapshot(&self.path(rel))
+    }
+}
+
+/// Every file (path -> bytes) and directory (path -> None) under a path.
+type Snapshot = BTreeMap<PathBuf, Option<Vec<u8>>>;
+
+fn snapshot(p: &Path) -> Snapshot {
+    let mut m = BTreeMap::new();
+    fn walk(p: &Path, m: &mut Snapshot) {
+        let Ok(meta) = fs::symlink_metadata(p) else { return };
+        if meta.is_dir() {
+            m.insert(p.to_path_buf(), None);
+            let mut entries: Vec<_> = fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
+            entries.sort();
+            for e in entries {
+                walk(&e, m);
+            }
+        } else {
+            m.insert(p.to_path_buf(), Some(fs::read(p).unwrap()));
+        }
+    }
+    walk(p, &mut m);
+    m
+}
+
+/// Asserts the exit code and that the one `error:` line on stderr starts with
+/// `error: {prefix}`.
+#[track_caller]
+fn assert_fails(r: &Run, code: i32, prefix: &str) {
+    let (c, out, err) = r;
+    assert_eq!(*c, code, "expected exit {code}\nstdout: {out}\nstderr: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "expected exactly one error line\nstderr: {err}");
+    let want = format!("error: {prefix}");
+    assert!(errors[0].starts_with(&want), "expected {want:?}\nstderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn b64(data: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(data)
+}
+
+/// Splits a compact JWS into (header JSON, payload JSON, signature part).
+fn jws_parts(token: &str) -> (Value, Value, String) {
+    let parts: Vec<&str> = token.trim().split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let h = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    let p = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    (h, p, parts[2].to_string())
+}
+
+fn jws_join(header: &Value, payload: &Value, sig: &str) -> String {
+    format!(
+        "{}.{}.{sig}",
+        b64(serde_json::to_string(header).unwrap().as_bytes()),
+        b64(serde_json::to_string(payload).unwrap().as_bytes())
+    )
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn set_mode(p: &Path, m: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+}
+
+fn claims(s: &Sandbox, token: &str) -> Value {
+    let j: Value = serde_json::from_str(&s.ok(&["token", "inspect", token, "--json"])).unwrap();
+    j["claims"].clone()
+}
+
+// ---------------------------------------------------------------------------
+// 1. The whole flow
+
+#[test]
+fn whole_flow_issue_verify_activate_status_deactivate() {
+    let s = Sandbox::new();
+    let home = s.issuer("home");
+    for f in ["root.key", "ca.key", "signer.key"] {
+        assert_eq!(mode(&home.join(f)), 0o600, "{f}");
+        assert!(s.read(&format!("home/{f}")).starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"), "{f}");
+    }
+
+    // Requests: the JSON file form and the one-line text form.
+    assert_eq!(s.ok(&["request", "create", "--product", PRODUCT, "--out", "req.json"]).trim(), "request: req.json");
+    let req: Value = serde_json::from_str(&s.read("req.json")).unwrap();
+    assert_eq!(req["product"], PRODUCT);
+    let text = s.ok(&["request", "create", "--product", PRODUCT, "--text"]);
+    assert!(text.len() < 400, "text request is {} bytes: {text}", text.len());
+    assert_eq!(text.trim_end().lines().count(), 1, "{text:?}");
+    assert_eq!(text.trim_end(), text.trim(), "{text:?}");
+    s.write("req.txt", &text);
+    assert_eq!(
+        s.ok(&["request", "create", "--product", PRODUCT, "--text", "--out", "req2.txt"]).trim(),
+        "request: req2.txt"
+    );
+    assert_eq!(s.read("req2.txt").lines().count(), 1);
+
+    // Issue from both forms (file output and stdout).
+    let out = s.ok(&["token", "issue", "--request", "req.json", "--home", "home", "--out", "token.jws"]);
+    assert!(out.starts_with("token: token.jws\n"), "{out}");
+    let from_text = s.ok(&["token", "issue", "--request", "req.txt", "--home", "home"]);
+    assert_eq!(from_text.trim().split('.').count(), 3, "{from_text}");
+    s.write("token2.jws", &from_text);
+
+    // Inspect.
+    let insp = s.ok(&["token", "inspect", "token.jws"]);
+    assert!(insp.contains(&format!("product: {PRODUCT}")), "{insp}");
+    let j: Value = serde_json::from_str(&s.ok(&["token", "inspect", "token.jws", "--json"])).unwrap();
+    assert_eq!(j["claims"]["aud"], PRODUCT);
+    assert_eq!(j["claims"]["sub"], req["cmid"]);
+    assert_eq!(j["header"]["alg"], "PS256");
+    assert_eq!(j["x5c"].as_array().unwrap().len(), 2, "signer + issuing CA");
+    assert_eq!(claims(&s, "token2.jws")["sub"], req["cmid"]);
+
+    // Verify against the root file, and against a directory holding only the root.
+    for tok in ["token.jws", "token2.jws"] {
+        let v =
+            s.ok(&["token", "verify", tok, "--trust", "home/root.pem", "--product", PRODUCT, "--machine", "current"]);
+        assert!(v.starts_with("valid\n"), "{v}");
+    }
+    fs::create_dir(s.path("roots")).unwrap();
+    fs::copy(home.join("root.pem"), s.path("roots/root.pem")).unwrap();
+    let cmid = req["cmid"].as_str().unwrap();
+    let v =
+        s.ok(&["token", "verify", "token.jws", "--trust", "roots", "--product", PRODUCT, "--machine", cmid, "--json"]);
+    let v: Value = serde_json::from_str(&v).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["product"], PRODUCT);
+
+    // The machine side: trust, activate, status, list, deactivate.
+    let t = s.ok(&["trust", "add", "home/root.pem"]);
+    assert!(t.starts_with("trusted: "), "{t}");
+    let listed: Value = serde_json::from_str(&s.ok(&["trust", "list", "--json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let a = s.ok(&["activate", "token.jws"]);
+    assert!(a.starts_with(&format!("activated: {PRODUCT}\n")), "{a}");
+    let st = s.ok(&["status"]);
+    assert!(st.starts_with(&format!("{PRODUCT}: activated")), "{st}");
+    let st: Value = serde_json::from_str(&s.ok(&["status", "--json", "--product", PRODUCT])).unwrap();
+    assert_eq!(st[0]["activated"], true, "{st}");
+    assert_eq!(st[0]["product"], PRODUCT);
+    let l = s.ok(&["list"]);
+    assert!(l.starts_with(&format!("{PRODUCT}\tinstalled ")), "{l}");
+    let l: Value = serde_json::from_str(&s.ok(&["list", "--json"])).unwrap();
+    assert_eq!(l[0]["product"], PRODUCT);
+    assert_eq!(l[0]["serial"], j["claims"]["jti"]);
+
+    assert_eq!(s.ok(&["deactivate", "--product", PRODUCT]).trim(), format!("deactivated: {PRODUCT}"));
+    let r = s.tka(&["status"]);
+    assert_eq!(r.0, 1, "{r:?}");
+    let r = s.tka(&["status", "--product", PRODUCT]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert!(r.1.contains("NOT activated"), "{r:?}");
+}
+
+#[test]
+fn activate_reads_token_from_stdin_and_from_text() {
+    let s = Sandbox::new();
+    s.issued();
+    s.ok(&["trust", "add", "home/root.pem"]);
+    let mut c = s.cmd(&["activate", "-"]);
+    c.stdin(fs::File::open(s.path("token.jws")).unwrap());
+    let r = run(&mut c);
+    assert_eq!(r.0, 0, "{r:?}");
+    let text = s.read("token.jws");
+    s.ok(&["activate", text.trim()]);
+    s.ok(&["status", "--product", PRODUCT]);
+}
+
+// ---------------------------------------------------------------------------
+// 2. A PKI built by hand
+
+#[test]
+fn manual_pki_key_generate_ca_and_signer() {
+    let s = Sandbox::new();
+    for k in ["root.key", "ca.key", "signer.key"] {
+        assert_eq!(s.ok(&["key", "generate", "--bits", "2048", "--out", k]).trim(), format!("key: {k}"));
+        assert_eq!(mode(&s.path(k)), 0o600, "{k}");
+        assert!(s.read(k).starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----\n"), "{k}");
+    }
+    let out =
+        s.ok(&["ca", "root", "--key", "root.key", "--subject", "CN=Manual Root,O=tka tests", "--out", "root.pem"]);
+    assert!(out.starts_with("certificate: root.pem\nsubject: CN=Manual Root,O=tka tests\n"), "{out}");
+    s.ok(&[
+        "ca",
+        "intermediate",
+        "--ca-cert",
+        "root.pem",
+        "--ca-key",
+        "root.key",
+        "--key",
+        "ca.key",
+        "--subject",
+        "CN=Manual Issuing CA",
+        "--days",
+        "1000",
+        "--out",
+        "ca.pem",
+    ]);
+    s.ok(&[
+        "ca",
+        "signer",
+        "--ca-cert",
+        "ca.pem",
+        "--ca-key",
+        "ca.key",
+        "--key",
+        "signer.key",
+        "--subject",
+        "CN=Manual Signer",
+        "--days",
+        "300",
+        "--out",
+        "signer.pem",
+    ]);
+    for c in ["root.pem", "ca.pem", "signer.pem"] {
+        assert!(s.read(c).starts_with("-----BEGIN CERTIFICATE-----"), "{c}");
+    }
+    s.ok(&["request", "create", "--product", PRODUCT, "--out", "req.json"]);
+    s.ok(&[
+        "token",
+        "issue",
+        "--request",
+        "req.json",
+        "--signer-cert",
+        "signer.pem",
+        "--signer-key",
+        "signer.key",
+        "--chain",
+        "ca.pem",
+        "--days",
+        "30",
+        "--features",
+        "export,cloud",
+        "--out",
+        "token.jws",
+    ]);
+    let v =
+        s.ok(&["token", "verify", "token.jws", "--trust", "root.pem", "--product", PRODUCT, "--machine", "current"]);
+    assert!(v.starts_with("valid\n"), "{v}");
+    assert!(v.contains("features: export,cloud"), "{v}");
+    assert!(v.contains("signer: CN=Manual Signer"), "{v}");
+    // Without --chain the issuing CA is missing: the path cannot reach the root.
+    s.ok(&[
+        "token",
+        "issue",
+        "--request",
+        "req.json",
+        "--signer-cert",
+        "signer.pem",
+        "--signer-key",
+        "signer.key",
+        "--out",
+        "nochain.jws",
+    ]);
+    let r = s.tka(&["token", "verify", "nochain.jws", "--trust", "root.pem"]);
+    assert_fails(&r, 1, "certificate chain does not lead to a trusted root");
+}
+
+// ---------------------------------------------------------------------------
+// 3. Bad inputs
+
+#[test]
+fn tampered_token_is_refused_and_not_installed() {
+    let s = Sandbox::new();
+    s.issued();
+    s.ok(&["trust", "add", "home/root.pem"]);
+    let token = s.read("token.jws");
+    let (h, mut p, sig) = jws_parts(&token);
+
+    // A well-formed payload with one more feature: the signature no longer matches.
+    p["tka"]["features"] = serde_json::json!(["everything"]);
+    s.write("more.jws", jws_join(&h, &p, &sig));
+    let before = s.snapshot("store");
+    let r = s.tka(&["token", "verify", "more.jws", "--trust", "home/root.pem"]);
+    assert_fails(&r, 1, "token signature does not verify with the signer certificate's key");
+    let r = s.tka(&["activate", "more.jws"]);
+    assert_fails(&r, 1, "token signature does not verify");
+    assert_eq!(s.snapshot("store"), before);
+
+    // One character of the payload flipped: refused whatever it decodes to.
+    let parts: Vec<&str> = token.trim().split('.').collect();
+    let mut payload: Vec<char> = parts[1].chars().collect();
+    let i = payload.len() / 2;
+    payload[i] = if payload[i] == 'A' { 'B' } else { 'A' };
+    let flipped = format!("{}.{}.{}", parts[0], payload.iter().collect::<String>(), parts[2]);
+    s.write("flipped.jws", &flipped);
+    let r = s.tka(&["token", "verify", "flipped.jws", "--trust", "home/root.pem"]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert!(
+        r.2.starts_with("error: malformed token payload") || r.2.starts_with("error: token signature does not verify"),
+        "{r:?}"
+    );
+    let r = s.tka(&["activate", "flipped.jws"]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert_eq!(s.snapshot("store"), before);
+
+    // The header: alg "none" with the signature stripped.
+    let mut none = h.clone();
+    none["alg"] = "none".into();
+    s.write("none.jws", format!("{}.{}.", b64(serde_json::to_string(&none).unwrap().as_bytes()), parts[1]));
+    let r = s.tka(&["token", "verify", "none.jws", "--trust", "home/root.pem"]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert!(r.2.starts_with("error: ") && r.2.contains("none"), "{r:?}");
+
+    // PS256 -> RS256 swap in the header.
+    let mut swapped = h.clone();
+    swapped["alg"] = "RS256".into();
+    s.write("swap.jws", format!("{}.{}.{}", b64(serde_json::to_string(&swapped).unwrap().as_bytes()), parts[1], sig));
+    let r = s.tka(&["token", "verify", "swap.jws", "--trust", "home/root.pem"]);
+    assert_fails(&r, 1, "token signature does not verify");
+    assert_eq!(s.snapshot("store"), before);
+}
+
+#[test]
+fn token_for_another_product_is_refused() {
+    let s = Sandbox::new();
+    s.issued();
+    let r = s.tka(&["token", "verify", "token.jws", "--trust", "home/root.pem", "--product", "other-product"]);
+    assert_fails(&r, 1, &format!("wrong product: expected \"other-product\", token is for \"{PRODUCT}\""));
+    let r =
+        s.tka(&["token", "verify", "token.jws", "--trust", "home/root.pem", "--product", "other-product", "--json"]);
+    assert_eq!(r.0, 1);
+    let j: Value = serde_json::from_str(&r.1).unwrap();
+    assert_eq!(j["valid"], false);
+    assert_eq!(j["kind"], "WrongProduct");
+}
+
+#[test]
+fn token_on_another_machine_is_refused_and_store_unchanged() {
+    let s = Sandbox::new();
+    s.issued();
+    s.ok(&["trust", "add", "home/root.pem"]);
+    let before = s.snapshot("store");
+    let machine_b = |args: &[&str]| run(s.cmd(args).env("TKA_SYSROOT", s.path("sysroot-b")));
+
+    let r = machine_b(&["token", "verify", "token.jws", "--trust", "home/root.pem", "--machine", "current"]);
+    assert_fails(&r, 1, "token is bound to machine ");
+    let r = machine_b(&["activate", "token.jws"]);
+    assert_fails(&r, 1, "token is bound to machine ");
+    assert_eq!(s.snapshot("store"), before);
+    let r = machine_b(&["status", "--product", PRODUCT]);
+    assert_eq!(r.0, 1, "{r:?}");
+
+    // A CMID given by hand that is not the token's.
+    let other = machine_b(&["machine", "id", "--product", PRODUCT, "--json"]);
+    let other: Value = serde_json::from_str(&other.1).unwrap();
+    let cmid = other["cmid"].as_str().unwrap();
+    let r = s.tka(&["token", "verify", "token.jws", "--trust", "home/root.pem", "--machine", cmid]);
+    assert_fails(&r, 1, "token is bound to machine ");
+}
+
+#[test]
+fn untrusted_root_is_refused() {
+    let s = Sandbox::new();
+    s.issued();
+    s.issuer("other");
+    let r = s.tka(&["token", "verify", "token.jws", "--trust", "other/root.pem"]);
+    assert_fails(&r, 1, "certificate chain does not lead to a trusted root");
+    fs::create_dir(s.path("roots")).unwrap();
+    fs::copy(s.path("other/root.pem"), s.path("roots/other.pem")).unwrap();
+    let r = s.tka(&["token", "verify", "token.jws", "--trust", "roots"]);
+    assert_fails(&r, 1, "certificate chain does not lead to a trusted root");
+
+    // A store that trusts only the other root does not install the token.
+    s.ok(&["trust", "add", "other/root.pem"]);
+    let before = s.snapshot("store");
+    let r = s.tka(&["activate", "token.jws"]);
+    assert_fails(&r, 1, "certificate chain does not lead to a trusted root");
+    assert_eq!(s.snapshot("store"), before);
+}
+
+#[test]
+fn truncated_and_non_base64_tokens_are_refused() {
+    let s = Sandbox::new();
+    s.issued();
+    s.ok(&["trust", "add", "home/root.pem"]);
+    let token = s.read("token.jws").trim().to_string();
+    let parts: Vec<&str> = token.split('.').collect();
+    let cases = [
+        ("half.jws", token[..token.len() / 2].to_string(), "malformed token"),
+        ("nosig.jws", token[..token.len() - 40].to_string(), "token signature does not verify"),
+        ("bad64.jws", format!("{}.{}!!.{}", parts[0], parts[1], parts[2]), "malformed token payload: not base64url"),
+        ("hdr64.jws", format!("{}*.{}.{}", parts[0], parts[1], parts[2]), "malformed token header"),
+        ("empty.jws", String::new(), "malformed token"),
+        ("binary.jws", "\u{0}\u{1}\u{2}..\u{3}".into(), "malformed token"),
+    ];
+    let before = s.snapshot("store");
+    for (file, content, prefix) in cases {
+        s.write(file, &content);
+        let r = s.tka(&["token", "verify", file, "--trust", "home/root.pem"]);
+        assert_fails(&r, 1, prefix);
+        let r = s.tka(&["activate", file]);
+        assert_fails(&r, 1, prefix);
+        let r = s.tka(&["token", "inspect", file]);
+        assert_eq!(r.0, if prefix.starts_with("token signature") { 0 } else { 1 }, "{file}: {r:?}");
+    }
+    assert_eq!(s.snapshot("store"), before);
+}
+
+#[test]
+fn huge_token_file_is_refused_quickly() {
+    let s = Sandbox::new();
+    s.issued();
+    s.ok(&["trust", "add", "home/root.pem"]);
+    let f = fs::File::create(s.path("huge.jws")).unwrap();
+    f.set_len(100 * 1024 * 1024).unwrap();
+    drop(f);
+    let before = s.snapshot("store");
+    for args in [
+        &["token", "verify", "huge.jws", "--trust", "home/root.pem"][..],
+        &["token", "inspect", "huge.jws"][..],
+        &["activate", "huge.jws"][..],
+    ] {
+        let t = Instant::now();
+        let r = s.tka(args);
+        assert!(t.elapsed() < Duration::from_secs(5), "{args:?} took {:?}", t.elapsed());
+        assert_fails(&r, 1, "token is larger than the 65536-byte limit");
+    }
+    assert_eq!(s.snapshot("store"), before);
+    // A huge request file on the issuer side.
+    let r = s.tka(&["token", "issue", "--request", "huge.jws", "--home", "home", "--out", "t.jws"]);
+    assert_fails(&r, 1, "request is larger than the");
+    assert!(!s.path("t.jws").exists());
+}
+
+#[test]
+fn wrong_passphrase_is_a_usage_error() {
+    let s = Sandbox::new();
+    s.issued();
+    let before = s.snapshot("home");
+    let r = run(s
+        .cmd(&["token", "issue", "--request", "req.json", "--home", "home", "--out", "t.jws"])
+        .env("TKA_PASSPHRASE", "not the passphrase"));
+    assert_fails(&r, 2, "wrong passphrase for home/signer.key");
+    assert!(!s.path("t.jws").exists());
+    // Also from --passphrase-file, which wins over the environment.
+    s.write("wrong.txt", "nope\n");
+    let r = s.tka(&[
+        "ca",
+        "root",
+        "--key",
+        "home/root.key",
+        "--subject",
+        "CN=x",
+        "--out",
+        "r.pem",
+        "--passphrase-file",
+        "wrong.txt",
+    ]);
+    assert_fails(&r, 2, "wrong passphrase for home/root.key");
+    assert!(r.2.contains("wrong passphrase"));
+    assert!(!s.path("r.pem").exists());
+    // The right one from a file works even with a wrong environment variable.
+    s.write("right.txt", format!("{PASS}\n"));
+    let r = run(s
+        .cmd(&[
+            "ca",
+            "root",
+            "--key",
+            "home/root.key",
+            "--subject",
+            "CN=x",
+            "--out",
+            "r.pem",
+            "--passphrase-file",
+            "right.txt",
+        ])
+        .env("TKA_PASSPHRASE", "not the passphrase"));
+    assert_eq!(r.0, 0, "{r:?}");
+    assert_eq!(s.snapshot("home"), before);
+}
+
+#[test]
+fn encrypted_key_without_passphrase_source_is_a_usage_error() {
+    let s = Sandbox::new();
+    s.issued();
+    let before = s.snapshot("home");
+    let r = run(s
+        .cmd(&["token", "issue", "--request", "req.json", "--home", "home", "--out", "t.jws"])
+        .env_remove("TKA_PASSPHRASE"));
+    assert_fails(&r, 2, "home/signer.key is encrypted and no passphrase was given");
+    assert!(!s.path("t.jws").exists());
+    let r = run(s
+        .cmd(&["ca", "root", "--key", "home/root.key", "--subject", "CN=x", "--out", "r.pem"])
+        .env("TKA_PASSPHRASE", ""));
+    assert_fails(&r, 2, "home/root.key is encrypted and no passphrase was given");
+    assert!(!s.path("r.pem").exists());
+    assert_eq!(s.snapshot("home"), before);
+}
+
+#[test]
+fn existing_output_files_are_refused_and_kept_unless_forced() {
+    let s = Sandbox::new();
+    s.issued();
+    let cases: [(&str, Vec<&str>); 5] = [
+        ("k.out", vec!["key", "generate", "--bits", "2048", "--out", "k.out"]),
+        ("root.out", vec!["ca", "root", "--key", "home/root.key", "--subject", "CN=Again", "--out", "root.out"]),
+        ("token.out", vec!["token", "issue", "--request", "req.json", "--home", "home", "--out", "token.out"]),
+        ("req.out", vec!["request", "create", "--product", PRODUCT, "--out", "req.out"]),
+        ("reqtext.out", vec!["request", "create", "--product", PRODUCT, "--text", "--out", "reqtext.out"]),
+    ];
+    for (file, args) in &cases {
+        s.write(file, "precious\n");
+        set_mode(&s.path(file), 0o644);
+        let r = s.tka(args);
+        assert_fails(&r, 2, &format!("{file} already exists"));
+        assert_eq!(s.read(file), "precious\n", "{file}");
+        let mut forced = args.clone();
+        forced.push("--force");
+        s.ok(&forced);
+        let now = s.read(file);
+        assert_ne!(now, "precious\n", "{file}");
+        assert!(now.starts_with("-----BEGIN") || now.starts_with('{') || now.contains('.'), "{file}: {now}");
+    }
+    assert_eq!(mode(&s.path("k.out")), 0o600, "a forced key is still private");
+    assert!(s.read("k.out").starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+
+    // --force does not delete the old file when the command fails before writing.
+    s.write("token.out", "precious\n");
+    let r = run(s
+        .cmd(&["token", "issue", "--request", "req.json", "--home", "home", "--out", "token.out", "--force"])
+        .env("TKA_PASSPHRASE", "wrong"));
+    assert_fails(&r, 2, "wrong passphrase");
+    assert_eq!(s.read("token.out"), "precious\n");
+    let r = s.tka(&[
+        "token",
+        "issue",
+        "--request",
+        "req.json",
+        "--home",
+        "home",
+        "--out",
+        "token.out",
+        "--force",
+        "--days",
+        "5000",
+    ]);
+    assert_fails(&r, 1, "token valid until");
+    assert_eq!(s.read("token.out"), "precious\n");
+}
+
+#[test]
+fn issuer_init_refuses_a_non_empty_home() {
+    let s = Sandbox::new();
+    let home = s.issuer("home");
+    let before = s.snapshot("home");
+    let r = s.tka(&["issuer", "init", "--home", home.to_str().unwrap(), "--root-bits", "2048", "--ca-bits", "2048"]);
+    assert_eq!(r.0, 2, "{r:?}");
+    assert!(r.2.starts_with("error: ") && r.2.contains("already exists"), "{r:?}");
+    assert_eq!(s.snapshot("home"), before);
+}
+
+#[test]
+#[ignore = "BUG: `issuer init` on an existing home hints `pass --force to replace it`, but `issuer init` has no --force"]
+fn issuer_init_existing_home_hint_names_a_real_option() {
+    let s = Sandbox::new();
+    let home = s.issuer("home");
+    let r = s.tka(&["issuer", "init", "--home", home.to_str().unwrap(), "--root-bits", "2048", "--ca-bits", "2048"]);
+    assert_eq!(r.0, 2, "{r:?}");
+    if r.2.contains("--force") {
+        let r2 = s.tka(&[
+            "issuer",
+            "init",
+            "--home",
+            home.to_str().unwrap(),
+            "--root-bits",
+            "2048",
+            "--ca-bits",
+            "2048",
+            "--force",
+        ]);
+        assert_ne!(r2.2.lines().next().unwrap_or(""), "error: unexpected argument '--force' found", "hint: {}", r.2);
+    }
+}
+
+#[test]
+fn group_readable_key_is_refused_unless_allowed() {
+    let s = Sandbox::new();
+    s.ok(&["key", "generate", "--bits", "2048", "--out", "root.key"]);
+    set_mode(&s.path("root.key"), 0o644);
+    let r = s.tka(&["ca", "root", "--key", "root.key", "--subject", "CN=Loose", "--out", "root.pem"]);
+    assert_fails(&r, 2, "private key root.key has permissions 0644");
+    assert!(r.2.contains("permissions"), "{r:?}");
+    assert!(!s.path("root.pem").exists());
+    let out = s.ok(&[
+        "ca",
+        "root",
+        "--key",
+        "root.key",
+        "--subject",
+        "CN=Loose",
+        "--out",
+        "root.pem",
+        "--insecure-key-permissions",
+    ]);
+    assert!(out.starts_with("certificate: root.pem"), "{out}");
+    assert_eq!(mode(&s.path("root.key")), 0o644, "tka does not silently chmod the user's key");
+
+    // The same check for the key of an issuer home.
+    s.issued();
+    set_mode(&s.path("home/signer.key"), 0o640);
+    let r = s.tka(&["token", "issue", "--request", "req.json", "--home", "home", "--out", "t.jws"]);
+    assert_eq!(r.0, 2, "{r:?}");
+    assert!(r.2.contains("signer.key has permissions 0640"), "{r:?}");
+    s.ok(&[
+        "token",
+        "issue",
+        "--request",
+        "req.json",
+        "--home",
+        "home",
+        "--out",
+        "t.jws",
+        "--insecure-key-permissions",
+    ]);
+}
+
+#[test]
+fn token_outliving_its_signer_is_refused() {
+    let s = Sandbox::new();
+    s.issued();
+    let help = s.ok(&["token", "issue", "--help"]);
+    assert!(help.contains("1 refused (e.g. the token would outlive its signer)"), "{help}");
+    let r = s.tka(&["token", "issue", "--request", "req.json", "--home", "home", "--days", "5000", "--out", "t.jws"]);
+    assert_fails(&r, 1, "token valid until ");
+    assert!(r.2.contains("outlives its signer certificate"), "{r:?}");
+    assert!(!s.path("t.jws").exists());
+    // A perpetual token is bounded by the chain, so it is allowed.
+    let out = s.ok(&["token", "issue", "--request", "req.json", "--home", "home", "--perpetual", "--out", "p.jws"]);
+    assert!(out.contains("expires: never"), "{out}");
+}
+
+#[test]
+fn insecure_no_passphrase_writes_a_plaintext_key() {
+    let s = Sandbox::new();
+    let out = run(s
+        .cmd(&["key", "generate", "--bits", "2048", "--out", "plain.key", "--insecure-no-passphrase"])
+        .env_remove("TKA_PASSPHRASE"));
+    assert_eq!(out.0, 0, "{out:?}");
+    assert!(s.read("plain.key").starts_with("-----BEGIN PRIVATE KEY-----\n"));
+    assert_eq!(mode(&s.path("plain.key")), 0o600);
+    // Usable with no passphrase source at all.
+    let r = run(s
+        .cmd(&["ca", "root", "--key", "plain.key", "--subject", "CN=Plain", "--out", "root.pem"])
+        .env_remove("TKA_PASSPHRASE"));
+    assert_eq!(r.0, 0, "{r:?}");
+    // Contradictory flags.
+    s.write("pass.txt", "x\n");
+    let r = s.tka(&["key", "generate", "--out", "k2.key", "--insecure-no-passphrase", "--passphrase-file", "pass.txt"]);
+    assert_eq!(r.0, 2, "{r:?}");
+    assert!(!s.path("k2.key").exists());
+}
+
+#[test]
+fn new_key_without_any_passphrase_is_refused() {
+    let s = Sandbox::new();
+    let r = run(s.cmd(&["key", "generate", "--bits", "2048", "--out", "k.key"]).env_remove("TKA_PASSPHRASE"));
+    assert_fails(&r, 2, "no passphrase for the new key");
+    assert!(!s.path("k.key").exists());
+    let r = run(s.cmd(&["key", "generate", "--bits", "2048", "--out", "k.key"]).env("TKA_PASSPHRASE", ""));
+    assert_fails(&r, 2, "no passphrase for the new key");
+    assert!(!s.path("k.key").exists());
+    let r = run(s
+        .cmd(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"])
+        .env_remove("TKA_PASSPHRASE"));
+    assert_fails(&r, 2, "no passphrase for the new key");
+    assert!(s.snapshot("home").len() <= 1, "nothing written into the home");
+}
+
+#[test]
+fn trust_add_with_wrong_fingerprint_is_refused() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    let before = s.snapshot("store");
+    let r = s.tka(&["trust", "add", "home/root.pem", "--fingerprint", &"ab".repeat(32)]);
+    assert_fails(&r, 1, "certificate chain does not lead to a trusted root");
+    assert!(r.2.contains(&format!("is not the expected {}", "ab".repeat(32))), "{r:?}");
+    let after = s.snapshot("store");
+    assert!(after.values().all(|v| v.as_ref().map_or(true, |b| !b.starts_with(b"-----BEGIN"))), "no root stored");
+    // The store may have been created by open, but holds no root.
+    if !before.is_empty() {
+        assert_eq!(after, before);
+    }
+    let list = s.ok(&["trust", "list"]);
+    assert_eq!(list, "");
+
+    // The right fingerprint, in the colon-separated upper-case form openssl prints.
+    let fp = {
+        let out = s.ok(&["trust", "add", "home/root.pem"]);
+        let fp = out.lines().find_map(|l| l.strip_prefix("fingerprint: ")).unwrap().to_string();
+        s.ok(&["trust", "remove", &fp, "--force"]);
+        fp
+    };
+    let colons: Vec<String> = fp.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).to_uppercase()).collect();
+    s.ok(&["trust", "add", "home/root.pem", "--fingerprint", &colons.join(":")]);
+    assert!(s.ok(&["trust", "list"]).starts_with(&fp));
+}
+
+#[test]
+fn trust_remove_of_the_last_root_needs_force() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    let out = s.ok(&["trust", "add", "home/root.pem"]);
+    let fp = out.lines().find_map(|l| l.strip_prefix("fingerprint: ")).unwrap().to_string();
+    let before = s.snapshot("store");
+    let r = s.tka(&["trust", "remove", &fp]);
+    assert_fails(&r, 2, "refusing to remove the last trusted root");
+    assert_eq!(s.snapshot("store"), before);
+    let r = s.tka(&["trust", "remove", "0123456789abcdef"]);
+    assert_fails(&r, 2, "no trusted root with fingerprint \"0123456789abcdef\"");
+    assert_eq!(s.snapshot("store"), before);
+    assert_eq!(s.ok(&["trust", "remove", &fp[..12], "--force"]).trim(), format!("removed: {}", &fp[..12]));
+    assert_eq!(s.ok(&["trust", "list"]), "");
+    let j: Value = serde_json::from_str(&s.ok(&["trust", "list", "--json"])).unwrap();
+    assert_eq!(j, serde_json::json!([]));
+}
+
+#[test]
+fn status_on_an_empty_store_is_a_no() {
+    let s = Sandbox::new();
+    let r = s.tka(&["status"]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert_eq!(r.1.trim(), "no products are activated on this machine");
+    let r = s.tka(&["status", "--json"]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert_eq!(serde_json::from_str::<Value>(&r.1).unwrap(), serde_json::json!([]));
+    let r = s.tka(&["status", "--product", PRODUCT, "--json"]);
+    assert_eq!(r.0, 1, "{r:?}");
+    let j: Value = serde_json::from_str(&r.1).unwrap();
+    assert_eq!(j[0]["activated"], false);
+    assert_eq!(j[0]["kind"], "NotActivated");
+    let r = s.tka(&["list"]);
+    assert_eq!(r, (0, String::new(), String::new()));
+}
+
+#[test]
+fn deactivate_of_an_unknown_product_is_a_no() {
+    let s = Sandbox::new();
+    s.issued();
+    s.ok(&["trust", "add", "home/root.pem"]);
+    s.ok(&["activate", "token.jws"]);
+    let before = s.snapshot("store");
+    let r = s.tka(&["deactivate", "--product", "no-such-product"]);
+    assert_fails(&r, 1, "no-such-product is not activated on this machine");
+    assert_eq!(s.snapshot("store"), before);
+    s.ok(&["status", "--product", PRODUCT]);
+}
+
+#[test]
+fn at_option_on_status_and_verify() {
+    let s = Sandbox::new();
+    s.issued();
+    s.ok(&["trust", "add", "home/root.pem"]);
+    s.ok(&["activate", "token.jws"]);
+    let c = claims(&s, "token.jws");
+    let exp = c["exp"].as_i64().unwrap();
+    let inside = tka::clock::rfc3339(exp - 86_400);
+    let after = tka::clock::rfc3339(exp + 86_400);
+    let before_nbf = tka::clock::rfc3339(c["nbf"].as_i64().unwrap() - 3 * 86_400);
+
+    let v = s.ok(&["token", "verify", "token.jws", "--trust", "home/root.pem", "--at", &inside]);
+    assert!(v.starts_with("valid\n"), "{v}");
+    let r = s.tka(&["token", "verify", "token.jws", "--trust", "home/root.pem", "--at", &after]);
+    assert_fails(&r, 1, &format!("token expired at {}", tka::clock::rfc3339(exp)));
+    assert!(r.2.contains(&format!("now is {after}")), "{r:?}");
+    let r = s.tka(&["token", "verify", "token.jws", "--trust", "home/root.pem", "--at", &before_nbf]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert!(r.2.starts_with("error: ") && r.2.contains("not valid before"), "{r:?}");
+
+    // status --at is read-only: it changes nothing in the store.
+    let before = s.snapshot("store");
+    let st = s.ok(&["status", "--at", &inside]);
+    assert!(st.starts_with(&format!("{PRODUCT}: activated")), "{st}");
+    let r = s.tka(&["status", "--at", &after]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert!(r.1.starts_with(&format!("{PRODUCT}: NOT activated: token expired at")), "{r:?}");
+    let r = s.tka(&["status", "--at", &after, "--json"]);
+    assert_eq!(r.0, 1, "{r:?}");
+    let j: Value = serde_json::from_str(&r.1).unwrap();
+    assert_eq!(j[0]["activated"], false);
+    assert_eq!(s.snapshot("store"), before);
+
+    // Bad --at values are usage errors; --at does not exist on activate.
+    let r = s.tka(&["status", "--at", "yesterday"]);
+    assert_fails(&r, 2, "invalid time \"yesterday\"");
+    let r = s.tka(&["token", "verify", "token.jws", "--trust", "home/root.pem", "--at", "2027-13-45"]);
+    assert_fails(&r, 2, "invalid time");
+    let r = s.tka(&["activate", "token.jws", "--at", &inside]);
+    assert_fails(&r, 2, "unexpected argument '--at'");
+    assert_eq!(s.snapshot("store"), before);
+}
+
+#[test]
+fn verify_json_on_a_bad_token_reports_the_kind() {
+    let s = Sandbox::new();
+    s.issued();
+    let token = s.read("token.jws");
+    let (h, mut p, sig) = jws_parts(&token);
+    p["aud"] = "stolen".into();
+    s.write("forged.jws", jws_join(&h, &p, &sig));
+    s.write("short.jws", &token[..30]);
+    s.issuer("other");
+    for (file, trust, kind) in [
+        ("forged.jws", "home/root.pem", "BadSignature"),
+        ("short.jws", "home/root.pem", "Malformed"),
+        ("token.jws", "other/root.pem", "UntrustedRoot"),
+    ] {
+        let r = s.tka(&["token", "verify", file, "--trust", trust, "--json"]);
+        assert_eq!(r.0, 1, "{file}: {r:?}");
+        let j: Value = serde_json::from_str(&r.1).unwrap_or_else(|e| panic!("{file}: {e}: {r:?}"));
+        assert_eq!(j["valid"], false, "{j}");
+        assert_eq!(j["kind"], kind, "{j}");
+        assert!(j["error"].as_str().is_some_and(|e| !e.is_empty()), "{j}");
+    }
+}
+
+#[test]
+fn top_level_help_documents_exit_codes() {
+    let s = Sandbox::new();
+    let help = s.ok(&["--help"]);
+    assert!(help.contains("EXIT CODES"), "{help}");
+    assert!(help.contains("0  success"), "{help}");
+    assert!(help.contains("1  a \"no\" verdict"), "{help}");
+    assert!(help.contains("2  usage"), "{help}");
+    for cmd in [&["token", "verify", "--help"][..], &["status", "--help"][..], &["activate", "--help"][..]] {
+        assert!(s.ok(cmd).contains("EXIT CODES"), "{cmd:?}");
+    }
+    // Usage errors are exit 2.
+    let r = s.tka(&["token", "verify", "token.jws"]);
+    assert_eq!(r.0, 2, "{r:?}");
+    let r = s.tka(&["no-such-command"]);
+    assert_eq!(r.0, 2, "{r:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 4. Output into a closed pipe
+
+/// Runs with standard output connected to a pipe whose reading end is already closed.
+fn into_closed_pipe(s: &Sandbox, args: &[&str]) -> Run {
+    let mut child = s.cmd(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::new(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn closed_stdout_pipe_does_not_panic() {
+    let s = Sandbox::new();
+    s.issued();
+    s.ok(&["trust", "add", "home/root.pem"]);
+    s.ok(&["activate", "token.jws"]);
+    for args in [
+        &["trust", "list"][..],
+        &["trust", "list", "--json"][..],
+        &["token", "inspect", "token.jws"][..],
+        &["status"][..],
+        &["list", "--json"][..],
+        &["machine", "id", "--product", PRODUCT][..],
+    ] {
+        let r = into_closed_pipe(&s, args);
+        assert!(!r.2.contains("panicked"), "{args:?}: {r:?}");
+        assert_eq!(r.0, 0, "{args:?}: {r:?}");
+    }
+}
+
+#[test]
+#[ignore = "BUG: `request create` without --out writes with print!, which panics (exit 101) on a closed stdout pipe"]
+fn request_create_into_closed_pipe_does_not_panic() {
+    let s = Sandbox::new();
+    for args in
+        [&["request", "create", "--product", PRODUCT, "--text"][..], &["request", "create", "--product", PRODUCT][..]]
+    {
+        let r = into_closed_pipe(&s, args);
+        assert!(!r.2.contains("panicked"), "{args:?}: {r:?}");
+        assert_eq!(r.0, 0, "{args:?}: {r:?}");
+    }
+}
