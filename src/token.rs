@@ -203,15 +203,11 @@ pub fn build_claims(req: &ActivationRequest, opts: &IssueOptions, signer: &CertI
             }));
         }
     }
-    let match_rule = opts.match_rule.unwrap_or(MatchRule::Most);
+    let match_rule = opts.match_rule.unwrap_or_else(|| crate::machine::default_rule_for(&req.components));
     if !req.components.is_empty() {
-        let report = match_rule.evaluate(&req.components, &req.components);
-        if !report.is_match() {
-            return Err(Error::Usage(format!(
-                "match rule {match_rule} requires {} components but the request has {}",
-                report.required, report.total
-            )));
-        }
+        match_rule
+            .check_for(&req.components)
+            .map_err(|e| Error::Usage(format!("--match {match_rule} does not fit this request: {e}")))?;
     }
     Ok(Claims {
         jti: opts.serial.clone().unwrap_or_else(new_serial),

@@ -85,8 +85,12 @@ fn verify(text: &str) -> Result<VerifiedToken, VerifyError> {
     verify_at(text, NOW, &machine())
 }
 
+/// The error verifying `text` at NOW on this machine; panics (briefly) if it verifies.
 fn err(text: &str) -> VerifyError {
-    verify(text).unwrap_err()
+    match verify(text) {
+        Err(e) => e,
+        Ok(v) => panic!("expected an error, but the token verified (signer {}, path {:?})", v.signer.subject, v.path),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -315,13 +319,7 @@ fn ku(usages: impl Into<der::flagset::FlagSet<KeyUsages>>) -> Extension {
 /// UUID arc is too wide for const-oid).
 fn tka_eku() -> Extension {
     let cert = Certificate::from_der(&pki().signer).unwrap();
-    cert.tbs_certificate()
-        .extensions()
-        .unwrap()
-        .iter()
-        .find(|e| e.extn_id == ExtendedKeyUsage::OID)
-        .unwrap()
-        .clone()
+    cert.tbs_certificate().extensions().unwrap().iter().find(|e| e.extn_id == ExtendedKeyUsage::OID).unwrap().clone()
 }
 
 fn signer_exts() -> Vec<Extension> {
@@ -537,6 +535,16 @@ fn duplicate_key_in_header_is_refused() {
     let (h, p, _) = decode_parts(&token());
     let json = serde_json::to_string(&h).unwrap();
     let dup = format!("{{\"alg\":\"none\",{}", &json[1..]);
+    let t = sign_parts(&b64(dup.as_bytes()), &b64_json(&p), &pki().signer_key, SignatureAlgorithm::Ps256);
+    assert_eq!(err(&t), VerifyError::DuplicateKey { key: "alg".into() });
+}
+
+#[test]
+fn duplicate_key_spelled_with_escapes_is_refused() {
+    // "\u0061lg" is "alg": a parser differential if only raw bytes were compared.
+    let (h, p, _) = decode_parts(&token());
+    let json = serde_json::to_string(&h).unwrap();
+    let dup = format!("{{\"\\u0061lg\":\"none\",{}", &json[1..]);
     let t = sign_parts(&b64(dup.as_bytes()), &b64_json(&p), &pki().signer_key, SignatureAlgorithm::Ps256);
     assert_eq!(err(&t), VerifyError::DuplicateKey { key: "alg".into() });
 }
@@ -848,6 +856,22 @@ fn x5c_certificate_with_trailing_bytes_is_bad_certificate() {
 }
 
 #[test]
+fn x5c_oversized_certificate_is_bad_certificate() {
+    // A signer certificate over the 16 KiB certificate limit (padded with a
+    // large non-critical extension), in a token still under 64 KiB.
+    let mut exts = signer_exts();
+    exts.push(Extension {
+        extn_id: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.55555.1.3"),
+        critical: false,
+        extn_value: der::asn1::OctetString::new(vec![0u8; tka::pki::MAX_CERT_SIZE]).unwrap(),
+    });
+    let c = raw_signer("CN=Big Signer,O=tka tests", exts);
+    let t = token_for_chain(&[&c, &pki().int], &pki().signer_key);
+    assert!(t.len() < MAX_JWS_SIZE);
+    assert!(matches!(err(&t), VerifyError::BadCertificate { ref detail, .. } if detail.contains("larger")));
+}
+
+#[test]
 fn x5c_with_more_than_five_certificates_is_bad_certificate() {
     let p = pki();
     let chain: Vec<&[u8]> = vec![&p.signer, &p.int, &p.root, &p.root, &p.root, &p.root];
@@ -928,10 +952,28 @@ fn chain_to_different_root_is_untrusted_root() {
     let p = pki();
     let other = test_key("other");
     let root = cert(CertKind::Root, "CN=Evil Root,O=evil", &other, None, NOW - DAY, NOW + 3650 * DAY);
-    let signer =
-        cert(CertKind::Signer, "CN=Evil Signer,O=evil", &p.signer_key, Some((&root, &other)), NOW - DAY, NOW + 365 * DAY);
+    let signer = cert(
+        CertKind::Signer,
+        "CN=Evil Signer,O=evil",
+        &p.signer_key,
+        Some((&root, &other)),
+        NOW - DAY,
+        NOW + 365 * DAY,
+    );
     let t = issue_token(&request(), &IssueOptions::default(), &signer_with(vec![signer], "signer"), ISSUED).unwrap();
     assert_eq!(err(&t.text), VerifyError::UntrustedRoot { issuer: "CN=Evil Root,O=evil".into() });
+}
+
+#[test]
+fn two_trusted_roots_with_the_same_name_pick_the_one_whose_key_verifies() {
+    // Root rotation: an old and a new root may share a name; the chain must
+    // be checked against the key that actually signed it.
+    let other = test_key("other");
+    let same_name = cert(CertKind::Root, "CN=Test Root,O=tka tests", &other, None, NOW - DAY, NOW + 3650 * DAY);
+    for roots in [vec![same_name.clone(), pki().root.clone()], vec![pki().root.clone(), same_name.clone()]] {
+        let v = V { roots, ..V::default() }.run(&token()).unwrap();
+        assert_eq!(v.path.len(), 3);
+    }
 }
 
 #[test]
@@ -987,8 +1029,7 @@ fn x5c_with_unrelated_trailing_certificate_is_bad_certificate() {
 fn issuer_subject_mismatch_is_bad_certificate() {
     let p = pki();
     let other = test_key("other");
-    let unrelated =
-        cert(CertKind::Root, "CN=Unrelated CA,O=elsewhere", &other, None, NOW - DAY, NOW + 365 * DAY);
+    let unrelated = cert(CertKind::Root, "CN=Unrelated CA,O=elsewhere", &other, None, NOW - DAY, NOW + 365 * DAY);
     let t = token_for_chain(&[&p.signer, &unrelated], &p.signer_key);
     assert!(matches!(err(&t), VerifyError::BadCertificate { ref subject, ref detail }
         if *subject == subject_of(&p.signer) && detail.contains("Unrelated CA")));
@@ -1107,7 +1148,10 @@ fn signer_as_v1_certificate_is_bad_certificate() {
 
 #[test]
 fn signer_with_duplicate_extension_is_bad_certificate() {
-    let c = raw_signer("CN=Dup Ext Signer,O=tka tests", vec![bc(false, None), ku(KeyUsages::DigitalSignature), tka_eku(), tka_eku()]);
+    let c = raw_signer(
+        "CN=Dup Ext Signer,O=tka tests",
+        vec![bc(false, None), ku(KeyUsages::DigitalSignature), tka_eku(), tka_eku()],
+    );
     let t = token_for_chain(&[&c, &pki().int], &pki().signer_key);
     assert!(matches!(err(&t), VerifyError::BadCertificate { .. }));
 }
@@ -1116,15 +1160,23 @@ fn signer_with_duplicate_extension_is_bad_certificate() {
 fn chain_through(int_subject: &str, int_exts: Vec<Extension>) -> (Vec<u8>, Vec<u8>) {
     let p = pki();
     let int = raw_cert(int_subject, "signer2", Some((&p.root, "root")), NOW - 300 * DAY, NOW + 1000 * DAY, int_exts);
-    let signer =
-        raw_cert("CN=Signer Below,O=tka tests", "signer", Some((&int, "signer2")), NOW - DAY, NOW + 365 * DAY, signer_exts());
+    let signer = raw_cert(
+        "CN=Signer Below,O=tka tests",
+        "signer",
+        Some((&int, "signer2")),
+        NOW - DAY,
+        NOW + 365 * DAY,
+        signer_exts(),
+    );
     (int, signer)
 }
 
 #[test]
 fn ca_false_intermediate_is_not_ca() {
-    let (int, signer) =
-        chain_through("CN=Not A CA,O=tka tests", vec![bc(false, None), ku(KeyUsages::KeyCertSign | KeyUsages::CRLSign)]);
+    let (int, signer) = chain_through(
+        "CN=Not A CA,O=tka tests",
+        vec![bc(false, None), ku(KeyUsages::KeyCertSign | KeyUsages::CRLSign)],
+    );
     let t = token_for_chain(&[&signer, &int], &pki().signer_key);
     assert_eq!(err(&t), VerifyError::NotCa { subject: subject_of(&int) });
 }
@@ -1171,9 +1223,24 @@ fn path_len_exceeded() {
 fn path_len_one_allows_one_more_ca() {
     // root -> CA (pathLen 1) -> CA (pathLen 0) -> signer is within bounds.
     let p = pki();
-    let a = raw_cert("CN=CA A,O=tka tests", "intermediate", Some((&p.root, "root")), NOW - DAY, NOW + 1000 * DAY, ca_exts(Some(1)));
-    let b = raw_cert("CN=CA B,O=tka tests", "signer2", Some((&a, "intermediate")), NOW - DAY, NOW + 1000 * DAY, ca_exts(Some(0)));
-    let s = raw_cert("CN=Signer B,O=tka tests", "signer", Some((&b, "signer2")), NOW - DAY, NOW + 365 * DAY, signer_exts());
+    let a = raw_cert(
+        "CN=CA A,O=tka tests",
+        "intermediate",
+        Some((&p.root, "root")),
+        NOW - DAY,
+        NOW + 1000 * DAY,
+        ca_exts(Some(1)),
+    );
+    let b = raw_cert(
+        "CN=CA B,O=tka tests",
+        "signer2",
+        Some((&a, "intermediate")),
+        NOW - DAY,
+        NOW + 1000 * DAY,
+        ca_exts(Some(0)),
+    );
+    let s =
+        raw_cert("CN=Signer B,O=tka tests", "signer", Some((&b, "signer2")), NOW - DAY, NOW + 365 * DAY, signer_exts());
     let v = verify(&token_for_chain(&[&s, &b, &a], &p.signer_key)).unwrap();
     assert_eq!(v.path.len(), 4);
 }
@@ -1222,7 +1289,14 @@ fn unknown_critical_extension_on_intermediate_is_refused() {
 fn rsa_1024_signer_is_weak_key() {
     let p = pki();
     let weak = test_key("weak1024");
-    let c = cert(CertKind::Signer, "CN=Weak Signer,O=tka tests", &weak, Some((&p.int, &p.int_key)), NOW - DAY, NOW + 300 * DAY);
+    let c = cert(
+        CertKind::Signer,
+        "CN=Weak Signer,O=tka tests",
+        &weak,
+        Some((&p.int, &p.int_key)),
+        NOW - DAY,
+        NOW + 300 * DAY,
+    );
     let t = token_for_chain(&[&c, &p.int], &weak);
     assert!(matches!(err(&t), VerifyError::WeakKey { ref subject, .. } if *subject == subject_of(&c)));
 }
@@ -1239,18 +1313,63 @@ fn rsa_1024_intermediate_is_weak_key() {
         NOW - DAY,
         NOW + 1000 * DAY,
     );
-    let s = cert(CertKind::Signer, "CN=Signer Under Weak,O=tka tests", &p.signer_key, Some((&int, &weak)), NOW - DAY, NOW + 300 * DAY);
+    let s = cert(
+        CertKind::Signer,
+        "CN=Signer Under Weak,O=tka tests",
+        &p.signer_key,
+        Some((&int, &weak)),
+        NOW - DAY,
+        NOW + 300 * DAY,
+    );
     let t = token_for_chain(&[&s, &int], &p.signer_key);
     assert!(matches!(err(&t), VerifyError::WeakKey { ref subject, .. } if *subject == subject_of(&int)));
+}
+
+/// A fresh RSA key of an unusual size (not one of tka's key sizes), as a SoftwareKey.
+fn odd_size_key(bits: usize) -> SoftwareKey {
+    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+    let key = rsa::PrivateKey::new(&mut getrandom::SysRng, bits).unwrap();
+    let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+    SoftwareKey::from_pkcs8_pem(&pem, None, std::path::Path::new("generated")).unwrap()
+}
+
+#[test]
+#[ignore = "BUG: public_bits() uses n_bits_precision(), the limb-aligned storage width (a multiple of 64), \
+            so RSA moduli of 1985..=2047 bits are reported as 2048 and pass the 2048-bit minimum"]
+fn rsa_2000_signer_is_weak_key() {
+    let p = pki();
+    let weak = odd_size_key(2000);
+    {
+        use rsa::traits::PublicKeyParts;
+        assert_eq!(weak.public_key().size(), 250, "a 2000-bit modulus");
+    }
+    let c = cert(
+        CertKind::Signer,
+        "CN=2000-bit Signer,O=tka tests",
+        &weak,
+        Some((&p.int, &p.int_key)),
+        NOW - DAY,
+        NOW + 300 * DAY,
+    );
+    let t = token_for_chain(&[&c, &p.int], &weak);
+    assert!(matches!(err(&t), VerifyError::WeakKey { ref subject, .. } if *subject == subject_of(&c)));
 }
 
 #[test]
 fn expired_signer_is_cert_expired() {
     let p = pki();
     let na = NOW - DAY;
-    let c = cert(CertKind::Signer, "CN=Expired Signer,O=tka tests", &p.signer_key, Some((&p.int, &p.int_key)), NOW - 400 * DAY, na);
+    let c = cert(
+        CertKind::Signer,
+        "CN=Expired Signer,O=tka tests",
+        &p.signer_key,
+        Some((&p.int, &p.int_key)),
+        NOW - 400 * DAY,
+        na,
+    );
     let opts = IssueOptions { lifetime: TokenLifetime::Days(30), ..Default::default() };
-    let t = issue_token(&request(), &opts, &signer_with(vec![c.clone(), p.int.clone()], "signer"), NOW - 100 * DAY).unwrap();
+    let t = issue_token(&request(), &opts, &signer_with(vec![c.clone(), p.int.clone()], "signer"), NOW - 100 * DAY)
+        .unwrap();
     assert_eq!(err(&t.text), VerifyError::CertExpired { subject: subject_of(&c), not_after: na, now: NOW });
     // One second before notAfter (and inside the token's life) it was fine.
     verify_at(&t.text, NOW - 90 * DAY, &machine()).unwrap();
@@ -1270,7 +1389,14 @@ fn signer_valid_through_its_not_after_second() {
 fn not_yet_valid_signer_is_cert_not_yet_valid() {
     let p = pki();
     let nb = NOW + 10 * DAY;
-    let c = cert(CertKind::Signer, "CN=Future Signer,O=tka tests", &p.signer_key, Some((&p.int, &p.int_key)), nb, NOW + 300 * DAY);
+    let c = cert(
+        CertKind::Signer,
+        "CN=Future Signer,O=tka tests",
+        &p.signer_key,
+        Some((&p.int, &p.int_key)),
+        nb,
+        NOW + 300 * DAY,
+    );
     let opts = IssueOptions { lifetime: TokenLifetime::Days(30), ..Default::default() };
     let t = issue_token(&request(), &opts, &signer_with(vec![c.clone(), p.int.clone()], "signer"), nb + DAY).unwrap();
     assert_eq!(err(&t.text), VerifyError::CertNotYetValid { subject: subject_of(&c), not_before: nb, now: NOW });
@@ -1280,9 +1406,23 @@ fn not_yet_valid_signer_is_cert_not_yet_valid() {
 fn expired_intermediate_is_cert_expired() {
     let p = pki();
     let na = NOW - DAY;
-    let int = raw_cert("CN=Old Issuing CA,O=tka tests", "intermediate", Some((&p.root, "root")), NOW - 1000 * DAY, na, ca_exts(Some(0)));
+    let int = raw_cert(
+        "CN=Old Issuing CA,O=tka tests",
+        "intermediate",
+        Some((&p.root, "root")),
+        NOW - 1000 * DAY,
+        na,
+        ca_exts(Some(0)),
+    );
     // A signer that outlives its issuer (the library's builder refuses to make one).
-    let s = raw_cert("CN=Outliving Signer,O=tka tests", "signer", Some((&int, "intermediate")), NOW - 30 * DAY, NOW + 300 * DAY, signer_exts());
+    let s = raw_cert(
+        "CN=Outliving Signer,O=tka tests",
+        "signer",
+        Some((&int, "intermediate")),
+        NOW - 30 * DAY,
+        NOW + 300 * DAY,
+        signer_exts(),
+    );
     let t = token_for_chain(&[&s, &int], &p.signer_key);
     assert_eq!(err(&t), VerifyError::CertExpired { subject: subject_of(&int), not_after: na, now: NOW });
 }
@@ -1291,8 +1431,22 @@ fn expired_intermediate_is_cert_expired() {
 fn not_yet_valid_intermediate_is_cert_not_yet_valid() {
     let p = pki();
     let nb = NOW + DAY;
-    let int = raw_cert("CN=Future CA,O=tka tests", "intermediate", Some((&p.root, "root")), nb, NOW + 1000 * DAY, ca_exts(Some(0)));
-    let s = raw_cert("CN=Early Signer,O=tka tests", "signer", Some((&int, "intermediate")), NOW - 30 * DAY, NOW + 300 * DAY, signer_exts());
+    let int = raw_cert(
+        "CN=Future CA,O=tka tests",
+        "intermediate",
+        Some((&p.root, "root")),
+        nb,
+        NOW + 1000 * DAY,
+        ca_exts(Some(0)),
+    );
+    let s = raw_cert(
+        "CN=Early Signer,O=tka tests",
+        "signer",
+        Some((&int, "intermediate")),
+        NOW - 30 * DAY,
+        NOW + 300 * DAY,
+        signer_exts(),
+    );
     let t = token_for_chain(&[&s, &int], &p.signer_key);
     assert_eq!(err(&t), VerifyError::CertNotYetValid { subject: subject_of(&int), not_before: nb, now: NOW });
 }
@@ -1302,8 +1456,22 @@ fn expired_root_is_cert_expired() {
     let p = pki();
     let na = NOW - DAY;
     let root = raw_cert("CN=Old Root,O=tka tests", "root", None, NOW - 7000 * DAY, na, ca_exts(None));
-    let int = raw_cert("CN=Issuing CA X,O=tka tests", "intermediate", Some((&root, "root")), NOW - 300 * DAY, NOW + 1000 * DAY, ca_exts(Some(0)));
-    let s = cert(CertKind::Signer, "CN=Signer X,O=tka tests", &p.signer_key, Some((&int, &p.int_key)), NOW - 30 * DAY, NOW + 335 * DAY);
+    let int = raw_cert(
+        "CN=Issuing CA X,O=tka tests",
+        "intermediate",
+        Some((&root, "root")),
+        NOW - 300 * DAY,
+        NOW + 1000 * DAY,
+        ca_exts(Some(0)),
+    );
+    let s = cert(
+        CertKind::Signer,
+        "CN=Signer X,O=tka tests",
+        &p.signer_key,
+        Some((&int, &p.int_key)),
+        NOW - 30 * DAY,
+        NOW + 335 * DAY,
+    );
     let t = token_for_chain(&[&s, &int], &p.signer_key);
     let r = V { roots: vec![root.clone()], ..V::default() }.run(&t);
     assert_eq!(r.unwrap_err(), VerifyError::CertExpired { subject: subject_of(&root), not_after: na, now: NOW });
@@ -1317,7 +1485,10 @@ fn signer_on_crl_from_intermediate_is_cert_revoked() {
     let p = pki();
     let crl = make_crl(&p.int, "intermediate", &[&p.signer]);
     let r = V { crls: vec![crl], ..V::default() }.run(&token());
-    assert_eq!(r.unwrap_err(), VerifyError::CertRevoked { subject: subject_of(&p.signer), serial: serial_of(&p.signer) });
+    assert_eq!(
+        r.unwrap_err(),
+        VerifyError::CertRevoked { subject: subject_of(&p.signer), serial: serial_of(&p.signer) }
+    );
 }
 
 #[test]
@@ -1356,7 +1527,8 @@ fn intermediate_on_crl_from_root_is_cert_revoked() {
 
 #[test]
 fn tampered_payload_is_bad_signature() {
-    let edits: Vec<(&str, Box<dyn Fn(&mut Map<String, Value>)>)> = vec![
+    type Edit = Box<dyn Fn(&mut Map<String, Value>)>;
+    let edits: Vec<(&str, Edit)> = vec![
         ("aud", Box::new(|p| drop(p.insert("aud".into(), json!("other-product"))))),
         ("exp", Box::new(|p| drop(p.insert("exp".into(), json!(NOW + 3000 * DAY))))),
         ("features", Box::new(|p| drop(p["tka"].as_object_mut().unwrap().insert("features".into(), json!(["all"]))))),
@@ -1477,7 +1649,8 @@ fn missing_sub_iat_nbf_or_tka_is_bad_claims() {
 
 #[test]
 fn claims_of_wrong_type_are_bad_claims() {
-    for (claim, value) in [("exp", json!("tomorrow")), ("aud", json!([PRODUCT])), ("iat", json!(1.5)), ("jti", json!(7))]
+    for (claim, value) in
+        [("exp", json!("tomorrow")), ("aud", json!([PRODUCT])), ("iat", json!(1.5)), ("jti", json!(7))]
     {
         let t = resign(|_, p| drop(p.insert(claim.into(), value.clone())));
         assert!(matches!(err(&t), VerifyError::BadClaims { .. }), "{claim}");
@@ -1552,7 +1725,10 @@ fn one_replaced_nic_still_matches() {
 fn cmid_mismatch_is_wrong_machine() {
     let other = other_machine().cmid().to_string();
     let r = V { machine: Machine::Cmid(other.clone()), ..V::default() }.run(&token());
-    assert_eq!(r.unwrap_err(), VerifyError::WrongMachine { expected: other, found: machine().cmid().into(), report: None });
+    assert_eq!(
+        r.unwrap_err(),
+        VerifyError::WrongMachine { expected: other, found: machine().cmid().into(), report: None }
+    );
 }
 
 #[test]
@@ -1570,7 +1746,11 @@ fn token_without_components_binds_by_cmid() {
     assert!(verify(&t).unwrap().machine_match.is_none());
     assert_eq!(
         verify_at(&t, NOW, &other_machine()).unwrap_err(),
-        VerifyError::WrongMachine { expected: other_machine().cmid().into(), found: machine().cmid().into(), report: None }
+        VerifyError::WrongMachine {
+            expected: other_machine().cmid().into(),
+            found: machine().cmid().into(),
+            report: None
+        }
     );
 }
 
@@ -1644,10 +1824,7 @@ fn token_past_grace_is_expired() {
     let t = issue(&IssueOptions { grace_days: 7, ..Default::default() });
     let exp = exp_of(&t);
     let now = exp + 7 * DAY;
-    assert_eq!(
-        verify_at(&t, now, &machine()).unwrap_err(),
-        VerifyError::TokenExpired { exp, grace: 7 * DAY, now }
-    );
+    assert_eq!(verify_at(&t, now, &machine()).unwrap_err(), VerifyError::TokenExpired { exp, grace: 7 * DAY, now });
 }
 
 #[test]
@@ -1727,6 +1904,24 @@ fn issuing_token_that_outlives_signer_is_refused() {
         }
         other => panic!("expected TokenOutlivesSigner, got {other:?}"),
     }
+}
+
+#[test]
+#[ignore = "BUG: issuance checks only exp against the signer's notAfter, not exp + grace, so it issues a \
+            token whose promised grace period ends after its signer expires; that grace can never be honoured \
+            (verification then fails with CertExpired)"]
+fn issuing_token_whose_grace_outlives_signer_is_refused() {
+    // Signer notAfter is NOW + 335 days; exp = ISSUED + 330 days is inside it,
+    // but a 30-day grace runs to ISSUED + 360 days.
+    let na = CertInfo::parse(&pki().signer).unwrap().not_after;
+    let opts = IssueOptions { lifetime: TokenLifetime::Days(330), grace_days: 30, ..Default::default() };
+    let r = issue_token(&request(), &opts, &default_signer(), ISSUED);
+    if let Ok(t) = &r {
+        // What goes wrong if it is issued: inside the promised grace, after the signer expired.
+        let e = verify_at(&t.text, na + DAY, &machine()).unwrap_err();
+        assert!(matches!(e, VerifyError::CertExpired { .. }), "{e:?}");
+    }
+    assert!(matches!(r, Err(Error::Verify(VerifyError::TokenOutlivesSigner { .. }))), "{r:?}");
 }
 
 #[test]

@@ -1,0 +1,203 @@
+//! Plumbing shared by the commands: passphrases, machine identity, the
+//! store location, bounded input reading and file output.
+
+use crate::cli::{MachineArgs, NewKeyPassArgs, PassArgs, StoreArgs};
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use tka::issuer::{read_cert_chain, write_public};
+use tka::keys::{load_private_key, KeyProtection, Passphrase, SoftwareKey};
+use tka::machine::{IdentifyOptions, MachineIdentity};
+use tka::pki::{pem, Crl};
+use tka::store::Store;
+use tka::{Error, Result, VerifyError};
+
+pub fn protection(p: &Option<Passphrase>) -> KeyProtection<'_> {
+    match p {
+        Some(p) => KeyProtection::Passphrase(p),
+        None => KeyProtection::InsecurePlaintext,
+    }
+}
+
+pub fn env_passphrase() -> Option<Passphrase> {
+    std::env::var("TKA_PASSPHRASE").ok().filter(|s| !s.is_empty()).map(Passphrase::new)
+}
+
+/// The passphrase for new keys: file, TKA_PASSPHRASE, or a confirmed prompt;
+/// `None` only with --insecure-no-passphrase.
+pub fn new_key_passphrase(args: &NewKeyPassArgs) -> Result<Option<Passphrase>> {
+    if args.insecure_no_passphrase {
+        if args.passphrase_file.is_some() {
+            return Err(Error::Usage("--insecure-no-passphrase and --passphrase-file contradict each other".into()));
+        }
+        return Ok(None);
+    }
+    if let Some(f) = &args.passphrase_file {
+        return Passphrase::from_file(f).map(Some);
+    }
+    if let Some(p) = env_passphrase() {
+        return Ok(Some(p));
+    }
+    if std::io::stdin().is_terminal() {
+        let a = prompt("New key passphrase: ")?;
+        let b = prompt("Repeat passphrase: ")?;
+        if a.is_empty() || a != b {
+            return Err(Error::Usage("the passphrases are empty or do not match".into()));
+        }
+        return Ok(Some(Passphrase::new(a)));
+    }
+    Err(Error::Usage(
+        "no passphrase for the new key: use --passphrase-file FILE or TKA_PASSPHRASE (or --insecure-no-passphrase)"
+            .into(),
+    ))
+}
+
+pub fn prompt(label: &str) -> Result<String> {
+    rpassword::prompt_password(label).map_err(|e| Error::Usage(format!("cannot read passphrase: {e}")))
+}
+
+/// Passphrase for existing keys, asked for only when a key turns out to be encrypted.
+pub struct LazyPass<'a> {
+    args: &'a PassArgs,
+    cached: std::cell::RefCell<Option<Passphrase>>,
+}
+
+impl<'a> LazyPass<'a> {
+    pub fn new(args: &'a PassArgs) -> Self {
+        let cached = std::cell::RefCell::new(None);
+        LazyPass { args, cached }
+    }
+
+    fn known(&self) -> Result<Option<Passphrase>> {
+        if let Some(f) = &self.args.passphrase_file {
+            return Passphrase::from_file(f).map(Some);
+        }
+        Ok(env_passphrase())
+    }
+
+    pub fn retry<T>(&self, f: impl Fn(Option<&Passphrase>) -> Result<T>) -> Result<T> {
+        if self.cached.borrow().is_none() {
+            *self.cached.borrow_mut() = self.known()?;
+        }
+        match f(self.cached.borrow().as_ref()) {
+            Err(Error::PassphraseRequired { path }) if std::io::stdin().is_terminal() => {
+                let p = Passphrase::new(prompt(&format!("Passphrase for {}: ", path.display()))?);
+                let r = f(Some(&p));
+                *self.cached.borrow_mut() = Some(p);
+                r
+            }
+            other => other,
+        }
+    }
+
+    pub fn load(&self, path: &Path) -> Result<SoftwareKey> {
+        self.retry(|p| load_private_key(path, p, self.args.insecure_key_permissions))
+    }
+}
+
+pub fn identify(product: &str, args: &MachineArgs) -> Result<MachineIdentity> {
+    let mut opts = IdentifyOptions::from_env();
+    opts.explicit_id_file = args.machine_id_file.clone();
+    let id = MachineIdentity::identify(product, &opts)?;
+    if id.binds_host_hardware() {
+        for w in id.warnings() {
+            eprintln!("warning: {w}");
+        }
+    }
+    Ok(id)
+}
+
+pub fn open_store(args: &StoreArgs) -> Result<Store> {
+    let dir = match &args.store {
+        Some(d) => d.clone(),
+        None => {
+            let home = std::env::var_os("HOME").map(PathBuf::from);
+            let xdg = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
+            Store::default_dir_for(is_root(), home.as_deref(), xdg.as_deref())
+        }
+    };
+    Ok(Store::open(&dir)?)
+}
+
+pub fn is_root() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // The owner of a fresh /proc/self is our effective uid.
+        std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    }
+    #[cfg(not(unix))]
+    false
+}
+
+/// Reads a file or standard input (`-`), refusing more than `limit` bytes.
+pub fn read_input(arg: &str, limit: usize, what: &'static str) -> Result<String> {
+    let bytes = if arg == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .take(limit as u64 + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::Usage(format!("standard input: {e}")))?;
+        buf
+    } else {
+        let path = Path::new(arg);
+        match std::fs::File::open(path) {
+            Ok(f) => {
+                let mut buf = Vec::new();
+                f.take(limit as u64 + 1).read_to_end(&mut buf).map_err(|e| Error::Usage(format!("{arg}: {e}")))?;
+                buf
+            }
+            Err(e) => return Err(Error::Usage(format!("{arg}: {e}"))),
+        }
+    };
+    if bytes.len() > limit {
+        return Err(VerifyError::TooLarge { what, limit }.into());
+    }
+    String::from_utf8(bytes).map_err(|_| VerifyError::Malformed { what, detail: "not UTF-8 text".into() }.into())
+}
+
+/// A token argument: `-`, a file, or the token text itself.
+pub fn read_token_arg(arg: &str) -> Result<String> {
+    let looks_like_jws =
+        arg.len() > 20 && arg.matches('.').count() == 2 && !arg.contains('/') && !Path::new(arg).exists();
+    if looks_like_jws {
+        return Ok(arg.to_string());
+    }
+    Ok(read_input(arg, tka::jws::MAX_JWS_SIZE, "token")?.trim().to_string())
+}
+
+pub fn read_trust_path(path: &Path) -> Result<Vec<Vec<u8>>> {
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "pem" || x == "crt" || x == "der"))
+            .collect();
+        entries.sort();
+        let mut out = Vec::new();
+        for e in entries {
+            out.extend(read_cert_chain(&e)?);
+        }
+        if out.is_empty() {
+            return Err(Error::Usage(format!("{} holds no .pem, .crt or .der certificates", path.display())));
+        }
+        Ok(out)
+    } else {
+        read_cert_chain(path)
+    }
+}
+
+pub fn read_crls(path: &Path) -> Result<Vec<Crl>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    let ders = match std::str::from_utf8(&bytes) {
+        Ok(t) if t.contains("-----BEGIN") => pem::decode_all(t, "X509 CRL")?,
+        _ => vec![bytes],
+    };
+    Ok(ders.iter().map(|d| Crl::parse(d)).collect::<std::result::Result<_, _>>()?)
+}
+
+pub fn write_file(path: &Path, text: &str, force: bool) -> Result<()> {
+    if force && path.exists() {
+        std::fs::remove_file(path).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    }
+    write_public(path, text)
+}
