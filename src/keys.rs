@@ -150,7 +150,7 @@ impl SoftwareKey {
 
     /// Modulus size in bits.
     pub fn bits(&self) -> usize {
-        self.key.n_bits_precision() as usize
+        public_bits(self.key.as_public_key())
     }
 }
 
@@ -209,9 +209,10 @@ pub fn spki_der(key: &rsa::PublicKey) -> Vec<u8> {
     key.to_public_key_der().expect("an RSA public key always encodes").as_bytes().to_vec()
 }
 
-/// Modulus size of a public key in bits.
+/// Modulus size of a public key in bits: the position of its highest set
+/// bit, not the storage width (which rounds up to a multiple of 64).
 pub fn public_bits(key: &rsa::PublicKey) -> usize {
-    key.n_bits_precision() as usize
+    key.n().as_ref().bits() as usize
 }
 
 /// Verifies `sig` over `message` with `alg` (PS256 requires a 32-byte salt).

@@ -195,10 +195,13 @@ pub fn build_claims(req: &ActivationRequest, opts: &IssueOptions, signer: &CertI
         TokenLifetime::Days(d) => Some(now + i64::from(d) * crate::clock::DAY),
         TokenLifetime::Perpetual => None,
     };
+    let grace = i64::from(opts.grace_days) * crate::clock::DAY;
     if let Some(exp) = exp {
-        if exp > signer.not_after {
+        // The grace period is part of the token's life: a signer that expires
+        // during it would make the promised grace fail with CertExpired.
+        if exp + grace > signer.not_after {
             return Err(Error::Verify(VerifyError::TokenOutlivesSigner {
-                exp: Some(exp),
+                exp: Some(exp + grace),
                 signer_not_after: signer.not_after,
             }));
         }
@@ -224,7 +227,7 @@ pub fn build_claims(req: &ActivationRequest, opts: &IssueOptions, signer: &CertI
             components: req.components.clone(),
             match_rule,
             renew_after: exp.map(|e| now + (e - now) * 2 / 3),
-            grace: i64::from(opts.grace_days) * crate::clock::DAY,
+            grace,
         },
     })
 }

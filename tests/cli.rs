@@ -819,10 +819,11 @@ fn trust_add_with_wrong_fingerprint_is_refused() {
     s.issuer("home");
     let before = s.snapshot("store");
     let r = s.tka(&["trust", "add", "home/root.pem", "--fingerprint", &"ab".repeat(32)]);
-    assert_fails(&r, 1, "certificate chain does not lead to a trusted root");
+    // The wording is under review (see the ignored test below); the verdict and the two fingerprints are not.
+    assert_fails(&r, 1, "");
     assert!(r.2.contains(&format!("is not the expected {}", "ab".repeat(32))), "{r:?}");
     let after = s.snapshot("store");
-    assert!(after.values().all(|v| v.as_ref().map_or(true, |b| !b.starts_with(b"-----BEGIN"))), "no root stored");
+    assert!(after.values().all(|v| v.as_ref().is_none_or(|b| !b.starts_with(b"-----BEGIN"))), "no root stored");
     // The store may have been created by open, but holds no root.
     if !before.is_empty() {
         assert_eq!(after, before);
@@ -840,6 +841,19 @@ fn trust_add_with_wrong_fingerprint_is_refused() {
     let colons: Vec<String> = fp.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).to_uppercase()).collect();
     s.ok(&["trust", "add", "home/root.pem", "--fingerprint", &colons.join(":")]);
     assert!(s.ok(&["trust", "list"]).starts_with(&fp));
+}
+
+#[test]
+#[ignore = "BUG: trust add --fingerprint mismatch reports `certificate chain does not lead to a trusted root` and hints `tka trust add ROOT.pem`, the very command that failed"]
+fn trust_add_fingerprint_mismatch_says_what_is_wrong() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    let r = s.tka(&["trust", "add", "home/root.pem", "--fingerprint", &"ab".repeat(32)]);
+    assert_eq!(r.0, 1, "{r:?}");
+    let first = r.2.lines().next().unwrap_or("");
+    assert!(first.starts_with("error: ") && first.contains("fingerprint"), "{r:?}");
+    assert!(!first.contains("certificate chain"), "not a chain problem: {r:?}");
+    assert!(!r.2.contains("tka trust add"), "the hint sends the user back to the command that failed: {r:?}");
 }
 
 #[test]
@@ -957,6 +971,7 @@ fn verify_json_on_a_bad_token_reports_the_kind() {
         assert_eq!(j["valid"], false, "{j}");
         assert_eq!(j["kind"], kind, "{j}");
         assert!(j["error"].as_str().is_some_and(|e| !e.is_empty()), "{j}");
+        assert!(!r.2.contains("error:"), "--json reports the verdict on stdout only: {r:?}");
     }
 }
 

@@ -190,13 +190,15 @@ fn build_path(given: Vec<CertInfo>, anchors: &TrustAnchors) -> Result<Vec<CertIn
         // A trusted root included in the chain ends it.
         if anchors.roots.iter().any(|r| r.der == cert.der) && !path.is_empty() {
             path.push(cert);
-            return Ok(path);
+            return finish(path, iter.next());
         }
         if let Some(root) = anchors.roots.iter().find(|r| r.subject_raw == cert.issuer_raw && signature_ok(&cert, r)) {
             let root = root.clone();
             path.push(cert);
+            // x5c may repeat the root that issued the last certificate, nothing else.
+            let rest = iter.next().filter(|next| next.der != root.der);
             path.push(root);
-            return Ok(path);
+            return finish(path, rest.or_else(|| iter.next()));
         }
         match iter.peek() {
             Some(next) => {
@@ -231,6 +233,18 @@ pub fn check_root(cert: &CertInfo) -> Result<(), VerifyError> {
     check_key_size(cert)?;
     check_critical_extensions(cert)?;
     check_signature(cert, cert)
+}
+
+/// RFC 7515 §4.1.6: every certificate in `x5c` certifies the one before it;
+/// nothing may follow the end of the path.
+fn finish(path: Vec<CertInfo>, extra: Option<CertInfo>) -> Result<Vec<CertInfo>, VerifyError> {
+    match extra {
+        None => Ok(path),
+        Some(c) => Err(VerifyError::BadCertificate {
+            subject: c.subject,
+            detail: "x5c continues past the trusted root; each certificate must certify the one before it".into(),
+        }),
+    }
 }
 
 fn signature_ok(cert: &CertInfo, issuer: &CertInfo) -> bool {
