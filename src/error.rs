@@ -217,6 +217,15 @@ pub enum VerifyError {
         /// Sequence offered.
         offered: u64,
     },
+    /// A certificate's SHA-256 fingerprint is not the one the user expected.
+    FingerprintMismatch {
+        /// The certificate.
+        subject: String,
+        /// The fingerprint expected (lowercase hex).
+        expected: String,
+        /// The certificate's fingerprint.
+        found: String,
+    },
     /// The product has no activation on this machine.
     NotActivated {
         /// The product.
@@ -327,6 +336,9 @@ impl fmt::Display for VerifyError {
                 f,
                 "revocation list sequence {offered} is older than the installed {installed}: refusing rollback"
             ),
+            FingerprintMismatch { subject, expected, found } => {
+                write!(f, "fingerprint mismatch for {subject}: expected {expected}, the certificate's is {found}")
+            }
             NotActivated { product } => write!(f, "{product} is not activated on this machine"),
         }
     }
@@ -396,7 +408,7 @@ impl Error {
     /// A hint on what to do about the error, if there is a useful one.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            Error::Exists { .. } => Some("pass --force to replace it, or choose another path"),
+            Error::Exists { .. } => Some("choose another path, or replace it with --force where the command offers it"),
             Error::PassphraseRequired { .. } => {
                 Some("give the passphrase with --passphrase-file FILE or TKA_PASSPHRASE, or run on a terminal")
             }

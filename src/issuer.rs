@@ -97,7 +97,10 @@ impl IssuerHome {
         if existed {
             let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
             if entries.next().is_some() {
-                return Err(Error::Exists { path: dir.into() });
+                return Err(Error::Usage(format!(
+                    "{} is not empty: an issuer home is created in a new or empty directory",
+                    dir.display()
+                )));
             }
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

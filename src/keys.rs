@@ -212,7 +212,7 @@ pub fn spki_der(key: &rsa::PublicKey) -> Vec<u8> {
 /// Modulus size of a public key in bits: the position of its highest set
 /// bit, not the storage width (which rounds up to a multiple of 64).
 pub fn public_bits(key: &rsa::PublicKey) -> usize {
-    key.n().as_ref().bits() as usize
+    key.n().as_ref().bit_width() as usize
 }
 
 /// Verifies `sig` over `message` with `alg` (PS256 requires a 32-byte salt).

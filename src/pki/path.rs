@@ -189,16 +189,16 @@ fn build_path(given: Vec<CertInfo>, anchors: &TrustAnchors) -> Result<Vec<CertIn
     while let Some(cert) = iter.next() {
         // A trusted root included in the chain ends it.
         if anchors.roots.iter().any(|r| r.der == cert.der) && !path.is_empty() {
+            check_rest_certifies(&cert, iter)?;
             path.push(cert);
-            return finish(path, iter.next());
+            return Ok(path);
         }
         if let Some(root) = anchors.roots.iter().find(|r| r.subject_raw == cert.issuer_raw && signature_ok(&cert, r)) {
             let root = root.clone();
+            check_rest_certifies(&cert, iter)?;
             path.push(cert);
-            // x5c may repeat the root that issued the last certificate, nothing else.
-            let rest = iter.next().filter(|next| next.der != root.der);
             path.push(root);
-            return finish(path, rest.or_else(|| iter.next()));
+            return Ok(path);
         }
         match iter.peek() {
             Some(next) => {
@@ -220,6 +220,27 @@ fn build_path(given: Vec<CertInfo>, anchors: &TrustAnchors) -> Result<Vec<CertIn
     Err(VerifyError::MissingChain)
 }
 
+/// RFC 7515 §4.1.6: every certificate in `x5c` certifies the one before it,
+/// also past the point where the path reached a trusted root. What may
+/// follow is therefore the root itself or another certificate for the same
+/// CA (such as a cross-certificate during a root rollover), never an
+/// unrelated certificate.
+fn check_rest_certifies(last: &CertInfo, rest: impl Iterator<Item = CertInfo>) -> Result<(), VerifyError> {
+    let mut prev = last.clone();
+    for c in rest {
+        if c.subject_raw != prev.issuer_raw || !signature_ok(&prev, &c) {
+            return Err(VerifyError::BadCertificate {
+                subject: c.subject,
+                detail:
+                    "x5c continues past the trusted root with a certificate that does not certify the one before it"
+                        .into(),
+            });
+        }
+        prev = c;
+    }
+    Ok(())
+}
+
 /// A certificate offered as a trust anchor is a self-signed CA whose
 /// signature verifies with its own key and whose key is strong enough.
 pub fn check_root(cert: &CertInfo) -> Result<(), VerifyError> {
@@ -233,18 +254,6 @@ pub fn check_root(cert: &CertInfo) -> Result<(), VerifyError> {
     check_key_size(cert)?;
     check_critical_extensions(cert)?;
     check_signature(cert, cert)
-}
-
-/// RFC 7515 §4.1.6: every certificate in `x5c` certifies the one before it;
-/// nothing may follow the end of the path.
-fn finish(path: Vec<CertInfo>, extra: Option<CertInfo>) -> Result<Vec<CertInfo>, VerifyError> {
-    match extra {
-        None => Ok(path),
-        Some(c) => Err(VerifyError::BadCertificate {
-            subject: c.subject,
-            detail: "x5c continues past the trusted root; each certificate must certify the one before it".into(),
-        }),
-    }
 }
 
 fn signature_ok(cert: &CertInfo, issuer: &CertInfo) -> bool {

@@ -70,7 +70,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
                     write_file(&path, &body, force)?;
                     say(format!("request: {}", path.display()));
                 }
-                None => print!("{body}"),
+                None => say(body.trim_end()),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -382,11 +382,10 @@ fn run_trust(cmd: TrustCmd) -> Result<ExitCode> {
             if let Some(expected) = fingerprint {
                 let want = expected.replace(':', "").to_ascii_lowercase();
                 if want != info.fingerprint {
-                    return Err(VerifyError::UntrustedRoot {
-                        issuer: format!(
-                            "{} (fingerprint {} is not the expected {want})",
-                            info.subject, info.fingerprint
-                        ),
+                    return Err(VerifyError::FingerprintMismatch {
+                        subject: info.subject.clone(),
+                        expected: want,
+                        found: info.fingerprint.clone(),
                     }
                     .into());
                 }
