@@ -52,10 +52,17 @@ fn b64url_decode(part: &str, what: &'static str) -> Result<Vec<u8>, VerifyError>
     B64URL.decode(part).map_err(|e| malformed(what, format!("not base64url: {e}")))
 }
 
-/// Step 1 and 2: decodes `text` and checks the header. `expected_typ` is
-/// [`TOKEN_TYP`] or [`REVOCATION_TYP`].
-pub fn decode(text: &str, expected_typ: &'static str) -> Result<DecodedJws, VerifyError> {
-    // Step 1: bound, split, decode.
+/// The three parts of a JWS compact serialization, decoded.
+struct Compact {
+    header: Map<String, Value>,
+    payload: Vec<u8>,
+    signature: Vec<u8>,
+    signing_input: Vec<u8>,
+}
+
+/// Step 1: bounded size, exactly three parts, strict base64url, and a
+/// header that is a strict JSON object. The payload stays bytes.
+fn split_compact(text: &str) -> Result<Compact, VerifyError> {
     if text.len() > MAX_JWS_SIZE {
         return Err(VerifyError::TooLarge { what: "token", limit: MAX_JWS_SIZE });
     }
@@ -68,13 +75,23 @@ pub fn decode(text: &str, expected_typ: &'static str) -> Result<DecodedJws, Veri
         ));
     }
     let header_bytes = b64url_decode(parts[0], "token header")?;
-    let payload_bytes = b64url_decode(parts[1], "token payload")?;
+    let payload = b64url_decode(parts[1], "token payload")?;
     let signature = b64url_decode(parts[2], "token signature")?;
     let header = match json::parse(&header_bytes, "token header")? {
         Value::Object(m) => m,
         _ => return Err(malformed("token header", "not a JSON object")),
     };
-    let payload = json::parse(&payload_bytes, "token payload")?;
+    let signing_input = format!("{}.{}", parts[0], parts[1]).into_bytes();
+    Ok(Compact { header, payload, signature, signing_input })
+}
+
+/// Step 1 and 2: decodes `text` and checks the header. `expected_typ` is
+/// [`TOKEN_TYP`] or [`REVOCATION_TYP`].
+pub fn decode(text: &str, expected_typ: &'static str) -> Result<DecodedJws, VerifyError> {
+    // Step 1: bound, split, decode.
+    let parts = split_compact(text)?;
+    let payload = json::parse(&parts.payload, "token payload")?;
+    let header = parts.header;
 
     // Step 2: header.
     let alg = check_alg(&header)?;
@@ -87,8 +104,7 @@ pub fn decode(text: &str, expected_typ: &'static str) -> Result<DecodedJws, Veri
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(malformed("token header", "kid is not a string")),
     };
-    let signing_input = format!("{}.{}", parts[0], parts[1]).into_bytes();
-    Ok(DecodedJws { header, payload, alg, x5c, kid, signing_input, signature })
+    Ok(DecodedJws { header, payload, alg, x5c, kid, signing_input: parts.signing_input, signature: parts.signature })
 }
 
 /// RFC 8725 §3.1: the algorithm comes from an allow-list, never from the
@@ -203,32 +219,14 @@ pub fn verify_compact_with_key(
     key: &rsa::PublicKey,
     alg: SignatureAlgorithm,
 ) -> Result<Vec<u8>, VerifyError> {
-    if text.len() > MAX_JWS_SIZE {
-        return Err(VerifyError::TooLarge { what: "token", limit: MAX_JWS_SIZE });
-    }
-    let text = text.trim_end_matches(['\n', '\r']);
-    let parts: Vec<&str> = text.split('.').collect();
-    if parts.len() != 3 {
-        return Err(malformed(
-            "token",
-            format!("expected 3 dot-separated parts (JWS compact form), found {}", parts.len()),
-        ));
-    }
-    let header_bytes = b64url_decode(parts[0], "token header")?;
-    let payload = b64url_decode(parts[1], "token payload")?;
-    let signature = b64url_decode(parts[2], "token signature")?;
-    let header = match json::parse(&header_bytes, "token header")? {
-        Value::Object(m) => m,
-        _ => return Err(malformed("token header", "not a JSON object")),
-    };
+    let Compact { header, payload, signature, signing_input } = split_compact(text)?;
     let found = check_alg(&header)?;
     if found != alg {
         return Err(VerifyError::AlgorithmNotAllowed { alg: found.jws_name().into() });
     }
     check_no_key_headers(&header)?;
     check_crit(&header)?;
-    let signing_input = format!("{}.{}", parts[0], parts[1]);
-    if crate::keys::verify_signature(key, alg, signing_input.as_bytes(), &signature) {
+    if crate::keys::verify_signature(key, alg, &signing_input, &signature) {
         Ok(payload)
     } else {
         Err(VerifyError::BadSignature)
