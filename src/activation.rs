@@ -33,7 +33,7 @@ impl TrustData {
         let roots: Vec<Vec<u8>> = store.roots()?.into_iter().map(|r| r.der).collect();
         let anchors = TrustAnchors::from_der(&roots)?;
         let crls = store.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
-        let revoked_serials = crate::revocation::installed_revoked_serials(store, &anchors)?;
+        let revoked_serials = crate::revocation::verified_revoked_serials(store, &anchors)?;
         Ok(TrustData { anchors, crls, revoked_serials })
     }
 }

@@ -226,6 +226,25 @@ pub enum VerifyError {
         /// The certificate's fingerprint.
         found: String,
     },
+    /// A CRL or token revocation list is not acceptable: not signed by a
+    /// CA or signer this machine can chain to a trusted root, issued in the
+    /// future, or otherwise unusable.
+    RevocationNotTrusted {
+        /// `CRL` or `token revocation list`.
+        what: &'static str,
+        /// What was checked and found.
+        detail: String,
+    },
+    /// A CRL or token revocation list is past its next-update time and the
+    /// caller asked for fresh revocation data (`--require-fresh`).
+    RevocationStale {
+        /// `CRL` or `token revocation list`, and whose.
+        what: String,
+        /// Its next-update time.
+        next_update: i64,
+        /// The time of the check.
+        now: i64,
+    },
     /// The product has no activation on this machine.
     NotActivated {
         /// The product.
@@ -339,6 +358,13 @@ impl fmt::Display for VerifyError {
             FingerprintMismatch { subject, expected, found } => {
                 write!(f, "fingerprint mismatch for {subject}: expected {expected}, the certificate's is {found}")
             }
+            RevocationNotTrusted { what, detail } => write!(f, "{what} refused: {detail}"),
+            RevocationStale { what, next_update, now } => write!(
+                f,
+                "{what} is stale: its next update was due {}, now is {}",
+                rfc3339(*next_update),
+                rfc3339(*now)
+            ),
             NotActivated { product } => write!(f, "{product} is not activated on this machine"),
         }
     }

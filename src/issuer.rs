@@ -80,6 +80,11 @@ pub struct IssuerConfig {
     pub signer_key: PathBuf,
     /// Default token lifetime, days.
     pub token_days: u32,
+    /// Cross-certificate (the current root's subject and key, signed by the
+    /// previous root), appended to the x5c chain after a root rotation so
+    /// machines that still trust only the previous root verify new tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_cert: Option<PathBuf>,
 }
 
 /// An opened issuer home.
@@ -180,6 +185,7 @@ impl IssuerHome {
             signer_cert: "signer.pem".into(),
             signer_key: "signer.key".into(),
             token_days: 180,
+            cross_cert: None,
         };
         save_private_key(&dir.join(&config.root_key), &root_key, protection, false)?;
         save_private_key(&dir.join(&config.ca_key), &ca_key, protection, false)?;
@@ -244,7 +250,32 @@ impl IssuerHome {
         let key = load_private_key(&self.path(&self.config.signer_key), passphrase, allow_insecure_permissions)?;
         let mut chain = read_cert_chain(&self.path(&self.config.signer_cert))?;
         chain.extend(read_cert_chain(&self.path(&self.config.ca_cert))?);
+        if let Some(cross) = &self.config.cross_cert {
+            chain.extend(read_cert_chain(&self.path(cross))?);
+        }
         TokenSigner::new(Box::new(key), chain)
+    }
+
+    /// The x5c chain tokens carry (DER): signer, issuing CA, and the
+    /// cross-certificate when there is one. Reads certificates only.
+    pub fn token_chain(&self) -> Result<Vec<Vec<u8>>> {
+        let mut chain = read_cert_chain(&self.path(&self.config.signer_cert))?;
+        chain.truncate(1);
+        chain.extend(read_cert_chain(&self.path(&self.config.ca_cert))?);
+        if let Some(cross) = &self.config.cross_cert {
+            chain.extend(read_cert_chain(&self.path(cross))?);
+        }
+        Ok(chain)
+    }
+
+    /// Replaces `tka-issuer.json` atomically (temp file, fsync, rename):
+    /// a reader sees the old configuration or the new one, never a mix.
+    pub fn save_config(&mut self, config: IssuerConfig) -> Result<()> {
+        let path = self.dir.join(CONFIG_FILE);
+        let json = serde_json::to_string_pretty(&config).expect("config serializes") + "\n";
+        fsutil::write_atomic(&path, json.as_bytes(), 0o644, Overwrite::Replace).map_err(|e| Error::io(&path, e))?;
+        self.config = config;
+        Ok(())
     }
 }
 

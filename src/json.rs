@@ -58,7 +58,10 @@ impl<'de> Visitor<'de> for StrictVisitor {
         while let Some(k) = map.next_key::<String>()? {
             let Strict(v) = map.next_value()?;
             if m.contains_key(&k) {
-                return Err(de::Error::custom(format!("{DUP_PREFIX}{k}")));
+                // The key is JSON-quoted: serde_json parses a trailing "at line L column C"
+                // out of custom messages, which a bare key could spell.
+                let quoted = serde_json::to_string(&k).unwrap_or_default();
+                return Err(de::Error::custom(format!("{DUP_PREFIX}{quoted}")));
             }
             m.insert(k, v);
         }
@@ -75,8 +78,12 @@ pub fn parse(bytes: &[u8], what: &'static str) -> Result<Value, VerifyError> {
         Err(e) => {
             let msg = e.to_string();
             return Err(match msg.strip_prefix(DUP_PREFIX) {
+                // `"<key>" at line L column C`; the quoted key may itself contain " at line ".
                 Some(rest) => {
-                    VerifyError::DuplicateKey { key: rest.split(" at line").next().unwrap_or(rest).to_string() }
+                    let quoted = rest.rsplit_once(" at line ").map_or(rest, |(key, _)| key);
+                    VerifyError::DuplicateKey {
+                        key: serde_json::from_str(quoted).unwrap_or_else(|_| quoted.to_string()),
+                    }
                 }
                 None => VerifyError::Malformed { what, detail: format!("invalid JSON: {msg}") },
             });

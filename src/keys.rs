@@ -99,8 +99,16 @@ pub enum KeyProtection<'a> {
 }
 
 /// An RSA private key held in memory.
+///
+/// With the `aws-lc` feature (on by default) signatures are made by
+/// aws-lc-rs from a key pair built once when the key is loaded or generated;
+/// the `rsa` crate's key still provides [`Signer::public_key`] and PKCS#8
+/// encoding. Without the feature (or for a key aws-lc-rs does not accept,
+/// such as one under 2048 bits) the `rsa` crate signs: a pure-Rust build.
 pub struct SoftwareKey {
     key: rsa::PrivateKey,
+    #[cfg(feature = "aws-lc")]
+    fast: Option<aws_lc_rs::signature::RsaKeyPair>,
 }
 
 impl std::fmt::Debug for SoftwareKey {
@@ -117,7 +125,39 @@ impl SoftwareKey {
         }
         let mut rng = getrandom::SysRng;
         let key = rsa::PrivateKey::new(&mut rng, bits).map_err(|e| Error::format("RSA key generation", e))?;
-        Ok(SoftwareKey { key })
+        Ok(Self::wrap(key))
+    }
+
+    /// Pairs the `rsa` crate key with its aws-lc-rs signing key (built once).
+    fn wrap(key: rsa::PrivateKey) -> Self {
+        #[cfg(feature = "aws-lc")]
+        {
+            let fast = key
+                .to_pkcs8_der()
+                .ok()
+                .and_then(|der| aws_lc_rs::signature::RsaKeyPair::from_pkcs8(der.as_bytes()).ok());
+            SoftwareKey { key, fast }
+        }
+        #[cfg(not(feature = "aws-lc"))]
+        SoftwareKey { key }
+    }
+
+    /// Which implementation makes this key's signatures: `"aws-lc-rs"` or `"rsa"`.
+    pub fn backend(&self) -> &'static str {
+        #[cfg(feature = "aws-lc")]
+        if self.fast.is_some() {
+            return "aws-lc-rs";
+        }
+        "rsa"
+    }
+
+    /// Signs with the pure-Rust `rsa` crate, whatever the backend.
+    pub fn sign_with_rsa_crate(&self, alg: SignatureAlgorithm, message: &[u8]) -> Result<Vec<u8>> {
+        match alg {
+            SignatureAlgorithm::Ps256 => self.key.pss_sign::<Sha256>(message),
+            SignatureAlgorithm::Rs256 => self.key.pkcs1v15_sign::<Sha256>(message),
+        }
+        .map_err(|e| Error::format("RSA signature", e))
     }
 
     /// Parses a PKCS#8 PEM key; `path` only names it in errors.
@@ -136,7 +176,7 @@ impl SoftwareKey {
                 "not a PKCS#8 PEM private key (expected BEGIN PRIVATE KEY or BEGIN ENCRYPTED PRIVATE KEY)",
             ));
         };
-        Ok(SoftwareKey { key })
+        Ok(Self::wrap(key))
     }
 
     /// Serializes the key as PKCS#8 PEM, encrypted unless plaintext is asked for.
@@ -160,11 +200,20 @@ impl Signer for SoftwareKey {
     }
 
     fn sign(&self, alg: SignatureAlgorithm, message: &[u8]) -> Result<Vec<u8>> {
-        match alg {
-            SignatureAlgorithm::Ps256 => self.key.pss_sign::<Sha256>(message),
-            SignatureAlgorithm::Rs256 => self.key.pkcs1v15_sign::<Sha256>(message),
+        #[cfg(feature = "aws-lc")]
+        if let Some(fast) = &self.fast {
+            use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RSA_PSS_SHA256};
+            let encoding: &'static dyn aws_lc_rs::signature::RsaEncoding = match alg {
+                SignatureAlgorithm::Ps256 => &RSA_PSS_SHA256,
+                SignatureAlgorithm::Rs256 => &RSA_PKCS1_SHA256,
+            };
+            let mut sig = vec![0u8; fast.public_modulus_len()];
+            let rng = aws_lc_rs::rand::SystemRandom::new();
+            fast.sign(encoding, &rng, message, &mut sig)
+                .map_err(|_| Error::format("RSA signature", "aws-lc-rs failed to sign"))?;
+            return Ok(sig);
         }
-        .map_err(|e| Error::format("RSA signature", e))
+        self.sign_with_rsa_crate(alg, message)
     }
 }
 
@@ -220,5 +269,60 @@ pub fn verify_signature(key: &rsa::PublicKey, alg: SignatureAlgorithm, message: 
     match alg {
         SignatureAlgorithm::Ps256 => key.pss_verify::<Sha256>(message, sig).is_ok(),
         SignatureAlgorithm::Rs256 => key.pkcs1v15_verify::<Sha256>(message, sig).is_ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_key(name: &str) -> SoftwareKey {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("certs/test/{name}.key"));
+        SoftwareKey::from_pkcs8_pem(&std::fs::read_to_string(&path).unwrap(), None, &path).unwrap()
+    }
+
+    #[test]
+    fn signatures_verify_with_the_rsa_crate_for_both_algorithms() {
+        let key = test_key("signer");
+        #[cfg(feature = "aws-lc")]
+        assert_eq!(key.backend(), "aws-lc-rs");
+        #[cfg(not(feature = "aws-lc"))]
+        assert_eq!(key.backend(), "rsa");
+        let msg = b"eyJhbGciOiJQUzI1NiJ9.eyJqdGkiOiIxIn0";
+        for alg in [SignatureAlgorithm::Ps256, SignatureAlgorithm::Rs256] {
+            let sig = key.sign(alg, msg).unwrap();
+            assert_eq!(sig.len(), 256);
+            assert!(verify_signature(key.public_key(), alg, msg, &sig), "{alg:?} does not verify");
+            assert!(!verify_signature(key.public_key(), alg, b"other message", &sig));
+            let other =
+                if alg == SignatureAlgorithm::Ps256 { SignatureAlgorithm::Rs256 } else { SignatureAlgorithm::Ps256 };
+            assert!(!verify_signature(key.public_key(), other, msg, &sig), "{alg:?} verifies as {other:?}");
+        }
+    }
+
+    #[test]
+    fn rs256_is_deterministic_and_equal_across_backends() {
+        let key = test_key("signer");
+        let msg = b"same message";
+        let a = key.sign(SignatureAlgorithm::Rs256, msg).unwrap();
+        let b = key.sign_with_rsa_crate(SignatureAlgorithm::Rs256, msg).unwrap();
+        assert_eq!(a, b, "PKCS#1 v1.5 signatures are deterministic: both backends must agree");
+    }
+
+    #[test]
+    fn small_keys_fall_back_to_the_rsa_crate() {
+        let key = test_key("weak1024");
+        assert_eq!(key.backend(), "rsa");
+        let sig = key.sign(SignatureAlgorithm::Ps256, b"m").unwrap();
+        assert!(verify_signature(key.public_key(), SignatureAlgorithm::Ps256, b"m", &sig));
+    }
+
+    #[test]
+    fn generated_keys_sign_with_the_fast_backend() {
+        let key = SoftwareKey::generate(2048).unwrap();
+        #[cfg(feature = "aws-lc")]
+        assert_eq!(key.backend(), "aws-lc-rs");
+        let sig = key.sign(SignatureAlgorithm::Ps256, b"m").unwrap();
+        assert!(verify_signature(key.public_key(), SignatureAlgorithm::Ps256, b"m", &sig));
     }
 }

@@ -68,10 +68,13 @@ pub mod issuer;
 mod json;
 pub mod jws;
 pub mod keys;
+#[cfg(feature = "issuer")]
+pub mod ledger;
 pub mod machine;
 pub mod pki;
 pub mod request;
 pub mod revocation;
+pub mod rotation;
 pub mod store;
 pub mod token;
 pub mod verify;

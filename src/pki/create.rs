@@ -29,6 +29,10 @@ pub enum CertKind {
     Intermediate,
     /// Token signer (leaf): CA:FALSE, digitalSignature, the tka token-signing EKU.
     Signer,
+    /// Cross-certificate for a root rollover: a new root's subject and key,
+    /// signed by an existing (old) root. Same profile as a root (CA:TRUE, no
+    /// pathLen, keyCertSign + cRLSign), but issued by another CA.
+    Cross,
 }
 
 /// Default lifetimes, days.
@@ -66,7 +70,57 @@ pub fn create_certificate(
     issuer_key: &dyn Signer,
 ) -> Result<Vec<u8>> {
     let subject = parse_name(req.subject)?;
-    let subject_spki = spki_der(subject_key);
+    build_certificate(req.kind, subject, spki_der(subject_key), req.not_before, req.not_after, issuer, issuer_key)
+}
+
+/// Re-issues `old` (an issuing CA or a token signer) under `issuer`: same
+/// subject (byte for byte, so certificates it issued keep chaining) and
+/// profile, a new serial and the validity given. `new_key` is `None` to
+/// renew (keep the public key) or the new public key to rekey.
+pub fn reissue_certificate(
+    old: &CertInfo,
+    new_key: Option<&rsa::PublicKey>,
+    issuer: &CertInfo,
+    issuer_key: &dyn Signer,
+    not_before: i64,
+    not_after: i64,
+) -> Result<Vec<u8>> {
+    let kind = if old.is_self_issued() {
+        return Err(Error::Usage(format!(
+            "{} is a root certificate: roots are rotated with `tka issuer rotate-root` (new root, cross-signed)",
+            old.subject
+        )));
+    } else if old.is_ca {
+        CertKind::Intermediate
+    } else if old.has_signer_eku() {
+        CertKind::Signer
+    } else {
+        return Err(Error::Usage(format!("{} is neither an issuing CA nor a tka token signer", old.subject)));
+    };
+    let subject = Name::from_der(&old.subject_raw).map_err(|e| Error::format("subject name", e))?;
+    let spki = match new_key {
+        Some(k) => {
+            let spki = spki_der(k);
+            if spki == old.spki_der {
+                return Err(Error::Usage("rekey needs a new key: this is the certificate's current key".into()));
+            }
+            spki
+        }
+        None => old.spki_der.clone(),
+    };
+    build_certificate(kind, subject, spki, not_before, not_after, Some(issuer), issuer_key)
+}
+
+fn build_certificate(
+    kind: CertKind,
+    subject: Name,
+    subject_spki: Vec<u8>,
+    not_before: i64,
+    not_after: i64,
+    issuer: Option<&CertInfo>,
+    issuer_key: &dyn Signer,
+) -> Result<Vec<u8>> {
+    let req = CertRequest { kind, subject: "", not_before, not_after };
     if req.not_after <= req.not_before {
         return Err(Error::Usage("certificate validity must be at least one second".into()));
     }
@@ -84,13 +138,16 @@ pub fn create_certificate(
             if req.kind == CertKind::Root {
                 return Err(Error::Usage("a root certificate cannot have an issuer".into()));
             }
+            if req.kind == CertKind::Cross && !ca.is_self_issued() {
+                return Err(Error::Usage(format!("a cross-certificate is signed by a root, not by {}", ca.subject)));
+            }
             if !ca.is_ca || ca.key_usage.is_some_and(|(_, cert_sign, _)| !cert_sign) {
                 return Err(Error::Refused(format!(
                     "{} is not a CA certificate that may sign certificates",
                     ca.subject
                 )));
             }
-            if ca.path_len == Some(0) && req.kind == CertKind::Intermediate {
+            if ca.path_len == Some(0) && matches!(req.kind, CertKind::Intermediate | CertKind::Cross) {
                 return Err(Error::Refused(format!("{} has pathLen 0 and may not sign another CA", ca.subject)));
             }
             if spki_der(issuer_key.public_key()) != ca.spki_der {
@@ -193,7 +250,7 @@ impl BuilderProfile for TkaProfile {
         let aki = key_identifier(&self.issuer_spki).map_err(|_| der::Error::from(der::ErrorKind::Failed))?;
         let mut exts = Vec::new();
         let (bc, ku) = match self.kind {
-            CertKind::Root => {
+            CertKind::Root | CertKind::Cross => {
                 (BasicConstraints { ca: true, path_len_constraint: None }, KeyUsages::KeyCertSign | KeyUsages::CRLSign)
             }
             CertKind::Intermediate => (

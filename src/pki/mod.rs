@@ -3,11 +3,16 @@
 
 mod cert;
 mod create;
+mod crl;
 mod path;
 pub mod pem;
 
 pub use cert::{sha256_hex, CertInfo, MAX_CERT_SIZE, TKA_TOKEN_SIGNING_EKU};
-pub use create::{create_certificate, lifetimes, parse_name, CertKind, CertRequest};
+pub use create::{create_certificate, lifetimes, parse_name, reissue_certificate, CertKind, CertRequest};
 #[allow(unused_imports)]
 pub(crate) use create::{key_identifier, random_serial, sign_with_builder, to_der, unix_to_time};
-pub use path::{check_root, validate_path, Crl, LeafRole, TrustAnchors, ValidatedPath, MAX_CHAIN_LEN, MIN_RSA_BITS};
+pub use crl::{create_crl, normalize_serial, CrlEntry, CrlParams, RevocationReason};
+pub use path::{
+    check_cross_certificate, check_root, validate_path, Crl, LeafRole, TrustAnchors, ValidatedPath, MAX_CHAIN_LEN,
+    MIN_RSA_BITS,
+};

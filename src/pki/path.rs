@@ -90,6 +90,11 @@ impl Crl {
         })
     }
 
+    /// Whether the CRL is past its nextUpdate at `now` (a CRL without one never is).
+    pub fn is_stale(&self, now: i64) -> bool {
+        self.next_update.is_some_and(|n| now > n)
+    }
+
     /// Whether `issuer` (a CA certificate) signed this CRL.
     pub fn is_signed_by(&self, issuer: &CertInfo) -> bool {
         if issuer.subject_raw != self.issuer_raw {
@@ -254,6 +259,38 @@ pub fn check_root(cert: &CertInfo) -> Result<(), VerifyError> {
     check_key_size(cert)?;
     check_critical_extensions(cert)?;
     check_signature(cert, cert)
+}
+
+/// A cross-certificate offered to introduce `new_root` on a machine (a
+/// root rollover, as ISRG introduced its root): `cross` carries exactly
+/// `new_root`'s subject and public key, is a CA, and validates at `now` to a
+/// root the machine already trusts (signature, validity, CA constraints,
+/// CRLs). `new_root` itself must be a proper self-signed root. Returns the
+/// validated path of the cross-certificate (cross first, trusted root last).
+pub fn check_cross_certificate(
+    new_root: &CertInfo,
+    cross: &CertInfo,
+    anchors: &TrustAnchors,
+    now: i64,
+    crls: &[Crl],
+) -> Result<ValidatedPath, VerifyError> {
+    check_root(new_root)?;
+    if cross.subject_raw != new_root.subject_raw || cross.spki_der != new_root.spki_der {
+        return Err(VerifyError::BadCertificate {
+            subject: cross.subject.clone(),
+            detail: format!(
+                "is not a cross-certificate for {}: it must carry the new root's exact subject and public key",
+                new_root.subject
+            ),
+        });
+    }
+    if cross.is_self_issued() {
+        return Err(VerifyError::BadCertificate {
+            subject: cross.subject.clone(),
+            detail: "is self-issued: a cross-certificate is signed by a root the machine already trusts".into(),
+        });
+    }
+    validate_path(std::slice::from_ref(&cross.der), anchors, now, crls, LeafRole::Ca)
 }
 
 fn signature_ok(cert: &CertInfo, issuer: &CertInfo) -> bool {

@@ -46,6 +46,21 @@ pub enum Command {
     /// Manage the roots this machine trusts
     #[command(subcommand)]
     Trust(TrustCmd),
+    /// Inspect certificates and decide when to renew them
+    #[command(subcommand)]
+    Cert(CertCmd),
+    /// Create X.509 certificate revocation lists (CRLs)
+    #[command(subcommand)]
+    Crl(CrlCmd),
+    /// Create token revocation lists; import revocation data on a machine
+    #[command(subcommand)]
+    Revocations(RevocationsCmd),
+    /// Counted entitlements in the issuer ledger (machines a product may activate)
+    #[command(subcommand)]
+    Entitlement(EntitlementCmd),
+    /// The issuer ledger: issued tokens, releases, revocations
+    #[command(subcommand)]
+    Ledger(LedgerCmd),
     /// Verify a token for this machine and install it
     #[command(
         after_help = "EXAMPLES:\n  tka activate token.jws\n  tka --store /var/lib/tka activate - < token.jws\n\nEXIT CODES:\n  0 activated, 1 token refused, 2 error"
@@ -53,6 +68,10 @@ pub enum Command {
     Activate {
         /// Token file, `-` for standard input, or the token text itself
         token: String,
+        /// Refuse as "clock moved backwards" when the clock is more than this far behind the latest
+        /// time the store has seen (e.g. 12h, 2d)
+        #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = tka::clock::parse_duration)]
+        clock_tolerance: i64,
         #[command(flatten)]
         store: StoreArgs,
         #[command(flatten)]
@@ -205,6 +224,61 @@ pub enum CaCmd {
         #[command(flatten)]
         pass: PassArgs,
     },
+    /// Re-issue an issuing-CA or signer certificate with the same key: new validity, new serial
+    #[command(
+        after_help = "EXAMPLE:\n  tka ca renew --cert signer.pem --ca-cert ca.pem --ca-key ca.key --out signer-new.pem\n\nEXIT CODES:\n  0 written, 1 refused (e.g. it would outlive its issuer), 2 error"
+    )]
+    Renew {
+        /// The certificate to renew
+        #[arg(long)]
+        cert: PathBuf,
+        /// Certificate of the signing CA
+        #[arg(long)]
+        ca_cert: PathBuf,
+        /// Key of the signing CA
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// Lifetime in days [default: the old certificate's, capped at the CA's expiry]
+        #[arg(long)]
+        days: Option<i64>,
+        /// Output certificate (PEM)
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// Re-issue an issuing-CA or signer certificate for a new key (same subject and profile)
+    #[command(
+        after_help = "EXAMPLE:\n  tka key generate --bits 2048 --out signer2.key\n  tka ca rekey --cert signer.pem --key signer2.key --ca-cert ca.pem --ca-key ca.key --out signer2.pem"
+    )]
+    Rekey {
+        /// The certificate to replace
+        #[arg(long)]
+        cert: PathBuf,
+        /// The new private key (its public half goes in the certificate)
+        #[arg(long)]
+        key: PathBuf,
+        /// Certificate of the signing CA
+        #[arg(long)]
+        ca_cert: PathBuf,
+        /// Key of the signing CA
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// Lifetime in days [default: the old certificate's, capped at the CA's expiry]
+        #[arg(long)]
+        days: Option<i64>,
+        /// Output certificate (PEM)
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
     /// Create a token-signer certificate (leaf, tka token-signing EKU) [default 400 days]
     #[command(
         after_help = "EXAMPLE:\n  tka ca signer --ca-cert ca.pem --ca-key ca.key --key signer.key --subject \"CN=Example Token Signer\" --out signer.pem"
@@ -250,6 +324,205 @@ pub enum IssuerCmd {
         signer_bits: usize,
         #[command(flatten)]
         pass: NewKeyPassArgs,
+    },
+    /// New token signer (key + certificate) under the current issuing CA; issuance switches to it
+    #[command(
+        after_help = "The old signer's certificate and key move to DIR/retired/; tokens it signed keep verifying.\nPrints `signer: PATH`.\n\nEXAMPLE:\n  tka issuer rotate-signer --home ~/tka-issuer --passphrase-file pass.txt"
+    )]
+    RotateSigner {
+        /// Issuer home
+        #[arg(long, env = "TKA_HOME")]
+        home: PathBuf,
+        /// Signer lifetime in days [default: 400, capped at the issuing CA's expiry]
+        #[arg(long)]
+        days: Option<i64>,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// New issuing CA from the root, and a new signer under it; issuance switches to them
+    #[command(after_help = "Needs the root key. Prints `ca: PATH` and `signer: PATH`.")]
+    RotateCa {
+        /// Issuer home
+        #[arg(long, env = "TKA_HOME")]
+        home: PathBuf,
+        /// Subject of the new issuing CA [default: the old one's next generation, e.g. "... G2"]
+        #[arg(long)]
+        subject: Option<String>,
+        /// Issuing-CA lifetime in days [default: 1825, capped at the root's expiry]
+        #[arg(long)]
+        days: Option<i64>,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// New root, cross-signed by the old root, with a new issuing CA and signer
+    #[command(
+        after_help = "Machines import the new root with `tka trust add ROOT --cross CROSS`.\nPrints `root: PATH`, `cross: PATH`, `ca: PATH`, `signer: PATH`."
+    )]
+    RotateRoot {
+        /// Issuer home
+        #[arg(long, env = "TKA_HOME")]
+        home: PathBuf,
+        /// Subject of the new root [default: the old one's next generation, e.g. "... G2"]
+        #[arg(long)]
+        subject: Option<String>,
+        /// Root lifetime in days [default: 7300]
+        #[arg(long)]
+        days: Option<i64>,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// What expires when (root, issuing CA, signer, CRLs in DIR/crls/), and what to do
+    #[command(after_help = "EXIT CODES:\n  0 nothing to do now (warnings may be shown), 1 action needed, 2 error")]
+    Health {
+        /// Issuer home
+        #[arg(long, env = "TKA_HOME")]
+        home: PathBuf,
+        /// Evaluate at this time (RFC 3339) instead of now
+        #[arg(long)]
+        at: Option<String>,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Print the current certificate files of an issuer home, one `name: PATH` line each
+    Show {
+        /// Issuer home
+        #[arg(long, env = "TKA_HOME")]
+        home: PathBuf,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertCmd {
+    /// Whether a certificate should be renewed now; answers with the exit code
+    #[command(
+        after_help = "Default: renew once 66% of the lifetime has passed. With --home, the signer is also due when it\ncan no longer cover the home's standard token lifetime.\n\nEXAMPLES:\n  tka cert needs-renewal signer.pem --expires-in 30d\n  tka cert needs-renewal --home ~/tka-issuer --role signer\n\nEXIT CODES:\n  0 renew now, 1 not yet, 2 error"
+    )]
+    NeedsRenewal {
+        /// Certificate file (PEM or DER; the first certificate is checked)
+        #[arg(required_unless_present = "home", conflicts_with = "home")]
+        cert: Option<PathBuf>,
+        /// Check a certificate of this issuer home instead
+        #[arg(long)]
+        home: Option<PathBuf>,
+        /// Which certificate of the home
+        #[arg(long, requires = "home", default_value = "signer", value_parser = ["root", "ca", "signer", "cross"])]
+        role: String,
+        /// Renew when it expires within this duration (e.g. 30d)
+        #[arg(long, conflicts_with = "percent")]
+        expires_in: Option<String>,
+        /// Renew when this percentage of its lifetime has passed
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+        percent: Option<u8>,
+        /// Evaluate at this time (RFC 3339) instead of now
+        #[arg(long)]
+        at: Option<String>,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Show what a certificate says (every certificate in the file)
+    Inspect {
+        /// Certificate file (PEM or DER)
+        cert: PathBuf,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CrlCmd {
+    /// Create a CRL signed by a CA (openssl reads it)
+    #[command(
+        after_help = "SERIAL is hex as `openssl x509 -serial` or `tka cert inspect` prints it; reasons are the RFC 5280\nnames (keyCompromise, superseded, cessationOfOperation, ...).\n\nEXAMPLE:\n  tka crl create --ca-cert ca.pem --ca-key ca.key --revoke 5A3F...:keyCompromise --next-update 30d --out crl.pem"
+    )]
+    Create {
+        /// Certificate of the CA that issued the revoked certificates
+        #[arg(long)]
+        ca_cert: PathBuf,
+        /// Key of that CA
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// A certificate to revoke: SERIAL[:reason] (repeat for several)
+        #[arg(long, value_name = "SERIAL[:REASON]")]
+        revoke: Vec<String>,
+        /// When machines should expect the next CRL (e.g. 30d)
+        #[arg(long, default_value = "30d")]
+        next_update: String,
+        /// cRLNumber [default: the current Unix time, so it increases without state]
+        #[arg(long)]
+        number: Option<u64>,
+        /// Output file (PEM)
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RevocationsCmd {
+    /// Create a signed token revocation list from the ledger's revoked tokens (or --serial)
+    #[command(
+        after_help = "Signed by the home's current signer like a token; its sequence number (kept in DIR/revocations.json)\nincreases with every list.\n\nEXAMPLE:\n  tka revocations create --home ~/tka-issuer --out revoked.jws --next-update 30d"
+    )]
+    Create {
+        /// Issuer home
+        #[arg(long, env = "TKA_HOME")]
+        home: PathBuf,
+        /// Output file
+        #[arg(long)]
+        out: PathBuf,
+        /// When machines should expect the next list (e.g. 30d)
+        #[arg(long, default_value = "30d")]
+        next_update: String,
+        /// Revoke this token serial too: SERIAL[:reason] (repeat for several)
+        #[arg(long, value_name = "SERIAL[:REASON]")]
+        serial: Vec<String>,
+        /// Replace an existing file
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// Install a CRL or token revocation list on this machine and re-check installed tokens
+    #[command(
+        after_help = "A CRL must be signed by a trusted root, or by a CA certificate given with --ca-cert (or as\nCERTIFICATE blocks in FILE) that chains to a trusted root. A list must be signed under a trusted\nroot and not be older (lower sequence) than the installed one. Stale data is installed with a\nwarning unless --require-fresh.\n\nEXIT CODES:\n  0 installed, 1 refused (untrusted, rollback, stale with --require-fresh), 2 error"
+    )]
+    Import {
+        /// CRL (PEM or DER) or token revocation list (JWS)
+        file: PathBuf,
+        /// CA certificate(s) that may have signed the CRL (PEM; e.g. the issuing CA)
+        #[arg(long)]
+        ca_cert: Vec<PathBuf>,
+        /// Refuse data past its next-update time
+        #[arg(long)]
+        require_fresh: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        machine: MachineArgs,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// List installed CRLs and token revocation lists
+    #[command(
+        after_help = "EXIT CODES:\n  0 listed, 1 something is stale (with --require-fresh) or no longer verifies, 2 error"
+    )]
+    List {
+        /// Exit 1 if anything installed is past its next-update time
+        #[arg(long)]
+        require_fresh: bool,
+        /// Evaluate at this time (RFC 3339) instead of now
+        #[arg(long)]
+        at: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        out: JsonArg,
     },
 }
 
@@ -297,6 +570,22 @@ pub enum RequestCmd {
         force: bool,
         #[command(flatten)]
         machine: MachineArgs,
+    },
+    /// Write COUNT requests of synthetic machines, one text-form request per line (benchmarks, tests)
+    #[command(hide = true)]
+    GenerateTest {
+        /// Product
+        #[arg(long)]
+        product: String,
+        /// How many
+        #[arg(long)]
+        count: u64,
+        /// Output file
+        #[arg(long)]
+        out: PathBuf,
+        /// Machine numbering starts here (distinct batches of distinct machines)
+        #[arg(long, default_value_t = 0)]
+        first: u64,
     },
 }
 
@@ -351,7 +640,19 @@ pub enum TokenCmd {
         force: bool,
         #[command(flatten)]
         pass: PassArgs,
+        #[command(flatten)]
+        record: IssueLedgerArgs,
     },
+    /// Issue tokens for many requests in parallel, counted against an entitlement
+    #[command(
+        after_help = "Requests: every file in --requests DIR, or one request per line (text form or one-line JSON)\nin --requests-file FILE or `-` (standard input). Tokens are written as OUT/<product>_<cmid>.jws.\nRe-running the same batch consumes nothing and returns the same tokens (fresh ones with --reissue).\n\nEXAMPLE:\n  tka token issue-bulk --home ~/tka-issuer --entitlement acme --requests reqs/ --out tokens/ --report report.json\n\nEXIT CODES:\n  0 every item issued, 1 some items refused (the rest issued), 2 error"
+    )]
+    IssueBulk(IssueBulkArgs),
+    /// Re-issue, from the ledger, every token that expires soon (no new requests)
+    #[command(
+        after_help = "EXAMPLE:\n  tka token renew-bulk --home ~/tka-issuer --expiring-within 30d --out renewed/\n\nEXIT CODES:\n  0 every due token renewed, 1 some refused, 2 error"
+    )]
+    RenewBulk(RenewBulkArgs),
     /// Decode a token and show its header and claims (no trust decision)
     Inspect {
         /// Token file, `-` for standard input, or the token text
@@ -398,6 +699,9 @@ pub enum TrustCmd {
         /// Refuse unless the root's SHA-256 fingerprint is this (hex, colons allowed)
         #[arg(long)]
         fingerprint: Option<String>,
+        /// Cross-certificate for the new root, signed by a root this store already trusts (root rollover)
+        #[arg(long, value_name = "CROSS.pem")]
+        cross: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -417,5 +721,265 @@ pub enum TrustCmd {
         force: bool,
         #[command(flatten)]
         store: StoreArgs,
+    },
+}
+
+// ----- ledger (issue 4): entitlements, ledger, bulk issuance -----
+
+#[derive(Args, Debug, Clone)]
+pub struct LedgerArgs {
+    /// Issuer home; the ledger is HOME/ledger.sqlite
+    #[arg(long, env = "TKA_HOME")]
+    pub home: Option<PathBuf>,
+    /// Ledger file [default: HOME/ledger.sqlite]
+    #[arg(long, value_name = "PATH")]
+    pub ledger: Option<PathBuf>,
+    /// Seconds to wait for another process holding the ledger
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub lock_timeout: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct IssueLedgerArgs {
+    /// Count the machine against this entitlement (id or name); features default to its features
+    #[arg(long, value_name = "E")]
+    pub entitlement: Option<String>,
+    /// Ledger file recording the token [default: HOME/ledger.sqlite with --home]
+    #[arg(long, value_name = "PATH")]
+    pub ledger: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BulkTokenArgs {
+    /// Token lifetime in days [default: the home's setting, 180]
+    #[arg(long, conflicts_with = "perpetual")]
+    pub days: Option<u32>,
+    /// No expiry
+    #[arg(long)]
+    pub perpetual: bool,
+    /// Signature algorithm
+    #[arg(long, default_value = "PS256", value_parser = ["PS256", "RS256"])]
+    pub alg: String,
+    /// Write the per-item report (JSON) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Output directory for the token files
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// No progress bar
+    #[arg(long)]
+    pub quiet: bool,
+    /// Items per ledger transaction
+    #[arg(long, hide = true, default_value_t = 512)]
+    pub chunk: usize,
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    #[command(flatten)]
+    pub pass: PassArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["requests", "requests_file", "stdin"])))]
+pub struct IssueBulkArgs {
+    /// Entitlement (id or name) every machine is counted against
+    #[arg(long, value_name = "E")]
+    pub entitlement: String,
+    /// Directory of request files (JSON or text form), one request per file
+    #[arg(long, value_name = "DIR")]
+    pub requests: Option<PathBuf>,
+    /// File with one request per line
+    #[arg(long, value_name = "FILE")]
+    pub requests_file: Option<PathBuf>,
+    /// Read one request per line from standard input
+    #[arg(value_name = "-", value_parser = clap::builder::PossibleValuesParser::new(["-"]))]
+    pub stdin: Option<String>,
+    /// Sign fresh tokens for requests already issued (still consuming no seat)
+    #[arg(long)]
+    pub reissue: bool,
+    /// Licensed features, comma-separated [default: the entitlement's]
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
+    /// Edition name
+    #[arg(long)]
+    pub edition: Option<String>,
+    /// Machine match rule: all, most, or a number of components [default: most]
+    #[arg(long = "match")]
+    pub match_rule: Option<String>,
+    /// Days after expiry during which the tokens still work
+    #[arg(long, default_value_t = 0)]
+    pub grace_days: u32,
+    #[command(flatten)]
+    pub common: BulkTokenArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RenewBulkArgs {
+    /// Renew machines whose newest token expires within this window (e.g. 30d), or already has
+    #[arg(long, value_name = "DURATION", value_parser = tka::clock::parse_duration)]
+    pub expiring_within: i64,
+    /// Only this entitlement (id or name)
+    #[arg(long, value_name = "E")]
+    pub entitlement: Option<String>,
+    /// Only this product
+    #[arg(long)]
+    pub product: Option<String>,
+    #[command(flatten)]
+    pub common: BulkTokenArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EntitlementCmd {
+    /// Add an entitlement: a product and how many machines it may activate
+    #[command(
+        after_help = "EXAMPLE:\n  tka entitlement add --home ~/tka-issuer --product example-pro --machines 50 --features reports,export --name acme-2027"
+    )]
+    Add {
+        /// Product
+        #[arg(long)]
+        product: String,
+        /// Machines (distinct CMIDs) it may activate
+        #[arg(long)]
+        machines: u32,
+        /// Features its tokens carry, comma-separated
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
+        /// No token is issued after, and none outlives, this date (RFC 3339 or YYYY-MM-DD)
+        #[arg(long)]
+        expires: Option<String>,
+        /// Unique name, usable wherever an entitlement is named
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// List entitlements with their seats
+    List {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Show an entitlement (id or name), its seats used and free, and its machines
+    Show {
+        /// Id or name
+        entitlement: String,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Change an entitlement's machine count, features, expiry or name
+    #[command(after_help = "EXIT CODES:\n  0 updated, 1 refused (fewer machines than already counted), 2 error")]
+    Update {
+        /// Id or name
+        entitlement: String,
+        /// New machine count
+        #[arg(long)]
+        machines: Option<u32>,
+        /// New features, comma-separated (empty string: none)
+        #[arg(long, value_delimiter = ',')]
+        features: Option<Vec<String>>,
+        /// New expiry (RFC 3339 or YYYY-MM-DD), or `never`
+        #[arg(long)]
+        expires: Option<String>,
+        /// New name, or `none` to remove it
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LedgerCmd {
+    /// List issued tokens
+    List {
+        /// Only this product
+        #[arg(long)]
+        product: Option<String>,
+        /// Only this machine (CMID)
+        #[arg(long)]
+        machine: Option<String>,
+        /// Only this entitlement (id or name)
+        #[arg(long, value_name = "E")]
+        entitlement: Option<String>,
+        /// Only tokens expiring within this window from now (e.g. 30d)
+        #[arg(long, value_name = "DURATION", value_parser = tka::clock::parse_duration)]
+        expiring_within: Option<i64>,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Show one issued token
+    Show {
+        /// Serial
+        serial: String,
+        /// Print only the token text
+        #[arg(long, conflicts_with = "json")]
+        token: bool,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Export every issued token record (CSV or JSON) to standard output or FILE
+    Export {
+        /// Format
+        #[arg(long, value_parser = ["csv", "json"])]
+        format: String,
+        /// Output file [default: standard output]
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+    },
+    /// Free a machine's seat (decommissioned, transferred) and record why
+    #[command(
+        after_help = "EXAMPLES:\n  tka ledger release 3f2a... --reason \"decommissioned\"\n  tka ledger release --machine ABCD-EFGH-JKMN-PQRS-T --reason \"replaced\"\n\nEXIT CODES:\n  0 released, 1 nothing to release, 2 error"
+    )]
+    Release {
+        /// Serial of a token of the machine
+        #[arg(required_unless_present = "machine", conflicts_with = "machine")]
+        serial: Option<String>,
+        /// The machine's CMID
+        #[arg(long)]
+        machine: Option<String>,
+        /// With --machine: the entitlement, when several count the machine
+        #[arg(long, value_name = "E", requires = "machine")]
+        entitlement: Option<String>,
+        /// Why (recorded)
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Record a token as revoked (it goes on the next token revocation list)
+    #[command(after_help = "EXIT CODES:\n  0 revoked, 1 already revoked, 2 error")]
+    Revoke {
+        /// Serial
+        serial: String,
+        /// Why (recorded)
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Fill a ledger with COUNT synthetic tokens by SQL (benchmarks only)
+    #[command(hide = true)]
+    BenchFill {
+        /// How many tokens
+        #[arg(long)]
+        count: u64,
+        #[command(flatten)]
+        ledger: LedgerArgs,
     },
 }

@@ -38,12 +38,13 @@ pub fn new_key_passphrase(args: &NewKeyPassArgs) -> Result<Option<Passphrase>> {
         return Ok(Some(p));
     }
     if std::io::stdin().is_terminal() {
-        let a = prompt("New key passphrase: ")?;
-        let b = prompt("Repeat passphrase: ")?;
+        // Both copies are wiped on every path (the confirmation would otherwise linger).
+        let mut a = zeroize::Zeroizing::new(prompt("New key passphrase: ")?);
+        let b = zeroize::Zeroizing::new(prompt("Repeat passphrase: ")?);
         if a.is_empty() || a != b {
             return Err(Error::Usage("the passphrases are empty or do not match".into()));
         }
-        return Ok(Some(Passphrase::new(a)));
+        return Ok(Some(Passphrase::new(std::mem::take(&mut *a))));
     }
     Err(Error::Usage(
         "no passphrase for the new key: use --passphrase-file FILE or TKA_PASSPHRASE (or --insecure-no-passphrase)"
@@ -187,7 +188,15 @@ pub fn read_trust_path(path: &Path) -> Result<Vec<Vec<u8>>> {
 }
 
 pub fn read_crls(path: &Path) -> Result<Vec<Crl>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    // A CRL is at most 1 MiB of DER (Crl::parse); its PEM form is a third larger.
+    const LIMIT: usize = 2 * 1024 * 1024;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(LIMIT as u64 + 1).read_to_end(&mut bytes))
+        .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    if bytes.len() > LIMIT {
+        return Err(VerifyError::TooLarge { what: "CRL", limit: LIMIT }.into());
+    }
     let ders = match std::str::from_utf8(&bytes) {
         Ok(t) if t.contains("-----BEGIN") => pem::decode_all(t, "X509 CRL")?,
         _ => vec![bytes],

@@ -2,6 +2,8 @@
 //! No activation, PKI or verification decision is made here.
 
 mod cli;
+mod cmd_ledger;
+mod cmd_rotation;
 mod io;
 mod output;
 
@@ -46,6 +48,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
             say(format!("key: {}", out.display()));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ca(c @ (CaCmd::Renew { .. } | CaCmd::Rekey { .. })) => cmd_rotation::ca(c),
         Command::Ca(ca) => run_ca(ca),
         Command::Issuer(IssuerCmd::Init { home, org, root_bits, ca_bits, signer_bits, pass }) => {
             let passphrase = new_key_passphrase(&pass)?;
@@ -56,6 +59,10 @@ fn run(cmd: Command) -> Result<ExitCode> {
             say(format!("root: {}", h.root_cert_path().display()));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Issuer(c) => cmd_rotation::issuer(c),
+        Command::Cert(c) => cmd_rotation::cert(c),
+        Command::Crl(c) => cmd_rotation::crl(c),
+        Command::Revocations(c) => cmd_rotation::revocations(c),
         Command::Machine(MachineCmd::Id { product, explain, show_values, machine, out }) => {
             let id = identify(&product, &machine)?;
             print_identity(&id, explain, show_values, out.json);
@@ -74,13 +81,18 @@ fn run(cmd: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Request(RequestCmd::GenerateTest { product, count, out, first }) => {
+            cmd_ledger::generate_test_requests(&product, count, first, &out)
+        }
+        Command::Entitlement(c) => cmd_ledger::entitlement(c),
+        Command::Ledger(c) => cmd_ledger::ledger(c),
         Command::Token(t) => run_token(t),
         Command::Trust(t) => run_trust(t),
-        Command::Activate { token, store, machine, out } => {
+        Command::Activate { token, clock_tolerance, store, machine, out } => {
             let store = open_store(&store)?;
             let text = read_token_arg(&token)?;
             let ident = |product: &str| identify(product, &machine);
-            let v = activation::activate(&store, &text, &ident, clock::now())?;
+            let v = activation::activate_with_tolerance(&store, &text, &ident, clock::now(), clock_tolerance)?;
             if out.json {
                 say_json(&verified_json(&v));
             } else {
@@ -168,6 +180,7 @@ fn run_ca(cmd: CaCmd) -> Result<ExitCode> {
         CaCmd::Signer { ca_cert, ca_key, key, cert, pass } => {
             (CertKind::Signer, key, Some((ca_cert, ca_key)), cert, pass, pki::lifetimes::SIGNER_DAYS)
         }
+        c @ (CaCmd::Renew { .. } | CaCmd::Rekey { .. }) => return cmd_rotation::ca(c),
     };
     if !cert.force && cert.out.exists() {
         return Err(Error::Exists { path: cert.out });
@@ -216,7 +229,9 @@ fn run_token(cmd: TokenCmd) -> Result<ExitCode> {
             out,
             force,
             pass,
+            record,
         } => {
+            let home_dir = home.clone();
             if let Some(o) = &out {
                 if !force && o.exists() {
                     return Err(Error::Exists { path: o.clone() });
@@ -257,7 +272,7 @@ fn run_token(cmd: TokenCmd) -> Result<ExitCode> {
                 alg: SignatureAlgorithm::from_jws_name(&alg).expect("clap restricts --alg"),
                 serial: None,
             };
-            let issued = token::issue_token(&req, &opts, &signer, clock::now())?;
+            let issued = cmd_ledger::issue_one(&record, home_dir.as_deref(), &req, &opts, &signer, clock::now())?;
             match out {
                 Some(path) => {
                     write_file(&path, &(issued.text.clone() + "\n"), force)?;
@@ -276,6 +291,8 @@ fn run_token(cmd: TokenCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        TokenCmd::IssueBulk(a) => cmd_ledger::issue_bulk(a),
+        TokenCmd::RenewBulk(a) => cmd_ledger::renew_bulk(a),
         TokenCmd::Inspect { token, out } => {
             let text = read_token_arg(&token)?;
             let (jws, claims) = token::decode_unverified(&text)?;
@@ -368,34 +385,7 @@ fn run_token(cmd: TokenCmd) -> Result<ExitCode> {
 
 fn run_trust(cmd: TrustCmd) -> Result<ExitCode> {
     match cmd {
-        TrustCmd::Add { root, fingerprint, store } => {
-            let store = open_store(&store)?;
-            let ders = read_cert_chain(&root)?;
-            if ders.len() != 1 {
-                return Err(Error::Usage(format!(
-                    "{} holds {} certificates; give exactly one root",
-                    root.display(),
-                    ders.len()
-                )));
-            }
-            let info = CertInfo::parse(&ders[0])?;
-            if let Some(expected) = fingerprint {
-                let want = expected.replace(':', "").to_ascii_lowercase();
-                if want != info.fingerprint {
-                    return Err(VerifyError::FingerprintMismatch {
-                        subject: info.subject.clone(),
-                        expected: want,
-                        found: info.fingerprint.clone(),
-                    }
-                    .into());
-                }
-            }
-            pki::check_root(&info)?;
-            let fp = store.lock()?.add_root(&info.der)?;
-            say(format!("trusted: {}", info.subject));
-            say(format!("fingerprint: {fp}"));
-            Ok(ExitCode::SUCCESS)
-        }
+        TrustCmd::Add { root, fingerprint, cross, store } => cmd_rotation::trust_add(root, fingerprint, cross, store),
         TrustCmd::List { store, out } => {
             let store = open_store(&store)?;
             let roots = store.roots()?;

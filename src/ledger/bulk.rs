@@ -1,0 +1,958 @@
+//! Issuance in volume: many requests (or renewals) in one run, signed in
+//! parallel, recorded in batched transactions, written as token files.
+//!
+//! Each chunk of items is one `BEGIN IMMEDIATE` transaction: the seats are
+//! checked and taken, the tokens signed (in parallel across all cores) and
+//! their rows inserted, then the transaction commits. Only **after** the
+//! commit are the chunk's token files written. So:
+//!
+//! - **No token file without its ledger row.** A crash, a full disk or a
+//!   failed commit can leave committed rows whose files are missing (or, after
+//!   a power failure, empty), never a file whose token the ledger does not
+//!   know. Running the same batch again writes the missing files from the
+//!   ledger (the same tokens) and consumes nothing.
+//! - **Counts are exact under concurrency.** Seats are counted inside the
+//!   write transaction, so two processes on one ledger never exceed an
+//!   entitlement's count; serials are the primary key, never duplicated.
+//! - **Idempotent re-runs.** An item whose request already has a live token
+//!   (not released, not revoked) gets that token again, unless
+//!   [`BatchOptions::reissue`] asks for a fresh one; a machine already
+//!   counted never consumes another seat.
+//!
+//! Token files are written atomically (temporary file, rename) but not
+//! fsynced one by one: the ledger is the durable record, and the files are
+//! its copies, rewritten on a re-run.
+
+use super::{db_err, find_entitlement, Entitlement, Ledger};
+use crate::error::{Error, Result};
+use crate::jws::TOKEN_TYP;
+use crate::machine::cmid_from_components;
+use crate::request::{ActivationRequest, MAX_REQUEST_SIZE};
+use crate::token::{build_claims, Claims, IssueOptions, TokenLifetime, TokenSigner};
+use rayon::prelude::*;
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+/// Items per transaction by default.
+pub const DEFAULT_CHUNK: usize = 512;
+
+/// One request of a batch, as read (or the reason it could not be read).
+#[derive(Debug, Clone)]
+pub struct BatchInput {
+    /// Where it came from: a file name, or `FILE:LINE`.
+    pub source: String,
+    /// The parsed request, or why it is not one.
+    pub request: std::result::Result<ActivationRequest, String>,
+}
+
+/// How a batch is issued.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    /// Entitlement (id or name) every machine is counted against.
+    pub entitlement: Option<String>,
+    /// Token options. Empty `features` means the entitlement's features;
+    /// otherwise they must be among the entitlement's. `entitlement` and
+    /// `serial` are ignored (set by the ledger).
+    pub issue: IssueOptions,
+    /// Sign fresh tokens for requests that already have one (still consuming no seat).
+    pub reissue: bool,
+    /// Items per transaction.
+    pub chunk: usize,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions { entitlement: None, issue: IssueOptions::default(), reissue: false, chunk: DEFAULT_CHUNK }
+    }
+}
+
+/// Outcome of one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemStatus {
+    /// Issued (or an existing token returned) and written.
+    Ok,
+    /// Refused by policy or malformed input; nothing recorded for it.
+    Refused,
+    /// Failed to run (the ledger or the output failed); see `reason`.
+    Error,
+}
+
+/// How an item's machine was counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Seat {
+    /// The machine took a new seat.
+    New,
+    /// The machine was already counted: nothing consumed.
+    Counted,
+}
+
+/// A token handed out by a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedItem {
+    /// Serial.
+    pub serial: String,
+    /// The JWS compact text (empty once written to a file by a batch with an output directory).
+    pub text: String,
+    /// Product.
+    pub product: String,
+    /// Machine.
+    pub cmid: String,
+    /// Expiry.
+    pub expires: Option<i64>,
+}
+
+/// The report line of one item.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemReport {
+    /// Position in the batch, from 1.
+    pub index: usize,
+    /// Where the request came from.
+    pub source: String,
+    /// ok, refused or error.
+    pub status: ItemStatus,
+    /// The machine, when the request could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmid: Option<String>,
+    /// The token's serial.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// The token file written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Whether the machine took a new seat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seat: Option<Seat>,
+    /// True when the token was issued by an earlier run and returned again.
+    pub existing: bool,
+    /// Why it was refused or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The token itself (not in the JSON report).
+    #[serde(skip)]
+    pub issued: Option<IssuedItem>,
+}
+
+/// The report of a batch.
+#[derive(Debug, Serialize)]
+pub struct BatchReport {
+    /// The entitlement counted against.
+    pub entitlement: Option<i64>,
+    /// Items in the batch.
+    pub total: usize,
+    /// Items ok.
+    pub ok: usize,
+    /// Items refused.
+    pub refused: usize,
+    /// Items that failed.
+    pub errors: usize,
+    /// Seats taken by this run.
+    pub new_seats: usize,
+    /// Tokens signed by this run.
+    pub signed: usize,
+    /// Existing tokens returned.
+    pub existing: usize,
+    /// Why the run stopped early, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aborted_reason: Option<String>,
+    /// Per item, in input order.
+    pub items: Vec<ItemReport>,
+    /// The error that stopped the run (items not reached are `error`).
+    #[serde(skip)]
+    pub aborted: Option<Error>,
+}
+
+impl BatchReport {
+    fn new(entitlement: Option<i64>, items: Vec<ItemReport>) -> Self {
+        BatchReport {
+            entitlement,
+            total: items.len(),
+            ok: 0,
+            refused: 0,
+            errors: 0,
+            new_seats: 0,
+            signed: 0,
+            existing: 0,
+            aborted_reason: None,
+            items,
+            aborted: None,
+        }
+    }
+
+    fn tally(&mut self) {
+        let count = |s| self.items.iter().filter(|i| i.status == s).count();
+        self.ok = count(ItemStatus::Ok);
+        self.refused = count(ItemStatus::Refused);
+        self.errors = count(ItemStatus::Error);
+        self.new_seats = self.items.iter().filter(|i| i.status == ItemStatus::Ok && i.seat == Some(Seat::New)).count();
+        self.existing = self.items.iter().filter(|i| i.status == ItemStatus::Ok && i.existing).count();
+        self.signed = self.items.iter().filter(|i| i.issued.is_some() && !i.existing).count();
+    }
+}
+
+/// One item ready for planning.
+struct Work {
+    slot: usize,
+    req: ActivationRequest,
+    digest: Option<String>,
+    nonce: Option<String>,
+    replaces: Option<String>,
+    entitlement: Option<i64>,
+    opts: IssueOptions,
+}
+
+/// SHA-256 (hex) of a request's canonical JSON: the same request in text or
+/// JSON form has the same digest. It identifies the request across runs.
+pub fn request_digest(req: &ActivationRequest) -> String {
+    let json = serde_json::to_string(req).expect("a request always serializes");
+    hex(&Sha256::digest(json.as_bytes()))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Reads every regular, non-hidden file in `dir` (sorted by name) as one request.
+pub fn read_requests_dir(dir: &Path) -> Result<Vec<BatchInput>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
+    paths.sort();
+    Ok(paths
+        .into_iter()
+        .map(|p| {
+            let source = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let request = match crate::fsutil::read_bounded(&p, MAX_REQUEST_SIZE as u64) {
+                Ok(b) => match String::from_utf8(b) {
+                    Ok(t) => ActivationRequest::parse(&t).map_err(|e| e.to_string()),
+                    Err(_) => Err("malformed request: not UTF-8 text".into()),
+                },
+                Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+            };
+            BatchInput { source, request }
+        })
+        .collect())
+}
+
+/// Reads one request per line (text form, or JSON on one line); blank lines
+/// and lines starting with `#` are skipped. `label` names the input in sources.
+///
+/// A line longer than [`MAX_REQUEST_SIZE`] is refused as an item without
+/// being held in memory (its bytes are skipped up to the next newline).
+pub fn read_requests_lines(mut input: impl BufRead, label: &str) -> Result<Vec<BatchInput>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    for i in 0.. {
+        let mut line = Vec::new();
+        let limit = MAX_REQUEST_SIZE as u64 + 2; // the request, "\r\n"
+        let n = (&mut input).take(limit).read_until(b'\n', &mut line).map_err(|e| Error::io(label, e))?;
+        if n == 0 {
+            break;
+        }
+        let source = format!("{label}:{}", i + 1);
+        if line.last() != Some(&b'\n') && n as u64 == limit {
+            skip_line(&mut input).map_err(|e| Error::io(label, e))?;
+            let e = crate::VerifyError::TooLarge { what: "request", limit: MAX_REQUEST_SIZE };
+            out.push(BatchInput { source, request: Err(e.to_string()) });
+            continue;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        let request = match std::str::from_utf8(&line) {
+            Ok(t) => {
+                let t = t.trim();
+                if t.is_empty() || t.starts_with('#') {
+                    continue;
+                }
+                ActivationRequest::parse(t).map_err(|e| e.to_string())
+            }
+            Err(_) => Err("malformed request: not UTF-8 text".into()),
+        };
+        out.push(BatchInput { source, request });
+    }
+    Ok(out)
+}
+
+/// Consumes input up to and including the next newline, without keeping it.
+fn skip_line(input: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(p) => {
+                input.consume(p + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                input.consume(n);
+            }
+        }
+    }
+}
+
+/// The token file name for a machine and product: `<product>_<cmid>.jws`,
+/// with anything but letters, digits, `.`, `-` and `_` replaced by `_`.
+pub fn token_file_name(product: &str, cmid: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect()
+    };
+    let p = clean(product);
+    let p = p.trim_start_matches('.');
+    format!("{p}_{}.jws", clean(cmid))
+}
+
+/// Issues a token for every request in `inputs`, counting each machine
+/// against the entitlement, and writes `<out>/<product>_<cmid>.jws` for
+/// every item that is ok (when `out` is given). `progress` is called with
+/// the number of items finished, as they finish.
+///
+/// Malformed, duplicated (the same request, or the same machine twice) and
+/// wrong-product requests are refused one by one while the rest proceed.
+/// An error that stops the run (the ledger fails) is returned in
+/// [`BatchReport::aborted`]; what committed before it stays committed.
+pub fn issue_batch(
+    ledger: &mut Ledger,
+    inputs: Vec<BatchInput>,
+    opts: &BatchOptions,
+    signer: &TokenSigner,
+    now: i64,
+    out: Option<&Path>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<BatchReport> {
+    let ent = match &opts.entitlement {
+        Some(sel) => Some(ledger.entitlement(sel)?),
+        None => None,
+    };
+    if let Some(dir) = out {
+        prepare_out_dir(dir)?;
+    }
+    let mut items = Vec::with_capacity(inputs.len());
+    let mut work = Vec::new();
+    let mut by_digest: HashMap<String, usize> = HashMap::new();
+    let mut by_machine: HashMap<(String, String), usize> = HashMap::new();
+    for (slot, input) in inputs.into_iter().enumerate() {
+        let mut item = blank_item(slot, input.source);
+        let refuse = |item: &mut ItemReport, why: String| {
+            item.status = ItemStatus::Refused;
+            item.reason = Some(why);
+        };
+        match input.request {
+            Err(why) => refuse(&mut item, why),
+            Ok(req) => {
+                item.cmid = Some(req.cmid.clone());
+                let digest = request_digest(&req);
+                if let Some(e) = ent.as_ref().filter(|e| e.product != req.product) {
+                    refuse(
+                        &mut item,
+                        format!(
+                            "wrong product: the request is for {:?}, {} is for {:?}",
+                            req.product,
+                            e.label(),
+                            e.product
+                        ),
+                    );
+                } else if let Some(why) = cmid_mismatch(&req) {
+                    refuse(&mut item, why);
+                } else if let Some(first) = by_digest.get(&digest) {
+                    refuse(&mut item, format!("duplicate: the same request as item {}", first + 1));
+                } else if let Some(first) = by_machine.get(&(req.product.clone(), req.cmid.clone())) {
+                    refuse(
+                        &mut item,
+                        format!("duplicate: machine {} is already asked for by item {}", req.cmid, first + 1),
+                    );
+                } else {
+                    by_digest.insert(digest.clone(), slot);
+                    by_machine.insert((req.product.clone(), req.cmid.clone()), slot);
+                    work.push(Work {
+                        slot,
+                        nonce: Some(req.nonce.clone()),
+                        req,
+                        digest: Some(digest),
+                        replaces: None,
+                        entitlement: ent.as_ref().map(|e| e.id),
+                        opts: opts.issue.clone(),
+                    });
+                }
+            }
+        }
+        items.push(item);
+    }
+    let mut report = BatchReport::new(ent.as_ref().map(|e| e.id), items);
+    let refused_early = report.items.iter().filter(|i| i.status == ItemStatus::Refused).count();
+    if refused_early > 0 {
+        progress(refused_early as u64);
+    }
+    run(ledger, work, opts.reissue, opts.chunk, signer, now, out, progress, &mut report);
+    report.tally();
+    Ok(report)
+}
+
+/// Which tokens [`renew_batch`] renews.
+#[derive(Debug, Clone)]
+pub struct RenewOptions {
+    /// Renew machines whose newest token expires before `now + within` (seconds),
+    /// including those already expired.
+    pub within: i64,
+    /// Only this entitlement (id or name).
+    pub entitlement: Option<String>,
+    /// Only this product.
+    pub product: Option<String>,
+    /// Lifetime of the new tokens; `None` keeps each old token's lifetime.
+    pub lifetime: Option<TokenLifetime>,
+    /// Signature algorithm.
+    pub alg: crate::keys::SignatureAlgorithm,
+    /// Items per transaction.
+    pub chunk: usize,
+}
+
+/// Re-issues, from the ledger alone, a token for every machine whose newest
+/// live token (not released, not revoked) expires within the window. The new
+/// token keeps the machine's components, match rule, edition and grace, takes
+/// the entitlement's current features, and records which serial it renews.
+/// Machines are already counted: nothing is consumed. Re-running renews only
+/// what is still due, so it is idempotent.
+pub fn renew_batch(
+    ledger: &mut Ledger,
+    opts: &RenewOptions,
+    signer: &TokenSigner,
+    now: i64,
+    out: Option<&Path>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<BatchReport> {
+    let ent_filter = match &opts.entitlement {
+        Some(sel) => Some(ledger.entitlement(sel)?.id),
+        None => None,
+    };
+    if let Some(dir) = out {
+        prepare_out_dir(dir)?;
+    }
+    let due = ledger.renewal_due(now.saturating_add(opts.within), ent_filter, opts.product.as_deref())?;
+    let mut items = Vec::with_capacity(due.len());
+    let mut work = Vec::new();
+    for (slot, rec) in due.into_iter().enumerate() {
+        let mut item = blank_item(slot, format!("renewal of {}", rec.serial));
+        item.cmid = Some(rec.cmid.clone());
+        match crate::token::decode_unverified(&rec.token) {
+            Err(e) => {
+                item.status = ItemStatus::Refused;
+                item.reason = Some(format!("the ledger's token {} cannot be read: {e}", rec.serial));
+            }
+            Ok((_, old)) => {
+                let lifetime = opts.lifetime.unwrap_or_else(|| match old.exp {
+                    Some(exp) => {
+                        TokenLifetime::Days(((exp - old.iat).max(crate::clock::DAY) / crate::clock::DAY) as u32)
+                    }
+                    None => TokenLifetime::Perpetual,
+                });
+                let issue = IssueOptions {
+                    lifetime,
+                    features: if rec.entitlement.is_some() { Vec::new() } else { old.tka.features.clone() },
+                    edition: old.tka.edition.clone(),
+                    entitlement: None,
+                    match_rule: Some(old.tka.match_rule),
+                    grace_days: (old.tka.grace / crate::clock::DAY) as u32,
+                    alg: opts.alg,
+                    serial: None,
+                };
+                let req = ActivationRequest {
+                    version: 1,
+                    product: rec.product.clone(),
+                    cmid: rec.cmid.clone(),
+                    components: rec.components.clone(),
+                    created: rec.issued_at,
+                    nonce: String::new(),
+                    hostname: None,
+                };
+                work.push(Work {
+                    slot,
+                    req,
+                    digest: None,
+                    nonce: None,
+                    replaces: Some(rec.serial.clone()),
+                    entitlement: rec.entitlement,
+                    opts: issue,
+                });
+            }
+        }
+        items.push(item);
+    }
+    let mut report = BatchReport::new(ent_filter, items);
+    run(ledger, work, true, opts.chunk, signer, now, out, progress, &mut report);
+    report.tally();
+    Ok(report)
+}
+
+impl Ledger {
+    /// The newest live token of every machine whose newest token expires at or before `limit`.
+    fn renewal_due(
+        &self,
+        limit: i64,
+        entitlement: Option<i64>,
+        product: Option<&str>,
+    ) -> Result<Vec<super::TokenRecord>> {
+        let sql = format!(
+            "{} WHERE t.released_at IS NULL AND r.serial IS NULL AND t.expires IS NOT NULL AND t.expires <= ?1
+               AND (?2 IS NULL OR t.entitlement_id = ?2) AND (?3 IS NULL OR t.product = ?3)
+               AND NOT EXISTS (SELECT 1 FROM tokens n LEFT JOIN revocations nr ON nr.serial = n.serial
+                               WHERE n.cmid = t.cmid AND n.product = t.product
+                                 AND n.entitlement_id IS t.entitlement_id AND n.released_at IS NULL
+                                 AND nr.serial IS NULL AND n.serial != t.serial
+                                 AND (n.expires IS NULL OR n.expires > t.expires
+                                      OR (n.expires = t.expires AND n.serial > t.serial)))
+             ORDER BY t.expires, t.serial",
+            super::TOKEN_SELECT
+        );
+        let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = st.query_map(params![limit, entitlement, product], super::token_row).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
+    }
+}
+
+fn blank_item(slot: usize, source: String) -> ItemReport {
+    ItemReport {
+        index: slot + 1,
+        source,
+        status: ItemStatus::Ok,
+        cmid: None,
+        serial: None,
+        file: None,
+        seat: None,
+        existing: false,
+        reason: None,
+        issued: None,
+    }
+}
+
+/// A request whose CMID is not the one its components give is refused: it
+/// would let one seat cover machines that are not the same.
+fn cmid_mismatch(req: &ActivationRequest) -> Option<String> {
+    match cmid_from_components(&req.components) {
+        Some(c) if c != req.cmid => {
+            Some(format!("the request's CMID {} does not match its components (which give {c})", req.cmid))
+        }
+        _ => None,
+    }
+}
+
+/// What planning decided for one item inside a transaction.
+enum Plan {
+    Existing { serial: String, text: String, expires: Option<i64>, counted: bool },
+    Sign { claims: Claims, new_seat: bool, counted: bool },
+    Refuse(String),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    ledger: &mut Ledger,
+    work: Vec<Work>,
+    reissue: bool,
+    chunk: usize,
+    signer: &TokenSigner,
+    now: i64,
+    out: Option<&Path>,
+    progress: &(dyn Fn(u64) + Sync),
+    report: &mut BatchReport,
+) {
+    let chunk = chunk.max(1);
+    let mut headers: HashMap<String, i64> = HashMap::new();
+    let mut rest = work.into_iter().peekable();
+    // Files are written by a second thread, after their chunk committed,
+    // while the next chunk is being signed.
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Vec<FileJob>)>();
+    let written = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || {
+            let mut results = Vec::new();
+            for (n, jobs) in rx {
+                results.extend(jobs.into_iter().map(|(s, p, text)| {
+                    let r = write_token_file(&p, &text);
+                    (s, p, r)
+                }));
+                progress(n as u64);
+            }
+            results
+        });
+        while rest.peek().is_some() {
+            let batch: Vec<Work> = rest.by_ref().take(chunk).collect();
+            let slots: Vec<usize> = batch.iter().map(|w| w.slot).collect();
+            match run_chunk(ledger, &batch, reissue, signer, now, &mut headers) {
+                Ok(results) => {
+                    for (w, r) in batch.iter().zip(results) {
+                        let it = &mut report.items[w.slot];
+                        it.status = r.status;
+                        it.reason = r.reason;
+                        it.serial = r.issued.as_ref().map(|i| i.serial.clone());
+                        it.seat = r.seat;
+                        it.existing = r.existing;
+                        it.issued = r.issued;
+                    }
+                    let jobs = match out {
+                        Some(dir) => file_jobs(dir, &slots, &mut report.items),
+                        None => Vec::new(),
+                    };
+                    let _ = tx.send((slots.len(), jobs));
+                }
+                Err(e) => {
+                    let why = format!("not issued: the run stopped: {e}");
+                    for s in slots.iter().copied().chain(rest.by_ref().map(|w| w.slot)) {
+                        report.items[s].status = ItemStatus::Error;
+                        report.items[s].reason = Some(why.clone());
+                    }
+                    report.aborted_reason = Some(e.to_string());
+                    report.aborted = Some(e);
+                }
+            }
+        }
+        drop(tx);
+        writer.join().expect("the file writer does not panic")
+    });
+    for (s, p, r) in written {
+        let it = &mut report.items[s];
+        match r {
+            Ok(()) => it.file = Some(p),
+            Err(e) => {
+                it.status = ItemStatus::Error;
+                it.reason = Some(format!(
+                    "issued and recorded as serial {}, but writing {} failed: {e}; run the batch again to write it",
+                    it.serial.as_deref().unwrap_or("?"),
+                    p.display()
+                ));
+            }
+        }
+    }
+}
+
+type FileJob = (usize, PathBuf, String);
+
+struct Outcome {
+    status: ItemStatus,
+    reason: Option<String>,
+    issued: Option<IssuedItem>,
+    seat: Option<Seat>,
+    existing: bool,
+}
+
+/// One transaction: plan, sign in parallel, insert, commit.
+fn run_chunk(
+    ledger: &mut Ledger,
+    batch: &[Work],
+    reissue: bool,
+    signer: &TokenSigner,
+    now: i64,
+    headers: &mut HashMap<String, i64>,
+) -> Result<Vec<Outcome>> {
+    let path = ledger.path.clone();
+    let dberr = |e| db_err(&path, e);
+    let fingerprint = signer.certificate().fingerprint.clone();
+    let tx = ledger.write_tx()?;
+    // Entitlements as they are now, inside the write lock.
+    let mut ents: HashMap<i64, Entitlement> = HashMap::new();
+    let mut plans = Vec::with_capacity(batch.len());
+    {
+        let mut existing_st = tx
+            .prepare_cached(
+                "SELECT t.serial, h.header || '.' || t.body, t.expires FROM tokens t
+                   JOIN jws_headers h ON h.id = t.header_id
+                 WHERE t.request_digest = ?1 AND +t.entitlement_id IS ?2 AND t.released_at IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = t.serial)
+                 ORDER BY t.issued_at DESC, t.serial LIMIT 1",
+            )
+            .map_err(dberr)?;
+        let mut seat_st = tx
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM seats WHERE entitlement_id = ?1 AND cmid = ?2)")
+            .map_err(dberr)?;
+        for w in batch {
+            let ent = match w.entitlement {
+                None => None,
+                Some(id) => match ents.entry(id) {
+                    std::collections::hash_map::Entry::Occupied(o) => Some(o.into_mut()),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let e = find_entitlement(&tx, &id.to_string())
+                            .map_err(dberr)?
+                            .ok_or_else(|| Error::Usage(format!("entitlement {id} vanished from the ledger")))?;
+                        Some(v.insert(e))
+                    }
+                },
+            };
+            if !reissue {
+                if let Some(d) = &w.digest {
+                    let found: Option<(String, String, Option<i64>)> = existing_st
+                        .query_row(params![d, w.entitlement], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()
+                        .map_err(dberr)?;
+                    if let Some((serial, text, expires)) = found {
+                        plans.push(Plan::Existing { serial, text, expires, counted: ent.is_some() });
+                        continue;
+                    }
+                }
+            }
+            let mut o = w.opts.clone();
+            o.serial = None;
+            o.entitlement = w.entitlement.map(|id| id.to_string());
+            if let Some(e) = &ent {
+                if o.features.is_empty() {
+                    o.features = e.features.clone();
+                } else if let Some(f) = o.features.iter().find(|f| !e.features.contains(f)) {
+                    plans.push(Plan::Refuse(format!(
+                        "feature {f:?} is not in {} (features: {})",
+                        e.label(),
+                        if e.features.is_empty() { "none".to_string() } else { e.features.join(",") }
+                    )));
+                    continue;
+                }
+            }
+            let claims = match build_claims(&w.req, &o, signer.certificate(), now) {
+                Ok(c) => c,
+                Err(e) => {
+                    plans.push(Plan::Refuse(e.to_string()));
+                    continue;
+                }
+            };
+            let Some(e) = ent else {
+                plans.push(Plan::Sign { claims, new_seat: false, counted: false });
+                continue;
+            };
+            if let Some(x) = e.expires {
+                if now >= x {
+                    plans.push(Plan::Refuse(format!("{} expired at {}", e.label(), crate::clock::rfc3339(x))));
+                    continue;
+                }
+                let until = claims.exp.map(|exp| exp + claims.tka.grace);
+                if until.is_none_or(|u| u > x) {
+                    plans.push(Plan::Refuse(format!(
+                        "a token valid until {} would outlive {} (expires {}): issue shorter tokens (--days)",
+                        until.map(crate::clock::rfc3339).unwrap_or_else(|| "forever".into()),
+                        e.label(),
+                        crate::clock::rfc3339(x)
+                    )));
+                    continue;
+                }
+            }
+            let counted: bool = seat_st.query_row(params![e.id, w.req.cmid], |r| r.get(0)).map_err(dberr)?;
+            if counted {
+                plans.push(Plan::Sign { claims, new_seat: false, counted: true });
+            } else if e.used < e.machines {
+                e.used += 1;
+                plans.push(Plan::Sign { claims, new_seat: true, counted: true });
+            } else {
+                plans.push(Plan::Refuse(format!(
+                    "{} is exhausted: all {} machines are counted ({} of {} used); release a machine or raise the count",
+                    e.label(),
+                    e.machines,
+                    e.used,
+                    e.machines
+                )));
+            }
+        }
+    }
+    // Sign in parallel, inside the transaction: seats and rows commit together.
+    let alg_of = |w: &Work| w.opts.alg;
+    let signed: Vec<Option<Result<String>>> = plans
+        .par_iter()
+        .zip(batch.par_iter())
+        .map(|(p, w)| match p {
+            Plan::Sign { claims, .. } => Some(
+                serde_json::to_value(claims)
+                    .map_err(|e| Error::format("token claims", e))
+                    .and_then(|v| signer.sign_payload(&v, TOKEN_TYP, alg_of(w))),
+            ),
+            _ => None,
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    {
+        let mut ins_token = tx
+            .prepare_cached(
+                "INSERT INTO tokens (serial, entitlement_id, product, cmid, components, issued_at, not_before, expires,
+                                     signer, header_id, body, request_nonce, request_digest, replaces)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )
+            .map_err(dberr)?;
+        let mut ins_seat = tx
+            .prepare_cached("INSERT INTO seats (entitlement_id, cmid, counted_at) VALUES (?1, ?2, ?3)")
+            .map_err(dberr)?;
+        let mut taken: HashMap<i64, i64> = HashMap::new();
+        for ((plan, sig), w) in plans.into_iter().zip(signed).zip(batch) {
+            let outcome = match (plan, sig) {
+                (Plan::Refuse(why), _) => Outcome {
+                    status: ItemStatus::Refused,
+                    reason: Some(why),
+                    issued: None,
+                    seat: None,
+                    existing: false,
+                },
+                (Plan::Existing { serial, text, expires, counted }, _) => Outcome {
+                    status: ItemStatus::Ok,
+                    reason: None,
+                    issued: Some(IssuedItem {
+                        serial,
+                        text,
+                        product: w.req.product.clone(),
+                        cmid: w.req.cmid.clone(),
+                        expires,
+                    }),
+                    seat: counted.then_some(Seat::Counted),
+                    existing: true,
+                },
+                (Plan::Sign { .. }, Some(Err(e))) => Outcome {
+                    status: ItemStatus::Error,
+                    reason: Some(format!("signing failed: {e}")),
+                    issued: None,
+                    seat: None,
+                    existing: false,
+                },
+                (Plan::Sign { claims, new_seat, counted }, Some(Ok(text))) => {
+                    let (header, body) = text.split_once('.').expect("a JWS has dots");
+                    let header_id = match headers.get(header) {
+                        Some(id) => *id,
+                        None => {
+                            tx.execute("INSERT OR IGNORE INTO jws_headers (header) VALUES (?1)", [header])
+                                .map_err(dberr)?;
+                            let id: i64 = tx
+                                .query_row("SELECT id FROM jws_headers WHERE header = ?1", [header], |r| r.get(0))
+                                .map_err(dberr)?;
+                            headers.insert(header.to_string(), id);
+                            id
+                        }
+                    };
+                    let components = serde_json::to_string(&claims.tka.components).expect("components serialize");
+                    ins_token
+                        .execute(params![
+                            claims.jti,
+                            w.entitlement,
+                            claims.aud,
+                            claims.sub,
+                            components,
+                            claims.iat,
+                            claims.nbf,
+                            claims.exp,
+                            fingerprint,
+                            header_id,
+                            body,
+                            w.nonce,
+                            w.digest,
+                            w.replaces
+                        ])
+                        .map_err(dberr)?;
+                    if new_seat {
+                        let id = w.entitlement.expect("a seat belongs to an entitlement");
+                        ins_seat.execute(params![id, claims.sub, now]).map_err(dberr)?;
+                        *taken.entry(id).or_default() += 1;
+                    }
+                    Outcome {
+                        status: ItemStatus::Ok,
+                        reason: None,
+                        issued: Some(IssuedItem {
+                            serial: claims.jti.clone(),
+                            text,
+                            product: claims.aud.clone(),
+                            cmid: claims.sub.clone(),
+                            expires: claims.exp,
+                        }),
+                        seat: counted.then_some(if new_seat { Seat::New } else { Seat::Counted }),
+                        existing: false,
+                    }
+                }
+                (Plan::Sign { .. }, None) => unreachable!("every Sign plan was signed"),
+            };
+            outcomes.push(outcome);
+        }
+        for (id, n) in taken {
+            tx.execute("UPDATE entitlements SET used = used + ?1 WHERE id = ?2", params![n, id]).map_err(dberr)?;
+        }
+    }
+    tx.commit().map_err(dberr)?;
+    Ok(outcomes)
+}
+
+/// The token files of the ok items among `slots`, to write after their commit.
+/// The text moves to the job: a large batch does not keep every token in memory.
+fn file_jobs(dir: &Path, slots: &[usize], items: &mut [ItemReport]) -> Vec<FileJob> {
+    slots
+        .iter()
+        .filter_map(|&s| {
+            let it = &mut items[s];
+            if it.status != ItemStatus::Ok {
+                return None;
+            }
+            let issued = it.issued.as_mut()?;
+            let mut text = std::mem::take(&mut issued.text);
+            text.push('\n');
+            Some((s, dir.join(token_file_name(&issued.product, &issued.cmid)), text))
+        })
+        .collect()
+}
+
+/// Writes a token file unless it already holds exactly `text`, always
+/// atomically (temporary file, rename): a process killed mid-write leaves
+/// no empty or truncated token file under the final name, only a `.tmp`
+/// file (tests/crash.rs). Not fsynced: the ledger is the durable copy, and
+/// a re-run rewrites what is missing.
+/// Creates the output directory and removes temporary files an earlier,
+/// interrupted run left behind (`.<name>.<12 hex>.tmp`, as written by
+/// [`write_token_file`]); the tokens they were meant to hold are in the
+/// ledger and are written again by this run.
+fn prepare_out_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = name.starts_with('.')
+            && name.ends_with(".tmp")
+            && name.len() > 18
+            && name[name.len() - 17..name.len() - 4].starts_with('.')
+            && name[name.len() - 16..name.len() - 4].bytes().all(|b| b.is_ascii_hexdigit());
+        if stale {
+            std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn write_token_file(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if std::fs::read(path).is_ok_and(|cur| cur == text.as_bytes()) {
+        return Ok(());
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut rnd = [0u8; 6];
+    getrandom::fill(&mut rnd).expect("operating system random number generator");
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", hex(&rnd)));
+    let result = (|| {
+        let mut f = crate::fsutil::create_new_with_mode(&tmp, 0o644)?;
+        f.write_all(text.as_bytes())?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A request from synthetic machine number `n` (three components derived
+/// from `n`), for benchmarks and tests that need many distinct machines.
+#[doc(hidden)]
+pub fn synthetic_request(product: &str, n: u64, now: i64) -> ActivationRequest {
+    let raw = [
+        ("mid".to_string(), format!("{:032x}", u128::from(n) * 0x9e37_79b9_7f4a_7c15 + 1)),
+        ("dmi".to_string(), format!("00000000-0000-4000-8000-{:012x}", n)),
+        (
+            "mac".to_string(),
+            format!("02:00:{:02x}:{:02x}:{:02x}:{:02x}", (n >> 24) & 0xff, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff),
+        ),
+    ];
+    let id = crate::machine::MachineIdentity::from_raw(product, &raw);
+    ActivationRequest::new(&id, now, None)
+}

@@ -1,0 +1,837 @@
+//! Certificate rotation: when to renew, re-issuing certificates, rotating
+//! the issuer home's signer, issuing CA and root, expiry planning, and the
+//! machine side of a root rollover.
+//!
+//! # Rotations in an issuer home
+//!
+//! Each rotation loads the key that signs the new certificates first (so a
+//! wrong passphrase fails before anything is written), creates every new
+//! key and certificate under a new file name, then switches
+//! `tka-issuer.json` in one atomic rename, and only then moves the
+//! replaced files into `<home>/retired/` (certificates for the audit trail;
+//! CA keys because they still sign CRLs for what they issued). If any step
+//! before the switch fails, the files it created are removed: nothing
+//! half-created is left and issuance keeps using the old configuration.
+//!
+//! - [`rotate_signer`]: a new signer key and certificate under the current
+//!   issuing CA. Tokens already issued keep verifying: their own `x5c`
+//!   carries the old signer, which stays valid until it expires.
+//! - [`rotate_issuing_ca`]: a new issuing CA (new key, next generation
+//!   name) from the root, and a new signer under it.
+//! - [`rotate_root`]: a new self-signed root (next generation name), a
+//!   **cross-certificate** (the new root's subject and key, signed by the
+//!   old root), a new issuing CA and signer under the new root. Tokens then
+//!   carry `x5c` = [signer, new issuing CA, cross-certificate], which
+//!   validates both on machines that trust only the old root (through the
+//!   cross-certificate) and on machines that trust the new one.
+//!
+//! New keys have the size of the key they replace and are protected like
+//! the home's other keys (the same passphrase).
+
+use crate::activation::TrustData;
+use crate::clock::{rfc3339, DAY};
+use crate::error::{Error, Result, VerifyError};
+use crate::fsutil::{self, Overwrite};
+use crate::issuer::{read_cert_chain, IssuerConfig, IssuerHome};
+use crate::keys::{load_private_key, public_bits, save_private_key, KeyProtection, Passphrase, Signer, SoftwareKey};
+use crate::pki::{
+    check_cross_certificate, check_root, create_certificate, lifetimes, pem, reissue_certificate, CertInfo, CertKind,
+    CertRequest, Crl,
+};
+use crate::store::Store;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Directory inside an issuer home that keeps replaced certificates and keys.
+pub const RETIRED_DIR: &str = "retired";
+/// Directory inside an issuer home whose CRLs `health` watches.
+pub const CRLS_DIR: &str = "crls";
+/// Default `needs-renewal` threshold: renew once this share of the lifetime has passed (like step CLI).
+pub const DEFAULT_RENEW_PERCENT: u8 = 66;
+/// New certificates start this many seconds before *now* (clock differences between machines).
+const BACKDATE_SECS: i64 = 300;
+
+// ----- needs-renewal -----
+
+/// When a certificate should be renewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewalPolicy {
+    /// Renew when it expires within this many seconds.
+    ExpiresIn(i64),
+    /// Renew when this percentage (1-100) of its lifetime has passed.
+    Percent(u8),
+}
+
+/// The answer of [`needs_renewal`].
+#[derive(Debug, Clone, Serialize)]
+pub struct RenewalCheck {
+    /// Renew now.
+    pub renew: bool,
+    /// Why, in one line.
+    pub reason: String,
+    /// Seconds until notAfter (negative once expired).
+    pub remaining_secs: i64,
+    /// Share of the lifetime that has passed, percent.
+    pub elapsed_percent: f64,
+    /// notAfter, Unix seconds.
+    pub not_after: i64,
+}
+
+/// Whether `cert` should be renewed at `now` under `policy`. An expired
+/// certificate always should.
+pub fn needs_renewal(cert: &CertInfo, policy: RenewalPolicy, now: i64) -> Result<RenewalCheck> {
+    let life = (cert.not_after - cert.not_before).max(1);
+    let remaining = cert.not_after - now;
+    let elapsed_percent = ((now - cert.not_before) as f64 * 100.0 / life as f64).clamp(0.0, 100.0);
+    let (renew, reason) = if remaining < 0 {
+        (true, format!("{} expired at {}", cert.subject, rfc3339(cert.not_after)))
+    } else {
+        match policy {
+            RenewalPolicy::ExpiresIn(secs) => {
+                if secs < 0 {
+                    return Err(Error::Usage("--expires-in must not be negative".into()));
+                }
+                let renew = remaining <= secs;
+                let verb = if renew { "within" } else { "not within" };
+                (renew, format!("expires {} ({verb} the {} day threshold)", rfc3339(cert.not_after), secs / DAY))
+            }
+            RenewalPolicy::Percent(p) => {
+                if p == 0 || p > 100 {
+                    return Err(Error::Usage("--percent must be between 1 and 100".into()));
+                }
+                let renew = elapsed_percent >= f64::from(p);
+                (
+                    renew,
+                    format!(
+                        "{elapsed_percent:.0}% of its lifetime has passed (threshold {p}%), expires {}",
+                        rfc3339(cert.not_after)
+                    ),
+                )
+            }
+        }
+    };
+    Ok(RenewalCheck { renew, reason, remaining_secs: remaining, elapsed_percent, not_after: cert.not_after })
+}
+
+/// The policy for the signer of an issuer home when none is given: renew
+/// when it can no longer cover a standard token (`token_days`) issued
+/// today, or when [`DEFAULT_RENEW_PERCENT`] of its life has passed.
+pub fn signer_needs_renewal(home: &IssuerHome, now: i64) -> Result<RenewalCheck> {
+    let signer = first_cert(&home.path(&home.config.signer_cert))?;
+    let by_days = needs_renewal(&signer, RenewalPolicy::ExpiresIn(i64::from(home.config.token_days) * DAY), now)?;
+    if by_days.renew {
+        return Ok(RenewalCheck {
+            reason: format!(
+                "{} can no longer cover a {}-day token: {}",
+                signer.subject, home.config.token_days, by_days.reason
+            ),
+            ..by_days
+        });
+    }
+    needs_renewal(&signer, RenewalPolicy::Percent(DEFAULT_RENEW_PERCENT), now)
+}
+
+/// What a certificate is, from its profile: `root` (self-issued CA),
+/// `CA` (issuing CA or cross-certificate), `token signer`, or `other`.
+pub fn cert_role(c: &CertInfo) -> &'static str {
+    if c.is_ca && c.is_self_issued() {
+        "root"
+    } else if c.is_ca {
+        "CA"
+    } else if c.has_signer_eku() {
+        "token signer"
+    } else {
+        "other"
+    }
+}
+
+// ----- renew / rekey -----
+
+/// Re-issues `old` under `issuer` at `now`: the same key (`new_key` `None`,
+/// "renew") or a new one ("rekey"), the same subject and profile, a new
+/// serial. `days` defaults to the old certificate's lifetime, capped at the
+/// issuer's notAfter; an explicit `days` that would outlive the issuer is
+/// refused.
+pub fn reissue(
+    old: &CertInfo,
+    new_key: Option<&rsa::PublicKey>,
+    issuer: &CertInfo,
+    issuer_key: &dyn Signer,
+    days: Option<i64>,
+    now: i64,
+) -> Result<Vec<u8>> {
+    let not_before = now - BACKDATE_SECS;
+    let not_after = match days {
+        Some(d) if d < 1 => return Err(Error::Usage("--days must be at least 1".into())),
+        Some(d) => now + d * DAY,
+        None => (now + (old.not_after - old.not_before)).min(issuer.not_after),
+    };
+    reissue_certificate(old, new_key, issuer, issuer_key, not_before, not_after)
+}
+
+// ----- issuer home rotations -----
+
+/// What a rotation created and retired.
+#[derive(Debug, Clone, Serialize)]
+pub struct RotationReport {
+    /// New files by role (`root`, `cross`, `ca`, `signer`, `chain`), in creation order.
+    pub created: Vec<(String, PathBuf)>,
+    /// Files moved into `retired/`.
+    pub retired: Vec<PathBuf>,
+    /// Subject and notAfter of each new certificate, by role.
+    pub certificates: Vec<(String, String, i64)>,
+}
+
+/// Options shared by the rotations.
+#[derive(Debug, Clone, Default)]
+pub struct RotateOptions {
+    /// Lifetime of the new signer, days (default: [`lifetimes::SIGNER_DAYS`]).
+    pub signer_days: Option<i64>,
+    /// Lifetime of a new issuing CA, days (default: [`lifetimes::INTERMEDIATE_DAYS`]).
+    pub ca_days: Option<i64>,
+    /// Lifetime of a new root, days (default: [`lifetimes::ROOT_DAYS`]).
+    pub root_days: Option<i64>,
+    /// Subject of a new root or issuing CA (default: the next generation of the old name).
+    pub subject: Option<String>,
+}
+
+/// Files written so far by a rotation; removed again unless committed.
+struct Created {
+    files: Vec<PathBuf>,
+    committed: bool,
+}
+
+impl Created {
+    fn new() -> Self {
+        Created { files: Vec::new(), committed: false }
+    }
+
+    fn key(&mut self, path: PathBuf, key: &SoftwareKey, protection: KeyProtection<'_>) -> Result<PathBuf> {
+        save_private_key(&path, key, protection, false)?;
+        self.files.push(path.clone());
+        Ok(path)
+    }
+
+    fn public(&mut self, path: PathBuf, text: &str) -> Result<PathBuf> {
+        crate::issuer::write_public(&path, text)?;
+        self.files.push(path.clone());
+        Ok(path)
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        if !self.committed {
+            for f in &self.files {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+    }
+}
+
+fn first_cert(path: &Path) -> Result<CertInfo> {
+    let der = read_cert_chain(path)?.into_iter().next().expect("read_cert_chain returns at least one");
+    Ok(CertInfo::parse(&der)?)
+}
+
+fn short_serial(c: &CertInfo) -> String {
+    c.serial_hex.chars().take(8).collect::<String>().to_ascii_lowercase()
+}
+
+fn protection(passphrase: Option<&Passphrase>) -> KeyProtection<'_> {
+    match passphrase {
+        Some(p) => KeyProtection::Passphrase(p),
+        None => KeyProtection::InsecurePlaintext,
+    }
+}
+
+fn key_bits(c: &CertInfo) -> Result<usize> {
+    let bits = public_bits(&c.rsa_public_key()?);
+    Ok(if crate::keys::ALLOWED_BITS.contains(&bits) { bits } else { 3072 })
+}
+
+/// The next generation of a CA name: `CN=X Root CA` becomes
+/// `CN=X Root CA G2`, `CN=X Root CA G2` becomes `CN=X Root CA G3`. Only the
+/// first attribute (the most specific, as `--subject` is written) changes.
+pub fn next_generation_name(subject: &str) -> String {
+    let (first, rest) = match subject.find(',') {
+        Some(i) => (&subject[..i], &subject[i..]),
+        None => (subject, ""),
+    };
+    let bumped = match first.rsplit_once(" G") {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{base} G{}", n.parse::<u64>().unwrap_or(1) + 1)
+        }
+        _ => format!("{first} G2"),
+    };
+    format!("{bumped}{rest}")
+}
+
+/// Moves `path` into `<home>/retired/`, adding `-<serial>` to the name when
+/// `serial` is given and the name does not carry it yet.
+fn retire(home: &Path, path: &Path, serial: &str) -> Result<PathBuf> {
+    let dir = home.join(RETIRED_DIR);
+    if !dir.exists() {
+        std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(&dir, e))?;
+        }
+    }
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = path.extension().map(|s| format!(".{}", s.to_string_lossy())).unwrap_or_default();
+    let name = if stem.ends_with(serial) { format!("{stem}{ext}") } else { format!("{stem}-{serial}{ext}") };
+    let mut dest = dir.join(&name);
+    let mut n = 1;
+    while dest.exists() {
+        n += 1;
+        dest = dir.join(format!("{stem}-{serial}.{n}{ext}"));
+    }
+    std::fs::rename(path, &dest).map_err(|e| Error::io(path, e))?;
+    Ok(dest)
+}
+
+/// A new signer key and certificate under `ca`.
+fn new_signer(
+    home: &IssuerHome,
+    ca: &CertInfo,
+    ca_key: &dyn Signer,
+    bits: usize,
+    subject: &str,
+    days: Option<i64>,
+    now: i64,
+) -> Result<(SoftwareKey, Vec<u8>, CertInfo)> {
+    let key = SoftwareKey::generate(bits)?;
+    let not_after = match days {
+        Some(d) if d < 1 => return Err(Error::Usage("--days must be at least 1".into())),
+        Some(d) => now + d * DAY,
+        None => (now + lifetimes::SIGNER_DAYS * DAY).min(ca.not_after),
+    };
+    let token_secs = i64::from(home.config.token_days) * DAY;
+    if not_after - now < token_secs {
+        return Err(Error::Refused(format!(
+            "a new signer under {} would expire {}, before a standard {}-day token issued today; \
+             rotate the issuing CA first (tka issuer rotate-ca)",
+            ca.subject,
+            rfc3339(not_after),
+            home.config.token_days
+        )));
+    }
+    let der = create_certificate(
+        &CertRequest { kind: CertKind::Signer, subject, not_before: now - BACKDATE_SECS, not_after },
+        key.public_key(),
+        Some(ca),
+        ca_key,
+    )?;
+    let info = CertInfo::parse(&der)?;
+    Ok((key, der, info))
+}
+
+fn write_chain(created: &mut Created, home: &IssuerHome, chain: &[&[u8]]) -> Result<PathBuf> {
+    let text: String = chain.iter().map(|d| pem::encode("CERTIFICATE", d)).collect();
+    let path = home.dir().join("chain.pem");
+    fsutil::write_atomic(&path, text.as_bytes(), 0o644, Overwrite::Replace).map_err(|e| Error::io(&path, e))?;
+    created.files.retain(|f| f != &path);
+    Ok(path)
+}
+
+/// Relative path of `p` inside the home (config entries are relative).
+fn rel(home: &IssuerHome, p: &Path) -> PathBuf {
+    p.strip_prefix(home.dir()).map(Path::to_path_buf).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Rotates the token signer of `home` (see the module documentation).
+pub fn rotate_signer(
+    home: &mut IssuerHome,
+    passphrase: Option<&Passphrase>,
+    allow_insecure_permissions: bool,
+    opts: &RotateOptions,
+    now: i64,
+) -> Result<RotationReport> {
+    let cfg = home.config.clone();
+    let ca = first_cert(&home.path(&cfg.ca_cert))?;
+    let ca_key = load_private_key(&home.path(&cfg.ca_key), passphrase, allow_insecure_permissions)?;
+    let old_signer = first_cert(&home.path(&cfg.signer_cert))?;
+    let (key, der, info) =
+        new_signer(home, &ca, &ca_key, key_bits(&old_signer)?, &old_signer.subject, opts.signer_days, now)?;
+
+    let mut created = Created::new();
+    let s = short_serial(&info);
+    let key_path = created.key(home.dir().join(format!("signer-{s}.key")), &key, protection(passphrase))?;
+    let cert_path = created.public(home.dir().join(format!("signer-{s}.pem")), &pem::encode("CERTIFICATE", &der))?;
+    let config = IssuerConfig { signer_cert: rel(home, &cert_path), signer_key: rel(home, &key_path), ..cfg.clone() };
+    home.save_config(config)?;
+    created.committed = true;
+
+    let mut chain = vec![der.clone(), ca.der.clone()];
+    if let Some(cross) = &cfg.cross_cert {
+        chain.extend(read_cert_chain(&home.path(cross))?);
+    }
+    let refs: Vec<&[u8]> = chain.iter().map(|d| d.as_slice()).collect();
+    let chain_path = write_chain(&mut created, home, &refs)?;
+    let serial = short_serial(&old_signer);
+    let retired = vec![
+        retire(home.dir(), &home.path(&cfg.signer_cert), &serial)?,
+        retire(home.dir(), &home.path(&cfg.signer_key), &serial)?,
+    ];
+    Ok(RotationReport {
+        created: vec![("signer".into(), cert_path), ("signer-key".into(), key_path), ("chain".into(), chain_path)],
+        retired,
+        certificates: vec![("signer".into(), info.subject, info.not_after)],
+    })
+}
+
+/// Rotates the issuing CA of `home`: a new CA key and certificate from the
+/// root, and a new signer under it (see the module documentation).
+pub fn rotate_issuing_ca(
+    home: &mut IssuerHome,
+    passphrase: Option<&Passphrase>,
+    allow_insecure_permissions: bool,
+    opts: &RotateOptions,
+    now: i64,
+) -> Result<RotationReport> {
+    let cfg = home.config.clone();
+    let root = first_cert(&home.path(&cfg.root_cert))?;
+    let root_key = load_private_key(&home.path(&cfg.root_key), passphrase, allow_insecure_permissions)?;
+    let old_ca = first_cert(&home.path(&cfg.ca_cert))?;
+    let old_signer = first_cert(&home.path(&cfg.signer_cert))?;
+    let subject = opts.subject.clone().unwrap_or_else(|| next_generation_name(&old_ca.subject));
+    let ca_key = SoftwareKey::generate(key_bits(&old_ca)?)?;
+    let ca_after = match opts.ca_days {
+        Some(d) if d < 1 => return Err(Error::Usage("--days must be at least 1".into())),
+        Some(d) => now + d * DAY,
+        None => (now + lifetimes::INTERMEDIATE_DAYS * DAY).min(root.not_after),
+    };
+    let ca_der = create_certificate(
+        &CertRequest {
+            kind: CertKind::Intermediate,
+            subject: &subject,
+            not_before: now - BACKDATE_SECS,
+            not_after: ca_after,
+        },
+        ca_key.public_key(),
+        Some(&root),
+        &root_key,
+    )?;
+    let ca = CertInfo::parse(&ca_der)?;
+    let (signer_key, signer_der, signer) =
+        new_signer(home, &ca, &ca_key, key_bits(&old_signer)?, &old_signer.subject, opts.signer_days, now)?;
+
+    let mut created = Created::new();
+    let prot = protection(passphrase);
+    let (cs, ss) = (short_serial(&ca), short_serial(&signer));
+    let ca_key_path = created.key(home.dir().join(format!("ca-{cs}.key")), &ca_key, prot)?;
+    let ca_path = created.public(home.dir().join(format!("ca-{cs}.pem")), &pem::encode("CERTIFICATE", &ca_der))?;
+    let signer_key_path = created.key(home.dir().join(format!("signer-{ss}.key")), &signer_key, prot)?;
+    let signer_path =
+        created.public(home.dir().join(format!("signer-{ss}.pem")), &pem::encode("CERTIFICATE", &signer_der))?;
+    let config = IssuerConfig {
+        ca_cert: rel(home, &ca_path),
+        ca_key: rel(home, &ca_key_path),
+        signer_cert: rel(home, &signer_path),
+        signer_key: rel(home, &signer_key_path),
+        ..cfg.clone()
+    };
+    home.save_config(config)?;
+    created.committed = true;
+
+    let mut chain = vec![signer_der.clone(), ca_der.clone()];
+    if let Some(cross) = &cfg.cross_cert {
+        chain.extend(read_cert_chain(&home.path(cross))?);
+    }
+    let refs: Vec<&[u8]> = chain.iter().map(|d| d.as_slice()).collect();
+    let chain_path = write_chain(&mut created, home, &refs)?;
+    let (oc, os) = (short_serial(&old_ca), short_serial(&old_signer));
+    let retired = vec![
+        retire(home.dir(), &home.path(&cfg.ca_cert), &oc)?,
+        retire(home.dir(), &home.path(&cfg.ca_key), &oc)?,
+        retire(home.dir(), &home.path(&cfg.signer_cert), &os)?,
+        retire(home.dir(), &home.path(&cfg.signer_key), &os)?,
+    ];
+    Ok(RotationReport {
+        created: vec![
+            ("ca".into(), ca_path),
+            ("ca-key".into(), ca_key_path),
+            ("signer".into(), signer_path),
+            ("signer-key".into(), signer_key_path),
+            ("chain".into(), chain_path),
+        ],
+        retired,
+        certificates: vec![
+            ("ca".into(), ca.subject, ca.not_after),
+            ("signer".into(), signer.subject, signer.not_after),
+        ],
+    })
+}
+
+/// Rotates the root of `home`: a new root, a cross-certificate from the old
+/// root, a new issuing CA and signer (see the module documentation).
+pub fn rotate_root(
+    home: &mut IssuerHome,
+    passphrase: Option<&Passphrase>,
+    allow_insecure_permissions: bool,
+    opts: &RotateOptions,
+    now: i64,
+) -> Result<RotationReport> {
+    let cfg = home.config.clone();
+    let old_root = first_cert(&home.path(&cfg.root_cert))?;
+    let old_root_key = load_private_key(&home.path(&cfg.root_key), passphrase, allow_insecure_permissions)?;
+    let old_ca = first_cert(&home.path(&cfg.ca_cert))?;
+    let old_signer = first_cert(&home.path(&cfg.signer_cert))?;
+    let not_before = now - BACKDATE_SECS;
+
+    let root_subject = opts.subject.clone().unwrap_or_else(|| next_generation_name(&old_root.subject));
+    let root_key = SoftwareKey::generate(key_bits(&old_root)?)?;
+    let root_after = now + opts.root_days.unwrap_or(lifetimes::ROOT_DAYS).max(1) * DAY;
+    let root_der = create_certificate(
+        &CertRequest { kind: CertKind::Root, subject: &root_subject, not_before, not_after: root_after },
+        root_key.public_key(),
+        None,
+        &root_key,
+    )?;
+    let root = CertInfo::parse(&root_der)?;
+    if root.subject_raw == old_root.subject_raw {
+        return Err(Error::Usage(format!(
+            "the new root needs a subject different from the old root's ({})",
+            old_root.subject
+        )));
+    }
+    // The cross-certificate: the new root's name and key, vouched for by the old root.
+    let cross_der = create_certificate(
+        &CertRequest {
+            kind: CertKind::Cross,
+            subject: &root_subject,
+            not_before,
+            not_after: root_after.min(old_root.not_after),
+        },
+        root_key.public_key(),
+        Some(&old_root),
+        &old_root_key,
+    )?;
+    let cross = CertInfo::parse(&cross_der)?;
+    let ca_key = SoftwareKey::generate(key_bits(&old_ca)?)?;
+    let ca_subject = next_generation_name(&old_ca.subject);
+    let ca_after = match opts.ca_days {
+        Some(d) if d < 1 => return Err(Error::Usage("--days must be at least 1".into())),
+        Some(d) => now + d * DAY,
+        None => (now + lifetimes::INTERMEDIATE_DAYS * DAY).min(root.not_after),
+    };
+    let ca_der = create_certificate(
+        &CertRequest { kind: CertKind::Intermediate, subject: &ca_subject, not_before, not_after: ca_after },
+        ca_key.public_key(),
+        Some(&root),
+        &root_key,
+    )?;
+    let ca = CertInfo::parse(&ca_der)?;
+    let (signer_key, signer_der, signer) =
+        new_signer(home, &ca, &ca_key, key_bits(&old_signer)?, &old_signer.subject, opts.signer_days, now)?;
+
+    let mut created = Created::new();
+    let prot = protection(passphrase);
+    let (rs, xs, cs, ss) = (short_serial(&root), short_serial(&cross), short_serial(&ca), short_serial(&signer));
+    let d = home.dir().to_path_buf();
+    let root_key_path = created.key(d.join(format!("root-{rs}.key")), &root_key, prot)?;
+    let root_path = created.public(d.join(format!("root-{rs}.pem")), &pem::encode("CERTIFICATE", &root_der))?;
+    let cross_path = created.public(d.join(format!("cross-{xs}.pem")), &pem::encode("CERTIFICATE", &cross_der))?;
+    let ca_key_path = created.key(d.join(format!("ca-{cs}.key")), &ca_key, prot)?;
+    let ca_path = created.public(d.join(format!("ca-{cs}.pem")), &pem::encode("CERTIFICATE", &ca_der))?;
+    let signer_key_path = created.key(d.join(format!("signer-{ss}.key")), &signer_key, prot)?;
+    let signer_path = created.public(d.join(format!("signer-{ss}.pem")), &pem::encode("CERTIFICATE", &signer_der))?;
+    let config = IssuerConfig {
+        root_cert: rel(home, &root_path),
+        root_key: rel(home, &root_key_path),
+        ca_cert: rel(home, &ca_path),
+        ca_key: rel(home, &ca_key_path),
+        signer_cert: rel(home, &signer_path),
+        signer_key: rel(home, &signer_key_path),
+        cross_cert: Some(rel(home, &cross_path)),
+        ..cfg.clone()
+    };
+    home.save_config(config)?;
+    created.committed = true;
+
+    let chain_path = write_chain(&mut created, home, &[&signer_der, &ca_der, &cross_der])?;
+    let (orr, oc, os) = (short_serial(&old_root), short_serial(&old_ca), short_serial(&old_signer));
+    let mut retired = vec![
+        retire(home.dir(), &home.path(&cfg.root_cert), &orr)?,
+        retire(home.dir(), &home.path(&cfg.root_key), &orr)?,
+        retire(home.dir(), &home.path(&cfg.ca_cert), &oc)?,
+        retire(home.dir(), &home.path(&cfg.ca_key), &oc)?,
+        retire(home.dir(), &home.path(&cfg.signer_cert), &os)?,
+        retire(home.dir(), &home.path(&cfg.signer_key), &os)?,
+    ];
+    if let Some(old_cross) = &cfg.cross_cert {
+        let c = first_cert(&home.path(old_cross))?;
+        retired.push(retire(home.dir(), &home.path(old_cross), &short_serial(&c))?);
+    }
+    Ok(RotationReport {
+        created: vec![
+            ("root".into(), root_path),
+            ("root-key".into(), root_key_path),
+            ("cross".into(), cross_path),
+            ("ca".into(), ca_path),
+            ("ca-key".into(), ca_key_path),
+            ("signer".into(), signer_path),
+            ("signer-key".into(), signer_key_path),
+            ("chain".into(), chain_path),
+        ],
+        retired,
+        certificates: vec![
+            ("root".into(), root.subject, root.not_after),
+            ("cross".into(), cross.subject, cross.not_after),
+            ("ca".into(), ca.subject, ca.not_after),
+            ("signer".into(), signer.subject, signer.not_after),
+        ],
+    })
+}
+
+// ----- health -----
+
+/// How urgent a health item is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthLevel {
+    /// Nothing to do.
+    Ok,
+    /// Plan a rotation.
+    Warn,
+    /// Act now: something expired or can no longer do its job.
+    Action,
+}
+
+/// One certificate or CRL of an issuer home.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthItem {
+    /// `root`, `cross`, `ca`, `signer` or `crl`.
+    pub role: String,
+    /// Its file.
+    pub path: PathBuf,
+    /// Subject (certificates) or issuer (CRLs).
+    pub subject: String,
+    /// notAfter (certificates) or nextUpdate (CRLs), Unix seconds.
+    pub expires: Option<i64>,
+    /// Whole days left (negative once past).
+    pub days_left: Option<i64>,
+    /// Urgency.
+    pub level: HealthLevel,
+    /// What to do, in one line.
+    pub message: String,
+}
+
+/// The result of [`health`].
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    /// The home's standard token lifetime, days.
+    pub token_days: u32,
+    /// Root, cross-certificate, issuing CA, signer, then CRLs.
+    pub items: Vec<HealthItem>,
+}
+
+impl HealthReport {
+    /// The most urgent level.
+    pub fn level(&self) -> HealthLevel {
+        self.items.iter().map(|i| i.level).max().unwrap_or(HealthLevel::Ok)
+    }
+}
+
+/// What in `home` expires when, and what needs doing, at `now`:
+///
+/// - **signer**: action when it can no longer cover a standard token
+///   (`token_days`) issued today, or expired; warning within 30 days of that.
+/// - **issuing CA**: action when a new signer under it could not cover a
+///   standard token; warning when it expires within a signer lifetime.
+/// - **root** (and a cross-certificate): action when it cannot cover a
+///   standard token; warning within an issuing-CA lifetime (root rollover
+///   takes as long as the slowest machine).
+/// - **CRLs** in `<home>/crls/` (`*.pem`, `*.crl`, `*.der`): action when past
+///   nextUpdate; warning within 7 days.
+pub fn health(home: &IssuerHome, now: i64) -> Result<HealthReport> {
+    let token = i64::from(home.config.token_days) * DAY;
+    let mut items = Vec::new();
+    let mut cert_item = |role: &str, path: PathBuf, action_within: i64, warn_within: i64, todo: &str| -> Result<()> {
+        let c = first_cert(&path)?;
+        let left = c.not_after - now;
+        let (level, message) = if left < 0 {
+            (HealthLevel::Action, format!("expired {}: {todo}", rfc3339(c.not_after)))
+        } else if left < action_within {
+            (
+                HealthLevel::Action,
+                format!(
+                    "expires {}, too soon to cover a {}-day token: {todo}",
+                    rfc3339(c.not_after),
+                    home.config.token_days
+                ),
+            )
+        } else if left < warn_within {
+            (HealthLevel::Warn, format!("expires {}: plan to {todo}", rfc3339(c.not_after)))
+        } else {
+            (HealthLevel::Ok, format!("expires {}", rfc3339(c.not_after)))
+        };
+        items.push(HealthItem {
+            role: role.into(),
+            path,
+            subject: c.subject,
+            expires: Some(c.not_after),
+            days_left: Some(left.div_euclid(DAY)),
+            level,
+            message,
+        });
+        Ok(())
+    };
+    let cfg = &home.config;
+    cert_item(
+        "root",
+        home.path(&cfg.root_cert),
+        token,
+        lifetimes::INTERMEDIATE_DAYS * DAY,
+        "rotate the root (scripts/rotate-root.sh)",
+    )?;
+    if let Some(cross) = &cfg.cross_cert {
+        cert_item(
+            "cross",
+            home.path(cross),
+            token,
+            lifetimes::SIGNER_DAYS * DAY,
+            "finish the root rollover on every machine (trust the new root)",
+        )?;
+    }
+    cert_item(
+        "ca",
+        home.path(&cfg.ca_cert),
+        token,
+        lifetimes::SIGNER_DAYS * DAY,
+        "rotate the issuing CA (scripts/rotate-issuing-ca.sh)",
+    )?;
+    cert_item(
+        "signer",
+        home.path(&cfg.signer_cert),
+        token,
+        token + 30 * DAY,
+        "rotate the signer (scripts/rotate-signer.sh)",
+    )?;
+    let crl_dir = home.dir().join(CRLS_DIR);
+    if let Ok(entries) = std::fs::read_dir(&crl_dir) {
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "pem" || x == "crl" || x == "der"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let bytes = fsutil::read_bounded(&path, 1024 * 1024).map_err(|e| Error::io(&path, e))?;
+            let ders = match std::str::from_utf8(&bytes) {
+                Ok(t) if t.contains("-----BEGIN") => pem::decode_all(t, "X509 CRL")?,
+                _ => vec![bytes],
+            };
+            for der in ders {
+                let crl = Crl::parse(&der)?;
+                let (level, message) = match crl.next_update {
+                    Some(n) if n < now => {
+                        (HealthLevel::Action, format!("stale since {}: publish a new CRL (tka crl create)", rfc3339(n)))
+                    }
+                    Some(n) if n - now < 7 * DAY => {
+                        (HealthLevel::Warn, format!("next update due {}: publish a new CRL soon", rfc3339(n)))
+                    }
+                    Some(n) => (HealthLevel::Ok, format!("next update due {}", rfc3339(n))),
+                    None => (HealthLevel::Ok, "no next update".into()),
+                };
+                items.push(HealthItem {
+                    role: "crl".into(),
+                    path: path.clone(),
+                    subject: crl.issuer.clone(),
+                    expires: crl.next_update,
+                    days_left: crl.next_update.map(|n| (n - now).div_euclid(DAY)),
+                    level,
+                    message,
+                });
+            }
+        }
+    }
+    Ok(HealthReport { token_days: cfg.token_days, items })
+}
+
+// ----- machines: trusting a new root -----
+
+/// How a new root is vouched for in [`trust_root`].
+#[derive(Debug, Clone, Default)]
+pub struct TrustRootOptions<'a> {
+    /// The SHA-256 fingerprint the root must have (hex, `:` allowed).
+    pub fingerprint: Option<&'a str>,
+    /// A cross-certificate (DER) for the root, signed by a root already trusted.
+    pub cross: Option<&'a [u8]>,
+}
+
+/// The result of [`trust_root`].
+#[derive(Debug, Clone)]
+pub struct TrustedRootAdded {
+    /// The root.
+    pub root: CertInfo,
+    /// How it was vouched for, in words.
+    pub vouched_by: String,
+}
+
+/// Adds `root_der` to the roots `store` trusts, at `now`.
+///
+/// - With a cross-certificate: it must carry the root's exact subject and
+///   key and validate at `now` to a root the store already trusts
+///   ([`check_cross_certificate`]; installed CRLs consulted).
+/// - With a fingerprint: the root's SHA-256 must equal it.
+/// - With neither: allowed only for the store's first root (or a root it
+///   already trusts); any further root must be vouched for.
+///
+/// The root must always be a proper self-signed CA ([`check_root`]).
+pub fn trust_root(store: &Store, root_der: &[u8], opts: &TrustRootOptions<'_>, now: i64) -> Result<TrustedRootAdded> {
+    let root = CertInfo::parse(root_der)?;
+    let mut vouched = Vec::new();
+    if let Some(expected) = opts.fingerprint {
+        let want = expected.replace(':', "").to_ascii_lowercase();
+        if want != root.fingerprint {
+            return Err(VerifyError::FingerprintMismatch {
+                subject: root.subject.clone(),
+                expected: want,
+                found: root.fingerprint.clone(),
+            }
+            .into());
+        }
+        vouched.push("its fingerprint".to_string());
+    }
+    check_root(&root)?;
+    // Roots and CRLs only: an installed revocation list has no say here.
+    let roots: Vec<Vec<u8>> = store.roots()?.into_iter().map(|r| r.der).collect();
+    let crls = store.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
+    let trust = TrustData { anchors: crate::pki::TrustAnchors::from_der(&roots)?, crls, ..Default::default() };
+    if let Some(cross_der) = opts.cross {
+        let cross = CertInfo::parse(cross_der)?;
+        let path = check_cross_certificate(&root, &cross, &trust.anchors, now, &trust.crls)?;
+        vouched.push(format!("a cross-certificate from {}", path.root().subject));
+    }
+    let already = trust.anchors.roots().iter().any(|r| r.der == root.der);
+    if vouched.is_empty() {
+        if already {
+            vouched.push("already trusted".into());
+        } else if trust.anchors.is_empty() {
+            vouched.push("first root of this store".into());
+        } else {
+            return Err(Error::Refused(format!(
+                "this store already trusts {} root(s); a new root ({}) must be vouched for with --cross CROSS.pem \
+                 (signed by a trusted root) or --fingerprint SHA256",
+                trust.anchors.roots().len(),
+                root.subject
+            )));
+        }
+    }
+    store.lock()?.add_root(&root.der)?;
+    Ok(TrustedRootAdded { root, vouched_by: vouched.join(" and ") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_names() {
+        assert_eq!(next_generation_name("CN=tka Root CA"), "CN=tka Root CA G2");
+        assert_eq!(next_generation_name("CN=tka Root CA G2,O=Example"), "CN=tka Root CA G3,O=Example");
+        assert_eq!(next_generation_name("CN=Gx G"), "CN=Gx G G2");
+    }
+}

@@ -1,0 +1,533 @@
+//! Bulk issuance and renewal: through the library (per-item reports,
+//! idempotent re-runs, limits) and through the `tka` binary (exit codes,
+//! two processes on one ledger, a full disk and a kill mid-batch).
+#![cfg(feature = "issuer")]
+
+mod common;
+
+use common::*;
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use tka::ledger::bulk::{
+    issue_batch, renew_batch, synthetic_request, token_file_name, BatchInput, BatchOptions, ItemStatus, RenewOptions,
+    Seat,
+};
+use tka::ledger::{Ledger, NewEntitlement, TokenFilter};
+use tka::token::{IssueOptions, TokenLifetime, TokenSigner};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tka");
+
+fn signer() -> TokenSigner {
+    let p = pki();
+    TokenSigner::new(Box::new(test_key("signer")), vec![p.signer.clone(), p.int.clone()]).unwrap()
+}
+
+fn setup(dir: &Path, machines: u32) -> Ledger {
+    let mut l = Ledger::open(&dir.join("ledger.sqlite")).unwrap();
+    l.add_entitlement(
+        &NewEntitlement { product: PRODUCT.into(), machines, name: Some("acme".into()), ..Default::default() },
+        NOW,
+    )
+    .unwrap();
+    l
+}
+
+fn inputs(range: std::ops::Range<u64>) -> Vec<BatchInput> {
+    range.map(|n| BatchInput { source: format!("req-{n}"), request: Ok(synthetic_request(PRODUCT, n, NOW)) }).collect()
+}
+
+fn opts() -> BatchOptions {
+    BatchOptions { entitlement: Some("acme".into()), chunk: 3, ..Default::default() }
+}
+
+fn files(dir: &Path) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = fs::read_dir(dir)
+        .map(|r| {
+            r.map(|e| {
+                let e = e.unwrap();
+                (e.file_name().to_string_lossy().into_owned(), fs::read_to_string(e.path()).unwrap())
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn bad_items_are_reported_one_by_one_and_the_rest_proceed() {
+    let d = tempfile::tempdir().unwrap();
+    let mut l = setup(d.path(), 4);
+    let mut batch = inputs(0..5);
+    batch.insert(1, BatchInput { source: "garbage".into(), request: Err("malformed request: nope".into()) });
+    batch.push(BatchInput { source: "dup".into(), request: batch[0].request.clone() });
+    let mut same_machine = synthetic_request(PRODUCT, 2, NOW + 1);
+    same_machine.hostname = Some("again".into());
+    batch.push(BatchInput { source: "same-machine".into(), request: Ok(same_machine) });
+    batch.push(BatchInput { source: "other".into(), request: Ok(synthetic_request("other-product", 9, NOW)) });
+    let out = d.path().join("out");
+    let r = issue_batch(&mut l, batch, &opts(), &signer(), NOW, Some(&out), &|_| {}).unwrap();
+
+    let got: Vec<(&str, ItemStatus, Option<&str>)> =
+        r.items.iter().map(|i| (i.source.as_str(), i.status, i.reason.as_deref())).collect();
+    let exhausted = "entitlement 1 (\"acme\") is exhausted: all 4 machines are counted (4 of 4 used); \
+                     release a machine or raise the count";
+    let dup_machine =
+        format!("duplicate: machine {} is already asked for by item 4", synthetic_request(PRODUCT, 2, NOW).cmid);
+    assert_eq!(
+        got,
+        vec![
+            ("req-0", ItemStatus::Ok, None),
+            ("garbage", ItemStatus::Refused, Some("malformed request: nope")),
+            ("req-1", ItemStatus::Ok, None),
+            ("req-2", ItemStatus::Ok, None),
+            ("req-3", ItemStatus::Ok, None),
+            ("req-4", ItemStatus::Refused, Some(exhausted)),
+            ("dup", ItemStatus::Refused, Some("duplicate: the same request as item 1")),
+            ("same-machine", ItemStatus::Refused, Some(dup_machine.as_str())),
+            (
+                "other",
+                ItemStatus::Refused,
+                Some("wrong product: the request is for \"other-product\", entitlement 1 (\"acme\") is for \"example-pro\"")
+            ),
+        ]
+    );
+    assert_eq!((r.total, r.ok, r.refused, r.errors, r.new_seats, r.signed), (9, 4, 5, 0, 4, 4));
+    assert_eq!(l.entitlement("acme").unwrap().used, 4);
+    assert_eq!(l.token_count().unwrap(), 4);
+    // One file per ok item, holding the recorded token.
+    let written = files(&out);
+    assert_eq!(written.len(), 4);
+    for it in r.items.iter().filter(|i| i.status == ItemStatus::Ok) {
+        let rec = l.token(it.serial.as_ref().unwrap()).unwrap();
+        assert_eq!(it.file.as_ref().unwrap(), &out.join(token_file_name(PRODUCT, &rec.cmid)));
+        assert_eq!(fs::read_to_string(it.file.as_ref().unwrap()).unwrap(), rec.token + "\n");
+    }
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["items"][5]["status"], "refused");
+    assert_eq!(json["items"][0]["seat"], "new");
+}
+
+#[test]
+fn rerunning_a_batch_consumes_nothing_and_returns_the_same_tokens() {
+    let d = tempfile::tempdir().unwrap();
+    let mut l = setup(d.path(), 10);
+    let out = d.path().join("out");
+    let s = signer();
+    let batch = inputs(0..7);
+    let first = issue_batch(&mut l, batch.clone(), &opts(), &s, NOW, Some(&out), &|_| {}).unwrap();
+    assert_eq!((first.ok, first.new_seats, first.signed), (7, 7, 7));
+    let files1 = files(&out);
+    fs::remove_file(first.items[2].file.as_ref().unwrap()).unwrap(); // lost file
+
+    let again = issue_batch(&mut l, batch.clone(), &opts(), &s, NOW + 60, Some(&out), &|_| {}).unwrap();
+    assert_eq!((again.ok, again.new_seats, again.signed, again.existing), (7, 0, 0, 7));
+    assert!(again.items.iter().all(|i| i.existing && i.seat == Some(Seat::Counted)));
+    let serials = |r: &tka::ledger::bulk::BatchReport| r.items.iter().map(|i| i.serial.clone()).collect::<Vec<_>>();
+    assert_eq!(serials(&again), serials(&first));
+    assert_eq!(files(&out), files1, "the missing file is rewritten from the ledger, the rest unchanged");
+    assert_eq!(l.entitlement("acme").unwrap().used, 7);
+    assert_eq!(l.token_count().unwrap(), 7);
+
+    // --reissue: fresh tokens, still no seat consumed.
+    let o = BatchOptions { reissue: true, ..opts() };
+    let fresh = issue_batch(&mut l, batch, &o, &s, NOW + 120, Some(&out), &|_| {}).unwrap();
+    assert_eq!((fresh.ok, fresh.new_seats, fresh.signed, fresh.existing), (7, 0, 7, 0));
+    assert!(serials(&fresh).iter().zip(serials(&first)).all(|(a, b)| a != &b));
+    assert_eq!(l.entitlement("acme").unwrap().used, 7);
+    assert_eq!(l.token_count().unwrap(), 14);
+    let all: HashSet<String> = l.tokens(&TokenFilter::default()).unwrap().into_iter().map(|t| t.serial).collect();
+    assert_eq!(all.len(), 14);
+}
+
+#[test]
+fn renewal_from_the_ledger_is_idempotent() {
+    let d = tempfile::tempdir().unwrap();
+    let mut l = setup(d.path(), 10);
+    let s = signer();
+    let short =
+        BatchOptions { issue: IssueOptions { lifetime: TokenLifetime::Days(20), ..Default::default() }, ..opts() };
+    issue_batch(&mut l, inputs(0..3), &short, &s, NOW, None, &|_| {}).unwrap();
+    let long =
+        BatchOptions { issue: IssueOptions { lifetime: TokenLifetime::Days(90), ..Default::default() }, ..opts() };
+    issue_batch(&mut l, inputs(3..5), &long, &s, NOW, None, &|_| {}).unwrap();
+    let old: Vec<_> = l.tokens(&TokenFilter::default()).unwrap();
+    let victim = old.iter().find(|t| t.expires == Some(NOW + 20 * DAY)).unwrap().serial.clone();
+    l.revoke(&victim, "stolen", NOW).unwrap();
+
+    let ro = RenewOptions {
+        within: 10 * DAY,
+        entitlement: None,
+        product: None,
+        lifetime: None,
+        alg: tka::keys::SignatureAlgorithm::Ps256,
+        chunk: 2,
+    };
+    let out = d.path().join("renewed");
+    let at = NOW + 15 * DAY;
+    let r = renew_batch(&mut l, &ro, &s, at, Some(&out), &|_| {}).unwrap();
+    assert_eq!(
+        (r.total, r.ok, r.new_seats, r.signed),
+        (2, 2, 0, 2),
+        "two live 20-day tokens are due; the revoked one is not"
+    );
+    assert_eq!(files(&out).len(), 2);
+    for it in &r.items {
+        let rec = l.token(it.serial.as_ref().unwrap()).unwrap();
+        assert_eq!(rec.expires, Some(at + 20 * DAY), "keeps the old lifetime");
+        assert!(rec.replaces.is_some());
+        assert_eq!(rec.issued_at, at);
+    }
+    assert_eq!(l.entitlement("acme").unwrap().used, 5);
+    let again = renew_batch(&mut l, &ro, &s, at, Some(&out), &|_| {}).unwrap();
+    assert_eq!(again.total, 0, "nothing is due any more");
+}
+
+// ----- through the binary -------------------------------------------------
+
+struct Cli {
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new(machines: u32) -> Cli {
+        let c = Cli { dir: tempfile::tempdir().unwrap() };
+        let home = c.path("home");
+        c.ok(&["issuer", "init", "--home", home.to_str().unwrap(), "--root-bits", "2048", "--ca-bits", "2048"]);
+        c.ok(&[
+            "entitlement",
+            "add",
+            "--home",
+            "home",
+            "--product",
+            PRODUCT,
+            "--machines",
+            &machines.to_string(),
+            "--name",
+            "acme",
+        ]);
+        c
+    }
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("TKA_HOME")
+            .env("TKA_PASSPHRASE", "correct horse battery staple")
+            .stdin(Stdio::null());
+        c
+    }
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let o = self.cmd(args).output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into(),
+            String::from_utf8_lossy(&o.stderr).into(),
+        )
+    }
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let r = self.run(args);
+        assert_eq!(r.0, 0, "tka {args:?}: {}{}", r.1, r.2);
+        r.1
+    }
+    fn requests(&self, name: &str, first: u64, count: u64) {
+        self.ok(&[
+            "request",
+            "generate-test",
+            "--product",
+            PRODUCT,
+            "--count",
+            &count.to_string(),
+            "--first",
+            &first.to_string(),
+            "--out",
+            name,
+        ]);
+    }
+    fn ledger(&self) -> Ledger {
+        Ledger::open(&self.path("home/ledger.sqlite")).unwrap()
+    }
+    /// Every token file in `out` holds a token the ledger recorded, byte for
+    /// byte. Temporary files of an interrupted atomic write (`.NAME.HEX.tmp`)
+    /// are not token files; a later run removes them.
+    #[track_caller]
+    fn assert_no_file_without_row(&self, out: &str) -> usize {
+        let l = self.ledger();
+        let recorded: HashSet<String> =
+            l.tokens(&TokenFilter::default()).unwrap().into_iter().map(|t| t.token + "\n").collect();
+        let written: Vec<_> =
+            files(&self.path(out)).into_iter().filter(|(n, _)| !(n.starts_with('.') && n.ends_with(".tmp"))).collect();
+        for (name, text) in &written {
+            assert!(recorded.contains(text), "{name} holds a token the ledger does not know");
+        }
+        written.len()
+    }
+}
+
+#[test]
+fn cli_entitlement_show_json_and_issue_refusal_exit_codes() {
+    let c = Cli::new(1);
+    let show: serde_json::Value =
+        serde_json::from_str(&c.ok(&["entitlement", "show", "acme", "--home", "home", "--json"])).unwrap();
+    assert_eq!((show["id"].as_i64(), show["used"].as_u64(), show["free"].as_u64()), (Some(1), Some(0), Some(1)));
+    c.requests("reqs.txt", 0, 2);
+    let lines: Vec<String> = fs::read_to_string(c.path("reqs.txt")).unwrap().lines().map(String::from).collect();
+    fs::write(c.path("a.txt"), &lines[0]).unwrap();
+    fs::write(c.path("b.txt"), &lines[1]).unwrap();
+    c.ok(&["token", "issue", "--request", "a.txt", "--home", "home", "--entitlement", "acme", "--out", "a.jws"]);
+    let r =
+        c.run(&["token", "issue", "--request", "b.txt", "--home", "home", "--entitlement", "acme", "--out", "b.jws"]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert_eq!(
+        r.2,
+        "error: entitlement 1 (\"acme\") is exhausted: all 1 machines are counted (1 of 1 used); release a machine or raise the count\n"
+    );
+    assert!(!c.path("b.jws").exists());
+    let show: serde_json::Value =
+        serde_json::from_str(&c.ok(&["entitlement", "show", "1", "--home", "home", "--json"])).unwrap();
+    assert_eq!((show["used"].as_u64(), show["free"].as_u64()), (Some(1), Some(0)));
+
+    // Release by machine, then the other machine fits.
+    let list: serde_json::Value = serde_json::from_str(&c.ok(&["ledger", "list", "--home", "home", "--json"])).unwrap();
+    let cmid = list[0]["machine"].as_str().unwrap().to_string();
+    c.ok(&["ledger", "release", "--machine", &cmid, "--reason", "decommissioned", "--home", "home"]);
+    let r = c.run(&["ledger", "release", "--machine", &cmid, "--reason", "again", "--home", "home"]);
+    assert_eq!((r.0, r.2.as_str()), (2, format!("error: machine {cmid} holds no seat in any entitlement\n").as_str()));
+    c.ok(&["token", "issue", "--request", "b.txt", "--home", "home", "--entitlement", "acme", "--out", "b.jws"]);
+    // Every issued token is in the ledger, with or without an entitlement.
+    c.ok(&["token", "issue", "--request", "a.txt", "--home", "home", "--out", "c.jws"]);
+    let csv = c.ok(&["ledger", "export", "--format", "csv", "--home", "home"]);
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    let serial = list[0]["serial"].as_str().unwrap();
+    c.ok(&["ledger", "revoke", serial, "--reason", "stolen", "--home", "home"]);
+    let r = c.run(&["ledger", "revoke", serial, "--reason", "stolen", "--home", "home"]);
+    assert_eq!(r.0, 1);
+    assert!(r.2.starts_with(&format!("error: token {serial} is already revoked (at ")), "{}", r.2);
+}
+
+#[test]
+fn cli_issue_bulk_reports_per_item_and_reruns_idempotently() {
+    let c = Cli::new(3);
+    c.requests("reqs.txt", 0, 4);
+    let mut text = fs::read_to_string(c.path("reqs.txt")).unwrap();
+    text += "not a request\n";
+    fs::write(c.path("reqs.txt"), &text).unwrap();
+    let args = [
+        "token",
+        "issue-bulk",
+        "--home",
+        "home",
+        "--entitlement",
+        "acme",
+        "--requests-file",
+        "reqs.txt",
+        "--out",
+        "out",
+        "--report",
+        "report.json",
+    ];
+    let r = c.run(&args);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert!(r.1.starts_with("issued: 3 of 5 (signed 3, existing 0, new seats 3)\nrefused: 2\nerrors: 0\n"), "{}", r.1);
+    let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(c.path("report.json")).unwrap()).unwrap();
+    let statuses: Vec<&str> =
+        report["items"].as_array().unwrap().iter().map(|i| i["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["ok", "ok", "ok", "refused", "refused"]);
+    assert_eq!(report["items"][4]["reason"], "malformed request: neither a JSON request nor a TKAR1-... text request");
+    let before = files(&c.path("out"));
+    let r = c.run(&args);
+    assert_eq!(r.0, 1);
+    assert!(r.1.starts_with("issued: 3 of 5 (signed 0, existing 3, new seats 0)"), "{}", r.1);
+    assert_eq!(files(&c.path("out")), before);
+    assert_eq!(c.ledger().entitlement("acme").unwrap().used, 3);
+}
+
+#[test]
+fn two_processes_on_one_ledger_never_exceed_the_count_nor_duplicate_serials() {
+    let c = Cli::new(30);
+    c.requests("a.txt", 0, 25);
+    c.requests("b.txt", 10, 25); // machines 10..35: 35 distinct machines in all
+    let spawn = |file: &str, out: &str| {
+        c.cmd(&[
+            "token",
+            "issue-bulk",
+            "--home",
+            "home",
+            "--entitlement",
+            "acme",
+            "--requests-file",
+            file,
+            "--out",
+            out,
+            "--chunk",
+            "2",
+            "--quiet",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+    };
+    let (mut a, mut b) = (spawn("a.txt", "out-a"), spawn("b.txt", "out-b"));
+    let (ca, cb) = (a.wait().unwrap().code(), b.wait().unwrap().code());
+    assert!(matches!(ca, Some(0 | 1)) && matches!(cb, Some(0 | 1)), "{ca:?} {cb:?}");
+    assert_ne!((ca, cb), (Some(0), Some(0)), "35 machines cannot all fit in 30");
+    let l = c.ledger();
+    assert_eq!(l.entitlement("acme").unwrap().used, 30);
+    assert_eq!(l.seats(1).unwrap().len(), 30);
+    let tokens = l.tokens(&TokenFilter::default()).unwrap();
+    let serials: HashSet<&str> = tokens.iter().map(|t| t.serial.as_str()).collect();
+    assert_eq!(serials.len(), tokens.len(), "no duplicate serials");
+    let machines: HashSet<&str> = tokens.iter().map(|t| t.cmid.as_str()).collect();
+    assert_eq!(machines.len(), 30, "tokens went to exactly the 30 counted machines");
+    assert_eq!(c.assert_no_file_without_row("out-a") + c.assert_no_file_without_row("out-b"), tokens.len());
+}
+
+#[test]
+fn a_full_disk_mid_batch_leaves_no_token_file_without_its_row_and_a_rerun_completes() {
+    let c = Cli::new(100);
+    c.requests("reqs.txt", 0, 60);
+    // Files larger than 200 blocks cannot grow: the ledger's WAL fills up mid-batch
+    // (SIGXFSZ ignored, so the write fails with EFBIG, like a full disk).
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 200; exec {BIN} token issue-bulk --home home --entitlement acme --requests-file reqs.txt --out out --chunk 4 --quiet --report report.json"
+    );
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(c.dir.path())
+        .env("TKA_PASSPHRASE", "correct horse battery staple")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("error: "), "{stderr}");
+    let issued = c.ledger().token_count().unwrap() as usize;
+    assert!(issued > 0 && issued < 60, "the limit must stop the batch part-way ({issued} issued)");
+    let written = c.assert_no_file_without_row("out");
+    assert!(written <= issued);
+    assert_eq!(c.ledger().entitlement("acme").unwrap().used as usize, issued, "seats and tokens commit together");
+    if let Ok(report) = fs::read_to_string(c.path("report.json")) {
+        let v: serde_json::Value = serde_json::from_str(&report).unwrap();
+        assert!(v["aborted_reason"].is_string() || v["errors"].as_u64() > Some(0));
+    }
+
+    let r = c.run(&[
+        "token",
+        "issue-bulk",
+        "--home",
+        "home",
+        "--entitlement",
+        "acme",
+        "--requests-file",
+        "reqs.txt",
+        "--out",
+        "out",
+        "--quiet",
+    ]);
+    assert_eq!(r.0, 0, "{r:?}");
+    assert!(
+        r.1.starts_with(&format!(
+            "issued: 60 of 60 (signed {}, existing {issued}, new seats {})",
+            60 - issued,
+            60 - issued
+        )),
+        "{}",
+        r.1
+    );
+    assert_eq!(c.assert_no_file_without_row("out"), 60);
+    assert_eq!(c.ledger().entitlement("acme").unwrap().used, 60);
+    assert_eq!(c.ledger().token_count().unwrap(), 60);
+}
+
+#[test]
+fn a_kill_mid_batch_leaves_no_token_file_without_its_row_and_a_rerun_completes() {
+    let c = Cli::new(1000);
+    c.requests("reqs.txt", 0, 400);
+    let mut child = c
+        .cmd(&[
+            "token",
+            "issue-bulk",
+            "--home",
+            "home",
+            "--entitlement",
+            "acme",
+            "--requests-file",
+            "reqs.txt",
+            "--out",
+            "out",
+            "--chunk",
+            "8",
+            "--quiet",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ledger_path = c.path("home/ledger.sqlite");
+    let start = std::time::Instant::now();
+    loop {
+        let n = Ledger::open(&ledger_path).and_then(|l| l.token_count()).unwrap_or(0);
+        if n >= 16 || start.elapsed().as_secs() > 60 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let issued = c.ledger().token_count().unwrap() as usize;
+    c.assert_no_file_without_row("out");
+    assert_eq!(c.ledger().entitlement("acme").unwrap().used as usize, issued);
+    let r = c.run(&[
+        "token",
+        "issue-bulk",
+        "--home",
+        "home",
+        "--entitlement",
+        "acme",
+        "--requests-file",
+        "reqs.txt",
+        "--out",
+        "out",
+        "--quiet",
+    ]);
+    assert_eq!(r.0, 0, "{r:?}");
+    assert_eq!(c.assert_no_file_without_row("out"), 400);
+    assert!(
+        files(&c.path("out")).iter().all(|(n, _)| !n.ends_with(".tmp")),
+        "the re-run removed stale temporary files"
+    );
+    assert_eq!(c.ledger().entitlement("acme").unwrap().used, 400);
+    assert_eq!(
+        c.ledger().token_count().unwrap(),
+        400,
+        "the re-run returned the committed tokens, signed only the rest"
+    );
+}
+
+#[test]
+fn cli_refuses_newer_and_damaged_ledgers_with_exit_2() {
+    let c = Cli::new(1);
+    let path = c.path("home/ledger.sqlite");
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 7).unwrap();
+    let r = c.run(&["entitlement", "list", "--home", "home"]);
+    assert_eq!(r.0, 2);
+    assert_eq!(
+        r.2,
+        format!("error: ledger {}: written by a newer tka (schema version 7); this tka knows version 1 and never downgrades a ledger: use a newer tka\n", Path::new("home/ledger.sqlite").display())
+    );
+    fs::write(
+        c.path("bad.sqlite"),
+        b"this is not a database at all, not even close........................................................",
+    )
+    .unwrap();
+    let r = c.run(&["ledger", "list", "--ledger", "bad.sqlite"]);
+    assert_eq!(r.0, 2);
+    assert_eq!(r.2, "error: ledger bad.sqlite: the file is damaged or not an SQLite database; nothing was changed: restore it from a backup\n");
+}

@@ -1,0 +1,338 @@
+//! The issuer ledger through the library: counting, re-issue without
+//! consumption, refusal at the limit, release, revocation, entitlement
+//! updates, and the ledger file's bad states (newer version, damaged,
+//! foreign, locked). Time is fixed (`common::NOW`).
+
+#![cfg(feature = "issuer")]
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use tka::ledger::bulk::synthetic_request;
+use tka::ledger::{EntitlementUpdate, Ledger, NewEntitlement, TokenFilter, SCHEMA_VERSION};
+use tka::request::ActivationRequest;
+use tka::token::{IssueOptions, TokenSigner};
+use tka::Error;
+
+fn signer() -> TokenSigner {
+    let p = pki();
+    TokenSigner::new(Box::new(test_key("signer")), vec![p.signer.clone(), p.int.clone()]).unwrap()
+}
+
+fn ledger(dir: &std::path::Path) -> Ledger {
+    Ledger::open(&dir.join("ledger.sqlite")).unwrap()
+}
+
+fn ent(l: &mut Ledger, machines: u32) -> tka::ledger::Entitlement {
+    l.add_entitlement(
+        &NewEntitlement {
+            product: PRODUCT.into(),
+            machines,
+            features: vec!["reports".into(), "export".into()],
+            expires: None,
+            name: Some("acme".into()),
+        },
+        NOW,
+    )
+    .unwrap()
+}
+
+fn req(n: u64) -> ActivationRequest {
+    synthetic_request(PRODUCT, n, NOW)
+}
+
+fn refused(r: tka::Result<impl std::fmt::Debug>) -> String {
+    match r {
+        Err(Error::Refused(m)) => m,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn counting_reissue_and_refusal_at_the_limit() {
+    let d = tempfile::tempdir().unwrap();
+    let mut l = ledger(d.path());
+    let e = ent(&mut l, 2);
+    assert_eq!((e.id, e.used, e.free()), (1, 0, 2));
+    let s = signer();
+    let opts = IssueOptions::default();
+
+    let a = l.issue(&req(1), Some("acme"), &opts, &s, NOW).unwrap();
+    assert_eq!(l.entitlement("acme").unwrap().used, 1);
+    // A second request from the same machine (re-image): a new token, no new seat.
+    let a2 = l.issue(&req(1), Some("1"), &opts, &s, NOW + 60).unwrap();
+    assert_ne!(a.serial, a2.serial);
+    assert_eq!(l.entitlement("acme").unwrap().used, 1);
+    l.issue(&req(2), Some("acme"), &opts, &s, NOW).unwrap();
+    assert_eq!(l.entitlement("acme").unwrap().used, 2);
+
+    let before = l.token_count().unwrap();
+    let msg = refused(l.issue(&req(3), Some("acme"), &opts, &s, NOW));
+    assert_eq!(
+        msg,
+        "entitlement 1 (\"acme\") is exhausted: all 2 machines are counted (2 of 2 used); \
+         release a machine or raise the count"
+    );
+    assert_eq!(l.token_count().unwrap(), before, "a refusal records nothing");
+    // Counted machines still get tokens when the entitlement is full.
+    l.issue(&req(2), Some("acme"), &opts, &s, NOW + 120).unwrap();
+    assert_eq!(l.entitlement("acme").unwrap().used, 2);
+
+    // The recorded token is the issued text, with its claims.
+    let rec = l.token(&a.serial).unwrap();
+    assert_eq!(rec.token, a.text);
+    assert_eq!(rec.entitlement, Some(1));
+    assert_eq!(rec.cmid, req(1).cmid);
+    assert_eq!(rec.components, req(1).components);
+    assert_eq!(rec.expires, Some(NOW + 180 * DAY));
+    assert_eq!(rec.signer, s.certificate().fingerprint);
+    let (_, claims) = tka::token::decode_unverified(&a.text).unwrap();
+    assert_eq!(claims.tka.entitlement.as_deref(), Some("1"));
+    assert_eq!(claims.tka.features, vec!["reports", "export"], "features default to the entitlement's");
+    assert_eq!(l.tokens(&TokenFilter { machine: Some(req(1).cmid), ..Default::default() }).unwrap().len(), 2);
+}
+
+#[test]
+fn release_frees_a_seat_for_another_machine() {
+    let d = tempfile::tempdir().unwrap();
+    let mut l = ledger(d.path());
+    ent(&mut l, 1);
+    let s = signer();
+    let opts = IssueOptions::default();
+    let a = l.issue(&req(1), Some("acme"), &opts, &s, NOW).unwrap();
+    refused(l.issue(&req(2), Some("acme"), &opts, &s, NOW));
+
+    let r = l.release(&a.serial, "decommissioned", NOW + 10).unwrap();
+    assert_eq!((r.entitlement, r.cmid.as_str(), r.reason.as_str()), (1, req(1).cmid.as_str(), "decommissioned"));
+    assert_eq!(l.entitlement("acme").unwrap().used, 0);
+    assert_eq!(l.token(&a.serial).unwrap().released_at, Some(NOW + 10));
+    assert_eq!(l.releases().unwrap(), vec![r]);
+    assert_eq!(
+        refused(l.release(&a.serial, "again", NOW + 20)),
+        format!("machine {} holds no seat in entitlement 1 (\"acme\"): already released?", req(1).cmid)
+    );
+
+    l.issue(&req(2), Some("acme"), &opts, &s, NOW + 30).unwrap();
+    assert_eq!(l.entitlement("acme").unwrap().used, 1);
+    // Releasing by machine works too, and needs a reason.
+    assert!(matches!(l.release_machine(&req(2).cmid, None, " ", NOW), Err(Error::Usage(_))));
+    l.release_machine(&req(2).cmid, None, "transferred", NOW + 40).unwrap();
+    assert_eq!(l.entitlement("acme").unwrap().used, 0);
+}
+
+#[test]
+fn revoke_and_list_revoked_tokens() {
+    let d = tempfile::tempdir().unwrap();
+    let mut l = ledger(d.path());
+    let s = signer();
+    let a = l.issue(&req(1), None, &IssueOptions::default(), &s, NOW).unwrap();
+    let b = l.issue(&req(2), None, &IssueOptions::default(), &s, NOW).unwrap();
+    assert!(l.revoked_tokens().unwrap().is_empty());
+    let r = l.revoke(&b.serial, "key compromised", NOW + 5).unwrap();
+    l.revoke(&a.serial, "machine stolen", NOW + 9).unwrap();
+    let all = l.revoked_tokens().unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0], r);
+    assert_eq!(
+        (all[0].serial.as_str(), all[0].reason.as_str(), all[0].revoked_at),
+        (b.serial.as_str(), "key compromised", NOW + 5)
+    );
+    assert_eq!(all[1].serial, a.serial);
+    assert_eq!(all[1].product, PRODUCT);
+    assert_eq!(all[1].expires, Some(NOW + 180 * DAY));
+    assert_eq!(
+        refused(l.revoke(&b.serial, "again", NOW + 10)),
+        format!("token {} is already revoked (at 2027-01-15T08:00:05Z: key compromised)", b.serial)
+    );
+    match l.revoke("00ff", "x", NOW) {
+        Err(Error::Usage(m)) => assert!(m.starts_with("no token with serial 00ff in ledger "), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(l.token(&b.serial).unwrap().revoked_at, Some(NOW + 5));
+}
+
+#[test]
+fn entitlements_by_id_or_name_and_updates() {
+    let d = tempfile::tempdir().unwrap();
+    let mut l = ledger(d.path());
+    let e = ent(&mut l, 2);
+    assert_eq!(l.entitlement("1").unwrap(), e);
+    assert_eq!(l.entitlement("acme").unwrap(), e);
+    match l.entitlement("nope") {
+        Err(Error::Usage(m)) => {
+            assert_eq!(m, "no entitlement \"nope\" (give its id or its name; `tka entitlement list` shows them)")
+        }
+        other => panic!("{other:?}"),
+    }
+    let dup = NewEntitlement { product: "p".into(), machines: 1, name: Some("acme".into()), ..Default::default() };
+    assert!(
+        matches!(l.add_entitlement(&dup, NOW), Err(Error::Usage(m)) if m == "an entitlement named \"acme\" already exists")
+    );
+    let digits = NewEntitlement { product: "p".into(), machines: 1, name: Some("42".into()), ..Default::default() };
+    assert!(matches!(l.add_entitlement(&digits, NOW), Err(Error::Usage(_))));
+
+    let s = signer();
+    l.issue(&req(1), Some("acme"), &IssueOptions::default(), &s, NOW).unwrap();
+    l.issue(&req(2), Some("acme"), &IssueOptions::default(), &s, NOW).unwrap();
+    let lower = EntitlementUpdate { machines: Some(1), ..Default::default() };
+    assert_eq!(
+        refused(l.update_entitlement("acme", &lower, NOW)),
+        "entitlement 1 (\"acme\") has 2 machines counted: it cannot allow fewer (1); release seats first"
+    );
+    let upd = EntitlementUpdate {
+        machines: Some(5),
+        features: Some(vec!["reports".into()]),
+        expires: Some(Some(NOW + 400 * DAY)),
+        name: Some(Some("acme-2027".into())),
+    };
+    let e = l.update_entitlement("acme", &upd, NOW + 1).unwrap();
+    assert_eq!((e.machines, e.used, e.free(), e.name.as_deref()), (5, 2, 3, Some("acme-2027")));
+    assert_eq!(e.updated_at, NOW + 1);
+    assert_eq!(l.seats(1).unwrap().len(), 2);
+}
+
+#[test]
+fn policy_refusals_product_features_expiry_and_cmid() {
+    let d = tempfile::tempdir().unwrap();
+    let mut l = ledger(d.path());
+    ent(&mut l, 10);
+    let s = signer();
+    let other = synthetic_request("other-product", 1, NOW);
+    assert_eq!(
+        refused(l.issue(&other, Some("acme"), &IssueOptions::default(), &s, NOW)),
+        "wrong product: the request is for \"other-product\", entitlement 1 (\"acme\") is for \"example-pro\""
+    );
+    let opts = IssueOptions { features: vec!["admin".into()], ..Default::default() };
+    assert_eq!(
+        refused(l.issue(&req(1), Some("acme"), &opts, &s, NOW)),
+        "feature \"admin\" is not in entitlement 1 (\"acme\") (features: reports,export)"
+    );
+    let upd = EntitlementUpdate { expires: Some(Some(NOW + 30 * DAY)), ..Default::default() };
+    l.update_entitlement("acme", &upd, NOW).unwrap();
+    assert_eq!(
+        refused(l.issue(&req(1), Some("acme"), &IssueOptions::default(), &s, NOW)),
+        "a token valid until 2027-07-14T08:00:00Z would outlive entitlement 1 (\"acme\") (expires 2027-02-14T08:00:00Z): \
+         issue shorter tokens (--days)"
+    );
+    let short = IssueOptions { lifetime: tka::token::TokenLifetime::Days(30), ..Default::default() };
+    l.issue(&req(1), Some("acme"), &short, &s, NOW).unwrap();
+    assert_eq!(
+        refused(l.issue(&req(2), Some("acme"), &short, &s, NOW + 31 * DAY)),
+        "entitlement 1 (\"acme\") expired at 2027-02-14T08:00:00Z"
+    );
+    // A request whose CMID is not its components' is refused.
+    let mut forged = req(3);
+    forged.cmid = req(1).cmid;
+    let m = refused(l.issue(&forged, Some("acme"), &short, &s, NOW));
+    assert!(m.starts_with(&format!("the request's CMID {} does not match its components", req(1).cmid)), "{m}");
+    assert_eq!(l.entitlement("acme").unwrap().used, 1);
+}
+
+#[test]
+fn a_newer_ledger_is_refused_and_left_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("ledger.sqlite");
+    drop(Ledger::open(&path).unwrap());
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let e = Ledger::open(&path).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "ledger {}: written by a newer tka (schema version 2); this tka knows version 1 and never downgrades a \
+             ledger: use a newer tka",
+            path.display()
+        )
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(), 2);
+}
+
+#[test]
+fn a_damaged_or_foreign_file_is_refused_unchanged() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("ledger.sqlite");
+    std::fs::write(&path, vec![0x5au8; 8192]).unwrap();
+    let e = Ledger::open(&path).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "ledger {}: the file is damaged or not an SQLite database; nothing was changed: restore it from a backup",
+            path.display()
+        )
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), vec![0x5au8; 8192]);
+
+    // A real ledger whose pages were overwritten in the middle.
+    let path2 = d.path().join("ledger2.sqlite");
+    {
+        let mut l = Ledger::open(&path2).unwrap();
+        ent(&mut l, 3);
+        let s = signer();
+        for n in 0..3 {
+            l.issue(&req(n), Some("acme"), &IssueOptions::default(), &s, NOW).unwrap();
+        }
+    }
+    let mut bytes = std::fs::read(&path2).unwrap();
+    for b in &mut bytes[4096..] {
+        *b = 0xa5;
+    }
+    std::fs::write(&path2, &bytes).unwrap();
+    let r = Ledger::open(&path2).and_then(|l| l.tokens(&TokenFilter::default()).map(|_| ()));
+    let msg = r.unwrap_err().to_string();
+    assert!(msg.contains("the file is damaged or not an SQLite database"), "{msg}");
+
+    let foreign = d.path().join("other.sqlite");
+    rusqlite::Connection::open(&foreign).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
+    assert_eq!(
+        Ledger::open(&foreign).unwrap_err().to_string(),
+        format!(
+            "ledger {}: not a tka ledger (it holds tables tka did not create); nothing was changed",
+            foreign.display()
+        )
+    );
+}
+
+#[test]
+fn a_locked_ledger_times_out_with_a_clear_error_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("ledger.sqlite");
+    let mut l = Ledger::open(&path).unwrap();
+    ent(&mut l, 3);
+    l.set_busy_timeout(Duration::from_millis(200)).unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let s = signer();
+    let e = l.issue(&req(1), Some("acme"), &IssueOptions::default(), &s, NOW).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: the ledger is locked by another process (busy timeout reached); nothing was changed: try again",
+            path.display()
+        )
+    );
+    other.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(l.token_count().unwrap(), 0);
+    assert_eq!(l.entitlement("acme").unwrap().used, 0);
+    l.issue(&req(1), Some("acme"), &IssueOptions::default(), &s, NOW).unwrap();
+}
+
+#[test]
+fn ledger_is_created_with_wal_and_the_current_version() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("ledger.sqlite");
+    assert!(matches!(Ledger::open_existing(&path), Err(Error::Usage(_))));
+    let l = Ledger::open(&path).unwrap();
+    assert_eq!(l.schema_version().unwrap(), SCHEMA_VERSION);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(c.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0)).unwrap(), "wal");
+    assert_eq!(c.query_row("PRAGMA application_id", [], |r| r.get::<_, i64>(0)).unwrap(), 0x544b414c);
+    // Opening again does not migrate twice.
+    drop(l);
+    assert_eq!(Ledger::open(&path).unwrap().schema_version().unwrap(), SCHEMA_VERSION);
+}

@@ -1,0 +1,244 @@
+//! Bounded inputs (issue 6 item 8): every parser refuses oversized input on
+//! its length alone, before reading or parsing it, and deeply nested input
+//! fails cleanly instead of exhausting the stack.
+//!
+//! Covered elsewhere and not repeated here: a 100 MB token through the CLI
+//! (`tests/cli.rs::huge_token_file_is_refused_quickly`, a sparse file for
+//! `token verify`, `token inspect`, `activate` and `token issue --request`),
+//! a 100 MB token in process (`tests/verify.rs::hundred_megabyte_input_is_refused_before_parsing`),
+//! oversized store files (`tests/store.rs`), and the corpus vectors
+//! `size-over-64k`, `json-*-deeply-nested`, `chain-too-long`.
+
+mod common;
+mod sandbox;
+
+use std::time::{Duration, Instant};
+use tka::jws::{self, MAX_JWS_SIZE, REVOCATION_TYP, TOKEN_TYP};
+use tka::pki::{validate_path, CertInfo, Crl, LeafRole, TrustAnchors, MAX_CERT_SIZE, MAX_CHAIN_LEN};
+use tka::request::{ActivationRequest, MAX_COMPONENTS, MAX_REQUEST_SIZE};
+use tka::VerifyError;
+
+const MIB: usize = 1024 * 1024;
+/// `tka::pki::path::MAX_CRL_SIZE` (not re-exported).
+const MAX_CRL_SIZE: usize = MIB;
+
+/// Runs `f` and asserts it took well under a second (no full scan or parse
+/// of a 100 MB input happens in that time at test opt-levels).
+#[track_caller]
+fn fast<T>(f: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let r = f();
+    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+    r
+}
+
+#[test]
+fn documented_limits() {
+    assert_eq!(MAX_JWS_SIZE, 64 * 1024, "token and token revocation list");
+    assert_eq!(MAX_REQUEST_SIZE, 16 * 1024, "activation request");
+    assert_eq!(MAX_CERT_SIZE, 16 * 1024, "one certificate");
+    assert_eq!(MAX_CHAIN_LEN, 5, "certificates in x5c");
+    assert_eq!(MAX_COMPONENTS, 32, "components in a request");
+}
+
+// ---------------------------------------------------------------------------
+// Tokens and token revocation lists.
+
+#[test]
+fn hundred_megabyte_revocation_list_is_refused_on_size() {
+    let text = "A".repeat(100 * MIB);
+    let e = fast(|| jws::decode(&text, REVOCATION_TYP)).unwrap_err();
+    assert_eq!(e, VerifyError::TooLarge { what: "token", limit: MAX_JWS_SIZE });
+}
+
+#[test]
+fn token_one_byte_over_the_limit_is_too_large() {
+    let text = "A".repeat(MAX_JWS_SIZE + 1);
+    assert!(matches!(jws::decode(&text, TOKEN_TYP), Err(VerifyError::TooLarge { .. })));
+    // At the limit, the size check passes and structure is checked next.
+    assert!(matches!(jws::decode(&text[1..], TOKEN_TYP), Err(VerifyError::Malformed { .. })));
+}
+
+#[test]
+fn deeply_nested_token_header_within_size_is_refused_cleanly() {
+    // 20 000 nested arrays fit in 64 KiB of base64url; serde_json's recursion
+    // limit (128) refuses them without overflowing the stack.
+    use base64::Engine;
+    let json = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    let h = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+    let text = format!("{h}.e30.AA");
+    assert!(text.len() <= MAX_JWS_SIZE);
+    let e = jws::decode(&text, TOKEN_TYP).unwrap_err();
+    assert!(matches!(e, VerifyError::Malformed { what: "token header", .. }), "{e:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Activation requests.
+
+#[test]
+fn hundred_megabyte_request_is_refused_on_size() {
+    let mut text = String::from("{\"version\":1,\"product\":\"");
+    text.push_str(&"a".repeat(100 * MIB));
+    let e = fast(|| ActivationRequest::parse(&text)).unwrap_err();
+    assert_eq!(e, VerifyError::TooLarge { what: "request", limit: MAX_REQUEST_SIZE });
+    let text = format!("TKAR1-{}", "A".repeat(100 * MIB));
+    assert!(matches!(fast(|| ActivationRequest::parse(&text)), Err(VerifyError::TooLarge { .. })));
+}
+
+#[test]
+fn request_one_byte_over_the_limit_is_too_large() {
+    let text = format!("{}{}", "{", " ".repeat(MAX_REQUEST_SIZE));
+    assert!(matches!(ActivationRequest::parse(&text), Err(VerifyError::TooLarge { .. })));
+}
+
+#[test]
+fn deeply_nested_request_is_refused_cleanly() {
+    let text = format!("{{\"version\":{}1{}}}", "[".repeat(8_000), "]".repeat(8_000));
+    assert!(text.len() <= MAX_REQUEST_SIZE);
+    let e = ActivationRequest::parse(&text).unwrap_err();
+    assert!(matches!(e, VerifyError::Malformed { what: "request", .. }), "{e:?}");
+}
+
+#[test]
+fn request_fields_and_components_are_bounded() {
+    let base = || serde_json::json!({"version": 1, "product": "p", "cmid": "c", "components": [], "created": 0, "nonce": "AAAAAAAAAAA"});
+    let mut long = base();
+    long["product"] = "p".repeat(256).into();
+    assert!(matches!(ActivationRequest::parse(&long.to_string()), Err(VerifyError::Malformed { .. })));
+    let mut many = base();
+    many["components"] =
+        (0..=MAX_COMPONENTS).map(|i| serde_json::json!({"k": format!("k{i}"), "h": "AAAAAAAAAAAAAAAA"})).collect();
+    let e = ActivationRequest::parse(&many.to_string()).unwrap_err();
+    assert!(matches!(&e, VerifyError::Malformed { detail, .. } if detail.contains("components")), "{e:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Certificates, chains and CRLs.
+
+/// DER: `depth` nested SEQUENCEs (definite lengths), innermost empty.
+fn nested_der(depth: usize) -> Vec<u8> {
+    let mut v: Vec<u8> = vec![0x30, 0x00];
+    for _ in 0..depth {
+        let len = v.len();
+        let mut outer = vec![0x30];
+        if len < 0x80 {
+            outer.push(len as u8);
+        } else if len < 0x100 {
+            outer.extend([0x81, len as u8]);
+        } else if len < 0x10000 {
+            outer.extend([0x82, (len >> 8) as u8, len as u8]);
+        } else {
+            outer.extend([0x83, (len >> 16) as u8, (len >> 8) as u8, len as u8]);
+        }
+        outer.extend(v);
+        v = outer;
+    }
+    v
+}
+
+#[test]
+fn hundred_megabyte_crl_is_refused_on_size() {
+    let mut der = vec![0u8; 100 * MIB];
+    der[0] = 0x30;
+    let e = fast(|| Crl::parse(&der)).unwrap_err();
+    assert_eq!(e, VerifyError::TooLarge { what: "CRL", limit: MAX_CRL_SIZE });
+    assert!(matches!(Crl::parse(&der[..MAX_CRL_SIZE + 1]), Err(VerifyError::TooLarge { .. })));
+}
+
+#[test]
+fn deeply_nested_crl_is_refused_cleanly() {
+    let der = nested_der(100_000);
+    assert!(der.len() <= MAX_CRL_SIZE, "{}", der.len());
+    assert!(matches!(Crl::parse(&der), Err(VerifyError::Malformed { what: "CRL", .. })));
+}
+
+#[test]
+fn oversized_and_deeply_nested_certificates_are_refused_cleanly() {
+    let big = vec![0x30u8; MAX_CERT_SIZE + 1];
+    assert!(matches!(fast(|| CertInfo::parse(&big)), Err(VerifyError::BadCertificate { .. })));
+    let huge = vec![0x30u8; 100 * MIB];
+    assert!(matches!(fast(|| CertInfo::parse(&huge)), Err(VerifyError::BadCertificate { .. })));
+    let nested = nested_der(3_000);
+    assert!(nested.len() <= MAX_CERT_SIZE);
+    assert!(matches!(CertInfo::parse(&nested), Err(VerifyError::BadCertificate { .. })));
+}
+
+#[test]
+fn chain_length_is_bounded_before_any_parsing() {
+    let anchors = TrustAnchors::from_der(&[common::pki().root.clone()]).unwrap();
+    // Six entries of garbage: refused for the count, not parsed.
+    let chain = vec![b"garbage".to_vec(); MAX_CHAIN_LEN + 1];
+    let e = validate_path(&chain, &anchors, common::NOW, &[], LeafRole::TokenSigner).unwrap_err();
+    assert!(matches!(&e, VerifyError::BadCertificate { subject, .. } if subject == "chain"), "{e:?}");
+    // Five real certificates are allowed (and then fail on content, here the order).
+    let p = common::pki();
+    let five = vec![p.signer.clone(), p.int.clone(), p.root.clone(), p.root.clone(), p.root.clone()];
+    assert!(validate_path(&five, &anchors, common::NOW, &[], LeafRole::TokenSigner).is_ok());
+}
+
+// ---------------------------------------------------------------------------
+// Through the binary: huge files other than tokens are not read whole.
+
+fn sparse(s: &sandbox::Sandbox, name: &str, size: u64) {
+    let f = std::fs::File::create(s.path(name)).unwrap();
+    f.set_len(size).unwrap();
+}
+
+#[test]
+fn cli_refuses_huge_crl_request_root_and_passphrase_files_quickly() {
+    let s = sandbox::Sandbox::new();
+    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.token(sandbox::PRODUCT, "t.jws");
+    sparse(&s, "huge", 100 * MIB as u64);
+    for args in [
+        &["token", "verify", "t.jws", "--trust", "home/root.pem", "--crl", "huge"][..],
+        &["token", "verify", "t.jws", "--trust", "huge"][..],
+        &["trust", "add", "huge"][..],
+        &["request", "create", "--product", "p", "--machine-id-file", "huge"][..],
+        &["token", "issue", "--request", "req-example-pro.json", "--home", "home", "--passphrase-file", "huge"][..],
+    ] {
+        let t = Instant::now();
+        let (code, out, err) = s.tka(args);
+        assert!(t.elapsed() < Duration::from_secs(5), "{args:?} took {:?}", t.elapsed());
+        assert!(code == 1 || code == 2, "{args:?} exited {code}: {out}{err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn cli_issue_bulk_refuses_an_overlong_request_line_without_reading_it_whole() {
+    let s = sandbox::Sandbox::new();
+    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["entitlement", "add", "--home", "home", "--product", sandbox::PRODUCT, "--machines", "5", "--name", "e"]);
+    s.ok(&["request", "create", "--product", sandbox::PRODUCT, "--text", "--out", "req.txt"]);
+    let good = std::fs::read_to_string(s.path("req.txt")).unwrap();
+    // Line 1: 100 MB without a newline (a sparse file of zero bytes); line 2: a good request.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(s.path("reqs.txt")).unwrap();
+        f.seek(SeekFrom::Start(100 * MIB as u64)).unwrap();
+        f.write_all(format!("\n{good}").as_bytes()).unwrap();
+    }
+    let t = Instant::now();
+    let (code, out, err) = s.tka(&[
+        "token",
+        "issue-bulk",
+        "--home",
+        "home",
+        "--entitlement",
+        "e",
+        "--requests-file",
+        "reqs.txt",
+        "--out",
+        "out",
+        "--quiet",
+        "--report",
+        "report.json",
+    ]);
+    eprintln!("100 MB request line handled in {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert_eq!(code, 1, "some items refused, the rest issued: {out}{err}");
+    let report = std::fs::read_to_string(s.path("report.json")).unwrap();
+    assert!(report.contains("larger than the 16384-byte limit"), "{report}");
+    assert_eq!(std::fs::read_dir(s.path("out")).unwrap().count(), 1, "the good request was issued");
+}

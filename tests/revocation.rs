@@ -1,0 +1,431 @@
+//! Offline revocation (issue 5), end to end through the binary: CRLs
+//! (`tka crl create`, openssl interop, `revocations import`, `token verify
+//! --crl`) and signed token revocation lists (`tka ledger revoke` →
+//! `tka revocations create` → `tka revocations import`), each de-activating
+//! exactly what it should; and the bad inputs (wrong CA, untrusted signer,
+//! rollback, stale data with `--require-fresh`), each leaving the store
+//! unchanged.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tka");
+const PASS: &str = "revocation test passphrase";
+
+type Run = (i32, String, String);
+
+struct Sandbox {
+    tmp: TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        for (rel, value) in [
+            ("sysroot/etc/machine-id", "9a8b7c6d5e4f30211203f4e5d6c7b8a9"),
+            ("sysroot/sys/class/dmi/id/product_uuid", "1E2D3C4B-5A69-4788-96A5-B4C3D2E1F0A9"),
+            ("sysroot/sys/class/dmi/id/product_serial", "CZC9876QRS"),
+        ] {
+            let p = tmp.path().join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, format!("{value}\n")).unwrap();
+        }
+        fs::create_dir(tmp.path().join("user-home")).unwrap();
+        Sandbox { tmp }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    fn tka(&self, args: &[&str]) -> Run {
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(self.tmp.path())
+            .env_remove("TKA_MACHINE_ID")
+            .env_remove("TKA_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .env("HOME", self.path("user-home"))
+            .env("TKA_SYSROOT", self.path("sysroot"))
+            .env("TKA_STORE", self.path("store"))
+            .env("TKA_PASSPHRASE", PASS)
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tka");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let r = self.tka(args);
+        assert_eq!(r.0, 0, "tka {args:?} failed:\nstdout: {}\nstderr: {}", r.1, r.2);
+        r.1
+    }
+
+    fn issuer(&self, rel: &str, org: &str) {
+        self.ok(&["issuer", "init", "--home", rel, "--org", org, "--root-bits", "2048", "--ca-bits", "2048"]);
+    }
+
+    /// Issues a token for `product` on the fake machine from `home` (recorded
+    /// in its ledger), activates it, and returns its serial.
+    fn activated(&self, home: &str, product: &str) -> String {
+        let tok = format!("{product}.jws");
+        self.ok(&["request", "create", "--product", product, "--out", "req.json", "--force"]);
+        let out = self.ok(&["token", "issue", "--request", "req.json", "--home", home, "--out", &tok, "--days", "30"]);
+        self.ok(&["activate", &tok]);
+        named(&out)["serial"].clone()
+    }
+
+    /// Products activated now, sorted.
+    fn active(&self) -> Vec<String> {
+        let r = self.tka(&["status", "--json"]);
+        let rows: Value = serde_json::from_str(&r.1).unwrap_or_else(|_| panic!("{r:?}"));
+        let mut v: Vec<String> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["activated"] == true)
+            .map(|r| r["product"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn snapshot(&self, rel: &str) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+        let mut m = BTreeMap::new();
+        fn walk(p: &Path, m: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
+            let Ok(meta) = fs::symlink_metadata(p) else { return };
+            if meta.is_dir() {
+                m.insert(p.to_path_buf(), None);
+                for e in fs::read_dir(p).unwrap() {
+                    walk(&e.unwrap().path(), m);
+                }
+            } else {
+                m.insert(p.to_path_buf(), Some(fs::read(p).unwrap()));
+            }
+        }
+        walk(&self.path(rel), &mut m);
+        // The store's lock file and clock high-water mark change on every command.
+        m.retain(|p, _| !p.ends_with("state.json") && !p.ends_with("lock"));
+        m
+    }
+
+    fn serial_of(&self, cert: &str) -> String {
+        let j: Value = serde_json::from_str(&self.ok(&["cert", "inspect", cert, "--json"])).unwrap();
+        j["serial"].as_str().unwrap().to_string()
+    }
+}
+
+fn named(out: &str) -> BTreeMap<String, String> {
+    out.lines().filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[track_caller]
+fn assert_fails(r: &Run, code: i32, prefix: &str) {
+    let (c, out, err) = r;
+    assert_eq!(*c, code, "expected exit {code}\nstdout: {out}\nstderr: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "expected exactly one error line\nstderr: {err}");
+    assert!(errors[0].starts_with(&format!("error: {prefix}")), "expected {prefix:?}\nstderr: {err}");
+}
+
+fn have_openssl() -> bool {
+    let ok = Command::new("openssl").arg("version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var("TKA_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
+            panic!("openssl is missing but TKA_REQUIRE_INTEROP=1 requires it");
+        }
+        let _ = writeln!(std::io::stderr(), "SKIPPED: openssl is not available");
+    }
+    ok
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
+    let o = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+/// A CRL from the issuing CA revoking the first signer de-activates exactly
+/// the tokens that signer made; a token revocation list from the ledger
+/// then de-activates exactly the token it names. Rollback, an untrusted
+/// signer and the wrong CA are refused with the store unchanged.
+#[test]
+fn crl_and_token_list_deactivate_exactly_what_they_should() {
+    let s = Sandbox::new();
+    s.issuer("home", "Example");
+    s.ok(&["trust", "add", "home/root.pem"]);
+    let old_signer_serial = s.serial_of("home/signer.pem");
+    s.activated("home", "app1");
+    s.ok(&["issuer", "rotate-signer", "--home", "home"]);
+    let app2 = s.activated("home", "app2");
+    s.activated("home", "app3");
+    assert_eq!(s.active(), ["app1", "app2", "app3"]);
+
+    // The CRL: the issuing CA revokes the old signer.
+    let revoke = format!("{old_signer_serial}:keyCompromise");
+    s.ok(&[
+        "crl",
+        "create",
+        "--ca-cert",
+        "home/ca.pem",
+        "--ca-key",
+        "home/ca.key",
+        "--revoke",
+        &revoke,
+        "--out",
+        "crl.pem",
+    ]);
+    // `token verify --crl` uses it without installing it.
+    let r = s.tka(&["token", "verify", "app1.jws", "--trust", "home/root.pem", "--crl", "crl.pem"]);
+    assert_fails(&r, 1, "certificate CN=Example Token Signer");
+    assert!(r.2.contains("is revoked"), "{r:?}");
+
+    // An issuing-CA CRL needs the CA certificate to be checked against the root.
+    let before = s.snapshot("store");
+    assert_fails(
+        &s.tka(&["revocations", "import", "crl.pem"]),
+        1,
+        "CRL refused: the CRL of CN=Example Issuing CA is not signed",
+    );
+    // The wrong CA: another issuer's CA, with the same name, signs a CRL.
+    s.issuer("evil", "Example");
+    s.ok(&[
+        "crl",
+        "create",
+        "--ca-cert",
+        "evil/ca.pem",
+        "--ca-key",
+        "evil/ca.key",
+        "--revoke",
+        &revoke,
+        "--out",
+        "evil-crl.pem",
+    ]);
+    let r = s.tka(&["revocations", "import", "evil-crl.pem", "--ca-cert", "evil/ca.pem"]);
+    assert_fails(
+        &r,
+        1,
+        "CRL refused: the CA certificate that signed the CRL of CN=Example Issuing CA is not trusted here",
+    );
+    // A CRL signed by another CA than its own certificate names.
+    let r = s.tka(&["revocations", "import", "evil-crl.pem", "--ca-cert", "home/ca.pem"]);
+    assert_fails(&r, 1, "CRL refused");
+    assert_eq!(s.snapshot("store"), before);
+    assert_eq!(s.active(), ["app1", "app2", "app3"]);
+
+    let r = s.ok(&["revocations", "import", "crl.pem", "--ca-cert", "home/ca.pem"]);
+    assert!(r.contains("installed: CRL of CN=Example Issuing CA"), "{r}");
+    assert!(r.contains("app1: NOT activated any more: certificate CN=Example Token Signer"), "{r}");
+    assert!(r.contains("app2: still activated") && r.contains("app3: still activated"), "{r}");
+    assert_eq!(s.active(), ["app2", "app3"]);
+
+    // An older CRL (lower cRLNumber) from the same CA is a rollback.
+    s.ok(&[
+        "crl",
+        "create",
+        "--ca-cert",
+        "home/ca.pem",
+        "--ca-key",
+        "home/ca.key",
+        "--number",
+        "7",
+        "--out",
+        "old-crl.pem",
+    ]);
+    let before = s.snapshot("store");
+    let r = s.tka(&["revocations", "import", "old-crl.pem", "--ca-cert", "home/ca.pem"]);
+    assert_fails(&r, 1, "revocation list sequence 7 is older than the installed");
+    assert_eq!(s.snapshot("store"), before);
+
+    // The token revocation list, from the ledger.
+    s.ok(&["ledger", "revoke", &app2, "--reason", "laptop stolen", "--home", "home"]);
+    let out = named(&s.ok(&["revocations", "create", "--home", "home", "--out", "r1.jws"]));
+    assert_eq!(out["sequence"], "1");
+    assert!(out["revoked tokens"].starts_with("1 (1 from the ledger)"), "{out:?}");
+    let r = s.ok(&["revocations", "import", "r1.jws"]);
+    assert!(r.contains("installed: token revocation list"), "{r}");
+    assert!(r.contains(&format!("app2: NOT activated any more: token {app2} is revoked")), "{r}");
+    assert_eq!(s.active(), ["app3"]);
+    let st = s.tka(&["status", "--product", "app2"]);
+    assert_eq!(st.0, 1, "{st:?}");
+
+    // A newer list replaces it; the older one is a rollback afterwards.
+    s.ok(&["revocations", "create", "--home", "home", "--out", "r2.jws"]);
+    s.ok(&["revocations", "import", "r2.jws"]);
+    let before = s.snapshot("store");
+    let state_before = fs::read_to_string(s.path("store/state.json")).unwrap();
+    let r = s.tka(&["revocations", "import", "r1.jws"]);
+    assert_fails(&r, 1, "revocation list sequence 1 is older than the installed 2: refusing rollback");
+    assert_eq!(s.snapshot("store"), before);
+    let state: Value = serde_json::from_str(&fs::read_to_string(s.path("store/state.json")).unwrap()).unwrap();
+    let state0: Value = serde_json::from_str(&state_before).unwrap();
+    assert_eq!(state["revocation_seq"], state0["revocation_seq"]);
+
+    // A list signed under a root this machine does not trust.
+    s.ok(&["revocations", "create", "--home", "evil", "--serial", "00ff", "--out", "evil.jws"]);
+    assert_fails(
+        &s.tka(&["revocations", "import", "evil.jws"]),
+        1,
+        "certificate chain does not lead to a trusted root",
+    );
+    // A token is not a revocation list.
+    assert_fails(&s.tka(&["revocations", "import", "app3.jws"]), 1, "wrong typ");
+    assert_eq!(s.snapshot("store"), before);
+    assert_eq!(s.active(), ["app3"]);
+
+    // What is installed.
+    let l: Value = serde_json::from_str(&s.ok(&["revocations", "list", "--json"])).unwrap();
+    let kinds: Vec<&str> = l.as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["crl", "list"]);
+    assert_eq!(l[1]["number"], "2");
+    assert_eq!(l[1]["problem"], Value::Null);
+}
+
+/// A root's CRL revoking the issuing CA takes everything under it down;
+/// openssl verifies both CRLs and sees the right authority key identifier.
+#[test]
+fn crls_verify_with_openssl_and_a_root_crl_revokes_the_issuing_ca() {
+    let s = Sandbox::new();
+    s.issuer("home", "Example");
+    s.ok(&["trust", "add", "home/root.pem"]);
+    s.activated("home", "app");
+    let signer = s.serial_of("home/signer.pem");
+    let ca = s.serial_of("home/ca.pem");
+    s.ok(&[
+        "crl",
+        "create",
+        "--ca-cert",
+        "home/ca.pem",
+        "--ca-key",
+        "home/ca.key",
+        "--revoke",
+        &signer,
+        "--out",
+        "ca-crl.pem",
+    ]);
+    let revoke = format!("{ca}:cACompromise");
+    s.ok(&[
+        "crl",
+        "create",
+        "--ca-cert",
+        "home/root.pem",
+        "--ca-key",
+        "home/root.key",
+        "--revoke",
+        &revoke,
+        "--out",
+        "root-crl.pem",
+    ]);
+
+    if have_openssl() {
+        let mut bundle = fs::read_to_string(s.path("home/ca.pem")).unwrap();
+        bundle += &fs::read_to_string(s.path("home/root.pem")).unwrap();
+        fs::write(s.path("bundle.pem"), bundle).unwrap();
+        let dir = s.path("");
+        let (ok, out) = openssl(&dir, &["crl", "-in", "ca-crl.pem", "-noout", "-verify", "-CAfile", "bundle.pem"]);
+        assert!(ok && out.contains("verify OK"), "{out}");
+        let (ok, out) = openssl(&dir, &["crl", "-in", "root-crl.pem", "-noout", "-verify", "-CAfile", "home/root.pem"]);
+        assert!(ok && out.contains("verify OK"), "{out}");
+        // The CRL's authority key identifier is the issuing CA's own key id.
+        let (_, crl_text) = openssl(&dir, &["crl", "-in", "ca-crl.pem", "-noout", "-text"]);
+        let (_, ca_text) = openssl(&dir, &["x509", "-in", "home/ca.pem", "-noout", "-text"]);
+        let after = |t: &str, label: &str| {
+            let mut lines = t.lines().skip_while(|l| !l.contains(label));
+            lines.next();
+            lines.next().unwrap_or("").trim().trim_start_matches("keyid:").to_string()
+        };
+        assert_eq!(after(&crl_text, "Authority Key Identifier"), after(&ca_text, "Subject Key Identifier"));
+        assert!(crl_text.contains(&signer), "{crl_text}");
+        // openssl checks a chain against the CRLs too.
+        fs::write(
+            s.path("crls.pem"),
+            fs::read_to_string(s.path("ca-crl.pem")).unwrap() + &fs::read_to_string(s.path("root-crl.pem")).unwrap(),
+        )
+        .unwrap();
+        let (ok, out) = openssl(
+            &dir,
+            &[
+                "verify",
+                "-crl_check",
+                "-CAfile",
+                "home/root.pem",
+                "-CRLfile",
+                "crls.pem",
+                "-untrusted",
+                "home/ca.pem",
+                "home/signer.pem",
+            ],
+        );
+        assert!(!ok && out.contains("revoked"), "{out}");
+    }
+
+    // The root's CRL is checked against the trusted root itself (no --ca-cert needed).
+    let r = s.ok(&["revocations", "import", "root-crl.pem"]);
+    assert!(r.contains("app: NOT activated any more: certificate CN=Example Issuing CA"), "{r}");
+    assert!(s.active().is_empty());
+}
+
+/// Stale data (past next-update) is installed with a warning by default and
+/// refused with `--require-fresh`, leaving the store unchanged.
+#[test]
+fn stale_revocation_data_warns_or_fails_with_require_fresh() {
+    let s = Sandbox::new();
+    s.issuer("home", "Example");
+    s.ok(&["trust", "add", "home/root.pem"]);
+    s.ok(&[
+        "crl",
+        "create",
+        "--ca-cert",
+        "home/root.pem",
+        "--ca-key",
+        "home/root.key",
+        "--next-update",
+        "1s",
+        "--out",
+        "crl.pem",
+    ]);
+    s.ok(&[
+        "revocations",
+        "create",
+        "--home",
+        "home",
+        "--next-update",
+        "1s",
+        "--serial",
+        "abcd:test",
+        "--out",
+        "r.jws",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+
+    let before = s.snapshot("store");
+    assert_fails(
+        &s.tka(&["revocations", "import", "crl.pem", "--require-fresh"]),
+        1,
+        "CRL of CN=Example Root CA is stale",
+    );
+    let r = s.tka(&["revocations", "import", "r.jws", "--require-fresh"]);
+    assert_fails(&r, 1, "token revocation list");
+    assert!(r.2.contains("is stale"), "{r:?}");
+    assert_eq!(s.snapshot("store"), before);
+
+    for f in ["crl.pem", "r.jws"] {
+        let r = s.tka(&["revocations", "import", f]);
+        assert_eq!(r.0, 0, "{r:?}");
+        assert!(r.2.starts_with("warning: ") && r.2.contains("is stale"), "{r:?}");
+    }
+    assert_eq!(s.tka(&["revocations", "list"]).0, 0);
+    let r = s.tka(&["revocations", "list", "--require-fresh"]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert!(r.1.contains("STALE"), "{r:?}");
+}

@@ -1,0 +1,493 @@
+//! Rotation (issue 5), end to end through the binary and the scripts in
+//! `scripts/`: needs-renewal, renew/rekey, the three rotation scripts with
+//! an air-gapped store that holds tokens from before, the root rollover on
+//! machines (`trust add --cross`), issuer health, and the bad inputs
+//! (untrusted cross-certificate, last root, wrong passphrase).
+//!
+//! Each test has its own temporary directory: fake machine identity
+//! (`TKA_SYSROOT`), its own stores and issuer homes, 2048-bit keys.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tka");
+const PASS: &str = "rotation test passphrase";
+
+type Run = (i32, String, String);
+
+struct Sandbox {
+    tmp: TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        for (rel, value) in [
+            ("sysroot/etc/machine-id", "4c4c4544004d3510804bb4c04f4e3332"),
+            ("sysroot/sys/class/dmi/id/product_uuid", "4C4C4544-004D-3510-804B-B4C04F4E3332"),
+            ("sysroot/sys/class/dmi/id/product_serial", "5CD1234XYZ"),
+        ] {
+            let p = tmp.path().join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, format!("{value}\n")).unwrap();
+        }
+        fs::create_dir(tmp.path().join("user-home")).unwrap();
+        Sandbox { tmp }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    fn env(&self, c: &mut Command) {
+        c.current_dir(self.tmp.path())
+            .env_remove("TKA_MACHINE_ID")
+            .env_remove("TKA_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .env("HOME", self.path("user-home"))
+            .env("TKA_SYSROOT", self.path("sysroot"))
+            .env("TKA_STORE", self.path("store"))
+            .env("TKA_PASSPHRASE", PASS)
+            .env("TKA", BIN)
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null());
+    }
+
+    fn tka(&self, args: &[&str]) -> Run {
+        let mut c = Command::new(BIN);
+        c.args(args);
+        self.env(&mut c);
+        run(&mut c)
+    }
+
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let r = self.tka(args);
+        assert_eq!(r.0, 0, "tka {args:?} failed:\nstdout: {}\nstderr: {}", r.1, r.2);
+        r.1
+    }
+
+    /// Runs `scripts/<name>` with TKA pointing at the built binary.
+    fn script(&self, name: &str, args: &[&str]) -> Run {
+        let mut c = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name));
+        c.args(args);
+        self.env(&mut c);
+        run(&mut c)
+    }
+
+    fn issuer(&self, rel: &str) {
+        self.ok(&["issuer", "init", "--home", rel, "--root-bits", "2048", "--ca-bits", "2048"]);
+    }
+
+    /// A request for `product` on the fake machine, then a token from `home` at `out`.
+    fn token(&self, home: &str, product: &str, out: &str) {
+        let req = format!("{out}.req");
+        self.ok(&["request", "create", "--product", product, "--out", &req, "--force"]);
+        self.ok(&["token", "issue", "--request", &req, "--home", home, "--out", out, "--days", "30"]);
+    }
+
+    fn snapshot(&self, rel: &str) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+        let mut m = BTreeMap::new();
+        fn walk(p: &Path, m: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
+            let Ok(meta) = fs::symlink_metadata(p) else { return };
+            if meta.is_dir() {
+                m.insert(p.to_path_buf(), None);
+                for e in fs::read_dir(p).unwrap() {
+                    walk(&e.unwrap().path(), m);
+                }
+            } else {
+                m.insert(p.to_path_buf(), Some(fs::read(p).unwrap()));
+            }
+        }
+        walk(&self.path(rel), &mut m);
+        m
+    }
+}
+
+fn run(c: &mut Command) -> Run {
+    let out = c.output().expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The `name: PATH` lines a command or script ends with.
+fn named(out: &str) -> BTreeMap<String, String> {
+    out.lines().filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[track_caller]
+fn assert_fails(r: &Run, code: i32, prefix: &str) {
+    let (c, out, err) = r;
+    assert_eq!(*c, code, "expected exit {code}\nstdout: {out}\nstderr: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "expected exactly one error line\nstderr: {err}");
+    assert!(errors[0].starts_with(&format!("error: {prefix}")), "expected {prefix:?}\nstderr: {err}");
+}
+
+fn have_openssl() -> bool {
+    let ok = Command::new("openssl").arg("version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var("TKA_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
+            panic!("openssl is missing but TKA_REQUIRE_INTEROP=1 requires it");
+        }
+        let _ = writeln!(std::io::stderr(), "SKIPPED: openssl is not available");
+    }
+    ok
+}
+
+/// The three scripts run one after the other on one issuer home. A store
+/// set up once at the start (old root only) is never touched again: the
+/// token it holds stays activated, and every token issued after each
+/// rotation verifies against that old root alone.
+#[test]
+fn three_rotation_scripts_keep_an_untouched_store_working() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    fs::copy(s.path("home/root.pem"), s.path("oldroot.pem")).unwrap();
+    s.token("home", "app0", "t0.jws");
+    s.ok(&["trust", "add", "oldroot.pem"]);
+    s.ok(&["activate", "t0.jws"]);
+    let verify_old = |tok: &str| {
+        s.ok(&["token", "verify", tok, "--trust", "oldroot.pem", "--machine", "current"]);
+        let st = s.ok(&["status", "--product", "app0"]);
+        assert!(st.contains("app0: activated"), "{st}");
+    };
+
+    // Not due: nothing changes, the current signer is printed.
+    let home_before = s.snapshot("home");
+    let r = s.script("rotate-signer.sh", &["home"]);
+    assert_eq!(r.0, 0, "{r:?}");
+    assert!(r.2.contains("no rotation due"), "{r:?}");
+    assert_eq!(named(&r.1)["signer"], "home/signer.pem");
+    // Dry run with --force: says what it would do, changes nothing.
+    let r = s.script("rotate-signer.sh", &["--force", "--dry-run", "home"]);
+    assert_eq!(r.0, 0, "{r:?}");
+    assert!(r.2.contains("dry run: would run"), "{r:?}");
+    assert_eq!(s.snapshot("home"), home_before);
+
+    // 1. Signer.
+    let r = s.script("rotate-signer.sh", &["--force", "home"]);
+    assert_eq!(r.0, 0, "{r:?}");
+    let new_signer = named(&r.1)["signer"].clone();
+    assert_ne!(new_signer, "home/signer.pem");
+    assert!(r.1.trim_end().lines().all(|l| l.contains(": ")), "ends with name: PATH lines only: {}", r.1);
+    assert!(fs::read_dir(s.path("home/retired")).unwrap().count() >= 2, "old signer kept for the audit trail");
+    s.token("home", "app1", "t1.jws");
+    let j: Value = serde_json::from_str(&s.ok(&["token", "inspect", "t1.jws", "--json"])).unwrap();
+    let signer_json: Value = serde_json::from_str(&s.ok(&["cert", "inspect", &new_signer, "--json"])).unwrap();
+    assert_eq!(j["x5c"][0]["serial"], signer_json["serial"], "issuance switched to the new signer");
+    verify_old("t1.jws");
+
+    // 2. Issuing CA (and a signer under it).
+    let r = s.script("rotate-issuing-ca.sh", &["--force", "home"]);
+    assert_eq!(r.0, 0, "{r:?}");
+    let out = named(&r.1);
+    assert!(out["ca"].starts_with("home/ca-"), "{out:?}");
+    s.token("home", "app2", "t2.jws");
+    verify_old("t2.jws");
+    verify_old("t1.jws");
+
+    // 3. Root: new root, cross-certificate, issuing CA, signer.
+    let r = s.script("rotate-root.sh", &["--force", "home"]);
+    assert_eq!(r.0, 0, "{r:?}");
+    let out = named(&r.1);
+    for k in ["root", "cross", "ca", "signer"] {
+        assert!(s.path(&out[k]).exists(), "{k}: {out:?}");
+    }
+    s.token("home", "app3", "t3.jws");
+    let j: Value = serde_json::from_str(&s.ok(&["token", "inspect", "t3.jws", "--json"])).unwrap();
+    assert_eq!(j["x5c"].as_array().unwrap().len(), 3, "signer, new issuing CA, cross-certificate");
+    verify_old("t3.jws");
+    // And against the new root alone.
+    s.ok(&["token", "verify", "t3.jws", "--trust", &out["root"], "--machine", "current"]);
+    for t in ["t0.jws", "t1.jws", "t2.jws", "t3.jws"] {
+        s.ok(&["token", "verify", t, "--trust", "oldroot.pem"]);
+    }
+
+    if have_openssl() {
+        let o = Command::new("openssl")
+            .current_dir(s.path(""))
+            .args(["verify", "-CAfile", "oldroot.pem", "-untrusted", &out["cross"], "-untrusted", &out["ca"]])
+            .arg(&out["signer"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "openssl verify: {}", String::from_utf8_lossy(&o.stderr));
+        let o = Command::new("openssl")
+            .current_dir(s.path(""))
+            .args(["verify", "-CAfile", &out["root"], "-untrusted", &out["ca"], &out["signer"]])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "openssl verify (new root): {}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    // The home's health is fine right after all this.
+    let r = s.tka(&["issuer", "health", "--home", "home", "--json"]);
+    assert_eq!(r.0, 0, "{r:?}");
+    let h: Value = serde_json::from_str(&r.1).unwrap();
+    let roles: Vec<&str> = h["items"].as_array().unwrap().iter().map(|i| i["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["root", "cross", "ca", "signer"]);
+}
+
+/// The documented rollover on a machine: trust the new root through the
+/// cross-certificate, (re-issued tokens verify via the new root), then
+/// remove the old root.
+#[test]
+fn root_rollover_on_a_machine() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    fs::copy(s.path("home/root.pem"), s.path("oldroot.pem")).unwrap();
+    s.token("home", "app", "before.jws");
+    let added = named(&s.ok(&["trust", "add", "oldroot.pem"]));
+    let old_fp = added["fingerprint"].clone();
+    s.ok(&["activate", "before.jws"]);
+
+    let out = named(&s.ok(&["issuer", "rotate-root", "--home", "home"]));
+    s.token("home", "app", "after.jws");
+
+    // A new root without a cross-certificate or a fingerprint is refused.
+    let before = s.snapshot("store");
+    assert_fails(&s.tka(&["trust", "add", &out["root"]]), 2, "this store already trusts 1 root(s)");
+    // The cross-certificate is not a root, and the new root is not its own cross.
+    assert_fails(&s.tka(&["trust", "add", &out["root"], "--cross", &out["root"]]), 1, "certificate CN=tka Root CA G2");
+    assert_eq!(s.snapshot("store"), before);
+
+    let t = named(&s.ok(&["trust", "add", &out["root"], "--cross", &out["cross"]]));
+    assert!(t["vouched for by"].contains("cross-certificate from CN=tka Root CA"), "{t:?}");
+    s.ok(&["activate", "after.jws"]);
+    // The old root can go now; the re-issued token verifies through the new root.
+    s.ok(&["trust", "remove", &old_fp]);
+    let st = s.ok(&["status", "--product", "app"]);
+    assert!(st.contains("app: activated"), "{st}");
+    // A token that still chains only to the removed root no longer verifies.
+    let r = s.tka(&["token", "verify", "before.jws", "--trust", &out["root"]]);
+    assert_fails(&r, 1, "certificate chain does not lead to a trusted root");
+
+    // Removing the last root is refused unless --force.
+    let fp = named(&s.ok(&["trust", "add", &out["root"]]))["fingerprint"].clone();
+    let before = s.snapshot("store");
+    assert_fails(&s.tka(&["trust", "remove", &fp]), 2, "refusing to remove the last trusted root");
+    assert_eq!(s.snapshot("store"), before);
+    s.ok(&["trust", "remove", &fp, "--force"]);
+}
+
+/// A cross-certificate made by another issuer's root does not introduce a
+/// root on a store that trusts only ours.
+#[test]
+fn cross_certificate_not_signed_by_a_trusted_root_is_refused() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    s.issuer("evil");
+    s.ok(&["trust", "add", "home/root.pem"]);
+    let evil = named(&s.ok(&["issuer", "rotate-root", "--home", "evil"]));
+    let before = s.snapshot("store");
+    let r = s.tka(&["trust", "add", &evil["root"], "--cross", &evil["cross"]]);
+    assert_fails(&r, 1, "certificate chain does not lead to a trusted root");
+    // A fingerprint that does not match is refused too.
+    let r = s.tka(&["trust", "add", &evil["root"], "--fingerprint", &"ab".repeat(32)]);
+    assert_fails(&r, 1, "fingerprint mismatch");
+    assert_eq!(s.snapshot("store"), before);
+}
+
+/// A wrong passphrase for the key that signs the new certificates fails
+/// every rotation before anything is written.
+#[test]
+fn rotation_with_wrong_passphrase_leaves_the_home_unchanged() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    s.write_pass("wrong.txt", "not the passphrase");
+    let before = s.snapshot("home");
+    for cmd in ["rotate-signer", "rotate-ca", "rotate-root"] {
+        let r = s.tka(&["issuer", cmd, "--home", "home", "--passphrase-file", "wrong.txt"]);
+        assert_fails(&r, 2, "wrong passphrase for home/");
+        assert_eq!(s.snapshot("home"), before, "{cmd}");
+    }
+    let r = s.script("rotate-root.sh", &["--force", "--passphrase-file", "wrong.txt", "home"]);
+    assert_ne!(r.0, 0, "{r:?}");
+    assert!(r.2.contains("error: wrong passphrase"), "{r:?}");
+    assert_eq!(s.snapshot("home"), before);
+}
+
+impl Sandbox {
+    fn write_pass(&self, rel: &str, text: &str) {
+        fs::write(self.path(rel), format!("{text}\n")).unwrap();
+    }
+}
+
+#[test]
+fn needs_renewal_answers_with_its_exit_code() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    let signer = "home/signer.pem";
+    // Fresh: not yet (1).
+    let r = s.tka(&["cert", "needs-renewal", signer]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert!(r.1.contains("not yet"), "{r:?}");
+    // Within the window: renew now (0).
+    assert_eq!(s.tka(&["cert", "needs-renewal", signer, "--expires-in", "500d"]).0, 0);
+    assert_eq!(s.tka(&["cert", "needs-renewal", signer, "--percent", "66", "--at", "2100-01-01"]).0, 0);
+    // The home's signer is due when it cannot cover a standard token (180
+    // days), even before 66% of its 400-day life has passed.
+    let info: Value = serde_json::from_str(&s.ok(&["cert", "inspect", signer, "--json"])).unwrap();
+    let nb = tka::clock::parse_rfc3339(info["not_before"].as_str().unwrap()).unwrap();
+    let day = tka::clock::DAY;
+    let at = |d: i64| tka::clock::rfc3339(nb + d * day);
+    let r = s.tka(&["cert", "needs-renewal", "--home", "home", "--at", &at(200)]);
+    assert_eq!(r.0, 1, "{r:?}");
+    let r = s.tka(&["cert", "needs-renewal", "--home", "home", "--at", &at(230)]);
+    assert_eq!(r.0, 0, "{r:?}");
+    assert!(r.1.contains("can no longer cover a 180-day token"), "{r:?}");
+    let j: Value = serde_json::from_str(&s.ok(&[
+        "cert",
+        "needs-renewal",
+        "--home",
+        "home",
+        "--role",
+        "root",
+        "--expires-in",
+        "30000d",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(j["renew"], true);
+    // Errors are 2, never 1.
+    assert_fails(&s.tka(&["cert", "needs-renewal", "missing.pem"]), 2, "missing.pem");
+    fs::write(s.path("junk.pem"), "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+    assert_fails(&s.tka(&["cert", "needs-renewal", "junk.pem"]), 2, "junk.pem: certificate");
+    assert_fails(&s.tka(&["cert", "needs-renewal", signer, "--expires-in", "soon"]), 2, "invalid duration");
+    assert_eq!(s.tka(&["cert", "needs-renewal", signer, "--percent", "0"]).0, 2);
+}
+
+#[test]
+fn renew_keeps_the_key_and_rekey_changes_it() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    let old: Value = serde_json::from_str(&s.ok(&["cert", "inspect", "home/signer.pem", "--json"])).unwrap();
+    s.ok(&[
+        "ca",
+        "renew",
+        "--cert",
+        "home/signer.pem",
+        "--ca-cert",
+        "home/ca.pem",
+        "--ca-key",
+        "home/ca.key",
+        "--out",
+        "renewed.pem",
+    ]);
+    let renewed: Value = serde_json::from_str(&s.ok(&["cert", "inspect", "renewed.pem", "--json"])).unwrap();
+    assert_eq!(renewed["subject"], old["subject"]);
+    assert_eq!(renewed["subject_key_id"], old["subject_key_id"], "same key");
+    assert_ne!(renewed["serial"], old["serial"]);
+    assert_eq!(renewed["role"], "token signer");
+
+    s.ok(&["key", "generate", "--bits", "2048", "--out", "new.key"]);
+    s.ok(&[
+        "ca",
+        "rekey",
+        "--cert",
+        "home/ca.pem",
+        "--key",
+        "new.key",
+        "--ca-cert",
+        "home/root.pem",
+        "--ca-key",
+        "home/root.key",
+        "--days",
+        "400",
+        "--out",
+        "rekeyed-ca.pem",
+    ]);
+    let ca: Value = serde_json::from_str(&s.ok(&["cert", "inspect", "home/ca.pem", "--json"])).unwrap();
+    let rekeyed: Value = serde_json::from_str(&s.ok(&["cert", "inspect", "rekeyed-ca.pem", "--json"])).unwrap();
+    assert_eq!(rekeyed["subject"], ca["subject"]);
+    assert_eq!(rekeyed["role"], "CA");
+    assert_ne!(rekeyed["subject_key_id"], ca["subject_key_id"], "new key");
+    // A renewed certificate never outlives its issuer; an existing --out is not replaced.
+    let r = s.tka(&[
+        "ca",
+        "renew",
+        "--cert",
+        "home/signer.pem",
+        "--ca-cert",
+        "home/ca.pem",
+        "--ca-key",
+        "home/ca.key",
+        "--days",
+        "99999",
+        "--out",
+        "long.pem",
+    ]);
+    assert_fails(&r, 2, "certificate would outlive its issuer");
+    let r = s.tka(&[
+        "ca",
+        "renew",
+        "--cert",
+        "home/root.pem",
+        "--ca-cert",
+        "home/root.pem",
+        "--ca-key",
+        "home/root.key",
+        "--out",
+        "r.pem",
+    ]);
+    assert_fails(&r, 2, "CN=tka Root CA is a root certificate");
+    let r = s.tka(&[
+        "ca",
+        "renew",
+        "--cert",
+        "home/signer.pem",
+        "--ca-cert",
+        "home/ca.pem",
+        "--ca-key",
+        "home/ca.key",
+        "--out",
+        "renewed.pem",
+    ]);
+    assert_fails(&r, 2, "renewed.pem already exists");
+}
+
+#[test]
+fn health_reports_what_expires_and_exits_1_when_action_is_needed() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    let r = s.tka(&["issuer", "health", "--home", "home"]);
+    assert_eq!(r.0, 0, "{r:?}");
+    assert!(r.1.lines().any(|l| l.starts_with("ok\tsigner\t")), "{r:?}");
+    // Pretend it is a year later: the 400-day signer can no longer cover a 180-day token.
+    let info: Value = serde_json::from_str(&s.ok(&["cert", "inspect", "home/signer.pem", "--json"])).unwrap();
+    let nb = info["not_before"].as_str().unwrap();
+    let later = format!("{}{}", nb[..4].parse::<i32>().unwrap() + 1, &nb[4..]);
+    let r = s.tka(&["issuer", "health", "--home", "home", "--at", &later, "--json"]);
+    assert_eq!(r.0, 1, "{r:?}");
+    let h: Value = serde_json::from_str(&r.1).unwrap();
+    assert_eq!(h["level"], "action");
+    let signer = h["items"].as_array().unwrap().iter().find(|i| i["role"] == "signer").unwrap();
+    assert_eq!(signer["level"], "action", "{signer}");
+    assert!(signer["message"].as_str().unwrap().contains("too soon to cover a 180-day token"), "{signer}");
+    // A stale CRL kept in home/crls/ needs action as well.
+    fs::create_dir(s.path("home/crls")).unwrap();
+    s.ok(&[
+        "crl",
+        "create",
+        "--ca-cert",
+        "home/ca.pem",
+        "--ca-key",
+        "home/ca.key",
+        "--next-update",
+        "1d",
+        "--out",
+        "home/crls/ca.crl",
+    ]);
+    let r = s.tka(&["issuer", "health", "--home", "home", "--at", "2100-01-01"]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert!(r.1.lines().any(|l| l.starts_with("ACTION\tcrl\t")), "{r:?}");
+    assert_fails(&s.tka(&["issuer", "health", "--home", "nowhere"]), 2, "nowhere is not an issuer home");
+}

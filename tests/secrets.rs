@@ -1,0 +1,167 @@
+//! Secrets never leak (issue 6 item 7): passphrases and private keys do not
+//! appear in `Debug` output, error messages, `--help` (even with
+//! `TKA_PASSPHRASE` set) or anything the binary prints, and the buffers that
+//! hold them are zeroizing types.
+//!
+//! Key-file permissions (refused when group/others can read, unless
+//! `--insecure-key-permissions`) are covered by
+//! `tests/cli.rs::group_readable_key_is_refused_unless_allowed`.
+
+mod common;
+mod sandbox;
+
+use sandbox::Sandbox;
+use std::path::Path;
+use tka::keys::{load_private_key, save_private_key, KeyProtection, Passphrase, Signer, SoftwareKey};
+
+const MARKER: &str = "s3cr3t-Marker-7f3a";
+
+#[test]
+fn passphrase_debug_is_redacted() {
+    let p = Passphrase::new(MARKER.into());
+    let d = format!("{p:?} {:#?}", p);
+    assert!(!d.contains(MARKER), "{d}");
+    assert!(d.contains("redacted"), "{d}");
+}
+
+#[test]
+fn software_key_and_signer_debug_show_no_key_material() {
+    use rsa::traits::PublicKeyParts;
+    let key = common::test_key("signer");
+    let n_hex: String = key.public_key().n().to_be_bytes().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let d = format!("{key:?} {:#?}", key);
+    assert!(!d.to_lowercase().contains(&n_hex), "{d}");
+    assert!(d.len() < 64, "Debug of a key should be a short label: {d}");
+    let p = common::pki();
+    let signer = tka::token::TokenSigner::new(Box::new(key), vec![p.signer.clone(), p.int.clone()]).unwrap();
+    let d = format!("{signer:?}");
+    assert!(d.len() < 200 && !d.to_lowercase().contains(&n_hex), "{d}");
+}
+
+#[test]
+fn key_and_passphrase_buffers_are_zeroizing() {
+    // Compile-time facts, checked here so a refactor cannot silently drop them.
+    fn zeroizing<T: zeroize::Zeroize>(_: &zeroize::Zeroizing<T>) {}
+    let key = common::test_key("signer");
+    let pass = Passphrase::new(MARKER.into());
+    zeroizing(&key.to_pkcs8_pem(KeyProtection::InsecurePlaintext).unwrap());
+    zeroizing(&key.to_pkcs8_pem(KeyProtection::Passphrase(&pass)).unwrap());
+}
+
+#[test]
+fn wrong_passphrase_errors_do_not_echo_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("k.key");
+    let key = common::test_key("signer");
+    save_private_key(&path, &key, KeyProtection::Passphrase(&Passphrase::new("right one".into())), false).unwrap();
+    let e = load_private_key(&path, Some(&Passphrase::new(MARKER.into())), false).unwrap_err();
+    let text = format!("{e} {e:?} {:?}", e.hint());
+    assert!(!text.contains(MARKER), "{text}");
+    assert!(matches!(e, tka::Error::WrongPassphrase { .. }), "{e:?}");
+    // Nor is the key's content in the error for a damaged file.
+    let pem = std::fs::read_to_string(&path).unwrap();
+    let damaged = pem.replacen("MII", "MIX", 1);
+    let e = SoftwareKey::from_pkcs8_pem(&damaged, Some(&Passphrase::new("right one".into())), Path::new("k.key"))
+        .unwrap_err();
+    let body_line = pem.lines().nth(2).unwrap();
+    assert!(!format!("{e} {e:?}").contains(body_line), "{e:?}");
+}
+
+/// Every subcommand path, discovered from `--help` (so new commands are covered too).
+fn command_paths(s: &Sandbox) -> Vec<Vec<String>> {
+    fn subcommands(help: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut inside = false;
+        for line in help.lines() {
+            if line.starts_with("Commands:") {
+                inside = true;
+                continue;
+            }
+            if inside {
+                if !line.starts_with("  ") {
+                    break;
+                }
+                let name = line.split_whitespace().next().unwrap_or("");
+                if !name.is_empty() && name != "help" && line.starts_with("  ") && !line.starts_with("   ") {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        out
+    }
+    let mut paths = vec![Vec::new()];
+    let mut i = 0;
+    while i < paths.len() {
+        let mut args = paths[i].clone();
+        args.push("--help".into());
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let help = s.ok(&a);
+        for sub in subcommands(&help) {
+            let mut p = paths[i].clone();
+            p.push(sub);
+            paths.push(p);
+        }
+        i += 1;
+    }
+    paths
+}
+
+#[test]
+fn help_never_shows_the_passphrase_from_the_environment() {
+    let s = Sandbox::new();
+    let paths = command_paths(&s);
+    assert!(paths.len() > 10, "{paths:?}");
+    for p in &paths {
+        for flag in ["--help", "-h"] {
+            let mut args: Vec<&str> = p.iter().map(String::as_str).collect();
+            args.push(flag);
+            let out = s.cmd(&args).env("TKA_PASSPHRASE", MARKER).output().unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(!text.contains(MARKER), "tka {args:?} printed an environment secret:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn cli_output_never_contains_the_passphrase() {
+    let s = Sandbox::new();
+    // Success paths: key generation, issuer init, issuance.
+    let run = |args: &[&str]| {
+        let out = s.cmd(args).env("TKA_PASSPHRASE", MARKER).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!text.contains(MARKER), "tka {args:?} printed the passphrase:\n{text}");
+        (out.status.code(), text)
+    };
+    assert_eq!(run(&["key", "generate", "--bits", "2048", "--out", "k.key"]).0, Some(0));
+    assert_eq!(run(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]).0, Some(0));
+    run(&["request", "create", "--product", "p", "--out", "req.json"]);
+    assert_eq!(run(&["token", "issue", "--request", "req.json", "--home", "home", "--out", "t.jws"]).0, Some(0));
+    // Failure paths: the wrong passphrase, from the environment and from a file.
+    let out = s
+        .cmd(&["ca", "root", "--key", "k.key", "--subject", "CN=R", "--out", "r.pem"])
+        .env("TKA_PASSPHRASE", MARKER)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let wrong = format!("{MARKER}-wrong");
+    let out = s
+        .cmd(&["ca", "root", "--key", "k.key", "--subject", "CN=R", "--out", "r2.pem"])
+        .env("TKA_PASSPHRASE", &wrong)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("wrong passphrase") && !err.contains(MARKER), "{err}");
+    std::fs::write(s.path("pass.txt"), format!("{wrong}\n")).unwrap();
+    let out = s
+        .cmd(&["ca", "root", "--key", "k.key", "--subject", "CN=R", "--out", "r3.pem", "--passphrase-file", "pass.txt"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wrong passphrase") && !err.contains(MARKER), "{err}");
+    // The key file itself is private and encrypted.
+    let pem = std::fs::read_to_string(s.path("k.key")).unwrap();
+    assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(s.path("k.key")).unwrap().permissions().mode() & 0o777, 0o600);
+}
