@@ -895,11 +895,6 @@ fn file_jobs(dir: &Path, slots: &[usize], items: &mut [ItemReport]) -> Vec<FileJ
         .collect()
 }
 
-/// Writes a token file unless it already holds exactly `text`, always
-/// atomically (temporary file, rename): a process killed mid-write leaves
-/// no empty or truncated token file under the final name, only a `.tmp`
-/// file (tests/crash.rs). Not fsynced: the ledger is the durable copy, and
-/// a re-run rewrites what is missing.
 /// Creates the output directory and removes temporary files an earlier,
 /// interrupted run left behind (`.<name>.<12 hex>.tmp`, as written by
 /// [`write_token_file`]); the tokens they were meant to hold are in the
@@ -920,6 +915,11 @@ fn prepare_out_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes a token file unless it already holds exactly `text`, always
+/// atomically (temporary file, rename): a process killed mid-write leaves
+/// no empty or truncated token file under the final name, only a `.tmp`
+/// file (tests/crash.rs). Not fsynced: the ledger is the durable copy, and
+/// a re-run rewrites what is missing.
 pub fn write_token_file(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     if std::fs::read(path).is_ok_and(|cur| cur == text.as_bytes()) {
