@@ -165,3 +165,43 @@ pub fn observe_clock(store: &Store, now: i64) -> Result<()> {
     }
     Ok(())
 }
+
+/// Largest token bundle read, bytes (about 70,000 tokens).
+pub const MAX_BUNDLE_SIZE: u64 = 256 * 1024 * 1024;
+
+/// Picks this machine's token out of a token bundle (JSON Lines with
+/// `product`, `cmid` and `token`, as `tka token issue-bulk --bundle`
+/// writes): the first line whose CMID is this machine's for that product.
+/// Lines are read one at a time; none may exceed the token size limit.
+pub fn token_from_bundle(bundle: impl std::io::BufRead, identify: IdentifyFn<'_>) -> Result<Option<String>> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        product: String,
+        cmid: String,
+        token: String,
+    }
+    let mut mine: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for (n, line) in bundle.lines().enumerate() {
+        let line = line.map_err(|e| Error::Usage(format!("bundle line {}: {e}", n + 1)))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.len() > crate::jws::MAX_JWS_SIZE + 1024 {
+            return Err(VerifyError::TooLarge { what: "bundle line", limit: crate::jws::MAX_JWS_SIZE + 1024 }.into());
+        }
+        let l: Line = serde_json::from_str(&line)
+            .map_err(|e| VerifyError::Malformed { what: "bundle", detail: format!("line {}: {e}", n + 1) })?;
+        let cmid = match mine.get(&l.product) {
+            Some(c) => c.clone(),
+            None => {
+                let c = identify(&l.product)?.cmid().to_string();
+                mine.insert(l.product.clone(), c.clone());
+                c
+            }
+        };
+        if l.cmid == cmid {
+            return Ok(Some(l.token));
+        }
+    }
+    Ok(None)
+}

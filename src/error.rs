@@ -245,6 +245,11 @@ pub enum VerifyError {
         /// The time of the check.
         now: i64,
     },
+    /// A token bundle holds no token for this machine.
+    NoTokenInBundle {
+        /// The bundle.
+        bundle: String,
+    },
     /// The product has no activation on this machine.
     NotActivated {
         /// The product.
@@ -365,6 +370,7 @@ impl fmt::Display for VerifyError {
                 rfc3339(*next_update),
                 rfc3339(*now)
             ),
+            NoTokenInBundle { bundle } => write!(f, "{bundle} holds no token for this machine"),
             NotActivated { product } => write!(f, "{product} is not activated on this machine"),
         }
     }

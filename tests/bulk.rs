@@ -531,3 +531,75 @@ fn cli_refuses_newer_and_damaged_ledgers_with_exit_2() {
     assert_eq!(r.0, 2);
     assert_eq!(r.2, "error: ledger bad.sqlite: the file is damaged or not an SQLite database; nothing was changed: restore it from a backup\n");
 }
+
+/// A fake machine root for `TKA_SYSROOT`: only a machine-id.
+fn fake_machine(c: &Cli, name: &str, id: &str) -> String {
+    let root = c.path(name);
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/machine-id"), format!("{id}\n")).unwrap();
+    root.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_bundle_carries_every_token_and_each_machine_activates_its_own() {
+    let c = Cli::new(10);
+    let m1 = fake_machine(&c, "m1", "0123456789abcdef0123456789abcdef");
+    let m2 = fake_machine(&c, "m2", "fedcba9876543210fedcba9876543210");
+    let mut reqs = String::new();
+    for m in [&m1, &m2] {
+        let o = c.cmd(&["request", "create", "--product", PRODUCT, "--text"]).env("TKA_SYSROOT", m).output().unwrap();
+        reqs += &String::from_utf8(o.stdout).unwrap();
+    }
+    fs::write(c.path("reqs.txt"), reqs).unwrap();
+    let out = c.ok(&[
+        "token",
+        "issue-bulk",
+        "--home",
+        "home",
+        "--entitlement",
+        "acme",
+        "--requests-file",
+        "reqs.txt",
+        "--bundle",
+        "bundle.jsonl",
+        "--quiet",
+    ]);
+    assert!(out.contains("issued: 2 of 2"), "{out}");
+    let lines: Vec<tka::ledger::bulk::BundleLine> =
+        fs::read_to_string(c.path("bundle.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(c.ledger().entitlement("acme").unwrap().used, 2);
+    c.ok(&["trust", "add", "home/root.pem", "--store", "store1"]);
+    c.ok(&["trust", "add", "home/root.pem", "--store", "store2"]);
+    for (m, store, want) in [(&m1, "store1", &lines[0]), (&m2, "store2", &lines[1])] {
+        let o =
+            c.cmd(&["activate", "--bundle", "bundle.jsonl", "--store", store]).env("TKA_SYSROOT", m).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let installed = tka::store::Store::open(&c.path(store)).unwrap().token(PRODUCT).unwrap().unwrap();
+        assert_eq!(installed.token, want.token, "each machine installs its own token");
+    }
+    // A machine that is not in the bundle: a verdict, and nothing installed.
+    let m3 = fake_machine(&c, "m3", "00112233445566778899aabbccddeeff");
+    c.ok(&["trust", "add", "home/root.pem", "--store", "store3"]);
+    let o =
+        c.cmd(&["activate", "--bundle", "bundle.jsonl", "--store", "store3"]).env("TKA_SYSROOT", &m3).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).lines().next().unwrap(),
+        "error: bundle.jsonl holds no token for this machine"
+    );
+    assert!(tka::store::Store::open(&c.path("store3")).unwrap().tokens().unwrap().is_empty());
+}
+
+#[test]
+fn out_and_bundle_are_exclusive_and_one_is_required() {
+    let c = Cli::new(1);
+    c.requests("reqs.txt", 0, 1);
+    let base = ["token", "issue-bulk", "--home", "home", "--entitlement", "acme", "--requests-file", "reqs.txt"];
+    let r = c.run(&[&base[..], &["--quiet"]].concat());
+    assert_eq!(r.0, 2, "{r:?}");
+    let r = c.run(&[&base[..], &["--out", "o", "--bundle", "b.jsonl"]].concat());
+    assert_eq!(r.0, 2, "{r:?}");
+    assert!(r.2.contains("cannot be used with"), "{r:?}");
+    assert_eq!(c.ledger().entitlement("acme").unwrap().used, 0, "a usage error consumes nothing");
+}

@@ -956,3 +956,44 @@ pub fn synthetic_request(product: &str, n: u64, now: i64) -> ActivationRequest {
     let id = crate::machine::MachineIdentity::from_raw(product, &raw);
     ActivationRequest::new(&id, now, None)
 }
+
+/// One line of a token bundle (JSON Lines): every token of a batch in one
+/// file, the offline counterpart of a proxy-activation confirmation file.
+/// Each machine picks its own line (`tka activate --bundle FILE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct BundleLine {
+    /// Product.
+    pub product: String,
+    /// The machine the token is for.
+    pub cmid: String,
+    /// Token serial.
+    pub serial: String,
+    /// The token (JWS compact).
+    pub token: String,
+}
+
+/// Writes [`bundle_text`] to `path` atomically and durably (replacing an
+/// earlier bundle of the same batch).
+pub fn write_bundle(path: &Path, report: &BatchReport) -> Result<()> {
+    crate::fsutil::write_atomic(path, bundle_text(report).as_bytes(), 0o644, crate::fsutil::Overwrite::Replace)
+        .map_err(|e| Error::io(path, e))
+}
+
+/// The bundle of a batch run without an output directory: one JSON line per
+/// item that has a token, in input order.
+pub fn bundle_text(report: &BatchReport) -> String {
+    let mut out = String::new();
+    for it in report.items.iter().filter(|i| i.status == ItemStatus::Ok) {
+        if let Some(i) = &it.issued {
+            let line = BundleLine {
+                product: i.product.clone(),
+                cmid: i.cmid.clone(),
+                serial: i.serial.clone(),
+                token: i.text.clone(),
+            };
+            out += &serde_json::to_string(&line).expect("a bundle line serializes");
+            out.push('\n');
+        }
+    }
+    out
+}

@@ -67,7 +67,11 @@ pub enum Command {
     )]
     Activate {
         /// Token file, `-` for standard input, or the token text itself
-        token: String,
+        #[arg(required_unless_present = "bundle")]
+        token: Option<String>,
+        /// Take this machine's token from a bundle written by `token issue-bulk --bundle`
+        #[arg(long, value_name = "FILE", conflicts_with = "token")]
+        bundle: Option<PathBuf>,
         /// Refuse as "clock moved backwards" when the clock is more than this far behind the latest
         /// time the store has seen (e.g. 12h, 2d)
         #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = tka::clock::parse_duration)]
@@ -763,9 +767,13 @@ pub struct BulkTokenArgs {
     /// Write the per-item report (JSON) to FILE
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// Output directory for the token files
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    /// Output directory: one token file per machine
+    #[arg(long, value_name = "DIR", required_unless_present = "bundle", conflicts_with = "bundle")]
+    pub out: Option<PathBuf>,
+    /// Instead of files, write every token into one bundle (JSON Lines) that
+    /// each machine picks its own token from (`tka activate --bundle FILE`)
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
     /// No progress bar
     #[arg(long)]
     pub quiet: bool,

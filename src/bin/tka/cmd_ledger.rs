@@ -383,7 +383,10 @@ fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
     bar
 }
 
-fn finish(report: &BatchReport, common: &BulkTokenArgs, out: &Path) -> Result<ExitCode> {
+fn finish(report: &BatchReport, common: &BulkTokenArgs) -> Result<ExitCode> {
+    if let Some(b) = &common.bundle {
+        tka::ledger::bulk::write_bundle(b, report)?;
+    }
     if let Some(p) = &common.report {
         let text = serde_json::to_string_pretty(report).expect("report serializes") + "\n";
         tka::ledger::bulk::write_token_file(p, &text).map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
@@ -403,7 +406,12 @@ fn finish(report: &BatchReport, common: &BulkTokenArgs, out: &Path) -> Result<Ex
     ));
     say(format!("refused: {}", report.refused));
     say(format!("errors: {}", report.errors));
-    say(format!("out: {}", out.display()));
+    if let Some(out) = &common.out {
+        say(format!("out: {}", out.display()));
+    }
+    if let Some(b) = &common.bundle {
+        say(format!("bundle: {}", b.display()));
+    }
     if let Some(p) = &common.report {
         say(format!("report: {}", p.display()));
     }
@@ -457,9 +465,9 @@ pub fn issue_bulk(a: IssueBulkArgs) -> Result<ExitCode> {
         chunk: a.common.chunk,
     };
     let bar = progress_bar(inputs.len() as u64, a.common.quiet);
-    let report = bulk::issue_batch(&mut l, inputs, &opts, &signer, now, Some(&a.common.out), &|n| bar.inc(n));
+    let report = bulk::issue_batch(&mut l, inputs, &opts, &signer, now, a.common.out.as_deref(), &|n| bar.inc(n));
     bar.finish_and_clear();
-    verdict(report.and_then(|r| finish(&r, &a.common, &a.common.out)))
+    verdict(report.and_then(|r| finish(&r, &a.common)))
 }
 
 pub fn renew_bulk(a: RenewBulkArgs) -> Result<ExitCode> {
@@ -475,9 +483,9 @@ pub fn renew_bulk(a: RenewBulkArgs) -> Result<ExitCode> {
         chunk: a.common.chunk,
     };
     let bar = progress_bar(0, a.common.quiet);
-    let report = bulk::renew_batch(&mut l, &opts, &signer, now, Some(&a.common.out), &|n| bar.inc(n));
+    let report = bulk::renew_batch(&mut l, &opts, &signer, now, a.common.out.as_deref(), &|n| bar.inc(n));
     bar.finish_and_clear();
-    verdict(report.and_then(|r| finish(&r, &a.common, &a.common.out)))
+    verdict(report.and_then(|r| finish(&r, &a.common)))
 }
 
 /// `tka request generate-test` (hidden): synthetic requests for benchmarks.

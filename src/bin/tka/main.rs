@@ -12,6 +12,7 @@ use cli::*;
 use io::*;
 use output::*;
 use serde_json::json;
+use std::io::Read;
 use std::process::ExitCode;
 use tka::activation::{self, TrustData};
 use tka::issuer::{read_cert_chain, InitOptions, IssuerHome};
@@ -88,10 +89,20 @@ fn run(cmd: Command) -> Result<ExitCode> {
         Command::Ledger(c) => cmd_ledger::ledger(c),
         Command::Token(t) => run_token(t),
         Command::Trust(t) => run_trust(t),
-        Command::Activate { token, clock_tolerance, store, machine, out } => {
+        Command::Activate { token, bundle, clock_tolerance, store, machine, out } => {
             let store = open_store(&store)?;
-            let text = read_token_arg(&token)?;
             let ident = |product: &str| identify(product, &machine);
+            let text = match (token, bundle) {
+                (Some(t), _) => read_token_arg(&t)?,
+                (None, Some(b)) => {
+                    let f = std::fs::File::open(&b).map_err(|e| Error::Usage(format!("{}: {e}", b.display())))?;
+                    let reader = std::io::BufReader::new(f.take(activation::MAX_BUNDLE_SIZE));
+                    activation::token_from_bundle(reader, &ident)?.ok_or_else(|| {
+                        Error::Verify(VerifyError::NoTokenInBundle { bundle: b.display().to_string() })
+                    })?
+                }
+                (None, None) => return Err(Error::Usage("give a TOKEN or --bundle FILE".into())),
+            };
             let v = activation::activate_with_tolerance(&store, &text, &ident, clock::now(), clock_tolerance)?;
             if out.json {
                 say_json(&verified_json(&v));
