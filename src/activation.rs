@@ -180,14 +180,34 @@ pub fn token_from_bundle(bundle: impl std::io::BufRead, identify: IdentifyFn<'_>
         cmid: String,
         token: String,
     }
+    use std::io::{BufRead, Read};
+    let mut bundle = bundle;
+    let limit = crate::jws::MAX_JWS_SIZE + 1024;
     let mut mine: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-    for (n, line) in bundle.lines().enumerate() {
-        let line = line.map_err(|e| Error::Usage(format!("bundle line {}: {e}", n + 1)))?;
+    for n in 0.. {
+        // Read at most one line's limit (plus "\r\n"): an overlong line is
+        // refused without being held in memory.
+        let mut raw = Vec::new();
+        let got = (&mut bundle)
+            .take(limit as u64 + 2)
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| Error::Usage(format!("bundle line {}: {e}", n + 1)))?;
+        if got == 0 {
+            break;
+        }
+        if raw.last() == Some(&b'\n') {
+            raw.pop();
+            if raw.last() == Some(&b'\r') {
+                raw.pop();
+            }
+        }
+        if raw.len() > limit {
+            return Err(VerifyError::TooLarge { what: "bundle line", limit }.into());
+        }
+        let line = String::from_utf8(raw)
+            .map_err(|_| Error::Usage(format!("bundle line {}: stream did not contain valid UTF-8", n + 1)))?;
         if line.trim().is_empty() {
             continue;
-        }
-        if line.len() > crate::jws::MAX_JWS_SIZE + 1024 {
-            return Err(VerifyError::TooLarge { what: "bundle line", limit: crate::jws::MAX_JWS_SIZE + 1024 }.into());
         }
         let l: Line = serde_json::from_str(&line)
             .map_err(|e| VerifyError::Malformed { what: "bundle", detail: format!("line {}: {e}", n + 1) })?;

@@ -242,3 +242,17 @@ fn cli_issue_bulk_refuses_an_overlong_request_line_without_reading_it_whole() {
     assert!(report.contains("larger than the 16384-byte limit"), "{report}");
     assert_eq!(std::fs::read_dir(s.path("out")).unwrap().count(), 1, "the good request was issued");
 }
+
+#[test]
+fn cli_activate_bundle_refuses_an_overlong_line_without_reading_it_whole() {
+    let s = sandbox::Sandbox::new();
+    s.issuer_and_trust();
+    // A 100 MB bundle that is one line of zero bytes (a sparse file).
+    sparse(&s, "bundle.jsonl", 100 * MIB as u64);
+    let t = Instant::now();
+    let (code, out, err) = s.tka(&["activate", "--bundle", "bundle.jsonl"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.starts_with("error: bundle line is larger than the"), "{err}");
+    assert!(tka::store::Store::open(&s.store()).unwrap().tokens().unwrap().is_empty());
+}
