@@ -256,3 +256,16 @@ fn cli_activate_bundle_refuses_an_overlong_line_without_reading_it_whole() {
     assert!(err.starts_with("error: bundle line is larger than the"), "{err}");
     assert!(tka::store::Store::open(&s.store()).unwrap().tokens().unwrap().is_empty());
 }
+
+#[test]
+fn cli_revocations_import_refuses_a_huge_file_unread() {
+    let s = sandbox::Sandbox::new();
+    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["trust", "add", "home/root.pem", "--store", "store"]);
+    sparse(&s, "huge", 100 * MIB as u64);
+    let t = Instant::now();
+    let (code, _, err) = s.tka(&["revocations", "import", "huge", "--store", "store"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().next().unwrap(), "error: revocation file is larger than the 1048576-byte limit");
+}

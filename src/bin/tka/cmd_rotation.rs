@@ -344,7 +344,21 @@ pub fn revocations(cmd: RevocationsCmd) -> Result<ExitCode> {
         }
         RevocationsCmd::Import { file, ca_cert, require_fresh, store, machine, out } => {
             let store = open_store(&store)?;
-            let bytes = std::fs::read(&file).map_err(|e| Error::Usage(format!("{}: {e}", file.display())))?;
+            // Bounded like everything else the machine reads: CRLs and lists are
+            // stored up to 1 MiB, so a larger file is refused unread.
+            let limit = tka::store::MAX_REVOCATION_FILE;
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(
+                    std::fs::File::open(&file).map_err(|e| Error::Usage(format!("{}: {e}", file.display())))?,
+                    limit as u64 + 1,
+                ),
+                &mut bytes,
+            )
+            .map_err(|e| Error::Usage(format!("{}: {e}", file.display())))?;
+            if bytes.len() > limit {
+                return Err(tka::VerifyError::TooLarge { what: "revocation file", limit }.into());
+            }
             let mut ca_certs = Vec::new();
             for c in &ca_cert {
                 ca_certs.extend(read_cert_chain(c)?);
