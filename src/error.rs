@@ -401,6 +401,18 @@ pub enum Error {
         /// The key file.
         path: PathBuf,
     },
+    /// A PKCS#11 token needs a user PIN and none was given.
+    PinRequired {
+        /// The token label.
+        token: String,
+    },
+    /// The token refused the PIN. tka never retries: tokens lock after a few failures.
+    WrongPin {
+        /// The token label.
+        token: String,
+    },
+    /// A PKCS#11 module, token or key cannot be used.
+    Pkcs11(String),
     /// The passphrase does not decrypt the key.
     WrongPassphrase {
         /// The key file.
@@ -444,6 +456,12 @@ impl Error {
             Error::PassphraseRequired { .. } => {
                 Some("give the passphrase with --passphrase-file FILE or TKA_PASSPHRASE, or run on a terminal")
             }
+            Error::PinRequired { .. } => Some(
+                "give the PIN with pin-source=file:PATH in the URI or TKA_PKCS11_PIN, or run on a terminal",
+            ),
+            Error::WrongPin { .. } => {
+                Some("check the PIN before trying again: the token locks after a few wrong PINs")
+            }
             Error::InsecureKeyPermissions { .. } => {
                 Some("run chmod 600 on the key, or pass --insecure-key-permissions")
             }
@@ -473,6 +491,9 @@ impl fmt::Display for Error {
             Error::PassphraseRequired { path } => {
                 write!(f, "{} is encrypted and no passphrase was given", path.display())
             }
+            Error::PinRequired { token } => write!(f, "token \"{token}\" needs a user PIN and none was given"),
+            Error::WrongPin { token } => write!(f, "wrong PIN for token \"{token}\" (not retried)"),
+            Error::Pkcs11(s) => write!(f, "PKCS#11: {s}"),
             Error::WrongPassphrase { path } => {
                 write!(f, "wrong passphrase for {} (or the key file is damaged)", path.display())
             }

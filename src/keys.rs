@@ -11,7 +11,8 @@ use crate::fsutil::{self, Overwrite};
 use pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::traits::PublicKeyParts;
 use sha2::Sha256;
-use std::path::Path;
+use crate::pkcs11::{is_pkcs11_uri, Pkcs11Uri};
+use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 /// Key sizes tka generates.
@@ -57,7 +58,8 @@ pub trait Signer: Send + Sync {
     fn sign(&self, alg: SignatureAlgorithm, message: &[u8]) -> Result<Vec<u8>>;
 }
 
-/// A passphrase, zeroized on drop. Never printed by `Debug`.
+/// A passphrase (or PKCS#11 PIN), zeroized on drop. Never printed by `Debug`.
+#[derive(Clone)]
 pub struct Passphrase(Zeroizing<String>);
 
 impl Passphrase {
@@ -80,6 +82,12 @@ impl Passphrase {
 
     fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
+    }
+
+    /// The secret text, for handing to a PKCS#11 login.
+    #[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
     }
 }
 
@@ -251,6 +259,149 @@ pub fn load_private_key(
     let bytes = Zeroizing::new(fsutil::read_bounded(path, MAX_KEY_FILE).map_err(|e| Error::io(path, e))?);
     let text = std::str::from_utf8(&bytes).map_err(|_| Error::format(path.display().to_string(), "not a PEM file"))?;
     SoftwareKey::from_pkcs8_pem(text, passphrase, path)
+}
+
+/// Where a private key lives: a PKCS#8 file or a key on a PKCS#11 token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRef {
+    /// A PKCS#8 PEM file.
+    File(PathBuf),
+    /// An RFC 7512 `pkcs11:` URI.
+    Pkcs11(Pkcs11Uri),
+}
+
+impl KeyRef {
+    /// A `pkcs11:` URI, or else a file path.
+    pub fn parse(s: &str) -> Result<KeyRef> {
+        if is_pkcs11_uri(s) {
+            Pkcs11Uri::parse(s).map(KeyRef::Pkcs11)
+        } else {
+            Ok(KeyRef::File(PathBuf::from(s)))
+        }
+    }
+
+    /// As [`KeyRef::parse`], for a command-line path argument.
+    pub fn from_path(p: &Path) -> Result<KeyRef> {
+        match p.to_str() {
+            Some(s) if is_pkcs11_uri(s) => KeyRef::parse(s),
+            _ => Ok(KeyRef::File(p.to_path_buf())),
+        }
+    }
+
+    /// Whether the key is on a PKCS#11 token.
+    pub fn is_pkcs11(&self) -> bool {
+        matches!(self, KeyRef::Pkcs11(_))
+    }
+}
+
+impl std::fmt::Display for KeyRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyRef::File(p) => write!(f, "{}", p.display()),
+            KeyRef::Pkcs11(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// What unlocks keys: the passphrase of encrypted key files, the user PIN
+/// of PKCS#11 tokens, and the module to load for a URI that names none.
+/// (A URI's own `pin-source` or `pin-value` comes before `pin`.)
+#[derive(Debug, Clone, Default)]
+pub struct KeyUnlock {
+    /// Passphrase of encrypted PKCS#8 files (and of new key files).
+    pub passphrase: Option<Passphrase>,
+    /// User PIN of PKCS#11 tokens.
+    pub pin: Option<Passphrase>,
+    /// PKCS#11 module for URIs without `module-path` or `module-name`.
+    pub default_module: Option<PathBuf>,
+    /// Accept key files readable by group or others.
+    pub allow_insecure_permissions: bool,
+}
+
+impl KeyUnlock {
+    /// Unlocks files with `passphrase` (if any); nothing else set.
+    pub fn with_passphrase(passphrase: Option<&Passphrase>, allow_insecure_permissions: bool) -> Self {
+        KeyUnlock { passphrase: passphrase.cloned(), allow_insecure_permissions, ..KeyUnlock::default() }
+    }
+
+    /// The protection for new key files: the passphrase, or none.
+    pub fn protection(&self) -> KeyProtection<'_> {
+        match &self.passphrase {
+            Some(p) => KeyProtection::Passphrase(p),
+            None => KeyProtection::InsecurePlaintext,
+        }
+    }
+
+    #[cfg(feature = "pkcs11")]
+    pub(crate) fn pkcs11_options(&self) -> crate::pkcs11::Pkcs11Options {
+        crate::pkcs11::Pkcs11Options { default_module: self.default_module.clone(), pin: self.pin.clone() }
+    }
+}
+
+/// Opens a private key for signing, wherever it lives.
+pub fn open_key(key: &KeyRef, unlock: &KeyUnlock) -> Result<Box<dyn Signer>> {
+    match key {
+        KeyRef::File(p) => {
+            Ok(Box::new(load_private_key(p, unlock.passphrase.as_ref(), unlock.allow_insecure_permissions)?))
+        }
+        #[cfg(feature = "pkcs11")]
+        KeyRef::Pkcs11(uri) => Ok(Box::new(crate::pkcs11::Pkcs11Key::open(uri, &unlock.pkcs11_options())?)),
+        #[cfg(not(feature = "pkcs11"))]
+        KeyRef::Pkcs11(uri) => Err(Error::Pkcs11(format!("{uri}: this tka was built without the pkcs11 feature"))),
+    }
+}
+
+/// A freshly generated key: in memory (to be saved as a file) or already
+/// on a token.
+pub enum NewKey {
+    /// A software key, not yet saved.
+    Software(SoftwareKey),
+    /// A key generated on a PKCS#11 token; the URI names it (with its id).
+    #[cfg(feature = "pkcs11")]
+    Pkcs11(crate::pkcs11::Pkcs11Key),
+}
+
+impl NewKey {
+    /// Generates an RSA key of `bits`: in memory for `KeyRef::File`, on the
+    /// token (labelled with the URI's `object`) for `KeyRef::Pkcs11`.
+    pub fn generate(place: &KeyRef, bits: usize, unlock: &KeyUnlock) -> Result<NewKey> {
+        match place {
+            KeyRef::File(_) => Ok(NewKey::Software(SoftwareKey::generate(bits)?)),
+            #[cfg(feature = "pkcs11")]
+            KeyRef::Pkcs11(uri) => {
+                let opts = unlock.pkcs11_options();
+                let (new_uri, _) = crate::pkcs11::generate_rsa_key(uri, bits, &opts)?;
+                Ok(NewKey::Pkcs11(crate::pkcs11::Pkcs11Key::open(&new_uri, &opts)?))
+            }
+            #[cfg(not(feature = "pkcs11"))]
+            KeyRef::Pkcs11(uri) => {
+                let _ = unlock;
+                Err(Error::Pkcs11(format!("{uri}: this tka was built without the pkcs11 feature")))
+            }
+        }
+    }
+
+    /// The key as a signer.
+    pub fn signer(&self) -> &dyn Signer {
+        match self {
+            NewKey::Software(k) => k,
+            #[cfg(feature = "pkcs11")]
+            NewKey::Pkcs11(k) => k,
+        }
+    }
+
+    /// Saves a software key to `path` (0600, never replacing a file) and
+    /// returns where the key now is: the file, or the token URI.
+    pub fn store(&self, path: &Path, protection: KeyProtection<'_>) -> Result<KeyRef> {
+        match self {
+            NewKey::Software(k) => {
+                save_private_key(path, k, protection, false)?;
+                Ok(KeyRef::File(path.to_path_buf()))
+            }
+            #[cfg(feature = "pkcs11")]
+            NewKey::Pkcs11(k) => Ok(KeyRef::Pkcs11(k.uri().clone())),
+        }
+    }
 }
 
 /// The DER SubjectPublicKeyInfo of an RSA public key.

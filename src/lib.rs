@@ -71,6 +71,7 @@ pub mod keys;
 #[cfg(feature = "issuer")]
 pub mod ledger;
 pub mod machine;
+pub mod pkcs11;
 pub mod pki;
 pub mod request;
 pub mod revocation;
