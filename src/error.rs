@@ -456,12 +456,10 @@ impl Error {
             Error::PassphraseRequired { .. } => {
                 Some("give the passphrase with --passphrase-file FILE or TKA_PASSPHRASE, or run on a terminal")
             }
-            Error::PinRequired { .. } => Some(
-                "give the PIN with pin-source=file:PATH in the URI or TKA_PKCS11_PIN, or run on a terminal",
-            ),
-            Error::WrongPin { .. } => {
-                Some("check the PIN before trying again: the token locks after a few wrong PINs")
+            Error::PinRequired { .. } => {
+                Some("give the PIN with pin-source=file:PATH in the URI or TKA_PKCS11_PIN, or run on a terminal")
             }
+            Error::WrongPin { .. } => Some("check the PIN before trying again: the token locks after a few wrong PINs"),
             Error::InsecureKeyPermissions { .. } => {
                 Some("run chmod 600 on the key, or pass --insecure-key-permissions")
             }

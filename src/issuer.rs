@@ -16,7 +16,8 @@
 
 use crate::error::{Error, Result};
 use crate::fsutil::{self, Overwrite};
-use crate::keys::{load_private_key, save_private_key, KeyProtection, Passphrase, SoftwareKey};
+use crate::keys::{open_key, KeyRef, KeyUnlock, NewKey, Signer};
+use crate::pkcs11::Pkcs11Uri;
 use crate::pki::{create_certificate, lifetimes, pem, CertInfo, CertKind, CertRequest};
 use crate::token::TokenSigner;
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,11 @@ pub struct InitOptions {
     pub ca_days: i64,
     /// Signer lifetime, days.
     pub signer_days: i64,
+    /// Generate the three keys on this PKCS#11 token instead of in files.
+    /// The URI names the token (and module, PIN source); the keys are
+    /// labelled `<object>-root`, `<object>-ca` and `<object>-signer`, with
+    /// `object` defaulting to `tka`.
+    pub pkcs11: Option<Pkcs11Uri>,
 }
 
 impl Default for InitOptions {
@@ -56,6 +62,7 @@ impl Default for InitOptions {
             root_days: lifetimes::ROOT_DAYS,
             ca_days: lifetimes::INTERMEDIATE_DAYS,
             signer_days: lifetimes::SIGNER_DAYS,
+            pkcs11: None,
         }
     }
 }
@@ -68,15 +75,15 @@ pub struct IssuerConfig {
     pub version: u32,
     /// Root certificate, relative to the home.
     pub root_cert: PathBuf,
-    /// Root key.
+    /// Root key: a file relative to the home, or a `pkcs11:` URI.
     pub root_key: PathBuf,
     /// Issuing CA certificate.
     pub ca_cert: PathBuf,
-    /// Issuing CA key.
+    /// Issuing CA key: a file or a `pkcs11:` URI.
     pub ca_key: PathBuf,
     /// Signer certificate.
     pub signer_cert: PathBuf,
-    /// Signer key.
+    /// Signer key: a file or a `pkcs11:` URI.
     pub signer_key: PathBuf,
     /// Default token lifetime, days.
     pub token_days: u32,
@@ -97,7 +104,10 @@ pub struct IssuerHome {
 
 impl IssuerHome {
     /// Creates a new issuer home in `dir` (which must not exist or be empty).
-    pub fn init(dir: &Path, opts: &InitOptions, protection: KeyProtection<'_>, now: i64) -> Result<IssuerHome> {
+    /// Key files are protected by `unlock.passphrase` (plaintext when
+    /// `None`); keys on a token (`opts.pkcs11`) are unlocked with
+    /// `unlock.pin` unless the URI names a PIN source.
+    pub fn init(dir: &Path, opts: &InitOptions, unlock: &KeyUnlock, now: i64) -> Result<IssuerHome> {
         let existed = dir.exists();
         if existed {
             let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
@@ -109,7 +119,7 @@ impl IssuerHome {
             }
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let result = Self::init_inner(dir, opts, protection, now);
+        let result = Self::init_inner(dir, opts, unlock, now);
         if result.is_err() {
             // Leave nothing half-created: remove what this call wrote.
             if existed {
@@ -125,17 +135,24 @@ impl IssuerHome {
         result
     }
 
-    fn init_inner(dir: &Path, opts: &InitOptions, protection: KeyProtection<'_>, now: i64) -> Result<IssuerHome> {
+    fn init_inner(dir: &Path, opts: &InitOptions, unlock: &KeyUnlock, now: i64) -> Result<IssuerHome> {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(dir, e))?;
         }
         let not_before = now - 300; // tolerate small clock differences between machines
-        let root_key = SoftwareKey::generate(opts.root_bits)?;
-        let ca_key = SoftwareKey::generate(opts.ca_bits)?;
-        let signer_key = SoftwareKey::generate(opts.signer_bits)?;
-        use crate::keys::Signer;
+        let place = |role: &str, file: &str| match &opts.pkcs11 {
+            Some(uri) => {
+                let base = uri.object.clone().unwrap_or_else(|| "tka".into());
+                KeyRef::Pkcs11(uri.with_object(&format!("{base}-{role}")))
+            }
+            None => KeyRef::File(dir.join(file)),
+        };
+        let root_new = NewKey::generate(&place("root", "root.key"), opts.root_bits, unlock)?;
+        let ca_new = NewKey::generate(&place("ca", "ca.key"), opts.ca_bits, unlock)?;
+        let signer_new = NewKey::generate(&place("signer", "signer.key"), opts.signer_bits, unlock)?;
+        let (root_key, ca_key, signer_key) = (root_new.signer(), ca_new.signer(), signer_new.signer());
 
         let root_subject = format!("CN={} Root CA", escape_rdn(&opts.org));
         let root_der = create_certificate(
@@ -147,7 +164,7 @@ impl IssuerHome {
             },
             root_key.public_key(),
             None,
-            &root_key,
+            root_key,
         )?;
         let root = CertInfo::parse(&root_der)?;
         let ca_subject = format!("CN={} Issuing CA", escape_rdn(&opts.org));
@@ -160,7 +177,7 @@ impl IssuerHome {
             },
             ca_key.public_key(),
             Some(&root),
-            &root_key,
+            root_key,
         )?;
         let ca = CertInfo::parse(&ca_der)?;
         let signer_subject = format!("CN={} Token Signer", escape_rdn(&opts.org));
@@ -173,23 +190,26 @@ impl IssuerHome {
             },
             signer_key.public_key(),
             Some(&ca),
-            &ca_key,
+            ca_key,
         )?;
 
+        let stored = |k: &NewKey, file: &str| -> Result<PathBuf> {
+            Ok(match k.store(&dir.join(file), unlock.protection())? {
+                KeyRef::File(_) => PathBuf::from(file),
+                KeyRef::Pkcs11(uri) => PathBuf::from(uri.to_string()),
+            })
+        };
         let config = IssuerConfig {
             version: CONFIG_VERSION,
             root_cert: "root.pem".into(),
-            root_key: "root.key".into(),
+            root_key: stored(&root_new, "root.key")?,
             ca_cert: "ca.pem".into(),
-            ca_key: "ca.key".into(),
+            ca_key: stored(&ca_new, "ca.key")?,
             signer_cert: "signer.pem".into(),
-            signer_key: "signer.key".into(),
+            signer_key: stored(&signer_new, "signer.key")?,
             token_days: 180,
             cross_cert: None,
         };
-        save_private_key(&dir.join(&config.root_key), &root_key, protection, false)?;
-        save_private_key(&dir.join(&config.ca_key), &ca_key, protection, false)?;
-        save_private_key(&dir.join(&config.signer_key), &signer_key, protection, false)?;
         write_public(&dir.join(&config.root_cert), &pem::encode("CERTIFICATE", &root_der))?;
         write_public(&dir.join(&config.ca_cert), &pem::encode("CERTIFICATE", &ca_der))?;
         write_public(&dir.join(&config.signer_cert), &pem::encode("CERTIFICATE", &signer_der))?;
@@ -241,19 +261,29 @@ impl IssuerHome {
         self.path(&self.config.root_cert)
     }
 
+    /// Where a key named in the configuration lives: a `pkcs11:` URI as
+    /// it is, a file relative to the home.
+    pub fn key_ref(&self, configured: &Path) -> Result<KeyRef> {
+        match KeyRef::from_path(configured)? {
+            KeyRef::File(p) => Ok(KeyRef::File(self.path(&p))),
+            uri => Ok(uri),
+        }
+    }
+
+    /// Opens a key named in the configuration.
+    pub fn open_key(&self, configured: &Path, unlock: &KeyUnlock) -> Result<Box<dyn Signer>> {
+        open_key(&self.key_ref(configured)?, unlock)
+    }
+
     /// Loads the signer key and chain, ready to issue tokens.
-    pub fn token_signer(
-        &self,
-        passphrase: Option<&Passphrase>,
-        allow_insecure_permissions: bool,
-    ) -> Result<TokenSigner> {
-        let key = load_private_key(&self.path(&self.config.signer_key), passphrase, allow_insecure_permissions)?;
+    pub fn token_signer(&self, unlock: &KeyUnlock) -> Result<TokenSigner> {
+        let key = self.open_key(&self.config.signer_key, unlock)?;
         let mut chain = read_cert_chain(&self.path(&self.config.signer_cert))?;
         chain.extend(read_cert_chain(&self.path(&self.config.ca_cert))?);
         if let Some(cross) = &self.config.cross_cert {
             chain.extend(read_cert_chain(&self.path(cross))?);
         }
-        TokenSigner::new(Box::new(key), chain)
+        TokenSigner::new(key, chain)
     }
 
     /// The x5c chain tokens carry (DER): signer, issuing CA, and the

@@ -8,10 +8,10 @@
 
 use crate::error::{Error, Result};
 use crate::fsutil::{self, Overwrite};
+use crate::pkcs11::{is_pkcs11_uri, Pkcs11Uri};
 use pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::traits::PublicKeyParts;
 use sha2::Sha256;
-use crate::pkcs11::{is_pkcs11_uri, Pkcs11Uri};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 

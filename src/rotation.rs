@@ -26,14 +26,19 @@
 //!   cross-certificate) and on machines that trust the new one.
 //!
 //! New keys have the size of the key they replace and are protected like
-//! the home's other keys (the same passphrase).
+//! the home's other keys (the same passphrase). A key on a PKCS#11 token is
+//! replaced by a new key generated on the same token, labelled
+//! `<label>@<UTC time>`; the old key object stays on the token (it is not
+//! moved into `retired/`), to be deleted there when it has no more use.
+//! A rotation that fails after generating a key on a token leaves that
+//! unused key object behind (`tka pkcs11 list` shows it).
 
 use crate::activation::TrustData;
 use crate::clock::{rfc3339, DAY};
 use crate::error::{Error, Result, VerifyError};
 use crate::fsutil::{self, Overwrite};
 use crate::issuer::{read_cert_chain, IssuerConfig, IssuerHome};
-use crate::keys::{load_private_key, public_bits, save_private_key, KeyProtection, Passphrase, Signer, SoftwareKey};
+use crate::keys::{public_bits, KeyRef, KeyUnlock, NewKey, Signer};
 use crate::pki::{
     check_cross_certificate, check_root, create_certificate, lifetimes, pem, reissue_certificate, CertInfo, CertKind,
     CertRequest, Crl,
@@ -206,10 +211,17 @@ impl Created {
         Created { files: Vec::new(), committed: false }
     }
 
-    fn key(&mut self, path: PathBuf, key: &SoftwareKey, protection: KeyProtection<'_>) -> Result<PathBuf> {
-        save_private_key(&path, key, protection, false)?;
-        self.files.push(path.clone());
-        Ok(path)
+    /// Saves a new software key to `path`; a key generated on a token is
+    /// already stored and is named by its URI. Returns the configuration
+    /// entry: the file, or the URI.
+    fn key(&mut self, path: PathBuf, key: &NewKey, unlock: &KeyUnlock) -> Result<PathBuf> {
+        match key.store(&path, unlock.protection())? {
+            KeyRef::File(p) => {
+                self.files.push(p.clone());
+                Ok(p)
+            }
+            KeyRef::Pkcs11(uri) => Ok(PathBuf::from(uri.to_string())),
+        }
     }
 
     fn public(&mut self, path: PathBuf, text: &str) -> Result<PathBuf> {
@@ -238,10 +250,28 @@ fn short_serial(c: &CertInfo) -> String {
     c.serial_hex.chars().take(8).collect::<String>().to_ascii_lowercase()
 }
 
-fn protection(passphrase: Option<&Passphrase>) -> KeyProtection<'_> {
-    match passphrase {
-        Some(p) => KeyProtection::Passphrase(p),
-        None => KeyProtection::InsecurePlaintext,
+/// A new key where the key it replaces lives: in memory (saved as a file
+/// later) for a file, on the same token for a `pkcs11:` URI, labelled
+/// `<label>@<UTC time>` (the old label up to any `@`).
+fn new_key_like(home: &IssuerHome, old: &Path, bits: usize, unlock: &KeyUnlock, now: i64) -> Result<NewKey> {
+    let place = match home.key_ref(old)? {
+        KeyRef::Pkcs11(uri) => {
+            let old_label = uri.object.clone().unwrap_or_else(|| "tka".into());
+            let base = old_label.split('@').next().unwrap_or("tka").to_string();
+            let stamp = rfc3339(now).replace(['-', ':'], "");
+            KeyRef::Pkcs11(uri.with_object(&format!("{base}@{stamp}")))
+        }
+        file => file,
+    };
+    NewKey::generate(&place, bits, unlock)
+}
+
+/// Moves a replaced key file into `retired/`; a key on a token stays there
+/// (`None`): delete it on the token when it has no more use.
+fn retire_key(home: &IssuerHome, configured: &Path, serial: &str) -> Result<Option<PathBuf>> {
+    match home.key_ref(configured)? {
+        KeyRef::File(p) => retire(home.dir(), &p, serial).map(Some),
+        KeyRef::Pkcs11(_) => Ok(None),
     }
 }
 
@@ -292,17 +322,17 @@ fn retire(home: &Path, path: &Path, serial: &str) -> Result<PathBuf> {
     Ok(dest)
 }
 
-/// A new signer key and certificate under `ca`.
+/// A new signer key (where the current one lives) and certificate under `ca`.
 fn new_signer(
     home: &IssuerHome,
     ca: &CertInfo,
     ca_key: &dyn Signer,
-    bits: usize,
-    subject: &str,
+    old_signer: &CertInfo,
+    unlock: &KeyUnlock,
     days: Option<i64>,
     now: i64,
-) -> Result<(SoftwareKey, Vec<u8>, CertInfo)> {
-    let key = SoftwareKey::generate(bits)?;
+) -> Result<(NewKey, Vec<u8>, CertInfo)> {
+    let subject = old_signer.subject.as_str();
     let not_after = match days {
         Some(d) if d < 1 => return Err(Error::Usage("--days must be at least 1".into())),
         Some(d) => now + d * DAY,
@@ -318,9 +348,10 @@ fn new_signer(
             home.config.token_days
         )));
     }
+    let key = new_key_like(home, &home.config.signer_key, key_bits(old_signer)?, unlock, now)?;
     let der = create_certificate(
         &CertRequest { kind: CertKind::Signer, subject, not_before: now - BACKDATE_SECS, not_after },
-        key.public_key(),
+        key.signer().public_key(),
         Some(ca),
         ca_key,
     )?;
@@ -344,21 +375,19 @@ fn rel(home: &IssuerHome, p: &Path) -> PathBuf {
 /// Rotates the token signer of `home` (see the module documentation).
 pub fn rotate_signer(
     home: &mut IssuerHome,
-    passphrase: Option<&Passphrase>,
-    allow_insecure_permissions: bool,
+    unlock: &KeyUnlock,
     opts: &RotateOptions,
     now: i64,
 ) -> Result<RotationReport> {
     let cfg = home.config.clone();
     let ca = first_cert(&home.path(&cfg.ca_cert))?;
-    let ca_key = load_private_key(&home.path(&cfg.ca_key), passphrase, allow_insecure_permissions)?;
+    let ca_key = home.open_key(&cfg.ca_key, unlock)?;
     let old_signer = first_cert(&home.path(&cfg.signer_cert))?;
-    let (key, der, info) =
-        new_signer(home, &ca, &ca_key, key_bits(&old_signer)?, &old_signer.subject, opts.signer_days, now)?;
+    let (key, der, info) = new_signer(home, &ca, ca_key.as_ref(), &old_signer, unlock, opts.signer_days, now)?;
 
     let mut created = Created::new();
     let s = short_serial(&info);
-    let key_path = created.key(home.dir().join(format!("signer-{s}.key")), &key, protection(passphrase))?;
+    let key_path = created.key(home.dir().join(format!("signer-{s}.key")), &key, unlock)?;
     let cert_path = created.public(home.dir().join(format!("signer-{s}.pem")), &pem::encode("CERTIFICATE", &der))?;
     let config = IssuerConfig { signer_cert: rel(home, &cert_path), signer_key: rel(home, &key_path), ..cfg.clone() };
     home.save_config(config)?;
@@ -371,10 +400,8 @@ pub fn rotate_signer(
     let refs: Vec<&[u8]> = chain.iter().map(|d| d.as_slice()).collect();
     let chain_path = write_chain(&mut created, home, &refs)?;
     let serial = short_serial(&old_signer);
-    let retired = vec![
-        retire(home.dir(), &home.path(&cfg.signer_cert), &serial)?,
-        retire(home.dir(), &home.path(&cfg.signer_key), &serial)?,
-    ];
+    let mut retired = vec![retire(home.dir(), &home.path(&cfg.signer_cert), &serial)?];
+    retired.extend(retire_key(home, &cfg.signer_key, &serial)?);
     Ok(RotationReport {
         created: vec![("signer".into(), cert_path), ("signer-key".into(), key_path), ("chain".into(), chain_path)],
         retired,
@@ -386,18 +413,17 @@ pub fn rotate_signer(
 /// root, and a new signer under it (see the module documentation).
 pub fn rotate_issuing_ca(
     home: &mut IssuerHome,
-    passphrase: Option<&Passphrase>,
-    allow_insecure_permissions: bool,
+    unlock: &KeyUnlock,
     opts: &RotateOptions,
     now: i64,
 ) -> Result<RotationReport> {
     let cfg = home.config.clone();
     let root = first_cert(&home.path(&cfg.root_cert))?;
-    let root_key = load_private_key(&home.path(&cfg.root_key), passphrase, allow_insecure_permissions)?;
+    let root_key = home.open_key(&cfg.root_key, unlock)?;
     let old_ca = first_cert(&home.path(&cfg.ca_cert))?;
     let old_signer = first_cert(&home.path(&cfg.signer_cert))?;
     let subject = opts.subject.clone().unwrap_or_else(|| next_generation_name(&old_ca.subject));
-    let ca_key = SoftwareKey::generate(key_bits(&old_ca)?)?;
+    let ca_key = new_key_like(home, &cfg.ca_key, key_bits(&old_ca)?, unlock, now)?;
     let ca_after = match opts.ca_days {
         Some(d) if d < 1 => return Err(Error::Usage("--days must be at least 1".into())),
         Some(d) => now + d * DAY,
@@ -410,20 +436,19 @@ pub fn rotate_issuing_ca(
             not_before: now - BACKDATE_SECS,
             not_after: ca_after,
         },
-        ca_key.public_key(),
+        ca_key.signer().public_key(),
         Some(&root),
-        &root_key,
+        root_key.as_ref(),
     )?;
     let ca = CertInfo::parse(&ca_der)?;
     let (signer_key, signer_der, signer) =
-        new_signer(home, &ca, &ca_key, key_bits(&old_signer)?, &old_signer.subject, opts.signer_days, now)?;
+        new_signer(home, &ca, ca_key.signer(), &old_signer, unlock, opts.signer_days, now)?;
 
     let mut created = Created::new();
-    let prot = protection(passphrase);
     let (cs, ss) = (short_serial(&ca), short_serial(&signer));
-    let ca_key_path = created.key(home.dir().join(format!("ca-{cs}.key")), &ca_key, prot)?;
+    let ca_key_path = created.key(home.dir().join(format!("ca-{cs}.key")), &ca_key, unlock)?;
     let ca_path = created.public(home.dir().join(format!("ca-{cs}.pem")), &pem::encode("CERTIFICATE", &ca_der))?;
-    let signer_key_path = created.key(home.dir().join(format!("signer-{ss}.key")), &signer_key, prot)?;
+    let signer_key_path = created.key(home.dir().join(format!("signer-{ss}.key")), &signer_key, unlock)?;
     let signer_path =
         created.public(home.dir().join(format!("signer-{ss}.pem")), &pem::encode("CERTIFICATE", &signer_der))?;
     let config = IssuerConfig {
@@ -443,12 +468,10 @@ pub fn rotate_issuing_ca(
     let refs: Vec<&[u8]> = chain.iter().map(|d| d.as_slice()).collect();
     let chain_path = write_chain(&mut created, home, &refs)?;
     let (oc, os) = (short_serial(&old_ca), short_serial(&old_signer));
-    let retired = vec![
-        retire(home.dir(), &home.path(&cfg.ca_cert), &oc)?,
-        retire(home.dir(), &home.path(&cfg.ca_key), &oc)?,
-        retire(home.dir(), &home.path(&cfg.signer_cert), &os)?,
-        retire(home.dir(), &home.path(&cfg.signer_key), &os)?,
-    ];
+    let mut retired = vec![retire(home.dir(), &home.path(&cfg.ca_cert), &oc)?];
+    retired.extend(retire_key(home, &cfg.ca_key, &oc)?);
+    retired.push(retire(home.dir(), &home.path(&cfg.signer_cert), &os)?);
+    retired.extend(retire_key(home, &cfg.signer_key, &os)?);
     Ok(RotationReport {
         created: vec![
             ("ca".into(), ca_path),
@@ -469,26 +492,31 @@ pub fn rotate_issuing_ca(
 /// root, a new issuing CA and signer (see the module documentation).
 pub fn rotate_root(
     home: &mut IssuerHome,
-    passphrase: Option<&Passphrase>,
-    allow_insecure_permissions: bool,
+    unlock: &KeyUnlock,
     opts: &RotateOptions,
     now: i64,
 ) -> Result<RotationReport> {
     let cfg = home.config.clone();
     let old_root = first_cert(&home.path(&cfg.root_cert))?;
-    let old_root_key = load_private_key(&home.path(&cfg.root_key), passphrase, allow_insecure_permissions)?;
+    let old_root_key = home.open_key(&cfg.root_key, unlock)?;
     let old_ca = first_cert(&home.path(&cfg.ca_cert))?;
     let old_signer = first_cert(&home.path(&cfg.signer_cert))?;
     let not_before = now - BACKDATE_SECS;
 
     let root_subject = opts.subject.clone().unwrap_or_else(|| next_generation_name(&old_root.subject));
-    let root_key = SoftwareKey::generate(key_bits(&old_root)?)?;
     let root_after = now + opts.root_days.unwrap_or(lifetimes::ROOT_DAYS).max(1) * DAY;
+    if root_subject == old_root.subject {
+        return Err(Error::Usage(format!(
+            "the new root needs a subject different from the old root's ({})",
+            old_root.subject
+        )));
+    }
+    let root_key = new_key_like(home, &cfg.root_key, key_bits(&old_root)?, unlock, now)?;
     let root_der = create_certificate(
         &CertRequest { kind: CertKind::Root, subject: &root_subject, not_before, not_after: root_after },
-        root_key.public_key(),
+        root_key.signer().public_key(),
         None,
-        &root_key,
+        root_key.signer(),
     )?;
     let root = CertInfo::parse(&root_der)?;
     if root.subject_raw == old_root.subject_raw {
@@ -505,12 +533,12 @@ pub fn rotate_root(
             not_before,
             not_after: root_after.min(old_root.not_after),
         },
-        root_key.public_key(),
+        root_key.signer().public_key(),
         Some(&old_root),
-        &old_root_key,
+        old_root_key.as_ref(),
     )?;
     let cross = CertInfo::parse(&cross_der)?;
-    let ca_key = SoftwareKey::generate(key_bits(&old_ca)?)?;
+    let ca_key = new_key_like(home, &cfg.ca_key, key_bits(&old_ca)?, unlock, now)?;
     let ca_subject = next_generation_name(&old_ca.subject);
     let ca_after = match opts.ca_days {
         Some(d) if d < 1 => return Err(Error::Usage("--days must be at least 1".into())),
@@ -519,16 +547,16 @@ pub fn rotate_root(
     };
     let ca_der = create_certificate(
         &CertRequest { kind: CertKind::Intermediate, subject: &ca_subject, not_before, not_after: ca_after },
-        ca_key.public_key(),
+        ca_key.signer().public_key(),
         Some(&root),
-        &root_key,
+        root_key.signer(),
     )?;
     let ca = CertInfo::parse(&ca_der)?;
     let (signer_key, signer_der, signer) =
-        new_signer(home, &ca, &ca_key, key_bits(&old_signer)?, &old_signer.subject, opts.signer_days, now)?;
+        new_signer(home, &ca, ca_key.signer(), &old_signer, unlock, opts.signer_days, now)?;
 
     let mut created = Created::new();
-    let prot = protection(passphrase);
+    let prot = unlock;
     let (rs, xs, cs, ss) = (short_serial(&root), short_serial(&cross), short_serial(&ca), short_serial(&signer));
     let d = home.dir().to_path_buf();
     let root_key_path = created.key(d.join(format!("root-{rs}.key")), &root_key, prot)?;
@@ -553,14 +581,12 @@ pub fn rotate_root(
 
     let chain_path = write_chain(&mut created, home, &[&signer_der, &ca_der, &cross_der])?;
     let (orr, oc, os) = (short_serial(&old_root), short_serial(&old_ca), short_serial(&old_signer));
-    let mut retired = vec![
-        retire(home.dir(), &home.path(&cfg.root_cert), &orr)?,
-        retire(home.dir(), &home.path(&cfg.root_key), &orr)?,
-        retire(home.dir(), &home.path(&cfg.ca_cert), &oc)?,
-        retire(home.dir(), &home.path(&cfg.ca_key), &oc)?,
-        retire(home.dir(), &home.path(&cfg.signer_cert), &os)?,
-        retire(home.dir(), &home.path(&cfg.signer_key), &os)?,
-    ];
+    let mut retired = vec![retire(home.dir(), &home.path(&cfg.root_cert), &orr)?];
+    retired.extend(retire_key(home, &cfg.root_key, &orr)?);
+    retired.push(retire(home.dir(), &home.path(&cfg.ca_cert), &oc)?);
+    retired.extend(retire_key(home, &cfg.ca_key, &oc)?);
+    retired.push(retire(home.dir(), &home.path(&cfg.signer_cert), &os)?);
+    retired.extend(retire_key(home, &cfg.signer_key, &os)?);
     if let Some(old_cross) = &cfg.cross_cert {
         let c = first_cert(&home.path(old_cross))?;
         retired.push(retire(home.dir(), &home.path(old_cross), &short_serial(&c))?);

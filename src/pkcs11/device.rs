@@ -1,5 +1,7 @@
 //! The cryptoki side: modules, sessions, keys on tokens.
 
+use super::uri::hex;
+use super::Pkcs11Uri;
 use crate::error::{Error, Result};
 use crate::keys::{public_bits, Passphrase, SignatureAlgorithm, Signer};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -14,8 +16,6 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use super::uri::hex;
-use super::Pkcs11Uri;
 
 /// What the caller supplies beyond the URI.
 #[derive(Debug, Default)]
@@ -40,9 +40,11 @@ pub enum MechanismPlan {
 /// which mechanisms are missing.
 pub fn plan_mechanism(available: &[MechanismType], alg: SignatureAlgorithm) -> Result<MechanismPlan> {
     let (combined, raw, names) = match alg {
-        SignatureAlgorithm::Ps256 => {
-            (MechanismType::SHA256_RSA_PKCS_PSS, MechanismType::RSA_PKCS_PSS, "CKM_SHA256_RSA_PKCS_PSS nor CKM_RSA_PKCS_PSS")
-        }
+        SignatureAlgorithm::Ps256 => (
+            MechanismType::SHA256_RSA_PKCS_PSS,
+            MechanismType::RSA_PKCS_PSS,
+            "CKM_SHA256_RSA_PKCS_PSS nor CKM_RSA_PKCS_PSS",
+        ),
         SignatureAlgorithm::Rs256 => {
             (MechanismType::SHA256_RSA_PKCS, MechanismType::RSA_PKCS, "CKM_SHA256_RSA_PKCS nor CKM_RSA_PKCS")
         }
@@ -85,10 +87,14 @@ fn module_path(uri: &Pkcs11Uri, opts: &Pkcs11Options) -> Result<PathBuf> {
         return Ok(p.clone());
     }
     if let Some(name) = &uri.module_name {
-        let mut candidates: Vec<PathBuf> = MODULE_DIRS.iter().map(|d| Path::new(d).join(format!("{name}.so"))).collect();
+        let mut candidates: Vec<PathBuf> =
+            MODULE_DIRS.iter().map(|d| Path::new(d).join(format!("{name}.so"))).collect();
         candidates.push(Path::new("/usr/lib/softhsm").join(format!("lib{name}.so")));
         return candidates.into_iter().find(|p| p.exists()).ok_or_else(|| {
-            Error::Pkcs11(format!("no PKCS#11 module named \"{name}\" in {}: give module-path=", MODULE_DIRS.join(", ")))
+            Error::Pkcs11(format!(
+                "no PKCS#11 module named \"{name}\" in {}: give module-path=",
+                MODULE_DIRS.join(", ")
+            ))
         });
     }
     opts.default_module.clone().ok_or_else(|| {
@@ -107,11 +113,13 @@ pub fn context(path: &Path) -> Result<Pkcs11> {
     if !path.exists() {
         return Err(Error::Pkcs11(format!("PKCS#11 module {} does not exist", path.display())));
     }
-    let ctx = Pkcs11::new(path)
-        .map_err(|e| Error::Pkcs11(format!("cannot load PKCS#11 module {}: {e}", path.display())))?;
+    let ctx =
+        Pkcs11::new(path).map_err(|e| Error::Pkcs11(format!("cannot load PKCS#11 module {}: {e}", path.display())))?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => return Err(Error::Pkcs11(format!("cannot initialise PKCS#11 module {}: {}", path.display(), ck(&e)))),
+        Err(e) => {
+            return Err(Error::Pkcs11(format!("cannot initialise PKCS#11 module {}: {}", path.display(), ck(&e))))
+        }
     }
     map.insert(path.to_path_buf(), ctx.clone());
     Ok(ctx)
@@ -224,7 +232,9 @@ fn find_one(session: &Session, uri: &Pkcs11Uri, class: ObjectClass, what: &str) 
     match found.len() {
         0 => Ok(None),
         1 => Ok(found.pop()),
-        n => Err(Error::Pkcs11(format!("{n} {what}s match {}: add object= or id= to name exactly one", uri.describe()))),
+        n => {
+            Err(Error::Pkcs11(format!("{n} {what}s match {}: add object= or id= to name exactly one", uri.describe())))
+        }
     }
 }
 
@@ -250,9 +260,10 @@ fn read_public(session: &Session, uri: &Pkcs11Uri, key: ObjectHandle) -> Result<
             let public = find_one(session, uri, ObjectClass::PUBLIC_KEY, "public key")?.ok_or_else(|| {
                 Error::Pkcs11(format!("cannot read the public half of {}: no public key object", uri.describe()))
             })?;
-            attrs(public).ok().and_then(parse).ok_or_else(|| {
-                Error::Pkcs11(format!("cannot read the modulus of {}", uri.describe()))
-            })?
+            attrs(public)
+                .ok()
+                .and_then(parse)
+                .ok_or_else(|| Error::Pkcs11(format!("cannot read the modulus of {}", uri.describe())))?
         }
     };
     use rsa::BoxedUint;
@@ -287,7 +298,10 @@ impl Pkcs11Key {
             return Err(Error::Usage(format!("{uri} names no key: add object=LABEL or id=%XX")));
         }
         if uri.object_type.as_deref().is_some_and(|t| t != "private") {
-            return Err(Error::Usage(format!("{uri} names a {} object: signing needs type=private", uri.object_type.as_deref().unwrap_or(""))));
+            return Err(Error::Usage(format!(
+                "{uri} names a {} object: signing needs type=private",
+                uri.object_type.as_deref().unwrap_or("")
+            )));
         }
         let ctx = context(&module_path(uri, opts)?)?;
         let (slot, token) = find_slot(&ctx, uri)?;
@@ -301,10 +315,7 @@ impl Pkcs11Key {
         for a in attrs {
             match a {
                 Attribute::KeyType(t) if t != KeyType::RSA => {
-                    return Err(Error::Pkcs11(format!(
-                        "{} is a {t} key: tka signs with RSA keys only",
-                        uri.describe()
-                    )))
+                    return Err(Error::Pkcs11(format!("{} is a {t} key: tka signs with RSA keys only", uri.describe())))
                 }
                 Attribute::Sign(false) => {
                     return Err(Error::Pkcs11(format!("{} may not sign (CKA_SIGN is false)", uri.describe())))
@@ -349,8 +360,12 @@ impl Signer for Pkcs11Key {
         let plan = plan_mechanism(&self.mechanisms, alg)?;
         let digest = Sha256::digest(message);
         let (mechanism, data): (Mechanism, Vec<u8>) = match (alg, plan) {
-            (SignatureAlgorithm::Ps256, MechanismPlan::Combined) => (Mechanism::Sha256RsaPkcsPss(pss_params()), message.to_vec()),
-            (SignatureAlgorithm::Ps256, MechanismPlan::RawDigest) => (Mechanism::RsaPkcsPss(pss_params()), digest.to_vec()),
+            (SignatureAlgorithm::Ps256, MechanismPlan::Combined) => {
+                (Mechanism::Sha256RsaPkcsPss(pss_params()), message.to_vec())
+            }
+            (SignatureAlgorithm::Ps256, MechanismPlan::RawDigest) => {
+                (Mechanism::RsaPkcsPss(pss_params()), digest.to_vec())
+            }
             (SignatureAlgorithm::Rs256, MechanismPlan::Combined) => (Mechanism::Sha256RsaPkcs, message.to_vec()),
             (SignatureAlgorithm::Rs256, MechanismPlan::RawDigest) => {
                 (Mechanism::RsaPkcs, [&SHA256_DIGEST_INFO[..], &digest[..]].concat())
@@ -359,9 +374,8 @@ impl Signer for Pkcs11Key {
         let session = self.take_session()?;
         let result = session.sign(&mechanism, self.key, &data);
         self.sessions.lock().unwrap_or_else(|e| e.into_inner()).push(session);
-        let sig = result.map_err(|e| {
-            Error::Pkcs11(format!("signing with {} failed: {}", self.uri.describe(), ck(&e)))
-        })?;
+        let sig =
+            result.map_err(|e| Error::Pkcs11(format!("signing with {} failed: {}", self.uri.describe(), ck(&e))))?;
         // A token that signs wrongly must not produce a token that fails later.
         if !crate::keys::verify_signature(&self.public, alg, message, &sig) {
             return Err(Error::Pkcs11(format!("the signature from {} does not verify", self.uri.describe())));
@@ -379,16 +393,19 @@ pub fn generate_rsa_key(uri: &Pkcs11Uri, bits: usize, opts: &Pkcs11Options) -> R
     if !crate::keys::ALLOWED_BITS.contains(&bits) {
         return Err(Error::Usage(format!("unsupported key size {bits}: choose 2048, 3072 or 4096")));
     }
-    let label = uri.object.clone().ok_or_else(|| {
-        Error::Usage(format!("{uri} names no object: add object=LABEL for the new key"))
-    })?;
+    let label = uri
+        .object
+        .clone()
+        .ok_or_else(|| Error::Usage(format!("{uri} names no object: add object=LABEL for the new key")))?;
     let ctx = context(&module_path(uri, opts)?)?;
     let (slot, token) = find_slot(&ctx, uri)?;
     let pin = resolve_pin(uri, opts)?;
     let session = open_session(&ctx, slot, &token, pin.as_ref(), true)?;
     let mechanisms = ctx.get_mechanism_list(slot).map_err(|e| Error::Pkcs11(ck(&e)))?;
     if !mechanisms.contains(&MechanismType::RSA_PKCS_KEY_PAIR_GEN) {
-        return Err(Error::Pkcs11(format!("token \"{token}\" cannot generate RSA keys (no CKM_RSA_PKCS_KEY_PAIR_GEN)")));
+        return Err(Error::Pkcs11(format!(
+            "token \"{token}\" cannot generate RSA keys (no CKM_RSA_PKCS_KEY_PAIR_GEN)"
+        )));
     }
     let by_label = Pkcs11Uri { object: Some(label.clone()), id: None, ..Pkcs11Uri::default() };
     for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY, ObjectClass::CERTIFICATE] {
@@ -525,9 +542,11 @@ pub fn list(module: &Path, pin: Option<&Passphrase>) -> Result<Vec<TokenListing>
             module_path: Some(module.to_path_buf()),
             ..Pkcs11Uri::default()
         };
-        for (class, kind) in
-            [(ObjectClass::PRIVATE_KEY, "private"), (ObjectClass::PUBLIC_KEY, "public"), (ObjectClass::CERTIFICATE, "cert")]
-        {
+        for (class, kind) in [
+            (ObjectClass::PRIVATE_KEY, "private"),
+            (ObjectClass::PUBLIC_KEY, "public"),
+            (ObjectClass::CERTIFICATE, "cert"),
+        ] {
             let handles = session.find_objects(&[Attribute::Class(class)]).map_err(|e| Error::Pkcs11(ck(&e)))?;
             for h in handles {
                 let attrs = session

@@ -97,7 +97,10 @@ impl Pkcs11Uri {
                     }
                     set(&mut uri.object_type, t).ok_or_else(dup)?
                 }
-                "library-manufacturer" | "library-description" | "library-version" | "slot-description"
+                "library-manufacturer"
+                | "library-description"
+                | "library-version"
+                | "slot-description"
                 | "slot-manufacturer" => {}
                 n if n.starts_with("x-") => {}
                 n => return Err(bad(format!("unknown attribute \"{n}\""))),
@@ -106,8 +109,7 @@ impl Pkcs11Uri {
         for attr in query.unwrap_or("").split('&').filter(|a| !a.is_empty()) {
             let (name, value) = attr.split_once('=').ok_or_else(|| bad(format!("\"{attr}\" is not name=value")))?;
             let raw = Zeroizing::new(pct_decode(value).map_err(|e| bad(format!("{name}: {e}")))?);
-            let text =
-                || String::from_utf8(raw.to_vec()).map_err(|_| bad(format!("{name} is not UTF-8")));
+            let text = || String::from_utf8(raw.to_vec()).map_err(|_| bad(format!("{name} is not UTF-8")));
             let dup = || bad(format!("{name} is given twice"));
             match name {
                 "module-path" => set(&mut uri.module_path, PathBuf::from(text()?)).ok_or_else(dup)?,
@@ -209,10 +211,8 @@ fn pct_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
     while i < b.len() {
         if b[i] == b'%' {
             let hexpair = b.get(i + 1..i + 3).ok_or("truncated %-escape")?;
-            let v = std::str::from_utf8(hexpair)
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or("bad %-escape")?;
+            let v =
+                std::str::from_utf8(hexpair).ok().and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or("bad %-escape")?;
             out.push(v);
             i += 3;
         } else {

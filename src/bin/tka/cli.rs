@@ -25,9 +25,12 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Generate RSA private keys (PKCS#8, encrypted by default)
+    /// Generate RSA private keys (PKCS#8 files, encrypted by default, or on a PKCS#11 token)
     #[command(subcommand)]
     Key(KeyCmd),
+    /// PKCS#11 tokens (smart cards, HSMs): list slots, tokens and keys to write pkcs11: URIs
+    #[command(subcommand)]
+    Pkcs11(Pkcs11Cmd),
     /// Create root, issuing-CA and token-signer certificates
     #[command(subcommand)]
     Ca(CaCmd),
@@ -159,22 +162,45 @@ pub struct NewKeyPassArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum KeyCmd {
-    /// Generate an RSA key pair and write the private key (mode 0600)
+    /// Generate an RSA key pair and write the private key (mode 0600), or generate it on a PKCS#11 token
     #[command(
-        after_help = "EXAMPLES:\n  tka key generate --bits 4096 --out root.key --passphrase-file pass.txt\n  TKA_PASSPHRASE=... tka key generate --out signer.key\n\nEXIT CODES:\n  0 written, 2 error (including an existing --out without --force)"
+        after_help = "With --out pkcs11:token=T;object=LABEL?module-path=M.so the key pair is generated on the token \
+(private key sensitive and not extractable); the new key's URI is printed. The user PIN comes from the URI's \
+pin-source=file:PATH, TKA_PKCS11_PIN, or a prompt.\n\nEXAMPLES:\n  tka key generate --bits 4096 --out root.key --passphrase-file pass.txt\n  TKA_PASSPHRASE=... tka key generate --out signer.key\n  tka key generate --bits 4096 --out 'pkcs11:token=ca;object=root?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:pin.txt'\n\nEXIT CODES:\n  0 written, 2 error (including an existing --out without --force, or an existing label on the token)"
     )]
     Generate {
         /// Key size
         #[arg(long, default_value_t = 3072, value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["2048", "3072", "4096"]), |s| s.parse::<usize>().unwrap()))]
         bits: usize,
-        /// Output file
+        /// Output file, or a pkcs11: URI naming the token and the new key's label (object=)
         #[arg(long)]
         out: PathBuf,
-        /// Replace an existing file
+        /// Replace an existing file (never a key on a token)
         #[arg(long)]
         force: bool,
         #[command(flatten)]
         pass: NewKeyPassArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Pkcs11Cmd {
+    /// Show the slots, tokens, keys and certificates a PKCS#11 module offers, with their URIs
+    #[command(
+        after_help = "Private keys are listed only with --login (PIN from TKA_PKCS11_PIN, --pin-file or a prompt).\n\nEXAMPLE:\n  tka pkcs11 list --module /usr/lib/softhsm/libsofthsm2.so --login\n\nEXIT CODES:\n  0 listed, 2 error (missing module, wrong PIN)"
+    )]
+    List {
+        /// The PKCS#11 module (shared library)
+        #[arg(long, env = "TKA_PKCS11_MODULE")]
+        module: PathBuf,
+        /// Log in to list private keys too
+        #[arg(long)]
+        login: bool,
+        /// Read the user PIN from the first line of FILE (else TKA_PKCS11_PIN, else a prompt)
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
+        #[command(flatten)]
+        out: JsonArg,
     },
 }
 
@@ -201,7 +227,7 @@ pub enum CaCmd {
         after_help = "EXAMPLE:\n  tka ca root --key root.key --subject \"CN=Example Root CA,O=Example\" --out root.pem"
     )]
     Root {
-        /// The root's private key
+        /// The root's private key (file or pkcs11: URI)
         #[arg(long)]
         key: PathBuf,
         #[command(flatten)]
@@ -217,10 +243,10 @@ pub enum CaCmd {
         /// Certificate of the signing CA
         #[arg(long)]
         ca_cert: PathBuf,
-        /// Key of the signing CA
+        /// Key of the signing CA (file or pkcs11: URI)
         #[arg(long)]
         ca_key: PathBuf,
-        /// The new CA's private key (its public half goes in the certificate)
+        /// The new CA's private key, file or pkcs11: URI (its public half goes in the certificate)
         #[arg(long)]
         key: PathBuf,
         #[command(flatten)]
@@ -239,7 +265,7 @@ pub enum CaCmd {
         /// Certificate of the signing CA
         #[arg(long)]
         ca_cert: PathBuf,
-        /// Key of the signing CA
+        /// Key of the signing CA (file or pkcs11: URI)
         #[arg(long)]
         ca_key: PathBuf,
         /// Lifetime in days [default: the old certificate's, capped at the CA's expiry]
@@ -262,13 +288,13 @@ pub enum CaCmd {
         /// The certificate to replace
         #[arg(long)]
         cert: PathBuf,
-        /// The new private key (its public half goes in the certificate)
+        /// The new private key, file or pkcs11: URI (its public half goes in the certificate)
         #[arg(long)]
         key: PathBuf,
         /// Certificate of the signing CA
         #[arg(long)]
         ca_cert: PathBuf,
-        /// Key of the signing CA
+        /// Key of the signing CA (file or pkcs11: URI)
         #[arg(long)]
         ca_key: PathBuf,
         /// Lifetime in days [default: the old certificate's, capped at the CA's expiry]
@@ -291,10 +317,10 @@ pub enum CaCmd {
         /// Certificate of the signing CA
         #[arg(long)]
         ca_cert: PathBuf,
-        /// Key of the signing CA
+        /// Key of the signing CA (file or pkcs11: URI)
         #[arg(long)]
         ca_key: PathBuf,
-        /// The signer's private key
+        /// The signer's private key (file or pkcs11: URI)
         #[arg(long)]
         key: PathBuf,
         #[command(flatten)]
@@ -326,6 +352,9 @@ pub enum IssuerCmd {
         /// Signer key size
         #[arg(long, default_value_t = 2048)]
         signer_bits: usize,
+        /// Generate the three keys on this PKCS#11 token (labels <object>-root, -ca, -signer; object defaults to "tka")
+        #[arg(long, value_name = "URI")]
+        pkcs11: Option<String>,
         #[command(flatten)]
         pass: NewKeyPassArgs,
     },
@@ -444,7 +473,7 @@ pub enum CrlCmd {
         /// Certificate of the CA that issued the revoked certificates
         #[arg(long)]
         ca_cert: PathBuf,
-        /// Key of that CA
+        /// Key of that CA (file or pkcs11: URI)
         #[arg(long)]
         ca_key: PathBuf,
         /// A certificate to revoke: SERIAL[:reason] (repeat for several)
@@ -609,7 +638,7 @@ pub enum TokenCmd {
         /// Signer certificate (PEM)
         #[arg(long, requires = "signer_key")]
         signer_cert: Option<PathBuf>,
-        /// Signer private key
+        /// Signer private key (file or pkcs11: URI)
         #[arg(long, requires = "signer_cert")]
         signer_key: Option<PathBuf>,
         /// Intermediate certificates to include after the signer (PEM)

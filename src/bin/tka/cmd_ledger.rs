@@ -368,7 +368,7 @@ fn load_signer(common: &BulkTokenArgs) -> Result<(TokenSigner, u32)> {
         })?;
     let home = IssuerHome::open(home)?;
     let pass = LazyPass::new(&common.pass);
-    let signer = pass.retry(|p| home.token_signer(p, common.pass.insecure_key_permissions))?;
+    let signer = pass.retry(|u| home.token_signer(u))?;
     Ok((signer, home.config.token_days))
 }
 

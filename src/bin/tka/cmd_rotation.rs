@@ -11,7 +11,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tka::issuer::{read_cert_chain, IssuerHome};
-use tka::keys::{Passphrase, Signer};
+use tka::keys::Passphrase;
 use tka::pki::{self, pem, CertInfo, CrlEntry, CrlParams};
 use tka::revocation::{self, ImportOptions, RevokedToken};
 use tka::rotation::{self, HealthLevel, RenewalPolicy, RotateOptions, RotationReport, TrustRootOptions};
@@ -35,15 +35,19 @@ fn first_cert(path: &Path) -> Result<CertInfo> {
 
 /// The passphrase of an issuer home's keys, which also protects the new
 /// keys a rotation writes: file, TKA_PASSPHRASE, or one prompt on a
-/// terminal; `None` for a home created with plaintext keys.
-fn home_passphrase(args: &PassArgs) -> Result<Option<Passphrase>> {
+/// terminal; `None` for a home created with plaintext keys or holding all
+/// its keys on a PKCS#11 token.
+fn home_passphrase(args: &PassArgs, home: &IssuerHome) -> Result<Option<Passphrase>> {
     if let Some(f) = &args.passphrase_file {
         return Passphrase::from_file(f).map(Some);
     }
     if let Some(p) = env_passphrase() {
         return Ok(Some(p));
     }
-    if std::io::stdin().is_terminal() {
+    let c = &home.config;
+    let all_on_tokens =
+        [&c.root_key, &c.ca_key, &c.signer_key].iter().all(|k| k.to_str().is_some_and(tka::pkcs11::is_pkcs11_uri));
+    if std::io::stdin().is_terminal() && !all_on_tokens {
         return Ok(Some(Passphrase::new(prompt("Issuer home passphrase: ")?)));
     }
     Ok(None)
@@ -182,8 +186,14 @@ pub fn ca(cmd: CaCmd) -> Result<ExitCode> {
     let passphrase = LazyPass::new(&pass);
     let issuer_key = passphrase.load(&ca_key)?;
     let new_key = new_key.map(|k| passphrase.load(&k)).transpose()?;
-    let der =
-        rotation::reissue(&old, new_key.as_ref().map(|k| k.public_key()), &issuer, &issuer_key, days, clock::now())?;
+    let der = rotation::reissue(
+        &old,
+        new_key.as_ref().map(|k| k.public_key()),
+        &issuer,
+        issuer_key.as_ref(),
+        days,
+        clock::now(),
+    )?;
     write_file(&out, &pem::encode("CERTIFICATE", &der), force)?;
     let info = CertInfo::parse(&der)?;
     say(format!("certificate: {}", out.display()));
@@ -211,27 +221,26 @@ fn print_rotation(r: &RotationReport) {
 pub fn issuer(cmd: IssuerCmd) -> Result<ExitCode> {
     match cmd {
         IssuerCmd::RotateSigner { home, days, pass } => {
-            let mut h = IssuerHome::open(&home)?;
-            let p = home_passphrase(&pass)?;
+            let h = IssuerHome::open(&home)?;
+            let unlock = LazyPass::with_passphrase(&pass, home_passphrase(&pass, &h)?);
             let opts = RotateOptions { signer_days: days, ..Default::default() };
-            let r = rotation::rotate_signer(&mut h, p.as_ref(), pass.insecure_key_permissions, &opts, clock::now())?;
+            let r = unlock.retry(|u| rotation::rotate_signer(&mut h.clone(), u, &opts, clock::now()))?;
             print_rotation(&r);
             Ok(ExitCode::SUCCESS)
         }
         IssuerCmd::RotateCa { home, subject, days, pass } => {
-            let mut h = IssuerHome::open(&home)?;
-            let p = home_passphrase(&pass)?;
+            let h = IssuerHome::open(&home)?;
+            let unlock = LazyPass::with_passphrase(&pass, home_passphrase(&pass, &h)?);
             let opts = RotateOptions { ca_days: days, subject, ..Default::default() };
-            let r =
-                rotation::rotate_issuing_ca(&mut h, p.as_ref(), pass.insecure_key_permissions, &opts, clock::now())?;
+            let r = unlock.retry(|u| rotation::rotate_issuing_ca(&mut h.clone(), u, &opts, clock::now()))?;
             print_rotation(&r);
             Ok(ExitCode::SUCCESS)
         }
         IssuerCmd::RotateRoot { home, subject, days, pass } => {
-            let mut h = IssuerHome::open(&home)?;
-            let p = home_passphrase(&pass)?;
+            let h = IssuerHome::open(&home)?;
+            let unlock = LazyPass::with_passphrase(&pass, home_passphrase(&pass, &h)?);
             let opts = RotateOptions { root_days: days, subject, ..Default::default() };
-            let r = rotation::rotate_root(&mut h, p.as_ref(), pass.insecure_key_permissions, &opts, clock::now())?;
+            let r = unlock.retry(|u| rotation::rotate_root(&mut h.clone(), u, &opts, clock::now()))?;
             print_rotation(&r);
             Ok(ExitCode::SUCCESS)
         }
@@ -302,7 +311,7 @@ pub fn crl(cmd: CrlCmd) -> Result<ExitCode> {
                 next_update: now + duration(&next_update)?,
                 number: number.unwrap_or(now.max(0) as u64),
             };
-            let der = pki::create_crl(&issuer, &key, &entries, &params)?;
+            let der = pki::create_crl(&issuer, key.as_ref(), &entries, &params)?;
             write_file(&out, &pem::encode("X509 CRL", &der), force)?;
             say(format!("issuer: {}", issuer.subject));
             say(format!("number: {}", params.number));
@@ -332,7 +341,7 @@ pub fn revocations(cmd: RevocationsCmd) -> Result<ExitCode> {
                 revoked.push(RevokedToken::parse_arg(s, now)?);
             }
             let passphrase = LazyPass::new(&pass);
-            let signer = passphrase.retry(|p| h.token_signer(p, pass.insecure_key_permissions))?;
+            let signer = passphrase.retry(|u| h.token_signer(u))?;
             let (text, claims) = revocation::create_list(&h, &signer, revoked, now, now + duration(&next_update)?)?;
             write_file(&out, &(text + "\n"), force)?;
             say(format!("list id: {}", claims.iss));

@@ -5,7 +5,7 @@ use crate::cli::{MachineArgs, NewKeyPassArgs, PassArgs, StoreArgs};
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use tka::issuer::{read_cert_chain, write_public};
-use tka::keys::{load_private_key, KeyProtection, Passphrase, SoftwareKey};
+use tka::keys::{open_key, KeyProtection, KeyRef, KeyUnlock, Passphrase, Signer};
 use tka::machine::{IdentifyOptions, MachineIdentity};
 use tka::pki::{pem, Crl};
 use tka::store::Store;
@@ -56,42 +56,78 @@ pub fn prompt(label: &str) -> Result<String> {
     rpassword::prompt_password(label).map_err(|e| Error::Usage(format!("cannot read passphrase: {e}")))
 }
 
-/// Passphrase for existing keys, asked for only when a key turns out to be encrypted.
+/// The PKCS#11 user PIN from TKA_PKCS11_PIN (a URI's pin-source comes first, in the library).
+pub fn env_pin() -> Option<Passphrase> {
+    std::env::var("TKA_PKCS11_PIN").ok().filter(|s| !s.is_empty()).map(Passphrase::new)
+}
+
+/// The module for `pkcs11:` URIs that name none: TKA_PKCS11_MODULE.
+pub fn env_module() -> Option<PathBuf> {
+    std::env::var_os("TKA_PKCS11_MODULE").filter(|s| !s.is_empty()).map(PathBuf::from)
+}
+
+/// What unlocks existing keys: the key passphrase (asked for only when a
+/// key file turns out to be encrypted) and the PKCS#11 PIN (asked for only
+/// when a token needs one), each at most once, on a terminal.
 pub struct LazyPass<'a> {
     args: &'a PassArgs,
-    cached: std::cell::RefCell<Option<Passphrase>>,
+    preset: Option<Option<Passphrase>>,
+    cached: std::cell::RefCell<Option<KeyUnlock>>,
 }
 
 impl<'a> LazyPass<'a> {
     pub fn new(args: &'a PassArgs) -> Self {
-        let cached = std::cell::RefCell::new(None);
-        LazyPass { args, cached }
+        LazyPass { args, preset: None, cached: std::cell::RefCell::new(None) }
     }
 
-    fn known(&self) -> Result<Option<Passphrase>> {
-        if let Some(f) = &self.args.passphrase_file {
-            return Passphrase::from_file(f).map(Some);
-        }
-        Ok(env_passphrase())
+    /// With the key passphrase already settled (`None`: plaintext keys).
+    pub fn with_passphrase(args: &'a PassArgs, passphrase: Option<Passphrase>) -> Self {
+        LazyPass { args, preset: Some(passphrase), cached: std::cell::RefCell::new(None) }
     }
 
-    pub fn retry<T>(&self, f: impl Fn(Option<&Passphrase>) -> Result<T>) -> Result<T> {
+    fn known(&self) -> Result<KeyUnlock> {
+        let passphrase = match &self.preset {
+            Some(p) => p.clone(),
+            None => match &self.args.passphrase_file {
+                Some(f) => Some(Passphrase::from_file(f)?),
+                None => env_passphrase(),
+            },
+        };
+        Ok(KeyUnlock {
+            passphrase,
+            pin: env_pin(),
+            default_module: env_module(),
+            allow_insecure_permissions: self.args.insecure_key_permissions,
+        })
+    }
+
+    pub fn retry<T>(&self, f: impl Fn(&KeyUnlock) -> Result<T>) -> Result<T> {
         if self.cached.borrow().is_none() {
-            *self.cached.borrow_mut() = self.known()?;
+            *self.cached.borrow_mut() = Some(self.known()?);
         }
-        match f(self.cached.borrow().as_ref()) {
-            Err(Error::PassphraseRequired { path }) if std::io::stdin().is_terminal() => {
-                let p = Passphrase::new(prompt(&format!("Passphrase for {}: ", path.display()))?);
-                let r = f(Some(&p));
-                *self.cached.borrow_mut() = Some(p);
-                r
+        let mut asked = 0;
+        loop {
+            let result = f(self.cached.borrow().as_ref().expect("set above"));
+            let terminal = std::io::stdin().is_terminal();
+            match result {
+                Err(Error::PassphraseRequired { path }) if terminal && asked < 2 => {
+                    let p = Passphrase::new(prompt(&format!("Passphrase for {}: ", path.display()))?);
+                    self.cached.borrow_mut().as_mut().expect("set above").passphrase = Some(p);
+                }
+                Err(Error::PinRequired { token }) if terminal && asked < 2 => {
+                    let p = Passphrase::new(prompt(&format!("User PIN for token \"{token}\": "))?);
+                    self.cached.borrow_mut().as_mut().expect("set above").pin = Some(p);
+                }
+                other => return other,
             }
-            other => other,
+            asked += 1;
         }
     }
 
-    pub fn load(&self, path: &Path) -> Result<SoftwareKey> {
-        self.retry(|p| load_private_key(path, p, self.args.insecure_key_permissions))
+    /// Opens a key file or `pkcs11:` URI.
+    pub fn load(&self, key: &Path) -> Result<Box<dyn Signer>> {
+        let key = KeyRef::from_path(key)?;
+        self.retry(|u| open_key(&key, u))
     }
 }
 

@@ -12,11 +12,11 @@ use cli::*;
 use io::*;
 use output::*;
 use serde_json::json;
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 use tka::activation::{self, TrustData};
 use tka::issuer::{read_cert_chain, InitOptions, IssuerHome};
-use tka::keys::{save_private_key, SignatureAlgorithm, Signer, SoftwareKey};
+use tka::keys::{save_private_key, KeyRef, SignatureAlgorithm, SoftwareKey};
 use tka::pki::{self, pem, CertInfo, CertKind, CertRequest, TrustAnchors};
 use tka::request::ActivationRequest;
 use tka::token::{self, IssueOptions, TokenLifetime, TokenSigner};
@@ -40,6 +40,23 @@ fn main() -> ExitCode {
 fn run(cmd: Command) -> Result<ExitCode> {
     match cmd {
         Command::Key(KeyCmd::Generate { bits, out, force, pass }) => {
+            if let KeyRef::Pkcs11(uri) = KeyRef::from_path(&out)? {
+                if force {
+                    return Err(Error::Usage(
+                        "--force cannot replace a key on a token: choose a new object= label".into(),
+                    ));
+                }
+                let none = PassArgs { passphrase_file: None, insecure_key_permissions: false };
+                let unlock = LazyPass::with_passphrase(&none, None);
+                let (new_uri, public) = unlock.retry(|u| {
+                    let opts =
+                        tka::pkcs11::Pkcs11Options { default_module: u.default_module.clone(), pin: u.pin.clone() };
+                    tka::pkcs11::generate_rsa_key(&uri, bits, &opts)
+                })?;
+                say(format!("key: {new_uri}"));
+                say(format!("bits: {}", tka::keys::public_bits(&public)));
+                return Ok(ExitCode::SUCCESS);
+            }
             if !force && out.exists() {
                 return Err(Error::Exists { path: out });
             }
@@ -49,12 +66,30 @@ fn run(cmd: Command) -> Result<ExitCode> {
             say(format!("key: {}", out.display()));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Pkcs11(Pkcs11Cmd::List { module, login, pin_file, out }) => {
+            let pin = match (login, pin_file) {
+                (false, _) => None,
+                (true, Some(f)) => Some(tka::keys::Passphrase::from_file(&f)?),
+                (true, None) => match env_pin() {
+                    Some(p) => Some(p),
+                    None if std::io::stdin().is_terminal() => Some(tka::keys::Passphrase::new(prompt("User PIN: ")?)),
+                    None => return Err(Error::Usage("--login needs a PIN: --pin-file FILE or TKA_PKCS11_PIN".into())),
+                },
+            };
+            let tokens = tka::pkcs11::list(&module, pin.as_ref())?;
+            print_pkcs11_list(&tokens, out.json);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ca(c @ (CaCmd::Renew { .. } | CaCmd::Rekey { .. })) => cmd_rotation::ca(c),
         Command::Ca(ca) => run_ca(ca),
-        Command::Issuer(IssuerCmd::Init { home, org, root_bits, ca_bits, signer_bits, pass }) => {
-            let passphrase = new_key_passphrase(&pass)?;
-            let opts = InitOptions { org, root_bits, ca_bits, signer_bits, ..Default::default() };
-            let h = IssuerHome::init(&home, &opts, protection(&passphrase), clock::now())?;
+        Command::Issuer(IssuerCmd::Init { home, org, root_bits, ca_bits, signer_bits, pkcs11, pass }) => {
+            let pkcs11 = pkcs11.as_deref().map(tka::pkcs11::Pkcs11Uri::parse).transpose()?;
+            // Keys on a token need no file passphrase.
+            let passphrase = if pkcs11.is_some() { None } else { new_key_passphrase(&pass)? };
+            let opts = InitOptions { org, root_bits, ca_bits, signer_bits, pkcs11, ..Default::default() };
+            let none = PassArgs { passphrase_file: None, insecure_key_permissions: false };
+            let unlock = LazyPass::with_passphrase(&none, passphrase);
+            let h = unlock.retry(|u| IssuerHome::init(&home, &opts, u, clock::now()))?;
             say(format!("home: {}", h.dir().display()));
             say(format!("signer: {}", h.path(&h.config.signer_cert).display()));
             say(format!("root: {}", h.root_cert_path().display()));
@@ -204,12 +239,12 @@ fn run_ca(cmd: CaCmd) -> Result<ExitCode> {
     let subject_key = passphrase.load(&key_path)?;
     let req = CertRequest { kind, subject: &cert.subject, not_before: now - 300, not_after: now + days * clock::DAY };
     let der = match ca {
-        None => pki::create_certificate(&req, subject_key.public_key(), None, &subject_key)?,
+        None => pki::create_certificate(&req, subject_key.public_key(), None, subject_key.as_ref())?,
         Some((ca_cert, ca_key)) => {
             let ca_der = read_cert_chain(&ca_cert)?.remove(0);
             let ca_info = CertInfo::parse(&ca_der)?;
             let ca_key = passphrase.load(&ca_key)?;
-            pki::create_certificate(&req, subject_key.public_key(), Some(&ca_info), &ca_key)?
+            pki::create_certificate(&req, subject_key.public_key(), Some(&ca_info), ca_key.as_ref())?
         }
     };
     write_file(&cert.out, &pem::encode("CERTIFICATE", &der), cert.force)?;
@@ -255,7 +290,7 @@ fn run_token(cmd: TokenCmd) -> Result<ExitCode> {
                 (Some(h), _, _) => {
                     let home = IssuerHome::open(&h)?;
                     let days = home.config.token_days;
-                    (passphrase.retry(|p| home.token_signer(p, pass.insecure_key_permissions))?, Some(days))
+                    (passphrase.retry(|u| home.token_signer(u))?, Some(days))
                 }
                 (None, Some(cert), Some(key)) => {
                     let mut ders = read_cert_chain(&cert)?;
@@ -264,7 +299,7 @@ fn run_token(cmd: TokenCmd) -> Result<ExitCode> {
                         ders.extend(read_cert_chain(c)?);
                     }
                     let key = passphrase.load(&key)?;
-                    (TokenSigner::new(Box::new(key), ders)?, None)
+                    (TokenSigner::new(key, ders)?, None)
                 }
                 _ => return Err(Error::Usage("give --home DIR, or --signer-cert and --signer-key".into())),
             };

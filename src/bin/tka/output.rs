@@ -138,3 +138,34 @@ pub fn print_identity(id: &MachineIdentity, explain: bool, show_values: bool, js
         }
     }
 }
+
+/// `tka pkcs11 list`: one block per token, one line per object with its URI.
+pub fn print_pkcs11_list(tokens: &[tka::pkcs11::TokenListing], json: bool) {
+    if json {
+        say_json(&serde_json::to_value(tokens).expect("listing serializes"));
+        return;
+    }
+    if tokens.is_empty() {
+        say("no tokens");
+    }
+    for t in tokens {
+        say(format!(
+            "slot {}: token \"{}\" ({} {}, serial {}){}",
+            t.slot_id,
+            t.label,
+            t.manufacturer,
+            t.model,
+            t.serial,
+            if t.login_required && !t.logged_in { " [private keys hidden: use --login]" } else { "" }
+        ));
+        for o in &t.objects {
+            let kind = match (&o.key_type, o.bits) {
+                (Some(k), Some(b)) => format!("{} {k}-{b}", o.kind),
+                (Some(k), None) => format!("{} {k}", o.kind),
+                _ => o.kind.clone(),
+            };
+            say(format!("  {kind} \"{}\" id {}", o.label, if o.id.is_empty() { "-" } else { &o.id }));
+            say(format!("    {}", o.uri));
+        }
+    }
+}
