@@ -10,7 +10,7 @@
 //! ```
 //! use tka::activation;
 //! use tka::issuer::{InitOptions, IssuerHome};
-//! use tka::keys::{KeyProtection, Passphrase};
+//! use tka::keys::{KeyUnlock, Passphrase};
 //! use tka::machine::MachineIdentity;
 //! use tka::request::ActivationRequest;
 //! use tka::store::Store;
@@ -23,7 +23,8 @@
 //! // Admin workstation: a PKI in one directory (small keys keep the example fast).
 //! let opts = InitOptions { root_bits: 2048, ca_bits: 2048, ..Default::default() };
 //! let pass = Passphrase::new("correct horse battery staple".into());
-//! let home = IssuerHome::init(&tmp.path().join("issuer"), &opts, KeyProtection::Passphrase(&pass), now)?;
+//! let unlock = KeyUnlock::with_passphrase(Some(&pass), false); // or a PKCS#11 PIN
+//! let home = IssuerHome::init(&tmp.path().join("issuer"), &opts, &unlock, now)?;
 //!
 //! // Air-gapped machine: its identity (the CLI reads the real hardware) and a request.
 //! let machine = MachineIdentity::from_raw(
@@ -35,7 +36,7 @@
 //! let text = request.to_text()?; // one line, carried to the admin
 //!
 //! // Admin: issue a token for the request.
-//! let signer = home.token_signer(Some(&pass), false)?;
+//! let signer = home.token_signer(&unlock)?;
 //! let token = issue_token(&ActivationRequest::parse(&text)?, &IssueOptions::default(), &signer, now)?;
 //!
 //! // Machine: trust the root once, then activate.
@@ -53,7 +54,7 @@
 //! ```
 //!
 //! Modules, in the order of the flow: [`keys`] (RSA keys and the [`keys::Signer`]
-//! seam), [`pki`] (certificates, path validation, CRLs), [`issuer`] (the
+//! seam), [`pkcs11`] (keys on smart cards and HSMs), [`pki`] (certificates, path validation, CRLs), [`issuer`] (the
 //! issuer home), [`machine`] (identity), [`request`], [`token`], [`jws`],
 //! [`verify`] (the ordered checks), [`store`] (the machine's activation
 //! store) and [`activation`] (verify-then-store). Errors are [`Error`], with

@@ -16,6 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
+mod softhsm;
+
 const BIN: &str = env!("CARGO_BIN_EXE_tka");
 const PASS: &str = "correct horse battery staple";
 const PRODUCT: &str = "example-pro";
@@ -51,6 +53,8 @@ fn fake_machine(root: &Path, (mid, uuid, serial): (&str, &str, &str)) {
 /// system root, a store, a passphrase in `TKA_PASSPHRASE`.
 struct Sandbox {
     tmp: TempDir,
+    /// A SoftHSM2 configuration the binary sees (`SOFTHSM2_CONF`), for token keys.
+    hsm: Option<softhsm::SoftHsm>,
 }
 
 impl Sandbox {
@@ -59,7 +63,7 @@ impl Sandbox {
         fake_machine(&tmp.path().join("sysroot-a"), MACHINE_A);
         fake_machine(&tmp.path().join("sysroot-b"), MACHINE_B);
         fs::create_dir(tmp.path().join("user-home")).unwrap();
-        Sandbox { tmp }
+        Sandbox { tmp, hsm: None }
     }
 
     fn dir(&self) -> &Path {
@@ -87,7 +91,12 @@ impl Sandbox {
             .env("TKA_STORE", self.store())
             .env("TKA_PASSPHRASE", PASS)
             .env("RUST_BACKTRACE", "0")
+            .env_remove("TKA_PKCS11_PIN")
+            .env_remove("TKA_PKCS11_MODULE")
             .stdin(Stdio::null());
+        if let Some(h) = &self.hsm {
+            c.env("SOFTHSM2_CONF", h.conf());
+        }
         c
     }
 
@@ -218,7 +227,65 @@ fn whole_flow_issue_verify_activate_status_deactivate() {
         assert_eq!(mode(&home.join(f)), 0o600, "{f}");
         assert!(s.read(&format!("home/{f}")).starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"), "{f}");
     }
+    whole_flow(&s, &home);
+}
 
+/// The same whole flow with the root, issuing CA and signer keys generated
+/// on a (SoftHSM2) PKCS#11 token: no key file exists, every certificate and
+/// token is signed on the token, and the tokens verify exactly like the others.
+#[test]
+fn whole_flow_with_keys_on_a_pkcs11_token() {
+    if !softhsm::available() {
+        return;
+    }
+    let mut s = Sandbox::new();
+    let hsm = softhsm::SoftHsm::new(&["tka-flow"]);
+    let uri = hsm.uri("tka-flow", None);
+    s.hsm = Some(hsm);
+    let home = s.path("home");
+    let h = home.to_str().unwrap();
+    let out = s.ok(&["issuer", "init", "--home", h, "--root-bits", "2048", "--ca-bits", "2048", "--pkcs11", &uri]);
+    assert!(out.contains("root: "), "{out}");
+    for f in ["root.key", "ca.key", "signer.key"] {
+        assert!(!home.join(f).exists(), "{f} must not exist: the key is on the token");
+    }
+    let cfg: Value = serde_json::from_str(&s.read("home/tka-issuer.json")).unwrap();
+    for (field, label) in [("root_key", "tka-root"), ("ca_key", "tka-ca"), ("signer_key", "tka-signer")] {
+        let v = cfg[field].as_str().unwrap();
+        assert!(v.starts_with(&format!("pkcs11:token=tka-flow;object={label};id=")), "{field}: {v}");
+    }
+    let listed = s.ok(&[
+        "pkcs11",
+        "list",
+        "--module",
+        softhsm::module().unwrap().to_str().unwrap(),
+        "--login",
+        "--pin-file",
+        s.hsm.as_ref().unwrap().pin_file().to_str().unwrap(),
+        "--json",
+    ]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let token = listed.as_array().unwrap().iter().find(|t| t["label"] == "tka-flow").expect("token listed");
+    let private: Vec<&str> = token["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["type"] == "private")
+        .map(|o| o["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(private.len(), 3, "{token}");
+    for l in ["tka-root", "tka-ca", "tka-signer"] {
+        assert!(private.contains(&l), "{l} missing: {private:?}");
+    }
+    // The certificates openssl sees are signed by the token keys.
+    assert!(s.read("home/root.pem").starts_with("-----BEGIN CERTIFICATE-----"));
+    whole_flow(&s, &home);
+}
+
+/// Requests, issuance, inspection, verification and the machine side,
+/// against the issuer home at `home` (keys in files or on a token).
+#[track_caller]
+fn whole_flow(s: &Sandbox, home: &Path) {
     // Requests: the JSON file form and the one-line text form.
     assert_eq!(s.ok(&["request", "create", "--product", PRODUCT, "--out", "req.json"]).trim(), "request: req.json");
     let req: Value = serde_json::from_str(&s.read("req.json")).unwrap();
