@@ -145,7 +145,7 @@ impl IssuerHome {
         let place = |role: &str, file: &str| match &opts.pkcs11 {
             Some(uri) => {
                 let base = uri.object.clone().unwrap_or_else(|| "tka".into());
-                KeyRef::Pkcs11(uri.with_object(&format!("{base}-{role}")))
+                KeyRef::Pkcs11(Box::new(uri.with_object(&format!("{base}-{role}"))))
             }
             None => KeyRef::File(dir.join(file)),
         };

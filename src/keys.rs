@@ -267,14 +267,14 @@ pub enum KeyRef {
     /// A PKCS#8 PEM file.
     File(PathBuf),
     /// An RFC 7512 `pkcs11:` URI.
-    Pkcs11(Pkcs11Uri),
+    Pkcs11(Box<Pkcs11Uri>),
 }
 
 impl KeyRef {
     /// A `pkcs11:` URI, or else a file path.
     pub fn parse(s: &str) -> Result<KeyRef> {
         if is_pkcs11_uri(s) {
-            Pkcs11Uri::parse(s).map(KeyRef::Pkcs11)
+            Pkcs11Uri::parse(s).map(|u| KeyRef::Pkcs11(Box::new(u)))
         } else {
             Ok(KeyRef::File(PathBuf::from(s)))
         }
@@ -399,7 +399,7 @@ impl NewKey {
                 Ok(KeyRef::File(path.to_path_buf()))
             }
             #[cfg(feature = "pkcs11")]
-            NewKey::Pkcs11(k) => Ok(KeyRef::Pkcs11(k.uri().clone())),
+            NewKey::Pkcs11(k) => Ok(KeyRef::Pkcs11(Box::new(k.uri().clone()))),
         }
     }
 }

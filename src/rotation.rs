@@ -259,7 +259,7 @@ fn new_key_like(home: &IssuerHome, old: &Path, bits: usize, unlock: &KeyUnlock, 
             let old_label = uri.object.clone().unwrap_or_else(|| "tka".into());
             let base = old_label.split('@').next().unwrap_or("tka").to_string();
             let stamp = rfc3339(now).replace(['-', ':'], "");
-            KeyRef::Pkcs11(uri.with_object(&format!("{base}@{stamp}")))
+            KeyRef::Pkcs11(Box::new(uri.with_object(&format!("{base}@{stamp}"))))
         }
         file => file,
     };

@@ -316,7 +316,7 @@ fn whole_flow(s: &Sandbox, home: &Path) {
     assert_eq!(j["claims"]["sub"], req["cmid"]);
     assert_eq!(j["header"]["alg"], "PS256");
     assert_eq!(j["x5c"].as_array().unwrap().len(), 2, "signer + issuing CA");
-    assert_eq!(claims(&s, "token2.jws")["sub"], req["cmid"]);
+    assert_eq!(claims(s, "token2.jws")["sub"], req["cmid"]);
 
     // Verify against the root file, and against a directory holding only the root.
     for tok in ["token.jws", "token2.jws"] {

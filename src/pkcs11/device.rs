@@ -154,6 +154,9 @@ fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<(Slot, String)> {
     let mut seen = Vec::new();
     for slot in slots {
         let Ok(info) = ctx.get_token_info(slot) else { continue };
+        if !info.token_initialized() {
+            continue;
+        }
         let label = info.label().trim_end().to_string();
         seen.push(format!("\"{label}\""));
         let ok = uri.token.as_deref().is_none_or(|t| t == label)
@@ -315,7 +318,11 @@ impl Pkcs11Key {
         for a in attrs {
             match a {
                 Attribute::KeyType(t) if t != KeyType::RSA => {
-                    return Err(Error::Pkcs11(format!("{} is a {t} key: tka signs with RSA keys only", uri.describe())))
+                    return Err(Error::Pkcs11(format!(
+                        "{} has key type {}: tka signs with RSA keys only",
+                        uri.describe(),
+                        t.to_string().trim_start_matches("CKK_")
+                    )))
                 }
                 Attribute::Sign(false) => {
                     return Err(Error::Pkcs11(format!("{} may not sign (CKA_SIGN is false)", uri.describe())))
@@ -357,7 +364,15 @@ impl Signer for Pkcs11Key {
     }
 
     fn sign(&self, alg: SignatureAlgorithm, message: &[u8]) -> Result<Vec<u8>> {
-        let plan = plan_mechanism(&self.mechanisms, alg)?;
+        self.sign_with(alg, plan_mechanism(&self.mechanisms, alg)?, message)
+    }
+}
+
+impl Pkcs11Key {
+    /// Signs with an explicit mechanism plan (normally chosen by
+    /// [`plan_mechanism`] from the token's mechanism list). Every
+    /// signature is checked against the public key before it is returned.
+    pub fn sign_with(&self, alg: SignatureAlgorithm, plan: MechanismPlan, message: &[u8]) -> Result<Vec<u8>> {
         let digest = Sha256::digest(message);
         let (mechanism, data): (Mechanism, Vec<u8>) = match (alg, plan) {
             (SignatureAlgorithm::Ps256, MechanismPlan::Combined) => {
@@ -475,6 +490,8 @@ pub struct TokenListing {
     pub model: String,
     /// Serial number.
     pub serial: String,
+    /// Whether the token is initialised (an uninitialised slot holds no keys).
+    pub initialized: bool,
     /// Whether a login is needed to use private objects.
     pub login_required: bool,
     /// Whether private objects were listed (a PIN was given and accepted).
@@ -517,6 +534,7 @@ pub fn list(module: &Path, pin: Option<&Passphrase>) -> Result<Vec<TokenListing>
             manufacturer: info.manufacturer_id().trim_end().into(),
             model: info.model().trim_end().into(),
             serial: info.serial_number().trim_end().into(),
+            initialized: info.token_initialized(),
             login_required: info.login_required(),
             logged_in: false,
             objects: Vec::new(),
@@ -590,4 +608,47 @@ pub fn list(module: &Path, pin: Option<&Passphrase>) -> Result<Vec<TokenListing>
         out.push(listing);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ps256_prefers_the_combined_mechanism_then_raw_pss() {
+        let both = [MechanismType::RSA_PKCS_PSS, MechanismType::SHA256_RSA_PKCS_PSS];
+        assert_eq!(plan_mechanism(&both, SignatureAlgorithm::Ps256).unwrap(), MechanismPlan::Combined);
+        let raw = [MechanismType::RSA_PKCS_PSS, MechanismType::RSA_PKCS];
+        assert_eq!(plan_mechanism(&raw, SignatureAlgorithm::Ps256).unwrap(), MechanismPlan::RawDigest);
+    }
+
+    #[test]
+    fn rs256_prefers_the_combined_mechanism_then_raw_pkcs1() {
+        let both = [MechanismType::RSA_PKCS, MechanismType::SHA256_RSA_PKCS];
+        assert_eq!(plan_mechanism(&both, SignatureAlgorithm::Rs256).unwrap(), MechanismPlan::Combined);
+        assert_eq!(
+            plan_mechanism(&[MechanismType::RSA_PKCS], SignatureAlgorithm::Rs256).unwrap(),
+            MechanismPlan::RawDigest
+        );
+    }
+
+    #[test]
+    fn a_token_without_the_mechanism_is_refused_by_name() {
+        // A token with PKCS#1 v1.5 only cannot make PS256 signatures.
+        let pkcs1_only = [MechanismType::RSA_PKCS, MechanismType::SHA256_RSA_PKCS];
+        let e = plan_mechanism(&pkcs1_only, SignatureAlgorithm::Ps256).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "PKCS#11: the token offers neither CKM_SHA256_RSA_PKCS_PSS nor CKM_RSA_PKCS_PSS: it cannot make PS256 \
+             signatures (try --alg RS256 where the command offers it)"
+        );
+        let e = plan_mechanism(&[MechanismType::RSA_PKCS_PSS], SignatureAlgorithm::Rs256).unwrap_err().to_string();
+        assert!(e.contains("neither CKM_SHA256_RSA_PKCS nor CKM_RSA_PKCS"), "{e}");
+    }
+
+    #[test]
+    fn cryptoki_errors_read_as_ckr_names() {
+        assert_eq!(screaming("PinIncorrect"), "PIN_INCORRECT");
+        assert_eq!(screaming("KeyFunctionNotPermitted"), "KEY_FUNCTION_NOT_PERMITTED");
+    }
 }

@@ -149,6 +149,10 @@ pub fn print_pkcs11_list(tokens: &[tka::pkcs11::TokenListing], json: bool) {
         say("no tokens");
     }
     for t in tokens {
+        if !t.initialized {
+            say(format!("slot {}: uninitialised token ({} {})", t.slot_id, t.manufacturer, t.model));
+            continue;
+        }
         say(format!(
             "slot {}: token \"{}\" ({} {}, serial {}){}",
             t.slot_id,
