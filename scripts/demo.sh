@@ -3,8 +3,18 @@
 # issuer PKI -> activation request -> token -> trust root -> activate -> status.
 # Uses only the tka CLI (built here in release mode). Leaves nothing behind
 # unless KEEP=1.
+#
+#   scripts/demo.sh            keys in encrypted PKCS#8 files
+#   scripts/demo.sh --pkcs11   keys generated on a throwaway SoftHSM2 token
+#                              (needs `apt install softhsm2`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+pkcs11=0
+case "${1:-}" in
+  "") ;;
+  --pkcs11) pkcs11=1 ;;
+  *) echo "usage: $0 [--pkcs11]" >&2; exit 2 ;;
+esac
 
 cargo build --release --quiet
 TKA="$PWD/target/release/tka"
@@ -16,8 +26,31 @@ step() { printf '\n== %s\n' "$*"; }
 umask 077
 printf 'demo passphrase %s\n' "$RANDOM$RANDOM" > "$work/passphrase"
 
-step "Admin workstation: create an issuer home (root CA, issuing CA, token signer)"
-"$TKA" issuer init --home "$work/issuer" --org "Demo Corp" --passphrase-file "$work/passphrase" | tee "$work/init.out"
+if [ "$pkcs11" = 1 ]; then
+  module=""
+  for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so; do
+    [ -e "$m" ] && module=$m && break
+  done
+  if [ -z "$module" ] || ! command -v softhsm2-util >/dev/null; then
+    echo "SoftHSM2 is not installed (apt install softhsm2)" >&2
+    exit 2
+  fi
+  step "Admin workstation: a throwaway SoftHSM2 token (a smart card or HSM in real life)"
+  mkdir "$work/tokens"
+  printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$work/tokens" > "$work/softhsm2.conf"
+  export SOFTHSM2_CONF="$work/softhsm2.conf"
+  printf 'demo-pin-%s\n' "$RANDOM$RANDOM" > "$work/pin"
+  softhsm2-util --init-token --free --label "Demo Issuer" --pin "$(cat "$work/pin")" --so-pin "so-$RANDOM$RANDOM" >/dev/null
+  "$TKA" pkcs11 list --module "$module"
+  uri="pkcs11:token=Demo%20Issuer?module-path=$module&pin-source=file:$work/pin"
+
+  step "Admin workstation: an issuer home whose three keys are generated on the token"
+  "$TKA" issuer init --home "$work/issuer" --org "Demo Corp" --pkcs11 "$uri" | tee "$work/init.out"
+  "$TKA" pkcs11 list --module "$module" --login --pin-file "$work/pin"
+else
+  step "Admin workstation: create an issuer home (root CA, issuing CA, token signer)"
+  "$TKA" issuer init --home "$work/issuer" --org "Demo Corp" --passphrase-file "$work/passphrase" | tee "$work/init.out"
+fi
 root=$(sed -n 's/^root: //p' "$work/init.out")
 
 step "Air-gapped machine: this machine's identity and an activation request"
@@ -45,4 +78,8 @@ if "$TKA" token verify "$work/forged.jws" --trust "$root"; then
   exit 1
 fi
 echo
-echo "demo complete: issuer, request, token, activation and status all worked"
+if [ "$pkcs11" = 1 ]; then
+  echo "demo complete (keys on a PKCS#11 token): issuer, request, token, activation and status all worked"
+else
+  echo "demo complete: issuer, request, token, activation and status all worked"
+fi
