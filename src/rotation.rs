@@ -28,7 +28,7 @@
 //! New keys have the size of the key they replace and are protected like
 //! the home's other keys (the same passphrase). A key on a PKCS#11 token is
 //! replaced by a new key generated on the same token, labelled
-//! `<label>@<UTC time>`; the old key object stays on the token (it is not
+//! `<label>@<UTC time>-<4 random hex digits>`; the old key object stays on the token (it is not
 //! moved into `retired/`), to be deleted there when it has no more use.
 //! A rotation that fails after generating a key on a token leaves that
 //! unused key object behind (`tka pkcs11 list` shows it).
@@ -37,7 +37,7 @@ use crate::activation::TrustData;
 use crate::clock::{rfc3339, DAY};
 use crate::error::{Error, Result, VerifyError};
 use crate::fsutil::{self, Overwrite};
-use crate::issuer::{read_cert_chain, IssuerConfig, IssuerHome};
+use crate::issuer::{read_cert_chain, IssuerHome};
 use crate::keys::{public_bits, KeyRef, KeyUnlock, NewKey, Signer};
 use crate::pki::{
     check_cross_certificate, check_root, create_certificate, lifetimes, pem, reissue_certificate, CertInfo, CertKind,
@@ -252,14 +252,19 @@ fn short_serial(c: &CertInfo) -> String {
 
 /// A new key where the key it replaces lives: in memory (saved as a file
 /// later) for a file, on the same token for a `pkcs11:` URI, labelled
-/// `<label>@<UTC time>` (the old label up to any `@`).
+/// `<label>@<UTC time>-<4 hex digits>` (the old label up to any `@`).
 fn new_key_like(home: &IssuerHome, old: &Path, bits: usize, unlock: &KeyUnlock, now: i64) -> Result<NewKey> {
     let place = match home.key_ref(old)? {
         KeyRef::Pkcs11(uri) => {
             let old_label = uri.object.clone().unwrap_or_else(|| "tka".into());
             let base = old_label.split('@').next().unwrap_or("tka").to_string();
+            // Two rotations in one second (rotate-signer, then rotate-ca) must not
+            // collide: a short random suffix keeps the labels apart.
             let stamp = rfc3339(now).replace(['-', ':'], "");
-            KeyRef::Pkcs11(Box::new(uri.with_object(&format!("{base}@{stamp}"))))
+            let mut r = [0u8; 2];
+            getrandom::fill(&mut r).map_err(|e| Error::Usage(format!("random label suffix: {e}")))?;
+            let suffix = format!("{:02x}{:02x}", r[0], r[1]);
+            KeyRef::Pkcs11(Box::new(uri.with_object(&format!("{base}@{stamp}-{suffix}"))))
         }
         file => file,
     };
@@ -372,6 +377,86 @@ fn rel(home: &IssuerHome, p: &Path) -> PathBuf {
     p.strip_prefix(home.dir()).map(Path::to_path_buf).unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// One new certificate of a rotation, and its key when the key is new.
+struct Part<'a> {
+    /// `root`, `cross`, `ca` or `signer`.
+    role: &'static str,
+    der: &'a [u8],
+    info: &'a CertInfo,
+    key: Option<&'a NewKey>,
+}
+
+/// The end of every rotation: writes each part under a new name
+/// (`<role>-<serial>.pem|.key`), switches the configuration in one atomic
+/// rename, writes `chain.pem`, then retires what the parts replaced (the
+/// old certificate and key of each role, and the old cross-certificate
+/// when there is a new one). Files written before the switch are removed
+/// again if it fails.
+fn commit(home: &mut IssuerHome, unlock: &KeyUnlock, parts: &[Part<'_>], chain: &[&[u8]]) -> Result<RotationReport> {
+    let cfg = home.config.clone();
+    let mut created = Created::new();
+    let mut config = cfg.clone();
+    let mut report = RotationReport { created: Vec::new(), retired: Vec::new(), certificates: Vec::new() };
+    for part in parts {
+        let (role, s) = (part.role, short_serial(part.info));
+        let cert_path =
+            created.public(home.dir().join(format!("{role}-{s}.pem")), &pem::encode("CERTIFICATE", part.der))?;
+        report.created.push((role.into(), cert_path.clone()));
+        let key_path = match part.key {
+            Some(k) => {
+                let p = created.key(home.dir().join(format!("{role}-{s}.key")), k, unlock)?;
+                report.created.push((format!("{role}-key"), p.clone()));
+                Some(rel(home, &p))
+            }
+            None => None,
+        };
+        let cert = rel(home, &cert_path);
+        match role {
+            "root" => config.root_cert = cert,
+            "cross" => config.cross_cert = Some(cert),
+            "ca" => config.ca_cert = cert,
+            _ => config.signer_cert = cert,
+        }
+        if let Some(k) = key_path {
+            match role {
+                "root" => config.root_key = k,
+                "ca" => config.ca_key = k,
+                _ => config.signer_key = k,
+            }
+        }
+        report.certificates.push((role.into(), part.info.subject.clone(), part.info.not_after));
+    }
+    home.save_config(config)?;
+    created.committed = true;
+
+    report.created.push(("chain".into(), write_chain(&mut created, home, chain)?));
+    for part in parts {
+        let (old_cert, old_key) = match part.role {
+            "root" => (&cfg.root_cert, Some(&cfg.root_key)),
+            "ca" => (&cfg.ca_cert, Some(&cfg.ca_key)),
+            "signer" => (&cfg.signer_cert, Some(&cfg.signer_key)),
+            _ => match &cfg.cross_cert {
+                Some(c) => (c, None),
+                None => continue,
+            },
+        };
+        let serial = short_serial(&first_cert(&home.path(old_cert))?);
+        report.retired.push(retire(home.dir(), &home.path(old_cert), &serial)?);
+        if let Some(k) = old_key {
+            report.retired.extend(retire_key(home, k, &serial)?);
+        }
+    }
+    Ok(report)
+}
+
+/// The current cross-certificate, if any (DER), for `chain.pem`.
+fn current_cross(home: &IssuerHome) -> Result<Vec<Vec<u8>>> {
+    match &home.config.cross_cert {
+        Some(c) => read_cert_chain(&home.path(c)),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// Rotates the token signer of `home` (see the module documentation).
 pub fn rotate_signer(
     home: &mut IssuerHome,
@@ -384,29 +469,10 @@ pub fn rotate_signer(
     let ca_key = home.open_key(&cfg.ca_key, unlock)?;
     let old_signer = first_cert(&home.path(&cfg.signer_cert))?;
     let (key, der, info) = new_signer(home, &ca, ca_key.as_ref(), &old_signer, unlock, opts.signer_days, now)?;
-
-    let mut created = Created::new();
-    let s = short_serial(&info);
-    let key_path = created.key(home.dir().join(format!("signer-{s}.key")), &key, unlock)?;
-    let cert_path = created.public(home.dir().join(format!("signer-{s}.pem")), &pem::encode("CERTIFICATE", &der))?;
-    let config = IssuerConfig { signer_cert: rel(home, &cert_path), signer_key: rel(home, &key_path), ..cfg.clone() };
-    home.save_config(config)?;
-    created.committed = true;
-
     let mut chain = vec![der.clone(), ca.der.clone()];
-    if let Some(cross) = &cfg.cross_cert {
-        chain.extend(read_cert_chain(&home.path(cross))?);
-    }
+    chain.extend(current_cross(home)?);
     let refs: Vec<&[u8]> = chain.iter().map(|d| d.as_slice()).collect();
-    let chain_path = write_chain(&mut created, home, &refs)?;
-    let serial = short_serial(&old_signer);
-    let mut retired = vec![retire(home.dir(), &home.path(&cfg.signer_cert), &serial)?];
-    retired.extend(retire_key(home, &cfg.signer_key, &serial)?);
-    Ok(RotationReport {
-        created: vec![("signer".into(), cert_path), ("signer-key".into(), key_path), ("chain".into(), chain_path)],
-        retired,
-        certificates: vec![("signer".into(), info.subject, info.not_after)],
-    })
+    commit(home, unlock, &[Part { role: "signer", der: &der, info: &info, key: Some(&key) }], &refs)
 }
 
 /// Rotates the issuing CA of `home`: a new CA key and certificate from the
@@ -444,48 +510,14 @@ pub fn rotate_issuing_ca(
     let (signer_key, signer_der, signer) =
         new_signer(home, &ca, ca_key.signer(), &old_signer, unlock, opts.signer_days, now)?;
 
-    let mut created = Created::new();
-    let (cs, ss) = (short_serial(&ca), short_serial(&signer));
-    let ca_key_path = created.key(home.dir().join(format!("ca-{cs}.key")), &ca_key, unlock)?;
-    let ca_path = created.public(home.dir().join(format!("ca-{cs}.pem")), &pem::encode("CERTIFICATE", &ca_der))?;
-    let signer_key_path = created.key(home.dir().join(format!("signer-{ss}.key")), &signer_key, unlock)?;
-    let signer_path =
-        created.public(home.dir().join(format!("signer-{ss}.pem")), &pem::encode("CERTIFICATE", &signer_der))?;
-    let config = IssuerConfig {
-        ca_cert: rel(home, &ca_path),
-        ca_key: rel(home, &ca_key_path),
-        signer_cert: rel(home, &signer_path),
-        signer_key: rel(home, &signer_key_path),
-        ..cfg.clone()
-    };
-    home.save_config(config)?;
-    created.committed = true;
-
     let mut chain = vec![signer_der.clone(), ca_der.clone()];
-    if let Some(cross) = &cfg.cross_cert {
-        chain.extend(read_cert_chain(&home.path(cross))?);
-    }
+    chain.extend(current_cross(home)?);
     let refs: Vec<&[u8]> = chain.iter().map(|d| d.as_slice()).collect();
-    let chain_path = write_chain(&mut created, home, &refs)?;
-    let (oc, os) = (short_serial(&old_ca), short_serial(&old_signer));
-    let mut retired = vec![retire(home.dir(), &home.path(&cfg.ca_cert), &oc)?];
-    retired.extend(retire_key(home, &cfg.ca_key, &oc)?);
-    retired.push(retire(home.dir(), &home.path(&cfg.signer_cert), &os)?);
-    retired.extend(retire_key(home, &cfg.signer_key, &os)?);
-    Ok(RotationReport {
-        created: vec![
-            ("ca".into(), ca_path),
-            ("ca-key".into(), ca_key_path),
-            ("signer".into(), signer_path),
-            ("signer-key".into(), signer_key_path),
-            ("chain".into(), chain_path),
-        ],
-        retired,
-        certificates: vec![
-            ("ca".into(), ca.subject, ca.not_after),
-            ("signer".into(), signer.subject, signer.not_after),
-        ],
-    })
+    let parts = [
+        Part { role: "ca", der: &ca_der, info: &ca, key: Some(&ca_key) },
+        Part { role: "signer", der: &signer_der, info: &signer, key: Some(&signer_key) },
+    ];
+    commit(home, unlock, &parts, &refs)
 }
 
 /// Rotates the root of `home`: a new root, a cross-certificate from the old
@@ -555,61 +587,13 @@ pub fn rotate_root(
     let (signer_key, signer_der, signer) =
         new_signer(home, &ca, ca_key.signer(), &old_signer, unlock, opts.signer_days, now)?;
 
-    let mut created = Created::new();
-    let prot = unlock;
-    let (rs, xs, cs, ss) = (short_serial(&root), short_serial(&cross), short_serial(&ca), short_serial(&signer));
-    let d = home.dir().to_path_buf();
-    let root_key_path = created.key(d.join(format!("root-{rs}.key")), &root_key, prot)?;
-    let root_path = created.public(d.join(format!("root-{rs}.pem")), &pem::encode("CERTIFICATE", &root_der))?;
-    let cross_path = created.public(d.join(format!("cross-{xs}.pem")), &pem::encode("CERTIFICATE", &cross_der))?;
-    let ca_key_path = created.key(d.join(format!("ca-{cs}.key")), &ca_key, prot)?;
-    let ca_path = created.public(d.join(format!("ca-{cs}.pem")), &pem::encode("CERTIFICATE", &ca_der))?;
-    let signer_key_path = created.key(d.join(format!("signer-{ss}.key")), &signer_key, prot)?;
-    let signer_path = created.public(d.join(format!("signer-{ss}.pem")), &pem::encode("CERTIFICATE", &signer_der))?;
-    let config = IssuerConfig {
-        root_cert: rel(home, &root_path),
-        root_key: rel(home, &root_key_path),
-        ca_cert: rel(home, &ca_path),
-        ca_key: rel(home, &ca_key_path),
-        signer_cert: rel(home, &signer_path),
-        signer_key: rel(home, &signer_key_path),
-        cross_cert: Some(rel(home, &cross_path)),
-        ..cfg.clone()
-    };
-    home.save_config(config)?;
-    created.committed = true;
-
-    let chain_path = write_chain(&mut created, home, &[&signer_der, &ca_der, &cross_der])?;
-    let (orr, oc, os) = (short_serial(&old_root), short_serial(&old_ca), short_serial(&old_signer));
-    let mut retired = vec![retire(home.dir(), &home.path(&cfg.root_cert), &orr)?];
-    retired.extend(retire_key(home, &cfg.root_key, &orr)?);
-    retired.push(retire(home.dir(), &home.path(&cfg.ca_cert), &oc)?);
-    retired.extend(retire_key(home, &cfg.ca_key, &oc)?);
-    retired.push(retire(home.dir(), &home.path(&cfg.signer_cert), &os)?);
-    retired.extend(retire_key(home, &cfg.signer_key, &os)?);
-    if let Some(old_cross) = &cfg.cross_cert {
-        let c = first_cert(&home.path(old_cross))?;
-        retired.push(retire(home.dir(), &home.path(old_cross), &short_serial(&c))?);
-    }
-    Ok(RotationReport {
-        created: vec![
-            ("root".into(), root_path),
-            ("root-key".into(), root_key_path),
-            ("cross".into(), cross_path),
-            ("ca".into(), ca_path),
-            ("ca-key".into(), ca_key_path),
-            ("signer".into(), signer_path),
-            ("signer-key".into(), signer_key_path),
-            ("chain".into(), chain_path),
-        ],
-        retired,
-        certificates: vec![
-            ("root".into(), root.subject, root.not_after),
-            ("cross".into(), cross.subject, cross.not_after),
-            ("ca".into(), ca.subject, ca.not_after),
-            ("signer".into(), signer.subject, signer.not_after),
-        ],
-    })
+    let parts = [
+        Part { role: "root", der: &root_der, info: &root, key: Some(&root_key) },
+        Part { role: "cross", der: &cross_der, info: &cross, key: None },
+        Part { role: "ca", der: &ca_der, info: &ca, key: Some(&ca_key) },
+        Part { role: "signer", der: &signer_der, info: &signer, key: Some(&signer_key) },
+    ];
+    commit(home, unlock, &parts, &[&signer_der, &ca_der, &cross_der])
 }
 
 // ----- health -----

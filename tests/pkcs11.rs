@@ -446,4 +446,19 @@ fn rotation_crl_and_revocation_lists_sign_on_the_token() {
     // A token revocation list signed by the signer on the token, imported on the machine.
     w.ok(&["revocations", "create", "--home", "home", "--out", "rev.jws"]);
     w.ok(&["revocations", "import", "rev.jws"]);
+
+    // The issuing CA and the root rotate on the token too; the machine still
+    // trusts only the first root and accepts tokens through the cross-certificate.
+    w.ok(&["issuer", "rotate-ca", "--home", "home"]);
+    let out = w.ok(&["issuer", "rotate-root", "--home", "home"]);
+    assert!(out.contains("new cross: "), "{out}");
+    assert!(!out.contains(".key"), "no key file is created or retired: {out}");
+    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(w.s.path("home/tka-issuer.json")).unwrap()).unwrap();
+    for (field, label) in [("root_key", "tka-root@"), ("ca_key", "tka-ca@"), ("signer_key", "tka-signer@")] {
+        let v = cfg[field].as_str().unwrap();
+        assert!(v.starts_with(&format!("pkcs11:token=rot;object={label}")), "{field}: {v}");
+    }
+    w.ok(&["token", "issue", "--request", "req.json", "--home", "home", "--out", "t2.jws"]);
+    let a = w.ok(&["activate", "t2.jws"]);
+    assert!(a.starts_with(&format!("activated: {PRODUCT}")), "{a}");
 }
