@@ -1,7 +1,8 @@
 //! Property tests (issue 6 item 4, the part that runs in `cargo test`):
 //! round trips of requests, tokens and PEM for arbitrary content, and the
 //! strict JSON parser (reached through the JWS decoder and the request
-//! parser) never panicking and always catching duplicate member names.
+//! parser) never panicking and always catching duplicate member names, and
+//! `pkcs11:` URIs surviving print-and-parse with any characters.
 
 mod common;
 
@@ -264,5 +265,37 @@ proptest! {
                 let _ = e.to_string();
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A `pkcs11:` URI tka prints parses back to the same token, object,
+    /// id, module and PIN source, whatever characters they hold.
+    #[test]
+    fn pkcs11_uris_round_trip(
+        token in "\\PC{1,32}",
+        object in proptest::option::of("\\PC{1,32}"),
+        id in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..=20)),
+        module in "/[a-zA-Z0-9 ._&;?=%-]{1,40}",
+        pin in proptest::option::of("file:/[a-zA-Z0-9 ._&;?=%-]{1,40}"),
+    ) {
+        let uri = tka::pkcs11::Pkcs11Uri {
+            token: Some(token),
+            object,
+            id,
+            module_path: Some(module.into()),
+            pin_source: pin,
+            ..Default::default()
+        };
+        let back = tka::pkcs11::Pkcs11Uri::parse(&uri.to_string()).unwrap();
+        prop_assert_eq!(back, uri);
+    }
+
+    /// The URI parser never panics, and refuses or accepts every input with a result.
+    #[test]
+    fn pkcs11_uri_parser_never_panics(s in "(pkcs11:|PKCS11:)?\\PC{0,80}") {
+        let _ = tka::pkcs11::Pkcs11Uri::parse(&s);
     }
 }

@@ -55,7 +55,8 @@ impl fmt::Debug for Pkcs11Uri {
 
 /// Whether `s` is a `pkcs11:` URI rather than a file path.
 pub fn is_pkcs11_uri(s: &str) -> bool {
-    s.len() >= SCHEME.len() && s[..SCHEME.len()].eq_ignore_ascii_case(SCHEME)
+    // Bytes, not a str slice: the 7th byte of a path may be inside a character.
+    s.as_bytes().get(..SCHEME.len()).is_some_and(|b| b.eq_ignore_ascii_case(SCHEME.as_bytes()))
 }
 
 impl Pkcs11Uri {
@@ -288,6 +289,14 @@ mod tests {
             assert!(e.contains(want), "{uri}: {e}");
         }
         assert!(Pkcs11Uri::parse("pkcs11:x-vendor=1;token=t").is_ok());
+    }
+
+    #[test]
+    fn a_path_with_multibyte_characters_is_not_a_uri() {
+        // Found by tests/proptest.rs: slicing the 7th byte panicked inside a character.
+        assert!(!is_pkcs11_uri("®ꫛ𞋀"));
+        assert!(!is_pkcs11_uri("pkcs1ꫛ"));
+        assert!(is_pkcs11_uri("pKcS11:ꫛ"));
     }
 
     #[test]
