@@ -9,109 +9,23 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
 
+mod sandbox;
 mod softhsm;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tka");
-const PASS: &str = "correct horse battery staple";
-const PRODUCT: &str = "example-pro";
+use sandbox::{run, Run, Sandbox, MACHINE_B, PASS, PRODUCT};
 
-/// Identifiers of the two fake machines.
-const MACHINE_A: (&str, &str, &str) =
-    ("4c4c4544004d3510804bb4c04f4e3332", "4C4C4544-004D-3510-804B-B4C04F4E3332", "5CD1234XYZ");
-const MACHINE_B: (&str, &str, &str) =
-    ("9a8b7c6d5e4f30211203f4e5d6c7b8a9", "1E2D3C4B-5A69-4788-96A5-B4C3D2E1F0A9", "CZC9876QRS");
-
-/// Result of one run of the binary: (exit code, stdout, stderr).
-type Run = (i32, String, String);
-
-/// Runs a prepared command and returns (exit code, stdout, stderr).
-fn run(cmd: &mut Command) -> Run {
-    let out = cmd.output().expect("run tka");
-    let code = out.status.code().unwrap_or(-1);
-    (code, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+/// What the tests here do on top of the shared sandbox.
+trait CliSandbox {
+    fn issuer(&self, rel: &str) -> PathBuf;
+    fn issued(&self) -> PathBuf;
 }
 
-/// Writes a fake Linux system root with machine-id, DMI product UUID and serial.
-fn fake_machine(root: &Path, (mid, uuid, serial): (&str, &str, &str)) {
-    for (rel, value) in
-        [("etc/machine-id", mid), ("sys/class/dmi/id/product_uuid", uuid), ("sys/class/dmi/id/product_serial", serial)]
-    {
-        let p = root.join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, format!("{value}\n")).unwrap();
-    }
-}
-
-/// A test's private world: temp dir (also the working directory), machine A's
-/// system root, a store, a passphrase in `TKA_PASSPHRASE`.
-struct Sandbox {
-    tmp: TempDir,
-    /// A SoftHSM2 configuration the binary sees (`SOFTHSM2_CONF`), for token keys.
-    hsm: Option<softhsm::SoftHsm>,
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        fake_machine(&tmp.path().join("sysroot-a"), MACHINE_A);
-        fake_machine(&tmp.path().join("sysroot-b"), MACHINE_B);
-        fs::create_dir(tmp.path().join("user-home")).unwrap();
-        Sandbox { tmp, hsm: None }
-    }
-
-    fn dir(&self) -> &Path {
-        self.tmp.path()
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir().join(rel)
-    }
-
-    fn store(&self) -> PathBuf {
-        self.path("store")
-    }
-
-    /// The binary with a clean, test-controlled environment.
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .current_dir(self.dir())
-            .env_remove("TKA_MACHINE_ID")
-            .env_remove("TKA_HOME")
-            .env_remove("XDG_DATA_HOME")
-            .env("HOME", self.path("user-home"))
-            .env("TKA_SYSROOT", self.path("sysroot-a"))
-            .env("TKA_STORE", self.store())
-            .env("TKA_PASSPHRASE", PASS)
-            .env("RUST_BACKTRACE", "0")
-            .env_remove("TKA_PKCS11_PIN")
-            .env_remove("TKA_PKCS11_MODULE")
-            .stdin(Stdio::null());
-        if let Some(h) = &self.hsm {
-            c.env("SOFTHSM2_CONF", h.conf());
-        }
-        c
-    }
-
-    fn tka(&self, args: &[&str]) -> Run {
-        run(&mut self.cmd(args))
-    }
-
-    /// Runs and requires exit 0.
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let r = self.tka(args);
-        assert_eq!(r.0, 0, "tka {args:?} failed:\nstdout: {}\nstderr: {}", r.1, r.2);
-        r.1
-    }
-
+impl CliSandbox for Sandbox {
     /// `tka issuer init` into `rel` (fast 2048-bit keys); returns the home path.
     #[track_caller]
     fn issuer(&self, rel: &str) -> PathBuf {
@@ -131,53 +45,14 @@ impl Sandbox {
         self.ok(&["token", "issue", "--request", "req.json", "--home", "home", "--out", "token.jws"]);
         home
     }
-
-    fn read(&self, rel: &str) -> String {
-        fs::read_to_string(self.path(rel)).unwrap()
-    }
-
-    fn write(&self, rel: &str, content: impl AsRef<[u8]>) {
-        fs::write(self.path(rel), content).unwrap()
-    }
-
-    fn snapshot(&self, rel: &str) -> Snapshot {
-        snapshot(&self.path(rel))
-    }
 }
 
-/// Every file (path -> bytes) and directory (path -> None) under a path.
-type Snapshot = BTreeMap<PathBuf, Option<Vec<u8>>>;
-
-fn snapshot(p: &Path) -> Snapshot {
-    let mut m = BTreeMap::new();
-    fn walk(p: &Path, m: &mut Snapshot) {
-        let Ok(meta) = fs::symlink_metadata(p) else { return };
-        if meta.is_dir() {
-            m.insert(p.to_path_buf(), None);
-            let mut entries: Vec<_> = fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
-            entries.sort();
-            for e in entries {
-                walk(&e, m);
-            }
-        } else {
-            m.insert(p.to_path_buf(), Some(fs::read(p).unwrap()));
-        }
-    }
-    walk(p, &mut m);
-    m
-}
-
-/// Asserts the exit code and that the one `error:` line on stderr starts with
-/// `error: {prefix}`.
+/// Asserts the exit code, that the one `error:` line on stderr starts with
+/// `error: {prefix}`, and that nothing panicked.
 #[track_caller]
 fn assert_fails(r: &Run, code: i32, prefix: &str) {
-    let (c, out, err) = r;
-    assert_eq!(*c, code, "expected exit {code}\nstdout: {out}\nstderr: {err}");
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "expected exactly one error line\nstderr: {err}");
-    let want = format!("error: {prefix}");
-    assert!(errors[0].starts_with(&want), "expected {want:?}\nstderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
+    sandbox::assert_fails(r, code, prefix);
+    assert!(!r.2.contains("panicked"), "{}", r.2);
 }
 
 fn b64(data: &[u8]) -> String {
@@ -241,7 +116,7 @@ fn whole_flow_with_keys_on_a_pkcs11_token() {
     let mut s = Sandbox::new();
     let hsm = softhsm::SoftHsm::new(&["tka-flow"]);
     let uri = hsm.uri("tka-flow", None);
-    s.hsm = Some(hsm);
+    s.softhsm2_conf = Some(hsm.conf());
     let home = s.path("home");
     let h = home.to_str().unwrap();
     let out = s.ok(&["issuer", "init", "--home", h, "--root-bits", "2048", "--ca-bits", "2048", "--pkcs11", &uri]);
@@ -261,7 +136,7 @@ fn whole_flow_with_keys_on_a_pkcs11_token() {
         softhsm::module().unwrap().to_str().unwrap(),
         "--login",
         "--pin-file",
-        s.hsm.as_ref().unwrap().pin_file().to_str().unwrap(),
+        hsm.pin_file().to_str().unwrap(),
         "--json",
     ]);
     let listed: Value = serde_json::from_str(&listed).unwrap();
@@ -545,7 +420,8 @@ fn token_on_another_machine_is_refused_and_store_unchanged() {
     s.issued();
     s.ok(&["trust", "add", "home/root.pem"]);
     let before = s.snapshot("store");
-    let machine_b = |args: &[&str]| run(s.cmd(args).env("TKA_SYSROOT", s.path("sysroot-b")));
+    let sysroot_b = s.add_machine("sysroot-b", MACHINE_B);
+    let machine_b = |args: &[&str]| run(s.cmd(args).env("TKA_SYSROOT", &sysroot_b));
 
     let r = machine_b(&["token", "verify", "token.jws", "--trust", "home/root.pem", "--machine", "current"]);
     assert_fails(&r, 1, "token is bound to machine ");

@@ -6,113 +6,41 @@
 //! missing tool is a failure instead.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use tempfile::TempDir;
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tka");
-const PASS: &str = "interop passphrase";
-const PRODUCT: &str = "example-pro";
+mod sandbox;
+
+use sandbox::{have, have_openssl, run, Run, Sandbox, PASS, PRODUCT};
+
 const TKA_EKU: &str = "2.25.111504080495062926421002432311158376797";
-
-/// Result of one run: (exit code, stdout, stderr).
-type Run = (i32, String, String);
-
-fn run(cmd: &mut Command) -> Run {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Whether a third-party tool works; when it does not, either skips (returns
-/// false, printing why) or, with TKA_REQUIRE_INTEROP=1, fails the test.
-fn have(tool: &str, probe: &mut Command) -> bool {
-    let ok = probe.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
-    if ok {
-        return true;
-    }
-    if std::env::var("TKA_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
-        panic!("{tool} is missing but TKA_REQUIRE_INTEROP=1 requires it (install it, see .ci/run)");
-    }
-    // Written to the real stderr (not the captured test output) so the skip shows in `cargo test`.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {tool} is not available (set TKA_REQUIRE_INTEROP=1 to make this a failure)"
-    );
-    false
-}
-
-fn have_openssl() -> bool {
-    have("openssl", Command::new("openssl").arg("version"))
-}
 
 fn have_jwcrypto() -> bool {
     have("python3 with jwcrypto (pip install jwcrypto)", Command::new("python3").args(["-c", "import jwcrypto.jws"]))
 }
 
-struct Sandbox {
-    tmp: TempDir,
+/// What the tests here do on top of the shared sandbox.
+trait InteropSandbox {
+    fn openssl(&self, args: &[&str]) -> String;
+    fn issuer(&self, rel: &str) -> PathBuf;
+    fn manual_pki(&self, rel: &str);
+    fn x509_text(&self, cert: &str) -> String;
 }
 
-impl Sandbox {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        for (rel, value) in [
-            ("sysroot/etc/machine-id", "4c4c4544004d3510804bb4c04f4e3332"),
-            ("sysroot/sys/class/dmi/id/product_uuid", "4C4C4544-004D-3510-804B-B4C04F4E3332"),
-        ] {
-            let p = tmp.path().join(rel);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(p, format!("{value}\n")).unwrap();
-        }
-        Sandbox { tmp }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    /// A command (tka or a third-party tool) run inside the sandbox.
-    fn cmd(&self, program: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(program);
-        c.args(args)
-            .current_dir(self.tmp.path())
-            .env_remove("TKA_MACHINE_ID")
-            .env_remove("TKA_HOME")
-            .env("HOME", self.tmp.path())
-            .env("TKA_SYSROOT", self.path("sysroot"))
-            .env("TKA_STORE", self.path("store"))
-            .env("TKA_PASSPHRASE", PASS)
-            .stdin(Stdio::null());
-        c
-    }
-
-    #[track_caller]
-    fn ok(&self, program: &str, args: &[&str]) -> String {
-        let r = run(&mut self.cmd(program, args));
-        assert_eq!(r.0, 0, "{program} {args:?} failed:\nstdout: {}\nstderr: {}", r.1, r.2);
-        r.1
-    }
-
-    #[track_caller]
-    fn tka(&self, args: &[&str]) -> String {
-        self.ok(BIN, args)
-    }
-
+impl InteropSandbox for Sandbox {
+    /// Runs openssl inside the sandbox and requires exit 0; returns stdout.
     #[track_caller]
     fn openssl(&self, args: &[&str]) -> String {
-        self.ok("openssl", args)
+        let r = run(&mut self.command("openssl", args));
+        assert_eq!(r.0, 0, "openssl {args:?} failed:\nstdout: {}\nstderr: {}", r.1, r.2);
+        r.1
     }
 
     /// `tka issuer init` into `rel`; returns the root path it printed.
     fn issuer(&self, rel: &str) -> PathBuf {
         let home = self.path(rel);
         let out =
-            self.tka(&["issuer", "init", "--home", home.to_str().unwrap(), "--root-bits", "2048", "--ca-bits", "2048"]);
+            self.ok(&["issuer", "init", "--home", home.to_str().unwrap(), "--root-bits", "2048", "--ca-bits", "2048"]);
         PathBuf::from(out.lines().find_map(|l| l.strip_prefix("root: ")).expect("root: line"))
     }
 
@@ -121,9 +49,9 @@ impl Sandbox {
         fs::create_dir(self.path(rel)).unwrap();
         let p = |f: &str| format!("{rel}/{f}");
         for k in ["root.key", "ca.key", "signer.key"] {
-            self.tka(&["key", "generate", "--bits", "2048", "--out", &p(k)]);
+            self.ok(&["key", "generate", "--bits", "2048", "--out", &p(k)]);
         }
-        self.tka(&[
+        self.ok(&[
             "ca",
             "root",
             "--key",
@@ -133,7 +61,7 @@ impl Sandbox {
             "--out",
             &p("root.pem"),
         ]);
-        self.tka(&[
+        self.ok(&[
             "ca",
             "intermediate",
             "--ca-cert",
@@ -147,7 +75,7 @@ impl Sandbox {
             "--out",
             &p("ca.pem"),
         ]);
-        self.tka(&[
+        self.ok(&[
             "ca",
             "signer",
             "--ca-cert",
@@ -207,22 +135,22 @@ fn check_profiles(s: &Sandbox, dir: &str) {
 
 /// `openssl verify` of the signer through the issuing CA to the root.
 fn check_openssl_verify(s: &Sandbox, dir: &str) {
-    let mut c = s.cmd("openssl", &["verify", "-CAfile", "root.pem", "-untrusted", "ca.pem", "signer.pem"]);
+    let mut c = s.command("openssl", &["verify", "-CAfile", "root.pem", "-untrusted", "ca.pem", "signer.pem"]);
     c.current_dir(s.path(dir));
     let r = run(&mut c);
     assert_eq!((r.0, r.1.trim()), (0, "signer.pem: OK"), "{r:?}");
     // Strict X.509 checking and the intermediate on its own.
     let mut c =
-        s.cmd("openssl", &["verify", "-x509_strict", "-CAfile", "root.pem", "-untrusted", "ca.pem", "signer.pem"]);
+        s.command("openssl", &["verify", "-x509_strict", "-CAfile", "root.pem", "-untrusted", "ca.pem", "signer.pem"]);
     c.current_dir(s.path(dir));
     let r = run(&mut c);
     assert_eq!((r.0, r.1.trim()), (0, "signer.pem: OK"), "{r:?}");
-    let mut c = s.cmd("openssl", &["verify", "-x509_strict", "-CAfile", "root.pem", "ca.pem"]);
+    let mut c = s.command("openssl", &["verify", "-x509_strict", "-CAfile", "root.pem", "ca.pem"]);
     c.current_dir(s.path(dir));
     let r = run(&mut c);
     assert_eq!((r.0, r.1.trim()), (0, "ca.pem: OK"), "{r:?}");
     // Without the issuing CA the signer does not verify (the check is real).
-    let mut c = s.cmd("openssl", &["verify", "-CAfile", "root.pem", "signer.pem"]);
+    let mut c = s.command("openssl", &["verify", "-CAfile", "root.pem", "signer.pem"]);
     c.current_dir(s.path(dir));
     assert_ne!(run(&mut c).0, 0);
 }
@@ -251,7 +179,7 @@ fn openssl_accepts_the_manual_ca_chain() {
     // Another root does not verify this signer.
     s.issuer("other");
     let mut c =
-        s.cmd("openssl", &["verify", "-CAfile", "other/root.pem", "-untrusted", "pki/ca.pem", "pki/signer.pem"]);
+        s.command("openssl", &["verify", "-CAfile", "other/root.pem", "-untrusted", "pki/ca.pem", "pki/signer.pem"]);
     assert_ne!(run(&mut c).0, 0);
 }
 
@@ -273,11 +201,11 @@ fn openssl_reads_tka_private_keys() {
     assert!(asn1.contains(":PBES2") && (asn1.contains(":PBKDF2") || asn1.contains(":scrypt")), "{asn1}");
     assert!(asn1.contains(":aes-256-cbc") || asn1.contains(":aes-256-gcm"), "{asn1}");
     // A wrong passphrase is rejected by openssl too (the key really is encrypted).
-    let r = run(&mut s.cmd("openssl", &["pkey", "-in", "home/signer.key", "-passin", "pass:wrong", "-noout"]));
+    let r = run(&mut s.command("openssl", &["pkey", "-in", "home/signer.key", "-passin", "pass:wrong", "-noout"]));
     assert_ne!(r.0, 0, "{r:?}");
 
     // A plaintext key (--insecure-no-passphrase) reads without a passphrase.
-    let mut c = s.cmd(BIN, &["key", "generate", "--bits", "2048", "--out", "plain.key", "--insecure-no-passphrase"]);
+    let mut c = s.cmd(&["key", "generate", "--bits", "2048", "--out", "plain.key", "--insecure-no-passphrase"]);
     c.env_remove("TKA_PASSPHRASE");
     assert_eq!(run(&mut c).0, 0);
     s.openssl(&["pkey", "-in", "plain.key", "-noout", "-passin", "pass:"]);
@@ -307,10 +235,10 @@ fn tka_reads_openssl_private_keys() {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(s.path(k), fs::Permissions::from_mode(0o600)).unwrap();
     }
-    s.tka(&["ca", "root", "--key", "ossl.key", "--subject", "CN=OpenSSL Key Root", "--out", "root.pem"]);
-    s.tka(&["ca", "root", "--key", "plain.key", "--subject", "CN=Plain Key Root", "--out", "root2.pem"]);
+    s.ok(&["ca", "root", "--key", "ossl.key", "--subject", "CN=OpenSSL Key Root", "--out", "root.pem"]);
+    s.ok(&["ca", "root", "--key", "plain.key", "--subject", "CN=Plain Key Root", "--out", "root2.pem"]);
     let r = run(s
-        .cmd(BIN, &["ca", "root", "--key", "ossl.key", "--subject", "CN=x", "--out", "r3.pem"])
+        .cmd(&["ca", "root", "--key", "ossl.key", "--subject", "CN=x", "--out", "r3.pem"])
         .env("TKA_PASSPHRASE", "wrong"));
     assert_eq!(r.0, 2, "{r:?}");
     assert!(r.2.starts_with("error: wrong passphrase for ossl.key"), "{r:?}");
@@ -319,10 +247,10 @@ fn tka_reads_openssl_private_keys() {
 /// Issues a token for PRODUCT with `alg` from the issuer home `home`; returns its file name.
 fn issue(s: &Sandbox, alg: &str) -> String {
     if !s.path("req.json").exists() {
-        s.tka(&["request", "create", "--product", PRODUCT, "--out", "req.json"]);
+        s.ok(&["request", "create", "--product", PRODUCT, "--out", "req.json"]);
     }
     let file = format!("token-{alg}.jws");
-    s.tka(&["token", "issue", "--request", "req.json", "--home", "home", "--alg", alg, "--out", &file]);
+    s.ok(&["token", "issue", "--request", "req.json", "--home", "home", "--alg", alg, "--out", &file]);
     file
 }
 
@@ -330,7 +258,7 @@ fn jwcrypto(s: &Sandbox, cert: &str, token: &str, alg: Option<&str>) -> Run {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/jwcrypto_verify.py");
     let mut args = vec![script.to_str().unwrap(), cert, token];
     args.extend(alg);
-    run(&mut s.cmd("python3", &args))
+    run(&mut s.command("python3", &args))
 }
 
 /// Flips one character in the middle of the payload.
@@ -356,7 +284,7 @@ fn check_jwcrypto(alg: &str) {
     assert_eq!(r.0, 0, "{r:?}");
     assert_eq!(r.1, format!("alg: {alg}\naud: {PRODUCT}\n"), "{r:?}");
     // tka itself agrees.
-    s.tka(&["token", "verify", &token, "--trust", "home/root.pem", "--product", PRODUCT]);
+    s.ok(&["token", "verify", &token, "--trust", "home/root.pem", "--product", PRODUCT]);
 
     // A tampered payload fails in jwcrypto.
     let bad = tamper(&s, &token);

@@ -7,71 +7,24 @@
 //! unchanged.
 
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use tempfile::TempDir;
+use std::path::Path;
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tka");
-const PASS: &str = "revocation test passphrase";
+mod sandbox;
 
-type Run = (i32, String, String);
+use sandbox::{assert_fails, have_openssl, named, Sandbox, Snapshot, MACHINE_B};
 
-struct Sandbox {
-    tmp: TempDir,
+/// What the tests here do on top of the shared sandbox.
+trait RevocationSandbox {
+    fn issuer(&self, rel: &str, org: &str);
+    fn activated(&self, home: &str, product: &str) -> String;
+    fn active(&self) -> Vec<String>;
+    fn store_snapshot(&self) -> Snapshot;
+    fn serial_of(&self, cert: &str) -> String;
 }
 
-impl Sandbox {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        for (rel, value) in [
-            ("sysroot/etc/machine-id", "9a8b7c6d5e4f30211203f4e5d6c7b8a9"),
-            ("sysroot/sys/class/dmi/id/product_uuid", "1E2D3C4B-5A69-4788-96A5-B4C3D2E1F0A9"),
-            ("sysroot/sys/class/dmi/id/product_serial", "CZC9876QRS"),
-        ] {
-            let p = tmp.path().join(rel);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(p, format!("{value}\n")).unwrap();
-        }
-        fs::create_dir(tmp.path().join("user-home")).unwrap();
-        Sandbox { tmp }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    fn tka(&self, args: &[&str]) -> Run {
-        let out = Command::new(BIN)
-            .args(args)
-            .current_dir(self.tmp.path())
-            .env_remove("TKA_MACHINE_ID")
-            .env_remove("TKA_HOME")
-            .env_remove("XDG_DATA_HOME")
-            .env("HOME", self.path("user-home"))
-            .env("TKA_SYSROOT", self.path("sysroot"))
-            .env("TKA_STORE", self.path("store"))
-            .env("TKA_PASSPHRASE", PASS)
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run tka");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let r = self.tka(args);
-        assert_eq!(r.0, 0, "tka {args:?} failed:\nstdout: {}\nstderr: {}", r.1, r.2);
-        r.1
-    }
-
+impl RevocationSandbox for Sandbox {
     fn issuer(&self, rel: &str, org: &str) {
         self.ok(&["issuer", "init", "--home", rel, "--org", org, "--root-bits", "2048", "--ca-bits", "2048"]);
     }
@@ -101,21 +54,9 @@ impl Sandbox {
         v
     }
 
-    fn snapshot(&self, rel: &str) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
-        let mut m = BTreeMap::new();
-        fn walk(p: &Path, m: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
-            let Ok(meta) = fs::symlink_metadata(p) else { return };
-            if meta.is_dir() {
-                m.insert(p.to_path_buf(), None);
-                for e in fs::read_dir(p).unwrap() {
-                    walk(&e.unwrap().path(), m);
-                }
-            } else {
-                m.insert(p.to_path_buf(), Some(fs::read(p).unwrap()));
-            }
-        }
-        walk(&self.path(rel), &mut m);
-        // The store's lock file and clock high-water mark change on every command.
+    /// The store, but for its lock file and clock high-water mark, which change on every command.
+    fn store_snapshot(&self) -> Snapshot {
+        let mut m = self.snapshot("store");
         m.retain(|p, _| !p.ends_with("state.json") && !p.ends_with("lock"));
         m
     }
@@ -124,30 +65,6 @@ impl Sandbox {
         let j: Value = serde_json::from_str(&self.ok(&["cert", "inspect", cert, "--json"])).unwrap();
         j["serial"].as_str().unwrap().to_string()
     }
-}
-
-fn named(out: &str) -> BTreeMap<String, String> {
-    out.lines().filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
-#[track_caller]
-fn assert_fails(r: &Run, code: i32, prefix: &str) {
-    let (c, out, err) = r;
-    assert_eq!(*c, code, "expected exit {code}\nstdout: {out}\nstderr: {err}");
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "expected exactly one error line\nstderr: {err}");
-    assert!(errors[0].starts_with(&format!("error: {prefix}")), "expected {prefix:?}\nstderr: {err}");
-}
-
-fn have_openssl() -> bool {
-    let ok = Command::new("openssl").arg("version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var("TKA_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
-            panic!("openssl is missing but TKA_REQUIRE_INTEROP=1 requires it");
-        }
-        let _ = writeln!(std::io::stderr(), "SKIPPED: openssl is not available");
-    }
-    ok
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
@@ -161,7 +78,7 @@ fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
 /// signer and the wrong CA are refused with the store unchanged.
 #[test]
 fn crl_and_token_list_deactivate_exactly_what_they_should() {
-    let s = Sandbox::new();
+    let s = Sandbox::with_machine(MACHINE_B);
     s.issuer("home", "Example");
     s.ok(&["trust", "add", "home/root.pem"]);
     let old_signer_serial = s.serial_of("home/signer.pem");
@@ -191,7 +108,7 @@ fn crl_and_token_list_deactivate_exactly_what_they_should() {
     assert!(r.2.contains("is revoked"), "{r:?}");
 
     // An issuing-CA CRL needs the CA certificate to be checked against the root.
-    let before = s.snapshot("store");
+    let before = s.store_snapshot();
     assert_fails(
         &s.tka(&["revocations", "import", "crl.pem"]),
         1,
@@ -220,7 +137,7 @@ fn crl_and_token_list_deactivate_exactly_what_they_should() {
     // A CRL signed by another CA than its own certificate names.
     let r = s.tka(&["revocations", "import", "evil-crl.pem", "--ca-cert", "home/ca.pem"]);
     assert_fails(&r, 1, "CRL refused");
-    assert_eq!(s.snapshot("store"), before);
+    assert_eq!(s.store_snapshot(), before);
     assert_eq!(s.active(), ["app1", "app2", "app3"]);
 
     let r = s.ok(&["revocations", "import", "crl.pem", "--ca-cert", "home/ca.pem"]);
@@ -242,10 +159,10 @@ fn crl_and_token_list_deactivate_exactly_what_they_should() {
         "--out",
         "old-crl.pem",
     ]);
-    let before = s.snapshot("store");
+    let before = s.store_snapshot();
     let r = s.tka(&["revocations", "import", "old-crl.pem", "--ca-cert", "home/ca.pem"]);
     assert_fails(&r, 1, "revocation list sequence 7 is older than the installed");
-    assert_eq!(s.snapshot("store"), before);
+    assert_eq!(s.store_snapshot(), before);
 
     // The token revocation list, from the ledger.
     s.ok(&["ledger", "revoke", &app2, "--reason", "laptop stolen", "--home", "home"]);
@@ -262,11 +179,11 @@ fn crl_and_token_list_deactivate_exactly_what_they_should() {
     // A newer list replaces it; the older one is a rollback afterwards.
     s.ok(&["revocations", "create", "--home", "home", "--out", "r2.jws"]);
     s.ok(&["revocations", "import", "r2.jws"]);
-    let before = s.snapshot("store");
+    let before = s.store_snapshot();
     let state_before = fs::read_to_string(s.path("store/state.json")).unwrap();
     let r = s.tka(&["revocations", "import", "r1.jws"]);
     assert_fails(&r, 1, "revocation list sequence 1 is older than the installed 2: refusing rollback");
-    assert_eq!(s.snapshot("store"), before);
+    assert_eq!(s.store_snapshot(), before);
     let state: Value = serde_json::from_str(&fs::read_to_string(s.path("store/state.json")).unwrap()).unwrap();
     let state0: Value = serde_json::from_str(&state_before).unwrap();
     assert_eq!(state["revocation_seq"], state0["revocation_seq"]);
@@ -280,7 +197,7 @@ fn crl_and_token_list_deactivate_exactly_what_they_should() {
     );
     // A token is not a revocation list.
     assert_fails(&s.tka(&["revocations", "import", "app3.jws"]), 1, "wrong typ");
-    assert_eq!(s.snapshot("store"), before);
+    assert_eq!(s.store_snapshot(), before);
     assert_eq!(s.active(), ["app3"]);
 
     // What is installed.
@@ -295,7 +212,7 @@ fn crl_and_token_list_deactivate_exactly_what_they_should() {
 /// openssl verifies both CRLs and sees the right authority key identifier.
 #[test]
 fn crls_verify_with_openssl_and_a_root_crl_revokes_the_issuing_ca() {
-    let s = Sandbox::new();
+    let s = Sandbox::with_machine(MACHINE_B);
     s.issuer("home", "Example");
     s.ok(&["trust", "add", "home/root.pem"]);
     s.activated("home", "app");
@@ -379,7 +296,7 @@ fn crls_verify_with_openssl_and_a_root_crl_revokes_the_issuing_ca() {
 /// refused with `--require-fresh`, leaving the store unchanged.
 #[test]
 fn stale_revocation_data_warns_or_fails_with_require_fresh() {
-    let s = Sandbox::new();
+    let s = Sandbox::with_machine(MACHINE_B);
     s.issuer("home", "Example");
     s.ok(&["trust", "add", "home/root.pem"]);
     s.ok(&[
@@ -408,7 +325,7 @@ fn stale_revocation_data_warns_or_fails_with_require_fresh() {
     ]);
     std::thread::sleep(std::time::Duration::from_millis(2100));
 
-    let before = s.snapshot("store");
+    let before = s.store_snapshot();
     assert_fails(
         &s.tka(&["revocations", "import", "crl.pem", "--require-fresh"]),
         1,
@@ -417,7 +334,7 @@ fn stale_revocation_data_warns_or_fails_with_require_fresh() {
     let r = s.tka(&["revocations", "import", "r.jws", "--require-fresh"]);
     assert_fails(&r, 1, "token revocation list");
     assert!(r.2.contains("is stale"), "{r:?}");
-    assert_eq!(s.snapshot("store"), before);
+    assert_eq!(s.store_snapshot(), before);
 
     for f in ["crl.pem", "r.jws"] {
         let r = s.tka(&["revocations", "import", f]);

@@ -8,139 +8,35 @@
 //! (`TKA_SYSROOT`), its own stores and issuer homes, 2048-bit keys.
 
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use tempfile::TempDir;
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tka");
-const PASS: &str = "rotation test passphrase";
+mod sandbox;
 
-type Run = (i32, String, String);
+use sandbox::{assert_fails, have_openssl, named, Sandbox};
 
-struct Sandbox {
-    tmp: TempDir,
+/// What the tests here do on top of the shared sandbox.
+trait RotationSandbox {
+    fn issuer(&self, rel: &str);
+    fn token_from(&self, home: &str, product: &str, out: &str);
+    fn write_pass(&self, rel: &str, text: &str);
 }
 
-impl Sandbox {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        for (rel, value) in [
-            ("sysroot/etc/machine-id", "4c4c4544004d3510804bb4c04f4e3332"),
-            ("sysroot/sys/class/dmi/id/product_uuid", "4C4C4544-004D-3510-804B-B4C04F4E3332"),
-            ("sysroot/sys/class/dmi/id/product_serial", "5CD1234XYZ"),
-        ] {
-            let p = tmp.path().join(rel);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(p, format!("{value}\n")).unwrap();
-        }
-        fs::create_dir(tmp.path().join("user-home")).unwrap();
-        Sandbox { tmp }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    fn env(&self, c: &mut Command) {
-        c.current_dir(self.tmp.path())
-            .env_remove("TKA_MACHINE_ID")
-            .env_remove("TKA_HOME")
-            .env_remove("XDG_DATA_HOME")
-            .env("HOME", self.path("user-home"))
-            .env("TKA_SYSROOT", self.path("sysroot"))
-            .env("TKA_STORE", self.path("store"))
-            .env("TKA_PASSPHRASE", PASS)
-            .env("TKA", BIN)
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::null());
-    }
-
-    fn tka(&self, args: &[&str]) -> Run {
-        let mut c = Command::new(BIN);
-        c.args(args);
-        self.env(&mut c);
-        run(&mut c)
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let r = self.tka(args);
-        assert_eq!(r.0, 0, "tka {args:?} failed:\nstdout: {}\nstderr: {}", r.1, r.2);
-        r.1
-    }
-
-    /// Runs `scripts/<name>` with TKA pointing at the built binary.
-    fn script(&self, name: &str, args: &[&str]) -> Run {
-        let mut c = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name));
-        c.args(args);
-        self.env(&mut c);
-        run(&mut c)
-    }
-
+impl RotationSandbox for Sandbox {
     fn issuer(&self, rel: &str) {
         self.ok(&["issuer", "init", "--home", rel, "--root-bits", "2048", "--ca-bits", "2048"]);
     }
 
     /// A request for `product` on the fake machine, then a token from `home` at `out`.
-    fn token(&self, home: &str, product: &str, out: &str) {
+    fn token_from(&self, home: &str, product: &str, out: &str) {
         let req = format!("{out}.req");
         self.ok(&["request", "create", "--product", product, "--out", &req, "--force"]);
         self.ok(&["token", "issue", "--request", &req, "--home", home, "--out", out, "--days", "30"]);
     }
 
-    fn snapshot(&self, rel: &str) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
-        let mut m = BTreeMap::new();
-        fn walk(p: &Path, m: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
-            let Ok(meta) = fs::symlink_metadata(p) else { return };
-            if meta.is_dir() {
-                m.insert(p.to_path_buf(), None);
-                for e in fs::read_dir(p).unwrap() {
-                    walk(&e.unwrap().path(), m);
-                }
-            } else {
-                m.insert(p.to_path_buf(), Some(fs::read(p).unwrap()));
-            }
-        }
-        walk(&self.path(rel), &mut m);
-        m
+    fn write_pass(&self, rel: &str, text: &str) {
+        fs::write(self.path(rel), format!("{text}\n")).unwrap();
     }
-}
-
-fn run(c: &mut Command) -> Run {
-    let out = c.output().expect("run");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// The `name: PATH` lines a command or script ends with.
-fn named(out: &str) -> BTreeMap<String, String> {
-    out.lines().filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
-#[track_caller]
-fn assert_fails(r: &Run, code: i32, prefix: &str) {
-    let (c, out, err) = r;
-    assert_eq!(*c, code, "expected exit {code}\nstdout: {out}\nstderr: {err}");
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "expected exactly one error line\nstderr: {err}");
-    assert!(errors[0].starts_with(&format!("error: {prefix}")), "expected {prefix:?}\nstderr: {err}");
-}
-
-fn have_openssl() -> bool {
-    let ok = Command::new("openssl").arg("version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var("TKA_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
-            panic!("openssl is missing but TKA_REQUIRE_INTEROP=1 requires it");
-        }
-        let _ = writeln!(std::io::stderr(), "SKIPPED: openssl is not available");
-    }
-    ok
 }
 
 /// The three scripts run one after the other on one issuer home. A store
@@ -152,7 +48,7 @@ fn three_rotation_scripts_keep_an_untouched_store_working() {
     let s = Sandbox::new();
     s.issuer("home");
     fs::copy(s.path("home/root.pem"), s.path("oldroot.pem")).unwrap();
-    s.token("home", "app0", "t0.jws");
+    s.token_from("home", "app0", "t0.jws");
     s.ok(&["trust", "add", "oldroot.pem"]);
     s.ok(&["activate", "t0.jws"]);
     let verify_old = |tok: &str| {
@@ -180,7 +76,7 @@ fn three_rotation_scripts_keep_an_untouched_store_working() {
     assert_ne!(new_signer, "home/signer.pem");
     assert!(r.1.trim_end().lines().all(|l| l.contains(": ")), "ends with name: PATH lines only: {}", r.1);
     assert!(fs::read_dir(s.path("home/retired")).unwrap().count() >= 2, "old signer kept for the audit trail");
-    s.token("home", "app1", "t1.jws");
+    s.token_from("home", "app1", "t1.jws");
     let j: Value = serde_json::from_str(&s.ok(&["token", "inspect", "t1.jws", "--json"])).unwrap();
     let signer_json: Value = serde_json::from_str(&s.ok(&["cert", "inspect", &new_signer, "--json"])).unwrap();
     assert_eq!(j["x5c"][0]["serial"], signer_json["serial"], "issuance switched to the new signer");
@@ -191,7 +87,7 @@ fn three_rotation_scripts_keep_an_untouched_store_working() {
     assert_eq!(r.0, 0, "{r:?}");
     let out = named(&r.1);
     assert!(out["ca"].starts_with("home/ca-"), "{out:?}");
-    s.token("home", "app2", "t2.jws");
+    s.token_from("home", "app2", "t2.jws");
     verify_old("t2.jws");
     verify_old("t1.jws");
 
@@ -202,7 +98,7 @@ fn three_rotation_scripts_keep_an_untouched_store_working() {
     for k in ["root", "cross", "ca", "signer"] {
         assert!(s.path(&out[k]).exists(), "{k}: {out:?}");
     }
-    s.token("home", "app3", "t3.jws");
+    s.token_from("home", "app3", "t3.jws");
     let j: Value = serde_json::from_str(&s.ok(&["token", "inspect", "t3.jws", "--json"])).unwrap();
     assert_eq!(j["x5c"].as_array().unwrap().len(), 3, "signer, new issuing CA, cross-certificate");
     verify_old("t3.jws");
@@ -244,13 +140,13 @@ fn root_rollover_on_a_machine() {
     let s = Sandbox::new();
     s.issuer("home");
     fs::copy(s.path("home/root.pem"), s.path("oldroot.pem")).unwrap();
-    s.token("home", "app", "before.jws");
+    s.token_from("home", "app", "before.jws");
     let added = named(&s.ok(&["trust", "add", "oldroot.pem"]));
     let old_fp = added["fingerprint"].clone();
     s.ok(&["activate", "before.jws"]);
 
     let out = named(&s.ok(&["issuer", "rotate-root", "--home", "home"]));
-    s.token("home", "app", "after.jws");
+    s.token_from("home", "app", "after.jws");
 
     // A new root without a cross-certificate or a fingerprint is refused.
     let before = s.snapshot("store");
@@ -313,12 +209,6 @@ fn rotation_with_wrong_passphrase_leaves_the_home_unchanged() {
     assert_ne!(r.0, 0, "{r:?}");
     assert!(r.2.contains("error: wrong passphrase"), "{r:?}");
     assert_eq!(s.snapshot("home"), before);
-}
-
-impl Sandbox {
-    fn write_pass(&self, rel: &str, text: &str) {
-        fs::write(self.path(rel), format!("{text}\n")).unwrap();
-    }
 }
 
 #[test]
