@@ -26,106 +26,24 @@
 
 mod common;
 
-use common::{test_key, test_key_path, DAY, NOW};
-use const_oid::{AssociatedOid, ObjectIdentifier};
-use der::{Decode, Encode};
+use common::rawcert::{bc, ca_exts as ca, ku, sign_cert, signer_exts as leaf, unknown_critical, RawProfile};
+use common::{DAY, NOW};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::Command;
 use std::str::FromStr;
-use tka::keys::Signer;
-use tka::pki::{pem, validate_path, LeafRole, TrustAnchors, TKA_TOKEN_SIGNING_EKU};
-use x509_cert::builder::profile::BuilderProfile;
-use x509_cert::builder::{Builder, CertificateBuilder};
-use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages};
+use tka::pki::{pem, validate_path, LeafRole, TrustAnchors};
+use x509_cert::ext::pkix::KeyUsages;
 use x509_cert::ext::Extension;
 use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
-use x509_cert::spki::SubjectPublicKeyInfoOwned;
-use x509_cert::time::{Time, Validity};
 
 fn openssl_available() -> bool {
     Command::new("openssl").arg("version").output().is_ok_and(|o| o.status.success())
 }
 
 // ---------------------------------------------------------------------------
-// Certificate building (no profile checks), as in tests/verify.rs.
-
-struct RawProfile {
-    subject: Name,
-    issuer: Name,
-    exts: Vec<Extension>,
-}
-
-impl BuilderProfile for RawProfile {
-    fn get_issuer(&self, _subject: &Name) -> Name {
-        self.issuer.clone()
-    }
-    fn get_subject(&self) -> Name {
-        self.subject.clone()
-    }
-    fn build_extensions(
-        &self,
-        _spk: x509_cert::spki::SubjectPublicKeyInfoRef<'_>,
-        _issuer_spk: x509_cert::spki::SubjectPublicKeyInfoRef<'_>,
-        _tbs: &x509_cert::TbsCertificate,
-    ) -> x509_cert::builder::Result<Vec<Extension>> {
-        Ok(self.exts.clone())
-    }
-}
-
-fn private_key(name: &str) -> rsa::PrivateKey {
-    use rsa::pkcs8::DecodePrivateKey;
-    rsa::PrivateKey::from_pkcs8_pem(&std::fs::read_to_string(test_key_path(name)).unwrap()).unwrap()
-}
-
-fn time(t: i64) -> Time {
-    Time::try_from(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t as u64)).unwrap()
-}
-
-fn ext<T: Encode + AssociatedOid>(value: &T, critical: bool) -> Extension {
-    Extension { extn_id: T::OID, critical, extn_value: der::asn1::OctetString::new(value.to_der().unwrap()).unwrap() }
-}
-
-fn bc(ca: bool, path_len: Option<u8>) -> Extension {
-    ext(&BasicConstraints { ca, path_len_constraint: path_len }, true)
-}
-
-fn ku(usages: impl Into<der::flagset::FlagSet<KeyUsages>>) -> Extension {
-    ext(&KeyUsage(usages.into()), true)
-}
-
-fn tka_eku() -> Extension {
-    let arc: u128 = TKA_TOKEN_SIGNING_EKU.strip_prefix("2.25.").unwrap().parse().unwrap();
-    let mut groups = vec![(arc & 0x7f) as u8];
-    let mut n = arc >> 7;
-    while n > 0 {
-        groups.push(((n & 0x7f) as u8) | 0x80);
-        n >>= 7;
-    }
-    groups.reverse();
-    let mut oid = vec![0x06, (groups.len() + 1) as u8, 2 * 40 + 25];
-    oid.extend(groups);
-    let mut seq = vec![0x30, oid.len() as u8];
-    seq.extend(oid);
-    Extension { extn_id: ExtendedKeyUsage::OID, critical: false, extn_value: der::asn1::OctetString::new(seq).unwrap() }
-}
-
-fn unknown_critical() -> Extension {
-    Extension {
-        extn_id: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.55555.1.1"),
-        critical: true,
-        extn_value: der::asn1::OctetString::new(vec![0x05, 0x00]).unwrap(),
-    }
-}
-
-fn ca(path_len: Option<u8>) -> Vec<Extension> {
-    vec![bc(true, path_len), ku(KeyUsages::KeyCertSign | KeyUsages::CRLSign)]
-}
-
-fn leaf() -> Vec<Extension> {
-    vec![bc(false, None), ku(KeyUsages::DigitalSignature), tka_eku()]
-}
+// Certificate building (no profile checks): tests/common/rawcert.rs.
 
 /// A certificate for test key `key`, issued under `issuer_name` and signed by test key `signing_key`.
 fn cert(
@@ -140,14 +58,9 @@ fn cert(
     let n = Sha256::digest(format!("{subject}{key}{nb}{na}").as_bytes());
     let mut serial = n[..16].to_vec();
     serial[0] = (serial[0] & 0x7f) | 0x40;
-    let spki = SubjectPublicKeyInfoOwned::from_der(&tka::keys::spki_der(test_key(key).public_key())).unwrap();
     let profile =
         RawProfile { subject: Name::from_str(subject).unwrap(), issuer: Name::from_str(issuer_name).unwrap(), exts };
-    let builder =
-        CertificateBuilder::new(profile, SerialNumber::new(&serial).unwrap(), Validity::new(time(nb), time(na)), spki)
-            .unwrap();
-    let signing = rsa::pkcs1v15::SigningKey::<Sha256>::new(private_key(signing_key));
-    builder.build::<_, rsa::pkcs1v15::Signature>(&signing).unwrap().to_der().unwrap()
+    sign_cert(profile, SerialNumber::new(&serial).unwrap(), nb, na, key, signing_key)
 }
 
 const ROOT: &str = "CN=Diff Root,O=tka differential";

@@ -19,29 +19,22 @@
 mod common;
 
 use base64::Engine;
-use common::{machine, raw, test_key, test_key_path, DAY, NOW, PRODUCT};
-use const_oid::{AssociatedOid, ObjectIdentifier};
-use der::{Decode, Encode, EncodePem};
+use common::rawcert::{
+    self, bc, ca_exts, cert_under, crl_der, ext, ku, private_key, spki_of, tka_eku, unknown_critical,
+};
+use common::{hmac_sha256, machine, other_machine, test_key, DAY, NOW, PRODUCT};
+use der::{Decode, EncodePem};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::str::FromStr;
 use tka::keys::{SignatureAlgorithm, Signer};
-use tka::machine::{MachineIdentity, MatchRule};
-use tka::pki::TKA_TOKEN_SIGNING_EKU;
+use tka::machine::MatchRule;
 use tka::token::{Claims, TkaClaims};
-use x509_cert::builder::profile::BuilderProfile;
-use x509_cert::builder::{Builder, CertificateBuilder, CrlBuilder};
-use x509_cert::crl::RevokedCert;
-use x509_cert::ext::pkix::{
-    AuthorityKeyIdentifier, BasicConstraints, CrlNumber, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectKeyIdentifier,
-};
+use x509_cert::ext::pkix::{AuthorityKeyIdentifier, KeyUsages, SubjectKeyIdentifier};
 use x509_cert::ext::Extension;
-use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::SubjectPublicKeyInfoOwned;
-use x509_cert::time::{Time, Validity};
 use x509_cert::Certificate;
 
 const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -108,11 +101,6 @@ impl rsa::rand_core::TryRng for DetRng {
 
 impl rsa::rand_core::TryCryptoRng for DetRng {}
 
-fn private_key(name: &str) -> rsa::PrivateKey {
-    use rsa::pkcs8::DecodePrivateKey;
-    rsa::PrivateKey::from_pkcs8_pem(&std::fs::read_to_string(test_key_path(name)).unwrap()).unwrap()
-}
-
 /// Signs `input` with test key `key`: RS256 directly (deterministic), PS256
 /// with a salt derived from `label`.
 fn sign_with(key: &str, alg: SignatureAlgorithm, input: &[u8], label: &str) -> Vec<u8> {
@@ -127,10 +115,6 @@ fn sign_with(key: &str, alg: SignatureAlgorithm, input: &[u8], label: &str) -> V
 // ---------------------------------------------------------------------------
 // Fixture certificates.
 
-fn time(t: i64) -> Time {
-    Time::try_from(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t as u64)).unwrap()
-}
-
 fn serial(n: u8) -> SerialNumber {
     let mut b = [0u8; 16];
     b[0] = 0x40;
@@ -138,74 +122,10 @@ fn serial(n: u8) -> SerialNumber {
     SerialNumber::new(&b).unwrap()
 }
 
-struct RawProfile {
-    subject: Name,
-    issuer: Name,
-    exts: Vec<Extension>,
-}
-
-impl BuilderProfile for RawProfile {
-    fn get_issuer(&self, _subject: &Name) -> Name {
-        self.issuer.clone()
-    }
-    fn get_subject(&self) -> Name {
-        self.subject.clone()
-    }
-    fn build_extensions(
-        &self,
-        _spk: x509_cert::spki::SubjectPublicKeyInfoRef<'_>,
-        _issuer_spk: x509_cert::spki::SubjectPublicKeyInfoRef<'_>,
-        _tbs: &x509_cert::TbsCertificate,
-    ) -> x509_cert::builder::Result<Vec<Extension>> {
-        Ok(self.exts.clone())
-    }
-}
-
-fn spki_of(key: &str) -> Vec<u8> {
-    tka::keys::spki_der(test_key(key).public_key())
-}
-
 /// RFC 7093 §2 method 1, as tka's own builder computes it.
 fn key_id(key: &str) -> Vec<u8> {
     let spki = SubjectPublicKeyInfoOwned::from_der(&spki_of(key)).unwrap();
     Sha256::digest(spki.subject_public_key.raw_bytes())[..20].to_vec()
-}
-
-fn ext<T: Encode + AssociatedOid>(value: &T, critical: bool) -> Extension {
-    Extension { extn_id: T::OID, critical, extn_value: der::asn1::OctetString::new(value.to_der().unwrap()).unwrap() }
-}
-
-fn bc(ca: bool, path_len: Option<u8>) -> Extension {
-    ext(&BasicConstraints { ca, path_len_constraint: path_len }, true)
-}
-
-fn ku(usages: impl Into<der::flagset::FlagSet<KeyUsages>>) -> Extension {
-    ext(&KeyUsage(usages.into()), true)
-}
-
-/// `SEQUENCE { OID 2.25.<uuid> }`, encoded by hand (the arc is wider than const-oid's).
-fn tka_eku() -> Extension {
-    let arc: u128 = TKA_TOKEN_SIGNING_EKU.strip_prefix("2.25.").unwrap().parse().unwrap();
-    let mut groups = vec![(arc & 0x7f) as u8];
-    let mut n = arc >> 7;
-    while n > 0 {
-        groups.push(((n & 0x7f) as u8) | 0x80);
-        n >>= 7;
-    }
-    groups.reverse();
-    let mut oid = vec![0x06, (groups.len() + 1) as u8, 2 * 40 + 25];
-    oid.extend(groups);
-    let mut seq = vec![0x30, oid.len() as u8];
-    seq.extend(oid);
-    Extension { extn_id: ExtendedKeyUsage::OID, critical: false, extn_value: der::asn1::OctetString::new(seq).unwrap() }
-}
-
-fn unknown_critical() -> Extension {
-    Extension {
-        extn_id: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.55555.1.1"),
-        critical: true,
-        extn_value: der::asn1::OctetString::new(vec![0x05, 0x00]).unwrap(),
-    }
 }
 
 fn ids(subject_key: &str, issuer_key: &str) -> Vec<Extension> {
@@ -223,17 +143,17 @@ fn ids(subject_key: &str, issuer_key: &str) -> Vec<Extension> {
 
 /// tka's own profiles (what `tka ca` writes).
 fn root_exts(key: &str) -> Vec<Extension> {
-    let mut e = vec![bc(true, None), ku(KeyUsages::KeyCertSign | KeyUsages::CRLSign)];
+    let mut e = ca_exts(None);
     e.extend(ids(key, key));
     e
 }
 fn int_exts(key: &str, issuer_key: &str) -> Vec<Extension> {
-    let mut e = vec![bc(true, Some(0)), ku(KeyUsages::KeyCertSign | KeyUsages::CRLSign)];
+    let mut e = ca_exts(Some(0));
     e.extend(ids(key, issuer_key));
     e
 }
 fn signer_exts(key: &str, issuer_key: &str) -> Vec<Extension> {
-    let mut e = vec![bc(false, None), ku(KeyUsages::DigitalSignature), tka_eku()];
+    let mut e = rawcert::signer_exts();
     e.extend(ids(key, issuer_key));
     e
 }
@@ -251,17 +171,7 @@ struct CertSpec<'a> {
 }
 
 fn build_cert(s: CertSpec<'_>) -> Vec<u8> {
-    let subject = Name::from_str(s.subject).unwrap();
-    let issuer_name = match s.issuer {
-        None => subject.clone(),
-        Some((der, _)) => Certificate::from_der(der).unwrap().tbs_certificate().subject().clone(),
-    };
-    let signing = rsa::pkcs1v15::SigningKey::<Sha256>::new(private_key(s.issuer.map_or(s.key, |(_, k)| k)));
-    let spki = SubjectPublicKeyInfoOwned::from_der(&spki_of(s.key)).unwrap();
-    let profile = RawProfile { subject, issuer: issuer_name, exts: s.exts };
-    let builder =
-        CertificateBuilder::new(profile, serial(s.serial), Validity::new(time(s.nb), time(s.na)), spki).unwrap();
-    builder.build::<_, rsa::pkcs1v15::Signature>(&signing).unwrap().to_der().unwrap()
+    cert_under(s.subject, s.key, s.issuer, serial(s.serial), s.nb, s.na, s.exts)
 }
 
 /// The fixture PKI: name -> DER. Written to `tests/vectors/pki/<name>.pem`.
@@ -505,26 +415,7 @@ fn build_pki() -> Pki {
     });
 
     // CRLs from the issuing CA: one listing the signer, one forged with another key.
-    let crl = |serials: &[u8], key: &str| {
-        let issuer = Certificate::from_der(&int).unwrap();
-        let entries: Vec<RevokedCert> = serials
-            .iter()
-            .map(|n| RevokedCert {
-                serial_number: serial(*n),
-                revocation_date: time(NOW - DAY),
-                crl_entry_extensions: None,
-            })
-            .collect();
-        let signing = rsa::pkcs1v15::SigningKey::<Sha256>::new(private_key(key));
-        CrlBuilder::new_with_this_update(&issuer, CrlNumber::try_from(7u32).unwrap(), time(NOW - DAY))
-            .unwrap()
-            .with_next_update(Some(time(NOW + 30 * DAY)))
-            .with_certificates(entries.into_iter())
-            .build::<_, rsa::pkcs1v15::Signature>(&signing)
-            .unwrap()
-            .to_der()
-            .unwrap()
-    };
+    let crl = |serials: &[u8], key: &str| crl_der(&int, 7, serials.iter().map(|n| serial(*n)).collect(), key);
     let mut crls = BTreeMap::new();
     crls.insert("int-revokes-signer", crl(&[3], "intermediate"));
     crls.insert("int-revokes-signer-forged", crl(&[3], "other"));
@@ -716,15 +607,6 @@ fn on_machine(m: &str) -> Ctx {
 
 fn edit_tka(p: &mut Map<String, Value>, f: impl FnOnce(&mut Map<String, Value>)) {
     f(p.get_mut("tka").unwrap().as_object_mut().unwrap())
-}
-
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    let mut k = if key.len() > 64 { Sha256::digest(key).to_vec() } else { key.to_vec() };
-    k.resize(64, 0);
-    let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
-    let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
-    let inner = Sha256::new().chain_update(&ipad).chain_update(msg).finalize();
-    Sha256::new().chain_update(&opad).chain_update(inner).finalize().to_vec()
 }
 
 fn split(t: &str) -> (String, String, String) {
@@ -1675,7 +1557,7 @@ fn claims_tampering(g: &mut Gen) {
             "WrongMachine",
             "every bound component hash replaced by another machine's",
             Box::new(|p| {
-                let other = other_machine_for_vectors();
+                let other = other_machine();
                 edit_tka(p, |t| {
                     t.insert("components".into(), serde_json::to_value(other.components()).unwrap());
                 })
@@ -1768,19 +1650,6 @@ fn claims_tampering(g: &mut Gen) {
         Ctx { product: Some("other-product".into()), ..Ctx::default() },
         t,
     );
-}
-
-fn other_machine_for_vectors() -> MachineIdentity {
-    MachineIdentity::from_raw(
-        PRODUCT,
-        &raw(&[
-            ("mid", "99999999999999999999999999999999"),
-            ("dmi", "00000000-1111-2222-3333-444444444444"),
-            ("bsn", "ZZZ999"),
-            ("mac", "00:aa:bb:cc:dd:ee"),
-            ("rfs", "11111111-2222-3333-4444-555555555555"),
-        ]),
-    )
 }
 
 fn machines(g: &mut Gen) {

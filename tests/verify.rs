@@ -12,13 +12,13 @@
 
 mod common;
 use base64::Engine;
+use common::rawcert::*;
 use common::*;
-use const_oid::{AssociatedOid, ObjectIdentifier};
-use der::{Decode, Encode};
+use const_oid::ObjectIdentifier;
+use der::Decode;
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use std::collections::HashSet;
-use std::str::FromStr;
 use tka::jws::{MAX_JWS_SIZE, REVOCATION_TYP, TOKEN_TYP};
 use tka::keys::{SignatureAlgorithm, Signer, SoftwareKey};
 use tka::machine::{MachineIdentity, MatchRule};
@@ -27,15 +27,9 @@ use tka::request::ActivationRequest;
 use tka::token::{decode_unverified, issue_token, IssueOptions, TokenLifetime, TokenSigner};
 use tka::verify::{verify_token, MachineCheck, VerifiedToken, VerifyContext, IAT_SKEW_SECS};
 use tka::{Error, VerifyError};
-use x509_cert::builder::profile::BuilderProfile;
-use x509_cert::builder::{Builder, CertificateBuilder, CrlBuilder};
-use x509_cert::crl::RevokedCert;
-use x509_cert::ext::pkix::{BasicConstraints, CrlNumber, ExtendedKeyUsage, KeyUsage, KeyUsages};
+use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsages};
 use x509_cert::ext::Extension;
-use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
-use x509_cert::spki::SubjectPublicKeyInfoOwned;
-use x509_cert::time::{Time, Validity};
 use x509_cert::Certificate;
 
 fn signer_with(chain: Vec<Vec<u8>>, key: &str) -> TokenSigner {
@@ -224,59 +218,14 @@ fn serial_of(der: &[u8]) -> String {
     CertInfo::parse(der).unwrap().serial_hex
 }
 
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    let mut k = if key.len() > 64 { Sha256::digest(key).to_vec() } else { key.to_vec() };
-    k.resize(64, 0);
-    let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
-    let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
-    let inner = Sha256::new().chain_update(&ipad).chain_update(msg).finalize();
-    Sha256::new().chain_update(&opad).chain_update(inner).finalize().to_vec()
-}
-
 // ---------------------------------------------------------------------------
 // Certificates the library's builder refuses to make.
-
-fn private_key(name: &str) -> rsa::PrivateKey {
-    use rsa::pkcs8::DecodePrivateKey;
-    rsa::PrivateKey::from_pkcs8_pem(&std::fs::read_to_string(test_key_path(name)).unwrap()).unwrap()
-}
-
-fn pkcs1_signer(name: &str) -> rsa::pkcs1v15::SigningKey<Sha256> {
-    rsa::pkcs1v15::SigningKey::<Sha256>::new(private_key(name))
-}
-
-fn time(t: i64) -> Time {
-    Time::try_from(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t as u64)).unwrap()
-}
 
 fn random_serial() -> SerialNumber {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).unwrap();
     b[0] = (b[0] & 0x7f) | 0x40;
     SerialNumber::new(&b).unwrap()
-}
-
-struct RawProfile {
-    subject: Name,
-    issuer: Name,
-    exts: Vec<Extension>,
-}
-
-impl BuilderProfile for RawProfile {
-    fn get_issuer(&self, _subject: &Name) -> Name {
-        self.issuer.clone()
-    }
-    fn get_subject(&self) -> Name {
-        self.subject.clone()
-    }
-    fn build_extensions(
-        &self,
-        _spk: x509_cert::spki::SubjectPublicKeyInfoRef<'_>,
-        _issuer_spk: x509_cert::spki::SubjectPublicKeyInfoRef<'_>,
-        _tbs: &x509_cert::TbsCertificate,
-    ) -> x509_cert::builder::Result<Vec<Extension>> {
-        Ok(self.exts.clone())
-    }
 }
 
 /// A certificate for test key `key` with exactly the extensions `exts`,
@@ -291,43 +240,7 @@ fn raw_cert(
     na: i64,
     exts: Vec<Extension>,
 ) -> Vec<u8> {
-    let subject = Name::from_str(subject).unwrap();
-    let issuer_name = match issuer {
-        None => subject.clone(),
-        Some((der, _)) => Certificate::from_der(der).unwrap().tbs_certificate().subject().clone(),
-    };
-    let signing = pkcs1_signer(issuer.map_or(key, |(_, k)| k));
-    let spki = SubjectPublicKeyInfoOwned::from_der(&tka::keys::spki_der(test_key(key).public_key())).unwrap();
-    let profile = RawProfile { subject, issuer: issuer_name, exts };
-    let builder = CertificateBuilder::new(profile, random_serial(), Validity::new(time(nb), time(na)), spki).unwrap();
-    builder.build::<_, rsa::pkcs1v15::Signature>(&signing).unwrap().to_der().unwrap()
-}
-
-fn ext<T: Encode + AssociatedOid>(value: &T, critical: bool) -> Extension {
-    Extension { extn_id: T::OID, critical, extn_value: der::asn1::OctetString::new(value.to_der().unwrap()).unwrap() }
-}
-
-fn bc(ca: bool, path_len: Option<u8>) -> Extension {
-    ext(&BasicConstraints { ca, path_len_constraint: path_len }, true)
-}
-
-fn ku(usages: impl Into<der::flagset::FlagSet<KeyUsages>>) -> Extension {
-    ext(&KeyUsage(usages.into()), true)
-}
-
-/// The tka token-signing EKU extension, copied from the test signer (its
-/// UUID arc is too wide for const-oid).
-fn tka_eku() -> Extension {
-    let cert = Certificate::from_der(&pki().signer).unwrap();
-    cert.tbs_certificate().extensions().unwrap().iter().find(|e| e.extn_id == ExtendedKeyUsage::OID).unwrap().clone()
-}
-
-fn signer_exts() -> Vec<Extension> {
-    vec![bc(false, None), ku(KeyUsages::DigitalSignature), tka_eku()]
-}
-
-fn ca_exts(path_len: Option<u8>) -> Vec<Extension> {
-    vec![bc(true, path_len), ku(KeyUsages::KeyCertSign | KeyUsages::CRLSign)]
+    cert_under(subject, key, issuer, random_serial(), nb, na, exts)
 }
 
 /// A signer certificate under the test issuing CA with the given extensions.
@@ -337,22 +250,9 @@ fn raw_signer(subject: &str, exts: Vec<Extension>) -> Vec<u8> {
 
 /// A DER CRL from `issuer` (a DER CA certificate) listing `revoked`, signed by test key `key`.
 fn make_crl(issuer: &[u8], key: &str, revoked: &[&[u8]]) -> Crl {
-    let issuer = Certificate::from_der(issuer).unwrap();
-    let entries: Vec<RevokedCert> = revoked
-        .iter()
-        .map(|c| RevokedCert {
-            serial_number: Certificate::from_der(c).unwrap().tbs_certificate().serial_number().clone(),
-            revocation_date: time(NOW - DAY),
-            crl_entry_extensions: None,
-        })
-        .collect();
-    let crl = CrlBuilder::new_with_this_update(&issuer, CrlNumber::try_from(1u32).unwrap(), time(NOW - DAY))
-        .unwrap()
-        .with_next_update(Some(time(NOW + 30 * DAY)))
-        .with_certificates(entries.into_iter())
-        .build::<_, rsa::pkcs1v15::Signature>(&pkcs1_signer(key))
-        .unwrap();
-    Crl::parse(&crl.to_der().unwrap()).unwrap()
+    let serials =
+        revoked.iter().map(|c| Certificate::from_der(c).unwrap().tbs_certificate().serial_number().clone()).collect();
+    Crl::parse(&crl_der(issuer, 1, serials, key)).unwrap()
 }
 
 // ===========================================================================

@@ -1,7 +1,11 @@
 //! Shared test support: a PKI built at test time from the TEST-ONLY keys in
-//! certs/test/, at a fixed instant, and a fake machine.
+//! certs/test/, at a fixed instant, a fake machine, and (in `rawcert`)
+//! certificates and CRLs built by hand with no profile checks.
 #![allow(dead_code)]
 
+pub mod rawcert;
+
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use tka::keys::{Signer, SoftwareKey};
@@ -94,6 +98,16 @@ pub fn pki() -> &'static Pki {
         );
         Pki { root_key, int_key, signer_key, root, int, signer }
     })
+}
+
+/// HMAC-SHA256 (RFC 2104), for tokens forged with a public key used as an HMAC secret.
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let mut k = if key.len() > 64 { Sha256::digest(key).to_vec() } else { key.to_vec() };
+    k.resize(64, 0);
+    let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+    let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+    let inner = Sha256::new().chain_update(&ipad).chain_update(msg).finalize();
+    Sha256::new().chain_update(&opad).chain_update(inner).finalize().to_vec()
 }
 
 pub fn raw(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
