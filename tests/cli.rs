@@ -305,42 +305,28 @@ fn manual_pki_key_generate_ca_and_signer() {
         assert!(s.read(c).starts_with("-----BEGIN CERTIFICATE-----"), "{c}");
     }
     s.ok(&["request", "create", "--product", PRODUCT, "--out", "req.json"]);
-    s.ok(&[
-        "token",
-        "issue",
-        "--request",
-        "req.json",
-        "--signer-cert",
-        "signer.pem",
-        "--signer-key",
-        "signer.key",
-        "--chain",
-        "ca.pem",
-        "--days",
-        "30",
-        "--features",
-        "export,cloud",
-        "--out",
-        "token.jws",
-    ]);
+    let issue = |extra: &[&str]| {
+        let mut args = vec![
+            "token",
+            "issue",
+            "--request",
+            "req.json",
+            "--signer-cert",
+            "signer.pem",
+            "--signer-key",
+            "signer.key",
+        ];
+        args.extend_from_slice(extra);
+        s.ok(&args)
+    };
+    issue(&["--chain", "ca.pem", "--days", "30", "--features", "export,cloud", "--out", "token.jws"]);
     let v =
         s.ok(&["token", "verify", "token.jws", "--trust", "root.pem", "--product", PRODUCT, "--machine", "current"]);
     assert!(v.starts_with("valid\n"), "{v}");
     assert!(v.contains("features: export,cloud"), "{v}");
     assert!(v.contains("signer: CN=Manual Signer"), "{v}");
     // Without --chain the issuing CA is missing: the path cannot reach the root.
-    s.ok(&[
-        "token",
-        "issue",
-        "--request",
-        "req.json",
-        "--signer-cert",
-        "signer.pem",
-        "--signer-key",
-        "signer.key",
-        "--out",
-        "nochain.jws",
-    ]);
+    issue(&["--out", "nochain.jws"]);
     let r = s.tka(&["token", "verify", "nochain.jws", "--trust", "root.pem"]);
     assert_fails(&r, 1, "certificate chain does not lead to a trusted root");
 }
@@ -528,25 +514,8 @@ fn wrong_passphrase_is_a_usage_error() {
     assert!(!s.path("t.jws").exists());
     // Also from --passphrase-file, which wins over the environment.
     s.write("wrong.txt", "nope\n");
-    let r = s.tka(&[
-        "ca",
-        "root",
-        "--key",
-        "home/root.key",
-        "--subject",
-        "CN=x",
-        "--out",
-        "r.pem",
-        "--passphrase-file",
-        "wrong.txt",
-    ]);
-    assert_fails(&r, 2, "wrong passphrase for home/root.key");
-    assert!(r.2.contains("wrong passphrase"));
-    assert!(!s.path("r.pem").exists());
-    // The right one from a file works even with a wrong environment variable.
-    s.write("right.txt", format!("{PASS}\n"));
-    let r = run(s
-        .cmd(&[
+    let ca_root = |passphrase_file: &str| {
+        s.cmd(&[
             "ca",
             "root",
             "--key",
@@ -556,9 +525,16 @@ fn wrong_passphrase_is_a_usage_error() {
             "--out",
             "r.pem",
             "--passphrase-file",
-            "right.txt",
+            passphrase_file,
         ])
-        .env("TKA_PASSPHRASE", "not the passphrase"));
+    };
+    let r = run(&mut ca_root("wrong.txt"));
+    assert_fails(&r, 2, "wrong passphrase for home/root.key");
+    assert!(r.2.contains("wrong passphrase"));
+    assert!(!s.path("r.pem").exists());
+    // The right one from a file works even with a wrong environment variable.
+    s.write("right.txt", format!("{PASS}\n"));
+    let r = run(ca_root("right.txt").env("TKA_PASSPHRASE", "not the passphrase"));
     assert_eq!(r.0, 0, "{r:?}");
     assert_eq!(s.snapshot("home"), before);
 }

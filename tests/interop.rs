@@ -135,24 +135,16 @@ fn check_profiles(s: &Sandbox, dir: &str) {
 
 /// `openssl verify` of the signer through the issuing CA to the root.
 fn check_openssl_verify(s: &Sandbox, dir: &str) {
-    let mut c = s.command("openssl", &["verify", "-CAfile", "root.pem", "-untrusted", "ca.pem", "signer.pem"]);
-    c.current_dir(s.path(dir));
-    let r = run(&mut c);
+    let verify = |args: &[&str]| run(s.command("openssl", args).current_dir(s.path(dir)));
+    let r = verify(&["verify", "-CAfile", "root.pem", "-untrusted", "ca.pem", "signer.pem"]);
     assert_eq!((r.0, r.1.trim()), (0, "signer.pem: OK"), "{r:?}");
     // Strict X.509 checking and the intermediate on its own.
-    let mut c =
-        s.command("openssl", &["verify", "-x509_strict", "-CAfile", "root.pem", "-untrusted", "ca.pem", "signer.pem"]);
-    c.current_dir(s.path(dir));
-    let r = run(&mut c);
+    let r = verify(&["verify", "-x509_strict", "-CAfile", "root.pem", "-untrusted", "ca.pem", "signer.pem"]);
     assert_eq!((r.0, r.1.trim()), (0, "signer.pem: OK"), "{r:?}");
-    let mut c = s.command("openssl", &["verify", "-x509_strict", "-CAfile", "root.pem", "ca.pem"]);
-    c.current_dir(s.path(dir));
-    let r = run(&mut c);
+    let r = verify(&["verify", "-x509_strict", "-CAfile", "root.pem", "ca.pem"]);
     assert_eq!((r.0, r.1.trim()), (0, "ca.pem: OK"), "{r:?}");
     // Without the issuing CA the signer does not verify (the check is real).
-    let mut c = s.command("openssl", &["verify", "-CAfile", "root.pem", "signer.pem"]);
-    c.current_dir(s.path(dir));
-    assert_ne!(run(&mut c).0, 0);
+    assert_ne!(verify(&["verify", "-CAfile", "root.pem", "signer.pem"]).0, 0);
 }
 
 #[test]

@@ -90,18 +90,7 @@ fn crl_and_token_list_deactivate_exactly_what_they_should() {
 
     // The CRL: the issuing CA revokes the old signer.
     let revoke = format!("{old_signer_serial}:keyCompromise");
-    s.ok(&[
-        "crl",
-        "create",
-        "--ca-cert",
-        "home/ca.pem",
-        "--ca-key",
-        "home/ca.key",
-        "--revoke",
-        &revoke,
-        "--out",
-        "crl.pem",
-    ]);
+    s.crl_create("home/ca", &["--revoke", &revoke], "crl.pem");
     // `token verify --crl` uses it without installing it.
     let r = s.tka(&["token", "verify", "app1.jws", "--trust", "home/root.pem", "--crl", "crl.pem"]);
     assert_fails(&r, 1, "certificate CN=Example Token Signer");
@@ -116,18 +105,7 @@ fn crl_and_token_list_deactivate_exactly_what_they_should() {
     );
     // The wrong CA: another issuer's CA, with the same name, signs a CRL.
     s.issuer("evil", "Example");
-    s.ok(&[
-        "crl",
-        "create",
-        "--ca-cert",
-        "evil/ca.pem",
-        "--ca-key",
-        "evil/ca.key",
-        "--revoke",
-        &revoke,
-        "--out",
-        "evil-crl.pem",
-    ]);
+    s.crl_create("evil/ca", &["--revoke", &revoke], "evil-crl.pem");
     let r = s.tka(&["revocations", "import", "evil-crl.pem", "--ca-cert", "evil/ca.pem"]);
     assert_fails(
         &r,
@@ -147,18 +125,7 @@ fn crl_and_token_list_deactivate_exactly_what_they_should() {
     assert_eq!(s.active(), ["app2", "app3"]);
 
     // An older CRL (lower cRLNumber) from the same CA is a rollback.
-    s.ok(&[
-        "crl",
-        "create",
-        "--ca-cert",
-        "home/ca.pem",
-        "--ca-key",
-        "home/ca.key",
-        "--number",
-        "7",
-        "--out",
-        "old-crl.pem",
-    ]);
+    s.crl_create("home/ca", &["--number", "7"], "old-crl.pem");
     let before = s.store_snapshot();
     let r = s.tka(&["revocations", "import", "old-crl.pem", "--ca-cert", "home/ca.pem"]);
     assert_fails(&r, 1, "revocation list sequence 7 is older than the installed");
@@ -218,31 +185,9 @@ fn crls_verify_with_openssl_and_a_root_crl_revokes_the_issuing_ca() {
     s.activated("home", "app");
     let signer = s.serial_of("home/signer.pem");
     let ca = s.serial_of("home/ca.pem");
-    s.ok(&[
-        "crl",
-        "create",
-        "--ca-cert",
-        "home/ca.pem",
-        "--ca-key",
-        "home/ca.key",
-        "--revoke",
-        &signer,
-        "--out",
-        "ca-crl.pem",
-    ]);
+    s.crl_create("home/ca", &["--revoke", &signer], "ca-crl.pem");
     let revoke = format!("{ca}:cACompromise");
-    s.ok(&[
-        "crl",
-        "create",
-        "--ca-cert",
-        "home/root.pem",
-        "--ca-key",
-        "home/root.key",
-        "--revoke",
-        &revoke,
-        "--out",
-        "root-crl.pem",
-    ]);
+    s.crl_create("home/root", &["--revoke", &revoke], "root-crl.pem");
 
     if have_openssl() {
         let mut bundle = fs::read_to_string(s.path("home/ca.pem")).unwrap();
@@ -299,18 +244,7 @@ fn stale_revocation_data_warns_or_fails_with_require_fresh() {
     let s = Sandbox::with_machine(MACHINE_B);
     s.issuer("home", "Example");
     s.ok(&["trust", "add", "home/root.pem"]);
-    s.ok(&[
-        "crl",
-        "create",
-        "--ca-cert",
-        "home/root.pem",
-        "--ca-key",
-        "home/root.key",
-        "--next-update",
-        "1s",
-        "--out",
-        "crl.pem",
-    ]);
+    s.crl_create("home/root", &["--next-update", "1s"], "crl.pem");
     s.ok(&[
         "revocations",
         "create",

@@ -255,23 +255,19 @@ fn needs_renewal_answers_with_its_exit_code() {
     assert_eq!(s.tka(&["cert", "needs-renewal", signer, "--percent", "0"]).0, 2);
 }
 
+/// `tka ca renew --cert CERT --ca-cert CA_CERT --ca-key CA_KEY EXTRA...`
+fn renew_args<'a>(cert: &'a str, ca_cert: &'a str, ca_key: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["ca", "renew", "--cert", cert, "--ca-cert", ca_cert, "--ca-key", ca_key];
+    args.extend_from_slice(extra);
+    args
+}
+
 #[test]
 fn renew_keeps_the_key_and_rekey_changes_it() {
     let s = Sandbox::new();
     s.issuer("home");
     let old: Value = serde_json::from_str(&s.ok(&["cert", "inspect", "home/signer.pem", "--json"])).unwrap();
-    s.ok(&[
-        "ca",
-        "renew",
-        "--cert",
-        "home/signer.pem",
-        "--ca-cert",
-        "home/ca.pem",
-        "--ca-key",
-        "home/ca.key",
-        "--out",
-        "renewed.pem",
-    ]);
+    s.ok(&renew_args("home/signer.pem", "home/ca.pem", "home/ca.key", &["--out", "renewed.pem"]));
     let renewed: Value = serde_json::from_str(&s.ok(&["cert", "inspect", "renewed.pem", "--json"])).unwrap();
     assert_eq!(renewed["subject"], old["subject"]);
     assert_eq!(renewed["subject_key_id"], old["subject_key_id"], "same key");
@@ -301,46 +297,12 @@ fn renew_keeps_the_key_and_rekey_changes_it() {
     assert_eq!(rekeyed["role"], "CA");
     assert_ne!(rekeyed["subject_key_id"], ca["subject_key_id"], "new key");
     // A renewed certificate never outlives its issuer; an existing --out is not replaced.
-    let r = s.tka(&[
-        "ca",
-        "renew",
-        "--cert",
-        "home/signer.pem",
-        "--ca-cert",
-        "home/ca.pem",
-        "--ca-key",
-        "home/ca.key",
-        "--days",
-        "99999",
-        "--out",
-        "long.pem",
-    ]);
+    let r =
+        s.tka(&renew_args("home/signer.pem", "home/ca.pem", "home/ca.key", &["--days", "99999", "--out", "long.pem"]));
     assert_fails(&r, 2, "certificate would outlive its issuer");
-    let r = s.tka(&[
-        "ca",
-        "renew",
-        "--cert",
-        "home/root.pem",
-        "--ca-cert",
-        "home/root.pem",
-        "--ca-key",
-        "home/root.key",
-        "--out",
-        "r.pem",
-    ]);
+    let r = s.tka(&renew_args("home/root.pem", "home/root.pem", "home/root.key", &["--out", "r.pem"]));
     assert_fails(&r, 2, "CN=tka Root CA is a root certificate");
-    let r = s.tka(&[
-        "ca",
-        "renew",
-        "--cert",
-        "home/signer.pem",
-        "--ca-cert",
-        "home/ca.pem",
-        "--ca-key",
-        "home/ca.key",
-        "--out",
-        "renewed.pem",
-    ]);
+    let r = s.tka(&renew_args("home/signer.pem", "home/ca.pem", "home/ca.key", &["--out", "renewed.pem"]));
     assert_fails(&r, 2, "renewed.pem already exists");
 }
 
@@ -364,18 +326,7 @@ fn health_reports_what_expires_and_exits_1_when_action_is_needed() {
     assert!(signer["message"].as_str().unwrap().contains("too soon to cover a 180-day token"), "{signer}");
     // A stale CRL kept in home/crls/ needs action as well.
     fs::create_dir(s.path("home/crls")).unwrap();
-    s.ok(&[
-        "crl",
-        "create",
-        "--ca-cert",
-        "home/ca.pem",
-        "--ca-key",
-        "home/ca.key",
-        "--next-update",
-        "1d",
-        "--out",
-        "home/crls/ca.crl",
-    ]);
+    s.crl_create("home/ca", &["--next-update", "1d"], "home/crls/ca.crl");
     let r = s.tka(&["issuer", "health", "--home", "home", "--at", "2100-01-01"]);
     assert_eq!(r.0, 1, "{r:?}");
     assert!(r.1.lines().any(|l| l.starts_with("ACTION\tcrl\t")), "{r:?}");

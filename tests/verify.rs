@@ -188,6 +188,16 @@ fn resign(edit: impl FnOnce(&mut Map<String, Value>, &mut Map<String, Value>)) -
     forge(&h, &p, &pki().signer_key, SignatureAlgorithm::Ps256)
 }
 
+/// Rewrites a good token's header and payload JSON texts, then signs it
+/// again with the legitimate signer key (PS256): for JSON a `Map` cannot
+/// hold (duplicate keys, escaped names, non-objects).
+fn resign_text(edit: impl FnOnce(&mut String, &mut String)) -> String {
+    let (h, p, _) = decode_parts(&token());
+    let (mut h, mut p) = (serde_json::to_string(&h).unwrap(), serde_json::to_string(&p).unwrap());
+    edit(&mut h, &mut p);
+    sign_parts(&b64(h.as_bytes()), &b64(p.as_bytes()), &pki().signer_key, SignatureAlgorithm::Ps256)
+}
+
 /// Edits a good token's header and payload and keeps the original signature.
 fn tamper(token: &str, edit: impl FnOnce(&mut Map<String, Value>, &mut Map<String, Value>)) -> String {
     let (mut h, mut p, s) = decode_parts(token);
@@ -432,39 +442,30 @@ fn header_not_json_is_malformed() {
 #[test]
 fn duplicate_key_in_header_is_refused() {
     // A second "alg" that a lenient parser might let win.
-    let (h, p, _) = decode_parts(&token());
-    let json = serde_json::to_string(&h).unwrap();
-    let dup = format!("{{\"alg\":\"none\",{}", &json[1..]);
-    let t = sign_parts(&b64(dup.as_bytes()), &b64_json(&p), &pki().signer_key, SignatureAlgorithm::Ps256);
+    let t = resign_text(|h, _| *h = format!("{{\"alg\":\"none\",{}", &h[1..]));
     assert_eq!(err(&t), VerifyError::DuplicateKey { key: "alg".into() });
 }
 
 #[test]
 fn duplicate_key_spelled_with_escapes_is_refused() {
     // "\u0061lg" is "alg": a parser differential if only raw bytes were compared.
-    let (h, p, _) = decode_parts(&token());
-    let json = serde_json::to_string(&h).unwrap();
-    let dup = format!("{{\"\\u0061lg\":\"none\",{}", &json[1..]);
-    let t = sign_parts(&b64(dup.as_bytes()), &b64_json(&p), &pki().signer_key, SignatureAlgorithm::Ps256);
+    let t = resign_text(|h, _| *h = format!("{{\"\\u0061lg\":\"none\",{}", &h[1..]));
     assert_eq!(err(&t), VerifyError::DuplicateKey { key: "alg".into() });
 }
 
 #[test]
 fn duplicate_key_in_payload_is_refused() {
-    let (h, p, _) = decode_parts(&token());
-    let json = serde_json::to_string(&p).unwrap();
-    let dup = format!("{{\"aud\":\"other-product\",{}", &json[1..]);
-    let t = sign_parts(&b64_json(&h), &b64(dup.as_bytes()), &pki().signer_key, SignatureAlgorithm::Ps256);
+    let t = resign_text(|_, p| *p = format!("{{\"aud\":\"other-product\",{}", &p[1..]));
     assert_eq!(err(&t), VerifyError::DuplicateKey { key: "aud".into() });
 }
 
 #[test]
 fn duplicate_key_nested_in_tka_claims_is_refused() {
-    let (h, p, _) = decode_parts(&token());
-    let json = serde_json::to_string(&p).unwrap();
-    let dup = json.replacen("\"tka\":{", "\"tka\":{\"grace\":999999999,", 1);
-    assert_ne!(dup, json);
-    let t = sign_parts(&b64_json(&h), &b64(dup.as_bytes()), &pki().signer_key, SignatureAlgorithm::Ps256);
+    let t = resign_text(|_, p| {
+        let dup = p.replacen("\"tka\":{", "\"tka\":{\"grace\":999999999,", 1);
+        assert_ne!(&dup, p);
+        *p = dup;
+    });
     assert_eq!(err(&t), VerifyError::DuplicateKey { key: "grace".into() });
 }
 
@@ -760,11 +761,7 @@ fn x5c_oversized_certificate_is_bad_certificate() {
     // A signer certificate over the 16 KiB certificate limit (padded with a
     // large non-critical extension), in a token still under 64 KiB.
     let mut exts = signer_exts();
-    exts.push(Extension {
-        extn_id: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.55555.1.3"),
-        critical: false,
-        extn_value: der::asn1::OctetString::new(vec![0u8; tka::pki::MAX_CERT_SIZE]).unwrap(),
-    });
+    exts.push(unknown_ext("1.3.6.1.4.1.55555.1.3", false, vec![0u8; tka::pki::MAX_CERT_SIZE]));
     let c = raw_signer("CN=Big Signer,O=tka tests", exts);
     let t = token_for_chain(&[&c, &pki().int], &pki().signer_key);
     assert!(t.len() < MAX_JWS_SIZE);
@@ -1149,11 +1146,7 @@ fn path_len_one_allows_one_more_ca() {
 fn unknown_critical_extension_on_signer_is_refused() {
     let oid = "1.3.6.1.4.1.55555.1.2";
     let mut exts = signer_exts();
-    exts.push(Extension {
-        extn_id: ObjectIdentifier::new_unwrap(oid),
-        critical: true,
-        extn_value: der::asn1::OctetString::new(vec![0x05, 0x00]).unwrap(),
-    });
+    exts.push(unknown_ext(oid, true, vec![0x05, 0x00]));
     let c = raw_signer("CN=Crit Signer,O=tka tests", exts);
     let t = token_for_chain(&[&c, &pki().int], &pki().signer_key);
     assert_eq!(err(&t), VerifyError::UnknownCriticalExtension { subject: subject_of(&c), oid: oid.into() });
@@ -1162,11 +1155,7 @@ fn unknown_critical_extension_on_signer_is_refused() {
 #[test]
 fn unknown_non_critical_extension_on_signer_is_accepted() {
     let mut exts = signer_exts();
-    exts.push(Extension {
-        extn_id: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.55555.1.2"),
-        critical: false,
-        extn_value: der::asn1::OctetString::new(vec![0x05, 0x00]).unwrap(),
-    });
+    exts.push(unknown_ext("1.3.6.1.4.1.55555.1.2", false, vec![0x05, 0x00]));
     let c = raw_signer("CN=Noncrit Signer,O=tka tests", exts);
     verify(&token_for_chain(&[&c, &pki().int], &pki().signer_key)).unwrap();
 }
@@ -1175,28 +1164,23 @@ fn unknown_non_critical_extension_on_signer_is_accepted() {
 fn unknown_critical_extension_on_intermediate_is_refused() {
     let oid = "1.3.6.1.4.1.55555.9";
     let mut exts = ca_exts(Some(0));
-    exts.push(Extension {
-        extn_id: ObjectIdentifier::new_unwrap(oid),
-        critical: true,
-        extn_value: der::asn1::OctetString::new(vec![0x05, 0x00]).unwrap(),
-    });
+    exts.push(unknown_ext(oid, true, vec![0x05, 0x00]));
     let (int, signer) = chain_through("CN=Crit CA,O=tka tests", exts);
     let t = token_for_chain(&[&signer, &int], &pki().signer_key);
     assert_eq!(err(&t), VerifyError::UnknownCriticalExtension { subject: subject_of(&int), oid: oid.into() });
+}
+
+/// A signer certificate for `key` under the test issuing CA, made by the library's builder.
+fn signer_under_int(subject: &str, key: &SoftwareKey, nb: i64, na: i64) -> Vec<u8> {
+    let p = pki();
+    cert(CertKind::Signer, subject, key, Some((&p.int, &p.int_key)), nb, na)
 }
 
 #[test]
 fn rsa_1024_signer_is_weak_key() {
     let p = pki();
     let weak = test_key("weak1024");
-    let c = cert(
-        CertKind::Signer,
-        "CN=Weak Signer,O=tka tests",
-        &weak,
-        Some((&p.int, &p.int_key)),
-        NOW - DAY,
-        NOW + 300 * DAY,
-    );
+    let c = signer_under_int("CN=Weak Signer,O=tka tests", &weak, NOW - DAY, NOW + 300 * DAY);
     let t = token_for_chain(&[&c, &p.int], &weak);
     assert!(matches!(err(&t), VerifyError::WeakKey { ref subject, .. } if *subject == subject_of(&c)));
 }
@@ -1241,14 +1225,7 @@ fn rsa_2000_signer_is_weak_key() {
         use rsa::traits::PublicKeyParts;
         assert_eq!(weak.public_key().size(), 250, "a 2000-bit modulus");
     }
-    let c = cert(
-        CertKind::Signer,
-        "CN=2000-bit Signer,O=tka tests",
-        &weak,
-        Some((&p.int, &p.int_key)),
-        NOW - DAY,
-        NOW + 300 * DAY,
-    );
+    let c = signer_under_int("CN=2000-bit Signer,O=tka tests", &weak, NOW - DAY, NOW + 300 * DAY);
     let t = token_for_chain(&[&c, &p.int], &weak);
     assert!(matches!(err(&t), VerifyError::WeakKey { ref subject, .. } if *subject == subject_of(&c)));
 }
@@ -1257,14 +1234,7 @@ fn rsa_2000_signer_is_weak_key() {
 fn expired_signer_is_cert_expired() {
     let p = pki();
     let na = NOW - DAY;
-    let c = cert(
-        CertKind::Signer,
-        "CN=Expired Signer,O=tka tests",
-        &p.signer_key,
-        Some((&p.int, &p.int_key)),
-        NOW - 400 * DAY,
-        na,
-    );
+    let c = signer_under_int("CN=Expired Signer,O=tka tests", &p.signer_key, NOW - 400 * DAY, na);
     let opts = IssueOptions { lifetime: TokenLifetime::Days(30), ..Default::default() };
     let t = issue_token(&request(), &opts, &signer_with(vec![c.clone(), p.int.clone()], "signer"), NOW - 100 * DAY)
         .unwrap();
@@ -1287,65 +1257,43 @@ fn signer_valid_through_its_not_after_second() {
 fn not_yet_valid_signer_is_cert_not_yet_valid() {
     let p = pki();
     let nb = NOW + 10 * DAY;
-    let c = cert(
-        CertKind::Signer,
-        "CN=Future Signer,O=tka tests",
-        &p.signer_key,
-        Some((&p.int, &p.int_key)),
-        nb,
-        NOW + 300 * DAY,
-    );
+    let c = signer_under_int("CN=Future Signer,O=tka tests", &p.signer_key, nb, NOW + 300 * DAY);
     let opts = IssueOptions { lifetime: TokenLifetime::Days(30), ..Default::default() };
     let t = issue_token(&request(), &opts, &signer_with(vec![c.clone(), p.int.clone()], "signer"), nb + DAY).unwrap();
     assert_eq!(err(&t.text), VerifyError::CertNotYetValid { subject: subject_of(&c), not_before: nb, now: NOW });
 }
 
-#[test]
-fn expired_intermediate_is_cert_expired() {
+/// An issuing CA (test key "intermediate", under the test root) valid from
+/// `nb` to `na`, and a signer under it valid from 30 days ago for 300 days
+/// (it may outlive its issuer: the library's builder refuses to make one).
+fn dated_intermediate(int_subject: &str, signer_subject: &str, nb: i64, na: i64) -> (Vec<u8>, Vec<u8>) {
     let p = pki();
-    let na = NOW - DAY;
-    let int = raw_cert(
-        "CN=Old Issuing CA,O=tka tests",
-        "intermediate",
-        Some((&p.root, "root")),
-        NOW - 1000 * DAY,
-        na,
-        ca_exts(Some(0)),
-    );
-    // A signer that outlives its issuer (the library's builder refuses to make one).
+    let int = raw_cert(int_subject, "intermediate", Some((&p.root, "root")), nb, na, ca_exts(Some(0)));
     let s = raw_cert(
-        "CN=Outliving Signer,O=tka tests",
+        signer_subject,
         "signer",
         Some((&int, "intermediate")),
         NOW - 30 * DAY,
         NOW + 300 * DAY,
         signer_exts(),
     );
-    let t = token_for_chain(&[&s, &int], &p.signer_key);
+    (int, s)
+}
+
+#[test]
+fn expired_intermediate_is_cert_expired() {
+    let na = NOW - DAY;
+    let (int, s) =
+        dated_intermediate("CN=Old Issuing CA,O=tka tests", "CN=Outliving Signer,O=tka tests", NOW - 1000 * DAY, na);
+    let t = token_for_chain(&[&s, &int], &pki().signer_key);
     assert_eq!(err(&t), VerifyError::CertExpired { subject: subject_of(&int), not_after: na, now: NOW });
 }
 
 #[test]
 fn not_yet_valid_intermediate_is_cert_not_yet_valid() {
-    let p = pki();
     let nb = NOW + DAY;
-    let int = raw_cert(
-        "CN=Future CA,O=tka tests",
-        "intermediate",
-        Some((&p.root, "root")),
-        nb,
-        NOW + 1000 * DAY,
-        ca_exts(Some(0)),
-    );
-    let s = raw_cert(
-        "CN=Early Signer,O=tka tests",
-        "signer",
-        Some((&int, "intermediate")),
-        NOW - 30 * DAY,
-        NOW + 300 * DAY,
-        signer_exts(),
-    );
-    let t = token_for_chain(&[&s, &int], &p.signer_key);
+    let (int, s) = dated_intermediate("CN=Future CA,O=tka tests", "CN=Early Signer,O=tka tests", nb, NOW + 1000 * DAY);
+    let t = token_for_chain(&[&s, &int], &pki().signer_key);
     assert_eq!(err(&t), VerifyError::CertNotYetValid { subject: subject_of(&int), not_before: nb, now: NOW });
 }
 
@@ -1557,8 +1505,7 @@ fn claims_of_wrong_type_are_bad_claims() {
 
 #[test]
 fn payload_not_an_object_is_bad_claims() {
-    let (h, _, _) = decode_parts(&token());
-    let t = sign_parts(&b64_json(&h), &b64(b"[1,2,3]"), &pki().signer_key, SignatureAlgorithm::Ps256);
+    let t = resign_text(|_, p| *p = "[1,2,3]".into());
     assert!(matches!(err(&t), VerifyError::BadClaims { .. }));
 }
 

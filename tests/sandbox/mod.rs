@@ -221,6 +221,17 @@ impl Sandbox {
         snapshot(&self.path(rel))
     }
 
+    /// `tka crl create` by the CA whose certificate and key are `<ca>.pem`
+    /// and `<ca>.key` (e.g. `home/ca`), with `extra` options, into `out`.
+    #[track_caller]
+    pub fn crl_create(&self, ca: &str, extra: &[&str], out: &str) -> String {
+        let (cert, key) = (format!("{ca}.pem"), format!("{ca}.key"));
+        let mut args = vec!["crl", "create", "--ca-cert", &cert, "--ca-key", &key];
+        args.extend_from_slice(extra);
+        args.extend(["--out", out]);
+        self.ok(&args)
+    }
+
     /// An issuer home at `home/` (2048-bit keys) whose root the store trusts,
     /// and a request for `product` from this machine at `req-<product>.json`.
     #[track_caller]
