@@ -1,5 +1,10 @@
 //! RSA keys: generation, PKCS#8 files, passphrases, and the [`Signer`] seam.
 //!
+//! A key is named by a [`KeyRef`]: a PKCS#8 file or a `pkcs11:` URI (see
+//! [`crate::pkcs11`]); [`open_key`] opens either with what a [`KeyUnlock`]
+//! carries (passphrase, PIN), and [`NewKey`] generates one in memory or on
+//! a token.
+//!
 //! Private keys are PKCS#8 PEM files, encrypted (PBES2) unless the caller
 //! explicitly asks for plaintext. They are created with mode 0600, never
 //! replaced unless asked, and refused when group or others can read them.
@@ -48,9 +53,10 @@ impl SignatureAlgorithm {
     }
 }
 
-/// Something that can sign with an RSA private key: a key file today, a
-/// PKCS#11 token tomorrow. Everything that signs (certificates, tokens,
-/// revocation lists) goes through this trait.
+/// Something that can sign with an RSA private key: a key file
+/// ([`SoftwareKey`]) or a key on a PKCS#11 token (`pkcs11::Pkcs11Key`).
+/// Everything that signs (certificates, CRLs, tokens, revocation lists)
+/// goes through this trait.
 pub trait Signer: Send + Sync {
     /// The public half of the key.
     fn public_key(&self) -> &rsa::PublicKey;
