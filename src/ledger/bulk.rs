@@ -547,13 +547,59 @@ fn cmid_mismatch(req: &ActivationRequest) -> Option<String> {
     }
 }
 
-/// What planning decided for one item inside a transaction.
+/// What planning decided for one item. (Short-lived, one per item of a
+/// chunk: the size difference between variants does not matter.)
+#[allow(clippy::large_enum_variant)]
 enum Plan {
-    Existing { serial: String, text: String, expires: Option<i64>, counted: bool },
-    Sign { claims: Claims, new_seat: bool, counted: bool },
+    Existing {
+        serial: String,
+        text: String,
+        expires: Option<i64>,
+        counted: bool,
+    },
+    /// `text` is the token when it was signed ahead of the transaction.
+    Sign {
+        claims: Claims,
+        new_seat: bool,
+        counted: bool,
+        text: Option<Result<String>>,
+    },
     Refuse(String),
 }
 
+/// A token signed ahead of its transaction, from a plan made outside it.
+struct Presigned {
+    claims: Claims,
+    text: Result<String>,
+}
+
+/// What the signing thread is asked to sign for one chunk: per item, the
+/// claims and algorithm, or nothing.
+type SignJob = Vec<Option<(Claims, crate::keys::SignatureAlgorithm)>>;
+
+fn sign_claims(signer: &TokenSigner, claims: &Claims, alg: crate::keys::SignatureAlgorithm) -> Result<String> {
+    serde_json::to_value(claims)
+        .map_err(|e| Error::format("token claims", e))
+        .and_then(|v| signer.sign_payload(&v, TOKEN_TYP, alg))
+}
+
+/// Runs the batch as a pipeline of chunks. For each chunk:
+///
+/// 1. *plan ahead*: outside any transaction, decide from the ledger as it
+///    is which items will probably need a new token, and build their claims;
+/// 2. *sign*: a signing thread signs them on every core (rayon), while the
+///    main thread records the previous chunk;
+/// 3. *record*: one `BEGIN IMMEDIATE` transaction plans the chunk again, for
+///    real (seats, existing tokens, entitlement as it is now), takes each
+///    token signed ahead whose claims are still what the plan gives, signs
+///    in place whatever the plan needs and was not signed ahead, inserts
+///    the rows and commits;
+/// 4. after the commit, the chunk's token files go to a writer thread.
+///
+/// Signing ahead only ever wastes a signature (another process took the
+/// last seat or issued the same request meanwhile): what is recorded is
+/// decided inside the transaction, exactly as if everything were signed
+/// there.
 #[allow(clippy::too_many_arguments)]
 fn run(
     ledger: &mut Ledger,
@@ -566,16 +612,20 @@ fn run(
     progress: &(dyn Fn(u64) + Sync),
     report: &mut BatchReport,
 ) {
+    use std::sync::mpsc;
     let chunk = chunk.max(1);
-    let mut headers: HashMap<String, i64> = HashMap::new();
+    let mut chunks: Vec<Vec<Work>> = Vec::with_capacity(work.len().div_ceil(chunk));
     let mut rest = work.into_iter().peekable();
-    // Files are written by a second thread, after their chunk committed,
-    // while the next chunk is being signed.
-    let (tx, rx) = std::sync::mpsc::channel::<(usize, Vec<FileJob>)>();
+    while rest.peek().is_some() {
+        chunks.push(rest.by_ref().take(chunk).collect());
+    }
+    let mut headers: Vec<(String, i64)> = Vec::new();
+    // Files are written by a second thread, after their chunk committed.
+    let (file_tx, file_rx) = mpsc::channel::<(usize, Vec<FileJob>)>();
     let written = std::thread::scope(|scope| {
         let writer = scope.spawn(move || {
             let mut results = Vec::new();
-            for (n, jobs) in rx {
+            for (n, jobs) in file_rx {
                 results.extend(jobs.into_iter().map(|(s, p, text)| {
                     let r = write_token_file(&p, &text);
                     (s, p, r)
@@ -584,10 +634,41 @@ fn run(
             }
             results
         });
-        while rest.peek().is_some() {
-            let batch: Vec<Work> = rest.by_ref().take(chunk).collect();
+        let (job_tx, job_rx) = mpsc::channel::<SignJob>();
+        let (done_tx, done_rx) = mpsc::channel::<Vec<Option<Presigned>>>();
+        scope.spawn(move || {
+            for job in job_rx {
+                let signed: Vec<Option<Presigned>> = job
+                    .into_par_iter()
+                    .map(|o| {
+                        o.map(|(claims, alg)| {
+                            let text = sign_claims(signer, &claims, alg);
+                            Presigned { claims, text }
+                        })
+                    })
+                    .collect();
+                if done_tx.send(signed).is_err() {
+                    break;
+                }
+            }
+        });
+        // Entitlements as the planning ahead sees them, with the seats it
+        // expects this run to take: a batch larger than what is left of an
+        // entitlement does not sign tokens that would be refused.
+        let mut ahead_ents: HashMap<i64, Entitlement> = HashMap::new();
+        let submit = move |ledger: &Ledger, batch: &[Work], ents: &mut HashMap<i64, Entitlement>| {
+            let job = plan_ahead(ledger, batch, reissue, signer, now, ents);
+            let _ = job_tx.send(job);
+        };
+        const AHEAD: usize = 3;
+        for batch in chunks.iter().take(AHEAD) {
+            submit(ledger, batch, &mut ahead_ents);
+        }
+        for i in 0..chunks.len() {
+            let batch = &chunks[i];
             let slots: Vec<usize> = batch.iter().map(|w| w.slot).collect();
-            match run_chunk(ledger, &batch, reissue, signer, now, &mut headers) {
+            let presigned = done_rx.recv().unwrap_or_default();
+            match run_chunk(ledger, batch, reissue, signer, now, &mut headers, presigned) {
                 Ok(results) => {
                     for (w, r) in batch.iter().zip(results) {
                         let it = &mut report.items[w.slot];
@@ -602,20 +683,27 @@ fn run(
                         Some(dir) => file_jobs(dir, &slots, &mut report.items),
                         None => Vec::new(),
                     };
-                    let _ = tx.send((slots.len(), jobs));
+                    let _ = file_tx.send((slots.len(), jobs));
                 }
                 Err(e) => {
                     let why = format!("not issued: the run stopped: {e}");
-                    for s in slots.iter().copied().chain(rest.by_ref().map(|w| w.slot)) {
+                    for s in chunks[i..].iter().flatten().map(|w| w.slot) {
                         report.items[s].status = ItemStatus::Error;
                         report.items[s].reason = Some(why.clone());
                     }
                     report.aborted_reason = Some(e.to_string());
                     report.aborted = Some(e);
+                    break;
                 }
             }
+            if let Some(next) = chunks.get(i + AHEAD) {
+                submit(ledger, next, &mut ahead_ents);
+            }
         }
-        drop(tx);
+        // Stops the signing thread (after its current chunk, if the run stopped).
+        drop(submit);
+        drop(done_rx);
+        drop(file_tx);
         writer.join().expect("the file writer does not panic")
     });
     for (s, p, r) in written {
@@ -634,6 +722,30 @@ fn run(
     }
 }
 
+/// The signing job of a chunk: the items that planning, outside any
+/// transaction, expects to sign. A ledger error here only means nothing is
+/// signed ahead; the transaction reports it.
+fn plan_ahead(
+    ledger: &Ledger,
+    batch: &[Work],
+    reissue: bool,
+    signer: &TokenSigner,
+    now: i64,
+    ents: &mut HashMap<i64, Entitlement>,
+) -> SignJob {
+    match plan_batch(&ledger.conn, &ledger.path, batch, reissue, signer, now, ents, Vec::new()) {
+        Ok(plans) => plans
+            .into_iter()
+            .zip(batch)
+            .map(|(p, w)| match p {
+                Plan::Sign { claims, .. } => Some((claims, w.opts.alg)),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 type FileJob = (usize, PathBuf, String);
 
 struct Outcome {
@@ -644,14 +756,139 @@ struct Outcome {
     existing: bool,
 }
 
-/// One transaction: plan, sign in parallel, insert, commit.
+/// Decides every item of `batch` against the ledger as `conn` sees it:
+/// the existing token to return, the claims to sign (and whether the
+/// machine takes a new seat), or why it is refused. `ents` caches the
+/// entitlements read and counts the seats taken (`used`). A token in
+/// `presigned` (same position) is used when its claims carry what the plan
+/// gives (entitlement, features); otherwise fresh claims are built.
+#[allow(clippy::too_many_arguments)]
+fn plan_batch(
+    conn: &rusqlite::Connection,
+    path: &Path,
+    batch: &[Work],
+    reissue: bool,
+    signer: &TokenSigner,
+    now: i64,
+    ents: &mut HashMap<i64, Entitlement>,
+    mut presigned: Vec<Option<Presigned>>,
+) -> Result<Vec<Plan>> {
+    let dberr = |e| db_err(path, e);
+    let mut plans = Vec::with_capacity(batch.len());
+    let mut existing_st = conn
+        .prepare_cached(
+            "SELECT t.serial, h.header || '.' || t.body, t.expires FROM tokens t
+               JOIN jws_headers h ON h.id = t.header_id
+             WHERE t.request_digest = ?1 AND +t.entitlement_id IS ?2 AND t.released_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = t.serial)
+             ORDER BY t.issued_at DESC, t.serial LIMIT 1",
+        )
+        .map_err(dberr)?;
+    let mut seat_st = conn
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM seats WHERE entitlement_id = ?1 AND cmid = ?2)")
+        .map_err(dberr)?;
+    for (i, w) in batch.iter().enumerate() {
+        let ahead = presigned.get_mut(i).and_then(Option::take);
+        let ent = match w.entitlement {
+            None => None,
+            Some(id) => match ents.entry(id) {
+                std::collections::hash_map::Entry::Occupied(o) => Some(o.into_mut()),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let e = find_entitlement(conn, &id.to_string())
+                        .map_err(dberr)?
+                        .ok_or_else(|| Error::Usage(format!("entitlement {id} vanished from the ledger")))?;
+                    Some(v.insert(e))
+                }
+            },
+        };
+        if !reissue {
+            if let Some(d) = &w.digest {
+                let found: Option<(String, String, Option<i64>)> = existing_st
+                    .query_row(params![d, w.entitlement], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
+                    .map_err(dberr)?;
+                if let Some((serial, text, expires)) = found {
+                    plans.push(Plan::Existing { serial, text, expires, counted: ent.is_some() });
+                    continue;
+                }
+            }
+        }
+        let mut o = w.opts.clone();
+        o.serial = None;
+        o.entitlement = w.entitlement.map(|id| id.to_string());
+        if let Some(e) = &ent {
+            if o.features.is_empty() {
+                o.features = e.features.clone();
+            } else if let Some(f) = o.features.iter().find(|f| !e.features.contains(f)) {
+                plans.push(Plan::Refuse(format!(
+                    "feature {f:?} is not in {} (features: {})",
+                    e.label(),
+                    if e.features.is_empty() { "none".to_string() } else { e.features.join(",") }
+                )));
+                continue;
+            }
+        }
+        // Claims depend on the request, the options, the signer and `now`
+        // (the same for the whole run) and on the entitlement and features.
+        let ahead = ahead.filter(|p| p.claims.tka.features == o.features && p.claims.tka.entitlement == o.entitlement);
+        let (claims, text) = match ahead {
+            Some(p) => (p.claims, Some(p.text)),
+            None => match build_claims(&w.req, &o, signer.certificate(), now) {
+                Ok(c) => (c, None),
+                Err(e) => {
+                    plans.push(Plan::Refuse(e.to_string()));
+                    continue;
+                }
+            },
+        };
+        let Some(e) = ent else {
+            plans.push(Plan::Sign { claims, new_seat: false, counted: false, text });
+            continue;
+        };
+        if let Some(x) = e.expires {
+            if now >= x {
+                plans.push(Plan::Refuse(format!("{} expired at {}", e.label(), crate::clock::rfc3339(x))));
+                continue;
+            }
+            let until = claims.exp.map(|exp| exp + claims.tka.grace);
+            if until.is_none_or(|u| u > x) {
+                plans.push(Plan::Refuse(format!(
+                    "a token valid until {} would outlive {} (expires {}): issue shorter tokens (--days)",
+                    until.map(crate::clock::rfc3339).unwrap_or_else(|| "forever".into()),
+                    e.label(),
+                    crate::clock::rfc3339(x)
+                )));
+                continue;
+            }
+        }
+        let counted: bool = seat_st.query_row(params![e.id, w.req.cmid], |r| r.get(0)).map_err(dberr)?;
+        if counted {
+            plans.push(Plan::Sign { claims, new_seat: false, counted: true, text });
+        } else if e.used < e.machines {
+            e.used += 1;
+            plans.push(Plan::Sign { claims, new_seat: true, counted: true, text });
+        } else {
+            plans.push(Plan::Refuse(format!(
+                "{} is exhausted: all {} machines are counted ({} of {} used); release a machine or raise the count",
+                e.label(),
+                e.machines,
+                e.used,
+                e.machines
+            )));
+        }
+    }
+    Ok(plans)
+}
+
+/// One transaction: plan for real, sign what was not signed ahead, insert, commit.
 fn run_chunk(
     ledger: &mut Ledger,
     batch: &[Work],
     reissue: bool,
     signer: &TokenSigner,
     now: i64,
-    headers: &mut HashMap<String, i64>,
+    headers: &mut Vec<(String, i64)>,
+    presigned: Vec<Option<Presigned>>,
 ) -> Result<Vec<Outcome>> {
     let path = ledger.path.clone();
     let dberr = |e| db_err(&path, e);
@@ -659,118 +896,17 @@ fn run_chunk(
     let tx = ledger.write_tx()?;
     // Entitlements as they are now, inside the write lock.
     let mut ents: HashMap<i64, Entitlement> = HashMap::new();
-    let mut plans = Vec::with_capacity(batch.len());
-    {
-        let mut existing_st = tx
-            .prepare_cached(
-                "SELECT t.serial, h.header || '.' || t.body, t.expires FROM tokens t
-                   JOIN jws_headers h ON h.id = t.header_id
-                 WHERE t.request_digest = ?1 AND +t.entitlement_id IS ?2 AND t.released_at IS NULL
-                   AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = t.serial)
-                 ORDER BY t.issued_at DESC, t.serial LIMIT 1",
-            )
-            .map_err(dberr)?;
-        let mut seat_st = tx
-            .prepare_cached("SELECT EXISTS(SELECT 1 FROM seats WHERE entitlement_id = ?1 AND cmid = ?2)")
-            .map_err(dberr)?;
-        for w in batch {
-            let ent = match w.entitlement {
-                None => None,
-                Some(id) => match ents.entry(id) {
-                    std::collections::hash_map::Entry::Occupied(o) => Some(o.into_mut()),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        let e = find_entitlement(&tx, &id.to_string())
-                            .map_err(dberr)?
-                            .ok_or_else(|| Error::Usage(format!("entitlement {id} vanished from the ledger")))?;
-                        Some(v.insert(e))
-                    }
-                },
-            };
-            if !reissue {
-                if let Some(d) = &w.digest {
-                    let found: Option<(String, String, Option<i64>)> = existing_st
-                        .query_row(params![d, w.entitlement], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                        .optional()
-                        .map_err(dberr)?;
-                    if let Some((serial, text, expires)) = found {
-                        plans.push(Plan::Existing { serial, text, expires, counted: ent.is_some() });
-                        continue;
-                    }
-                }
+    let mut plans = plan_batch(&tx, &path, batch, reissue, signer, now, &mut ents, presigned)?;
+    // Whatever the plan needs and was not signed ahead is signed here, in
+    // parallel, inside the transaction: seats and rows commit together.
+    // (Only when there is any: the pool is busy signing the next chunk.)
+    if plans.iter().any(|p| matches!(p, Plan::Sign { text: None, .. })) {
+        plans.par_iter_mut().zip(batch.par_iter()).for_each(|(p, w)| {
+            if let Plan::Sign { claims, text: text @ None, .. } = p {
+                *text = Some(sign_claims(signer, claims, w.opts.alg));
             }
-            let mut o = w.opts.clone();
-            o.serial = None;
-            o.entitlement = w.entitlement.map(|id| id.to_string());
-            if let Some(e) = &ent {
-                if o.features.is_empty() {
-                    o.features = e.features.clone();
-                } else if let Some(f) = o.features.iter().find(|f| !e.features.contains(f)) {
-                    plans.push(Plan::Refuse(format!(
-                        "feature {f:?} is not in {} (features: {})",
-                        e.label(),
-                        if e.features.is_empty() { "none".to_string() } else { e.features.join(",") }
-                    )));
-                    continue;
-                }
-            }
-            let claims = match build_claims(&w.req, &o, signer.certificate(), now) {
-                Ok(c) => c,
-                Err(e) => {
-                    plans.push(Plan::Refuse(e.to_string()));
-                    continue;
-                }
-            };
-            let Some(e) = ent else {
-                plans.push(Plan::Sign { claims, new_seat: false, counted: false });
-                continue;
-            };
-            if let Some(x) = e.expires {
-                if now >= x {
-                    plans.push(Plan::Refuse(format!("{} expired at {}", e.label(), crate::clock::rfc3339(x))));
-                    continue;
-                }
-                let until = claims.exp.map(|exp| exp + claims.tka.grace);
-                if until.is_none_or(|u| u > x) {
-                    plans.push(Plan::Refuse(format!(
-                        "a token valid until {} would outlive {} (expires {}): issue shorter tokens (--days)",
-                        until.map(crate::clock::rfc3339).unwrap_or_else(|| "forever".into()),
-                        e.label(),
-                        crate::clock::rfc3339(x)
-                    )));
-                    continue;
-                }
-            }
-            let counted: bool = seat_st.query_row(params![e.id, w.req.cmid], |r| r.get(0)).map_err(dberr)?;
-            if counted {
-                plans.push(Plan::Sign { claims, new_seat: false, counted: true });
-            } else if e.used < e.machines {
-                e.used += 1;
-                plans.push(Plan::Sign { claims, new_seat: true, counted: true });
-            } else {
-                plans.push(Plan::Refuse(format!(
-                    "{} is exhausted: all {} machines are counted ({} of {} used); release a machine or raise the count",
-                    e.label(),
-                    e.machines,
-                    e.used,
-                    e.machines
-                )));
-            }
-        }
+        });
     }
-    // Sign in parallel, inside the transaction: seats and rows commit together.
-    let alg_of = |w: &Work| w.opts.alg;
-    let signed: Vec<Option<Result<String>>> = plans
-        .par_iter()
-        .zip(batch.par_iter())
-        .map(|(p, w)| match p {
-            Plan::Sign { claims, .. } => Some(
-                serde_json::to_value(claims)
-                    .map_err(|e| Error::format("token claims", e))
-                    .and_then(|v| signer.sign_payload(&v, TOKEN_TYP, alg_of(w))),
-            ),
-            _ => None,
-        })
-        .collect();
     let mut outcomes = Vec::with_capacity(batch.len());
     {
         let mut ins_token = tx
@@ -784,16 +920,16 @@ fn run_chunk(
             .prepare_cached("INSERT INTO seats (entitlement_id, cmid, counted_at) VALUES (?1, ?2, ?3)")
             .map_err(dberr)?;
         let mut taken: HashMap<i64, i64> = HashMap::new();
-        for ((plan, sig), w) in plans.into_iter().zip(signed).zip(batch) {
-            let outcome = match (plan, sig) {
-                (Plan::Refuse(why), _) => Outcome {
+        for (plan, w) in plans.into_iter().zip(batch) {
+            let outcome = match plan {
+                Plan::Refuse(why) => Outcome {
                     status: ItemStatus::Refused,
                     reason: Some(why),
                     issued: None,
                     seat: None,
                     existing: false,
                 },
-                (Plan::Existing { serial, text, expires, counted }, _) => Outcome {
+                Plan::Existing { serial, text, expires, counted } => Outcome {
                     status: ItemStatus::Ok,
                     reason: None,
                     issued: Some(IssuedItem {
@@ -806,24 +942,24 @@ fn run_chunk(
                     seat: counted.then_some(Seat::Counted),
                     existing: true,
                 },
-                (Plan::Sign { .. }, Some(Err(e))) => Outcome {
+                Plan::Sign { text: Some(Err(e)), .. } => Outcome {
                     status: ItemStatus::Error,
                     reason: Some(format!("signing failed: {e}")),
                     issued: None,
                     seat: None,
                     existing: false,
                 },
-                (Plan::Sign { claims, new_seat, counted }, Some(Ok(text))) => {
+                Plan::Sign { claims, new_seat, counted, text: Some(Ok(text)) } => {
                     let (header, body) = text.split_once('.').expect("a JWS has dots");
-                    let header_id = match headers.get(header) {
-                        Some(id) => *id,
+                    let header_id = match headers.iter().find(|(h, _)| h == header) {
+                        Some((_, id)) => *id,
                         None => {
                             tx.execute("INSERT OR IGNORE INTO jws_headers (header) VALUES (?1)", [header])
                                 .map_err(dberr)?;
                             let id: i64 = tx
                                 .query_row("SELECT id FROM jws_headers WHERE header = ?1", [header], |r| r.get(0))
                                 .map_err(dberr)?;
-                            headers.insert(header.to_string(), id);
+                            headers.push((header.to_string(), id));
                             id
                         }
                     };
@@ -865,7 +1001,7 @@ fn run_chunk(
                         existing: false,
                     }
                 }
-                (Plan::Sign { .. }, None) => unreachable!("every Sign plan was signed"),
+                Plan::Sign { text: None, .. } => unreachable!("every Sign plan was signed"),
             };
             outcomes.push(outcome);
         }
@@ -973,10 +1109,40 @@ pub struct BundleLine {
 }
 
 /// Writes [`bundle_text`] to `path` atomically and durably (replacing an
-/// earlier bundle of the same batch).
+/// earlier bundle of the same batch): a temporary file in the same
+/// directory, written through a buffer, fsynced, renamed, and the directory
+/// fsynced.
 pub fn write_bundle(path: &Path, report: &BatchReport) -> Result<()> {
-    crate::fsutil::write_atomic(path, bundle_text(report).as_bytes(), 0o644, crate::fsutil::Overwrite::Replace)
-        .map_err(|e| Error::io(path, e))
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut rnd = [0u8; 6];
+    getrandom::fill(&mut rnd).expect("operating system random number generator");
+    let tmp = dir.join(format!(".{name}.{}.tmp", hex(&rnd)));
+    let result = (|| {
+        let f = crate::fsutil::create_new_with_mode(&tmp, 0o644)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        let mut line = String::new();
+        for it in report.items.iter().filter(|i| i.status == ItemStatus::Ok) {
+            if let Some(i) = &it.issued {
+                line.clear();
+                push_bundle_line(&mut line, i);
+                w.write_all(line.as_bytes())?;
+            }
+        }
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        crate::fsutil::sync_dir(&dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| Error::io(path, e))
 }
 
 /// The bundle of a batch run without an output directory: one JSON line per
@@ -985,15 +1151,65 @@ pub fn bundle_text(report: &BatchReport) -> String {
     let mut out = String::new();
     for it in report.items.iter().filter(|i| i.status == ItemStatus::Ok) {
         if let Some(i) = &it.issued {
-            let line = BundleLine {
-                product: i.product.clone(),
-                cmid: i.cmid.clone(),
-                serial: i.serial.clone(),
-                token: i.text.clone(),
-            };
-            out += &serde_json::to_string(&line).expect("a bundle line serializes");
-            out.push('\n');
+            push_bundle_line(&mut out, i);
         }
     }
     out
+}
+
+/// Appends the [`BundleLine`] of `i` and a newline, as `serde_json` writes
+/// it. A JWS compact text is base64url and dots, which JSON never escapes,
+/// so the (large) token goes in as it is; anything else takes the general path.
+fn push_bundle_line(out: &mut String, i: &IssuedItem) {
+    let json = |s: &str| serde_json::to_string(s).expect("a string serializes");
+    if i.text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+        out.push_str("{\"product\":");
+        out.push_str(&json(&i.product));
+        out.push_str(",\"cmid\":");
+        out.push_str(&json(&i.cmid));
+        out.push_str(",\"serial\":");
+        out.push_str(&json(&i.serial));
+        out.push_str(",\"token\":\"");
+        out.push_str(&i.text);
+        out.push_str("\"}");
+    } else {
+        let line = BundleLine {
+            product: i.product.clone(),
+            cmid: i.cmid.clone(),
+            serial: i.serial.clone(),
+            token: i.text.clone(),
+        };
+        out.push_str(&serde_json::to_string(&line).expect("a bundle line serializes"));
+    }
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast bundle line is exactly what `serde_json` writes for a [`BundleLine`].
+    #[test]
+    fn bundle_line_is_serde_json() {
+        for (product, cmid, text) in [
+            ("bench", "AB12-cd", "eyJh.eyJi.c2ln-_"),
+            ("we\"ird\\é\u{1}", "c\nmid", "eyJh.eyJi.c2ln"),
+            ("p", "c", "not \"plain\" token\n"),
+            ("p", "c", ""),
+        ] {
+            let i = IssuedItem {
+                serial: "0123abcd".into(),
+                text: text.into(),
+                product: product.into(),
+                cmid: cmid.into(),
+                expires: None,
+            };
+            let mut fast = String::new();
+            push_bundle_line(&mut fast, &i);
+            let line =
+                BundleLine { product: product.into(), cmid: cmid.into(), serial: i.serial.clone(), token: text.into() };
+            assert_eq!(fast, serde_json::to_string(&line).unwrap() + "\n");
+            assert_eq!(serde_json::from_str::<BundleLine>(fast.trim_end()).unwrap(), line);
+        }
+    }
 }
