@@ -214,7 +214,13 @@ pub fn request_digest(req: &ActivationRequest) -> String {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(DIGITS[usize::from(x >> 4)] as char);
+        s.push(DIGITS[usize::from(x & 15)] as char);
+    }
+    s
 }
 
 /// Reads every regular, non-hidden file in `dir` (sorted by name) as one request.
@@ -343,7 +349,10 @@ pub fn issue_batch(
     let mut work = Vec::new();
     let mut by_digest: HashMap<String, usize> = HashMap::new();
     let mut by_machine: HashMap<(String, String), usize> = HashMap::new();
-    for (slot, input) in inputs.into_iter().enumerate() {
+    // The digests and CMID checks, on every core.
+    let checked: Vec<Option<(String, Option<String>)>> =
+        inputs.par_iter().map(|i| i.request.as_ref().ok().map(|r| (request_digest(r), cmid_mismatch(r)))).collect();
+    for ((slot, input), checked) in inputs.into_iter().enumerate().zip(checked) {
         let mut item = blank_item(slot, input.source);
         let refuse = |item: &mut ItemReport, why: String| {
             item.status = ItemStatus::Refused;
@@ -353,7 +362,7 @@ pub fn issue_batch(
             Err(why) => refuse(&mut item, why),
             Ok(req) => {
                 item.cmid = Some(req.cmid.clone());
-                let digest = request_digest(&req);
+                let (digest, mismatch) = checked.expect("checked with its request");
                 if let Some(e) = ent.as_ref().filter(|e| e.product != req.product) {
                     refuse(
                         &mut item,
@@ -364,7 +373,7 @@ pub fn issue_batch(
                             e.product
                         ),
                     );
-                } else if let Some(why) = cmid_mismatch(&req) {
+                } else if let Some(why) = mismatch {
                     refuse(&mut item, why);
                 } else if let Some(first) = by_digest.get(&digest) {
                     refuse(&mut item, format!("duplicate: the same request as item {}", first + 1));
@@ -613,11 +622,10 @@ fn run(
     report: &mut BatchReport,
 ) {
     use std::sync::mpsc;
-    let chunk = chunk.max(1);
-    let mut chunks: Vec<Vec<Work>> = Vec::with_capacity(work.len().div_ceil(chunk));
-    let mut rest = work.into_iter().peekable();
-    while rest.peek().is_some() {
-        chunks.push(rest.by_ref().take(chunk).collect());
+    let mut chunks: Vec<Vec<Work>> = Vec::new();
+    let mut rest = work.into_iter();
+    for n in chunk_sizes(rest.len(), chunk) {
+        chunks.push(rest.by_ref().take(n).collect());
     }
     let mut headers: Vec<(String, i64)> = Vec::new();
     let mut tuning = BulkTuning::apply(ledger);
@@ -739,6 +747,33 @@ fn run(
     }
 }
 
+/// How `total` items are cut into transactions of at most `chunk`: a small
+/// first one, so that signing starts early, full ones, then the last full
+/// one cut in halves (down to 32 items), so that little is left to record
+/// once the last signature is made.
+fn chunk_sizes(total: usize, chunk: usize) -> Vec<usize> {
+    const SMALL: usize = 64;
+    let chunk = chunk.max(1);
+    let mut sizes = Vec::with_capacity(total / chunk + 8);
+    let mut left = total;
+    if left > chunk {
+        sizes.push(SMALL.min(chunk));
+        left -= SMALL.min(chunk);
+    }
+    while left > 0 {
+        let n = if left > chunk {
+            chunk
+        } else if left >= 2 * (SMALL / 2) {
+            left / 2
+        } else {
+            left
+        };
+        sizes.push(n);
+        left -= n;
+    }
+    sizes
+}
+
 /// Connection settings for the length of a bulk run, restored after it.
 ///
 /// - `cache_size` of at least 64 MiB: the pages planning reads (request
@@ -809,7 +844,12 @@ fn plan_ahead(
     now: i64,
     ents: &mut HashMap<i64, Entitlement>,
 ) -> SignJob {
-    match plan_batch(&ledger.conn, &ledger.path, batch, reissue, signer, now, ents, Vec::new()) {
+    // One read transaction (one snapshot, one lock) for the whole chunk;
+    // dropped, it rolls back: nothing is written here.
+    let Ok(read) = ledger.conn.unchecked_transaction() else {
+        return Vec::new();
+    };
+    match plan_batch(&read, &ledger.path, batch, reissue, signer, now, ents, Vec::new()) {
         Ok(plans) => plans
             .into_iter()
             .zip(batch)
@@ -1189,8 +1229,7 @@ pub struct BundleLine {
 
 /// Writes [`bundle_text`] to `path` atomically and durably (replacing an
 /// earlier bundle of the same batch): a temporary file in the same
-/// directory, written through a buffer, fsynced, renamed, and the directory
-/// fsynced.
+/// directory, fsynced, renamed, and the directory fsynced.
 pub fn write_bundle(path: &Path, report: &BatchReport) -> Result<()> {
     use std::io::Write;
     let dir = match path.parent() {
@@ -1202,17 +1241,25 @@ pub fn write_bundle(path: &Path, report: &BatchReport) -> Result<()> {
     getrandom::fill(&mut rnd).expect("operating system random number generator");
     let tmp = dir.join(format!(".{name}.{}.tmp", hex(&rnd)));
     let result = (|| {
-        let f = crate::fsutil::create_new_with_mode(&tmp, 0o644)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        let mut line = String::new();
-        for it in report.items.iter().filter(|i| i.status == ItemStatus::Ok) {
-            if let Some(i) = &it.issued {
-                line.clear();
-                push_bundle_line(&mut line, i);
-                w.write_all(line.as_bytes())?;
-            }
+        let mut f = crate::fsutil::create_new_with_mode(&tmp, 0o644)?;
+        // Lines are formatted on every core, a thousand items per piece,
+        // and written in order.
+        let pieces: Vec<String> = report
+            .items
+            .par_chunks(1024)
+            .map(|items| {
+                let mut piece = String::new();
+                for it in items.iter().filter(|i| i.status == ItemStatus::Ok) {
+                    if let Some(i) = &it.issued {
+                        push_bundle_line(&mut piece, i);
+                    }
+                }
+                piece
+            })
+            .collect();
+        for piece in &pieces {
+            f.write_all(piece.as_bytes())?;
         }
-        let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, path)?;
@@ -1241,7 +1288,11 @@ pub fn bundle_text(report: &BatchReport) -> String {
 /// so the (large) token goes in as it is; anything else takes the general path.
 fn push_bundle_line(out: &mut String, i: &IssuedItem) {
     let json = |s: &str| serde_json::to_string(s).expect("a string serializes");
-    if i.text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+    // Checked 64 bytes at a time without branching, so that it vectorizes.
+    let plain = i.text.as_bytes().chunks(64).all(|c| {
+        c.iter().fold(true, |ok, &b| ok & (b.is_ascii_alphanumeric() | (b == b'-') | (b == b'_') | (b == b'.')))
+    });
+    if plain {
         out.push_str("{\"product\":");
         out.push_str(&json(&i.product));
         out.push_str(",\"cmid\":");
@@ -1266,6 +1317,19 @@ fn push_bundle_line(out: &mut String, i: &IssuedItem) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_cover_the_batch_and_respect_the_limit() {
+        for total in [0, 1, 2, 63, 64, 65, 100, 511, 512, 513, 1000, 10_000] {
+            for chunk in [1, 2, 64, 100, 512] {
+                let sizes = chunk_sizes(total, chunk);
+                assert_eq!(sizes.iter().sum::<usize>(), total, "{total} / {chunk}");
+                assert!(sizes.iter().all(|&n| n >= 1 && n <= chunk), "{total} / {chunk}: {sizes:?}");
+            }
+        }
+        assert_eq!(chunk_sizes(10_000, 512)[0], 64);
+        assert!(*chunk_sizes(10_000, 512).last().unwrap() <= 64);
+    }
 
     /// The fast bundle line is exactly what `serde_json` writes for a [`BundleLine`].
     #[test]
