@@ -55,8 +55,11 @@ fresh_ledger() {
     "$TKA" entitlement add --ledger "$1" --product bench --machines 5000000 --name bench >/dev/null
 }
 
-# issue_run LEDGER OUTPUT-FLAG PATH: prints tokens/s of one issue-bulk run
+# issue_run LEDGER OUTPUT-FLAG PATH: prints tokens/s of one issue-bulk run.
+# `sync` first (untimed): the previous run's files still being written back
+# by the kernel are not this run's work.
 issue_run() {
+    sync
     t0=$(now)
     "$TKA" token issue-bulk --home "$work/home" --ledger "$1" --entitlement bench \
         --requests-file "$work/reqs.txt" "$2" "$3" --quiet >/dev/null

@@ -2,15 +2,23 @@
 //! parallel, recorded in batched transactions, written as token files.
 //!
 //! Each chunk of items is one `BEGIN IMMEDIATE` transaction: the seats are
-//! checked and taken, the tokens signed (in parallel across all cores) and
-//! their rows inserted, then the transaction commits. Only **after** the
-//! commit are the chunk's token files written. So:
+//! checked and taken and the tokens' rows inserted, then the transaction
+//! commits. Only **after** the commit are the chunk's token files written.
+//! Signing is pipelined: while chunk *n* is recorded, a signing thread
+//! signs chunk *n+1* on every core from a plan made *ahead*, outside any
+//! transaction. The transaction then plans the chunk again, for real, and
+//! takes a token signed ahead only if its claims are what that plan gives;
+//! whatever else the plan needs is signed inside the transaction. Signing
+//! ahead can waste a signature (another process took the last seat or
+//! issued the same request meanwhile), never record one the transaction
+//! did not decide. So:
 //!
 //! - **No token file without its ledger row.** A crash, a full disk or a
 //!   failed commit can leave committed rows whose files are missing (or, after
 //!   a power failure, empty), never a file whose token the ledger does not
 //!   know. Running the same batch again writes the missing files from the
-//!   ledger (the same tokens) and consumes nothing.
+//!   ledger (the same tokens) and consumes nothing. A token signed ahead and
+//!   never recorded is only lost work: it was never written anywhere.
 //! - **Counts are exact under concurrency.** Seats are counted inside the
 //!   write transaction, so two processes on one ledger never exceed an
 //!   entitlement's count; serials are the primary key, never duplicated.
@@ -338,13 +346,39 @@ pub fn issue_batch(
     out: Option<&Path>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BatchReport> {
+    issue_batch_to(ledger, inputs, opts, signer, now, out.map_or(Output::Nothing, Output::Dir), progress)
+}
+
+/// Where a batch writes its tokens.
+#[derive(Debug, Clone, Copy)]
+pub enum Output<'a> {
+    /// Nowhere: the tokens are in the report.
+    Nothing,
+    /// `<dir>/<product>_<cmid>.jws`, one file per token.
+    Dir(&'a Path),
+    /// One bundle (JSON Lines, see [`BundleLine`]), written as the chunks
+    /// commit and then made durable and put in place atomically, as
+    /// [`write_bundle`] writes it. A failure to write it is returned as
+    /// the batch's error (the rows committed stay committed; the same batch
+    /// run again returns the same tokens).
+    Bundle(&'a Path),
+}
+
+/// [`issue_batch`] with any [`Output`].
+pub fn issue_batch_to(
+    ledger: &mut Ledger,
+    inputs: Vec<BatchInput>,
+    opts: &BatchOptions,
+    signer: &TokenSigner,
+    now: i64,
+    output: Output<'_>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<BatchReport> {
+    let (out, bundle) = prepare_output(output)?;
     let ent = match &opts.entitlement {
         Some(sel) => Some(ledger.entitlement(sel)?),
         None => None,
     };
-    if let Some(dir) = out {
-        prepare_out_dir(dir)?;
-    }
     let mut items = Vec::with_capacity(inputs.len());
     let mut work = Vec::new();
     let mut by_digest: HashMap<String, usize> = HashMap::new();
@@ -404,9 +438,21 @@ pub fn issue_batch(
     if refused_early > 0 {
         progress(refused_early as u64);
     }
-    run(ledger, work, opts.reissue, opts.chunk, signer, now, out, progress, &mut report);
+    let bundled = run(ledger, work, opts.reissue, opts.chunk, signer, now, out, bundle, progress, &mut report);
     report.tally();
-    Ok(report)
+    bundled.map(|()| report)
+}
+
+/// The output directory (prepared) and the bundle (its temporary file created).
+fn prepare_output(output: Output<'_>) -> Result<(Option<&Path>, Option<BundleFile>)> {
+    Ok(match output {
+        Output::Nothing => (None, None),
+        Output::Dir(dir) => {
+            prepare_out_dir(dir)?;
+            (Some(dir), None)
+        }
+        Output::Bundle(path) => (None, Some(BundleFile::create(path).map_err(|e| Error::io(path, e))?)),
+    })
 }
 
 /// Which tokens [`renew_batch`] renews.
@@ -441,13 +487,23 @@ pub fn renew_batch(
     out: Option<&Path>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BatchReport> {
+    renew_batch_to(ledger, opts, signer, now, out.map_or(Output::Nothing, Output::Dir), progress)
+}
+
+/// [`renew_batch`] with any [`Output`].
+pub fn renew_batch_to(
+    ledger: &mut Ledger,
+    opts: &RenewOptions,
+    signer: &TokenSigner,
+    now: i64,
+    output: Output<'_>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<BatchReport> {
     let ent_filter = match &opts.entitlement {
         Some(sel) => Some(ledger.entitlement(sel)?.id),
         None => None,
     };
-    if let Some(dir) = out {
-        prepare_out_dir(dir)?;
-    }
+    let (out, bundle) = prepare_output(output)?;
     let due = ledger.renewal_due(now.saturating_add(opts.within), ent_filter, opts.product.as_deref())?;
     let mut items = Vec::with_capacity(due.len());
     let mut work = Vec::new();
@@ -499,9 +555,9 @@ pub fn renew_batch(
         items.push(item);
     }
     let mut report = BatchReport::new(ent_filter, items);
-    run(ledger, work, true, opts.chunk, signer, now, out, progress, &mut report);
+    let bundled = run(ledger, work, true, opts.chunk, signer, now, out, bundle, progress, &mut report);
     report.tally();
-    Ok(report)
+    bundled.map(|()| report)
 }
 
 impl Ledger {
@@ -618,9 +674,10 @@ fn run(
     signer: &TokenSigner,
     now: i64,
     out: Option<&Path>,
+    bundle: Option<BundleFile>,
     progress: &(dyn Fn(u64) + Sync),
     report: &mut BatchReport,
-) {
+) -> Result<()> {
     use std::sync::mpsc;
     let mut chunks: Vec<Vec<Work>> = Vec::new();
     let mut rest = work.into_iter();
@@ -631,7 +688,8 @@ fn run(
     let mut tuning = BulkTuning::apply(ledger);
     let checkpointer = tuning.checkpointer.take();
     // Files are written by a second thread, after their chunk committed.
-    let (file_tx, file_rx) = mpsc::channel::<(usize, Vec<FileJob>)>();
+    let bundling = bundle.is_some();
+    let (file_tx, file_rx) = mpsc::channel::<(usize, Vec<FileJob>, String)>();
     let (ckpt_tx, ckpt_rx) = mpsc::channel::<()>();
     let written = std::thread::scope(|scope| {
         if let Some(conn) = checkpointer {
@@ -646,15 +704,19 @@ fn run(
             });
         }
         let writer = scope.spawn(move || {
+            let mut bundle = bundle;
             let mut results = Vec::new();
-            for (n, jobs) in file_rx {
+            for (n, jobs, lines) in file_rx {
                 results.extend(jobs.into_iter().map(|(s, p, text)| {
                     let r = write_token_file(&p, &text);
                     (s, p, r)
                 }));
+                if let Some(b) = &mut bundle {
+                    b.append(&lines);
+                }
                 progress(n as u64);
             }
-            results
+            (results, bundle.map(BundleFile::finish))
         });
         let (job_tx, job_rx) = mpsc::channel::<SignJob>();
         let (done_tx, done_rx) = mpsc::channel::<Vec<Option<Presigned>>>();
@@ -705,7 +767,17 @@ fn run(
                         Some(dir) => file_jobs(dir, &slots, &mut report.items),
                         None => Vec::new(),
                     };
-                    let _ = file_tx.send((slots.len(), jobs));
+                    let mut lines = String::new();
+                    if bundling {
+                        for &s in &slots {
+                            if let Some(i) =
+                                report.items[s].issued.as_ref().filter(|_| report.items[s].status == ItemStatus::Ok)
+                            {
+                                push_bundle_line(&mut lines, i);
+                            }
+                        }
+                    }
+                    let _ = file_tx.send((slots.len(), jobs, lines));
                     let _ = ckpt_tx.send(());
                 }
                 Err(e) => {
@@ -731,6 +803,7 @@ fn run(
         writer.join().expect("the file writer does not panic")
     });
     tuning.restore(ledger);
+    let (written, bundled) = written;
     for (s, p, r) in written {
         let it = &mut report.items[s];
         match r {
@@ -745,6 +818,7 @@ fn run(
             }
         }
     }
+    bundled.unwrap_or(Ok(()))
 }
 
 /// How `total` items are cut into transactions of at most `chunk`: a small
@@ -1225,6 +1299,58 @@ pub struct BundleLine {
     pub serial: String,
     /// The token (JWS compact).
     pub token: String,
+}
+
+/// A bundle being written: a temporary file next to its final name, filled
+/// chunk by chunk (each chunk's data flushed to disk as it goes, so the end
+/// of the run does not wait for all of it), then fsynced, renamed into
+/// place and its directory fsynced.
+struct BundleFile {
+    path: PathBuf,
+    dir: PathBuf,
+    tmp: PathBuf,
+    file: std::fs::File,
+    failed: Option<std::io::Error>,
+}
+
+impl BundleFile {
+    fn create(path: &Path) -> std::io::Result<Self> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut rnd = [0u8; 6];
+        getrandom::fill(&mut rnd).expect("operating system random number generator");
+        let tmp = dir.join(format!(".{name}.{}.tmp", hex(&rnd)));
+        let file = crate::fsutil::create_new_with_mode(&tmp, 0o644)?;
+        Ok(BundleFile { path: path.to_path_buf(), dir, tmp, file, failed: None })
+    }
+
+    fn append(&mut self, lines: &str) {
+        use std::io::Write;
+        if self.failed.is_none() && !lines.is_empty() {
+            if let Err(e) = self.file.write_all(lines.as_bytes()).and_then(|()| self.file.sync_data()) {
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        let BundleFile { path, dir, tmp, file, failed } = self;
+        let result = match failed {
+            Some(e) => Err(e),
+            None => file.sync_all().and_then(|()| {
+                drop(file);
+                std::fs::rename(&tmp, &path)?;
+                crate::fsutil::sync_dir(&dir)
+            }),
+        };
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map_err(|e| Error::io(&path, e))
+    }
 }
 
 /// Writes [`bundle_text`] to `path` atomically and durably (replacing an
