@@ -1309,7 +1309,7 @@ struct BundleFile {
     path: PathBuf,
     dir: PathBuf,
     tmp: PathBuf,
-    file: std::fs::File,
+    file: Option<std::fs::File>,
     failed: Option<std::io::Error>,
 }
 
@@ -1324,32 +1324,41 @@ impl BundleFile {
         getrandom::fill(&mut rnd).expect("operating system random number generator");
         let tmp = dir.join(format!(".{name}.{}.tmp", hex(&rnd)));
         let file = crate::fsutil::create_new_with_mode(&tmp, 0o644)?;
-        Ok(BundleFile { path: path.to_path_buf(), dir, tmp, file, failed: None })
+        Ok(BundleFile { path: path.to_path_buf(), dir, tmp, file: Some(file), failed: None })
     }
 
     fn append(&mut self, lines: &str) {
         use std::io::Write;
-        if self.failed.is_none() && !lines.is_empty() {
-            if let Err(e) = self.file.write_all(lines.as_bytes()).and_then(|()| self.file.sync_data()) {
-                self.failed = Some(e);
+        if let (Some(f), None) = (&mut self.file, &self.failed) {
+            if !lines.is_empty() {
+                if let Err(e) = f.write_all(lines.as_bytes()).and_then(|()| f.sync_data()) {
+                    self.failed = Some(e);
+                }
             }
         }
     }
 
-    fn finish(self) -> Result<()> {
-        let BundleFile { path, dir, tmp, file, failed } = self;
-        let result = match failed {
-            Some(e) => Err(e),
-            None => file.sync_all().and_then(|()| {
-                drop(file);
-                std::fs::rename(&tmp, &path)?;
-                crate::fsutil::sync_dir(&dir)
+    fn finish(mut self) -> Result<()> {
+        let result = match (self.failed.take(), self.file.take()) {
+            (Some(e), _) => Err(e),
+            (None, None) => Ok(()),
+            (None, Some(f)) => f.sync_all().and_then(|()| {
+                drop(f);
+                std::fs::rename(&self.tmp, &self.path)?;
+                crate::fsutil::sync_dir(&self.dir)
             }),
         };
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        result.map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+impl Drop for BundleFile {
+    /// A bundle not put in place (the batch failed before, or writing it
+    /// failed) leaves no temporary file behind.
+    fn drop(&mut self) {
+        if self.tmp.exists() {
+            let _ = std::fs::remove_file(&self.tmp);
         }
-        result.map_err(|e| Error::io(&path, e))
     }
 }
 
@@ -1443,6 +1452,135 @@ fn push_bundle_line(out: &mut String, i: &IssuedItem) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::{EntitlementUpdate, NewEntitlement};
+
+    fn test_signer(now: i64) -> TokenSigner {
+        use crate::keys::{Signer, SoftwareKey};
+        use crate::pki::{create_certificate, CertInfo, CertKind, CertRequest};
+        let key = |name: &str| {
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("certs/test/{name}.key"));
+            SoftwareKey::from_pkcs8_pem(&std::fs::read_to_string(&path).unwrap(), None, &path).unwrap()
+        };
+        let (ik, sk) = (key("intermediate"), key("signer"));
+        let req =
+            |kind, subject| CertRequest { kind, subject, not_before: now - 86_400, not_after: now + 3650 * 86_400 };
+        let ca = create_certificate(&req(CertKind::Root, "CN=T Root"), ik.public_key(), None, &ik).unwrap();
+        let ca_info = CertInfo::parse(&ca).unwrap();
+        let der =
+            create_certificate(&req(CertKind::Signer, "CN=T Signer"), sk.public_key(), Some(&ca_info), &ik).unwrap();
+        TokenSigner::new(Box::new(sk), vec![der, ca]).unwrap()
+    }
+
+    fn work(ent: i64, machines: std::ops::Range<u64>, now: i64) -> Vec<Work> {
+        machines
+            .enumerate()
+            .map(|(slot, n)| {
+                let req = synthetic_request("p", n, now);
+                Work {
+                    slot,
+                    digest: Some(request_digest(&req)),
+                    nonce: Some(req.nonce.clone()),
+                    req,
+                    replaces: None,
+                    entitlement: Some(ent),
+                    opts: IssueOptions::default(),
+                }
+            })
+            .collect()
+    }
+
+    fn sign_ahead(job: SignJob, signer: &TokenSigner) -> Vec<Option<Presigned>> {
+        job.into_iter()
+            .map(|o| {
+                o.map(|(claims, alg)| {
+                    let text = sign_claims(signer, &claims, alg);
+                    Presigned { claims, text }
+                })
+            })
+            .collect()
+    }
+
+    /// A token signed ahead is recorded as it is when nothing changed, and
+    /// yields to the transaction's plan when something did (as another
+    /// process could do between the plan ahead and the transaction): changed
+    /// features make it signed again, a seat taken meanwhile makes it refused.
+    #[test]
+    fn tokens_signed_ahead_yield_to_the_transaction() {
+        let now = 1_800_000_000;
+        let d = tempfile::tempdir().unwrap();
+        let mut l = Ledger::open(&d.path().join("l.sqlite")).unwrap();
+        let new = NewEntitlement {
+            product: "p".into(),
+            machines: 2,
+            features: vec!["a".into()],
+            name: Some("e".into()),
+            ..Default::default()
+        };
+        let ent = l.add_entitlement(&new, now).unwrap();
+        let signer = test_signer(now);
+
+        // Nothing changes: the tokens signed ahead are the ones recorded.
+        let first = work(ent.id, 0..2, now);
+        let ahead = sign_ahead(plan_ahead(&l, &first, false, &signer, now, &mut HashMap::new()), &signer);
+        let serials: Vec<String> = ahead.iter().map(|p| p.as_ref().unwrap().claims.jti.clone()).collect();
+        let out = run_chunk(&mut l, &first, false, &signer, now, &mut Vec::new(), ahead).unwrap();
+        let got: Vec<String> = out.iter().map(|o| o.issued.as_ref().unwrap().serial.clone()).collect();
+        assert_eq!(got, serials);
+
+        // Two more seats; both machines are planned and signed ahead...
+        let upd = EntitlementUpdate { machines: Some(4), ..Default::default() };
+        l.update_entitlement("e", &upd, now).unwrap();
+        let second = work(ent.id, 2..4, now);
+        let ahead = sign_ahead(plan_ahead(&l, &second, false, &signer, now, &mut HashMap::new()), &signer);
+        assert!(ahead.iter().all(Option::is_some));
+        let serials: Vec<String> = ahead.iter().map(|p| p.as_ref().unwrap().claims.jti.clone()).collect();
+        // ...then the features change and another machine takes a seat.
+        let upd = EntitlementUpdate { features: Some(vec!["b".into()]), ..Default::default() };
+        l.update_entitlement("e", &upd, now).unwrap();
+        let other = vec![BatchInput { source: "other".into(), request: Ok(synthetic_request("p", 9, now)) }];
+        let opts = BatchOptions { entitlement: Some("e".into()), ..Default::default() };
+        assert_eq!(issue_batch(&mut l, other, &opts, &signer, now, None, &|_| {}).unwrap().ok, 1);
+        let out = run_chunk(&mut l, &second, false, &signer, now, &mut Vec::new(), ahead).unwrap();
+        assert_eq!(out[0].status, ItemStatus::Ok);
+        let t = out[0].issued.as_ref().unwrap();
+        assert_ne!(t.serial, serials[0]);
+        let (_, claims) = crate::token::decode_unverified(&t.text).unwrap();
+        assert_eq!(claims.tka.features, ["b"]);
+        assert_eq!(out[1].status, ItemStatus::Refused);
+        assert!(out[1].reason.as_deref().unwrap().contains("is exhausted"), "{:?}", out[1].reason);
+        assert_eq!(l.entitlement("e").unwrap().used, 4);
+        let rows = l.tokens(&crate::ledger::TokenFilter::default()).unwrap();
+        assert_eq!(rows.len(), 4);
+        assert!(rows.iter().all(|r| r.serial != serials[1]), "the refused token signed ahead is not recorded");
+    }
+
+    /// A bundle written by the batch is `bundle_text` of its report; a batch
+    /// that fails before issuing leaves no temporary file.
+    #[test]
+    fn bundle_output_is_written_by_the_batch() {
+        let now = 1_800_000_000;
+        let d = tempfile::tempdir().unwrap();
+        let mut l = Ledger::open(&d.path().join("l.sqlite")).unwrap();
+        let new = NewEntitlement { product: "p".into(), machines: 9, name: Some("e".into()), ..Default::default() };
+        l.add_entitlement(&new, now).unwrap();
+        let signer = test_signer(now);
+        let inputs: Vec<BatchInput> =
+            (0..5).map(|n| BatchInput { source: n.to_string(), request: Ok(synthetic_request("p", n, now)) }).collect();
+        let opts = BatchOptions { entitlement: Some("e".into()), chunk: 2, ..Default::default() };
+        let path = d.path().join("b.jsonl");
+        let r = issue_batch_to(&mut l, inputs.clone(), &opts, &signer, now, Output::Bundle(&path), &|_| {}).unwrap();
+        assert_eq!(r.ok, 5);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), bundle_text(&r));
+        let bad = BatchOptions { entitlement: Some("nope".into()), ..opts };
+        let other = d.path().join("c.jsonl");
+        assert!(issue_batch_to(&mut l, inputs, &bad, &signer, now, Output::Bundle(&other), &|_| {}).is_err());
+        let mut names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.retain(|n| !n.starts_with("l.sqlite"));
+        assert_eq!(names, ["b.jsonl"]);
+    }
 
     #[test]
     fn chunks_cover_the_batch_and_respect_the_limit() {
