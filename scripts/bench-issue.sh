@@ -1,18 +1,24 @@
 #!/bin/sh
 # Bulk issuance speed against the machine's raw RSA-2048 signing speed.
 #
-#   scripts/bench-issue.sh                # 10,000 tokens, empty ledger
-#   scripts/bench-issue.sh --big-ledger   # also against a ledger holding 1,000,000 tokens (a few minutes)
+#   scripts/bench-issue.sh                # 10,000 tokens, empty ledgers
+#   scripts/bench-issue.sh --big-ledger   # also into a ledger holding 1,000,000 tokens (a few minutes)
 #
-# Runs `openssl speed -seconds 5 -multi 2 rsa2048` (sign/s), then
-# `tka token issue-bulk` of N generated requests (default 10000) with an
-# RSA-2048 signer, ledger writes and token files included, and prints
-#   openssl: X sign/s
-#   tka: Y tokens/s
-#   ratio with one file per token: ...
-#   ratio: Y/X        (the --bundle run: ledger writes and one output file)
+# Each round runs, one after the other, `openssl speed -seconds 5 -multi 2
+# rsa2048` (sign/s) and `tka token issue-bulk` of N generated requests
+# (default 10000) with an RSA-2048 signer into a fresh ledger: once with
+# --out DIR (one file per token), once with --bundle FILE (one output file).
+# Every tka run is timed whole: process start, reading the requests, ledger
+# writes (synchronous=FULL) and output files included. With --big-ledger the
+# round also issues the same batch (--bundle) into a copy of a ledger
+# already holding 1,000,000 tokens, against an empty one in the same round.
+#
+# The machine is shared and noisy, so each ratio is taken within its round
+# and the result is the median over ROUNDS rounds (default 3). Prints every
+# round, then the medians, and ends with
+#   ratio: Y/X        (median of the per-round --bundle ratios)
 # Environment: TKA (the binary; default: build release), N (requests),
-# CORES (openssl -multi, default 2). Calls the CLI only.
+# CORES (openssl -multi, default 2), ROUNDS. Calls the CLI only.
 set -eu
 
 big=0
@@ -24,6 +30,7 @@ for a in "$@"; do
 done
 N=${N:-10000}
 CORES=${CORES:-2}
+ROUNDS=${ROUNDS:-3}
 if [ -z "${TKA:-}" ]; then
     cargo build --release --quiet
     TKA="$(pwd)/target/release/tka"
@@ -34,14 +41,25 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 unset TKA_HOME
 "$TKA" issuer init --home "$work/home" --root-bits 2048 --ca-bits 2048 --insecure-no-passphrase >/dev/null
-"$TKA" entitlement add --home "$work/home" --product bench --machines 5000000 --name bench >/dev/null
-"$TKA" entitlement add --ledger "$work/bundle.sqlite" --product bench --machines 5000000 --name bench >/dev/null
 "$TKA" request generate-test --product bench --count "$N" --out "$work/reqs.txt" >/dev/null
+if [ "$big" = 1 ]; then
+    "$TKA" ledger bench-fill --ledger "$work/big0.sqlite" --count 1000000 >/dev/null
+    "$TKA" entitlement add --ledger "$work/big0.sqlite" --product bench --machines 5000000 --name bench >/dev/null
+fi
 
 now() { date +%s.%N; }
 
-# issue_run LEDGER OUTPUT-FLAG PATH: prints tokens/s of one issue-bulk run
+# fresh_ledger PATH: an empty ledger with the entitlement
+fresh_ledger() {
+    rm -f "$1" "$1-wal" "$1-shm"
+    "$TKA" entitlement add --ledger "$1" --product bench --machines 5000000 --name bench >/dev/null
+}
+
+# issue_run LEDGER OUTPUT-FLAG PATH: prints tokens/s of one issue-bulk run.
+# `sync` first (untimed): the previous run's files still being written back
+# by the kernel are not this run's work.
 issue_run() {
+    sync
     t0=$(now)
     "$TKA" token issue-bulk --home "$work/home" --ledger "$1" --entitlement bench \
         --requests-file "$work/reqs.txt" "$2" "$3" --quiet >/dev/null
@@ -49,20 +67,41 @@ issue_run() {
     awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }'
 }
 
-x=$(openssl speed -seconds 5 -multi "$CORES" rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ { v = $6 } END { print v }')
-echo "openssl: $x sign/s (openssl speed -seconds 5 -multi $CORES rsa2048)"
-yf=$(issue_run "$work/home/ledger.sqlite" --out "$work/out")
-echo "tka: $yf tokens/s (token issue-bulk --out DIR: $N requests, RSA-2048 PS256, ledger rows and one file per token)"
-rm -rf "$work/out"
-y=$(issue_run "$work/bundle.sqlite" --bundle "$work/bundle.jsonl")
-echo "tka: $y tokens/s (token issue-bulk --bundle FILE: same batch, fresh ledger, ledger rows and one bundle file)"
-awk -v x="$x" -v y="$yf" 'BEGIN { printf "ratio with one file per token: %.2f\n", y / x }'
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+echo "$ROUNDS rounds of: openssl speed -seconds 5 -multi $CORES rsa2048; tka token issue-bulk of $N requests" \
+    "(RSA-2048 PS256, ledger rows included) with --out DIR, then --bundle FILE$([ "$big" = 1 ] && echo ', then --bundle into a 1,000,000-token ledger')"
+: >"$work/r_files"
+: >"$work/r_bundle"
+: >"$work/r_big"
+r=1
+while [ "$r" -le "$ROUNDS" ]; do
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    x=$(openssl speed -seconds 5 -multi "$CORES" rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ { v = $6 } END { print v }')
+    fresh_ledger "$work/files.sqlite"
+    rm -rf "$work/out"
+    yf=$(issue_run "$work/files.sqlite" --out "$work/out")
+    fresh_ledger "$work/bundle.sqlite"
+    y=$(issue_run "$work/bundle.sqlite" --bundle "$work/bundle.jsonl")
+    line="round $r (load $load): openssl $x sign/s, tka --out $yf tokens/s, tka --bundle $y tokens/s"
+    awk -v x="$x" -v y="$yf" 'BEGIN { printf "%.4f\n", y / x }' >>"$work/r_files"
+    awk -v x="$x" -v y="$y" 'BEGIN { printf "%.4f\n", y / x }' >>"$work/r_bundle"
+    line="$line, ratios $(tail -n 1 "$work/r_files" | awk '{ printf "%.2f", $1 }') / $(tail -n 1 "$work/r_bundle" | awk '{ printf "%.2f", $1 }')"
+    if [ "$big" = 1 ]; then
+        cp "$work/big0.sqlite" "$work/big.sqlite"
+        rm -f "$work/big.sqlite-wal" "$work/big.sqlite-shm"
+        sync
+        fresh_ledger "$work/bundle.sqlite"
+        ye=$(issue_run "$work/bundle.sqlite" --bundle "$work/bundle.jsonl")
+        yb=$(issue_run "$work/big.sqlite" --bundle "$work/bundle-big.jsonl")
+        awk -v a="$ye" -v b="$yb" 'BEGIN { printf "%.4f\n", (b - a) * 100 / a }' >>"$work/r_big"
+        line="$line; empty ledger $ye tokens/s, 1,000,000-token ledger $yb tokens/s ($(tail -n 1 "$work/r_big" | awk '{ printf "%+.1f%%", $1 }'))"
+    fi
+    echo "$line"
+    r=$((r + 1))
+done
+echo "median ratio with one file per token: $(median <"$work/r_files" | awk '{ printf "%.2f", $1 }')"
 if [ "$big" = 1 ]; then
-    "$TKA" ledger bench-fill --ledger "$work/big.sqlite" --count 1000000 >/dev/null
-    "$TKA" entitlement add --ledger "$work/big.sqlite" --product bench --machines 5000000 --name bench >/dev/null
-    yb=$(issue_run "$work/big.sqlite" --bundle "$work/bundle-big.jsonl")
-    echo "tka: $yb tokens/s (--bundle, same batch, ledger already holding 1000000 tokens)"
-    awk -v a="$y" -v b="$yb" 'BEGIN { printf "big-ledger change: %+.1f%%\n", (b - a) * 100 / a }'
+    echo "median big-ledger change: $(median <"$work/r_big" | awk '{ printf "%+.1f%%", $1 }')"
 fi
-awk -v x="$x" -v y="$y" 'BEGIN { printf "ratio: %.2f\n", y / x }'
+median <"$work/r_bundle" | awk '{ printf "ratio: %.2f\n", $1 }'

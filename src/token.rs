@@ -14,6 +14,8 @@ use crate::pki::CertInfo;
 use crate::request::ActivationRequest;
 use serde::{Deserialize, Serialize};
 
+const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 /// The claims of an activation token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -112,6 +114,9 @@ pub struct TokenSigner {
     key: Box<dyn Signer>,
     cert: CertInfo,
     x5c: Vec<Vec<u8>>,
+    /// The base64url protected header of a token, per algorithm (PS256,
+    /// RS256): the same for every token of this signer, encoded once.
+    token_headers: [std::sync::OnceLock<String>; 2],
 }
 
 impl std::fmt::Debug for TokenSigner {
@@ -139,7 +144,7 @@ impl TokenSigner {
         for c in &chain[1..] {
             CertInfo::parse(c)?;
         }
-        Ok(TokenSigner { key, cert, x5c: chain })
+        Ok(TokenSigner { key, cert, x5c: chain, token_headers: Default::default() })
     }
 
     /// The signer certificate.
@@ -158,9 +163,51 @@ impl TokenSigner {
     }
 
     /// Signs an arbitrary payload with this signer's header (`kid`, `x5c`).
+    ///
+    /// The text is what [`jws::encode`] gives; for tokens (`typ` is
+    /// [`TOKEN_TYP`]) the protected header is encoded once per signer and
+    /// algorithm instead of once per token.
     pub fn sign_payload(&self, payload: &serde_json::Value, typ: &str, alg: SignatureAlgorithm) -> Result<String> {
-        jws::encode(payload, typ, &self.cert.fingerprint, &self.x5c, alg, self.key.as_ref())
+        if typ != TOKEN_TYP {
+            return jws::encode(payload, typ, &self.cert.fingerprint, &self.x5c, alg, self.key.as_ref());
+        }
+        use base64::Engine;
+        let slot = match alg {
+            SignatureAlgorithm::Ps256 => &self.token_headers[0],
+            SignatureAlgorithm::Rs256 => &self.token_headers[1],
+        };
+        let header = match slot.get() {
+            Some(h) => h,
+            None => {
+                let h = protected_header(typ, &self.cert.fingerprint, &self.x5c, alg)?;
+                slot.get_or_init(|| h)
+            }
+        };
+        let p = serde_json::to_vec(payload).map_err(|e| Error::format("token payload", e))?;
+        let mut text = String::with_capacity(header.len() + p.len() * 4 / 3 + 8 + 700);
+        text.push_str(header);
+        text.push('.');
+        B64URL.encode_string(&p, &mut text);
+        let sig = self.key.sign(alg, text.as_bytes())?;
+        text.push('.');
+        B64URL.encode_string(sig, &mut text);
+        Ok(text)
     }
+}
+
+/// The base64url protected header [`jws::encode`] writes for these
+/// parameters (same members, same serialization).
+fn protected_header(typ: &str, kid: &str, x5c: &[Vec<u8>], alg: SignatureAlgorithm) -> Result<String> {
+    use base64::Engine;
+    use serde_json::{Map, Value};
+    const B64STD: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+    let mut header = Map::new();
+    header.insert("alg".into(), Value::String(alg.jws_name().into()));
+    header.insert("typ".into(), Value::String(typ.into()));
+    header.insert("kid".into(), Value::String(kid.into()));
+    header.insert("x5c".into(), Value::Array(x5c.iter().map(|c| Value::String(B64STD.encode(c))).collect()));
+    let h = serde_json::to_vec(&Value::Object(header)).map_err(|e| Error::format("token header", e))?;
+    Ok(B64URL.encode(h))
 }
 
 /// A freshly issued token.
@@ -263,4 +310,46 @@ pub fn parse_claims(payload: &serde_json::Value) -> Result<Claims, VerifyError> 
         return Err(VerifyError::BadClaims { detail: "negative grace period".into() });
     }
     Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SoftwareKey;
+    use crate::pki::{create_certificate, CertKind, CertRequest};
+
+    fn key(name: &str) -> SoftwareKey {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("certs/test/{name}.key"));
+        SoftwareKey::from_pkcs8_pem(&std::fs::read_to_string(&path).unwrap(), None, &path).unwrap()
+    }
+
+    /// The header encoded once per signer is byte for byte what `jws::encode` writes.
+    #[test]
+    fn cached_token_header_is_the_one_jws_encode_writes() {
+        let now = 1_800_000_000;
+        let (int_key, signer_key) = (key("intermediate"), key("signer"));
+        let req = |kind, subject| CertRequest { kind, subject, not_before: now - 86_400, not_after: now + 86_400 };
+        let int = create_certificate(&req(CertKind::Root, "CN=T Root"), int_key.public_key(), None, &int_key).unwrap();
+        let int_info = CertInfo::parse(&int).unwrap();
+        let der = create_certificate(
+            &req(CertKind::Signer, "CN=T Signer"),
+            signer_key.public_key(),
+            Some(&int_info),
+            &int_key,
+        )
+        .unwrap();
+        let signer = TokenSigner::new(Box::new(key("signer")), vec![der, int]).unwrap();
+        let payload = serde_json::json!({"jti": "ab", "sub": "c\"d", "n": 1});
+        for alg in [SignatureAlgorithm::Ps256, SignatureAlgorithm::Rs256] {
+            for _ in 0..2 {
+                let fast = signer.sign_payload(&payload, TOKEN_TYP, alg).unwrap();
+                let slow =
+                    jws::encode(&payload, TOKEN_TYP, &signer.cert.fingerprint, &signer.x5c, alg, signer.key()).unwrap();
+                let (f, s) = (fast.rsplit_once('.').unwrap(), slow.rsplit_once('.').unwrap());
+                assert_eq!(f.0, s.0, "{alg:?}: same header and payload");
+                let back = jws::decode(&fast, TOKEN_TYP).unwrap();
+                assert!(crate::keys::verify_signature(signer.key().public_key(), alg, f.0.as_bytes(), &back.signature));
+            }
+        }
+    }
 }

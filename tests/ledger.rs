@@ -243,14 +243,15 @@ fn a_newer_ledger_is_refused_and_left_alone() {
     assert_eq!(
         e.to_string(),
         format!(
-            "ledger {}: written by a newer tka (schema version 2); this tka knows version 1 and never downgrades a \
-             ledger: use a newer tka",
-            path.display()
+            "ledger {}: written by a newer tka (schema version {}); this tka knows version {SCHEMA_VERSION} and never \
+             downgrades a ledger: use a newer tka",
+            path.display(),
+            SCHEMA_VERSION + 1
         )
     );
     assert_eq!(std::fs::read(&path).unwrap(), before);
     let c = rusqlite::Connection::open(&path).unwrap();
-    assert_eq!(c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(), 2);
+    assert_eq!(c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(), SCHEMA_VERSION + 1);
 }
 
 #[test]

@@ -570,7 +570,7 @@ impl Ledger {
         }
         tx.execute("UPDATE entitlements SET used = used - 1 WHERE id = ?1", [ent]).map_err(|e| db_err(&path, e))?;
         tx.execute(
-            "UPDATE tokens SET released_at = ?1 WHERE entitlement_id = ?2 AND cmid = ?3 AND released_at IS NULL",
+            "UPDATE tokens SET released_at = ?1 WHERE cmid = ?3 AND +entitlement_id = ?2 AND released_at IS NULL",
             params![now, ent, cmid],
         )
         .map_err(|e| db_err(&path, e))?;

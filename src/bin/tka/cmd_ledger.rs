@@ -384,9 +384,6 @@ fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
 }
 
 fn finish(report: &BatchReport, common: &BulkTokenArgs) -> Result<ExitCode> {
-    if let Some(b) = &common.bundle {
-        tka::ledger::bulk::write_bundle(b, report)?;
-    }
     if let Some(p) = &common.report {
         let text = serde_json::to_string_pretty(report).expect("report serializes") + "\n";
         tka::ledger::bulk::write_token_file(p, &text).map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
@@ -428,6 +425,15 @@ fn finish(report: &BatchReport, common: &BulkTokenArgs) -> Result<ExitCode> {
     })
 }
 
+/// `--out DIR` or `--bundle FILE` (the bundle is written by the batch, as its chunks commit).
+fn output(common: &BulkTokenArgs) -> bulk::Output<'_> {
+    match (&common.bundle, &common.out) {
+        (Some(b), _) => bulk::Output::Bundle(b),
+        (None, Some(d)) => bulk::Output::Dir(d),
+        (None, None) => bulk::Output::Nothing,
+    }
+}
+
 fn lifetime(common: &BulkTokenArgs, home_days: u32) -> TokenLifetime {
     if common.perpetual {
         TokenLifetime::Perpetual
@@ -465,7 +471,7 @@ pub fn issue_bulk(a: IssueBulkArgs) -> Result<ExitCode> {
         chunk: a.common.chunk,
     };
     let bar = progress_bar(inputs.len() as u64, a.common.quiet);
-    let report = bulk::issue_batch(&mut l, inputs, &opts, &signer, now, a.common.out.as_deref(), &|n| bar.inc(n));
+    let report = bulk::issue_batch_to(&mut l, inputs, &opts, &signer, now, output(&a.common), &|n| bar.inc(n));
     bar.finish_and_clear();
     verdict(report.and_then(|r| finish(&r, &a.common)))
 }
@@ -483,7 +489,7 @@ pub fn renew_bulk(a: RenewBulkArgs) -> Result<ExitCode> {
         chunk: a.common.chunk,
     };
     let bar = progress_bar(0, a.common.quiet);
-    let report = bulk::renew_batch(&mut l, &opts, &signer, now, a.common.out.as_deref(), &|n| bar.inc(n));
+    let report = bulk::renew_batch_to(&mut l, &opts, &signer, now, output(&a.common), &|n| bar.inc(n));
     bar.finish_and_clear();
     verdict(report.and_then(|r| finish(&r, &a.common)))
 }
