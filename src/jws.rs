@@ -188,16 +188,34 @@ pub fn encode(
     alg: SignatureAlgorithm,
     key: &dyn Signer,
 ) -> Result<String> {
+    encode_with_header(&protected_header(typ, kid, x5c, alg)?, payload, alg, key)
+}
+
+/// The base64url protected header [`encode`] writes: `alg`, `typ`, `kid`
+/// and `x5c`, in that order. A signer that signs many payloads encodes it
+/// once and passes it to [`encode_with_header`].
+pub fn protected_header(typ: &str, kid: &str, x5c: &[Vec<u8>], alg: SignatureAlgorithm) -> Result<String> {
     let mut header = Map::new();
     header.insert("alg".into(), Value::String(alg.jws_name().into()));
     header.insert("typ".into(), Value::String(typ.into()));
     header.insert("kid".into(), Value::String(kid.into()));
     header.insert("x5c".into(), Value::Array(x5c.iter().map(|c| Value::String(B64STD.encode(c))).collect()));
     let h = serde_json::to_vec(&Value::Object(header)).map_err(|e| Error::format("token header", e))?;
+    Ok(B64URL.encode(h))
+}
+
+/// Signs `payload` under an already encoded protected header (from
+/// [`protected_header`] with the same `alg`).
+pub fn encode_with_header(header: &str, payload: &Value, alg: SignatureAlgorithm, key: &dyn Signer) -> Result<String> {
     let p = serde_json::to_vec(payload).map_err(|e| Error::format("token payload", e))?;
-    let signing_input = format!("{}.{}", B64URL.encode(h), B64URL.encode(p));
-    let sig = key.sign(alg, signing_input.as_bytes())?;
-    Ok(format!("{signing_input}.{}", B64URL.encode(sig)))
+    let mut text = String::with_capacity(header.len() + p.len() * 4 / 3 + 8 + 700);
+    text.push_str(header);
+    text.push('.');
+    B64URL.encode_string(&p, &mut text);
+    let sig = key.sign(alg, text.as_bytes())?;
+    text.push('.');
+    B64URL.encode_string(sig, &mut text);
+    Ok(text)
 }
 
 /// Verifies a JWS compact serialization against a pinned RSA public key and

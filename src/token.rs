@@ -14,8 +14,6 @@ use crate::pki::CertInfo;
 use crate::request::ActivationRequest;
 use serde::{Deserialize, Serialize};
 
-const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
 /// The claims of an activation token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -171,7 +169,6 @@ impl TokenSigner {
         if typ != TOKEN_TYP {
             return jws::encode(payload, typ, &self.cert.fingerprint, &self.x5c, alg, self.key.as_ref());
         }
-        use base64::Engine;
         let slot = match alg {
             SignatureAlgorithm::Ps256 => &self.token_headers[0],
             SignatureAlgorithm::Rs256 => &self.token_headers[1],
@@ -179,35 +176,12 @@ impl TokenSigner {
         let header = match slot.get() {
             Some(h) => h,
             None => {
-                let h = protected_header(typ, &self.cert.fingerprint, &self.x5c, alg)?;
+                let h = jws::protected_header(typ, &self.cert.fingerprint, &self.x5c, alg)?;
                 slot.get_or_init(|| h)
             }
         };
-        let p = serde_json::to_vec(payload).map_err(|e| Error::format("token payload", e))?;
-        let mut text = String::with_capacity(header.len() + p.len() * 4 / 3 + 8 + 700);
-        text.push_str(header);
-        text.push('.');
-        B64URL.encode_string(&p, &mut text);
-        let sig = self.key.sign(alg, text.as_bytes())?;
-        text.push('.');
-        B64URL.encode_string(sig, &mut text);
-        Ok(text)
+        jws::encode_with_header(header, payload, alg, self.key.as_ref())
     }
-}
-
-/// The base64url protected header [`jws::encode`] writes for these
-/// parameters (same members, same serialization).
-fn protected_header(typ: &str, kid: &str, x5c: &[Vec<u8>], alg: SignatureAlgorithm) -> Result<String> {
-    use base64::Engine;
-    use serde_json::{Map, Value};
-    const B64STD: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-    let mut header = Map::new();
-    header.insert("alg".into(), Value::String(alg.jws_name().into()));
-    header.insert("typ".into(), Value::String(typ.into()));
-    header.insert("kid".into(), Value::String(kid.into()));
-    header.insert("x5c".into(), Value::Array(x5c.iter().map(|c| Value::String(B64STD.encode(c))).collect()));
-    let h = serde_json::to_vec(&Value::Object(header)).map_err(|e| Error::format("token header", e))?;
-    Ok(B64URL.encode(h))
 }
 
 /// A freshly issued token.
