@@ -1366,44 +1366,9 @@ impl Drop for BundleFile {
 /// earlier bundle of the same batch): a temporary file in the same
 /// directory, fsynced, renamed, and the directory fsynced.
 pub fn write_bundle(path: &Path, report: &BatchReport) -> Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut rnd = [0u8; 6];
-    getrandom::fill(&mut rnd).expect("operating system random number generator");
-    let tmp = dir.join(format!(".{name}.{}.tmp", hex(&rnd)));
-    let result = (|| {
-        let mut f = crate::fsutil::create_new_with_mode(&tmp, 0o644)?;
-        // Lines are formatted on every core, a thousand items per piece,
-        // and written in order.
-        let pieces: Vec<String> = report
-            .items
-            .par_chunks(1024)
-            .map(|items| {
-                let mut piece = String::new();
-                for it in items.iter().filter(|i| i.status == ItemStatus::Ok) {
-                    if let Some(i) = &it.issued {
-                        push_bundle_line(&mut piece, i);
-                    }
-                }
-                piece
-            })
-            .collect();
-        for piece in &pieces {
-            f.write_all(piece.as_bytes())?;
-        }
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        crate::fsutil::sync_dir(&dir)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| Error::io(path, e))
+    let mut bundle = BundleFile::create(path).map_err(|e| Error::io(path, e))?;
+    bundle.append(&bundle_text(report));
+    bundle.finish()
 }
 
 /// The bundle of a batch run without an output directory: one JSON line per
