@@ -193,11 +193,10 @@ impl IssuerHome {
             ca_key,
         )?;
 
+        // Configuration entries: key files relative to the home, URIs as they are.
         let stored = |k: &NewKey, file: &str| -> Result<PathBuf> {
-            Ok(match k.store(&dir.join(file), unlock.protection())? {
-                KeyRef::File(_) => PathBuf::from(file),
-                KeyRef::Pkcs11(uri) => PathBuf::from(uri.to_string()),
-            })
+            let p = k.store(&dir.join(file), unlock.protection())?.into_path();
+            Ok(p.strip_prefix(dir).map(Path::to_path_buf).unwrap_or(p))
         };
         let config = IssuerConfig {
             version: CONFIG_VERSION,

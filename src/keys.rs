@@ -294,6 +294,15 @@ impl KeyRef {
         }
     }
 
+    /// The form a configuration file stores, read back by
+    /// [`KeyRef::from_path`]: the file's path, or the URI as text.
+    pub fn into_path(self) -> PathBuf {
+        match self {
+            KeyRef::File(p) => p,
+            KeyRef::Pkcs11(uri) => PathBuf::from(uri.to_string()),
+        }
+    }
+
     /// Whether the key is on a PKCS#11 token.
     pub fn is_pkcs11(&self) -> bool {
         matches!(self, KeyRef::Pkcs11(_))
@@ -338,8 +347,9 @@ impl KeyUnlock {
         }
     }
 
+    /// What the PKCS#11 functions take from this: the PIN and the default module.
     #[cfg(feature = "pkcs11")]
-    pub(crate) fn pkcs11_options(&self) -> crate::pkcs11::Pkcs11Options {
+    pub fn pkcs11_options(&self) -> crate::pkcs11::Pkcs11Options {
         crate::pkcs11::Pkcs11Options { default_module: self.default_module.clone(), pin: self.pin.clone() }
     }
 }

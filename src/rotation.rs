@@ -215,13 +215,11 @@ impl Created {
     /// already stored and is named by its URI. Returns the configuration
     /// entry: the file, or the URI.
     fn key(&mut self, path: PathBuf, key: &NewKey, unlock: &KeyUnlock) -> Result<PathBuf> {
-        match key.store(&path, unlock.protection())? {
-            KeyRef::File(p) => {
-                self.files.push(p.clone());
-                Ok(p)
-            }
-            KeyRef::Pkcs11(uri) => Ok(PathBuf::from(uri.to_string())),
+        let stored = key.store(&path, unlock.protection())?;
+        if let KeyRef::File(p) = &stored {
+            self.files.push(p.clone());
         }
+        Ok(stored.into_path())
     }
 
     fn public(&mut self, path: PathBuf, text: &str) -> Result<PathBuf> {
@@ -327,6 +325,16 @@ fn retire(home: &Path, path: &Path, serial: &str) -> Result<PathBuf> {
     Ok(dest)
 }
 
+/// notAfter of a new certificate: `days` from `now` (at least 1), or by
+/// default `default_days`, capped at the issuer's notAfter.
+fn not_after(days: Option<i64>, default_days: i64, issuer: &CertInfo, now: i64) -> Result<i64> {
+    match days {
+        Some(d) if d < 1 => Err(Error::Usage("--days must be at least 1".into())),
+        Some(d) => Ok(now + d * DAY),
+        None => Ok((now + default_days * DAY).min(issuer.not_after)),
+    }
+}
+
 /// A new signer key (where the current one lives) and certificate under `ca`.
 fn new_signer(
     home: &IssuerHome,
@@ -338,11 +346,7 @@ fn new_signer(
     now: i64,
 ) -> Result<(NewKey, Vec<u8>, CertInfo)> {
     let subject = old_signer.subject.as_str();
-    let not_after = match days {
-        Some(d) if d < 1 => return Err(Error::Usage("--days must be at least 1".into())),
-        Some(d) => now + d * DAY,
-        None => (now + lifetimes::SIGNER_DAYS * DAY).min(ca.not_after),
-    };
+    let not_after = not_after(days, lifetimes::SIGNER_DAYS, ca, now)?;
     let token_secs = i64::from(home.config.token_days) * DAY;
     if not_after - now < token_secs {
         return Err(Error::Refused(format!(
@@ -388,12 +392,24 @@ struct Part<'a> {
 
 /// The end of every rotation: writes each part under a new name
 /// (`<role>-<serial>.pem|.key`), switches the configuration in one atomic
-/// rename, writes `chain.pem`, then retires what the parts replaced (the
+/// rename, writes `chain.pem` (the new signer, then the new or current
+/// issuing CA and cross-certificate), then retires what the parts replaced (the
 /// old certificate and key of each role, and the old cross-certificate
 /// when there is a new one). Files written before the switch are removed
 /// again if it fails.
-fn commit(home: &mut IssuerHome, unlock: &KeyUnlock, parts: &[Part<'_>], chain: &[&[u8]]) -> Result<RotationReport> {
+fn commit(home: &mut IssuerHome, unlock: &KeyUnlock, parts: &[Part<'_>]) -> Result<RotationReport> {
     let cfg = home.config.clone();
+    let new_der = |role: &str| parts.iter().find(|p| p.role == role).map(|p| p.der.to_vec());
+    let mut chain = vec![new_der("signer").expect("every rotation makes a new signer")];
+    chain.push(match new_der("ca") {
+        Some(d) => d,
+        None => first_cert(&home.path(&cfg.ca_cert))?.der,
+    });
+    match (new_der("cross"), &cfg.cross_cert) {
+        (Some(d), _) => chain.push(d),
+        (None, Some(c)) => chain.extend(read_cert_chain(&home.path(c))?),
+        (None, None) => {}
+    }
     let mut created = Created::new();
     let mut config = cfg.clone();
     let mut report = RotationReport { created: Vec::new(), retired: Vec::new(), certificates: Vec::new() };
@@ -429,7 +445,8 @@ fn commit(home: &mut IssuerHome, unlock: &KeyUnlock, parts: &[Part<'_>], chain: 
     home.save_config(config)?;
     created.committed = true;
 
-    report.created.push(("chain".into(), write_chain(&mut created, home, chain)?));
+    let refs: Vec<&[u8]> = chain.iter().map(|d| d.as_slice()).collect();
+    report.created.push(("chain".into(), write_chain(&mut created, home, &refs)?));
     for part in parts {
         let (old_cert, old_key) = match part.role {
             "root" => (&cfg.root_cert, Some(&cfg.root_key)),
@@ -449,14 +466,6 @@ fn commit(home: &mut IssuerHome, unlock: &KeyUnlock, parts: &[Part<'_>], chain: 
     Ok(report)
 }
 
-/// The current cross-certificate, if any (DER), for `chain.pem`.
-fn current_cross(home: &IssuerHome) -> Result<Vec<Vec<u8>>> {
-    match &home.config.cross_cert {
-        Some(c) => read_cert_chain(&home.path(c)),
-        None => Ok(Vec::new()),
-    }
-}
-
 /// Rotates the token signer of `home` (see the module documentation).
 pub fn rotate_signer(
     home: &mut IssuerHome,
@@ -469,10 +478,7 @@ pub fn rotate_signer(
     let ca_key = home.open_key(&cfg.ca_key, unlock)?;
     let old_signer = first_cert(&home.path(&cfg.signer_cert))?;
     let (key, der, info) = new_signer(home, &ca, ca_key.as_ref(), &old_signer, unlock, opts.signer_days, now)?;
-    let mut chain = vec![der.clone(), ca.der.clone()];
-    chain.extend(current_cross(home)?);
-    let refs: Vec<&[u8]> = chain.iter().map(|d| d.as_slice()).collect();
-    commit(home, unlock, &[Part { role: "signer", der: &der, info: &info, key: Some(&key) }], &refs)
+    commit(home, unlock, &[Part { role: "signer", der: &der, info: &info, key: Some(&key) }])
 }
 
 /// Rotates the issuing CA of `home`: a new CA key and certificate from the
@@ -490,11 +496,7 @@ pub fn rotate_issuing_ca(
     let old_signer = first_cert(&home.path(&cfg.signer_cert))?;
     let subject = opts.subject.clone().unwrap_or_else(|| next_generation_name(&old_ca.subject));
     let ca_key = new_key_like(home, &cfg.ca_key, key_bits(&old_ca)?, unlock, now)?;
-    let ca_after = match opts.ca_days {
-        Some(d) if d < 1 => return Err(Error::Usage("--days must be at least 1".into())),
-        Some(d) => now + d * DAY,
-        None => (now + lifetimes::INTERMEDIATE_DAYS * DAY).min(root.not_after),
-    };
+    let ca_after = not_after(opts.ca_days, lifetimes::INTERMEDIATE_DAYS, &root, now)?;
     let ca_der = create_certificate(
         &CertRequest {
             kind: CertKind::Intermediate,
@@ -510,14 +512,11 @@ pub fn rotate_issuing_ca(
     let (signer_key, signer_der, signer) =
         new_signer(home, &ca, ca_key.signer(), &old_signer, unlock, opts.signer_days, now)?;
 
-    let mut chain = vec![signer_der.clone(), ca_der.clone()];
-    chain.extend(current_cross(home)?);
-    let refs: Vec<&[u8]> = chain.iter().map(|d| d.as_slice()).collect();
     let parts = [
         Part { role: "ca", der: &ca_der, info: &ca, key: Some(&ca_key) },
         Part { role: "signer", der: &signer_der, info: &signer, key: Some(&signer_key) },
     ];
-    commit(home, unlock, &parts, &refs)
+    commit(home, unlock, &parts)
 }
 
 /// Rotates the root of `home`: a new root, a cross-certificate from the old
@@ -572,11 +571,7 @@ pub fn rotate_root(
     let cross = CertInfo::parse(&cross_der)?;
     let ca_key = new_key_like(home, &cfg.ca_key, key_bits(&old_ca)?, unlock, now)?;
     let ca_subject = next_generation_name(&old_ca.subject);
-    let ca_after = match opts.ca_days {
-        Some(d) if d < 1 => return Err(Error::Usage("--days must be at least 1".into())),
-        Some(d) => now + d * DAY,
-        None => (now + lifetimes::INTERMEDIATE_DAYS * DAY).min(root.not_after),
-    };
+    let ca_after = not_after(opts.ca_days, lifetimes::INTERMEDIATE_DAYS, &root, now)?;
     let ca_der = create_certificate(
         &CertRequest { kind: CertKind::Intermediate, subject: &ca_subject, not_before, not_after: ca_after },
         ca_key.signer().public_key(),
@@ -593,7 +588,7 @@ pub fn rotate_root(
         Part { role: "ca", der: &ca_der, info: &ca, key: Some(&ca_key) },
         Part { role: "signer", der: &signer_der, info: &signer, key: Some(&signer_key) },
     ];
-    commit(home, unlock, &parts, &[&signer_der, &ca_der, &cross_der])
+    commit(home, unlock, &parts)
 }
 
 // ----- health -----

@@ -188,7 +188,7 @@ fn resolve_pin(uri: &Pkcs11Uri, opts: &Pkcs11Options) -> Result<Option<Passphras
         let path = path.strip_prefix("//").unwrap_or(path);
         return Passphrase::from_file(Path::new(path)).map(Some);
     }
-    Ok(opts.pin.as_ref().map(|p| Passphrase::new(p.expose().to_string())))
+    Ok(opts.pin.clone())
 }
 
 /// Opens a session on `slot` and logs the user in (once per process).

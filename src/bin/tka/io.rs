@@ -80,6 +80,13 @@ impl<'a> LazyPass<'a> {
         LazyPass { args, preset: None, cached: std::cell::RefCell::new(None) }
     }
 
+    /// For commands that only create keys: no passphrase file, key file
+    /// permissions checked, the passphrase for new key files settled.
+    pub fn for_new_keys(passphrase: Option<Passphrase>) -> LazyPass<'static> {
+        static NO_PASS_ARGS: PassArgs = PassArgs { passphrase_file: None, insecure_key_permissions: false };
+        LazyPass::with_passphrase(&NO_PASS_ARGS, passphrase)
+    }
+
     /// With the key passphrase already settled (`None`: plaintext keys).
     pub fn with_passphrase(args: &'a PassArgs, passphrase: Option<Passphrase>) -> Self {
         LazyPass { args, preset: Some(passphrase), cached: std::cell::RefCell::new(None) }

@@ -87,8 +87,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
             // Keys on a token need no file passphrase.
             let passphrase = if pkcs11.is_some() { None } else { new_key_passphrase(&pass)? };
             let opts = InitOptions { org, root_bits, ca_bits, signer_bits, pkcs11, ..Default::default() };
-            let none = PassArgs { passphrase_file: None, insecure_key_permissions: false };
-            let unlock = LazyPass::with_passphrase(&none, passphrase);
+            let unlock = LazyPass::for_new_keys(passphrase);
             let h = unlock.retry(|u| IssuerHome::init(&home, &opts, u, clock::now()))?;
             say(format!("home: {}", h.dir().display()));
             say(format!("signer: {}", h.path(&h.config.signer_cert).display()));
