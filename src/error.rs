@@ -4,7 +4,7 @@
 //! Every message says what was checked and what was found, on one line.
 
 use crate::clock::rfc3339;
-use crate::machine::{MachineError, MatchReport};
+use crate::machine::{BindingError, MachineError, MatchReport};
 use crate::store::StoreError;
 use std::fmt;
 use std::path::PathBuf;
@@ -162,6 +162,13 @@ pub enum VerifyError {
         found: String,
         /// Component comparison, when the token carries components.
         report: Option<Box<MatchReport>>,
+    },
+    /// Step 5: the token binds a component set no real machine produces
+    /// (or its `sub` is not their CMID, or a weak binding it does not
+    /// declare): no current issuer signs such a token.
+    ImpossibleBinding {
+        /// Which rule it breaks.
+        reason: BindingError,
     },
     /// Step 5: `now` is before the token's `nbf`.
     TokenNotYetValid {
@@ -326,6 +333,7 @@ impl fmt::Display for VerifyError {
                 }
                 Ok(())
             }
+            ImpossibleBinding { reason } => write!(f, "token binding refused: {reason}"),
             TokenNotYetValid { nbf, now } => {
                 write!(f, "token is not valid before {}, now is {}", rfc3339(*nbf), rfc3339(*now))
             }
@@ -440,13 +448,17 @@ pub enum Error {
     Machine(MachineError),
     /// The activation store failed.
     Store(StoreError),
+    /// A request (or token) binds a component set no real machine produces,
+    /// or a weak one that was not allowed; nothing was signed.
+    Binding(BindingError),
 }
 
 impl Error {
-    /// Whether this is a "no" verdict (exit code 1) rather than a failure to
+    /// Whether this is a "no" verdict (exit code 1: a token, chain or list
+    /// refused, or a request refused at issuance) rather than a failure to
     /// run (exit code 2).
     pub fn is_verdict(&self) -> bool {
-        matches!(self, Error::Verify(_))
+        matches!(self, Error::Verify(_) | Error::Binding(_))
     }
 
     /// A hint on what to do about the error, if there is a useful one.
@@ -463,6 +475,10 @@ impl Error {
             Error::InsecureKeyPermissions { .. } => {
                 Some("run chmod 600 on the key, or pass --insecure-key-permissions")
             }
+            Error::Binding(BindingError::WeakBinding { .. }) => Some(
+                "make the request as root (DMI and serials readable) or with an explicit identity; \
+                 or issue with --allow-weak-binding (or an entitlement that allows it) if a disk copy may pass",
+            ),
             Error::Verify(VerifyError::ClockRollback { .. }) => Some("set the system clock to the right time"),
             Error::Verify(VerifyError::UntrustedRoot { .. }) => {
                 Some("install the issuer's root with `tka trust add ROOT.pem`")
@@ -505,6 +521,7 @@ impl fmt::Display for Error {
             Error::Usage(s) => f.write_str(s),
             Error::Machine(e) => e.fmt(f),
             Error::Store(e) => e.fmt(f),
+            Error::Binding(e) => write!(f, "request refused: {e}"),
         }
     }
 }
@@ -527,6 +544,11 @@ impl From<VerifyError> for Error {
 impl From<MachineError> for Error {
     fn from(e: MachineError) -> Self {
         Error::Machine(e)
+    }
+}
+impl From<BindingError> for Error {
+    fn from(e: BindingError) -> Self {
+        Error::Binding(e)
     }
 }
 impl From<StoreError> for Error {

@@ -142,23 +142,64 @@ impl ActivationRequest {
     }
 
     fn validate(&self) -> Result<(), VerifyError> {
+        self.check_fields().map_err(bad)
+    }
+
+    /// Checks every field but the binding (which
+    /// [`crate::machine::check_binding`] checks at issuance): the version;
+    /// the product is a plain name ([`is_plain_name`], the store's character
+    /// set); no field holds control or bidirectional-format characters; the
+    /// CMID and host name are at most 255 bytes; the nonce is base64url; at
+    /// most [`MAX_COMPONENTS`] components. Parsing already checks this; the
+    /// issuer checks again whatever built the request. The error says what
+    /// is wrong, with any offending text escaped.
+    pub fn check_fields(&self) -> Result<(), String> {
         if self.version != 1 {
-            return Err(bad(format!("unsupported request version {}", self.version)));
+            return Err(format!("unsupported request version {}", self.version));
         }
-        if self.product.is_empty() || self.product.len() > MAX_FIELD {
-            return Err(bad("product must be 1 to 255 bytes".into()));
+        if !is_plain_name(&self.product) {
+            return Err(format!(
+                "product {:?} is not a product name (1 to 64 letters, digits, '.', '_' or '-', not starting with '.')",
+                self.product
+            ));
+        }
+        for (what, value) in [("cmid", Some(&self.cmid)), ("hostname", self.hostname.as_ref()), ("nonce", Some(&self.nonce))] {
+            let Some(v) = value else { continue };
+            if v.chars().any(is_unprintable) {
+                return Err(format!("{what} {v:?} holds control or format characters"));
+            }
         }
         if self.cmid.is_empty() || self.cmid.len() > MAX_FIELD {
-            return Err(bad("cmid must be 1 to 255 bytes".into()));
-        }
-        if self.components.len() > MAX_COMPONENTS {
-            return Err(bad(format!("more than {MAX_COMPONENTS} components")));
+            return Err("cmid must be 1 to 255 bytes".into());
         }
         if self.hostname.as_ref().is_some_and(|h| h.len() > MAX_FIELD) {
-            return Err(bad("hostname longer than 255 bytes".into()));
+            return Err("hostname longer than 255 bytes".into());
+        }
+        if self.nonce.len() > 64 || B64URL.decode(&self.nonce).is_err() {
+            return Err("nonce is not base64url".into());
+        }
+        if self.components.len() > MAX_COMPONENTS {
+            return Err(format!("more than {MAX_COMPONENTS} components"));
         }
         Ok(())
     }
+}
+
+/// Whether `name` is a plain name: 1 to 64 ASCII letters, digits, `.`, `_`
+/// or `-`, not starting with `.` — the character set of product names in
+/// the store, also required of features and editions at issuance.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Control characters (C0, DEL, C1) and the invisible format characters
+/// that reorder or hide text on a terminal (bidirectional overrides and
+/// isolates, zero-width marks).
+pub fn is_unprintable(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 fn bad(detail: String) -> VerifyError {

@@ -60,6 +60,10 @@ pub struct TkaClaims {
     /// Seconds after `exp` during which the token still activates (reported as grace).
     #[serde(default)]
     pub grace: i64,
+    /// The issuer chose to bind without a hardware anchor or explicit
+    /// identity (`--allow-weak-binding`); see [`crate::machine::check_binding`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub weak_binding: bool,
 }
 
 /// How long a token lasts.
@@ -90,6 +94,9 @@ pub struct IssueOptions {
     pub alg: SignatureAlgorithm,
     /// Serial to use (re-issue); `None` makes a fresh random one.
     pub serial: Option<String>,
+    /// Sign a weak binding (no hardware anchor, no explicit identity) instead
+    /// of refusing it; the token records the choice.
+    pub allow_weak_binding: bool,
 }
 
 impl Default for IssueOptions {
@@ -103,6 +110,7 @@ impl Default for IssueOptions {
             grace_days: 0,
             alg: SignatureAlgorithm::Ps256,
             serial: None,
+            allow_weak_binding: false,
         }
     }
 }
@@ -202,7 +210,22 @@ pub fn new_serial() -> String {
 
 /// The claims a token for `req` would carry, checked against the signer's
 /// validity. Refuses (never shortens) a token that would outlive its signer.
+///
+/// The request is input, not instructions: its fields must be well-formed
+/// ([`ActivationRequest::check_fields`]) and its binding one a real machine
+/// produces ([`crate::machine::check_binding`]; a weak one only with
+/// [`IssueOptions::allow_weak_binding`]). Feature and edition names use the
+/// product name's character set.
 pub fn build_claims(req: &ActivationRequest, opts: &IssueOptions, signer: &CertInfo, now: i64) -> Result<Claims> {
+    req.check_fields().map_err(|detail| Error::Format { what: "request".into(), detail })?;
+    let strength = crate::machine::check_binding(&req.cmid, &req.components, opts.allow_weak_binding)?;
+    for (what, name) in opts.features.iter().map(|f| ("feature", f)).chain(opts.edition.iter().map(|e| ("edition", e))) {
+        if !crate::request::is_plain_name(name) {
+            return Err(Error::Usage(format!(
+                "{what} name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-' (not starting with '.')"
+            )));
+        }
+    }
     if now < signer.not_before || now > signer.not_after {
         return Err(Error::Refused(format!(
             "signer certificate {} is not valid now (valid {} to {})",
@@ -228,11 +251,9 @@ pub fn build_claims(req: &ActivationRequest, opts: &IssueOptions, signer: &CertI
         }
     }
     let match_rule = opts.match_rule.unwrap_or_else(|| crate::machine::default_rule_for(&req.components));
-    if !req.components.is_empty() {
-        match_rule
-            .check_for(&req.components)
-            .map_err(|e| Error::Usage(format!("--match {match_rule} does not fit this request: {e}")))?;
-    }
+    match_rule
+        .check_for(&req.components)
+        .map_err(|e| Error::Usage(format!("--match {match_rule} does not fit this request: {e}")))?;
     Ok(Claims {
         jti: opts.serial.clone().unwrap_or_else(new_serial),
         sub: req.cmid.clone(),
@@ -249,6 +270,7 @@ pub fn build_claims(req: &ActivationRequest, opts: &IssueOptions, signer: &CertI
             match_rule,
             renew_after: exp.map(|e| now + (e - now) * 2 / 3),
             grace,
+            weak_binding: strength == crate::machine::BindingStrength::Weak,
         },
     })
 }

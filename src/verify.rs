@@ -22,7 +22,7 @@ pub const IAT_SKEW_SECS: i64 = 300;
 pub enum MachineCheck<'a> {
     /// Do not check the machine (inspecting a token on the issuer's side).
     Skip,
-    /// Compare the token's bound components (k-of-n) and, when it has none, its CMID.
+    /// Compare the token's bound components (k-of-n).
     Identity(&'a MachineIdentity),
     /// Compare the token's `sub` with this CMID only.
     Cmid(&'a str),
@@ -77,6 +77,7 @@ pub fn verify_token(text: &str, ctx: &VerifyContext<'_>) -> Result<VerifiedToken
     // Step 5: claims.
     let claims = parse_claims(&jws.payload)?;
     check_product(&claims, ctx.product)?;
+    check_binding(&claims)?;
     let machine_match = check_machine(&claims, ctx.machine)?;
     let in_grace = check_time_window(&claims, ctx.now)?;
     check_within_signer(&claims, &signer)?;
@@ -122,8 +123,18 @@ fn check_product(claims: &Claims, expected: Option<&str>) -> Result<(), VerifyEr
     }
 }
 
-/// Machine binding: k-of-n over component hashes when the token has them,
-/// else the CMID.
+/// Defence in depth: the token binds a component set a real machine
+/// produces, its `sub` is the CMID of those components, and a weak binding
+/// is one the issuer chose (`weak_binding`). Issuers check the same with the
+/// same function before they sign (docs/machine-identity.md).
+fn check_binding(claims: &Claims) -> Result<(), VerifyError> {
+    crate::machine::check_binding(&claims.sub, &claims.tka.components, claims.tka.weak_binding)
+        .map(|_| ())
+        .map_err(|reason| VerifyError::ImpossibleBinding { reason })
+}
+
+/// Machine binding: k-of-n over component hashes (a token without any is
+/// refused by [`check_binding`] before this).
 fn check_machine(claims: &Claims, machine: MachineCheck<'_>) -> Result<Option<MatchReport>, VerifyError> {
     match machine {
         MachineCheck::Skip => Ok(None),
@@ -135,17 +146,6 @@ fn check_machine(claims: &Claims, machine: MachineCheck<'_>) -> Result<Option<Ma
             }
         }
         MachineCheck::Identity(id) => {
-            if claims.tka.components.is_empty() {
-                return if id.cmid() == claims.sub {
-                    Ok(None)
-                } else {
-                    Err(VerifyError::WrongMachine {
-                        expected: id.cmid().into(),
-                        found: claims.sub.clone(),
-                        report: None,
-                    })
-                };
-            }
             let report = claims.tka.match_rule.evaluate(&claims.tka.components, id.components());
             if report.is_match() {
                 Ok(Some(report))

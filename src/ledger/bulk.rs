@@ -34,7 +34,6 @@
 use super::{db_err, find_entitlement, Entitlement, Ledger};
 use crate::error::{Error, Result};
 use crate::jws::TOKEN_TYP;
-use crate::machine::cmid_from_components;
 use crate::request::{ActivationRequest, MAX_REQUEST_SIZE};
 use crate::token::{build_claims, Claims, IssueOptions, TokenLifetime, TokenSigner};
 use rayon::prelude::*;
@@ -383,9 +382,12 @@ pub fn issue_batch_to(
     let mut work = Vec::new();
     let mut by_digest: HashMap<String, usize> = HashMap::new();
     let mut by_machine: HashMap<(String, String), usize> = HashMap::new();
-    // The digests and CMID checks, on every core.
-    let checked: Vec<Option<(String, Option<String>)>> =
-        inputs.par_iter().map(|i| i.request.as_ref().ok().map(|r| (request_digest(r), cmid_mismatch(r)))).collect();
+    // The digests and request checks, on every core.
+    let allow_weak = opts.issue.allow_weak_binding || ent.as_ref().is_some_and(|e| e.allow_weak_binding);
+    let checked: Vec<Option<(String, Option<String>)>> = inputs
+        .par_iter()
+        .map(|i| i.request.as_ref().ok().map(|r| (request_digest(r), request_refusal(r, allow_weak))))
+        .collect();
     for ((slot, input), checked) in inputs.into_iter().enumerate().zip(checked) {
         let mut item = blank_item(slot, input.source);
         let refuse = |item: &mut ItemReport, why: String| {
@@ -531,6 +533,9 @@ pub fn renew_batch_to(
                     grace_days: (old.tka.grace / crate::clock::DAY) as u32,
                     alg: opts.alg,
                     serial: None,
+                    // A renewal keeps the binding; a weak one stays allowed
+                    // only if the old token recorded the issuer's choice.
+                    allow_weak_binding: old.tka.weak_binding,
                 };
                 let req = ActivationRequest {
                     version: 1,
@@ -601,15 +606,61 @@ fn blank_item(slot: usize, source: String) -> ItemReport {
     }
 }
 
-/// A request whose CMID is not the one its components give is refused: it
-/// would let one seat cover machines that are not the same.
-fn cmid_mismatch(req: &ActivationRequest) -> Option<String> {
-    match cmid_from_components(&req.components) {
-        Some(c) if c != req.cmid => {
-            Some(format!("the request's CMID {} does not match its components (which give {c})", req.cmid))
-        }
-        _ => None,
+/// Why a request cannot be issued at all, before any seat is looked at:
+/// malformed fields, or a binding no real machine produces (or a weak one
+/// not allowed) — see [`crate::machine::check_binding`]. The same checks
+/// run again in [`crate::token::build_claims`].
+fn request_refusal(req: &ActivationRequest, allow_weak: bool) -> Option<String> {
+    if let Err(detail) = req.check_fields() {
+        return Some(Error::Format { what: "request".into(), detail }.to_string());
     }
+    crate::machine::check_binding(&req.cmid, &req.components, allow_weak).err().map(|e| Error::Binding(e).to_string())
+}
+
+/// The seat rule: a machine that already holds a seat (same CMID) is given
+/// another token without consuming a seat only if it passes every live
+/// token of that seat under that token's own match rule — that is, only if
+/// it is a machine those tokens already activate. Otherwise two machines
+/// that both pass verification would share one seat (a disk clone with the
+/// same machine-id and other hardware, or a request that changes the
+/// hardware bit by bit). Returns the refusal, if any.
+fn seat_held_elsewhere(
+    st: &mut rusqlite::CachedStatement<'_>,
+    e: &Entitlement,
+    req: &ActivationRequest,
+    dberr: impl Fn(rusqlite::Error) -> Error + Copy,
+) -> Result<Option<String>> {
+    let rows = st
+        .query_map(params![e.id, req.cmid, req.product], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        })
+        .map_err(dberr)?;
+    for row in rows {
+        let (serial, components, body) = row.map_err(dberr)?;
+        let bound: Vec<crate::machine::ComponentHash> =
+            serde_json::from_str(&components).map_err(|err| Error::format(format!("ledger token {serial}"), err))?;
+        let rule = token_rule(&body).map_err(|err| Error::format(format!("ledger token {serial}"), err))?;
+        let report = rule.evaluate(&bound, &req.components);
+        if !report.is_match() {
+            return Ok(Some(format!(
+                "machine {} holds a seat in {} through token {serial}, which this request's machine does not \
+                 pass ({report}): it is another machine with the same CMID (a disk or VM copy needs its own \
+                 machine-id), or release the seat first (tka ledger release)",
+                req.cmid,
+                e.label()
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// The match rule of a recorded token, from its body (`payload.signature`).
+fn token_rule(body: &str) -> std::result::Result<crate::machine::MatchRule, String> {
+    let payload = body.split('.').next().unwrap_or_default();
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+        .map_err(|e| format!("payload is not base64url: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    crate::token::parse_claims(&v).map(|c| c.tka.match_rule).map_err(|e| e.to_string())
 }
 
 /// What planning decided for one item. (Short-lived, one per item of a
@@ -978,6 +1029,13 @@ fn plan_batch(
     let mut seat_st = conn
         .prepare_cached("SELECT EXISTS(SELECT 1 FROM seats WHERE entitlement_id = ?1 AND cmid = ?2)")
         .map_err(dberr)?;
+    let mut seat_tokens_st = conn
+        .prepare_cached(
+            "SELECT t.serial, t.components, t.body FROM tokens t
+             WHERE t.cmid = ?2 AND t.product = ?3 AND +t.entitlement_id = ?1 AND t.released_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = t.serial)",
+        )
+        .map_err(dberr)?;
     for (i, w) in batch.iter().enumerate() {
         let ahead = presigned.get_mut(i).and_then(Option::take);
         let ent = match w.entitlement {
@@ -1010,6 +1068,7 @@ fn plan_batch(
         o.serial = None;
         o.entitlement = w.entitlement.map(|id| id.to_string());
         if let Some(e) = &ent {
+            o.allow_weak_binding |= e.allow_weak_binding;
             if o.features.is_empty() {
                 o.features = e.features.clone();
             } else if let Some(f) = o.features.iter().find(|f| !e.features.contains(f)) {
@@ -1056,6 +1115,10 @@ fn plan_batch(
         }
         let counted: bool = seat_st.query_row(params![e.id, w.req.cmid], |r| r.get(0)).map_err(dberr)?;
         if counted {
+            if let Some(why) = seat_held_elsewhere(&mut seat_tokens_st, e, &w.req, dberr)? {
+                plans.push(Plan::Refuse(why));
+                continue;
+            }
             plans.push(Plan::Sign { claims, new_seat: false, counted: true, text });
         } else if e.used < e.machines {
             e.used += 1;

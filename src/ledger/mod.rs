@@ -78,6 +78,8 @@ pub struct Entitlement {
     pub created_at: i64,
     /// When it was last changed.
     pub updated_at: i64,
+    /// Its tokens may bind weakly (no hardware anchor, no explicit identity).
+    pub allow_weak_binding: bool,
 }
 
 impl Entitlement {
@@ -108,6 +110,8 @@ pub struct NewEntitlement {
     pub expires: Option<i64>,
     /// Unique name.
     pub name: Option<String>,
+    /// Allow weak bindings (see [`crate::machine::check_binding`]).
+    pub allow_weak_binding: bool,
 }
 
 /// Changes to an entitlement; `None` leaves a field as it is.
@@ -121,6 +125,8 @@ pub struct EntitlementUpdate {
     pub expires: Option<Option<i64>>,
     /// New name (`Some(None)` removes it).
     pub name: Option<Option<String>>,
+    /// Allow (or stop allowing) weak bindings for tokens issued from now on.
+    pub allow_weak_binding: Option<bool>,
 }
 
 /// A token as the ledger records it.
@@ -320,8 +326,11 @@ impl Ledger {
 
     /// Adds an entitlement and returns it with its id.
     pub fn add_entitlement(&mut self, new: &NewEntitlement, now: i64) -> Result<Entitlement> {
-        if new.product.is_empty() {
-            return Err(Error::Usage("an entitlement needs a product".into()));
+        if !crate::request::is_plain_name(&new.product) {
+            return Err(Error::Usage(format!(
+                "product {:?}: use 1 to 64 letters, digits, '.', '_' or '-' (not starting with '.')",
+                new.product
+            )));
         }
         if let Some(n) = &new.name {
             check_name(n)?;
@@ -338,9 +347,10 @@ impl Ledger {
             }
         }
         tx.execute(
-            "INSERT INTO entitlements (name, product, machines, features, expires, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-            params![new.name, new.product, new.machines, features, new.expires, now],
+            "INSERT INTO entitlements (name, product, machines, features, expires, created_at, updated_at,
+                                       allow_weak_binding)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+            params![new.name, new.product, new.machines, features, new.expires, now, new.allow_weak_binding],
         )
         .map_err(|e| db_err(&path, e))?;
         let id = tx.last_insert_rowid();
@@ -389,6 +399,10 @@ impl Ledger {
             tx.execute("UPDATE entitlements SET features = ?1 WHERE id = ?2", params![features_json(f)?, ent.id])
                 .map_err(|e| db_err(&path, e))?;
         }
+        if let Some(w) = upd.allow_weak_binding {
+            tx.execute("UPDATE entitlements SET allow_weak_binding = ?1 WHERE id = ?2", params![w, ent.id])
+                .map_err(|e| db_err(&path, e))?;
+        }
         if let Some(x) = &upd.expires {
             tx.execute("UPDATE entitlements SET expires = ?1 WHERE id = ?2", params![x, ent.id])
                 .map_err(|e| db_err(&path, e))?;
@@ -430,7 +444,9 @@ impl Ledger {
     /// Issues one token for `req` and records it, counting the machine
     /// against `entitlement` (id or name) when one is given. This is
     /// [`bulk::issue_batch`] with a batch of one that always signs a fresh
-    /// token; a refusal is returned as [`Error::Refused`].
+    /// token; a request that cannot be issued at all is returned as
+    /// [`Error::Format`] or [`Error::Binding`], any other refusal as
+    /// [`Error::Refused`].
     pub fn issue(
         &mut self,
         req: &crate::request::ActivationRequest,
@@ -439,6 +455,12 @@ impl Ledger {
         signer: &crate::token::TokenSigner,
         now: i64,
     ) -> Result<bulk::IssuedItem> {
+        let ent_allows = match entitlement {
+            Some(sel) => self.entitlement(sel)?.allow_weak_binding,
+            None => false,
+        };
+        req.check_fields().map_err(|detail| Error::Format { what: "request".into(), detail })?;
+        crate::machine::check_binding(&req.cmid, &req.components, opts.allow_weak_binding || ent_allows)?;
         let batch = bulk::BatchOptions {
             entitlement: entitlement.map(str::to_string),
             issue: opts.clone(),
@@ -717,7 +739,8 @@ impl Ledger {
 // ----- row mapping and helpers ----------------------------------------------
 
 const ENT_SELECT: &str =
-    "SELECT id, name, product, machines, used, features, expires, created_at, updated_at FROM entitlements";
+    "SELECT id, name, product, machines, used, features, expires, created_at, updated_at, allow_weak_binding
+     FROM entitlements";
 
 const TOKEN_SELECT: &str = "SELECT t.serial, t.entitlement_id, t.product, t.cmid, t.components, t.issued_at,
         t.not_before, t.expires, t.signer, t.request_nonce, t.request_digest, t.replaces, t.released_at,
@@ -736,6 +759,7 @@ fn ent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entitlement> {
         expires: r.get(6)?,
         created_at: r.get(7)?,
         updated_at: r.get(8)?,
+        allow_weak_binding: r.get(9)?,
     })
 }
 
@@ -794,8 +818,10 @@ fn check_name(n: &str) -> Result<()> {
 }
 
 fn features_json(f: &[String]) -> Result<String> {
-    if f.iter().any(|x| x.is_empty() || x.contains(',')) {
-        return Err(Error::Usage("features are non-empty names without commas".into()));
+    if let Some(x) = f.iter().find(|x| !crate::request::is_plain_name(x)) {
+        return Err(Error::Usage(format!(
+            "feature name {x:?}: use 1 to 64 letters, digits, '.', '_' or '-' (not starting with '.')"
+        )));
     }
     Ok(serde_json::to_string(f).expect("strings serialize"))
 }

@@ -9,7 +9,7 @@
 pub const APPLICATION_ID: i64 = 0x544b_414c;
 
 /// The schema version this tka writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
@@ -90,6 +90,12 @@ CREATE TABLE revocations (
 DROP INDEX tokens_request;
 DROP INDEX tokens_entitlement;
 CREATE INDEX tokens_entitlement_issued ON tokens(entitlement_id, issued_at);
+"#,
+    // 2 -> 3: an entitlement may allow weak bindings (no hardware anchor, no
+    // explicit identity); off unless the administrator says so.
+    r#"
+ALTER TABLE entitlements ADD COLUMN allow_weak_binding INTEGER NOT NULL DEFAULT 0
+    CHECK (allow_weak_binding IN (0, 1));
 "#,
 ];
 

@@ -2,11 +2,13 @@
 //!
 //! # Votes
 //! Components are grouped by kind and each kind is one *vote*. A vote matches
-//! when any bound hash of that kind is present on this machine. In practice
-//! only `mac` is multi-valued: all of a machine's physical MACs together are
-//! one vote, which matches if any bound MAC is still present. A machine with
-//! four NICs therefore does not get four times the say of its DMI UUID, and
-//! replacing some (not all) of its NICs changes nothing.
+//! when more than half of the bound hashes of that kind are present on this
+//! machine. Only `mac` is multi-valued (see [`super::check_components`]):
+//! all of a machine's physical MACs together are one vote, which matches if
+//! most of the bound MACs are still present. A machine with four NICs
+//! therefore does not get four times the say of its DMI UUID, replacing one
+//! of its four NICs changes nothing, and a token bound to the MACs of
+//! several machines matches none of them on that vote.
 //!
 //! # Rules
 //! * `all` — every vote must match.
@@ -137,11 +139,18 @@ impl MatchRule {
     /// Compares `bound` (from a token) with `current` (this machine).
     pub fn evaluate(&self, bound: &[ComponentHash], current: &[ComponentHash]) -> MatchReport {
         // kind -> matched?
-        let mut votes: BTreeMap<(usize, &str), bool> = BTreeMap::new();
+        // kind -> (bound values, values present here)
+        let mut tally: BTreeMap<(usize, &str), (usize, usize)> = BTreeMap::new();
         for b in bound {
             let hit = current.iter().any(|c| c.kind == b.kind && c.hash == b.hash);
-            *votes.entry((kinds::rank(&b.kind), b.kind.as_str())).or_insert(false) |= hit;
+            let t = tally.entry((kinds::rank(&b.kind), b.kind.as_str())).or_insert((0, 0));
+            t.0 += 1;
+            t.1 += usize::from(hit);
         }
+        // A vote matches when more than half of its bound values are present:
+        // two machines with different NICs can never both hold a majority of
+        // the same bound MACs.
+        let votes: BTreeMap<(usize, &str), bool> = tally.into_iter().map(|(k, (n, hits))| (k, 2 * hits > n)).collect();
         let total = votes.len();
         let matched = votes.values().filter(|m| **m).count();
         let changed: Vec<String> = votes.iter().filter(|(_, m)| !**m).map(|((_, k), _)| k.to_string()).collect();

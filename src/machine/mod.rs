@@ -14,6 +14,7 @@
 //!
 //! See `docs/machine-identity.md` for the design.
 
+mod binding;
 mod environment;
 mod hash;
 mod matching;
@@ -21,6 +22,7 @@ mod normalize;
 mod platform;
 mod sources;
 
+pub use binding::{check_binding, check_components, BindingError, BindingStrength, HARDWARE_ANCHORS, MAX_MACS};
 pub use environment::Environment;
 pub use hash::{cmid_basis, cmid_from_components, hash_component, normalize_cmid, product_salt, validate_cmid};
 pub use matching::{default_rule_for, vote_count, MatchReport, MatchRule};
@@ -381,6 +383,13 @@ impl MachineIdentity {
         }
         components
             .sort_by(|a, b| (kinds::rank(&a.kind), &a.kind, &a.hash).cmp(&(kinds::rank(&b.kind), &b.kind, &b.hash)));
+        // A machine binds at most MAX_MACS NICs (the first in hash order), so
+        // every identity it reports is one an issuer accepts.
+        let mut macs = 0;
+        components.retain(|c| c.kind != kinds::MAC || {
+            macs += 1;
+            macs <= MAX_MACS
+        });
         let cmid = cmid_from_components(&components).unwrap_or_default();
         MachineIdentity {
             product: product.to_string(),
@@ -428,6 +437,11 @@ impl MachineIdentity {
         k.dedup();
         k
     }
+    /// How strongly this machine's components identify it; `None` when it
+    /// has none, or a set no issuer accepts (see [`check_components`]).
+    pub fn binding_strength(&self) -> Option<BindingStrength> {
+        check_components(&self.components).ok()
+    }
     /// The default match rule for this machine's components.
     pub fn default_rule(&self) -> MatchRule {
         default_rule_for(&self.components)
@@ -462,6 +476,14 @@ impl MachineIdentity {
                 "not readable without root: {}; requests and verification should run with the same privileges",
                 root_only.join(", ")
             ));
+        }
+        if self.binding_strength() == Some(BindingStrength::Weak) {
+            w.push(
+                "weak binding: no hardware anchor (DMI UUID, serial numbers, disk serial or physical MAC) was \
+                 readable, so a copy of this disk would pass as this machine; issuers refuse such a request \
+                 unless they allow weak bindings (run as root, or use an explicit identity)"
+                    .into(),
+            );
         }
         let kinds = self.cmid_kinds();
         if !self.components.is_empty() && kinds.iter().all(|k| k == kinds::MAC || k == kinds::CPU_MODEL) {

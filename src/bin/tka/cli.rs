@@ -659,6 +659,9 @@ pub enum TokenCmd {
         /// Machine match rule: all, most, or a number of components [default: most]
         #[arg(long = "match")]
         match_rule: Option<String>,
+        /// Sign even a weak binding (no hardware anchor, no explicit identity), which a disk copy passes; the token records it
+        #[arg(long)]
+        allow_weak_binding: bool,
         /// Days after expiry during which the token still works (reported as grace)
         #[arg(long, default_value_t = 0)]
         grace_days: u32,
@@ -842,6 +845,9 @@ pub struct IssueBulkArgs {
     /// Machine match rule: all, most, or a number of components [default: most]
     #[arg(long = "match")]
     pub match_rule: Option<String>,
+    /// Sign even weak bindings (no hardware anchor, no explicit identity), which a disk copy passes; the tokens record it
+    #[arg(long)]
+    pub allow_weak_binding: bool,
     /// Days after expiry during which the tokens still work
     #[arg(long, default_value_t = 0)]
     pub grace_days: u32,
@@ -886,6 +892,9 @@ pub enum EntitlementCmd {
         /// Unique name, usable wherever an entitlement is named
         #[arg(long)]
         name: Option<String>,
+        /// Its tokens may bind weakly (no hardware anchor, no explicit identity), which a disk copy passes
+        #[arg(long)]
+        allow_weak_binding: bool,
         #[command(flatten)]
         ledger: LedgerArgs,
         #[command(flatten)]
@@ -924,6 +933,9 @@ pub enum EntitlementCmd {
         /// New name, or `none` to remove it
         #[arg(long)]
         name: Option<String>,
+        /// Allow weak bindings from now on: yes or no
+        #[arg(long, value_name = "yes|no", value_parser = ["yes", "no"])]
+        allow_weak_binding: Option<String>,
         #[command(flatten)]
         ledger: LedgerArgs,
         #[command(flatten)]

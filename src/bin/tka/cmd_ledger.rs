@@ -61,6 +61,7 @@ fn ent_json(e: &Entitlement) -> serde_json::Value {
         "used": e.used, "free": e.free(), "features": e.features,
         "expires": e.expires.map(clock::rfc3339),
         "created": clock::rfc3339(e.created_at), "updated": clock::rfc3339(e.updated_at),
+        "allow_weak_binding": e.allow_weak_binding,
     })
 }
 
@@ -73,12 +74,15 @@ fn print_ent(e: &Entitlement) {
     say(format!("machines: {} ({} used, {} free)", e.machines, e.used, e.free()));
     say(format!("features: {}", e.features.join(",")));
     say(format!("expires: {}", time_or_never(e.expires)));
+    if e.allow_weak_binding {
+        say("weak bindings: allowed");
+    }
 }
 
 pub fn entitlement(cmd: EntitlementCmd) -> Result<ExitCode> {
     let now = clock::now();
     match cmd {
-        EntitlementCmd::Add { product, machines, features, expires, name, ledger, out } => {
+        EntitlementCmd::Add { product, machines, features, expires, name, allow_weak_binding, ledger, out } => {
             let mut l = open(&ledger, true)?;
             let new = NewEntitlement {
                 product,
@@ -86,6 +90,7 @@ pub fn entitlement(cmd: EntitlementCmd) -> Result<ExitCode> {
                 features: features.into_iter().filter(|f| !f.is_empty()).collect(),
                 expires: expires.as_deref().map(parse_time).transpose()?,
                 name,
+                allow_weak_binding,
             };
             let e = l.add_entitlement(&new, now)?;
             if out.json {
@@ -134,7 +139,8 @@ pub fn entitlement(cmd: EntitlementCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        EntitlementCmd::Update { entitlement, machines, features, expires, name, ledger, out } => verdict((|| {
+        EntitlementCmd::Update { entitlement, machines, features, expires, name, allow_weak_binding, ledger, out } => {
+            verdict((|| {
             let mut l = open(&ledger, false)?;
             let upd = EntitlementUpdate {
                 machines,
@@ -149,6 +155,7 @@ pub fn entitlement(cmd: EntitlementCmd) -> Result<ExitCode> {
                     Some("none") => Some(None),
                     Some(n) => Some(Some(n.to_string())),
                 },
+                allow_weak_binding: allow_weak_binding.map(|v| v == "yes"),
             };
             let e = l.update_entitlement(&entitlement, &upd, now)?;
             if out.json {
@@ -157,7 +164,8 @@ pub fn entitlement(cmd: EntitlementCmd) -> Result<ExitCode> {
                 print_ent(&e);
             }
             Ok(ExitCode::SUCCESS)
-        })()),
+        })())
+        }
     }
 }
 
@@ -466,6 +474,7 @@ pub fn issue_bulk(a: IssueBulkArgs) -> Result<ExitCode> {
             grace_days: a.grace_days,
             alg: SignatureAlgorithm::from_jws_name(&a.common.alg).expect("clap restricts --alg"),
             serial: None,
+            allow_weak_binding: a.allow_weak_binding,
         },
         reissue: a.reissue,
         chunk: a.common.chunk,

@@ -269,6 +269,7 @@ fn run_token(cmd: TokenCmd) -> Result<ExitCode> {
             features,
             edition,
             match_rule,
+            allow_weak_binding,
             grace_days,
             alg,
             out,
@@ -316,6 +317,7 @@ fn run_token(cmd: TokenCmd) -> Result<ExitCode> {
                 grace_days,
                 alg: SignatureAlgorithm::from_jws_name(&alg).expect("clap restricts --alg"),
                 serial: None,
+                allow_weak_binding,
             };
             let issued = cmd_ledger::issue_one(&record, home_dir.as_deref(), &req, &opts, &signer, clock::now())?;
             match out {
