@@ -163,7 +163,9 @@ impl ActivationRequest {
                 self.product
             ));
         }
-        for (what, value) in [("cmid", Some(&self.cmid)), ("hostname", self.hostname.as_ref()), ("nonce", Some(&self.nonce))] {
+        for (what, value) in
+            [("cmid", Some(&self.cmid)), ("hostname", self.hostname.as_ref()), ("nonce", Some(&self.nonce))]
+        {
             let Some(v) = value else { continue };
             if v.chars().any(is_unprintable) {
                 return Err(format!("{what} {v:?} holds control or format characters"));
@@ -199,7 +201,8 @@ pub fn is_plain_name(name: &str) -> bool {
 /// that reorder or hide text on a terminal (bidirectional overrides and
 /// isolates, zero-width marks).
 pub fn is_unprintable(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 fn bad(detail: String) -> VerifyError {

@@ -219,7 +219,8 @@ pub fn new_serial() -> String {
 pub fn build_claims(req: &ActivationRequest, opts: &IssueOptions, signer: &CertInfo, now: i64) -> Result<Claims> {
     req.check_fields().map_err(|detail| Error::Format { what: "request".into(), detail })?;
     let strength = crate::machine::check_binding(&req.cmid, &req.components, opts.allow_weak_binding)?;
-    for (what, name) in opts.features.iter().map(|f| ("feature", f)).chain(opts.edition.iter().map(|e| ("edition", e))) {
+    for (what, name) in opts.features.iter().map(|f| ("feature", f)).chain(opts.edition.iter().map(|e| ("edition", e)))
+    {
         if !crate::request::is_plain_name(name) {
             return Err(Error::Usage(format!(
                 "{what} name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-' (not starting with '.')"

@@ -520,7 +520,7 @@ fn cli_refuses_newer_and_damaged_ledgers_with_exit_2() {
     assert_eq!(r.0, 2);
     assert_eq!(
         r.2,
-        format!("error: ledger {}: written by a newer tka (schema version 7); this tka knows version 2 and never downgrades a ledger: use a newer tka\n", Path::new("home/ledger.sqlite").display())
+        format!("error: ledger {}: written by a newer tka (schema version 7); this tka knows version 3 and never downgrades a ledger: use a newer tka\n", Path::new("home/ledger.sqlite").display())
     );
     fs::write(
         c.path("bad.sqlite"),
@@ -532,11 +532,15 @@ fn cli_refuses_newer_and_damaged_ledgers_with_exit_2() {
     assert_eq!(r.2, "error: ledger bad.sqlite: the file is damaged or not an SQLite database; nothing was changed: restore it from a backup\n");
 }
 
-/// A fake machine root for `TKA_SYSROOT`: only a machine-id.
+/// A fake machine root for `TKA_SYSROOT`: a machine-id and a DMI product
+/// UUID (its hardware anchor) derived from it.
 fn fake_machine(c: &Cli, name: &str, id: &str) -> String {
     let root = c.path(name);
     fs::create_dir_all(root.join("etc")).unwrap();
     fs::write(root.join("etc/machine-id"), format!("{id}\n")).unwrap();
+    fs::create_dir_all(root.join("sys/class/dmi/id")).unwrap();
+    let uuid = format!("{}-{}-{}-{}-{}", &id[0..8], &id[8..12], &id[12..16], &id[16..20], &id[20..32]);
+    fs::write(root.join("sys/class/dmi/id/product_uuid"), format!("{uuid}\n")).unwrap();
     root.to_str().unwrap().to_string()
 }
 

@@ -461,6 +461,7 @@ fn claims() -> Claims {
             match_rule: MatchRule::Most,
             renew_after: Some(ISSUED + LIFETIME * 2 / 3),
             grace: 0,
+            weak_binding: false,
         },
     }
 }
@@ -1555,9 +1556,10 @@ fn claims_tampering(g: &mut Gen) {
         (
             "claim-tka-components-swapped",
             "WrongMachine",
-            "every bound component hash replaced by another machine's",
+            "every bound component hash (and the CMID) replaced by another machine's",
             Box::new(|p| {
                 let other = other_machine();
+                p.insert("sub".into(), json!(other.cmid()));
                 edit_tka(p, |t| {
                     t.insert("components".into(), serde_json::to_value(other.components()).unwrap());
                 })
@@ -1629,8 +1631,8 @@ fn claims_tampering(g: &mut Gen) {
     });
     g.add(
         "claim-sub-other-cmid",
-        "WrongMachine",
-        "sub names another machine; checked when verifying by CMID",
+        "ImpossibleBinding",
+        "sub is not the CMID of the bound components (refused before the machine is compared)",
         Ctx { machine: format!("cmid:{}", machine().cmid()), ..Ctx::default() },
         t,
     );
@@ -1720,15 +1722,15 @@ fn machines(g: &mut Gen) {
     });
     g.add(
         "machine-no-components-same-cmid",
-        "ok",
-        "a token without components binds by CMID (sub)",
+        "ImpossibleBinding",
+        "a token without components (it used to bind by CMID alone): no issuer signs it",
         Ctx::default(),
         no_components.clone(),
     );
     g.add(
         "machine-no-components-other",
-        "WrongMachine",
-        "a token without components on another machine",
+        "ImpossibleBinding",
+        "a token without components on another machine: refused for its binding, before any comparison",
         on_machine("other"),
         no_components,
     );

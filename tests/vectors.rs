@@ -201,6 +201,7 @@ fn corpus_covers_every_verdict_of_steps_one_to_six() {
         "CertRevoked",
         "BadSignature",
         "WrongProduct",
+        "ImpossibleBinding",
         "WrongMachine",
         "TokenNotYetValid",
         "TokenExpired",

@@ -132,7 +132,7 @@ mod tests {
             .unwrap();
         }
         let l = Ledger::open(&path).unwrap();
-        assert_eq!(l.schema_version().unwrap(), 2);
+        assert_eq!(l.schema_version().unwrap(), SCHEMA_VERSION);
         let n: i64 =
             l.conn.query_row("SELECT count(*) FROM tokens WHERE request_digest = 'dd'", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 1);

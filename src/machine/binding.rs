@@ -211,7 +211,9 @@ pub fn check_binding(
 fn is_component_hash(h: &str) -> bool {
     use base64::Engine as _;
     h.len() == 16
-        && base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).is_ok_and(|b| b.len() == super::hash::COMPONENT_HASH_BYTES)
+        && base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(h)
+            .is_ok_and(|b| b.len() == super::hash::COMPONENT_HASH_BYTES)
 }
 
 #[cfg(test)]
@@ -253,10 +255,7 @@ mod tests {
             check_components(&[c("xid", "a"), c("dmi", "c")]),
             Err(BindingError::ExplicitMixed { others: vec!["dmi".into()] })
         );
-        assert_eq!(
-            check_components(&[c("zzz", "a")]),
-            Err(BindingError::UnknownKind { kind: "zzz".into() })
-        );
+        assert_eq!(check_components(&[c("zzz", "a")]), Err(BindingError::UnknownKind { kind: "zzz".into() }));
         let short = ComponentHash { kind: "dmi".into(), hash: "AAAA".into() };
         assert_eq!(check_components(&[short]), Err(BindingError::MalformedHash { kind: "dmi".into() }));
     }

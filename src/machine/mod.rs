@@ -386,9 +386,11 @@ impl MachineIdentity {
         // A machine binds at most MAX_MACS NICs (the first in hash order), so
         // every identity it reports is one an issuer accepts.
         let mut macs = 0;
-        components.retain(|c| c.kind != kinds::MAC || {
-            macs += 1;
-            macs <= MAX_MACS
+        components.retain(|c| {
+            c.kind != kinds::MAC || {
+                macs += 1;
+                macs <= MAX_MACS
+            }
         });
         let cmid = cmid_from_components(&components).unwrap_or_default();
         MachineIdentity {

@@ -141,30 +141,30 @@ pub fn entitlement(cmd: EntitlementCmd) -> Result<ExitCode> {
         }
         EntitlementCmd::Update { entitlement, machines, features, expires, name, allow_weak_binding, ledger, out } => {
             verdict((|| {
-            let mut l = open(&ledger, false)?;
-            let upd = EntitlementUpdate {
-                machines,
-                features: features.map(|f| f.into_iter().filter(|x| !x.is_empty()).collect()),
-                expires: match expires.as_deref() {
-                    None => None,
-                    Some("never") => Some(None),
-                    Some(s) => Some(Some(parse_time(s)?)),
-                },
-                name: match name.as_deref() {
-                    None => None,
-                    Some("none") => Some(None),
-                    Some(n) => Some(Some(n.to_string())),
-                },
-                allow_weak_binding: allow_weak_binding.map(|v| v == "yes"),
-            };
-            let e = l.update_entitlement(&entitlement, &upd, now)?;
-            if out.json {
-                say_json(&ent_json(&e));
-            } else {
-                print_ent(&e);
-            }
-            Ok(ExitCode::SUCCESS)
-        })())
+                let mut l = open(&ledger, false)?;
+                let upd = EntitlementUpdate {
+                    machines,
+                    features: features.map(|f| f.into_iter().filter(|x| !x.is_empty()).collect()),
+                    expires: match expires.as_deref() {
+                        None => None,
+                        Some("never") => Some(None),
+                        Some(s) => Some(Some(parse_time(s)?)),
+                    },
+                    name: match name.as_deref() {
+                        None => None,
+                        Some("none") => Some(None),
+                        Some(n) => Some(Some(n.to_string())),
+                    },
+                    allow_weak_binding: allow_weak_binding.map(|v| v == "yes"),
+                };
+                let e = l.update_entitlement(&entitlement, &upd, now)?;
+                if out.json {
+                    say_json(&ent_json(&e));
+                } else {
+                    print_ent(&e);
+                }
+                Ok(ExitCode::SUCCESS)
+            })())
         }
     }
 }
