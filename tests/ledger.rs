@@ -298,10 +298,82 @@ fn a_damaged_or_foreign_file_is_refused_unchanged() {
     assert_eq!(
         Ledger::open(&foreign).unwrap_err().to_string(),
         format!(
-            "ledger {}: not a tka ledger (it holds tables tka did not create); nothing was changed",
+            "ledger {}: not a tka ledger (it holds a table \"t\" tka did not create); nothing was changed",
             foreign.display()
         )
     );
+}
+
+/// A ledger at `path` with entitlement "acme" (1 machine), changed by `sql`
+/// run with the sqlite3 shell's powers; returns its bytes after the change.
+fn tampered(path: &std::path::Path, sql: &str) -> Vec<u8> {
+    {
+        let mut l = Ledger::open(path).unwrap();
+        ent(&mut l, 1);
+    }
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(sql).unwrap();
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    drop(c);
+    std::fs::read(path).unwrap()
+}
+
+#[track_caller]
+fn refused_schema(path: &std::path::Path, before: &[u8], why: &str) {
+    assert_eq!(
+        Ledger::open(path).unwrap_err().to_string(),
+        format!("ledger {}: not a tka ledger ({why}); nothing was changed", path.display())
+    );
+    assert!(std::fs::read(path).unwrap() == before, "the file is left as it was");
+}
+
+/// Review 2, finding 8: two triggers added with sqlite3 made a 1-machine
+/// entitlement issue three machines and report "0 used". The ledger is
+/// refused before anything is issued.
+#[test]
+fn a_ledger_with_foreign_triggers_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("ledger.sqlite");
+    let before = tampered(
+        &path,
+        "CREATE TRIGGER free_seat AFTER INSERT ON seats BEGIN DELETE FROM seats WHERE cmid = NEW.cmid; END;
+         CREATE TRIGGER zero_used AFTER UPDATE OF used ON entitlements BEGIN UPDATE entitlements SET used = 0; END;",
+    );
+    refused_schema(&path, &before, "it holds a trigger \"free_seat\" tka did not create");
+}
+
+/// Views, indexes and changed tables are refused too, at every version.
+#[test]
+fn a_ledger_with_any_foreign_schema_object_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let cases = [
+        ("CREATE VIEW v AS SELECT * FROM tokens", "it holds a view \"v\" tka did not create"),
+        ("CREATE INDEX seats_by_time ON seats(counted_at)", "it holds a index \"seats_by_time\" tka did not create"),
+        ("ALTER TABLE entitlements ADD COLUMN note TEXT", "its table \"entitlements\" is not the one tka creates"),
+        ("DROP INDEX tokens_expires", "its index \"tokens_expires\" is missing"),
+    ];
+    for (i, (sql, why)) in cases.into_iter().enumerate() {
+        let path = d.path().join(format!("l{i}.sqlite"));
+        let before = tampered(&path, sql);
+        refused_schema(&path, &before, why);
+    }
+    // An older version with a foreign trigger: the unit test
+    // `ledger::schema::tests::an_old_ledger_with_a_foreign_trigger_is_not_migrated`.
+}
+
+/// Review 2, finding 8: `PRAGMA user_version=-1` skipped the application-id
+/// and foreign-table checks.
+#[test]
+fn a_negative_or_foreign_version_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("ledger.sqlite");
+    let before =
+        tampered(&path, "PRAGMA user_version = -1; CREATE TRIGGER t AFTER INSERT ON seats BEGIN SELECT 1; END;");
+    refused_schema(&path, &before, "its schema version -1 is not one tka writes");
+    let path = d.path().join("other-app.sqlite");
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "application_id", 0x1234).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    refused_schema(&path, &before, "its application id is not tka's");
 }
 
 #[test]

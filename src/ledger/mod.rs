@@ -239,15 +239,26 @@ impl Ledger {
         }
         let conn = Connection::open_with_flags(path, flags).map_err(|e| db_err(path, e))?;
         let mut ledger = Ledger { conn, path: path.to_path_buf(), busy_timeout: DEFAULT_BUSY_TIMEOUT };
+        // Read-only checks first: a file that is not a tka ledger is refused
+        // before anything (even the journal mode) is written to it.
+        ledger.configure_read().map_err(|e| db_err(path, e))?;
+        ledger.check_identity()?;
         ledger.configure().map_err(|e| db_err(path, e))?;
         ledger.migrate()?;
         Ok(ledger)
     }
 
-    fn configure(&self) -> rusqlite::Result<()> {
+    fn configure_read(&self) -> rusqlite::Result<()> {
         self.conn.busy_timeout(self.busy_timeout)?;
+        // Nothing in the file's schema may call functions with side effects
+        // (defence in depth: the schema is checked against tka's own).
+        self.conn.pragma_update(None, "trusted_schema", "OFF")?;
         // Reading the header first turns "not a database" into an error here.
         let _: i64 = self.conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        Ok(())
+    }
+
+    fn configure(&self) -> rusqlite::Result<()> {
         let mode: String = self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(rusqlite::Error::InvalidQuery);
@@ -275,8 +286,10 @@ impl Ledger {
         self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| self.err(e))
     }
 
-    fn migrate(&mut self) -> Result<()> {
-        let path = self.path.clone();
+    /// The version and application id are ones tka writes, and the schema
+    /// is exactly tka's for that version. Reads only.
+    fn check_identity(&self) -> Result<()> {
+        let path = &self.path;
         let version = self.schema_version()?;
         let app_id: i64 = self.conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(|e| self.err(e))?;
         if version > SCHEMA_VERSION {
@@ -288,22 +301,28 @@ impl Ledger {
                 ),
             ));
         }
-        if version > 0 && app_id != schema::APPLICATION_ID {
-            return Err(not_a_ledger(&path, "its application id is not tka's"));
+        if version < 0 {
+            return Err(not_a_ledger(path, &format!("its schema version {version} is not one tka writes")));
         }
-        if version == SCHEMA_VERSION {
+        if app_id != schema::APPLICATION_ID && (version > 0 || app_id != 0) {
+            return Err(not_a_ledger(path, "its application id is not tka's"));
+        }
+        self.check_schema(version)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        if self.schema_version()? == SCHEMA_VERSION {
             return Ok(());
         }
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_err(&path, e))?;
         // Re-read inside the write lock: another process may have migrated meanwhile.
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| db_err(&path, e))?;
+        let found = schema::schema_objects(&tx).map_err(|e| db_err(&path, e))?;
+        if let Some(why) = schema::schema_difference(&found, version) {
+            return Err(not_a_ledger(&path, &why));
+        }
         if version == 0 {
-            let tables: i64 = tx
-                .query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table'", [], |r| r.get(0))
-                .map_err(|e| db_err(&path, e))?;
-            if tables > 0 {
-                return Err(not_a_ledger(&path, "it holds tables tka did not create"));
-            }
             tx.pragma_update(None, "application_id", schema::APPLICATION_ID).map_err(|e| db_err(&path, e))?;
         }
         for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
@@ -311,6 +330,17 @@ impl Ledger {
             tx.pragma_update(None, "user_version", i as i64 + 1).map_err(|e| db_err(&path, e))?;
         }
         tx.commit().map_err(|e| db_err(&path, e))
+    }
+
+    /// Every schema object (table, index, trigger, view) must be the one
+    /// tka's migrations create for `version`: a trigger or view added with
+    /// `sqlite3` could change what issuance counts.
+    fn check_schema(&self, version: i64) -> Result<()> {
+        let found = schema::schema_objects(&self.conn).map_err(|e| self.err(e))?;
+        match schema::schema_difference(&found, version) {
+            Some(why) => Err(not_a_ledger(&self.path, &why)),
+            None => Ok(()),
+        }
     }
 
     fn err(&self, e: rusqlite::Error) -> Error {

@@ -99,6 +99,50 @@ ALTER TABLE entitlements ADD COLUMN allow_weak_binding INTEGER NOT NULL DEFAULT 
 "#,
 ];
 
+/// One object of a ledger's schema, as `sqlite_schema` lists it: type,
+/// name, table and SQL text.
+pub(crate) type SchemaObject = (String, String, String, Option<String>);
+
+/// Every schema object of `conn` (tables, indexes, triggers, views, and
+/// SQLite's own `sqlite_sequence` and automatic indexes), in a fixed order.
+pub(crate) fn schema_objects(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<SchemaObject>> {
+    let mut st = conn.prepare("SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY type, name")?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    rows.collect()
+}
+
+/// The schema objects a ledger of `version` (1..=[`SCHEMA_VERSION`]) holds:
+/// what tka's own migrations create, applied to an empty in-memory
+/// database. Computed once per process.
+pub(crate) fn expected_objects(version: i64) -> &'static [SchemaObject] {
+    static EXPECTED: std::sync::OnceLock<Vec<Vec<SchemaObject>>> = std::sync::OnceLock::new();
+    let all = EXPECTED.get_or_init(|| {
+        let conn = rusqlite::Connection::open_in_memory().expect("an in-memory SQLite database");
+        let mut out = vec![Vec::new()];
+        for sql in MIGRATIONS {
+            conn.execute_batch(sql).expect("tka's own migrations apply");
+            out.push(schema_objects(&conn).expect("sqlite_schema reads"));
+        }
+        out
+    });
+    usize::try_from(version).ok().and_then(|v| all.get(v)).map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// The first difference between a ledger's schema objects and those its
+/// version should have, in words ("an extra trigger \"t\""), or `None`.
+pub(crate) fn schema_difference(found: &[SchemaObject], version: i64) -> Option<String> {
+    let expected = expected_objects(version);
+    if let Some(o) = found.iter().find(|o| !expected.contains(o)) {
+        let same_name = expected.iter().any(|e| e.0 == o.0 && e.1 == o.1);
+        return Some(if same_name {
+            format!("its {} {:?} is not the one tka creates", o.0, o.1)
+        } else {
+            format!("it holds a {} {:?} tka did not create", o.0, o.1)
+        });
+    }
+    expected.iter().find(|e| !found.contains(e)).map(|e| format!("its {} {:?} is missing", e.0, e.1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +152,28 @@ mod tests {
         let mut st = l.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let rows = st.query_map([], |r| r.get::<_, String>(3)).unwrap();
         rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
+    }
+
+    /// A foreign trigger in a version 1 ledger is refused before any
+    /// migration runs: every version is checked against its own schema.
+    #[test]
+    fn an_old_ledger_with_a_foreign_trigger_is_not_migrated() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("ledger.sqlite");
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute_batch("CREATE TRIGGER t AFTER INSERT ON tokens BEGIN DELETE FROM seats; END;").unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let e = Ledger::open(&path).unwrap_err().to_string();
+        assert!(
+            e.ends_with("not a tka ledger (it holds a trigger \"t\" tka did not create); nothing was changed"),
+            "{e}"
+        );
+        assert!(std::fs::read(&path).unwrap() == before, "the file is left as it was");
     }
 
     /// A version 1 ledger with tokens is migrated to version 2 in place: its
