@@ -447,7 +447,7 @@ pub fn issue_bulk(a: IssueBulkArgs) -> Result<ExitCode> {
     let inputs = if let Some(dir) = &a.requests {
         bulk::read_requests_dir(dir)?
     } else if let Some(f) = &a.requests_file {
-        let file = std::fs::File::open(f).map_err(|e| Error::Usage(format!("{}: {e}", f.display())))?;
+        let file = crate::io::open_input(f)?;
         let label = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         bulk::read_requests_lines(std::io::BufReader::new(file), &label)?
     } else {

@@ -39,7 +39,7 @@ fn first_cert(path: &Path) -> Result<CertInfo> {
 /// its keys on a PKCS#11 token.
 fn home_passphrase(args: &PassArgs, home: &IssuerHome) -> Result<Option<Passphrase>> {
     if let Some(f) = &args.passphrase_file {
-        return Passphrase::from_file(f).map(Some);
+        return Passphrase::from_file(f, args.insecure_key_permissions).map(Some);
     }
     if let Some(p) = env_passphrase() {
         return Ok(Some(p));
@@ -355,19 +355,7 @@ pub fn revocations(cmd: RevocationsCmd) -> Result<ExitCode> {
             let store = open_store(&store)?;
             // Bounded like everything else the machine reads: CRLs and lists are
             // stored up to 1 MiB, so a larger file is refused unread.
-            let limit = tka::store::MAX_REVOCATION_FILE;
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(
-                    std::fs::File::open(&file).map_err(|e| Error::Usage(format!("{}: {e}", file.display())))?,
-                    limit as u64 + 1,
-                ),
-                &mut bytes,
-            )
-            .map_err(|e| Error::Usage(format!("{}: {e}", file.display())))?;
-            if bytes.len() > limit {
-                return Err(tka::VerifyError::TooLarge { what: "revocation file", limit }.into());
-            }
+            let bytes = read_limited(&file, tka::store::MAX_REVOCATION_FILE, "revocation file")?;
             let mut ca_certs = Vec::new();
             for c in &ca_cert {
                 ca_certs.extend(read_cert_chain(c)?);
