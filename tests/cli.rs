@@ -513,7 +513,7 @@ fn wrong_passphrase_is_a_usage_error() {
     assert_fails(&r, 2, "wrong passphrase for home/signer.key");
     assert!(!s.path("t.jws").exists());
     // Also from --passphrase-file, which wins over the environment.
-    s.write("wrong.txt", "nope\n");
+    s.write_secret("wrong.txt", "nope\n");
     let ca_root = |passphrase_file: &str| {
         s.cmd(&[
             "ca",
@@ -533,7 +533,7 @@ fn wrong_passphrase_is_a_usage_error() {
     assert!(r.2.contains("wrong passphrase"));
     assert!(!s.path("r.pem").exists());
     // The right one from a file works even with a wrong environment variable.
-    s.write("right.txt", format!("{PASS}\n"));
+    s.write_secret("right.txt", format!("{PASS}\n"));
     let r = run(ca_root("right.txt").env("TKA_PASSPHRASE", "not the passphrase"));
     assert_eq!(r.0, 0, "{r:?}");
     assert_eq!(s.snapshot("home"), before);
@@ -720,7 +720,7 @@ fn insecure_no_passphrase_writes_a_plaintext_key() {
         .env_remove("TKA_PASSPHRASE"));
     assert_eq!(r.0, 0, "{r:?}");
     // Contradictory flags.
-    s.write("pass.txt", "x\n");
+    s.write_secret("pass.txt", "x\n");
     let r = s.tka(&["key", "generate", "--out", "k2.key", "--insecure-no-passphrase", "--passphrase-file", "pass.txt"]);
     assert_eq!(r.0, 2, "{r:?}");
     assert!(!s.path("k2.key").exists());

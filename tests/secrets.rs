@@ -152,7 +152,7 @@ fn cli_output_never_contains_the_passphrase() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("wrong passphrase") && !err.contains(MARKER), "{err}");
-    std::fs::write(s.path("pass.txt"), format!("{wrong}\n")).unwrap();
+    s.write_secret("pass.txt", format!("{wrong}\n"));
     let out = s
         .cmd(&["ca", "root", "--key", "k.key", "--subject", "CN=R", "--out", "r3.pem", "--passphrase-file", "pass.txt"])
         .output()

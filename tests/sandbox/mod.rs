@@ -52,6 +52,14 @@ fn fake_machine(root: &Path, (mid, uuid, serial): Machine) {
     }
 }
 
+/// Writes `content` to `path` with mode 0600 (secret files group or others
+/// can read are refused).
+pub fn write_private(path: &Path, content: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, content).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// Every file (path -> bytes) and directory (path -> None) under a path.
 pub type Snapshot = BTreeMap<PathBuf, Option<Vec<u8>>>;
 
@@ -214,6 +222,11 @@ impl Sandbox {
 
     pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) {
         fs::write(self.path(rel), content).unwrap()
+    }
+
+    /// Writes a secret (passphrase or PIN) file with mode 0600, as tka requires.
+    pub fn write_secret(&self, rel: &str, content: impl AsRef<[u8]>) {
+        write_private(&self.path(rel), content)
     }
 
     /// Every file and directory under `rel`.

@@ -7,7 +7,7 @@
 
 use crate::cli::*;
 use crate::io::{write_file, LazyPass};
-use crate::output::{say, say_json};
+use crate::output::{printable, printable_json, say, say_document, say_err, say_json};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ fn open(args: &LedgerArgs, create: bool) -> Result<Ledger> {
 fn verdict(r: Result<ExitCode>) -> Result<ExitCode> {
     match r {
         Err(Error::Refused(m)) => {
-            eprintln!("error: {m}");
+            say_err(format!("error: {m}"));
             Ok(ExitCode::from(1))
         }
         other => other,
@@ -105,8 +105,8 @@ pub fn entitlement(cmd: EntitlementCmd) -> Result<ExitCode> {
                     say(format!(
                         "{}\t{}\t{}\t{}/{} used\texpires {}",
                         e.id,
-                        e.name.as_deref().unwrap_or("-"),
-                        e.product,
+                        printable(e.name.as_deref().unwrap_or("-")),
+                        printable(&e.product),
                         e.used,
                         e.machines,
                         time_or_never(e.expires)
@@ -129,7 +129,7 @@ pub fn entitlement(cmd: EntitlementCmd) -> Result<ExitCode> {
             } else {
                 print_ent(&e);
                 for (cmid, at) in &seats {
-                    say(format!("seat: {cmid}\tcounted {}", clock::rfc3339(*at)));
+                    say(format!("seat: {}\tcounted {}", printable(cmid), clock::rfc3339(*at)));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -186,11 +186,21 @@ fn token_state(t: &TokenRecord) -> &'static str {
     }
 }
 
+/// One CSV field (RFC 4180), safe to open in a spreadsheet: unprintable
+/// characters escaped (so a record is one line), a field a spreadsheet would
+/// take for a formula (starting with `=`, `+`, `-`, `@`, tab or carriage
+/// return) prefixed with `'` (OWASP "CSV injection"), and quoted when it
+/// holds a comma, a quote or a leading `'`.
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let mut v = printable(s).into_owned();
+    if formula {
+        v.insert(0, '\'');
+    }
+    if formula || v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
     } else {
-        s.to_string()
+        v
     }
 }
 
@@ -214,9 +224,9 @@ pub fn ledger(cmd: LedgerCmd) -> Result<ExitCode> {
                 for t in &rows {
                     say(format!(
                         "{}\t{}\t{}\tissued {}\texpires {}\t{}",
-                        t.serial,
-                        t.product,
-                        t.cmid,
+                        printable(&t.serial),
+                        printable(&t.product),
+                        printable(&t.cmid),
                         clock::rfc3339(t.issued_at),
                         time_or_never(t.expires),
                         token_state(t)
@@ -251,9 +261,10 @@ pub fn ledger(cmd: LedgerCmd) -> Result<ExitCode> {
             let l = open(&ledger, false)?;
             let rows = l.tokens(&TokenFilter::default())?;
             let text = if format == "json" {
-                serde_json::to_string_pretty(&json!(rows.iter().map(|t| token_json(t, true)).collect::<Vec<_>>()))
-                    .expect("JSON value prints")
-                    + "\n"
+                let json =
+                    serde_json::to_string_pretty(&json!(rows.iter().map(|t| token_json(t, true)).collect::<Vec<_>>()))
+                        .expect("JSON value prints");
+                printable_json(&json).into_owned() + "\n"
             } else {
                 let mut s = String::from(
                     "serial,entitlement,product,machine,issued,not_before,expires,signer,request_nonce,replaces,released,revoked,components,token\n",
@@ -286,7 +297,7 @@ pub fn ledger(cmd: LedgerCmd) -> Result<ExitCode> {
                     write_file(&p, &text, false)?;
                     say(format!("exported: {} tokens to {}", rows.len(), p.display()));
                 }
-                None => print!("{text}"),
+                None => say_document(&text),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -354,7 +365,7 @@ pub fn issue_one(
             Ok(IssuedToken { text: item.text, claims })
         }
         Err(Error::Refused(m)) => {
-            eprintln!("error: {m}");
+            say_err(format!("error: {m}"));
             std::process::exit(1);
         }
         Err(e) => Err(e),
@@ -392,10 +403,10 @@ fn finish(report: &BatchReport, common: &BulkTokenArgs) -> Result<ExitCode> {
     let bad: Vec<_> = report.items.iter().filter(|i| i.status != ItemStatus::Ok).collect();
     for i in bad.iter().take(SHOWN) {
         let word = if i.status == ItemStatus::Refused { "refused" } else { "failed" };
-        eprintln!("{word}: item {} ({}): {}", i.index, i.source, i.reason.as_deref().unwrap_or(""));
+        say_err(format!("{word}: item {} ({}): {}", i.index, i.source, i.reason.as_deref().unwrap_or("")));
     }
     if bad.len() > SHOWN {
-        eprintln!("... and {} more (see the report)", bad.len() - SHOWN);
+        say_err(format!("... and {} more (see the report)", bad.len() - SHOWN));
     }
     say(format!(
         "issued: {} of {} (signed {}, existing {}, new seats {})",
@@ -413,7 +424,7 @@ fn finish(report: &BatchReport, common: &BulkTokenArgs) -> Result<ExitCode> {
         say(format!("report: {}", p.display()));
     }
     if let Some(e) = &report.aborted {
-        eprintln!("error: {e}");
+        say_err(format!("error: {e}"));
         return Ok(ExitCode::from(2));
     }
     Ok(if report.errors > 0 {

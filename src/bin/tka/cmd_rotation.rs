@@ -265,7 +265,7 @@ pub fn issuer(cmd: IssuerCmd) -> Result<ExitCode> {
                         HealthLevel::Warn => "WARN",
                         HealthLevel::Action => "ACTION",
                     };
-                    say(format!("{tag}\t{}\t{}\t{}", i.role, i.subject, i.message));
+                    say(format!("{tag}\t{}\t{}\t{}", i.role, printable(&i.subject), printable(&i.message)));
                 }
             }
             Ok(if report.level() == HealthLevel::Action { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -366,7 +366,7 @@ pub fn revocations(cmd: RevocationsCmd) -> Result<ExitCode> {
             tka::activation::observe_clock(&store, now)?;
             let r = revocation::import(&store, &bytes, &opts, &ident, now)?;
             for w in &r.warnings {
-                eprintln!("warning: {w}");
+                say_err(format!("warning: {w}"));
             }
             if out.json {
                 say_json(&json!({
@@ -413,8 +413,8 @@ pub fn revocations(cmd: RevocationsCmd) -> Result<ExitCode> {
                     say(format!(
                         "{}\t{}\tnumber {}\t{} entries\tnext update {next}{stale}",
                         r.kind,
-                        r.issuer,
-                        r.number.as_deref().unwrap_or("-"),
+                        printable(&r.issuer),
+                        printable(r.number.as_deref().unwrap_or("-")),
                         r.entries
                     ));
                     if let Some(p) = &r.problem {

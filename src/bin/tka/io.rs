@@ -2,6 +2,7 @@
 //! store location, bounded input reading and file output.
 
 use crate::cli::{MachineArgs, NewKeyPassArgs, PassArgs, StoreArgs};
+use crate::output::printable;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use tka::fsutil;
@@ -121,11 +122,14 @@ impl<'a> LazyPass<'a> {
             let terminal = std::io::stdin().is_terminal();
             match result {
                 Err(Error::PassphraseRequired { path }) if terminal && asked < 2 => {
-                    let p = Passphrase::new(prompt(&format!("Passphrase for {}: ", path.display()))?);
+                    let p = Passphrase::new(prompt(&format!(
+                        "Passphrase for {}: ",
+                        printable(&path.display().to_string())
+                    ))?);
                     self.cached.borrow_mut().as_mut().expect("set above").passphrase = Some(p);
                 }
                 Err(Error::PinRequired { token }) if terminal && asked < 2 => {
-                    let p = Passphrase::new(prompt(&format!("User PIN for token \"{token}\": "))?);
+                    let p = Passphrase::new(prompt(&format!("User PIN for token \"{}\": ", printable(&token)))?);
                     self.cached.borrow_mut().as_mut().expect("set above").pin = Some(p);
                 }
                 other => return other,
@@ -147,7 +151,7 @@ pub fn identify(product: &str, args: &MachineArgs) -> Result<MachineIdentity> {
     let id = MachineIdentity::identify(product, &opts)?;
     if id.binds_host_hardware() {
         for w in id.warnings() {
-            eprintln!("warning: {w}");
+            crate::output::say_err(format!("warning: {w}"));
         }
     }
     Ok(id)

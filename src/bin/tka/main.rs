@@ -28,9 +28,9 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            say_err(format!("error: {e}"));
             if let Some(hint) = e.hint() {
-                eprintln!("hint: {hint}");
+                say_err(format!("hint: {hint}"));
             }
             ExitCode::from(if e.is_verdict() { 1 } else { 2 })
         }
@@ -109,7 +109,8 @@ fn run(cmd: Command) -> Result<ExitCode> {
                     write_file(&path, &body, force)?;
                     say(format!("request: {}", path.display()));
                 }
-                None => say(body.trim_end()),
+                None if text => say(body.trim_end()),
+                None => say_json_text(&body),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -195,7 +196,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
                 say_json(&json!(rows));
             } else {
                 for t in &tokens {
-                    say(format!("{}\tinstalled {}", t.product, clock::rfc3339(t.installed_at)));
+                    say(format!("{}\tinstalled {}", printable(&t.product), clock::rfc3339(t.installed_at)));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -443,7 +444,12 @@ fn run_trust(cmd: TrustCmd) -> Result<ExitCode> {
                 say_json(&json!(rows));
             } else {
                 for c in &infos {
-                    say(format!("{}\t{}\texpires {}", c.fingerprint, c.subject, clock::rfc3339(c.not_after)));
+                    say(format!(
+                        "{}\t{}\texpires {}",
+                        c.fingerprint,
+                        printable(&c.subject),
+                        clock::rfc3339(c.not_after)
+                    ));
                 }
             }
             Ok(ExitCode::SUCCESS)
