@@ -309,4 +309,33 @@ mod tests {
         assert!(matches!(read_bounded(&p, 1024), Err(ReadError::TooLarge { limit: 1024 })));
         assert_eq!(read_bounded(&p, 1025).unwrap().len(), 1025);
     }
+
+    #[cfg(unix)]
+    #[test]
+    fn read_bounded_refuses_devices_fifos_and_directories_unread() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        // Returns at once: the open does not wait for a writer.
+        assert!(matches!(read_bounded(&fifo, 10), Err(ReadError::NotARegularFile { kind: "FIFO" })));
+        let zero = Path::new("/dev/zero");
+        assert!(matches!(read_bounded(zero, 10), Err(ReadError::NotARegularFile { kind: "character device" })));
+        assert!(matches!(read_bounded(d.path(), 10), Err(ReadError::NotARegularFile { kind: "directory" })));
+        let e = read_file(zero, 10).unwrap_err();
+        assert_eq!(e.to_string(), "/dev/zero is a character device, not a regular file: refusing to read it");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn read_secret_refuses_group_or_other_readable_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pin");
+        fs::write(&p, "1234\n").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o604)).unwrap();
+        assert!(matches!(read_secret(&p, 64, Access::Private), Err(ReadError::Readable { mode: 0o604 })));
+        assert_eq!(&*read_secret(&p, 64, Access::PrivateInsecureAllowed).unwrap(), b"1234\n");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(&*read_secret(&p, 64, Access::Private).unwrap(), b"1234\n");
+    }
 }

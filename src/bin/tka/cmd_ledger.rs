@@ -7,7 +7,7 @@
 
 use crate::cli::*;
 use crate::io::{write_file, LazyPass};
-use crate::output::{printable, printable_json, say, say_document, say_err, say_json};
+use crate::output::{printable, printable_json, say, say_document, say_err, say_json, say_row};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -102,15 +102,13 @@ pub fn entitlement(cmd: EntitlementCmd) -> Result<ExitCode> {
                 say_json(&json!(all.iter().map(ent_json).collect::<Vec<_>>()));
             } else {
                 for e in &all {
-                    say(format!(
-                        "{}\t{}\t{}\t{}/{} used\texpires {}",
-                        e.id,
-                        printable(e.name.as_deref().unwrap_or("-")),
-                        printable(&e.product),
-                        e.used,
-                        e.machines,
-                        time_or_never(e.expires)
-                    ));
+                    say_row(&[
+                        &e.id.to_string(),
+                        e.name.as_deref().unwrap_or("-"),
+                        &e.product,
+                        &format!("{}/{} used", e.used, e.machines),
+                        &format!("expires {}", time_or_never(e.expires)),
+                    ]);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -129,7 +127,7 @@ pub fn entitlement(cmd: EntitlementCmd) -> Result<ExitCode> {
             } else {
                 print_ent(&e);
                 for (cmid, at) in &seats {
-                    say(format!("seat: {}\tcounted {}", printable(cmid), clock::rfc3339(*at)));
+                    say_row(&[&format!("seat: {cmid}"), &format!("counted {}", clock::rfc3339(*at))]);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -222,15 +220,14 @@ pub fn ledger(cmd: LedgerCmd) -> Result<ExitCode> {
                 say_json(&json!(rows.iter().map(|t| token_json(t, false)).collect::<Vec<_>>()));
             } else {
                 for t in &rows {
-                    say(format!(
-                        "{}\t{}\t{}\tissued {}\texpires {}\t{}",
-                        printable(&t.serial),
-                        printable(&t.product),
-                        printable(&t.cmid),
-                        clock::rfc3339(t.issued_at),
-                        time_or_never(t.expires),
-                        token_state(t)
-                    ));
+                    say_row(&[
+                        &t.serial,
+                        &t.product,
+                        &t.cmid,
+                        &format!("issued {}", clock::rfc3339(t.issued_at)),
+                        &format!("expires {}", time_or_never(t.expires)),
+                        token_state(t),
+                    ]);
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -265,7 +265,7 @@ pub fn issuer(cmd: IssuerCmd) -> Result<ExitCode> {
                         HealthLevel::Warn => "WARN",
                         HealthLevel::Action => "ACTION",
                     };
-                    say(format!("{tag}\t{}\t{}\t{}", i.role, printable(&i.subject), printable(&i.message)));
+                    say_row(&[tag, &i.role.to_string(), &i.subject, &i.message]);
                 }
             }
             Ok(if report.level() == HealthLevel::Action { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -410,13 +410,13 @@ pub fn revocations(cmd: RevocationsCmd) -> Result<ExitCode> {
                 for r in &rows {
                     let next = r.next_update.map(clock::rfc3339).unwrap_or_else(|| "-".into());
                     let stale = if r.stale { " STALE" } else { "" };
-                    say(format!(
-                        "{}\t{}\tnumber {}\t{} entries\tnext update {next}{stale}",
-                        r.kind,
-                        printable(&r.issuer),
-                        printable(r.number.as_deref().unwrap_or("-")),
-                        r.entries
-                    ));
+                    say_row(&[
+                        &r.kind.to_string(),
+                        &r.issuer,
+                        &format!("number {}", r.number.as_deref().unwrap_or("-")),
+                        &format!("{} entries", r.entries),
+                        &format!("next update {next}{stale}"),
+                    ]);
                     if let Some(p) = &r.problem {
                         say(format!("  problem: {p}"));
                     }

@@ -196,7 +196,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
                 say_json(&json!(rows));
             } else {
                 for t in &tokens {
-                    say(format!("{}\tinstalled {}", printable(&t.product), clock::rfc3339(t.installed_at)));
+                    say_row(&[&t.product, &format!("installed {}", clock::rfc3339(t.installed_at))]);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -444,12 +444,7 @@ fn run_trust(cmd: TrustCmd) -> Result<ExitCode> {
                 say_json(&json!(rows));
             } else {
                 for c in &infos {
-                    say(format!(
-                        "{}\t{}\texpires {}",
-                        c.fingerprint,
-                        printable(&c.subject),
-                        clock::rfc3339(c.not_after)
-                    ));
+                    say_row(&[&c.fingerprint, &c.subject, &format!("expires {}", clock::rfc3339(c.not_after))]);
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -5,9 +5,9 @@
 //! claims, certificate subjects, ledger rows, file names, error messages
 //! quoting input) may hold control characters, escape sequences, line breaks
 //! or bidirectional overrides, and every such character is shown escaped
-//! ([`printable`]). [`say`] and [`say_err`] escape whole lines (keeping only
-//! the tabs that separate columns); JSON output escapes them as `\uXXXX`,
-//! which leaves the JSON values unchanged.
+//! ([`printable`]). [`say`] and [`say_err`] escape whole lines, [`say_row`]
+//! each column of a tab-separated row; JSON output escapes them as
+//! `\uXXXX`, which leaves the JSON values unchanged.
 
 use serde_json::json;
 use std::borrow::Cow;
@@ -36,12 +36,6 @@ pub fn unprintable(c: char) -> bool {
 /// (`\n`, `\t`, `\u{1b}`, `\u{202e}`): safe to print as one line.
 pub fn printable(s: &str) -> Cow<'_, str> {
     escape(s, |c| unprintable(c))
-}
-
-/// As [`printable`], but keeping tabs: for a whole line whose columns are
-/// tab-separated (the values in it went through [`printable`]).
-fn printable_line(s: &str) -> Cow<'_, str> {
-    escape(s, |c| c != '\t' && unprintable(c))
 }
 
 fn escape(s: &str, bad: impl Fn(char) -> bool) -> Cow<'_, str> {
@@ -94,15 +88,22 @@ fn write_out(text: &str) {
     }
 }
 
-/// Prints a line to standard output, unprintable characters escaped (tabs
-/// kept as column separators); a closed pipe ends the program quietly.
+/// Prints a line to standard output, unprintable characters escaped; a
+/// closed pipe ends the program quietly.
 pub fn say(s: impl AsRef<str>) {
-    write_out(&format!("{}\n", printable_line(s.as_ref())));
+    write_out(&format!("{}\n", printable(s.as_ref())));
+}
+
+/// Prints one row of tab-separated columns to standard output, each column
+/// made [`printable`] (so a tab in a value cannot add a column).
+pub fn say_row(cols: &[&str]) {
+    let cols: Vec<Cow<'_, str>> = cols.iter().map(|c| printable(c)).collect();
+    write_out(&format!("{}\n", cols.join("\t")));
 }
 
 /// Prints a line to standard error, unprintable characters escaped.
 pub fn say_err(s: impl AsRef<str>) {
-    eprintln!("{}", printable_line(s.as_ref()));
+    eprintln!("{}", printable(s.as_ref()));
 }
 
 /// Prints JSON text (several lines), unprintable characters escaped.
@@ -269,5 +270,29 @@ pub fn print_pkcs11_list(tokens: &[tka::pkcs11::TokenListing], json: bool) {
             say(format!("  {kind} \"{}\" id {}", o.label, if o.id.is_empty() { "-" } else { &o.id }));
             say(format!("    {}", o.uri));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_controls_c1_and_format_characters_only() {
+        assert_eq!(printable("café Ünïcode"), "café Ünïcode");
+        assert!(matches!(printable("plain"), Cow::Borrowed(_)));
+        assert_eq!(printable("a\u{1b}[2J\nb\r\tc\u{7f}"), "a\\u{1b}[2J\\nb\\r\\tc\\u{7f}");
+        // The one-byte CSI (C1), a right-to-left override, a zero-width space, a tag character.
+        assert_eq!(printable("\u{9b}31m\u{202e}x\u{200b}\u{e0041}"), "\\u{9b}31m\\u{202e}x\\u{200b}\\u{e0041}");
+    }
+
+    #[test]
+    fn printable_json_keeps_values_and_structure() {
+        let v = serde_json::json!({"m": "a\u{1b}\n\u{9b}\u{202e}\u{e0041}"});
+        let text = serde_json::to_string_pretty(&v).unwrap();
+        let safe = printable_json(&text);
+        assert!(!safe.chars().any(|c| c != '\n' && unprintable(c)), "{safe}");
+        assert_eq!(safe.lines().count(), text.lines().count());
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&safe).unwrap(), v);
     }
 }
