@@ -411,7 +411,7 @@ pub fn revocations(cmd: RevocationsCmd) -> Result<ExitCode> {
                     let next = r.next_update.map(clock::rfc3339).unwrap_or_else(|| "-".into());
                     let stale = if r.stale { " STALE" } else { "" };
                     say_row(&[
-                        &r.kind.to_string(),
+                        r.kind,
                         &r.issuer,
                         &format!("number {}", r.number.as_deref().unwrap_or("-")),
                         &format!("{} entries", r.entries),

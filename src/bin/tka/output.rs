@@ -35,16 +35,12 @@ pub fn unprintable(c: char) -> bool {
 /// `s` with every [`unprintable`] character escaped as Rust writes it
 /// (`\n`, `\t`, `\u{1b}`, `\u{202e}`): safe to print as one line.
 pub fn printable(s: &str) -> Cow<'_, str> {
-    escape(s, |c| unprintable(c))
-}
-
-fn escape(s: &str, bad: impl Fn(char) -> bool) -> Cow<'_, str> {
-    if !s.chars().any(&bad) {
+    if !s.chars().any(unprintable) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 16);
     for c in s.chars() {
-        if !bad(c) {
+        if !unprintable(c) {
             out.push(c);
         } else if c.is_control() {
             out.extend(c.escape_debug());
