@@ -433,6 +433,30 @@ pub enum Error {
         /// Its permission bits.
         mode: u32,
     },
+    /// A passphrase or PIN file is readable by group or others.
+    InsecureSecretPermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A file to read is a FIFO, device, socket or directory, not a regular
+    /// file; it was not read (so a FIFO cannot hang tka, nor `/dev/zero`
+    /// fill its memory).
+    NotARegularFile {
+        /// The path given.
+        path: PathBuf,
+        /// What it is (`FIFO`, `character device`, ...).
+        kind: &'static str,
+    },
+    /// A file is larger than the limit for what it holds; it was not read
+    /// past the limit.
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// A key, certificate or request could not be parsed or produced.
     Format {
         /// What it is.
@@ -479,6 +503,9 @@ impl Error {
                 "make the request as root (DMI and serials readable) or with an explicit identity; \
                  or issue with --allow-weak-binding (or an entitlement that allows it) if a disk copy may pass",
             ),
+            Error::InsecureSecretPermissions { .. } => {
+                Some("run chmod 600 on the file, or pass --insecure-key-permissions")
+            }
             Error::Verify(VerifyError::ClockRollback { .. }) => Some("set the system clock to the right time"),
             Error::Verify(VerifyError::UntrustedRoot { .. }) => {
                 Some("install the issuer's root with `tka trust add ROOT.pem`")
@@ -516,6 +543,17 @@ impl fmt::Display for Error {
                 "private key {} has permissions {mode:04o}: it must not be readable by group or others",
                 path.display()
             ),
+            Error::InsecureSecretPermissions { path, mode } => write!(
+                f,
+                "secret file {} has permissions {mode:04o}: it must not be readable by group or others",
+                path.display()
+            ),
+            Error::NotARegularFile { path, kind } => {
+                write!(f, "{} is a {kind}, not a regular file: refusing to read it", path.display())
+            }
+            Error::FileTooLarge { path, limit } => {
+                write!(f, "{} is larger than the {limit}-byte limit", path.display())
+            }
             Error::Format { what, detail } => write!(f, "{what}: {detail}"),
             Error::Refused(s) => f.write_str(s),
             Error::Usage(s) => f.write_str(s),

@@ -1,13 +1,18 @@
-//! Durable file writes shared by every module that stores something.
+//! File reads and writes shared by every module.
+//!
+//! Every file tka reads is read through [`read_bounded`] (or
+//! [`read_secret`]): a regular file only, never more than a stated limit.
 //!
 //! Every write tka makes is atomic and durable: the bytes go to a temporary
 //! file in the destination directory, the file is fsynced, renamed over the
 //! destination, and the directory is fsynced. A reader therefore sees either
 //! the old file or the new one, never a torn write, even after a crash.
 
+use crate::error::Error;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 /// Whether an existing destination may be replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,20 +101,178 @@ fn temp_path(dir: &Path, path: &Path) -> PathBuf {
     dir.join(format!(".{name}.{hex}.tmp"))
 }
 
-/// Reads at most `limit` bytes from `path`; a larger file is an error of kind
-/// [`io::ErrorKind::FileTooLarge`] and is not read into memory.
-pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let f = File::open(path)?;
-    let mut buf = Vec::new();
-    f.take(limit + 1).read_to_end(&mut buf)?;
-    if buf.len() as u64 > limit {
-        return Err(io::Error::new(
-            io::ErrorKind::FileTooLarge,
-            format!("{} is larger than the {limit}-byte limit", path.display()),
-        ));
+/// Why a file was not read. [`ReadError::at`] turns it into an [`Error`]
+/// naming the file.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// Opening or reading failed (not found, permission denied, ...).
+    Io(io::Error),
+    /// The path names something other than a regular file: a FIFO, a
+    /// character or block device, a socket or a directory. Nothing was read.
+    NotARegularFile {
+        /// What it is, in words (`"FIFO"`, `"character device"`, ...).
+        kind: &'static str,
+    },
+    /// The file holds more than `limit` bytes; at most `limit + 1` were read.
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A secret file (passphrase, PIN, private key) that group or others
+    /// may read. Nothing was read.
+    Readable {
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+impl ReadError {
+    /// The error for `path`: [`Error::Io`], [`Error::NotARegularFile`],
+    /// [`Error::FileTooLarge`] or [`Error::InsecureSecretPermissions`].
+    pub fn at(self, path: &Path) -> Error {
+        let path = path.to_path_buf();
+        match self {
+            ReadError::Io(source) => Error::Io { path, source },
+            ReadError::NotARegularFile { kind } => Error::NotARegularFile { path, kind },
+            ReadError::TooLarge { limit } => Error::FileTooLarge { path, limit },
+            ReadError::Readable { mode } => Error::InsecureSecretPermissions { path, mode },
+        }
     }
-    Ok(buf)
+
+    /// Whether the file does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ReadError::Io(e) if e.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(e) => e.fmt(f),
+            ReadError::NotARegularFile { kind } => write!(f, "it is a {kind}, not a regular file"),
+            ReadError::TooLarge { limit } => write!(f, "it is larger than the {limit}-byte limit"),
+            ReadError::Readable { mode } => {
+                write!(f, "it has permissions {mode:04o}: it must not be readable by group or others")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        ReadError::Io(e)
+    }
+}
+
+/// Who may read a file tka is asked to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (certificates, requests, tokens, lists).
+    Public,
+    /// Only the owner: a passphrase, PIN or private key file that group or
+    /// others can read is refused with [`ReadError::Readable`].
+    Private,
+    /// A secret file whose group/other permissions the user explicitly
+    /// accepted (`--insecure-key-permissions`).
+    PrivateInsecureAllowed,
+}
+
+/// Opens `path` for reading and checks, on the opened descriptor, that it is
+/// a regular file (and, for [`Access::Private`], that only its owner may
+/// read it).
+///
+/// The open is non-blocking, so naming a FIFO with no writer returns at once
+/// instead of hanging; the type check uses `fstat` on the descriptor, not the
+/// path, so the file cannot be swapped between the check and the read.
+pub fn open_regular(path: &Path, access: Access) -> Result<File, ReadError> {
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Never block in open(2) (a FIFO waits for a writer) and never make a
+        // terminal device our controlling terminal.
+        opts.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    let f = opts.open(path)?;
+    let meta = f.metadata()?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        return Err(ReadError::NotARegularFile { kind: file_kind(&ft) });
+    }
+    #[cfg(unix)]
+    if access == Access::Private {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(ReadError::Readable { mode });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = access;
+    Ok(f)
+}
+
+fn file_kind(ft: &fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "FIFO";
+        }
+        if ft.is_char_device() {
+            return "character device";
+        }
+        if ft.is_block_device() {
+            return "block device";
+        }
+        if ft.is_socket() {
+            return "socket";
+        }
+    }
+    if ft.is_dir() {
+        "directory"
+    } else {
+        "special file"
+    }
+}
+
+/// Reads a regular file of at most `limit` bytes.
+///
+/// Every file tka reads goes through here: it is opened with
+/// [`open_regular`] (a FIFO, device, socket or directory is refused before
+/// any read) and read through `take(limit + 1)`, so the size reported by the
+/// file system is never trusted and a file that grows while being read
+/// cannot exhaust memory.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    read_with(path, limit, Access::Public)
+}
+
+/// As [`read_bounded`], for a secret file: see [`Access`].
+pub fn read_secret(path: &Path, limit: u64, access: Access) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+    read_with(path, limit, access).map(Zeroizing::new)
+}
+
+/// [`read_bounded`] with the error naming the file: the helper the `tka`
+/// command uses for every file a user names.
+pub fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, Error> {
+    read_bounded(path, limit).map_err(|e| e.at(path))
+}
+
+fn read_with(path: &Path, limit: u64, access: Access) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    let f = open_regular(path, access)?;
+    // Preallocated so a small file (every secret) is read without the
+    // buffer being reallocated, which would leave unzeroed copies behind.
+    let mut buf = Zeroizing::new(Vec::with_capacity(limit.saturating_add(1).min(64 * 1024) as usize));
+    f.take(limit.saturating_add(1)).read_to_end(&mut buf)?;
+    if buf.len() as u64 > limit {
+        return Err(ReadError::TooLarge { limit });
+    }
+    Ok(std::mem::take(&mut *buf))
 }
 
 #[cfg(test)]
@@ -143,7 +306,36 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("big");
         fs::write(&p, vec![b'a'; 1025]).unwrap();
-        assert_eq!(read_bounded(&p, 1024).unwrap_err().kind(), io::ErrorKind::FileTooLarge);
+        assert!(matches!(read_bounded(&p, 1024), Err(ReadError::TooLarge { limit: 1024 })));
         assert_eq!(read_bounded(&p, 1025).unwrap().len(), 1025);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn read_bounded_refuses_devices_fifos_and_directories_unread() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        // Returns at once: the open does not wait for a writer.
+        assert!(matches!(read_bounded(&fifo, 10), Err(ReadError::NotARegularFile { kind: "FIFO" })));
+        let zero = Path::new("/dev/zero");
+        assert!(matches!(read_bounded(zero, 10), Err(ReadError::NotARegularFile { kind: "character device" })));
+        assert!(matches!(read_bounded(d.path(), 10), Err(ReadError::NotARegularFile { kind: "directory" })));
+        let e = read_file(zero, 10).unwrap_err();
+        assert_eq!(e.to_string(), "/dev/zero is a character device, not a regular file: refusing to read it");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn read_secret_refuses_group_or_other_readable_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pin");
+        fs::write(&p, "1234\n").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o604)).unwrap();
+        assert!(matches!(read_secret(&p, 64, Access::Private), Err(ReadError::Readable { mode: 0o604 })));
+        assert_eq!(&*read_secret(&p, 64, Access::PrivateInsecureAllowed).unwrap(), b"1234\n");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(&*read_secret(&p, 64, Access::Private).unwrap(), b"1234\n");
     }
 }

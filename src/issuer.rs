@@ -225,13 +225,13 @@ impl IssuerHome {
     pub fn open(dir: &Path) -> Result<IssuerHome> {
         let path = dir.join(CONFIG_FILE);
         let bytes = fsutil::read_bounded(&path, 64 * 1024).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
+            if e.is_not_found() {
                 Error::Usage(format!(
                     "{} is not an issuer home (no {CONFIG_FILE}); create one with `tka issuer init`",
                     dir.display()
                 ))
             } else {
-                Error::io(&path, e)
+                e.at(&path)
             }
         })?;
         let config: IssuerConfig =
@@ -310,7 +310,7 @@ impl IssuerHome {
 
 /// Reads every certificate in a PEM (or DER) file.
 pub fn read_cert_chain(path: &Path) -> Result<Vec<Vec<u8>>> {
-    let bytes = fsutil::read_bounded(path, 1024 * 1024).map_err(|e| Error::io(path, e))?;
+    let bytes = fsutil::read_bounded(path, 1024 * 1024).map_err(|e| e.at(path))?;
     pem::certificates_from_bytes(&bytes, &path.display().to_string())
 }
 

@@ -24,6 +24,16 @@ use zeroize::Zeroizing;
 pub const ALLOWED_BITS: [usize; 3] = [2048, 3072, 4096];
 /// Largest key file tka reads.
 const MAX_KEY_FILE: u64 = 64 * 1024;
+/// Largest passphrase or PIN file tka reads.
+pub const MAX_PASSPHRASE_FILE: u64 = 4096;
+
+fn secret_access(allow_insecure_permissions: bool) -> fsutil::Access {
+    if allow_insecure_permissions {
+        fsutil::Access::PrivateInsecureAllowed
+    } else {
+        fsutil::Access::Private
+    }
+}
 
 /// A signature algorithm tka can produce and accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,9 +84,15 @@ impl Passphrase {
         Passphrase(Zeroizing::new(s))
     }
 
-    /// Reads a passphrase from the first line of a file (trailing newline removed).
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = Zeroizing::new(fsutil::read_bounded(path, 4096).map_err(|e| Error::io(path, e))?);
+    /// Reads a passphrase (or PIN) from the first line of a file (trailing
+    /// newline removed). Like a private key file, the file must be a regular
+    /// file that group and others cannot read
+    /// ([`Error::InsecureSecretPermissions`]) unless
+    /// `allow_insecure_permissions` is set; it is read up to
+    /// [`MAX_PASSPHRASE_FILE`] bytes.
+    pub fn from_file(path: &Path, allow_insecure_permissions: bool) -> Result<Self> {
+        let bytes = fsutil::read_secret(path, MAX_PASSPHRASE_FILE, secret_access(allow_insecure_permissions))
+            .map_err(|e| e.at(path))?;
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| Error::format(path.display().to_string(), "passphrase file is not UTF-8"))?;
         let line = text.lines().next().unwrap_or("");
@@ -252,17 +268,12 @@ pub fn load_private_key(
     passphrase: Option<&Passphrase>,
     allow_insecure_permissions: bool,
 ) -> Result<SoftwareKey> {
-    #[cfg(unix)]
-    if !allow_insecure_permissions {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(Error::InsecureKeyPermissions { path: path.into(), mode });
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = allow_insecure_permissions;
-    let bytes = Zeroizing::new(fsutil::read_bounded(path, MAX_KEY_FILE).map_err(|e| Error::io(path, e))?);
+    // Permissions are checked on the opened file, before anything is read.
+    let bytes =
+        fsutil::read_secret(path, MAX_KEY_FILE, secret_access(allow_insecure_permissions)).map_err(|e| match e {
+            fsutil::ReadError::Readable { mode } => Error::InsecureKeyPermissions { path: path.into(), mode },
+            e => e.at(path),
+        })?;
     let text = std::str::from_utf8(&bytes).map_err(|_| Error::format(path.display().to_string(), "not a PEM file"))?;
     SoftwareKey::from_pkcs8_pem(text, passphrase, path)
 }
@@ -329,7 +340,8 @@ pub struct KeyUnlock {
     pub pin: Option<Passphrase>,
     /// PKCS#11 module for URIs without `module-path` or `module-name`.
     pub default_module: Option<PathBuf>,
-    /// Accept key files readable by group or others.
+    /// Accept key files, and PIN files named by a URI's `pin-source`,
+    /// readable by group or others.
     pub allow_insecure_permissions: bool,
 }
 
@@ -350,7 +362,11 @@ impl KeyUnlock {
     /// What the PKCS#11 functions take from this: the PIN and the default module.
     #[cfg(feature = "pkcs11")]
     pub fn pkcs11_options(&self) -> crate::pkcs11::Pkcs11Options {
-        crate::pkcs11::Pkcs11Options { default_module: self.default_module.clone(), pin: self.pin.clone() }
+        crate::pkcs11::Pkcs11Options {
+            default_module: self.default_module.clone(),
+            pin: self.pin.clone(),
+            allow_insecure_permissions: self.allow_insecure_permissions,
+        }
     }
 }
 

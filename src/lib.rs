@@ -64,7 +64,7 @@
 pub mod activation;
 pub mod clock;
 mod error;
-mod fsutil;
+pub mod fsutil;
 pub mod issuer;
 mod json;
 pub mod jws;

@@ -238,8 +238,8 @@ pub fn list_state(home: &IssuerHome) -> Result<Option<ListState>> {
     let path = home.dir().join(LIST_STATE_FILE);
     match fsutil::read_bounded(&path, 64 * 1024) {
         Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| Error::format(path.display().to_string(), e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(&path, e)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.at(&path)),
     }
 }
 

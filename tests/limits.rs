@@ -269,3 +269,118 @@ fn cli_revocations_import_refuses_a_huge_file_unread() {
     assert_eq!(code, 1, "{err}");
     assert_eq!(err.lines().next().unwrap(), "error: revocation file is larger than the 1048576-byte limit");
 }
+
+// ---------------------------------------------------------------------------
+// Files that are not regular files (review F8): `/dev/zero` used to be read
+// until memory ran out and a FIFO blocked forever, because the size check
+// trusted the size the file system reports. Every file tka is named is now
+// opened without blocking, refused unless it is a regular file, and read
+// through a cap. `tka_guarded` kills a command that blocks, so a regression
+// fails instead of hanging.
+
+/// A sandbox with an issuer home and a request (`req.json`) for PRODUCT, and
+/// a FIFO with no writer at `fifo`.
+fn issuer_with_fifo() -> sandbox::Sandbox {
+    let s = sandbox::Sandbox::new();
+    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["request", "create", "--product", sandbox::PRODUCT, "--out", "req.json"]);
+    sandbox::mkfifo(&s.path("fifo"));
+    s
+}
+
+#[test]
+fn cli_refuses_dev_zero_and_a_fifo_as_machine_id_file() {
+    let s = issuer_with_fifo();
+    for (file, kind) in [("/dev/zero", "a character device"), ("fifo", "a FIFO")] {
+        let r = s.tka_guarded(&["request", "create", "--product", "p", "--machine-id-file", file, "--out", "r.json"]);
+        sandbox::assert_fails(
+            &r,
+            2,
+            &format!("unusable explicit machine identity: cannot read {file}: it is {kind}, not a regular file"),
+        );
+        assert!(!s.path("r.json").exists());
+    }
+}
+
+#[test]
+fn cli_refuses_dev_zero_and_a_fifo_as_passphrase_file() {
+    let s = issuer_with_fifo();
+    for (file, kind) in [("/dev/zero", "a character device"), ("fifo", "a FIFO")] {
+        let r = s.tka_guarded(&[
+            "token",
+            "issue",
+            "--request",
+            "req.json",
+            "--home",
+            "home",
+            "--passphrase-file",
+            file,
+            "--out",
+            "t.jws",
+        ]);
+        sandbox::assert_fails(&r, 2, &format!("{file} is {kind}, not a regular file: refusing to read it"));
+        assert!(!s.path("t.jws").exists());
+    }
+}
+
+#[test]
+fn cli_refuses_dev_zero_and_a_fifo_as_request_file() {
+    let s = issuer_with_fifo();
+    for (file, kind) in [("/dev/zero", "a character device"), ("fifo", "a FIFO")] {
+        let r = s.tka_guarded(&["token", "issue", "--request", file, "--home", "home", "--out", "t.jws"]);
+        sandbox::assert_fails(&r, 2, &format!("{file} is {kind}, not a regular file: refusing to read it"));
+        assert!(!s.path("t.jws").exists());
+    }
+}
+
+#[test]
+fn cli_refuses_a_fifo_as_token_crl_bundle_and_requests_file() {
+    let s = issuer_with_fifo();
+    s.ok(&["trust", "add", "home/root.pem"]);
+    s.token(sandbox::PRODUCT, "t.jws");
+    let before = s.snapshot("store");
+    for args in [
+        &["token", "verify", "fifo", "--trust", "home/root.pem"][..],
+        &["token", "verify", "t.jws", "--trust", "home/root.pem", "--crl", "fifo"][..],
+        &["trust", "add", "fifo"][..],
+        &["activate", "--bundle", "fifo"][..],
+        &["revocations", "import", "fifo"][..],
+        &["token", "issue-bulk", "--home", "home", "--entitlement", "e", "--requests-file", "fifo", "--out", "o"][..],
+    ] {
+        let r = s.tka_guarded(args);
+        sandbox::assert_fails(&r, 2, "fifo is a FIFO, not a regular file: refusing to read it");
+    }
+    assert_eq!(s.snapshot("store"), before);
+}
+
+#[test]
+fn cli_refuses_a_passphrase_file_over_the_limit() {
+    let s = issuer_with_fifo();
+    s.write_secret("big.txt", format!("{}\n", "p".repeat(tka::keys::MAX_PASSPHRASE_FILE as usize)));
+    let r = s.tka_guarded(&[
+        "token",
+        "issue",
+        "--request",
+        "req.json",
+        "--home",
+        "home",
+        "--passphrase-file",
+        "big.txt",
+        "--out",
+        "t.jws",
+    ]);
+    sandbox::assert_fails(&r, 2, "big.txt is larger than the 4096-byte limit");
+    assert!(!s.path("t.jws").exists());
+}
+
+#[test]
+fn cli_refuses_a_machine_id_file_over_the_limit() {
+    let s = sandbox::Sandbox::new();
+    s.write("big-id", "a".repeat(64 * 1024 + 1));
+    let r = s.tka_guarded(&["machine", "id", "--product", "p", "--machine-id-file", "big-id"]);
+    sandbox::assert_fails(
+        &r,
+        2,
+        "unusable explicit machine identity: cannot read big-id: it is larger than the 65536-byte limit",
+    );
+}

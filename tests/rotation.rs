@@ -35,7 +35,7 @@ impl RotationSandbox for Sandbox {
     }
 
     fn write_pass(&self, rel: &str, text: &str) {
-        fs::write(self.path(rel), format!("{text}\n")).unwrap();
+        self.write_secret(rel, format!("{text}\n"));
     }
 }
 

@@ -152,7 +152,7 @@ fn cli_output_never_contains_the_passphrase() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("wrong passphrase") && !err.contains(MARKER), "{err}");
-    std::fs::write(s.path("pass.txt"), format!("{wrong}\n")).unwrap();
+    s.write_secret("pass.txt", format!("{wrong}\n"));
     let out = s
         .cmd(&["ca", "root", "--key", "k.key", "--subject", "CN=R", "--out", "r3.pem", "--passphrase-file", "pass.txt"])
         .output()
@@ -164,4 +164,59 @@ fn cli_output_never_contains_the_passphrase() {
     assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(s.path("k.key")).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+// ---------------------------------------------------------------------------
+// Passphrase and PIN files are secrets like key files (review #17 item 7):
+// one that group or others can read is refused unless the user passes the
+// key files' escape, --insecure-key-permissions.
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn passphrase_file_readable_by_others_is_refused_by_the_library() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("pin.txt");
+    std::fs::write(&path, format!("{MARKER}\n")).unwrap();
+    chmod(&path, 0o644);
+    let e = Passphrase::from_file(&path, false).unwrap_err();
+    assert!(matches!(&e, tka::Error::InsecureSecretPermissions { path: p, mode: 0o644 } if p == &path), "{e:?}");
+    assert!(!format!("{e} {e:?}").contains(MARKER));
+    chmod(&path, 0o640);
+    let e = Passphrase::from_file(&path, false).unwrap_err();
+    assert!(matches!(e, tka::Error::InsecureSecretPermissions { mode: 0o640, .. }), "{e:?}");
+    // Accepted when the user explicitly allows it, and at 0600.
+    assert!(Passphrase::from_file(&path, true).is_ok());
+    chmod(&path, 0o600);
+    assert!(Passphrase::from_file(&path, false).is_ok());
+}
+
+#[test]
+fn cli_refuses_a_world_readable_passphrase_file_unless_allowed() {
+    let s = Sandbox::new();
+    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["request", "create", "--product", "p", "--out", "req.json"]);
+    s.write("pass.txt", format!("{}\n", sandbox::PASS));
+    chmod(&s.path("pass.txt"), 0o644);
+    let before = s.snapshot("home");
+    let issue = ["token", "issue", "--request", "req.json", "--home", "home", "--passphrase-file", "pass.txt"];
+    let r = s.tka(&[&issue[..], &["--out", "t.jws"]].concat());
+    sandbox::assert_fails(
+        &r,
+        2,
+        "secret file pass.txt has permissions 0644: it must not be readable by group or others",
+    );
+    assert!(r.2.contains("\nhint: run chmod 600 on the file, or pass --insecure-key-permissions"), "{r:?}");
+    assert!(!s.path("t.jws").exists());
+    assert_eq!(s.snapshot("home"), before);
+    s.ok(&[&issue[..], &["--out", "t.jws", "--insecure-key-permissions"]].concat());
+    // The same for a new key's passphrase file and for a PKCS#11 PIN file.
+    let r = s.tka(&["key", "generate", "--bits", "2048", "--out", "k.key", "--passphrase-file", "pass.txt"]);
+    sandbox::assert_fails(&r, 2, "secret file pass.txt has permissions 0644");
+    assert!(!s.path("k.key").exists());
+    let r = s.tka(&["pkcs11", "list", "--module", "/nonexistent.so", "--login", "--pin-file", "pass.txt"]);
+    sandbox::assert_fails(&r, 2, "secret file pass.txt has permissions 0644");
 }

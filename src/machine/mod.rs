@@ -181,13 +181,12 @@ impl IdentifyOptions {
     pub fn explicit_identity(&self) -> Result<Option<String>, MachineError> {
         if let Some(path) = &self.explicit_id_file {
             let shown = path.display();
-            let meta = std::fs::metadata(path)
+            // A regular file only (a FIFO or /dev/zero is refused before any
+            // read), read through a cap whatever size it claims.
+            let bytes = crate::fsutil::read_bounded(path, MAX_EXPLICIT_ID_FILE)
                 .map_err(|e| MachineError::BadExplicitId(format!("cannot read {shown}: {e}")))?;
-            if meta.len() > MAX_EXPLICIT_ID_FILE {
-                return Err(MachineError::BadExplicitId(format!("{shown} is larger than 64 KiB")));
-            }
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| MachineError::BadExplicitId(format!("cannot read {shown}: {e}")))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| MachineError::BadExplicitId(format!("cannot read {shown}: it is not UTF-8 text")))?;
             return normalize(kinds::EXPLICIT, &text)
                 .map(Some)
                 .map_err(|r| MachineError::BadExplicitId(format!("{shown}: {}", r.describe())));

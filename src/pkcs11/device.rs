@@ -24,6 +24,8 @@ pub struct Pkcs11Options {
     pub default_module: Option<PathBuf>,
     /// The user PIN when the URI carries neither `pin-value` nor `pin-source`.
     pub pin: Option<Passphrase>,
+    /// Accept a `pin-source` file that group or others can read.
+    pub allow_insecure_permissions: bool,
 }
 
 /// How a signature algorithm is made on a token, from its mechanism list.
@@ -186,7 +188,7 @@ fn resolve_pin(uri: &Pkcs11Uri, opts: &Pkcs11Options) -> Result<Option<Passphras
     if let Some(src) = &uri.pin_source {
         let path = src.strip_prefix("file:").unwrap_or(src);
         let path = path.strip_prefix("//").unwrap_or(path);
-        return Passphrase::from_file(Path::new(path)).map(Some);
+        return Passphrase::from_file(Path::new(path), opts.allow_insecure_permissions).map(Some);
     }
     Ok(opts.pin.clone())
 }

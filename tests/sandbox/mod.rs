@@ -41,6 +41,40 @@ pub fn run(cmd: &mut Command) -> Run {
     )
 }
 
+/// Runs a prepared command like [`run`], but kills it and fails the test if
+/// it has not finished within `limit`: a guard so that a regression that
+/// makes tka block (on a FIFO, say) fails instead of hanging the suite. Not
+/// a timing assertion: `limit` is generous.
+pub fn run_within(cmd: &mut Command, limit: std::time::Duration) -> Run {
+    let child =
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => {
+            let out = out.unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            panic!("{cmd:?} did not finish within {limit:?}: it blocked");
+        }
+    }
+}
+
+/// Makes a FIFO (named pipe) at `path` with mkfifo(1).
+pub fn mkfifo(path: &Path) {
+    let ok = Command::new("mkfifo").arg(path).status().is_ok_and(|s| s.success());
+    assert!(ok, "mkfifo {} failed", path.display());
+}
+
 /// Writes a fake Linux system root with machine-id, DMI product UUID and serial.
 fn fake_machine(root: &Path, (mid, uuid, serial): Machine) {
     for (rel, value) in
@@ -50,6 +84,14 @@ fn fake_machine(root: &Path, (mid, uuid, serial): Machine) {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, format!("{value}\n")).unwrap();
     }
+}
+
+/// Writes `content` to `path` with mode 0600 (secret files group or others
+/// can read are refused).
+pub fn write_private(path: &Path, content: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, content).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// Every file (path -> bytes) and directory (path -> None) under a path.
@@ -195,6 +237,12 @@ impl Sandbox {
         run(&mut self.cmd(args))
     }
 
+    /// The binary inside the sandbox, killed (failing the test) if it runs
+    /// longer than 20 seconds: see [`run_within`].
+    pub fn tka_guarded(&self, args: &[&str]) -> Run {
+        run_within(&mut self.cmd(args), std::time::Duration::from_secs(20))
+    }
+
     /// Runs the binary and requires exit 0; returns stdout.
     #[track_caller]
     pub fn ok(&self, args: &[&str]) -> String {
@@ -214,6 +262,11 @@ impl Sandbox {
 
     pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) {
         fs::write(self.path(rel), content).unwrap()
+    }
+
+    /// Writes a secret (passphrase or PIN) file with mode 0600, as tka requires.
+    pub fn write_secret(&self, rel: &str, content: impl AsRef<[u8]>) {
+        write_private(&self.path(rel), content)
     }
 
     /// Every file and directory under `rel`.

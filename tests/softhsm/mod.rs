@@ -59,8 +59,13 @@ impl SoftHsm {
             ),
         )
         .unwrap();
-        fs::write(dir.path().join("pin.txt"), format!("{PIN}\n")).unwrap();
-        fs::write(dir.path().join("wrong-pin.txt"), "0000-wrong\n").unwrap();
+        for (name, pin) in [("pin.txt", PIN), ("wrong-pin.txt", "0000-wrong")] {
+            // PIN files must not be readable by group or others.
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.path().join(name);
+            fs::write(&path, format!("{pin}\n")).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let hsm = SoftHsm { dir };
         for label in labels {
             hsm.init_token(label);

@@ -145,7 +145,7 @@ pub struct PassArgs {
     /// Read the key passphrase from the first line of FILE (else TKA_PASSPHRASE, else a prompt)
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
-    /// Accept a private key file that group or others can read
+    /// Accept a private key, passphrase or PIN file that group or others can read
     #[arg(long)]
     pub insecure_key_permissions: bool,
 }
@@ -158,6 +158,9 @@ pub struct NewKeyPassArgs {
     /// Write private keys unencrypted (insecure: anyone who copies the file can sign)
     #[arg(long)]
     pub insecure_no_passphrase: bool,
+    /// Accept a passphrase or PIN file that group or others can read
+    #[arg(long)]
+    pub insecure_key_permissions: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -199,6 +202,9 @@ pub enum Pkcs11Cmd {
         /// Read the user PIN from the first line of FILE (else TKA_PKCS11_PIN, else a prompt)
         #[arg(long, value_name = "FILE")]
         pin_file: Option<PathBuf>,
+        /// Accept a PIN file that group or others can read
+        #[arg(long)]
+        insecure_key_permissions: bool,
         #[command(flatten)]
         out: JsonArg,
     },

@@ -7,7 +7,7 @@
 
 use crate::cli::*;
 use crate::io::{write_file, LazyPass};
-use crate::output::{say, say_json};
+use crate::output::{printable, printable_json, say, say_document, say_err, say_json, say_row};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ fn open(args: &LedgerArgs, create: bool) -> Result<Ledger> {
 fn verdict(r: Result<ExitCode>) -> Result<ExitCode> {
     match r {
         Err(Error::Refused(m)) => {
-            eprintln!("error: {m}");
+            say_err(format!("error: {m}"));
             Ok(ExitCode::from(1))
         }
         other => other,
@@ -107,15 +107,13 @@ pub fn entitlement(cmd: EntitlementCmd) -> Result<ExitCode> {
                 say_json(&json!(all.iter().map(ent_json).collect::<Vec<_>>()));
             } else {
                 for e in &all {
-                    say(format!(
-                        "{}\t{}\t{}\t{}/{} used\texpires {}",
-                        e.id,
+                    say_row(&[
+                        &e.id.to_string(),
                         e.name.as_deref().unwrap_or("-"),
-                        e.product,
-                        e.used,
-                        e.machines,
-                        time_or_never(e.expires)
-                    ));
+                        &e.product,
+                        &format!("{}/{} used", e.used, e.machines),
+                        &format!("expires {}", time_or_never(e.expires)),
+                    ]);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -134,7 +132,7 @@ pub fn entitlement(cmd: EntitlementCmd) -> Result<ExitCode> {
             } else {
                 print_ent(&e);
                 for (cmid, at) in &seats {
-                    say(format!("seat: {cmid}\tcounted {}", clock::rfc3339(*at)));
+                    say_row(&[&format!("seat: {cmid}"), &format!("counted {}", clock::rfc3339(*at))]);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -194,11 +192,21 @@ fn token_state(t: &TokenRecord) -> &'static str {
     }
 }
 
+/// One CSV field (RFC 4180), safe to open in a spreadsheet: unprintable
+/// characters escaped (so a record is one line), a field a spreadsheet would
+/// take for a formula (starting with `=`, `+`, `-`, `@`, tab or carriage
+/// return) prefixed with `'` (OWASP "CSV injection"), and quoted when it
+/// holds a comma, a quote or a leading `'`.
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let mut v = printable(s).into_owned();
+    if formula {
+        v.insert(0, '\'');
+    }
+    if formula || v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
     } else {
-        s.to_string()
+        v
     }
 }
 
@@ -220,15 +228,14 @@ pub fn ledger(cmd: LedgerCmd) -> Result<ExitCode> {
                 say_json(&json!(rows.iter().map(|t| token_json(t, false)).collect::<Vec<_>>()));
             } else {
                 for t in &rows {
-                    say(format!(
-                        "{}\t{}\t{}\tissued {}\texpires {}\t{}",
-                        t.serial,
-                        t.product,
-                        t.cmid,
-                        clock::rfc3339(t.issued_at),
-                        time_or_never(t.expires),
-                        token_state(t)
-                    ));
+                    say_row(&[
+                        &t.serial,
+                        &t.product,
+                        &t.cmid,
+                        &format!("issued {}", clock::rfc3339(t.issued_at)),
+                        &format!("expires {}", time_or_never(t.expires)),
+                        token_state(t),
+                    ]);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -259,9 +266,10 @@ pub fn ledger(cmd: LedgerCmd) -> Result<ExitCode> {
             let l = open(&ledger, false)?;
             let rows = l.tokens(&TokenFilter::default())?;
             let text = if format == "json" {
-                serde_json::to_string_pretty(&json!(rows.iter().map(|t| token_json(t, true)).collect::<Vec<_>>()))
-                    .expect("JSON value prints")
-                    + "\n"
+                let json =
+                    serde_json::to_string_pretty(&json!(rows.iter().map(|t| token_json(t, true)).collect::<Vec<_>>()))
+                        .expect("JSON value prints");
+                printable_json(&json).into_owned() + "\n"
             } else {
                 let mut s = String::from(
                     "serial,entitlement,product,machine,issued,not_before,expires,signer,request_nonce,replaces,released,revoked,components,token\n",
@@ -294,7 +302,7 @@ pub fn ledger(cmd: LedgerCmd) -> Result<ExitCode> {
                     write_file(&p, &text, false)?;
                     say(format!("exported: {} tokens to {}", rows.len(), p.display()));
                 }
-                None => print!("{text}"),
+                None => say_document(&text),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -362,7 +370,7 @@ pub fn issue_one(
             Ok(IssuedToken { text: item.text, claims })
         }
         Err(Error::Refused(m)) => {
-            eprintln!("error: {m}");
+            say_err(format!("error: {m}"));
             std::process::exit(1);
         }
         Err(e) => Err(e),
@@ -400,10 +408,10 @@ fn finish(report: &BatchReport, common: &BulkTokenArgs) -> Result<ExitCode> {
     let bad: Vec<_> = report.items.iter().filter(|i| i.status != ItemStatus::Ok).collect();
     for i in bad.iter().take(SHOWN) {
         let word = if i.status == ItemStatus::Refused { "refused" } else { "failed" };
-        eprintln!("{word}: item {} ({}): {}", i.index, i.source, i.reason.as_deref().unwrap_or(""));
+        say_err(format!("{word}: item {} ({}): {}", i.index, i.source, i.reason.as_deref().unwrap_or("")));
     }
     if bad.len() > SHOWN {
-        eprintln!("... and {} more (see the report)", bad.len() - SHOWN);
+        say_err(format!("... and {} more (see the report)", bad.len() - SHOWN));
     }
     say(format!(
         "issued: {} of {} (signed {}, existing {}, new seats {})",
@@ -421,7 +429,7 @@ fn finish(report: &BatchReport, common: &BulkTokenArgs) -> Result<ExitCode> {
         say(format!("report: {}", p.display()));
     }
     if let Some(e) = &report.aborted {
-        eprintln!("error: {e}");
+        say_err(format!("error: {e}"));
         return Ok(ExitCode::from(2));
     }
     Ok(if report.errors > 0 {
@@ -455,7 +463,7 @@ pub fn issue_bulk(a: IssueBulkArgs) -> Result<ExitCode> {
     let inputs = if let Some(dir) = &a.requests {
         bulk::read_requests_dir(dir)?
     } else if let Some(f) = &a.requests_file {
-        let file = std::fs::File::open(f).map_err(|e| Error::Usage(format!("{}: {e}", f.display())))?;
+        let file = crate::io::open_input(f)?;
         let label = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         bulk::read_requests_lines(std::io::BufReader::new(file), &label)?
     } else {

@@ -39,7 +39,7 @@ fn first_cert(path: &Path) -> Result<CertInfo> {
 /// its keys on a PKCS#11 token.
 fn home_passphrase(args: &PassArgs, home: &IssuerHome) -> Result<Option<Passphrase>> {
     if let Some(f) = &args.passphrase_file {
-        return Passphrase::from_file(f).map(Some);
+        return Passphrase::from_file(f, args.insecure_key_permissions).map(Some);
     }
     if let Some(p) = env_passphrase() {
         return Ok(Some(p));
@@ -265,7 +265,7 @@ pub fn issuer(cmd: IssuerCmd) -> Result<ExitCode> {
                         HealthLevel::Warn => "WARN",
                         HealthLevel::Action => "ACTION",
                     };
-                    say(format!("{tag}\t{}\t{}\t{}", i.role, i.subject, i.message));
+                    say_row(&[tag, &i.role.to_string(), &i.subject, &i.message]);
                 }
             }
             Ok(if report.level() == HealthLevel::Action { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -355,19 +355,7 @@ pub fn revocations(cmd: RevocationsCmd) -> Result<ExitCode> {
             let store = open_store(&store)?;
             // Bounded like everything else the machine reads: CRLs and lists are
             // stored up to 1 MiB, so a larger file is refused unread.
-            let limit = tka::store::MAX_REVOCATION_FILE;
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(
-                    std::fs::File::open(&file).map_err(|e| Error::Usage(format!("{}: {e}", file.display())))?,
-                    limit as u64 + 1,
-                ),
-                &mut bytes,
-            )
-            .map_err(|e| Error::Usage(format!("{}: {e}", file.display())))?;
-            if bytes.len() > limit {
-                return Err(tka::VerifyError::TooLarge { what: "revocation file", limit }.into());
-            }
+            let bytes = read_limited(&file, tka::store::MAX_REVOCATION_FILE, "revocation file")?;
             let mut ca_certs = Vec::new();
             for c in &ca_cert {
                 ca_certs.extend(read_cert_chain(c)?);
@@ -378,7 +366,7 @@ pub fn revocations(cmd: RevocationsCmd) -> Result<ExitCode> {
             tka::activation::observe_clock(&store, now)?;
             let r = revocation::import(&store, &bytes, &opts, &ident, now)?;
             for w in &r.warnings {
-                eprintln!("warning: {w}");
+                say_err(format!("warning: {w}"));
             }
             if out.json {
                 say_json(&json!({
@@ -422,13 +410,13 @@ pub fn revocations(cmd: RevocationsCmd) -> Result<ExitCode> {
                 for r in &rows {
                     let next = r.next_update.map(clock::rfc3339).unwrap_or_else(|| "-".into());
                     let stale = if r.stale { " STALE" } else { "" };
-                    say(format!(
-                        "{}\t{}\tnumber {}\t{} entries\tnext update {next}{stale}",
+                    say_row(&[
                         r.kind,
-                        r.issuer,
-                        r.number.as_deref().unwrap_or("-"),
-                        r.entries
-                    ));
+                        &r.issuer,
+                        &format!("number {}", r.number.as_deref().unwrap_or("-")),
+                        &format!("{} entries", r.entries),
+                        &format!("next update {next}{stale}"),
+                    ]);
                     if let Some(p) = &r.problem {
                         say(format!("  problem: {p}"));
                     }

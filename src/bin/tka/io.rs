@@ -2,8 +2,10 @@
 //! store location, bounded input reading and file output.
 
 use crate::cli::{MachineArgs, NewKeyPassArgs, PassArgs, StoreArgs};
+use crate::output::printable;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
+use tka::fsutil;
 use tka::issuer::{read_cert_chain, write_public};
 use tka::keys::{open_key, KeyProtection, KeyRef, KeyUnlock, Passphrase, Signer};
 use tka::machine::{IdentifyOptions, MachineIdentity};
@@ -32,7 +34,7 @@ pub fn new_key_passphrase(args: &NewKeyPassArgs) -> Result<Option<Passphrase>> {
         return Ok(None);
     }
     if let Some(f) = &args.passphrase_file {
-        return Passphrase::from_file(f).map(Some);
+        return Passphrase::from_file(f, args.insecure_key_permissions).map(Some);
     }
     if let Some(p) = env_passphrase() {
         return Ok(Some(p));
@@ -80,11 +82,13 @@ impl<'a> LazyPass<'a> {
         LazyPass { args, preset: None, cached: std::cell::RefCell::new(None) }
     }
 
-    /// For commands that only create keys: no passphrase file, key file
-    /// permissions checked, the passphrase for new key files settled.
-    pub fn for_new_keys(passphrase: Option<Passphrase>) -> LazyPass<'static> {
-        static NO_PASS_ARGS: PassArgs = PassArgs { passphrase_file: None, insecure_key_permissions: false };
-        LazyPass::with_passphrase(&NO_PASS_ARGS, passphrase)
+    /// For commands that only create keys: no passphrase file, the
+    /// passphrase for new key files settled; key and PIN file permissions
+    /// checked unless `insecure_permissions` (`--insecure-key-permissions`).
+    pub fn for_new_keys(passphrase: Option<Passphrase>, insecure_permissions: bool) -> LazyPass<'static> {
+        static CHECKED: PassArgs = PassArgs { passphrase_file: None, insecure_key_permissions: false };
+        static UNCHECKED: PassArgs = PassArgs { passphrase_file: None, insecure_key_permissions: true };
+        LazyPass::with_passphrase(if insecure_permissions { &UNCHECKED } else { &CHECKED }, passphrase)
     }
 
     /// With the key passphrase already settled (`None`: plaintext keys).
@@ -96,7 +100,7 @@ impl<'a> LazyPass<'a> {
         let passphrase = match &self.preset {
             Some(p) => p.clone(),
             None => match &self.args.passphrase_file {
-                Some(f) => Some(Passphrase::from_file(f)?),
+                Some(f) => Some(Passphrase::from_file(f, self.args.insecure_key_permissions)?),
                 None => env_passphrase(),
             },
         };
@@ -118,11 +122,14 @@ impl<'a> LazyPass<'a> {
             let terminal = std::io::stdin().is_terminal();
             match result {
                 Err(Error::PassphraseRequired { path }) if terminal && asked < 2 => {
-                    let p = Passphrase::new(prompt(&format!("Passphrase for {}: ", path.display()))?);
+                    let p = Passphrase::new(prompt(&format!(
+                        "Passphrase for {}: ",
+                        printable(&path.display().to_string())
+                    ))?);
                     self.cached.borrow_mut().as_mut().expect("set above").passphrase = Some(p);
                 }
                 Err(Error::PinRequired { token }) if terminal && asked < 2 => {
-                    let p = Passphrase::new(prompt(&format!("User PIN for token \"{token}\": "))?);
+                    let p = Passphrase::new(prompt(&format!("User PIN for token \"{}\": ", printable(&token)))?);
                     self.cached.borrow_mut().as_mut().expect("set above").pin = Some(p);
                 }
                 other => return other,
@@ -144,7 +151,7 @@ pub fn identify(product: &str, args: &MachineArgs) -> Result<MachineIdentity> {
     let id = MachineIdentity::identify(product, &opts)?;
     if id.binds_host_hardware() {
         for w in id.warnings() {
-            eprintln!("warning: {w}");
+            crate::output::say_err(format!("warning: {w}"));
         }
     }
     Ok(id)
@@ -173,6 +180,21 @@ pub fn is_root() -> bool {
     false
 }
 
+/// Reads a regular file of at most `limit` bytes (a FIFO, device or
+/// directory is refused unread); a larger file is refused as
+/// [`VerifyError::TooLarge`] for `what`.
+pub fn read_limited(path: &Path, limit: usize, what: &'static str) -> Result<Vec<u8>> {
+    fsutil::read_bounded(path, limit as u64).map_err(|e| match e {
+        fsutil::ReadError::TooLarge { .. } => VerifyError::TooLarge { what, limit }.into(),
+        e => e.at(path),
+    })
+}
+
+/// Opens a regular file to stream from (a FIFO, device or directory is refused unopened).
+pub fn open_input(path: &Path) -> Result<std::fs::File> {
+    fsutil::open_regular(path, fsutil::Access::Public).map_err(|e| e.at(path))
+}
+
 /// Reads a file or standard input (`-`), refusing more than `limit` bytes.
 pub fn read_input(arg: &str, limit: usize, what: &'static str) -> Result<String> {
     let bytes = if arg == "-" {
@@ -183,15 +205,7 @@ pub fn read_input(arg: &str, limit: usize, what: &'static str) -> Result<String>
             .map_err(|e| Error::Usage(format!("standard input: {e}")))?;
         buf
     } else {
-        let path = Path::new(arg);
-        match std::fs::File::open(path) {
-            Ok(f) => {
-                let mut buf = Vec::new();
-                f.take(limit as u64 + 1).read_to_end(&mut buf).map_err(|e| Error::Usage(format!("{arg}: {e}")))?;
-                buf
-            }
-            Err(e) => return Err(Error::Usage(format!("{arg}: {e}"))),
-        }
+        read_limited(Path::new(arg), limit, what)?
     };
     if bytes.len() > limit {
         return Err(VerifyError::TooLarge { what, limit }.into());
@@ -233,13 +247,7 @@ pub fn read_trust_path(path: &Path) -> Result<Vec<Vec<u8>>> {
 pub fn read_crls(path: &Path) -> Result<Vec<Crl>> {
     // A CRL is at most 1 MiB of DER (Crl::parse); its PEM form is a third larger.
     const LIMIT: usize = 2 * 1024 * 1024;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(LIMIT as u64 + 1).read_to_end(&mut bytes))
-        .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
-    if bytes.len() > LIMIT {
-        return Err(VerifyError::TooLarge { what: "CRL", limit: LIMIT }.into());
-    }
+    let bytes = read_limited(path, LIMIT, "CRL")?;
     let ders = match std::str::from_utf8(&bytes) {
         Ok(t) if t.contains("-----BEGIN") => pem::decode_all(t, "X509 CRL")?,
         _ => vec![bytes],

@@ -28,9 +28,9 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            say_err(format!("error: {e}"));
             if let Some(hint) = e.hint() {
-                eprintln!("hint: {hint}");
+                say_err(format!("hint: {hint}"));
             }
             ExitCode::from(if e.is_verdict() { 1 } else { 2 })
         }
@@ -46,13 +46,10 @@ fn run(cmd: Command) -> Result<ExitCode> {
                         "--force cannot replace a key on a token: choose a new object= label".into(),
                     ));
                 }
-                let none = PassArgs { passphrase_file: None, insecure_key_permissions: false };
+                let none = PassArgs { passphrase_file: None, insecure_key_permissions: pass.insecure_key_permissions };
                 let unlock = LazyPass::with_passphrase(&none, None);
-                let (new_uri, public) = unlock.retry(|u| {
-                    let opts =
-                        tka::pkcs11::Pkcs11Options { default_module: u.default_module.clone(), pin: u.pin.clone() };
-                    tka::pkcs11::generate_rsa_key(&uri, bits, &opts)
-                })?;
+                let (new_uri, public) =
+                    unlock.retry(|u| tka::pkcs11::generate_rsa_key(&uri, bits, &u.pkcs11_options()))?;
                 say(format!("key: {new_uri}"));
                 say(format!("bits: {}", tka::keys::public_bits(&public)));
                 return Ok(ExitCode::SUCCESS);
@@ -66,10 +63,10 @@ fn run(cmd: Command) -> Result<ExitCode> {
             say(format!("key: {}", out.display()));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Pkcs11(Pkcs11Cmd::List { module, login, pin_file, out }) => {
+        Command::Pkcs11(Pkcs11Cmd::List { module, login, pin_file, insecure_key_permissions, out }) => {
             let pin = match (login, pin_file) {
                 (false, _) => None,
-                (true, Some(f)) => Some(tka::keys::Passphrase::from_file(&f)?),
+                (true, Some(f)) => Some(tka::keys::Passphrase::from_file(&f, insecure_key_permissions)?),
                 (true, None) => match env_pin() {
                     Some(p) => Some(p),
                     None if std::io::stdin().is_terminal() => Some(tka::keys::Passphrase::new(prompt("User PIN: ")?)),
@@ -87,7 +84,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
             // Keys on a token need no file passphrase.
             let passphrase = if pkcs11.is_some() { None } else { new_key_passphrase(&pass)? };
             let opts = InitOptions { org, root_bits, ca_bits, signer_bits, pkcs11, ..Default::default() };
-            let unlock = LazyPass::for_new_keys(passphrase);
+            let unlock = LazyPass::for_new_keys(passphrase, pass.insecure_key_permissions);
             let h = unlock.retry(|u| IssuerHome::init(&home, &opts, u, clock::now()))?;
             say(format!("home: {}", h.dir().display()));
             say(format!("signer: {}", h.path(&h.config.signer_cert).display()));
@@ -112,7 +109,8 @@ fn run(cmd: Command) -> Result<ExitCode> {
                     write_file(&path, &body, force)?;
                     say(format!("request: {}", path.display()));
                 }
-                None => say(body.trim_end()),
+                None if text => say(body.trim_end()),
+                None => say_json_text(&body),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -129,7 +127,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
             let text = match (token, bundle) {
                 (Some(t), _) => read_token_arg(&t)?,
                 (None, Some(b)) => {
-                    let f = std::fs::File::open(&b).map_err(|e| Error::Usage(format!("{}: {e}", b.display())))?;
+                    let f = open_input(&b)?;
                     let reader = std::io::BufReader::new(f.take(activation::MAX_BUNDLE_SIZE));
                     activation::token_from_bundle(reader, &ident)?.ok_or_else(|| {
                         Error::Verify(VerifyError::NoTokenInBundle { bundle: b.display().to_string() })
@@ -198,7 +196,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
                 say_json(&json!(rows));
             } else {
                 for t in &tokens {
-                    say(format!("{}\tinstalled {}", t.product, clock::rfc3339(t.installed_at)));
+                    say_row(&[&t.product, &format!("installed {}", clock::rfc3339(t.installed_at))]);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -448,7 +446,7 @@ fn run_trust(cmd: TrustCmd) -> Result<ExitCode> {
                 say_json(&json!(rows));
             } else {
                 for c in &infos {
-                    say(format!("{}\t{}\texpires {}", c.fingerprint, c.subject, clock::rfc3339(c.not_after)));
+                    say_row(&[&c.fingerprint, &c.subject, &format!("expires {}", clock::rfc3339(c.not_after))]);
                 }
             }
             Ok(ExitCode::SUCCESS)

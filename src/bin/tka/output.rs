@@ -1,6 +1,16 @@
 //! Printing: human lines and `--json` objects.
+//!
+//! Nothing tka prints can move the cursor, recolour or clear the terminal,
+//! or start a line of its own: values from outside (request fields, token
+//! claims, certificate subjects, ledger rows, file names, error messages
+//! quoting input) may hold control characters, escape sequences, line breaks
+//! or bidirectional overrides, and every such character is shown escaped
+//! ([`printable`]). [`say`] and [`say_err`] escape whole lines, [`say_row`]
+//! each column of a tab-separated row; JSON output escapes them as
+//! `\uXXXX`, which leaves the JSON values unchanged.
 
 use serde_json::json;
+use std::borrow::Cow;
 use std::io::Write;
 use tka::activation::ProductStatus;
 use tka::clock;
@@ -8,18 +18,103 @@ use tka::machine::MachineIdentity;
 use tka::verify::VerifiedToken;
 use tka::VerifyError;
 
-/// Prints a line to standard output; a closed pipe ends the program quietly.
-pub fn say(s: impl AsRef<str>) {
+/// Whether `c` must not reach a terminal as it is: a control character
+/// (C0 including tab and line feed, DEL, C1 such as the one-byte CSI
+/// U+009B), a line or paragraph separator, or an invisible format character
+/// (bidirectional embeddings, overrides and isolates, zero-width characters,
+/// the byte-order mark, tag characters).
+pub fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00AD}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}' | '\u{08E2}'
+            | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}'
+            | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}' | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
+}
+
+/// `s` with every [`unprintable`] character escaped as Rust writes it
+/// (`\n`, `\t`, `\u{1b}`, `\u{202e}`): safe to print as one line.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(unprintable) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if !unprintable(c) {
+            out.push(c);
+        } else if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.extend(c.escape_unicode());
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// JSON text with every [`unprintable`] character other than the line
+/// breaks between members written as a `\uXXXX` escape (serde_json escapes
+/// C0 controls in strings, but not DEL, C1 or format characters). The JSON
+/// values are unchanged.
+pub fn printable_json(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c != '\n' && unprintable(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if c == '\n' || !unprintable(c) {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Writes `text` as it is (already made printable) to standard output; a
+/// closed pipe ends the program quietly.
+fn write_out(text: &str) {
     let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{}", s.as_ref()) {
+    if let Err(e) = out.write_all(text.as_bytes()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
     }
 }
 
+/// Prints a line to standard output, unprintable characters escaped; a
+/// closed pipe ends the program quietly.
+pub fn say(s: impl AsRef<str>) {
+    write_out(&format!("{}\n", printable(s.as_ref())));
+}
+
+/// Prints one row of tab-separated columns to standard output, each column
+/// made [`printable`] (so a tab in a value cannot add a column).
+pub fn say_row(cols: &[&str]) {
+    let cols: Vec<Cow<'_, str>> = cols.iter().map(|c| printable(c)).collect();
+    write_out(&format!("{}\n", cols.join("\t")));
+}
+
+/// Prints a line to standard error, unprintable characters escaped.
+pub fn say_err(s: impl AsRef<str>) {
+    eprintln!("{}", printable(s.as_ref()));
+}
+
+/// Prints JSON text (several lines), unprintable characters escaped.
+pub fn say_json_text(text: &str) {
+    write_out(&format!("{}\n", printable_json(text.trim_end())));
+}
+
 pub fn say_json(v: &serde_json::Value) {
-    say(serde_json::to_string_pretty(v).expect("JSON value prints"));
+    say_json_text(&serde_json::to_string_pretty(v).expect("JSON value prints"));
+}
+
+/// Prints a document tka wrote (CSV or JSON export) as it is: its values
+/// were made printable when it was built.
+pub fn say_document(text: &str) {
+    write_out(text);
 }
 
 pub fn error_kind(e: &VerifyError) -> String {
@@ -171,5 +266,29 @@ pub fn print_pkcs11_list(tokens: &[tka::pkcs11::TokenListing], json: bool) {
             say(format!("  {kind} \"{}\" id {}", o.label, if o.id.is_empty() { "-" } else { &o.id }));
             say(format!("    {}", o.uri));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_controls_c1_and_format_characters_only() {
+        assert_eq!(printable("café Ünïcode"), "café Ünïcode");
+        assert!(matches!(printable("plain"), Cow::Borrowed(_)));
+        assert_eq!(printable("a\u{1b}[2J\nb\r\tc\u{7f}"), "a\\u{1b}[2J\\nb\\r\\tc\\u{7f}");
+        // The one-byte CSI (C1), a right-to-left override, a zero-width space, a tag character.
+        assert_eq!(printable("\u{9b}31m\u{202e}x\u{200b}\u{e0041}"), "\\u{9b}31m\\u{202e}x\\u{200b}\\u{e0041}");
+    }
+
+    #[test]
+    fn printable_json_keeps_values_and_structure() {
+        let v = serde_json::json!({"m": "a\u{1b}\n\u{9b}\u{202e}\u{e0041}"});
+        let text = serde_json::to_string_pretty(&v).unwrap();
+        let safe = printable_json(&text);
+        assert!(!safe.chars().any(|c| c != '\n' && unprintable(c)), "{safe}");
+        assert_eq!(safe.lines().count(), text.lines().count());
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&safe).unwrap(), v);
     }
 }
