@@ -50,6 +50,7 @@ fn bench(c: &mut Criterion) {
     let revoked = HashSet::new();
     let ctx = VerifyContext {
         anchors: &anchors,
+        pinned_roots: &[],
         now: NOW + 60,
         product: Some("bench"),
         machine: MachineCheck::Identity(&machine),

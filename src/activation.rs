@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result, VerifyError};
 use crate::machine::MachineIdentity;
-use crate::pki::{Crl, TrustAnchors};
+use crate::pki::{Crl, RootFingerprint, TrustAnchors};
 use crate::store::{Store, DEFAULT_CLOCK_TOLERANCE_SECS};
 use crate::token::decode_unverified;
 use crate::verify::{verify_token, MachineCheck, VerifiedToken, VerifyContext};
@@ -64,21 +64,51 @@ impl ProductStatus {
     }
 }
 
+/// Largest clock-rollback tolerance [`activate_with_tolerance`] accepts:
+/// one day, the default. A tolerance can be made smaller, never larger: a
+/// larger one would let a clock wound back by weeks revive an expired token.
+pub const MAX_CLOCK_TOLERANCE_SECS: i64 = crate::clock::DAY;
+
+/// Checks a clock-rollback tolerance, seconds: from 0 to
+/// [`MAX_CLOCK_TOLERANCE_SECS`]. Returns it.
+pub fn check_clock_tolerance(secs: i64) -> Result<i64> {
+    if (0..=MAX_CLOCK_TOLERANCE_SECS).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(Error::Usage(format!(
+            "clock tolerance of {secs} seconds is outside 0 to {MAX_CLOCK_TOLERANCE_SECS} seconds (one day, the default)"
+        )))
+    }
+}
+
 /// Verifies `token` for this machine and installs it. The store's clock
 /// high-water mark is checked and raised under the store lock, so a token
 /// is never installed on a machine whose clock was wound back.
-pub fn activate(store: &Store, token: &str, identify: IdentifyFn<'_>, now: i64) -> Result<VerifiedToken> {
-    activate_with_tolerance(store, token, identify, now, DEFAULT_CLOCK_TOLERANCE_SECS)
+///
+/// With `pinned_roots`, the token's chain must end at one of them
+/// ([`VerifyError::WrongRoot`] otherwise), whatever else the store trusts;
+/// empty accepts any root the store trusts.
+pub fn activate(
+    store: &Store,
+    token: &str,
+    identify: IdentifyFn<'_>,
+    pinned_roots: &[RootFingerprint],
+    now: i64,
+) -> Result<VerifiedToken> {
+    activate_with_tolerance(store, token, identify, pinned_roots, now, DEFAULT_CLOCK_TOLERANCE_SECS)
 }
 
-/// [`activate`] with an explicit clock-rollback tolerance, seconds.
+/// [`activate`] with an explicit clock-rollback tolerance, seconds, at most
+/// [`MAX_CLOCK_TOLERANCE_SECS`] (checked before anything is read).
 pub fn activate_with_tolerance(
     store: &Store,
     token: &str,
     identify: IdentifyFn<'_>,
+    pinned_roots: &[RootFingerprint],
     now: i64,
     tolerance: i64,
 ) -> Result<VerifiedToken> {
+    check_clock_tolerance(tolerance)?;
     let token = token.trim();
     let (_, claims) = decode_unverified(token)?;
     let identity = identify(&claims.aud)?;
@@ -90,6 +120,7 @@ pub fn activate_with_tolerance(
     let mut state = lock.state()?;
     let ctx = VerifyContext {
         anchors: &trust.anchors,
+        pinned_roots,
         now,
         product: Some(&claims.aud),
         machine: MachineCheck::Identity(&identity),
@@ -105,10 +136,18 @@ pub fn activate_with_tolerance(
 }
 
 /// Re-verifies the installed token for `product` at `now`. Reads only.
-pub fn status(store: &Store, product: &str, identity: &MachineIdentity, now: i64) -> Result<ProductStatus> {
+/// `pinned_roots` as in [`activate`].
+pub fn status(
+    store: &Store,
+    product: &str,
+    identity: &MachineIdentity,
+    pinned_roots: &[RootFingerprint],
+    now: i64,
+) -> Result<ProductStatus> {
     let trust = TrustData::from_store(store)?;
     let state = store.state()?;
-    status_with(store, &trust, product, identity, now, Some((state.clock_high_water, DEFAULT_CLOCK_TOLERANCE_SECS)))
+    let clock = Some((state.clock_high_water, DEFAULT_CLOCK_TOLERANCE_SECS));
+    status_with(store, &trust, product, identity, pinned_roots, now, clock)
 }
 
 /// [`status`] with trust data and clock already read (for listing many products).
@@ -117,6 +156,7 @@ pub fn status_with(
     trust: &TrustData,
     product: &str,
     identity: &MachineIdentity,
+    pinned_roots: &[RootFingerprint],
     now: i64,
     clock: Option<(i64, i64)>,
 ) -> Result<ProductStatus> {
@@ -125,6 +165,7 @@ pub fn status_with(
     };
     let ctx = VerifyContext {
         anchors: &trust.anchors,
+        pinned_roots,
         now,
         product: Some(product),
         machine: MachineCheck::Identity(identity),
@@ -141,8 +182,20 @@ pub fn status_with(
 /// The question an application asks: is `product` activated on this
 /// machine at `now`? `Ok` carries the verified token (features, expiry);
 /// `Err` says why not ([`VerifyError::NotActivated`] when nothing is installed).
-pub fn check_activated(store: &Store, product: &str, identity: &MachineIdentity, now: i64) -> Result<VerifiedToken> {
-    match status(store, product, identity, now)? {
+///
+/// An application passes its vendor's root fingerprint(s) as
+/// `pinned_roots` (compiled in, see [`RootFingerprint`]): then a token
+/// self-issued under another root that the store was made to trust (e.g.
+/// through `TKA_STORE`) is refused with [`VerifyError::WrongRoot`]. Empty
+/// accepts any root the store trusts.
+pub fn check_activated(
+    store: &Store,
+    product: &str,
+    identity: &MachineIdentity,
+    pinned_roots: &[RootFingerprint],
+    now: i64,
+) -> Result<VerifiedToken> {
+    match status(store, product, identity, pinned_roots, now)? {
         ProductStatus::Active(v) => Ok(*v),
         ProductStatus::Invalid { reason, .. } => Err(reason.into()),
         ProductStatus::NotInstalled { product } => Err(VerifyError::NotActivated { product }.into()),

@@ -224,6 +224,16 @@ pub enum VerifyError {
         /// Sequence offered.
         offered: u64,
     },
+    /// Step 3: the chain ends at a trusted root, but not at one the caller
+    /// pinned (an application insisting on its vendor's root).
+    WrongRoot {
+        /// Subject of the root the chain ends at.
+        subject: String,
+        /// The pinned fingerprints (lowercase hex).
+        expected: Vec<String>,
+        /// The fingerprint of the root the chain ends at.
+        found: String,
+    },
     /// A certificate's SHA-256 fingerprint is not the one the user expected.
     FingerprintMismatch {
         /// The certificate.
@@ -368,6 +378,13 @@ impl fmt::Display for VerifyError {
                 f,
                 "revocation list sequence {offered} is older than the installed {installed}: refusing rollback"
             ),
+            WrongRoot { subject, expected, found } => {
+                let expected = match expected.as_slice() {
+                    [one] => format!("the pinned root {one}"),
+                    many => format!("one of the pinned roots {}", many.join(", ")),
+                };
+                write!(f, "token chain ends at root {subject} with fingerprint {found}, not at {expected}")
+            }
             FingerprintMismatch { subject, expected, found } => {
                 write!(f, "fingerprint mismatch for {subject}: expected {expected}, the certificate's is {found}")
             }
@@ -577,6 +594,11 @@ impl std::error::Error for Error {
 impl From<VerifyError> for Error {
     fn from(e: VerifyError) -> Self {
         Error::Verify(e)
+    }
+}
+impl From<crate::pki::InvalidFingerprint> for Error {
+    fn from(e: crate::pki::InvalidFingerprint) -> Self {
+        Error::Usage(e.to_string())
     }
 }
 impl From<MachineError> for Error {

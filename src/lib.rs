@@ -44,14 +44,25 @@
 //! let root = tka::issuer::read_cert_chain(&home.root_cert_path())?.remove(0);
 //! store.lock()?.add_root(&root)?;
 //! let identify = |_product: &str| Ok(machine.clone());
-//! activation::activate(&store, &token.text, &identify, now + 60)?;
+//! activation::activate(&store, &token.text, &identify, &[], now + 60)?;
 //!
-//! // Any application: is the product activated here?
-//! let verified = activation::check_activated(&store, "example-pro", &machine, now + 120)?;
+//! // Any application: is the product activated here, by a token under the
+//! // vendor's root? An application compiles the fingerprint in, e.g.
+//! // `const VENDOR_ROOT: &str = "3f2a...";` (`tka trust list` shows it).
+//! # let vendor_root = tka::pki::CertInfo::parse(&root)?.fingerprint;
+//! # #[allow(non_snake_case)]
+//! # let VENDOR_ROOT: &str = &vendor_root;
+//! let pins = [tka::pki::RootFingerprint::parse(VENDOR_ROOT)?];
+//! let verified = activation::check_activated(&store, "example-pro", &machine, &pins, now + 120)?;
 //! assert_eq!(verified.claims.aud, "example-pro");
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Pin the vendor's root as above: the store belongs to whoever runs the
+//! program, and any root it trusts can issue for any product. With pins, a
+//! token whose chain ends at another root is refused with
+//! [`VerifyError::WrongRoot`]; `&[]` accepts any root the store trusts.
 //!
 //! Modules, in the order of the flow: [`keys`] (RSA keys and the [`keys::Signer`]
 //! seam), [`pkcs11`] (keys on smart cards and HSMs), [`pki`] (certificates, path validation, CRLs), [`issuer`] (the

@@ -444,7 +444,7 @@ pub fn import(
     let mut active_before = Vec::new();
     for p in &products {
         let id = identify(p)?;
-        if status_with(store, &before_trust, p, &id, now, clock)?.is_active() {
+        if status_with(store, &before_trust, p, &id, &[], now, clock)?.is_active() {
             active_before.push(p.clone());
         }
     }
@@ -554,7 +554,7 @@ pub fn import(
     let mut still_active = Vec::new();
     for p in &active_before {
         let id = identify(p)?;
-        match status_with(store, &after_trust, p, &id, now, clock)? {
+        match status_with(store, &after_trust, p, &id, &[], now, clock)? {
             ProductStatus::Invalid { reason, .. } => deactivated.push((p.clone(), reason)),
             ProductStatus::Active(_) => still_active.push(p.clone()),
             ProductStatus::NotInstalled { .. } => {}

@@ -9,7 +9,7 @@ use crate::error::VerifyError;
 use crate::jws::{self, TOKEN_TYP};
 use crate::keys::{verify_signature, SignatureAlgorithm};
 use crate::machine::{MachineIdentity, MatchReport};
-use crate::pki::{validate_path, CertInfo, Crl, LeafRole, TrustAnchors};
+use crate::pki::{validate_path, CertInfo, Crl, LeafRole, RootFingerprint, TrustAnchors, ValidatedPath};
 use crate::token::{parse_claims, Claims};
 use std::collections::HashSet;
 
@@ -33,6 +33,9 @@ pub enum MachineCheck<'a> {
 pub struct VerifyContext<'a> {
     /// Trusted roots.
     pub anchors: &'a TrustAnchors,
+    /// Roots the chain must end at (an application's vendor roots); empty
+    /// accepts any of the trusted `anchors`.
+    pub pinned_roots: &'a [RootFingerprint],
     /// The time of verification, Unix seconds.
     pub now: i64,
     /// The product the caller expects; `None` accepts any.
@@ -70,6 +73,7 @@ pub fn verify_token(text: &str, ctx: &VerifyContext<'_>) -> Result<VerifiedToken
     let jws = jws::decode(text, TOKEN_TYP)?;
     // Step 3: path validation to a pinned root at `now`.
     let path = validate_path(&jws.x5c, ctx.anchors, ctx.now, ctx.crls, LeafRole::TokenSigner)?;
+    check_pinned_root(&path, ctx.pinned_roots)?;
     let signer = path.signer().clone();
     check_kid(jws.kid.as_deref(), &signer)?;
     // Step 4: the signature, with the algorithm pinned in step 2.
@@ -91,6 +95,19 @@ pub fn verify_token(text: &str, ctx: &VerifyContext<'_>) -> Result<VerifiedToken
         signer,
         machine_match,
         in_grace,
+    })
+}
+
+/// Step 3: with pinned roots, the validated chain ends at one of them.
+fn check_pinned_root(path: &ValidatedPath, pinned: &[RootFingerprint]) -> Result<(), VerifyError> {
+    let root = path.root();
+    if pinned.is_empty() || pinned.iter().any(|p| p.matches(root)) {
+        return Ok(());
+    }
+    Err(VerifyError::WrongRoot {
+        subject: root.subject.clone(),
+        expected: pinned.iter().map(|p| p.to_string()).collect(),
+        found: root.fingerprint.clone(),
     })
 }
 

@@ -231,7 +231,7 @@ fn whole_flow(s: &Sandbox, home: &Path) {
     assert!(l.starts_with(&format!("{PRODUCT}\tinstalled ")), "{l}");
     let l: Value = serde_json::from_str(&s.ok(&["list", "--json"])).unwrap();
     assert_eq!(l[0]["product"], PRODUCT);
-    assert_eq!(l[0]["serial"], j["claims"]["jti"]);
+    assert_eq!(l[0]["unverified_serial"], j["claims"]["jti"]);
 
     assert_eq!(s.ok(&["deactivate", "--product", PRODUCT]).trim(), format!("deactivated: {PRODUCT}"));
     let r = s.tka(&["status"]);
@@ -742,6 +742,140 @@ fn new_key_without_any_passphrase_is_refused() {
     assert!(s.snapshot("home").len() <= 1, "nothing written into the home");
 }
 
+/// The vendor's home at `home/` with a token at `token.jws`, and a
+/// self-made issuer at `self/` with a self-issued token at `self.jws`; the
+/// store (TKA_STORE) trusts both roots. Returns (vendor, self-made) root
+/// fingerprints.
+fn vendor_and_self_made_roots(s: &Sandbox) -> (String, String) {
+    s.issued();
+    s.issuer("self");
+    s.ok(&["token", "issue", "--request", "req.json", "--home", "self", "--out", "self.jws"]);
+    let fp = |out: String| out.lines().find_map(|l| l.strip_prefix("fingerprint: ")).unwrap().to_string();
+    let vendor = fp(s.ok(&["trust", "add", "home/root.pem"]));
+    let info: Value = serde_json::from_str(&s.ok(&["cert", "inspect", "self/root.pem", "--json"])).unwrap();
+    let self_made = info["fingerprint"].as_str().unwrap().to_string();
+    s.ok(&["trust", "add", "self/root.pem", "--fingerprint", &self_made]);
+    (vendor, self_made)
+}
+
+#[test]
+fn root_fingerprint_refuses_a_self_issued_token_at_activate_and_status() {
+    let s = Sandbox::new();
+    let (vendor, self_made) = vendor_and_self_made_roots(&s);
+    let refusal = format!(
+        "token chain ends at root CN=tka Root CA with fingerprint {self_made}, not at the pinned root {vendor}"
+    );
+    let before = s.snapshot("store");
+    let r = s.tka(&["activate", "self.jws", "--root-fingerprint", &vendor]);
+    assert_fails(&r, 1, &refusal);
+    assert_eq!(s.snapshot("store"), before);
+
+    // The attack without a pin: the self-issued token activates...
+    s.ok(&["activate", "self.jws"]);
+    assert!(s.ok(&["status"]).starts_with(&format!("{PRODUCT}: activated")));
+    // ...but status pinned to the vendor's root says no.
+    let (code, out, err) = s.tka(&["status", "--root-fingerprint", &vendor]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(out.trim_end(), format!("{PRODUCT}: NOT activated: {refusal}"));
+    let (code, out, _) = s.tka(&["status", "--root-fingerprint", &vendor, "--json"]);
+    assert_eq!(code, 1);
+    let j: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((j[0]["activated"].as_bool(), j[0]["kind"].as_str()), (Some(false), Some("WrongRoot")));
+
+    // The vendor's own token passes the same pin (colon form accepted too).
+    s.ok(&["activate", "token.jws", "--root-fingerprint", &vendor]);
+    let colons: Vec<&str> = (0..32).map(|i| &vendor[2 * i..2 * i + 2]).collect();
+    let st = s.ok(&["status", "--root-fingerprint", &colons.join(":").to_uppercase()]);
+    assert!(st.starts_with(&format!("{PRODUCT}: activated")), "{st}");
+}
+
+#[test]
+fn root_fingerprint_refuses_a_self_issued_token_at_token_verify() {
+    let s = Sandbox::new();
+    let (vendor, self_made) = vendor_and_self_made_roots(&s);
+    let trust = ["--trust", "home/root.pem", "--trust", "self/root.pem"];
+    let verify = |tok: &str, extra: &[&str]| {
+        let mut args = vec!["token", "verify", tok];
+        args.extend_from_slice(&trust);
+        args.extend_from_slice(extra);
+        s.tka(&args)
+    };
+    let r = verify("self.jws", &["--root-fingerprint", &vendor]);
+    assert_fails(
+        &r,
+        1,
+        &format!(
+            "token chain ends at root CN=tka Root CA with fingerprint {self_made}, not at the pinned root {vendor}"
+        ),
+    );
+    let r = verify("self.jws", &["--root-fingerprint", &vendor, "--json"]);
+    let j: Value = serde_json::from_str(&r.1).unwrap();
+    assert_eq!((r.0, j["kind"].as_str()), (1, Some("WrongRoot")));
+    assert_eq!(verify("token.jws", &["--root-fingerprint", &vendor]).0, 0);
+}
+
+#[test]
+fn root_fingerprint_that_is_not_a_sha256_is_a_usage_error() {
+    let s = Sandbox::new();
+    s.issued();
+    s.ok(&["trust", "add", "home/root.pem"]);
+    let before = s.snapshot("store");
+    for args in [
+        &["activate", "token.jws", "--root-fingerprint", "3f2a"][..],
+        &["status", "--root-fingerprint", "3f2a"][..],
+        &["token", "verify", "token.jws", "--trust", "home/root.pem", "--root-fingerprint", "3f2a"][..],
+    ] {
+        let r = s.tka(args);
+        assert_fails(
+            &r,
+            2,
+            "invalid value '3f2a' for '--root-fingerprint <SHA256>': invalid root fingerprint \"3f2a\"",
+        );
+        assert_eq!(s.snapshot("store"), before);
+    }
+}
+
+#[test]
+fn token_verify_without_machine_says_the_binding_was_not_checked() {
+    let s = Sandbox::new();
+    s.issued();
+    let v = s.ok(&["token", "verify", "token.jws", "--trust", "home/root.pem"]);
+    assert!(v.starts_with("valid signature and chain; machine binding not checked\n"), "{v}");
+    let j: Value =
+        serde_json::from_str(&s.ok(&["token", "verify", "token.jws", "--trust", "home/root.pem", "--json"])).unwrap();
+    assert_eq!((j["valid"].as_bool(), j["binding_checked"].as_bool()), (Some(true), Some(false)));
+    let v = s.ok(&["token", "verify", "token.jws", "--trust", "home/root.pem", "--machine", "current"]);
+    assert!(v.starts_with("valid\n"), "{v}");
+    let j: Value = serde_json::from_str(&s.ok(&[
+        "token",
+        "verify",
+        "token.jws",
+        "--trust",
+        "home/root.pem",
+        "--machine",
+        "current",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(j["binding_checked"].as_bool(), Some(true));
+}
+
+#[test]
+fn list_json_labels_what_it_did_not_verify() {
+    let s = Sandbox::new();
+    s.issued();
+    s.ok(&["trust", "add", "home/root.pem"]);
+    s.ok(&["activate", "token.jws"]);
+    let c = claims(&s, "token.jws");
+    let l: Value = serde_json::from_str(&s.ok(&["list", "--json"])).unwrap();
+    let row = l[0].as_object().unwrap();
+    let mut keys: Vec<&str> = row.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["installed_at", "product", "unverified_expires", "unverified_serial"]);
+    assert_eq!(row["unverified_serial"], c["jti"]);
+    assert_eq!(row["unverified_expires"].as_str(), Some(tka::clock::rfc3339(c["exp"].as_i64().unwrap()).as_str()));
+}
+
 #[test]
 fn trust_add_with_wrong_fingerprint_is_refused() {
     let s = Sandbox::new();
@@ -845,7 +979,8 @@ fn at_option_on_status_and_verify() {
     let after = tka::clock::rfc3339(exp + 86_400);
     let before_nbf = tka::clock::rfc3339(c["nbf"].as_i64().unwrap() - 3 * 86_400);
 
-    let v = s.ok(&["token", "verify", "token.jws", "--trust", "home/root.pem", "--at", &inside]);
+    let v =
+        s.ok(&["token", "verify", "token.jws", "--trust", "home/root.pem", "--at", &inside, "--machine", "current"]);
     assert!(v.starts_with("valid\n"), "{v}");
     let r = s.tka(&["token", "verify", "token.jws", "--trust", "home/root.pem", "--at", &after]);
     assert_fails(&r, 1, &format!("token expired at {}", tka::clock::rfc3339(exp)));

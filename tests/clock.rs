@@ -60,9 +60,9 @@ fn rollback(r: tka::Result<impl std::fmt::Debug>) -> (i64, i64) {
 #[test]
 fn activation_raises_the_high_water_mark() {
     let (_t, store) = store();
-    activate(&store, &token_at(NOW - 60), &ident, NOW).unwrap();
+    activate(&store, &token_at(NOW - 60), &ident, &[], NOW).unwrap();
     assert_eq!(store.state().unwrap().clock_high_water, NOW);
-    activate(&store, &token_at(NOW - 60), &ident, NOW + 3600).unwrap();
+    activate(&store, &token_at(NOW - 60), &ident, &[], NOW + 3600).unwrap();
     assert_eq!(store.state().unwrap().clock_high_water, NOW + 3600);
 }
 
@@ -70,11 +70,11 @@ fn activation_raises_the_high_water_mark() {
 fn clock_set_back_more_than_a_day_refuses_activation() {
     let (_t, store) = store();
     let token = token_at(NOW - 10 * DAY);
-    activate(&store, &token, &ident, NOW).unwrap();
+    activate(&store, &token, &ident, &[], NOW).unwrap();
     let before = store.tokens().unwrap();
     // Wound back 2 days: the token is still within its own validity, but
     // the store has seen later.
-    assert_eq!(rollback(activate(&store, &token, &ident, NOW - 2 * DAY)), (NOW - 2 * DAY, NOW));
+    assert_eq!(rollback(activate(&store, &token, &ident, &[], NOW - 2 * DAY)), (NOW - 2 * DAY, NOW));
     // Refused without side effects.
     assert_eq!(store.tokens().unwrap(), before);
     assert_eq!(store.state().unwrap().clock_high_water, NOW);
@@ -85,11 +85,11 @@ fn default_tolerance_is_one_day_inclusive() {
     assert_eq!(DEFAULT_CLOCK_TOLERANCE_SECS, DAY);
     let (_t, store) = store();
     let token = token_at(NOW - 10 * DAY);
-    activate(&store, &token, &ident, NOW).unwrap();
+    activate(&store, &token, &ident, &[], NOW).unwrap();
     // Exactly one day behind: accepted (the rule is now < high_water - tolerance).
-    activate(&store, &token, &ident, NOW - DAY).unwrap();
+    activate(&store, &token, &ident, &[], NOW - DAY).unwrap();
     // One second more: refused.
-    rollback(activate(&store, &token, &ident, NOW - DAY - 1));
+    rollback(activate(&store, &token, &ident, &[], NOW - DAY - 1));
     // Accepting a time behind the mark never lowers it.
     assert_eq!(store.state().unwrap().clock_high_water, NOW);
 }
@@ -98,25 +98,51 @@ fn default_tolerance_is_one_day_inclusive() {
 fn tolerance_is_configurable() {
     let (_t, store) = store();
     let token = token_at(NOW - 10 * DAY);
-    activate(&store, &token, &ident, NOW).unwrap();
+    activate(&store, &token, &ident, &[], NOW).unwrap();
     // One hour of tolerance: two hours back is a rollback.
-    rollback(activate_with_tolerance(&store, &token, &ident, NOW - 2 * 3600, 3600));
-    // A week of tolerance: three days back is fine.
-    activate_with_tolerance(&store, &token, &ident, NOW - 3 * DAY, 7 * DAY).unwrap();
+    rollback(activate_with_tolerance(&store, &token, &ident, &[], NOW - 2 * 3600, 3600));
+    // Half a day of tolerance: ten hours back is fine.
+    activate_with_tolerance(&store, &token, &ident, &[], NOW - 10 * 3600, DAY / 2).unwrap();
     // Zero tolerance: one second back is a rollback.
-    rollback(activate_with_tolerance(&store, &token, &ident, NOW - 1, 0));
+    rollback(activate_with_tolerance(&store, &token, &ident, &[], NOW - 1, 0));
+}
+
+#[test]
+fn tolerance_over_a_day_is_refused_before_anything_is_read() {
+    let (_t, store) = store();
+    let token = token_at(NOW - 10 * DAY);
+    activate(&store, &token, &ident, &[], NOW).unwrap();
+    let before = store.state().unwrap();
+    // The review's attack: a clock wound back 3 days, a huge tolerance.
+    match activate_with_tolerance(&store, &token, &ident, &[], NOW - 3 * DAY, 100_000 * 7 * DAY) {
+        Err(Error::Usage(msg)) => assert_eq!(
+            msg,
+            format!(
+                "clock tolerance of {} seconds is outside 0 to 86400 seconds (one day, the default)",
+                100_000 * 7 * DAY
+            )
+        ),
+        other => panic!("expected a usage error, got {other:?}"),
+    }
+    assert!(matches!(
+        activate_with_tolerance(&store, &token, &ident, &[], NOW, DAY + 1),
+        Err(Error::Usage(m)) if m.starts_with("clock tolerance of 86401 seconds is outside")
+    ));
+    assert_eq!(store.state().unwrap(), before);
+    // Exactly one day is the largest accepted.
+    activate_with_tolerance(&store, &token, &ident, &[], NOW - DAY, DAY).unwrap();
 }
 
 #[test]
 fn activation_works_again_once_the_clock_is_right() {
     let (_t, store) = store();
     let token = token_at(NOW - 10 * DAY);
-    activate(&store, &token, &ident, NOW).unwrap();
-    rollback(activate(&store, &token, &ident, NOW - 5 * DAY));
-    rollback(activate(&store, &token, &ident, NOW - 2 * DAY));
+    activate(&store, &token, &ident, &[], NOW).unwrap();
+    rollback(activate(&store, &token, &ident, &[], NOW - 5 * DAY));
+    rollback(activate(&store, &token, &ident, &[], NOW - 2 * DAY));
     // Clock fixed (back within a day of the mark, or past it).
-    activate(&store, &token, &ident, NOW - DAY + 1).unwrap();
-    activate(&store, &token, &ident, NOW + 60).unwrap();
+    activate(&store, &token, &ident, &[], NOW - DAY + 1).unwrap();
+    activate(&store, &token, &ident, &[], NOW + 60).unwrap();
     assert_eq!(store.state().unwrap().clock_high_water, NOW + 60);
 }
 
@@ -126,18 +152,18 @@ fn rollback_to_revive_an_expired_token_is_refused() {
     // winds the clock back into its validity and re-activates.
     let (_t, store) = store();
     let old = token_for(NOW - 20 * DAY, 30); // expires NOW + 10 days
-    activate(&store, &old, &ident, NOW).unwrap();
+    activate(&store, &old, &ident, &[], NOW).unwrap();
     let later = NOW + 20 * DAY;
     activation::observe_clock(&store, later).unwrap(); // e.g. `tka status` ran
-    assert!(matches!(activate(&store, &old, &ident, later), Err(Error::Verify(VerifyError::TokenExpired { .. }))));
-    rollback(activate(&store, &old, &ident, NOW + 5 * DAY));
+    assert!(matches!(activate(&store, &old, &ident, &[], later), Err(Error::Verify(VerifyError::TokenExpired { .. }))));
+    rollback(activate(&store, &old, &ident, &[], NOW + 5 * DAY));
 }
 
 #[test]
 fn status_reports_clock_rollback() {
     let (_t, store) = store();
-    activate(&store, &token_at(NOW - 10 * DAY), &ident, NOW).unwrap();
-    match status(&store, PRODUCT, &machine(), NOW - 3 * DAY).unwrap() {
+    activate(&store, &token_at(NOW - 10 * DAY), &ident, &[], NOW).unwrap();
+    match status(&store, PRODUCT, &machine(), &[], NOW - 3 * DAY).unwrap() {
         ProductStatus::Invalid { reason: VerifyError::ClockRollback { now, high_water }, .. } => {
             assert_eq!((now, high_water), (NOW - 3 * DAY, NOW));
         }
@@ -145,11 +171,11 @@ fn status_reports_clock_rollback() {
     }
     // And check_activated says no for the same reason.
     assert!(matches!(
-        activation::check_activated(&store, PRODUCT, &machine(), NOW - 3 * DAY),
+        activation::check_activated(&store, PRODUCT, &machine(), &[], NOW - 3 * DAY),
         Err(Error::Verify(VerifyError::ClockRollback { .. }))
     ));
     // With the clock right again the product is active.
-    assert!(status(&store, PRODUCT, &machine(), NOW + 60).unwrap().is_active());
+    assert!(status(&store, PRODUCT, &machine(), &[], NOW + 60).unwrap().is_active());
 }
 
 #[test]
@@ -168,7 +194,7 @@ fn token_issued_in_the_future_is_refused() {
     let (_t, store) = store();
     // The issuer's clock is 2 hours ahead of this machine's: iat > now + 5 min.
     let token = token_at(NOW + 2 * 3600);
-    match activate(&store, &token, &ident, NOW) {
+    match activate(&store, &token, &ident, &[], NOW) {
         // nbf = iat, so the window check fires first; forge iat alone in
         // tests/verify.rs (iat_in_future_with_nbf_in_past_is_issued_in_future)
         // and the corpus (claim-iat-in-future, time-iat-beyond-skew).
@@ -179,17 +205,17 @@ fn token_issued_in_the_future_is_refused() {
     // Within the 5-minute skew it activates.
     let (_t2, store2) = self::store();
     let token = token_at(NOW + 200);
-    activate(&store2, &token, &ident, NOW + 200).unwrap();
+    activate(&store2, &token, &ident, &[], NOW + 200).unwrap();
 }
 
 #[test]
 fn refused_activation_does_not_raise_the_mark() {
     let (_t, store) = store();
-    activate(&store, &token_at(NOW - 60), &ident, NOW).unwrap();
+    activate(&store, &token_at(NOW - 60), &ident, &[], NOW).unwrap();
     // A token for another machine at a later time: refused, mark unchanged,
     // so a bad token cannot be used to push the mark (and lock the machine out).
     let other = |_: &str| Ok(other_machine());
-    assert!(activate(&store, &token_at(NOW - 60), &other, NOW + 30 * DAY).is_err());
+    assert!(activate(&store, &token_at(NOW - 60), &other, &[], NOW + 30 * DAY).is_err());
     assert_eq!(store.state().unwrap().clock_high_water, NOW);
 }
 
@@ -212,10 +238,14 @@ fn cli_activate_refuses_rollback_and_honours_clock_tolerance() {
     assert!(err.contains("hint: set the system clock to the right time"), "{err}");
     assert!(store.tokens().unwrap().is_empty());
 
-    // 1h tolerance is still too little; 3 days is enough.
+    // The mark two hours ahead: the default day forgives it, 1h does not.
+    let ahead = tka::clock::now() + 2 * 3600;
+    store.lock().unwrap().replace_state(&StoreState { clock_high_water: ahead, ..Default::default() }).unwrap();
     let (code, _, err) = s.tka(&["activate", "t.jws", "--clock-tolerance", "1h"]);
     assert_eq!(code, 1, "{err}");
-    s.ok(&["activate", "t.jws", "--clock-tolerance", "3d"]);
+    assert!(err.starts_with("error: clock moved backwards"), "{err}");
+    assert!(store.tokens().unwrap().is_empty());
+    s.ok(&["activate", "t.jws"]);
     assert_eq!(store.tokens().unwrap().len(), 1);
     // The mark is not lowered by the accepted activation.
     assert_eq!(store.state().unwrap().clock_high_water, ahead);
@@ -238,4 +268,48 @@ fn cli_status_reports_rollback() {
     let (code, out, err) = s.tka(&["status"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("clock moved backwards"), "{out}");
+}
+
+#[test]
+fn cli_clock_tolerance_over_a_day_is_a_usage_error() {
+    // The review installed a token with `--clock-tolerance 100000w` on a
+    // machine whose clock was wound back 3 days.
+    let s = sandbox::Sandbox::new();
+    s.issuer_and_trust();
+    s.token(sandbox::PRODUCT, "t.jws");
+    let store = Store::open(&s.store()).unwrap();
+    let ahead = tka::clock::now() + 3 * DAY;
+    store.lock().unwrap().replace_state(&StoreState { clock_high_water: ahead, ..Default::default() }).unwrap();
+    let before = s.snapshot("store");
+    for tolerance in ["100000w", "2d", "86401s"] {
+        let r = s.tka(&["activate", "t.jws", "--clock-tolerance", tolerance]);
+        sandbox::assert_fails(&r, 2, &format!("invalid value '{tolerance}' for '--clock-tolerance <DURATION>'"));
+        assert!(r.2.contains("is outside 0 to 86400 seconds (one day, the default)"), "{}", r.2);
+        assert_eq!(s.snapshot("store"), before);
+    }
+}
+
+#[test]
+fn cli_status_at_a_time_before_the_clock_mark_is_not_activated() {
+    let s = sandbox::Sandbox::new();
+    s.issuer_and_trust();
+    s.token(sandbox::PRODUCT, "t.jws");
+    s.ok(&["activate", "t.jws"]);
+    // The store has seen a time an hour from now (a later `tka status`).
+    let store = Store::open(&s.store()).unwrap();
+    let mark = tka::clock::now() + 3600;
+    store.lock().unwrap().replace_state(&StoreState { clock_high_water: mark, ..Default::default() }).unwrap();
+    let before = s.snapshot("store");
+    // Half an hour from now: inside the token's validity, before the mark.
+    let at = tka::clock::rfc3339(mark - 1800);
+    let (code, out, err) = s.tka(&["status", "--at", &at]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.starts_with(&format!("{}: NOT activated: clock moved backwards", sandbox::PRODUCT)), "{out}");
+    let (code, out, _) = s.tka(&["status", "--at", &at, "--json"]);
+    assert_eq!(code, 1);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((j[0]["activated"].as_bool(), j[0]["kind"].as_str()), (Some(false), Some("ClockRollback")));
+    // At the mark itself it is activated; nothing was written.
+    s.ok(&["status", "--at", &tka::clock::rfc3339(mark)]);
+    assert_eq!(s.snapshot("store"), before);
 }

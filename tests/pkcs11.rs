@@ -150,6 +150,7 @@ fn verify(text: &str, root: &[u8]) -> Result<tka::verify::VerifiedToken, VerifyE
     let id = machine();
     let ctx = VerifyContext {
         anchors: &anchors,
+        pinned_roots: &[],
         now: NOW + 60,
         product: Some(PRODUCT),
         machine: MachineCheck::Identity(&id),

@@ -212,7 +212,7 @@ proptest! {
         let revoked = HashSet::new();
         let id = machine();
         let ctx = VerifyContext {
-            anchors: &anchors,
+            anchors: &anchors, pinned_roots: &[],
             now: issued + after,
             product: Some(PRODUCT),
             machine: MachineCheck::Identity(&id),
@@ -258,7 +258,7 @@ proptest! {
         let id = machine();
         for clock in [None, Some((high_water, tolerance))] {
             let ctx = VerifyContext {
-                anchors: &anchors,
+                anchors: &anchors, pinned_roots: &[],
                 now,
                 product: Some(PRODUCT),
                 machine: MachineCheck::Identity(&id),

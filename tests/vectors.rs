@@ -126,7 +126,16 @@ fn run(v: &Vector) -> Result<(), String> {
         ("skip", None) => MachineCheck::Skip,
         (s, None) => MachineCheck::Cmid(s.strip_prefix("cmid:").ok_or_else(|| format!("bad machine {s}"))?),
     };
-    let ctx = VerifyContext { anchors: &anchors, now, product, machine, crls: &crls, revoked_serials: &revoked, clock };
+    let ctx = VerifyContext {
+        anchors: &anchors,
+        pinned_roots: &[],
+        now,
+        product,
+        machine,
+        crls: &crls,
+        revoked_serials: &revoked,
+        clock,
+    };
     match (verify_token(&v.token, &ctx), expect) {
         (Ok(_), "ok") => Ok(()),
         (Ok(t), want) => Err(format!("expected {want}, but it verified (signer {})", t.signer.subject)),

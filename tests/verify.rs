@@ -65,6 +65,7 @@ fn verify_at(text: &str, now: i64, id: &MachineIdentity) -> Result<VerifiedToken
     let revoked = HashSet::new();
     let ctx = VerifyContext {
         anchors: &anchors,
+        pinned_roots: &[],
         now,
         product: Some(PRODUCT),
         machine: MachineCheck::Identity(id),
@@ -130,6 +131,7 @@ impl V {
         };
         let ctx = VerifyContext {
             anchors: &anchors,
+            pinned_roots: &[],
             now: self.now,
             product: self.product.as_deref(),
             machine,

@@ -145,7 +145,10 @@ impl std::error::Error for MachineError {}
 /// Where and how to look for identity components.
 #[derive(Debug, Clone, Default)]
 pub struct IdentifyOptions {
-    /// Root of the file system to read from; `/` when `None`.
+    /// Root of the file system to read from; `/` when `None`. Test builds
+    /// only (cargo feature `test-hooks`): in a shipped build the machine is
+    /// always read from `/`, so no user can make tka see another machine.
+    #[cfg(feature = "test-hooks")]
     pub sysroot: Option<PathBuf>,
     /// An explicit identity that replaces hardware sources (containers).
     pub explicit_id: Option<String>,
@@ -159,22 +162,38 @@ pub struct IdentifyOptions {
 const MAX_EXPLICIT_ID_FILE: u64 = 64 * 1024;
 
 impl IdentifyOptions {
-    /// Options from the environment: `TKA_SYSROOT` (system root) and
-    /// `TKA_MACHINE_ID` (the explicit identity value itself). Empty variables
-    /// count as unset. The CLI then sets `explicit_id_file` from
-    /// `--machine-id-file`, which wins over `TKA_MACHINE_ID`.
+    /// Options from the environment: `TKA_MACHINE_ID` (the explicit
+    /// identity value itself) and, in test builds only (cargo feature
+    /// `test-hooks`), `TKA_SYSROOT` (system root); a shipped build ignores
+    /// `TKA_SYSROOT`. Empty variables count as unset. The CLI then sets
+    /// `explicit_id_file` from `--machine-id-file`, which wins over
+    /// `TKA_MACHINE_ID`.
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         IdentifyOptions {
+            #[cfg(feature = "test-hooks")]
             sysroot: var("TKA_SYSROOT").map(PathBuf::from),
             explicit_id: var("TKA_MACHINE_ID"),
             explicit_id_file: None,
         }
     }
 
-    /// The root directory sources read from.
+    /// The fake system root of a test build.
+    #[cfg(feature = "test-hooks")]
+    fn sysroot(&self) -> Option<&PathBuf> {
+        self.sysroot.as_ref()
+    }
+
+    /// No fake system root: a shipped build always reads the real machine.
+    #[cfg(not(feature = "test-hooks"))]
+    fn sysroot(&self) -> Option<&PathBuf> {
+        None
+    }
+
+    /// The root directory sources read from: `/`, or the fake system root
+    /// of a test build.
     pub fn root(&self) -> PathBuf {
-        self.sysroot.clone().unwrap_or_else(|| PathBuf::from("/"))
+        self.sysroot().cloned().unwrap_or_else(|| PathBuf::from("/"))
     }
 
     /// The explicit identity, if one was given: the file wins over the value.
@@ -274,7 +293,7 @@ impl MachineIdentity {
     /// but is unusable (never silently falling back to hardware).
     pub fn identify(product: &str, opts: &IdentifyOptions) -> Result<Self, MachineError> {
         let root = opts.root();
-        let environment = if opts.sysroot.is_some() || cfg!(not(any(windows, target_os = "macos"))) {
+        let environment = if opts.sysroot().is_some() || cfg!(not(any(windows, target_os = "macos"))) {
             environment::detect(&root)
         } else {
             Environment::default()
@@ -288,7 +307,7 @@ impl MachineIdentity {
             id.explicit = true;
             return Ok(id);
         }
-        let readings = platform_sources(opts.sysroot.as_ref())
+        let readings = platform_sources(opts.sysroot())
             .iter()
             .map(|s| (s.kind(), s.name(), s.location(), s.read(&root)))
             .collect();

@@ -6,6 +6,7 @@ mod create;
 mod crl;
 mod path;
 pub mod pem;
+mod pin;
 
 pub use cert::{sha256_hex, CertInfo, MAX_CERT_SIZE, TKA_TOKEN_SIGNING_EKU};
 pub use create::{create_certificate, lifetimes, parse_name, reissue_certificate, CertKind, CertRequest};
@@ -16,3 +17,4 @@ pub use path::{
     check_cross_certificate, check_root, validate_path, Crl, LeafRole, TrustAnchors, ValidatedPath, MAX_CHAIN_LEN,
     MIN_RSA_BITS,
 };
+pub use pin::{InvalidFingerprint, RootFingerprint};

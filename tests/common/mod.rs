@@ -141,3 +141,33 @@ pub fn other_machine() -> MachineIdentity {
         ]),
     )
 }
+
+/// A second, unrelated PKI (TEST-ONLY keys `other` and `signer2`): a root
+/// someone made themselves and a token signer directly under it.
+pub struct OtherPki {
+    pub root: Vec<u8>,
+    pub signer: Vec<u8>,
+}
+
+pub fn other_pki() -> &'static OtherPki {
+    static OTHER: OnceLock<OtherPki> = OnceLock::new();
+    OTHER.get_or_init(|| {
+        let root_key = test_key("other");
+        let root =
+            cert(CertKind::Root, "CN=Self-made Root,O=someone", &root_key, None, NOW - 365 * DAY, NOW + 10 * 365 * DAY);
+        let signer = cert(
+            CertKind::Signer,
+            "CN=Self-made Signer,O=someone",
+            &test_key("signer2"),
+            Some((&root, &root_key)),
+            NOW - 30 * DAY,
+            NOW + 335 * DAY,
+        );
+        OtherPki { root, signer }
+    })
+}
+
+/// The SHA-256 fingerprint of a certificate (DER), as tka pins it.
+pub fn fingerprint(der: &[u8]) -> tka::pki::RootFingerprint {
+    tka::pki::RootFingerprint::parse(&tka::pki::sha256_hex(der)).unwrap()
+}

@@ -1,6 +1,7 @@
 //! A private world for tests that drive the real `tka` binary: a temporary
 //! directory (also the working directory) holding a fake machine
-//! (`TKA_SYSROOT`), an activation store (`TKA_STORE`), a home and a
+//! (`TKA_SYSROOT`, honoured only by a binary built with the `test-hooks`
+//! feature, which `cargo test` turns on), an activation store (`TKA_STORE`), a home and a
 //! passphrase in `TKA_PASSPHRASE`. Nothing reads the real machine, the real
 //! store or the user's home. Shared by every test file that runs the binary
 //! (cli, clock, crash, interop, limits, pkcs11, revocation, rotation, secrets).

@@ -76,9 +76,11 @@ pub enum Command {
         #[arg(long, value_name = "FILE", conflicts_with = "token")]
         bundle: Option<PathBuf>,
         /// Refuse as "clock moved backwards" when the clock is more than this far behind the latest
-        /// time the store has seen (e.g. 12h, 2d)
-        #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = tka::clock::parse_duration)]
+        /// time the store has seen (e.g. 12h); at most 1d
+        #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = clock_tolerance)]
         clock_tolerance: i64,
+        #[command(flatten)]
+        pins: RootPinArgs,
         #[command(flatten)]
         store: StoreArgs,
         #[command(flatten)]
@@ -92,9 +94,12 @@ pub enum Command {
         /// Only this product
         #[arg(long)]
         product: Option<String>,
-        /// Evaluate at this time (RFC 3339) instead of now; read-only
+        /// Evaluate at this time (RFC 3339) instead of now; read-only. A time before the latest the
+        /// store has seen is reported as "clock moved backwards"
         #[arg(long)]
         at: Option<String>,
+        #[command(flatten)]
+        pins: RootPinArgs,
         #[command(flatten)]
         store: StoreArgs,
         #[command(flatten)]
@@ -102,7 +107,8 @@ pub enum Command {
         #[command(flatten)]
         out: JsonArg,
     },
-    /// List installed tokens without verifying them
+    /// List installed tokens without verifying them (`--json` labels what the token itself claims
+    /// `unverified_`; `tka status` verifies)
     List {
         #[command(flatten)]
         store: StoreArgs,
@@ -131,6 +137,19 @@ pub struct StoreArgs {
     /// Activation store directory [default: /var/lib/tka as root, else ~/.local/share/tka]
     #[arg(long, env = "TKA_STORE", value_name = "DIR")]
     pub store: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RootPinArgs {
+    /// Accept only tokens whose chain ends at the root with this SHA-256 fingerprint (hex, colons
+    /// allowed; repeatable), whatever else the store trusts
+    #[arg(long = "root-fingerprint", value_name = "SHA256", value_parser = tka::pki::RootFingerprint::parse)]
+    pub root_fingerprints: Vec<tka::pki::RootFingerprint>,
+}
+
+/// `--clock-tolerance`: a duration within the library's limit.
+fn clock_tolerance(s: &str) -> Result<i64, String> {
+    tka::activation::check_clock_tolerance(tka::clock::parse_duration(s)?).map_err(|e| e.to_string())
 }
 
 #[derive(Args, Debug, Clone)]
@@ -724,6 +743,8 @@ pub enum TokenCmd {
         /// Verify at this time (RFC 3339) instead of now
         #[arg(long)]
         at: Option<String>,
+        #[command(flatten)]
+        pins: RootPinArgs,
         #[command(flatten)]
         machine_args: MachineArgs,
         #[command(flatten)]

@@ -121,7 +121,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
         Command::Ledger(c) => cmd_ledger::ledger(c),
         Command::Token(t) => run_token(t),
         Command::Trust(t) => run_trust(t),
-        Command::Activate { token, bundle, clock_tolerance, store, machine, out } => {
+        Command::Activate { token, bundle, clock_tolerance, pins, store, machine, out } => {
             let store = open_store(&store)?;
             let ident = |product: &str| identify(product, &machine);
             let text = match (token, bundle) {
@@ -135,7 +135,8 @@ fn run(cmd: Command) -> Result<ExitCode> {
                 }
                 (None, None) => return Err(Error::Usage("give a TOKEN or --bundle FILE".into())),
             };
-            let v = activation::activate_with_tolerance(&store, &text, &ident, clock::now(), clock_tolerance)?;
+            let pins = &pins.root_fingerprints;
+            let v = activation::activate_with_tolerance(&store, &text, &ident, pins, clock::now(), clock_tolerance)?;
             if out.json {
                 say_json(&verified_json(&v));
             } else {
@@ -144,7 +145,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { product, at, store, machine, out } => {
+        Command::Status { product, at, pins, store, machine, out } => {
             let store = open_store(&store)?;
             let now = match &at {
                 Some(s) => clock::parse_rfc3339(s).map_err(Error::Usage)?,
@@ -155,8 +156,10 @@ fn run(cmd: Command) -> Result<ExitCode> {
             };
             let trust = TrustData::from_store(&store)?;
             let state = store.state()?;
-            let clock_check =
-                at.is_none().then_some((state.clock_high_water, tka::store::DEFAULT_CLOCK_TOLERANCE_SECS));
+            // An explicit time has no clock jitter to forgive: one before the
+            // store's mark is a clock problem, never "activated".
+            let tolerance = if at.is_some() { 0 } else { tka::store::DEFAULT_CLOCK_TOLERANCE_SECS };
+            let clock_check = Some((state.clock_high_water, tolerance));
             let products: Vec<String> = match product {
                 Some(p) => vec![p],
                 None => store.tokens()?.into_iter().map(|t| t.product).collect(),
@@ -165,7 +168,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
             let mut rows = Vec::new();
             for p in &products {
                 let id = identify(p, &machine)?;
-                let st = activation::status_with(&store, &trust, p, &id, now, clock_check)?;
+                let st = activation::status_with(&store, &trust, p, &id, &pins.root_fingerprints, now, clock_check)?;
                 all_ok &= st.is_active();
                 rows.push(st);
             }
@@ -188,9 +191,11 @@ fn run(cmd: Command) -> Result<ExitCode> {
                     .iter()
                     .map(|t| {
                         let claims = token::decode_unverified(&t.token).ok().map(|(_, c)| c);
+                        // Serial and expiry are what the stored token claims, not
+                        // verified here (`tka status` verifies): labelled as such.
                         json!({"product": t.product, "installed_at": clock::rfc3339(t.installed_at),
-                               "serial": claims.as_ref().map(|c| c.jti.clone()),
-                               "expires": claims.as_ref().and_then(|c| c.exp).map(clock::rfc3339)})
+                               "unverified_serial": claims.as_ref().map(|c| c.jti.clone()),
+                               "unverified_expires": claims.as_ref().and_then(|c| c.exp).map(clock::rfc3339)})
                     })
                     .collect();
                 say_json(&json!(rows));
@@ -370,7 +375,7 @@ fn run_token(cmd: TokenCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        TokenCmd::Verify { token, trust, product, machine, crl, at, machine_args, out } => {
+        TokenCmd::Verify { token, trust, product, machine, crl, at, pins, machine_args, out } => {
             let now = match &at {
                 Some(s) => clock::parse_rfc3339(s).map_err(Error::Usage)?,
                 None => clock::now(),
@@ -401,6 +406,7 @@ fn run_token(cmd: TokenCmd) -> Result<ExitCode> {
             let revoked = Default::default();
             let ctx = VerifyContext {
                 anchors: &anchors,
+                pinned_roots: &pins.root_fingerprints,
                 now,
                 product: product.as_deref(),
                 machine: machine_check,
@@ -410,10 +416,17 @@ fn run_token(cmd: TokenCmd) -> Result<ExitCode> {
             };
             match verify_token(&text, &ctx) {
                 Ok(v) => {
+                    let binding_checked = !matches!(machine_check, MachineCheck::Skip);
                     if out.json {
-                        say_json(&verified_json(&v));
+                        let mut j = verified_json(&v);
+                        j["binding_checked"] = binding_checked.into();
+                        say_json(&j);
                     } else {
-                        say("valid");
+                        say(if binding_checked {
+                            "valid"
+                        } else {
+                            "valid signature and chain; machine binding not checked"
+                        });
                         print_verified(&v);
                     }
                     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Checks that a shipped build of tka has no test hooks (cargo feature
+# `test-hooks`, which `cargo test` turns on): TKA_SYSROOT must not change
+# the machine identity the binary reads. Fails if the hook leaks.
+#
+#   scripts/check-no-test-hooks.sh          builds `cargo build --release` and checks it
+#   TKA=path/to/tka scripts/check-no-test-hooks.sh   checks that binary
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${TKA:-}" ]; then
+  cargo build --release --locked --quiet
+  TKA="$PWD/target/release/tka"
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# The hook's name is not even in the binary.
+if grep -q TKA_SYSROOT "$TKA"; then
+  fail "$TKA contains the test hook TKA_SYSROOT (built with --features test-hooks?)"
+fi
+
+# A fake machine whose values no real machine has: a leaking hook would
+# report its identity (or an identity where the real machine has none).
+fake="$work/fake-root"
+mkdir -p "$fake/etc" "$fake/sys/class/dmi/id"
+echo 0123456789abcdef0123456789abcdef > "$fake/etc/machine-id"
+echo 01234567-89AB-CDEF-0123-456789ABCDEF > "$fake/sys/class/dmi/id/product_uuid"
+echo FAKE-SERIAL-0001 > "$fake/sys/class/dmi/id/product_serial"
+
+probe() {
+  set +e
+  env -u TKA_MACHINE_ID "$@" "$TKA" machine id --product hook-check --json > "$work/out" 2> /dev/null
+  echo "exit $?" >> "$work/out"
+  set -e
+  cat "$work/out"
+}
+real=$(probe env -u TKA_SYSROOT)
+faked=$(probe env TKA_SYSROOT="$fake")
+if [ "$real" != "$faked" ]; then
+  printf 'without TKA_SYSROOT:\n%s\nwith TKA_SYSROOT=%s:\n%s\n' "$real" "$fake" "$faked" >&2
+  fail "$TKA honours TKA_SYSROOT: a user can make it read a fake machine"
+fi
+echo "ok: $TKA ignores TKA_SYSROOT (no test hooks)"
