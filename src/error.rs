@@ -217,6 +217,13 @@ pub enum VerifyError {
         /// The store's high-water mark.
         high_water: i64,
     },
+    /// A CRL of a kind tka does not implement exactly (delta, partitioned
+    /// or indirect, or with an unrecognised critical extension): refused,
+    /// never applied as if it were complete (RFC 5280 §5.2, §6.3.3).
+    UnsupportedCrl {
+        /// What it is.
+        detail: String,
+    },
     /// A revocation list's sequence number is lower than one already installed.
     RevocationRollback {
         /// Sequence installed.
@@ -374,6 +381,7 @@ impl fmt::Display for VerifyError {
                 rfc3339(*now),
                 rfc3339(*high_water)
             ),
+            UnsupportedCrl { detail } => write!(f, "CRL refused: it is {detail}"),
             RevocationRollback { installed, offered } => write!(
                 f,
                 "revocation list sequence {offered} is older than the installed {installed}: refusing rollback"

@@ -74,6 +74,7 @@
 
 pub mod activation;
 pub mod clock;
+pub mod crl_number;
 mod error;
 pub mod fsutil;
 pub mod issuer;

@@ -1370,6 +1370,45 @@ fn intermediate_on_crl_from_root_is_cert_revoked() {
     assert_eq!(r.unwrap_err(), VerifyError::CertRevoked { subject: subject_of(&p.int), serial: serial_of(&p.int) });
 }
 
+/// Review 2, finding 5: a delta CRL, a partitioned CRL (issuingDistributionPoint
+/// onlyContainsCACerts), an indirect CRL and a CRL with an unknown critical
+/// extension were applied as complete, direct CRLs (an empty one with a
+/// higher number replaced the complete CRL and un-revoked a signer). tka
+/// refuses each when it is parsed; a non-critical unknown extension is
+/// harmless and accepted.
+#[test]
+fn crl_kinds_tka_does_not_implement_are_refused() {
+    let p = pki();
+    let serials = || vec![Certificate::from_der(&p.signer).unwrap().tbs_certificate().serial_number().clone()];
+    // deltaCRLIndicator: BaseCRLNumber INTEGER 1.
+    let delta = unknown_ext("2.5.29.27", true, vec![0x02, 0x01, 0x01]);
+    // issuingDistributionPoint { onlyContainsCACerts [2] TRUE }.
+    let idp = unknown_ext("2.5.29.28", true, vec![0x30, 0x03, 0x82, 0x01, 0xff]);
+    // certificateIssuer: GeneralNames { dNSName "x" }.
+    let cert_issuer = unknown_ext("2.5.29.29", true, vec![0x30, 0x03, 0x82, 0x01, b'x']);
+    let cases: Vec<(Vec<Extension>, Vec<Extension>, &str)> = vec![
+        (vec![delta], vec![], "a delta CRL (deltaCRLIndicator); tka uses complete CRLs only"),
+        (
+            vec![idp],
+            vec![],
+            "a partitioned or indirect CRL (issuingDistributionPoint); tka uses complete, direct CRLs only",
+        ),
+        (vec![unknown_critical()], vec![], "an unrecognised critical extension 1.3.6.1.4.1.55555.1.1"),
+        (vec![], vec![cert_issuer], "an indirect CRL entry (certificateIssuer); tka uses direct CRLs only"),
+        (vec![], vec![unknown_critical()], "an unrecognised critical entry extension 1.3.6.1.4.1.55555.1.1"),
+    ];
+    for (crl_exts, entry_exts, detail) in cases {
+        let der = crl_der_with(&p.int, 9, serials(), "intermediate", crl_exts, entry_exts);
+        let e = Crl::parse(&der).unwrap_err();
+        assert_eq!(e, VerifyError::UnsupportedCrl { detail: detail.into() });
+        assert_eq!(e.to_string(), format!("CRL refused: it is {detail}"));
+    }
+    let harmless = unknown_ext("1.3.6.1.4.1.55555.1.2", false, vec![0x05, 0x00]);
+    let der = crl_der_with(&p.int, 9, serials(), "intermediate", vec![harmless], vec![]);
+    let crl = Crl::parse(&der).unwrap();
+    assert!(crl.is_signed_by(&CertInfo::parse(&p.int).unwrap()), "re-signed correctly");
+}
+
 // ===========================================================================
 // Step 4: signature.
 

@@ -76,6 +76,7 @@ impl Crl {
         if !rest.is_empty() {
             return Err(bad("trailing bytes after the CRL".into()));
         }
+        check_crl_scope(&crl)?;
         Ok(Crl {
             der: der.to_vec(),
             issuer: crl.issuer().to_string(),
@@ -105,6 +106,64 @@ impl Crl {
             Err(_) => false,
         }
     }
+}
+
+/// The CRLs tka implements exactly: complete, direct CRLs for every
+/// certificate of their issuer. RFC 5280 §5.2/§6.3.3: a CRL with an
+/// unrecognised critical extension must not be used; a delta CRL
+/// (deltaCRLIndicator, §5.2.4) lists only changes since a base CRL and
+/// would "un-revoke" whatever it leaves out if it replaced the complete
+/// one; an issuingDistributionPoint (§5.2.5) scopes a CRL to part of the
+/// issuer's certificates (only CA or only user certificates, some reasons)
+/// or makes it indirect; a certificateIssuer entry extension (§5.3.3) means
+/// the entry is about another issuer's certificate. tka refuses all of them
+/// (`UnsupportedCrl`) rather than apply them as if complete and direct.
+/// Recognised and used or harmless: authorityKeyIdentifier, cRLNumber,
+/// freshestCRL and authorityInfoAccess (non-critical pointers), and the
+/// reasonCode and invalidityDate entry extensions.
+fn check_crl_scope(crl: &x509_parser::revocation_list::CertificateRevocationList<'_>) -> Result<(), VerifyError> {
+    const AKI: &str = "2.5.29.35";
+    const CRL_NUMBER: &str = "2.5.29.20";
+    const DELTA_CRL_INDICATOR: &str = "2.5.29.27";
+    const ISSUING_DISTRIBUTION_POINT: &str = "2.5.29.28";
+    const FRESHEST_CRL: &str = "2.5.29.46";
+    const AUTHORITY_INFO_ACCESS: &str = "1.3.6.1.5.5.7.1.1";
+    const REASON_CODE: &str = "2.5.29.21";
+    const INVALIDITY_DATE: &str = "2.5.29.24";
+    const CERTIFICATE_ISSUER: &str = "2.5.29.29";
+    let refuse = |detail: String| Err(VerifyError::UnsupportedCrl { detail });
+    for ext in crl.extensions() {
+        let oid = ext.oid.to_id_string();
+        match oid.as_str() {
+            DELTA_CRL_INDICATOR => {
+                return refuse("a delta CRL (deltaCRLIndicator); tka uses complete CRLs only".into())
+            }
+            ISSUING_DISTRIBUTION_POINT => {
+                return refuse(
+                    "a partitioned or indirect CRL (issuingDistributionPoint); tka uses complete, direct CRLs only"
+                        .into(),
+                )
+            }
+            AKI | CRL_NUMBER => {}
+            FRESHEST_CRL | AUTHORITY_INFO_ACCESS if !ext.critical => {}
+            _ if ext.critical => return refuse(format!("an unrecognised critical extension {oid}")),
+            _ => {}
+        }
+    }
+    for entry in crl.iter_revoked_certificates() {
+        for ext in entry.extensions() {
+            let oid = ext.oid.to_id_string();
+            match oid.as_str() {
+                CERTIFICATE_ISSUER => {
+                    return refuse("an indirect CRL entry (certificateIssuer); tka uses direct CRLs only".into())
+                }
+                REASON_CODE | INVALIDITY_DATE => {}
+                _ if ext.critical => return refuse(format!("an unrecognised critical entry extension {oid}")),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 fn hex_upper(b: &[u8]) -> String {

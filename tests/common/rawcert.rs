@@ -119,6 +119,33 @@ pub fn crl_der(issuer: &[u8], number: u32, revoked: Vec<SerialNumber>, key: &str
         .unwrap()
 }
 
+/// [`crl_der`] with `crl_exts` added to the CRL's extensions and
+/// `entry_exts` to every entry, re-signed by test key `key`: CRL kinds tka's
+/// own `crl create` never makes (delta, partitioned, indirect, unknown
+/// critical extensions).
+pub fn crl_der_with(
+    issuer: &[u8],
+    number: u32,
+    revoked: Vec<SerialNumber>,
+    key: &str,
+    crl_exts: Vec<Extension>,
+    entry_exts: Vec<Extension>,
+) -> Vec<u8> {
+    use signature::{SignatureEncoding, Signer as _};
+    use x509_cert::crl::CertificateList;
+    let base: CertificateList = CertificateList::from_der(&crl_der(issuer, number, revoked, key)).unwrap();
+    let mut tbs = base.tbs_cert_list;
+    tbs.crl_extensions.get_or_insert_with(Vec::new).extend(crl_exts);
+    if !entry_exts.is_empty() {
+        for entry in tbs.revoked_certificates.iter_mut().flatten() {
+            entry.crl_entry_extensions.get_or_insert_with(Vec::new).extend(entry_exts.clone());
+        }
+    }
+    let sig = pkcs1_signer(key).sign(&tbs.to_der().unwrap());
+    let signature = der::asn1::BitString::from_bytes(&sig.to_vec()).unwrap();
+    CertificateList { signature_algorithm: tbs.signature.clone(), tbs_cert_list: tbs, signature }.to_der().unwrap()
+}
+
 pub fn ext<T: Encode + AssociatedOid>(value: &T, critical: bool) -> Extension {
     Extension { extn_id: T::OID, critical, extn_value: der::asn1::OctetString::new(value.to_der().unwrap()).unwrap() }
 }

@@ -306,11 +306,9 @@ pub fn crl(cmd: CrlCmd) -> Result<ExitCode> {
             let entries = revoke.iter().map(|r| CrlEntry::parse(r, now)).collect::<Result<Vec<_>>>()?;
             let issuer = first_cert(&ca_cert)?;
             let key = LazyPass::new(&pass).load(&ca_key)?;
-            let params = CrlParams {
-                this_update: now,
-                next_update: now + duration(&next_update)?,
-                number: number.unwrap_or(now.max(0) as u64),
-            };
+            let next_update = now + duration(&next_update)?;
+            let params =
+                CrlParams { this_update: now, next_update, number: tka::crl_number::take_next(&ca_cert, number, now)? };
             let der = pki::create_crl(&issuer, key.as_ref(), &entries, &params)?;
             write_file(&out, &pem::encode("X509 CRL", &der), force)?;
             say(format!("issuer: {}", issuer.subject));
