@@ -785,6 +785,9 @@ pub struct TrustedRootAdded {
 ///   already trusts); any further root must be vouched for.
 ///
 /// The root must always be a proper self-signed CA ([`check_root`]).
+/// Everything from reading the trusted roots to writing the new one runs
+/// under the store lock, so the first-root rule holds against concurrent
+/// adds.
 pub fn trust_root(store: &Store, root_der: &[u8], opts: &TrustRootOptions<'_>, now: i64) -> Result<TrustedRootAdded> {
     let root = CertInfo::parse(root_der)?;
     let mut vouched = Vec::new();
@@ -801,9 +804,13 @@ pub fn trust_root(store: &Store, root_der: &[u8], opts: &TrustRootOptions<'_>, n
         vouched.push("its fingerprint".to_string());
     }
     check_root(&root)?;
+    // The whole check-then-write runs under the store lock: two concurrent
+    // adds of different roots to an empty store must not both pass as "the
+    // first root".
+    let lock = store.lock()?;
     // Roots and CRLs only: an installed revocation list has no say here.
-    let roots: Vec<Vec<u8>> = store.roots()?.into_iter().map(|r| r.der).collect();
-    let crls = store.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
+    let roots: Vec<Vec<u8>> = lock.roots()?.into_iter().map(|r| r.der).collect();
+    let crls = lock.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
     let trust = TrustData { anchors: crate::pki::TrustAnchors::from_der(&roots)?, crls, ..Default::default() };
     if let Some(cross_der) = opts.cross {
         let cross = CertInfo::parse(cross_der)?;
@@ -825,7 +832,7 @@ pub fn trust_root(store: &Store, root_der: &[u8], opts: &TrustRootOptions<'_>, n
             )));
         }
     }
-    store.lock()?.add_root(&root.der)?;
+    lock.add_root(&root.der)?;
     Ok(TrustedRootAdded { root, vouched_by: vouched.join(" and ") })
 }
 
