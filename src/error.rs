@@ -463,6 +463,14 @@ impl Error {
             Error::InsecureKeyPermissions { .. } => {
                 Some("run chmod 600 on the key, or pass --insecure-key-permissions")
             }
+            Error::Store(StoreError::Corrupt { path, .. })
+                if path.file_name().is_some_and(|n| n == "version" || n == "state.json") =>
+            {
+                Some(
+                    "restore the activation store from a backup; tka never resets or repairs it by itself, \
+                 and deleting files from it undoes its clock and revocation protections",
+                )
+            }
             Error::Verify(VerifyError::ClockRollback { .. }) => Some("set the system clock to the right time"),
             Error::Verify(VerifyError::UntrustedRoot { .. }) => {
                 Some("install the issuer's root with `tka trust add ROOT.pem`")

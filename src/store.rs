@@ -488,7 +488,44 @@ impl Store {
         if let Some(v) = self.read_version()? {
             return self.check_version(v);
         }
+        // Data is only ever written into an initialised store (`version`
+        // is written last), so data without `version` means the file was
+        // lost or deleted: re-initialising would reset the clock mark and
+        // the revocation sequences under the installed tokens.
+        if let Some(found) = self.first_data_file()? {
+            let missing = if self.state_path().exists() { "" } else { " (and state.json)" };
+            return Err(StoreError::corrupt(
+                &self.dir.join(VERSION_FILE),
+                format!(
+                    "missing{missing}, but the store holds {}; \
+                     it is not re-initialised over existing data",
+                    found.strip_prefix(&self.dir).unwrap_or(&found).display()
+                ),
+            ));
+        }
         lock.initialize_layout()
+    }
+}
+
+impl Store {
+    /// The first data file (root, token, CRL, revocation list) in the
+    /// store's subdirectories, temporary files aside.
+    fn first_data_file(&self) -> Result<Option<PathBuf>, StoreError> {
+        for sub in SUBDIRS {
+            let dir = self.dir.join(sub);
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io(&dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+                if !names::is_write_temp(&entry.file_name().to_string_lossy()) {
+                    return Ok(Some(entry.path()));
+                }
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -962,3 +962,29 @@ fn request_create_into_closed_pipe_does_not_panic() {
         assert_eq!(r.0, 0, "{args:?}: {r:?}");
     }
 }
+
+/// Review finding F5 through the binary: with `version` and `state.json`
+/// deleted from a store holding a token, every store command stops with
+/// exit 2, one error line naming the missing file and a hint to restore
+/// the store; nothing is re-created (the clock mark is not reset).
+#[test]
+fn store_missing_version_and_state_is_refused_with_a_restore_hint() {
+    let s = Sandbox::new();
+    s.issued();
+    s.ok(&["trust", "add", "home/root.pem"]);
+    s.ok(&["activate", "token.jws"]);
+    fs::remove_file(s.store().join("version")).unwrap();
+    fs::remove_file(s.store().join("state.json")).unwrap();
+    let before = s.snapshot("store");
+    for args in [&["status"][..], &["activate", "token.jws"], &["trust", "list"]] {
+        let r = s.tka(args);
+        let version = s.store().join("version");
+        assert_fails(
+            &r,
+            2,
+            &format!("activation store file {} is corrupt: missing (and state.json), but", version.display()),
+        );
+        assert!(r.2.contains("\nhint: restore the activation store from a backup"), "{args:?}: {}", r.2);
+        assert_eq!(s.snapshot("store"), before, "{args:?}");
+    }
+}
