@@ -155,6 +155,30 @@ const TOKEN_EXT: &str = ".json";
 const CRL_EXT: &str = ".der";
 const REVOCATION_EXT: &str = ".jws";
 
+/// The store key of token revocation list `list_id` accepted under the
+/// trusted root `root_fingerprint`: `<root fingerprint>-<list id>`. It names
+/// both the installed file (`revocations/<key>.jws`) and the sequence in
+/// [`StoreState::revocation_seq`], so one issuer's lists can never replace
+/// or block another's, whatever list id they claim.
+///
+/// ```
+/// let fp = "ab".repeat(32);
+/// assert_eq!(tka::store::list_key(&fp, "00ff"), format!("{fp}-00ff"));
+/// ```
+pub fn list_key(root_fingerprint: &str, list_id: &str) -> String {
+    format!("{root_fingerprint}-{list_id}")
+}
+
+/// Splits a revocation-list key into (root fingerprint, list id). A key
+/// written before lists were bound to roots is a bare list id: `None` for
+/// the root.
+pub fn split_list_key(key: &str) -> (Option<&str>, &str) {
+    match key.split_once('-') {
+        Some((fp, id)) => (Some(fp), id),
+        None => (None, key),
+    }
+}
+
 /// An activation store directory. Cheap to clone; holds no open files.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -355,11 +379,17 @@ impl Store {
 
     /// The installed token revocation lists (JWS compact text), sorted by key.
     pub fn revocation_lists(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.revocation_list_entries()?.into_iter().map(|(_, text)| text).collect())
+    }
+
+    /// The installed token revocation lists as (key, JWS compact text),
+    /// sorted by key (see [`list_key`]).
+    pub fn revocation_list_entries(&self) -> Result<Vec<(String, String)>, StoreError> {
         let mut out = Vec::new();
-        let valid = |k: &str| names::check_key(k).is_ok();
-        for (_, path) in self.list(REVOCATIONS_DIR, REVOCATION_EXT, valid, "<hex key>.jws")? {
+        let valid = |k: &str| names::check_list_key(k).is_ok();
+        for (key, path) in self.list(REVOCATIONS_DIR, REVOCATION_EXT, valid, "<root fp>-<list id>.jws")? {
             if let Some(text) = read_text(&path)? {
-                out.push(text);
+                out.push((key, text));
             }
         }
         Ok(out)
@@ -367,7 +397,7 @@ impl Store {
 
     /// The token revocation list installed under `key`, if any.
     pub fn revocation_list(&self, key: &str) -> Result<Option<String>, StoreError> {
-        names::check_key(key)?;
+        names::check_list_key(key)?;
         read_text(&self.revocation_path(key))
     }
 

@@ -4,8 +4,8 @@ use super::clock::rfc3339;
 use super::names;
 use super::{
     Store, StoreError, StoreState, TokenFile, CRLS_DIR, LAYOUT_VERSION, MAX_REVOCATION_FILE, MAX_ROOT_DER,
-    MAX_ROOT_FILE, MAX_STATE_FILE, MAX_TOKEN_FILE, MIN_FINGERPRINT_PREFIX, REVOCATIONS_DIR, ROOTS_DIR, ROOT_EXT,
-    SUBDIRS, TOKENS_DIR, VERSION_FILE,
+    MAX_ROOT_FILE, MAX_STATE_FILE, MAX_TOKEN_FILE, MIN_FINGERPRINT_PREFIX, REVOCATIONS_DIR, REVOCATION_EXT, ROOTS_DIR,
+    ROOT_EXT, SUBDIRS, TOKENS_DIR, VERSION_FILE,
 };
 use crate::fsutil::{sync_dir, write_atomic, Overwrite};
 use std::fs::{self, File};
@@ -124,6 +124,19 @@ impl<'a> StoreLock<'a> {
             return Err(StoreError::LastRoot);
         }
         remove(&self.root_path(fp))?;
+        // Lists accepted under a root live and die with it (the root first:
+        // a crash in between leaves inert lists of an untrusted root, never
+        // a trusted root without its lists). Any such leftover goes too.
+        let remaining: Vec<&String> = all.iter().filter(|f| *f != fp).collect();
+        for (key, path) in
+            self.list(REVOCATIONS_DIR, REVOCATION_EXT, |k| names::check_list_key(k).is_ok(), "<root fp>-<list id>.jws")?
+        {
+            if let (Some(root), _) = super::split_list_key(&key) {
+                if !remaining.iter().any(|f| f.as_str() == root) {
+                    remove(&path)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -228,7 +241,7 @@ impl<'a> StoreLock<'a> {
     /// (lowercase hex), replacing any previous one. Its sequence number is
     /// the caller's to record in [`StoreState::revocation_seq`].
     pub fn put_revocation_list(&self, key: &str, jws: &str) -> Result<(), StoreError> {
-        names::check_key(key)?;
+        names::check_list_key(key)?;
         check_revocation_size("token revocation list", jws.len())?;
         self.ensure_subdir(REVOCATIONS_DIR)?;
         write(&self.revocation_path(key), jws.as_bytes())
@@ -243,7 +256,7 @@ impl<'a> StoreLock<'a> {
     /// Removes the token revocation list stored under `key`. Returns whether
     /// there was one. (The sequence number in the state stays.)
     pub fn remove_revocation_list(&self, key: &str) -> Result<bool, StoreError> {
-        names::check_key(key)?;
+        names::check_list_key(key)?;
         remove(&self.revocation_path(key))
     }
 

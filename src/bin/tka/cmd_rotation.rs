@@ -409,7 +409,7 @@ pub fn revocations(cmd: RevocationsCmd) -> Result<ExitCode> {
                 let v: Vec<_> = rows
                     .iter()
                     .map(|r| {
-                        json!({"kind": r.kind, "id": r.key, "issuer": r.issuer, "number": r.number,
+                        json!({"kind": r.kind, "id": r.key, "root": r.root, "issuer": r.issuer, "number": r.number,
                                "issued": clock::rfc3339(r.issued), "next_update": r.next_update.map(clock::rfc3339),
                                "entries": r.entries, "stale": r.stale, "problem": r.problem})
                     })
