@@ -820,7 +820,9 @@ fn lenient_trust(store: &Store) -> Result<TrustData> {
         Ok(t) => Ok(t),
         Err(Error::Verify(VerifyError::RevocationNotTrusted { .. }))
         | Err(Error::Store(StoreError::Corrupt { .. })) => {
-            let roots: Vec<Vec<u8>> = store.roots()?.into_iter().map(|r| r.der).collect();
+            let stored = store.roots()?;
+            let root_products = crate::activation::root_products(&stored);
+            let roots: Vec<Vec<u8>> = stored.into_iter().map(|r| r.der).collect();
             let anchors = TrustAnchors::from_der(&roots)?;
             let crls = store.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
             let mut revoked_serials = HashSet::new();
@@ -829,7 +831,7 @@ fn lenient_trust(store: &Store) -> Result<TrustData> {
                     revoked_serials.extend(c.serials());
                 }
             }
-            Ok(TrustData { anchors, crls, revoked_serials })
+            Ok(TrustData { anchors, crls, revoked_serials, root_products })
         }
         Err(e) => Err(e),
     }

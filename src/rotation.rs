@@ -764,6 +764,9 @@ pub struct TrustRootOptions<'a> {
     pub fingerprint: Option<&'a str>,
     /// A cross-certificate (DER) for the root, signed by a root already trusted.
     pub cross: Option<&'a [u8]>,
+    /// The only products the root may activate on this machine; `None`:
+    /// every product. Re-adding a trusted root replaces its scope.
+    pub products: Option<&'a [String]>,
 }
 
 /// The result of [`trust_root`].
@@ -773,6 +776,8 @@ pub struct TrustedRootAdded {
     pub root: CertInfo,
     /// How it was vouched for, in words.
     pub vouched_by: String,
+    /// The products it may activate (`None`: every product), as stored.
+    pub products: Option<Vec<String>>,
 }
 
 /// Adds `root_der` to the roots `store` trusts, at `now`.
@@ -785,7 +790,8 @@ pub struct TrustedRootAdded {
 ///   already trusts); any further root must be vouched for.
 ///
 /// The root must always be a proper self-signed CA ([`check_root`]).
-/// Everything from reading the trusted roots to writing the new one runs
+/// `opts.products` limits it to those products (stored with the root; see
+/// [`crate::activation::TrustData::anchors_for`]). Everything from reading the trusted roots to writing the new one runs
 /// under the store lock, so the first-root rule holds against concurrent
 /// adds.
 pub fn trust_root(store: &Store, root_der: &[u8], opts: &TrustRootOptions<'_>, now: i64) -> Result<TrustedRootAdded> {
@@ -832,8 +838,9 @@ pub fn trust_root(store: &Store, root_der: &[u8], opts: &TrustRootOptions<'_>, n
             )));
         }
     }
-    lock.add_root(&root.der)?;
-    Ok(TrustedRootAdded { root, vouched_by: vouched.join(" and ") })
+    lock.add_root_with_products(&root.der, opts.products)?;
+    let products = lock.roots()?.into_iter().find(|r| r.fingerprint == root.fingerprint).and_then(|r| r.products);
+    Ok(TrustedRootAdded { root, vouched_by: vouched.join(" and "), products })
 }
 
 #[cfg(test)]

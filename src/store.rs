@@ -23,10 +23,14 @@
 //!   state.json               StoreState: clock high-water mark, revocation sequences
 //!   roots/<fp>.pem           trusted roots, one PEM CERTIFICATE each, 0644;
 //!                            <fp> is the lowercase hex SHA-256 of the DER
+//!   roots/<fp>.json          optional product scope of that root:
+//!                            {"products": ["a", "b"]}; none: every product
 //!   tokens/<product>.json    the installed token for <product>:
 //!                            {"product": .., "installed_at": <unix secs>, "token": ".."}
 //!   crls/<key>.der           X.509 CRLs (DER), one per issuer key
-//!   revocations/<key>.jws    token revocation lists (JWS compact text), one per issuer key
+//!   revocations/<key>.jws    token revocation lists (JWS compact text); <key> is
+//!                            <root fp>-<list id> (see list_key), or a bare list id
+//!                            in stores written before lists were bound to roots
 //! ```
 //!
 //! Subdirectories are 0755 and data files 0644 (except `lock`): the top
@@ -119,6 +123,7 @@ pub use lock::StoreLock;
 
 use crate::fsutil::read_bounded;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -151,6 +156,7 @@ const REVOCATIONS_DIR: &str = "revocations";
 const SUBDIRS: [&str; 4] = [ROOTS_DIR, TOKENS_DIR, CRLS_DIR, REVOCATIONS_DIR];
 
 const ROOT_EXT: &str = ".pem";
+const ROOT_SCOPE_EXT: &str = ".json";
 const TOKEN_EXT: &str = ".json";
 const CRL_EXT: &str = ".der";
 const REVOCATION_EXT: &str = ".jws";
@@ -205,6 +211,16 @@ pub struct TrustedRoot {
     pub der: Vec<u8>,
     /// The PEM file it was read from.
     pub path: PathBuf,
+    /// The products this root may activate (`roots/<fp>.json`); `None`:
+    /// every product.
+    pub products: Option<Vec<String>>,
+}
+
+/// On-disk form of a root's product scope, `roots/<fp>.json`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeFile {
+    products: Vec<String>,
 }
 
 /// On-disk form of an installed token.
@@ -312,9 +328,15 @@ impl Store {
     ///
     /// Each `roots/<fp>.pem` must hold one PEM certificate whose SHA-256 is
     /// `<fp>`; anything else is [`StoreError::Corrupt`].
+    ///
+    /// A root's product scope is read from `roots/<fp>.json`
+    /// (`{"products": [..]}`; no file: every product); a scope file that
+    /// does not parse, or names an invalid product, is corrupt too. A scope
+    /// file without its root (left by a crash) is ignored.
     pub fn roots(&self) -> Result<Vec<TrustedRoot>, StoreError> {
         let mut roots = Vec::new();
-        for (fp, path) in self.list(ROOTS_DIR, ROOT_EXT, names::is_fingerprint, "<sha256>.pem")? {
+        let (pems, scopes) = self.root_files()?;
+        for (fp, path) in pems {
             let Some(bytes) = read_opt(&path, MAX_ROOT_FILE)? else {
                 continue;
             };
@@ -327,9 +349,34 @@ impl Store {
                     format!("certificate fingerprint is {actual}, not the file name's {fp}"),
                 ));
             }
-            roots.push(TrustedRoot { fingerprint: fp, der, path });
+            let products = match scopes.get(&fp) {
+                Some(scope) => read_scope(scope)?,
+                None => None,
+            };
+            roots.push(TrustedRoot { fingerprint: fp, der, path, products });
         }
         Ok(roots)
+    }
+
+    /// The root certificate files (fingerprint, path) and the product scope
+    /// files (fingerprint -> path) in `roots/`, sorted.
+    fn root_files(&self) -> Result<(Vec<(String, PathBuf)>, BTreeMap<String, PathBuf>), StoreError> {
+        let fp_of = |name: &str| -> Option<(String, bool)> {
+            let (stem, is_pem) = match name.strip_suffix(ROOT_EXT) {
+                Some(stem) => (stem, true),
+                None => (name.strip_suffix(ROOT_SCOPE_EXT)?, false),
+            };
+            names::is_fingerprint(stem).then(|| (stem.to_string(), is_pem))
+        };
+        let (mut pems, mut scopes) = (Vec::new(), BTreeMap::new());
+        for (name, path) in self.list(ROOTS_DIR, "", |n| fp_of(n).is_some(), "<sha256>.pem or <sha256>.json")? {
+            match fp_of(&name) {
+                Some((fp, true)) => pems.push((fp, path)),
+                Some((fp, false)) => drop(scopes.insert(fp, path)),
+                None => {}
+            }
+        }
+        Ok((pems, scopes))
     }
 
     /// The installed tokens, sorted by product.
@@ -409,6 +456,10 @@ impl Store {
 
     fn root_path(&self, fp: &str) -> PathBuf {
         self.dir.join(ROOTS_DIR).join(format!("{fp}{ROOT_EXT}"))
+    }
+
+    fn scope_path(&self, fp: &str) -> PathBuf {
+        self.dir.join(ROOTS_DIR).join(format!("{fp}{ROOT_SCOPE_EXT}"))
     }
 
     fn crl_path(&self, key: &str) -> PathBuf {
@@ -636,6 +687,21 @@ fn read_opt(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, StoreError> {
         }
         Err(e) => Err(StoreError::io(path, e)),
     }
+}
+
+/// Reads a root's product scope file.
+fn read_scope(path: &Path) -> Result<Option<Vec<String>>, StoreError> {
+    let Some(bytes) = read_opt(path, MAX_ROOT_FILE)? else {
+        return Ok(None);
+    };
+    let file: ScopeFile = serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
+    if file.products.is_empty() {
+        return Err(StoreError::corrupt(path, "the product scope names no product"));
+    }
+    for p in &file.products {
+        names::check_product(p).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
+    }
+    Ok(Some(file.products))
 }
 
 fn read_text(path: &Path) -> Result<Option<String>, StoreError> {

@@ -988,3 +988,56 @@ fn store_missing_version_and_state_is_refused_with_a_restore_hint() {
         assert_eq!(s.snapshot("store"), before, "{args:?}");
     }
 }
+
+/// Root product scope: `trust add --products` limits what a root may
+/// activate here. A token for another product from that root is refused at
+/// activate (store unchanged) and by status; its own products still work;
+/// `trust list` shows the scope.
+#[test]
+fn root_scoped_to_products_refuses_tokens_for_other_products() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    for p in ["a", "b"] {
+        s.ok(&["request", "create", "--product", p, "--out", &format!("req-{p}.json")]);
+        s.ok(&[
+            "token",
+            "issue",
+            "--request",
+            &format!("req-{p}.json"),
+            "--home",
+            "home",
+            "--out",
+            &format!("{p}.jws"),
+        ]);
+    }
+    let added = s.ok(&["trust", "add", "home/root.pem"]);
+    assert!(added.contains("\nproducts: all\n"), "{added}");
+    s.ok(&["activate", "b.jws"]);
+
+    // Re-adding the trusted root with --products replaces its scope.
+    let added = s.ok(&["trust", "add", "home/root.pem", "--products", "a"]);
+    assert!(added.contains("\nproducts: a\n"), "{added}");
+    let list: Value = serde_json::from_str(&s.ok(&["trust", "list", "--json"])).unwrap();
+    assert_eq!(list[0]["products"], serde_json::json!(["a"]));
+    assert!(s.ok(&["trust", "list"]).trim_end().ends_with("\tproducts a"));
+
+    let refusal = "root CN=tka Root CA is not trusted for product \"b\" on this machine (only for a)";
+    let st = s.tka(&["status", "--product", "b"]);
+    assert_eq!(st.0, 1, "{st:?}");
+    assert!(st.1.contains(refusal) || st.2.contains(refusal), "{st:?}");
+    s.ok(&["deactivate", "--product", "b"]);
+    let before = s.snapshot("store");
+    assert_fails(&s.tka(&["activate", "b.jws"]), 1, refusal);
+    assert_eq!(s.snapshot("store"), before);
+    s.ok(&["activate", "a.jws"]);
+    assert!(s.ok(&["status", "--product", "a"]).contains("a: activated"));
+
+    // An empty or invalid product name is a usage error, the store unchanged.
+    let before = s.snapshot("store");
+    assert_fails(
+        &s.tka(&["trust", "add", "home/root.pem", "--products", "a,../x"]),
+        2,
+        "invalid product name \"../x\"",
+    );
+    assert_eq!(s.snapshot("store"), before);
+}

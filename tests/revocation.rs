@@ -347,6 +347,14 @@ fn another_issuers_list_with_the_same_id_neither_replaces_nor_blocks() {
     want.sort();
     assert_eq!(lists, want);
     assert!(l.as_array().unwrap().iter().all(|r| r["problem"].is_null()), "{l}");
+
+    // Removing a root takes the lists accepted under it along; the other
+    // issuer's stay in force.
+    s.ok(&["trust", "remove", &evil_fp]);
+    assert!(!s.store().join(format!("revocations/{evil_fp}-{id}.jws")).exists());
+    assert!(s.store().join(format!("revocations/{home_fp}-{id}.jws")).exists());
+    let st = s.tka(&["status", "--product", "other"]);
+    assert!(st.0 == 1 && st.1.contains(&format!("token {other} is revoked")), "{st:?}");
 }
 
 /// Replaces the store with `snap` (a `Sandbox::snapshot` of it).

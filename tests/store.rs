@@ -247,6 +247,44 @@ fn remove_root_selector_errors() {
     assert_eq!(lock.roots().unwrap().len(), 2, "nothing removed");
 }
 
+/// A root's product scope is stored with it (`roots/<fp>.json`), read back
+/// by `roots()`, replaced or dropped by re-adding, removed with the root; a
+/// store without scope files (older layout) reads as "every product"; a
+/// damaged scope file is corrupt.
+#[test]
+fn root_product_scope_round_trip() {
+    let (_tmp, store) = new_store();
+    let lock = store.lock().unwrap();
+    let fp = lock.add_root(&fake_cert(1)).unwrap();
+    let fp2 = lock.add_root(&fake_cert(2)).unwrap();
+    assert_eq!(lock.roots().unwrap()[0].products, None);
+    let scope = vec!["b".to_string(), "a".to_string(), "b".to_string()];
+    lock.add_root_with_products(&fake_cert(1), Some(&scope)).unwrap();
+    let scope_file = store.dir().join("roots").join(format!("{fp}.json"));
+    assert!(scope_file.exists());
+    let roots = lock.roots().unwrap();
+    let find = |f: &str| roots.iter().find(|r| r.fingerprint == f).unwrap().products.clone();
+    assert_eq!(find(&fp), Some(vec!["a".to_string(), "b".to_string()]));
+    assert_eq!(find(&fp2), None);
+
+    for bad in [&[][..], &["../x".to_string()][..]] {
+        assert!(matches!(lock.add_root_with_products(&fake_cert(1), Some(bad)), Err(StoreError::BadProduct(_))));
+    }
+    fs::write(&scope_file, r#"{"products": ["a"], "extra": 1}"#).unwrap();
+    assert!(matches!(lock.roots(), Err(StoreError::Corrupt { path, .. }) if path == scope_file));
+    fs::write(&scope_file, r#"{"products": []}"#).unwrap();
+    assert!(matches!(lock.roots(), Err(StoreError::Corrupt { path, .. }) if path == scope_file));
+
+    lock.add_root_with_products(&fake_cert(1), None).unwrap();
+    assert!(!scope_file.exists());
+    lock.add_root_with_products(&fake_cert(1), Some(&scope)).unwrap();
+    lock.remove_root(&fp, false).unwrap();
+    assert!(!scope_file.exists(), "the scope goes with its root");
+    assert_eq!(lock.roots().unwrap().len(), 1);
+    drop(lock);
+    assert_no_temp_files(&store);
+}
+
 #[test]
 fn add_root_rejects_non_der() {
     let (_tmp, store) = new_store();

@@ -735,6 +735,10 @@ pub enum TrustCmd {
         /// Cross-certificate for the new root, signed by a root this store already trusts (root rollover)
         #[arg(long, value_name = "CROSS.pem")]
         cross: Option<PathBuf>,
+        /// Trust this root only for these products (comma-separated); default: every product.
+        /// Re-adding a trusted root replaces its products
+        #[arg(long, value_name = "P1,P2", value_delimiter = ',')]
+        products: Option<Vec<String>>,
         #[command(flatten)]
         store: StoreArgs,
     },

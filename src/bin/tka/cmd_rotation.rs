@@ -445,6 +445,7 @@ pub fn trust_add(
     root: PathBuf,
     fingerprint: Option<String>,
     cross: Option<PathBuf>,
+    products: Option<Vec<String>>,
     store: StoreArgs,
 ) -> Result<ExitCode> {
     let store = open_store(&store)?;
@@ -470,10 +471,15 @@ pub fn trust_add(
         }
         None => None,
     };
-    let opts = TrustRootOptions { fingerprint: fingerprint.as_deref(), cross: cross_der.as_deref() };
+    let opts = TrustRootOptions {
+        fingerprint: fingerprint.as_deref(),
+        cross: cross_der.as_deref(),
+        products: products.as_deref(),
+    };
     let added = rotation::trust_root(&store, &ders[0], &opts, clock::now())?;
     say(format!("trusted: {}", added.root.subject));
     say(format!("fingerprint: {}", added.root.fingerprint));
     say(format!("vouched for by: {}", added.vouched_by));
+    say(format!("products: {}", crate::output::products(added.products.as_deref())));
     Ok(ExitCode::SUCCESS)
 }

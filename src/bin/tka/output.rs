@@ -22,6 +22,11 @@ pub fn say_json(v: &serde_json::Value) {
     say(serde_json::to_string_pretty(v).expect("JSON value prints"));
 }
 
+/// A root's product scope in words: the products, or `all`.
+pub fn products(scope: Option<&[String]>) -> String {
+    scope.map_or_else(|| "all".to_string(), |p| p.join(","))
+}
+
 pub fn error_kind(e: &VerifyError) -> String {
     let dbg = format!("{e:?}");
     dbg.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("").to_string()
