@@ -15,9 +15,11 @@
 //!
 //! - `iss` names the sequence: a random id made once per issuer home and
 //!   kept across every rotation (signer, issuing CA, root), so the
-//!   anti-rollback counter survives rotations. It is also the list's key in
-//!   the machine's store (`revocations/<iss>.jws`, `state.json`
-//!   `revocation_seq[<iss>]`).
+//!   anti-rollback counter survives rotations. On a machine, the list is
+//!   kept under the trusted root it validates to and its id
+//!   ([`crate::store::list_key`]: `revocations/<root fp>-<iss>.jws`,
+//!   `state.json` `revocation_seq[<root fp>-<iss>]`), so another trusted
+//!   issuer claiming the same id can neither replace nor block it.
 //! - `seq` increases with every list the home signs. The last one used is
 //!   kept in `<home>/revocations.json` and reserved (written) before the
 //!   list is signed, so a crash can skip a number but never reuse one.
@@ -30,8 +32,12 @@
 //!   token-signer profile ([`validate_path`] with [`LeafRole::TokenSigner`],
 //!   installed CRLs consulted), whose signature verifies, whose `iat` is not
 //!   in the future, and whose `seq` is not lower than the installed one for
-//!   the same `iss` ([`VerifyError::RevocationRollback`]; the store is left
-//!   unchanged). Re-importing the installed sequence is a no-op.
+//!   the same `iss` under the same root ([`VerifyError::RevocationRollback`];
+//!   the store is left unchanged). Re-importing the installed sequence is a
+//!   no-op. The list file is written before its sequence is raised, so a
+//!   crash never leaves a raised sequence without its list; a store found
+//!   that way (an older tka's interrupted import) is reported corrupt until
+//!   the list is imported again.
 //! - A CRL signed by a trusted root, or by a CA certificate given alongside
 //!   it (`--ca-cert`, or CERTIFICATE blocks in the same PEM file) that
 //!   validates at *now* to a trusted root and may sign CRLs. A CRL whose

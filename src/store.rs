@@ -69,7 +69,11 @@
 //!   its size limit is reported as [`StoreError::Corrupt`] with its path;
 //!   the store never resets or ignores it. (Deleting `state.json` is the
 //!   obvious way to reset the clock high-water mark, so a missing one is an
-//!   error, not a fresh start.)
+//!   error, not a fresh start.) Likewise a store that holds roots, tokens,
+//!   CRLs or revocation lists but no `version` file (with or without
+//!   `state.json`) is [`StoreError::Corrupt`] from [`Store::open`], never
+//!   re-initialised: data is only written into an initialised store, so it
+//!   has lost files.
 //! - **Bounded reads.** Files are read with a size limit and never loaded
 //!   whole when larger: tokens and state 64 KiB ([`MAX_TOKEN_FILE`],
 //!   [`MAX_STATE_FILE`]), roots 64 KiB ([`MAX_ROOT_FILE`]), CRLs and
@@ -83,7 +87,8 @@
 //!   [`LAYOUT_VERSION`] is refused ([`StoreError::NewerVersion`]) and left
 //!   untouched.
 //! - **Safe initialisation.** [`Store::open`] initialises a missing or
-//!   empty directory (under the lock, so concurrent first runs agree), but
+//!   empty directory (or finishes one whose initialisation was
+//!   interrupted, holding no data yet) (under the lock, so concurrent first runs agree), but
 //!   refuses ([`StoreError::NotAStore`]) a non-empty directory that is not a
 //!   store, and any store directory writable by group or others
 //!   ([`StoreError::InsecurePermissions`]).
@@ -215,6 +220,10 @@ pub struct TrustedRoot {
     /// every product.
     pub products: Option<Vec<String>>,
 }
+
+/// Root certificate files (fingerprint, path) and product scope files
+/// (fingerprint -> path) in `roots/`.
+type RootFiles = (Vec<(String, PathBuf)>, BTreeMap<String, PathBuf>);
 
 /// On-disk form of a root's product scope, `roots/<fp>.json`.
 #[derive(Serialize, Deserialize)]
@@ -360,7 +369,7 @@ impl Store {
 
     /// The root certificate files (fingerprint, path) and the product scope
     /// files (fingerprint -> path) in `roots/`, sorted.
-    fn root_files(&self) -> Result<(Vec<(String, PathBuf)>, BTreeMap<String, PathBuf>), StoreError> {
+    fn root_files(&self) -> Result<RootFiles, StoreError> {
         let fp_of = |name: &str| -> Option<(String, bool)> {
             let (stem, is_pem) = match name.strip_suffix(ROOT_EXT) {
                 Some(stem) => (stem, true),
