@@ -433,3 +433,69 @@ fn import_killed_at_each_write_step_is_completed_by_reimport() {
         );
     }
 }
+
+/// Stores written before lists were bound to roots keep a list as
+/// `revocations/<id>.jws` with its sequence under the bare id. Such a list
+/// stays in force and its sequence is still the floor for the same issuer;
+/// the next newer list is installed under its bound key and replaces it. An
+/// old-layout sequence ahead of its list (the interrupted import of review
+/// F2, as an older tka left it) is reported as corrupt until re-imported.
+#[test]
+fn old_layout_list_stays_in_force_and_migrates_on_the_next_import() {
+    let s = Sandbox::with_machine(MACHINE_B);
+    s.issuer("home", "Example");
+    let fp = named(&s.ok(&["trust", "add", "home/root.pem"]))["fingerprint"].clone();
+    let app = s.activated("home", "app");
+    for (n, serial) in [(1, None), (2, Some(&app)), (3, Some(&app)), (4, Some(&app))] {
+        let out = format!("r{n}.jws");
+        let mut args = vec!["revocations", "create", "--home", "home", "--out", &out];
+        if let Some(serial) = serial {
+            args.extend(["--serial", serial.as_str()]);
+        }
+        s.ok(&args);
+    }
+    let id = list_id(&s, "home");
+    let bound = format!("{fp}-{id}");
+    // Make the store look like an older tka's after importing r1, then r2.
+    let to_old_layout = |seq: u64, list: &str| {
+        let _ = fs::remove_file(s.store().join(format!("revocations/{bound}.jws")));
+        fs::write(s.store().join(format!("revocations/{id}.jws")), s.read(list)).unwrap();
+        let mut state: Value = serde_json::from_str(&s.read("store/state.json")).unwrap();
+        state["revocation_seq"] = serde_json::json!({ id.clone(): seq });
+        fs::write(s.store().join("state.json"), serde_json::to_vec(&state).unwrap()).unwrap();
+    };
+    to_old_layout(2, "r2.jws");
+    let st = s.tka(&["status", "--product", "app"]);
+    assert!(st.0 == 1 && st.1.contains(&format!("token {app} is revoked")), "old-layout list in force: {st:?}");
+    let before = s.store_snapshot();
+    assert_fails(
+        &s.tka(&["revocations", "import", "r1.jws"]),
+        1,
+        "revocation list sequence 1 is older than the installed 2",
+    );
+    assert_eq!(s.store_snapshot(), before);
+
+    s.ok(&["revocations", "import", "r3.jws"]);
+    assert!(!s.store().join(format!("revocations/{id}.jws")).exists(), "the old-layout list is replaced");
+    assert_eq!(s.read(&format!("store/revocations/{bound}.jws")).trim(), s.read("r3.jws").trim());
+    assert_eq!(revocation_seq(&s), serde_json::json!({ id.clone(): 2, bound.clone(): 3 }));
+    let st = s.tka(&["status", "--product", "app"]);
+    assert_eq!(st.0, 1, "{st:?}");
+
+    // The old layout's interrupted import: sequence 3 recorded, list 2 installed.
+    to_old_layout(3, "r2.jws");
+    let st = s.tka(&["status", "--product", "app"]);
+    let file = s.store().join(format!("revocations/{id}.jws"));
+    let msg =
+        format!("activation store file {} is corrupt: holds sequence 2, but state.json records 3", file.display());
+    assert_fails(&st, 2, &msg);
+    assert_fails(
+        &s.tka(&["revocations", "import", "r2.jws"]),
+        1,
+        "revocation list sequence 2 is older than the installed 3",
+    );
+    s.ok(&["revocations", "import", "r3.jws"]);
+    assert_eq!(s.tka(&["status", "--product", "app"]).0, 1);
+    s.ok(&["revocations", "import", "r4.jws"]);
+    assert_eq!(revocation_seq(&s)[&bound], 4);
+}
