@@ -292,7 +292,9 @@ impl<'a> StoreLock<'a> {
     }
 
     /// Removes the token revocation list stored under `key`. Returns whether
-    /// there was one. (The sequence number in the state stays.)
+    /// there was one. (The sequence number in the state stays, so while the
+    /// list's root is trusted, activation checks report the list as missing
+    /// until it is imported again.)
     pub fn remove_revocation_list(&self, key: &str) -> Result<bool, StoreError> {
         names::check_list_key(key)?;
         remove(&self.revocation_path(key))
