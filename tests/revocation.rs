@@ -348,13 +348,18 @@ fn another_issuers_list_with_the_same_id_neither_replaces_nor_blocks() {
     assert_eq!(lists, want);
     assert!(l.as_array().unwrap().iter().all(|r| r["problem"].is_null()), "{l}");
 
-    // Removing a root takes the lists accepted under it along; the other
-    // issuer's stay in force.
+    // Once the other root is removed, its list is out of force (kept, and
+    // shown as such); ours stays in force.
     s.ok(&["trust", "remove", &evil_fp]);
-    assert!(!s.store().join(format!("revocations/{evil_fp}-{id}.jws")).exists());
-    assert!(s.store().join(format!("revocations/{home_fp}-{id}.jws")).exists());
     let st = s.tka(&["status", "--product", "other"]);
     assert!(st.0 == 1 && st.1.contains(&format!("token {other} is revoked")), "{st:?}");
+    let l: Value = serde_json::from_str(&s.tka(&["revocations", "list", "--json"]).1).unwrap();
+    let problems: Vec<(&str, &Value)> =
+        l.as_array().unwrap().iter().map(|r| (r["root"].as_str().unwrap(), &r["problem"])).collect();
+    let orphan = Value::from("its root is no longer trusted; not in force");
+    let mut want = vec![(home_fp.as_str(), &Value::Null), (evil_fp.as_str(), &orphan)];
+    want.sort_by_key(|w| w.0);
+    assert_eq!(problems, want);
 }
 
 /// Replaces the store with `snap` (a `Sandbox::snapshot` of it).

@@ -4,8 +4,8 @@ use super::clock::rfc3339;
 use super::names;
 use super::{
     Store, StoreError, StoreState, TokenFile, CRLS_DIR, LAYOUT_VERSION, MAX_REVOCATION_FILE, MAX_ROOT_DER,
-    MAX_ROOT_FILE, MAX_STATE_FILE, MAX_TOKEN_FILE, MIN_FINGERPRINT_PREFIX, REVOCATIONS_DIR, REVOCATION_EXT, ROOTS_DIR,
-    SUBDIRS, TOKENS_DIR, VERSION_FILE,
+    MAX_ROOT_FILE, MAX_STATE_FILE, MAX_TOKEN_FILE, MIN_FINGERPRINT_PREFIX, REVOCATIONS_DIR, ROOTS_DIR, SUBDIRS,
+    TOKENS_DIR, VERSION_FILE,
 };
 use crate::fsutil::{sync_dir, write_atomic, Overwrite};
 use std::fs::{self, File};
@@ -162,19 +162,6 @@ impl<'a> StoreLock<'a> {
         }
         remove(&self.root_path(fp))?;
         remove(&self.scope_path(fp))?;
-        // Lists accepted under a root live and die with it (the root first:
-        // a crash in between leaves inert lists of an untrusted root, never
-        // a trusted root without its lists). Any such leftover goes too.
-        let remaining: Vec<&String> = all.iter().filter(|f| *f != fp).collect();
-        for (key, path) in
-            self.list(REVOCATIONS_DIR, REVOCATION_EXT, |k| names::check_list_key(k).is_ok(), "<root fp>-<list id>.jws")?
-        {
-            if let (Some(root), _) = super::split_list_key(&key) {
-                if !remaining.iter().any(|f| f.as_str() == root) {
-                    remove(&path)?;
-                }
-            }
-        }
         Ok(())
     }
 
