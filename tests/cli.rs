@@ -1032,7 +1032,7 @@ fn root_scoped_to_products_refuses_tokens_for_other_products() {
     s.ok(&["activate", "a.jws"]);
     assert!(s.ok(&["status", "--product", "a"]).contains("a: activated"));
 
-    // An empty or invalid product name is a usage error, the store unchanged.
+    // An invalid product name is a usage error, the store unchanged.
     let before = s.snapshot("store");
     assert_fails(
         &s.tka(&["trust", "add", "home/root.pem", "--products", "a,../x"]),
@@ -1040,4 +1040,9 @@ fn root_scoped_to_products_refuses_tokens_for_other_products() {
         "invalid product name \"../x\"",
     );
     assert_eq!(s.snapshot("store"), before);
+    // Re-adding without a choice keeps the scope; --all-products drops it.
+    assert!(s.ok(&["trust", "add", "home/root.pem"]).contains("\nproducts: a\n"));
+    assert_eq!(s.snapshot("store"), before);
+    assert!(s.ok(&["trust", "add", "home/root.pem", "--all-products"]).contains("\nproducts: all\n"));
+    s.ok(&["activate", "b.jws"]);
 }

@@ -365,3 +365,26 @@ fn concurrent_first_root_adds_trust_exactly_one() {
         assert_eq!(fs::read_dir(store.join("roots")).unwrap().count(), 1, "round {round}");
     }
 }
+
+/// A root rollover does not widen a vendor root's product scope: the new
+/// root, trusted through the cross-certificate of a root limited to some
+/// products, gets the same limit (unless --products or --all-products says
+/// otherwise), and still refuses other products once the old root is gone.
+#[test]
+fn root_rollover_keeps_the_product_scope() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    let old_fp = named(&s.ok(&["trust", "add", "home/root.pem", "--products", "app"]))["fingerprint"].clone();
+    let out = named(&s.ok(&["issuer", "rotate-root", "--home", "home"]));
+    let t = named(&s.ok(&["trust", "add", &out["root"], "--cross", &out["cross"]]));
+    assert_eq!(t["products"], "app", "{t:?}");
+    s.ok(&["trust", "remove", &old_fp]);
+    s.token_from("home", "app", "app.jws");
+    s.token_from("home", "other", "other.jws");
+    s.ok(&["activate", "app.jws"]);
+    assert_fails(
+        &s.tka(&["activate", "other.jws"]),
+        1,
+        "root CN=tka Root CA G2 is not trusted for product \"other\" on this machine (only for app)",
+    );
+}

@@ -14,7 +14,7 @@ use tka::issuer::{read_cert_chain, IssuerHome};
 use tka::keys::Passphrase;
 use tka::pki::{self, pem, CertInfo, CrlEntry, CrlParams};
 use tka::revocation::{self, ImportOptions, RevokedToken};
-use tka::rotation::{self, HealthLevel, RenewalPolicy, RotateOptions, RotationReport, TrustRootOptions};
+use tka::rotation::{self, HealthLevel, ProductScope, RenewalPolicy, RotateOptions, RotationReport, TrustRootOptions};
 use tka::{clock, Error, Result};
 
 fn now_or(at: &Option<String>) -> Result<i64> {
@@ -446,6 +446,7 @@ pub fn trust_add(
     fingerprint: Option<String>,
     cross: Option<PathBuf>,
     products: Option<Vec<String>>,
+    all_products: bool,
     store: StoreArgs,
 ) -> Result<ExitCode> {
     let store = open_store(&store)?;
@@ -474,7 +475,11 @@ pub fn trust_add(
     let opts = TrustRootOptions {
         fingerprint: fingerprint.as_deref(),
         cross: cross_der.as_deref(),
-        products: products.as_deref(),
+        products: match (&products, all_products) {
+            (Some(p), _) => ProductScope::Only(p),
+            (None, true) => ProductScope::All,
+            (None, false) => ProductScope::Unchanged,
+        },
     };
     let added = rotation::trust_root(&store, &ders[0], &opts, clock::now())?;
     say(format!("trusted: {}", added.root.subject));

@@ -430,8 +430,8 @@ fn run_token(cmd: TokenCmd) -> Result<ExitCode> {
 
 fn run_trust(cmd: TrustCmd) -> Result<ExitCode> {
     match cmd {
-        TrustCmd::Add { root, fingerprint, cross, products, store } => {
-            cmd_rotation::trust_add(root, fingerprint, cross, products, store)
+        TrustCmd::Add { root, fingerprint, cross, products, all_products, store } => {
+            cmd_rotation::trust_add(root, fingerprint, cross, products, all_products, store)
         }
         TrustCmd::List { store, out } => {
             let store = open_store(&store)?;
