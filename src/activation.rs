@@ -5,11 +5,12 @@
 
 use crate::error::{Error, Result, VerifyError};
 use crate::machine::MachineIdentity;
+use crate::pki::LeafRole;
 use crate::pki::{Crl, RootFingerprint, TrustAnchors};
-use crate::store::{Store, DEFAULT_CLOCK_TOLERANCE_SECS};
+use crate::store::{Store, TrustedRoot, DEFAULT_CLOCK_TOLERANCE_SECS};
 use crate::token::decode_unverified;
 use crate::verify::{verify_token, MachineCheck, VerifiedToken, VerifyContext};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 /// Identity of this machine for a given product (identities are salted per
 /// product). The CLI passes the real machine; tests pass a fake.
@@ -24,18 +25,69 @@ pub struct TrustData {
     pub crls: Vec<Crl>,
     /// Token serials revoked by installed revocation lists.
     pub revoked_serials: HashSet<String>,
+    /// Product scopes of the roots that have one: root fingerprint ->
+    /// the products it may activate. A root not in the map may activate any.
+    pub root_products: BTreeMap<String, Vec<String>>,
 }
 
 impl TrustData {
     /// Reads the store's roots and revocation data. A damaged CRL is an
     /// error, never silently skipped.
     pub fn from_store(store: &Store) -> Result<Self> {
-        let roots: Vec<Vec<u8>> = store.roots()?.into_iter().map(|r| r.der).collect();
+        let stored = store.roots()?;
+        let root_products = root_products(&stored);
+        let roots: Vec<Vec<u8>> = stored.into_iter().map(|r| r.der).collect();
         let anchors = TrustAnchors::from_der(&roots)?;
         let crls = store.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
         let revoked_serials = crate::revocation::verified_revoked_serials(store, &anchors)?;
-        Ok(TrustData { anchors, crls, revoked_serials })
+        Ok(TrustData { anchors, crls, revoked_serials, root_products })
     }
+
+    /// The anchors that may activate `product`: every trusted root whose
+    /// product scope includes it or that has none.
+    pub fn anchors_for(&self, product: &str) -> TrustAnchors {
+        self.anchors.filtered(|r| self.root_products.get(&r.fingerprint).is_none_or(|p| p.iter().any(|p| p == product)))
+    }
+
+    /// [`verify_token`] for `product` with `ctx`'s anchors narrowed to
+    /// [`TrustData::anchors_for`]. A token whose chain leads only to a root
+    /// scoped to other products is refused with
+    /// [`VerifyError::RootNotTrustedForProduct`].
+    fn verify_for_product(
+        &self,
+        token: &str,
+        ctx: &VerifyContext<'_>,
+        product: &str,
+    ) -> Result<VerifiedToken, VerifyError> {
+        let scoped = self.anchors_for(product);
+        let result = verify_token(token, &VerifyContext { anchors: &scoped, ..ctx.clone() });
+        if !matches!(result, Err(VerifyError::UntrustedRoot { .. }))
+            || scoped.roots().len() == self.anchors.roots().len()
+        {
+            return result;
+        }
+        match crate::pki::validate_path(&jws_chain(token)?, &self.anchors, ctx.now, ctx.crls, LeafRole::TokenSigner) {
+            Ok(path) => {
+                let root = path.root();
+                Err(VerifyError::RootNotTrustedForProduct {
+                    root: root.subject.clone(),
+                    product: product.to_string(),
+                    allowed: self.root_products.get(&root.fingerprint).cloned().unwrap_or_default(),
+                })
+            }
+            Err(_) => result,
+        }
+    }
+}
+
+/// Fingerprint -> product scope of the roots that have one.
+pub(crate) fn root_products(roots: &[TrustedRoot]) -> BTreeMap<String, Vec<String>> {
+    roots.iter().filter_map(|r| r.products.clone().map(|p| (r.fingerprint.clone(), p))).collect()
+}
+
+/// The `x5c` chain of a token.
+fn jws_chain(token: &str) -> Result<Vec<Vec<u8>>, VerifyError> {
+    Ok(crate::jws::decode(token, crate::jws::TOKEN_TYP)?.x5c)
 }
 
 /// What `status` found for one product.
@@ -128,7 +180,7 @@ pub fn activate_with_tolerance(
         revoked_serials: &trust.revoked_serials,
         clock: Some((state.clock_high_water, tolerance)),
     };
-    let verified = verify_token(token, &ctx)?;
+    let verified = trust.verify_for_product(token, &ctx, &claims.aud)?;
     state.observe(now);
     lock.save_state(&state)?;
     lock.put_token(&verified.claims.aud, token, now)?;
@@ -173,7 +225,7 @@ pub fn status_with(
         revoked_serials: &trust.revoked_serials,
         clock,
     };
-    Ok(match verify_token(&installed.token, &ctx) {
+    Ok(match trust.verify_for_product(&installed.token, &ctx, product) {
         Ok(v) => ProductStatus::Active(Box::new(v)),
         Err(reason) => ProductStatus::Invalid { product: product.into(), reason },
     })

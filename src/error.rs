@@ -259,6 +259,16 @@ pub enum VerifyError {
         /// What was checked and found.
         detail: String,
     },
+    /// Step 3: the chain leads to a trusted root, but that root is trusted
+    /// here only for other products (its product scope in the store).
+    RootNotTrustedForProduct {
+        /// The root's subject.
+        root: String,
+        /// The token's product.
+        product: String,
+        /// The products the root may activate here.
+        allowed: Vec<String>,
+    },
     /// A CRL or token revocation list is past its next-update time and the
     /// caller asked for fresh revocation data (`--require-fresh`).
     RevocationStale {
@@ -397,6 +407,11 @@ impl fmt::Display for VerifyError {
                 write!(f, "fingerprint mismatch for {subject}: expected {expected}, the certificate's is {found}")
             }
             RevocationNotTrusted { what, detail } => write!(f, "{what} refused: {detail}"),
+            RootNotTrustedForProduct { root, product, allowed } => write!(
+                f,
+                "root {root} is not trusted for product {product:?} on this machine (only for {})",
+                allowed.join(", ")
+            ),
             RevocationStale { what, next_update, now } => write!(
                 f,
                 "{what} is stale: its next update was due {}, now is {}",
@@ -530,6 +545,14 @@ impl Error {
             ),
             Error::InsecureSecretPermissions { .. } => {
                 Some("run chmod 600 on the file, or pass --insecure-key-permissions")
+            }
+            Error::Store(StoreError::Corrupt { path, .. })
+                if path.file_name().is_some_and(|n| n == "version" || n == "state.json") =>
+            {
+                Some(
+                    "restore the activation store from a backup; tka never resets or repairs it by itself, \
+                 and deleting files from it undoes its clock and revocation protections",
+                )
             }
             Error::Verify(VerifyError::ClockRollback { .. }) => Some("set the system clock to the right time"),
             Error::Verify(VerifyError::UntrustedRoot { .. }) => {

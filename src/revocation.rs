@@ -15,9 +15,11 @@
 //!
 //! - `iss` names the sequence: a random id made once per issuer home and
 //!   kept across every rotation (signer, issuing CA, root), so the
-//!   anti-rollback counter survives rotations. It is also the list's key in
-//!   the machine's store (`revocations/<iss>.jws`, `state.json`
-//!   `revocation_seq[<iss>]`).
+//!   anti-rollback counter survives rotations. On a machine, the list is
+//!   kept under the trusted root it validates to and its id
+//!   ([`crate::store::list_key`]: `revocations/<root fp>-<iss>.jws`,
+//!   `state.json` `revocation_seq[<root fp>-<iss>]`), so another trusted
+//!   issuer claiming the same id can neither replace nor block it.
 //! - `seq` increases with every list the home signs. The last one used is
 //!   kept in `<home>/revocations.json` and reserved (written) before the
 //!   list is signed, so a crash can skip a number but never reuse one.
@@ -30,8 +32,12 @@
 //!   token-signer profile ([`validate_path`] with [`LeafRole::TokenSigner`],
 //!   installed CRLs consulted), whose signature verifies, whose `iat` is not
 //!   in the future, and whose `seq` is not lower than the installed one for
-//!   the same `iss` ([`VerifyError::RevocationRollback`]; the store is left
-//!   unchanged). Re-importing the installed sequence is a no-op.
+//!   the same `iss` under the same root ([`VerifyError::RevocationRollback`];
+//!   the store is left unchanged). Re-importing the installed sequence is a
+//!   no-op. The list file is written before its sequence is raised, so a
+//!   crash never leaves a raised sequence without its list; a store found
+//!   that way (an older tka's interrupted import) is reported corrupt until
+//!   the list is imported again.
 //! - A CRL signed by a trusted root, or by a CA certificate given alongside
 //!   it (`--ca-cert`, or CERTIFICATE blocks in the same PEM file) that
 //!   validates at *now* to a trusted root and may sign CRLs. A CRL whose
@@ -64,7 +70,7 @@ use crate::issuer::IssuerHome;
 use crate::jws::{self, REVOCATION_TYP};
 use crate::keys::{verify_signature, SignatureAlgorithm};
 use crate::pki::{pem, validate_path, CertInfo, Crl, LeafRole, TrustAnchors};
-use crate::store::{Store, DEFAULT_CLOCK_TOLERANCE_SECS};
+use crate::store::{list_key, split_list_key, Store, StoreError, StoreLock, DEFAULT_CLOCK_TOLERANCE_SECS};
 use crate::token::TokenSigner;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -481,20 +487,9 @@ pub fn import(
                 .into());
             }
             stale_check(format!("{WHAT_LIST} {} sequence {}", v.claims.iss, v.claims.seq), Some(v.claims.next_update))?;
+            let roots = roots_of_list(&text, &before_trust.anchors, &before_trust.crls, now)?;
             let lock = store.lock()?;
-            let mut state = lock.state()?;
-            let previous_seq = state.revocation_seq.get(&v.claims.iss).copied();
-            if let Some(installed) = previous_seq {
-                if v.claims.seq < installed {
-                    return Err(VerifyError::RevocationRollback { installed, offered: v.claims.seq }.into());
-                }
-            }
-            if previous_seq != Some(v.claims.seq) || lock.revocation_list(&v.claims.iss)?.is_none() {
-                state.revocation_seq.insert(v.claims.iss.clone(), v.claims.seq);
-                state.observe(now);
-                lock.save_state(&state)?;
-                lock.put_revocation_list(&v.claims.iss, &text)?;
-            }
+            let previous_seq = install_list(&lock, &text, &v.claims, &roots, now)?;
             vec![Imported::List { signer: v.signer.subject.clone(), claims: v.claims, previous_seq }]
         }
         Input::Crls(crls, mut certs) => {
@@ -563,6 +558,101 @@ pub fn import(
     Ok(ImportReport { imported, warnings, deactivated, still_active })
 }
 
+/// The trusted roots a verified list validates to at `at`, each on its
+/// own, with single-root anchors for each: the list is kept (and its
+/// sequence counted) once per root, under [`list_key`]`(root, iss)`.
+fn roots_of_list(text: &str, anchors: &TrustAnchors, crls: &[Crl], at: i64) -> Result<Vec<(String, TrustAnchors)>> {
+    let mut out = Vec::new();
+    for root in anchors.roots() {
+        let single = TrustAnchors::from_der(std::slice::from_ref(&root.der))?;
+        if verify_list(text, &single, crls, at).is_ok() {
+            out.push((root.fingerprint.clone(), single));
+        }
+    }
+    if out.is_empty() {
+        // verify_list against all the roots passed, so one of them must.
+        return Err(VerifyError::RevocationNotTrusted {
+            what: WHAT_LIST,
+            detail: "it validates to no single trusted root".into(),
+        }
+        .into());
+    }
+    Ok(out)
+}
+
+/// Installs the verified list `text` (payload `claims`) under each of
+/// `roots`, holding `lock`. Returns the highest sequence installed before.
+///
+/// Crash-safe order: every check first; then (1) the list files, (2) the
+/// raised sequences in `state.json`, (3) removal of a superseded list of the
+/// old, unbound layout. Each write is atomic, so a crash leaves a list at
+/// least as new as the recorded sequence (in force at once, the state
+/// catching up at the next import of it) and never a raised sequence
+/// without its list.
+fn install_list(
+    lock: &StoreLock<'_>,
+    text: &str,
+    claims: &ListClaims,
+    roots: &[(String, TrustAnchors)],
+    now: i64,
+) -> Result<Option<u64>> {
+    let mut state = lock.state()?;
+    let legacy = legacy_list(lock, &claims.iss)?;
+    let mut previous_seq: Option<u64> = None;
+    let mut to_write = Vec::new();
+    for (fp, single) in roots {
+        let key = list_key(fp, &claims.iss);
+        let recorded = state.revocation_seq.get(&key).copied();
+        let file_seq = lock.revocation_list(&key)?.and_then(|t| decode_unverified(&t).ok()).map(|c| c.seq);
+        // Migration: a list of the old layout that validates to this root
+        // carries this root's sequence until a bound list replaces it.
+        let legacy_seq = match (&legacy, recorded.or(file_seq)) {
+            (Some((legacy_text, legacy_claims)), None) if reverify_installed(legacy_text, single).is_ok() => {
+                state.revocation_seq.get(&claims.iss).copied().into_iter().chain([legacy_claims.seq]).max()
+            }
+            _ => None,
+        };
+        if let Some(installed) = [recorded, file_seq, legacy_seq].into_iter().flatten().max() {
+            if claims.seq < installed {
+                return Err(VerifyError::RevocationRollback { installed, offered: claims.seq }.into());
+            }
+            previous_seq = previous_seq.max(Some(installed));
+        }
+        if file_seq != Some(claims.seq) {
+            to_write.push(key);
+        }
+    }
+    for key in &to_write {
+        lock.put_revocation_list(key, text)?;
+    }
+    let mut raised = false;
+    for (fp, _) in roots {
+        let key = list_key(fp, &claims.iss);
+        if state.revocation_seq.get(&key) != Some(&claims.seq) {
+            state.revocation_seq.insert(key, claims.seq);
+            raised = true;
+        }
+    }
+    if raised {
+        state.observe(now);
+        lock.save_state(&state)?;
+    }
+    if let Some((legacy_text, legacy_claims)) = &legacy {
+        let superseded = legacy_claims.seq <= claims.seq
+            && roots.iter().any(|(_, single)| reverify_installed(legacy_text, single).is_ok());
+        if superseded {
+            lock.remove_revocation_list(&claims.iss)?;
+        }
+    }
+    Ok(previous_seq)
+}
+
+/// The list installed under the bare list id `iss` (the layout before lists
+/// were bound to roots), if any and readable.
+fn legacy_list(store: &Store, iss: &str) -> Result<Option<(String, ListClaims)>> {
+    Ok(store.revocation_list(iss)?.and_then(|t| decode_unverified(&t).ok().map(|c| (t, c))))
+}
+
 /// (cRLNumber, thisUpdate): the order of CRLs from one CA.
 fn crl_order(crl: &Crl) -> (u128, i64) {
     let n = crl.number.as_deref().and_then(|n| n.parse::<u128>().ok()).unwrap_or(0);
@@ -628,18 +718,87 @@ pub fn installed_revoked_serials(store: &Store, anchors: &TrustAnchors) -> Resul
 }
 
 /// Serials revoked by the installed token revocation lists. Each list is
-/// re-verified against `anchors` at the time it was signed (its `iat`),
-/// without consulting CRLs: a list signed by a signer that was later
-/// revoked still counts, since a list can only deny. A list that cannot be
-/// read or no longer verifies (tampered with, or its root was removed) is
-/// an error, never silently skipped: skipping it would re-activate the
-/// tokens it revokes. The fix is to import a current list.
+/// re-verified at the time it was signed (its `iat`) against the root it
+/// was accepted under (its key, [`list_key`]; a list of the old, unbound
+/// layout against every trusted root), without consulting CRLs: a list
+/// signed by a signer that was later revoked still counts, since a list can
+/// only deny. A list that cannot be read or no longer verifies (tampered
+/// with) is an error, never silently skipped: skipping it would re-activate
+/// the tokens it revokes. A list whose root is no longer trusted is out of
+/// force (tokens chaining only to that root no longer verify either).
+///
+/// A list older than the sequence `state.json` records for it, or a recorded
+/// sequence without its list (an import interrupted by an older tka, or a
+/// deleted file), is [`StoreError::Corrupt`]: the newer list's revocations
+/// would otherwise be silently missing. Importing that list again repairs it.
 pub fn verified_revoked_serials(store: &Store, anchors: &TrustAnchors) -> Result<HashSet<String>> {
+    let state = store.state()?;
+    let entries = store.revocation_list_entries()?;
     let mut out = HashSet::new();
-    for text in store.revocation_lists()? {
-        out.extend(reverify_installed(&text, anchors)?.serials());
+    for (key, text) in &entries {
+        let Some(claims) = installed_claims(key, text, anchors)? else {
+            continue;
+        };
+        if let Some(&recorded) = state.revocation_seq.get(key) {
+            if claims.seq < recorded {
+                return Err(StoreError::corrupt(
+                    &store.dir().join("revocations").join(format!("{key}.jws")),
+                    format!(
+                        "holds sequence {}, but state.json records {recorded} for it (an interrupted import?); \
+                         import token revocation list {} sequence {recorded} or newer again",
+                        claims.seq, claims.iss
+                    ),
+                )
+                .into());
+            }
+        }
+        out.extend(claims.serials());
+    }
+    for (key, &recorded) in &state.revocation_seq {
+        if entries.iter().any(|(k, _)| k == key) {
+            continue;
+        }
+        let in_force = match split_list_key(key) {
+            (Some(fp), _) => anchors.roots().iter().any(|r| r.fingerprint == fp),
+            // An old-layout sequence is superseded once a bound list of that id exists.
+            (None, id) => !state.revocation_seq.keys().any(|k| matches!(split_list_key(k), (Some(_), i) if i == id)),
+        };
+        if in_force {
+            return Err(StoreError::corrupt(
+                &store.dir().join("revocations").join(format!("{key}.jws")),
+                format!(
+                    "missing, but state.json records sequence {recorded} for it (an interrupted import?); \
+                     import token revocation list {} sequence {recorded} or newer again",
+                    split_list_key(key).1
+                ),
+            )
+            .into());
+        }
     }
     Ok(out)
+}
+
+/// The claims of the list installed under `key`, re-verified against the
+/// root the key names (every root for an old-layout key); `None` when that
+/// root is no longer trusted.
+fn installed_claims(key: &str, text: &str, anchors: &TrustAnchors) -> Result<Option<ListClaims>, VerifyError> {
+    let (root, id) = split_list_key(key);
+    let claims = match root {
+        None => reverify_installed(text, anchors)?,
+        Some(fp) => {
+            let Some(r) = anchors.roots().iter().find(|r| r.fingerprint == fp) else {
+                return Ok(None);
+            };
+            reverify_installed(text, &TrustAnchors::from_der(std::slice::from_ref(&r.der))?)?
+        }
+    };
+    if claims.iss != id {
+        return Err(VerifyError::RevocationNotTrusted {
+            what: WHAT_LIST,
+            detail: format!("the list installed as {key} is list {}; import a current list", claims.iss),
+        });
+    }
+    Ok(Some(claims))
 }
 
 fn reverify_installed(text: &str, anchors: &TrustAnchors) -> Result<ListClaims, VerifyError> {
@@ -665,8 +824,11 @@ fn reverify_installed(text: &str, anchors: &TrustAnchors) -> Result<ListClaims, 
 fn lenient_trust(store: &Store) -> Result<TrustData> {
     match TrustData::from_store(store) {
         Ok(t) => Ok(t),
-        Err(Error::Verify(VerifyError::RevocationNotTrusted { .. })) => {
-            let roots: Vec<Vec<u8>> = store.roots()?.into_iter().map(|r| r.der).collect();
+        Err(Error::Verify(VerifyError::RevocationNotTrusted { .. }))
+        | Err(Error::Store(StoreError::Corrupt { .. })) => {
+            let stored = store.roots()?;
+            let root_products = crate::activation::root_products(&stored);
+            let roots: Vec<Vec<u8>> = stored.into_iter().map(|r| r.der).collect();
             let anchors = TrustAnchors::from_der(&roots)?;
             let crls = store.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
             let mut revoked_serials = HashSet::new();
@@ -675,7 +837,7 @@ fn lenient_trust(store: &Store) -> Result<TrustData> {
                     revoked_serials.extend(c.serials());
                 }
             }
-            Ok(TrustData { anchors, crls, revoked_serials })
+            Ok(TrustData { anchors, crls, revoked_serials, root_products })
         }
         Err(e) => Err(e),
     }
@@ -688,6 +850,9 @@ pub struct InstalledRevocation {
     pub kind: &'static str,
     /// List id (lists only).
     pub key: Option<String>,
+    /// Fingerprint of the root the list was accepted under and is bound to
+    /// (lists only; `None` for a list of the old, unbound layout).
+    pub root: Option<String>,
     /// Signer (list) or issuing CA (CRL).
     pub issuer: String,
     /// Sequence (list) or cRLNumber (CRL).
@@ -712,6 +877,7 @@ pub fn installed(store: &Store, now: i64) -> Result<Vec<InstalledRevocation>> {
         out.push(InstalledRevocation {
             kind: "crl",
             key: None,
+            root: None,
             issuer: crl.issuer.clone(),
             number: crl.number.clone(),
             issued: crl.this_update,
@@ -721,9 +887,13 @@ pub fn installed(store: &Store, now: i64) -> Result<Vec<InstalledRevocation>> {
             problem: None,
         });
     }
-    for text in store.revocation_lists()? {
+    for (key, text) in store.revocation_list_entries()? {
         let claims = decode_unverified(&text)?;
-        let problem = reverify_installed(&text, &trust.anchors).err().map(|e| e.to_string());
+        let problem = match installed_claims(&key, &text, &trust.anchors) {
+            Ok(Some(_)) => None,
+            Ok(None) => Some("its root is no longer trusted; not in force".to_string()),
+            Err(e) => Some(e.to_string()),
+        };
         let signer = jws::decode(&text, REVOCATION_TYP)
             .ok()
             .and_then(|j| j.x5c.first().and_then(|d| CertInfo::parse(d).ok()))
@@ -732,6 +902,7 @@ pub fn installed(store: &Store, now: i64) -> Result<Vec<InstalledRevocation>> {
         out.push(InstalledRevocation {
             kind: "list",
             key: Some(claims.iss.clone()),
+            root: split_list_key(&key).0.map(str::to_string),
             issuer: signer,
             number: Some(claims.seq.to_string()),
             issued: claims.iat,

@@ -764,6 +764,23 @@ pub struct TrustRootOptions<'a> {
     pub fingerprint: Option<&'a str>,
     /// A cross-certificate (DER) for the root, signed by a root already trusted.
     pub cross: Option<&'a [u8]>,
+    /// Which products the root may activate on this machine.
+    pub products: ProductScope<'a>,
+}
+
+/// The product scope [`trust_root`] gives a root.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProductScope<'a> {
+    /// No choice made: a root already trusted keeps its scope; a new root
+    /// vouched for by a cross-certificate takes the scope of the trusted
+    /// root that signed it (a rollover does not widen what a vendor may
+    /// activate); any other new root may activate every product.
+    #[default]
+    Unchanged,
+    /// Only these products.
+    Only(&'a [String]),
+    /// Every product.
+    All,
 }
 
 /// The result of [`trust_root`].
@@ -773,6 +790,8 @@ pub struct TrustedRootAdded {
     pub root: CertInfo,
     /// How it was vouched for, in words.
     pub vouched_by: String,
+    /// The products it may activate (`None`: every product), as stored.
+    pub products: Option<Vec<String>>,
 }
 
 /// Adds `root_der` to the roots `store` trusts, at `now`.
@@ -785,6 +804,11 @@ pub struct TrustedRootAdded {
 ///   already trusts); any further root must be vouched for.
 ///
 /// The root must always be a proper self-signed CA ([`check_root`]).
+/// `opts.products` sets the products it may activate ([`ProductScope`];
+/// stored with the root, applied by
+/// [`crate::activation::TrustData::anchors_for`]). Everything from reading
+/// the trusted roots to writing the new one runs under the store lock, so
+/// the first-root rule holds against concurrent adds.
 pub fn trust_root(store: &Store, root_der: &[u8], opts: &TrustRootOptions<'_>, now: i64) -> Result<TrustedRootAdded> {
     let root = CertInfo::parse(root_der)?;
     let mut vouched = Vec::new();
@@ -801,14 +825,22 @@ pub fn trust_root(store: &Store, root_der: &[u8], opts: &TrustRootOptions<'_>, n
         vouched.push("its fingerprint".to_string());
     }
     check_root(&root)?;
+    // The whole check-then-write runs under the store lock: two concurrent
+    // adds of different roots to an empty store must not both pass as "the
+    // first root".
+    let lock = store.lock()?;
     // Roots and CRLs only: an installed revocation list has no say here.
-    let roots: Vec<Vec<u8>> = store.roots()?.into_iter().map(|r| r.der).collect();
-    let crls = store.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
+    let roots: Vec<Vec<u8>> = lock.roots()?.into_iter().map(|r| r.der).collect();
+    let crls = lock.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
+    let stored = lock.roots()?;
+    let scope_of = |fp: &str| stored.iter().find(|r| r.fingerprint == fp).and_then(|r| r.products.clone());
     let trust = TrustData { anchors: crate::pki::TrustAnchors::from_der(&roots)?, crls, ..Default::default() };
+    let mut inherited = None;
     if let Some(cross_der) = opts.cross {
         let cross = CertInfo::parse(cross_der)?;
         let path = check_cross_certificate(&root, &cross, &trust.anchors, now, &trust.crls)?;
         vouched.push(format!("a cross-certificate from {}", path.root().subject));
+        inherited = scope_of(&path.root().fingerprint);
     }
     let already = trust.anchors.roots().iter().any(|r| r.der == root.der);
     if vouched.is_empty() {
@@ -825,8 +857,15 @@ pub fn trust_root(store: &Store, root_der: &[u8], opts: &TrustRootOptions<'_>, n
             )));
         }
     }
-    store.lock()?.add_root(&root.der)?;
-    Ok(TrustedRootAdded { root, vouched_by: vouched.join(" and ") })
+    let products: Option<Vec<String>> = match opts.products {
+        ProductScope::Only(p) => Some(p.to_vec()),
+        ProductScope::All => None,
+        ProductScope::Unchanged if already => scope_of(&root.fingerprint),
+        ProductScope::Unchanged => inherited,
+    };
+    lock.add_root_with_products(&root.der, products.as_deref())?;
+    let products = lock.roots()?.into_iter().find(|r| r.fingerprint == root.fingerprint).and_then(|r| r.products);
+    Ok(TrustedRootAdded { root, vouched_by: vouched.join(" and "), products })
 }
 
 #[cfg(test)]

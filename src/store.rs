@@ -23,10 +23,14 @@
 //!   state.json               StoreState: clock high-water mark, revocation sequences
 //!   roots/<fp>.pem           trusted roots, one PEM CERTIFICATE each, 0644;
 //!                            <fp> is the lowercase hex SHA-256 of the DER
+//!   roots/<fp>.json          optional product scope of that root:
+//!                            {"products": ["a", "b"]}; none: every product
 //!   tokens/<product>.json    the installed token for <product>:
 //!                            {"product": .., "installed_at": <unix secs>, "token": ".."}
 //!   crls/<key>.der           X.509 CRLs (DER), one per issuer key
-//!   revocations/<key>.jws    token revocation lists (JWS compact text), one per issuer key
+//!   revocations/<key>.jws    token revocation lists (JWS compact text); <key> is
+//!                            <root fp>-<list id> (see list_key), or a bare list id
+//!                            in stores written before lists were bound to roots
 //! ```
 //!
 //! Subdirectories are 0755 and data files 0644 (except `lock`): the top
@@ -65,7 +69,11 @@
 //!   its size limit is reported as [`StoreError::Corrupt`] with its path;
 //!   the store never resets or ignores it. (Deleting `state.json` is the
 //!   obvious way to reset the clock high-water mark, so a missing one is an
-//!   error, not a fresh start.)
+//!   error, not a fresh start.) Likewise a store that holds roots, tokens,
+//!   CRLs or revocation lists but no `version` file (with or without
+//!   `state.json`) is [`StoreError::Corrupt`] from [`Store::open`], never
+//!   re-initialised: data is only written into an initialised store, so it
+//!   has lost files.
 //! - **Bounded reads.** Files are read with a size limit and never loaded
 //!   whole when larger: tokens and state 64 KiB ([`MAX_TOKEN_FILE`],
 //!   [`MAX_STATE_FILE`]), roots 64 KiB ([`MAX_ROOT_FILE`]), CRLs and
@@ -79,7 +87,8 @@
 //!   [`LAYOUT_VERSION`] is refused ([`StoreError::NewerVersion`]) and left
 //!   untouched.
 //! - **Safe initialisation.** [`Store::open`] initialises a missing or
-//!   empty directory (under the lock, so concurrent first runs agree), but
+//!   empty directory (or finishes one whose initialisation was
+//!   interrupted, holding no data yet) (under the lock, so concurrent first runs agree), but
 //!   refuses ([`StoreError::NotAStore`]) a non-empty directory that is not a
 //!   store, and any store directory writable by group or others
 //!   ([`StoreError::InsecurePermissions`]).
@@ -119,6 +128,7 @@ pub use lock::StoreLock;
 
 use crate::fsutil::{read_bounded, ReadError};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -151,9 +161,34 @@ const REVOCATIONS_DIR: &str = "revocations";
 const SUBDIRS: [&str; 4] = [ROOTS_DIR, TOKENS_DIR, CRLS_DIR, REVOCATIONS_DIR];
 
 const ROOT_EXT: &str = ".pem";
+const ROOT_SCOPE_EXT: &str = ".json";
 const TOKEN_EXT: &str = ".json";
 const CRL_EXT: &str = ".der";
 const REVOCATION_EXT: &str = ".jws";
+
+/// The store key of token revocation list `list_id` accepted under the
+/// trusted root `root_fingerprint`: `<root fingerprint>-<list id>`. It names
+/// both the installed file (`revocations/<key>.jws`) and the sequence in
+/// [`StoreState::revocation_seq`], so one issuer's lists can never replace
+/// or block another's, whatever list id they claim.
+///
+/// ```
+/// let fp = "ab".repeat(32);
+/// assert_eq!(tka::store::list_key(&fp, "00ff"), format!("{fp}-00ff"));
+/// ```
+pub fn list_key(root_fingerprint: &str, list_id: &str) -> String {
+    format!("{root_fingerprint}-{list_id}")
+}
+
+/// Splits a revocation-list key into (root fingerprint, list id). A key
+/// written before lists were bound to roots is a bare list id: `None` for
+/// the root.
+pub fn split_list_key(key: &str) -> (Option<&str>, &str) {
+    match key.split_once('-') {
+        Some((fp, id)) => (Some(fp), id),
+        None => (None, key),
+    }
+}
 
 /// An activation store directory. Cheap to clone; holds no open files.
 #[derive(Debug, Clone)]
@@ -181,6 +216,20 @@ pub struct TrustedRoot {
     pub der: Vec<u8>,
     /// The PEM file it was read from.
     pub path: PathBuf,
+    /// The products this root may activate (`roots/<fp>.json`); `None`:
+    /// every product.
+    pub products: Option<Vec<String>>,
+}
+
+/// Root certificate files (fingerprint, path) and product scope files
+/// (fingerprint -> path) in `roots/`.
+type RootFiles = (Vec<(String, PathBuf)>, BTreeMap<String, PathBuf>);
+
+/// On-disk form of a root's product scope, `roots/<fp>.json`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeFile {
+    products: Vec<String>,
 }
 
 /// On-disk form of an installed token.
@@ -288,9 +337,15 @@ impl Store {
     ///
     /// Each `roots/<fp>.pem` must hold one PEM certificate whose SHA-256 is
     /// `<fp>`; anything else is [`StoreError::Corrupt`].
+    ///
+    /// A root's product scope is read from `roots/<fp>.json`
+    /// (`{"products": [..]}`; no file: every product); a scope file that
+    /// does not parse, or names an invalid product, is corrupt too. A scope
+    /// file without its root (left by a crash) is ignored.
     pub fn roots(&self) -> Result<Vec<TrustedRoot>, StoreError> {
         let mut roots = Vec::new();
-        for (fp, path) in self.list(ROOTS_DIR, ROOT_EXT, names::is_fingerprint, "<sha256>.pem")? {
+        let (pems, scopes) = self.root_files()?;
+        for (fp, path) in pems {
             let Some(bytes) = read_opt(&path, MAX_ROOT_FILE)? else {
                 continue;
             };
@@ -303,9 +358,34 @@ impl Store {
                     format!("certificate fingerprint is {actual}, not the file name's {fp}"),
                 ));
             }
-            roots.push(TrustedRoot { fingerprint: fp, der, path });
+            let products = match scopes.get(&fp) {
+                Some(scope) => read_scope(scope)?,
+                None => None,
+            };
+            roots.push(TrustedRoot { fingerprint: fp, der, path, products });
         }
         Ok(roots)
+    }
+
+    /// The root certificate files (fingerprint, path) and the product scope
+    /// files (fingerprint -> path) in `roots/`, sorted.
+    fn root_files(&self) -> Result<RootFiles, StoreError> {
+        let fp_of = |name: &str| -> Option<(String, bool)> {
+            let (stem, is_pem) = match name.strip_suffix(ROOT_EXT) {
+                Some(stem) => (stem, true),
+                None => (name.strip_suffix(ROOT_SCOPE_EXT)?, false),
+            };
+            names::is_fingerprint(stem).then(|| (stem.to_string(), is_pem))
+        };
+        let (mut pems, mut scopes) = (Vec::new(), BTreeMap::new());
+        for (name, path) in self.list(ROOTS_DIR, "", |n| fp_of(n).is_some(), "<sha256>.pem or <sha256>.json")? {
+            match fp_of(&name) {
+                Some((fp, true)) => pems.push((fp, path)),
+                Some((fp, false)) => drop(scopes.insert(fp, path)),
+                None => {}
+            }
+        }
+        Ok((pems, scopes))
     }
 
     /// The installed tokens, sorted by product.
@@ -355,11 +435,17 @@ impl Store {
 
     /// The installed token revocation lists (JWS compact text), sorted by key.
     pub fn revocation_lists(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.revocation_list_entries()?.into_iter().map(|(_, text)| text).collect())
+    }
+
+    /// The installed token revocation lists as (key, JWS compact text),
+    /// sorted by key (see [`list_key`]).
+    pub fn revocation_list_entries(&self) -> Result<Vec<(String, String)>, StoreError> {
         let mut out = Vec::new();
-        let valid = |k: &str| names::check_key(k).is_ok();
-        for (_, path) in self.list(REVOCATIONS_DIR, REVOCATION_EXT, valid, "<hex key>.jws")? {
+        let valid = |k: &str| names::check_list_key(k).is_ok();
+        for (key, path) in self.list(REVOCATIONS_DIR, REVOCATION_EXT, valid, "<root fp>-<list id>.jws")? {
             if let Some(text) = read_text(&path)? {
-                out.push(text);
+                out.push((key, text));
             }
         }
         Ok(out)
@@ -367,7 +453,7 @@ impl Store {
 
     /// The token revocation list installed under `key`, if any.
     pub fn revocation_list(&self, key: &str) -> Result<Option<String>, StoreError> {
-        names::check_key(key)?;
+        names::check_list_key(key)?;
         read_text(&self.revocation_path(key))
     }
 
@@ -379,6 +465,10 @@ impl Store {
 
     fn root_path(&self, fp: &str) -> PathBuf {
         self.dir.join(ROOTS_DIR).join(format!("{fp}{ROOT_EXT}"))
+    }
+
+    fn scope_path(&self, fp: &str) -> PathBuf {
+        self.dir.join(ROOTS_DIR).join(format!("{fp}{ROOT_SCOPE_EXT}"))
     }
 
     fn crl_path(&self, key: &str) -> PathBuf {
@@ -488,7 +578,44 @@ impl Store {
         if let Some(v) = self.read_version()? {
             return self.check_version(v);
         }
+        // Data is only ever written into an initialised store (`version`
+        // is written last), so data without `version` means the file was
+        // lost or deleted: re-initialising would reset the clock mark and
+        // the revocation sequences under the installed tokens.
+        if let Some(found) = self.first_data_file()? {
+            let missing = if self.state_path().exists() { "" } else { " (and state.json)" };
+            return Err(StoreError::corrupt(
+                &self.dir.join(VERSION_FILE),
+                format!(
+                    "missing{missing}, but the store holds {}; \
+                     it is not re-initialised over existing data",
+                    found.strip_prefix(&self.dir).unwrap_or(&found).display()
+                ),
+            ));
+        }
         lock.initialize_layout()
+    }
+}
+
+impl Store {
+    /// The first data file (root, token, CRL, revocation list) in the
+    /// store's subdirectories, temporary files aside.
+    fn first_data_file(&self) -> Result<Option<PathBuf>, StoreError> {
+        for sub in SUBDIRS {
+            let dir = self.dir.join(sub);
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io(&dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+                if !names::is_write_temp(&entry.file_name().to_string_lossy()) {
+                    return Ok(Some(entry.path()));
+                }
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -570,6 +697,21 @@ fn read_opt(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, StoreError> {
         }
         Err(e) => Err(StoreError::corrupt(path, e.to_string())),
     }
+}
+
+/// Reads a root's product scope file.
+fn read_scope(path: &Path) -> Result<Option<Vec<String>>, StoreError> {
+    let Some(bytes) = read_opt(path, MAX_ROOT_FILE)? else {
+        return Ok(None);
+    };
+    let file: ScopeFile = serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
+    if file.products.is_empty() {
+        return Err(StoreError::corrupt(path, "the product scope names no product"));
+    }
+    for p in &file.products {
+        names::check_product(p).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
+    }
+    Ok(Some(file.products))
 }
 
 fn read_text(path: &Path) -> Result<Option<String>, StoreError> {

@@ -1194,3 +1194,87 @@ fn error_lines_quoting_input_are_escaped() {
     assert!(r.2.contains("this machine is X\\u{1b}]0;pwned\\u{7}\\nerror: forged\\u{2066}"), "{:?}", r.2);
     assert!(!r.2.contains('\u{1b}') && !r.2.contains('\u{7}') && !r.2.contains('\u{2066}'), "{:?}", r.2);
 }
+
+/// Review finding F5 through the binary: with `version` and `state.json`
+/// deleted from a store holding a token, every store command stops with
+/// exit 2, one error line naming the missing file and a hint to restore
+/// the store; nothing is re-created (the clock mark is not reset).
+#[test]
+fn store_missing_version_and_state_is_refused_with_a_restore_hint() {
+    let s = Sandbox::new();
+    s.issued();
+    s.ok(&["trust", "add", "home/root.pem"]);
+    s.ok(&["activate", "token.jws"]);
+    fs::remove_file(s.store().join("version")).unwrap();
+    fs::remove_file(s.store().join("state.json")).unwrap();
+    let before = s.snapshot("store");
+    for args in [&["status"][..], &["activate", "token.jws"], &["trust", "list"]] {
+        let r = s.tka(args);
+        let version = s.store().join("version");
+        assert_fails(
+            &r,
+            2,
+            &format!("activation store file {} is corrupt: missing (and state.json), but", version.display()),
+        );
+        assert!(r.2.contains("\nhint: restore the activation store from a backup"), "{args:?}: {}", r.2);
+        assert_eq!(s.snapshot("store"), before, "{args:?}");
+    }
+}
+
+/// Root product scope: `trust add --products` limits what a root may
+/// activate here. A token for another product from that root is refused at
+/// activate (store unchanged) and by status; its own products still work;
+/// `trust list` shows the scope.
+#[test]
+fn root_scoped_to_products_refuses_tokens_for_other_products() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    for p in ["a", "b"] {
+        s.ok(&["request", "create", "--product", p, "--out", &format!("req-{p}.json")]);
+        s.ok(&[
+            "token",
+            "issue",
+            "--request",
+            &format!("req-{p}.json"),
+            "--home",
+            "home",
+            "--out",
+            &format!("{p}.jws"),
+        ]);
+    }
+    let added = s.ok(&["trust", "add", "home/root.pem"]);
+    assert!(added.contains("\nproducts: all\n"), "{added}");
+    s.ok(&["activate", "b.jws"]);
+
+    // Re-adding the trusted root with --products replaces its scope.
+    let added = s.ok(&["trust", "add", "home/root.pem", "--products", "a"]);
+    assert!(added.contains("\nproducts: a\n"), "{added}");
+    let list: Value = serde_json::from_str(&s.ok(&["trust", "list", "--json"])).unwrap();
+    assert_eq!(list[0]["products"], serde_json::json!(["a"]));
+    assert!(s.ok(&["trust", "list"]).trim_end().ends_with("\tproducts a"));
+
+    let refusal = "root CN=tka Root CA is not trusted for product \"b\" on this machine (only for a)";
+    let st = s.tka(&["status", "--product", "b"]);
+    assert_eq!(st.0, 1, "{st:?}");
+    assert!(st.1.contains(refusal) || st.2.contains(refusal), "{st:?}");
+    s.ok(&["deactivate", "--product", "b"]);
+    let before = s.snapshot("store");
+    assert_fails(&s.tka(&["activate", "b.jws"]), 1, refusal);
+    assert_eq!(s.snapshot("store"), before);
+    s.ok(&["activate", "a.jws"]);
+    assert!(s.ok(&["status", "--product", "a"]).contains("a: activated"));
+
+    // An invalid product name is a usage error, the store unchanged.
+    let before = s.snapshot("store");
+    assert_fails(
+        &s.tka(&["trust", "add", "home/root.pem", "--products", "a,../x"]),
+        2,
+        "invalid product name \"../x\"",
+    );
+    assert_eq!(s.snapshot("store"), before);
+    // Re-adding without a choice keeps the scope; --all-products drops it.
+    assert!(s.ok(&["trust", "add", "home/root.pem"]).contains("\nproducts: a\n"));
+    assert_eq!(s.snapshot("store"), before);
+    assert!(s.ok(&["trust", "add", "home/root.pem", "--all-products"]).contains("\nproducts: all\n"));
+    s.ok(&["activate", "b.jws"]);
+}

@@ -246,6 +246,77 @@ fn concurrent_activate_and_deactivate_keep_the_store_consistent() {
     assert_eq!(read_all(&s).len(), 3);
 }
 
+/// Review finding F2 with real kills: `revocations import` of a newer list
+/// is SIGKILLed at random points. After every kill the recorded sequence is
+/// never ahead of the installed list (the list is written first), the
+/// store reads cleanly, and importing the same list again always leaves it
+/// fully applied: the token it revokes is no longer activated. (Each write
+/// step is also reproduced deterministically in
+/// tests/revocation.rs::import_killed_at_each_write_step_is_completed_by_reimport.)
+#[test]
+fn sigkill_during_revocations_import_never_leaves_a_revocation_unapplied() {
+    let s = Sandbox::new();
+    s.issuer_and_trust();
+    s.token(PRODUCT, "t.jws");
+    s.ok(&["activate", "t.jws"]);
+    let serial = tka::token::decode_unverified(s.read("t.jws").trim()).unwrap().1.jti;
+    s.ok(&["revocations", "create", "--home", "home", "--out", "r1.jws"]);
+    s.ok(&["revocations", "create", "--home", "home", "--serial", &serial, "--out", "r2.jws"]);
+    s.ok(&["revocations", "import", "r1.jws"]);
+    let fresh = s.snapshot("store");
+    let restore = || {
+        std::fs::remove_dir_all(s.store()).unwrap();
+        for (path, content) in &fresh {
+            match content {
+                None => std::fs::create_dir_all(path).unwrap(),
+                Some(bytes) => std::fs::write(path, bytes).unwrap(),
+            }
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(s.store(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    };
+    let import = || {
+        let mut c = s.cmd(&["revocations", "import", "r2.jws"]);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        c
+    };
+    let t = Instant::now();
+    assert!(import().status().unwrap().success());
+    let span = t.elapsed();
+    let list_seqs = |store: &Store| -> Vec<u64> {
+        store.revocation_lists().unwrap().iter().map(|l| tka::revocation::decode_unverified(l).unwrap().seq).collect()
+    };
+
+    let mut rng = Rng::from_env();
+    let started = Instant::now();
+    let (mut iterations, mut killed) = (0, 0);
+    while iterations < 60 && started.elapsed() < Duration::from_secs(20) {
+        iterations += 1;
+        restore();
+        let mut child = import().spawn().unwrap();
+        std::thread::sleep(Duration::from_micros(rng.below(span.as_micros() as u64 * 6 / 5 + 1)));
+        let _ = child.kill();
+        if !child.wait().unwrap().success() {
+            killed += 1;
+        }
+        read_all(&s);
+        let store = Store::open(&s.store()).unwrap();
+        let state = store.state().unwrap();
+        let seqs = list_seqs(&store);
+        assert_eq!(seqs.len(), 1, "iteration {iterations}: one installed list");
+        for (key, &recorded) in &state.revocation_seq {
+            assert!(recorded <= seqs[0], "iteration {iterations}: {key} records {recorded}, the list is {}", seqs[0]);
+        }
+        let (code, out, err) = s.tka(&["revocations", "import", "r2.jws"]);
+        assert_eq!(code, 0, "iteration {iterations}: re-import: {out}{err}");
+        let (code, out, err) = s.tka(&["status", "--product", PRODUCT]);
+        assert_eq!(code, 1, "iteration {iterations}: the revocation is applied: {out}{err}");
+        assert!(out.contains(&format!("token {serial} is revoked")), "iteration {iterations}: {out}{err}");
+    }
+    eprintln!("{iterations} import iterations, {killed} killed, in {:?}", started.elapsed());
+    assert!(killed > 0, "no import was killed: the delays are too long");
+}
+
 // ---------------------------------------------------------------------------
 // The issuer side: `tka token issue-bulk` and its SQLite ledger.
 

@@ -280,3 +280,227 @@ fn stale_revocation_data_warns_or_fails_with_require_fresh() {
     assert_eq!(r.0, 1, "{r:?}");
     assert!(r.1.contains("STALE"), "{r:?}");
 }
+
+/// The list id of an issuer home (`HOME/revocations.json`).
+fn list_id(s: &Sandbox, home: &str) -> String {
+    let j: Value = serde_json::from_str(&s.read(&format!("{home}/revocations.json"))).unwrap();
+    j["list_id"].as_str().unwrap().to_string()
+}
+
+/// The store's recorded revocation sequences.
+fn revocation_seq(s: &Sandbox) -> Value {
+    let state: Value = serde_json::from_str(&s.read("store/state.json")).unwrap();
+    state["revocation_seq"].clone()
+}
+
+/// Review finding F6: list ids are bound to the root a list is accepted
+/// under. In a store trusting two issuers, the second publishes a list with
+/// the first's id and a huge sequence: it is installed as the second's own
+/// list, the first's list stays in force, and the first's next list still
+/// imports.
+#[test]
+fn another_issuers_list_with_the_same_id_neither_replaces_nor_blocks() {
+    let s = Sandbox::with_machine(MACHINE_B);
+    s.issuer("home", "Example");
+    s.issuer("evil", "Evil");
+    let home_fp = named(&s.ok(&["trust", "add", "home/root.pem"]))["fingerprint"].clone();
+    let evil_fp = s.ok(&["cert", "inspect", "evil/root.pem", "--json"]);
+    let evil_fp = serde_json::from_str::<Value>(&evil_fp).unwrap()["fingerprint"].as_str().unwrap().to_string();
+    s.ok(&["trust", "add", "evil/root.pem", "--fingerprint", &evil_fp]);
+    let app = s.activated("home", "app");
+    let other = s.activated("home", "other");
+    s.ok(&["revocations", "create", "--home", "home", "--serial", &app, "--out", "r1.jws"]);
+    s.ok(&["revocations", "import", "r1.jws"]);
+    assert_eq!(s.active(), ["other"]);
+
+    // The other issuer claims our list id, with a huge sequence and an empty list.
+    let id = list_id(&s, "home");
+    s.write("evil/revocations.json", format!("{{\"list_id\": \"{id}\", \"seq\": 999999}}\n"));
+    s.ok(&["revocations", "create", "--home", "evil", "--out", "evil.jws"]);
+    let r = s.ok(&["revocations", "import", "evil.jws"]);
+    assert!(r.contains(&format!("installed: token revocation list {id} sequence 1000000")), "{r}");
+    assert_eq!(s.active(), ["other"], "our revocation of app stays in force");
+    let seq = revocation_seq(&s);
+    assert_eq!(seq[format!("{home_fp}-{id}")], 1);
+    assert_eq!(seq[format!("{evil_fp}-{id}")], 1_000_000);
+
+    // Our next list is not blocked by the other issuer's sequence.
+    s.ok(&["revocations", "create", "--home", "home", "--serial", &app, "--serial", &other, "--out", "r2.jws"]);
+    let r = s.ok(&["revocations", "import", "r2.jws"]);
+    assert!(r.contains("other: NOT activated any more"), "{r}");
+    assert_eq!(revocation_seq(&s)[format!("{home_fp}-{id}")], 2);
+    // And ours, old, is still a rollback for us.
+    assert_fails(
+        &s.tka(&["revocations", "import", "r1.jws"]),
+        1,
+        "revocation list sequence 1 is older than the installed 2",
+    );
+    let l: Value = serde_json::from_str(&s.ok(&["revocations", "list", "--json"])).unwrap();
+    let mut lists: Vec<(&str, &str, &str)> = l
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["root"].as_str().unwrap(), r["id"].as_str().unwrap(), r["number"].as_str().unwrap()))
+        .collect();
+    lists.sort();
+    let mut want = vec![(home_fp.as_str(), id.as_str(), "2"), (evil_fp.as_str(), id.as_str(), "1000000")];
+    want.sort();
+    assert_eq!(lists, want);
+    assert!(l.as_array().unwrap().iter().all(|r| r["problem"].is_null()), "{l}");
+
+    // Once the other root is removed, its list is out of force (kept, and
+    // shown as such); ours stays in force.
+    s.ok(&["trust", "remove", &evil_fp]);
+    let st = s.tka(&["status", "--product", "other"]);
+    assert!(st.0 == 1 && st.1.contains(&format!("token {other} is revoked")), "{st:?}");
+    let l: Value = serde_json::from_str(&s.tka(&["revocations", "list", "--json"]).1).unwrap();
+    let problems: Vec<(&str, &Value)> =
+        l.as_array().unwrap().iter().map(|r| (r["root"].as_str().unwrap(), &r["problem"])).collect();
+    let orphan = Value::from("its root is no longer trusted; not in force");
+    let mut want = vec![(home_fp.as_str(), &Value::Null), (evil_fp.as_str(), &orphan)];
+    want.sort_by_key(|w| w.0);
+    assert_eq!(problems, want);
+}
+
+/// Replaces the store with `snap` (a `Sandbox::snapshot` of it).
+fn restore_store(s: &Sandbox, snap: &Snapshot) {
+    fs::remove_dir_all(s.store()).unwrap();
+    for (path, content) in snap {
+        match content {
+            None => fs::create_dir_all(path).unwrap(),
+            Some(bytes) => fs::write(path, bytes).unwrap(),
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(s.store(), fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+/// Review finding F2: an import that is killed at any of its writes. The
+/// import writes (1) the list, then (2) the raised sequence in state.json;
+/// each write is atomic, so a kill leaves the store as before (1), after
+/// (1), or after (2). In each, the newer list is either in force or not
+/// installed at all, and re-importing it completes the import. The state
+/// the old order could leave (sequence raised, list not written) is
+/// reported as corrupt, never silently treated as applied, and the
+/// re-import repairs it.
+#[test]
+fn import_killed_at_each_write_step_is_completed_by_reimport() {
+    let s = Sandbox::with_machine(MACHINE_B);
+    s.issuer("home", "Example");
+    let fp = named(&s.ok(&["trust", "add", "home/root.pem"]))["fingerprint"].clone();
+    let app = s.activated("home", "app");
+    s.ok(&["revocations", "create", "--home", "home", "--out", "r1.jws"]);
+    s.ok(&["revocations", "create", "--home", "home", "--serial", &app, "--out", "r2.jws"]);
+    s.ok(&["revocations", "import", "r1.jws"]);
+    let key = format!("{fp}-{}", list_id(&s, "home"));
+    let list_file = s.store().join(format!("revocations/{key}.jws"));
+    let state_file = s.store().join("state.json");
+    let before = s.snapshot("store");
+    s.ok(&["revocations", "import", "r2.jws"]);
+    let after = s.snapshot("store");
+    let mixed = |file: &Path| {
+        let mut m = before.clone();
+        m.insert(file.to_path_buf(), after[file].clone());
+        m
+    };
+    // (killed before step 1, after step 1, after step 2, the old order's state, is it in force)
+    let cases = [
+        ("before the list", before.clone(), Some(true)),
+        ("after the list", mixed(&list_file), Some(false)),
+        ("after the state", after.clone(), Some(false)),
+        ("state raised without the list (old order)", mixed(&state_file), None),
+    ];
+    for (step, snap, active) in cases {
+        restore_store(&s, &snap);
+        let st = s.tka(&["status", "--product", "app"]);
+        match active {
+            Some(true) => assert_eq!(st.0, 0, "{step}: {st:?}"),
+            Some(false) => assert!(st.0 == 1 && st.1.contains(&format!("token {app} is revoked")), "{step}: {st:?}"),
+            None => assert_fails(
+                &st,
+                2,
+                &format!(
+                    "activation store file {} is corrupt: holds sequence 1, but state.json records 2 for it",
+                    list_file.display()
+                ),
+            ),
+        }
+        let r = s.ok(&["revocations", "import", "r2.jws"]);
+        assert!(r.contains("installed: token revocation list"), "{step}: {r}");
+        assert_eq!(s.read(&format!("store/revocations/{key}.jws")).trim(), s.read("r2.jws").trim(), "{step}");
+        assert_eq!(revocation_seq(&s)[&key], 2, "{step}");
+        let st = s.tka(&["status", "--product", "app"]);
+        assert_eq!(st.0, 1, "{step}: the revocation is in force after the re-import: {st:?}");
+        assert_fails(
+            &s.tka(&["revocations", "import", "r1.jws"]),
+            1,
+            "revocation list sequence 1 is older than the installed 2",
+        );
+    }
+}
+
+/// Stores written before lists were bound to roots keep a list as
+/// `revocations/<id>.jws` with its sequence under the bare id. Such a list
+/// stays in force and its sequence is still the floor for the same issuer;
+/// the next newer list is installed under its bound key and replaces it. An
+/// old-layout sequence ahead of its list (the interrupted import of review
+/// F2, as an older tka left it) is reported as corrupt until re-imported.
+#[test]
+fn old_layout_list_stays_in_force_and_migrates_on_the_next_import() {
+    let s = Sandbox::with_machine(MACHINE_B);
+    s.issuer("home", "Example");
+    let fp = named(&s.ok(&["trust", "add", "home/root.pem"]))["fingerprint"].clone();
+    let app = s.activated("home", "app");
+    for (n, serial) in [(1, None), (2, Some(&app)), (3, Some(&app)), (4, Some(&app))] {
+        let out = format!("r{n}.jws");
+        let mut args = vec!["revocations", "create", "--home", "home", "--out", &out];
+        if let Some(serial) = serial {
+            args.extend(["--serial", serial.as_str()]);
+        }
+        s.ok(&args);
+    }
+    let id = list_id(&s, "home");
+    let bound = format!("{fp}-{id}");
+    // Make the store look like an older tka's after importing r1, then r2.
+    let to_old_layout = |seq: u64, list: &str| {
+        let _ = fs::remove_file(s.store().join(format!("revocations/{bound}.jws")));
+        fs::write(s.store().join(format!("revocations/{id}.jws")), s.read(list)).unwrap();
+        let mut state: Value = serde_json::from_str(&s.read("store/state.json")).unwrap();
+        state["revocation_seq"] = serde_json::json!({ id.clone(): seq });
+        fs::write(s.store().join("state.json"), serde_json::to_vec(&state).unwrap()).unwrap();
+    };
+    to_old_layout(2, "r2.jws");
+    let st = s.tka(&["status", "--product", "app"]);
+    assert!(st.0 == 1 && st.1.contains(&format!("token {app} is revoked")), "old-layout list in force: {st:?}");
+    let before = s.store_snapshot();
+    assert_fails(
+        &s.tka(&["revocations", "import", "r1.jws"]),
+        1,
+        "revocation list sequence 1 is older than the installed 2",
+    );
+    assert_eq!(s.store_snapshot(), before);
+
+    s.ok(&["revocations", "import", "r3.jws"]);
+    assert!(!s.store().join(format!("revocations/{id}.jws")).exists(), "the old-layout list is replaced");
+    assert_eq!(s.read(&format!("store/revocations/{bound}.jws")).trim(), s.read("r3.jws").trim());
+    assert_eq!(revocation_seq(&s), serde_json::json!({ id.clone(): 2, bound.clone(): 3 }));
+    let st = s.tka(&["status", "--product", "app"]);
+    assert_eq!(st.0, 1, "{st:?}");
+
+    // The old layout's interrupted import: sequence 3 recorded, list 2 installed.
+    to_old_layout(3, "r2.jws");
+    let st = s.tka(&["status", "--product", "app"]);
+    let file = s.store().join(format!("revocations/{id}.jws"));
+    let msg =
+        format!("activation store file {} is corrupt: holds sequence 2, but state.json records 3", file.display());
+    assert_fails(&st, 2, &msg);
+    assert_fails(
+        &s.tka(&["revocations", "import", "r2.jws"]),
+        1,
+        "revocation list sequence 2 is older than the installed 3",
+    );
+    s.ok(&["revocations", "import", "r3.jws"]);
+    assert_eq!(s.tka(&["status", "--product", "app"]).0, 1);
+    s.ok(&["revocations", "import", "r4.jws"]);
+    assert_eq!(revocation_seq(&s)[&bound], 4);
+}

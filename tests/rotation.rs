@@ -332,3 +332,59 @@ fn health_reports_what_expires_and_exits_1_when_action_is_needed() {
     assert!(r.1.lines().any(|l| l.starts_with("ACTION\tcrl\t")), "{r:?}");
     assert_fails(&s.tka(&["issuer", "health", "--home", "nowhere"]), 2, "nowhere is not an issuer home");
 }
+
+/// Review finding F8: `trust add`'s first-root rule is checked and applied
+/// under the store lock, so two concurrent adds of different roots to an
+/// empty store never both pass as "the first root": exactly one is trusted,
+/// the other gets the refusal a second unvouched root gets.
+#[test]
+fn concurrent_first_root_adds_trust_exactly_one() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    s.issuer("other");
+    for round in 0..8 {
+        let store = s.path(&format!("store-{round}"));
+        let spawn = |root: &str| {
+            let mut c = s.cmd(&["trust", "add", root]);
+            c.env("TKA_STORE", &store).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        };
+        let (a, b) = (spawn("home/root.pem"), spawn("other/root.pem"));
+        let runs: Vec<sandbox::Run> = [a, b]
+            .into_iter()
+            .map(|c| {
+                let o = c.wait_with_output().unwrap();
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                (o.status.code().unwrap_or(-1), text(&o.stdout), text(&o.stderr))
+            })
+            .collect();
+        let ok = runs.iter().filter(|r| r.0 == 0).count();
+        assert_eq!(ok, 1, "round {round}: exactly one first root: {runs:?}");
+        let refused = runs.iter().find(|r| r.0 != 0).unwrap();
+        assert_fails(refused, 2, "this store already trusts 1 root(s)");
+        assert_eq!(fs::read_dir(store.join("roots")).unwrap().count(), 1, "round {round}");
+    }
+}
+
+/// A root rollover does not widen a vendor root's product scope: the new
+/// root, trusted through the cross-certificate of a root limited to some
+/// products, gets the same limit (unless --products or --all-products says
+/// otherwise), and still refuses other products once the old root is gone.
+#[test]
+fn root_rollover_keeps_the_product_scope() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    let old_fp = named(&s.ok(&["trust", "add", "home/root.pem", "--products", "app"]))["fingerprint"].clone();
+    let out = named(&s.ok(&["issuer", "rotate-root", "--home", "home"]));
+    let t = named(&s.ok(&["trust", "add", &out["root"], "--cross", &out["cross"]]));
+    assert_eq!(t["products"], "app", "{t:?}");
+    s.ok(&["trust", "remove", &old_fp]);
+    s.token_from("home", "app", "app.jws");
+    s.token_from("home", "other", "other.jws");
+    s.ok(&["activate", "app.jws"]);
+    assert_fails(
+        &s.tka(&["activate", "other.jws"]),
+        1,
+        "root CN=tka Root CA G2 is not trusted for product \"other\" on this machine (only for app)",
+    );
+}

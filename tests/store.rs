@@ -247,6 +247,44 @@ fn remove_root_selector_errors() {
     assert_eq!(lock.roots().unwrap().len(), 2, "nothing removed");
 }
 
+/// A root's product scope is stored with it (`roots/<fp>.json`), read back
+/// by `roots()`, replaced or dropped by re-adding, removed with the root; a
+/// store without scope files (older layout) reads as "every product"; a
+/// damaged scope file is corrupt.
+#[test]
+fn root_product_scope_round_trip() {
+    let (_tmp, store) = new_store();
+    let lock = store.lock().unwrap();
+    let fp = lock.add_root(&fake_cert(1)).unwrap();
+    let fp2 = lock.add_root(&fake_cert(2)).unwrap();
+    assert_eq!(lock.roots().unwrap()[0].products, None);
+    let scope = vec!["b".to_string(), "a".to_string(), "b".to_string()];
+    lock.add_root_with_products(&fake_cert(1), Some(&scope)).unwrap();
+    let scope_file = store.dir().join("roots").join(format!("{fp}.json"));
+    assert!(scope_file.exists());
+    let roots = lock.roots().unwrap();
+    let find = |f: &str| roots.iter().find(|r| r.fingerprint == f).unwrap().products.clone();
+    assert_eq!(find(&fp), Some(vec!["a".to_string(), "b".to_string()]));
+    assert_eq!(find(&fp2), None);
+
+    for bad in [&[][..], &["../x".to_string()][..]] {
+        assert!(matches!(lock.add_root_with_products(&fake_cert(1), Some(bad)), Err(StoreError::BadProduct(_))));
+    }
+    fs::write(&scope_file, r#"{"products": ["a"], "extra": 1}"#).unwrap();
+    assert!(matches!(lock.roots(), Err(StoreError::Corrupt { path, .. }) if path == scope_file));
+    fs::write(&scope_file, r#"{"products": []}"#).unwrap();
+    assert!(matches!(lock.roots(), Err(StoreError::Corrupt { path, .. }) if path == scope_file));
+
+    lock.add_root_with_products(&fake_cert(1), None).unwrap();
+    assert!(!scope_file.exists());
+    lock.add_root_with_products(&fake_cert(1), Some(&scope)).unwrap();
+    lock.remove_root(&fp, false).unwrap();
+    assert!(!scope_file.exists(), "the scope goes with its root");
+    assert_eq!(lock.roots().unwrap().len(), 1);
+    drop(lock);
+    assert_no_temp_files(&store);
+}
+
 #[test]
 fn add_root_rejects_non_der() {
     let (_tmp, store) = new_store();
@@ -498,6 +536,90 @@ fn corrupt_state_is_reported_with_path() {
     drop(lock);
     Store::open(store.dir()).unwrap();
     assert!(!path.exists());
+}
+
+/// Review finding F5: deleting `version` (and `state.json`) must not
+/// re-initialise a store that holds data: that would reset the clock
+/// high-water mark and the revocation sequences under the installed tokens.
+/// Every file is left as it was.
+#[test]
+fn store_with_data_but_no_version_is_corrupt_not_reinitialised() {
+    for delete_state in [false, true] {
+        for data in ["roots", "tokens", "crls", "revocations"] {
+            let (_tmp, store) = new_store();
+            {
+                let lock = store.lock().unwrap();
+                let mut state = lock.state().unwrap();
+                state.observe(1_750_000_000);
+                lock.save_state(&state).unwrap();
+                match data {
+                    "roots" => drop(lock.add_root(&fake_cert(1)).unwrap()),
+                    "tokens" => lock.put_token("office", "t", 1).unwrap(),
+                    "crls" => lock.put_crl("aa", b"crl").unwrap(),
+                    _ => lock.put_revocation_list("aa", "list").unwrap(),
+                }
+            }
+            let version = store.dir().join("version");
+            fs::remove_file(&version).unwrap();
+            if delete_state {
+                fs::remove_file(store.dir().join("state.json")).unwrap();
+            }
+            let before = snapshot(store.dir());
+            match Store::open(store.dir()) {
+                Err(StoreError::Corrupt { path, detail }) => {
+                    assert_eq!(path, version, "{data}");
+                    let also = if delete_state { " (and state.json)" } else { "" };
+                    assert!(detail.starts_with(&format!("missing{also}, but the store holds {data}/")), "{detail}");
+                }
+                other => panic!("{data}, state deleted: {delete_state}: expected Corrupt, got {other:?}"),
+            }
+            assert_eq!(snapshot(store.dir()), before, "{data}: the store was written to");
+        }
+    }
+}
+
+/// The other cases of F5: `state.json` alone missing from a store with data
+/// is corrupt (never reset, see `corrupt_state_is_reported_with_path`);
+/// without data, a lost `version` is re-written and keeps the clock mark,
+/// and a store with neither file nor data is simply a new store.
+#[test]
+fn store_without_data_missing_version_or_state() {
+    let (_tmp, store) = new_store();
+    store.lock().unwrap().add_root(&fake_cert(1)).unwrap();
+    fs::remove_file(store.dir().join("state.json")).unwrap();
+    let store = Store::open(store.dir()).unwrap();
+    assert!(matches!(store.state(), Err(StoreError::Corrupt { path, .. }) if path.ends_with("state.json")));
+    let lock = store.lock().unwrap();
+    assert!(matches!(lock.save_state(&StoreState::default()), Err(StoreError::Corrupt { .. })));
+    drop(lock);
+
+    let (_tmp, store) = new_store();
+    let mut state = StoreState::default();
+    state.observe(1_750_000_000);
+    store.lock().unwrap().save_state(&state).unwrap();
+    fs::remove_file(store.dir().join("version")).unwrap();
+    let reopened = Store::open(store.dir()).unwrap();
+    assert_eq!(reopened.state().unwrap(), state, "the clock mark survives");
+    assert_eq!(fs::read_to_string(store.dir().join("version")).unwrap(), format!("{LAYOUT_VERSION}\n"));
+
+    fs::remove_file(store.dir().join("version")).unwrap();
+    fs::remove_file(store.dir().join("state.json")).unwrap();
+    let fresh = Store::open(store.dir()).unwrap();
+    assert_eq!(fresh.state().unwrap(), StoreState::default());
+}
+
+/// Every file (relative path -> bytes) under `dir`, but the lock file.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(snapshot(&path));
+        } else if !path.ends_with("lock") {
+            out.insert(path.clone(), fs::read(&path).unwrap());
+        }
+    }
+    out
 }
 
 #[test]

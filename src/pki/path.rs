@@ -39,6 +39,11 @@ impl TrustAnchors {
     pub fn is_empty(&self) -> bool {
         self.roots.is_empty()
     }
+
+    /// The roots for which `keep` is true.
+    pub fn filtered(&self, keep: impl Fn(&CertInfo) -> bool) -> TrustAnchors {
+        TrustAnchors { roots: self.roots.iter().filter(|r| keep(r)).cloned().collect() }
+    }
 }
 
 /// A parsed certificate revocation list. Its signature is checked against

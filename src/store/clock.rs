@@ -22,8 +22,11 @@ pub struct StoreState {
     /// Unix seconds: the latest "now" any activation or verification on this
     /// store has seen (see [`StoreState::observe`]).
     pub clock_high_water: i64,
-    /// For each token revocation-list issuer key id, the highest list
-    /// sequence number installed; an older list must never be accepted.
+    /// For each token revocation list, by its store key
+    /// ([`list_key`](super::list_key): root fingerprint and list id), the
+    /// highest sequence number installed; an older list must never be
+    /// accepted. (Stores written before lists were bound to roots also
+    /// hold bare list ids here.)
     pub revocation_seq: BTreeMap<String, u64>,
 }
 

@@ -36,7 +36,8 @@ pub enum StoreError {
     /// must be 1 to 64 characters from `A-Z a-z 0-9 . _ -`, not starting
     /// with `.`.
     BadProduct(String),
-    /// A CRL or revocation-list key that is not 1 to 128 lowercase hex digits.
+    /// A CRL or revocation-list key that is not 1 to 128 lowercase hex
+    /// digits (a list key: optionally prefixed by `<root fingerprint>-`).
     BadKey(String),
     /// A root fingerprint selector that is not at least
     /// [`MIN_FINGERPRINT_PREFIX`](super::MIN_FINGERPRINT_PREFIX) hex digits
@@ -131,7 +132,11 @@ impl fmt::Display for StoreError {
                  not starting with '.'"
             ),
             StoreError::BadKey(key) => {
-                write!(f, "invalid revocation key {key:?}: expected 1 to 128 lowercase hex digits")
+                write!(
+                    f,
+                    "invalid revocation key {key:?}: expected 1 to 128 lowercase hex digits \
+                     (a list's key may start with its root's fingerprint and '-')"
+                )
             }
             StoreError::BadFingerprint(fp) => write!(
                 f,

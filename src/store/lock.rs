@@ -4,8 +4,8 @@ use super::clock::rfc3339;
 use super::names;
 use super::{
     Store, StoreError, StoreState, TokenFile, CRLS_DIR, LAYOUT_VERSION, MAX_REVOCATION_FILE, MAX_ROOT_DER,
-    MAX_ROOT_FILE, MAX_STATE_FILE, MAX_TOKEN_FILE, MIN_FINGERPRINT_PREFIX, REVOCATIONS_DIR, ROOTS_DIR, ROOT_EXT,
-    SUBDIRS, TOKENS_DIR, VERSION_FILE,
+    MAX_ROOT_FILE, MAX_STATE_FILE, MAX_TOKEN_FILE, MIN_FINGERPRINT_PREFIX, REVOCATIONS_DIR, ROOTS_DIR, SUBDIRS,
+    TOKENS_DIR, VERSION_FILE,
 };
 use crate::fsutil::{sync_dir, write_atomic, Overwrite};
 use std::fs::{self, File};
@@ -89,6 +89,47 @@ impl<'a> StoreLock<'a> {
         Ok(fp)
     }
 
+    /// Like [`StoreLock::add_root`], and records which products the root
+    /// may activate: `Some(products)` writes `roots/<fp>.json`, `None`
+    /// (every product) removes it. The scope is written before the root, so
+    /// a crash never leaves the root trusted without its scope.
+    ///
+    /// Errors: those of `add_root`, [`StoreError::BadProduct`] for a product
+    /// name that cannot be stored (or an empty list).
+    pub fn add_root_with_products(&self, der: &[u8], products: Option<&[String]>) -> Result<String, StoreError> {
+        if let Some(products) = products {
+            if products.is_empty() {
+                return Err(StoreError::BadProduct(String::new()));
+            }
+            for p in products {
+                names::check_product(p)?;
+            }
+        }
+        let fp = names::fingerprint(der);
+        let scope = self.scope_path(&fp);
+        match products {
+            Some(products) => {
+                let mut list: Vec<String> = products.to_vec();
+                list.sort();
+                list.dedup();
+                let mut bytes = serde_json::to_vec_pretty(&super::ScopeFile { products: list })
+                    .map_err(|e| StoreError::io(&scope, io::Error::other(e)))?;
+                bytes.push(b'\n');
+                if bytes.len() > MAX_ROOT_FILE {
+                    return Err(StoreError::TooLarge {
+                        what: "the root's product scope".to_string(),
+                        len: bytes.len(),
+                        limit: MAX_ROOT_FILE,
+                    });
+                }
+                self.ensure_subdir(ROOTS_DIR)?;
+                write(&scope, &bytes)?;
+            }
+            None => drop(remove(&scope)?),
+        }
+        self.add_root(der)
+    }
+
     /// Stops trusting the root whose fingerprint is, or uniquely starts
     /// with, `fingerprint_or_unique_prefix` (hex, any case, `:` separators
     /// allowed, at least [`MIN_FINGERPRINT_PREFIX`] digits).
@@ -99,11 +140,7 @@ impl<'a> StoreLock<'a> {
     /// [`StoreError::NotFound`], [`StoreError::AmbiguousFingerprint`].
     pub fn remove_root(&self, fingerprint_or_unique_prefix: &str, force: bool) -> Result<(), StoreError> {
         let prefix = names::normalize_fingerprint_prefix(fingerprint_or_unique_prefix, MIN_FINGERPRINT_PREFIX)?;
-        let all: Vec<String> = self
-            .list(ROOTS_DIR, ROOT_EXT, names::is_fingerprint, "<sha256>.pem")?
-            .into_iter()
-            .map(|(fp, _)| fp)
-            .collect();
+        let all: Vec<String> = self.root_files()?.0.into_iter().map(|(fp, _)| fp).collect();
         let matches: Vec<String> = all.iter().filter(|fp| fp.starts_with(&prefix)).cloned().collect();
         let fp = match matches.as_slice() {
             [] => {
@@ -124,6 +161,7 @@ impl<'a> StoreLock<'a> {
             return Err(StoreError::LastRoot);
         }
         remove(&self.root_path(fp))?;
+        remove(&self.scope_path(fp))?;
         Ok(())
     }
 
@@ -228,7 +266,7 @@ impl<'a> StoreLock<'a> {
     /// (lowercase hex), replacing any previous one. Its sequence number is
     /// the caller's to record in [`StoreState::revocation_seq`].
     pub fn put_revocation_list(&self, key: &str, jws: &str) -> Result<(), StoreError> {
-        names::check_key(key)?;
+        names::check_list_key(key)?;
         check_revocation_size("token revocation list", jws.len())?;
         self.ensure_subdir(REVOCATIONS_DIR)?;
         write(&self.revocation_path(key), jws.as_bytes())
@@ -241,9 +279,11 @@ impl<'a> StoreLock<'a> {
     }
 
     /// Removes the token revocation list stored under `key`. Returns whether
-    /// there was one. (The sequence number in the state stays.)
+    /// there was one. (The sequence number in the state stays, so while the
+    /// list's root is trusted, activation checks report the list as missing
+    /// until it is imported again.)
     pub fn remove_revocation_list(&self, key: &str) -> Result<bool, StoreError> {
-        names::check_key(key)?;
+        names::check_list_key(key)?;
         remove(&self.revocation_path(key))
     }
 

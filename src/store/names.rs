@@ -40,6 +40,21 @@ pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
     }
 }
 
+/// Checks a token revocation-list key: `<root fingerprint>-<list id>` (64
+/// lowercase hex digits, `-`, 1 to 128 lowercase hex digits), or a bare list
+/// id as stores before issuer-bound keys wrote them.
+pub(crate) fn check_list_key(key: &str) -> Result<(), StoreError> {
+    let ok = match key.split_once('-') {
+        Some((fp, id)) => is_fingerprint(fp) && is_lower_hex(id, MAX_KEY_LEN),
+        None => is_lower_hex(key, MAX_KEY_LEN),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadKey(key.to_string()))
+    }
+}
+
 /// Whether `s` looks like a full root fingerprint (64 lowercase hex digits).
 pub(crate) fn is_fingerprint(s: &str) -> bool {
     s.len() == 64 && is_lower_hex(s, 64)
@@ -130,6 +145,13 @@ mod tests {
         check_key("00ff").unwrap();
         for bad in ["", "00FF", "xyz", "../a", &"a".repeat(129)] {
             assert!(matches!(check_key(bad), Err(StoreError::BadKey(_))));
+            assert!(matches!(check_list_key(bad), Err(StoreError::BadKey(_))));
+        }
+        let fp = "0f".repeat(32);
+        check_list_key("00ff").unwrap();
+        check_list_key(&format!("{fp}-00ff")).unwrap();
+        for bad in [format!("{fp}-"), format!("{fp}-00FF"), "00ff-00ff".to_string(), format!("{fp}-{fp}-00")] {
+            assert!(matches!(check_list_key(&bad), Err(StoreError::BadKey(_))), "{bad}");
         }
     }
 

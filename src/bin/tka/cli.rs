@@ -765,6 +765,14 @@ pub enum TrustCmd {
         /// Cross-certificate for the new root, signed by a root this store already trusts (root rollover)
         #[arg(long, value_name = "CROSS.pem")]
         cross: Option<PathBuf>,
+        /// Trust this root only for these products (comma-separated). Default: a trusted root keeps
+        /// its products, a root added with --cross takes those of the root that signed the
+        /// cross-certificate, any other root may activate every product
+        #[arg(long, value_name = "P1,P2", value_delimiter = ',')]
+        products: Option<Vec<String>>,
+        /// Trust this root for every product (drops a product limit it had)
+        #[arg(long, conflicts_with = "products")]
+        all_products: bool,
         #[command(flatten)]
         store: StoreArgs,
     },

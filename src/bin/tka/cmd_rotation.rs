@@ -14,7 +14,7 @@ use tka::issuer::{read_cert_chain, IssuerHome};
 use tka::keys::Passphrase;
 use tka::pki::{self, pem, CertInfo, CrlEntry, CrlParams};
 use tka::revocation::{self, ImportOptions, RevokedToken};
-use tka::rotation::{self, HealthLevel, RenewalPolicy, RotateOptions, RotationReport, TrustRootOptions};
+use tka::rotation::{self, HealthLevel, ProductScope, RenewalPolicy, RotateOptions, RotationReport, TrustRootOptions};
 use tka::{clock, Error, Result};
 
 fn now_or(at: &Option<String>) -> Result<i64> {
@@ -395,7 +395,7 @@ pub fn revocations(cmd: RevocationsCmd) -> Result<ExitCode> {
                 let v: Vec<_> = rows
                     .iter()
                     .map(|r| {
-                        json!({"kind": r.kind, "id": r.key, "issuer": r.issuer, "number": r.number,
+                        json!({"kind": r.kind, "id": r.key, "root": r.root, "issuer": r.issuer, "number": r.number,
                                "issued": clock::rfc3339(r.issued), "next_update": r.next_update.map(clock::rfc3339),
                                "entries": r.entries, "stale": r.stale, "problem": r.problem})
                     })
@@ -431,6 +431,8 @@ pub fn trust_add(
     root: PathBuf,
     fingerprint: Option<String>,
     cross: Option<PathBuf>,
+    products: Option<Vec<String>>,
+    all_products: bool,
     store: StoreArgs,
 ) -> Result<ExitCode> {
     let store = open_store(&store)?;
@@ -456,10 +458,19 @@ pub fn trust_add(
         }
         None => None,
     };
-    let opts = TrustRootOptions { fingerprint: fingerprint.as_deref(), cross: cross_der.as_deref() };
+    let opts = TrustRootOptions {
+        fingerprint: fingerprint.as_deref(),
+        cross: cross_der.as_deref(),
+        products: match (&products, all_products) {
+            (Some(p), _) => ProductScope::Only(p),
+            (None, true) => ProductScope::All,
+            (None, false) => ProductScope::Unchanged,
+        },
+    };
     let added = rotation::trust_root(&store, &ders[0], &opts, clock::now())?;
     say(format!("trusted: {}", added.root.subject));
     say(format!("fingerprint: {}", added.root.fingerprint));
     say(format!("vouched for by: {}", added.vouched_by));
+    say(format!("products: {}", crate::output::products(added.products.as_deref())));
     Ok(ExitCode::SUCCESS)
 }

@@ -443,7 +443,9 @@ fn run_token(cmd: TokenCmd) -> Result<ExitCode> {
 
 fn run_trust(cmd: TrustCmd) -> Result<ExitCode> {
     match cmd {
-        TrustCmd::Add { root, fingerprint, cross, store } => cmd_rotation::trust_add(root, fingerprint, cross, store),
+        TrustCmd::Add { root, fingerprint, cross, products, all_products, store } => {
+            cmd_rotation::trust_add(root, fingerprint, cross, products, all_products, store)
+        }
         TrustCmd::List { store, out } => {
             let store = open_store(&store)?;
             let roots = store.roots()?;
@@ -451,15 +453,21 @@ fn run_trust(cmd: TrustCmd) -> Result<ExitCode> {
             if out.json {
                 let rows: Vec<_> = infos
                     .iter()
-                    .map(|c: &CertInfo| {
+                    .zip(&roots)
+                    .map(|(c, r): (&CertInfo, _)| {
                         json!({"subject": c.subject, "fingerprint": c.fingerprint,
-                        "not_after": clock::rfc3339(c.not_after)})
+                        "not_after": clock::rfc3339(c.not_after), "products": r.products})
                     })
                     .collect();
                 say_json(&json!(rows));
             } else {
-                for c in &infos {
-                    say_row(&[&c.fingerprint, &c.subject, &format!("expires {}", clock::rfc3339(c.not_after))]);
+                for (c, r) in infos.iter().zip(&roots) {
+                    say_row(&[
+                        &c.fingerprint,
+                        &c.subject,
+                        &format!("expires {}", clock::rfc3339(c.not_after)),
+                        &format!("products {}", products(r.products.as_deref())),
+                    ]);
                 }
             }
             Ok(ExitCode::SUCCESS)

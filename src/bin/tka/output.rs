@@ -117,6 +117,11 @@ pub fn say_document(text: &str) {
     write_out(text);
 }
 
+/// A root's product scope in words: the products, or `all`.
+pub fn products(scope: Option<&[String]>) -> String {
+    scope.map_or_else(|| "all".to_string(), |p| p.join(","))
+}
+
 pub fn error_kind(e: &VerifyError) -> String {
     let dbg = format!("{e:?}");
     dbg.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("").to_string()
