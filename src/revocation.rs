@@ -514,14 +514,31 @@ pub fn import(
                 checked.push((crl.clone(), key));
             }
             let lock = store.lock()?;
+            let mut unchanged = HashSet::new();
             for (crl, key) in &checked {
-                if let Some(old) = lock.crl(key)? {
-                    if let Ok(old) = Crl::parse(&old) {
+                if let Some(old_der) = lock.crl(key)? {
+                    if old_der == crl.der {
+                        // The same CRL again: nothing to do.
+                        unchanged.insert(key.clone());
+                        continue;
+                    }
+                    if let Ok(old) = Crl::parse(&old_der) {
                         let (o, n) = (crl_order(&old), crl_order(crl));
                         if n < o {
                             return Err(VerifyError::RevocationRollback {
-                                installed: u64::try_from(o.0).unwrap_or(u64::MAX),
-                                offered: u64::try_from(n.0).unwrap_or(u64::MAX),
+                                installed: u64::try_from(o).unwrap_or(u64::MAX),
+                                offered: u64::try_from(n).unwrap_or(u64::MAX),
+                            }
+                            .into());
+                        }
+                        if n == o {
+                            return Err(VerifyError::RevocationNotTrusted {
+                                what: WHAT_CRL,
+                                detail: format!(
+                                    "CRL of {} number {n} is already installed with other content; \
+                                     a CA never issues two CRLs with one number (RFC 5280 §5.2.3)",
+                                    crl.issuer
+                                ),
                             }
                             .into());
                         }
@@ -530,7 +547,9 @@ pub fn import(
             }
             let mut out = Vec::new();
             for (crl, key) in checked {
-                lock.put_crl(&key, &crl.der)?;
+                if !unchanged.contains(&key) {
+                    lock.put_crl(&key, &crl.der)?;
+                }
                 out.push(Imported::Crl {
                     issuer: crl.issuer.clone(),
                     key,
@@ -654,9 +673,11 @@ fn legacy_list(store: &Store, iss: &str) -> Result<Option<(String, ListClaims)>>
 }
 
 /// (cRLNumber, thisUpdate): the order of CRLs from one CA.
-fn crl_order(crl: &Crl) -> (u128, i64) {
-    let n = crl.number.as_deref().and_then(|n| n.parse::<u128>().ok()).unwrap_or(0);
-    (n, crl.this_update)
+/// A CRL's place in its CA's sequence: its cRLNumber (0 without one).
+/// Only the number counts, never the time (RFC 5280 §5.2.3): a CRL with the
+/// number of the installed one but other content is refused.
+fn crl_order(crl: &Crl) -> u128 {
+    crl.number.as_deref().and_then(|n| n.parse::<u128>().ok()).unwrap_or(0)
 }
 
 /// The store key of a CA's CRLs: its key identifier (SKI, or RFC 7093

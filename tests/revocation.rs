@@ -88,7 +88,9 @@ fn crl_and_token_list_deactivate_exactly_what_they_should() {
     s.activated("home", "app3");
     assert_eq!(s.active(), ["app1", "app2", "app3"]);
 
-    // The CRL: the issuing CA revokes the old signer.
+    // The CRL: the issuing CA revokes the old signer. An earlier CRL of the
+    // same CA (a lower number: numbers only increase) is kept for later.
+    s.crl_create("home/ca", &[], "old-crl.pem");
     let revoke = format!("{old_signer_serial}:keyCompromise");
     s.crl_create("home/ca", &["--revoke", &revoke], "crl.pem");
     // `token verify --crl` uses it without installing it.
@@ -125,10 +127,27 @@ fn crl_and_token_list_deactivate_exactly_what_they_should() {
     assert_eq!(s.active(), ["app2", "app3"]);
 
     // An older CRL (lower cRLNumber) from the same CA is a rollback.
-    s.crl_create("home/ca", &["--number", "7"], "old-crl.pem");
     let before = s.store_snapshot();
     let r = s.tka(&["revocations", "import", "old-crl.pem", "--ca-cert", "home/ca.pem"]);
-    assert_fails(&r, 1, "revocation list sequence 7 is older than the installed");
+    assert_fails(&r, 1, "revocation list sequence ");
+    assert!(r.2.contains(" is older than the installed"), "{r:?}");
+    // And `crl create` never makes a CRL numbered at or below the last one.
+    assert_fails(
+        &s.tka(&[
+            "crl",
+            "create",
+            "--ca-cert",
+            "home/ca.pem",
+            "--ca-key",
+            "home/ca.key",
+            "--number",
+            "7",
+            "--out",
+            "x.pem",
+        ]),
+        2,
+        "CRL number 7 is not above ",
+    );
     assert_eq!(s.store_snapshot(), before);
 
     // The token revocation list, from the ledger.
@@ -503,4 +522,38 @@ fn old_layout_list_stays_in_force_and_migrates_on_the_next_import() {
     assert_eq!(s.tka(&["status", "--product", "app"]).0, 1);
     s.ok(&["revocations", "import", "r4.jws"]);
     assert_eq!(revocation_seq(&s)[&bound], 4);
+}
+
+/// Review 2, finding 4: `crl create` numbered CRLs by Unix seconds, so two
+/// made in one second shared a number, and importing the older content
+/// after the newer un-revoked the signer. Two CRLs with one number (here
+/// made as an older tka or a second workstation would, the counter file
+/// gone) are never both installed: the second is refused and changes
+/// nothing; the same CRL again is a no-op.
+#[test]
+fn a_crl_with_the_number_of_the_installed_one_but_other_content_is_refused() {
+    let s = Sandbox::with_machine(MACHINE_B);
+    s.issuer("home", "Example");
+    s.ok(&["trust", "add", "home/root.pem"]);
+    let old_signer_serial = s.serial_of("home/signer.pem");
+    s.activated("home", "app1");
+    s.ok(&["issuer", "rotate-signer", "--home", "home"]);
+    let revoke = format!("{old_signer_serial}:keyCompromise");
+    s.crl_create("home/ca", &["--number", "4242", "--revoke", &revoke], "revoking.pem");
+    fs::remove_file(s.path("home/ca.crlnumber")).unwrap();
+    s.crl_create("home/ca", &["--number", "4242"], "empty.pem");
+    s.ok(&["revocations", "import", "revoking.pem", "--ca-cert", "home/ca.pem"]);
+    assert!(s.active().is_empty());
+    let before = s.store_snapshot();
+    assert_fails(
+        &s.tka(&["revocations", "import", "empty.pem", "--ca-cert", "home/ca.pem"]),
+        1,
+        "CRL refused: CRL of CN=Example Issuing CA",
+    );
+    let r = s.tka(&["revocations", "import", "empty.pem", "--ca-cert", "home/ca.pem"]);
+    assert!(r.2.contains("number 4242 is already installed with other content"), "{r:?}");
+    assert_eq!(s.store_snapshot(), before);
+    assert!(s.active().is_empty(), "the signer stays revoked");
+    s.ok(&["revocations", "import", "revoking.pem", "--ca-cert", "home/ca.pem"]);
+    assert_eq!(s.store_snapshot(), before, "the same CRL again changes nothing");
 }
