@@ -498,3 +498,31 @@ fn cli_merged_request_is_refused_and_counts_nothing() {
     let inspect: serde_json::Value = serde_json::from_str(&s.ok(&["token", "inspect", "weak.jws", "--json"])).unwrap();
     assert_eq!(inspect["claims"]["tka"]["weak_binding"], true, "{inspect}");
 }
+
+/// A renewal keeps the binding: a weak token the issuer allowed is renewed
+/// as weak (its `weak_binding` says why it may be), without any flag again.
+#[test]
+fn renewal_keeps_an_allowed_weak_binding() {
+    use tka::ledger::bulk::{renew_batch, RenewOptions};
+    let m = id(&[("mid", "4f1d2c3b4a5968778695a4b3c2d1e0f1"), ("rfs", "6f0a1f0e-1c2b-4f7e-9a55-0d3c1f2e3a4b")]);
+    let d = tempfile::tempdir().unwrap();
+    let mut l = ledger(d.path(), 1, false);
+    let allow =
+        IssueOptions { allow_weak_binding: true, lifetime: tka::token::TokenLifetime::Days(30), ..Default::default() };
+    l.issue(&ActivationRequest::new(&m, NOW, None), Some("acme"), &allow, &signer(), NOW).unwrap();
+    let opts = RenewOptions {
+        within: 10 * DAY,
+        entitlement: None,
+        product: None,
+        lifetime: None,
+        alg: tka::keys::SignatureAlgorithm::Ps256,
+        chunk: 100,
+    };
+    let report = renew_batch(&mut l, &opts, &signer(), NOW + 25 * DAY, None, &|_| {}).unwrap();
+    assert_eq!(report.items.len(), 1);
+    assert_eq!(report.items[0].status, ItemStatus::Ok, "{:?}", report.items[0].reason);
+    let text = &report.items[0].issued.as_ref().unwrap().text;
+    let (_, claims) = tka::token::decode_unverified(text).unwrap();
+    assert!(claims.tka.weak_binding);
+    assert_eq!(l.entitlement("acme").unwrap().used, 1);
+}
