@@ -76,14 +76,21 @@ fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
 /// the tokens that signer made; a token revocation list from the ledger
 /// then de-activates exactly the token it names. Rollback, an untrusted
 /// signer and the wrong CA are refused with the store unchanged.
-#[test]
-fn crl_and_token_list_deactivate_exactly_what_they_should() {
+/// A machine trusting `home`'s root with `app1` activated by a signer that
+/// has since been rotated out; returns the sandbox and that signer's serial.
+fn app1_under_a_replaced_signer() -> (Sandbox, String) {
     let s = Sandbox::with_machine(MACHINE_B);
     s.issuer("home", "Example");
     s.ok(&["trust", "add", "home/root.pem"]);
     let old_signer_serial = s.serial_of("home/signer.pem");
     s.activated("home", "app1");
     s.ok(&["issuer", "rotate-signer", "--home", "home"]);
+    (s, old_signer_serial)
+}
+
+#[test]
+fn crl_and_token_list_deactivate_exactly_what_they_should() {
+    let (s, old_signer_serial) = app1_under_a_replaced_signer();
     let app2 = s.activated("home", "app2");
     s.activated("home", "app3");
     assert_eq!(s.active(), ["app1", "app2", "app3"]);
@@ -532,12 +539,7 @@ fn old_layout_list_stays_in_force_and_migrates_on_the_next_import() {
 /// nothing; the same CRL again is a no-op.
 #[test]
 fn a_crl_with_the_number_of_the_installed_one_but_other_content_is_refused() {
-    let s = Sandbox::with_machine(MACHINE_B);
-    s.issuer("home", "Example");
-    s.ok(&["trust", "add", "home/root.pem"]);
-    let old_signer_serial = s.serial_of("home/signer.pem");
-    s.activated("home", "app1");
-    s.ok(&["issuer", "rotate-signer", "--home", "home"]);
+    let (s, old_signer_serial) = app1_under_a_replaced_signer();
     let revoke = format!("{old_signer_serial}:keyCompromise");
     s.crl_create("home/ca", &["--number", "4242", "--revoke", &revoke], "revoking.pem");
     fs::remove_file(s.path("home/ca.crlnumber")).unwrap();

@@ -154,19 +154,22 @@ mod tests {
         rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
     }
 
+    /// A version 1 ledger at `path` as tka wrote it, then `sql` run on it.
+    fn version_1_ledger(path: &std::path::Path, sql: &str) {
+        let c = rusqlite::Connection::open(path).unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute_batch(sql).unwrap();
+    }
+
     /// A foreign trigger in a version 1 ledger is refused before any
     /// migration runs: every version is checked against its own schema.
     #[test]
     fn an_old_ledger_with_a_foreign_trigger_is_not_migrated() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("ledger.sqlite");
-        {
-            let c = rusqlite::Connection::open(&path).unwrap();
-            c.execute_batch(MIGRATIONS[0]).unwrap();
-            c.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
-            c.pragma_update(None, "user_version", 1).unwrap();
-            c.execute_batch("CREATE TRIGGER t AFTER INSERT ON tokens BEGIN DELETE FROM seats; END;").unwrap();
-        }
+        version_1_ledger(&path, "CREATE TRIGGER t AFTER INSERT ON tokens BEGIN DELETE FROM seats; END;");
         let before = std::fs::read(&path).unwrap();
         let e = Ledger::open(&path).unwrap_err().to_string();
         assert!(
@@ -183,20 +186,14 @@ mod tests {
     fn version_1_ledger_migrates_to_2() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("ledger.sqlite");
-        {
-            let c = rusqlite::Connection::open(&path).unwrap();
-            c.execute_batch(MIGRATIONS[0]).unwrap();
-            c.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
-            c.pragma_update(None, "user_version", 1).unwrap();
-            c.execute_batch(
-                "INSERT INTO entitlements (name, product, machines, created_at, updated_at) VALUES ('e', 'p', 5, 1, 1);
+        version_1_ledger(
+            &path,
+            "INSERT INTO entitlements (name, product, machines, created_at, updated_at) VALUES ('e', 'p', 5, 1, 1);
                  INSERT INTO jws_headers (header) VALUES ('h');
                  INSERT INTO tokens (serial, entitlement_id, product, cmid, components, issued_at, not_before,
                                      signer, header_id, body, request_digest)
                    VALUES ('00ff', 1, 'p', 'C1', '[]', 5, 5, 'fp', 1, 'b.s', 'dd');",
-            )
-            .unwrap();
-        }
+        );
         let l = Ledger::open(&path).unwrap();
         assert_eq!(l.schema_version().unwrap(), SCHEMA_VERSION);
         let n: i64 =
