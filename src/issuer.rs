@@ -300,6 +300,9 @@ impl IssuerHome {
         )?;
         let json = serde_json::to_string_pretty(&config).expect("config serializes") + "\n";
         write_public(&dir.join(CONFIG_FILE), &json)?;
+        // The lock file exists from the start (empty while nobody holds it).
+        fsutil::write_atomic(&dir.join(LOCK_FILE), b"", 0o600, Overwrite::Refuse)
+            .map_err(|e| Error::io(dir.join(LOCK_FILE), e))?;
         Ok(IssuerHome { dir: dir.into(), config })
     }
 
