@@ -464,6 +464,14 @@ fn rotation_killed_before_each_write_step_leaves_a_working_home_that_health_flag
     home_issues(&s, "pristine/root.pem", "rotate-root after a repair");
 }
 
+/// Sets the standard token lifetime of `home`.
+fn set_token_days(s: &Sandbox, days: u32) {
+    let path = s.path("home/tka-issuer.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["token_days"] = days.into();
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+}
+
 /// F2: two `rotate-signer --if-due` at once on a home whose signer is due:
 /// exactly one rotates, the other waits for the lock and then finds the
 /// new signer not due. Two forced script runs at once both rotate, one
@@ -474,10 +482,7 @@ fn concurrent_signer_rotations_rotate_once_and_leave_a_healthy_home() {
     s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
     // A standard token of 500 days: the 400-day signer cannot cover it (due);
     // the 600-day signer a rotation makes can.
-    let path = s.path("home/tka-issuer.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    cfg["token_days"] = 500.into();
-    std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    set_token_days(&s, 500);
 
     let args = ["issuer", "rotate-signer", "--home", "home", "--if-due", "--days", "600", "--lock-wait", "5m"];
     let children: Vec<_> = (0..2).map(|_| s.cmd(&args).stdout(Stdio::piped()).spawn().unwrap()).collect();
@@ -496,6 +501,7 @@ fn concurrent_signer_rotations_rotate_once_and_leave_a_healthy_home() {
     home_issues(&s, "home/root.pem", "after two concurrent rotate-signer --if-due");
 
     // Two forced script runs at once: both rotate (one waits), both exit 0.
+    set_token_days(&s, 180);
     let scripts: Vec<_> = (0..2)
         .map(|_| {
             let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/rotate-signer.sh");
