@@ -411,8 +411,7 @@ fn rotation_scripts_refuse_a_home_path_with_a_control_character() {
             assert_eq!(r.0, 2, "{script} {args:?}: {r:?}");
             assert_eq!(r.1, "", "{script}: nothing on standard output");
             assert_eq!(
-                r.2,
-                "error: the home path contains a control character (a line break?): refusing it\n",
+                r.2, "error: the home path contains a control character (a line break?): refusing it\n",
                 "{script}"
             );
         }
