@@ -1137,6 +1137,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rotation_file_names_are_the_ones_init_and_rotations_write() {
+        for ok in ["root.pem", "ca.key", "signer-0a1b2c3d.pem", "cross-ff.pem", "signer-0A1B.key"] {
+            assert!(is_rotation_file(ok), "{ok}");
+        }
+        for other in ["chain.pem", "tka-issuer.json", "signer-.pem", "signer-x1.pem", "root.pem.bak", "my-ca.pem"] {
+            assert!(!is_rotation_file(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn retire_keeps_a_name_without_serial_and_never_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        for _ in 0..2 {
+            std::fs::write(d.path().join("signer.key"), "k").unwrap();
+            retire(d.path(), &d.path().join("signer.key"), "").unwrap();
+        }
+        std::fs::write(d.path().join("signer.pem"), "c").unwrap();
+        retire(d.path(), &d.path().join("signer.pem"), "0a1b").unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(d.path().join(RETIRED_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["signer-0a1b.pem", "signer.2.key", "signer.key"]);
+    }
+
+    #[test]
     fn generation_names() {
         assert_eq!(next_generation_name("CN=tka Root CA"), "CN=tka Root CA G2");
         assert_eq!(next_generation_name("CN=tka Root CA G2,O=Example"), "CN=tka Root CA G3,O=Example");
