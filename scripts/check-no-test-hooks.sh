@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks that a shipped build of tka has no test hooks (cargo feature
 # `test-hooks`, which `cargo test` turns on): TKA_SYSROOT must not change
-# the machine identity the binary reads. Fails if the hook leaks.
+# the machine identity the binary reads, and TKA_CRASH_AT_WRITE must not
+# stop a write half-way. Fails if a hook leaks.
 #
 #   scripts/check-no-test-hooks.sh          builds `cargo build --release` and checks it
 #   TKA=path/to/tka scripts/check-no-test-hooks.sh   checks that binary
@@ -15,10 +16,12 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# The hook's name is not even in the binary.
-if grep -q TKA_SYSROOT "$TKA"; then
-  fail "$TKA contains the test hook TKA_SYSROOT (built with --features test-hooks?)"
-fi
+# The hooks' names are not even in the binary.
+for hook in TKA_SYSROOT TKA_CRASH_AT_WRITE; do
+  if grep -q "$hook" "$TKA"; then
+    fail "$TKA contains the test hook $hook (built with --features test-hooks?)"
+  fi
+done
 
 # A fake machine whose values no real machine has: a leaking hook would
 # report its identity (or an identity where the real machine has none).
@@ -41,4 +44,9 @@ if [ "$real" != "$faked" ]; then
   printf 'without TKA_SYSROOT:\n%s\nwith TKA_SYSROOT=%s:\n%s\n' "$real" "$fake" "$faked" >&2
   fail "$TKA honours TKA_SYSROOT: a user can make it read a fake machine"
 fi
-echo "ok: $TKA ignores TKA_SYSROOT (no test hooks)"
+# A crash hook that leaked would end `issuer init` at its first write.
+if ! TKA_CRASH_AT_WRITE=1 TKA_PASSPHRASE=hook-check "$TKA" issuer init --home "$work/home" \
+    --root-bits 2048 --ca-bits 2048 > /dev/null 2>&1; then
+  fail "$TKA honours TKA_CRASH_AT_WRITE: its writes can be stopped from the environment"
+fi
+echo "ok: $TKA ignores TKA_SYSROOT and TKA_CRASH_AT_WRITE (no test hooks)"

@@ -512,6 +512,14 @@ pub enum Error {
     Machine(MachineError),
     /// The activation store failed.
     Store(StoreError),
+    /// Another process holds the issuer home's lock and did not release it
+    /// within the wait.
+    HomeBusy {
+        /// The issuer home.
+        home: PathBuf,
+        /// The holder's process id, when it wrote one.
+        pid: Option<u32>,
+    },
     /// A request (or token) binds a component set no real machine produces,
     /// or a weak one that was not allowed; nothing was signed.
     Binding(BindingError),
@@ -555,6 +563,9 @@ impl Error {
                 )
             }
             Error::Verify(VerifyError::ClockRollback { .. }) => Some("set the system clock to the right time"),
+            Error::HomeBusy { .. } => {
+                Some("wait for it to finish and run the command again, or wait longer with --lock-wait")
+            }
             Error::Verify(VerifyError::UntrustedRoot { .. }) => {
                 Some("install the issuer's root with `tka trust add ROOT.pem`")
             }
@@ -608,6 +619,10 @@ impl fmt::Display for Error {
             Error::Machine(e) => e.fmt(f),
             Error::Store(e) => e.fmt(f),
             Error::Binding(e) => write!(f, "request refused: {e}"),
+            Error::HomeBusy { home, pid: Some(pid) } => {
+                write!(f, "another tka command holds {} (pid {pid})", home.display())
+            }
+            Error::HomeBusy { home, pid: None } => write!(f, "another tka command holds {}", home.display()),
         }
     }
 }

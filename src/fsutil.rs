@@ -36,10 +36,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, overwrite: Overwrite) 
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
+        crash_point();
         match overwrite {
             Overwrite::Replace => fs::rename(&tmp, path)?,
             Overwrite::Refuse => {
                 fs::hard_link(&tmp, path)?;
+                crash_point();
                 fs::remove_file(&tmp)?;
             }
         }
@@ -50,6 +52,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, overwrite: Overwrite) 
     }
     result
 }
+
+/// A point where a write step is about to happen, for crash tests.
+///
+/// Test hook (cargo feature `test-hooks` only, like `TKA_SYSROOT`): with
+/// `TKA_CRASH_AT_WRITE=N` in the environment the process ends at once
+/// (`_exit`: no destructor, no cleanup, like SIGKILL) at the N-th such
+/// point, so a test can stop a command before each of its write steps in
+/// turn. Without the feature this does nothing and reads no environment.
+#[cfg(feature = "test-hooks")]
+pub(crate) fn crash_point() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STEP: AtomicU64 = AtomicU64::new(0);
+    let Some(at) = std::env::var("TKA_CRASH_AT_WRITE").ok().and_then(|v| v.parse::<u64>().ok()) else {
+        return;
+    };
+    if STEP.fetch_add(1, Ordering::SeqCst) + 1 == at {
+        #[cfg(unix)]
+        // SAFETY: _exit ends the process without touching any Rust state.
+        unsafe {
+            libc::_exit(137)
+        };
+        #[cfg(not(unix))]
+        std::process::abort();
+    }
+}
+
+/// Without the `test-hooks` feature: nothing.
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub(crate) fn crash_point() {}
 
 /// Creates a new file with `mode`, failing if it exists.
 pub fn create_new_with_mode(path: &Path, mode: u32) -> io::Result<File> {

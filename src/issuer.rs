@@ -21,7 +21,17 @@ use crate::pkcs11::Pkcs11Uri;
 use crate::pki::{create_certificate, lifetimes, pem, CertInfo, CertKind, CertRequest};
 use crate::token::TokenSigner;
 use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// File name of the lock inside an issuer home.
+pub const LOCK_FILE: &str = "tka-issuer.lock";
+/// How long a command waits by default for another one holding the home.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(30);
+/// File name of the chain (signer, issuing CA, cross-certificate) inside an issuer home.
+pub const CHAIN_FILE: &str = "chain.pem";
 
 /// File name of the configuration inside an issuer home.
 pub const CONFIG_FILE: &str = "tka-issuer.json";
@@ -92,6 +102,78 @@ pub struct IssuerConfig {
     /// machines that still trust only the previous root verify new tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cross_cert: Option<PathBuf>,
+}
+
+/// A lock on an issuer home, from [`IssuerHome::lock`] (exclusive: the
+/// holder may change the home) or [`IssuerHome::lock_shared`] (readers).
+/// Released when dropped, or by the kernel when the process dies.
+#[derive(Debug)]
+pub struct HomeLock {
+    // Holds the flock; closing the file releases it. `None`: a shared lock
+    // on a home whose lock file cannot be created (a read-only home).
+    file: Option<File>,
+    exclusive: bool,
+}
+
+impl Drop for HomeLock {
+    fn drop(&mut self) {
+        if let (Some(f), true) = (&self.file, self.exclusive) {
+            // Forget the pid before the kernel releases the lock.
+            let _ = f.set_len(0);
+        }
+    }
+}
+
+fn acquire_lock(dir: &Path, exclusive: bool, wait: Duration) -> Result<HomeLock> {
+    let path = dir.join(LOCK_FILE);
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    let file = match opts.open(&path) {
+        Ok(f) => f,
+        Err(e)
+            if !exclusive
+                && matches!(
+                    e.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+        {
+            match File::open(&path) {
+                Ok(f) => f,
+                Err(_) => return Ok(HomeLock { file: None, exclusive }),
+            }
+        }
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let deadline = Instant::now() + wait;
+    loop {
+        let attempt = if exclusive { file.try_lock() } else { file.try_lock_shared() };
+        match attempt {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    let mut text = String::new();
+                    let _ = (&file).take(64).read_to_string(&mut text);
+                    return Err(Error::HomeBusy { home: dir.to_path_buf(), pid: text.trim().parse().ok() });
+                }
+                std::thread::sleep((deadline - now).min(Duration::from_millis(50)));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+    }
+    if exclusive {
+        let mut f = &file;
+        f.set_len(0)
+            .and_then(|()| f.rewind())
+            .and_then(|()| f.write_all(format!("{}\n", std::process::id()).as_bytes()))
+            .map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(HomeLock { file: Some(file), exclusive })
 }
 
 /// An opened issuer home.
@@ -213,11 +295,14 @@ impl IssuerHome {
         write_public(&dir.join(&config.ca_cert), &pem::encode("CERTIFICATE", &ca_der))?;
         write_public(&dir.join(&config.signer_cert), &pem::encode("CERTIFICATE", &signer_der))?;
         write_public(
-            &dir.join("chain.pem"),
+            &dir.join(CHAIN_FILE),
             &(pem::encode("CERTIFICATE", &signer_der) + &pem::encode("CERTIFICATE", &ca_der)),
         )?;
         let json = serde_json::to_string_pretty(&config).expect("config serializes") + "\n";
         write_public(&dir.join(CONFIG_FILE), &json)?;
+        // The lock file exists from the start (empty while nobody holds it).
+        fsutil::write_atomic(&dir.join(LOCK_FILE), b"", 0o600, Overwrite::Refuse)
+            .map_err(|e| Error::io(dir.join(LOCK_FILE), e))?;
         Ok(IssuerHome { dir: dir.into(), config })
     }
 
@@ -243,6 +328,28 @@ impl IssuerHome {
             ));
         }
         Ok(IssuerHome { dir: dir.into(), config })
+    }
+
+    /// Takes the home's exclusive lock, waiting at most `wait` for another
+    /// holder (any process, or this one) to finish; then
+    /// [`Error::HomeBusy`], naming the holder's pid when it is known. Every
+    /// change to the home's files is made under it. Re-read the
+    /// configuration under the lock ([`IssuerHome::reload`]) before
+    /// deciding anything from it.
+    pub fn lock(&self, wait: Duration) -> Result<HomeLock> {
+        acquire_lock(&self.dir, true, wait)
+    }
+
+    /// Takes the home's shared lock (many readers at once, no writer),
+    /// waiting at most `wait` like [`IssuerHome::lock`].
+    pub fn lock_shared(&self, wait: Duration) -> Result<HomeLock> {
+        acquire_lock(&self.dir, false, wait)
+    }
+
+    /// Reads the configuration again (after taking a lock).
+    pub fn reload(&mut self) -> Result<()> {
+        *self = IssuerHome::open(&self.dir)?;
+        Ok(())
     }
 
     /// The home directory.
@@ -274,8 +381,16 @@ impl IssuerHome {
         open_key(&self.key_ref(configured)?, unlock)
     }
 
-    /// Loads the signer key and chain, ready to issue tokens.
+    /// Loads the signer key and chain, ready to issue tokens: under the
+    /// shared lock, from the configuration as it is then (a rotation that
+    /// finished since this home was opened is followed).
     pub fn token_signer(&self, unlock: &KeyUnlock) -> Result<TokenSigner> {
+        let _lock = self.lock_shared(DEFAULT_LOCK_WAIT)?;
+        let current = IssuerHome::open(&self.dir)?;
+        current.token_signer_unlocked(unlock)
+    }
+
+    fn token_signer_unlocked(&self, unlock: &KeyUnlock) -> Result<TokenSigner> {
         let key = self.open_key(&self.config.signer_key, unlock)?;
         let mut chain = read_cert_chain(&self.path(&self.config.signer_cert))?;
         chain.extend(read_cert_chain(&self.path(&self.config.ca_cert))?);

@@ -267,6 +267,8 @@ pub fn create_list(
     let mut seen = HashSet::new();
     revoked.retain(|r| seen.insert(r.jti.clone()));
     revoked.sort_by(|a, b| a.jti.cmp(&b.jti));
+    // The sequence is read, reserved and written under the home's lock.
+    let _lock = home.lock(crate::issuer::DEFAULT_LOCK_WAIT)?;
     let state = match list_state(home)? {
         Some(s) => ListState { list_id: s.list_id, seq: s.seq + 1 },
         None => ListState { list_id: crate::token::new_serial(), seq: 1 },

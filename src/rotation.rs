@@ -13,6 +13,20 @@
 //! before the switch fails, the files it created are removed: nothing
 //! half-created is left and issuance keeps using the old configuration.
 //!
+//! Every rotation holds the home's exclusive lock
+//! ([`IssuerHome::lock`], waiting at most [`RotateOptions::lock_wait`]) from
+//! before it reads the configuration until it has retired the old files, so
+//! two rotations run one after the other, each on the configuration the
+//! other left; with [`RotateOptions::if_due`] the rotation decides under the
+//! lock whether it is due at all.
+//!
+//! A rotation killed part-way (power cut, SIGKILL) leaves a home that works
+//! as before (killed before the switch) or as after (killed after it), plus
+//! leftovers: new files the configuration does not name yet, old files not
+//! yet retired, a stale `chain.pem`, a temporary file. [`check_home`] finds
+//! them ([`health`] reports them) and [`repair`] retires or removes them and
+//! re-derives `chain.pem`.
+//!
 //! - [`rotate_signer`]: a new signer key and certificate under the current
 //!   issuing CA. Tokens already issued keep verifying: their own `x5c`
 //!   carries the old signer, which stays valid until it expires.
@@ -37,7 +51,7 @@ use crate::activation::TrustData;
 use crate::clock::{rfc3339, DAY};
 use crate::error::{Error, Result, VerifyError};
 use crate::fsutil::{self, Overwrite};
-use crate::issuer::{read_cert_chain, IssuerHome};
+use crate::issuer::{read_cert_chain, HomeLock, IssuerHome, CHAIN_FILE, DEFAULT_LOCK_WAIT};
 use crate::keys::{public_bits, KeyRef, KeyUnlock, NewKey, Signer};
 use crate::pki::{
     check_cross_certificate, check_root, create_certificate, lifetimes, pem, reissue_certificate, CertInfo, CertKind,
@@ -46,6 +60,7 @@ use crate::pki::{
 use crate::store::Store;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Directory inside an issuer home that keeps replaced certificates and keys.
 pub const RETIRED_DIR: &str = "retired";
@@ -185,6 +200,15 @@ pub struct RotationReport {
     pub retired: Vec<PathBuf>,
     /// Subject and notAfter of each new certificate, by role.
     pub certificates: Vec<(String, String, i64)>,
+    /// With [`RotateOptions::if_due`]: the rotation was not due (why, in
+    /// one line) and nothing was changed.
+    pub not_due: Option<String>,
+}
+
+impl RotationReport {
+    fn empty() -> Self {
+        RotationReport { created: Vec::new(), retired: Vec::new(), certificates: Vec::new(), not_due: None }
+    }
 }
 
 /// Options shared by the rotations.
@@ -198,6 +222,45 @@ pub struct RotateOptions {
     pub root_days: Option<i64>,
     /// Subject of a new root or issuing CA (default: the next generation of the old name).
     pub subject: Option<String>,
+    /// Rotate only when due, decided under the home's lock: the signer by
+    /// [`signer_needs_renewal`], an issuing CA or root when
+    /// [`DEFAULT_RENEW_PERCENT`] of its life has passed. When not due the
+    /// report says why ([`RotationReport::not_due`]) and nothing changes.
+    pub if_due: bool,
+    /// How long to wait for another command holding the home (default
+    /// [`DEFAULT_LOCK_WAIT`]); then [`Error::HomeBusy`].
+    pub lock_wait: Option<Duration>,
+}
+
+/// Whether the certificate of `role` (`signer`, `ca` or `root`) of `home`
+/// is due for rotation at `now`, by the policy of [`RotateOptions::if_due`].
+pub fn role_needs_renewal(home: &IssuerHome, role: &str, now: i64) -> Result<RenewalCheck> {
+    let cert = match role {
+        "signer" => return signer_needs_renewal(home, now),
+        "ca" => &home.config.ca_cert,
+        "root" => &home.config.root_cert,
+        other => return Err(Error::Usage(format!("no rotation for role {other:?}"))),
+    };
+    needs_renewal(&first_cert(&home.path(cert))?, RenewalPolicy::Percent(DEFAULT_RENEW_PERCENT), now)
+}
+
+/// The start of every rotation: the home's exclusive lock, the
+/// configuration as it is now, and (with `if_due`) the decision whether to
+/// rotate at all (`Some(reason)`: not due).
+fn begin(home: &mut IssuerHome, opts: &RotateOptions, role: &str, now: i64) -> Result<(HomeLock, Option<String>)> {
+    let lock = home.lock(opts.lock_wait.unwrap_or(DEFAULT_LOCK_WAIT))?;
+    home.reload()?;
+    if opts.if_due {
+        let check = role_needs_renewal(home, role, now)?;
+        if !check.renew {
+            return Ok((lock, Some(check.reason)));
+        }
+    }
+    Ok((lock, None))
+}
+
+fn not_due(reason: String) -> RotationReport {
+    RotationReport { not_due: Some(reason), ..RotationReport::empty() }
 }
 
 /// Files written so far by a rotation; removed again unless committed.
@@ -314,14 +377,18 @@ fn retire(home: &Path, path: &Path, serial: &str) -> Result<PathBuf> {
     }
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let ext = path.extension().map(|s| format!(".{}", s.to_string_lossy())).unwrap_or_default();
-    let name = if stem.ends_with(serial) { format!("{stem}{ext}") } else { format!("{stem}-{serial}{ext}") };
-    let mut dest = dir.join(&name);
+    let base = if stem.ends_with(serial) { stem } else { format!("{stem}-{serial}") };
+    let mut dest = dir.join(format!("{base}{ext}"));
     let mut n = 1;
     while dest.exists() {
         n += 1;
-        dest = dir.join(format!("{stem}-{serial}.{n}{ext}"));
+        dest = dir.join(format!("{base}.{n}{ext}"));
     }
+    fsutil::crash_point();
     std::fs::rename(path, &dest).map_err(|e| Error::io(path, e))?;
+    for d in [home, dir.as_path()] {
+        fsutil::sync_dir(d).map_err(|e| Error::io(d, e))?;
+    }
     Ok(dest)
 }
 
@@ -370,7 +437,7 @@ fn new_signer(
 
 fn write_chain(created: &mut Created, home: &IssuerHome, chain: &[&[u8]]) -> Result<PathBuf> {
     let text: String = chain.iter().map(|d| pem::encode("CERTIFICATE", d)).collect();
-    let path = home.dir().join("chain.pem");
+    let path = home.dir().join(CHAIN_FILE);
     fsutil::write_atomic(&path, text.as_bytes(), 0o644, Overwrite::Replace).map_err(|e| Error::io(&path, e))?;
     created.files.retain(|f| f != &path);
     Ok(path)
@@ -412,7 +479,7 @@ fn commit(home: &mut IssuerHome, unlock: &KeyUnlock, parts: &[Part<'_>]) -> Resu
     }
     let mut created = Created::new();
     let mut config = cfg.clone();
-    let mut report = RotationReport { created: Vec::new(), retired: Vec::new(), certificates: Vec::new() };
+    let mut report = RotationReport::empty();
     for part in parts {
         let (role, s) = (part.role, short_serial(part.info));
         let cert_path =
@@ -473,6 +540,10 @@ pub fn rotate_signer(
     opts: &RotateOptions,
     now: i64,
 ) -> Result<RotationReport> {
+    let (_lock, skip) = begin(home, opts, "signer", now)?;
+    if let Some(reason) = skip {
+        return Ok(not_due(reason));
+    }
     let cfg = home.config.clone();
     let ca = first_cert(&home.path(&cfg.ca_cert))?;
     let ca_key = home.open_key(&cfg.ca_key, unlock)?;
@@ -489,6 +560,10 @@ pub fn rotate_issuing_ca(
     opts: &RotateOptions,
     now: i64,
 ) -> Result<RotationReport> {
+    let (_lock, skip) = begin(home, opts, "ca", now)?;
+    if let Some(reason) = skip {
+        return Ok(not_due(reason));
+    }
     let cfg = home.config.clone();
     let root = first_cert(&home.path(&cfg.root_cert))?;
     let root_key = home.open_key(&cfg.root_key, unlock)?;
@@ -527,6 +602,10 @@ pub fn rotate_root(
     opts: &RotateOptions,
     now: i64,
 ) -> Result<RotationReport> {
+    let (_lock, skip) = begin(home, opts, "root", now)?;
+    if let Some(reason) = skip {
+        return Ok(not_due(reason));
+    }
     let cfg = home.config.clone();
     let old_root = first_cert(&home.path(&cfg.root_cert))?;
     let old_root_key = home.open_key(&cfg.root_key, unlock)?;
@@ -631,13 +710,227 @@ pub struct HealthReport {
     pub token_days: u32,
     /// Root, cross-certificate, issuing CA, signer, then CRLs.
     pub items: Vec<HealthItem>,
+    /// What is not as a completed rotation leaves the home ([`check_home`]).
+    pub problems: Vec<HomeProblem>,
 }
 
 impl HealthReport {
-    /// The most urgent level.
+    /// The most urgent level: [`HealthLevel::Action`] when the home has a
+    /// problem.
     pub fn level(&self) -> HealthLevel {
-        self.items.iter().map(|i| i.level).max().unwrap_or(HealthLevel::Ok)
+        let home = if self.problems.is_empty() { HealthLevel::Ok } else { HealthLevel::Action };
+        self.items.iter().map(|i| i.level).chain(std::iter::once(home)).max().unwrap_or(HealthLevel::Ok)
     }
+}
+
+/// Something in an issuer home that no completed command leaves there:
+/// the trace of an interrupted rotation, or a damaged home.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HomeProblem {
+    /// A file the configuration names is missing ([`repair`] cannot make it
+    /// again: restore it from a backup).
+    Missing {
+        /// `root`, `root-key`, `ca`, `ca-key`, `signer`, `signer-key` or `cross`.
+        role: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A certificate or key file of the kind rotations write
+    /// (`root|ca|signer|cross[-<serial>].pem|.key`) that the configuration
+    /// does not name: written by a rotation interrupted before its switch,
+    /// or replaced by one interrupted before it retired it.
+    Orphan {
+        /// The file.
+        path: PathBuf,
+        /// `certificate`, `key`, or `key without its certificate`.
+        what: String,
+    },
+    /// `chain.pem` is missing or is not the configured chain (signer,
+    /// issuing CA, cross-certificate).
+    StaleChain {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A temporary file of a write that was interrupted.
+    Temporary {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl HomeProblem {
+    /// Whether [`repair`] fixes it.
+    pub fn repairable(&self) -> bool {
+        !matches!(self, HomeProblem::Missing { .. })
+    }
+
+    /// The file concerned.
+    pub fn path(&self) -> &Path {
+        match self {
+            HomeProblem::Missing { path, .. }
+            | HomeProblem::Orphan { path, .. }
+            | HomeProblem::StaleChain { path }
+            | HomeProblem::Temporary { path } => path,
+        }
+    }
+}
+
+impl std::fmt::Display for HomeProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HomeProblem::Missing { role, path } => {
+                write!(f, "{}: the configured {role} file is missing", path.display())
+            }
+            HomeProblem::Orphan { path, what } => write!(
+                f,
+                "{}: a {what} the configuration does not name (left by an interrupted rotation)",
+                path.display()
+            ),
+            HomeProblem::StaleChain { path } => {
+                write!(f, "{}: not the configured chain (signer, issuing CA, cross-certificate)", path.display())
+            }
+            HomeProblem::Temporary { path } => {
+                write!(f, "{}: a temporary file of an interrupted write", path.display())
+            }
+        }
+    }
+}
+
+/// Whether a file name is one a rotation or `issuer init` writes for a
+/// certificate or key: `root|ca|signer|cross`, optionally `-<hex serial>`,
+/// then `.pem` or `.key`.
+fn is_rotation_file(name: &str) -> bool {
+    let Some((stem, ext)) = name.rsplit_once('.') else { return false };
+    if ext != "pem" && ext != "key" {
+        return false;
+    }
+    let (role, serial) = match stem.split_once('-') {
+        Some((r, s)) => (r, Some(s)),
+        None => (stem, None),
+    };
+    matches!(role, "root" | "ca" | "signer" | "cross")
+        && serial.is_none_or(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Looks at `home` for what no completed command leaves there: configured
+/// files missing, certificate and key files the configuration does not
+/// name, a `chain.pem` that is not the configured chain, temporary files.
+/// Reads only; hold a lock on the home for an answer that is not racing a
+/// rotation ([`health`] takes the shared one).
+pub fn check_home(home: &IssuerHome) -> Result<Vec<HomeProblem>> {
+    let cfg = &home.config;
+    let mut problems = Vec::new();
+    let mut configured = Vec::new();
+    let mut entries: Vec<(&str, &Path)> = vec![
+        ("root", &cfg.root_cert),
+        ("root-key", &cfg.root_key),
+        ("ca", &cfg.ca_cert),
+        ("ca-key", &cfg.ca_key),
+        ("signer", &cfg.signer_cert),
+        ("signer-key", &cfg.signer_key),
+    ];
+    if let Some(c) = &cfg.cross_cert {
+        entries.push(("cross", c));
+    }
+    for (role, p) in entries {
+        if let KeyRef::File(path) = home.key_ref(p)? {
+            if !path.exists() {
+                problems.push(HomeProblem::Missing { role: role.into(), path: path.clone() });
+            }
+            configured.push(path);
+        }
+    }
+    let mut names: Vec<String> = std::fs::read_dir(home.dir())
+        .map_err(|e| Error::io(home.dir(), e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in &names {
+        let path = home.dir().join(name);
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            problems.push(HomeProblem::Temporary { path });
+        } else if is_rotation_file(name) && !configured.contains(&path) {
+            let what = if name.ends_with(".pem") {
+                "certificate"
+            } else if names.contains(&format!("{}.pem", &name[..name.len() - 4])) {
+                "key"
+            } else {
+                "key without its certificate"
+            };
+            problems.push(HomeProblem::Orphan { path, what: what.into() });
+        }
+    }
+    if problems.iter().all(|p| !matches!(p, HomeProblem::Missing { .. })) {
+        let path = home.dir().join(CHAIN_FILE);
+        let current = if path.exists() { Some(read_cert_chain(&path)?) } else { None };
+        if current != Some(home.token_chain()?) {
+            problems.push(HomeProblem::StaleChain { path });
+        }
+    }
+    Ok(problems)
+}
+
+/// What [`repair`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepairReport {
+    /// Orphan certificates and keys moved into `retired/` (from, to).
+    pub retired: Vec<(PathBuf, PathBuf)>,
+    /// Temporary files removed.
+    pub removed: Vec<PathBuf>,
+    /// `chain.pem`, when it was written again from the configuration.
+    pub chain: Option<PathBuf>,
+    /// Problems repair cannot fix (configured files missing).
+    pub remaining: Vec<HomeProblem>,
+}
+
+/// Repairs what an interrupted rotation left in `home`, under its
+/// exclusive lock (waiting at most `wait`): moves orphan certificates and
+/// keys into `retired/` (a key is never deleted: an old CA key still signs
+/// CRLs; a new key that never signed anything may be deleted by hand),
+/// removes temporary files and writes `chain.pem` again from the
+/// configuration. The configuration itself is not changed: the home keeps
+/// working as it does. Missing configured files are reported, not fixed.
+pub fn repair(home: &mut IssuerHome, wait: Duration) -> Result<RepairReport> {
+    let _lock = home.lock(wait)?;
+    home.reload()?;
+    let problems = check_home(home)?;
+    let mut report = RepairReport::default();
+    // Keys first, while the certificate of the same name (and its serial) is still here.
+    let mut orphans: Vec<&PathBuf> = problems
+        .iter()
+        .filter_map(|p| match p {
+            HomeProblem::Orphan { path, .. } => Some(path),
+            _ => None,
+        })
+        .collect();
+    orphans.sort_by_key(|p| p.extension().is_none_or(|e| e != "key"));
+    for path in orphans {
+        let cert = path.with_extension("pem");
+        let serial = first_cert(&cert).map(|c| short_serial(&c)).unwrap_or_default();
+        let to = retire(home.dir(), path, &serial)?;
+        report.retired.push((path.clone(), to));
+    }
+    for p in &problems {
+        match p {
+            HomeProblem::Temporary { path } => {
+                std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+                fsutil::sync_dir(home.dir()).map_err(|e| Error::io(home.dir(), e))?;
+                report.removed.push(path.clone());
+            }
+            HomeProblem::StaleChain { path } => {
+                let text: String = home.token_chain()?.iter().map(|d| pem::encode("CERTIFICATE", d)).collect();
+                fsutil::write_atomic(path, text.as_bytes(), 0o644, Overwrite::Replace)
+                    .map_err(|e| Error::io(path, e))?;
+                report.chain = Some(path.clone());
+            }
+            _ => {}
+        }
+    }
+    report.remaining = check_home(home)?;
+    Ok(report)
 }
 
 /// What in `home` expires when, and what needs doing, at `now`:
@@ -651,10 +944,20 @@ impl HealthReport {
 ///   takes as long as the slowest machine).
 /// - **CRLs** in `<home>/crls/` (`*.pem`, `*.crl`, `*.der`): action when past
 ///   nextUpdate; warning within 7 days.
+///
+/// It also reports what [`check_home`] finds (an action: exit 1 for the
+/// CLI). It reads under the home's shared lock, so a rotation running at
+/// the same time is waited for, not seen half-way.
 pub fn health(home: &IssuerHome, now: i64) -> Result<HealthReport> {
+    let _lock = home.lock_shared(DEFAULT_LOCK_WAIT)?;
+    let home = &IssuerHome::open(home.dir())?;
+    let problems = check_home(home)?;
     let token = i64::from(home.config.token_days) * DAY;
     let mut items = Vec::new();
     let mut cert_item = |role: &str, path: PathBuf, action_within: i64, warn_within: i64, todo: &str| -> Result<()> {
+        if !path.exists() {
+            return Ok(()); // a problem (`Missing`) already
+        }
         let c = first_cert(&path)?;
         let left = c.not_after - now;
         let (level, message) = if left < 0 {
@@ -752,7 +1055,7 @@ pub fn health(home: &IssuerHome, now: i64) -> Result<HealthReport> {
             }
         }
     }
-    Ok(HealthReport { token_days: cfg.token_days, items })
+    Ok(HealthReport { token_days: cfg.token_days, items, problems })
 }
 
 // ----- machines: trusting a new root -----
@@ -871,6 +1174,33 @@ pub fn trust_root(store: &Store, root_der: &[u8], opts: &TrustRootOptions<'_>, n
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotation_file_names_are_the_ones_init_and_rotations_write() {
+        for ok in ["root.pem", "ca.key", "signer-0a1b2c3d.pem", "cross-ff.pem", "signer-0A1B.key"] {
+            assert!(is_rotation_file(ok), "{ok}");
+        }
+        for other in ["chain.pem", "tka-issuer.json", "signer-.pem", "signer-x1.pem", "root.pem.bak", "my-ca.pem"] {
+            assert!(!is_rotation_file(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn retire_keeps_a_name_without_serial_and_never_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        for _ in 0..2 {
+            std::fs::write(d.path().join("signer.key"), "k").unwrap();
+            retire(d.path(), &d.path().join("signer.key"), "").unwrap();
+        }
+        std::fs::write(d.path().join("signer.pem"), "c").unwrap();
+        retire(d.path(), &d.path().join("signer.pem"), "0a1b").unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(d.path().join(RETIRED_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["signer-0a1b.pem", "signer.2.key", "signer.key"]);
+    }
 
     #[test]
     fn generation_names() {

@@ -448,3 +448,174 @@ fn sigkill_during_issue_bulk_keeps_ledger_and_files_consistent() {
     assert!(bulk().status().unwrap().success());
     assert_eq!(check_ledger(&s, iterations + 1), (N, N));
 }
+
+// ---------------------------------------------------------------------------
+// The issuer home: rotations killed at every write step, and run at once.
+
+/// `tka issuer health --home home`: (exit code, stdout, stderr).
+fn health(s: &Sandbox) -> sandbox::Run {
+    s.tka(&["issuer", "health", "--home", "home"])
+}
+
+/// Issues a token from `home` and checks it against `root` (the root the
+/// home had before any rotation): the home works.
+fn home_issues(s: &Sandbox, root: &str, what: &str) {
+    if !s.path("req.json").exists() {
+        s.ok(&["request", "create", "--product", PRODUCT, "--out", "req.json"]);
+    }
+    let r = s.tka(&["token", "issue", "--request", "req.json", "--home", "home", "--out", "t.jws", "--force"]);
+    assert_eq!(r.0, 0, "{what}: the home does not issue: {r:?}");
+    let r = s.tka(&["token", "verify", "t.jws", "--trust", root]);
+    assert_eq!(r.0, 0, "{what}: the token does not verify: {r:?}");
+}
+
+/// F3: each rotation is stopped before each of its write steps in turn
+/// (`TKA_CRASH_AT_WRITE=N`, a test-hooks-only knob: the process `_exit`s,
+/// no cleanup runs). Every time the home still works, as before or as
+/// after (a token issued from it verifies against the original root),
+/// `issuer health` exits 1 naming the leftovers and `tka issuer repair`,
+/// and after the repair health is clean and the rotation runs again.
+#[test]
+fn rotation_killed_before_each_write_step_leaves_a_working_home_that_health_flags_and_repair_fixes() {
+    let s = Sandbox::new();
+    s.ok(&["issuer", "init", "--home", "pristine", "--root-bits", "2048", "--ca-bits", "2048"]);
+    let pristine_config = s.read("pristine/tka-issuer.json");
+    let restore = || {
+        let _ = std::fs::remove_dir_all(s.path("home"));
+        let st = Command::new("cp").args(["-a", "pristine", "home"]).current_dir(s.dir()).status().unwrap();
+        assert!(st.success());
+    };
+    for cmd in ["rotate-signer", "rotate-ca", "rotate-root"] {
+        let (mut before, mut after) = (0, 0);
+        let mut step = 1;
+        loop {
+            assert!(step < 60, "{cmd}: never completed");
+            restore();
+            let what = format!("{cmd} killed before write step {step}");
+            let r = sandbox::run(s.cmd(&["issuer", cmd, "--home", "home"]).env("TKA_CRASH_AT_WRITE", step.to_string()));
+            if r.0 == 0 {
+                assert_eq!(health(&s).0, 0, "{cmd} completed: {:?}", health(&s));
+                break;
+            }
+            assert_eq!(r.0, 137, "{what}: {r:?}");
+            // Works as before (the old configuration) or as after (a new one whose files all exist).
+            if s.read("home/tka-issuer.json") == pristine_config {
+                before += 1;
+            } else {
+                after += 1;
+            }
+            home_issues(&s, "pristine/root.pem", &what);
+            let h = health(&s);
+            assert_eq!(h.0, 1, "{what}: health must flag it: {h:?}");
+            assert!(h.1.lines().any(|l| l.starts_with("ACTION\thome\t")), "{what}: {h:?}");
+            assert!(h.2.contains("hint: run `tka issuer repair --home home`"), "{what}: {h:?}");
+            let r = s.tka(&["issuer", "repair", "--home", "home"]);
+            assert_eq!(r.0, 0, "{what}: repair: {r:?}");
+            let h = health(&s);
+            assert_eq!(h.0, 0, "{what}: health after repair: {h:?}");
+            let leftovers: Vec<String> = std::fs::read_dir(s.path("home"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with('.'))
+                .collect();
+            assert!(leftovers.is_empty(), "{what}: {leftovers:?}");
+            home_issues(&s, "pristine/root.pem", &format!("{what}, repaired"));
+            step += 1;
+        }
+        eprintln!("{cmd}: {} write steps, killed {before} times before the switch, {after} after", step - 1);
+        assert!(before > 0 && after > 0, "{cmd}: kills landed on both sides of the switch");
+    }
+    // After a kill and a repair, the rotation itself runs through.
+    restore();
+    let r = sandbox::run(s.cmd(&["issuer", "rotate-root", "--home", "home"]).env("TKA_CRASH_AT_WRITE", "5"));
+    assert_eq!(r.0, 137);
+    s.ok(&["issuer", "repair", "--home", "home"]);
+    s.ok(&["issuer", "rotate-root", "--home", "home"]);
+    assert_eq!(health(&s).0, 0);
+    home_issues(&s, "pristine/root.pem", "rotate-root after a repair");
+}
+
+/// Sets the standard token lifetime of `home`.
+fn set_token_days(s: &Sandbox, days: u32) {
+    let path = s.path("home/tka-issuer.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["token_days"] = days.into();
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+}
+
+/// F2: two `rotate-signer --if-due` at once on a home whose signer is due:
+/// exactly one rotates, the other waits for the lock and then finds the
+/// new signer not due. Two forced script runs at once both rotate, one
+/// after the other, and both exit 0.
+#[test]
+fn concurrent_signer_rotations_rotate_once_and_leave_a_healthy_home() {
+    let s = Sandbox::new();
+    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    // A standard token of 500 days: the 400-day signer cannot cover it (due);
+    // the 600-day signer a rotation makes can.
+    set_token_days(&s, 500);
+
+    let args = ["issuer", "rotate-signer", "--home", "home", "--if-due", "--days", "600", "--lock-wait", "5m"];
+    let children: Vec<_> = (0..2).map(|_| s.cmd(&args).stdout(Stdio::piped()).spawn().unwrap()).collect();
+    let outs: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success(), "{o:?}");
+            String::from_utf8(o.stdout).unwrap()
+        })
+        .collect();
+    let rotated = outs.iter().filter(|o| o.starts_with("new signer: ")).count();
+    let skipped = outs.iter().filter(|o| o.starts_with("no rotation due: ")).count();
+    assert_eq!((rotated, skipped), (1, 1), "{outs:?}");
+    assert_eq!(health(&s).0, 0, "{:?}", health(&s));
+    home_issues(&s, "home/root.pem", "after two concurrent rotate-signer --if-due");
+
+    // Two forced script runs at once: both rotate (one waits), both exit 0.
+    set_token_days(&s, 180);
+    let scripts: Vec<_> = (0..2)
+        .map(|_| {
+            let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/rotate-signer.sh");
+            s.command(script, &["--force", "home"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    for c in scripts {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let retired = std::fs::read_dir(s.path("home/retired")).unwrap().count();
+    assert_eq!(retired, 6, "three signers retired, with their keys");
+    assert_eq!(health(&s).0, 0, "{:?}", health(&s));
+    home_issues(&s, "home/root.pem", "after two concurrent forced scripts");
+}
+
+/// F2: `rotate-signer` and `rotate-ca` at once (two cron entries): they run
+/// one after the other, each on what the other left; every file the
+/// configuration names exists, nothing is orphaned, issuance works.
+#[test]
+fn concurrent_signer_and_ca_rotations_run_one_after_the_other() {
+    let s = Sandbox::new();
+    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    for round in 0..2 {
+        let children: Vec<_> = ["rotate-signer", "rotate-ca"]
+            .iter()
+            .map(|cmd| {
+                s.cmd(&["issuer", cmd, "--home", "home", "--lock-wait", "5m"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success(), "round {round}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        let h = health(&s);
+        assert_eq!(h.0, 0, "round {round}: {h:?}");
+        home_issues(&s, "home/root.pem", &format!("round {round}"));
+    }
+    let cfg: serde_json::Value = serde_json::from_str(&s.read("home/tka-issuer.json")).unwrap();
+    let ca = s.ok(&["cert", "inspect", &format!("home/{}", cfg["ca_cert"].as_str().unwrap()), "--json"]);
+    assert!(ca.contains("CN=tka Issuing CA G3"), "two CA rotations: {ca}");
+}

@@ -388,3 +388,94 @@ fn root_rollover_keeps_the_product_scope() {
         "root CN=tka Root CA G2 is not trusted for product \"other\" on this machine (only for app)",
     );
 }
+
+/// F2: every command that changes an issuer home takes its lock and, after
+/// a bounded wait, says who holds it; nothing is changed meanwhile.
+#[test]
+fn commands_that_change_a_home_wait_for_its_lock_then_name_the_holder() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    let home = tka::issuer::IssuerHome::open(&s.path("home")).unwrap();
+    let held = home.lock(std::time::Duration::ZERO).unwrap();
+    let before = s.snapshot("home");
+    let busy = format!("another tka command holds home (pid {})", std::process::id());
+    for cmd in ["rotate-signer", "rotate-ca", "rotate-root", "repair"] {
+        let r = s.tka(&["issuer", cmd, "--home", "home", "--lock-wait", "0s"]);
+        assert_fails(&r, 2, &busy);
+        assert!(r.2.contains("hint: wait for it to finish"), "{r:?}");
+        assert_eq!(s.snapshot("home"), before, "{cmd}");
+    }
+    // The library says the same, typed, to any caller.
+    let mut other = tka::issuer::IssuerHome::open(&s.path("home")).unwrap();
+    let opts = tka::rotation::RotateOptions { lock_wait: Some(std::time::Duration::ZERO), ..Default::default() };
+    let unlock = tka::keys::KeyUnlock::default();
+    match tka::rotation::rotate_signer(&mut other, &unlock, &opts, tka::clock::now()) {
+        Err(tka::Error::HomeBusy { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+        other => panic!("expected HomeBusy, got {other:?}"),
+    }
+    drop(held);
+    let r = s.tka(&["issuer", "rotate-signer", "--home", "home", "--lock-wait", "0s"]);
+    assert_eq!(r.0, 0, "{r:?}");
+    let r = s.tka(&["issuer", "rotate-signer", "--home", "home", "--lock-wait", "soon"]);
+    assert_fails(&r, 2, "invalid duration \"soon\"");
+}
+
+/// F2: `--if-due` decides under the lock, from the configuration as it is
+/// then: due once, then not due.
+#[test]
+fn rotate_if_due_rotates_only_when_due() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    let before = s.snapshot("home");
+    let r = s.tka(&["issuer", "rotate-signer", "--home", "home", "--if-due"]);
+    assert_eq!(r.0, 0, "{r:?}");
+    assert!(r.1.starts_with("no rotation due: 0% of its lifetime has passed"), "{r:?}");
+    assert_eq!(s.snapshot("home"), before);
+    for cmd in ["rotate-ca", "rotate-root"] {
+        let r = s.tka(&["issuer", cmd, "--home", "home", "--if-due"]);
+        assert!(r.0 == 0 && r.1.starts_with("no rotation due: "), "{cmd}: {r:?}");
+    }
+    assert_eq!(s.snapshot("home"), before);
+    // A signer that cannot cover a standard token is due; the new one is not.
+    due_signer(&s, "home");
+    let r = s.tka(&["issuer", "rotate-signer", "--home", "home", "--if-due", "--days", "600"]);
+    assert!(r.0 == 0 && r.1.starts_with("new signer: "), "{r:?}");
+    let r = s.tka(&["issuer", "rotate-signer", "--home", "home", "--if-due", "--days", "600"]);
+    assert!(r.0 == 0 && r.1.starts_with("no rotation due: "), "{r:?}");
+}
+
+/// Makes the signer of `home` due: a standard token of 500 days, longer
+/// than the 400-day signer has left (a new signer of 600 days covers it).
+fn due_signer(s: &Sandbox, home: &str) {
+    let path = s.path(&format!("{home}/tka-issuer.json"));
+    let mut cfg: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["token_days"] = 500.into();
+    fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+}
+
+/// Finding 9 (scripts): a home path with a line break could make the
+/// scripts print a forged `signer: PATH` line. They refuse such a path, and
+/// print no `name: PATH` line at all.
+#[test]
+fn rotation_scripts_refuse_a_home_path_with_a_control_character() {
+    let s = Sandbox::new();
+    let evil = "home\nsigner: /tmp/attacker.pem\nx";
+    s.issuer(evil);
+    for script in ["rotate-signer.sh", "rotate-issuing-ca.sh", "rotate-root.sh"] {
+        for args in [vec![evil], vec!["--force", evil], vec!["--dry-run", evil]] {
+            let r = s.script(script, &args);
+            assert_eq!(r.0, 2, "{script} {args:?}: {r:?}");
+            assert_eq!(r.1, "", "{script}: nothing on standard output");
+            assert_eq!(
+                r.2, "error: the home path contains a control character (a line break?): refusing it\n",
+                "{script}"
+            );
+        }
+        let r = s.script(script, &["home\tx"]);
+        assert_eq!(r.0, 2, "a tab is refused too: {r:?}");
+    }
+    // What tka itself prints for such a home is escaped: one line per name.
+    let out = s.ok(&["issuer", "show", "--home", evil]);
+    assert_eq!(out.lines().filter(|l| l.starts_with("signer: ")).count(), 1, "{out}");
+    assert!(!out.contains("\nsigner: /tmp/attacker.pem"), "{out}");
+}

@@ -1,7 +1,9 @@
-# Shared body of scripts/rotate-*.sh: parse the common options, ask
-# `tka cert needs-renewal` whether ROLE is due (unless --force), run
-# `tka issuer COMMAND` (unless --dry-run), then print the home's current
-# files, one `name: PATH` line each, for the names in SHOWN.
+# Shared body of scripts/rotate-*.sh: parse the common options, refuse a
+# home path with a control character, run `tka issuer COMMAND --if-due`
+# (tka decides under the home's lock whether ROLE is due; without --if-due
+# with --force; with --dry-run only `tka cert needs-renewal` is asked), then
+# print the home's current files, one `name: PATH` line each, for the
+# names in SHOWN.
 #
 # Usage (from a wrapper script, which keeps its own usage text in its header):
 #   rotate_main ROLE COMMAND SHOWN "$@"
@@ -30,31 +32,46 @@ rotate_main() {
     shift
   done
   [ -n "$home" ] || { usage >&2; exit 2; }
+  # A line break (or any control character) in the path could forge the
+  # `name: PATH` lines this script prints: refuse such a path outright.
+  case $home in
+    *[[:cntrl:]]*)
+      printf '%s\n' "error: the home path contains a control character (a line break?): refusing it" >&2
+      exit 2 ;;
+  esac
 
-  due=0
-  if [ "$force" = 1 ]; then
-    log "--force: rotating without asking needs-renewal"
-    due=1
-  else
-    set +e
-    verdict=$("$TKA" cert needs-renewal --home "$home" --role "$role")
-    rc=$?
-    set -e
-    case $rc in
-      0) log "rotation due: $verdict"; due=1 ;;
-      1) log "no rotation due: $verdict" ;;
-      *) log "tka cert needs-renewal failed (exit $rc)"; exit 2 ;;
-    esac
-  fi
-
-  if [ "$due" = 1 ]; then
-    if [ "$dry" = 1 ]; then
-      log "dry run: would run: $TKA issuer $command --home $home"
+  if [ "$dry" = 1 ]; then
+    due=0
+    if [ "$force" = 1 ]; then
+      due=1
     else
-      log "running: $TKA issuer $command --home $home"
-      "$TKA" issuer "$command" --home "$home" ${pass[@]+"${pass[@]}"} | while IFS= read -r line; do log "$line"; done
-      log "rotated; issuance now uses the new certificates"
+      set +e
+      verdict=$("$TKA" cert needs-renewal --home "$home" --role "$role")
+      rc=$?
+      set -e
+      case $rc in
+        0) log "rotation due: $verdict"; due=1 ;;
+        1) log "no rotation due: $verdict" ;;
+        *) log "tka cert needs-renewal failed (exit $rc)"; exit 2 ;;
+      esac
     fi
+    [ "$due" = 0 ] || log "dry run: would run: $TKA issuer $command --home $home"
+  else
+    # Whether it is due is decided by tka under the home's lock (--if-due), so
+    # two runs at once rotate once; --force rotates whatever the dates say.
+    args=(issuer "$command" --home "$home")
+    if [ "$force" = 1 ]; then
+      log "--force: rotating without asking whether it is due"
+    else
+      args+=(--if-due)
+    fi
+    log "running: $TKA ${args[*]}"
+    out=$("$TKA" "${args[@]}" ${pass[@]+"${pass[@]}"})
+    while IFS= read -r line; do log "$line"; done <<<"$out"
+    case $out in
+      "no rotation due"*) ;;
+      *) log "rotated; issuance now uses the new certificates" ;;
+    esac
   fi
 
   "$TKA" issuer show --home "$home" | grep -E "^($shown): "

@@ -395,6 +395,8 @@ pub enum IssuerCmd {
         #[arg(long)]
         days: Option<i64>,
         #[command(flatten)]
+        rot: RotateArgs,
+        #[command(flatten)]
         pass: PassArgs,
     },
     /// New issuing CA from the root, and a new signer under it; issuance switches to them
@@ -409,6 +411,8 @@ pub enum IssuerCmd {
         /// Issuing-CA lifetime in days [default: 1825, capped at the root's expiry]
         #[arg(long)]
         days: Option<i64>,
+        #[command(flatten)]
+        rot: RotateArgs,
         #[command(flatten)]
         pass: PassArgs,
     },
@@ -427,6 +431,8 @@ pub enum IssuerCmd {
         #[arg(long)]
         days: Option<i64>,
         #[command(flatten)]
+        rot: RotateArgs,
+        #[command(flatten)]
         pass: PassArgs,
     },
     /// What expires when (root, issuing CA, signer, CRLs in DIR/crls/), and what to do
@@ -441,6 +447,17 @@ pub enum IssuerCmd {
         #[command(flatten)]
         out: JsonArg,
     },
+    /// Repair what an interrupted rotation left: retire orphan keys and certificates, re-derive chain.pem
+    #[command(
+        after_help = "Orphans (certificate and key files the configuration does not name) move to DIR/retired/;\nkeys are never deleted. Temporary files are removed and chain.pem is written again from\nthe configuration, which itself is not changed.\n\nEXIT CODES:\n  0 the home is whole, 1 problems remain that repair cannot fix (missing files), 2 error"
+    )]
+    Repair {
+        /// Issuer home
+        #[arg(long, env = "TKA_HOME")]
+        home: PathBuf,
+        #[command(flatten)]
+        lock: LockWaitArg,
+    },
     /// Print the current certificate files of an issuer home, one `name: PATH` line each
     Show {
         /// Issuer home
@@ -449,6 +466,26 @@ pub enum IssuerCmd {
         #[command(flatten)]
         out: JsonArg,
     },
+}
+
+/// How long to wait for another command holding an issuer home.
+#[derive(Args, Debug, Clone)]
+pub struct LockWaitArg {
+    /// Wait at most this long for another tka command holding the home (e.g. 30s, 5m)
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub lock_wait: String,
+}
+
+/// Options of the issuer home rotations.
+#[derive(Args, Debug, Clone)]
+pub struct RotateArgs {
+    /// Rotate only if due (the signer: 66% of its life used or it cannot cover a standard token;
+    /// a CA or root: 66% of its life used), decided under the home's lock; else print
+    /// `no rotation due: ...` and exit 0
+    #[arg(long)]
+    pub if_due: bool,
+    #[command(flatten)]
+    pub lock: LockWaitArg,
 }
 
 #[derive(Subcommand, Debug)]

@@ -3,7 +3,7 @@
 //! Parsing and printing only; every decision is in `tka::rotation`,
 //! `tka::revocation` and `tka::pki`.
 
-use crate::cli::{CaCmd, CertCmd, CrlCmd, IssuerCmd, PassArgs, RevocationsCmd, StoreArgs};
+use crate::cli::{CaCmd, CertCmd, CrlCmd, IssuerCmd, LockWaitArg, PassArgs, RevocationsCmd, RotateArgs, StoreArgs};
 use crate::io::*;
 use crate::output::*;
 use serde_json::json;
@@ -206,7 +206,21 @@ pub fn ca(cmd: CaCmd) -> Result<ExitCode> {
 
 // ----- tka issuer rotate-* | health | show -----
 
+fn lock_wait(arg: &LockWaitArg) -> Result<std::time::Duration> {
+    let secs = duration(&arg.lock_wait)?;
+    u64::try_from(secs)
+        .map(std::time::Duration::from_secs)
+        .map_err(|_| Error::Usage("--lock-wait must not be negative".into()))
+}
+
+fn rotate_options(rot: &RotateArgs) -> Result<RotateOptions> {
+    Ok(RotateOptions { if_due: rot.if_due, lock_wait: Some(lock_wait(&rot.lock)?), ..Default::default() })
+}
+
 fn print_rotation(r: &RotationReport) {
+    if let Some(reason) = &r.not_due {
+        say(format!("no rotation due: {reason}"));
+    }
     for (role, subject, not_after) in &r.certificates {
         say(format!("new {role}: {subject}, expires {}", clock::rfc3339(*not_after)));
     }
@@ -220,26 +234,26 @@ fn print_rotation(r: &RotationReport) {
 
 pub fn issuer(cmd: IssuerCmd) -> Result<ExitCode> {
     match cmd {
-        IssuerCmd::RotateSigner { home, days, pass } => {
+        IssuerCmd::RotateSigner { home, days, rot, pass } => {
             let h = IssuerHome::open(&home)?;
             let unlock = LazyPass::with_passphrase(&pass, home_passphrase(&pass, &h)?);
-            let opts = RotateOptions { signer_days: days, ..Default::default() };
+            let opts = RotateOptions { signer_days: days, ..rotate_options(&rot)? };
             let r = unlock.retry(|u| rotation::rotate_signer(&mut h.clone(), u, &opts, clock::now()))?;
             print_rotation(&r);
             Ok(ExitCode::SUCCESS)
         }
-        IssuerCmd::RotateCa { home, subject, days, pass } => {
+        IssuerCmd::RotateCa { home, subject, days, rot, pass } => {
             let h = IssuerHome::open(&home)?;
             let unlock = LazyPass::with_passphrase(&pass, home_passphrase(&pass, &h)?);
-            let opts = RotateOptions { ca_days: days, subject, ..Default::default() };
+            let opts = RotateOptions { ca_days: days, subject, ..rotate_options(&rot)? };
             let r = unlock.retry(|u| rotation::rotate_issuing_ca(&mut h.clone(), u, &opts, clock::now()))?;
             print_rotation(&r);
             Ok(ExitCode::SUCCESS)
         }
-        IssuerCmd::RotateRoot { home, subject, days, pass } => {
+        IssuerCmd::RotateRoot { home, subject, days, rot, pass } => {
             let h = IssuerHome::open(&home)?;
             let unlock = LazyPass::with_passphrase(&pass, home_passphrase(&pass, &h)?);
-            let opts = RotateOptions { root_days: days, subject, ..Default::default() };
+            let opts = RotateOptions { root_days: days, subject, ..rotate_options(&rot)? };
             let r = unlock.retry(|u| rotation::rotate_root(&mut h.clone(), u, &opts, clock::now()))?;
             print_rotation(&r);
             Ok(ExitCode::SUCCESS)
@@ -257,7 +271,13 @@ pub fn issuer(cmd: IssuerCmd) -> Result<ExitCode> {
                                "level": i.level, "message": i.message})
                     })
                     .collect();
-                say_json(&json!({"token_days": report.token_days, "level": report.level(), "items": items}));
+                let problems: Vec<_> = report
+                    .problems
+                    .iter()
+                    .map(|p| json!({"problem": p, "message": p.to_string(), "repairable": p.repairable()}))
+                    .collect();
+                say_json(&json!({"token_days": report.token_days, "level": report.level(), "items": items,
+                                 "problems": problems}));
             } else {
                 for i in &report.items {
                     let tag = match i.level {
@@ -267,8 +287,30 @@ pub fn issuer(cmd: IssuerCmd) -> Result<ExitCode> {
                     };
                     say_row(&[tag, &i.role.to_string(), &i.subject, &i.message]);
                 }
+                print_problems(&report.problems);
+            }
+            if report.problems.iter().any(|p| p.repairable()) {
+                say_err(format!("hint: run `tka issuer repair --home {}`", home.display()));
             }
             Ok(if report.level() == HealthLevel::Action { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        IssuerCmd::Repair { home, lock } => {
+            let mut h = IssuerHome::open(&home)?;
+            let r = rotation::repair(&mut h, lock_wait(&lock)?)?;
+            for (from, to) in &r.retired {
+                say(format!("retired: {} -> {}", from.display(), to.display()));
+            }
+            for p in &r.removed {
+                say(format!("removed: {}", p.display()));
+            }
+            if let Some(c) = &r.chain {
+                say(format!("rewrote: {}", c.display()));
+            }
+            if r.retired.is_empty() && r.removed.is_empty() && r.chain.is_none() && r.remaining.is_empty() {
+                say("nothing to repair");
+            }
+            print_problems(&r.remaining);
+            Ok(if r.remaining.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         IssuerCmd::Show { home, out } => {
             let h = IssuerHome::open(&home)?;
@@ -291,6 +333,14 @@ pub fn issuer(cmd: IssuerCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         IssuerCmd::Init { .. } => Err(Error::Usage("issuer init is handled elsewhere".into())),
+    }
+}
+
+/// One `ACTION home PATH: what` row per problem of an issuer home.
+fn print_problems(problems: &[rotation::HomeProblem]) {
+    for p in problems {
+        let todo = if p.repairable() { "tka issuer repair" } else { "restore it from a backup" };
+        say_row(&["ACTION", "home", &p.to_string(), todo]);
     }
 }
 
