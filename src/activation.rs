@@ -241,10 +241,10 @@ pub fn observe_clock(store: &Store, now: i64) -> Result<()> {
     Ok(())
 }
 
-/// Largest token bundle read, bytes (4 GiB, about 1.5 million tokens).
-/// A bundle is streamed line by line, never held in memory; this bounds
-/// only how long a scan can run.
-pub const MAX_BUNDLE_SIZE: u64 = 4 << 30;
+/// Largest token bundle read, bytes (16 GiB: about four million tokens of
+/// 4 KB). A bundle is streamed line by line, never held in memory; this
+/// bounds only how long a scan can run.
+pub const MAX_BUNDLE_SIZE: u64 = 16 << 30;
 
 /// Largest bundle line, bytes: a token at its size limit and its labels.
 /// A longer line is skipped (read through, never held).
