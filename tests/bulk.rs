@@ -641,6 +641,11 @@ fn cli_activate_bundle_verifies_past_a_forged_first_line_and_honours_the_product
     assert!(out[2].starts_with("refused: line 1: token is bound to machine "), "{out:?}");
     let installed = tka::store::Store::open(&c.path("store1")).unwrap().token(PRODUCT).unwrap().unwrap();
     assert_eq!(installed.token, lines[0].token, "m1's own token, not the forged line's");
+    let (code, out, err) = run(&["--bundle", "forged.jsonl", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((j["bundle"]["line"].as_u64(), j["bundle"]["refused"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(j["bundle"]["first_refused"]["line"].as_u64(), Some(1));
 }
 
 #[test]
