@@ -124,21 +124,11 @@ fn run(cmd: Command) -> Result<ExitCode> {
         Command::Activate { token, bundle, product, clock_tolerance, pins, store, machine, out } => {
             let store = open_store(&store)?;
             let ident = |product: &str| identify(product, &machine);
-            let pins = &pins.root_fingerprints;
+            let (pins, now) = (&pins.root_fingerprints, clock::now());
             let (v, from) = match (token, bundle) {
                 (Some(t), _) => {
                     let text = read_token_arg(&t)?;
-                    (
-                        activation::activate_with_tolerance(
-                            &store,
-                            &text,
-                            &ident,
-                            pins,
-                            clock::now(),
-                            clock_tolerance,
-                        )?,
-                        None,
-                    )
+                    (activation::activate_with_tolerance(&store, &text, &ident, pins, now, clock_tolerance)?, None)
                 }
                 (None, Some(b)) => {
                     let name = b.display().to_string();
@@ -146,7 +136,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
                         name: &name,
                         product: product.as_deref(),
                         pinned_roots: pins,
-                        now: clock::now(),
+                        now,
                         clock_tolerance,
                     };
                     let reader = std::io::BufReader::with_capacity(1 << 16, open_input(&b)?);
