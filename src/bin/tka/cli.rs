@@ -77,7 +77,7 @@ pub enum Command {
         #[arg(long, value_name = "FILE", conflicts_with = "token")]
         bundle: Option<PathBuf>,
         /// With --bundle: only a token for this product (lines for others are skipped unchecked)
-        #[arg(long, requires = "bundle")]
+        #[arg(long, requires = "bundle", conflicts_with = "token")]
         product: Option<String>,
         /// Refuse as "clock moved backwards" when the clock is more than this far behind the latest
         /// time the store has seen (e.g. 12h); at most 1d
