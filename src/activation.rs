@@ -164,23 +164,45 @@ pub fn activate_with_tolerance(
     let token = token.trim();
     let (_, claims) = decode_unverified(token)?;
     let identity = identify(&claims.aud)?;
+    let trust = store_trust(store)?;
+    install(store, &trust, token, &claims.aud, &identity, pinned_roots, now, tolerance)
+}
+
+/// The store's trust data; a store that trusts no root is a usage error.
+fn store_trust(store: &Store) -> Result<TrustData> {
     let trust = TrustData::from_store(store)?;
     if trust.anchors.is_empty() {
         return Err(Error::Usage("this store trusts no root yet: run `tka trust add ROOT.pem` first".into()));
     }
+    Ok(trust)
+}
+
+/// Verifies `token` for `product` on the machine `identity` and installs
+/// it, under the store lock (the clock mark checked and raised).
+#[allow(clippy::too_many_arguments)]
+fn install(
+    store: &Store,
+    trust: &TrustData,
+    token: &str,
+    product: &str,
+    identity: &MachineIdentity,
+    pinned_roots: &[RootFingerprint],
+    now: i64,
+    tolerance: i64,
+) -> Result<VerifiedToken> {
     let lock = store.lock()?;
     let mut state = lock.state()?;
     let ctx = VerifyContext {
         anchors: &trust.anchors,
         pinned_roots,
         now,
-        product: Some(&claims.aud),
-        machine: MachineCheck::Identity(&identity),
+        product: Some(product),
+        machine: MachineCheck::Identity(identity),
         crls: &trust.crls,
         revoked_serials: &trust.revoked_serials,
         clock: Some((state.clock_high_water, tolerance)),
     };
-    let verified = trust.verify_for_product(token, &ctx, &claims.aud)?;
+    let verified = trust.verify_for_product(token, &ctx, product)?;
     state.observe(now);
     lock.save_state(&state)?;
     lock.put_token(&verified.claims.aud, token, now)?;
@@ -271,62 +293,253 @@ pub fn observe_clock(store: &Store, now: i64) -> Result<()> {
     Ok(())
 }
 
-/// Largest token bundle read, bytes (about 70,000 tokens).
-pub const MAX_BUNDLE_SIZE: u64 = 256 * 1024 * 1024;
+/// Largest token bundle read, bytes (16 GiB: about four million tokens of
+/// 4 KB). A bundle is streamed line by line, never held in memory; this
+/// bounds only how long a scan can run.
+pub const MAX_BUNDLE_SIZE: u64 = 16 << 30;
 
-/// Picks this machine's token out of a token bundle (JSON Lines with
-/// `product`, `cmid` and `token`, as `tka token issue-bulk --bundle`
-/// writes): the first line whose CMID is this machine's for that product.
-/// Lines are read one at a time; none may exceed the token size limit.
-pub fn token_from_bundle(bundle: impl std::io::BufRead, identify: IdentifyFn<'_>) -> Result<Option<String>> {
-    #[derive(serde::Deserialize)]
-    struct Line {
-        product: String,
-        cmid: String,
-        token: String,
-    }
+/// Largest bundle line, bytes: a token at its size limit and its labels.
+/// A longer line is skipped (read through, never held).
+pub const MAX_BUNDLE_LINE: usize = crate::jws::MAX_JWS_SIZE + 1024;
+
+/// Most distinct products a scan without a product filter computes this
+/// machine's identity for (identities are salted per product). Lines for
+/// further products are counted as [`BundleScan::unchecked`], not checked.
+pub const MAX_BUNDLE_PRODUCTS: usize = 64;
+
+/// What [`activate_from_bundle`] takes from a bundle, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct BundleOptions<'a> {
+    /// How messages name the bundle (its path).
+    pub name: &'a str,
+    /// Only lines labelled for this product, whose token is for it; `None`:
+    /// any product (each line's token must still be for its label's product).
+    pub product: Option<&'a str>,
+    /// Pinned roots, as in [`activate`].
+    pub pinned_roots: &'a [RootFingerprint],
+    /// The time of the activation.
+    pub now: i64,
+    /// Clock-rollback tolerance, seconds, as in [`activate_with_tolerance`].
+    pub clock_tolerance: i64,
+}
+
+/// A bundle line that was refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleRefusal {
+    /// Line number, from 1.
+    pub line: u64,
+    /// Why: the verification verdict for a line labelled for this machine,
+    /// or [`VerifyError::Malformed`] / [`VerifyError::TooLarge`] for a line
+    /// that is not a bundle line.
+    pub reason: VerifyError,
+}
+
+/// What a bundle scan saw: every line is counted in exactly one of
+/// `blank`, `malformed`, `other`, `unchecked` or `considered`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BundleScan {
+    /// The product filter, if one was given.
+    pub product: Option<String>,
+    /// Lines read (up to the one activated, or all of them).
+    pub lines: u64,
+    /// Empty lines.
+    pub blank: u64,
+    /// Lines that are not bundle lines (not UTF-8, not JSON, fields
+    /// missing, too long): skipped.
+    pub malformed: u64,
+    /// The first of them.
+    pub first_malformed: Option<BundleRefusal>,
+    /// Lines labelled for another machine or product: skipped before any
+    /// signature or certificate check.
+    pub other: u64,
+    /// Lines for a product beyond the first [`MAX_BUNDLE_PRODUCTS`] seen
+    /// (scan without a product filter): not checked.
+    pub unchecked: u64,
+    /// Lines labelled for this machine (and product): fully verified.
+    pub considered: u64,
+    /// Considered lines whose token did not verify.
+    pub refused: u64,
+    /// The first refused line.
+    pub first_refused: Option<BundleRefusal>,
+    /// The last refused line.
+    pub last_refused: Option<BundleRefusal>,
+}
+
+/// A token taken from a bundle and installed.
+#[derive(Debug, Clone)]
+pub struct BundleActivation {
+    /// The line it came from, from 1.
+    pub line: u64,
+    /// The installed token.
+    pub verified: VerifiedToken,
+    /// What the scan saw up to that line.
+    pub scan: BundleScan,
+}
+
+/// One bundle line, as [`crate::ledger::bulk`] writes it (its `serial` is
+/// not needed: the token carries it, signed).
+#[derive(serde::Deserialize)]
+struct RawBundleLine<'a> {
+    #[serde(borrow)]
+    product: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    cmid: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    token: std::borrow::Cow<'a, str>,
+}
+
+/// How [`next_line`] ended.
+enum LineRead {
+    End,
+    Line,
+    TooLong,
+}
+
+/// Reads the next line into `buf` (without its line break), holding at
+/// most `limit` + 2 bytes: a longer line is read through to its end and
+/// reported as [`LineRead::TooLong`]. `total` counts the bytes read.
+fn next_line(
+    r: &mut impl std::io::BufRead,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    total: &mut u64,
+) -> std::io::Result<LineRead> {
     use std::io::{BufRead, Read};
-    let mut bundle = bundle;
-    let limit = crate::jws::MAX_JWS_SIZE + 1024;
-    let mut mine: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-    for n in 0.. {
-        // Read at most one line's limit (plus "\r\n"): an overlong line is
-        // refused without being held in memory.
-        let mut raw = Vec::new();
-        let got = (&mut bundle)
-            .take(limit as u64 + 2)
-            .read_until(b'\n', &mut raw)
-            .map_err(|e| Error::Usage(format!("bundle line {}: {e}", n + 1)))?;
-        if got == 0 {
-            break;
+    buf.clear();
+    let got = r.by_ref().take(limit as u64 + 2).read_until(b'\n', buf)?;
+    *total += got as u64;
+    if got == 0 {
+        return Ok(LineRead::End);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
         }
-        if raw.last() == Some(&b'\n') {
-            raw.pop();
-            if raw.last() == Some(&b'\r') {
-                raw.pop();
+    } else if buf.len() == limit + 2 {
+        // Overlong: skip the rest of the line without keeping it.
+        while *total <= MAX_BUNDLE_SIZE {
+            let avail = r.fill_buf()?;
+            if avail.is_empty() {
+                break;
+            }
+            let (used, end) = match avail.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (avail.len(), false),
+            };
+            r.consume(used);
+            *total += used as u64;
+            if end {
+                break;
             }
         }
-        if raw.len() > limit {
-            return Err(VerifyError::TooLarge { what: "bundle line", limit }.into());
+        buf.clear();
+        return Ok(LineRead::TooLong);
+    }
+    Ok(if buf.len() > limit { LineRead::TooLong } else { LineRead::Line })
+}
+
+/// Activates this machine's token from a token bundle (JSON Lines with
+/// `product`, `cmid` and `token`, as `tka token issue-bulk --bundle`
+/// writes).
+///
+/// The labels are not signed, so they only select: every line labelled
+/// with this machine's CMID for its product (and for `opts.product`, if
+/// given) is verified in full, exactly as [`activate`] verifies a token,
+/// with the label's product as the product the token must be for; the first
+/// that verifies is installed. A line that is refused, labelled for another
+/// machine or product, or not a bundle line at all does not stop the scan.
+/// Lines for another machine or product are skipped before any signature
+/// or certificate check; this machine's identity is computed once per
+/// product (`identify` is called at most once for each product, and at most
+/// for [`MAX_BUNDLE_PRODUCTS`] of them).
+///
+/// The bundle is streamed: one line at a time, at most [`MAX_BUNDLE_LINE`]
+/// bytes of it held, at most [`MAX_BUNDLE_SIZE`] bytes read
+/// ([`VerifyError::TooLarge`] beyond). When no line verifies, the verdict is
+/// [`VerifyError::NoTokenInBundle`] with what the scan saw, and the store is
+/// unchanged.
+pub fn activate_from_bundle(
+    store: &Store,
+    bundle: impl std::io::BufRead,
+    identify: IdentifyFn<'_>,
+    opts: &BundleOptions<'_>,
+) -> Result<BundleActivation> {
+    check_clock_tolerance(opts.clock_tolerance)?;
+    let trust = store_trust(store)?;
+    let mut scan = BundleScan { product: opts.product.map(str::to_string), ..Default::default() };
+    let mut identities: std::collections::HashMap<String, MachineIdentity> = std::collections::HashMap::new();
+    let mut bundle = bundle;
+    let mut buf = Vec::new();
+    let mut total = 0u64;
+    loop {
+        let read =
+            next_line(&mut bundle, &mut buf, MAX_BUNDLE_LINE, &mut total).map_err(|e| Error::io(opts.name, e))?;
+        if total > MAX_BUNDLE_SIZE {
+            return Err(VerifyError::TooLarge { what: "bundle", limit: MAX_BUNDLE_SIZE as usize }.into());
         }
-        let line = String::from_utf8(raw)
-            .map_err(|_| Error::Usage(format!("bundle line {}: stream did not contain valid UTF-8", n + 1)))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let l: Line = serde_json::from_str(&line)
-            .map_err(|e| VerifyError::Malformed { what: "bundle", detail: format!("line {}: {e}", n + 1) })?;
-        let cmid = match mine.get(&l.product) {
-            Some(c) => c.clone(),
-            None => {
-                let c = identify(&l.product)?.cmid().to_string();
-                mine.insert(l.product.clone(), c.clone());
-                c
+        let malformed = |scan: &mut BundleScan, reason: VerifyError| {
+            scan.malformed += 1;
+            if scan.first_malformed.is_none() {
+                scan.first_malformed = Some(BundleRefusal { line: scan.lines, reason });
             }
         };
-        if l.cmid == cmid {
-            return Ok(Some(l.token));
+        match read {
+            LineRead::End => break,
+            LineRead::TooLong => {
+                scan.lines += 1;
+                malformed(&mut scan, VerifyError::TooLarge { what: "bundle line", limit: MAX_BUNDLE_LINE });
+                continue;
+            }
+            LineRead::Line => scan.lines += 1,
+        }
+        let Ok(text) = std::str::from_utf8(&buf) else {
+            malformed(&mut scan, VerifyError::Malformed { what: "bundle line", detail: "not UTF-8 text".into() });
+            continue;
+        };
+        if text.trim().is_empty() {
+            scan.blank += 1;
+            continue;
+        }
+        let line: RawBundleLine = match serde_json::from_str(text) {
+            Ok(l) => l,
+            Err(e) => {
+                malformed(&mut scan, VerifyError::Malformed { what: "bundle line", detail: e.to_string() });
+                continue;
+            }
+        };
+        if opts.product.is_some_and(|p| p != line.product) {
+            scan.other += 1;
+            continue;
+        }
+        if !identities.contains_key(&*line.product) {
+            if identities.len() >= MAX_BUNDLE_PRODUCTS {
+                scan.unchecked += 1;
+                continue;
+            }
+            let id = identify(&line.product)?;
+            identities.insert(line.product.to_string(), id);
+        }
+        let identity = &identities[&*line.product];
+        if line.cmid != identity.cmid() {
+            scan.other += 1;
+            continue;
+        }
+        scan.considered += 1;
+        let token = line.token.trim();
+        match install(store, &trust, token, &line.product, identity, opts.pinned_roots, opts.now, opts.clock_tolerance)
+        {
+            Ok(verified) => return Ok(BundleActivation { line: scan.lines, verified, scan }),
+            Err(Error::Verify(reason)) => {
+                scan.refused += 1;
+                let refusal = BundleRefusal { line: scan.lines, reason };
+                if scan.first_refused.is_none() {
+                    scan.first_refused = Some(refusal.clone());
+                }
+                scan.last_refused = Some(refusal);
+            }
+            Err(e) => return Err(e),
         }
     }
-    Ok(None)
+    Err(VerifyError::NoTokenInBundle { bundle: opts.name.to_string(), scan: Box::new(scan) }.into())
 }

@@ -279,10 +279,13 @@ pub enum VerifyError {
         /// The time of the check.
         now: i64,
     },
-    /// A token bundle holds no token for this machine.
+    /// A token bundle holds no token for this machine (and product) that
+    /// verifies: no line is labelled for it, or every such line was refused.
     NoTokenInBundle {
         /// The bundle.
         bundle: String,
+        /// What the scan saw: lines read, skipped, refused and why.
+        scan: Box<crate::activation::BundleScan>,
     },
     /// The product has no activation on this machine.
     NotActivated {
@@ -418,10 +421,49 @@ impl fmt::Display for VerifyError {
                 rfc3339(*next_update),
                 rfc3339(*now)
             ),
-            NoTokenInBundle { bundle } => write!(f, "{bundle} holds no token for this machine"),
+            NoTokenInBundle { bundle, scan } => fmt_no_token_in_bundle(f, bundle, scan),
             NotActivated { product } => write!(f, "{product} is not activated on this machine"),
         }
     }
+}
+
+/// "B holds no token for this machine (N lines read; ...)": what the scan
+/// saw and the first and last reasons lines were refused.
+fn fmt_no_token_in_bundle(
+    f: &mut fmt::Formatter<'_>,
+    bundle: &str,
+    scan: &crate::activation::BundleScan,
+) -> fmt::Result {
+    let lines = |n: u64| if n == 1 { "1 line".to_string() } else { format!("{n} lines") };
+    write!(f, "{bundle} holds no token for this machine")?;
+    if let Some(p) = &scan.product {
+        write!(f, " and product {p:?}")?;
+    }
+    write!(f, " ({} read; ", lines(scan.lines))?;
+    match (&scan.first_refused, &scan.last_refused) {
+        (Some(first), Some(last)) if scan.refused > 1 => write!(
+            f,
+            "{} labelled for it refused, the first: line {}: {}; the last: line {}: {}",
+            scan.refused, first.line, first.reason, last.line, last.reason
+        )?,
+        (Some(first), _) => write!(f, "1 labelled for it refused: line {}: {}", first.line, first.reason)?,
+        _ => write!(f, "none labelled for it")?,
+    }
+    if let Some(m) = &scan.first_malformed {
+        match scan.malformed {
+            1 => write!(f, "; 1 not a bundle line: line {}: {}", m.line, m.reason)?,
+            n => write!(f, "; {n} not bundle lines, the first: line {}: {}", m.line, m.reason)?,
+        }
+    }
+    if scan.unchecked > 0 {
+        write!(
+            f,
+            "; {} for products beyond the first {} not checked",
+            scan.unchecked,
+            crate::activation::MAX_BUNDLE_PRODUCTS
+        )?;
+    }
+    write!(f, ")")
 }
 
 impl std::error::Error for VerifyError {}
@@ -565,6 +607,12 @@ impl Error {
             Error::Verify(VerifyError::ClockRollback { .. }) => Some("set the system clock to the right time"),
             Error::HomeBusy { .. } => {
                 Some("wait for it to finish and run the command again, or wait longer with --lock-wait")
+            }
+            Error::Verify(VerifyError::NoTokenInBundle { scan, .. }) if scan.unchecked > 0 => {
+                Some("name the product to activate: lines for other products are then skipped unchecked")
+            }
+            Error::Verify(VerifyError::NoTokenInBundle { .. }) => {
+                Some("ask the issuer for a token for this machine (send it a `tka request create` request)")
             }
             Error::Verify(VerifyError::UntrustedRoot { .. }) => {
                 Some("install the issuer's root with `tka trust add ROOT.pem`")

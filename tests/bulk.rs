@@ -590,9 +590,66 @@ fn a_bundle_carries_every_token_and_each_machine_activates_its_own() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&o.stderr).lines().next().unwrap(),
-        "error: bundle.jsonl holds no token for this machine"
+        "error: bundle.jsonl holds no token for this machine (2 lines read; none labelled for it)"
     );
     assert!(tka::store::Store::open(&c.path("store3")).unwrap().tokens().unwrap().is_empty());
+}
+
+#[test]
+fn cli_activate_bundle_verifies_past_a_forged_first_line_and_honours_the_product() {
+    let c = Cli::new(10);
+    let m1 = fake_machine(&c, "m1", "0123456789abcdef0123456789abcdef");
+    let m2 = fake_machine(&c, "m2", "fedcba9876543210fedcba9876543210");
+    let mut reqs = String::new();
+    for m in [&m1, &m2] {
+        let o = c.cmd(&["request", "create", "--product", PRODUCT, "--text"]).env("TKA_SYSROOT", m).output().unwrap();
+        reqs += &String::from_utf8(o.stdout).unwrap();
+    }
+    fs::write(c.path("reqs.txt"), reqs).unwrap();
+    let base = ["token", "issue-bulk", "--home", "home", "--entitlement", "acme", "--requests-file", "reqs.txt"];
+    c.ok(&[&base[..], &["--bundle", "bundle.jsonl", "--quiet"]].concat());
+    let text = fs::read_to_string(c.path("bundle.jsonl")).unwrap();
+    let lines: Vec<tka::ledger::bulk::BundleLine> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // The attack: m2's token relabelled with m1's CMID, placed first.
+    let forged = tka::ledger::bulk::BundleLine { cmid: lines[0].cmid.clone(), ..lines[1].clone() };
+    let bundle =
+        format!("{}\n{}\n", serde_json::to_string(&forged).unwrap(), serde_json::to_string(&lines[0]).unwrap());
+    fs::write(c.path("forged.jsonl"), bundle).unwrap();
+    c.ok(&["trust", "add", "home/root.pem", "--store", "store1"]);
+    let run = |args: &[&str]| {
+        let o =
+            c.cmd(&[&["activate", "--store", "store1"][..], args].concat()).env("TKA_SYSROOT", &m1).output().unwrap();
+        (o.status.code(), String::from_utf8(o.stdout).unwrap(), String::from_utf8(o.stderr).unwrap())
+    };
+    // --product applies to a bundle only: with a single token it is a usage error.
+    let (code, _, err) = run(&["--product", "other", "forged.jsonl"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.starts_with("error: the argument '--product <PRODUCT>' cannot be used with '[TOKEN]'"), "{err}");
+    // Another product asked for: nothing is labelled for it, a verdict.
+    let (code, _, err) = run(&["--bundle", "forged.jsonl", "--product", "other"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(
+        err,
+        "error: forged.jsonl holds no token for this machine and product \"other\" (2 lines read; none labelled for it)\n\
+         hint: ask the issuer for a token for this machine (send it a `tka request create` request)\n"
+    );
+    assert!(tka::store::Store::open(&c.path("store1")).unwrap().tokens().unwrap().is_empty());
+    let (code, out, err) = run(&["--bundle", "forged.jsonl", "--product", PRODUCT]);
+    assert_eq!(code, Some(0), "{err}");
+    let out: Vec<&str> = out.lines().collect();
+    assert_eq!(out[0], format!("activated: {PRODUCT}"));
+    assert_eq!(
+        out[1],
+        "bundle: line 2 of 2 read; 2 labelled for this machine, 1 refused; 0 for others; 0 not bundle lines"
+    );
+    assert!(out[2].starts_with("refused: line 1: token is bound to machine "), "{out:?}");
+    let installed = tka::store::Store::open(&c.path("store1")).unwrap().token(PRODUCT).unwrap().unwrap();
+    assert_eq!(installed.token, lines[0].token, "m1's own token, not the forged line's");
+    let (code, out, err) = run(&["--bundle", "forged.jsonl", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((j["bundle"]["line"].as_u64(), j["bundle"]["refused"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(j["bundle"]["first_refused"]["line"].as_u64(), Some(1));
 }
 
 #[test]

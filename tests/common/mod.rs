@@ -142,6 +142,15 @@ pub fn other_machine() -> MachineIdentity {
     )
 }
 
+/// The fixture machine ([`machine`]) identified for `product` (identities
+/// are salted per product): the same raw values, hashed for `product`.
+pub fn machine_for(product: &str) -> MachineIdentity {
+    let m = machine();
+    let raw: Vec<(String, String)> =
+        m.sources().iter().flat_map(|s| s.values().iter().map(|v| (s.kind.clone(), v.clone()))).collect();
+    MachineIdentity::from_raw(product, &raw)
+}
+
 /// A second, unrelated PKI (TEST-ONLY keys `other` and `signer2`): a root
 /// someone made themselves and a token signer directly under it.
 pub struct OtherPki {

@@ -66,15 +66,19 @@ pub enum Command {
     Ledger(LedgerCmd),
     /// Verify a token for this machine and install it
     #[command(
-        after_help = "EXAMPLES:\n  tka activate token.jws\n  tka --store /var/lib/tka activate - < token.jws\n\nEXIT CODES:\n  0 activated, 1 token refused, 2 error"
+        after_help = "EXAMPLES:\n  tka activate token.jws\n  tka --store /var/lib/tka activate - < token.jws\n  tka activate --bundle tokens.jsonl --product acme-cad\n\nEXIT CODES:\n  0 activated, 1 token refused, 2 error"
     )]
     Activate {
         /// Token file, `-` for standard input, or the token text itself
         #[arg(required_unless_present = "bundle")]
         token: Option<String>,
-        /// Take this machine's token from a bundle written by `token issue-bulk --bundle`
+        /// Take this machine's token from a bundle written by `token issue-bulk --bundle`: every
+        /// line labelled for this machine is verified, the first that verifies is installed
         #[arg(long, value_name = "FILE", conflicts_with = "token")]
         bundle: Option<PathBuf>,
+        /// With --bundle: only a token for this product (lines for others are skipped unchecked)
+        #[arg(long, requires = "bundle", conflicts_with = "token")]
+        product: Option<String>,
         /// Refuse as "clock moved backwards" when the clock is more than this far behind the latest
         /// time the store has seen (e.g. 12h); at most 1d
         #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = clock_tolerance)]

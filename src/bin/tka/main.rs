@@ -12,7 +12,7 @@ use cli::*;
 use io::*;
 use output::*;
 use serde_json::json;
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use tka::activation::{self, TrustData};
 use tka::issuer::{read_cert_chain, InitOptions, IssuerHome};
@@ -121,26 +121,41 @@ fn run(cmd: Command) -> Result<ExitCode> {
         Command::Ledger(c) => cmd_ledger::ledger(c),
         Command::Token(t) => run_token(t),
         Command::Trust(t) => run_trust(t),
-        Command::Activate { token, bundle, clock_tolerance, pins, store, machine, out } => {
+        Command::Activate { token, bundle, product, clock_tolerance, pins, store, machine, out } => {
             let store = open_store(&store)?;
             let ident = |product: &str| identify(product, &machine);
-            let text = match (token, bundle) {
-                (Some(t), _) => read_token_arg(&t)?,
+            let (pins, now) = (&pins.root_fingerprints, clock::now());
+            let (v, from) = match (token, bundle) {
+                (Some(t), _) => {
+                    let text = read_token_arg(&t)?;
+                    (activation::activate_with_tolerance(&store, &text, &ident, pins, now, clock_tolerance)?, None)
+                }
                 (None, Some(b)) => {
-                    let f = open_input(&b)?;
-                    let reader = std::io::BufReader::new(f.take(activation::MAX_BUNDLE_SIZE));
-                    activation::token_from_bundle(reader, &ident)?.ok_or_else(|| {
-                        Error::Verify(VerifyError::NoTokenInBundle { bundle: b.display().to_string() })
-                    })?
+                    let name = b.display().to_string();
+                    let opts = activation::BundleOptions {
+                        name: &name,
+                        product: product.as_deref(),
+                        pinned_roots: pins,
+                        now,
+                        clock_tolerance,
+                    };
+                    let reader = std::io::BufReader::with_capacity(1 << 16, open_input(&b)?);
+                    let a = activation::activate_from_bundle(&store, reader, &ident, &opts)?;
+                    (a.verified, Some((a.line, a.scan)))
                 }
                 (None, None) => return Err(Error::Usage("give a TOKEN or --bundle FILE".into())),
             };
-            let pins = &pins.root_fingerprints;
-            let v = activation::activate_with_tolerance(&store, &text, &ident, pins, clock::now(), clock_tolerance)?;
             if out.json {
-                say_json(&verified_json(&v));
+                let mut j = verified_json(&v);
+                if let Some((line, scan)) = &from {
+                    j["bundle"] = bundle_json(*line, scan);
+                }
+                say_json(&j);
             } else {
                 say(format!("activated: {}", v.claims.aud));
+                if let Some((line, scan)) = &from {
+                    print_bundle_scan(*line, scan);
+                }
                 print_verified(&v);
             }
             Ok(ExitCode::SUCCESS)

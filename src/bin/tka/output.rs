@@ -12,7 +12,7 @@
 use serde_json::json;
 use std::borrow::Cow;
 use std::io::Write;
-use tka::activation::ProductStatus;
+use tka::activation::{BundleRefusal, BundleScan, ProductStatus};
 use tka::clock;
 use tka::machine::MachineIdentity;
 use tka::verify::VerifiedToken;
@@ -145,6 +145,37 @@ pub fn verified_json(v: &VerifiedToken) -> serde_json::Value {
         "path": v.path,
         "machine_match": v.machine_match,
     })
+}
+
+/// Where in a bundle the installed token was, and what came before it.
+pub fn bundle_json(line: u64, scan: &BundleScan) -> serde_json::Value {
+    let refusal =
+        |r: &Option<BundleRefusal>| r.as_ref().map(|r| json!({"line": r.line, "reason": r.reason.to_string()}));
+    json!({
+        "line": line,
+        "lines_read": scan.lines,
+        "considered": scan.considered,
+        "refused": scan.refused,
+        "first_refused": refusal(&scan.first_refused),
+        "last_refused": refusal(&scan.last_refused),
+        "other": scan.other,
+        "malformed": scan.malformed,
+        "unchecked": scan.unchecked,
+    })
+}
+
+/// `bundle: line N (...)` and the reasons earlier lines for this machine were refused.
+pub fn print_bundle_scan(line: u64, scan: &BundleScan) {
+    say(format!(
+        "bundle: line {line} of {} read; {} labelled for this machine, {} refused; {} for others; {} not bundle lines",
+        scan.lines, scan.considered, scan.refused, scan.other, scan.malformed
+    ));
+    if let Some(r) = &scan.first_refused {
+        say(format!("refused: line {}: {}", r.line, r.reason));
+    }
+    if let (Some(r), true) = (&scan.last_refused, scan.refused > 1) {
+        say(format!("refused: line {}: {}", r.line, r.reason));
+    }
 }
 
 pub fn print_verified(v: &VerifiedToken) {
