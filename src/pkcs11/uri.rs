@@ -68,7 +68,7 @@ pub fn check_module_name(name: &str) -> Result<()> {
 }
 
 /// Whether `path` names a file directly inside one of [`MODULE_DIRS`]: an
-/// absolute path without `.` or `..` components whose parent is one of
+/// absolute path without `..` components whose parent is one of
 /// them (compared as written; a symbolic link there was put there by root).
 pub fn in_module_dirs(path: &Path) -> bool {
     let plain = path.is_absolute()
@@ -395,5 +395,76 @@ mod tests {
         let u = Pkcs11Uri::parse("pkcs11:token=t;object=signer;id=%01?module-path=/m.so").unwrap();
         let n = u.with_object("signer-2");
         assert_eq!(n.to_string(), "pkcs11:token=t;object=signer-2?module-path=/m.so");
+    }
+
+    #[test]
+    fn a_module_name_that_is_a_path_is_refused() {
+        // Issue 7: module-name=/abs/path loaded any library.
+        for name in ["/tmp/evil.so", "../x", "x/../../tmp/evil.so", "..", "evil%00.so", "a\\b", ""] {
+            let uri = format!("pkcs11:token=t;object=k?module-name={name}");
+            let want = name.replace("%00", "\0");
+            match Pkcs11Uri::parse(&uri) {
+                Err(Error::ModuleNameNotBare { name }) => assert_eq!(name, want, "{uri}"),
+                other => panic!("{uri}: {other:?}"),
+            }
+        }
+        let e = Pkcs11Uri::parse("pkcs11:token=t?module-name=/tmp/evil.so").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "PKCS#11: module-name \"/tmp/evil.so\" is not a bare file name: a module-name holds no \"/\", no \"..\" \
+             and no NUL, and is looked up only in the PKCS#11 module directories"
+        );
+        // A bare name is fine (looked up later in MODULE_DIRS).
+        let u = Pkcs11Uri::parse("pkcs11:token=t?module-name=softhsm2").unwrap();
+        assert_eq!(u.module_name.as_deref(), Some("softhsm2"));
+    }
+
+    #[test]
+    fn module_dirs_hold_only_files_written_plainly_inside_them() {
+        assert!(in_module_dirs(Path::new("/usr/lib/softhsm/libsofthsm2.so")));
+        assert!(in_module_dirs(Path::new("/usr/lib/x86_64-linux-gnu/pkcs11/opensc-pkcs11.so")));
+        for p in [
+            "/tmp/evil.so",
+            "/usr/lib/softhsm/../../../tmp/evil.so",
+            "/usr/lib/softhsm/sub/evil.so",
+            "/usr/lib/softhsm",
+            "usr/lib/softhsm/libsofthsm2.so",
+            "/usr/lib/libc.so.6",
+        ] {
+            assert!(!in_module_dirs(Path::new(p)), "{p}");
+        }
+    }
+
+    #[test]
+    fn a_module_path_from_a_configuration_file_must_lie_in_the_module_dirs() {
+        // Issue 7: module-path in tka-issuer.json (which an attacker with
+        // write access to the home can edit) loaded any library.
+        let text = "pkcs11:token=t;object=k?module-path=/tmp/evil.so";
+        let from_config = Pkcs11Uri::from_config(text).unwrap();
+        assert_eq!(from_config.source, UriSource::ConfigFile);
+        match from_config.check_module_path(false) {
+            Err(Error::ModulePathNotAllowed { path }) => assert_eq!(path, Path::new("/tmp/evil.so")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            from_config.check_module_path(false).unwrap_err().to_string(),
+            "PKCS#11: module-path /tmp/evil.so comes from a configuration file and is outside the PKCS#11 module \
+             directories: not loaded"
+        );
+        // The operator may vouch for it; the operator's own URI is trusted.
+        assert!(from_config.check_module_path(true).is_ok());
+        let typed = Pkcs11Uri::parse(text).unwrap();
+        assert_eq!(typed.source, UriSource::Operator);
+        assert!(typed.check_module_path(false).is_ok());
+        // Inside a module directory, a configuration file may name it.
+        let inside = Pkcs11Uri::from_config("pkcs11:token=t?module-path=/usr/lib/softhsm/libsofthsm2.so").unwrap();
+        assert!(inside.check_module_path(false).is_ok());
+        // The mark survives deriving another key's URI from it (rotation).
+        assert!(matches!(
+            from_config.with_object("k2").check_module_path(false),
+            Err(Error::ModulePathNotAllowed { .. })
+        ));
+        // It is not part of the text written back to the file.
+        assert_eq!(from_config.to_string(), text);
     }
 }
