@@ -168,9 +168,11 @@ impl IssuerHome {
             }
             None => KeyRef::File(dir.join(file)),
         };
-        for (role, file, bits) in
-            [("root", "root.key", opts.root_bits), ("ca", "ca.key", opts.ca_bits), ("signer", "signer.key", opts.signer_bits)]
-        {
+        for (role, file, bits) in [
+            ("root", "root.key", opts.root_bits),
+            ("ca", "ca.key", opts.ca_bits),
+            ("signer", "signer.key", opts.signer_bits),
+        ] {
             made.push(NewKey::generate(&place(role, file), bits, unlock)?);
         }
         let [root_new, ca_new, signer_new] = &made[..] else { unreachable!("three keys were made") };

@@ -494,7 +494,11 @@ pub fn generate_rsa_key(uri: &Pkcs11Uri, bits: usize, opts: &Pkcs11Options) -> R
         Err(e) => {
             // An unusable new key pair is not left on the token.
             let removed = [private, public_handle].into_iter().all(|h| session.destroy_object(h).is_ok());
-            Err(if removed { e } else { Error::KeysLeftOnToken { error: Box::new(e), left: vec![new_uri.to_string()] } })
+            Err(if removed {
+                e
+            } else {
+                Error::KeysLeftOnToken { error: Box::new(e), left: vec![new_uri.to_string()] }
+            })
         }
     }
 }
