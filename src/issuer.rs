@@ -225,11 +225,11 @@ impl IssuerHome {
         let config = IssuerConfig {
             version: CONFIG_VERSION,
             root_cert: "root.pem".into(),
-            root_key: stored(&root_new, "root.key")?,
+            root_key: stored(root_new, "root.key")?,
             ca_cert: "ca.pem".into(),
-            ca_key: stored(&ca_new, "ca.key")?,
+            ca_key: stored(ca_new, "ca.key")?,
             signer_cert: "signer.pem".into(),
-            signer_key: stored(&signer_new, "signer.key")?,
+            signer_key: stored(signer_new, "signer.key")?,
             token_days: 180,
             cross_cert: None,
         };
