@@ -418,7 +418,10 @@ impl NewKey {
             #[cfg(feature = "pkcs11")]
             KeyRef::Pkcs11(uri) => {
                 let opts = unlock.pkcs11_options();
-                let (new_uri, _) = crate::pkcs11::generate_rsa_key(uri, bits, &opts)?;
+                let (mut new_uri, _) = crate::pkcs11::generate_rsa_key(uri, bits, &opts)?;
+                // The new URI leaves out any pin-value; opening needs it (the
+                // opened key leaves it out again).
+                new_uri.pin_value = uri.pin_value.clone();
                 match crate::pkcs11::Pkcs11Key::open(&new_uri, &opts) {
                     Ok(key) => Ok(NewKey::Pkcs11(key)),
                     // A key that cannot be opened is of no use: take it off the token.
@@ -457,9 +460,11 @@ impl NewKey {
             }
             #[cfg(feature = "pkcs11")]
             NewKey::Pkcs11(k) => {
-                let uri = k.uri().clone();
-                drop(k); // its sessions close first
-                crate::pkcs11::remove_key_pair(&uri, &unlock.pkcs11_options()).map(|_| ())
+                // The key stays open meanwhile: its session holds the login
+                // (closing an application's last session logs it out).
+                let removed = crate::pkcs11::remove_key_pair(k.uri(), &unlock.pkcs11_options());
+                drop(k);
+                removed.map(|_| ())
             }
         }
     }

@@ -9,7 +9,7 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use sha2::{Digest, Sha256};
@@ -218,7 +218,14 @@ fn open_session(ctx: &Pkcs11, slot: Slot, label: &str, pin: Option<&Passphrase>,
     if info.user_pin_locked() {
         return Err(Error::Pkcs11(format!("the user PIN of token \"{label}\" is locked: unlock it with the SO PIN")));
     }
-    let pin = pin.ok_or_else(|| Error::PinRequired { token: label.to_string() })?;
+    let Some(pin) = pin else {
+        // Logged in already by this process (login state is per application):
+        // e.g. removing a key generated with a `pin-value`, which tka does not keep.
+        let logged_in = session
+            .get_session_info()
+            .is_ok_and(|i| matches!(i.session_state(), SessionState::RoUser | SessionState::RwUser));
+        return if logged_in { Ok(session) } else { Err(Error::PinRequired { token: label.to_string() }) };
+    };
     let auth = AuthPin::from(pin.expose().to_string());
     match session.login(UserType::User, Some(&auth)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
@@ -509,13 +516,19 @@ pub fn generate_rsa_key(uri: &Pkcs11Uri, bits: usize, opts: &Pkcs11Options) -> R
 /// [`generate_rsa_key`] whose command then failed. Returns how many
 /// objects were removed.
 pub fn remove_key_pair(uri: &Pkcs11Uri, opts: &Pkcs11Options) -> Result<usize> {
+    remove_key_pair_inner(uri, opts).map_err(|e| {
+        let detail = e.to_string();
+        Error::Pkcs11(format!("cannot remove {uri}: {}", detail.strip_prefix("PKCS#11: ").unwrap_or(&detail)))
+    })
+}
+
+fn remove_key_pair_inner(uri: &Pkcs11Uri, opts: &Pkcs11Options) -> Result<usize> {
     let (Some(label), Some(id)) = (&uri.object, &uri.id) else {
-        return Err(Error::Usage(format!("{uri} does not name one key pair: removal needs object= and id=")));
+        return Err(Error::Usage("removal needs both object= and id=".into()));
     };
-    let failed = |detail: String| Error::Pkcs11(format!("cannot remove {uri}: {detail}"));
     #[cfg(feature = "test-hooks")]
     if std::env::var_os("TKA_TEST_FAIL_KEY_REMOVAL").is_some() {
-        return Err(failed("removal failed (test hook TKA_TEST_FAIL_KEY_REMOVAL)".into()));
+        return Err(Error::Pkcs11("removal failed (test hook TKA_TEST_FAIL_KEY_REMOVAL)".into()));
     }
     let ctx = context(&module_path(uri, opts)?)?;
     let (slot, token) = find_slot(&ctx, uri)?;
@@ -524,8 +537,8 @@ pub fn remove_key_pair(uri: &Pkcs11Uri, opts: &Pkcs11Options) -> Result<usize> {
     let mut removed = 0;
     for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
         let t = [Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec()), Attribute::Id(id.clone())];
-        for h in session.find_objects(&t).map_err(|e| failed(ck(&e)))? {
-            session.destroy_object(h).map_err(|e| failed(ck(&e)))?;
+        for h in session.find_objects(&t).map_err(|e| Error::Pkcs11(ck(&e)))? {
+            session.destroy_object(h).map_err(|e| Error::Pkcs11(ck(&e)))?;
             removed += 1;
         }
     }
