@@ -23,6 +23,11 @@ for hook in TKA_SYSROOT TKA_CRASH_AT_WRITE; do
   fi
 done
 
+# Nor is the PKCS#11 fault injection (making key removal fail).
+if grep -q TKA_TEST_FAIL_KEY_REMOVAL "$TKA"; then
+  fail "$TKA contains the test hook TKA_TEST_FAIL_KEY_REMOVAL (built with --features test-hooks?)"
+fi
+
 # A fake machine whose values no real machine has: a leaking hook would
 # report its identity (or an identity where the real machine has none).
 fake="$work/fake-root"

@@ -503,6 +503,28 @@ pub enum Error {
     },
     /// A PKCS#11 module, token or key cannot be used.
     Pkcs11(String),
+    /// A `pkcs11:` URI's `module-name` is not a bare file name (it is empty
+    /// or holds `/`, `..` or NUL): a module name is looked up only in the
+    /// PKCS#11 module directories, never as a path.
+    ModuleNameNotBare {
+        /// The name given.
+        name: String,
+    },
+    /// A `module-path` read from a configuration file names a module
+    /// outside the PKCS#11 module directories, and the caller did not allow
+    /// module paths from configuration files. Nothing was loaded.
+    ModulePathNotAllowed {
+        /// The module file named.
+        path: PathBuf,
+    },
+    /// A command failed after creating keys on a PKCS#11 token, and
+    /// removing some of them failed too: they are still on the token.
+    KeysLeftOnToken {
+        /// Why the command failed.
+        error: Box<Error>,
+        /// The keys left behind (URIs), each with why it could not be removed.
+        left: Vec<String>,
+    },
     /// The passphrase does not decrypt the key.
     WrongPassphrase {
         /// The key file.
@@ -572,7 +594,10 @@ impl Error {
     /// refused, or a request refused at issuance) rather than a failure to
     /// run (exit code 2).
     pub fn is_verdict(&self) -> bool {
-        matches!(self, Error::Verify(_) | Error::Binding(_))
+        match self {
+            Error::KeysLeftOnToken { error, .. } => error.is_verdict(),
+            _ => matches!(self, Error::Verify(_) | Error::Binding(_)),
+        }
     }
 
     /// A hint on what to do about the error, if there is a useful one.
@@ -603,6 +628,9 @@ impl Error {
                     "restore the activation store from a backup; tka never resets or repairs it by itself, \
                  and deleting files from it undoes its clock and revocation protections",
                 )
+            }
+            Error::KeysLeftOnToken { .. } => {
+                Some("delete the keys named above with the token's tools (`tka pkcs11 list --login` shows them)")
             }
             Error::Verify(VerifyError::ClockRollback { .. }) => Some("set the system clock to the right time"),
             Error::HomeBusy { .. } => {
@@ -642,6 +670,22 @@ impl fmt::Display for Error {
             Error::PinRequired { token } => write!(f, "token \"{token}\" needs a user PIN and none was given"),
             Error::WrongPin { token } => write!(f, "wrong PIN for token \"{token}\" (not retried)"),
             Error::Pkcs11(s) => write!(f, "PKCS#11: {s}"),
+            Error::ModuleNameNotBare { name } => write!(
+                f,
+                "PKCS#11: module-name {name:?} is not a bare file name: a module-name holds no \"/\", no \"..\" \
+                 and no NUL, and is looked up only in the PKCS#11 module directories"
+            ),
+            Error::ModulePathNotAllowed { path } => write!(
+                f,
+                "PKCS#11: module-path {} comes from a configuration file and is outside the PKCS#11 module \
+                 directories: not loaded",
+                path.display()
+            ),
+            Error::KeysLeftOnToken { error, left } => write!(
+                f,
+                "{error} (and the keys it created could not all be removed from the token: {})",
+                left.join("; ")
+            ),
             Error::WrongPassphrase { path } => {
                 write!(f, "wrong passphrase for {} (or the key file is damaged)", path.display())
             }

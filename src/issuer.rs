@@ -12,7 +12,10 @@
 //!
 //! Every key is written 0600 and encrypted unless the caller asked for
 //! plaintext. `init` refuses a non-empty directory and removes what it
-//! created if any step fails, so a failed init leaves nothing behind.
+//! created if any step fails, so a failed init leaves nothing behind: the
+//! files it wrote, and the keys it generated on a PKCS#11 token (what
+//! cannot be removed from the token is named in the error,
+//! [`Error::KeysLeftOnToken`]).
 
 use crate::error::{Error, Result};
 use crate::fsutil::{self, Overwrite};
@@ -201,7 +204,15 @@ impl IssuerHome {
             }
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let result = Self::init_inner(dir, opts, unlock, now);
+        let mut made = Vec::new();
+        let mut result = Self::init_inner(dir, opts, unlock, now, &mut made);
+        if let Err(error) = result {
+            // Keys made on a token are taken off it again (best effort;
+            // what cannot be removed is named in the error).
+            let left: Vec<String> =
+                made.into_iter().filter_map(|k| k.discard(unlock).err().map(|e| e.to_string())).collect();
+            result = Err(if left.is_empty() { error } else { Error::KeysLeftOnToken { error: Box::new(error), left } });
+        }
         if result.is_err() {
             // Leave nothing half-created: remove what this call wrote.
             if existed {
@@ -217,7 +228,15 @@ impl IssuerHome {
         result
     }
 
-    fn init_inner(dir: &Path, opts: &InitOptions, unlock: &KeyUnlock, now: i64) -> Result<IssuerHome> {
+    /// Builds the home; every key it generates goes into `made` as soon as
+    /// it exists, so [`IssuerHome::init`] can remove it if a later step fails.
+    fn init_inner(
+        dir: &Path,
+        opts: &InitOptions,
+        unlock: &KeyUnlock,
+        now: i64,
+        made: &mut Vec<NewKey>,
+    ) -> Result<IssuerHome> {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -231,9 +250,14 @@ impl IssuerHome {
             }
             None => KeyRef::File(dir.join(file)),
         };
-        let root_new = NewKey::generate(&place("root", "root.key"), opts.root_bits, unlock)?;
-        let ca_new = NewKey::generate(&place("ca", "ca.key"), opts.ca_bits, unlock)?;
-        let signer_new = NewKey::generate(&place("signer", "signer.key"), opts.signer_bits, unlock)?;
+        for (role, file, bits) in [
+            ("root", "root.key", opts.root_bits),
+            ("ca", "ca.key", opts.ca_bits),
+            ("signer", "signer.key", opts.signer_bits),
+        ] {
+            made.push(NewKey::generate(&place(role, file), bits, unlock)?);
+        }
+        let [root_new, ca_new, signer_new] = &made[..] else { unreachable!("three keys were made") };
         let (root_key, ca_key, signer_key) = (root_new.signer(), ca_new.signer(), signer_new.signer());
 
         let root_subject = format!("CN={} Root CA", escape_rdn(&opts.org));
@@ -283,11 +307,11 @@ impl IssuerHome {
         let config = IssuerConfig {
             version: CONFIG_VERSION,
             root_cert: "root.pem".into(),
-            root_key: stored(&root_new, "root.key")?,
+            root_key: stored(root_new, "root.key")?,
             ca_cert: "ca.pem".into(),
-            ca_key: stored(&ca_new, "ca.key")?,
+            ca_key: stored(ca_new, "ca.key")?,
             signer_cert: "signer.pem".into(),
-            signer_key: stored(&signer_new, "signer.key")?,
+            signer_key: stored(signer_new, "signer.key")?,
             token_days: 180,
             cross_cert: None,
         };
@@ -368,9 +392,11 @@ impl IssuerHome {
     }
 
     /// Where a key named in the configuration lives: a `pkcs11:` URI as
-    /// it is, a file relative to the home.
+    /// it is (marked as read from a configuration file, so its
+    /// `module-path` must lie in the PKCS#11 module directories unless the
+    /// caller allows otherwise), a file relative to the home.
     pub fn key_ref(&self, configured: &Path) -> Result<KeyRef> {
-        match KeyRef::from_path(configured)? {
+        match KeyRef::from_config(configured)? {
             KeyRef::File(p) => Ok(KeyRef::File(self.path(&p))),
             uri => Ok(uri),
         }

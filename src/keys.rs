@@ -305,8 +305,19 @@ impl KeyRef {
         }
     }
 
+    /// As [`KeyRef::from_path`], for an entry read from a configuration
+    /// file: a URI is marked [`UriSource::ConfigFile`](crate::pkcs11::UriSource::ConfigFile),
+    /// so its `module-path` is loaded only from the PKCS#11 module
+    /// directories unless [`KeyUnlock::allow_config_module_path`].
+    pub fn from_config(p: &Path) -> Result<KeyRef> {
+        match p.to_str() {
+            Some(s) if is_pkcs11_uri(s) => Pkcs11Uri::from_config(s).map(|u| KeyRef::Pkcs11(Box::new(u))),
+            _ => Ok(KeyRef::File(p.to_path_buf())),
+        }
+    }
+
     /// The form a configuration file stores, read back by
-    /// [`KeyRef::from_path`]: the file's path, or the URI as text.
+    /// [`KeyRef::from_config`]: the file's path, or the URI as text.
     pub fn into_path(self) -> PathBuf {
         match self {
             KeyRef::File(p) => p,
@@ -343,6 +354,10 @@ pub struct KeyUnlock {
     /// Accept key files, and PIN files named by a URI's `pin-source`,
     /// readable by group or others.
     pub allow_insecure_permissions: bool,
+    /// Load a `module-path` outside the PKCS#11 module directories even
+    /// when the URI was read from a configuration file (the operator
+    /// vouches for it); see [`crate::pkcs11::UriSource`].
+    pub allow_config_module_path: bool,
 }
 
 impl KeyUnlock {
@@ -366,6 +381,7 @@ impl KeyUnlock {
             default_module: self.default_module.clone(),
             pin: self.pin.clone(),
             allow_insecure_permissions: self.allow_insecure_permissions,
+            allow_config_module_path: self.allow_config_module_path,
         }
     }
 }
@@ -402,8 +418,18 @@ impl NewKey {
             #[cfg(feature = "pkcs11")]
             KeyRef::Pkcs11(uri) => {
                 let opts = unlock.pkcs11_options();
-                let (new_uri, _) = crate::pkcs11::generate_rsa_key(uri, bits, &opts)?;
-                Ok(NewKey::Pkcs11(crate::pkcs11::Pkcs11Key::open(&new_uri, &opts)?))
+                let (mut new_uri, _) = crate::pkcs11::generate_rsa_key(uri, bits, &opts)?;
+                // The new URI leaves out any pin-value; opening needs it (the
+                // opened key leaves it out again).
+                new_uri.pin_value = uri.pin_value.clone();
+                match crate::pkcs11::Pkcs11Key::open(&new_uri, &opts) {
+                    Ok(key) => Ok(NewKey::Pkcs11(key)),
+                    // A key that cannot be opened is of no use: take it off the token.
+                    Err(e) => Err(match crate::pkcs11::remove_key_pair(&new_uri, &opts) {
+                        Ok(_) => e,
+                        Err(r) => Error::KeysLeftOnToken { error: Box::new(e), left: vec![r.to_string()] },
+                    }),
+                }
             }
             #[cfg(not(feature = "pkcs11"))]
             KeyRef::Pkcs11(uri) => {
@@ -419,6 +445,27 @@ impl NewKey {
             NewKey::Software(k) => k,
             #[cfg(feature = "pkcs11")]
             NewKey::Pkcs11(k) => k,
+        }
+    }
+
+    /// Undoes the generation, for a command that failed after it: a key on
+    /// a token is removed from the token (its private and public key
+    /// objects, found by label and id); a software key, never saved, is
+    /// just dropped (and zeroized).
+    pub fn discard(self, unlock: &KeyUnlock) -> Result<()> {
+        match self {
+            NewKey::Software(_) => {
+                let _ = unlock;
+                Ok(())
+            }
+            #[cfg(feature = "pkcs11")]
+            NewKey::Pkcs11(k) => {
+                // The key stays open meanwhile: its session holds the login
+                // (closing an application's last session logs it out).
+                let removed = crate::pkcs11::remove_key_pair(k.uri(), &unlock.pkcs11_options());
+                drop(k);
+                removed.map(|_| ())
+            }
         }
     }
 

@@ -463,3 +463,176 @@ fn rotation_crl_and_revocation_lists_sign_on_the_token() {
     let a = w.ok(&["activate", "t2.jws"]);
     assert!(a.starts_with(&format!("activated: {PRODUCT}")), "{a}");
 }
+
+// ----- issue 7 (second review): which modules load, and a failed init -----
+
+/// The objects on token `token` as (type, label, id), sorted, private keys
+/// included: `tka pkcs11 list --login --json`.
+fn objects(w: &World, token: &str) -> Vec<(String, String, String)> {
+    let module = softhsm::module().unwrap();
+    let r = w.tka_env(
+        &["pkcs11", "list", "--module", module.to_str().unwrap(), "--login", "--json"],
+        &[("TKA_PKCS11_PIN", softhsm::PIN)],
+    );
+    assert_eq!(r.0, 0, "{r:?}");
+    let v: Value = serde_json::from_str(&r.1).unwrap();
+    let t = v.as_array().unwrap().iter().find(|t| t["label"] == token).unwrap();
+    assert_eq!(t["logged_in"], true, "{t}");
+    let s = |o: &Value, k: &str| o[k].as_str().unwrap().to_string();
+    let mut all: Vec<_> =
+        t["objects"].as_array().unwrap().iter().map(|o| (s(o, "type"), s(o, "label"), s(o, "id"))).collect();
+    all.sort();
+    all
+}
+
+/// A working module outside the module directories (a link to SoftHSM2):
+/// what an attacker would plant, so that loading it would succeed.
+fn planted_module(w: &World) -> std::path::PathBuf {
+    let evil = w.s.path("planted/libevil.so");
+    std::fs::create_dir_all(evil.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(softhsm::module().unwrap(), &evil).unwrap();
+    evil
+}
+
+#[test]
+fn a_module_name_that_is_a_path_is_refused_and_nothing_is_loaded() {
+    let Some(w) = World::new(&["t"]) else { return };
+    let evil = planted_module(&w);
+    let pin = w.hsm.pin_file();
+    for name in [evil.display().to_string(), "../x".to_string()] {
+        let uri = format!("pkcs11:token=t;object=k?module-name={name}&pin-source=file:{}", pin.display());
+        let r = w.tka(&["key", "generate", "--bits", "2048", "--out", &uri]);
+        assert_error(&r, &format!("PKCS#11: module-name \"{name}\" is not a bare file name: a module-name holds no"));
+        assert!(r.2.contains("hint: give a module file elsewhere with module-path="), "{}", r.2);
+    }
+    assert_eq!(objects(&w, "t"), vec![], "no key was generated through the planted module");
+    // A bare name is looked up in the module directories (libsofthsm2.so there).
+    let uri = format!("pkcs11:token=t;object=k?module-name=softhsm2&pin-source=file:{}", pin.display());
+    w.ok(&["key", "generate", "--bits", "2048", "--out", &uri]);
+    let labels: Vec<_> = objects(&w, "t").into_iter().map(|(kind, label, _)| format!("{kind} {label}")).collect();
+    assert_eq!(labels, ["private k", "public k"]);
+}
+
+#[test]
+fn a_module_path_in_a_tampered_issuer_config_is_refused_unless_allowed() {
+    let Some(w) = World::new(&["t"]) else { return };
+    w.home_on_token("t");
+    w.ok(&["request", "create", "--product", PRODUCT, "--out", "req.json"]);
+    // Someone who can write to the home points the keys at their own library.
+    let evil = planted_module(&w);
+    let cfg_path = w.s.path("home/tka-issuer.json");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    let real = format!("module-path={}", softhsm::module().unwrap().display());
+    let tampered = cfg.replace(&real, &format!("module-path={}", evil.display()));
+    assert_ne!(tampered, cfg);
+    std::fs::write(&cfg_path, tampered).unwrap();
+    let home_before = w.s.snapshot("home");
+    let objects_before = objects(&w, "t");
+    let refused = format!(
+        "PKCS#11: module-path {} comes from a configuration file and is outside the PKCS#11 module directories: \
+         not loaded",
+        evil.display()
+    );
+    let issue = ["token", "issue", "--request", "req.json", "--home", "home", "--out", "t.jws"];
+    let r = w.tka(&issue);
+    assert_error(&r, &refused);
+    assert!(r.2.contains("hint: ") && r.2.contains("--allow-config-module-path"), "{}", r.2);
+    assert!(!w.s.path("t.jws").exists());
+    // Rotation (which generates a key through the module) is refused the same way.
+    let r = w.tka(&["issuer", "rotate-signer", "--home", "home"]);
+    assert_error(&r, &refused);
+    assert_eq!(w.s.snapshot("home"), home_before, "the home is left as it was");
+    assert_eq!(objects(&w, "t"), objects_before, "no key was made on the token");
+    // The operator may vouch for the configured module.
+    let mut allowed = issue.to_vec();
+    allowed.push("--allow-config-module-path");
+    w.ok(&allowed);
+    assert!(w.s.path("t.jws").exists());
+    // A module-path typed on the command line is the operator's own choice.
+    std::fs::remove_file(w.s.path("t.jws")).unwrap();
+    let uri = format!(
+        "pkcs11:token=t;object=tka-signer?module-path={}&pin-source=file:{}",
+        evil.display(),
+        w.hsm.pin_file().display()
+    );
+    w.ok(&signer_cmd(&uri));
+    assert!(w.s.path("t.jws").exists());
+}
+
+/// A token holding a key labelled `tka-signer` already, so `issuer init
+/// --pkcs11` fails at its third key, after making the root and CA keys.
+fn token_with_a_signer_label(w: &World) -> Vec<(String, String, String)> {
+    let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/test/signer.key");
+    w.hsm.import("t", &key, "tka-signer", "05");
+    let before = objects(w, "t");
+    assert!(before.iter().any(|(kind, label, _)| kind == "private" && label == "tka-signer"), "{before:?}");
+    before
+}
+
+const INIT_COLLIDES: &str = "PKCS#11: token \"t\" already holds an object labelled \"tka-signer\": tka never replaces \
+                             a key; choose another object=";
+
+#[test]
+fn a_failed_issuer_init_removes_the_keys_it_made_on_the_token() {
+    let Some(w) = World::new(&["t"]) else { return };
+    let before = token_with_a_signer_label(&w);
+    let uri = w.hsm.uri("t", None);
+    let r = w.tka(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048", "--pkcs11", &uri]);
+    assert_error(&r, INIT_COLLIDES);
+    assert_eq!(r.2.lines().count(), 1, "{}", r.2);
+    assert!(!w.s.path("home").exists());
+    // tka-root and tka-ca were made, then removed; the existing key is untouched.
+    assert_eq!(objects(&w, "t"), before);
+}
+
+#[test]
+fn keys_a_failed_issuer_init_cannot_remove_are_named() {
+    let Some(w) = World::new(&["t"]) else { return };
+    let before = token_with_a_signer_label(&w);
+    let uri = w.hsm.uri("t", None);
+    let r = w.tka_env(
+        &["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048", "--pkcs11", &uri],
+        &[("TKA_TEST_FAIL_KEY_REMOVAL", "1")],
+    );
+    assert_error(
+        &r,
+        &format!(
+            "{INIT_COLLIDES} (and the keys it created could not all be removed from the token: PKCS#11: cannot remove \
+             pkcs11:token=t;object=tka-root;id="
+        ),
+    );
+    let error = r.2.lines().next().unwrap();
+    assert!(error.contains("; PKCS#11: cannot remove pkcs11:token=t;object=tka-ca;id="), "{error}");
+    assert!(r.2.contains("hint: delete the keys named above"), "{}", r.2);
+    assert!(!w.s.path("home").exists());
+    let after = objects(&w, "t");
+    let left: Vec<_> = after.iter().filter(|o| !before.contains(o)).map(|(k, l, _)| format!("{k} {l}")).collect();
+    assert_eq!(left, ["private tka-ca", "private tka-root", "public tka-ca", "public tka-root"]);
+}
+
+#[test]
+fn an_init_that_fails_after_making_all_three_keys_removes_them() {
+    if shared().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // A root validity that ends before it starts: the root certificate fails,
+    // after the three keys were generated. The PIN is a pin-value, which tka
+    // does not keep in the new keys' URIs: removal relies on the login made.
+    let module = softhsm::module().unwrap();
+    let uri = format!("pkcs11:token=lib;object=undone?module-path={}&pin-value={}", module.display(), softhsm::PIN);
+    let on_token = Pkcs11Uri::parse(&uri).unwrap();
+    let opts =
+        InitOptions { root_bits: 2048, ca_bits: 2048, root_days: -1, pkcs11: Some(on_token), ..Default::default() };
+    match IssuerHome::init(&tmp.path().join("home"), &opts, &KeyUnlock::default(), NOW) {
+        Err(tka::Error::Usage(m)) => assert_eq!(m, "certificate validity must be at least one second"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!tmp.path().join("home").exists());
+    let pin = Passphrase::new(softhsm::PIN.into());
+    let listing = tka::pkcs11::list(&module, Some(&pin)).unwrap();
+    let lib = listing.iter().find(|t| t.label == "lib").unwrap();
+    assert!(lib.logged_in);
+    let left: Vec<_> = lib.objects.iter().filter(|o| o.label.starts_with("undone-")).map(|o| &o.label).collect();
+    assert!(left.is_empty(), "left on the token: {left:?}");
+}

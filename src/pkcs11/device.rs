@@ -9,7 +9,7 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use sha2::{Digest, Sha256};
@@ -26,6 +26,11 @@ pub struct Pkcs11Options {
     pub pin: Option<Passphrase>,
     /// Accept a `pin-source` file that group or others can read.
     pub allow_insecure_permissions: bool,
+    /// Load a `module-path` that a URI read from a configuration file
+    /// ([`UriSource::ConfigFile`](super::UriSource::ConfigFile)) names
+    /// outside the module directories: the operator vouches for it. Off,
+    /// such a URI is refused with [`Error::ModulePathNotAllowed`].
+    pub allow_config_module_path: bool,
 }
 
 /// How a signature algorithm is made on a token, from its mechanism list.
@@ -80,24 +85,33 @@ fn contexts() -> &'static Mutex<HashMap<PathBuf, Pkcs11>> {
     CONTEXTS.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// Module directories searched for `module-name=`.
-const MODULE_DIRS: [&str; 4] =
-    ["/usr/lib/x86_64-linux-gnu/pkcs11", "/usr/lib/aarch64-linux-gnu/pkcs11", "/usr/lib/pkcs11", "/usr/lib64/pkcs11"];
-
-fn module_path(uri: &Pkcs11Uri, opts: &Pkcs11Options) -> Result<PathBuf> {
+/// The module file a URI names: its `module-path` (from a configuration
+/// file only inside [`MODULE_DIRS`](super::MODULE_DIRS) unless
+/// `allow_config_module_path`), else its `module-name` looked up in the
+/// module directories (as `NAME`, `NAME.so` or `libNAME.so`), else the
+/// caller's default module.
+pub fn module_path(uri: &Pkcs11Uri, opts: &Pkcs11Options) -> Result<PathBuf> {
     if let Some(p) = &uri.module_path {
+        uri.check_module_path(opts.allow_config_module_path)?;
         return Ok(p.clone());
     }
     if let Some(name) = &uri.module_name {
-        let mut candidates: Vec<PathBuf> =
-            MODULE_DIRS.iter().map(|d| Path::new(d).join(format!("{name}.so"))).collect();
-        candidates.push(Path::new("/usr/lib/softhsm").join(format!("lib{name}.so")));
-        return candidates.into_iter().find(|p| p.exists()).ok_or_else(|| {
-            Error::Pkcs11(format!(
-                "no PKCS#11 module named \"{name}\" in {}: give module-path=",
-                MODULE_DIRS.join(", ")
-            ))
-        });
+        super::check_module_name(name)?;
+        let files = if name.ends_with(".so") {
+            vec![name.clone()]
+        } else {
+            vec![format!("{name}.so"), format!("lib{name}.so"), name.clone()]
+        };
+        return super::MODULE_DIRS
+            .iter()
+            .flat_map(|d| files.iter().map(move |f| Path::new(d).join(f)))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                Error::Pkcs11(format!(
+                    "no PKCS#11 module named \"{name}\" in the module directories ({}): give module-path=",
+                    super::MODULE_DIRS.join(", ")
+                ))
+            });
     }
     opts.default_module.clone().ok_or_else(|| {
         Error::Pkcs11(format!(
@@ -204,7 +218,14 @@ fn open_session(ctx: &Pkcs11, slot: Slot, label: &str, pin: Option<&Passphrase>,
     if info.user_pin_locked() {
         return Err(Error::Pkcs11(format!("the user PIN of token \"{label}\" is locked: unlock it with the SO PIN")));
     }
-    let pin = pin.ok_or_else(|| Error::PinRequired { token: label.to_string() })?;
+    let Some(pin) = pin else {
+        // Logged in already by this process (login state is per application):
+        // e.g. removing a key generated with a `pin-value`, which tka does not keep.
+        let logged_in = session
+            .get_session_info()
+            .is_ok_and(|i| matches!(i.session_state(), SessionState::RoUser | SessionState::RwUser));
+        return if logged_in { Ok(session) } else { Err(Error::PinRequired { token: label.to_string() }) };
+    };
     let auth = AuthPin::from(pin.expose().to_string());
     match session.login(UserType::User, Some(&auth)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
@@ -469,14 +490,59 @@ pub fn generate_rsa_key(uri: &Pkcs11Uri, bits: usize, opts: &Pkcs11Options) -> R
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Id(id.clone()),
     ];
-    let (_public, private) = session
+    let (public_handle, private) = session
         .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public_template, &private_template)
         .map_err(|e| Error::Pkcs11(format!("key generation on token \"{token}\" failed: {}", ck(&e))))?;
     let mut new_uri = Pkcs11Uri { token: Some(token), object: Some(label), id: Some(id), ..uri.clone() };
     new_uri.pin_value = None;
     new_uri.object_type = None;
-    let public = read_public(&session, &new_uri, private)?;
-    Ok((new_uri, public))
+    match read_public(&session, &new_uri, private) {
+        Ok(public) => Ok((new_uri, public)),
+        Err(e) => {
+            // An unusable new key pair is not left on the token.
+            let removed = [private, public_handle].into_iter().all(|h| session.destroy_object(h).is_ok());
+            Err(if removed {
+                e
+            } else {
+                Error::KeysLeftOnToken { error: Box::new(e), left: vec![new_uri.to_string()] }
+            })
+        }
+    }
+}
+
+/// Removes a key pair that tka generated from its token: the private and
+/// public key objects whose label is the URI's `object` and whose id is its
+/// `id` (both required, so nothing else on the token can match). Undoes a
+/// [`generate_rsa_key`] whose command then failed. Returns how many
+/// objects were removed.
+pub fn remove_key_pair(uri: &Pkcs11Uri, opts: &Pkcs11Options) -> Result<usize> {
+    remove_key_pair_inner(uri, opts).map_err(|e| {
+        let detail = e.to_string();
+        Error::Pkcs11(format!("cannot remove {uri}: {}", detail.strip_prefix("PKCS#11: ").unwrap_or(&detail)))
+    })
+}
+
+fn remove_key_pair_inner(uri: &Pkcs11Uri, opts: &Pkcs11Options) -> Result<usize> {
+    let (Some(label), Some(id)) = (&uri.object, &uri.id) else {
+        return Err(Error::Usage("removal needs both object= and id=".into()));
+    };
+    #[cfg(feature = "test-hooks")]
+    if std::env::var_os("TKA_TEST_FAIL_KEY_REMOVAL").is_some() {
+        return Err(Error::Pkcs11("removal failed (test hook TKA_TEST_FAIL_KEY_REMOVAL)".into()));
+    }
+    let ctx = context(&module_path(uri, opts)?)?;
+    let (slot, token) = find_slot(&ctx, uri)?;
+    let pin = resolve_pin(uri, opts)?;
+    let session = open_session(&ctx, slot, &token, pin.as_ref(), true)?;
+    let mut removed = 0;
+    for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+        let t = [Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec()), Attribute::Id(id.clone())];
+        for h in session.find_objects(&t).map_err(|e| Error::Pkcs11(ck(&e)))? {
+            session.destroy_object(h).map_err(|e| Error::Pkcs11(ck(&e)))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// One token in a [`list`] result.

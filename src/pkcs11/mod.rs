@@ -18,7 +18,7 @@
 //! failures.
 
 mod uri;
-pub use uri::{is_pkcs11_uri, Pkcs11Uri, SCHEME};
+pub use uri::{check_module_name, in_module_dirs, is_pkcs11_uri, Pkcs11Uri, UriSource, MODULE_DIRS, SCHEME};
 
 #[cfg(feature = "pkcs11")]
 mod device;

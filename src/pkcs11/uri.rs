@@ -3,14 +3,79 @@
 //! Parsing is strict: an attribute tka does not know (other than the
 //! vendor-specific `x-` ones, which are ignored) or a repeated attribute is
 //! an error, so a typo such as `objekt=` cannot silently select the wrong key.
+//!
+//! A module is code loaded into tka, so where it may come from is a rule:
+//! `module-name` is a bare file name looked up only in [`MODULE_DIRS`], and
+//! a `module-path` read from a configuration file ([`UriSource::ConfigFile`])
+//! must lie in one of those directories unless the caller allows otherwise.
 
 use crate::error::{Error, Result};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use zeroize::Zeroizing;
 
 /// The scheme prefix.
 pub const SCHEME: &str = "pkcs11:";
+
+/// The PKCS#11 module directories, after p11-kit's conventions (Debian
+/// multiarch, Fedora `lib64`, Arch and Alpine `lib`, SoftHSM2's own
+/// directories, and `/usr/local` for modules built from source). A
+/// `module-name` is looked up only here, and a `module-path` from a
+/// configuration file must name a file directly inside one of them. Only
+/// root can write to these directories.
+pub const MODULE_DIRS: [&str; 16] = [
+    "/usr/lib/x86_64-linux-gnu/pkcs11",
+    "/usr/lib/aarch64-linux-gnu/pkcs11",
+    "/usr/lib/i386-linux-gnu/pkcs11",
+    "/usr/lib/arm-linux-gnueabihf/pkcs11",
+    "/usr/lib/riscv64-linux-gnu/pkcs11",
+    "/usr/lib/powerpc64le-linux-gnu/pkcs11",
+    "/usr/lib/s390x-linux-gnu/pkcs11",
+    "/usr/lib64/pkcs11",
+    "/usr/lib/pkcs11",
+    "/usr/lib/softhsm",
+    "/usr/lib/x86_64-linux-gnu/softhsm",
+    "/usr/lib/aarch64-linux-gnu/softhsm",
+    "/usr/lib64/softhsm",
+    "/usr/local/lib/pkcs11",
+    "/usr/local/lib/softhsm",
+    "/usr/local/lib64/pkcs11",
+];
+
+/// Where a [`Pkcs11Uri`] came from. It decides whether the URI's
+/// `module-path` may name a module anywhere: the operator may load any
+/// module, but a configuration file (which someone else may be able to
+/// edit) names modules only inside [`MODULE_DIRS`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum UriSource {
+    /// Given by the operator: a command-line argument or the environment.
+    /// [`Pkcs11Uri::parse`] gives this.
+    #[default]
+    Operator,
+    /// Read from a configuration file (`tka-issuer.json`); see
+    /// [`Pkcs11Uri::from_config`].
+    ConfigFile,
+}
+
+/// Checks RFC 7512 `module-name`: a bare file name, never a path. It must
+/// not be empty nor hold `/`, `\`, `..` or NUL, so it can only name a file
+/// inside [`MODULE_DIRS`] ([`Error::ModuleNameNotBare`] otherwise).
+pub fn check_module_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains(['/', '\\', '\0']) || name.contains("..") {
+        return Err(Error::ModuleNameNotBare { name: name.to_string() });
+    }
+    Ok(())
+}
+
+/// Whether `path` names a file directly inside one of [`MODULE_DIRS`]: an
+/// absolute path without `..` components whose parent is one of
+/// them (compared as written; a symbolic link there was put there by root).
+pub fn in_module_dirs(path: &Path) -> bool {
+    let plain = path.is_absolute()
+        && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && path.file_name().is_some();
+    plain && path.parent().is_some_and(|dir| MODULE_DIRS.iter().any(|d| Path::new(d) == dir))
+}
 
 /// A parsed `pkcs11:` URI (RFC 7512).
 ///
@@ -44,6 +109,9 @@ pub struct Pkcs11Uri {
     pub pin_source: Option<String>,
     /// The PIN itself (`pin-value=`). Never printed.
     pub pin_value: Option<Zeroizing<String>>,
+    /// Where the URI came from (not part of its text): a `module-path` from
+    /// a configuration file must lie in [`MODULE_DIRS`] unless allowed.
+    pub source: UriSource,
 }
 
 impl fmt::Debug for Pkcs11Uri {
@@ -114,7 +182,11 @@ impl Pkcs11Uri {
             let dup = || bad(format!("{name} is given twice"));
             match name {
                 "module-path" => set(&mut uri.module_path, PathBuf::from(text()?)).ok_or_else(dup)?,
-                "module-name" => set(&mut uri.module_name, text()?).ok_or_else(dup)?,
+                "module-name" => {
+                    let name = text()?;
+                    check_module_name(&name)?;
+                    set(&mut uri.module_name, name).ok_or_else(dup)?
+                }
                 "pin-source" => set(&mut uri.pin_source, text()?).ok_or_else(dup)?,
                 "pin-value" => set(&mut uri.pin_value, Zeroizing::new(text()?)).ok_or_else(dup)?,
                 n if n.starts_with("x-") => {}
@@ -125,6 +197,25 @@ impl Pkcs11Uri {
             return Err(bad("pin-source and pin-value contradict each other".into()));
         }
         Ok(uri)
+    }
+
+    /// Parses a URI read from a configuration file: as [`Pkcs11Uri::parse`],
+    /// marked [`UriSource::ConfigFile`].
+    pub fn from_config(s: &str) -> Result<Pkcs11Uri> {
+        Ok(Pkcs11Uri { source: UriSource::ConfigFile, ..Pkcs11Uri::parse(s)? })
+    }
+
+    /// Whether this URI's `module-path` may be loaded: always for a URI
+    /// from the operator; for one from a configuration file only inside
+    /// [`MODULE_DIRS`], or when `allow_config_module_path` (the operator
+    /// vouching for the file) ([`Error::ModulePathNotAllowed`] otherwise).
+    pub fn check_module_path(&self, allow_config_module_path: bool) -> Result<()> {
+        match (&self.module_path, self.source) {
+            (Some(p), UriSource::ConfigFile) if !allow_config_module_path && !in_module_dirs(p) => {
+                Err(Error::ModulePathNotAllowed { path: p.clone() })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A short name for messages: the object and token labels.
@@ -304,5 +395,76 @@ mod tests {
         let u = Pkcs11Uri::parse("pkcs11:token=t;object=signer;id=%01?module-path=/m.so").unwrap();
         let n = u.with_object("signer-2");
         assert_eq!(n.to_string(), "pkcs11:token=t;object=signer-2?module-path=/m.so");
+    }
+
+    #[test]
+    fn a_module_name_that_is_a_path_is_refused() {
+        // Issue 7: module-name=/abs/path loaded any library.
+        for name in ["/tmp/evil.so", "../x", "x/../../tmp/evil.so", "..", "evil%00.so", "a\\b", ""] {
+            let uri = format!("pkcs11:token=t;object=k?module-name={name}");
+            let want = name.replace("%00", "\0");
+            match Pkcs11Uri::parse(&uri) {
+                Err(Error::ModuleNameNotBare { name }) => assert_eq!(name, want, "{uri}"),
+                other => panic!("{uri}: {other:?}"),
+            }
+        }
+        let e = Pkcs11Uri::parse("pkcs11:token=t?module-name=/tmp/evil.so").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "PKCS#11: module-name \"/tmp/evil.so\" is not a bare file name: a module-name holds no \"/\", no \"..\" \
+             and no NUL, and is looked up only in the PKCS#11 module directories"
+        );
+        // A bare name is fine (looked up later in MODULE_DIRS).
+        let u = Pkcs11Uri::parse("pkcs11:token=t?module-name=softhsm2").unwrap();
+        assert_eq!(u.module_name.as_deref(), Some("softhsm2"));
+    }
+
+    #[test]
+    fn module_dirs_hold_only_files_written_plainly_inside_them() {
+        assert!(in_module_dirs(Path::new("/usr/lib/softhsm/libsofthsm2.so")));
+        assert!(in_module_dirs(Path::new("/usr/lib/x86_64-linux-gnu/pkcs11/opensc-pkcs11.so")));
+        for p in [
+            "/tmp/evil.so",
+            "/usr/lib/softhsm/../../../tmp/evil.so",
+            "/usr/lib/softhsm/sub/evil.so",
+            "/usr/lib/softhsm",
+            "usr/lib/softhsm/libsofthsm2.so",
+            "/usr/lib/libc.so.6",
+        ] {
+            assert!(!in_module_dirs(Path::new(p)), "{p}");
+        }
+    }
+
+    #[test]
+    fn a_module_path_from_a_configuration_file_must_lie_in_the_module_dirs() {
+        // Issue 7: module-path in tka-issuer.json (which an attacker with
+        // write access to the home can edit) loaded any library.
+        let text = "pkcs11:token=t;object=k?module-path=/tmp/evil.so";
+        let from_config = Pkcs11Uri::from_config(text).unwrap();
+        assert_eq!(from_config.source, UriSource::ConfigFile);
+        match from_config.check_module_path(false) {
+            Err(Error::ModulePathNotAllowed { path }) => assert_eq!(path, Path::new("/tmp/evil.so")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            from_config.check_module_path(false).unwrap_err().to_string(),
+            "PKCS#11: module-path /tmp/evil.so comes from a configuration file and is outside the PKCS#11 module \
+             directories: not loaded"
+        );
+        // The operator may vouch for it; the operator's own URI is trusted.
+        assert!(from_config.check_module_path(true).is_ok());
+        let typed = Pkcs11Uri::parse(text).unwrap();
+        assert_eq!(typed.source, UriSource::Operator);
+        assert!(typed.check_module_path(false).is_ok());
+        // Inside a module directory, a configuration file may name it.
+        let inside = Pkcs11Uri::from_config("pkcs11:token=t?module-path=/usr/lib/softhsm/libsofthsm2.so").unwrap();
+        assert!(inside.check_module_path(false).is_ok());
+        // The mark survives deriving another key's URI from it (rotation).
+        assert!(matches!(
+            from_config.with_object("k2").check_module_path(false),
+            Err(Error::ModulePathNotAllowed { .. })
+        ));
+        // It is not part of the text written back to the file.
+        assert_eq!(from_config.to_string(), text);
     }
 }

@@ -171,6 +171,9 @@ pub struct PassArgs {
     /// Accept a private key, passphrase or PIN file that group or others can read
     #[arg(long)]
     pub insecure_key_permissions: bool,
+    /// Load a PKCS#11 module-path that tka-issuer.json names outside the PKCS#11 module directories
+    #[arg(long)]
+    pub allow_config_module_path: bool,
 }
 
 #[derive(Args, Debug, Clone)]

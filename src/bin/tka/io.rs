@@ -86,8 +86,10 @@ impl<'a> LazyPass<'a> {
     /// passphrase for new key files settled; key and PIN file permissions
     /// checked unless `insecure_permissions` (`--insecure-key-permissions`).
     pub fn for_new_keys(passphrase: Option<Passphrase>, insecure_permissions: bool) -> LazyPass<'static> {
-        static CHECKED: PassArgs = PassArgs { passphrase_file: None, insecure_key_permissions: false };
-        static UNCHECKED: PassArgs = PassArgs { passphrase_file: None, insecure_key_permissions: true };
+        static CHECKED: PassArgs =
+            PassArgs { passphrase_file: None, insecure_key_permissions: false, allow_config_module_path: false };
+        static UNCHECKED: PassArgs =
+            PassArgs { passphrase_file: None, insecure_key_permissions: true, allow_config_module_path: false };
         LazyPass::with_passphrase(if insecure_permissions { &UNCHECKED } else { &CHECKED }, passphrase)
     }
 
@@ -109,6 +111,7 @@ impl<'a> LazyPass<'a> {
             pin: env_pin(),
             default_module: env_module(),
             allow_insecure_permissions: self.args.insecure_key_permissions,
+            allow_config_module_path: self.args.allow_config_module_path,
         })
     }
 

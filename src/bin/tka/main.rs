@@ -29,11 +29,23 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             say_err(format!("error: {e}"));
-            if let Some(hint) = e.hint() {
+            if let Some(hint) = cli_hint(&e).or_else(|| e.hint()) {
                 say_err(format!("hint: {hint}"));
             }
             ExitCode::from(if e.is_verdict() { 1 } else { 2 })
         }
+    }
+}
+
+/// Hints that name this binary's flags, for errors whose library hint cannot.
+fn cli_hint(e: &Error) -> Option<&'static str> {
+    match e {
+        Error::ModulePathNotAllowed { .. } => Some(
+            "name the module with module-name= or a module-path= inside a PKCS#11 module directory \
+             (docs/pkcs11.md), or pass --allow-config-module-path if you trust this tka-issuer.json",
+        ),
+        Error::ModuleNameNotBare { .. } => Some("give a module file elsewhere with module-path=/path/to/module.so"),
+        _ => None,
     }
 }
 
@@ -46,7 +58,11 @@ fn run(cmd: Command) -> Result<ExitCode> {
                         "--force cannot replace a key on a token: choose a new object= label".into(),
                     ));
                 }
-                let none = PassArgs { passphrase_file: None, insecure_key_permissions: pass.insecure_key_permissions };
+                let none = PassArgs {
+                    passphrase_file: None,
+                    insecure_key_permissions: pass.insecure_key_permissions,
+                    allow_config_module_path: false,
+                };
                 let unlock = LazyPass::with_passphrase(&none, None);
                 let (new_uri, public) =
                     unlock.retry(|u| tka::pkcs11::generate_rsa_key(&uri, bits, &u.pkcs11_options()))?;
