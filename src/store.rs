@@ -741,7 +741,7 @@ fn read_vouching(path: &Path) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
     let text = String::from_utf8(bytes).map_err(|_| StoreError::corrupt(path, "not UTF-8 PEM text"))?;
     let chain =
         crate::pki::pem::decode_all(&text, "CERTIFICATE").map_err(|e| StoreError::corrupt(path, e.to_string()))?;
-    if chain.is_empty() || chain.len() % 2 != 0 || chain.len() > crate::pki::MAX_VOUCHING_CHAIN {
+    if chain.is_empty() || !chain.len().is_multiple_of(2) || chain.len() > crate::pki::MAX_VOUCHING_CHAIN {
         return Err(StoreError::corrupt(
             path,
             format!("{} certificates: expected pairs of cross-certificate and issuer", chain.len()),

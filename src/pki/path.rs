@@ -45,7 +45,7 @@ impl TrustAnchors {
     /// cross-certificate first, then the root that signed it, then that
     /// root's own vouching chain (pairs of cross-certificate and issuer).
     pub fn with_vouching(mut self, root_fingerprint: &str, chain: &[Vec<u8>]) -> Result<Self, VerifyError> {
-        if chain.is_empty() || chain.len() % 2 != 0 || chain.len() > MAX_VOUCHING_CHAIN {
+        if chain.is_empty() || !chain.len().is_multiple_of(2) || chain.len() > MAX_VOUCHING_CHAIN {
             return Err(VerifyError::Malformed {
                 what: "vouching chain",
                 detail: format!(
