@@ -230,6 +230,16 @@ pub struct TrustedRoot {
     pub vouching: Option<Vec<Vec<u8>>>,
 }
 
+impl TrustedRoot {
+    /// For a root trusted through a cross-certificate, the subject of the
+    /// root that signed that cross-certificate (`None`: trusted on its own,
+    /// or a chain that does not parse, which verification reports).
+    pub fn vouched_by(&self) -> Option<String> {
+        let chain = self.vouching.as_ref()?;
+        crate::pki::CertInfo::parse(chain.get(1)?).ok().map(|c| c.subject)
+    }
+}
+
 /// Root certificate files (fingerprint, path) and the product scope and
 /// vouching chain files (fingerprint -> path) in `roots/`.
 type RootFiles = (Vec<(String, PathBuf)>, BTreeMap<String, PathBuf>, BTreeMap<String, PathBuf>);

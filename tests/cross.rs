@@ -403,3 +403,24 @@ fn vouching_chain_of_odd_length_is_malformed() {
     let detail = "1 certificates: expected pairs of cross-certificate and issuer, at most 8".to_string();
     assert_eq!(e, VerifyError::Malformed { what: "vouching chain", detail });
 }
+
+/// A vouching chain file that does not hold pairs of cross-certificate and
+/// issuer is a corrupt store, never read as "trusted on its own"; one left
+/// without its root (a crash before the root was written) is ignored.
+#[test]
+fn vouching_chain_file_with_one_certificate_is_corrupt() {
+    let (_tmp, store) = store_trusting_root(None);
+    let root = new_root(NOW - DAY, NOW + 7300 * DAY);
+    let cross = genuine_cross(NOW + 3650 * DAY);
+    let orphan = store.dir().join(format!("roots/{}.cross", tka::pki::sha256_hex(&root)));
+    std::fs::write(&orphan, tka::pki::pem::encode("CERTIFICATE", &cross)).unwrap();
+    assert_eq!(store.roots().unwrap().len(), 1, "a chain without its root is ignored");
+    std::fs::remove_file(&orphan).unwrap();
+    trust_root(&store, &root, &with_cross(&cross), NOW).unwrap();
+    std::fs::write(&orphan, tka::pki::pem::encode("CERTIFICATE", &cross)).unwrap();
+    let detail = "1 certificates: expected pairs of cross-certificate and issuer".to_string();
+    match store.roots() {
+        Err(tka::store::StoreError::Corrupt { path, detail: d }) => assert_eq!((path, d), (orphan, detail)),
+        other => panic!("{other:?}"),
+    }
+}

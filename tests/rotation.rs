@@ -443,7 +443,10 @@ fn revoking_the_cross_certificate_deactivates_tokens_under_the_new_root() {
     s.issuer("home");
     let old_fp = named(&s.ok(&["trust", "add", "home/root.pem"]))["fingerprint"].clone();
     let out = named(&s.ok(&["issuer", "rotate-root", "--home", "home"]));
-    s.ok(&["trust", "add", &out["root"], "--cross", &out["cross"]]);
+    let new_fp = named(&s.ok(&["trust", "add", &out["root"], "--cross", &out["cross"]]))["fingerprint"].clone();
+    let list: Value = serde_json::from_str(&s.ok(&["trust", "list", "--json"])).unwrap();
+    let row = list.as_array().unwrap().iter().find(|r| r["fingerprint"] == new_fp.as_str()).unwrap();
+    assert_eq!(row["vouched_by"], "CN=tka Root CA", "{list}");
     s.token_from("home", "app", "after.jws");
     // The token's chain ends at the new root, which the store trusts.
     s.ok(&["activate", "after.jws"]);
