@@ -568,6 +568,10 @@ pub fn rotate_root(
         old_root_key.as_ref(),
     )?;
     let cross = CertInfo::parse(&cross_der)?;
+    // What machines will check at `trust add --cross`: the cross-certificate
+    // must introduce the new root under the old one as it stands now.
+    let old_anchor = crate::pki::TrustAnchors::from_der(std::slice::from_ref(&old_root.der))?;
+    check_cross_certificate(&root, &cross, &old_anchor, now, &[])?;
     let ca_key = new_key_like(home, &cfg.ca_key, key_bits(&old_ca)?, unlock, now)?;
     let ca_subject = next_generation_name(&old_ca.subject);
     let ca_after = not_after(opts.ca_days, lifetimes::INTERMEDIATE_DAYS, &root, now)?;
