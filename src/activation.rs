@@ -36,8 +36,7 @@ impl TrustData {
     pub fn from_store(store: &Store) -> Result<Self> {
         let stored = store.roots()?;
         let root_products = root_products(&stored);
-        let roots: Vec<Vec<u8>> = stored.into_iter().map(|r| r.der).collect();
-        let anchors = TrustAnchors::from_der(&roots)?;
+        let anchors = anchors_from_stored(&stored)?;
         let crls = store.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
         let revoked_serials = crate::revocation::verified_revoked_serials(store, &anchors)?;
         Ok(TrustData { anchors, crls, revoked_serials, root_products })
@@ -78,6 +77,20 @@ impl TrustData {
             Err(_) => result,
         }
     }
+}
+
+/// The trust anchors of stored roots, each root trusted through a
+/// cross-certificate with its vouching chain
+/// ([`TrustAnchors::with_vouching`]).
+pub fn anchors_from_stored(roots: &[TrustedRoot]) -> Result<TrustAnchors, VerifyError> {
+    let ders: Vec<Vec<u8>> = roots.iter().map(|r| r.der.clone()).collect();
+    let mut anchors = TrustAnchors::from_der(&ders)?;
+    for r in roots {
+        if let Some(chain) = &r.vouching {
+            anchors = anchors.with_vouching(&r.fingerprint, chain)?;
+        }
+    }
+    Ok(anchors)
 }
 
 /// Fingerprint -> product scope of the roots that have one.

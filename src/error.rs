@@ -279,6 +279,25 @@ pub enum VerifyError {
         /// The time of the check.
         now: i64,
     },
+    /// A cross-certificate grants less than a root needs, so it cannot
+    /// vouch for one (at `trust add`), or no longer covers the path of a
+    /// root it vouched for (at verification): a root trusted through a
+    /// cross-certificate is held to the cross-certificate's constraints.
+    CrossCertificateTooNarrow {
+        /// The cross-certificate.
+        subject: String,
+        /// Which constraint is too narrow.
+        limit: CrossLimit,
+    },
+    /// A new root's key is the key of an issuing CA (a CA certificate
+    /// that directly issued a token signer of an installed token): an
+    /// issuing CA re-signed as a "root" is refused as a trust anchor.
+    RootKeyIsIssuingCa {
+        /// The root offered.
+        root: String,
+        /// The issuing CA certificate with the same key.
+        ca: String,
+    },
     /// A token bundle holds no token for this machine (and product) that
     /// verifies: no line is labelled for it, or every such line was refused.
     NoTokenInBundle {
@@ -292,6 +311,33 @@ pub enum VerifyError {
         /// The product.
         product: String,
     },
+}
+
+/// The constraint of a cross-certificate that is too narrow for a root
+/// (see [`VerifyError::CrossCertificateTooNarrow`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CrossLimit {
+    /// Its pathLenConstraint: a root signs issuing CAs, which sign token
+    /// signers, so it needs at least 1 (or none).
+    PathLen(u32),
+    /// Its extended key usage (the OIDs it lists) leaves out tka token
+    /// signing (and anyExtendedKeyUsage).
+    ExtendedKeyUsage(Vec<String>),
+}
+
+impl fmt::Display for CrossLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CrossLimit::PathLen(n) => write!(
+                f,
+                "its pathLenConstraint is {n}, and a root needs at least 1 (it signs issuing CAs, which sign token signers)"
+            ),
+            CrossLimit::ExtendedKeyUsage(oids) => {
+                write!(f, "its extended key usage ({}) excludes tka token signing", oids.join(", "))
+            }
+        }
+    }
 }
 
 impl fmt::Display for VerifyError {
@@ -410,6 +456,14 @@ impl fmt::Display for VerifyError {
                 write!(f, "fingerprint mismatch for {subject}: expected {expected}, the certificate's is {found}")
             }
             RevocationNotTrusted { what, detail } => write!(f, "{what} refused: {detail}"),
+            CrossCertificateTooNarrow { subject, limit } => {
+                write!(f, "cross-certificate {subject} cannot vouch for a root: {limit}")
+            }
+            RootKeyIsIssuingCa { root, ca } => write!(
+                f,
+                "root {root} has the key of issuing CA {ca}, which signed the token signer of an installed token: \
+                 an issuing CA is not a root"
+            ),
             RootNotTrustedForProduct { root, product, allowed } => write!(
                 f,
                 "root {root} is not trusted for product {product:?} on this machine (only for {})",

@@ -93,4 +93,4 @@ pub mod store;
 pub mod token;
 pub mod verify;
 
-pub use error::{Error, Result, VerifyError};
+pub use error::{CrossLimit, Error, Result, VerifyError};

@@ -851,8 +851,7 @@ fn lenient_trust(store: &Store) -> Result<TrustData> {
         | Err(Error::Store(StoreError::Corrupt { .. })) => {
             let stored = store.roots()?;
             let root_products = crate::activation::root_products(&stored);
-            let roots: Vec<Vec<u8>> = stored.into_iter().map(|r| r.der).collect();
-            let anchors = TrustAnchors::from_der(&roots)?;
+            let anchors = crate::activation::anchors_from_stored(&stored)?;
             let crls = store.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
             let mut revoked_serials = HashSet::new();
             for text in store.revocation_lists()? {

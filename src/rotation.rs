@@ -47,15 +47,14 @@
 //! A rotation that fails after generating a key on a token leaves that
 //! unused key object behind (`tka pkcs11 list` shows it).
 
-use crate::activation::TrustData;
 use crate::clock::{rfc3339, DAY};
 use crate::error::{Error, Result, VerifyError};
 use crate::fsutil::{self, Overwrite};
 use crate::issuer::{read_cert_chain, HomeLock, IssuerHome, CHAIN_FILE, DEFAULT_LOCK_WAIT};
 use crate::keys::{public_bits, KeyRef, KeyUnlock, NewKey, Signer};
 use crate::pki::{
-    check_cross_certificate, check_root, create_certificate, lifetimes, pem, reissue_certificate, CertInfo, CertKind,
-    CertRequest, Crl,
+    check_cross_certificate, check_root, check_valid_at, create_certificate, lifetimes, pem, reissue_certificate,
+    vouching_chain, CertInfo, CertKind, CertRequest, Crl,
 };
 use crate::store::Store;
 use serde::Serialize;
@@ -648,6 +647,10 @@ pub fn rotate_root(
         old_root_key.as_ref(),
     )?;
     let cross = CertInfo::parse(&cross_der)?;
+    // What machines will check at `trust add --cross`: the cross-certificate
+    // must introduce the new root under the old one as it stands now.
+    let old_anchor = crate::pki::TrustAnchors::from_der(std::slice::from_ref(&old_root.der))?;
+    check_cross_certificate(&root, &cross, &old_anchor, now, &[])?;
     let ca_key = new_key_like(home, &cfg.ca_key, key_bits(&old_ca)?, unlock, now)?;
     let ca_subject = next_generation_name(&old_ca.subject);
     let ca_after = not_after(opts.ca_days, lifetimes::INTERMEDIATE_DAYS, &root, now)?;
@@ -1100,13 +1103,27 @@ pub struct TrustedRootAdded {
 /// Adds `root_der` to the roots `store` trusts, at `now`.
 ///
 /// - With a cross-certificate: it must carry the root's exact subject and
-///   key and validate at `now` to a root the store already trusts
-///   ([`check_cross_certificate`]; installed CRLs consulted).
-/// - With a fingerprint: the root's SHA-256 must equal it.
+///   key, be signed by a root the store already trusts and validate at
+///   `now` ([`check_cross_certificate`]; installed CRLs consulted), and
+///   grant what a root needs (no pathLenConstraint below 1, an extended key
+///   usage, if any, that allows token signing:
+///   [`VerifyError::CrossCertificateTooNarrow`]). The root is then stored
+///   with its *vouching chain* (the cross-certificate and the root that
+///   signed it, [`crate::pki::vouching_chain`]), and every path that ends at
+///   it is held to the cross-certificate's validity, path length, extended
+///   key usage and to the signing root's CRLs
+///   ([`crate::pki::TrustAnchors::with_vouching`]). Its product scope is at
+///   most the signing root's.
+/// - With a fingerprint: the root's SHA-256 must equal it; the root is
+///   trusted on its own (any vouching chain it had is dropped).
 /// - With neither: allowed only for the store's first root (or a root it
-///   already trusts); any further root must be vouched for.
+///   already trusts, which keeps how it is trusted); any further root must
+///   be vouched for.
 ///
-/// The root must always be a proper self-signed CA ([`check_root`]).
+/// The root must always be a proper self-signed CA ([`check_root`]), valid
+/// at `now` ([`VerifyError::CertExpired`], [`VerifyError::CertNotYetValid`]),
+/// and its key must not be the key of an issuing CA that signed the token
+/// signer of an installed token ([`VerifyError::RootKeyIsIssuingCa`]).
 /// `opts.products` sets the products it may activate ([`ProductScope`];
 /// stored with the root, applied by
 /// [`crate::activation::TrustData::anchors_for`]). Everything from reading
@@ -1128,47 +1145,108 @@ pub fn trust_root(store: &Store, root_der: &[u8], opts: &TrustRootOptions<'_>, n
         vouched.push("its fingerprint".to_string());
     }
     check_root(&root)?;
+    check_valid_at(&root, now)?;
     // The whole check-then-write runs under the store lock: two concurrent
     // adds of different roots to an empty store must not both pass as "the
     // first root".
     let lock = store.lock()?;
     // Roots and CRLs only: an installed revocation list has no say here.
-    let roots: Vec<Vec<u8>> = lock.roots()?.into_iter().map(|r| r.der).collect();
-    let crls = lock.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
     let stored = lock.roots()?;
+    let crls = lock.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
     let scope_of = |fp: &str| stored.iter().find(|r| r.fingerprint == fp).and_then(|r| r.products.clone());
-    let trust = TrustData { anchors: crate::pki::TrustAnchors::from_der(&roots)?, crls, ..Default::default() };
-    let mut inherited = None;
+    let anchors = crate::activation::anchors_from_stored(&stored)?;
+    check_not_an_issuing_ca(&lock, &root)?;
+    // With a cross-certificate: (the signing root, its scope, the vouching chain).
+    let mut cross_vouching = None;
     if let Some(cross_der) = opts.cross {
         let cross = CertInfo::parse(cross_der)?;
-        let path = check_cross_certificate(&root, &cross, &trust.anchors, now, &trust.crls)?;
-        vouched.push(format!("a cross-certificate from {}", path.root().subject));
-        inherited = scope_of(&path.root().fingerprint);
+        let path = check_cross_certificate(&root, &cross, &anchors, now, &crls)?;
+        let chain = vouching_chain(&path, &anchors)?;
+        let signer = path.root().clone();
+        vouched.push(format!("a cross-certificate from {}", signer.subject));
+        let scope = scope_of(&signer.fingerprint);
+        cross_vouching = Some((signer, scope, chain));
     }
-    let already = trust.anchors.roots().iter().any(|r| r.der == root.der);
+    let existing = stored.iter().find(|r| r.der == root.der);
+    let already = existing.is_some();
     if vouched.is_empty() {
         if already {
             vouched.push("already trusted".into());
-        } else if trust.anchors.is_empty() {
+        } else if anchors.is_empty() {
             vouched.push("first root of this store".into());
         } else {
             return Err(Error::Refused(format!(
                 "this store already trusts {} root(s); a new root ({}) must be vouched for with --cross CROSS.pem \
                  (signed by a trusted root) or --fingerprint SHA256",
-                trust.anchors.roots().len(),
+                anchors.roots().len(),
                 root.subject
             )));
         }
     }
-    let products: Option<Vec<String>> = match opts.products {
-        ProductScope::Only(p) => Some(p.to_vec()),
-        ProductScope::All => None,
-        ProductScope::Unchanged if already => scope_of(&root.fingerprint),
-        ProductScope::Unchanged => inherited,
+    let requested: Option<Option<Vec<String>>> = match opts.products {
+        ProductScope::Only(p) => Some(Some(p.to_vec())),
+        ProductScope::All => Some(None),
+        ProductScope::Unchanged if already => Some(scope_of(&root.fingerprint)),
+        ProductScope::Unchanged => None,
     };
-    lock.add_root_with_products(&root.der, products.as_deref())?;
+    // A fingerprint makes the root an anchor on its own; a cross-certificate
+    // alone makes it one held to the cross-certificate; neither keeps what
+    // a root already trusted had.
+    let (products, vouching) = match (&cross_vouching, opts.fingerprint) {
+        (Some((signer, scope, chain)), None) => {
+            (narrow_scope(requested, scope.as_deref(), &signer.subject)?, Some(chain.clone()))
+        }
+        _ => (
+            requested.flatten(),
+            if opts.fingerprint.is_some() { None } else { existing.and_then(|r| r.vouching.clone()) },
+        ),
+    };
+    lock.add_root_vouched(&root.der, products.as_deref(), vouching.as_deref())?;
     let products = lock.roots()?.into_iter().find(|r| r.fingerprint == root.fingerprint).and_then(|r| r.products);
     Ok(TrustedRootAdded { root, vouched_by: vouched.join(" and "), products })
+}
+
+/// The product scope of a root trusted through a cross-certificate from
+/// `signer` (whose scope is `signer_scope`, `None`: every product): what
+/// was asked for (`None`: nothing asked, `Some(None)`: every product), but
+/// never more than the signer may activate.
+fn narrow_scope(
+    requested: Option<Option<Vec<String>>>,
+    signer_scope: Option<&[String]>,
+    signer: &str,
+) -> Result<Option<Vec<String>>> {
+    let Some(allowed) = signer_scope else {
+        return Ok(requested.flatten());
+    };
+    match requested {
+        None => Ok(Some(allowed.to_vec())),
+        Some(Some(p)) if p.iter().all(|p| allowed.contains(p)) => Ok(Some(p)),
+        Some(asked) => Err(Error::Refused(format!(
+            "a root vouched for by a cross-certificate from {signer} may activate at most what {signer} may ({}), \
+             not {}",
+            allowed.join(", "),
+            asked.map(|p| p.join(", ")).unwrap_or_else(|| "every product".into())
+        ))),
+    }
+}
+
+/// A root's key must not be the key of an issuing CA: the CA certificate
+/// that directly issued the token signer of an installed token (`x5c[1]`,
+/// not self-issued). Such a "root" would be the issuing CA re-signed by its
+/// own key, free of the pathLen, validity and CRLs of its real hierarchy.
+fn check_not_an_issuing_ca(store: &Store, root: &CertInfo) -> Result<()> {
+    for installed in store.tokens()? {
+        let Ok(jws) = crate::jws::decode(installed.token.trim(), crate::jws::TOKEN_TYP) else {
+            continue;
+        };
+        let Some(ca) = jws.x5c.get(1).and_then(|d| CertInfo::parse(d).ok()) else {
+            continue;
+        };
+        if !ca.is_self_issued() && ca.spki_der == root.spki_der {
+            return Err(VerifyError::RootKeyIsIssuingCa { root: root.subject.clone(), ca: ca.subject }.into());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

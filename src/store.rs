@@ -25,6 +25,10 @@
 //!                            <fp> is the lowercase hex SHA-256 of the DER
 //!   roots/<fp>.json          optional product scope of that root:
 //!                            {"products": ["a", "b"]}; none: every product
+//!   roots/<fp>.cross         optional vouching chain of a root trusted through a
+//!                            cross-certificate (PEM CERTIFICATEs: the cross, the
+//!                            root that signed it, and that root's own chain);
+//!                            none: a root trusted on its own
 //!   tokens/<product>.json    the installed token for <product>:
 //!                            {"product": .., "installed_at": <unix secs>, "token": ".."}
 //!   crls/<key>.der           X.509 CRLs (DER), one per issuer key
@@ -162,6 +166,7 @@ const SUBDIRS: [&str; 4] = [ROOTS_DIR, TOKENS_DIR, CRLS_DIR, REVOCATIONS_DIR];
 
 const ROOT_EXT: &str = ".pem";
 const ROOT_SCOPE_EXT: &str = ".json";
+const ROOT_VOUCHING_EXT: &str = ".cross";
 const TOKEN_EXT: &str = ".json";
 const CRL_EXT: &str = ".der";
 const REVOCATION_EXT: &str = ".jws";
@@ -219,11 +224,25 @@ pub struct TrustedRoot {
     /// The products this root may activate (`roots/<fp>.json`); `None`:
     /// every product.
     pub products: Option<Vec<String>>,
+    /// For a root trusted through a cross-certificate, its vouching chain
+    /// (`roots/<fp>.cross`, DER, cross-certificate first; see
+    /// [`crate::pki::TrustAnchors::with_vouching`]); `None`: trusted on its own.
+    pub vouching: Option<Vec<Vec<u8>>>,
 }
 
-/// Root certificate files (fingerprint, path) and product scope files
-/// (fingerprint -> path) in `roots/`.
-type RootFiles = (Vec<(String, PathBuf)>, BTreeMap<String, PathBuf>);
+impl TrustedRoot {
+    /// For a root trusted through a cross-certificate, the subject of the
+    /// root that signed that cross-certificate (`None`: trusted on its own,
+    /// or a chain that does not parse, which verification reports).
+    pub fn vouched_by(&self) -> Option<String> {
+        let chain = self.vouching.as_ref()?;
+        crate::pki::CertInfo::parse(chain.get(1)?).ok().map(|c| c.subject)
+    }
+}
+
+/// Root certificate files (fingerprint, path) and the product scope and
+/// vouching chain files (fingerprint -> path) in `roots/`.
+type RootFiles = (Vec<(String, PathBuf)>, BTreeMap<String, PathBuf>, BTreeMap<String, PathBuf>);
 
 /// On-disk form of a root's product scope, `roots/<fp>.json`.
 #[derive(Serialize, Deserialize)]
@@ -341,10 +360,12 @@ impl Store {
     /// A root's product scope is read from `roots/<fp>.json`
     /// (`{"products": [..]}`; no file: every product); a scope file that
     /// does not parse, or names an invalid product, is corrupt too. A scope
-    /// file without its root (left by a crash) is ignored.
+    /// file without its root (left by a crash) is ignored. So is a
+    /// vouching chain (`roots/<fp>.cross`), which must hold an even number
+    /// (at most [`crate::pki::MAX_VOUCHING_CHAIN`]) of PEM certificates.
     pub fn roots(&self) -> Result<Vec<TrustedRoot>, StoreError> {
         let mut roots = Vec::new();
-        let (pems, scopes) = self.root_files()?;
+        let (pems, scopes, vouchings) = self.root_files()?;
         for (fp, path) in pems {
             let Some(bytes) = read_opt(&path, MAX_ROOT_FILE)? else {
                 continue;
@@ -362,7 +383,11 @@ impl Store {
                 Some(scope) => read_scope(scope)?,
                 None => None,
             };
-            roots.push(TrustedRoot { fingerprint: fp, der, path, products });
+            let vouching = match vouchings.get(&fp) {
+                Some(chain) => read_vouching(chain)?,
+                None => None,
+            };
+            roots.push(TrustedRoot { fingerprint: fp, der, path, products, vouching });
         }
         Ok(roots)
     }
@@ -370,22 +395,22 @@ impl Store {
     /// The root certificate files (fingerprint, path) and the product scope
     /// files (fingerprint -> path) in `roots/`, sorted.
     fn root_files(&self) -> Result<RootFiles, StoreError> {
-        let fp_of = |name: &str| -> Option<(String, bool)> {
-            let (stem, is_pem) = match name.strip_suffix(ROOT_EXT) {
-                Some(stem) => (stem, true),
-                None => (name.strip_suffix(ROOT_SCOPE_EXT)?, false),
-            };
-            names::is_fingerprint(stem).then(|| (stem.to_string(), is_pem))
+        let fp_of = |name: &str| -> Option<(String, &str)> {
+            let ext = [ROOT_EXT, ROOT_SCOPE_EXT, ROOT_VOUCHING_EXT].into_iter().find(|e| name.ends_with(e))?;
+            let stem = name.strip_suffix(ext)?;
+            names::is_fingerprint(stem).then(|| (stem.to_string(), ext))
         };
-        let (mut pems, mut scopes) = (Vec::new(), BTreeMap::new());
-        for (name, path) in self.list(ROOTS_DIR, "", |n| fp_of(n).is_some(), "<sha256>.pem or <sha256>.json")? {
+        let (mut pems, mut scopes, mut vouchings) = (Vec::new(), BTreeMap::new(), BTreeMap::new());
+        let pattern = "<sha256>.pem, <sha256>.json or <sha256>.cross";
+        for (name, path) in self.list(ROOTS_DIR, "", |n| fp_of(n).is_some(), pattern)? {
             match fp_of(&name) {
-                Some((fp, true)) => pems.push((fp, path)),
-                Some((fp, false)) => drop(scopes.insert(fp, path)),
+                Some((fp, ROOT_EXT)) => pems.push((fp, path)),
+                Some((fp, ROOT_SCOPE_EXT)) => drop(scopes.insert(fp, path)),
+                Some((fp, _)) => drop(vouchings.insert(fp, path)),
                 None => {}
             }
         }
-        Ok((pems, scopes))
+        Ok((pems, scopes, vouchings))
     }
 
     /// The installed tokens, sorted by product.
@@ -465,6 +490,10 @@ impl Store {
 
     fn root_path(&self, fp: &str) -> PathBuf {
         self.dir.join(ROOTS_DIR).join(format!("{fp}{ROOT_EXT}"))
+    }
+
+    fn vouching_path(&self, fp: &str) -> PathBuf {
+        self.dir.join(ROOTS_DIR).join(format!("{fp}{ROOT_VOUCHING_EXT}"))
     }
 
     fn scope_path(&self, fp: &str) -> PathBuf {
@@ -712,6 +741,23 @@ fn read_scope(path: &Path) -> Result<Option<Vec<String>>, StoreError> {
         names::check_product(p).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
     }
     Ok(Some(file.products))
+}
+
+/// Reads a root's vouching chain file.
+fn read_vouching(path: &Path) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+    let Some(bytes) = read_opt(path, MAX_ROOT_FILE)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(bytes).map_err(|_| StoreError::corrupt(path, "not UTF-8 PEM text"))?;
+    let chain =
+        crate::pki::pem::decode_all(&text, "CERTIFICATE").map_err(|e| StoreError::corrupt(path, e.to_string()))?;
+    if chain.is_empty() || !chain.len().is_multiple_of(2) || chain.len() > crate::pki::MAX_VOUCHING_CHAIN {
+        return Err(StoreError::corrupt(
+            path,
+            format!("{} certificates: expected pairs of cross-certificate and issuer", chain.len()),
+        ));
+    }
+    Ok(Some(chain))
 }
 
 fn read_text(path: &Path) -> Result<Option<String>, StoreError> {

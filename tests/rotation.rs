@@ -479,3 +479,80 @@ fn rotation_scripts_refuse_a_home_path_with_a_control_character() {
     assert_eq!(out.lines().filter(|l| l.starts_with("signer: ")).count(), 1, "{out}");
     assert!(!out.contains("\nsigner: /tmp/attacker.pem"), "{out}");
 }
+
+/// Second review, finding 1, as the review ran it: with the issuing CA's
+/// key, a self-signed "root" with the issuing CA's name, offered with the
+/// real issuing CA certificate as its cross-certificate. The CA certificate
+/// (pathLen 0) leaves no room for what a root signs: refused, the store
+/// unchanged. Once a token from that issuing CA is installed, the promoted
+/// root is refused even by its own fingerprint.
+#[test]
+fn issuing_ca_promoted_to_a_root_is_refused() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    s.ok(&["trust", "add", "home/root.pem"]);
+    let promoted = named(&s.ok(&[
+        "ca",
+        "root",
+        "--key",
+        "home/ca.key",
+        "--subject",
+        "CN=tka Issuing CA",
+        "--days",
+        "36500",
+        "--out",
+        "promoted.pem",
+    ]));
+    let before = s.snapshot("store");
+    assert_fails(
+        &s.tka(&["trust", "add", "promoted.pem", "--cross", "home/ca.pem"]),
+        1,
+        "cross-certificate CN=tka Issuing CA cannot vouch for a root: its pathLenConstraint is 0, \
+         and a root needs at least 1",
+    );
+    assert_eq!(s.snapshot("store"), before);
+
+    s.token_from("home", "app", "t.jws");
+    s.ok(&["activate", "t.jws"]);
+    let before = s.snapshot("store");
+    assert_fails(
+        &s.tka(&["trust", "add", "promoted.pem", "--fingerprint", &promoted["fingerprint"]]),
+        1,
+        "root CN=tka Issuing CA has the key of issuing CA CN=tka Issuing CA, which signed the token signer \
+         of an installed token",
+    );
+    assert_eq!(s.snapshot("store"), before);
+}
+
+/// A root trusted through a cross-certificate stays under the old root's
+/// CRLs: the old root revoking the cross-certificate deactivates the tokens
+/// the new root vouched for, and they stay deactivated after the old root
+/// is removed.
+#[test]
+fn revoking_the_cross_certificate_deactivates_tokens_under_the_new_root() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    let old_fp = named(&s.ok(&["trust", "add", "home/root.pem"]))["fingerprint"].clone();
+    let out = named(&s.ok(&["issuer", "rotate-root", "--home", "home"]));
+    let new_fp = named(&s.ok(&["trust", "add", &out["root"], "--cross", &out["cross"]]))["fingerprint"].clone();
+    let list: Value = serde_json::from_str(&s.ok(&["trust", "list", "--json"])).unwrap();
+    let row = list.as_array().unwrap().iter().find(|r| r["fingerprint"] == new_fp.as_str()).unwrap();
+    assert_eq!(row["vouched_by"], "CN=tka Root CA", "{list}");
+    s.token_from("home", "app", "after.jws");
+    // The token's chain ends at the new root, which the store trusts.
+    s.ok(&["activate", "after.jws"]);
+    let cross = named(&s.ok(&["cert", "inspect", &out["cross"]]));
+    let old_root = fs::read_dir(s.path("home/retired"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.starts_with("root-") && n.ends_with(".pem"))
+        .unwrap();
+    let old_root = format!("home/retired/{}", old_root.trim_end_matches(".pem"));
+    s.crl_create(&old_root, &["--revoke", &cross["serial"]], "root-crl.pem");
+    let revoked = format!("certificate CN=tka Root CA G2 (serial {}) is revoked", cross["serial"]);
+    let r = s.ok(&["revocations", "import", "root-crl.pem"]);
+    assert!(r.contains(&format!("app: NOT activated any more: {revoked}")), "{r}");
+    s.ok(&["trust", "remove", &old_fp]);
+    let r = s.tka(&["status", "--product", "app"]);
+    assert!(r.1.contains(&revoked), "{r:?}");
+}

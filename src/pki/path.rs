@@ -5,9 +5,9 @@
 //! Each rule is a named `check_*` function citing what it enforces.
 
 use super::cert::CertInfo;
-use crate::error::VerifyError;
+use crate::error::{CrossLimit, VerifyError};
 use sha2::{Sha256, Sha384, Sha512};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use x509_parser::prelude::FromDer;
 
 /// Most certificates a token may carry (signer plus intermediates).
@@ -17,17 +17,52 @@ pub const MIN_RSA_BITS: usize = 2048;
 /// Largest CRL tka parses.
 pub const MAX_CRL_SIZE: usize = 1024 * 1024;
 
+/// Most certificates in the vouching chain of a root trusted through a
+/// cross-certificate (four rollovers, each a cross-certificate and its issuer).
+pub const MAX_VOUCHING_CHAIN: usize = 8;
+
 /// The roots a machine trusts.
+///
+/// A root trusted through a cross-certificate carries its *vouching
+/// chain*: the cross-certificate, the root that signed it, and that root's
+/// own vouching chain if it has one. Every path that ends at such a root
+/// is held to the cross-certificates' constraints ([`validate_path`]).
 #[derive(Debug, Clone, Default)]
 pub struct TrustAnchors {
     roots: Vec<CertInfo>,
+    vouching: BTreeMap<String, Vec<CertInfo>>,
 }
 
 impl TrustAnchors {
     /// Parses root certificates (DER).
     pub fn from_der(ders: &[Vec<u8>]) -> Result<Self, VerifyError> {
         let roots = ders.iter().map(|d| CertInfo::parse(d)).collect::<Result<Vec<_>, _>>()?;
-        Ok(TrustAnchors { roots })
+        Ok(TrustAnchors { roots, vouching: BTreeMap::new() })
+    }
+
+    /// Records that the root with fingerprint `root_fingerprint` is trusted
+    /// through a cross-certificate: `chain` (DER) is its vouching chain,
+    /// cross-certificate first, then the root that signed it, then that
+    /// root's own vouching chain (pairs of cross-certificate and issuer).
+    pub fn with_vouching(mut self, root_fingerprint: &str, chain: &[Vec<u8>]) -> Result<Self, VerifyError> {
+        if chain.is_empty() || !chain.len().is_multiple_of(2) || chain.len() > MAX_VOUCHING_CHAIN {
+            return Err(VerifyError::Malformed {
+                what: "vouching chain",
+                detail: format!(
+                    "{} certificates: expected pairs of cross-certificate and issuer, at most {MAX_VOUCHING_CHAIN}",
+                    chain.len()
+                ),
+            });
+        }
+        let certs = chain.iter().map(|d| CertInfo::parse(d)).collect::<Result<Vec<_>, _>>()?;
+        self.vouching.insert(root_fingerprint.to_string(), certs);
+        Ok(self)
+    }
+
+    /// The vouching chain of a root trusted through a cross-certificate
+    /// (see [`TrustAnchors::with_vouching`]); `None` for a root trusted on its own.
+    pub fn vouching(&self, root_fingerprint: &str) -> Option<&[CertInfo]> {
+        self.vouching.get(root_fingerprint).map(Vec::as_slice)
     }
 
     /// The trusted roots.
@@ -42,7 +77,10 @@ impl TrustAnchors {
 
     /// The roots for which `keep` is true.
     pub fn filtered(&self, keep: impl Fn(&CertInfo) -> bool) -> TrustAnchors {
-        TrustAnchors { roots: self.roots.iter().filter(|r| keep(r)).cloned().collect() }
+        TrustAnchors {
+            roots: self.roots.iter().filter(|r| keep(r)).cloned().collect(),
+            vouching: self.vouching.clone(),
+        }
     }
 }
 
@@ -246,7 +284,52 @@ pub fn validate_path(
             check_not_revoked(cert, &certs[i + 1], crls)?;
         }
     }
+    if let Some(chain) = anchors.vouching(&certs[last].fingerprint) {
+        check_vouching(chain, last, now, crls)?;
+    }
     Ok(ValidatedPath { certs })
+}
+
+/// A root trusted through a cross-certificate grants no more than the
+/// cross-certificate says: a path ending at it at position `root_pos` is
+/// validated as if it went on through the vouching chain (each
+/// cross-certificate in place of the root it vouches for, then the root
+/// that signed it). Each cross-certificate must be valid at `now`, a CA
+/// whose pathLenConstraint covers the path below it and whose extended key
+/// usage allows token signing, signed by the next certificate, and not
+/// revoked by a CRL of that issuer.
+fn check_vouching(chain: &[CertInfo], root_pos: usize, now: i64, crls: &[Crl]) -> Result<(), VerifyError> {
+    for (j, pair) in chain.chunks(2).enumerate() {
+        let [cross, issuer] = pair else {
+            return Err(VerifyError::Malformed { what: "vouching chain", detail: "odd number of certificates".into() });
+        };
+        check_validity(cross, now)?;
+        check_validity(issuer, now)?;
+        check_issuer_ca(cross)?;
+        check_cross_limits(cross)?;
+        check_path_len(cross, root_pos + j)?;
+        check_signature(cross, issuer)?;
+        check_not_revoked(cross, issuer, crls)?;
+    }
+    Ok(())
+}
+
+/// The constraints a cross-certificate needs to vouch for a root: no
+/// pathLenConstraint below 1 (a root signs issuing CAs, which sign token
+/// signers) and, when it has an extended key usage, tka token signing or
+/// anyExtendedKeyUsage among it.
+fn check_cross_limits(cross: &CertInfo) -> Result<(), VerifyError> {
+    const ANY_EKU: &str = "2.5.29.37.0";
+    let too_narrow = |limit| Err(VerifyError::CrossCertificateTooNarrow { subject: cross.subject.clone(), limit });
+    if let Some(n) = cross.path_len.filter(|&n| n < 1) {
+        return too_narrow(CrossLimit::PathLen(n));
+    }
+    if let Some(eku) = &cross.eku {
+        if !eku.iter().any(|o| o == super::cert::TKA_TOKEN_SIGNING_EKU || o == ANY_EKU) {
+            return too_narrow(CrossLimit::ExtendedKeyUsage(eku.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// RFC 5280 §6.1.3 (a)(1), (a)(4) and RFC 7515 §4.1.6: each certificate is
@@ -354,7 +437,45 @@ pub fn check_cross_certificate(
             detail: "is self-issued: a cross-certificate is signed by a root the machine already trusts".into(),
         });
     }
+    check_cross_limits(cross)?;
     validate_path(std::slice::from_ref(&cross.der), anchors, now, crls, LeafRole::Ca)
+}
+
+/// The vouching chain to store for a root introduced by the
+/// cross-certificate whose validated path is `cross_path` (from
+/// [`check_cross_certificate`]): the cross-certificate, the root that
+/// signed it, and that root's own vouching chain, if any. Longer than
+/// [`MAX_VOUCHING_CHAIN`] is refused.
+pub fn vouching_chain(cross_path: &ValidatedPath, anchors: &TrustAnchors) -> Result<Vec<Vec<u8>>, VerifyError> {
+    let [cross, issuer] = cross_path.certs.as_slice() else {
+        return Err(VerifyError::BadCertificate {
+            subject: cross_path.signer().subject.clone(),
+            detail: "a cross-certificate must be signed directly by a trusted root".into(),
+        });
+    };
+    let mut chain = vec![cross.der.clone(), issuer.der.clone()];
+    if let Some(further) = anchors.vouching(&issuer.fingerprint) {
+        chain.extend(further.iter().map(|c| c.der.clone()));
+    }
+    if chain.len() > MAX_VOUCHING_CHAIN {
+        return Err(VerifyError::BadCertificate {
+            subject: cross.subject.clone(),
+            detail: format!(
+                "vouches for a root through {} cross-certificates, more than the {} allowed; \
+                 trust the new root by its fingerprint instead",
+                chain.len() / 2,
+                MAX_VOUCHING_CHAIN / 2
+            ),
+        });
+    }
+    Ok(chain)
+}
+
+/// RFC 5280 §6.1.3 (a)(2) for a certificate offered as a trust anchor:
+/// valid at `now` ([`VerifyError::CertExpired`],
+/// [`VerifyError::CertNotYetValid`] otherwise).
+pub fn check_valid_at(cert: &CertInfo, now: i64) -> Result<(), VerifyError> {
+    check_validity(cert, now)
 }
 
 fn signature_ok(cert: &CertInfo, issuer: &CertInfo) -> bool {

@@ -59,20 +59,7 @@ impl<'a> StoreLock<'a> {
     /// [`MAX_ROOT_DER`] bytes); deciding that the certificate is a sensible
     /// root is the caller's job.
     pub fn add_root(&self, der: &[u8]) -> Result<String, StoreError> {
-        if der.len() > MAX_ROOT_DER {
-            return Err(StoreError::TooLarge {
-                what: "root certificate".to_string(),
-                len: der.len(),
-                limit: MAX_ROOT_DER,
-            });
-        }
-        if der.first() != Some(&0x30) {
-            return Err(StoreError::BadCertificate(if der.is_empty() {
-                "empty input".to_string()
-            } else {
-                format!("starts with byte 0x{:02x}, not a DER SEQUENCE", der[0])
-            }));
-        }
+        check_root_der(der)?;
         let fp = names::fingerprint(der);
         let path = self.root_path(&fp);
         // Already trusted with exactly these bytes: nothing to do. A file
@@ -97,14 +84,8 @@ impl<'a> StoreLock<'a> {
     /// Errors: those of `add_root`, [`StoreError::BadProduct`] for a product
     /// name that cannot be stored (or an empty list).
     pub fn add_root_with_products(&self, der: &[u8], products: Option<&[String]>) -> Result<String, StoreError> {
-        if let Some(products) = products {
-            if products.is_empty() {
-                return Err(StoreError::BadProduct(String::new()));
-            }
-            for p in products {
-                names::check_product(p)?;
-            }
-        }
+        check_root_der(der)?;
+        check_products(products)?;
         let fp = names::fingerprint(der);
         let scope = self.scope_path(&fp);
         match products {
@@ -128,6 +109,46 @@ impl<'a> StoreLock<'a> {
             None => drop(remove(&scope)?),
         }
         self.add_root(der)
+    }
+
+    /// Like [`StoreLock::add_root_with_products`], and records how the root
+    /// is trusted: `Some(chain)` writes its vouching chain
+    /// (`roots/<fp>.cross`: the cross-certificate, the root that signed it,
+    /// and that root's own chain; see
+    /// [`crate::pki::TrustAnchors::with_vouching`]), `None` (trusted on its
+    /// own) removes it. The chain is written before the root, so a crash
+    /// never leaves the root trusted without the cross-certificate's limits.
+    ///
+    /// Errors: those of `add_root_with_products`, [`StoreError::TooLarge`]
+    /// for a chain that does not fit in a root file.
+    pub fn add_root_vouched(
+        &self,
+        der: &[u8],
+        products: Option<&[String]>,
+        vouching: Option<&[Vec<u8>]>,
+    ) -> Result<String, StoreError> {
+        // Everything is checked before the first write: a refused add
+        // leaves every file as it was.
+        check_root_der(der)?;
+        check_products(products)?;
+        let fp = names::fingerprint(der);
+        let file = self.vouching_path(&fp);
+        match vouching {
+            Some(chain) => {
+                let text: String = chain.iter().map(|d| names::pem_encode(d)).collect();
+                if text.len() > MAX_ROOT_FILE {
+                    return Err(StoreError::TooLarge {
+                        what: "the root's vouching chain".to_string(),
+                        len: text.len(),
+                        limit: MAX_ROOT_FILE,
+                    });
+                }
+                self.ensure_subdir(ROOTS_DIR)?;
+                write(&file, text.as_bytes())?;
+            }
+            None => drop(remove(&file)?),
+        }
+        self.add_root_with_products(der, products)
     }
 
     /// Stops trusting the root whose fingerprint is, or uniquely starts
@@ -162,6 +183,7 @@ impl<'a> StoreLock<'a> {
         }
         remove(&self.root_path(fp))?;
         remove(&self.scope_path(fp))?;
+        remove(&self.vouching_path(fp))?;
         Ok(())
     }
 
@@ -354,6 +376,35 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 }
 
 /// Removes `path` durably; `Ok(false)` if it was not there.
+/// The framing [`StoreLock::add_root`] checks: a non-empty DER SEQUENCE of
+/// at most [`MAX_ROOT_DER`] bytes.
+fn check_root_der(der: &[u8]) -> Result<(), StoreError> {
+    if der.len() > MAX_ROOT_DER {
+        return Err(StoreError::TooLarge { what: "root certificate".to_string(), len: der.len(), limit: MAX_ROOT_DER });
+    }
+    if der.first() != Some(&0x30) {
+        return Err(StoreError::BadCertificate(if der.is_empty() {
+            "empty input".to_string()
+        } else {
+            format!("starts with byte 0x{:02x}, not a DER SEQUENCE", der[0])
+        }));
+    }
+    Ok(())
+}
+
+/// A product scope that can be stored: not empty, valid product names.
+fn check_products(products: Option<&[String]>) -> Result<(), StoreError> {
+    if let Some(products) = products {
+        if products.is_empty() {
+            return Err(StoreError::BadProduct(String::new()));
+        }
+        for p in products {
+            names::check_product(p)?;
+        }
+    }
+    Ok(())
+}
+
 fn remove(path: &Path) -> Result<bool, StoreError> {
     match fs::remove_file(path) {
         Ok(()) => {}

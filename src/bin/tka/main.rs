@@ -487,18 +487,25 @@ fn run_trust(cmd: TrustCmd) -> Result<ExitCode> {
                     .zip(&roots)
                     .map(|(c, r): (&CertInfo, _)| {
                         json!({"subject": c.subject, "fingerprint": c.fingerprint,
-                        "not_after": clock::rfc3339(c.not_after), "products": r.products})
+                        "not_after": clock::rfc3339(c.not_after), "products": r.products,
+                        "vouched_by": r.vouched_by()})
                     })
                     .collect();
                 say_json(&json!(rows));
             } else {
                 for (c, r) in infos.iter().zip(&roots) {
-                    say_row(&[
-                        &c.fingerprint,
-                        &c.subject,
-                        &format!("expires {}", clock::rfc3339(c.not_after)),
-                        &format!("products {}", products(r.products.as_deref())),
-                    ]);
+                    let expires = format!("expires {}", clock::rfc3339(c.not_after));
+                    let products = format!("products {}", products(r.products.as_deref()));
+                    match r.vouched_by() {
+                        Some(by) => say_row(&[
+                            &c.fingerprint,
+                            &c.subject,
+                            &expires,
+                            &products,
+                            &format!("through a cross-certificate from {by}"),
+                        ]),
+                        None => say_row(&[&c.fingerprint, &c.subject, &expires, &products]),
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)
