@@ -53,6 +53,13 @@ fn id(pairs: &[(&str, &str)]) -> MachineIdentity {
     MachineIdentity::from_raw(PRODUCT, &raw(pairs))
 }
 
+fn refused<T: std::fmt::Debug>(r: tka::Result<T>) -> String {
+    match r {
+        Err(Error::Refused(m)) => m,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
 fn binding_err<T: std::fmt::Debug>(r: tka::Result<T>) -> BindingError {
     match r {
         Err(Error::Binding(e)) => e,
@@ -343,11 +350,10 @@ fn unknown_component_kind_is_refused() {
         BindingError::UnknownKind { kind: "zzz".into() }
     );
 }
-
 /// The seat rule. Unprivileged requests (no DMI) of a machine and of its
 /// disk clone on other hardware share a CMID (machine-id only). The clone
 /// used to be re-issued free; now a machine holding a seat gets another
-/// token only if it passes the seat's live tokens.
+/// token only with exactly the seat's hardware, passing the seat's tokens.
 #[test]
 fn disk_clone_with_the_same_cmid_does_not_share_the_seat() {
     let mid = ("mid", "4f1d2c3b4a5968778695a4b3c2d1e0f1");
@@ -360,35 +366,20 @@ fn disk_clone_with_the_same_cmid_does_not_share_the_seat() {
     let opts = IssueOptions::default();
     let s = signer();
     let ta = l.issue(&ActivationRequest::new(&a, NOW, None), Some("acme"), &opts, &s, NOW).unwrap();
-    let msg = match l.issue(&ActivationRequest::new(&clone, NOW, None), Some("acme"), &opts, &s, NOW) {
-        Err(Error::Refused(m)) => m,
-        other => panic!("{other:?}"),
-    };
     assert_eq!(
-        msg,
+        refused(l.issue(&ActivationRequest::new(&clone, NOW, None), Some("acme"), &opts, &s, NOW)),
         format!(
-            "machine {} holds a seat in entitlement 1 (\"acme\") through token {}, which this request's machine \
-             does not pass (2 of 4 components match, 3 required; changed: mac, dsk; hardware anchor (dsk or mac) \
-             does not match): it is another machine with the same CMID (a disk or VM copy needs its own \
-             machine-id), or release the seat first (tka ledger release)",
+            "machine {} holds a seat in entitlement 1 (\"acme\") through token {}, bound to other hardware \
+             (changed: mac, dsk): a machine's hardware stays the same within a seat; if this is that machine \
+             with new hardware, release the seat first (tka ledger release)",
             a.cmid(),
             ta.serial
         )
     );
     assert_eq!(l.entitlement("acme").unwrap().used, 1);
-
-    // The same machine with its NIC replaced passes its token: re-issued free.
-    let a2 = id(&[mid, ("mac", "00:11:22:33:44:99"), rfs, ("dsk", "S4EWNX0N123456")]);
-    l.issue(&ActivationRequest::new(&a2, NOW, None), Some("acme"), &opts, &s, NOW).unwrap();
+    // The same machine asks again (a lost token, an OS update): free.
+    l.issue(&ActivationRequest::new(&a, NOW + 60, None), Some("acme"), &opts, &s, NOW + 60).unwrap();
     assert_eq!(l.entitlement("acme").unwrap().used, 1);
-    // Drift: a machine that passes the newest token (same NIC as a2) but not
-    // the first one (other disk) is refused: every live token must pass.
-    let drift = id(&[mid, ("mac", "00:11:22:33:44:99"), rfs, ("dsk", "WD-WCC4N0XXXXXX")]);
-    assert!(drift.matches(MatchRule::Most, a2.components()).is_match());
-    assert!(matches!(
-        l.issue(&ActivationRequest::new(&drift, NOW, None), Some("acme"), &opts, &s, NOW),
-        Err(Error::Refused(m)) if m.contains(&ta.serial)
-    ));
     // Released, the seat goes to whichever machine asks next.
     l.release_machine(a.cmid(), Some("acme"), "moved", NOW).unwrap();
     l.issue(&ActivationRequest::new(&clone, NOW, None), Some("acme"), &opts, &s, NOW).unwrap();
@@ -525,4 +516,130 @@ fn renewal_keeps_an_allowed_weak_binding() {
     let (_, claims) = tka::token::decode_unverified(text).unwrap();
     assert!(claims.tka.weak_binding);
     assert_eq!(l.entitlement("acme").unwrap().used, 1);
+}
+
+// ---------------------------------------------------------------------------
+// A second outside review, after the fix, with crafted requests mixing the
+// hashes of several machines the customer owns (one kind from each).
+
+/// Components of `m` of the given kinds.
+fn of(m: &MachineIdentity, kinds: &[&str]) -> Vec<ComponentHash> {
+    m.components().iter().filter(|c| kinds.contains(&c.kind.as_str())).cloned().collect()
+}
+
+/// A machine with its own DMI UUID, serials, disk and MAC (numbered `i`),
+/// sharing with its fleet the machine-id, root file system and CPU model a
+/// disk image carries.
+fn fleet(i: u8) -> MachineIdentity {
+    let uuid = format!("{i:02x}1d2c3b-4a59-4877-8695-a4b3c2d1e0f1");
+    let (psn, bsn, csn, dsk) = (format!("PSN{i}X7"), format!("BSN{i}Y8"), format!("CSN{i}Z9"), format!("DSK{i}W6"));
+    let mac = format!("00:1b:21:00:00:{i:02x}");
+    id(&[
+        ("mid", "4f1d2c3b4a5968778695a4b3c2d1e0f1"),
+        ("dmi", &uuid),
+        ("psn", &psn),
+        ("bsn", &bsn),
+        ("csn", &csn),
+        ("mac", &mac),
+        ("rfs", "6f0a1f0e-1c2b-4f7e-9a55-0d3c1f2e3a4b"),
+        ("dsk", &dsk),
+        ("cpu", "intel(r) xeon(r) cpu e5-2680 v4 @ 2.40ghz"),
+    ])
+}
+
+/// Review 3, attacks 2 and 3: one token bound to what a fleet shares
+/// (machine-id, root file system, CPU) plus one hardware serial of each of
+/// several machines. `most` used to need only one hardware vote, so every
+/// machine matched with its own; now it needs more than half of the bound
+/// hardware votes, which no two of them hold.
+#[test]
+fn one_token_with_hardware_of_several_machines_matches_none() {
+    let (c0, c1, c2, c3) = (fleet(0), fleet(1), fleet(2), fleet(3));
+    let mut cs = of(&c0, &["mid", "rfs", "cpu", "psn"]);
+    cs.extend(of(&c1, &["bsn"]));
+    cs.extend(of(&c2, &["csn"]));
+    cs.extend(of(&c3, &["dsk"]));
+    let t = issue_token(&forged(cs), &IssueOptions::default(), &signer(), NOW - 30).unwrap().text;
+    for m in [&c0, &c1, &c2, &c3] {
+        match verify_on(&t, m).unwrap_err() {
+            VerifyError::WrongMachine { report: Some(r), .. } => {
+                assert!(r.matched >= r.required && !r.anchor_matched, "{r}");
+                assert!(r.to_string().ends_with("hardware anchor (most of psn, bsn, csn, dsk) does not match"), "{r}");
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+    // Half the hardware from each of two machines: neither.
+    let (y0, y1) = (fleet(4), fleet(5));
+    let mut cs = of(&y0, &["mid", "psn", "csn", "cpu"]);
+    cs.extend(of(&y1, &["rfs", "bsn", "dsk"]));
+    let t = issue_token(&forged(cs), &IssueOptions::default(), &signer(), NOW - 30).unwrap().text;
+    for m in [&y0, &y1] {
+        assert!(matches!(verify_on(&t, m), Err(VerifyError::WrongMachine { .. })));
+    }
+}
+
+/// Review 3, attacks 1 and 2: the binding grown across free re-issues. A
+/// request that keeps a majority of the seat's token (so it passes it) but
+/// adds another machine's hardware used to be re-issued free, and that
+/// machine activated with it. A free re-issue now needs the seat's exact
+/// hardware.
+#[test]
+fn a_seat_cannot_grow_its_hardware_across_reissues() {
+    let (a, b) = (fleet(6), fleet(7));
+    let d = tempfile::tempdir().unwrap();
+    let mut l = ledger(d.path(), 1, false);
+    let s = signer();
+    let r1 = forged(of(&a, &["mid", "psn", "cpu"]));
+    let mut grown = of(&a, &["mid", "psn"]);
+    grown.extend(of(&b, &["bsn", "csn", "mac", "cpu"]));
+    let r2 = forged(grown);
+    assert_eq!(r1.cmid, r2.cmid, "both bind the machine-id alone into the CMID");
+    l.issue(&r1, Some("acme"), &IssueOptions::default(), &s, NOW).unwrap();
+    let m = refused(l.issue(&r2, Some("acme"), &IssueOptions::default(), &s, NOW));
+    assert!(m.contains("bound to other hardware (changed: bsn, csn, mac)"), "{m}");
+    assert_eq!(l.entitlement("acme").unwrap().used, 1);
+}
+
+/// Review 3, attacks 4 and 5: a MAC list grown by re-issues, and a MAC
+/// repeated so one NIC outweighs the others in the MAC vote. A repeated
+/// component is refused; a new MAC in a re-issue is a hardware change.
+#[test]
+fn repeated_or_added_macs_do_not_stretch_a_seat() {
+    let z1 = id(&[("mid", "4f1d2c3b4a5968778695a4b3c2d1e0f1"), ("mac", "00:1b:21:00:01:01")]);
+    let z3 = id(&[("mid", "0f1e2d3c4b5a69788796a5b4c3d2e1f0"), ("mac", "00:1b:21:00:03:03")]);
+    let mac3 = of(&z3, &["mac"]).remove(0);
+    let mut repeated = z1.components().to_vec();
+    repeated.extend([mac3.clone(), mac3.clone()]);
+    assert_eq!(
+        binding_err(issue_token(&forged(repeated), &IssueOptions::default(), &signer(), NOW)),
+        BindingError::DuplicateComponent { kind: "mac".into() }
+    );
+    let d = tempfile::tempdir().unwrap();
+    let mut l = ledger(d.path(), 1, false);
+    let all = IssueOptions { match_rule: Some(MatchRule::All), ..Default::default() };
+    l.issue(&ActivationRequest::new(&z1, NOW, None), Some("acme"), &all, &signer(), NOW).unwrap();
+    let mut more = z1.components().to_vec();
+    more.push(mac3);
+    let m = refused(l.issue(&forged(more), Some("acme"), &all, &signer(), NOW));
+    assert!(m.contains("bound to other hardware (changed: mac)"), "{m}");
+}
+
+/// Review 3, attack 6: revoking the seat's token used to empty the seat
+/// check, so any hardware with that CMID was re-issued free (and the
+/// revoked machine keeps running where the list is never imported).
+/// Revoked tokens still hold the seat; only a release frees it.
+#[test]
+fn a_revoked_token_still_holds_its_seat() {
+    let (a, b) = (fleet(8), fleet(9));
+    let d = tempfile::tempdir().unwrap();
+    let mut l = ledger(d.path(), 1, false);
+    let s = signer();
+    let w1 = l.issue(&forged(of(&a, &["mid", "psn", "bsn", "cpu"])), Some("acme"), &IssueOptions::default(), &s, NOW);
+    let w1 = w1.unwrap();
+    l.revoke(&w1.serial, "stolen", NOW).unwrap();
+    let mut other = of(&a, &["mid"]);
+    other.extend(of(&b, &["psn", "bsn", "cpu"]));
+    let m = refused(l.issue(&forged(other), Some("acme"), &IssueOptions::default(), &s, NOW));
+    assert!(m.contains(&format!("through token {}, bound to other hardware", w1.serial)), "{m}");
 }

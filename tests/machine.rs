@@ -607,10 +607,13 @@ fn most_requires_the_dmi_uuid_when_bound() {
     let current = with_changed(&base, &["dmi"]);
     let most = evaluate(MatchRule::Most, &base, &current);
     assert_eq!((most.matched, most.required, most.total), (5, 4, 6));
-    assert_eq!(most.anchor, ["dmi"]);
-    assert!(!most.anchor_matched);
+    assert_eq!(most.anchor, ["dmi", "bsn", "mac"]);
+    assert!(!most.anchor_matched, "2 of 3 hardware votes match, but not dmi");
     assert!(!most.is_match());
-    assert!(most.to_string().contains("hardware anchor (dmi) does not match"), "{most}");
+    assert!(
+        most.to_string().contains("hardware anchor (most of dmi, bsn, mac; dmi required) does not match"),
+        "{most}"
+    );
     // N is a pure count: the explicit escape hatch.
     let n = evaluate(MatchRule::AtLeast(4), &base, &current);
     assert!(n.anchor.is_empty());
@@ -681,18 +684,23 @@ fn cloned_vm_disk_on_other_hardware_does_not_match() {
 
 #[test]
 fn cloned_disk_without_dmi_still_fails_on_hardware_anchor() {
-    // Unprivileged binding: no DMI, so the anchor is "any of dsk / mac".
+    // Unprivileged binding: no DMI, so the anchor is "most of dsk, mac".
     let bound = raw(&[("mid", MID), ("mac", MAC1), ("rfs", ROOT_UUID), ("dsk", "DISK-A"), ("cpu", CPU)]);
     let clone = with_changed(&bound, &["mac", "dsk"]);
     let rep = evaluate(MatchRule::Most, &bound, &clone);
     assert_eq!((rep.matched, rep.required, rep.total), (3, 3, 5));
     assert_eq!(rep.anchor, ["dsk", "mac"]);
     assert!(!rep.is_match());
-    // Same machine, NIC replaced: disk still there, so the anchor holds.
+    // The same machine with its only NIC replaced: one of its two hardware
+    // votes is not more than half, so it no longer matches (a request made
+    // as root also binds DMI and serials, and tolerates a NIC swap). The
+    // price of the rule that keeps one token from matching two machines
+    // that each hold half of its hardware.
     let nic_swap = with_changed(&bound, &["mac"]);
     let rep = evaluate(MatchRule::Most, &bound, &nic_swap);
     assert_eq!((rep.matched, rep.required), (4, 3));
-    assert!(rep.is_match());
+    assert!(!rep.anchor_matched);
+    assert!(!rep.is_match());
 }
 
 #[test]

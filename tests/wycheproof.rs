@@ -10,8 +10,9 @@
 //! "valid, refused by policy". Any other disagreement fails the test with
 //! the tcId and comment.
 //!
-//! The vectors live in `../shared/vectors/wycheproof` next to the crate;
-//! CI always has them, so a missing directory is a failure.
+//! The vectors live in the repository, `tests/wycheproof/` (Apache-2.0,
+//! with their licence and provenance in that folder's README), so a plain
+//! clone runs them; a missing file is a failure.
 
 use base64::Engine;
 use pkcs8::DecodePublicKey;
@@ -22,16 +23,11 @@ use std::path::PathBuf;
 use tka::keys::{spki_der, verify_signature, SignatureAlgorithm};
 use tka::VerifyError;
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/wycheproof");
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/wycheproof");
 
 fn load(name: &str) -> Value {
     let dir = PathBuf::from(VECTORS);
-    assert!(
-        dir.is_dir(),
-        "Wycheproof vectors not found at {}: the checkout must have ../shared/vectors/wycheproof \
-         next to the crate (CI always provides it)",
-        dir.display()
-    );
+    assert!(dir.is_dir(), "Wycheproof vectors not found at {} (they are part of the repository)", dir.display());
     let path = dir.join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))

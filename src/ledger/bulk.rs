@@ -618,12 +618,15 @@ fn request_refusal(req: &ActivationRequest, allow_weak: bool) -> Option<String> 
 }
 
 /// The seat rule: a machine that already holds a seat (same CMID) is given
-/// another token without consuming a seat only if it passes every live
-/// token of that seat under that token's own match rule — that is, only if
-/// it is a machine those tokens already activate. Otherwise two machines
-/// that both pass verification would share one seat (a disk clone with the
-/// same machine-id and other hardware, or a request that changes the
-/// hardware bit by bit). Returns the refusal, if any.
+/// another token without consuming a seat only if the request binds exactly
+/// the hardware (DMI UUID, serials, disk, MACs) of every token of that seat
+/// not released — revoked and expired ones included — and passes each of
+/// them under its own match rule. Hardware never drifts within a seat, so
+/// every machine that passes any token of the seat holds more than half of
+/// the same hardware values (`most`'s anchor) and no two machines with
+/// different hardware share a seat, however the requests are sequenced; a
+/// machine whose hardware changed is moved by releasing the seat. Returns
+/// the refusal, if any.
 fn seat_held_elsewhere(
     st: &mut rusqlite::CachedStatement<'_>,
     e: &Entitlement,
@@ -640,6 +643,20 @@ fn seat_held_elsewhere(
         let bound: Vec<crate::machine::ComponentHash> =
             serde_json::from_str(&components).map_err(|err| Error::format(format!("ledger token {serial}"), err))?;
         let rule = token_rule(&body).map_err(|err| Error::format(format!("ledger token {serial}"), err))?;
+        let (old_hw, new_hw) = (hardware_of(&bound), hardware_of(&req.components));
+        if old_hw != new_hw {
+            let mut changed: Vec<&str> = old_hw.symmetric_difference(&new_hw).map(|c| c.0).collect();
+            changed.sort_by_key(|k| crate::machine::kinds::rank(k));
+            changed.dedup();
+            return Ok(Some(format!(
+                "machine {} holds a seat in {} through token {serial}, bound to other hardware (changed: {}): \
+                 a machine's hardware stays the same within a seat; if this is that machine with new \
+                 hardware, release the seat first (tka ledger release)",
+                req.cmid,
+                e.label(),
+                changed.join(", ")
+            )));
+        }
         let report = rule.evaluate(&bound, &req.components);
         if !report.is_match() {
             return Ok(Some(format!(
@@ -652,6 +669,15 @@ fn seat_held_elsewhere(
         }
     }
     Ok(None)
+}
+
+/// The hardware components of a binding, as (kind, hash) pairs.
+fn hardware_of(components: &[crate::machine::ComponentHash]) -> std::collections::BTreeSet<(&str, &str)> {
+    components
+        .iter()
+        .filter(|c| crate::machine::HARDWARE_ANCHORS.contains(&c.kind.as_str()))
+        .map(|c| (c.kind.as_str(), c.hash.as_str()))
+        .collect()
 }
 
 /// The match rule of a recorded token, from its body (`payload.signature`).
@@ -1032,8 +1058,7 @@ fn plan_batch(
     let mut seat_tokens_st = conn
         .prepare_cached(
             "SELECT t.serial, t.components, t.body FROM tokens t
-             WHERE t.cmid = ?2 AND t.product = ?3 AND +t.entitlement_id = ?1 AND t.released_at IS NULL
-               AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = t.serial)",
+             WHERE t.cmid = ?2 AND t.product = ?3 AND +t.entitlement_id = ?1 AND t.released_at IS NULL",
         )
         .map_err(dberr)?;
     for (i, w) in batch.iter().enumerate() {

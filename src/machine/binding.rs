@@ -11,7 +11,7 @@
 //! The rules (docs/machine-identity.md, "What a request may bind"):
 //! * at least one component, every kind known ([`kinds::ALL`]);
 //! * at most one value of each kind, except `mac` (one per physical NIC, at
-//!   most [`MAX_MACS`]);
+//!   most [`MAX_MACS`]); no component twice;
 //! * an explicit identity (`xid`) stands alone;
 //! * every hash is the 16-character base64url of 12 bytes;
 //! * the CMID is well-formed and is the one the components give;
@@ -59,6 +59,12 @@ pub enum BindingError {
     /// A component kind tka does not know.
     UnknownKind {
         /// The kind code (escaped when shown).
+        kind: String,
+    },
+    /// The same component (kind and hash) twice: a machine reports each
+    /// once, and a repeated MAC would outweigh the others in the MAC vote.
+    DuplicateComponent {
+        /// Its kind.
         kind: String,
     },
     /// More than one value of a single-valued kind.
@@ -110,6 +116,9 @@ impl fmt::Display for BindingError {
         match self {
             BindingError::NoComponents => f.write_str("the binding has no components"),
             BindingError::UnknownKind { kind } => write!(f, "unknown component kind {kind:?}"),
+            BindingError::DuplicateComponent { kind } => {
+                write!(f, "the same {kind:?} component twice: a machine reports each once")
+            }
             BindingError::DuplicateKind { kind, count } => {
                 write!(f, "{count} values of component kind {kind:?}: a machine has one")
             }
@@ -146,7 +155,10 @@ pub fn check_components(components: &[ComponentHash]) -> Result<BindingStrength,
         return Err(BindingError::NoComponents);
     }
     let mut counts: Vec<(&str, usize)> = Vec::new();
-    for c in components {
+    for (i, c) in components.iter().enumerate() {
+        if components[..i].contains(c) {
+            return Err(BindingError::DuplicateComponent { kind: c.kind.clone() });
+        }
         if !kinds::ALL.contains(&c.kind.as_str()) {
             return Err(BindingError::UnknownKind { kind: c.kind.clone() });
         }

@@ -24,12 +24,13 @@
 //! Copying a disk or VM image to other hardware keeps the machine-id, the
 //! root filesystem UUID and usually the CPU model; only hardware-side
 //! components change. A plain majority could therefore accept a clone. So
-//! `most` additionally requires:
-//! * if the DMI product UUID (`dmi`) is bound, it must match;
-//! * otherwise, if any other hardware-side component (`psn`, `bsn`, `csn`,
-//!   `dsk`, `mac`) is bound, at least one of them must match.
+//! `most` additionally requires, of the bound hardware votes (`dmi`, `psn`,
+//! `bsn`, `csn`, `dsk`, `mac`):
+//! * more than half of them match — so a token bound to the hardware of
+//!   two machines (a crafted request) matches at most one of them;
+//! * and if the DMI product UUID (`dmi`) is bound, it matches.
 
-use super::{kinds, ComponentHash, MachineError};
+use super::{kinds, ComponentHash, MachineError, HARDWARE_ANCHORS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -63,8 +64,9 @@ pub struct MatchReport {
     /// Kinds of the bound votes this machine does not have at all (e.g. DMI
     /// unreadable without root). A subset of [`Self::changed`].
     pub missing: Vec<String>,
-    /// Kinds of which at least one must match (the hardware anchor of
-    /// `most`); empty when the rule has no anchor requirement.
+    /// The bound hardware kinds of which more than half must match (and
+    /// `dmi`, when bound) — the hardware anchor of `most`; empty when the
+    /// rule has no anchor requirement.
     pub anchor: Vec<String>,
     /// Whether the anchor requirement holds (true when there is none).
     pub anchor_matched: bool,
@@ -87,15 +89,12 @@ impl fmt::Display for MatchReport {
             write!(f, " (not readable here: {})", self.missing.join(", "))?;
         }
         if !self.anchor_matched {
-            write!(f, "; hardware anchor ({}) does not match", self.anchor.join(" or "))?;
+            let dmi = if self.anchor.iter().any(|k| k == kinds::DMI_UUID) { "; dmi required" } else { "" };
+            write!(f, "; hardware anchor (most of {}{dmi}) does not match", self.anchor.join(", "))?;
         }
         Ok(())
     }
 }
-
-/// Hardware-side kinds other than `dmi`, for the second tier of the anchor.
-const HARDWARE_KINDS: &[&str] =
-    &[kinds::PRODUCT_SERIAL, kinds::BOARD_SERIAL, kinds::CHASSIS_SERIAL, kinds::DISK_SERIAL, kinds::MAC];
 
 /// Number of votes (distinct kinds) in `components`.
 pub fn vote_count(components: &[ComponentHash]) -> usize {
@@ -158,12 +157,17 @@ impl MatchRule {
         let is_bound = |k: &str| votes.keys().any(|(_, bk)| *bk == k);
         let vote_ok = |k: &str| votes.iter().any(|((_, bk), m)| *bk == k && *m);
 
+        // The hardware anchor of `most`: the DMI UUID when bound, and more
+        // than half of the bound hardware votes (DMI UUID, serials, disk,
+        // MACs). "More than half", not "one of": a token bound to the
+        // hardware of two machines (half each) must match neither.
         let anchor: Vec<String> = match self {
-            MatchRule::Most if is_bound(kinds::DMI_UUID) => vec![kinds::DMI_UUID.to_string()],
-            MatchRule::Most => HARDWARE_KINDS.iter().filter(|k| is_bound(k)).map(|k| k.to_string()).collect(),
+            MatchRule::Most => HARDWARE_ANCHORS.iter().filter(|k| is_bound(k)).map(|k| k.to_string()).collect(),
             _ => Vec::new(),
         };
-        let anchor_matched = anchor.is_empty() || anchor.iter().any(|k| vote_ok(k));
+        let anchor_hits = anchor.iter().filter(|k| vote_ok(k)).count();
+        let anchor_matched = anchor.is_empty()
+            || (2 * anchor_hits > anchor.len() && (!is_bound(kinds::DMI_UUID) || vote_ok(kinds::DMI_UUID)));
         let required = if total == 0 { 1 } else { self.required_votes(total) };
         MatchReport { matched, required, total, changed, missing, anchor, anchor_matched }
     }
