@@ -60,7 +60,15 @@ echo "request (one line, $(wc -c < "$work/request.txt") bytes):"
 cat "$work/request.txt"
 
 step "Admin workstation: issue a token for the request"
-"$TKA" token issue --request "$work/request.txt" --home "$work/issuer" \
+# A machine with no hardware anchor readable here (a container without DMI,
+# disk serial or physical NIC) makes a weak request, which an issuer signs
+# only when told to; the demo says so rather than fail.
+weak=()
+if "$TKA" machine id --product demo-app --json | grep -q '"binding": *"weak"'; then
+  echo "note: this machine's identity is weak (no hardware anchor readable): issuing with --allow-weak-binding"
+  weak=(--allow-weak-binding)
+fi
+"$TKA" token issue --request "$work/request.txt" --home "$work/issuer" "${weak[@]}" \
   --passphrase-file "$work/passphrase" --days 90 --features reports,export --out "$work/token.jws"
 
 step "Machine: trust the root (once), then activate"

@@ -643,3 +643,23 @@ fn a_revoked_token_still_holds_its_seat() {
     let m = refused(l.issue(&forged(other), Some("acme"), &IssueOptions::default(), &s, NOW));
     assert!(m.contains(&format!("through token {}, bound to other hardware", w1.serial)), "{m}");
 }
+
+/// `machine id --json` says how strong the binding is, so a script (the
+/// demo, an installer) knows before it asks whether an issuer will need
+/// `--allow-weak-binding`.
+#[test]
+fn machine_id_json_names_the_binding_strength() {
+    let s = sandbox::Sandbox::new();
+    let j: serde_json::Value = serde_json::from_str(&s.ok(&["machine", "id", "--product", PRODUCT, "--json"])).unwrap();
+    assert_eq!(j["binding"], "hardware");
+    let weak = s.path("weak-root");
+    std::fs::create_dir_all(weak.join("etc")).unwrap();
+    std::fs::write(weak.join("etc/machine-id"), "4f1d2c3b4a5968778695a4b3c2d1e0f1\n").unwrap();
+    let r = sandbox::run(s.cmd(&["machine", "id", "--product", PRODUCT, "--json"]).env("TKA_SYSROOT", &weak));
+    let j: serde_json::Value = serde_json::from_str(&r.1).unwrap();
+    assert_eq!(j["binding"], "weak", "{r:?}");
+    let r = sandbox::run(s.cmd(&["machine", "id", "--product", PRODUCT]).env("TKA_SYSROOT", &weak));
+    assert!(r.2.contains("warning: weak binding: no hardware anchor"), "{r:?}");
+    let r = sandbox::run(s.cmd(&["machine", "id", "--product", PRODUCT, "--json"]).env("TKA_MACHINE_ID", "x-42"));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&r.1).unwrap()["binding"], "explicit");
+}

@@ -462,6 +462,16 @@ impl MachineIdentity {
     pub fn binding_strength(&self) -> Option<BindingStrength> {
         check_components(&self.components).ok()
     }
+    /// [`Self::binding_strength`] as a word: `explicit`, `hardware`, `weak`
+    /// or `none`.
+    pub fn binding_label(&self) -> &'static str {
+        match self.binding_strength() {
+            Some(BindingStrength::Explicit) => "explicit",
+            Some(BindingStrength::Hardware) => "hardware",
+            Some(BindingStrength::Weak) => "weak",
+            None => "none",
+        }
+    }
     /// The default match rule for this machine's components.
     pub fn default_rule(&self) -> MatchRule {
         default_rule_for(&self.components)
@@ -544,12 +554,13 @@ impl Serialize for MachineIdentity {
     /// `{"product", "cmid", "components": [{"k","h"}], "environment", "explicit"}`
     /// — never raw values.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("MachineIdentity", 5)?;
+        let mut st = s.serialize_struct("MachineIdentity", 6)?;
         st.serialize_field("product", &self.product)?;
         st.serialize_field("cmid", &self.cmid)?;
         st.serialize_field("components", &self.components)?;
         st.serialize_field("environment", &self.environment)?;
         st.serialize_field("explicit", &self.explicit)?;
+        st.serialize_field("binding", self.binding_label())?;
         st.end()
     }
 }

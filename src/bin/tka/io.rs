@@ -152,7 +152,7 @@ pub fn identify(product: &str, args: &MachineArgs) -> Result<MachineIdentity> {
     let mut opts = IdentifyOptions::from_env();
     opts.explicit_id_file = args.machine_id_file.clone();
     let id = MachineIdentity::identify(product, &opts)?;
-    if id.binds_host_hardware() {
+    if id.binds_host_hardware() || id.binding_strength() == Some(tka::machine::BindingStrength::Weak) {
         for w in id.warnings() {
             crate::output::say_err(format!("warning: {w}"));
         }

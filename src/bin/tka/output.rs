@@ -231,6 +231,7 @@ pub fn print_identity(id: &MachineIdentity, explain: bool, show_values: bool, js
             "cmid": id.cmid(),
             "components": id.components(),
             "environment": id.environment(),
+            "binding": id.binding_label(),
         });
         if explain {
             j["sources"] = json!(id
