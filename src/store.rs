@@ -632,13 +632,7 @@ impl Store {
     fn first_data_file(&self) -> Result<Option<PathBuf>, StoreError> {
         for sub in SUBDIRS {
             let dir = self.dir.join(sub);
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError::io(&dir, e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+            for entry in dir_entries(&dir)? {
                 if !names::is_write_temp(&entry.file_name().to_string_lossy()) {
                     return Ok(Some(entry.path()));
                 }
@@ -779,6 +773,15 @@ fn read_token(path: &Path, product: &str) -> Result<Option<InstalledToken>, Stor
         ));
     }
     Ok(Some(InstalledToken { product: file.product, token: file.token, installed_at: file.installed_at }))
+}
+
+/// The entries of `dir` (none when it does not exist).
+pub(crate) fn dir_entries(dir: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
+    match fs::read_dir(dir) {
+        Ok(entries) => entries.collect::<io::Result<Vec<_>>>().map_err(|e| StoreError::io(dir, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(StoreError::io(dir, e)),
+    }
 }
 
 #[cfg(test)]

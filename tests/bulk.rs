@@ -544,17 +544,24 @@ fn fake_machine(c: &Cli, name: &str, id: &str) -> String {
     root.to_str().unwrap().to_string()
 }
 
-#[test]
-fn a_bundle_carries_every_token_and_each_machine_activates_its_own() {
-    let c = Cli::new(10);
-    let m1 = fake_machine(&c, "m1", "0123456789abcdef0123456789abcdef");
-    let m2 = fake_machine(&c, "m2", "fedcba9876543210fedcba9876543210");
+/// Two fake machines (`m1`, `m2`, returned as their sysroots) and a
+/// requests file `reqs.txt` holding one text request from each.
+fn two_machine_requests(c: &Cli) -> (String, String) {
+    let m1 = fake_machine(c, "m1", "0123456789abcdef0123456789abcdef");
+    let m2 = fake_machine(c, "m2", "fedcba9876543210fedcba9876543210");
     let mut reqs = String::new();
     for m in [&m1, &m2] {
         let o = c.cmd(&["request", "create", "--product", PRODUCT, "--text"]).env("TKA_SYSROOT", m).output().unwrap();
         reqs += &String::from_utf8(o.stdout).unwrap();
     }
     fs::write(c.path("reqs.txt"), reqs).unwrap();
+    (m1, m2)
+}
+
+#[test]
+fn a_bundle_carries_every_token_and_each_machine_activates_its_own() {
+    let c = Cli::new(10);
+    let (m1, m2) = two_machine_requests(&c);
     let out = c.ok(&[
         "token",
         "issue-bulk",
@@ -598,14 +605,7 @@ fn a_bundle_carries_every_token_and_each_machine_activates_its_own() {
 #[test]
 fn cli_activate_bundle_verifies_past_a_forged_first_line_and_honours_the_product() {
     let c = Cli::new(10);
-    let m1 = fake_machine(&c, "m1", "0123456789abcdef0123456789abcdef");
-    let m2 = fake_machine(&c, "m2", "fedcba9876543210fedcba9876543210");
-    let mut reqs = String::new();
-    for m in [&m1, &m2] {
-        let o = c.cmd(&["request", "create", "--product", PRODUCT, "--text"]).env("TKA_SYSROOT", m).output().unwrap();
-        reqs += &String::from_utf8(o.stdout).unwrap();
-    }
-    fs::write(c.path("reqs.txt"), reqs).unwrap();
+    let (m1, _) = two_machine_requests(&c);
     let base = ["token", "issue-bulk", "--home", "home", "--entitlement", "acme", "--requests-file", "reqs.txt"];
     c.ok(&[&base[..], &["--bundle", "bundle.jsonl", "--quiet"]].concat());
     let text = fs::read_to_string(c.path("bundle.jsonl")).unwrap();

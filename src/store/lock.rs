@@ -348,13 +348,7 @@ impl<'a> StoreLock<'a> {
     fn sweep_temps(&self) -> Result<(), StoreError> {
         let dirs = std::iter::once(self.dir().to_path_buf()).chain(SUBDIRS.iter().map(|s| self.dir().join(s)));
         for dir in dirs {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError::io(&dir, e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+            for entry in super::dir_entries(&dir)? {
                 if names::is_write_temp(&entry.file_name().to_string_lossy()) {
                     remove(&entry.path())?;
                 }
