@@ -222,7 +222,73 @@ fn install(
     Ok(verified)
 }
 
-/// Re-verifies the installed token for `product` at `now`. Reads only.
+/// How a status check treats the store's clock high-water mark (the
+/// latest *now* the store has accepted; a *now* more than the tolerance
+/// before it is [`VerifyError::ClockRollback`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockMark {
+    /// `now` is the system clock: the mark is raised to `now` (never
+    /// lowered) under the store lock, and `now` is checked against it with
+    /// [`DEFAULT_CLOCK_TOLERANCE_SECS`]. Needs write access to the store:
+    /// without it the check fails with the store's I/O error, it never
+    /// answers without raising the mark.
+    Raise,
+    /// As [`ClockMark::Raise`], but nothing is written: `now` is checked
+    /// against the mark as it stands, which is not raised. For a process
+    /// that cannot write the store; the mark then only moves when a writer
+    /// (an activation, `tka status`) runs.
+    ReadOnly,
+    /// `now` is a time asked about, not the clock (`tka status --at`): it
+    /// is checked against the mark with no tolerance, nothing is written.
+    At,
+}
+
+/// Re-verifies the installed token for each of `products` (every installed
+/// product when `None`), in order, at `now`, with this machine's identity
+/// from `identify`. `mark` says how the store's clock high-water mark is
+/// checked and whether it is raised ([`ClockMark`]); with
+/// [`ClockMark::Raise`] the mark is raised under the store lock before
+/// anything is verified, so it moves even when no product is active.
+/// `pinned_roots` as in [`activate`].
+pub fn statuses(
+    store: &Store,
+    products: Option<&[String]>,
+    identify: IdentifyFn<'_>,
+    pinned_roots: &[RootFingerprint],
+    now: i64,
+    mark: ClockMark,
+) -> Result<Vec<ProductStatus>> {
+    let (lock, state) = match mark {
+        ClockMark::Raise => {
+            let lock = store.lock()?;
+            let mut state = lock.state()?;
+            if now > state.clock_high_water {
+                state.observe(now);
+                lock.save_state(&state)?;
+            }
+            (Some(lock), state)
+        }
+        ClockMark::ReadOnly | ClockMark::At => (None, store.state()?),
+    };
+    let tolerance = if mark == ClockMark::At { 0 } else { DEFAULT_CLOCK_TOLERANCE_SECS };
+    let clock = Some((state.clock_high_water, tolerance));
+    let trust = TrustData::from_store(store)?;
+    let products: Vec<String> = match products {
+        Some(p) => p.to_vec(),
+        None => store.tokens()?.into_iter().map(|t| t.product).collect(),
+    };
+    let mut out = Vec::with_capacity(products.len());
+    for p in &products {
+        let identity = identify(p)?;
+        out.push(status_with(store, &trust, p, &identity, pinned_roots, now, clock)?);
+    }
+    drop(lock);
+    Ok(out)
+}
+
+/// Re-verifies the installed token for `product` at `now`, the system
+/// clock: raises the store's clock high-water mark to `now` under the store
+/// lock, as [`ClockMark::Raise`] (so it needs write access to the store).
 /// `pinned_roots` as in [`activate`].
 pub fn status(
     store: &Store,
@@ -231,10 +297,21 @@ pub fn status(
     pinned_roots: &[RootFingerprint],
     now: i64,
 ) -> Result<ProductStatus> {
-    let trust = TrustData::from_store(store)?;
-    let state = store.state()?;
-    let clock = Some((state.clock_high_water, DEFAULT_CLOCK_TOLERANCE_SECS));
-    status_with(store, &trust, product, identity, pinned_roots, now, clock)
+    status_marked(store, product, identity, pinned_roots, now, ClockMark::Raise)
+}
+
+/// [`status`] for one product with `mark` as in [`statuses`].
+fn status_marked(
+    store: &Store,
+    product: &str,
+    identity: &MachineIdentity,
+    pinned_roots: &[RootFingerprint],
+    now: i64,
+    mark: ClockMark,
+) -> Result<ProductStatus> {
+    let identify = |_: &str| Ok(identity.clone());
+    let mut all = statuses(store, Some(&[product.to_string()]), &identify, pinned_roots, now, mark)?;
+    Ok(all.remove(0))
 }
 
 /// [`status`] with trust data and clock already read (for listing many products).
@@ -267,8 +344,18 @@ pub fn status_with(
 }
 
 /// The question an application asks: is `product` activated on this
-/// machine at `now`? `Ok` carries the verified token (features, expiry);
-/// `Err` says why not ([`VerifyError::NotActivated`] when nothing is installed).
+/// machine at `now`, the system clock? `Ok` carries the verified token
+/// (features, expiry); `Err` says why not ([`VerifyError::NotActivated`]
+/// when nothing is installed).
+///
+/// The clock guard: the store's clock high-water mark is raised to `now`
+/// under the store lock, and a `now` more than a day
+/// ([`DEFAULT_CLOCK_TOLERANCE_SECS`]) before it is refused with
+/// [`VerifyError::ClockRollback`]; an application that checks at every
+/// start thus notices a clock wound back. Raising the mark needs write
+/// access to the store: a process that cannot write it gets the store's I/O
+/// error (permission denied), never an answer; it calls
+/// [`check_activated_read_only`] instead.
 ///
 /// An application passes its vendor's root fingerprint(s) as
 /// `pinned_roots` (compiled in, see [`RootFingerprint`]): then a token
@@ -282,7 +369,28 @@ pub fn check_activated(
     pinned_roots: &[RootFingerprint],
     now: i64,
 ) -> Result<VerifiedToken> {
-    match status(store, product, identity, pinned_roots, now)? {
+    activated(status_marked(store, product, identity, pinned_roots, now, ClockMark::Raise)?)
+}
+
+/// [`check_activated`] for a process that cannot write the store (e.g. one
+/// owned by root): never writes. `now` is still checked against the
+/// store's clock high-water mark ([`VerifyError::ClockRollback`] more than
+/// a day before it), but the mark is not raised, so it only guards up to
+/// the latest *now* a writer (an activation, `tka status`,
+/// [`check_activated`]) recorded.
+pub fn check_activated_read_only(
+    store: &Store,
+    product: &str,
+    identity: &MachineIdentity,
+    pinned_roots: &[RootFingerprint],
+    now: i64,
+) -> Result<VerifiedToken> {
+    activated(status_marked(store, product, identity, pinned_roots, now, ClockMark::ReadOnly)?)
+}
+
+/// A status as [`check_activated`]'s answer.
+fn activated(status: ProductStatus) -> Result<VerifiedToken> {
+    match status {
         ProductStatus::Active(v) => Ok(*v),
         ProductStatus::Invalid { reason, .. } => Err(reason.into()),
         ProductStatus::NotInstalled { product } => Err(VerifyError::NotActivated { product }.into()),

@@ -12,7 +12,10 @@ mod common;
 mod sandbox;
 
 use common::*;
-use tka::activation::{self, activate, activate_with_tolerance, status, ProductStatus};
+use tka::activation::{
+    self, activate, activate_with_tolerance, check_activated, check_activated_read_only, status, statuses, ClockMark,
+    ProductStatus,
+};
 use tka::keys::SignatureAlgorithm;
 use tka::machine::MachineIdentity;
 use tka::request::ActivationRequest;
@@ -217,6 +220,70 @@ fn refused_activation_does_not_raise_the_mark() {
     let other = |_: &str| Ok(other_machine());
     assert!(activate(&store, &token_at(NOW - 60), &other, &[], NOW + 30 * DAY).is_err());
     assert_eq!(store.state().unwrap().clock_high_water, NOW);
+}
+
+// ---------------------------------------------------------------------------
+// The library keeps the clock guard (issue 19 item 1): an application that
+// only ever calls `check_activated` (or `status`) still raises the mark.
+
+#[test]
+fn check_activated_raises_the_mark_and_refuses_a_later_rollback() {
+    let (_t, store) = store();
+    activate(&store, &token_at(NOW - 60), &ident, &[], NOW).unwrap();
+    // The application checks at every start; the last start was at T.
+    let t = NOW + 10 * DAY;
+    check_activated(&store, PRODUCT, &machine(), &[], t).unwrap();
+    assert_eq!(store.state().unwrap().clock_high_water, t);
+    // Clock wound back 3 days: still after the activation, but before T.
+    assert_eq!(rollback(check_activated(&store, PRODUCT, &machine(), &[], t - 3 * DAY)), (t - 3 * DAY, t));
+    assert_eq!(store.state().unwrap().clock_high_water, t);
+}
+
+#[test]
+fn status_raises_the_mark() {
+    let (_t, store) = store();
+    activate(&store, &token_at(NOW - 60), &ident, &[], NOW).unwrap();
+    let t = NOW + 10 * DAY;
+    assert!(status(&store, PRODUCT, &machine(), &[], t).unwrap().is_active());
+    assert_eq!(store.state().unwrap().clock_high_water, t);
+    // Even for a product that is not installed: the mark is about the clock.
+    let later = t + DAY;
+    match status(&store, "other-product", &machine(), &[], later).unwrap() {
+        ProductStatus::NotInstalled { product } => assert_eq!(product, "other-product"),
+        other => panic!("expected NotInstalled, got {other:?}"),
+    }
+    assert_eq!(store.state().unwrap().clock_high_water, later);
+}
+
+#[test]
+fn check_activated_read_only_refuses_a_time_before_the_mark_and_writes_nothing() {
+    let (_t, store) = store();
+    activate(&store, &token_at(NOW - 60), &ident, &[], NOW).unwrap();
+    let t = NOW + 10 * DAY;
+    check_activated(&store, PRODUCT, &machine(), &[], t).unwrap();
+    let before = sandbox::snapshot(store.dir());
+    assert_eq!(rollback(check_activated_read_only(&store, PRODUCT, &machine(), &[], t - 3 * DAY)), (t - 3 * DAY, t));
+    // A later time is answered, and the mark is not raised to it.
+    check_activated_read_only(&store, PRODUCT, &machine(), &[], t + 5 * DAY).unwrap();
+    assert_eq!(sandbox::snapshot(store.dir()), before);
+    assert_eq!(store.state().unwrap().clock_high_water, t);
+}
+
+#[test]
+fn statuses_at_an_explicit_time_has_no_tolerance_and_writes_nothing() {
+    let (_t, store) = store();
+    activate(&store, &token_at(NOW - 60), &ident, &[], NOW).unwrap();
+    let before = sandbox::snapshot(store.dir());
+    let at = |now| statuses(&store, None, &ident, &[], now, ClockMark::At).unwrap();
+    // One second before the mark: a clock problem, not "activated".
+    match &at(NOW - 1)[..] {
+        [ProductStatus::Invalid { reason: VerifyError::ClockRollback { now, high_water }, .. }] => {
+            assert_eq!((*now, *high_water), (NOW - 1, NOW))
+        }
+        other => panic!("expected one ClockRollback, got {other:?}"),
+    }
+    assert!(at(NOW + 30 * DAY)[0].is_active());
+    assert_eq!(sandbox::snapshot(store.dir()), before);
 }
 
 // ---------------------------------------------------------------------------

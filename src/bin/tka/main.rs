@@ -14,7 +14,7 @@ use output::*;
 use serde_json::json;
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use tka::activation::{self, TrustData};
+use tka::activation::{self, ClockMark, ProductStatus};
 use tka::issuer::{read_cert_chain, InitOptions, IssuerHome};
 use tka::keys::{save_private_key, KeyRef, SignatureAlgorithm, SoftwareKey};
 use tka::pki::{self, pem, CertInfo, CertKind, CertRequest, TrustAnchors};
@@ -178,31 +178,16 @@ fn run(cmd: Command) -> Result<ExitCode> {
         }
         Command::Status { product, at, pins, store, machine, out } => {
             let store = open_store(&store)?;
-            let now = match &at {
-                Some(s) => clock::parse_rfc3339(s).map_err(Error::Usage)?,
-                None => {
-                    activation::observe_clock(&store, clock::now())?;
-                    clock::now()
-                }
+            // An explicit time is asked about, not the clock: it raises no
+            // mark and has no clock jitter to forgive.
+            let (now, mark) = match &at {
+                Some(s) => (clock::parse_rfc3339(s).map_err(Error::Usage)?, ClockMark::At),
+                None => (clock::now(), ClockMark::Raise),
             };
-            let trust = TrustData::from_store(&store)?;
-            let state = store.state()?;
-            // An explicit time has no clock jitter to forgive: one before the
-            // store's mark is a clock problem, never "activated".
-            let tolerance = if at.is_some() { 0 } else { tka::store::DEFAULT_CLOCK_TOLERANCE_SECS };
-            let clock_check = Some((state.clock_high_water, tolerance));
-            let products: Vec<String> = match product {
-                Some(p) => vec![p],
-                None => store.tokens()?.into_iter().map(|t| t.product).collect(),
-            };
-            let mut all_ok = true;
-            let mut rows = Vec::new();
-            for p in &products {
-                let id = identify(p, &machine)?;
-                let st = activation::status_with(&store, &trust, p, &id, &pins.root_fingerprints, now, clock_check)?;
-                all_ok &= st.is_active();
-                rows.push(st);
-            }
+            let products = product.map(|p| vec![p]);
+            let ident = |p: &str| identify(p, &machine);
+            let rows = activation::statuses(&store, products.as_deref(), &ident, &pins.root_fingerprints, now, mark)?;
+            let all_ok = rows.iter().all(ProductStatus::is_active);
             if out.json {
                 say_json(&json!(rows.iter().map(status_json).collect::<Vec<_>>()));
             } else if rows.is_empty() {
