@@ -314,7 +314,9 @@ fn status_marked(
     Ok(all.remove(0))
 }
 
-/// [`status`] with trust data and clock already read (for listing many products).
+/// [`status`] with trust data and clock check already read; reads only:
+/// `clock` is the store's mark and the tolerance, or `None` for no check
+/// ([`statuses`] reads and raises the mark).
 pub fn status_with(
     store: &Store,
     trust: &TrustData,

@@ -59,6 +59,13 @@
 //! # }
 //! ```
 //!
+//! `check_activated` keeps the clock guard: it raises the store's clock
+//! high-water mark to `now` under the store lock, and refuses a `now` more
+//! than a day before the mark with [`VerifyError::ClockRollback`]. Raising
+//! needs write access to the store; a process without it gets the store's
+//! I/O error, or calls [`activation::check_activated_read_only`], which
+//! writes nothing and checks against the mark as the last writer left it.
+//!
 //! Pin the vendor's root as above: the store belongs to whoever runs the
 //! program, and any root it trusts can issue for any product. With pins, a
 //! token whose chain ends at another root is refused with

@@ -1,7 +1,8 @@
 //! Clock rollback, driven through an injected clock (issue 6 item 5).
 //!
 //! The store keeps a clock high-water mark: the latest "now" any activation
-//! (or `tka status`) has seen. Activation and status refuse with
+//! (or `tka status`, or the library's `check_activated` and `status`) has
+//! seen. Activation and status refuse with
 //! `VerifyError::ClockRollback` while *now* is more than the tolerance
 //! (default one day) behind it, and work again once the clock is right. A
 //! token whose `iat` is after *now* (beyond 5 minutes of skew) is refused
