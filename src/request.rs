@@ -187,6 +187,9 @@ impl ActivationRequest {
     }
 }
 
+/// What [`is_plain_name`] requires, for messages.
+pub const PLAIN_NAME_RULE: &str = "use 1 to 64 letters, digits, '.', '_' or '-' (not starting with '.')";
+
 /// Whether `name` is a plain name: 1 to 64 ASCII letters, digits, `.`, `_`
 /// or `-`, not starting with `.` — the character set of product names in
 /// the store, also required of features and editions at issuance.

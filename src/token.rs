@@ -217,14 +217,11 @@ pub fn new_serial() -> String {
 /// [`IssueOptions::allow_weak_binding`]). Feature and edition names use the
 /// product name's character set.
 pub fn build_claims(req: &ActivationRequest, opts: &IssueOptions, signer: &CertInfo, now: i64) -> Result<Claims> {
-    req.check_fields().map_err(|detail| Error::Format { what: "request".into(), detail })?;
-    let strength = crate::machine::check_binding(&req.cmid, &req.components, opts.allow_weak_binding)?;
+    let strength = check_request(req, opts.allow_weak_binding)?;
     for (what, name) in opts.features.iter().map(|f| ("feature", f)).chain(opts.edition.iter().map(|e| ("edition", e)))
     {
         if !crate::request::is_plain_name(name) {
-            return Err(Error::Usage(format!(
-                "{what} name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-' (not starting with '.')"
-            )));
+            return Err(Error::Usage(format!("{what} name {name:?}: {}", crate::request::PLAIN_NAME_RULE)));
         }
     }
     if now < signer.not_before || now > signer.not_after {
@@ -274,6 +271,17 @@ pub fn build_claims(req: &ActivationRequest, opts: &IssueOptions, signer: &CertI
             weak_binding: strength == crate::machine::BindingStrength::Weak,
         },
     })
+}
+
+/// Whether a request can be issued at all: its fields are well-formed
+/// ([`ActivationRequest::check_fields`], else [`Error::Format`]) and its
+/// binding is one a real machine produces ([`crate::machine::check_binding`],
+/// else [`Error::Binding`]; a weak one only with `allow_weak`). Every
+/// issuance path runs it (through [`build_claims`], and before a ledger
+/// looks at seats).
+pub fn check_request(req: &ActivationRequest, allow_weak: bool) -> Result<crate::machine::BindingStrength> {
+    req.check_fields().map_err(|detail| Error::Format { what: "request".into(), detail })?;
+    Ok(crate::machine::check_binding(&req.cmid, &req.components, allow_weak)?)
 }
 
 /// Issues a token for `req` at time `now`.

@@ -386,7 +386,12 @@ pub fn issue_batch_to(
     let allow_weak = opts.issue.allow_weak_binding || ent.as_ref().is_some_and(|e| e.allow_weak_binding);
     let checked: Vec<Option<(String, Option<String>)>> = inputs
         .par_iter()
-        .map(|i| i.request.as_ref().ok().map(|r| (request_digest(r), request_refusal(r, allow_weak))))
+        .map(|i| {
+            i.request
+                .as_ref()
+                .ok()
+                .map(|r| (request_digest(r), crate::token::check_request(r, allow_weak).err().map(|e| e.to_string())))
+        })
         .collect();
     for ((slot, input), checked) in inputs.into_iter().enumerate().zip(checked) {
         let mut item = blank_item(slot, input.source);
@@ -604,17 +609,6 @@ fn blank_item(slot: usize, source: String) -> ItemReport {
         reason: None,
         issued: None,
     }
-}
-
-/// Why a request cannot be issued at all, before any seat is looked at:
-/// malformed fields, or a binding no real machine produces (or a weak one
-/// not allowed) — see [`crate::machine::check_binding`]. The same checks
-/// run again in [`crate::token::build_claims`].
-fn request_refusal(req: &ActivationRequest, allow_weak: bool) -> Option<String> {
-    if let Err(detail) = req.check_fields() {
-        return Some(Error::Format { what: "request".into(), detail }.to_string());
-    }
-    crate::machine::check_binding(&req.cmid, &req.components, allow_weak).err().map(|e| Error::Binding(e).to_string())
 }
 
 /// The seat rule: a machine that already holds a seat (same CMID) is given

@@ -357,10 +357,7 @@ impl Ledger {
     /// Adds an entitlement and returns it with its id.
     pub fn add_entitlement(&mut self, new: &NewEntitlement, now: i64) -> Result<Entitlement> {
         if !crate::request::is_plain_name(&new.product) {
-            return Err(Error::Usage(format!(
-                "product {:?}: use 1 to 64 letters, digits, '.', '_' or '-' (not starting with '.')",
-                new.product
-            )));
+            return Err(Error::Usage(format!("product {:?}: {}", new.product, crate::request::PLAIN_NAME_RULE)));
         }
         if let Some(n) = &new.name {
             check_name(n)?;
@@ -489,8 +486,7 @@ impl Ledger {
             Some(sel) => self.entitlement(sel)?.allow_weak_binding,
             None => false,
         };
-        req.check_fields().map_err(|detail| Error::Format { what: "request".into(), detail })?;
-        crate::machine::check_binding(&req.cmid, &req.components, opts.allow_weak_binding || ent_allows)?;
+        crate::token::check_request(req, opts.allow_weak_binding || ent_allows)?;
         let batch = bulk::BatchOptions {
             entitlement: entitlement.map(str::to_string),
             issue: opts.clone(),
@@ -849,9 +845,7 @@ fn check_name(n: &str) -> Result<()> {
 
 fn features_json(f: &[String]) -> Result<String> {
     if let Some(x) = f.iter().find(|x| !crate::request::is_plain_name(x)) {
-        return Err(Error::Usage(format!(
-            "feature name {x:?}: use 1 to 64 letters, digits, '.', '_' or '-' (not starting with '.')"
-        )));
+        return Err(Error::Usage(format!("feature name {x:?}: {}", crate::request::PLAIN_NAME_RULE)));
     }
     Ok(serde_json::to_string(f).expect("strings serialize"))
 }

@@ -5,8 +5,6 @@ use super::StoreError;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-/// Longest product name accepted.
-pub(crate) const MAX_PRODUCT_LEN: usize = 64;
 /// Longest CRL / revocation-list key accepted (hex digits).
 pub(crate) const MAX_KEY_LEN: usize = 128;
 
@@ -15,11 +13,7 @@ const PEM_END: &str = "-----END CERTIFICATE-----";
 
 /// Checks that `product` can be used as a file name in the store.
 pub(crate) fn check_product(product: &str) -> Result<(), StoreError> {
-    let ok = !product.is_empty()
-        && product.len() <= MAX_PRODUCT_LEN
-        && !product.starts_with('.')
-        && product.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if crate::request::is_plain_name(product) {
         Ok(())
     } else {
         Err(StoreError::BadProduct(product.to_string()))
