@@ -86,28 +86,8 @@ impl<'a> StoreLock<'a> {
     pub fn add_root_with_products(&self, der: &[u8], products: Option<&[String]>) -> Result<String, StoreError> {
         check_root_der(der)?;
         check_products(products)?;
-        let fp = names::fingerprint(der);
-        let scope = self.scope_path(&fp);
-        match products {
-            Some(products) => {
-                let mut list: Vec<String> = products.to_vec();
-                list.sort();
-                list.dedup();
-                let mut bytes = serde_json::to_vec_pretty(&super::ScopeFile { products: list })
-                    .map_err(|e| StoreError::io(&scope, io::Error::other(e)))?;
-                bytes.push(b'\n');
-                if bytes.len() > MAX_ROOT_FILE {
-                    return Err(StoreError::TooLarge {
-                        what: "the root's product scope".to_string(),
-                        len: bytes.len(),
-                        limit: MAX_ROOT_FILE,
-                    });
-                }
-                self.ensure_subdir(ROOTS_DIR)?;
-                write(&scope, &bytes)?;
-            }
-            None => drop(remove(&scope)?),
-        }
+        let scope = scope_bytes(products)?;
+        self.put_side_file(&self.scope_path(&names::fingerprint(der)), scope.as_deref())?;
         self.add_root(der)
     }
 
@@ -127,28 +107,31 @@ impl<'a> StoreLock<'a> {
         products: Option<&[String]>,
         vouching: Option<&[Vec<u8>]>,
     ) -> Result<String, StoreError> {
-        // Everything is checked before the first write: a refused add
-        // leaves every file as it was.
+        // Everything is checked, and both side files are made, before the
+        // first write: a refused add leaves every file as it was.
         check_root_der(der)?;
         check_products(products)?;
-        let fp = names::fingerprint(der);
-        let file = self.vouching_path(&fp);
-        match vouching {
-            Some(chain) => {
-                let text: String = chain.iter().map(|d| names::pem_encode(d)).collect();
-                if text.len() > MAX_ROOT_FILE {
-                    return Err(StoreError::TooLarge {
-                        what: "the root's vouching chain".to_string(),
-                        len: text.len(),
-                        limit: MAX_ROOT_FILE,
-                    });
-                }
-                self.ensure_subdir(ROOTS_DIR)?;
-                write(&file, text.as_bytes())?;
-            }
-            None => drop(remove(&file)?),
+        let scope = scope_bytes(products)?;
+        let chain: Option<String> = vouching.map(|chain| chain.iter().map(|d| names::pem_encode(d)).collect());
+        if let Some(text) = &chain {
+            check_side_file_size("the root's vouching chain", text.len())?;
         }
-        self.add_root_with_products(der, products)
+        let fp = names::fingerprint(der);
+        self.put_side_file(&self.vouching_path(&fp), chain.as_deref().map(str::as_bytes))?;
+        self.put_side_file(&self.scope_path(&fp), scope.as_deref())?;
+        self.add_root(der)
+    }
+
+    /// Writes a root's side file (`roots/<fp>.json` scope, `roots/<fp>.cross`
+    /// vouching chain) with `bytes`, or removes it for `None`.
+    fn put_side_file(&self, path: &Path, bytes: Option<&[u8]>) -> Result<(), StoreError> {
+        match bytes {
+            Some(bytes) => {
+                self.ensure_subdir(ROOTS_DIR)?;
+                write(path, bytes)
+            }
+            None => remove(path).map(drop),
+        }
     }
 
     /// Stops trusting the root whose fingerprint is, or uniquely starts
@@ -387,6 +370,28 @@ fn check_root_der(der: &[u8]) -> Result<(), StoreError> {
 }
 
 /// A product scope that can be stored: not empty, valid product names.
+/// The scope file of a root limited to `products` (`None`: every product,
+/// no file), checked against the root file limit.
+fn scope_bytes(products: Option<&[String]>) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(products) = products else { return Ok(None) };
+    let mut list: Vec<String> = products.to_vec();
+    list.sort();
+    list.dedup();
+    let mut bytes = serde_json::to_vec_pretty(&super::ScopeFile { products: list })
+        .map_err(|e| StoreError::io(Path::new(ROOTS_DIR), io::Error::other(e)))?;
+    bytes.push(b'\n');
+    check_side_file_size("the root's product scope", bytes.len())?;
+    Ok(Some(bytes))
+}
+
+/// A root's side file must fit in a root file.
+fn check_side_file_size(what: &str, len: usize) -> Result<(), StoreError> {
+    if len > MAX_ROOT_FILE {
+        return Err(StoreError::TooLarge { what: what.to_string(), len, limit: MAX_ROOT_FILE });
+    }
+    Ok(())
+}
+
 fn check_products(products: Option<&[String]>) -> Result<(), StoreError> {
     if let Some(products) = products {
         if products.is_empty() {
