@@ -79,25 +79,20 @@
 //! verdicts as [`VerifyError`].
 #![warn(missing_docs)]
 
+// The core: formats, keys, certificates and the ordered checks. It reads
+// nothing it is not given and imports neither wing.
+mod core;
+// The machine wing: the activation store, activation, revocation import
+// and root trust on a machine that verifies.
 pub mod activation;
-pub mod clock;
-pub mod crl_number;
-mod error;
-pub mod fsutil;
-pub mod issuer;
-mod json;
-pub mod jws;
-pub mod keys;
+// The issuer wing: the issuer home, its rotations, CRLs and revocation
+// lists, the ledger and issuance. Behind the `issuer` feature.
 #[cfg(feature = "issuer")]
-pub mod ledger;
-pub mod machine;
-pub mod pkcs11;
-pub mod pki;
-pub mod request;
-pub mod revocation;
-pub mod rotation;
-pub mod store;
-pub mod token;
-pub mod verify;
+pub mod issuer;
 
-pub use error::{CrossLimit, Error, Result, VerifyError};
+pub use crate::core::{clock, fsutil, jws, keys, machine, pkcs11, pki, request, token, verify};
+pub use activation::{revocation, store};
+#[cfg(feature = "issuer")]
+pub use issuer::{crl_number, ledger, rotation};
+
+pub use crate::core::error::{CrossLimit, Error, Result, VerifyError};

@@ -1,0 +1,674 @@
+//! The machine side: install a token after verifying it, report status,
+//! deactivate. Verification itself is [`crate::core::verify`]; storage is
+//! [`crate::activation::store`]; this module is the short glue between them, and the
+//! API an application uses to ask "is product P activated here?".
+
+use crate::activation::store::{Store, TrustedRoot, DEFAULT_CLOCK_TOLERANCE_SECS};
+use crate::core::error::{Error, Result, VerifyError};
+use crate::core::machine::MachineIdentity;
+use crate::core::pki::LeafRole;
+use crate::core::pki::{Crl, RootFingerprint, TrustAnchors};
+use crate::core::token::decode_unverified;
+use crate::core::verify::{verify_token, MachineCheck, VerifiedToken, VerifyContext};
+use std::collections::{BTreeMap, HashSet};
+
+/// Identity of this machine for a given product (identities are salted per
+/// product). The CLI passes the real machine; tests pass a fake.
+pub type IdentifyFn<'a> = &'a dyn Fn(&str) -> Result<MachineIdentity>;
+
+/// Trust anchors, CRLs and revoked serials, read from a store.
+#[derive(Debug, Clone, Default)]
+pub struct TrustData {
+    /// Trusted roots.
+    pub anchors: TrustAnchors,
+    /// Installed CRLs.
+    pub crls: Vec<Crl>,
+    /// Token serials revoked by installed revocation lists.
+    pub revoked_serials: HashSet<String>,
+    /// Product scopes of the roots that have one: root fingerprint ->
+    /// the products it may activate. A root not in the map may activate any.
+    pub root_products: BTreeMap<String, Vec<String>>,
+}
+
+impl TrustData {
+    /// Reads the store's roots and revocation data. A damaged CRL is an
+    /// error, never silently skipped.
+    pub fn from_store(store: &Store) -> Result<Self> {
+        let stored = store.roots()?;
+        let root_products = root_products(&stored);
+        let anchors = anchors_from_stored(&stored)?;
+        let crls = store.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
+        let revoked_serials = crate::activation::revocation::verified_revoked_serials(store, &anchors)?;
+        Ok(TrustData { anchors, crls, revoked_serials, root_products })
+    }
+
+    /// The anchors that may activate `product`: every trusted root whose
+    /// product scope includes it or that has none.
+    pub fn anchors_for(&self, product: &str) -> TrustAnchors {
+        self.anchors.filtered(|r| self.root_products.get(&r.fingerprint).is_none_or(|p| p.iter().any(|p| p == product)))
+    }
+
+    /// [`verify_token`] for `product` with `ctx`'s anchors narrowed to
+    /// [`TrustData::anchors_for`]. A token whose chain leads only to a root
+    /// scoped to other products is refused with
+    /// [`VerifyError::RootNotTrustedForProduct`].
+    fn verify_for_product(
+        &self,
+        token: &str,
+        ctx: &VerifyContext<'_>,
+        product: &str,
+    ) -> Result<VerifiedToken, VerifyError> {
+        let scoped = self.anchors_for(product);
+        let result = verify_token(token, &VerifyContext { anchors: &scoped, ..ctx.clone() });
+        if !matches!(result, Err(VerifyError::UntrustedRoot { .. }))
+            || scoped.roots().len() == self.anchors.roots().len()
+        {
+            return result;
+        }
+        match crate::core::pki::validate_path(
+            &jws_chain(token)?,
+            &self.anchors,
+            ctx.now,
+            ctx.crls,
+            LeafRole::TokenSigner,
+        ) {
+            Ok(path) => {
+                let root = path.root();
+                Err(VerifyError::RootNotTrustedForProduct {
+                    root: root.subject.clone(),
+                    product: product.to_string(),
+                    allowed: self.root_products.get(&root.fingerprint).cloned().unwrap_or_default(),
+                })
+            }
+            Err(_) => result,
+        }
+    }
+}
+
+/// The trust anchors of stored roots, each root trusted through a
+/// cross-certificate with its vouching chain
+/// ([`TrustAnchors::with_vouching`]).
+pub fn anchors_from_stored(roots: &[TrustedRoot]) -> Result<TrustAnchors, VerifyError> {
+    let ders: Vec<Vec<u8>> = roots.iter().map(|r| r.der.clone()).collect();
+    let mut anchors = TrustAnchors::from_der(&ders)?;
+    for r in roots {
+        if let Some(chain) = &r.vouching {
+            anchors = anchors.with_vouching(&r.fingerprint, chain)?;
+        }
+    }
+    Ok(anchors)
+}
+
+/// Fingerprint -> product scope of the roots that have one.
+pub(crate) fn root_products(roots: &[TrustedRoot]) -> BTreeMap<String, Vec<String>> {
+    roots.iter().filter_map(|r| r.products.clone().map(|p| (r.fingerprint.clone(), p))).collect()
+}
+
+/// The `x5c` chain of a token.
+fn jws_chain(token: &str) -> Result<Vec<Vec<u8>>, VerifyError> {
+    Ok(crate::core::jws::decode(token, crate::core::jws::TOKEN_TYP)?.x5c)
+}
+
+/// What `status` found for one product.
+#[derive(Debug, Clone)]
+pub enum ProductStatus {
+    /// A token is installed and verifies now.
+    Active(Box<VerifiedToken>),
+    /// A token is installed but no longer verifies (expired, revoked, moved machine ...).
+    Invalid {
+        /// The product.
+        product: String,
+        /// Why.
+        reason: VerifyError,
+    },
+    /// No token is installed for the product.
+    NotInstalled {
+        /// The product.
+        product: String,
+    },
+}
+
+impl ProductStatus {
+    /// Whether the product is activated.
+    pub fn is_active(&self) -> bool {
+        matches!(self, ProductStatus::Active(_))
+    }
+}
+
+/// Largest clock-rollback tolerance [`activate_with_tolerance`] accepts:
+/// one day, the default. A tolerance can be made smaller, never larger: a
+/// larger one would let a clock wound back by weeks revive an expired token.
+pub const MAX_CLOCK_TOLERANCE_SECS: i64 = crate::core::clock::DAY;
+
+/// Checks a clock-rollback tolerance, seconds: from 0 to
+/// [`MAX_CLOCK_TOLERANCE_SECS`]. Returns it.
+pub fn check_clock_tolerance(secs: i64) -> Result<i64> {
+    if (0..=MAX_CLOCK_TOLERANCE_SECS).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(Error::Usage(format!(
+            "clock tolerance of {secs} seconds is outside 0 to {MAX_CLOCK_TOLERANCE_SECS} seconds (one day, the default)"
+        )))
+    }
+}
+
+/// Verifies `token` for this machine and installs it. The store's clock
+/// high-water mark is checked and raised under the store lock, so a token
+/// is never installed on a machine whose clock was wound back.
+///
+/// With `pinned_roots`, the token's chain must end at one of them
+/// ([`VerifyError::WrongRoot`] otherwise), whatever else the store trusts;
+/// empty accepts any root the store trusts.
+pub fn activate(
+    store: &Store,
+    token: &str,
+    identify: IdentifyFn<'_>,
+    pinned_roots: &[RootFingerprint],
+    now: i64,
+) -> Result<VerifiedToken> {
+    activate_with_tolerance(store, token, identify, pinned_roots, now, DEFAULT_CLOCK_TOLERANCE_SECS)
+}
+
+/// [`activate`] with an explicit clock-rollback tolerance, seconds, at most
+/// [`MAX_CLOCK_TOLERANCE_SECS`] (checked before anything is read).
+pub fn activate_with_tolerance(
+    store: &Store,
+    token: &str,
+    identify: IdentifyFn<'_>,
+    pinned_roots: &[RootFingerprint],
+    now: i64,
+    tolerance: i64,
+) -> Result<VerifiedToken> {
+    check_clock_tolerance(tolerance)?;
+    let token = token.trim();
+    let (_, claims) = decode_unverified(token)?;
+    let identity = identify(&claims.aud)?;
+    let trust = store_trust(store)?;
+    install(store, &trust, token, &claims.aud, &identity, pinned_roots, now, tolerance)
+}
+
+/// The store's trust data; a store that trusts no root is a usage error.
+fn store_trust(store: &Store) -> Result<TrustData> {
+    let trust = TrustData::from_store(store)?;
+    if trust.anchors.is_empty() {
+        return Err(Error::Usage("this store trusts no root yet: run `tka trust add ROOT.pem` first".into()));
+    }
+    Ok(trust)
+}
+
+/// Verifies `token` for `product` on the machine `identity` and installs
+/// it, under the store lock (the clock mark checked and raised).
+#[allow(clippy::too_many_arguments)]
+fn install(
+    store: &Store,
+    trust: &TrustData,
+    token: &str,
+    product: &str,
+    identity: &MachineIdentity,
+    pinned_roots: &[RootFingerprint],
+    now: i64,
+    tolerance: i64,
+) -> Result<VerifiedToken> {
+    let lock = store.lock()?;
+    let mut state = lock.state()?;
+    let ctx = VerifyContext {
+        anchors: &trust.anchors,
+        pinned_roots,
+        now,
+        product: Some(product),
+        machine: MachineCheck::Identity(identity),
+        crls: &trust.crls,
+        revoked_serials: &trust.revoked_serials,
+        clock: Some((state.clock_high_water, tolerance)),
+    };
+    let verified = trust.verify_for_product(token, &ctx, product)?;
+    state.observe(now);
+    lock.save_state(&state)?;
+    lock.put_token(&verified.claims.aud, token, now)?;
+    Ok(verified)
+}
+
+/// How a status check treats the store's clock high-water mark (the
+/// latest *now* the store has accepted; a *now* more than the tolerance
+/// before it is [`VerifyError::ClockRollback`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockMark {
+    /// `now` is the system clock: the mark is raised to `now` (never
+    /// lowered) under the store lock, and `now` is checked against it with
+    /// [`DEFAULT_CLOCK_TOLERANCE_SECS`]. Needs write access to the store:
+    /// without it the check fails with the store's I/O error, it never
+    /// answers without raising the mark.
+    Raise,
+    /// As [`ClockMark::Raise`], but nothing is written: `now` is checked
+    /// against the mark as it stands, which is not raised. For a process
+    /// that cannot write the store; the mark then only moves when a writer
+    /// (an activation, `tka status`) runs.
+    ReadOnly,
+    /// `now` is a time asked about, not the clock (`tka status --at`): it
+    /// is checked against the mark with no tolerance, nothing is written.
+    At,
+}
+
+/// Re-verifies the installed token for each of `products` (every installed
+/// product when `None`), in order, at `now`, with this machine's identity
+/// from `identify`. `mark` says how the store's clock high-water mark is
+/// checked and whether it is raised ([`ClockMark`]); with
+/// [`ClockMark::Raise`] the mark is raised under the store lock before
+/// anything is verified, so it moves even when no product is active.
+/// `pinned_roots` as in [`activate`].
+pub fn statuses(
+    store: &Store,
+    products: Option<&[String]>,
+    identify: IdentifyFn<'_>,
+    pinned_roots: &[RootFingerprint],
+    now: i64,
+    mark: ClockMark,
+) -> Result<Vec<ProductStatus>> {
+    let (lock, state) = match mark {
+        ClockMark::Raise => {
+            let lock = store.lock()?;
+            let mut state = lock.state()?;
+            if now > state.clock_high_water {
+                state.observe(now);
+                lock.save_state(&state)?;
+            }
+            (Some(lock), state)
+        }
+        ClockMark::ReadOnly | ClockMark::At => (None, store.state()?),
+    };
+    let tolerance = if mark == ClockMark::At { 0 } else { DEFAULT_CLOCK_TOLERANCE_SECS };
+    let clock = Some((state.clock_high_water, tolerance));
+    let trust = TrustData::from_store(store)?;
+    let products: Vec<String> = match products {
+        Some(p) => p.to_vec(),
+        None => store.tokens()?.into_iter().map(|t| t.product).collect(),
+    };
+    let mut out = Vec::with_capacity(products.len());
+    for p in &products {
+        let identity = identify(p)?;
+        out.push(status_with(store, &trust, p, &identity, pinned_roots, now, clock)?);
+    }
+    drop(lock);
+    Ok(out)
+}
+
+/// Re-verifies the installed token for `product` at `now`, the system
+/// clock: raises the store's clock high-water mark to `now` under the store
+/// lock, as [`ClockMark::Raise`] (so it needs write access to the store).
+/// `pinned_roots` as in [`activate`].
+pub fn status(
+    store: &Store,
+    product: &str,
+    identity: &MachineIdentity,
+    pinned_roots: &[RootFingerprint],
+    now: i64,
+) -> Result<ProductStatus> {
+    status_marked(store, product, identity, pinned_roots, now, ClockMark::Raise)
+}
+
+/// [`status`] for one product with `mark` as in [`statuses`].
+fn status_marked(
+    store: &Store,
+    product: &str,
+    identity: &MachineIdentity,
+    pinned_roots: &[RootFingerprint],
+    now: i64,
+    mark: ClockMark,
+) -> Result<ProductStatus> {
+    let identify = |_: &str| Ok(identity.clone());
+    let mut all = statuses(store, Some(&[product.to_string()]), &identify, pinned_roots, now, mark)?;
+    Ok(all.remove(0))
+}
+
+/// [`status`] with trust data and clock check already read; reads only:
+/// `clock` is the store's mark and the tolerance, or `None` for no check
+/// ([`statuses`] reads and raises the mark).
+pub fn status_with(
+    store: &Store,
+    trust: &TrustData,
+    product: &str,
+    identity: &MachineIdentity,
+    pinned_roots: &[RootFingerprint],
+    now: i64,
+    clock: Option<(i64, i64)>,
+) -> Result<ProductStatus> {
+    let Some(installed) = store.token(product)? else {
+        return Ok(ProductStatus::NotInstalled { product: product.into() });
+    };
+    let ctx = VerifyContext {
+        anchors: &trust.anchors,
+        pinned_roots,
+        now,
+        product: Some(product),
+        machine: MachineCheck::Identity(identity),
+        crls: &trust.crls,
+        revoked_serials: &trust.revoked_serials,
+        clock,
+    };
+    Ok(match trust.verify_for_product(&installed.token, &ctx, product) {
+        Ok(v) => ProductStatus::Active(Box::new(v)),
+        Err(reason) => ProductStatus::Invalid { product: product.into(), reason },
+    })
+}
+
+/// The question an application asks: is `product` activated on this
+/// machine at `now`, the system clock? `Ok` carries the verified token
+/// (features, expiry); `Err` says why not ([`VerifyError::NotActivated`]
+/// when nothing is installed).
+///
+/// The clock guard: the store's clock high-water mark is raised to `now`
+/// under the store lock, and a `now` more than a day
+/// ([`DEFAULT_CLOCK_TOLERANCE_SECS`]) before it is refused with
+/// [`VerifyError::ClockRollback`]; an application that checks at every
+/// start thus notices a clock wound back. Raising the mark needs write
+/// access to the store: a process that cannot write it gets the store's I/O
+/// error (permission denied), never an answer; it calls
+/// [`check_activated_read_only`] instead.
+///
+/// An application passes its vendor's root fingerprint(s) as
+/// `pinned_roots` (compiled in, see [`RootFingerprint`]): then a token
+/// self-issued under another root that the store was made to trust (e.g.
+/// through `TKA_STORE`) is refused with [`VerifyError::WrongRoot`]. Empty
+/// accepts any root the store trusts.
+pub fn check_activated(
+    store: &Store,
+    product: &str,
+    identity: &MachineIdentity,
+    pinned_roots: &[RootFingerprint],
+    now: i64,
+) -> Result<VerifiedToken> {
+    activated(status_marked(store, product, identity, pinned_roots, now, ClockMark::Raise)?)
+}
+
+/// [`check_activated`] for a process that cannot write the store (e.g. one
+/// owned by root): never writes. `now` is still checked against the
+/// store's clock high-water mark ([`VerifyError::ClockRollback`] more than
+/// a day before it), but the mark is not raised, so it only guards up to
+/// the latest *now* a writer (an activation, `tka status`,
+/// [`check_activated`]) recorded.
+pub fn check_activated_read_only(
+    store: &Store,
+    product: &str,
+    identity: &MachineIdentity,
+    pinned_roots: &[RootFingerprint],
+    now: i64,
+) -> Result<VerifiedToken> {
+    activated(status_marked(store, product, identity, pinned_roots, now, ClockMark::ReadOnly)?)
+}
+
+/// A status as [`check_activated`]'s answer.
+fn activated(status: ProductStatus) -> Result<VerifiedToken> {
+    match status {
+        ProductStatus::Active(v) => Ok(*v),
+        ProductStatus::Invalid { reason, .. } => Err(reason.into()),
+        ProductStatus::NotInstalled { product } => Err(VerifyError::NotActivated { product }.into()),
+    }
+}
+
+/// Removes the installed token for `product`. Returns whether one was installed.
+pub fn deactivate(store: &Store, product: &str) -> Result<bool> {
+    Ok(store.lock()?.remove_token(product)?)
+}
+
+/// Raises the store's clock high-water mark to `now` (never lowers it).
+/// The CLI calls this with the real clock on every store command.
+pub fn observe_clock(store: &Store, now: i64) -> Result<()> {
+    let lock = store.lock()?;
+    let mut state = lock.state()?;
+    if now > state.clock_high_water {
+        state.observe(now);
+        lock.save_state(&state)?;
+    }
+    Ok(())
+}
+
+/// Largest token bundle read, bytes (16 GiB: about four million tokens of
+/// 4 KB). A bundle is streamed line by line, never held in memory; this
+/// bounds only how long a scan can run.
+pub const MAX_BUNDLE_SIZE: u64 = 16 << 30;
+
+/// Largest bundle line, bytes: a token at its size limit and its labels.
+/// A longer line is skipped (read through, never held).
+pub const MAX_BUNDLE_LINE: usize = crate::core::jws::MAX_JWS_SIZE + 1024;
+
+/// Most distinct products a scan without a product filter computes this
+/// machine's identity for (identities are salted per product). Lines for
+/// further products are counted as [`BundleScan::unchecked`], not checked.
+pub const MAX_BUNDLE_PRODUCTS: usize = 64;
+
+/// What [`activate_from_bundle`] takes from a bundle, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct BundleOptions<'a> {
+    /// How messages name the bundle (its path).
+    pub name: &'a str,
+    /// Only lines labelled for this product, whose token is for it; `None`:
+    /// any product (each line's token must still be for its label's product).
+    pub product: Option<&'a str>,
+    /// Pinned roots, as in [`activate`].
+    pub pinned_roots: &'a [RootFingerprint],
+    /// The time of the activation.
+    pub now: i64,
+    /// Clock-rollback tolerance, seconds, as in [`activate_with_tolerance`].
+    pub clock_tolerance: i64,
+}
+
+/// A bundle line that was refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleRefusal {
+    /// Line number, from 1.
+    pub line: u64,
+    /// Why: the verification verdict for a line labelled for this machine,
+    /// or [`VerifyError::Malformed`] / [`VerifyError::TooLarge`] for a line
+    /// that is not a bundle line.
+    pub reason: VerifyError,
+}
+
+/// What a bundle scan saw: every line is counted in exactly one of
+/// `blank`, `malformed`, `other`, `unchecked` or `considered`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BundleScan {
+    /// The product filter, if one was given.
+    pub product: Option<String>,
+    /// Lines read (up to the one activated, or all of them).
+    pub lines: u64,
+    /// Empty lines.
+    pub blank: u64,
+    /// Lines that are not bundle lines (not UTF-8, not JSON, fields
+    /// missing, too long): skipped.
+    pub malformed: u64,
+    /// The first of them.
+    pub first_malformed: Option<BundleRefusal>,
+    /// Lines labelled for another machine or product: skipped before any
+    /// signature or certificate check.
+    pub other: u64,
+    /// Lines for a product beyond the first [`MAX_BUNDLE_PRODUCTS`] seen
+    /// (scan without a product filter): not checked.
+    pub unchecked: u64,
+    /// Lines labelled for this machine (and product): fully verified.
+    pub considered: u64,
+    /// Considered lines whose token did not verify.
+    pub refused: u64,
+    /// The first refused line.
+    pub first_refused: Option<BundleRefusal>,
+    /// The last refused line.
+    pub last_refused: Option<BundleRefusal>,
+}
+
+/// A token taken from a bundle and installed.
+#[derive(Debug, Clone)]
+pub struct BundleActivation {
+    /// The line it came from, from 1.
+    pub line: u64,
+    /// The installed token.
+    pub verified: VerifiedToken,
+    /// What the scan saw up to that line.
+    pub scan: BundleScan,
+}
+
+/// One bundle line, as [`crate::issuer::ledger::bulk`] writes it (its `serial` is
+/// not needed: the token carries it, signed).
+#[derive(serde::Deserialize)]
+struct RawBundleLine<'a> {
+    #[serde(borrow)]
+    product: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    cmid: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    token: std::borrow::Cow<'a, str>,
+}
+
+/// How [`next_line`] ended.
+enum LineRead {
+    End,
+    Line,
+    TooLong,
+}
+
+/// Reads the next line into `buf` (without its line break), holding at
+/// most `limit` + 2 bytes: a longer line is read through to its end and
+/// reported as [`LineRead::TooLong`]. `total` counts the bytes read.
+fn next_line(
+    r: &mut impl std::io::BufRead,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    total: &mut u64,
+) -> std::io::Result<LineRead> {
+    use std::io::{BufRead, Read};
+    buf.clear();
+    let got = r.by_ref().take(limit as u64 + 2).read_until(b'\n', buf)?;
+    *total += got as u64;
+    if got == 0 {
+        return Ok(LineRead::End);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    } else if buf.len() == limit + 2 {
+        // Overlong: skip the rest of the line without keeping it.
+        while *total <= MAX_BUNDLE_SIZE {
+            let avail = r.fill_buf()?;
+            if avail.is_empty() {
+                break;
+            }
+            let (used, end) = match avail.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (avail.len(), false),
+            };
+            r.consume(used);
+            *total += used as u64;
+            if end {
+                break;
+            }
+        }
+        buf.clear();
+        return Ok(LineRead::TooLong);
+    }
+    Ok(if buf.len() > limit { LineRead::TooLong } else { LineRead::Line })
+}
+
+/// Activates this machine's token from a token bundle (JSON Lines with
+/// `product`, `cmid` and `token`, as `tka token issue-bulk --bundle`
+/// writes).
+///
+/// The labels are not signed, so they only select: every line labelled
+/// with this machine's CMID for its product (and for `opts.product`, if
+/// given) is verified in full, exactly as [`activate`] verifies a token,
+/// with the label's product as the product the token must be for; the first
+/// that verifies is installed. A line that is refused, labelled for another
+/// machine or product, or not a bundle line at all does not stop the scan.
+/// Lines for another machine or product are skipped before any signature
+/// or certificate check; this machine's identity is computed once per
+/// product (`identify` is called at most once for each product, and at most
+/// for [`MAX_BUNDLE_PRODUCTS`] of them).
+///
+/// The bundle is streamed: one line at a time, at most [`MAX_BUNDLE_LINE`]
+/// bytes of it held, at most [`MAX_BUNDLE_SIZE`] bytes read
+/// ([`VerifyError::TooLarge`] beyond). When no line verifies, the verdict is
+/// [`VerifyError::NoTokenInBundle`] with what the scan saw, and the store is
+/// unchanged.
+pub fn activate_from_bundle(
+    store: &Store,
+    bundle: impl std::io::BufRead,
+    identify: IdentifyFn<'_>,
+    opts: &BundleOptions<'_>,
+) -> Result<BundleActivation> {
+    check_clock_tolerance(opts.clock_tolerance)?;
+    let trust = store_trust(store)?;
+    let mut scan = BundleScan { product: opts.product.map(str::to_string), ..Default::default() };
+    let mut identities: std::collections::HashMap<String, MachineIdentity> = std::collections::HashMap::new();
+    let mut bundle = bundle;
+    let mut buf = Vec::new();
+    let mut total = 0u64;
+    loop {
+        let read =
+            next_line(&mut bundle, &mut buf, MAX_BUNDLE_LINE, &mut total).map_err(|e| Error::io(opts.name, e))?;
+        if total > MAX_BUNDLE_SIZE {
+            return Err(VerifyError::TooLarge { what: "bundle", limit: MAX_BUNDLE_SIZE as usize }.into());
+        }
+        let malformed = |scan: &mut BundleScan, reason: VerifyError| {
+            scan.malformed += 1;
+            if scan.first_malformed.is_none() {
+                scan.first_malformed = Some(BundleRefusal { line: scan.lines, reason });
+            }
+        };
+        match read {
+            LineRead::End => break,
+            LineRead::TooLong => {
+                scan.lines += 1;
+                malformed(&mut scan, VerifyError::TooLarge { what: "bundle line", limit: MAX_BUNDLE_LINE });
+                continue;
+            }
+            LineRead::Line => scan.lines += 1,
+        }
+        let Ok(text) = std::str::from_utf8(&buf) else {
+            malformed(&mut scan, VerifyError::Malformed { what: "bundle line", detail: "not UTF-8 text".into() });
+            continue;
+        };
+        if text.trim().is_empty() {
+            scan.blank += 1;
+            continue;
+        }
+        let line: RawBundleLine = match serde_json::from_str(text) {
+            Ok(l) => l,
+            Err(e) => {
+                malformed(&mut scan, VerifyError::Malformed { what: "bundle line", detail: e.to_string() });
+                continue;
+            }
+        };
+        if opts.product.is_some_and(|p| p != line.product) {
+            scan.other += 1;
+            continue;
+        }
+        if !identities.contains_key(&*line.product) {
+            if identities.len() >= MAX_BUNDLE_PRODUCTS {
+                scan.unchecked += 1;
+                continue;
+            }
+            let id = identify(&line.product)?;
+            identities.insert(line.product.to_string(), id);
+        }
+        let identity = &identities[&*line.product];
+        if line.cmid != identity.cmid() {
+            scan.other += 1;
+            continue;
+        }
+        scan.considered += 1;
+        let token = line.token.trim();
+        match install(store, &trust, token, &line.product, identity, opts.pinned_roots, opts.now, opts.clock_tolerance)
+        {
+            Ok(verified) => return Ok(BundleActivation { line: scan.lines, verified, scan }),
+            Err(Error::Verify(reason)) => {
+                scan.refused += 1;
+                let refusal = BundleRefusal { line: scan.lines, reason };
+                if scan.first_refused.is_none() {
+                    scan.first_refused = Some(refusal.clone());
+                }
+                scan.last_refused = Some(refusal);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(VerifyError::NoTokenInBundle { bundle: opts.name.to_string(), scan: Box::new(scan) }.into())
+}

@@ -1,0 +1,938 @@
+//! Offline revocation: signed token revocation lists and X.509 CRLs, from
+//! the issuer's side (creation) to the machine's (import, verification).
+//!
+//! # Token revocation lists
+//!
+//! A list is a JWS compact serialization signed exactly like a token — by
+//! the current token signer, with `kid` and the `x5c` chain — but with
+//! `typ` [`REVOCATION_TYP`] (`tka-revocations+jwt`), so neither can be
+//! passed off as the other. Its payload ([`ListClaims`]):
+//!
+//! ```json
+//! {"v": 1, "iss": "<list id: 32 hex digits>", "seq": 7, "iat": 1800000000,
+//!  "next_update": 1802592000, "revoked": [{"jti": "<token serial>", "at": 1799990000, "reason": "stolen"}]}
+//! ```
+//!
+//! - `iss` names the sequence: a random id made once per issuer home and
+//!   kept across every rotation (signer, issuing CA, root), so the
+//!   anti-rollback counter survives rotations. On a machine, the list is
+//!   kept under the trusted root it validates to and its id
+//!   ([`crate::activation::store::list_key`]: `revocations/<root fp>-<iss>.jws`,
+//!   `state.json` `revocation_seq[<root fp>-<iss>]`), so another trusted
+//!   issuer claiming the same id can neither replace nor block it.
+//! - `seq` increases with every list the home signs. The last one used is
+//!   kept in `<home>/revocations.json` and reserved (written) before the
+//!   list is signed, so a crash can skip a number but never reuse one.
+//! - A list is complete: it names every revoked token, and a newer list
+//!   replaces the older one.
+//!
+//! # What a machine accepts ([`import`])
+//!
+//! - A list whose chain validates at *now* to a trusted root with the
+//!   token-signer profile ([`validate_path`] with [`LeafRole::TokenSigner`],
+//!   installed CRLs consulted), whose signature verifies, whose `iat` is not
+//!   in the future, and whose `seq` is not lower than the installed one for
+//!   the same `iss` under the same root ([`VerifyError::RevocationRollback`];
+//!   the store is left unchanged). Re-importing the installed sequence is a
+//!   no-op. The list file is written before its sequence is raised, so a
+//!   crash never leaves a raised sequence without its list; a store found
+//!   that way (an older tka's interrupted import) is reported corrupt until
+//!   the list is imported again.
+//! - A CRL signed by a trusted root, or by a CA certificate given alongside
+//!   it (`--ca-cert`, or CERTIFICATE blocks in the same PEM file) that
+//!   validates at *now* to a trusted root and may sign CRLs. A CRL whose
+//!   cRLNumber is lower than the installed CRL of the same CA key is a
+//!   rollback and refused.
+//! - **Stale data** (past next-update) is accepted with a warning by
+//!   default — newer revocation data can only remove activations, so
+//!   refusing it would be the less safe choice — and refused with
+//!   [`VerifyError::RevocationStale`] when the caller requires fresh data
+//!   (`--require-fresh`). Installed data that goes stale stays in force.
+//!
+//! # Verification
+//!
+//! [`verified_revoked_serials`] feeds [`crate::activation::activate::TrustData`]:
+//! every installed list is re-verified against the trusted roots at the
+//! list's own `iat` (so a list keeps working after the signer that made it
+//! expires) without consulting CRLs (a list signed by a signer revoked
+//! later still counts: lists only deny). A list that cannot be read or no
+//! longer verifies — tampered with, or its root was removed too early in a
+//! rollover — is an error, never skipped: skipping it would silently
+//! re-activate the tokens it revokes. Importing a current list fixes it.
+//! Installed CRLs are consulted during path validation, each only for
+//! certificates issued by the CA whose signature the CRL carries
+//! ([`Crl::is_signed_by`]).
+
+use crate::activation::activate::{status_with, IdentifyFn, ProductStatus, TrustData};
+use crate::activation::store::{list_key, split_list_key, Store, StoreError, StoreLock, DEFAULT_CLOCK_TOLERANCE_SECS};
+use crate::core::error::{Error, Result, VerifyError};
+use crate::core::fsutil::{self, Overwrite};
+use crate::core::jws::{self, REVOCATION_TYP};
+use crate::core::keys::{verify_signature, SignatureAlgorithm};
+use crate::core::pki::{pem, validate_path, CertInfo, Crl, LeafRole, TrustAnchors};
+use crate::core::token::TokenSigner;
+use crate::issuer::home::IssuerHome;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+/// Version of the list payload format.
+pub const LIST_VERSION: u8 = 1;
+/// File in the issuer home that keeps the list id and the last sequence number.
+pub const LIST_STATE_FILE: &str = "revocations.json";
+/// How far in the future a list's `iat` or a CRL's thisUpdate may be (clock skew), seconds.
+pub const ISSUED_SKEW_SECS: i64 = 300;
+
+const WHAT_LIST: &str = "token revocation list";
+const WHAT_CRL: &str = "CRL";
+
+/// One revoked token on a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokedToken {
+    /// The token serial (`jti`).
+    pub jti: String,
+    /// When it was revoked, Unix seconds.
+    pub at: i64,
+    /// Why, free text (from the ledger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl RevokedToken {
+    /// Parses `SERIAL[:reason]` (a token serial, hex, any case; the reason
+    /// is free text), revoked at `at`.
+    pub fn parse_arg(arg: &str, at: i64) -> Result<RevokedToken> {
+        let (serial, reason) = match arg.split_once(':') {
+            Some((s, r)) => (s, Some(r.trim().to_string()).filter(|r| !r.is_empty())),
+            None => (arg, None),
+        };
+        let jti = serial.trim().to_ascii_lowercase();
+        if jti.is_empty() || jti.len() > 64 || !jti.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Usage(format!(
+                "invalid token serial {serial:?}: expected hex digits as `tka token inspect` prints"
+            )));
+        }
+        Ok(RevokedToken { jti, at, reason })
+    }
+}
+
+/// The payload of a token revocation list (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListClaims {
+    /// Format version, [`LIST_VERSION`].
+    pub v: u8,
+    /// The list id: which sequence this list belongs to (lowercase hex).
+    pub iss: String,
+    /// Sequence number; never goes backwards on a machine.
+    pub seq: u64,
+    /// Signed at, Unix seconds.
+    pub iat: i64,
+    /// When a newer list is due, Unix seconds.
+    pub next_update: i64,
+    /// Every revoked token.
+    pub revoked: Vec<RevokedToken>,
+}
+
+impl ListClaims {
+    /// The revoked serials.
+    pub fn serials(&self) -> HashSet<String> {
+        self.revoked.iter().map(|r| r.jti.clone()).collect()
+    }
+
+    /// Whether the list is past its next update at `now`.
+    pub fn is_stale(&self, now: i64) -> bool {
+        now > self.next_update
+    }
+}
+
+/// A list that passed every check.
+#[derive(Debug, Clone)]
+pub struct VerifiedList {
+    /// Its payload.
+    pub claims: ListClaims,
+    /// The signer certificate.
+    pub signer: CertInfo,
+    /// Subjects from the signer to the trusted root.
+    pub path: Vec<String>,
+}
+
+/// Checks that `id` can name a list (1 to 128 lowercase hex digits).
+fn check_list_id(id: &str) -> Result<(), VerifyError> {
+    let ok = !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if ok {
+        Ok(())
+    } else {
+        Err(VerifyError::BadClaims {
+            detail: format!("revocation list id {id:?} is not 1 to 128 lowercase hex digits"),
+        })
+    }
+}
+
+/// Signs `claims` as a token revocation list with `signer` (the same key,
+/// `kid` and `x5c` as tokens). Refuses a signer not valid at `claims.iat`
+/// and a next update that is not after `iat`.
+pub fn sign_list(signer: &TokenSigner, claims: &ListClaims) -> Result<String> {
+    check_list_id(&claims.iss)?;
+    let cert = signer.certificate();
+    if claims.iat < cert.not_before || claims.iat > cert.not_after {
+        return Err(Error::Refused(format!(
+            "signer certificate {} is not valid now (valid {} to {})",
+            cert.subject,
+            crate::core::clock::rfc3339(cert.not_before),
+            crate::core::clock::rfc3339(cert.not_after)
+        )));
+    }
+    if claims.next_update <= claims.iat {
+        return Err(Error::Usage("the list's next update must be after the time it is signed".into()));
+    }
+    let payload = serde_json::to_value(claims).map_err(|e| Error::format("revocation list", e))?;
+    signer.sign_payload(&payload, REVOCATION_TYP, SignatureAlgorithm::Ps256)
+}
+
+/// Verifies a token revocation list: header checks with `typ`
+/// [`REVOCATION_TYP`], the `x5c` chain to `anchors` at `at` with the token
+/// signer profile (consulting `crls`), `kid`, the signature, the payload.
+/// Sequence and freshness are the caller's to judge.
+pub fn verify_list(text: &str, anchors: &TrustAnchors, crls: &[Crl], at: i64) -> Result<VerifiedList, VerifyError> {
+    let jws = jws::decode(text.trim(), REVOCATION_TYP)?;
+    let path = validate_path(&jws.x5c, anchors, at, crls, LeafRole::TokenSigner)?;
+    let signer = path.signer().clone();
+    if jws.kid.as_deref().is_some_and(|k| k != signer.fingerprint) {
+        return Err(VerifyError::Malformed {
+            what: "revocation list header",
+            detail: "kid does not match the x5c signer certificate".into(),
+        });
+    }
+    if !verify_signature(&signer.rsa_public_key()?, jws.alg, &jws.signing_input, &jws.signature) {
+        return Err(VerifyError::BadSignature);
+    }
+    let claims = parse_claims(&jws.payload)?;
+    Ok(VerifiedList { claims, signer, path: path.certs.iter().map(|c| c.subject.clone()).collect() })
+}
+
+/// Interprets a payload as list claims, without checking any signature.
+fn parse_claims(payload: &serde_json::Value) -> Result<ListClaims, VerifyError> {
+    let claims: ListClaims = serde_json::from_value(payload.clone())
+        .map_err(|e| VerifyError::BadClaims { detail: format!("revocation list: {e}") })?;
+    if claims.v != LIST_VERSION {
+        return Err(VerifyError::BadClaims { detail: format!("unsupported revocation list version {}", claims.v) });
+    }
+    check_list_id(&claims.iss)?;
+    Ok(claims)
+}
+
+/// Decodes a list without deciding whether to trust it.
+pub fn decode_unverified(text: &str) -> Result<ListClaims, VerifyError> {
+    parse_claims(&jws::decode(text.trim(), REVOCATION_TYP)?.payload)
+}
+
+// ----- issuer side -----
+
+/// `<home>/revocations.json`: the list id and the last sequence number used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListState {
+    /// The list id (`iss`), made once.
+    pub list_id: String,
+    /// The last sequence number signed (reserved).
+    pub seq: u64,
+}
+
+/// Reads the home's list state; `None` before the first list.
+pub fn list_state(home: &IssuerHome) -> Result<Option<ListState>> {
+    let path = home.dir().join(LIST_STATE_FILE);
+    match fsutil::read_bounded(&path, 64 * 1024) {
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| Error::format(path.display().to_string(), e)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.at(&path)),
+    }
+}
+
+/// Creates the next token revocation list of `home`, signed by `signer`
+/// (its current signer), listing `revoked`, valid until `next_update`.
+///
+/// The sequence number is reserved in `<home>/revocations.json` (atomic
+/// write) before signing, so no two lists ever share one.
+pub fn create_list(
+    home: &IssuerHome,
+    signer: &TokenSigner,
+    mut revoked: Vec<RevokedToken>,
+    now: i64,
+    next_update: i64,
+) -> Result<(String, ListClaims)> {
+    if next_update <= now {
+        return Err(Error::Usage("the list's next update must be in the future".into()));
+    }
+    let mut seen = HashSet::new();
+    revoked.retain(|r| seen.insert(r.jti.clone()));
+    revoked.sort_by(|a, b| a.jti.cmp(&b.jti));
+    // The sequence is read, reserved and written under the home's lock.
+    let _lock = home.lock(crate::issuer::home::DEFAULT_LOCK_WAIT)?;
+    let state = match list_state(home)? {
+        Some(s) => ListState { list_id: s.list_id, seq: s.seq + 1 },
+        None => ListState { list_id: crate::core::token::new_serial(), seq: 1 },
+    };
+    let claims =
+        ListClaims { v: LIST_VERSION, iss: state.list_id.clone(), seq: state.seq, iat: now, next_update, revoked };
+    // Check everything that can fail before reserving the number.
+    let cert = signer.certificate();
+    if now < cert.not_before || now > cert.not_after {
+        return Err(Error::Refused(format!(
+            "signer certificate {} is not valid now (expires {}); rotate the signer",
+            cert.subject,
+            crate::core::clock::rfc3339(cert.not_after)
+        )));
+    }
+    let path = home.dir().join(LIST_STATE_FILE);
+    let json = serde_json::to_string_pretty(&state).expect("list state serializes") + "\n";
+    fsutil::write_atomic(&path, json.as_bytes(), 0o644, Overwrite::Replace).map_err(|e| Error::io(&path, e))?;
+    let text = sign_list(signer, &claims)?;
+    if text.len() > jws::MAX_JWS_SIZE {
+        return Err(Error::Refused(format!(
+            "a list of {} revoked tokens is {} bytes, over the {}-byte limit machines accept",
+            claims.revoked.len(),
+            text.len(),
+            jws::MAX_JWS_SIZE
+        )));
+    }
+    Ok((text, claims))
+}
+
+/// How long after a revoked token's expiry it stays on lists, seconds: far
+/// beyond any grace period, after which the token cannot verify anyway.
+pub const KEEP_EXPIRED_SECS: i64 = 366 * crate::core::clock::DAY;
+
+/// The revoked tokens recorded in `home`'s ledger (`tka ledger revoke`), as
+/// list entries: every revoked token except those that expired more than
+/// [`KEEP_EXPIRED_SECS`] before `now`. No ledger yet means none.
+#[cfg(feature = "issuer")]
+pub fn revoked_from_ledger(home: &IssuerHome, now: i64) -> Result<Vec<RevokedToken>> {
+    let path = crate::issuer::ledger::default_path(home.dir());
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let ledger = crate::issuer::ledger::Ledger::open_existing(&path)?;
+    Ok(ledger
+        .revoked_tokens()?
+        .into_iter()
+        .filter(|r| r.expires.is_none_or(|e| e + KEEP_EXPIRED_SECS >= now))
+        .map(|r| RevokedToken { jti: r.serial, at: r.revoked_at, reason: Some(r.reason).filter(|s| !s.is_empty()) })
+        .collect())
+}
+
+// ----- machine side -----
+
+/// What [`import`] installed.
+#[derive(Debug, Clone)]
+pub enum Imported {
+    /// A token revocation list.
+    List {
+        /// Its payload.
+        claims: ListClaims,
+        /// The signer certificate's subject.
+        signer: String,
+        /// The sequence installed before (`None` for the first list of this id).
+        previous_seq: Option<u64>,
+    },
+    /// An X.509 CRL.
+    Crl {
+        /// The CA that signed it.
+        issuer: String,
+        /// Store key (the CA's key identifier, hex).
+        key: String,
+        /// cRLNumber, decimal.
+        number: Option<String>,
+        /// Revoked certificate serials.
+        revoked: usize,
+        /// thisUpdate and nextUpdate, Unix seconds.
+        this_update: i64,
+        /// nextUpdate, Unix seconds.
+        next_update: Option<i64>,
+    },
+}
+
+impl Imported {
+    /// Whether the imported data is past its next update at `now`.
+    pub fn is_stale(&self, now: i64) -> bool {
+        match self {
+            Imported::List { claims, .. } => claims.is_stale(now),
+            Imported::Crl { next_update, .. } => next_update.is_some_and(|n| now > n),
+        }
+    }
+
+    /// One-line description.
+    pub fn describe(&self) -> String {
+        match self {
+            Imported::List { claims, signer, .. } => format!(
+                "token revocation list {} sequence {} ({} revoked tokens, signed by {signer})",
+                claims.iss,
+                claims.seq,
+                claims.revoked.len()
+            ),
+            Imported::Crl { issuer, number, revoked, .. } => {
+                format!("CRL of {issuer} number {} ({revoked} revoked certificates)", number.as_deref().unwrap_or("-"))
+            }
+        }
+    }
+}
+
+/// Options of [`import`].
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Refuse data past its next update instead of warning.
+    pub require_fresh: bool,
+    /// CA certificates (DER) that may have signed a CRL, each validated to
+    /// a trusted root before it is used (e.g. the issuing CA, and a
+    /// cross-certificate during a root rollover).
+    pub ca_certs: Vec<Vec<u8>>,
+}
+
+/// The outcome of [`import`].
+#[derive(Debug, Clone)]
+pub struct ImportReport {
+    /// What was installed.
+    pub imported: Vec<Imported>,
+    /// Warnings (stale data).
+    pub warnings: Vec<String>,
+    /// Products that were activated before the import and are not after it, with the reason.
+    pub deactivated: Vec<(String, VerifyError)>,
+    /// Products still activated after the import.
+    pub still_active: Vec<String>,
+}
+
+/// Parsed input of [`import`].
+enum Input {
+    List(String),
+    Crls(Vec<Crl>, Vec<Vec<u8>>),
+}
+
+fn parse_input(bytes: &[u8]) -> Result<Input> {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        let t = text.trim();
+        if t.contains("-----BEGIN") {
+            let crls = pem::decode_all(t, "X509 CRL")?;
+            if crls.is_empty() {
+                return Err(Error::format("revocation data", "the PEM file holds no X509 CRL block"));
+            }
+            let certs = pem::decode_all(t, "CERTIFICATE")?;
+            let crls = crls.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
+            return Ok(Input::Crls(crls, certs));
+        }
+        if !t.is_empty() && t.split('.').count() == 3 && !t.contains(char::is_whitespace) {
+            return Ok(Input::List(t.to_string()));
+        }
+    }
+    if bytes.first() == Some(&0x30) {
+        return Ok(Input::Crls(vec![Crl::parse(bytes)?], Vec::new()));
+    }
+    Err(Error::format("revocation data", "neither a token revocation list (JWS) nor an X.509 CRL (PEM or DER)"))
+}
+
+/// Imports revocation data (a token revocation list, or one or more CRLs)
+/// into `store` at `now`, then re-evaluates every installed token with
+/// `identify` and reports which ones stopped being activated.
+///
+/// Everything is checked before anything is written; on any error the
+/// store is unchanged.
+pub fn import(
+    store: &Store,
+    bytes: &[u8],
+    opts: &ImportOptions,
+    identify: IdentifyFn<'_>,
+    now: i64,
+) -> Result<ImportReport> {
+    let input = parse_input(bytes)?;
+    let before_trust = lenient_trust(store)?;
+    if before_trust.anchors.is_empty() {
+        return Err(Error::Usage("this store trusts no root yet: run `tka trust add ROOT.pem` first".into()));
+    }
+    let products: Vec<String> = store.tokens()?.into_iter().map(|t| t.product).collect();
+    let clock = Some((store.state()?.clock_high_water, DEFAULT_CLOCK_TOLERANCE_SECS));
+    let mut active_before = Vec::new();
+    for p in &products {
+        let id = identify(p)?;
+        if status_with(store, &before_trust, p, &id, &[], now, clock)?.is_active() {
+            active_before.push(p.clone());
+        }
+    }
+
+    let mut warnings = Vec::new();
+    let mut stale_check = |what: String, next_update: Option<i64>| -> Result<(), VerifyError> {
+        match next_update {
+            Some(n) if now > n => {
+                if opts.require_fresh {
+                    return Err(VerifyError::RevocationStale { what, next_update: n, now });
+                }
+                warnings.push(format!(
+                    "{what} is stale (next update was due {}); installed anyway, ask the issuer for a newer one",
+                    crate::core::clock::rfc3339(n)
+                ));
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    };
+
+    let imported = match input {
+        Input::List(text) => {
+            let v = verify_list(&text, &before_trust.anchors, &before_trust.crls, now)?;
+            if v.claims.iat > now + ISSUED_SKEW_SECS {
+                return Err(VerifyError::RevocationNotTrusted {
+                    what: WHAT_LIST,
+                    detail: format!(
+                        "signed at {}, after now ({}): check the system clock",
+                        crate::core::clock::rfc3339(v.claims.iat),
+                        crate::core::clock::rfc3339(now)
+                    ),
+                }
+                .into());
+            }
+            stale_check(format!("{WHAT_LIST} {} sequence {}", v.claims.iss, v.claims.seq), Some(v.claims.next_update))?;
+            let roots = roots_of_list(&text, &before_trust.anchors, &before_trust.crls, now)?;
+            let lock = store.lock()?;
+            let previous_seq = install_list(&lock, &text, &v.claims, &roots, now)?;
+            vec![Imported::List { signer: v.signer.subject.clone(), claims: v.claims, previous_seq }]
+        }
+        Input::Crls(crls, mut certs) => {
+            certs.extend(opts.ca_certs.iter().cloned());
+            let mut checked = Vec::new();
+            for crl in &crls {
+                let issuer = crl_issuer(crl, &before_trust, &certs, now)?;
+                if crl.this_update > now + ISSUED_SKEW_SECS {
+                    return Err(VerifyError::RevocationNotTrusted {
+                        what: WHAT_CRL,
+                        detail: format!(
+                            "CRL of {} was issued at {}, after now ({}): check the system clock",
+                            crl.issuer,
+                            crate::core::clock::rfc3339(crl.this_update),
+                            crate::core::clock::rfc3339(now)
+                        ),
+                    }
+                    .into());
+                }
+                stale_check(format!("CRL of {}", crl.issuer), crl.next_update)?;
+                let key = crl_key(&issuer)?;
+                checked.push((crl.clone(), key));
+            }
+            let lock = store.lock()?;
+            let mut unchanged = HashSet::new();
+            for (crl, key) in &checked {
+                if let Some(old_der) = lock.crl(key)? {
+                    if old_der == crl.der {
+                        // The same CRL again: nothing to do.
+                        unchanged.insert(key.clone());
+                        continue;
+                    }
+                    if let Ok(old) = Crl::parse(&old_der) {
+                        let (o, n) = (crl_order(&old), crl_order(crl));
+                        if n < o {
+                            return Err(VerifyError::RevocationRollback {
+                                installed: u64::try_from(o).unwrap_or(u64::MAX),
+                                offered: u64::try_from(n).unwrap_or(u64::MAX),
+                            }
+                            .into());
+                        }
+                        if n == o {
+                            return Err(VerifyError::RevocationNotTrusted {
+                                what: WHAT_CRL,
+                                detail: format!(
+                                    "CRL of {} number {n} is already installed with other content; \
+                                     a CA never issues two CRLs with one number (RFC 5280 §5.2.3)",
+                                    crl.issuer
+                                ),
+                            }
+                            .into());
+                        }
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            for (crl, key) in checked {
+                if !unchanged.contains(&key) {
+                    lock.put_crl(&key, &crl.der)?;
+                }
+                out.push(Imported::Crl {
+                    issuer: crl.issuer.clone(),
+                    key,
+                    number: crl.number.clone(),
+                    revoked: crl.revoked.len(),
+                    this_update: crl.this_update,
+                    next_update: crl.next_update,
+                });
+            }
+            out
+        }
+    };
+
+    let after_trust = lenient_trust(store)?;
+    let mut deactivated = Vec::new();
+    let mut still_active = Vec::new();
+    for p in &active_before {
+        let id = identify(p)?;
+        match status_with(store, &after_trust, p, &id, &[], now, clock)? {
+            ProductStatus::Invalid { reason, .. } => deactivated.push((p.clone(), reason)),
+            ProductStatus::Active(_) => still_active.push(p.clone()),
+            ProductStatus::NotInstalled { .. } => {}
+        }
+    }
+    Ok(ImportReport { imported, warnings, deactivated, still_active })
+}
+
+/// The trusted roots a verified list validates to at `at`, each on its
+/// own, with single-root anchors for each: the list is kept (and its
+/// sequence counted) once per root, under [`list_key`]`(root, iss)`.
+fn roots_of_list(text: &str, anchors: &TrustAnchors, crls: &[Crl], at: i64) -> Result<Vec<(String, TrustAnchors)>> {
+    let mut out = Vec::new();
+    for root in anchors.roots() {
+        let single = TrustAnchors::from_der(std::slice::from_ref(&root.der))?;
+        if verify_list(text, &single, crls, at).is_ok() {
+            out.push((root.fingerprint.clone(), single));
+        }
+    }
+    if out.is_empty() {
+        // verify_list against all the roots passed, so one of them must.
+        return Err(VerifyError::RevocationNotTrusted {
+            what: WHAT_LIST,
+            detail: "it validates to no single trusted root".into(),
+        }
+        .into());
+    }
+    Ok(out)
+}
+
+/// Installs the verified list `text` (payload `claims`) under each of
+/// `roots`, holding `lock`. Returns the highest sequence installed before.
+///
+/// Crash-safe order: every check first; then (1) the list files, (2) the
+/// raised sequences in `state.json`, (3) removal of a superseded list of the
+/// old, unbound layout. Each write is atomic, so a crash leaves a list at
+/// least as new as the recorded sequence (in force at once, the state
+/// catching up at the next import of it) and never a raised sequence
+/// without its list.
+fn install_list(
+    lock: &StoreLock<'_>,
+    text: &str,
+    claims: &ListClaims,
+    roots: &[(String, TrustAnchors)],
+    now: i64,
+) -> Result<Option<u64>> {
+    let mut state = lock.state()?;
+    let legacy = legacy_list(lock, &claims.iss)?;
+    let mut previous_seq: Option<u64> = None;
+    let mut to_write = Vec::new();
+    for (fp, single) in roots {
+        let key = list_key(fp, &claims.iss);
+        let recorded = state.revocation_seq.get(&key).copied();
+        let file_seq = lock.revocation_list(&key)?.and_then(|t| decode_unverified(&t).ok()).map(|c| c.seq);
+        // Migration: a list of the old layout that validates to this root
+        // carries this root's sequence until a bound list replaces it.
+        let legacy_seq = match (&legacy, recorded.or(file_seq)) {
+            (Some((legacy_text, legacy_claims)), None) if reverify_installed(legacy_text, single).is_ok() => {
+                state.revocation_seq.get(&claims.iss).copied().into_iter().chain([legacy_claims.seq]).max()
+            }
+            _ => None,
+        };
+        if let Some(installed) = [recorded, file_seq, legacy_seq].into_iter().flatten().max() {
+            if claims.seq < installed {
+                return Err(VerifyError::RevocationRollback { installed, offered: claims.seq }.into());
+            }
+            previous_seq = previous_seq.max(Some(installed));
+        }
+        if file_seq != Some(claims.seq) {
+            to_write.push(key);
+        }
+    }
+    for key in &to_write {
+        lock.put_revocation_list(key, text)?;
+    }
+    let mut raised = false;
+    for (fp, _) in roots {
+        let key = list_key(fp, &claims.iss);
+        if state.revocation_seq.get(&key) != Some(&claims.seq) {
+            state.revocation_seq.insert(key, claims.seq);
+            raised = true;
+        }
+    }
+    if raised {
+        state.observe(now);
+        lock.save_state(&state)?;
+    }
+    if let Some((legacy_text, legacy_claims)) = &legacy {
+        let superseded = legacy_claims.seq <= claims.seq
+            && roots.iter().any(|(_, single)| reverify_installed(legacy_text, single).is_ok());
+        if superseded {
+            lock.remove_revocation_list(&claims.iss)?;
+        }
+    }
+    Ok(previous_seq)
+}
+
+/// The list installed under the bare list id `iss` (the layout before lists
+/// were bound to roots), if any and readable.
+fn legacy_list(store: &Store, iss: &str) -> Result<Option<(String, ListClaims)>> {
+    Ok(store.revocation_list(iss)?.and_then(|t| decode_unverified(&t).ok().map(|c| (t, c))))
+}
+
+/// (cRLNumber, thisUpdate): the order of CRLs from one CA.
+/// A CRL's place in its CA's sequence: its cRLNumber (0 without one).
+/// Only the number counts, never the time (RFC 5280 §5.2.3): a CRL with the
+/// number of the installed one but other content is refused.
+fn crl_order(crl: &Crl) -> u128 {
+    crl.number.as_deref().and_then(|n| n.parse::<u128>().ok()).unwrap_or(0)
+}
+
+/// The store key of a CA's CRLs: its key identifier (SKI, or RFC 7093
+/// method 1 of its key), lowercase hex. A renewed CA (same key) shares it.
+fn crl_key(issuer: &CertInfo) -> Result<String> {
+    let id = match &issuer.ski {
+        Some(k) if !k.is_empty() && k.len() <= 64 => k.clone(),
+        _ => crate::core::pki::key_identifier(&issuer.spki_der)?,
+    };
+    Ok(id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Finds the CA that signed `crl`: a trusted root, or one of `certs` that
+/// validates to a trusted root at `now`. It must be allowed to sign CRLs.
+fn crl_issuer(crl: &Crl, trust: &TrustData, certs: &[Vec<u8>], now: i64) -> Result<CertInfo> {
+    let refuse = |detail: String| Error::Verify(VerifyError::RevocationNotTrusted { what: WHAT_CRL, detail });
+    let check_crl_sign = |c: &CertInfo| -> Result<()> {
+        if c.key_usage.is_some_and(|(_, _, crl_sign)| !crl_sign) {
+            return Err(refuse(format!("{} may not sign CRLs (no cRLSign key usage)", c.subject)));
+        }
+        Ok(())
+    };
+    if let Some(root) = trust.anchors.roots().iter().find(|r| crl.is_signed_by(r)) {
+        check_crl_sign(root)?;
+        return Ok(root.clone());
+    }
+    let parsed: Vec<CertInfo> = certs.iter().filter_map(|d| CertInfo::parse(d).ok()).collect();
+    let mut last_err = None;
+    for cand in parsed.iter().filter(|c| crl.is_signed_by(c)) {
+        let rest: Vec<Vec<u8>> = parsed.iter().filter(|c| c.der != cand.der).map(|c| c.der.clone()).collect();
+        let alone = vec![cand.der.clone()];
+        let with_rest: Vec<Vec<u8>> = std::iter::once(cand.der.clone()).chain(rest).collect();
+        let mut result = validate_path(&alone, &trust.anchors, now, &trust.crls, LeafRole::Ca);
+        if result.is_err() && with_rest.len() > 1 {
+            result = validate_path(&with_rest, &trust.anchors, now, &trust.crls, LeafRole::Ca);
+        }
+        match result {
+            Ok(_) => {
+                check_crl_sign(cand)?;
+                return Ok(cand.clone());
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(refuse(match last_err {
+        Some(e) => format!("the CA certificate that signed the CRL of {} is not trusted here: {e}", crl.issuer),
+        None => format!(
+            "the CRL of {} is not signed by a trusted root or by a CA certificate given with it \
+             (pass the issuing CA with --ca-cert, or the CRL is signed by the wrong CA)",
+            crl.issuer
+        ),
+    }))
+}
+
+/// Serials revoked by the token revocation lists installed in `store`,
+/// each re-verified against `anchors` (see [`verified_revoked_serials`]).
+pub fn installed_revoked_serials(store: &Store, anchors: &TrustAnchors) -> Result<HashSet<String>> {
+    verified_revoked_serials(store, anchors)
+}
+
+/// Serials revoked by the installed token revocation lists. Each list is
+/// re-verified at the time it was signed (its `iat`) against the root it
+/// was accepted under (its key, [`list_key`]; a list of the old, unbound
+/// layout against every trusted root), without consulting CRLs: a list
+/// signed by a signer that was later revoked still counts, since a list can
+/// only deny. A list that cannot be read or no longer verifies (tampered
+/// with) is an error, never silently skipped: skipping it would re-activate
+/// the tokens it revokes. A list whose root is no longer trusted is out of
+/// force (tokens chaining only to that root no longer verify either).
+///
+/// A list older than the sequence `state.json` records for it, or a recorded
+/// sequence without its list (an import interrupted by an older tka, or a
+/// deleted file), is [`StoreError::Corrupt`]: the newer list's revocations
+/// would otherwise be silently missing. Importing that list again repairs it.
+pub fn verified_revoked_serials(store: &Store, anchors: &TrustAnchors) -> Result<HashSet<String>> {
+    let state = store.state()?;
+    let entries = store.revocation_list_entries()?;
+    let mut out = HashSet::new();
+    for (key, text) in &entries {
+        let Some(claims) = installed_claims(key, text, anchors)? else {
+            continue;
+        };
+        if let Some(&recorded) = state.revocation_seq.get(key) {
+            if claims.seq < recorded {
+                return Err(StoreError::corrupt(
+                    &store.dir().join("revocations").join(format!("{key}.jws")),
+                    format!(
+                        "holds sequence {}, but state.json records {recorded} for it (an interrupted import?); \
+                         import token revocation list {} sequence {recorded} or newer again",
+                        claims.seq, claims.iss
+                    ),
+                )
+                .into());
+            }
+        }
+        out.extend(claims.serials());
+    }
+    for (key, &recorded) in &state.revocation_seq {
+        if entries.iter().any(|(k, _)| k == key) {
+            continue;
+        }
+        let in_force = match split_list_key(key) {
+            (Some(fp), _) => anchors.roots().iter().any(|r| r.fingerprint == fp),
+            // An old-layout sequence is superseded once a bound list of that id exists.
+            (None, id) => !state.revocation_seq.keys().any(|k| matches!(split_list_key(k), (Some(_), i) if i == id)),
+        };
+        if in_force {
+            return Err(StoreError::corrupt(
+                &store.dir().join("revocations").join(format!("{key}.jws")),
+                format!(
+                    "missing, but state.json records sequence {recorded} for it (an interrupted import?); \
+                     import token revocation list {} sequence {recorded} or newer again",
+                    split_list_key(key).1
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(out)
+}
+
+/// The claims of the list installed under `key`, re-verified against the
+/// root the key names (every root for an old-layout key); `None` when that
+/// root is no longer trusted.
+fn installed_claims(key: &str, text: &str, anchors: &TrustAnchors) -> Result<Option<ListClaims>, VerifyError> {
+    let (root, id) = split_list_key(key);
+    let claims = match root {
+        None => reverify_installed(text, anchors)?,
+        Some(fp) => {
+            let Some(r) = anchors.roots().iter().find(|r| r.fingerprint == fp) else {
+                return Ok(None);
+            };
+            reverify_installed(text, &TrustAnchors::from_der(std::slice::from_ref(&r.der))?)?
+        }
+    };
+    if claims.iss != id {
+        return Err(VerifyError::RevocationNotTrusted {
+            what: WHAT_LIST,
+            detail: format!("the list installed as {key} is list {}; import a current list", claims.iss),
+        });
+    }
+    Ok(Some(claims))
+}
+
+fn reverify_installed(text: &str, anchors: &TrustAnchors) -> Result<ListClaims, VerifyError> {
+    let unverified = decode_unverified(text).map_err(|e| VerifyError::RevocationNotTrusted {
+        what: WHAT_LIST,
+        detail: format!("an installed list cannot be read ({e}); import a current list"),
+    })?;
+    match verify_list(text, anchors, &[], unverified.iat) {
+        Ok(v) => Ok(v.claims),
+        Err(e) => Err(VerifyError::RevocationNotTrusted {
+            what: WHAT_LIST,
+            detail: format!(
+                "installed list {} sequence {} no longer verifies ({e}); import a current list with `tka revocations import`",
+                unverified.iss, unverified.seq
+            ),
+        }),
+    }
+}
+
+/// Trust data for comparing activations around an import: like
+/// [`TrustData::from_store`], but an installed list that no longer verifies
+/// still contributes its serials (the import may be replacing it).
+fn lenient_trust(store: &Store) -> Result<TrustData> {
+    match TrustData::from_store(store) {
+        Ok(t) => Ok(t),
+        Err(Error::Verify(VerifyError::RevocationNotTrusted { .. }))
+        | Err(Error::Store(StoreError::Corrupt { .. })) => {
+            let stored = store.roots()?;
+            let root_products = crate::activation::activate::root_products(&stored);
+            let anchors = crate::activation::activate::anchors_from_stored(&stored)?;
+            let crls = store.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
+            let mut revoked_serials = HashSet::new();
+            for text in store.revocation_lists()? {
+                if let Ok(c) = decode_unverified(&text) {
+                    revoked_serials.extend(c.serials());
+                }
+            }
+            Ok(TrustData { anchors, crls, revoked_serials, root_products })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One piece of installed revocation data, as `tka revocations list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstalledRevocation {
+    /// `list` or `crl`.
+    pub kind: &'static str,
+    /// List id (lists only).
+    pub key: Option<String>,
+    /// Fingerprint of the root the list was accepted under and is bound to
+    /// (lists only; `None` for a list of the old, unbound layout).
+    pub root: Option<String>,
+    /// Signer (list) or issuing CA (CRL).
+    pub issuer: String,
+    /// Sequence (list) or cRLNumber (CRL).
+    pub number: Option<String>,
+    /// Signed at / thisUpdate, Unix seconds.
+    pub issued: i64,
+    /// Next update, Unix seconds.
+    pub next_update: Option<i64>,
+    /// Revoked tokens or certificates.
+    pub entries: usize,
+    /// Past its next update.
+    pub stale: bool,
+    /// `None` if it verifies against the trusted roots; else why not.
+    pub problem: Option<String>,
+}
+
+/// Describes every installed CRL and token revocation list at `now`.
+pub fn installed(store: &Store, now: i64) -> Result<Vec<InstalledRevocation>> {
+    let trust = lenient_trust(store)?;
+    let mut out = Vec::new();
+    for crl in &trust.crls {
+        out.push(InstalledRevocation {
+            kind: "crl",
+            key: None,
+            root: None,
+            issuer: crl.issuer.clone(),
+            number: crl.number.clone(),
+            issued: crl.this_update,
+            next_update: crl.next_update,
+            entries: crl.revoked.len(),
+            stale: crl.is_stale(now),
+            problem: None,
+        });
+    }
+    for (key, text) in store.revocation_list_entries()? {
+        let claims = decode_unverified(&text)?;
+        let problem = match installed_claims(&key, &text, &trust.anchors) {
+            Ok(Some(_)) => None,
+            Ok(None) => Some("its root is no longer trusted; not in force".to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        let signer = jws::decode(&text, REVOCATION_TYP)
+            .ok()
+            .and_then(|j| j.x5c.first().and_then(|d| CertInfo::parse(d).ok()))
+            .map(|c| c.subject)
+            .unwrap_or_default();
+        out.push(InstalledRevocation {
+            kind: "list",
+            key: Some(claims.iss.clone()),
+            root: split_list_key(&key).0.map(str::to_string),
+            issuer: signer,
+            number: Some(claims.seq.to_string()),
+            issued: claims.iat,
+            next_update: Some(claims.next_update),
+            entries: claims.revoked.len(),
+            stale: claims.is_stale(now),
+            problem,
+        });
+    }
+    Ok(out)
+}

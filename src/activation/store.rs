@@ -1,0 +1,835 @@
+//! The machine's activation store: trusted roots, installed tokens,
+//! revocation data and a small state file, in one directory.
+//!
+//! This module is storage only. It never verifies a signature, a chain or a
+//! token; the verification layer does that and then calls a [`StoreLock`]
+//! method to record the result. What it does guarantee is that whatever was
+//! recorded is read back exactly, survives a crash, and is never lost to a
+//! concurrent writer.
+//!
+//! # Location
+//!
+//! [`Store::default_dir_for`] gives the documented default: `/var/lib/tka`
+//! for root, otherwise `$XDG_DATA_HOME/tka` (when that is set to an absolute
+//! path) or `~/.local/share/tka`. The CLI lets `--store DIR` or `TKA_STORE`
+//! override it.
+//!
+//! # Layout (version 1)
+//!
+//! ```text
+//! <dir>/                     0700; created by Store::open if missing
+//!   version                  "1\n": the layout version (see below)
+//!   lock                     empty, 0600; every writer holds an exclusive lock on it
+//!   state.json               StoreState: clock high-water mark, revocation sequences
+//!   roots/<fp>.pem           trusted roots, one PEM CERTIFICATE each, 0644;
+//!                            <fp> is the lowercase hex SHA-256 of the DER
+//!   roots/<fp>.json          optional product scope of that root:
+//!                            {"products": ["a", "b"]}; none: every product
+//!   roots/<fp>.cross         optional vouching chain of a root trusted through a
+//!                            cross-certificate (PEM CERTIFICATEs: the cross, the
+//!                            root that signed it, and that root's own chain);
+//!                            none: a root trusted on its own
+//!   tokens/<product>.json    the installed token for <product>:
+//!                            {"product": .., "installed_at": <unix secs>, "token": ".."}
+//!   crls/<key>.der           X.509 CRLs (DER), one per issuer key
+//!   revocations/<key>.jws    token revocation lists (JWS compact text); <key> is
+//!                            <root fp>-<list id> (see list_key), or a bare list id
+//!                            in stores written before lists were bound to roots
+//! ```
+//!
+//! Subdirectories are 0755 and data files 0644 (except `lock`): the top
+//! directory's 0700 is the single access gate, so an administrator who wants
+//! unprivileged programs to read activations loosens that one directory.
+//! Product names are file names: 1 to 64 characters from `A-Z a-z 0-9 . _ -`,
+//! not starting with `.` ([`StoreError::BadProduct`] otherwise). Revocation
+//! keys are 1 to 128 lowercase hex digits chosen by the caller
+//! ([`StoreError::BadKey`]).
+//!
+//! # Guarantees
+//!
+//! - **Atomic and durable writes.** Every file is written through
+//!   `fsutil::write_atomic`: temporary file in the same directory, fsync,
+//!   rename over the target, fsync of the directory. A reader, or the store
+//!   after a crash or power cut, sees the old file or the new one, never a
+//!   mix. Removals fsync the directory too.
+//! - **Serialized writers.** Every write method lives on [`StoreLock`],
+//!   which holds an exclusive `flock` on `<dir>/lock` ([`Store::lock`]
+//!   blocks, [`Store::try_lock`] does not). The lock is per open file, so it
+//!   serializes threads (even on one [`Store`]) as well as processes, and
+//!   the kernel drops it if the holder dies. A read-modify-write of the
+//!   state done under one lock loses no concurrent update.
+//! - **Lock-free reads.** Because every file is replaced atomically, the read
+//!   methods on [`Store`] need no lock. A file removed between listing and
+//!   reading is simply skipped.
+//! - **State only moves forward.** [`StoreLock::save_state`] refuses
+//!   ([`StoreError::Regression`]) to lower the clock high-water mark or any
+//!   revocation sequence number, or to drop one; [`StoreState::observe`]
+//!   never lowers the mark. [`StoreLock::replace_state`] is the explicit,
+//!   unchecked escape hatch for an administrator repairing a clock that was
+//!   once set far into the future.
+//! - **Nothing is silently repaired.** A missing or unparsable `state.json`,
+//!   a root whose content does not match its file name, a token file naming
+//!   another product, an unexpected file in a store directory or a file over
+//!   its size limit is reported as [`StoreError::Corrupt`] with its path;
+//!   the store never resets or ignores it. (Deleting `state.json` is the
+//!   obvious way to reset the clock high-water mark, so a missing one is an
+//!   error, not a fresh start.) Likewise a store that holds roots, tokens,
+//!   CRLs or revocation lists but no `version` file (with or without
+//!   `state.json`) is [`StoreError::Corrupt`] from [`Store::open`], never
+//!   re-initialised: data is only written into an initialised store, so it
+//!   has lost files.
+//! - **Bounded reads.** Files are read with a size limit and never loaded
+//!   whole when larger: tokens and state 64 KiB ([`MAX_TOKEN_FILE`],
+//!   [`MAX_STATE_FILE`]), roots 64 KiB ([`MAX_ROOT_FILE`]), CRLs and
+//!   revocation lists 1 MiB ([`MAX_REVOCATION_FILE`]).
+//! - **No temporary files left.** A successful write leaves none; a failed
+//!   one removes its own; one left by a writer killed mid-write is removed by
+//!   the next [`Store::lock`]. Readers skip names starting with `.`.
+//! - **Deterministic reads.** Lists come back sorted: roots by fingerprint,
+//!   tokens by product, revocation data by key.
+//! - **Versioned layout.** A store whose `version` is newer than
+//!   [`LAYOUT_VERSION`] is refused ([`StoreError::NewerVersion`]) and left
+//!   untouched.
+//! - **Safe initialisation.** [`Store::open`] initialises a missing or
+//!   empty directory (or finishes one whose initialisation was
+//!   interrupted, holding no data yet) (under the lock, so concurrent first runs agree), but
+//!   refuses ([`StoreError::NotAStore`]) a non-empty directory that is not a
+//!   store, and any store directory writable by group or others
+//!   ([`StoreError::InsecurePermissions`]).
+//!
+//! The store is tamper-evident against mistakes and naive edits, not
+//! tamper-proof: root on the machine can rewrite any of these files.
+//!
+//! # Example
+//!
+//! ```
+//! use tka::store::{check_clock, Store, DEFAULT_CLOCK_TOLERANCE_SECS};
+//! # let tmp = tempfile::tempdir().unwrap();
+//! # let dir = tmp.path().join("store");
+//! let store = Store::open(&dir)?;
+//! let now = 1_750_000_000;
+//! {
+//!     // ... the verification layer has accepted `token` for "office" ...
+//!     let lock = store.lock()?;
+//!     let mut state = lock.state()?;
+//!     check_clock(&state, now, DEFAULT_CLOCK_TOLERANCE_SECS).expect("clock");
+//!     state.observe(now);
+//!     lock.save_state(&state)?;
+//!     lock.put_token("office", "eyJ...header.payload.sig", now)?;
+//! } // lock released here
+//! assert_eq!(store.token("office")?.unwrap().installed_at, now);
+//! # Ok::<(), tka::store::StoreError>(())
+//! ```
+
+mod clock;
+mod error;
+mod lock;
+mod names;
+
+pub use clock::{check_clock, ClockRollback, StoreState, DEFAULT_CLOCK_TOLERANCE_SECS};
+pub use error::StoreError;
+pub use lock::StoreLock;
+
+use crate::core::fsutil::{read_bounded, ReadError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The store layout version this code writes and understands.
+pub const LAYOUT_VERSION: u32 = 1;
+/// The system-wide store, used when running as root.
+pub const SYSTEM_STORE_DIR: &str = "/var/lib/tka";
+/// Fewest hex digits accepted to select a root by fingerprint prefix.
+pub const MIN_FINGERPRINT_PREFIX: usize = 4;
+/// Size limit of an installed-token file, in bytes.
+pub const MAX_TOKEN_FILE: usize = 64 * 1024;
+/// Size limit of `state.json`, in bytes.
+pub const MAX_STATE_FILE: usize = 64 * 1024;
+/// Size limit of a root's PEM file, in bytes.
+pub const MAX_ROOT_FILE: usize = 64 * 1024;
+/// Size limit of a root certificate's DER accepted by
+/// [`StoreLock::add_root`] (its PEM then fits in [`MAX_ROOT_FILE`]).
+pub const MAX_ROOT_DER: usize = 32 * 1024;
+/// Size limit of a CRL or token revocation-list file, in bytes.
+pub const MAX_REVOCATION_FILE: usize = 1024 * 1024;
+
+const VERSION_FILE: &str = "version";
+const LOCK_FILE: &str = "lock";
+const STATE_FILE: &str = "state.json";
+const ROOTS_DIR: &str = "roots";
+const TOKENS_DIR: &str = "tokens";
+const CRLS_DIR: &str = "crls";
+const REVOCATIONS_DIR: &str = "revocations";
+const SUBDIRS: [&str; 4] = [ROOTS_DIR, TOKENS_DIR, CRLS_DIR, REVOCATIONS_DIR];
+
+const ROOT_EXT: &str = ".pem";
+const ROOT_SCOPE_EXT: &str = ".json";
+const ROOT_VOUCHING_EXT: &str = ".cross";
+const TOKEN_EXT: &str = ".json";
+const CRL_EXT: &str = ".der";
+const REVOCATION_EXT: &str = ".jws";
+
+/// The store key of token revocation list `list_id` accepted under the
+/// trusted root `root_fingerprint`: `<root fingerprint>-<list id>`. It names
+/// both the installed file (`revocations/<key>.jws`) and the sequence in
+/// [`StoreState::revocation_seq`], so one issuer's lists can never replace
+/// or block another's, whatever list id they claim.
+///
+/// ```
+/// let fp = "ab".repeat(32);
+/// assert_eq!(tka::store::list_key(&fp, "00ff"), format!("{fp}-00ff"));
+/// ```
+pub fn list_key(root_fingerprint: &str, list_id: &str) -> String {
+    format!("{root_fingerprint}-{list_id}")
+}
+
+/// Splits a revocation-list key into (root fingerprint, list id). A key
+/// written before lists were bound to roots is a bare list id: `None` for
+/// the root.
+pub fn split_list_key(key: &str) -> (Option<&str>, &str) {
+    match key.split_once('-') {
+        Some((fp, id)) => (Some(fp), id),
+        None => (None, key),
+    }
+}
+
+/// An activation store directory. Cheap to clone; holds no open files.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// A token installed in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstalledToken {
+    /// The product it activates (also its file name).
+    pub product: String,
+    /// The token text (JWS compact serialization), exactly as installed.
+    pub token: String,
+    /// Unix seconds when it was installed.
+    pub installed_at: i64,
+}
+
+/// A root certificate the store trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedRoot {
+    /// Lowercase hex SHA-256 of the DER.
+    pub fingerprint: String,
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// The PEM file it was read from.
+    pub path: PathBuf,
+    /// The products this root may activate (`roots/<fp>.json`); `None`:
+    /// every product.
+    pub products: Option<Vec<String>>,
+    /// For a root trusted through a cross-certificate, its vouching chain
+    /// (`roots/<fp>.cross`, DER, cross-certificate first; see
+    /// [`crate::core::pki::TrustAnchors::with_vouching`]); `None`: trusted on its own.
+    pub vouching: Option<Vec<Vec<u8>>>,
+}
+
+impl TrustedRoot {
+    /// For a root trusted through a cross-certificate, the subject of the
+    /// root that signed that cross-certificate (`None`: trusted on its own,
+    /// or a chain that does not parse, which verification reports).
+    pub fn vouched_by(&self) -> Option<String> {
+        let chain = self.vouching.as_ref()?;
+        crate::core::pki::CertInfo::parse(chain.get(1)?).ok().map(|c| c.subject)
+    }
+}
+
+/// Root certificate files (fingerprint, path) and the product scope and
+/// vouching chain files (fingerprint -> path) in `roots/`.
+type RootFiles = (Vec<(String, PathBuf)>, BTreeMap<String, PathBuf>, BTreeMap<String, PathBuf>);
+
+/// On-disk form of a root's product scope, `roots/<fp>.json`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeFile {
+    products: Vec<String>,
+}
+
+/// On-disk form of an installed token.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    product: String,
+    installed_at: i64,
+    token: String,
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating the directory (0700, parents as
+    /// needed) and the layout if missing.
+    ///
+    /// An existing store is only checked, never written to, so read-only
+    /// callers can open it. Fails with [`StoreError::NewerVersion`] for a
+    /// newer layout, [`StoreError::NotAStore`] for a non-empty directory that
+    /// is not a store, [`StoreError::InsecurePermissions`] if the directory
+    /// or a subdirectory is writable by group or others.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        match fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(StoreError::NotAStore {
+                    path: dir.to_path_buf(),
+                    detail: "it is not a directory".to_string(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create_private_dir(dir)?,
+            Err(e) => return Err(StoreError::io(dir, e)),
+        }
+        let store = Store { dir: dir.to_path_buf() };
+        check_not_writable_by_others(&store.dir)?;
+        match store.read_version()? {
+            Some(v) => store.check_version(v)?,
+            None => store.initialize()?,
+        }
+        for sub in SUBDIRS {
+            check_not_writable_by_others(&store.dir.join(sub))?;
+        }
+        Ok(store)
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The documented default store directory: [`SYSTEM_STORE_DIR`]
+    /// (`/var/lib/tka`) when running as root; otherwise `$XDG_DATA_HOME/tka`
+    /// if `xdg_data_home` is an absolute path (the XDG spec says to ignore a
+    /// relative one), else `$HOME/.local/share/tka`; with neither, the
+    /// system store.
+    ///
+    /// A pure function: the caller supplies the effective uid check and the
+    /// environment.
+    ///
+    /// ```
+    /// use std::path::{Path, PathBuf};
+    /// use tka::store::Store;
+    /// assert_eq!(Store::default_dir_for(true, Some(Path::new("/root")), None),
+    ///            PathBuf::from("/var/lib/tka"));
+    /// assert_eq!(Store::default_dir_for(false, Some(Path::new("/home/a")), None),
+    ///            PathBuf::from("/home/a/.local/share/tka"));
+    /// ```
+    pub fn default_dir_for(euid_is_root: bool, home: Option<&Path>, xdg_data_home: Option<&Path>) -> PathBuf {
+        if euid_is_root {
+            return PathBuf::from(SYSTEM_STORE_DIR);
+        }
+        if let Some(xdg) = xdg_data_home.filter(|p| p.is_absolute()) {
+            return xdg.join("tka");
+        }
+        match home.filter(|p| !p.as_os_str().is_empty()) {
+            Some(home) => home.join(".local").join("share").join("tka"),
+            None => PathBuf::from(SYSTEM_STORE_DIR),
+        }
+    }
+
+    /// Takes the store's exclusive write lock, waiting for any other holder
+    /// (thread or process). Released when the [`StoreLock`] is dropped.
+    ///
+    /// Also removes temporary files left by a writer that was killed
+    /// mid-write (safe because only lock holders write).
+    pub fn lock(&self) -> Result<StoreLock<'_>, StoreError> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = open_lock_file(&path)?;
+        file.lock().map_err(|e| StoreError::io(&path, e))?;
+        StoreLock::acquired(self, file)
+    }
+
+    /// Like [`Store::lock`], but returns `Ok(None)` at once if another
+    /// thread or process holds the lock.
+    pub fn try_lock(&self) -> Result<Option<StoreLock<'_>>, StoreError> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = open_lock_file(&path)?;
+        match file.try_lock() {
+            Ok(()) => StoreLock::acquired(self, file).map(Some),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    /// The trusted roots, sorted by fingerprint.
+    ///
+    /// Each `roots/<fp>.pem` must hold one PEM certificate whose SHA-256 is
+    /// `<fp>`; anything else is [`StoreError::Corrupt`].
+    ///
+    /// A root's product scope is read from `roots/<fp>.json`
+    /// (`{"products": [..]}`; no file: every product); a scope file that
+    /// does not parse, or names an invalid product, is corrupt too. A scope
+    /// file without its root (left by a crash) is ignored. So is a
+    /// vouching chain (`roots/<fp>.cross`), which must hold an even number
+    /// (at most [`crate::core::pki::MAX_VOUCHING_CHAIN`]) of PEM certificates.
+    pub fn roots(&self) -> Result<Vec<TrustedRoot>, StoreError> {
+        let mut roots = Vec::new();
+        let (pems, scopes, vouchings) = self.root_files()?;
+        for (fp, path) in pems {
+            let Some(bytes) = read_opt(&path, MAX_ROOT_FILE)? else {
+                continue;
+            };
+            let text = String::from_utf8(bytes).map_err(|_| StoreError::corrupt(&path, "not UTF-8 PEM text"))?;
+            let der = names::pem_decode(&text).map_err(|d| StoreError::corrupt(&path, d))?;
+            let actual = names::fingerprint(&der);
+            if actual != fp {
+                return Err(StoreError::corrupt(
+                    &path,
+                    format!("certificate fingerprint is {actual}, not the file name's {fp}"),
+                ));
+            }
+            let products = match scopes.get(&fp) {
+                Some(scope) => read_scope(scope)?,
+                None => None,
+            };
+            let vouching = match vouchings.get(&fp) {
+                Some(chain) => read_vouching(chain)?,
+                None => None,
+            };
+            roots.push(TrustedRoot { fingerprint: fp, der, path, products, vouching });
+        }
+        Ok(roots)
+    }
+
+    /// The root certificate files (fingerprint, path) and the product scope
+    /// files (fingerprint -> path) in `roots/`, sorted.
+    fn root_files(&self) -> Result<RootFiles, StoreError> {
+        let fp_of = |name: &str| -> Option<(String, &str)> {
+            let ext = [ROOT_EXT, ROOT_SCOPE_EXT, ROOT_VOUCHING_EXT].into_iter().find(|e| name.ends_with(e))?;
+            let stem = name.strip_suffix(ext)?;
+            names::is_fingerprint(stem).then(|| (stem.to_string(), ext))
+        };
+        let (mut pems, mut scopes, mut vouchings) = (Vec::new(), BTreeMap::new(), BTreeMap::new());
+        let pattern = "<sha256>.pem, <sha256>.json or <sha256>.cross";
+        for (name, path) in self.list(ROOTS_DIR, "", |n| fp_of(n).is_some(), pattern)? {
+            match fp_of(&name) {
+                Some((fp, ROOT_EXT)) => pems.push((fp, path)),
+                Some((fp, ROOT_SCOPE_EXT)) => drop(scopes.insert(fp, path)),
+                Some((fp, _)) => drop(vouchings.insert(fp, path)),
+                None => {}
+            }
+        }
+        Ok((pems, scopes, vouchings))
+    }
+
+    /// The installed tokens, sorted by product.
+    pub fn tokens(&self) -> Result<Vec<InstalledToken>, StoreError> {
+        let valid = |s: &str| names::check_product(s).is_ok();
+        let mut out = Vec::new();
+        for (product, path) in self.list(TOKENS_DIR, TOKEN_EXT, valid, "<product>.json")? {
+            if let Some(t) = read_token(&path, &product)? {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The token installed for `product`, if any.
+    pub fn token(&self, product: &str) -> Result<Option<InstalledToken>, StoreError> {
+        names::check_product(product)?;
+        read_token(&self.token_path(product), product)
+    }
+
+    /// The store's state. A missing or unparsable `state.json` is
+    /// [`StoreError::Corrupt`]: it is never silently reset.
+    pub fn state(&self) -> Result<StoreState, StoreError> {
+        let path = self.dir.join(STATE_FILE);
+        let bytes = read_opt(&path, MAX_STATE_FILE)?.ok_or_else(|| {
+            StoreError::corrupt(&path, "missing (it holds the clock high-water mark and revocation sequence numbers)")
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(&path, e.to_string()))
+    }
+
+    /// The installed X.509 CRLs (DER), sorted by key.
+    pub fn crls(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        for (_, path) in self.list(CRLS_DIR, CRL_EXT, |k| names::check_key(k).is_ok(), "<hex key>.der")? {
+            if let Some(der) = read_opt(&path, MAX_REVOCATION_FILE)? {
+                out.push(der);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The CRL installed under `key`, if any.
+    pub fn crl(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        names::check_key(key)?;
+        read_opt(&self.crl_path(key), MAX_REVOCATION_FILE)
+    }
+
+    /// The installed token revocation lists (JWS compact text), sorted by key.
+    pub fn revocation_lists(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.revocation_list_entries()?.into_iter().map(|(_, text)| text).collect())
+    }
+
+    /// The installed token revocation lists as (key, JWS compact text),
+    /// sorted by key (see [`list_key`]).
+    pub fn revocation_list_entries(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        let valid = |k: &str| names::check_list_key(k).is_ok();
+        for (key, path) in self.list(REVOCATIONS_DIR, REVOCATION_EXT, valid, "<root fp>-<list id>.jws")? {
+            if let Some(text) = read_text(&path)? {
+                out.push((key, text));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The token revocation list installed under `key`, if any.
+    pub fn revocation_list(&self, key: &str) -> Result<Option<String>, StoreError> {
+        names::check_list_key(key)?;
+        read_text(&self.revocation_path(key))
+    }
+
+    // ----- paths and helpers -----
+
+    fn token_path(&self, product: &str) -> PathBuf {
+        self.dir.join(TOKENS_DIR).join(format!("{product}{TOKEN_EXT}"))
+    }
+
+    fn root_path(&self, fp: &str) -> PathBuf {
+        self.dir.join(ROOTS_DIR).join(format!("{fp}{ROOT_EXT}"))
+    }
+
+    fn vouching_path(&self, fp: &str) -> PathBuf {
+        self.dir.join(ROOTS_DIR).join(format!("{fp}{ROOT_VOUCHING_EXT}"))
+    }
+
+    fn scope_path(&self, fp: &str) -> PathBuf {
+        self.dir.join(ROOTS_DIR).join(format!("{fp}{ROOT_SCOPE_EXT}"))
+    }
+
+    fn crl_path(&self, key: &str) -> PathBuf {
+        self.dir.join(CRLS_DIR).join(format!("{key}{CRL_EXT}"))
+    }
+
+    fn revocation_path(&self, key: &str) -> PathBuf {
+        self.dir.join(REVOCATIONS_DIR).join(format!("{key}{REVOCATION_EXT}"))
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    /// Lists `<dir>/<sub>/<stem><ext>` sorted by stem. Names starting with
+    /// `.` (temporary files) are skipped; any other name that does not fit
+    /// the pattern is [`StoreError::Corrupt`]. A missing subdirectory is
+    /// empty.
+    fn list(
+        &self,
+        sub: &str,
+        ext: &str,
+        valid: impl Fn(&str) -> bool,
+        pattern: &str,
+    ) -> Result<Vec<(String, PathBuf)>, StoreError> {
+        let dir = self.dir.join(sub);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io(&dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                return Err(StoreError::corrupt(&path, "file name is not UTF-8"));
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            match name.strip_suffix(ext).filter(|stem| valid(stem)) {
+                Some(stem) => out.push((stem.to_string(), path)),
+                None => {
+                    return Err(StoreError::corrupt(
+                        &path,
+                        format!(
+                            "unexpected file in {sub}/ (expected {pattern}); \
+                             move it out of the store"
+                        ),
+                    ))
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn read_version(&self) -> Result<Option<u32>, StoreError> {
+        let path = self.dir.join(VERSION_FILE);
+        let Some(bytes) = read_opt(&path, 64)? else {
+            return Ok(None);
+        };
+        let text = std::str::from_utf8(&bytes).unwrap_or("");
+        let digits = text.strip_suffix('\n').unwrap_or(text);
+        match digits.parse::<u32>() {
+            Ok(v) if v >= 1 && digits.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(v)),
+            _ => Err(StoreError::corrupt(&path, format!("expected a layout version number, found {text:?}"))),
+        }
+    }
+
+    fn check_version(&self, found: u32) -> Result<(), StoreError> {
+        if found > LAYOUT_VERSION {
+            return Err(StoreError::NewerVersion {
+                path: self.dir.join(VERSION_FILE),
+                found,
+                supported: LAYOUT_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates the layout in a directory that has no `version` file yet.
+    fn initialize(&self) -> Result<(), StoreError> {
+        let entries = fs::read_dir(&self.dir).map_err(|e| StoreError::io(&self.dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(&self.dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let known = name == LOCK_FILE
+                || name == STATE_FILE
+                || SUBDIRS.contains(&name.as_ref())
+                || names::is_write_temp(&name);
+            if !known {
+                return Err(StoreError::NotAStore {
+                    path: self.dir.clone(),
+                    detail: format!(
+                        "it has no `{VERSION_FILE}` file but already holds {name:?}; \
+                         use an empty or new directory"
+                    ),
+                });
+            }
+        }
+        let lock = self.lock()?;
+        // Another process may have initialised the store while we waited.
+        if let Some(v) = self.read_version()? {
+            return self.check_version(v);
+        }
+        // Data is only ever written into an initialised store (`version`
+        // is written last), so data without `version` means the file was
+        // lost or deleted: re-initialising would reset the clock mark and
+        // the revocation sequences under the installed tokens.
+        if let Some(found) = self.first_data_file()? {
+            let missing = if self.state_path().exists() { "" } else { " (and state.json)" };
+            return Err(StoreError::corrupt(
+                &self.dir.join(VERSION_FILE),
+                format!(
+                    "missing{missing}, but the store holds {}; \
+                     it is not re-initialised over existing data",
+                    found.strip_prefix(&self.dir).unwrap_or(&found).display()
+                ),
+            ));
+        }
+        lock.initialize_layout()
+    }
+}
+
+impl Store {
+    /// The first data file (root, token, CRL, revocation list) in the
+    /// store's subdirectories, temporary files aside.
+    fn first_data_file(&self) -> Result<Option<PathBuf>, StoreError> {
+        for sub in SUBDIRS {
+            let dir = self.dir.join(sub);
+            for entry in dir_entries(&dir)? {
+                if !names::is_write_temp(&entry.file_name().to_string_lossy()) {
+                    return Ok(Some(entry.path()));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Creates `dir` with mode 0700 (parents with default permissions).
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    match builder.create(dir) {
+        Ok(()) => {
+            set_mode(dir, 0o700)?;
+            crate::core::fsutil::sync_dir(parent).map_err(|e| StoreError::io(parent, e))
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(StoreError::io(dir, e)),
+    }
+}
+
+/// Sets exact permission bits (the umask may have removed some).
+fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| StoreError::io(path, e))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, mode);
+        Ok(())
+    }
+}
+
+/// Refuses a directory writable by group or others. A missing one is fine.
+fn check_not_writable_by_others(dir: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        match fs::metadata(dir) {
+            Ok(m) if m.permissions().mode() & 0o022 != 0 => {
+                return Err(StoreError::InsecurePermissions { path: dir.to_path_buf(), mode: m.permissions().mode() })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(dir, e)),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+fn open_lock_file(path: &Path) -> Result<fs::File, StoreError> {
+    let mut opts = fs::OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).map_err(|e| StoreError::io(path, e))
+}
+
+/// Reads `path` with a size limit; `None` if it does not exist.
+fn read_opt(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, StoreError> {
+    match read_bounded(path, limit as u64) {
+        Ok(b) => Ok(Some(b)),
+        Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(ReadError::Io(e)) => Err(StoreError::io(path, e)),
+        Err(ReadError::TooLarge { .. }) => {
+            Err(StoreError::corrupt(path, format!("larger than the {limit}-byte limit")))
+        }
+        Err(e) => Err(StoreError::corrupt(path, e.to_string())),
+    }
+}
+
+/// Reads a root's product scope file.
+fn read_scope(path: &Path) -> Result<Option<Vec<String>>, StoreError> {
+    let Some(bytes) = read_opt(path, MAX_ROOT_FILE)? else {
+        return Ok(None);
+    };
+    let file: ScopeFile = serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
+    if file.products.is_empty() {
+        return Err(StoreError::corrupt(path, "the product scope names no product"));
+    }
+    for p in &file.products {
+        names::check_product(p).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
+    }
+    Ok(Some(file.products))
+}
+
+/// Reads a root's vouching chain file.
+fn read_vouching(path: &Path) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+    let Some(bytes) = read_opt(path, MAX_ROOT_FILE)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(bytes).map_err(|_| StoreError::corrupt(path, "not UTF-8 PEM text"))?;
+    let chain = crate::core::pki::pem::decode_all(&text, "CERTIFICATE")
+        .map_err(|e| StoreError::corrupt(path, e.to_string()))?;
+    if chain.is_empty() || !chain.len().is_multiple_of(2) || chain.len() > crate::core::pki::MAX_VOUCHING_CHAIN {
+        return Err(StoreError::corrupt(
+            path,
+            format!("{} certificates: expected pairs of cross-certificate and issuer", chain.len()),
+        ));
+    }
+    Ok(Some(chain))
+}
+
+fn read_text(path: &Path) -> Result<Option<String>, StoreError> {
+    match read_opt(path, MAX_REVOCATION_FILE)? {
+        Some(b) => String::from_utf8(b).map(Some).map_err(|_| StoreError::corrupt(path, "not UTF-8 text")),
+        None => Ok(None),
+    }
+}
+
+fn read_token(path: &Path, product: &str) -> Result<Option<InstalledToken>, StoreError> {
+    let Some(bytes) = read_opt(path, MAX_TOKEN_FILE)? else {
+        return Ok(None);
+    };
+    let file: TokenFile = serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
+    if file.product != product {
+        return Err(StoreError::corrupt(
+            path,
+            format!("holds a token for product {:?}, not {product:?}", file.product),
+        ));
+    }
+    Ok(Some(InstalledToken { product: file.product, token: file.token, installed_at: file.installed_at }))
+}
+
+/// The entries of `dir` (none when it does not exist).
+pub(crate) fn dir_entries(dir: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
+    match fs::read_dir(dir) {
+        Ok(entries) => entries.collect::<io::Result<Vec<_>>>().map_err(|e| StoreError::io(dir, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(StoreError::io(dir, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_dirs() {
+        let home = Path::new("/home/u");
+        assert_eq!(Store::default_dir_for(true, Some(home), Some(Path::new("/x"))), PathBuf::from("/var/lib/tka"));
+        assert_eq!(Store::default_dir_for(false, Some(home), Some(Path::new("/x/data"))), PathBuf::from("/x/data/tka"));
+        assert_eq!(
+            Store::default_dir_for(false, Some(home), Some(Path::new("rel"))),
+            PathBuf::from("/home/u/.local/share/tka")
+        );
+        assert_eq!(Store::default_dir_for(false, None, None), PathBuf::from("/var/lib/tka"));
+    }
+
+    #[test]
+    fn killed_writer_temp_is_swept_by_next_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("s")).unwrap();
+        let stale = store.dir().join(TOKENS_DIR).join(".a.json.0123456789abcdef.tmp");
+        fs::write(&stale, b"half").unwrap();
+        assert!(store.tokens().unwrap().is_empty(), "readers skip temp files");
+        drop(store.lock().unwrap());
+        assert!(!stale.exists());
+    }
+
+    #[test]
+    fn try_lock_reports_busy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("s")).unwrap();
+        let held = store.lock().unwrap();
+        assert!(store.try_lock().unwrap().is_none());
+        drop(held);
+        assert!(store.try_lock().unwrap().is_some());
+    }
+
+    #[test]
+    fn version_file_is_strict() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("s");
+        Store::open(&dir).unwrap();
+        assert_eq!(fs::read_to_string(dir.join(VERSION_FILE)).unwrap(), "1\n");
+        for bad in ["", "one\n", "+1\n", "0\n", "1\n\n"] {
+            fs::write(dir.join(VERSION_FILE), bad).unwrap();
+            assert!(matches!(Store::open(&dir), Err(StoreError::Corrupt { .. })), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,813 @@
+//! Errors. [`VerifyError`] is a verdict ("this token is not good here");
+//! [`Error`] covers everything else a command can run into.
+//!
+//! Every message says what was checked and what was found, on one line.
+
+use crate::activation::store::StoreError;
+use crate::core::clock::rfc3339;
+use crate::core::machine::{BindingError, MachineError, MatchReport};
+use std::fmt;
+use std::path::PathBuf;
+
+/// Why a token, certificate chain or revocation list was refused.
+///
+/// The variants follow the ordered checks in `docs/verification.md`; each
+/// names the rule it enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// Step 1: the input is larger than the limit for its kind.
+    TooLarge {
+        /// What was being read.
+        what: &'static str,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Step 1: the JWS compact form is broken (parts, base64url, UTF-8, JSON).
+    Malformed {
+        /// What was being parsed.
+        what: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Step 1: a JSON object repeats a member name (RFC 8725 §3.x, RFC 7515 §5.2).
+    DuplicateKey {
+        /// The repeated name.
+        key: String,
+    },
+    /// Step 2: `alg` is not on the allow-list (PS256, RS256); covers `none` and HMAC.
+    AlgorithmNotAllowed {
+        /// The algorithm found.
+        alg: String,
+    },
+    /// Step 2: `typ` is not the one expected for this kind of object.
+    WrongType {
+        /// The type expected.
+        expected: &'static str,
+        /// The type found.
+        found: String,
+    },
+    /// Step 2: a header parameter that lets the token pick its own key (`jwk`, `jku`, `x5u`).
+    ForbiddenHeader {
+        /// The parameter name.
+        name: String,
+    },
+    /// Step 2: `crit` names an extension tka does not understand (RFC 7515 §4.1.11).
+    UnknownCritical {
+        /// The extension name.
+        name: String,
+    },
+    /// Step 2: no `x5c` certificate chain in the header.
+    MissingChain,
+    /// Step 3: the chain is longer than allowed or a certificate could not be parsed.
+    BadCertificate {
+        /// Subject or position of the certificate.
+        subject: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Step 3: the chain does not end at a trusted root (RFC 5280 §6.1).
+    UntrustedRoot {
+        /// Issuer name the chain ended on.
+        issuer: String,
+    },
+    /// Step 3: a certificate's notAfter is in the past (RFC 5280 §6.1.3 (a)(2)).
+    CertExpired {
+        /// The certificate.
+        subject: String,
+        /// Its notAfter.
+        not_after: i64,
+        /// The time of verification.
+        now: i64,
+    },
+    /// Step 3: a certificate's notBefore is in the future (RFC 5280 §6.1.3 (a)(2)).
+    CertNotYetValid {
+        /// The certificate.
+        subject: String,
+        /// Its notBefore.
+        not_before: i64,
+        /// The time of verification.
+        now: i64,
+    },
+    /// Step 3: a certificate signature does not verify under its issuer's key (RFC 5280 §6.1.3 (a)(1)).
+    BadCertSignature {
+        /// The certificate.
+        subject: String,
+    },
+    /// Step 3: an issuing certificate is not a CA (basicConstraints, RFC 5280 §6.1.4 (k)).
+    NotCa {
+        /// The certificate.
+        subject: String,
+    },
+    /// Step 3: an issuing certificate lacks keyCertSign (RFC 5280 §6.1.4 (n)).
+    MissingKeyCertSign {
+        /// The certificate.
+        subject: String,
+    },
+    /// Step 3: pathLenConstraint exceeded (RFC 5280 §6.1.4 (l)-(m)).
+    PathLenExceeded {
+        /// The CA whose constraint was exceeded.
+        subject: String,
+    },
+    /// Step 3: the token signer is a CA certificate; CA keys never sign tokens.
+    SignerIsCa {
+        /// The certificate.
+        subject: String,
+    },
+    /// Step 3: the signer lacks the tka token-signing extended key usage.
+    MissingSignerEku {
+        /// The certificate.
+        subject: String,
+    },
+    /// Step 3: the signer's keyUsage lacks digitalSignature.
+    MissingDigitalSignature {
+        /// The certificate.
+        subject: String,
+    },
+    /// Step 3: a critical extension tka does not process (RFC 5280 §6.1.4 (o)).
+    UnknownCriticalExtension {
+        /// The certificate.
+        subject: String,
+        /// The extension OID.
+        oid: String,
+    },
+    /// Step 3: an RSA key shorter than 2048 bits, or not RSA at all.
+    WeakKey {
+        /// The certificate.
+        subject: String,
+        /// What was found.
+        detail: String,
+    },
+    /// Step 3: a certificate is on a CRL from its issuer.
+    CertRevoked {
+        /// The certificate.
+        subject: String,
+        /// Its serial in hex.
+        serial: String,
+    },
+    /// Step 4: the JWS signature does not verify with the signer's key.
+    BadSignature,
+    /// Step 5: the token is for another product.
+    WrongProduct {
+        /// The product expected here.
+        expected: String,
+        /// The product in the token.
+        found: String,
+    },
+    /// Step 5: the token is bound to another machine.
+    WrongMachine {
+        /// This machine's CMID.
+        expected: String,
+        /// The CMID in the token.
+        found: String,
+        /// Component comparison, when the token carries components.
+        report: Option<Box<MatchReport>>,
+    },
+    /// Step 5: the token binds a component set no real machine produces
+    /// (or its `sub` is not their CMID, or a weak binding it does not
+    /// declare): no current issuer signs such a token.
+    ImpossibleBinding {
+        /// Which rule it breaks.
+        reason: BindingError,
+    },
+    /// Step 5: `now` is before the token's `nbf`.
+    TokenNotYetValid {
+        /// The token's nbf.
+        nbf: i64,
+        /// The time of verification.
+        now: i64,
+    },
+    /// Step 5: `now` is past the token's `exp` plus its grace period.
+    TokenExpired {
+        /// The token's exp.
+        exp: i64,
+        /// Grace period after exp, seconds.
+        grace: i64,
+        /// The time of verification.
+        now: i64,
+    },
+    /// Step 5: the token's validity extends beyond its signer certificate's.
+    TokenOutlivesSigner {
+        /// The token's exp (or `None` for perpetual).
+        exp: Option<i64>,
+        /// The signer's notAfter.
+        signer_not_after: i64,
+    },
+    /// Step 5: the token's serial is on an installed token revocation list.
+    TokenRevoked {
+        /// The token serial.
+        serial: String,
+    },
+    /// Step 5: a required claim is missing or has the wrong type.
+    BadClaims {
+        /// What is wrong.
+        detail: String,
+    },
+    /// Step 6: the token says it was issued after `now`.
+    IssuedInFuture {
+        /// The token's iat.
+        iat: i64,
+        /// The time of verification.
+        now: i64,
+    },
+    /// Step 6: `now` is earlier than the store has already seen.
+    ClockRollback {
+        /// The time of verification.
+        now: i64,
+        /// The store's high-water mark.
+        high_water: i64,
+    },
+    /// A CRL of a kind tka does not implement exactly (delta, partitioned
+    /// or indirect, or with an unrecognised critical extension): refused,
+    /// never applied as if it were complete (RFC 5280 §5.2, §6.3.3).
+    UnsupportedCrl {
+        /// What it is.
+        detail: String,
+    },
+    /// A revocation list's sequence number is lower than one already installed.
+    RevocationRollback {
+        /// Sequence installed.
+        installed: u64,
+        /// Sequence offered.
+        offered: u64,
+    },
+    /// Step 3: the chain ends at a trusted root, but not at one the caller
+    /// pinned (an application insisting on its vendor's root).
+    WrongRoot {
+        /// Subject of the root the chain ends at.
+        subject: String,
+        /// The pinned fingerprints (lowercase hex).
+        expected: Vec<String>,
+        /// The fingerprint of the root the chain ends at.
+        found: String,
+    },
+    /// A certificate's SHA-256 fingerprint is not the one the user expected.
+    FingerprintMismatch {
+        /// The certificate.
+        subject: String,
+        /// The fingerprint expected (lowercase hex).
+        expected: String,
+        /// The certificate's fingerprint.
+        found: String,
+    },
+    /// A CRL or token revocation list is not acceptable: not signed by a
+    /// CA or signer this machine can chain to a trusted root, issued in the
+    /// future, or otherwise unusable.
+    RevocationNotTrusted {
+        /// `CRL` or `token revocation list`.
+        what: &'static str,
+        /// What was checked and found.
+        detail: String,
+    },
+    /// Step 3: the chain leads to a trusted root, but that root is trusted
+    /// here only for other products (its product scope in the store).
+    RootNotTrustedForProduct {
+        /// The root's subject.
+        root: String,
+        /// The token's product.
+        product: String,
+        /// The products the root may activate here.
+        allowed: Vec<String>,
+    },
+    /// A CRL or token revocation list is past its next-update time and the
+    /// caller asked for fresh revocation data (`--require-fresh`).
+    RevocationStale {
+        /// `CRL` or `token revocation list`, and whose.
+        what: String,
+        /// Its next-update time.
+        next_update: i64,
+        /// The time of the check.
+        now: i64,
+    },
+    /// A cross-certificate grants less than a root needs, so it cannot
+    /// vouch for one (at `trust add`), or no longer covers the path of a
+    /// root it vouched for (at verification): a root trusted through a
+    /// cross-certificate is held to the cross-certificate's constraints.
+    CrossCertificateTooNarrow {
+        /// The cross-certificate.
+        subject: String,
+        /// Which constraint is too narrow.
+        limit: CrossLimit,
+    },
+    /// A new root's key is the key of an issuing CA (a CA certificate
+    /// that directly issued a token signer of an installed token): an
+    /// issuing CA re-signed as a "root" is refused as a trust anchor.
+    RootKeyIsIssuingCa {
+        /// The root offered.
+        root: String,
+        /// The issuing CA certificate with the same key.
+        ca: String,
+    },
+    /// A token bundle holds no token for this machine (and product) that
+    /// verifies: no line is labelled for it, or every such line was refused.
+    NoTokenInBundle {
+        /// The bundle.
+        bundle: String,
+        /// What the scan saw: lines read, skipped, refused and why.
+        scan: Box<crate::activation::activate::BundleScan>,
+    },
+    /// The product has no activation on this machine.
+    NotActivated {
+        /// The product.
+        product: String,
+    },
+}
+
+/// The constraint of a cross-certificate that is too narrow for a root
+/// (see [`VerifyError::CrossCertificateTooNarrow`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CrossLimit {
+    /// Its pathLenConstraint: a root signs issuing CAs, which sign token
+    /// signers, so it needs at least 1 (or none).
+    PathLen(u32),
+    /// Its extended key usage (the OIDs it lists) leaves out tka token
+    /// signing (and anyExtendedKeyUsage).
+    ExtendedKeyUsage(Vec<String>),
+}
+
+impl fmt::Display for CrossLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CrossLimit::PathLen(n) => write!(
+                f,
+                "its pathLenConstraint is {n}, and a root needs at least 1 (it signs issuing CAs, which sign token signers)"
+            ),
+            CrossLimit::ExtendedKeyUsage(oids) => {
+                write!(f, "its extended key usage ({}) excludes tka token signing", oids.join(", "))
+            }
+        }
+    }
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use VerifyError::*;
+        match self {
+            TooLarge { what, limit } => write!(f, "{what} is larger than the {limit}-byte limit"),
+            Malformed { what, detail } => write!(f, "malformed {what}: {detail}"),
+            DuplicateKey { key } => write!(f, "duplicate JSON member {key:?}"),
+            AlgorithmNotAllowed { alg } => {
+                write!(f, "algorithm {alg:?} is not allowed: expected PS256 or RS256")
+            }
+            WrongType { expected, found } => {
+                write!(f, "wrong typ: expected {expected:?}, found {found:?}")
+            }
+            ForbiddenHeader { name } => write!(
+                f,
+                "header parameter {name:?} is refused: the key must come from the x5c chain to a trusted root"
+            ),
+            UnknownCritical { name } => write!(f, "unknown critical header extension {name:?}"),
+            MissingChain => write!(f, "no x5c certificate chain in the token header"),
+            BadCertificate { subject, detail } => write!(f, "certificate {subject}: {detail}"),
+            UntrustedRoot { issuer } => {
+                write!(f, "certificate chain does not lead to a trusted root (ends at issuer {issuer})")
+            }
+            CertExpired { subject, not_after, now } => {
+                write!(f, "certificate {subject} expired at {}, now is {}", rfc3339(*not_after), rfc3339(*now))
+            }
+            CertNotYetValid { subject, not_before, now } => write!(
+                f,
+                "certificate {subject} is not valid before {}, now is {}",
+                rfc3339(*not_before),
+                rfc3339(*now)
+            ),
+            BadCertSignature { subject } => {
+                write!(f, "certificate {subject} has a signature its issuer did not make")
+            }
+            NotCa { subject } => write!(f, "certificate {subject} issues certificates but is not a CA"),
+            MissingKeyCertSign { subject } => {
+                write!(f, "CA certificate {subject} lacks the keyCertSign key usage")
+            }
+            PathLenExceeded { subject } => {
+                write!(f, "chain is longer than the path length CA {subject} allows")
+            }
+            SignerIsCa { subject } => {
+                write!(f, "token signed by CA certificate {subject}: only token-signer certificates may sign tokens")
+            }
+            MissingSignerEku { subject } => {
+                write!(f, "certificate {subject} lacks the tka token-signing extended key usage")
+            }
+            MissingDigitalSignature { subject } => {
+                write!(f, "signer certificate {subject} lacks the digitalSignature key usage")
+            }
+            UnknownCriticalExtension { subject, oid } => {
+                write!(f, "certificate {subject} has unknown critical extension {oid}")
+            }
+            WeakKey { subject, detail } => write!(f, "certificate {subject}: {detail}"),
+            CertRevoked { subject, serial } => {
+                write!(f, "certificate {subject} (serial {serial}) is revoked")
+            }
+            BadSignature => write!(f, "token signature does not verify with the signer certificate's key"),
+            WrongProduct { expected, found } => {
+                write!(f, "wrong product: expected {expected:?}, token is for {found:?}")
+            }
+            WrongMachine { expected, found, report } => {
+                write!(f, "token is bound to machine {found}, this machine is {expected}")?;
+                if let Some(r) = report {
+                    write!(f, " ({r})")?;
+                }
+                Ok(())
+            }
+            ImpossibleBinding { reason } => write!(f, "token binding refused: {reason}"),
+            TokenNotYetValid { nbf, now } => {
+                write!(f, "token is not valid before {}, now is {}", rfc3339(*nbf), rfc3339(*now))
+            }
+            TokenExpired { exp, grace, now } => {
+                write!(f, "token expired at {}", rfc3339(*exp))?;
+                if *grace > 0 {
+                    write!(f, " (grace ended {})", rfc3339(exp + grace))?;
+                }
+                write!(f, ", now is {}", rfc3339(*now))
+            }
+            TokenOutlivesSigner { exp, signer_not_after } => write!(
+                f,
+                "token valid until {} outlives its signer certificate (expires {})",
+                exp.map(rfc3339).unwrap_or_else(|| "forever".into()),
+                rfc3339(*signer_not_after)
+            ),
+            TokenRevoked { serial } => write!(f, "token {serial} is revoked"),
+            BadClaims { detail } => write!(f, "invalid token claims: {detail}"),
+            IssuedInFuture { iat, now } => write!(
+                f,
+                "token was issued at {}, after now ({}): check the system clock",
+                rfc3339(*iat),
+                rfc3339(*now)
+            ),
+            ClockRollback { now, high_water } => write!(
+                f,
+                "clock moved backwards: now is {}, but this store has seen {}; fix the system clock",
+                rfc3339(*now),
+                rfc3339(*high_water)
+            ),
+            UnsupportedCrl { detail } => write!(f, "CRL refused: it is {detail}"),
+            RevocationRollback { installed, offered } => write!(
+                f,
+                "revocation list sequence {offered} is older than the installed {installed}: refusing rollback"
+            ),
+            WrongRoot { subject, expected, found } => {
+                let expected = match expected.as_slice() {
+                    [one] => format!("the pinned root {one}"),
+                    many => format!("one of the pinned roots {}", many.join(", ")),
+                };
+                write!(f, "token chain ends at root {subject} with fingerprint {found}, not at {expected}")
+            }
+            FingerprintMismatch { subject, expected, found } => {
+                write!(f, "fingerprint mismatch for {subject}: expected {expected}, the certificate's is {found}")
+            }
+            RevocationNotTrusted { what, detail } => write!(f, "{what} refused: {detail}"),
+            CrossCertificateTooNarrow { subject, limit } => {
+                write!(f, "cross-certificate {subject} cannot vouch for a root: {limit}")
+            }
+            RootKeyIsIssuingCa { root, ca } => write!(
+                f,
+                "root {root} has the key of issuing CA {ca}, which signed the token signer of an installed token: \
+                 an issuing CA is not a root"
+            ),
+            RootNotTrustedForProduct { root, product, allowed } => write!(
+                f,
+                "root {root} is not trusted for product {product:?} on this machine (only for {})",
+                allowed.join(", ")
+            ),
+            RevocationStale { what, next_update, now } => write!(
+                f,
+                "{what} is stale: its next update was due {}, now is {}",
+                rfc3339(*next_update),
+                rfc3339(*now)
+            ),
+            NoTokenInBundle { bundle, scan } => fmt_no_token_in_bundle(f, bundle, scan),
+            NotActivated { product } => write!(f, "{product} is not activated on this machine"),
+        }
+    }
+}
+
+/// "B holds no token for this machine (N lines read; ...)": what the scan
+/// saw and the first and last reasons lines were refused.
+fn fmt_no_token_in_bundle(
+    f: &mut fmt::Formatter<'_>,
+    bundle: &str,
+    scan: &crate::activation::activate::BundleScan,
+) -> fmt::Result {
+    let lines = |n: u64| if n == 1 { "1 line".to_string() } else { format!("{n} lines") };
+    write!(f, "{bundle} holds no token for this machine")?;
+    if let Some(p) = &scan.product {
+        write!(f, " and product {p:?}")?;
+    }
+    write!(f, " ({} read; ", lines(scan.lines))?;
+    match (&scan.first_refused, &scan.last_refused) {
+        (Some(first), Some(last)) if scan.refused > 1 => write!(
+            f,
+            "{} labelled for it refused, the first: line {}: {}; the last: line {}: {}",
+            scan.refused, first.line, first.reason, last.line, last.reason
+        )?,
+        (Some(first), _) => write!(f, "1 labelled for it refused: line {}: {}", first.line, first.reason)?,
+        _ => write!(f, "none labelled for it")?,
+    }
+    if let Some(m) = &scan.first_malformed {
+        match scan.malformed {
+            1 => write!(f, "; 1 not a bundle line: line {}: {}", m.line, m.reason)?,
+            n => write!(f, "; {n} not bundle lines, the first: line {}: {}", m.line, m.reason)?,
+        }
+    }
+    if scan.unchecked > 0 {
+        write!(
+            f,
+            "; {} for products beyond the first {} not checked",
+            scan.unchecked,
+            crate::activation::activate::MAX_BUNDLE_PRODUCTS
+        )?;
+    }
+    write!(f, ")")
+}
+
+impl std::error::Error for VerifyError {}
+
+/// Any failure of a tka operation.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A verdict: the token, chain or list is not acceptable.
+    Verify(VerifyError),
+    /// Reading or writing a file failed.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An output file exists and `--force` was not given.
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An encrypted key was given without a passphrase source.
+    PassphraseRequired {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// A PKCS#11 token needs a user PIN and none was given.
+    PinRequired {
+        /// The token label.
+        token: String,
+    },
+    /// The token refused the PIN. tka never retries: tokens lock after a few failures.
+    WrongPin {
+        /// The token label.
+        token: String,
+    },
+    /// A PKCS#11 module, token or key cannot be used.
+    Pkcs11(String),
+    /// A `pkcs11:` URI's `module-name` is not a bare file name (it is empty
+    /// or holds `/`, `..` or NUL): a module name is looked up only in the
+    /// PKCS#11 module directories, never as a path.
+    ModuleNameNotBare {
+        /// The name given.
+        name: String,
+    },
+    /// A `module-path` read from a configuration file names a module
+    /// outside the PKCS#11 module directories, and the caller did not allow
+    /// module paths from configuration files. Nothing was loaded.
+    ModulePathNotAllowed {
+        /// The module file named.
+        path: PathBuf,
+    },
+    /// A command failed after creating keys on a PKCS#11 token, and
+    /// removing some of them failed too: they are still on the token.
+    KeysLeftOnToken {
+        /// Why the command failed.
+        error: Box<Error>,
+        /// The keys left behind (URIs), each with why it could not be removed.
+        left: Vec<String>,
+    },
+    /// The passphrase does not decrypt the key.
+    WrongPassphrase {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// A private key file is readable by group or others.
+    InsecureKeyPermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A passphrase or PIN file is readable by group or others.
+    InsecureSecretPermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A file to read is a FIFO, device, socket or directory, not a regular
+    /// file; it was not read (so a FIFO cannot hang tka, nor `/dev/zero`
+    /// fill its memory).
+    NotARegularFile {
+        /// The path given.
+        path: PathBuf,
+        /// What it is (`FIFO`, `character device`, ...).
+        kind: &'static str,
+    },
+    /// A file is larger than the limit for what it holds; it was not read
+    /// past the limit.
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A key, certificate or request could not be parsed or produced.
+    Format {
+        /// What it is.
+        what: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The operation is refused by policy (e.g. a token would outlive its signer).
+    Refused(String),
+    /// Bad arguments.
+    Usage(String),
+    /// Machine identity could not be established.
+    Machine(MachineError),
+    /// The activation store failed.
+    Store(StoreError),
+    /// Another process holds the issuer home's lock and did not release it
+    /// within the wait.
+    HomeBusy {
+        /// The issuer home.
+        home: PathBuf,
+        /// The holder's process id, when it wrote one.
+        pid: Option<u32>,
+    },
+    /// A request (or token) binds a component set no real machine produces,
+    /// or a weak one that was not allowed; nothing was signed.
+    Binding(BindingError),
+}
+
+impl Error {
+    /// Whether this is a "no" verdict (exit code 1: a token, chain or list
+    /// refused, or a request refused at issuance) rather than a failure to
+    /// run (exit code 2).
+    pub fn is_verdict(&self) -> bool {
+        match self {
+            Error::KeysLeftOnToken { error, .. } => error.is_verdict(),
+            _ => matches!(self, Error::Verify(_) | Error::Binding(_)),
+        }
+    }
+
+    /// A hint on what to do about the error, if there is a useful one.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Error::Exists { .. } => Some("choose another path, or replace it with --force where the command offers it"),
+            Error::PassphraseRequired { .. } => {
+                Some("give the passphrase with --passphrase-file FILE or TKA_PASSPHRASE, or run on a terminal")
+            }
+            Error::PinRequired { .. } => {
+                Some("give the PIN with pin-source=file:PATH in the URI or TKA_PKCS11_PIN, or run on a terminal")
+            }
+            Error::WrongPin { .. } => Some("check the PIN before trying again: the token locks after a few wrong PINs"),
+            Error::InsecureKeyPermissions { .. } => {
+                Some("run chmod 600 on the key, or pass --insecure-key-permissions")
+            }
+            Error::Binding(BindingError::WeakBinding { .. }) => Some(
+                "make the request as root (DMI and serials readable) or with an explicit identity; \
+                 or issue with --allow-weak-binding (or an entitlement that allows it) if a disk copy may pass",
+            ),
+            Error::InsecureSecretPermissions { .. } => {
+                Some("run chmod 600 on the file, or pass --insecure-key-permissions")
+            }
+            Error::Store(StoreError::Corrupt { path, .. })
+                if path.file_name().is_some_and(|n| n == "version" || n == "state.json") =>
+            {
+                Some(
+                    "restore the activation store from a backup; tka never resets or repairs it by itself, \
+                 and deleting files from it undoes its clock and revocation protections",
+                )
+            }
+            Error::KeysLeftOnToken { .. } => {
+                Some("delete the keys named above with the token's tools (`tka pkcs11 list --login` shows them)")
+            }
+            Error::Verify(VerifyError::ClockRollback { .. }) => Some("set the system clock to the right time"),
+            Error::HomeBusy { .. } => {
+                Some("wait for it to finish and run the command again, or wait longer with --lock-wait")
+            }
+            Error::Verify(VerifyError::NoTokenInBundle { scan, .. }) if scan.unchecked > 0 => {
+                Some("name the product to activate: lines for other products are then skipped unchecked")
+            }
+            Error::Verify(VerifyError::NoTokenInBundle { .. }) => {
+                Some("ask the issuer for a token for this machine (send it a `tka request create` request)")
+            }
+            Error::Verify(VerifyError::UntrustedRoot { .. }) => {
+                Some("install the issuer's root with `tka trust add ROOT.pem`")
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn format(what: impl Into<String>, detail: impl fmt::Display) -> Self {
+        Error::Format { what: what.into(), detail: detail.to_string() }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Verify(e) => e.fmt(f),
+            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Exists { path } => write!(f, "{} already exists", path.display()),
+            Error::PassphraseRequired { path } => {
+                write!(f, "{} is encrypted and no passphrase was given", path.display())
+            }
+            Error::PinRequired { token } => write!(f, "token \"{token}\" needs a user PIN and none was given"),
+            Error::WrongPin { token } => write!(f, "wrong PIN for token \"{token}\" (not retried)"),
+            Error::Pkcs11(s) => write!(f, "PKCS#11: {s}"),
+            Error::ModuleNameNotBare { name } => write!(
+                f,
+                "PKCS#11: module-name {name:?} is not a bare file name: a module-name holds no \"/\", no \"..\" \
+                 and no NUL, and is looked up only in the PKCS#11 module directories"
+            ),
+            Error::ModulePathNotAllowed { path } => write!(
+                f,
+                "PKCS#11: module-path {} comes from a configuration file and is outside the PKCS#11 module \
+                 directories: not loaded",
+                path.display()
+            ),
+            Error::KeysLeftOnToken { error, left } => write!(
+                f,
+                "{error} (and the keys it created could not all be removed from the token: {})",
+                left.join("; ")
+            ),
+            Error::WrongPassphrase { path } => {
+                write!(f, "wrong passphrase for {} (or the key file is damaged)", path.display())
+            }
+            Error::InsecureKeyPermissions { path, mode } => write!(
+                f,
+                "private key {} has permissions {mode:04o}: it must not be readable by group or others",
+                path.display()
+            ),
+            Error::InsecureSecretPermissions { path, mode } => write!(
+                f,
+                "secret file {} has permissions {mode:04o}: it must not be readable by group or others",
+                path.display()
+            ),
+            Error::NotARegularFile { path, kind } => {
+                write!(f, "{} is a {kind}, not a regular file: refusing to read it", path.display())
+            }
+            Error::FileTooLarge { path, limit } => {
+                write!(f, "{} is larger than the {limit}-byte limit", path.display())
+            }
+            Error::Format { what, detail } => write!(f, "{what}: {detail}"),
+            Error::Refused(s) => f.write_str(s),
+            Error::Usage(s) => f.write_str(s),
+            Error::Machine(e) => e.fmt(f),
+            Error::Store(e) => e.fmt(f),
+            Error::Binding(e) => write!(f, "request refused: {e}"),
+            Error::HomeBusy { home, pid: Some(pid) } => {
+                write!(f, "another tka command holds {} (pid {pid})", home.display())
+            }
+            Error::HomeBusy { home, pid: None } => write!(f, "another tka command holds {}", home.display()),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Verify(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<VerifyError> for Error {
+    fn from(e: VerifyError) -> Self {
+        Error::Verify(e)
+    }
+}
+impl From<crate::core::pki::InvalidFingerprint> for Error {
+    fn from(e: crate::core::pki::InvalidFingerprint) -> Self {
+        Error::Usage(e.to_string())
+    }
+}
+impl From<MachineError> for Error {
+    fn from(e: MachineError) -> Self {
+        Error::Machine(e)
+    }
+}
+impl From<BindingError> for Error {
+    fn from(e: BindingError) -> Self {
+        Error::Binding(e)
+    }
+}
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(e)
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

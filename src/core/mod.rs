@@ -1,0 +1,17 @@
+//! The core both wings stand on: errors, time, file reading, JSON, keys
+//! (files and PKCS#11), certificates and CRLs, JWS, the token and request
+//! formats, machine identity and the ordered verification. It imports
+//! neither wing.
+
+pub mod clock;
+pub mod error;
+pub mod fsutil;
+pub(crate) mod json;
+pub mod jws;
+pub mod keys;
+pub mod machine;
+pub mod pkcs11;
+pub mod pki;
+pub mod request;
+pub mod token;
+pub mod verify;

@@ -1,0 +1,266 @@
+//! A parsed certificate (read with x509-parser) reduced to the facts path
+//! validation and `cert inspect` need.
+
+use crate::core::error::VerifyError;
+use sha2::{Digest, Sha256};
+use x509_parser::prelude::*;
+
+/// OID of the tka token-signing extended key usage:
+/// `2.25.111504080495062926421002432311158376797`, a UUID-based OID
+/// (ITU-T X.667, UUID 53e2e79e-00b4-41bf-a154-cf7fb6c8095d) fixed once for tka.
+pub const TKA_TOKEN_SIGNING_EKU: &str = "2.25.111504080495062926421002432311158376797";
+
+/// Largest certificate tka parses.
+pub const MAX_CERT_SIZE: usize = 16 * 1024;
+
+/// Extensions tka understands and processes when critical.
+const KNOWN_CRITICAL: [&str; 5] = [
+    "2.5.29.19", // basicConstraints
+    "2.5.29.15", // keyUsage
+    "2.5.29.37", // extKeyUsage
+    "2.5.29.14", // subjectKeyIdentifier
+    "2.5.29.35", // authorityKeyIdentifier
+];
+
+/// What a certificate says, extracted once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// The DER encoding.
+    pub der: Vec<u8>,
+    /// Lowercase hex SHA-256 of the DER (the `kid` of tokens it signs).
+    pub fingerprint: String,
+    /// Subject in RFC 4514 form.
+    pub subject: String,
+    /// Issuer in RFC 4514 form.
+    pub issuer: String,
+    /// DER of the subject name, for exact chaining.
+    pub subject_raw: Vec<u8>,
+    /// DER of the issuer name.
+    pub issuer_raw: Vec<u8>,
+    /// Serial in uppercase hex, as `openssl x509 -serial` prints it.
+    pub serial_hex: String,
+    /// notBefore, Unix seconds.
+    pub not_before: i64,
+    /// notAfter, Unix seconds.
+    pub not_after: i64,
+    /// basicConstraints cA (false when the extension is absent).
+    pub is_ca: bool,
+    /// basicConstraints pathLenConstraint.
+    pub path_len: Option<u32>,
+    /// keyUsage: `Some((digitalSignature, keyCertSign, cRLSign))` when present.
+    pub key_usage: Option<(bool, bool, bool)>,
+    /// extKeyUsage OIDs in dotted form, when present.
+    pub eku: Option<Vec<String>>,
+    /// subjectKeyIdentifier.
+    pub ski: Option<Vec<u8>>,
+    /// authorityKeyIdentifier keyIdentifier.
+    pub aki: Option<Vec<u8>>,
+    /// Critical extensions tka does not process.
+    pub unknown_critical: Vec<String>,
+    /// DER SubjectPublicKeyInfo.
+    pub spki_der: Vec<u8>,
+    /// The signed part (TBSCertificate DER).
+    pub tbs_der: Vec<u8>,
+    /// Outer signature algorithm OID.
+    pub sig_alg: String,
+    /// DER of the outer signature algorithm parameters, if any.
+    pub sig_params: Option<Vec<u8>>,
+    /// Signature bytes.
+    pub signature: Vec<u8>,
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// RFC 4514 string form: most specific RDN first (`CN=Signer,O=Example`),
+/// the order `--subject` takes.
+pub(crate) fn rfc4514(name: &X509Name<'_>) -> String {
+    let rdns: Vec<String> = name
+        .iter_rdn()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|atv| {
+                    let key = x509_parser::objects::oid2abbrev(atv.attr_type(), x509_parser::objects::oid_registry())
+                        .map(str::to_string)
+                        .unwrap_or_else(|_| oid_to_string(atv.attr_type().as_bytes()));
+                    let val = match atv.as_str() {
+                        Ok(v) => v
+                            .chars()
+                            .flat_map(|c| {
+                                let esc = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=');
+                                esc.then_some('\\').into_iter().chain(std::iter::once(c))
+                            })
+                            .collect(),
+                        Err(_) => {
+                            "#".to_string() + &atv.as_slice().iter().map(|b| format!("{b:02x}")).collect::<String>()
+                        }
+                    };
+                    format!("{key}={val}")
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+}
+
+/// Dotted decimal form of an OID's content bytes, with arcs up to 128 bits
+/// (UUID OIDs under `2.25`); hex when an arc is wider or the encoding is bad.
+pub(crate) fn oid_to_string(bytes: &[u8]) -> String {
+    let hex = || bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+    let mut arcs: Vec<u128> = Vec::new();
+    let mut cur: u128 = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if cur > (u128::MAX >> 7) {
+            return hex();
+        }
+        cur = (cur << 7) | u128::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            arcs.push(cur);
+            cur = 0;
+        } else if i == bytes.len() - 1 {
+            return hex();
+        }
+    }
+    let Some(&first) = arcs.first() else { return hex() };
+    let (a, b) = match first {
+        0..=39 => (0, first),
+        40..=79 => (1, first - 40),
+        _ => (2, first - 80),
+    };
+    let mut out = format!("{a}.{b}");
+    for arc in &arcs[1..] {
+        out.push_str(&format!(".{arc}"));
+    }
+    out
+}
+
+impl CertInfo {
+    /// Parses one DER certificate; trailing bytes are refused.
+    pub fn parse(der: &[u8]) -> Result<CertInfo, VerifyError> {
+        let bad = |detail: String| VerifyError::BadCertificate { subject: "(unparsed)".into(), detail };
+        if der.len() > MAX_CERT_SIZE {
+            return Err(bad(format!("larger than {MAX_CERT_SIZE} bytes")));
+        }
+        let (rest, cert) = X509Certificate::from_der(der).map_err(|e| bad(format!("not X.509 DER: {e}")))?;
+        if !rest.is_empty() {
+            return Err(bad("trailing bytes after the certificate".into()));
+        }
+        let subject = rfc4514(cert.subject());
+        let fail = |detail: String| VerifyError::BadCertificate { subject: subject.clone(), detail };
+        if cert.version() != X509Version::V3 {
+            return Err(fail("not an X.509 v3 certificate".into()));
+        }
+        if cert.signature_algorithm != cert.tbs_certificate.signature {
+            return Err(fail("outer and inner signature algorithms differ (RFC 5280 4.1.1.2)".into()));
+        }
+        let mut info = CertInfo {
+            der: der.to_vec(),
+            fingerprint: sha256_hex(der),
+            subject: subject.clone(),
+            issuer: rfc4514(cert.issuer()),
+            subject_raw: cert.subject().as_raw().to_vec(),
+            issuer_raw: cert.issuer().as_raw().to_vec(),
+            serial_hex: cert.raw_serial().iter().map(|b| format!("{b:02X}")).collect(),
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+            is_ca: false,
+            path_len: None,
+            key_usage: None,
+            eku: None,
+            ski: None,
+            aki: None,
+            unknown_critical: Vec::new(),
+            spki_der: cert.public_key().raw.to_vec(),
+            tbs_der: cert.tbs_certificate.as_ref().to_vec(),
+            sig_alg: cert.signature_algorithm.algorithm.to_id_string(),
+            sig_params: cert
+                .signature_algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| x509_parser::asn1_rs::ToDer::to_der_vec(p).ok()),
+            signature: cert.signature_value.data.to_vec(),
+        };
+        let mut seen = std::collections::HashSet::new();
+        for ext in cert.extensions() {
+            let oid = ext.oid.to_id_string();
+            if !seen.insert(oid.clone()) {
+                return Err(fail(format!("extension {oid} appears twice")));
+            }
+            match ext.parsed_extension() {
+                ParsedExtension::BasicConstraints(bc) => {
+                    info.is_ca = bc.ca;
+                    info.path_len = bc.path_len_constraint;
+                }
+                ParsedExtension::KeyUsage(ku) => {
+                    info.key_usage = Some((ku.digital_signature(), ku.key_cert_sign(), ku.crl_sign()));
+                }
+                ParsedExtension::ExtendedKeyUsage(eku) => {
+                    let mut oids: Vec<String> = eku.other.iter().map(|o| oid_to_string(o.as_bytes())).collect();
+                    if eku.any {
+                        oids.push("2.5.29.37.0".into());
+                    }
+                    for (set, oid) in [
+                        (eku.server_auth, "1.3.6.1.5.5.7.3.1"),
+                        (eku.client_auth, "1.3.6.1.5.5.7.3.2"),
+                        (eku.code_signing, "1.3.6.1.5.5.7.3.3"),
+                        (eku.email_protection, "1.3.6.1.5.5.7.3.4"),
+                        (eku.time_stamping, "1.3.6.1.5.5.7.3.8"),
+                        (eku.ocsp_signing, "1.3.6.1.5.5.7.3.9"),
+                    ] {
+                        if set {
+                            oids.push(oid.into());
+                        }
+                    }
+                    info.eku = Some(oids);
+                }
+                ParsedExtension::SubjectKeyIdentifier(k) => info.ski = Some(k.0.to_vec()),
+                ParsedExtension::AuthorityKeyIdentifier(a) => {
+                    info.aki = a.key_identifier.as_ref().map(|k| k.0.to_vec())
+                }
+                ParsedExtension::ParseError { error } => {
+                    return Err(fail(format!("extension {oid} is malformed: {error}")))
+                }
+                _ => {}
+            }
+            if ext.critical && !KNOWN_CRITICAL.contains(&oid.as_str()) {
+                info.unknown_critical.push(oid);
+            }
+        }
+        Ok(info)
+    }
+
+    /// Whether this certificate's subject is its issuer (a root candidate).
+    pub fn is_self_issued(&self) -> bool {
+        self.subject_raw == self.issuer_raw
+    }
+
+    /// Whether the certificate carries the tka token-signing EKU.
+    pub fn has_signer_eku(&self) -> bool {
+        self.eku.as_ref().is_some_and(|e| e.iter().any(|o| o == TKA_TOKEN_SIGNING_EKU))
+    }
+
+    /// The RSA public key, or a [`VerifyError::WeakKey`] if it is not RSA.
+    pub fn rsa_public_key(&self) -> Result<rsa::PublicKey, VerifyError> {
+        use pkcs8::DecodePublicKey;
+        rsa::PublicKey::from_public_key_der(&self.spki_der).map_err(|e| VerifyError::WeakKey {
+            subject: self.subject.clone(),
+            detail: format!("not a usable RSA public key: {e}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oid_strings() {
+        assert_eq!(oid_to_string(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b]), "1.2.840.113549.1.1.11");
+        // The tka EKU as written by the certificate builder.
+        let der = crate::core::pki::create::tka_eku_der();
+        assert_eq!(oid_to_string(&der[4..]), TKA_TOKEN_SIGNING_EKU);
+    }
+}

@@ -1,0 +1,10 @@
+//! The issuer wing: what runs on the administrator's workstation. The
+//! issuer home, rotation of its certificates, CRL numbers, the ledger and
+//! issuance. It imports only the core. Behind the `issuer` feature.
+
+pub mod crl_number;
+pub(crate) mod home;
+pub mod ledger;
+pub mod rotation;
+
+pub use home::*;
