@@ -624,6 +624,14 @@ pub enum Error {
     },
     /// The operation is refused by policy (e.g. a token would outlive its signer).
     Refused(String),
+    /// A token lifetime or renewal time the library does not sign: shorter
+    /// than a minute, or a renewal time outside the token's life.
+    InvalidLifetime {
+        /// Which time (`token lifetime`, `renewal time`).
+        what: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// Bad arguments.
     Usage(String),
     /// Machine identity could not be established.
@@ -761,6 +769,7 @@ impl fmt::Display for Error {
             }
             Error::Format { what, detail } => write!(f, "{what}: {detail}"),
             Error::Refused(s) => f.write_str(s),
+            Error::InvalidLifetime { what, detail } => write!(f, "invalid {what}: {detail}"),
             Error::Usage(s) => f.write_str(s),
             Error::Machine(e) => e.fmt(f),
             Error::Store(e) => e.fmt(f),

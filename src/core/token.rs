@@ -71,8 +71,24 @@ pub struct TkaClaims {
 pub enum TokenLifetime {
     /// `exp = iat + days`.
     Days(u32),
+    /// `exp = iat + seconds`; at least [`MIN_TOKEN_LIFETIME_SECS`].
+    Seconds(u64),
     /// No `exp`: valid as long as its signer certificate chain is valid.
     Perpetual,
+}
+
+/// The shortest token lifetime the library signs: one minute.
+pub const MIN_TOKEN_LIFETIME_SECS: u64 = 60;
+
+impl TokenLifetime {
+    /// The lifetime in seconds; `None` for [`TokenLifetime::Perpetual`].
+    pub fn seconds(&self) -> Option<u64> {
+        match *self {
+            TokenLifetime::Days(d) => Some(u64::from(d) * crate::core::clock::DAY as u64),
+            TokenLifetime::Seconds(s) => Some(s),
+            TokenLifetime::Perpetual => None,
+        }
+    }
 }
 
 /// Issuance options beyond the request itself.
@@ -88,8 +104,11 @@ pub struct IssueOptions {
     pub entitlement: Option<String>,
     /// Match rule; `None` picks the default for the request's components.
     pub match_rule: Option<MatchRule>,
-    /// Grace after expiry, days.
-    pub grace_days: u32,
+    /// Grace after expiry, seconds.
+    pub grace_secs: u64,
+    /// When the machine should renew, seconds after issuance; `None` is two
+    /// thirds of the lifetime. Must fall before the token expires.
+    pub renew_after_secs: Option<u64>,
     /// Signature algorithm; default PS256.
     pub alg: SignatureAlgorithm,
     /// Serial to use (re-issue); `None` makes a fresh random one.
@@ -107,7 +126,8 @@ impl Default for IssueOptions {
             edition: None,
             entitlement: None,
             match_rule: None,
-            grace_days: 0,
+            grace_secs: 0,
+            renew_after_secs: None,
             alg: SignatureAlgorithm::Ps256,
             serial: None,
             allow_weak_binding: false,
@@ -232,12 +252,31 @@ pub fn build_claims(req: &ActivationRequest, opts: &IssueOptions, signer: &CertI
             crate::core::clock::rfc3339(signer.not_after)
         )));
     }
-    let exp = match opts.lifetime {
-        TokenLifetime::Days(0) => return Err(Error::Usage("--days must be at least 1".into())),
-        TokenLifetime::Days(d) => Some(now + i64::from(d) * crate::core::clock::DAY),
-        TokenLifetime::Perpetual => None,
+    let exp = match opts.lifetime.seconds() {
+        Some(secs) if secs < MIN_TOKEN_LIFETIME_SECS => {
+            return Err(Error::InvalidLifetime {
+                what: "token lifetime",
+                detail: format!("{secs} s is shorter than the minimum of {MIN_TOKEN_LIFETIME_SECS} s"),
+            })
+        }
+        Some(secs) => Some(now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX))),
+        None => None,
     };
-    let grace = i64::from(opts.grace_days) * crate::core::clock::DAY;
+    let grace = i64::try_from(opts.grace_secs).unwrap_or(i64::MAX);
+    let renew_after = match (opts.renew_after_secs, exp) {
+        (None, Some(e)) => Some(now + (e - now) * 2 / 3),
+        (None, None) => None,
+        (Some(r), exp) => {
+            let at = now.saturating_add(i64::try_from(r).unwrap_or(i64::MAX));
+            if r == 0 || exp.is_some_and(|e| at >= e) {
+                return Err(Error::InvalidLifetime {
+                    what: "renewal time",
+                    detail: format!("{r} s after issuance is not within the token's lifetime"),
+                });
+            }
+            Some(at)
+        }
+    };
     if let Some(exp) = exp {
         // The grace period is part of the token's life: a signer that expires
         // during it would make the promised grace fail with CertExpired.
@@ -266,7 +305,7 @@ pub fn build_claims(req: &ActivationRequest, opts: &IssueOptions, signer: &CertI
             entitlement: opts.entitlement.clone(),
             components: req.components.clone(),
             match_rule,
-            renew_after: exp.map(|e| now + (e - now) * 2 / 3),
+            renew_after,
             grace,
             weak_binding: strength == crate::core::machine::BindingStrength::Weak,
         },

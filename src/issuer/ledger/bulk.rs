@@ -523,8 +523,8 @@ pub fn renew_batch_to(
             }
             Ok((_, old)) => {
                 let lifetime = opts.lifetime.unwrap_or_else(|| match old.exp {
-                    Some(exp) => TokenLifetime::Days(
-                        ((exp - old.iat).max(crate::core::clock::DAY) / crate::core::clock::DAY) as u32,
+                    Some(exp) => TokenLifetime::Seconds(
+                        (exp - old.iat).max(crate::core::token::MIN_TOKEN_LIFETIME_SECS as i64) as u64,
                     ),
                     None => TokenLifetime::Perpetual,
                 });
@@ -534,7 +534,8 @@ pub fn renew_batch_to(
                     edition: old.tka.edition.clone(),
                     entitlement: None,
                     match_rule: Some(old.tka.match_rule),
-                    grace_days: (old.tka.grace / crate::core::clock::DAY) as u32,
+                    grace_secs: old.tka.grace.max(0) as u64,
+                    renew_after_secs: None,
                     alg: opts.alg,
                     serial: None,
                     // A renewal keeps the binding; a weak one stays allowed
