@@ -91,7 +91,7 @@ pub mod activation;
 pub mod issuer;
 
 pub use crate::core::{clock, fsutil, jws, keys, machine, pkcs11, pki, request, token, verify};
-pub use activation::{revocation, store};
+pub use activation::{revocation, store, trust};
 #[cfg(feature = "issuer")]
 pub use issuer::{crl_number, ledger, rotation};
 

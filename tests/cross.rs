@@ -19,7 +19,7 @@ use tka::activation::{activate, check_activated};
 use tka::pki::{CertInfo, CertKind};
 use tka::request::ActivationRequest;
 use tka::revocation::{import, ImportOptions};
-use tka::rotation::{trust_root, ProductScope, TrustRootOptions};
+use tka::trust::{trust_root, ProductScope, TrustRootOptions};
 use tka::store::Store;
 use tka::token::{issue_token, IssueOptions, TokenSigner};
 use tka::{CrossLimit, Error, VerifyError};

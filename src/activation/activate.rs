@@ -3,111 +3,13 @@
 //! [`crate::activation::store`]; this module is the short glue between them, and the
 //! API an application uses to ask "is product P activated here?".
 
-use crate::activation::store::{Store, TrustedRoot, DEFAULT_CLOCK_TOLERANCE_SECS};
+use crate::activation::trust::{IdentifyFn, TrustData};
+use crate::activation::store::{Store, DEFAULT_CLOCK_TOLERANCE_SECS};
 use crate::core::error::{Error, Result, VerifyError};
 use crate::core::machine::MachineIdentity;
-use crate::core::pki::LeafRole;
-use crate::core::pki::{Crl, RootFingerprint, TrustAnchors};
+use crate::core::pki::RootFingerprint;
 use crate::core::token::decode_unverified;
-use crate::core::verify::{verify_token, MachineCheck, VerifiedToken, VerifyContext};
-use std::collections::{BTreeMap, HashSet};
-
-/// Identity of this machine for a given product (identities are salted per
-/// product). The CLI passes the real machine; tests pass a fake.
-pub type IdentifyFn<'a> = &'a dyn Fn(&str) -> Result<MachineIdentity>;
-
-/// Trust anchors, CRLs and revoked serials, read from a store.
-#[derive(Debug, Clone, Default)]
-pub struct TrustData {
-    /// Trusted roots.
-    pub anchors: TrustAnchors,
-    /// Installed CRLs.
-    pub crls: Vec<Crl>,
-    /// Token serials revoked by installed revocation lists.
-    pub revoked_serials: HashSet<String>,
-    /// Product scopes of the roots that have one: root fingerprint ->
-    /// the products it may activate. A root not in the map may activate any.
-    pub root_products: BTreeMap<String, Vec<String>>,
-}
-
-impl TrustData {
-    /// Reads the store's roots and revocation data. A damaged CRL is an
-    /// error, never silently skipped.
-    pub fn from_store(store: &Store) -> Result<Self> {
-        let stored = store.roots()?;
-        let root_products = root_products(&stored);
-        let anchors = anchors_from_stored(&stored)?;
-        let crls = store.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
-        let revoked_serials = crate::activation::revocation::verified_revoked_serials(store, &anchors)?;
-        Ok(TrustData { anchors, crls, revoked_serials, root_products })
-    }
-
-    /// The anchors that may activate `product`: every trusted root whose
-    /// product scope includes it or that has none.
-    pub fn anchors_for(&self, product: &str) -> TrustAnchors {
-        self.anchors.filtered(|r| self.root_products.get(&r.fingerprint).is_none_or(|p| p.iter().any(|p| p == product)))
-    }
-
-    /// [`verify_token`] for `product` with `ctx`'s anchors narrowed to
-    /// [`TrustData::anchors_for`]. A token whose chain leads only to a root
-    /// scoped to other products is refused with
-    /// [`VerifyError::RootNotTrustedForProduct`].
-    fn verify_for_product(
-        &self,
-        token: &str,
-        ctx: &VerifyContext<'_>,
-        product: &str,
-    ) -> Result<VerifiedToken, VerifyError> {
-        let scoped = self.anchors_for(product);
-        let result = verify_token(token, &VerifyContext { anchors: &scoped, ..ctx.clone() });
-        if !matches!(result, Err(VerifyError::UntrustedRoot { .. }))
-            || scoped.roots().len() == self.anchors.roots().len()
-        {
-            return result;
-        }
-        match crate::core::pki::validate_path(
-            &jws_chain(token)?,
-            &self.anchors,
-            ctx.now,
-            ctx.crls,
-            LeafRole::TokenSigner,
-        ) {
-            Ok(path) => {
-                let root = path.root();
-                Err(VerifyError::RootNotTrustedForProduct {
-                    root: root.subject.clone(),
-                    product: product.to_string(),
-                    allowed: self.root_products.get(&root.fingerprint).cloned().unwrap_or_default(),
-                })
-            }
-            Err(_) => result,
-        }
-    }
-}
-
-/// The trust anchors of stored roots, each root trusted through a
-/// cross-certificate with its vouching chain
-/// ([`TrustAnchors::with_vouching`]).
-pub fn anchors_from_stored(roots: &[TrustedRoot]) -> Result<TrustAnchors, VerifyError> {
-    let ders: Vec<Vec<u8>> = roots.iter().map(|r| r.der.clone()).collect();
-    let mut anchors = TrustAnchors::from_der(&ders)?;
-    for r in roots {
-        if let Some(chain) = &r.vouching {
-            anchors = anchors.with_vouching(&r.fingerprint, chain)?;
-        }
-    }
-    Ok(anchors)
-}
-
-/// Fingerprint -> product scope of the roots that have one.
-pub(crate) fn root_products(roots: &[TrustedRoot]) -> BTreeMap<String, Vec<String>> {
-    roots.iter().filter_map(|r| r.products.clone().map(|p| (r.fingerprint.clone(), p))).collect()
-}
-
-/// The `x5c` chain of a token.
-fn jws_chain(token: &str) -> Result<Vec<Vec<u8>>, VerifyError> {
-    Ok(crate::core::jws::decode(token, crate::core::jws::TOKEN_TYP)?.x5c)
-}
+use crate::core::verify::{MachineCheck, VerifiedToken, VerifyContext};
 
 /// What `status` found for one product.
 #[derive(Debug, Clone)]

@@ -1,9 +1,12 @@
 //! The machine wing: what runs on a machine that verifies. The activation
-//! store, activation (verify, then store), revocation-list import and
-//! re-verification, and root trust. It imports only the core.
+//! store, root trust, activation (verify, then store), and revocation-list
+//! import and re-verification. It imports only the core.
 
 pub(crate) mod activate;
 pub mod revocation;
+pub(crate) mod revoked;
 pub mod store;
+pub mod trust;
 
 pub use activate::*;
+pub use trust::{anchors_from_stored, IdentifyFn, TrustData};

@@ -13,5 +13,6 @@ pub mod machine;
 pub mod pkcs11;
 pub mod pki;
 pub mod request;
+pub mod revocation_list;
 pub mod token;
 pub mod verify;

@@ -5,6 +5,7 @@
 pub mod crl_number;
 pub(crate) mod home;
 pub mod ledger;
+pub mod revocation_list;
 pub mod rotation;
 
 pub use home::*;

@@ -14,7 +14,8 @@ use tka::issuer::{read_cert_chain, IssuerHome};
 use tka::keys::Passphrase;
 use tka::pki::{self, pem, CertInfo, CrlEntry, CrlParams};
 use tka::revocation::{self, ImportOptions, RevokedToken};
-use tka::rotation::{self, HealthLevel, ProductScope, RenewalPolicy, RotateOptions, RotationReport, TrustRootOptions};
+use tka::rotation::{self, HealthLevel, RenewalPolicy, RotateOptions, RotationReport};
+use tka::trust::{self, ProductScope, TrustRootOptions};
 use tka::{clock, Error, Result};
 
 fn now_or(at: &Option<String>) -> Result<i64> {
@@ -383,14 +384,14 @@ pub fn revocations(cmd: RevocationsCmd) -> Result<ExitCode> {
             }
             let now = clock::now();
             let h = IssuerHome::open(&home)?;
-            let mut revoked = revocation::revoked_from_ledger(&h, now)?;
+            let mut revoked = tka::issuer::revocation_list::revoked_from_ledger(&h, now)?;
             let from_ledger = revoked.len();
             for s in &serial {
                 revoked.push(RevokedToken::parse_arg(s, now)?);
             }
             let passphrase = LazyPass::new(&pass);
             let signer = passphrase.retry(|u| h.token_signer(u))?;
-            let (text, claims) = revocation::create_list(&h, &signer, revoked, now, now + duration(&next_update)?)?;
+            let (text, claims) = tka::issuer::revocation_list::create_list(&h, &signer, revoked, now, now + duration(&next_update)?)?;
             write_file(&out, &(text + "\n"), force)?;
             say(format!("list id: {}", claims.iss));
             say(format!("sequence: {}", claims.seq));
@@ -517,7 +518,7 @@ pub fn trust_add(
             (None, false) => ProductScope::Unchanged,
         },
     };
-    let added = rotation::trust_root(&store, &ders[0], &opts, clock::now())?;
+    let added = trust::trust_root(&store, &ders[0], &opts, clock::now())?;
     say(format!("trusted: {}", added.root.subject));
     say(format!("fingerprint: {}", added.root.fingerprint));
     say(format!("vouched for by: {}", added.vouched_by));
