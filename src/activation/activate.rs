@@ -3,8 +3,9 @@
 //! [`crate::activation::store`]; this module is the short glue between them, and the
 //! API an application uses to ask "is product P activated here?".
 
-use crate::activation::trust::{IdentifyFn, TrustData};
 use crate::activation::store::{Store, DEFAULT_CLOCK_TOLERANCE_SECS};
+use crate::activation::trust::{IdentifyFn, TrustData};
+pub use crate::core::error::{BundleRefusal, BundleScan, MAX_BUNDLE_PRODUCTS};
 use crate::core::error::{Error, Result, VerifyError};
 use crate::core::machine::MachineIdentity;
 use crate::core::pki::RootFingerprint;
@@ -333,11 +334,6 @@ pub const MAX_BUNDLE_SIZE: u64 = 16 << 30;
 /// A longer line is skipped (read through, never held).
 pub const MAX_BUNDLE_LINE: usize = crate::core::jws::MAX_JWS_SIZE + 1024;
 
-/// Most distinct products a scan without a product filter computes this
-/// machine's identity for (identities are salted per product). Lines for
-/// further products are counted as [`BundleScan::unchecked`], not checked.
-pub const MAX_BUNDLE_PRODUCTS: usize = 64;
-
 /// What [`activate_from_bundle`] takes from a bundle, and how.
 #[derive(Debug, Clone, Copy)]
 pub struct BundleOptions<'a> {
@@ -352,48 +348,6 @@ pub struct BundleOptions<'a> {
     pub now: i64,
     /// Clock-rollback tolerance, seconds, as in [`activate_with_tolerance`].
     pub clock_tolerance: i64,
-}
-
-/// A bundle line that was refused, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BundleRefusal {
-    /// Line number, from 1.
-    pub line: u64,
-    /// Why: the verification verdict for a line labelled for this machine,
-    /// or [`VerifyError::Malformed`] / [`VerifyError::TooLarge`] for a line
-    /// that is not a bundle line.
-    pub reason: VerifyError,
-}
-
-/// What a bundle scan saw: every line is counted in exactly one of
-/// `blank`, `malformed`, `other`, `unchecked` or `considered`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BundleScan {
-    /// The product filter, if one was given.
-    pub product: Option<String>,
-    /// Lines read (up to the one activated, or all of them).
-    pub lines: u64,
-    /// Empty lines.
-    pub blank: u64,
-    /// Lines that are not bundle lines (not UTF-8, not JSON, fields
-    /// missing, too long): skipped.
-    pub malformed: u64,
-    /// The first of them.
-    pub first_malformed: Option<BundleRefusal>,
-    /// Lines labelled for another machine or product: skipped before any
-    /// signature or certificate check.
-    pub other: u64,
-    /// Lines for a product beyond the first [`MAX_BUNDLE_PRODUCTS`] seen
-    /// (scan without a product filter): not checked.
-    pub unchecked: u64,
-    /// Lines labelled for this machine (and product): fully verified.
-    pub considered: u64,
-    /// Considered lines whose token did not verify.
-    pub refused: u64,
-    /// The first refused line.
-    pub first_refused: Option<BundleRefusal>,
-    /// The last refused line.
-    pub last_refused: Option<BundleRefusal>,
 }
 
 /// A token taken from a bundle and installed.

@@ -9,4 +9,5 @@ pub mod store;
 pub mod trust;
 
 pub use activate::*;
+
 pub use trust::{anchors_from_stored, IdentifyFn, TrustData};

@@ -65,15 +65,15 @@
 
 use crate::activation::activate::{status_with, ProductStatus};
 use crate::activation::revoked::{installed_claims, lenient_trust, reverify_installed};
-use crate::activation::trust::{IdentifyFn, TrustData};
-pub use crate::core::revocation_list::{
-    decode_unverified, verify_list, ListClaims, RevokedToken, VerifiedList, ISSUED_SKEW_SECS, LIST_VERSION, WHAT_LIST,
-};
 pub use crate::activation::revoked::{installed_revoked_serials, verified_revoked_serials};
 use crate::activation::store::{list_key, split_list_key, Store, StoreLock, DEFAULT_CLOCK_TOLERANCE_SECS};
+use crate::activation::trust::{IdentifyFn, TrustData};
 use crate::core::error::{Error, Result, VerifyError};
 use crate::core::jws::{self, REVOCATION_TYP};
 use crate::core::pki::{pem, validate_path, CertInfo, Crl, LeafRole, TrustAnchors};
+pub use crate::core::revocation_list::{
+    decode_unverified, verify_list, ListClaims, RevokedToken, VerifiedList, ISSUED_SKEW_SECS, LIST_VERSION, WHAT_LIST,
+};
 use serde::Serialize;
 use std::collections::HashSet;
 
@@ -443,7 +443,7 @@ fn crl_order(crl: &Crl) -> u128 {
 fn crl_key(issuer: &CertInfo) -> Result<String> {
     let id = match &issuer.ski {
         Some(k) if !k.is_empty() && k.len() <= 64 => k.clone(),
-        _ => crate::core::pki::key_identifier(&issuer.spki_der)?,
+        _ => crate::core::pki::cert::key_identifier(&issuer.spki_der)?,
     };
     Ok(id.iter().map(|b| format!("{b:02x}")).collect())
 }

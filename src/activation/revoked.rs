@@ -1,12 +1,12 @@
 //! The revoked serials a verification uses: every installed revocation
 //! list, re-verified against the trusted roots.
 
+use crate::activation::store::StoreError;
 use crate::activation::store::{split_list_key, Store};
 use crate::activation::trust::{anchors_from_stored, root_products, TrustData};
-use crate::activation::store::StoreError;
 use crate::core::error::{Error, Result, VerifyError};
-use crate::core::revocation_list::{decode_unverified, verify_list};
 use crate::core::pki::{Crl, TrustAnchors};
+use crate::core::revocation_list::{decode_unverified, verify_list};
 use crate::core::revocation_list::{ListClaims, WHAT_LIST};
 use std::collections::HashSet;
 
@@ -80,7 +80,11 @@ pub fn verified_revoked_serials(store: &Store, anchors: &TrustAnchors) -> Result
 /// The claims of the list installed under `key`, re-verified against the
 /// root the key names (every root for an old-layout key); `None` when that
 /// root is no longer trusted.
-pub(crate) fn installed_claims(key: &str, text: &str, anchors: &TrustAnchors) -> Result<Option<ListClaims>, VerifyError> {
+pub(crate) fn installed_claims(
+    key: &str,
+    text: &str,
+    anchors: &TrustAnchors,
+) -> Result<Option<ListClaims>, VerifyError> {
     let (root, id) = split_list_key(key);
     let claims = match root {
         None => reverify_installed(text, anchors)?,
@@ -149,7 +153,7 @@ impl TrustData {
         let root_products = root_products(&stored);
         let anchors = anchors_from_stored(&stored)?;
         let crls = store.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
-        let revoked_serials = crate::activation::revocation::verified_revoked_serials(store, &anchors)?;
+        let revoked_serials = verified_revoked_serials(store, &anchors)?;
         Ok(TrustData { anchors, crls, revoked_serials, root_products })
     }
 }

@@ -6,8 +6,8 @@ use crate::activation::store::{Store, TrustedRoot};
 use crate::core::error::{Error, Result, VerifyError};
 use crate::core::machine::MachineIdentity;
 use crate::core::pki::{check_cross_certificate, check_root, check_valid_at, vouching_chain};
-use crate::core::verify::{verify_token, VerifiedToken, VerifyContext};
 use crate::core::pki::{CertInfo, Crl, LeafRole, TrustAnchors};
+use crate::core::verify::{verify_token, VerifiedToken, VerifyContext};
 use std::collections::{BTreeMap, HashSet};
 
 /// Identity of this machine for a given product (identities are salted per

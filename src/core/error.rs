@@ -3,9 +3,9 @@
 //!
 //! Every message says what was checked and what was found, on one line.
 
-use crate::activation::store::StoreError;
 use crate::core::clock::rfc3339;
 use crate::core::machine::{BindingError, MachineError, MatchReport};
+use crate::core::store_error::StoreError;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -304,7 +304,7 @@ pub enum VerifyError {
         /// The bundle.
         bundle: String,
         /// What the scan saw: lines read, skipped, refused and why.
-        scan: Box<crate::activation::activate::BundleScan>,
+        scan: Box<BundleScan>,
     },
     /// The product has no activation on this machine.
     NotActivated {
@@ -483,11 +483,7 @@ impl fmt::Display for VerifyError {
 
 /// "B holds no token for this machine (N lines read; ...)": what the scan
 /// saw and the first and last reasons lines were refused.
-fn fmt_no_token_in_bundle(
-    f: &mut fmt::Formatter<'_>,
-    bundle: &str,
-    scan: &crate::activation::activate::BundleScan,
-) -> fmt::Result {
+fn fmt_no_token_in_bundle(f: &mut fmt::Formatter<'_>, bundle: &str, scan: &BundleScan) -> fmt::Result {
     let lines = |n: u64| if n == 1 { "1 line".to_string() } else { format!("{n} lines") };
     write!(f, "{bundle} holds no token for this machine")?;
     if let Some(p) = &scan.product {
@@ -510,12 +506,7 @@ fn fmt_no_token_in_bundle(
         }
     }
     if scan.unchecked > 0 {
-        write!(
-            f,
-            "; {} for products beyond the first {} not checked",
-            scan.unchecked,
-            crate::activation::activate::MAX_BUNDLE_PRODUCTS
-        )?;
+        write!(f, "; {} for products beyond the first {} not checked", scan.unchecked, MAX_BUNDLE_PRODUCTS)?;
     }
     write!(f, ")")
 }
@@ -797,11 +788,6 @@ impl From<VerifyError> for Error {
         Error::Verify(e)
     }
 }
-impl From<crate::core::pki::InvalidFingerprint> for Error {
-    fn from(e: crate::core::pki::InvalidFingerprint) -> Self {
-        Error::Usage(e.to_string())
-    }
-}
 impl From<MachineError> for Error {
     fn from(e: MachineError) -> Self {
         Error::Machine(e)
@@ -820,3 +806,50 @@ impl From<StoreError> for Error {
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Most distinct products a scan without a product filter computes this
+/// machine's identity for (identities are salted per product). Lines for
+/// further products are counted as [`BundleScan::unchecked`], not checked.
+pub const MAX_BUNDLE_PRODUCTS: usize = 64;
+
+/// A bundle line that was refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleRefusal {
+    /// Line number, from 1.
+    pub line: u64,
+    /// Why: the verification verdict for a line labelled for this machine,
+    /// or [`VerifyError::Malformed`] / [`VerifyError::TooLarge`] for a line
+    /// that is not a bundle line.
+    pub reason: VerifyError,
+}
+
+/// What a bundle scan saw: every line is counted in exactly one of
+/// `blank`, `malformed`, `other`, `unchecked` or `considered`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BundleScan {
+    /// The product filter, if one was given.
+    pub product: Option<String>,
+    /// Lines read (up to the one activated, or all of them).
+    pub lines: u64,
+    /// Empty lines.
+    pub blank: u64,
+    /// Lines that are not bundle lines (not UTF-8, not JSON, fields
+    /// missing, too long): skipped.
+    pub malformed: u64,
+    /// The first of them.
+    pub first_malformed: Option<BundleRefusal>,
+    /// Lines labelled for another machine or product: skipped before any
+    /// signature or certificate check.
+    pub other: u64,
+    /// Lines for a product beyond the first [`MAX_BUNDLE_PRODUCTS`] seen
+    /// (scan without a product filter): not checked.
+    pub unchecked: u64,
+    /// Lines labelled for this machine (and product): fully verified.
+    pub considered: u64,
+    /// Considered lines whose token did not verify.
+    pub refused: u64,
+    /// The first refused line.
+    pub first_refused: Option<BundleRefusal>,
+    /// The last refused line.
+    pub last_refused: Option<BundleRefusal>,
+}

@@ -14,5 +14,6 @@ pub mod pkcs11;
 pub mod pki;
 pub mod request;
 pub mod revocation_list;
+pub mod store_error;
 pub mod token;
 pub mod verify;

@@ -4,12 +4,12 @@
 //! (`tka::revocation`).
 
 use crate::core::error::{Error, Result, VerifyError};
-use crate::core::pki::CertInfo;
-use std::collections::HashSet;
 use crate::core::jws::{self, REVOCATION_TYP};
 use crate::core::keys::verify_signature;
+use crate::core::pki::CertInfo;
 use crate::core::pki::{validate_path, Crl, LeafRole, TrustAnchors};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 
 /// Version of the list payload format.
 pub const LIST_VERSION: u8 = 1;

@@ -2,10 +2,14 @@
 //! issuer home, rotation of its certificates, CRL numbers, the ledger and
 //! issuance. It imports only the core. Behind the `issuer` feature.
 
+pub mod certs;
+pub mod crl;
 pub mod crl_number;
 pub(crate) mod home;
 pub mod ledger;
 pub mod revocation_list;
 pub mod rotation;
 
+pub use certs::{create_certificate, lifetimes, parse_name, reissue_certificate, CertKind, CertRequest};
+pub use crl::{create_crl, normalize_serial, CrlEntry, CrlParams, RevocationReason};
 pub use home::*;

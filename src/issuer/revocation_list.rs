@@ -6,11 +6,11 @@ use crate::core::error::{Error, Result};
 use crate::core::fsutil::{self, Overwrite};
 use crate::core::jws::{self, REVOCATION_TYP};
 use crate::core::keys::SignatureAlgorithm;
-use std::collections::HashSet;
 use crate::core::revocation_list::{check_list_id, ListClaims, RevokedToken, LIST_VERSION};
 use crate::core::token::TokenSigner;
 use crate::issuer::home::IssuerHome;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 
 /// File in the issuer home that keeps the list id and the last sequence number.
 pub const LIST_STATE_FILE: &str = "revocations.json";

@@ -51,9 +51,8 @@ use crate::core::clock::{rfc3339, DAY};
 use crate::core::error::{Error, Result};
 use crate::core::fsutil::{self, Overwrite};
 use crate::core::keys::{public_bits, KeyRef, KeyUnlock, NewKey, Signer};
-use crate::core::pki::{
-    check_cross_certificate, create_certificate, lifetimes, pem, reissue_certificate, CertInfo, CertKind, CertRequest, Crl,
-};
+use crate::core::pki::{check_cross_certificate, pem, CertInfo, Crl};
+use crate::issuer::certs::{create_certificate, lifetimes, reissue_certificate, CertKind, CertRequest};
 use crate::issuer::home::{read_cert_chain, HomeLock, IssuerHome, CHAIN_FILE, DEFAULT_LOCK_WAIT};
 use serde::Serialize;
 use std::path::{Path, PathBuf};

@@ -8,9 +8,10 @@ pub mod rawcert;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use tka::issuer::{create_certificate, CertKind, CertRequest};
 use tka::keys::{Signer, SoftwareKey};
 use tka::machine::MachineIdentity;
-use tka::pki::{create_certificate, CertInfo, CertKind, CertRequest};
+use tka::pki::CertInfo;
 
 /// 2027-01-15T08:00:00Z: every test runs "now" at this instant.
 pub const NOW: i64 = 1_800_000_000;

@@ -1,5 +1,6 @@
 //! The persistent state and the clock high-water check.
 
+use crate::core::clock::rfc3339;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -82,12 +83,4 @@ pub fn check_clock(state: &StoreState, now: i64, tolerance: i64) -> Result<(), C
     } else {
         Ok(())
     }
-}
-
-/// Formats Unix seconds as RFC 3339 (UTC); out-of-range values as `@<secs>`.
-pub(crate) fn rfc3339(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| format!("@{secs}"))
 }

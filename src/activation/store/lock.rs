@@ -1,13 +1,15 @@
 //! The write side: everything that changes the store holds a [`StoreLock`].
 
-use super::clock::rfc3339;
-use super::names;
-use super::{
-    Store, StoreError, StoreState, TokenFile, CRLS_DIR, LAYOUT_VERSION, MAX_REVOCATION_FILE, MAX_ROOT_DER,
+use super::clock::StoreState;
+use super::files::{
+    open_lock_file, Store, TokenFile, CRLS_DIR, LAYOUT_VERSION, LOCK_FILE, MAX_REVOCATION_FILE, MAX_ROOT_DER,
     MAX_ROOT_FILE, MAX_STATE_FILE, MAX_TOKEN_FILE, MIN_FINGERPRINT_PREFIX, REVOCATIONS_DIR, ROOTS_DIR, SUBDIRS,
     TOKENS_DIR, VERSION_FILE,
 };
+use super::names;
+use crate::core::clock::rfc3339;
 use crate::core::fsutil::{sync_dir, write_atomic, Overwrite};
+use crate::core::store_error::StoreError;
 use std::fs::{self, File};
 use std::io;
 use std::ops::Deref;
@@ -38,6 +40,32 @@ impl Deref for StoreLock<'_> {
     }
 }
 
+impl Store {
+    /// Takes the store's exclusive write lock, waiting for any other holder
+    /// (thread or process). Released when the [`StoreLock`] is dropped.
+    ///
+    /// Also removes temporary files left by a writer that was killed
+    /// mid-write (safe because only lock holders write).
+    pub fn lock(&self) -> Result<StoreLock<'_>, StoreError> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = open_lock_file(&path)?;
+        file.lock().map_err(|e| StoreError::io(&path, e))?;
+        StoreLock::acquired(self, file)
+    }
+
+    /// Like [`Store::lock`], but returns `Ok(None)` at once if another
+    /// thread or process holds the lock.
+    pub fn try_lock(&self) -> Result<Option<StoreLock<'_>>, StoreError> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = open_lock_file(&path)?;
+        match file.try_lock() {
+            Ok(()) => StoreLock::acquired(self, file).map(Some),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(StoreError::io(&path, e)),
+        }
+    }
+}
+
 impl<'a> StoreLock<'a> {
     /// Wraps a freshly locked file and sweeps stale temporary files.
     pub(super) fn acquired(store: &'a Store, file: File) -> Result<StoreLock<'a>, StoreError> {
@@ -64,7 +92,7 @@ impl<'a> StoreLock<'a> {
         let path = self.root_path(&fp);
         // Already trusted with exactly these bytes: nothing to do. A file
         // that is unreadable or differs is rewritten.
-        if let Ok(Some(bytes)) = super::read_opt(&path, MAX_ROOT_FILE) {
+        if let Ok(Some(bytes)) = super::files::read_opt(&path, MAX_ROOT_FILE) {
             let same =
                 std::str::from_utf8(&bytes).ok().and_then(|t| names::pem_decode(t).ok()).is_some_and(|d| d == der);
             if same {
@@ -317,7 +345,7 @@ impl<'a> StoreLock<'a> {
         }
         match builder.create(&path) {
             Ok(()) => {
-                super::set_mode(&path, SUBDIR_MODE)?;
+                super::files::set_mode(&path, SUBDIR_MODE)?;
                 sync_dir(self.dir()).map_err(|e| StoreError::io(self.dir(), e))?;
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -331,7 +359,7 @@ impl<'a> StoreLock<'a> {
     fn sweep_temps(&self) -> Result<(), StoreError> {
         let dirs = std::iter::once(self.dir().to_path_buf()).chain(SUBDIRS.iter().map(|s| self.dir().join(s)));
         for dir in dirs {
-            for entry in super::dir_entries(&dir)? {
+            for entry in super::files::dir_entries(&dir)? {
                 if names::is_write_temp(&entry.file_name().to_string_lossy()) {
                     remove(&entry.path())?;
                 }
@@ -377,7 +405,7 @@ fn scope_bytes(products: Option<&[String]>) -> Result<Option<Vec<u8>>, StoreErro
     let mut list: Vec<String> = products.to_vec();
     list.sort();
     list.dedup();
-    let mut bytes = serde_json::to_vec_pretty(&super::ScopeFile { products: list })
+    let mut bytes = serde_json::to_vec_pretty(&super::files::ScopeFile { products: list })
         .map_err(|e| StoreError::io(Path::new(ROOTS_DIR), io::Error::other(e)))?;
     bytes.push(b'\n');
     check_side_file_size("the root's product scope", bytes.len())?;

@@ -1,7 +1,7 @@
 //! File names in the store and the small encodings behind them: product
 //! names, revocation keys, root fingerprints, PEM.
 
-use super::StoreError;
+use crate::core::store_error::StoreError;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 

@@ -11,8 +11,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tka::issuer::{read_cert_chain, IssuerHome};
+use tka::issuer::{CrlEntry, CrlParams};
 use tka::keys::Passphrase;
-use tka::pki::{self, pem, CertInfo, CrlEntry, CrlParams};
+use tka::pki::{pem, CertInfo};
 use tka::revocation::{self, ImportOptions, RevokedToken};
 use tka::rotation::{self, HealthLevel, RenewalPolicy, RotateOptions, RotationReport};
 use tka::trust::{self, ProductScope, TrustRootOptions};
@@ -360,7 +361,7 @@ pub fn crl(cmd: CrlCmd) -> Result<ExitCode> {
             let next_update = now + duration(&next_update)?;
             let params =
                 CrlParams { this_update: now, next_update, number: tka::crl_number::take_next(&ca_cert, number, now)? };
-            let der = pki::create_crl(&issuer, key.as_ref(), &entries, &params)?;
+            let der = tka::issuer::create_crl(&issuer, key.as_ref(), &entries, &params)?;
             write_file(&out, &pem::encode("X509 CRL", &der), force)?;
             say(format!("issuer: {}", issuer.subject));
             say(format!("number: {}", params.number));
@@ -391,7 +392,8 @@ pub fn revocations(cmd: RevocationsCmd) -> Result<ExitCode> {
             }
             let passphrase = LazyPass::new(&pass);
             let signer = passphrase.retry(|u| h.token_signer(u))?;
-            let (text, claims) = tka::issuer::revocation_list::create_list(&h, &signer, revoked, now, now + duration(&next_update)?)?;
+            let (text, claims) =
+                tka::issuer::revocation_list::create_list(&h, &signer, revoked, now, now + duration(&next_update)?)?;
             write_file(&out, &(text + "\n"), force)?;
             say(format!("list id: {}", claims.iss));
             say(format!("sequence: {}", claims.seq));

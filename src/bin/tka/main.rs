@@ -16,8 +16,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use tka::activation::{self, ClockMark, ProductStatus};
 use tka::issuer::{read_cert_chain, InitOptions, IssuerHome};
+use tka::issuer::{CertKind, CertRequest};
 use tka::keys::{save_private_key, KeyRef, SignatureAlgorithm, SoftwareKey};
-use tka::pki::{self, pem, CertInfo, CertKind, CertRequest, TrustAnchors};
+use tka::pki::{pem, CertInfo, TrustAnchors};
 use tka::request::ActivationRequest;
 use tka::token::{self, IssueOptions, TokenLifetime, TokenSigner};
 use tka::verify::{verify_token, MachineCheck, VerifyContext};
@@ -237,12 +238,17 @@ fn run(cmd: Command) -> Result<ExitCode> {
 fn run_ca(cmd: CaCmd) -> Result<ExitCode> {
     let now = clock::now();
     let (kind, key_path, ca, cert, pass, default_days) = match cmd {
-        CaCmd::Root { key, cert, pass } => (CertKind::Root, key, None, cert, pass, pki::lifetimes::ROOT_DAYS),
-        CaCmd::Intermediate { ca_cert, ca_key, key, cert, pass } => {
-            (CertKind::Intermediate, key, Some((ca_cert, ca_key)), cert, pass, pki::lifetimes::INTERMEDIATE_DAYS)
-        }
+        CaCmd::Root { key, cert, pass } => (CertKind::Root, key, None, cert, pass, tka::issuer::lifetimes::ROOT_DAYS),
+        CaCmd::Intermediate { ca_cert, ca_key, key, cert, pass } => (
+            CertKind::Intermediate,
+            key,
+            Some((ca_cert, ca_key)),
+            cert,
+            pass,
+            tka::issuer::lifetimes::INTERMEDIATE_DAYS,
+        ),
         CaCmd::Signer { ca_cert, ca_key, key, cert, pass } => {
-            (CertKind::Signer, key, Some((ca_cert, ca_key)), cert, pass, pki::lifetimes::SIGNER_DAYS)
+            (CertKind::Signer, key, Some((ca_cert, ca_key)), cert, pass, tka::issuer::lifetimes::SIGNER_DAYS)
         }
         c @ (CaCmd::Renew { .. } | CaCmd::Rekey { .. }) => return cmd_rotation::ca(c),
     };
@@ -257,12 +263,12 @@ fn run_ca(cmd: CaCmd) -> Result<ExitCode> {
     let subject_key = passphrase.load(&key_path)?;
     let req = CertRequest { kind, subject: &cert.subject, not_before: now - 300, not_after: now + days * clock::DAY };
     let der = match ca {
-        None => pki::create_certificate(&req, subject_key.public_key(), None, subject_key.as_ref())?,
+        None => tka::issuer::create_certificate(&req, subject_key.public_key(), None, subject_key.as_ref())?,
         Some((ca_cert, ca_key)) => {
             let ca_der = read_cert_chain(&ca_cert)?.remove(0);
             let ca_info = CertInfo::parse(&ca_der)?;
             let ca_key = passphrase.load(&ca_key)?;
-            pki::create_certificate(&req, subject_key.public_key(), Some(&ca_info), ca_key.as_ref())?
+            tka::issuer::create_certificate(&req, subject_key.public_key(), Some(&ca_info), ca_key.as_ref())?
         }
     };
     write_file(&cert.out, &pem::encode("CERTIFICATE", &der), cert.force)?;

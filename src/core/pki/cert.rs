@@ -252,6 +252,37 @@ impl CertInfo {
     }
 }
 
+/// DER of `ExtKeyUsageSyntax ::= SEQUENCE SIZE (1..MAX) OF KeyPurposeId`
+/// holding only the tka token-signing OID. Encoded by hand because its
+/// UUID arc (RFC 4122 as an X.667 `2.25` OID) is wider than the 32-bit arcs
+/// `const-oid` supports.
+pub(crate) fn tka_eku_der() -> Vec<u8> {
+    let uuid_arc: u128 =
+        TKA_TOKEN_SIGNING_EKU.strip_prefix("2.25.").and_then(|n| n.parse().ok()).expect("the tka EKU is a 2.25 OID");
+    // X.690 §8.19: first subidentifier 2*40+25, then base-128 big-endian
+    // groups with the high bit set on all but the last.
+    let mut groups = vec![(uuid_arc & 0x7f) as u8];
+    let mut n = uuid_arc >> 7;
+    while n > 0 {
+        groups.push(((n & 0x7f) as u8) | 0x80);
+        n >>= 7;
+    }
+    groups.reverse();
+    let mut oid = vec![0x06, (groups.len() + 1) as u8, 2 * 40 + 25];
+    oid.extend(groups);
+    let mut seq = vec![0x30, oid.len() as u8];
+    seq.extend(oid);
+    seq
+}
+
+/// Key identifier per RFC 7093 §2 method 1: leftmost 160 bits of the
+/// SHA-256 of the subjectPublicKey BIT STRING value.
+pub(crate) fn key_identifier(spki_der: &[u8]) -> crate::core::error::Result<Vec<u8>> {
+    let spki = <x509_cert::spki::SubjectPublicKeyInfoOwned as der::Decode>::from_der(spki_der)
+        .map_err(|e| crate::core::error::Error::format("public key", e))?;
+    Ok(<sha2::Sha256 as sha2::Digest>::digest(spki.subject_public_key.raw_bytes())[..20].to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,7 +291,7 @@ mod tests {
     fn oid_strings() {
         assert_eq!(oid_to_string(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b]), "1.2.840.113549.1.1.11");
         // The tka EKU as written by the certificate builder.
-        let der = crate::core::pki::create::tka_eku_der();
+        let der = tka_eku_der();
         assert_eq!(oid_to_string(&der[4..]), TKA_TOKEN_SIGNING_EKU);
     }
 }

@@ -75,6 +75,12 @@ impl fmt::Display for InvalidFingerprint {
 
 impl std::error::Error for InvalidFingerprint {}
 
+impl From<InvalidFingerprint> for crate::core::error::Error {
+    fn from(e: InvalidFingerprint) -> Self {
+        crate::core::error::Error::Usage(e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

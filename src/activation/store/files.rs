@@ -1,134 +1,9 @@
-//! The machine's activation store: trusted roots, installed tokens,
-//! revocation data and a small state file, in one directory.
-//!
-//! This module is storage only. It never verifies a signature, a chain or a
-//! token; the verification layer does that and then calls a [`StoreLock`]
-//! method to record the result. What it does guarantee is that whatever was
-//! recorded is read back exactly, survives a crash, and is never lost to a
-//! concurrent writer.
-//!
-//! # Location
-//!
-//! [`Store::default_dir_for`] gives the documented default: `/var/lib/tka`
-//! for root, otherwise `$XDG_DATA_HOME/tka` (when that is set to an absolute
-//! path) or `~/.local/share/tka`. The CLI lets `--store DIR` or `TKA_STORE`
-//! override it.
-//!
-//! # Layout (version 1)
-//!
-//! ```text
-//! <dir>/                     0700; created by Store::open if missing
-//!   version                  "1\n": the layout version (see below)
-//!   lock                     empty, 0600; every writer holds an exclusive lock on it
-//!   state.json               StoreState: clock high-water mark, revocation sequences
-//!   roots/<fp>.pem           trusted roots, one PEM CERTIFICATE each, 0644;
-//!                            <fp> is the lowercase hex SHA-256 of the DER
-//!   roots/<fp>.json          optional product scope of that root:
-//!                            {"products": ["a", "b"]}; none: every product
-//!   roots/<fp>.cross         optional vouching chain of a root trusted through a
-//!                            cross-certificate (PEM CERTIFICATEs: the cross, the
-//!                            root that signed it, and that root's own chain);
-//!                            none: a root trusted on its own
-//!   tokens/<product>.json    the installed token for <product>:
-//!                            {"product": .., "installed_at": <unix secs>, "token": ".."}
-//!   crls/<key>.der           X.509 CRLs (DER), one per issuer key
-//!   revocations/<key>.jws    token revocation lists (JWS compact text); <key> is
-//!                            <root fp>-<list id> (see list_key), or a bare list id
-//!                            in stores written before lists were bound to roots
-//! ```
-//!
-//! Subdirectories are 0755 and data files 0644 (except `lock`): the top
-//! directory's 0700 is the single access gate, so an administrator who wants
-//! unprivileged programs to read activations loosens that one directory.
-//! Product names are file names: 1 to 64 characters from `A-Z a-z 0-9 . _ -`,
-//! not starting with `.` ([`StoreError::BadProduct`] otherwise). Revocation
-//! keys are 1 to 128 lowercase hex digits chosen by the caller
-//! ([`StoreError::BadKey`]).
-//!
-//! # Guarantees
-//!
-//! - **Atomic and durable writes.** Every file is written through
-//!   `fsutil::write_atomic`: temporary file in the same directory, fsync,
-//!   rename over the target, fsync of the directory. A reader, or the store
-//!   after a crash or power cut, sees the old file or the new one, never a
-//!   mix. Removals fsync the directory too.
-//! - **Serialized writers.** Every write method lives on [`StoreLock`],
-//!   which holds an exclusive `flock` on `<dir>/lock` ([`Store::lock`]
-//!   blocks, [`Store::try_lock`] does not). The lock is per open file, so it
-//!   serializes threads (even on one [`Store`]) as well as processes, and
-//!   the kernel drops it if the holder dies. A read-modify-write of the
-//!   state done under one lock loses no concurrent update.
-//! - **Lock-free reads.** Because every file is replaced atomically, the read
-//!   methods on [`Store`] need no lock. A file removed between listing and
-//!   reading is simply skipped.
-//! - **State only moves forward.** [`StoreLock::save_state`] refuses
-//!   ([`StoreError::Regression`]) to lower the clock high-water mark or any
-//!   revocation sequence number, or to drop one; [`StoreState::observe`]
-//!   never lowers the mark. [`StoreLock::replace_state`] is the explicit,
-//!   unchecked escape hatch for an administrator repairing a clock that was
-//!   once set far into the future.
-//! - **Nothing is silently repaired.** A missing or unparsable `state.json`,
-//!   a root whose content does not match its file name, a token file naming
-//!   another product, an unexpected file in a store directory or a file over
-//!   its size limit is reported as [`StoreError::Corrupt`] with its path;
-//!   the store never resets or ignores it. (Deleting `state.json` is the
-//!   obvious way to reset the clock high-water mark, so a missing one is an
-//!   error, not a fresh start.) Likewise a store that holds roots, tokens,
-//!   CRLs or revocation lists but no `version` file (with or without
-//!   `state.json`) is [`StoreError::Corrupt`] from [`Store::open`], never
-//!   re-initialised: data is only written into an initialised store, so it
-//!   has lost files.
-//! - **Bounded reads.** Files are read with a size limit and never loaded
-//!   whole when larger: tokens and state 64 KiB ([`MAX_TOKEN_FILE`],
-//!   [`MAX_STATE_FILE`]), roots 64 KiB ([`MAX_ROOT_FILE`]), CRLs and
-//!   revocation lists 1 MiB ([`MAX_REVOCATION_FILE`]).
-//! - **No temporary files left.** A successful write leaves none; a failed
-//!   one removes its own; one left by a writer killed mid-write is removed by
-//!   the next [`Store::lock`]. Readers skip names starting with `.`.
-//! - **Deterministic reads.** Lists come back sorted: roots by fingerprint,
-//!   tokens by product, revocation data by key.
-//! - **Versioned layout.** A store whose `version` is newer than
-//!   [`LAYOUT_VERSION`] is refused ([`StoreError::NewerVersion`]) and left
-//!   untouched.
-//! - **Safe initialisation.** [`Store::open`] initialises a missing or
-//!   empty directory (or finishes one whose initialisation was
-//!   interrupted, holding no data yet) (under the lock, so concurrent first runs agree), but
-//!   refuses ([`StoreError::NotAStore`]) a non-empty directory that is not a
-//!   store, and any store directory writable by group or others
-//!   ([`StoreError::InsecurePermissions`]).
-//!
-//! The store is tamper-evident against mistakes and naive edits, not
-//! tamper-proof: root on the machine can rewrite any of these files.
-//!
-//! # Example
-//!
-//! ```
-//! use tka::store::{check_clock, Store, DEFAULT_CLOCK_TOLERANCE_SECS};
-//! # let tmp = tempfile::tempdir().unwrap();
-//! # let dir = tmp.path().join("store");
-//! let store = Store::open(&dir)?;
-//! let now = 1_750_000_000;
-//! {
-//!     // ... the verification layer has accepted `token` for "office" ...
-//!     let lock = store.lock()?;
-//!     let mut state = lock.state()?;
-//!     check_clock(&state, now, DEFAULT_CLOCK_TOLERANCE_SECS).expect("clock");
-//!     state.observe(now);
-//!     lock.save_state(&state)?;
-//!     lock.put_token("office", "eyJ...header.payload.sig", now)?;
-//! } // lock released here
-//! assert_eq!(store.token("office")?.unwrap().installed_at, now);
-//! # Ok::<(), tka::store::StoreError>(())
-//! ```
+//! Opening a store and reading its files: the [`Store`], its layout
+//! constants and the bounded readers the writer shares.
 
-mod clock;
-mod error;
-mod lock;
-mod names;
-
-pub use clock::{check_clock, ClockRollback, StoreState, DEFAULT_CLOCK_TOLERANCE_SECS};
-pub use error::StoreError;
-pub use lock::StoreLock;
+use super::clock::StoreState;
+use super::names;
+use crate::core::store_error::StoreError;
 
 use crate::core::fsutil::{read_bounded, ReadError};
 use serde::{Deserialize, Serialize};
@@ -141,8 +16,7 @@ use std::path::{Path, PathBuf};
 pub const LAYOUT_VERSION: u32 = 1;
 /// The system-wide store, used when running as root.
 pub const SYSTEM_STORE_DIR: &str = "/var/lib/tka";
-/// Fewest hex digits accepted to select a root by fingerprint prefix.
-pub const MIN_FINGERPRINT_PREFIX: usize = 4;
+pub use crate::core::store_error::MIN_FINGERPRINT_PREFIX;
 /// Size limit of an installed-token file, in bytes.
 pub const MAX_TOKEN_FILE: usize = 64 * 1024;
 /// Size limit of `state.json`, in bytes.
@@ -155,21 +29,21 @@ pub const MAX_ROOT_DER: usize = 32 * 1024;
 /// Size limit of a CRL or token revocation-list file, in bytes.
 pub const MAX_REVOCATION_FILE: usize = 1024 * 1024;
 
-const VERSION_FILE: &str = "version";
-const LOCK_FILE: &str = "lock";
-const STATE_FILE: &str = "state.json";
-const ROOTS_DIR: &str = "roots";
-const TOKENS_DIR: &str = "tokens";
-const CRLS_DIR: &str = "crls";
-const REVOCATIONS_DIR: &str = "revocations";
-const SUBDIRS: [&str; 4] = [ROOTS_DIR, TOKENS_DIR, CRLS_DIR, REVOCATIONS_DIR];
+pub(super) const VERSION_FILE: &str = "version";
+pub(super) const LOCK_FILE: &str = "lock";
+pub(super) const STATE_FILE: &str = "state.json";
+pub(super) const ROOTS_DIR: &str = "roots";
+pub(super) const TOKENS_DIR: &str = "tokens";
+pub(super) const CRLS_DIR: &str = "crls";
+pub(super) const REVOCATIONS_DIR: &str = "revocations";
+pub(super) const SUBDIRS: [&str; 4] = [ROOTS_DIR, TOKENS_DIR, CRLS_DIR, REVOCATIONS_DIR];
 
-const ROOT_EXT: &str = ".pem";
-const ROOT_SCOPE_EXT: &str = ".json";
-const ROOT_VOUCHING_EXT: &str = ".cross";
-const TOKEN_EXT: &str = ".json";
-const CRL_EXT: &str = ".der";
-const REVOCATION_EXT: &str = ".jws";
+pub(super) const ROOT_EXT: &str = ".pem";
+pub(super) const ROOT_SCOPE_EXT: &str = ".json";
+pub(super) const ROOT_VOUCHING_EXT: &str = ".cross";
+pub(super) const TOKEN_EXT: &str = ".json";
+pub(super) const CRL_EXT: &str = ".der";
+pub(super) const REVOCATION_EXT: &str = ".jws";
 
 /// The store key of token revocation list `list_id` accepted under the
 /// trusted root `root_fingerprint`: `<root fingerprint>-<list id>`. It names
@@ -198,7 +72,7 @@ pub fn split_list_key(key: &str) -> (Option<&str>, &str) {
 /// An activation store directory. Cheap to clone; holds no open files.
 #[derive(Debug, Clone)]
 pub struct Store {
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
 }
 
 /// A token installed in the store.
@@ -247,17 +121,17 @@ type RootFiles = (Vec<(String, PathBuf)>, BTreeMap<String, PathBuf>, BTreeMap<St
 /// On-disk form of a root's product scope, `roots/<fp>.json`.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ScopeFile {
-    products: Vec<String>,
+pub(super) struct ScopeFile {
+    pub(super) products: Vec<String>,
 }
 
 /// On-disk form of an installed token.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TokenFile {
-    product: String,
-    installed_at: i64,
-    token: String,
+pub(super) struct TokenFile {
+    pub(super) product: String,
+    pub(super) installed_at: i64,
+    pub(super) token: String,
 }
 
 impl Store {
@@ -328,30 +202,6 @@ impl Store {
         }
     }
 
-    /// Takes the store's exclusive write lock, waiting for any other holder
-    /// (thread or process). Released when the [`StoreLock`] is dropped.
-    ///
-    /// Also removes temporary files left by a writer that was killed
-    /// mid-write (safe because only lock holders write).
-    pub fn lock(&self) -> Result<StoreLock<'_>, StoreError> {
-        let path = self.dir.join(LOCK_FILE);
-        let file = open_lock_file(&path)?;
-        file.lock().map_err(|e| StoreError::io(&path, e))?;
-        StoreLock::acquired(self, file)
-    }
-
-    /// Like [`Store::lock`], but returns `Ok(None)` at once if another
-    /// thread or process holds the lock.
-    pub fn try_lock(&self) -> Result<Option<StoreLock<'_>>, StoreError> {
-        let path = self.dir.join(LOCK_FILE);
-        let file = open_lock_file(&path)?;
-        match file.try_lock() {
-            Ok(()) => StoreLock::acquired(self, file).map(Some),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(StoreError::io(&path, e)),
-        }
-    }
-
     /// The trusted roots, sorted by fingerprint.
     ///
     /// Each `roots/<fp>.pem` must hold one PEM certificate whose SHA-256 is
@@ -394,7 +244,7 @@ impl Store {
 
     /// The root certificate files (fingerprint, path) and the product scope
     /// files (fingerprint -> path) in `roots/`, sorted.
-    fn root_files(&self) -> Result<RootFiles, StoreError> {
+    pub(super) fn root_files(&self) -> Result<RootFiles, StoreError> {
         let fp_of = |name: &str| -> Option<(String, &str)> {
             let ext = [ROOT_EXT, ROOT_SCOPE_EXT, ROOT_VOUCHING_EXT].into_iter().find(|e| name.ends_with(e))?;
             let stem = name.strip_suffix(ext)?;
@@ -484,31 +334,31 @@ impl Store {
 
     // ----- paths and helpers -----
 
-    fn token_path(&self, product: &str) -> PathBuf {
+    pub(super) fn token_path(&self, product: &str) -> PathBuf {
         self.dir.join(TOKENS_DIR).join(format!("{product}{TOKEN_EXT}"))
     }
 
-    fn root_path(&self, fp: &str) -> PathBuf {
+    pub(super) fn root_path(&self, fp: &str) -> PathBuf {
         self.dir.join(ROOTS_DIR).join(format!("{fp}{ROOT_EXT}"))
     }
 
-    fn vouching_path(&self, fp: &str) -> PathBuf {
+    pub(super) fn vouching_path(&self, fp: &str) -> PathBuf {
         self.dir.join(ROOTS_DIR).join(format!("{fp}{ROOT_VOUCHING_EXT}"))
     }
 
-    fn scope_path(&self, fp: &str) -> PathBuf {
+    pub(super) fn scope_path(&self, fp: &str) -> PathBuf {
         self.dir.join(ROOTS_DIR).join(format!("{fp}{ROOT_SCOPE_EXT}"))
     }
 
-    fn crl_path(&self, key: &str) -> PathBuf {
+    pub(super) fn crl_path(&self, key: &str) -> PathBuf {
         self.dir.join(CRLS_DIR).join(format!("{key}{CRL_EXT}"))
     }
 
-    fn revocation_path(&self, key: &str) -> PathBuf {
+    pub(super) fn revocation_path(&self, key: &str) -> PathBuf {
         self.dir.join(REVOCATIONS_DIR).join(format!("{key}{REVOCATION_EXT}"))
     }
 
-    fn state_path(&self) -> PathBuf {
+    pub(super) fn state_path(&self) -> PathBuf {
         self.dir.join(STATE_FILE)
     }
 
@@ -516,7 +366,7 @@ impl Store {
     /// `.` (temporary files) are skipped; any other name that does not fit
     /// the pattern is [`StoreError::Corrupt`]. A missing subdirectory is
     /// empty.
-    fn list(
+    pub(super) fn list(
         &self,
         sub: &str,
         ext: &str,
@@ -557,7 +407,7 @@ impl Store {
         Ok(out)
     }
 
-    fn read_version(&self) -> Result<Option<u32>, StoreError> {
+    pub(super) fn read_version(&self) -> Result<Option<u32>, StoreError> {
         let path = self.dir.join(VERSION_FILE);
         let Some(bytes) = read_opt(&path, 64)? else {
             return Ok(None);
@@ -570,7 +420,7 @@ impl Store {
         }
     }
 
-    fn check_version(&self, found: u32) -> Result<(), StoreError> {
+    pub(super) fn check_version(&self, found: u32) -> Result<(), StoreError> {
         if found > LAYOUT_VERSION {
             return Err(StoreError::NewerVersion {
                 path: self.dir.join(VERSION_FILE),
@@ -582,7 +432,7 @@ impl Store {
     }
 
     /// Creates the layout in a directory that has no `version` file yet.
-    fn initialize(&self) -> Result<(), StoreError> {
+    pub(super) fn initialize(&self) -> Result<(), StoreError> {
         let entries = fs::read_dir(&self.dir).map_err(|e| StoreError::io(&self.dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| StoreError::io(&self.dir, e))?;
@@ -629,7 +479,7 @@ impl Store {
 impl Store {
     /// The first data file (root, token, CRL, revocation list) in the
     /// store's subdirectories, temporary files aside.
-    fn first_data_file(&self) -> Result<Option<PathBuf>, StoreError> {
+    pub(super) fn first_data_file(&self) -> Result<Option<PathBuf>, StoreError> {
         for sub in SUBDIRS {
             let dir = self.dir.join(sub);
             for entry in dir_entries(&dir)? {
@@ -643,7 +493,7 @@ impl Store {
 }
 
 /// Creates `dir` with mode 0700 (parents with default permissions).
-fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+pub(super) fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -666,7 +516,7 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Sets exact permission bits (the umask may have removed some).
-fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
+pub(super) fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -680,7 +530,7 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
 }
 
 /// Refuses a directory writable by group or others. A missing one is fine.
-fn check_not_writable_by_others(dir: &Path) -> Result<(), StoreError> {
+pub(super) fn check_not_writable_by_others(dir: &Path) -> Result<(), StoreError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -698,7 +548,7 @@ fn check_not_writable_by_others(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn open_lock_file(path: &Path) -> Result<fs::File, StoreError> {
+pub(super) fn open_lock_file(path: &Path) -> Result<fs::File, StoreError> {
     let mut opts = fs::OpenOptions::new();
     opts.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
@@ -710,7 +560,7 @@ fn open_lock_file(path: &Path) -> Result<fs::File, StoreError> {
 }
 
 /// Reads `path` with a size limit; `None` if it does not exist.
-fn read_opt(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, StoreError> {
+pub(super) fn read_opt(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, StoreError> {
     match read_bounded(path, limit as u64) {
         Ok(b) => Ok(Some(b)),
         Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -723,7 +573,7 @@ fn read_opt(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, StoreError> {
 }
 
 /// Reads a root's product scope file.
-fn read_scope(path: &Path) -> Result<Option<Vec<String>>, StoreError> {
+pub(super) fn read_scope(path: &Path) -> Result<Option<Vec<String>>, StoreError> {
     let Some(bytes) = read_opt(path, MAX_ROOT_FILE)? else {
         return Ok(None);
     };
@@ -738,7 +588,7 @@ fn read_scope(path: &Path) -> Result<Option<Vec<String>>, StoreError> {
 }
 
 /// Reads a root's vouching chain file.
-fn read_vouching(path: &Path) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+pub(super) fn read_vouching(path: &Path) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
     let Some(bytes) = read_opt(path, MAX_ROOT_FILE)? else {
         return Ok(None);
     };
@@ -754,14 +604,14 @@ fn read_vouching(path: &Path) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
     Ok(Some(chain))
 }
 
-fn read_text(path: &Path) -> Result<Option<String>, StoreError> {
+pub(super) fn read_text(path: &Path) -> Result<Option<String>, StoreError> {
     match read_opt(path, MAX_REVOCATION_FILE)? {
         Some(b) => String::from_utf8(b).map(Some).map_err(|_| StoreError::corrupt(path, "not UTF-8 text")),
         None => Ok(None),
     }
 }
 
-fn read_token(path: &Path, product: &str) -> Result<Option<InstalledToken>, StoreError> {
+pub(super) fn read_token(path: &Path, product: &str) -> Result<Option<InstalledToken>, StoreError> {
     let Some(bytes) = read_opt(path, MAX_TOKEN_FILE)? else {
         return Ok(None);
     };

@@ -4,6 +4,9 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// Fewest hex digits accepted to select a root by fingerprint prefix.
+pub const MIN_FINGERPRINT_PREFIX: usize = 4;
+
 /// Everything that can go wrong reading or writing an activation store.
 ///
 /// Each variant's `Display` is one line that names the file or value at
@@ -40,7 +43,7 @@ pub enum StoreError {
     /// digits (a list key: optionally prefixed by `<root fingerprint>-`).
     BadKey(String),
     /// A root fingerprint selector that is not at least
-    /// [`MIN_FINGERPRINT_PREFIX`](super::MIN_FINGERPRINT_PREFIX) hex digits
+    /// [`MIN_FINGERPRINT_PREFIX`](MIN_FINGERPRINT_PREFIX) hex digits
     /// (colons allowed).
     BadFingerprint(String),
     /// A fingerprint prefix that matches more than one trusted root.
@@ -142,7 +145,7 @@ impl fmt::Display for StoreError {
                 f,
                 "invalid root fingerprint {fp:?}: expected at least {} hex digits of its \
                  SHA-256 (colons allowed)",
-                super::MIN_FINGERPRINT_PREFIX
+                MIN_FINGERPRINT_PREFIX
             ),
             StoreError::AmbiguousFingerprint { prefix, matches } => write!(
                 f,

@@ -9,10 +9,11 @@
 //! tka therefore replaces that extension with one built from the issuer's
 //! subjectKeyIdentifier before the CRL is signed ([`AkiFromSki`]).
 
-use super::cert::CertInfo;
-use super::create::{key_identifier, sign_with_builder, to_der, unix_to_time};
 use crate::core::error::{Error, Result};
 use crate::core::keys::{spki_der, Signer};
+use crate::core::pki::cert::key_identifier;
+use crate::core::pki::CertInfo;
+use crate::issuer::certs::{sign_with_builder, to_der, unix_to_time};
 use der::asn1::{BitString, OctetString};
 use der::{Decode, Encode};
 use std::fmt;

@@ -1,12 +1,12 @@
 //! Certificate creation with the x509-cert builder, signed through the
 //! [`Signer`](crate::core::keys::Signer) seam.
 
-use super::cert::{CertInfo, TKA_TOKEN_SIGNING_EKU};
 use crate::core::error::{Error, Result};
 use crate::core::keys::{spki_der, SignatureAlgorithm, Signer};
+use crate::core::pki::cert::{key_identifier, tka_eku_der, CertInfo};
 use der::asn1::{BitString, OctetString};
 use der::{Decode, Encode};
-use sha2::{Digest, Sha256};
+
 use std::str::FromStr;
 use std::time::Duration;
 use x509_cert::builder::profile::BuilderProfile;
@@ -212,13 +212,6 @@ pub(crate) fn unix_to_time(t: i64) -> Result<Time> {
     Time::try_from(st).map_err(|e| Error::format("time", e))
 }
 
-/// Key identifier per RFC 7093 §2 method 1: leftmost 160 bits of the
-/// SHA-256 of the subjectPublicKey BIT STRING value.
-pub(crate) fn key_identifier(spki_der: &[u8]) -> Result<Vec<u8>> {
-    let spki = SubjectPublicKeyInfoOwned::from_der(spki_der).map_err(|e| Error::format("public key", e))?;
-    Ok(Sha256::digest(spki.subject_public_key.raw_bytes())[..20].to_vec())
-}
-
 struct TkaProfile {
     kind: CertKind,
     subject: Name,
@@ -277,29 +270,6 @@ impl BuilderProfile for TkaProfile {
         )?);
         Ok(exts)
     }
-}
-
-/// DER of `ExtKeyUsageSyntax ::= SEQUENCE SIZE (1..MAX) OF KeyPurposeId`
-/// holding only the tka token-signing OID. Encoded by hand because its
-/// UUID arc (RFC 4122 as an X.667 `2.25` OID) is wider than the 32-bit arcs
-/// `const-oid` supports.
-pub(crate) fn tka_eku_der() -> Vec<u8> {
-    let uuid_arc: u128 =
-        TKA_TOKEN_SIGNING_EKU.strip_prefix("2.25.").and_then(|n| n.parse().ok()).expect("the tka EKU is a 2.25 OID");
-    // X.690 §8.19: first subidentifier 2*40+25, then base-128 big-endian
-    // groups with the high bit set on all but the last.
-    let mut groups = vec![(uuid_arc & 0x7f) as u8];
-    let mut n = uuid_arc >> 7;
-    while n > 0 {
-        groups.push(((n & 0x7f) as u8) | 0x80);
-        n >>= 7;
-    }
-    groups.reverse();
-    let mut oid = vec![0x06, (groups.len() + 1) as u8, 2 * 40 + 25];
-    oid.extend(groups);
-    let mut seq = vec![0x30, oid.len() as u8];
-    seq.extend(oid);
-    seq
 }
 
 /// Adapts a tka [`Signer`] to the traits the x509-cert builder asks for
