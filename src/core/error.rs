@@ -615,10 +615,12 @@ pub enum Error {
     },
     /// The operation is refused by policy (e.g. a token would outlive its signer).
     Refused(String),
-    /// A token lifetime or renewal time the library does not sign: shorter
-    /// than a minute, or a renewal time outside the token's life.
+    /// A lifetime or renewal setting the library does not use: a token
+    /// shorter than a minute, a renewal time outside the token's life, a
+    /// certificate shorter than a day, a renewal threshold outside 1-100 %.
     InvalidLifetime {
-        /// Which time (`token lifetime`, `renewal time`).
+        /// Which setting (`token lifetime`, `renewal time`, `certificate
+        /// lifetime`, `renewal window`, `renewal threshold`).
         what: &'static str,
         /// What is wrong with it.
         detail: String,

@@ -105,7 +105,10 @@ pub fn needs_renewal(cert: &CertInfo, policy: RenewalPolicy, now: i64) -> Result
         match policy {
             RenewalPolicy::ExpiresIn(secs) => {
                 if secs < 0 {
-                    return Err(Error::Usage("--expires-in must not be negative".into()));
+                    return Err(Error::InvalidLifetime {
+                        what: "renewal window",
+                        detail: format!("{secs} s is negative"),
+                    });
                 }
                 let renew = remaining <= secs;
                 let verb = if renew { "within" } else { "not within" };
@@ -113,7 +116,10 @@ pub fn needs_renewal(cert: &CertInfo, policy: RenewalPolicy, now: i64) -> Result
             }
             RenewalPolicy::Percent(p) => {
                 if p == 0 || p > 100 {
-                    return Err(Error::Usage("--percent must be between 1 and 100".into()));
+                    return Err(Error::InvalidLifetime {
+                        what: "renewal threshold",
+                        detail: format!("{p}% is not between 1 and 100"),
+                    });
                 }
                 let renew = elapsed_percent >= f64::from(p);
                 (
@@ -178,7 +184,7 @@ pub fn reissue(
 ) -> Result<Vec<u8>> {
     let not_before = now - BACKDATE_SECS;
     let not_after = match days {
-        Some(d) if d < 1 => return Err(Error::Usage("--days must be at least 1".into())),
+        Some(d) if d < 1 => return Err(cert_days(d)),
         Some(d) => now + d * DAY,
         None => (now + (old.not_after - old.not_before)).min(issuer.not_after),
     };
@@ -388,11 +394,16 @@ fn retire(home: &Path, path: &Path, serial: &str) -> Result<PathBuf> {
     Ok(dest)
 }
 
+/// A certificate lifetime of less than a day.
+fn cert_days(d: i64) -> Error {
+    Error::InvalidLifetime { what: "certificate lifetime", detail: format!("{d} days is less than one day") }
+}
+
 /// notAfter of a new certificate: `days` from `now` (at least 1), or by
 /// default `default_days`, capped at the issuer's notAfter.
 fn not_after(days: Option<i64>, default_days: i64, issuer: &CertInfo, now: i64) -> Result<i64> {
     match days {
-        Some(d) if d < 1 => Err(Error::Usage("--days must be at least 1".into())),
+        Some(d) if d < 1 => Err(cert_days(d)),
         Some(d) => Ok(now + d * DAY),
         None => Ok((now + default_days * DAY).min(issuer.not_after)),
     }

@@ -1,9 +1,9 @@
 //! The cryptoki side: modules, sessions, keys on tokens.
 
 use super::uri::hex;
-use super::Pkcs11Uri;
+use super::uri::Pkcs11Uri;
 use crate::core::error::{Error, Result};
-use crate::core::keys::{public_bits, Passphrase, SignatureAlgorithm, Signer};
+use crate::core::keys::signer::{public_bits, Passphrase, SignatureAlgorithm, Signer};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
@@ -415,7 +415,7 @@ impl Pkcs11Key {
         let sig =
             result.map_err(|e| Error::Pkcs11(format!("signing with {} failed: {}", self.uri.describe(), ck(&e))))?;
         // A token that signs wrongly must not produce a token that fails later.
-        if !crate::core::keys::verify_signature(&self.public, alg, message, &sig) {
+        if !crate::core::keys::signer::verify_signature(&self.public, alg, message, &sig) {
             return Err(Error::Pkcs11(format!("the signature from {} does not verify", self.uri.describe())));
         }
         Ok(sig)
@@ -428,7 +428,7 @@ impl Pkcs11Key {
 /// with that label or id exists. Returns the URI of the new private key
 /// (with its id) and its public key.
 pub fn generate_rsa_key(uri: &Pkcs11Uri, bits: usize, opts: &Pkcs11Options) -> Result<(Pkcs11Uri, rsa::PublicKey)> {
-    if !crate::core::keys::ALLOWED_BITS.contains(&bits) {
+    if !crate::core::keys::signer::ALLOWED_BITS.contains(&bits) {
         return Err(Error::Usage(format!("unsupported key size {bits}: choose 2048, 3072 or 4096")));
     }
     let label = uri

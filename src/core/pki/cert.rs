@@ -256,6 +256,7 @@ impl CertInfo {
 /// holding only the tka token-signing OID. Encoded by hand because its
 /// UUID arc (RFC 4122 as an X.667 `2.25` OID) is wider than the 32-bit arcs
 /// `const-oid` supports.
+#[cfg(any(test, feature = "issuer"))]
 pub(crate) fn tka_eku_der() -> Vec<u8> {
     let uuid_arc: u128 =
         TKA_TOKEN_SIGNING_EKU.strip_prefix("2.25.").and_then(|n| n.parse().ok()).expect("the tka EKU is a 2.25 OID");
