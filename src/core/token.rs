@@ -360,7 +360,7 @@ pub fn parse_claims(payload: &serde_json::Value) -> Result<Claims, VerifyError> 
 mod tests {
     use super::*;
     use crate::core::keys::SoftwareKey;
-    use crate::core::pki::{create_certificate, CertKind, CertRequest};
+    use crate::issuer::certs::{create_certificate, CertKind, CertRequest};
 
     fn key(name: &str) -> SoftwareKey {
         let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("certs/test/{name}.key"));
