@@ -16,7 +16,7 @@
 //! they name.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 struct SourceFile {
     /// Path relative to the crate root, e.g. `src/core/keys.rs`.
@@ -39,7 +39,7 @@ fn library_files() -> Vec<SourceFile> {
                 }
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
-                let module = module_of(&path.strip_prefix(root.join("src")).unwrap().to_path_buf());
+                let module = module_of(path.strip_prefix(root.join("src")).unwrap());
                 let text = std::fs::read_to_string(&path).unwrap();
                 out.push(SourceFile { rel, module, text });
             }
@@ -49,7 +49,7 @@ fn library_files() -> Vec<SourceFile> {
     out
 }
 
-fn module_of(rel: &PathBuf) -> Vec<String> {
+fn module_of(rel: &Path) -> Vec<String> {
     let mut parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
     let last = parts.pop().unwrap();
     let stem = last.trim_end_matches(".rs");

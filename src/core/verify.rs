@@ -221,12 +221,22 @@ fn check_not_revoked(claims: &Claims, revoked: &HashSet<String>) -> Result<(), V
 /// tolerance) nor than the token's `iat` (less [`IAT_SKEW_SECS`]).
 fn check_clock(claims: &Claims, now: i64, clock: Option<(i64, i64)>) -> Result<(), VerifyError> {
     if let Some((high_water, tolerance)) = clock {
-        if now < high_water.saturating_sub(tolerance) {
-            return Err(VerifyError::ClockRollback { now, high_water });
-        }
+        check_clock_mark(now, high_water, tolerance)?;
     }
     if claims.iat > now + IAT_SKEW_SECS {
         return Err(VerifyError::IssuedInFuture { iat: claims.iat, now });
     }
     Ok(())
+}
+
+/// The one clock-rollback rule: *now* may be at most `tolerance` seconds
+/// (a negative tolerance counts as zero) before the `high_water` mark of
+/// every *now* a store has accepted; earlier is
+/// [`VerifyError::ClockRollback`].
+pub fn check_clock_mark(now: i64, high_water: i64, tolerance: i64) -> Result<(), VerifyError> {
+    if now < high_water.saturating_sub(tolerance.max(0)) {
+        Err(VerifyError::ClockRollback { now, high_water })
+    } else {
+        Ok(())
+    }
 }

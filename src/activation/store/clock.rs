@@ -1,6 +1,7 @@
 //! The persistent state and the clock high-water check.
 
-use crate::core::clock::rfc3339;
+use crate::core::error::VerifyError;
+use crate::core::verify::check_clock_mark;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -38,29 +39,6 @@ impl StoreState {
     }
 }
 
-/// The clock is earlier than the store's high-water mark by more than the
-/// tolerance: someone (or a dead RTC battery) set it back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClockRollback {
-    /// The "now" that was checked, in Unix seconds.
-    pub now: i64,
-    /// The store's high-water mark, in Unix seconds.
-    pub high_water: i64,
-}
-
-impl fmt::Display for ClockRollback {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "clock moved backwards: now is {}, but this store has seen {}; fix the system clock",
-            rfc3339(self.now),
-            rfc3339(self.high_water)
-        )
-    }
-}
-
-impl std::error::Error for ClockRollback {}
-
 /// Checks `now` against the store's clock high-water mark.
 ///
 /// Fails when `now < state.clock_high_water - tolerance`; being exactly
@@ -74,13 +52,8 @@ impl std::error::Error for ClockRollback {}
 /// state.observe(1_700_000_000);
 /// assert!(check_clock(&state, 1_700_000_000 - 3600, DEFAULT_CLOCK_TOLERANCE_SECS).is_ok());
 /// let err = check_clock(&state, 1_600_000_000, DEFAULT_CLOCK_TOLERANCE_SECS).unwrap_err();
-/// assert_eq!(err.high_water, 1_700_000_000);
+/// assert!(matches!(err, tka::VerifyError::ClockRollback { high_water: 1_700_000_000, .. }));
 /// ```
-pub fn check_clock(state: &StoreState, now: i64, tolerance: i64) -> Result<(), ClockRollback> {
-    let floor = state.clock_high_water.saturating_sub(tolerance.max(0));
-    if now < floor {
-        Err(ClockRollback { now, high_water: state.clock_high_water })
-    } else {
-        Ok(())
-    }
+pub fn check_clock(state: &StoreState, now: i64, tolerance: i64) -> Result<(), VerifyError> {
+    check_clock_mark(now, state.clock_high_water, tolerance)
 }

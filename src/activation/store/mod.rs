@@ -127,6 +127,6 @@ mod lock;
 mod names;
 
 pub use crate::core::store_error::StoreError;
-pub use clock::{check_clock, ClockRollback, StoreState, DEFAULT_CLOCK_TOLERANCE_SECS};
+pub use clock::{check_clock, StoreState, DEFAULT_CLOCK_TOLERANCE_SECS};
 pub use files::*;
 pub use lock::StoreLock;
