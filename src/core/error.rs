@@ -5,7 +5,8 @@
 
 use crate::activation::store::StoreError;
 use crate::core::clock::rfc3339;
-use crate::core::machine::{BindingError, MachineError, MatchReport};
+use crate::core::machine::errors::{BindingError, MachineError};
+use crate::core::machine::report::MatchReport;
 use std::fmt;
 use std::path::PathBuf;
 
