@@ -1,5 +1,7 @@
-//! Windows and macOS sources. They shell out to the system's own tools
-//! (`reg`, `powershell`, `ioreg`) so tka needs no platform crates. The output
+//! The sources for this platform ([`platform_sources`]): the Linux ones
+//! (`sources.rs`), or the Windows and macOS ones here. These shell out to
+//! the system's own tools (`reg`, `powershell`, `ioreg`) so tka needs no
+//! platform crates. The output
 //! parsers are plain functions compiled everywhere so they are unit-tested
 //! on Linux too; only the sources themselves are behind `cfg`.
 
