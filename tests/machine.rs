@@ -383,8 +383,9 @@ fn no_components_is_a_clear_error() {
     assert_eq!(err, MachineError::NoComponents);
     let msg = err.to_string();
     assert!(msg.contains("cannot identify this machine"), "{msg}");
-    assert!(msg.contains("--machine-id-file"), "{msg}");
+    assert!(msg.contains("explicit machine-id file"), "{msg}");
     assert!(msg.contains("TKA_MACHINE_ID"), "{msg}");
+    assert!(!msg.contains("--"), "the library names no flag: {msg}");
     // Only virtual interfaces and placeholders: still nothing.
     r.virtual_nic("docker0", "00:11:22:33:44:55").file("sys/class/dmi/id/product_uuid", "Not Settable");
     r.file("sys/class/dmi/id/board_serial", "None");
@@ -797,7 +798,7 @@ fn container_without_explicit_id_binds_host_hardware_and_says_so() {
     assert!(id.binds_host_hardware());
     assert!(!id.is_explicit());
     let w = id.warnings();
-    assert!(w.iter().any(|w| w.contains("container") && w.contains("--machine-id-file")), "{w:?}");
+    assert!(w.iter().any(|w| w.contains("container") && w.contains("explicit machine-id file")), "{w:?}");
 }
 
 #[test]
@@ -942,4 +943,37 @@ fn from_env_reads_sysroot_and_machine_id() {
     assert_eq!(o.sysroot, None);
     assert_eq!(o.explicit_id, None);
     std::env::remove_var("TKA_MACHINE_ID");
+}
+
+// ---------------------------------------------------------------------------
+// The CLI names the flags the library's messages leave out
+
+mod sandbox;
+
+/// A machine nothing can be read from: the error names the explicit
+/// identity in library words, the CLI's hint names its flag.
+#[test]
+fn cli_hints_the_machine_id_file_when_nothing_identifies_the_machine() {
+    let s = sandbox::Sandbox::new();
+    let empty = s.path("empty-root");
+    fs::create_dir_all(&empty).unwrap();
+    let r = sandbox::run(s.cmd(&["machine", "id", "--product", PRODUCT]).env("TKA_SYSROOT", &empty));
+    assert_eq!(r.0, 2, "{r:?}");
+    assert!(r.2.contains("error: cannot identify this machine"), "{r:?}");
+    assert!(r.2.contains("explicit machine-id file or the TKA_MACHINE_ID environment variable"), "{r:?}");
+    assert!(r.2.contains("hint: give this machine an explicit identity with --machine-id-file PATH"), "{r:?}");
+    assert!(r.2.contains("TKA_MACHINE_ID"), "{r:?}");
+}
+
+/// In a container without an explicit identity the CLI warns (library
+/// words) and hints its flag.
+#[test]
+fn cli_hints_the_machine_id_file_in_a_container() {
+    let s = sandbox::Sandbox::new();
+    let c = docker_container();
+    let r = sandbox::run(s.cmd(&["machine", "id", "--product", PRODUCT]).env("TKA_SYSROOT", c.path()));
+    assert_eq!(r.0, 0, "{r:?}");
+    assert!(r.2.contains("warning: running in a container (docker)"), "{r:?}");
+    assert!(r.2.contains("use an explicit machine-id file or TKA_MACHINE_ID"), "{r:?}");
+    assert!(r.2.contains("hint: give each container its own identity with --machine-id-file PATH"), "{r:?}");
 }

@@ -156,6 +156,11 @@ pub fn identify(product: &str, args: &MachineArgs) -> Result<MachineIdentity> {
         for w in id.warnings() {
             crate::output::say_err(format!("warning: {w}"));
         }
+        if id.binds_host_hardware() {
+            crate::output::say_err(
+                "hint: give each container its own identity with --machine-id-file PATH or TKA_MACHINE_ID=value",
+            );
+        }
     }
     Ok(id)
 }

@@ -46,6 +46,9 @@ fn cli_hint(e: &Error) -> Option<&'static str> {
              (docs/pkcs11.md), or pass --allow-config-module-path if you trust this tka-issuer.json",
         ),
         Error::ModuleNameNotBare { .. } => Some("give a module file elsewhere with module-path=/path/to/module.so"),
+        Error::Machine(tka::machine::MachineError::NoComponents) => {
+            Some("give this machine an explicit identity with --machine-id-file PATH or TKA_MACHINE_ID=value")
+        }
         _ => None,
     }
 }

@@ -9,9 +9,9 @@
 //! (defence in depth: a token no current issuer would sign is refused).
 //!
 //! The rules (docs/machine-identity.md, "What a request may bind"):
-//! * at least one component, every kind known ([`kinds::ALL`]);
+//! * at least one component, every kind known (a row of [`KINDS`](super::kinds::KINDS));
 //! * at most one value of each kind, except `mac` (one per physical NIC, at
-//!   most [`MAX_MACS`]); no component twice;
+//!   most [`MAX_MACS`](super::kinds::MAX_MACS); the table's `max_values`); no component twice;
 //! * an explicit identity (`xid`) stands alone;
 //! * every hash is the 16-character base64url of 12 bytes;
 //! * the CMID is well-formed and is the one the components give;
@@ -19,24 +19,15 @@
 //!   `psn`, `bsn`, `csn`, `dsk`, `mac`), e.g. only the machine-id, root file
 //!   system and CPU model that a disk clone carries along — is refused unless
 //!   the issuer allows it explicitly, and a token records that choice.
+//!
+//! Which kinds exist, how many values each may have, which one stands alone
+//! and which are hardware anchors all come from the kinds table
+//! ([`KINDS`](super::kinds::KINDS)).
 
-use super::{cmid_from_components, kinds, normalize_cmid, ComponentHash};
-use std::fmt;
-
-/// Most `mac` components one machine may bind (one per physical NIC). A
-/// machine with more NICs binds the first `MAX_MACS` in hash order.
-pub const MAX_MACS: usize = 16;
-
-/// Kinds that are evidence of the hardware itself rather than of the disk
-/// image: a copied disk or VM image does not carry them along.
-pub const HARDWARE_ANCHORS: &[&str] = &[
-    kinds::DMI_UUID,
-    kinds::PRODUCT_SERIAL,
-    kinds::BOARD_SERIAL,
-    kinds::CHASSIS_SERIAL,
-    kinds::DISK_SERIAL,
-    kinds::MAC,
-];
+use super::component::ComponentHash;
+use super::errors::BindingError;
+use super::hash::{cmid_from_components, normalize_cmid, COMPONENT_HASH_BYTES};
+use super::kinds::{spec, Evidence, KindSpec};
 
 /// How strongly a valid component set identifies one machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,103 +41,6 @@ pub enum BindingStrength {
     Weak,
 }
 
-/// Why a component set (with its CMID) is not one a real machine produces.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum BindingError {
-    /// No components at all.
-    NoComponents,
-    /// A component kind tka does not know.
-    UnknownKind {
-        /// The kind code (escaped when shown).
-        kind: String,
-    },
-    /// The same component (kind and hash) twice: a machine reports each
-    /// once, and a repeated MAC would outweigh the others in the MAC vote.
-    DuplicateComponent {
-        /// Its kind.
-        kind: String,
-    },
-    /// More than one value of a single-valued kind.
-    DuplicateKind {
-        /// The kind.
-        kind: String,
-        /// How many values were given.
-        count: usize,
-    },
-    /// More MAC addresses than one machine binds.
-    TooManyMacs {
-        /// How many were given.
-        count: usize,
-        /// [`MAX_MACS`].
-        limit: usize,
-    },
-    /// An explicit identity together with other components.
-    ExplicitMixed {
-        /// The other kinds present.
-        others: Vec<String>,
-    },
-    /// A component hash that is not 16 base64url characters (12 bytes).
-    MalformedHash {
-        /// Its kind.
-        kind: String,
-    },
-    /// The CMID is not a well-formed CMID in canonical form.
-    MalformedCmid {
-        /// The CMID given (escaped when shown).
-        cmid: String,
-    },
-    /// The CMID is well-formed but not the one the components give.
-    CmidMismatch {
-        /// The CMID given.
-        claimed: String,
-        /// The CMID the components give.
-        computed: String,
-    },
-    /// No explicit identity and no hardware anchor, and weak bindings were
-    /// not allowed.
-    WeakBinding {
-        /// The kinds present.
-        kinds: Vec<String>,
-    },
-}
-
-impl fmt::Display for BindingError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BindingError::NoComponents => f.write_str("the binding has no components"),
-            BindingError::UnknownKind { kind } => write!(f, "unknown component kind {kind:?}"),
-            BindingError::DuplicateComponent { kind } => {
-                write!(f, "the same {kind:?} component twice: a machine reports each once")
-            }
-            BindingError::DuplicateKind { kind, count } => {
-                write!(f, "{count} values of component kind {kind:?}: a machine has one")
-            }
-            BindingError::TooManyMacs { count, limit } => {
-                write!(f, "{count} MAC addresses: a machine binds at most {limit}")
-            }
-            BindingError::ExplicitMixed { others } => {
-                write!(f, "an explicit identity (xid) must stand alone, but the binding also has {}", others.join(", "))
-            }
-            BindingError::MalformedHash { kind } => {
-                write!(f, "a {kind:?} component hash is not 16 base64url characters")
-            }
-            BindingError::MalformedCmid { cmid } => write!(f, "malformed CMID {cmid:?}"),
-            BindingError::CmidMismatch { claimed, computed } => {
-                write!(f, "the CMID {claimed} does not match the components (which give {computed})")
-            }
-            BindingError::WeakBinding { kinds } => write!(
-                f,
-                "weak binding: only {} (no hardware anchor: DMI UUID, serial numbers, disk serial or MAC; \
-                 no explicit identity), which a copied disk or VM image carries to other hardware",
-                kinds.join(", ")
-            ),
-        }
-    }
-}
-
-impl std::error::Error for BindingError {}
-
 /// Checks that `components` (without a CMID) are a set a real machine can
 /// produce, and says how strong it is. Weakness is reported, not refused:
 /// see [`check_binding`].
@@ -154,40 +48,43 @@ pub fn check_components(components: &[ComponentHash]) -> Result<BindingStrength,
     if components.is_empty() {
         return Err(BindingError::NoComponents);
     }
-    let mut counts: Vec<(&str, usize)> = Vec::new();
+    let mut counts: Vec<(&'static KindSpec, usize)> = Vec::new();
     for (i, c) in components.iter().enumerate() {
         if components[..i].contains(c) {
             return Err(BindingError::DuplicateComponent { kind: c.kind.clone() });
         }
-        if !kinds::ALL.contains(&c.kind.as_str()) {
+        let Some(kind) = spec(&c.kind) else {
             return Err(BindingError::UnknownKind { kind: c.kind.clone() });
-        }
+        };
         if !is_component_hash(&c.hash) {
             return Err(BindingError::MalformedHash { kind: c.kind.clone() });
         }
-        match counts.iter_mut().find(|(k, _)| *k == c.kind) {
+        match counts.iter_mut().find(|(k, _)| k.code == kind.code) {
             Some((_, n)) => *n += 1,
-            None => counts.push((c.kind.as_str(), 1)),
+            None => counts.push((kind, 1)),
         }
     }
     for &(kind, count) in &counts {
-        if kind == kinds::MAC {
-            if count > MAX_MACS {
-                return Err(BindingError::TooManyMacs { count, limit: MAX_MACS });
+        if kind.max_values > 1 {
+            if count > kind.max_values {
+                return Err(BindingError::TooManyMacs { count, limit: kind.max_values });
             }
         } else if count > 1 {
-            return Err(BindingError::DuplicateKind { kind: kind.to_string(), count });
+            return Err(BindingError::DuplicateKind { kind: kind.code.to_string(), count });
         }
     }
-    let has = |k: &str| counts.iter().any(|(c, _)| *c == k);
-    if has(kinds::EXPLICIT) {
+    if counts.iter().any(|(k, _)| k.evidence == Evidence::Explicit) {
         if counts.len() > 1 {
-            let others = counts.iter().filter(|(k, _)| *k != kinds::EXPLICIT).map(|(k, _)| k.to_string()).collect();
+            let others = counts
+                .iter()
+                .filter(|(k, _)| k.evidence != Evidence::Explicit)
+                .map(|(k, _)| k.code.to_string())
+                .collect();
             return Err(BindingError::ExplicitMixed { others });
         }
         return Ok(BindingStrength::Explicit);
     }
-    if HARDWARE_ANCHORS.iter().any(|k| has(k)) {
+    if counts.iter().any(|(k, _)| matches!(k.evidence, Evidence::Hardware { .. })) {
         Ok(BindingStrength::Hardware)
     } else {
         Ok(BindingStrength::Weak)
@@ -218,20 +115,19 @@ pub fn check_binding(
     Ok(strength)
 }
 
-/// Whether `h` is what [`super::hash_component`] produces: 12 bytes as 16
+/// Whether `h` is what [`super::hash::hash_component`] produces: 12 bytes as 16
 /// base64url characters (the last one carrying no stray bits).
 fn is_component_hash(h: &str) -> bool {
     use base64::Engine as _;
     h.len() == 16
-        && base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(h)
-            .is_ok_and(|b| b.len() == super::hash::COMPONENT_HASH_BYTES)
+        && base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).is_ok_and(|b| b.len() == COMPONENT_HASH_BYTES)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::machine::hash_component;
+    use crate::core::machine::hash::hash_component;
+    use crate::core::machine::kinds::MAX_MACS;
 
     fn c(kind: &str, value: &str) -> ComponentHash {
         ComponentHash { kind: kind.into(), hash: hash_component("p", kind, value) }

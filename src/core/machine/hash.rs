@@ -4,8 +4,8 @@
 //! `tests/machine.rs`: changing a byte of the framing de-activates every
 //! machine in the field, so don't, or bump the version tags and migrate.
 
-use super::kinds;
-use super::ComponentHash;
+use super::component::ComponentHash;
+use super::kinds::{self, cmid_steps};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
@@ -47,7 +47,9 @@ pub fn hash_component(product: &str, kind: &str, normalized_value: &str) -> Stri
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..COMPONENT_HASH_BYTES])
 }
 
-/// Which components the CMID is derived from, in the documented priority:
+/// Which components the CMID is derived from, in the documented priority
+/// (the [`CmidTier`](super::kinds::CmidTier)s of the kinds table,
+/// [`cmid_steps`]):
 ///
 /// 1. an explicit identity (`xid`) — alone;
 /// 2. otherwise the OS install id (`mid`) and the DMI product UUID (`dmi`),
@@ -60,18 +62,11 @@ pub fn hash_component(product: &str, kind: &str, normalized_value: &str) -> Stri
 /// MACs and the CPU model are never used while anything better exists, so a
 /// NIC or CPU swap doesn't change the CMID.
 pub fn cmid_basis(components: &[ComponentHash]) -> Vec<&ComponentHash> {
-    let of = |kind: &'static str| components.iter().filter(move |c| c.kind == kind);
-    let mut chosen: Vec<&ComponentHash> = of(kinds::EXPLICIT).collect();
-    if chosen.is_empty() {
-        chosen = of(kinds::MACHINE_ID).chain(of(kinds::DMI_UUID)).collect();
-    }
-    if chosen.is_empty() {
-        for k in [kinds::BOARD_SERIAL, kinds::PRODUCT_SERIAL, kinds::CHASSIS_SERIAL, kinds::ROOT_FS, kinds::DISK_SERIAL]
-        {
-            chosen = of(k).collect();
-            if !chosen.is_empty() {
-                break;
-            }
+    let mut chosen: Vec<&ComponentHash> = Vec::new();
+    for step in cmid_steps() {
+        chosen = components.iter().filter(|c| step.contains(&c.kind.as_str())).collect();
+        if !chosen.is_empty() {
+            break;
         }
     }
     if chosen.is_empty() {

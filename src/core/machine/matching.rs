@@ -3,7 +3,7 @@
 //! # Votes
 //! Components are grouped by kind and each kind is one *vote*. A vote matches
 //! when more than half of the bound hashes of that kind are present on this
-//! machine. Only `mac` is multi-valued (see [`super::check_components`]):
+//! machine. Only `mac` is multi-valued (see [`super::binding::check_components`]):
 //! all of a machine's physical MACs together are one vote, which matches if
 //! most of the bound MACs are still present. A machine with four NICs
 //! therefore does not get four times the say of its DMI UUID, replacing one
@@ -29,8 +29,15 @@
 //! * more than half of them match — so a token bound to the hardware of
 //!   two machines (a crafted request) matches at most one of them;
 //! * and if the DMI product UUID (`dmi`) is bound, it matches.
+//!
+//! The hardware votes are the kinds table's hardware anchors
+//! ([`HARDWARE_ANCHORS`]); the ones that must match whenever bound are its
+//! [`MatchTier::KeyAnchor`] rows.
 
-use super::{kinds, ComponentHash, MachineError, HARDWARE_ANCHORS};
+use super::component::ComponentHash;
+use super::errors::MachineError;
+use super::kinds::{self, MatchTier, HARDWARE_ANCHORS, KINDS};
+use super::report::MatchReport;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -45,55 +52,6 @@ pub enum MatchRule {
     Most,
     /// At least N bound votes must match (N is clamped to `1..=votes`).
     AtLeast(u32),
-}
-
-/// The outcome of comparing a token's bound components with this machine's.
-///
-/// Counts are in *votes* (distinct component kinds; all MACs are one vote).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MatchReport {
-    /// Number of bound votes that match this machine.
-    pub matched: usize,
-    /// Number of matching votes the rule requires (never zero unless there
-    /// is nothing bound, in which case nothing matches).
-    pub required: usize,
-    /// Number of bound votes.
-    pub total: usize,
-    /// Kinds of the bound votes that did not match (including [`Self::missing`]).
-    pub changed: Vec<String>,
-    /// Kinds of the bound votes this machine does not have at all (e.g. DMI
-    /// unreadable without root). A subset of [`Self::changed`].
-    pub missing: Vec<String>,
-    /// The bound hardware kinds of which more than half must match (and
-    /// `dmi`, when bound) — the hardware anchor of `most`; empty when the
-    /// rule has no anchor requirement.
-    pub anchor: Vec<String>,
-    /// Whether the anchor requirement holds (true when there is none).
-    pub anchor_matched: bool,
-}
-
-impl MatchReport {
-    /// Whether the rule is satisfied.
-    pub fn is_match(&self) -> bool {
-        self.required > 0 && self.matched >= self.required && self.anchor_matched
-    }
-}
-
-impl fmt::Display for MatchReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} of {} components match, {} required", self.matched, self.total, self.required)?;
-        if !self.changed.is_empty() {
-            write!(f, "; changed: {}", self.changed.join(", "))?;
-        }
-        if !self.missing.is_empty() {
-            write!(f, " (not readable here: {})", self.missing.join(", "))?;
-        }
-        if !self.anchor_matched {
-            let dmi = if self.anchor.iter().any(|k| k == kinds::DMI_UUID) { "; dmi required" } else { "" };
-            write!(f, "; hardware anchor (most of {}{dmi}) does not match", self.anchor.join(", "))?;
-        }
-        Ok(())
-    }
 }
 
 /// Number of votes (distinct kinds) in `components`.
@@ -166,8 +124,10 @@ impl MatchRule {
             _ => Vec::new(),
         };
         let anchor_hits = anchor.iter().filter(|k| vote_ok(k)).count();
-        let anchor_matched = anchor.is_empty()
-            || (2 * anchor_hits > anchor.len() && (!is_bound(kinds::DMI_UUID) || vote_ok(kinds::DMI_UUID)));
+        // Key anchors (the DMI UUID) must match whenever they are bound.
+        let keys_hold =
+            KINDS.iter().filter(|s| s.match_tier == MatchTier::KeyAnchor).all(|s| !is_bound(s.code) || vote_ok(s.code));
+        let anchor_matched = anchor.is_empty() || (2 * anchor_hits > anchor.len() && keys_hold);
         let required = if total == 0 { 1 } else { self.required_votes(total) };
         MatchReport { matched, required, total, changed, missing, anchor, anchor_matched }
     }

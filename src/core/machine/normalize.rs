@@ -5,8 +5,6 @@
 //! as absent: binding to `To be filled by O.E.M.` would make every machine of
 //! a board model look the same.
 
-use super::kinds;
-
 /// Why a raw value was not used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
@@ -128,43 +126,38 @@ pub fn normalize_mac(raw: &str) -> Result<String, Rejection> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
 }
 
-/// Normalizes a raw value of component `kind`.
-///
-/// * every kind: rejects values with control characters;
-/// * `xid` (explicit identity): trimmed only — case is kept, placeholders are
-///   not second-guessed;
-/// * `mac`: see [`normalize_mac`];
-/// * `mid`: must be 32 hex digits (systemd's `uninitialized` is rejected);
-/// * everything else: whitespace trimmed and collapsed, lowercased,
-///   placeholders rejected.
-pub fn normalize(kind: &str, raw: &str) -> Result<String, Rejection> {
-    if raw.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+/// The explicit identity (`xid`): trimmed only — case is kept,
+/// placeholders are not second-guessed; must not be empty.
+pub(crate) fn normalize_explicit(raw: &str) -> Result<String, Rejection> {
+    let t = raw.trim();
+    if t.is_empty() {
+        Err(Rejection::Empty)
+    } else {
+        Ok(t.to_string())
+    }
+}
+
+/// A text value: whitespace trimmed and collapsed, lowercased,
+/// placeholders rejected.
+pub(crate) fn normalize_text(raw: &str) -> Result<String, Rejection> {
+    let v = basic(raw);
+    if v.is_empty() {
+        return Err(Rejection::Empty);
+    }
+    if is_placeholder(&v) {
+        return Err(Rejection::Placeholder);
+    }
+    Ok(v)
+}
+
+/// The OS installation id (`mid`): a text value that must be 32 hex digits
+/// (systemd's `uninitialized` is rejected).
+pub(crate) fn normalize_machine_id(raw: &str) -> Result<String, Rejection> {
+    let v = normalize_text(raw)?;
+    if v.len() != 32 || !v.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(Rejection::Malformed);
     }
-    match kind {
-        kinds::EXPLICIT => {
-            let t = raw.trim();
-            if t.is_empty() {
-                Err(Rejection::Empty)
-            } else {
-                Ok(t.to_string())
-            }
-        }
-        kinds::MAC => normalize_mac(raw),
-        _ => {
-            let v = basic(raw);
-            if v.is_empty() {
-                return Err(Rejection::Empty);
-            }
-            if is_placeholder(&v) {
-                return Err(Rejection::Placeholder);
-            }
-            if kind == kinds::MACHINE_ID && (v.len() != 32 || !v.chars().all(|c| c.is_ascii_hexdigit())) {
-                return Err(Rejection::Malformed);
-            }
-            Ok(v)
-        }
-    }
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -183,34 +176,5 @@ mod tests {
         assert_eq!(normalize_mac("01:00:5e:00:00:01"), Err(Rejection::MulticastMac));
         assert_eq!(normalize_mac("00:1a:2b"), Err(Rejection::Malformed));
         assert_eq!(normalize_mac(""), Err(Rejection::Empty));
-    }
-
-    #[test]
-    fn placeholders() {
-        for p in [
-            "To be filled by O.E.M.",
-            "  DEFAULT STRING ",
-            "None",
-            "Not Specified",
-            "System Serial Number",
-            "0123456789",
-            "00000000-0000-0000-0000-000000000000",
-            "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
-            "xxxxxxxx",
-            "03000200-0400-0500-0006-000700080009",
-        ] {
-            assert_eq!(normalize(kinds::DMI_UUID, p), Err(Rejection::Placeholder), "{p}");
-        }
-        assert_eq!(normalize(kinds::DMI_UUID, " \n"), Err(Rejection::Empty));
-        assert_eq!(normalize(kinds::BOARD_SERIAL, "ab\u{1}cd"), Err(Rejection::Malformed));
-    }
-
-    #[test]
-    fn machine_id_and_others() {
-        let id = "0123456789ABCDEF0123456789abcdef\n";
-        assert_eq!(normalize(kinds::MACHINE_ID, id).unwrap(), "0123456789abcdef0123456789abcdef");
-        assert_eq!(normalize(kinds::MACHINE_ID, "uninitialized\n"), Err(Rejection::Malformed));
-        assert_eq!(normalize(kinds::CPU_MODEL, "  Intel(R)  Core(TM)   i7 ").unwrap(), "intel(r) core(tm) i7");
-        assert_eq!(normalize(kinds::EXPLICIT, "  Fleet-Node-07 \n").unwrap(), "Fleet-Node-07");
     }
 }

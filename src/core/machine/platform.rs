@@ -1,9 +1,35 @@
-//! Windows and macOS sources. They shell out to the system's own tools
-//! (`reg`, `powershell`, `ioreg`) so tka needs no platform crates. The output
+//! The sources for this platform ([`platform_sources`]): the Linux ones
+//! (`sources.rs`), or the Windows and macOS ones here. These shell out to
+//! the system's own tools (`reg`, `powershell`, `ioreg`) so tka needs no
+//! platform crates. The output
 //! parsers are plain functions compiled everywhere so they are unit-tested
 //! on Linux too; only the sources themselves are behind `cfg`.
 
 #![cfg_attr(not(any(windows, target_os = "macos")), allow(dead_code))]
+
+use super::sources::{linux_sources, ComponentSource};
+use std::path::PathBuf;
+
+/// The sources for this platform. With an explicit `sysroot` the Linux
+/// sources are used on every platform (a sysroot is a Linux file tree);
+/// otherwise Windows and macOS use their native sources.
+pub fn platform_sources(sysroot: Option<&PathBuf>) -> Vec<Box<dyn ComponentSource>> {
+    if sysroot.is_some() {
+        return linux_sources();
+    }
+    #[cfg(windows)]
+    {
+        windows_sources()
+    }
+    #[cfg(target_os = "macos")]
+    {
+        macos_sources()
+    }
+    #[cfg(not(any(windows, target_os = "macos")))]
+    {
+        linux_sources()
+    }
+}
 
 /// Extracts `MachineGuid` from `reg query HKLM\SOFTWARE\Microsoft\Cryptography /v MachineGuid`:
 /// a line like `    MachineGuid    REG_SZ    6f0d...`.
@@ -121,7 +147,7 @@ mod windows {
 }
 
 #[cfg(windows)]
-pub(crate) fn windows_sources() -> Vec<Box<dyn super::sources::ComponentSource>> {
+pub(crate) fn windows_sources() -> Vec<Box<dyn ComponentSource>> {
     vec![Box::new(windows::MachineGuidSource), Box::new(windows::SmbiosUuidSource)]
 }
 
@@ -162,7 +188,7 @@ mod macos {
 }
 
 #[cfg(target_os = "macos")]
-pub(crate) fn macos_sources() -> Vec<Box<dyn super::sources::ComponentSource>> {
+pub(crate) fn macos_sources() -> Vec<Box<dyn ComponentSource>> {
     use super::kinds;
     vec![
         Box::new(macos::IoregSource {

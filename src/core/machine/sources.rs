@@ -5,11 +5,10 @@
 //! A missing or unreadable source is simply absent: sources never fail, they
 //! return no values and (for `--explain`) a note saying why.
 
-use super::kinds;
-use super::normalize::normalize;
+use super::kinds::{self, normalize};
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// What a source read: zero or more raw (not yet normalized) values, and
 /// human notes for `--explain` (never containing identifier values).
@@ -488,27 +487,6 @@ pub fn linux_sources() -> Vec<Box<dyn ComponentSource>> {
         Box::new(DiskSerialSource),
         Box::new(CpuModelSource),
     ]
-}
-
-/// The sources for this platform. With an explicit `sysroot` the Linux
-/// sources are used on every platform (a sysroot is a Linux file tree);
-/// otherwise Windows and macOS use their native sources.
-pub fn platform_sources(sysroot: Option<&PathBuf>) -> Vec<Box<dyn ComponentSource>> {
-    if sysroot.is_some() {
-        return linux_sources();
-    }
-    #[cfg(windows)]
-    {
-        super::platform::windows_sources()
-    }
-    #[cfg(target_os = "macos")]
-    {
-        super::platform::macos_sources()
-    }
-    #[cfg(not(any(windows, target_os = "macos")))]
-    {
-        linux_sources()
-    }
 }
 
 #[cfg(test)]
