@@ -4,7 +4,7 @@ use crate::core::error::VerifyError;
 use crate::core::verify::check_clock_mark;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
+
 
 /// Default tolerance for [`check_clock`]: one day. Clocks on air-gapped
 /// machines drift and get corrected; a day absorbs that (and time-zone

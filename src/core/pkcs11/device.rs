@@ -96,20 +96,20 @@ pub fn module_path(uri: &Pkcs11Uri, opts: &Pkcs11Options) -> Result<PathBuf> {
         return Ok(p.clone());
     }
     if let Some(name) = &uri.module_name {
-        super::check_module_name(name)?;
+        super::uri::check_module_name(name)?;
         let files = if name.ends_with(".so") {
             vec![name.clone()]
         } else {
             vec![format!("{name}.so"), format!("lib{name}.so"), name.clone()]
         };
-        return super::MODULE_DIRS
+        return super::uri::MODULE_DIRS
             .iter()
             .flat_map(|d| files.iter().map(move |f| Path::new(d).join(f)))
             .find(|p| p.is_file())
             .ok_or_else(|| {
                 Error::Pkcs11(format!(
                     "no PKCS#11 module named \"{name}\" in the module directories ({}): give module-path=",
-                    super::MODULE_DIRS.join(", ")
+                    super::uri::MODULE_DIRS.join(", ")
                 ))
             });
     }
