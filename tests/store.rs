@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tka::store::{
-    check_clock, ClockRollback, Store, StoreError, StoreState, DEFAULT_CLOCK_TOLERANCE_SECS, LAYOUT_VERSION,
+    check_clock, Store, StoreError, StoreState, DEFAULT_CLOCK_TOLERANCE_SECS, LAYOUT_VERSION,
     MAX_TOKEN_FILE,
 };
 
@@ -489,13 +489,13 @@ fn check_clock_tolerance() {
     assert_eq!(check_clock(&state, hw, tol), Ok(()));
     assert_eq!(check_clock(&state, hw - tol, tol), Ok(()), "exactly at the edge");
     let err = check_clock(&state, hw - tol - 1, tol).unwrap_err();
-    assert_eq!(err, ClockRollback { now: hw - tol - 1, high_water: hw });
+    assert_eq!(err, tka::VerifyError::ClockRollback { now: hw - tol - 1, high_water: hw });
     assert_eq!(
         err.to_string(),
         "clock moved backwards: now is 2023-11-13T22:13:19Z, but this store has seen \
          2023-11-14T22:13:20Z; fix the system clock"
     );
-    assert_eq!(check_clock(&state, hw - 1, 0), Err(ClockRollback { now: hw - 1, high_water: hw }));
+    assert_eq!(check_clock(&state, hw - 1, 0), Err(tka::VerifyError::ClockRollback { now: hw - 1, high_water: hw }));
     assert_eq!(check_clock(&StoreState::default(), 0, 0), Ok(()));
     // Extreme values saturate instead of overflowing.
     assert_eq!(check_clock(&state, 0, i64::MAX), Ok(()));
@@ -503,7 +503,7 @@ fn check_clock_tolerance() {
     assert_eq!(check_clock(&low, i64::MIN, i64::MAX), Ok(()));
     assert_eq!(
         check_clock(&state, hw - 1, -5),
-        Err(ClockRollback { now: hw - 1, high_water: hw }),
+        Err(tka::VerifyError::ClockRollback { now: hw - 1, high_water: hw }),
         "negative tolerance counts as 0"
     );
 }

@@ -173,6 +173,7 @@ pub fn load_private_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::keys::signer::verify_signature;
 
     fn test_key(name: &str) -> SoftwareKey {
         let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("certs/test/{name}.key"));

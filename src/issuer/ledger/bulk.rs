@@ -1503,7 +1503,8 @@ mod tests {
 
     fn test_signer(now: i64) -> TokenSigner {
         use crate::core::keys::{Signer, SoftwareKey};
-        use crate::core::pki::{create_certificate, CertInfo, CertKind, CertRequest};
+        use crate::core::pki::CertInfo;
+        use crate::issuer::certs::{create_certificate, CertKind, CertRequest};
         let key = |name: &str| {
             let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("certs/test/{name}.key"));
             SoftwareKey::from_pkcs8_pem(&std::fs::read_to_string(&path).unwrap(), None, &path).unwrap()
