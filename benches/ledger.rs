@@ -7,11 +7,11 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
+use tka::issuer::bulk::{issue_batch, synthetic_request, BatchInput, BatchOptions};
+use tka::issuer::issue::TokenSigner;
 use tka::keys::{SignatureAlgorithm, Signer, SoftwareKey};
-use tka::ledger::bulk::{issue_batch, synthetic_request, BatchInput, BatchOptions};
 use tka::ledger::{Ledger, NewEntitlement};
 use tka::pki::{create_certificate, CertInfo, CertKind, CertRequest};
-use tka::token::TokenSigner;
 
 const NOW: i64 = 1_800_000_000;
 const DAY: i64 = 86_400;

@@ -6,11 +6,11 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::collections::HashSet;
 use std::hint::black_box;
+use tka::issuer::issue::{issue_token, IssueOptions, TokenSigner};
 use tka::keys::{Signer, SoftwareKey};
 use tka::machine::MachineIdentity;
 use tka::pki::{create_certificate, CertInfo, CertKind, CertRequest, TrustAnchors};
 use tka::request::ActivationRequest;
-use tka::token::{issue_token, IssueOptions, TokenSigner};
 use tka::verify::{verify_token, MachineCheck, VerifyContext};
 
 const NOW: i64 = 1_800_000_000;

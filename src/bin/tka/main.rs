@@ -15,11 +15,12 @@ use serde_json::json;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tka::activation::{self, ClockMark, ProductStatus};
+use tka::issuer::issue::{IssueOptions, TokenLifetime, TokenSigner};
 use tka::issuer::{read_cert_chain, InitOptions, IssuerHome};
 use tka::keys::{save_private_key, KeyRef, SignatureAlgorithm, SoftwareKey};
 use tka::pki::{self, pem, CertInfo, CertKind, CertRequest, TrustAnchors};
 use tka::request::ActivationRequest;
-use tka::token::{self, IssueOptions, TokenLifetime, TokenSigner};
+use tka::token;
 use tka::verify::{verify_token, MachineCheck, VerifyContext};
 use tka::{clock, Error, Result, VerifyError};
 
@@ -45,6 +46,10 @@ fn cli_hint(e: &Error) -> Option<&'static str> {
              (docs/pkcs11.md), or pass --allow-config-module-path if you trust this tka-issuer.json",
         ),
         Error::ModuleNameNotBare { .. } => Some("give a module file elsewhere with module-path=/path/to/module.so"),
+        Error::NoLedger { .. } => Some("a ledger is created by `tka entitlement add` or `tka token issue --home`"),
+        Error::AmbiguousSeat { .. } => Some("name the entitlement with --entitlement"),
+        Error::ReasonRequired { .. } => Some("give the reason with --reason TEXT"),
+        Error::MatchRuleDoesNotFit { .. } => Some("choose a --match rule the request's components can meet"),
         _ => None,
     }
 }

@@ -10,7 +10,8 @@
 //! - **Counting:** issuing against an entitlement counts the machine (its
 //!   CMID) once. Re-issuing to a counted machine (re-image, renewal) counts
 //!   nothing. A new machine beyond the entitlement's count is refused with
-//!   [`Error::Refused`] naming the entitlement and its count; nothing
+//!   [`IssueRefusal::EntitlementFull`](crate::core::error::IssueRefusal::EntitlementFull)
+//!   naming the entitlement and its count; nothing
 //!   overrides the refusal. [`Ledger::release`] frees a seat and records why.
 //! - **Transactions:** every write is one `BEGIN IMMEDIATE` transaction, so
 //!   two processes on one ledger are serialized by SQLite's write lock (with a
@@ -21,7 +22,6 @@
 //!
 //! Time is always a parameter (`now`, Unix seconds).
 
-pub mod bulk;
 mod schema;
 
 pub use schema::SCHEMA_VERSION;
@@ -224,10 +224,7 @@ impl Ledger {
     /// Opens an existing ledger; a missing file is an error naming the path.
     pub fn open_existing(path: &Path) -> Result<Ledger> {
         if !path.exists() {
-            return Err(Error::Usage(format!(
-                "no ledger at {}: it is created by `tka entitlement add` or `tka token issue --home`",
-                path.display()
-            )));
+            return Err(Error::NoLedger { path: path.to_path_buf() });
         }
         Self::open_inner(path, false)
     }
@@ -347,7 +344,13 @@ impl Ledger {
         db_err(&self.path, e)
     }
 
-    fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>> {
+    /// The connection, for the issuance path's reads.
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// A `BEGIN IMMEDIATE` transaction: the write lock, held until it ends.
+    pub(crate) fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>> {
         let path = self.path.clone();
         self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_err(&path, e))
     }
@@ -468,43 +471,6 @@ impl Ledger {
 
     // ----- tokens -------------------------------------------------------
 
-    /// Issues one token for `req` and records it, counting the machine
-    /// against `entitlement` (id or name) when one is given. This is
-    /// [`bulk::issue_batch`] with a batch of one that always signs a fresh
-    /// token; a request that cannot be issued at all is returned as
-    /// [`Error::Format`] or [`Error::Binding`], any other refusal as
-    /// [`Error::Refused`].
-    pub fn issue(
-        &mut self,
-        req: &crate::core::request::ActivationRequest,
-        entitlement: Option<&str>,
-        opts: &crate::core::token::IssueOptions,
-        signer: &crate::core::token::TokenSigner,
-        now: i64,
-    ) -> Result<bulk::IssuedItem> {
-        let ent_allows = match entitlement {
-            Some(sel) => self.entitlement(sel)?.allow_weak_binding,
-            None => false,
-        };
-        crate::core::token::check_request(req, opts.allow_weak_binding || ent_allows)?;
-        let batch = bulk::BatchOptions {
-            entitlement: entitlement.map(str::to_string),
-            issue: opts.clone(),
-            reissue: true,
-            ..Default::default()
-        };
-        let input = vec![bulk::BatchInput { source: "request".into(), request: Ok(req.clone()) }];
-        let mut report = bulk::issue_batch(self, input, &batch, signer, now, None, &|_| {})?;
-        if let Some(fatal) = report.aborted.take() {
-            return Err(fatal);
-        }
-        let item = report.items.pop().expect("one item in, one out");
-        match item.status {
-            bulk::ItemStatus::Ok => Ok(item.issued.expect("an ok item carries its token")),
-            _ => Err(Error::Refused(item.reason.unwrap_or_default())),
-        }
-    }
-
     /// One token by serial.
     pub fn token(&self, serial: &str) -> Result<TokenRecord> {
         let sql = format!("{TOKEN_SELECT} WHERE t.serial = ?1");
@@ -589,11 +555,7 @@ impl Ledger {
                     [] => return Err(Error::Usage(format!("machine {cmid} holds no seat in any entitlement"))),
                     [one] => *one,
                     many => {
-                        let list: Vec<String> = many.iter().map(i64::to_string).collect();
-                        return Err(Error::Usage(format!(
-                            "machine {cmid} holds seats in entitlements {}: name one with --entitlement",
-                            list.join(", ")
-                        )));
+                        return Err(Error::AmbiguousSeat { cmid: cmid.to_string(), entitlements: many.to_vec() });
                     }
                 }
             }
@@ -603,7 +565,7 @@ impl Ledger {
 
     fn release_seat(&mut self, ent: i64, cmid: &str, serial: Option<&str>, reason: &str, now: i64) -> Result<Release> {
         if reason.trim().is_empty() {
-            return Err(Error::Usage("a release needs a reason (--reason TEXT)".into()));
+            return Err(Error::ReasonRequired { what: "release" });
         }
         let path = self.path.clone();
         let tx = self.write_tx()?;
@@ -662,7 +624,7 @@ impl Ledger {
     /// revocation; an unknown serial is an error.
     pub fn revoke(&mut self, serial: &str, reason: &str, now: i64) -> Result<RevokedToken> {
         if reason.trim().is_empty() {
-            return Err(Error::Usage("a revocation needs a reason (--reason TEXT)".into()));
+            return Err(Error::ReasonRequired { what: "revocation" });
         }
         let rec = self.token(serial)?;
         let path = self.path.clone();
@@ -768,7 +730,7 @@ const ENT_SELECT: &str =
     "SELECT id, name, product, machines, used, features, expires, created_at, updated_at, allow_weak_binding
      FROM entitlements";
 
-const TOKEN_SELECT: &str = "SELECT t.serial, t.entitlement_id, t.product, t.cmid, t.components, t.issued_at,
+pub(crate) const TOKEN_SELECT: &str = "SELECT t.serial, t.entitlement_id, t.product, t.cmid, t.components, t.issued_at,
         t.not_before, t.expires, t.signer, t.request_nonce, t.request_digest, t.replaces, t.released_at,
         r.revoked_at, h.header || '.' || t.body
      FROM tokens t JOIN jws_headers h ON h.id = t.header_id LEFT JOIN revocations r ON r.serial = t.serial";
@@ -789,7 +751,7 @@ fn ent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entitlement> {
     })
 }
 
-fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+pub(crate) fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     let components: String = r.get(4)?;
     Ok(TokenRecord {
         serial: r.get(0)?,
