@@ -56,6 +56,7 @@ fn id(pairs: &[(&str, &str)]) -> MachineIdentity {
 
 fn refused<T: std::fmt::Debug>(r: tka::Result<T>) -> String {
     match r {
+        Err(Error::Refused(m)) => m,
         Err(Error::Issue(r)) => r.to_string(),
         other => panic!("expected a refusal, got {other:?}"),
     }

@@ -45,6 +45,7 @@ fn req(n: u64) -> ActivationRequest {
 
 fn refused(r: tka::Result<impl std::fmt::Debug>) -> String {
     match r {
+        Err(Error::Refused(m)) => m,
         Err(Error::Issue(r)) => r.to_string(),
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -404,7 +405,7 @@ fn a_locked_ledger_times_out_with_a_clear_error_and_writes_nothing() {
 fn ledger_is_created_with_wal_and_the_current_version() {
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("ledger.sqlite");
-    assert!(matches!(Ledger::open_existing(&path), Err(Error::Usage(_))));
+    assert!(matches!(Ledger::open_existing(&path), Err(Error::NoLedger { path: p }) if p == path));
     let l = Ledger::open(&path).unwrap();
     assert_eq!(l.schema_version().unwrap(), SCHEMA_VERSION);
     let c = rusqlite::Connection::open(&path).unwrap();

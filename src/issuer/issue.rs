@@ -492,3 +492,20 @@ impl<'t> Recorder<'t> {
         Ok(())
     }
 }
+
+/// A token signer valid ten years from `now - 1 day` (TEST-ONLY keys from certs/test/).
+#[cfg(test)]
+pub(crate) fn test_signer(now: i64) -> TokenSigner {
+    use crate::core::keys::{Signer, SoftwareKey};
+    use crate::core::pki::{create_certificate, CertInfo, CertKind, CertRequest};
+    let key = |name: &str| {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("certs/test/{name}.key"));
+        SoftwareKey::from_pkcs8_pem(&std::fs::read_to_string(&path).unwrap(), None, &path).unwrap()
+    };
+    let (ik, sk) = (key("intermediate"), key("signer"));
+    let req = |kind, subject| CertRequest { kind, subject, not_before: now - 86_400, not_after: now + 3650 * 86_400 };
+    let ca = create_certificate(&req(CertKind::Root, "CN=T Root"), ik.public_key(), None, &ik).unwrap();
+    let ca_info = CertInfo::parse(&ca).unwrap();
+    let der = create_certificate(&req(CertKind::Signer, "CN=T Signer"), sk.public_key(), Some(&ca_info), &ik).unwrap();
+    TokenSigner::new(Box::new(sk), vec![der, ca]).unwrap()
+}

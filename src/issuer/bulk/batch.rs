@@ -122,3 +122,40 @@ pub fn issue_batch_to(
     report.tally();
     bundled.map(|()| report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::issuer::bulk::files::bundle_text;
+    use crate::issuer::bulk::requests::synthetic_request;
+    use crate::issuer::issue::test_signer;
+    use crate::issuer::ledger::NewEntitlement;
+
+    /// A bundle written by the batch is `bundle_text` of its report; a batch
+    /// that fails before issuing leaves no temporary file.
+    #[test]
+    fn bundle_output_is_written_by_the_batch() {
+        let now = 1_800_000_000;
+        let d = tempfile::tempdir().unwrap();
+        let mut l = Ledger::open(&d.path().join("l.sqlite")).unwrap();
+        let new = NewEntitlement { product: "p".into(), machines: 9, name: Some("e".into()), ..Default::default() };
+        l.add_entitlement(&new, now).unwrap();
+        let signer = test_signer(now);
+        let inputs: Vec<BatchInput> =
+            (0..5).map(|n| BatchInput { source: n.to_string(), request: Ok(synthetic_request("p", n, now)) }).collect();
+        let opts = BatchOptions { entitlement: Some("e".into()), chunk: 2, ..Default::default() };
+        let path = d.path().join("b.jsonl");
+        let r = issue_batch_to(&mut l, inputs.clone(), &opts, &signer, now, Output::Bundle(&path), &|_| {}).unwrap();
+        assert_eq!(r.ok, 5);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), bundle_text(&r));
+        let bad = BatchOptions { entitlement: Some("nope".into()), ..opts };
+        let other = d.path().join("c.jsonl");
+        assert!(issue_batch_to(&mut l, inputs, &bad, &signer, now, Output::Bundle(&other), &|_| {}).is_err());
+        let mut names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.retain(|n| !n.starts_with("l.sqlite"));
+        assert_eq!(names, ["b.jsonl"]);
+    }
+}

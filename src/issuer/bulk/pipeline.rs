@@ -365,29 +365,9 @@ fn run_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::issuer::bulk::batch::{issue_batch, issue_batch_to, BatchOptions};
-    use crate::issuer::bulk::files::{bundle_text, Output};
-    use crate::issuer::bulk::requests::{synthetic_request, BatchInput};
-    use crate::issuer::issue::{request_digest, IssueOptions};
+    use crate::issuer::bulk::requests::synthetic_request;
+    use crate::issuer::issue::{issue_one, request_digest, test_signer, IssueOptions};
     use crate::issuer::ledger::{EntitlementUpdate, NewEntitlement};
-    use std::path::PathBuf;
-
-    fn test_signer(now: i64) -> TokenSigner {
-        use crate::core::keys::{Signer, SoftwareKey};
-        use crate::core::pki::{create_certificate, CertInfo, CertKind, CertRequest};
-        let key = |name: &str| {
-            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("certs/test/{name}.key"));
-            SoftwareKey::from_pkcs8_pem(&std::fs::read_to_string(&path).unwrap(), None, &path).unwrap()
-        };
-        let (ik, sk) = (key("intermediate"), key("signer"));
-        let req =
-            |kind, subject| CertRequest { kind, subject, not_before: now - 86_400, not_after: now + 3650 * 86_400 };
-        let ca = create_certificate(&req(CertKind::Root, "CN=T Root"), ik.public_key(), None, &ik).unwrap();
-        let ca_info = CertInfo::parse(&ca).unwrap();
-        let der =
-            create_certificate(&req(CertKind::Signer, "CN=T Signer"), sk.public_key(), Some(&ca_info), &ik).unwrap();
-        TokenSigner::new(Box::new(sk), vec![der, ca]).unwrap()
-    }
 
     fn work(ent: i64, machines: std::ops::Range<u64>, now: i64) -> Vec<Work> {
         machines
@@ -462,9 +442,8 @@ mod tests {
         // ...then the features change and another machine takes a seat.
         let upd = EntitlementUpdate { features: Some(vec!["b".into()]), ..Default::default() };
         l.update_entitlement("e", &upd, now).unwrap();
-        let other = vec![BatchInput { source: "other".into(), request: Ok(synthetic_request("p", 9, now)) }];
-        let opts = BatchOptions { entitlement: Some("e".into()), ..Default::default() };
-        assert_eq!(issue_batch(&mut l, other, &opts, &signer, now, None, &|_| {}).unwrap().ok, 1);
+        let other = synthetic_request("p", 9, now);
+        issue_one(Some(&mut l), Some("e"), &other, &IssueOptions::default(), &signer, now).unwrap();
         let out = run_chunk(&mut l, &second, false, &signer, now, &mut Vec::new(), ahead).unwrap();
         let t = issued(&out[0]);
         assert_ne!(t.serial, serials[0]);
@@ -483,34 +462,6 @@ mod tests {
         let rows = l.tokens(&crate::issuer::ledger::TokenFilter::default()).unwrap();
         assert_eq!(rows.len(), 4);
         assert!(rows.iter().all(|r| r.serial != serials[1]), "the refused token signed ahead is not recorded");
-    }
-
-    /// A bundle written by the batch is `bundle_text` of its report; a batch
-    /// that fails before issuing leaves no temporary file.
-    #[test]
-    fn bundle_output_is_written_by_the_batch() {
-        let now = 1_800_000_000;
-        let d = tempfile::tempdir().unwrap();
-        let mut l = Ledger::open(&d.path().join("l.sqlite")).unwrap();
-        let new = NewEntitlement { product: "p".into(), machines: 9, name: Some("e".into()), ..Default::default() };
-        l.add_entitlement(&new, now).unwrap();
-        let signer = test_signer(now);
-        let inputs: Vec<BatchInput> =
-            (0..5).map(|n| BatchInput { source: n.to_string(), request: Ok(synthetic_request("p", n, now)) }).collect();
-        let opts = BatchOptions { entitlement: Some("e".into()), chunk: 2, ..Default::default() };
-        let path = d.path().join("b.jsonl");
-        let r = issue_batch_to(&mut l, inputs.clone(), &opts, &signer, now, Output::Bundle(&path), &|_| {}).unwrap();
-        assert_eq!(r.ok, 5);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), bundle_text(&r));
-        let bad = BatchOptions { entitlement: Some("nope".into()), ..opts };
-        let other = d.path().join("c.jsonl");
-        assert!(issue_batch_to(&mut l, inputs, &bad, &signer, now, Output::Bundle(&other), &|_| {}).is_err());
-        let mut names: Vec<String> = std::fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.retain(|n| !n.starts_with("l.sqlite"));
-        assert_eq!(names, ["b.jsonl"]);
     }
 
     #[test]

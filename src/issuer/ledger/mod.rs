@@ -852,3 +852,85 @@ pub(crate) fn db_err(path: &Path, e: rusqlite::Error) -> Error {
     }
     Error::format(what, e)
 }
+
+#[cfg(test)]
+mod tests {
+    // The schema's migrations, run through `Ledger::open`.
+    use super::schema::{APPLICATION_ID, MIGRATIONS};
+    use super::{Ledger, SCHEMA_VERSION};
+
+    fn plan(l: &Ledger, sql: &str) -> String {
+        let mut st = l.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = st.query_map([], |r| r.get::<_, String>(3)).unwrap();
+        rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
+    }
+
+    /// A version 1 ledger at `path` as tka wrote it, then `sql` run on it.
+    fn version_1_ledger(path: &std::path::Path, sql: &str) {
+        let c = rusqlite::Connection::open(path).unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute_batch(sql).unwrap();
+    }
+
+    /// A foreign trigger in a version 1 ledger is refused before any
+    /// migration runs: every version is checked against its own schema.
+    #[test]
+    fn an_old_ledger_with_a_foreign_trigger_is_not_migrated() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("ledger.sqlite");
+        version_1_ledger(&path, "CREATE TRIGGER t AFTER INSERT ON tokens BEGIN DELETE FROM seats; END;");
+        let before = std::fs::read(&path).unwrap();
+        let e = Ledger::open(&path).unwrap_err().to_string();
+        assert!(
+            e.ends_with("not a tka ledger (it holds a trigger \"t\" tka did not create); nothing was changed"),
+            "{e}"
+        );
+        assert!(std::fs::read(&path).unwrap() == before, "the file is left as it was");
+    }
+
+    /// A version 1 ledger with tokens is migrated to version 2 in place: its
+    /// rows are kept, and the lookups of a batch and of a release use the
+    /// machine index.
+    #[test]
+    fn version_1_ledger_migrates_to_2() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("ledger.sqlite");
+        version_1_ledger(
+            &path,
+            "INSERT INTO entitlements (name, product, machines, created_at, updated_at) VALUES ('e', 'p', 5, 1, 1);
+                 INSERT INTO jws_headers (header) VALUES ('h');
+                 INSERT INTO tokens (serial, entitlement_id, product, cmid, components, issued_at, not_before,
+                                     signer, header_id, body, request_digest)
+                   VALUES ('00ff', 1, 'p', 'C1', '[]', 5, 5, 'fp', 1, 'b.s', 'dd');",
+        );
+        let l = Ledger::open(&path).unwrap();
+        assert_eq!(l.schema_version().unwrap(), SCHEMA_VERSION);
+        let n: i64 =
+            l.conn.query_row("SELECT count(*) FROM tokens WHERE request_digest = 'dd'", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+        let indexes: Vec<String> = l
+            .conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'tokens' AND sql IS NOT NULL ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(indexes, ["tokens_entitlement_issued", "tokens_expires", "tokens_machine"]);
+        let p = plan(
+            &l,
+            "SELECT t.serial FROM tokens t WHERE t.cmid = 'C1' AND t.product = 'p' AND +t.request_digest = 'dd'
+               AND +t.entitlement_id IS 1 AND t.released_at IS NULL",
+        );
+        assert!(p.contains("tokens_machine"), "{p}");
+        let p = plan(
+            &l,
+            "UPDATE tokens SET released_at = 9 WHERE cmid = 'C1' AND +entitlement_id = 1 AND released_at IS NULL",
+        );
+        assert!(p.contains("tokens_machine"), "{p}");
+        let p = plan(&l, "SELECT serial FROM tokens t WHERE t.entitlement_id = 1 ORDER BY t.issued_at, t.serial");
+        assert!(p.contains("tokens_entitlement_issued"), "{p}");
+    }
+}
