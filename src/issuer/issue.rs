@@ -361,7 +361,9 @@ impl<'c> Decider<'c> {
     }
 }
 
-/// What recording a decision gave.
+/// What recording a decision gave. (Short-lived, one per item of a chunk:
+/// the size difference between variants does not matter.)
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Outcome {
     /// Issued and recorded (or an existing token returned: `existing`).
     Issued { issued: IssuedItem, claims: Option<Claims>, seat: Option<Seat>, existing: bool },
