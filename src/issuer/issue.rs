@@ -10,7 +10,7 @@
 //! [`Error::InvalidLifetime`], a token that would outlive its signer, ...).
 //!
 //! Bulk issuance and renewal ([`crate::issuer::bulk`]) are a pipeline on
-//! top of the same decision ([`Decider`]) and record ([`Recorder`]): they
+//! top of the same decision (`Decider`) and record (`Recorder`): they
 //! sign in parallel and in chunks, but what is issued, counted and recorded
 //! is decided here, item by item, inside the ledger's write transaction.
 //!

@@ -34,7 +34,7 @@
 //!
 //! The files: [`requests`] (reading requests), [`report`] (what a run
 //! reports), [`batch`] (a batch of requests: the early refusals and the
-//! run), [`renew`] (renewals from the ledger), [`pipeline`] (chunks,
+//! run), [`renew`] (renewals from the ledger), `pipeline` (chunks,
 //! signing ahead, the transactions, tuning) and [`files`] (token files and
 //! the bundle). Each item's decision and record are the single issuance
 //! path's ([`crate::issuer::issue`]).
