@@ -1793,9 +1793,12 @@ fn issuing_token_whose_grace_outlives_signer_is_refused() {
 }
 
 #[test]
-fn issuing_with_zero_days_is_usage_error() {
+fn issuing_with_zero_days_is_an_invalid_lifetime() {
     let opts = IssueOptions { lifetime: TokenLifetime::Days(0), ..Default::default() };
-    assert!(matches!(issue_token(&request(), &opts, &default_signer(), ISSUED), Err(Error::Usage(_))));
+    assert!(matches!(
+        issue_token(&request(), &opts, &default_signer(), ISSUED),
+        Err(Error::InvalidLifetime { what: "token lifetime", detail }) if detail == "0 s is shorter than the minimum of 60 s"
+    ));
 }
 
 #[test]
