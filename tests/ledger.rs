@@ -162,8 +162,9 @@ fn entitlements_by_id_or_name_and_updates() {
     assert_eq!(l.entitlement("1").unwrap(), e);
     assert_eq!(l.entitlement("acme").unwrap(), e);
     match l.entitlement("nope") {
-        Err(Error::Usage(m)) => {
-            assert_eq!(m, "no entitlement \"nope\" (give its id or its name; `tka entitlement list` shows them)")
+        Err(e @ Error::UnknownEntitlement { .. }) => {
+            assert!(matches!(&e, Error::UnknownEntitlement { selector } if selector == "nope"));
+            assert_eq!(e.to_string(), "no entitlement \"nope\" (give its id or its name)")
         }
         other => panic!("{other:?}"),
     }

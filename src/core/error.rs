@@ -806,6 +806,11 @@ pub enum Error {
         /// The entitlements holding it.
         entitlements: Vec<i64>,
     },
+    /// No entitlement in the ledger has this id or name.
+    UnknownEntitlement {
+        /// The id or name given.
+        selector: String,
+    },
     /// There is no ledger at the path given (and it was not to be created).
     NoLedger {
         /// The path.
@@ -962,6 +967,9 @@ impl fmt::Display for Error {
                 write!(f, "machine {cmid} holds seats in entitlements {}: name one", list.join(", "))
             }
             Error::NoLedger { path } => write!(f, "no ledger at {}", path.display()),
+            Error::UnknownEntitlement { selector } => {
+                write!(f, "no entitlement {selector:?} (give its id or its name)")
+            }
             Error::MatchRuleDoesNotFit { rule, detail } => {
                 write!(f, "match rule {rule} does not fit this request: {detail}")
             }

@@ -48,6 +48,7 @@ fn cli_hint(e: &Error) -> Option<&'static str> {
         Error::ModuleNameNotBare { .. } => Some("give a module file elsewhere with module-path=/path/to/module.so"),
         Error::NoLedger { .. } => Some("a ledger is created by `tka entitlement add` or `tka token issue --home`"),
         Error::AmbiguousSeat { .. } => Some("name the entitlement with --entitlement"),
+        Error::UnknownEntitlement { .. } => Some("`tka entitlement list` shows them"),
         Error::ReasonRequired { .. } => Some("give the reason with --reason TEXT"),
         Error::MatchRuleDoesNotFit { .. } => Some("choose a --match rule the request's components can meet"),
         _ => None,

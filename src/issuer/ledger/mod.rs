@@ -790,7 +790,7 @@ pub(crate) fn find_entitlement(conn: &Connection, selector: &str) -> rusqlite::R
 }
 
 fn no_entitlement(selector: &str) -> Error {
-    Error::Usage(format!("no entitlement {selector:?} (give its id or its name; `tka entitlement list` shows them)"))
+    Error::UnknownEntitlement { selector: selector.to_string() }
 }
 
 fn check_name(n: &str) -> Result<()> {
