@@ -681,3 +681,49 @@ fn out_and_bundle_are_exclusive_and_one_is_required() {
     assert!(r.2.contains("cannot be used with"), "{r:?}");
     assert_eq!(c.ledger().entitlement("acme").unwrap().used, 0, "a usage error consumes nothing");
 }
+
+/// The library's refusals and errors speak library words; the command adds
+/// the flag that helps: the same output as before they were typed.
+#[test]
+fn cli_adds_the_flags_to_library_refusals() {
+    let c = Cli::new(3);
+    let soon = tka::clock::rfc3339(tka::clock::now() + 30 * 86_400);
+    c.ok(&["entitlement", "update", "acme", "--expires", &soon, "--home", "home"]);
+    c.requests("reqs.txt", 0, 1);
+    let r = c.run(&["token", "issue", "--request", "reqs.txt", "--home", "home", "--entitlement", "acme"]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert!(r.2.starts_with("error: a token valid until "), "{}", r.2);
+    assert!(
+        r.2.ends_with(&format!(
+            "would outlive entitlement 1 (\"acme\") (expires {soon}): issue shorter tokens (--days)\n"
+        )),
+        "{}",
+        r.2
+    );
+    let r = c.run(&[
+        "token",
+        "issue-bulk",
+        "--entitlement",
+        "acme",
+        "--requests-file",
+        "reqs.txt",
+        "--home",
+        "home",
+        "--out",
+        "out",
+    ]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert!(r.2.contains("issue shorter tokens (--days)\n"), "{}", r.2);
+    let missing = c.path("none.sqlite");
+    let r = c.run(&["ledger", "list", "--ledger", missing.to_str().unwrap()]);
+    assert_eq!(
+        (r.0, r.2),
+        (
+            2,
+            format!(
+                "error: no ledger at {}\nhint: a ledger is created by `tka entitlement add` or `tka token issue --home`\n",
+                missing.display()
+            )
+        )
+    );
+}
