@@ -7,12 +7,12 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
+use tka::issuer::bulk::{issue_batch, synthetic_request, BatchInput, BatchOptions};
+use tka::issuer::issue::TokenSigner;
 use tka::issuer::{create_certificate, CertKind, CertRequest};
 use tka::keys::{SignatureAlgorithm, Signer, SoftwareKey};
-use tka::ledger::bulk::{issue_batch, synthetic_request, BatchInput, BatchOptions};
 use tka::ledger::{Ledger, NewEntitlement};
 use tka::pki::CertInfo;
-use tka::token::TokenSigner;
 
 const NOW: i64 = 1_800_000_000;
 const DAY: i64 = 86_400;

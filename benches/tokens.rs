@@ -6,12 +6,12 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::collections::HashSet;
 use std::hint::black_box;
+use tka::issuer::issue::{issue_token, IssueOptions, TokenSigner};
 use tka::issuer::{create_certificate, CertKind, CertRequest};
 use tka::keys::{Signer, SoftwareKey};
 use tka::machine::MachineIdentity;
 use tka::pki::{CertInfo, TrustAnchors};
 use tka::request::ActivationRequest;
-use tka::token::{issue_token, IssueOptions, TokenSigner};
 use tka::verify::{verify_token, MachineCheck, VerifyContext};
 
 const NOW: i64 = 1_800_000_000;

@@ -14,7 +14,7 @@
 //! use tka::machine::MachineIdentity;
 //! use tka::request::ActivationRequest;
 //! use tka::store::Store;
-//! use tka::token::{issue_token, IssueOptions};
+//! use tka::issuer::issue::{issue_token, IssueOptions};
 //!
 //! # fn main() -> tka::Result<()> {
 //! # let tmp = tempfile::tempdir().unwrap();
@@ -90,9 +90,9 @@ pub mod activation;
 #[cfg(feature = "issuer")]
 pub mod issuer;
 
-pub use crate::core::{clock, fsutil, jws, keys, machine, pkcs11, pki, request, token, verify};
+pub use crate::core::{bundle, clock, fsutil, jws, keys, machine, pkcs11, pki, request, token, verify};
 pub use activation::{revocation, store, trust};
 #[cfg(feature = "issuer")]
 pub use issuer::{crl_number, ledger, rotation};
 
-pub use crate::core::error::{CrossLimit, Error, Result, VerifyError};
+pub use crate::core::error::{CrossLimit, Error, IssueRefusal, Result, VerifyError};

@@ -11,12 +11,12 @@ mod common;
 
 use common::*;
 use tka::activation::{activate, check_activated, status, ProductStatus};
+use tka::issuer::issue::{issue_token, IssueOptions, TokenSigner};
 use tka::keys::SignatureAlgorithm;
 use tka::machine::MachineIdentity;
 use tka::pki::sha256_hex;
 use tka::request::ActivationRequest;
 use tka::store::Store;
-use tka::token::{issue_token, IssueOptions, TokenSigner};
 use tka::{Error, VerifyError};
 
 /// A token for the fixture machine signed by `signer` (certificate chain `chain`).

@@ -10,12 +10,13 @@ mod common;
 
 use common::*;
 use std::collections::HashSet;
-use tka::ledger::bulk::{issue_batch, synthetic_request, BatchInput, BatchOptions, ItemStatus};
+use tka::issuer::bulk::{issue_batch, synthetic_request, BatchInput, BatchOptions, ItemStatus};
+use tka::issuer::issue::{build_claims, issue_token, IssueOptions, TokenSigner};
 use tka::ledger::{EntitlementUpdate, Ledger, NewEntitlement};
 use tka::machine::{cmid_from_components, BindingError, ComponentHash, MachineIdentity, MatchRule, MAX_MACS};
 use tka::pki::TrustAnchors;
 use tka::request::ActivationRequest;
-use tka::token::{build_claims, issue_token, Claims, IssueOptions, TokenSigner};
+use tka::token::Claims;
 use tka::verify::{verify_token, MachineCheck, VerifyContext};
 use tka::{Error, VerifyError};
 
@@ -56,6 +57,7 @@ fn id(pairs: &[(&str, &str)]) -> MachineIdentity {
 fn refused<T: std::fmt::Debug>(r: tka::Result<T>) -> String {
     match r {
         Err(Error::Refused(m)) => m,
+        Err(Error::Issue(r)) => r.to_string(),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -146,7 +148,7 @@ fn merged_request_in_a_batch_is_refused_with_its_reason() {
     let report = issue_batch(&mut l, inputs, &opts, &signer(), NOW, None, &|_| {}).unwrap();
     assert_eq!(report.items[0].status, ItemStatus::Refused);
     assert_eq!(
-        report.items[0].reason.as_deref(),
+        report.items[0].reason_text().as_deref(),
         Some("request refused: 3 values of component kind \"mid\": a machine has one")
     );
     assert_eq!(report.items[1].status, ItemStatus::Ok);
@@ -494,7 +496,7 @@ fn cli_merged_request_is_refused_and_counts_nothing() {
 /// as weak (its `weak_binding` says why it may be), without any flag again.
 #[test]
 fn renewal_keeps_an_allowed_weak_binding() {
-    use tka::ledger::bulk::{renew_batch, RenewOptions};
+    use tka::issuer::bulk::{renew_batch, RenewOptions};
     let m = id(&[("mid", "4f1d2c3b4a5968778695a4b3c2d1e0f1"), ("rfs", "6f0a1f0e-1c2b-4f7e-9a55-0d3c1f2e3a4b")]);
     let d = tempfile::tempdir().unwrap();
     let mut l = ledger(d.path(), 1, false);

@@ -10,12 +10,13 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use tka::ledger::bulk::{
+use tka::issuer::bulk::{
     issue_batch, renew_batch, synthetic_request, token_file_name, BatchInput, BatchOptions, ItemStatus, RenewOptions,
     Seat,
 };
+use tka::issuer::issue::{IssueOptions, TokenLifetime, TokenSigner};
 use tka::ledger::{Ledger, NewEntitlement, TokenFilter};
-use tka::token::{IssueOptions, TokenLifetime, TokenSigner};
+use tka::IssueRefusal;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tka");
 
@@ -70,8 +71,9 @@ fn bad_items_are_reported_one_by_one_and_the_rest_proceed() {
     let out = d.path().join("out");
     let r = issue_batch(&mut l, batch, &opts(), &signer(), NOW, Some(&out), &|_| {}).unwrap();
 
+    let reasons: Vec<Option<String>> = r.items.iter().map(|i| i.reason_text()).collect();
     let got: Vec<(&str, ItemStatus, Option<&str>)> =
-        r.items.iter().map(|i| (i.source.as_str(), i.status, i.reason.as_deref())).collect();
+        r.items.iter().zip(&reasons).map(|(i, t)| (i.source.as_str(), i.status, t.as_deref())).collect();
     let exhausted = "entitlement 1 (\"acme\") is exhausted: all 4 machines are counted (4 of 4 used); \
                      release a machine or raise the count";
     let dup_machine =
@@ -95,6 +97,21 @@ fn bad_items_are_reported_one_by_one_and_the_rest_proceed() {
         ]
     );
     assert_eq!((r.total, r.ok, r.refused, r.errors, r.new_seats, r.signed), (9, 4, 5, 0, 4, 4));
+    // The reasons are typed: the single issuance path's refusals.
+    let refusal = |n: usize| r.items[n].reason.as_ref().and_then(|x| x.refusal()).cloned();
+    assert_eq!(
+        refusal(5),
+        Some(IssueRefusal::EntitlementFull { entitlement: "entitlement 1 (\"acme\")".into(), machines: 4, used: 4 })
+    );
+    assert_eq!(refusal(6), Some(IssueRefusal::DuplicateRequest { first: 1 }));
+    assert_eq!(
+        refusal(8),
+        Some(IssueRefusal::WrongProduct {
+            requested: "other-product".into(),
+            entitlement: "entitlement 1 (\"acme\")".into(),
+            product: PRODUCT.into()
+        })
+    );
     assert_eq!(l.entitlement("acme").unwrap().used, 4);
     assert_eq!(l.token_count().unwrap(), 4);
     // One file per ok item, holding the recorded token.
@@ -125,7 +142,7 @@ fn rerunning_a_batch_consumes_nothing_and_returns_the_same_tokens() {
     let again = issue_batch(&mut l, batch.clone(), &opts(), &s, NOW + 60, Some(&out), &|_| {}).unwrap();
     assert_eq!((again.ok, again.new_seats, again.signed, again.existing), (7, 0, 0, 7));
     assert!(again.items.iter().all(|i| i.existing && i.seat == Some(Seat::Counted)));
-    let serials = |r: &tka::ledger::bulk::BatchReport| r.items.iter().map(|i| i.serial.clone()).collect::<Vec<_>>();
+    let serials = |r: &tka::issuer::bulk::BatchReport| r.items.iter().map(|i| i.serial.clone()).collect::<Vec<_>>();
     assert_eq!(serials(&again), serials(&first));
     assert_eq!(files(&out), files1, "the missing file is rewritten from the ledger, the rest unchanged");
     assert_eq!(l.entitlement("acme").unwrap().used, 7);
@@ -576,7 +593,7 @@ fn a_bundle_carries_every_token_and_each_machine_activates_its_own() {
         "--quiet",
     ]);
     assert!(out.contains("issued: 2 of 2"), "{out}");
-    let lines: Vec<tka::ledger::bulk::BundleLine> =
+    let lines: Vec<tka::issuer::bulk::BundleLine> =
         fs::read_to_string(c.path("bundle.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(c.ledger().entitlement("acme").unwrap().used, 2);
@@ -609,9 +626,9 @@ fn cli_activate_bundle_verifies_past_a_forged_first_line_and_honours_the_product
     let base = ["token", "issue-bulk", "--home", "home", "--entitlement", "acme", "--requests-file", "reqs.txt"];
     c.ok(&[&base[..], &["--bundle", "bundle.jsonl", "--quiet"]].concat());
     let text = fs::read_to_string(c.path("bundle.jsonl")).unwrap();
-    let lines: Vec<tka::ledger::bulk::BundleLine> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<tka::issuer::bulk::BundleLine> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     // The attack: m2's token relabelled with m1's CMID, placed first.
-    let forged = tka::ledger::bulk::BundleLine { cmid: lines[0].cmid.clone(), ..lines[1].clone() };
+    let forged = tka::issuer::bulk::BundleLine { cmid: lines[0].cmid.clone(), ..lines[1].clone() };
     let bundle =
         format!("{}\n{}\n", serde_json::to_string(&forged).unwrap(), serde_json::to_string(&lines[0]).unwrap());
     fs::write(c.path("forged.jsonl"), bundle).unwrap();
@@ -663,4 +680,50 @@ fn out_and_bundle_are_exclusive_and_one_is_required() {
     assert_eq!(r.0, 2, "{r:?}");
     assert!(r.2.contains("cannot be used with"), "{r:?}");
     assert_eq!(c.ledger().entitlement("acme").unwrap().used, 0, "a usage error consumes nothing");
+}
+
+/// The library's refusals and errors speak library words; the command adds
+/// the flag that helps: the same output as before they were typed.
+#[test]
+fn cli_adds_the_flags_to_library_refusals() {
+    let c = Cli::new(3);
+    let soon = tka::clock::rfc3339(tka::clock::now() + 30 * 86_400);
+    c.ok(&["entitlement", "update", "acme", "--expires", &soon, "--home", "home"]);
+    c.requests("reqs.txt", 0, 1);
+    let r = c.run(&["token", "issue", "--request", "reqs.txt", "--home", "home", "--entitlement", "acme"]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert!(r.2.starts_with("error: a token valid until "), "{}", r.2);
+    assert!(
+        r.2.ends_with(&format!(
+            "would outlive entitlement 1 (\"acme\") (expires {soon}): issue shorter tokens (--days)\n"
+        )),
+        "{}",
+        r.2
+    );
+    let r = c.run(&[
+        "token",
+        "issue-bulk",
+        "--entitlement",
+        "acme",
+        "--requests-file",
+        "reqs.txt",
+        "--home",
+        "home",
+        "--out",
+        "out",
+    ]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert!(r.2.contains("issue shorter tokens (--days)\n"), "{}", r.2);
+    let missing = c.path("none.sqlite");
+    let r = c.run(&["ledger", "list", "--ledger", missing.to_str().unwrap()]);
+    assert_eq!(
+        (r.0, r.2),
+        (
+            2,
+            format!(
+                "error: no ledger at {}\nhint: a ledger is created by `tka entitlement add` or `tka token issue --home`\n",
+                missing.display()
+            )
+        )
+    );
 }

@@ -14,12 +14,12 @@ use std::io::Cursor;
 use tka::activation::{
     activate_from_bundle, BundleOptions, BundleRefusal, BundleScan, MAX_BUNDLE_LINE, MAX_BUNDLE_PRODUCTS,
 };
+use tka::issuer::issue::{issue_token, IssueOptions, TokenSigner};
 use tka::keys::SignatureAlgorithm;
 use tka::machine::MachineIdentity;
 use tka::pki::sha256_hex;
 use tka::request::ActivationRequest;
 use tka::store::Store;
-use tka::token::{issue_token, IssueOptions, TokenSigner};
 use tka::{Error, VerifyError};
 
 const OTHER_PRODUCT: &str = "example-lite";

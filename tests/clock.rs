@@ -17,11 +17,11 @@ use tka::activation::{
     self, activate, activate_with_tolerance, check_activated, check_activated_read_only, status, statuses, ClockMark,
     ProductStatus,
 };
+use tka::issuer::issue::{issue_token, IssueOptions, TokenLifetime, TokenSigner};
 use tka::keys::SignatureAlgorithm;
 use tka::machine::MachineIdentity;
 use tka::request::ActivationRequest;
 use tka::store::{Store, StoreState, DEFAULT_CLOCK_TOLERANCE_SECS};
-use tka::token::{issue_token, IssueOptions, TokenLifetime, TokenSigner};
 use tka::{Error, VerifyError};
 
 fn signer() -> TokenSigner {

@@ -9,10 +9,10 @@ mod common;
 
 use common::*;
 use std::time::Duration;
-use tka::ledger::bulk::synthetic_request;
+use tka::issuer::bulk::synthetic_request;
+use tka::issuer::issue::{IssueOptions, TokenSigner};
 use tka::ledger::{EntitlementUpdate, Ledger, NewEntitlement, TokenFilter, SCHEMA_VERSION};
 use tka::request::ActivationRequest;
-use tka::token::{IssueOptions, TokenSigner};
 use tka::Error;
 
 fn signer() -> TokenSigner {
@@ -46,6 +46,7 @@ fn req(n: u64) -> ActivationRequest {
 fn refused(r: tka::Result<impl std::fmt::Debug>) -> String {
     match r {
         Err(Error::Refused(m)) => m,
+        Err(Error::Issue(r)) => r.to_string(),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -117,7 +118,7 @@ fn release_frees_a_seat_for_another_machine() {
     l.issue(&req(2), Some("acme"), &opts, &s, NOW + 30).unwrap();
     assert_eq!(l.entitlement("acme").unwrap().used, 1);
     // Releasing by machine works too, and needs a reason.
-    assert!(matches!(l.release_machine(&req(2).cmid, None, " ", NOW), Err(Error::Usage(_))));
+    assert!(matches!(l.release_machine(&req(2).cmid, None, " ", NOW), Err(Error::ReasonRequired { what: "release" })));
     l.release_machine(&req(2).cmid, None, "transferred", NOW + 40).unwrap();
     assert_eq!(l.entitlement("acme").unwrap().used, 0);
 }
@@ -161,8 +162,9 @@ fn entitlements_by_id_or_name_and_updates() {
     assert_eq!(l.entitlement("1").unwrap(), e);
     assert_eq!(l.entitlement("acme").unwrap(), e);
     match l.entitlement("nope") {
-        Err(Error::Usage(m)) => {
-            assert_eq!(m, "no entitlement \"nope\" (give its id or its name; `tka entitlement list` shows them)")
+        Err(e @ Error::UnknownEntitlement { .. }) => {
+            assert!(matches!(&e, Error::UnknownEntitlement { selector } if selector == "nope"));
+            assert_eq!(e.to_string(), "no entitlement \"nope\" (give its id or its name)")
         }
         other => panic!("{other:?}"),
     }
@@ -215,7 +217,7 @@ fn policy_refusals_product_features_expiry_and_cmid() {
     assert_eq!(
         refused(l.issue(&req(1), Some("acme"), &IssueOptions::default(), &s, NOW)),
         "a token valid until 2027-07-14T08:00:00Z would outlive entitlement 1 (\"acme\") (expires 2027-02-14T08:00:00Z): \
-         issue shorter tokens (--days)"
+         issue shorter tokens"
     );
     let short = IssueOptions { lifetime: tka::token::TokenLifetime::Days(30), ..Default::default() };
     l.issue(&req(1), Some("acme"), &short, &s, NOW).unwrap();
@@ -404,7 +406,7 @@ fn a_locked_ledger_times_out_with_a_clear_error_and_writes_nothing() {
 fn ledger_is_created_with_wal_and_the_current_version() {
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("ledger.sqlite");
-    assert!(matches!(Ledger::open_existing(&path), Err(Error::Usage(_))));
+    assert!(matches!(Ledger::open_existing(&path), Err(Error::NoLedger { path: p }) if p == path));
     let l = Ledger::open(&path).unwrap();
     assert_eq!(l.schema_version().unwrap(), SCHEMA_VERSION);
     let c = rusqlite::Connection::open(&path).unwrap();

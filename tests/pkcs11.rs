@@ -18,13 +18,13 @@ use softhsm::SoftHsm;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::OnceLock;
+use tka::issuer::issue::{issue_token, IssueOptions};
 use tka::issuer::{InitOptions, IssuerHome};
 use tka::keys::{verify_signature, KeyRef, KeyUnlock, Passphrase, SignatureAlgorithm, Signer};
 use tka::machine::MachineIdentity;
 use tka::pkcs11::{MechanismPlan, Pkcs11Key, Pkcs11Options, Pkcs11Uri};
 use tka::pki::TrustAnchors;
 use tka::request::ActivationRequest;
-use tka::token::{issue_token, IssueOptions};
 use tka::verify::{verify_token, MachineCheck, VerifyContext};
 use tka::VerifyError;
 

@@ -10,11 +10,11 @@ use base64::Engine;
 use common::*;
 use proptest::prelude::*;
 use std::collections::HashSet;
+use tka::issuer::issue::{issue_token, IssueOptions, TokenLifetime, TokenSigner};
 use tka::jws::{self, TOKEN_TYP};
 use tka::machine::{ComponentHash, MatchRule};
 use tka::pki::pem;
 use tka::request::{ActivationRequest, MAX_COMPONENTS};
-use tka::token::{issue_token, IssueOptions, TokenLifetime, TokenSigner};
 use tka::verify::{verify_token, MachineCheck, VerifyContext};
 use tka::VerifyError;
 

@@ -8,8 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tka::store::{
-    check_clock, Store, StoreError, StoreState, DEFAULT_CLOCK_TOLERANCE_SECS, LAYOUT_VERSION,
-    MAX_TOKEN_FILE,
+    check_clock, Store, StoreError, StoreState, DEFAULT_CLOCK_TOLERANCE_SECS, LAYOUT_VERSION, MAX_TOKEN_FILE,
 };
 
 /// A fresh store in its own temp directory (kept alive by the guard).

@@ -19,13 +19,14 @@ use der::Decode;
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
 use std::collections::HashSet;
+use tka::issuer::issue::{issue_token, IssueOptions, TokenLifetime, TokenSigner};
 use tka::issuer::CertKind;
 use tka::jws::{MAX_JWS_SIZE, REVOCATION_TYP, TOKEN_TYP};
 use tka::keys::{SignatureAlgorithm, Signer, SoftwareKey};
 use tka::machine::{MachineIdentity, MatchRule};
 use tka::pki::{sha256_hex, CertInfo, Crl, TrustAnchors};
 use tka::request::ActivationRequest;
-use tka::token::{decode_unverified, issue_token, IssueOptions, TokenLifetime, TokenSigner};
+use tka::token::decode_unverified;
 use tka::verify::{verify_token, MachineCheck, VerifiedToken, VerifyContext, IAT_SKEW_SECS};
 use tka::{Error, VerifyError};
 use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsages};
@@ -1793,9 +1794,12 @@ fn issuing_token_whose_grace_outlives_signer_is_refused() {
 }
 
 #[test]
-fn issuing_with_zero_days_is_usage_error() {
+fn issuing_with_zero_days_is_an_invalid_lifetime() {
     let opts = IssueOptions { lifetime: TokenLifetime::Days(0), ..Default::default() };
-    assert!(matches!(issue_token(&request(), &opts, &default_signer(), ISSUED), Err(Error::Usage(_))));
+    assert!(matches!(
+        issue_token(&request(), &opts, &default_signer(), ISSUED),
+        Err(Error::InvalidLifetime { what: "token lifetime", detail }) if detail == "0 s is shorter than the minimum of 60 s"
+    ));
 }
 
 #[test]

@@ -361,17 +361,7 @@ pub struct BundleActivation {
     pub scan: BundleScan,
 }
 
-/// One bundle line, as [`crate::issuer::ledger::bulk`] writes it (its `serial` is
-/// not needed: the token carries it, signed).
-#[derive(serde::Deserialize)]
-struct RawBundleLine<'a> {
-    #[serde(borrow)]
-    product: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    cmid: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    token: std::borrow::Cow<'a, str>,
-}
+use crate::core::bundle::BundleLineRef as RawBundleLine;
 
 /// How [`next_line`] ended.
 enum LineRead {
@@ -486,7 +476,7 @@ pub fn activate_from_bundle(
             scan.blank += 1;
             continue;
         }
-        let line: RawBundleLine = match serde_json::from_str(text) {
+        let line: RawBundleLine = match crate::core::bundle::parse_line(text) {
             Ok(l) => l,
             Err(e) => {
                 malformed(&mut scan, VerifyError::Malformed { what: "bundle line", detail: e.to_string() });

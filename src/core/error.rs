@@ -514,6 +514,163 @@ fn fmt_no_token_in_bundle(f: &mut fmt::Formatter<'_>, bundle: &str, scan: &Bundl
 
 impl std::error::Error for VerifyError {}
 
+/// Why the issuer refused to issue a token for a request under its policy
+/// (the entitlement, its seats, the batch). Nothing was signed or recorded
+/// for it. Each names what was checked and what was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IssueRefusal {
+    /// Every seat of the entitlement is taken by other machines.
+    EntitlementFull {
+        /// The entitlement, as it is named in messages (`entitlement 3 ("acme")`).
+        entitlement: String,
+        /// Its machine count.
+        machines: u32,
+        /// Machines counted.
+        used: u32,
+    },
+    /// The entitlement expired.
+    EntitlementExpired {
+        /// The entitlement.
+        entitlement: String,
+        /// When it expired.
+        expired: i64,
+    },
+    /// The token (with its grace period) would outlive the entitlement:
+    /// a shorter lifetime would do.
+    OutlivesEntitlement {
+        /// Until when the token would be good (`None`: perpetual).
+        until: Option<i64>,
+        /// The entitlement.
+        entitlement: String,
+        /// When the entitlement expires.
+        expires: i64,
+    },
+    /// The request is for another product than the entitlement.
+    WrongProduct {
+        /// The request's product.
+        requested: String,
+        /// The entitlement.
+        entitlement: String,
+        /// The entitlement's product.
+        product: String,
+    },
+    /// A feature asked for is not among the entitlement's.
+    FeatureNotEntitled {
+        /// The feature.
+        feature: String,
+        /// The entitlement.
+        entitlement: String,
+        /// The entitlement's features.
+        features: Vec<String>,
+    },
+    /// The machine's seat is held through a token bound to other hardware.
+    SeatHardwareChanged {
+        /// The machine.
+        cmid: String,
+        /// The entitlement.
+        entitlement: String,
+        /// The token holding the seat.
+        serial: String,
+        /// The hardware kinds that differ.
+        changed: Vec<String>,
+    },
+    /// The machine's seat is held through a token this request's machine
+    /// does not pass: another machine with the same CMID.
+    SeatHeldByAnotherMachine {
+        /// The machine.
+        cmid: String,
+        /// The entitlement.
+        entitlement: String,
+        /// The token holding the seat.
+        serial: String,
+        /// How the request's components compare with the token's.
+        report: String,
+    },
+    /// The same request is already an earlier item of the batch.
+    DuplicateRequest {
+        /// That item, from 1.
+        first: usize,
+    },
+    /// The same machine is already asked for by an earlier item of the batch.
+    DuplicateMachine {
+        /// The machine.
+        cmid: String,
+        /// That item, from 1.
+        first: usize,
+    },
+    /// The input is not a request (it could not be read or parsed).
+    Unreadable {
+        /// Why.
+        detail: String,
+    },
+    /// A ledger token to renew cannot be decoded.
+    UnreadableToken {
+        /// Its serial.
+        serial: String,
+        /// Why.
+        detail: String,
+    },
+    /// The request cannot be issued at all (malformed fields, an impossible
+    /// or weak binding, a lifetime the library does not sign, a token that
+    /// would outlive its signer): the error, as text, since a batch keeps
+    /// going. The single path returns the error itself.
+    Invalid {
+        /// The error's message.
+        detail: String,
+    },
+}
+
+impl fmt::Display for IssueRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use IssueRefusal::*;
+        match self {
+            EntitlementFull { entitlement, machines, used } => write!(
+                f,
+                "{entitlement} is exhausted: all {machines} machines are counted ({used} of {machines} used); \
+                 release a machine or raise the count"
+            ),
+            EntitlementExpired { entitlement, expired } => write!(f, "{entitlement} expired at {}", rfc3339(*expired)),
+            OutlivesEntitlement { until, entitlement, expires } => write!(
+                f,
+                "a token valid until {} would outlive {entitlement} (expires {}): issue shorter tokens",
+                until.map(rfc3339).unwrap_or_else(|| "forever".into()),
+                rfc3339(*expires)
+            ),
+            WrongProduct { requested, entitlement, product } => {
+                write!(f, "wrong product: the request is for {requested:?}, {entitlement} is for {product:?}")
+            }
+            FeatureNotEntitled { feature, entitlement, features } => write!(
+                f,
+                "feature {feature:?} is not in {entitlement} (features: {})",
+                if features.is_empty() { "none".to_string() } else { features.join(",") }
+            ),
+            SeatHardwareChanged { cmid, entitlement, serial, changed } => write!(
+                f,
+                "machine {cmid} holds a seat in {entitlement} through token {serial}, bound to other hardware \
+                 (changed: {}): a machine's hardware stays the same within a seat; if this is that machine with new \
+                 hardware, release the seat first (tka ledger release)",
+                changed.join(", ")
+            ),
+            SeatHeldByAnotherMachine { cmid, entitlement, serial, report } => write!(
+                f,
+                "machine {cmid} holds a seat in {entitlement} through token {serial}, which this request's machine \
+                 does not pass ({report}): it is another machine with the same CMID (a disk or VM copy needs its own \
+                 machine-id), or release the seat first (tka ledger release)"
+            ),
+            DuplicateRequest { first } => write!(f, "duplicate: the same request as item {first}"),
+            DuplicateMachine { cmid, first } => {
+                write!(f, "duplicate: machine {cmid} is already asked for by item {first}")
+            }
+            Unreadable { detail } => f.write_str(detail),
+            UnreadableToken { serial, detail } => write!(f, "the ledger's token {serial} cannot be read: {detail}"),
+            Invalid { detail } => f.write_str(detail),
+        }
+    }
+}
+
+impl std::error::Error for IssueRefusal {}
+
 /// Any failure of a tka operation.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -628,6 +785,38 @@ pub enum Error {
     },
     /// Bad arguments.
     Usage(String),
+    /// The issuer refused to issue a token for a request under its policy.
+    Issue(IssueRefusal),
+    /// A ledger operation that records why (a release, a revocation) was
+    /// given no reason.
+    ReasonRequired {
+        /// The operation (`release`, `revocation`).
+        what: &'static str,
+    },
+    /// A machine holds seats in several entitlements and none was named.
+    AmbiguousSeat {
+        /// The machine.
+        cmid: String,
+        /// The entitlements holding it.
+        entitlements: Vec<i64>,
+    },
+    /// No entitlement in the ledger has this id or name.
+    UnknownEntitlement {
+        /// The id or name given.
+        selector: String,
+    },
+    /// There is no ledger at the path given (and it was not to be created).
+    NoLedger {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The match rule asked for cannot be met by the request's components.
+    MatchRuleDoesNotFit {
+        /// The rule.
+        rule: String,
+        /// Why.
+        detail: String,
+    },
     /// Machine identity could not be established.
     Machine(MachineError),
     /// The activation store failed.
@@ -652,7 +841,7 @@ impl Error {
     pub fn is_verdict(&self) -> bool {
         match self {
             Error::KeysLeftOnToken { error, .. } => error.is_verdict(),
-            _ => matches!(self, Error::Verify(_) | Error::Binding(_)),
+            _ => matches!(self, Error::Verify(_) | Error::Binding(_) | Error::Issue(_)),
         }
     }
 
@@ -765,6 +954,19 @@ impl fmt::Display for Error {
             Error::Refused(s) => f.write_str(s),
             Error::InvalidLifetime { what, detail } => write!(f, "invalid {what}: {detail}"),
             Error::Usage(s) => f.write_str(s),
+            Error::Issue(r) => r.fmt(f),
+            Error::ReasonRequired { what } => write!(f, "a {what} needs a reason"),
+            Error::AmbiguousSeat { cmid, entitlements } => {
+                let list: Vec<String> = entitlements.iter().map(i64::to_string).collect();
+                write!(f, "machine {cmid} holds seats in entitlements {}: name one", list.join(", "))
+            }
+            Error::NoLedger { path } => write!(f, "no ledger at {}", path.display()),
+            Error::UnknownEntitlement { selector } => {
+                write!(f, "no entitlement {selector:?} (give its id or its name)")
+            }
+            Error::MatchRuleDoesNotFit { rule, detail } => {
+                write!(f, "match rule {rule} does not fit this request: {detail}")
+            }
             Error::Machine(e) => e.fmt(f),
             Error::Store(e) => e.fmt(f),
             Error::Binding(e) => write!(f, "request refused: {e}"),
@@ -794,6 +996,11 @@ impl From<VerifyError> for Error {
 impl From<MachineError> for Error {
     fn from(e: MachineError) -> Self {
         Error::Machine(e)
+    }
+}
+impl From<IssueRefusal> for Error {
+    fn from(e: IssueRefusal) -> Self {
+        Error::Issue(e)
     }
 }
 impl From<BindingError> for Error {

@@ -5,7 +5,6 @@ use crate::core::verify::check_clock_mark;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-
 /// Default tolerance for [`check_clock`]: one day. Clocks on air-gapped
 /// machines drift and get corrected; a day absorbs that (and time-zone
 /// mistakes) while still catching a clock wound back to reuse an expired

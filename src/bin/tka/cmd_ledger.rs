@@ -13,13 +13,13 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+use tka::issuer::bulk::{self, BatchOptions, BatchReport, ItemStatus, RenewOptions};
+use tka::issuer::issue::{IssueOptions, IssuedToken, TokenLifetime, TokenSigner};
 use tka::issuer::IssuerHome;
 use tka::keys::SignatureAlgorithm;
-use tka::ledger::bulk::{self, BatchOptions, BatchReport, ItemStatus, RenewOptions};
 use tka::ledger::{self, Entitlement, EntitlementUpdate, Ledger, NewEntitlement, TokenFilter, TokenRecord};
 use tka::request::ActivationRequest;
-use tka::token::{IssueOptions, IssuedToken, TokenLifetime, TokenSigner};
-use tka::{clock, Error, Result};
+use tka::{clock, Error, IssueRefusal, Result};
 
 fn ledger_path(args: &LedgerArgs) -> Result<PathBuf> {
     match (&args.ledger, &args.home) {
@@ -43,7 +43,20 @@ fn verdict(r: Result<ExitCode>) -> Result<ExitCode> {
             say_err(format!("error: {m}"));
             Ok(ExitCode::from(1))
         }
+        Err(Error::Issue(r)) => {
+            say_err(format!("error: {}", refusal_text(&r)));
+            Ok(ExitCode::from(1))
+        }
         other => other,
+    }
+}
+
+/// An issuance refusal as this command prints it: the library's words and,
+/// where a flag would help, the flag.
+pub fn refusal_text(r: &IssueRefusal) -> String {
+    match r {
+        IssueRefusal::OutlivesEntitlement { .. } => format!("{r} (--days)"),
+        _ => r.to_string(),
     }
 }
 
@@ -357,23 +370,20 @@ pub fn issue_one(
     now: i64,
 ) -> Result<IssuedToken> {
     let path = record.ledger.clone().or_else(|| home.map(ledger::default_path));
-    let Some(path) = path else {
-        if record.entitlement.is_some() {
-            return Err(Error::Usage("--entitlement needs a ledger: give --home DIR or --ledger PATH".into()));
-        }
-        return tka::token::issue_token(req, opts, signer, now);
-    };
-    let mut l = Ledger::open(&path)?;
-    match l.issue(req, record.entitlement.as_deref(), opts, signer, now) {
-        Ok(item) => {
-            let (_, claims) = tka::token::decode_unverified(&item.text)?;
-            Ok(IssuedToken { text: item.text, claims })
-        }
-        Err(Error::Refused(m)) => {
+    if path.is_none() && record.entitlement.is_some() {
+        return Err(Error::Usage("--entitlement needs a ledger: give --home DIR or --ledger PATH".into()));
+    }
+    let mut l = path.map(|p| Ledger::open(&p)).transpose()?;
+    match tka::issuer::issue::issue_one(l.as_mut(), record.entitlement.as_deref(), req, opts, signer, now) {
+        Err(Error::Refused(m)) if l.is_some() => {
             say_err(format!("error: {m}"));
             std::process::exit(1);
         }
-        Err(e) => Err(e),
+        Err(Error::Issue(r)) => {
+            say_err(format!("error: {}", refusal_text(&r)));
+            std::process::exit(1);
+        }
+        other => other,
     }
 }
 
@@ -402,13 +412,18 @@ fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
 fn finish(report: &BatchReport, common: &BulkTokenArgs) -> Result<ExitCode> {
     if let Some(p) = &common.report {
         let text = serde_json::to_string_pretty(report).expect("report serializes") + "\n";
-        tka::ledger::bulk::write_token_file(p, &text).map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
+        bulk::write_token_file(p, &text).map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
     }
     const SHOWN: usize = 20;
     let bad: Vec<_> = report.items.iter().filter(|i| i.status != ItemStatus::Ok).collect();
     for i in bad.iter().take(SHOWN) {
         let word = if i.status == ItemStatus::Refused { "refused" } else { "failed" };
-        say_err(format!("{word}: item {} ({}): {}", i.index, i.source, i.reason.as_deref().unwrap_or("")));
+        let reason = match &i.reason {
+            Some(bulk::ItemReason::Refused(r)) => refusal_text(r),
+            Some(r) => r.to_string(),
+            None => String::new(),
+        };
+        say_err(format!("{word}: item {} ({}): {reason}", i.index, i.source));
     }
     if bad.len() > SHOWN {
         say_err(format!("... and {} more (see the report)", bad.len() - SHOWN));

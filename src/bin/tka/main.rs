@@ -15,12 +15,13 @@ use serde_json::json;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tka::activation::{self, ClockMark, ProductStatus};
+use tka::issuer::issue::{IssueOptions, TokenLifetime, TokenSigner};
 use tka::issuer::{read_cert_chain, InitOptions, IssuerHome};
 use tka::issuer::{CertKind, CertRequest};
 use tka::keys::{save_private_key, KeyRef, SignatureAlgorithm, SoftwareKey};
 use tka::pki::{pem, CertInfo, TrustAnchors};
 use tka::request::ActivationRequest;
-use tka::token::{self, IssueOptions, TokenLifetime, TokenSigner};
+use tka::token;
 use tka::verify::{verify_token, MachineCheck, VerifyContext};
 use tka::{clock, Error, Result, VerifyError};
 
@@ -49,6 +50,11 @@ fn cli_hint(e: &Error) -> Option<&'static str> {
         Error::Machine(tka::machine::MachineError::NoComponents) => {
             Some("give this machine an explicit identity with --machine-id-file PATH or TKA_MACHINE_ID=value")
         }
+        Error::NoLedger { .. } => Some("a ledger is created by `tka entitlement add` or `tka token issue --home`"),
+        Error::AmbiguousSeat { .. } => Some("name the entitlement with --entitlement"),
+        Error::UnknownEntitlement { .. } => Some("`tka entitlement list` shows them"),
+        Error::ReasonRequired { .. } => Some("give the reason with --reason TEXT"),
+        Error::MatchRuleDoesNotFit { .. } => Some("choose a --match rule the request's components can meet"),
         _ => None,
     }
 }

@@ -10,7 +10,8 @@
 //! - **Counting:** issuing against an entitlement counts the machine (its
 //!   CMID) once. Re-issuing to a counted machine (re-image, renewal) counts
 //!   nothing. A new machine beyond the entitlement's count is refused with
-//!   [`Error::Refused`] naming the entitlement and its count; nothing
+//!   [`IssueRefusal::EntitlementFull`](crate::core::error::IssueRefusal::EntitlementFull)
+//!   naming the entitlement and its count; nothing
 //!   overrides the refusal. [`Ledger::release`] frees a seat and records why.
 //! - **Transactions:** every write is one `BEGIN IMMEDIATE` transaction, so
 //!   two processes on one ledger are serialized by SQLite's write lock (with a
@@ -21,7 +22,6 @@
 //!
 //! Time is always a parameter (`now`, Unix seconds).
 
-pub mod bulk;
 mod schema;
 
 pub use schema::SCHEMA_VERSION;
@@ -224,10 +224,7 @@ impl Ledger {
     /// Opens an existing ledger; a missing file is an error naming the path.
     pub fn open_existing(path: &Path) -> Result<Ledger> {
         if !path.exists() {
-            return Err(Error::Usage(format!(
-                "no ledger at {}: it is created by `tka entitlement add` or `tka token issue --home`",
-                path.display()
-            )));
+            return Err(Error::NoLedger { path: path.to_path_buf() });
         }
         Self::open_inner(path, false)
     }
@@ -347,7 +344,13 @@ impl Ledger {
         db_err(&self.path, e)
     }
 
-    fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>> {
+    /// The connection, for the issuance path's reads.
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// A `BEGIN IMMEDIATE` transaction: the write lock, held until it ends.
+    pub(crate) fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>> {
         let path = self.path.clone();
         self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_err(&path, e))
     }
@@ -468,43 +471,6 @@ impl Ledger {
 
     // ----- tokens -------------------------------------------------------
 
-    /// Issues one token for `req` and records it, counting the machine
-    /// against `entitlement` (id or name) when one is given. This is
-    /// [`bulk::issue_batch`] with a batch of one that always signs a fresh
-    /// token; a request that cannot be issued at all is returned as
-    /// [`Error::Format`] or [`Error::Binding`], any other refusal as
-    /// [`Error::Refused`].
-    pub fn issue(
-        &mut self,
-        req: &crate::core::request::ActivationRequest,
-        entitlement: Option<&str>,
-        opts: &crate::core::token::IssueOptions,
-        signer: &crate::core::token::TokenSigner,
-        now: i64,
-    ) -> Result<bulk::IssuedItem> {
-        let ent_allows = match entitlement {
-            Some(sel) => self.entitlement(sel)?.allow_weak_binding,
-            None => false,
-        };
-        crate::core::token::check_request(req, opts.allow_weak_binding || ent_allows)?;
-        let batch = bulk::BatchOptions {
-            entitlement: entitlement.map(str::to_string),
-            issue: opts.clone(),
-            reissue: true,
-            ..Default::default()
-        };
-        let input = vec![bulk::BatchInput { source: "request".into(), request: Ok(req.clone()) }];
-        let mut report = bulk::issue_batch(self, input, &batch, signer, now, None, &|_| {})?;
-        if let Some(fatal) = report.aborted.take() {
-            return Err(fatal);
-        }
-        let item = report.items.pop().expect("one item in, one out");
-        match item.status {
-            bulk::ItemStatus::Ok => Ok(item.issued.expect("an ok item carries its token")),
-            _ => Err(Error::Refused(item.reason.unwrap_or_default())),
-        }
-    }
-
     /// One token by serial.
     pub fn token(&self, serial: &str) -> Result<TokenRecord> {
         let sql = format!("{TOKEN_SELECT} WHERE t.serial = ?1");
@@ -589,11 +555,7 @@ impl Ledger {
                     [] => return Err(Error::Usage(format!("machine {cmid} holds no seat in any entitlement"))),
                     [one] => *one,
                     many => {
-                        let list: Vec<String> = many.iter().map(i64::to_string).collect();
-                        return Err(Error::Usage(format!(
-                            "machine {cmid} holds seats in entitlements {}: name one with --entitlement",
-                            list.join(", ")
-                        )));
+                        return Err(Error::AmbiguousSeat { cmid: cmid.to_string(), entitlements: many.to_vec() });
                     }
                 }
             }
@@ -603,7 +565,7 @@ impl Ledger {
 
     fn release_seat(&mut self, ent: i64, cmid: &str, serial: Option<&str>, reason: &str, now: i64) -> Result<Release> {
         if reason.trim().is_empty() {
-            return Err(Error::Usage("a release needs a reason (--reason TEXT)".into()));
+            return Err(Error::ReasonRequired { what: "release" });
         }
         let path = self.path.clone();
         let tx = self.write_tx()?;
@@ -662,7 +624,7 @@ impl Ledger {
     /// revocation; an unknown serial is an error.
     pub fn revoke(&mut self, serial: &str, reason: &str, now: i64) -> Result<RevokedToken> {
         if reason.trim().is_empty() {
-            return Err(Error::Usage("a revocation needs a reason (--reason TEXT)".into()));
+            return Err(Error::ReasonRequired { what: "revocation" });
         }
         let rec = self.token(serial)?;
         let path = self.path.clone();
@@ -768,7 +730,7 @@ const ENT_SELECT: &str =
     "SELECT id, name, product, machines, used, features, expires, created_at, updated_at, allow_weak_binding
      FROM entitlements";
 
-const TOKEN_SELECT: &str = "SELECT t.serial, t.entitlement_id, t.product, t.cmid, t.components, t.issued_at,
+pub(crate) const TOKEN_SELECT: &str = "SELECT t.serial, t.entitlement_id, t.product, t.cmid, t.components, t.issued_at,
         t.not_before, t.expires, t.signer, t.request_nonce, t.request_digest, t.replaces, t.released_at,
         r.revoked_at, h.header || '.' || t.body
      FROM tokens t JOIN jws_headers h ON h.id = t.header_id LEFT JOIN revocations r ON r.serial = t.serial";
@@ -789,7 +751,7 @@ fn ent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entitlement> {
     })
 }
 
-fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+pub(crate) fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     let components: String = r.get(4)?;
     Ok(TokenRecord {
         serial: r.get(0)?,
@@ -828,7 +790,7 @@ pub(crate) fn find_entitlement(conn: &Connection, selector: &str) -> rusqlite::R
 }
 
 fn no_entitlement(selector: &str) -> Error {
-    Error::Usage(format!("no entitlement {selector:?} (give its id or its name; `tka entitlement list` shows them)"))
+    Error::UnknownEntitlement { selector: selector.to_string() }
 }
 
 fn check_name(n: &str) -> Result<()> {
@@ -889,4 +851,86 @@ pub(crate) fn db_err(path: &Path, e: rusqlite::Error) -> Error {
         return Error::format(what, "cannot switch the ledger to WAL mode");
     }
     Error::format(what, e)
+}
+
+#[cfg(test)]
+mod tests {
+    // The schema's migrations, run through `Ledger::open`.
+    use super::schema::{APPLICATION_ID, MIGRATIONS};
+    use super::{Ledger, SCHEMA_VERSION};
+
+    fn plan(l: &Ledger, sql: &str) -> String {
+        let mut st = l.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = st.query_map([], |r| r.get::<_, String>(3)).unwrap();
+        rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
+    }
+
+    /// A version 1 ledger at `path` as tka wrote it, then `sql` run on it.
+    fn version_1_ledger(path: &std::path::Path, sql: &str) {
+        let c = rusqlite::Connection::open(path).unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute_batch(sql).unwrap();
+    }
+
+    /// A foreign trigger in a version 1 ledger is refused before any
+    /// migration runs: every version is checked against its own schema.
+    #[test]
+    fn an_old_ledger_with_a_foreign_trigger_is_not_migrated() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("ledger.sqlite");
+        version_1_ledger(&path, "CREATE TRIGGER t AFTER INSERT ON tokens BEGIN DELETE FROM seats; END;");
+        let before = std::fs::read(&path).unwrap();
+        let e = Ledger::open(&path).unwrap_err().to_string();
+        assert!(
+            e.ends_with("not a tka ledger (it holds a trigger \"t\" tka did not create); nothing was changed"),
+            "{e}"
+        );
+        assert!(std::fs::read(&path).unwrap() == before, "the file is left as it was");
+    }
+
+    /// A version 1 ledger with tokens is migrated to version 2 in place: its
+    /// rows are kept, and the lookups of a batch and of a release use the
+    /// machine index.
+    #[test]
+    fn version_1_ledger_migrates_to_2() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("ledger.sqlite");
+        version_1_ledger(
+            &path,
+            "INSERT INTO entitlements (name, product, machines, created_at, updated_at) VALUES ('e', 'p', 5, 1, 1);
+                 INSERT INTO jws_headers (header) VALUES ('h');
+                 INSERT INTO tokens (serial, entitlement_id, product, cmid, components, issued_at, not_before,
+                                     signer, header_id, body, request_digest)
+                   VALUES ('00ff', 1, 'p', 'C1', '[]', 5, 5, 'fp', 1, 'b.s', 'dd');",
+        );
+        let l = Ledger::open(&path).unwrap();
+        assert_eq!(l.schema_version().unwrap(), SCHEMA_VERSION);
+        let n: i64 =
+            l.conn.query_row("SELECT count(*) FROM tokens WHERE request_digest = 'dd'", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+        let indexes: Vec<String> = l
+            .conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'tokens' AND sql IS NOT NULL ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(indexes, ["tokens_entitlement_issued", "tokens_expires", "tokens_machine"]);
+        let p = plan(
+            &l,
+            "SELECT t.serial FROM tokens t WHERE t.cmid = 'C1' AND t.product = 'p' AND +t.request_digest = 'dd'
+               AND +t.entitlement_id IS 1 AND t.released_at IS NULL",
+        );
+        assert!(p.contains("tokens_machine"), "{p}");
+        let p = plan(
+            &l,
+            "UPDATE tokens SET released_at = 9 WHERE cmid = 'C1' AND +entitlement_id = 1 AND released_at IS NULL",
+        );
+        assert!(p.contains("tokens_machine"), "{p}");
+        let p = plan(&l, "SELECT serial FROM tokens t WHERE t.entitlement_id = 1 ORDER BY t.issued_at, t.serial");
+        assert!(p.contains("tokens_entitlement_issued"), "{p}");
+    }
 }

@@ -1,0 +1,161 @@
+//! A batch of requests: the early refusals (unreadable, not admitted,
+//! duplicated within the batch), then the pipeline.
+
+use crate::core::error::{Error, IssueRefusal, Result};
+use crate::issuer::bulk::files::{prepare_output, Output};
+use crate::issuer::bulk::pipeline::{run, Work};
+use crate::issuer::bulk::report::{blank_item, BatchReport, ItemReason, ItemStatus};
+use crate::issuer::bulk::requests::BatchInput;
+use crate::issuer::issue::{admit, request_digest, IssueOptions, Item, TokenSigner};
+use crate::issuer::ledger::Ledger;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Items per transaction by default.
+pub const DEFAULT_CHUNK: usize = 512;
+
+/// How a batch is issued.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    /// Entitlement (id or name) every machine is counted against.
+    pub entitlement: Option<String>,
+    /// Token options. Empty `features` means the entitlement's features;
+    /// otherwise they must be among the entitlement's. `entitlement` and
+    /// `serial` are ignored (set by the ledger).
+    pub issue: IssueOptions,
+    /// Sign fresh tokens for requests that already have one (still consuming no seat).
+    pub reissue: bool,
+    /// Items per transaction.
+    pub chunk: usize,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions { entitlement: None, issue: IssueOptions::default(), reissue: false, chunk: DEFAULT_CHUNK }
+    }
+}
+
+/// Issues a token for every request in `inputs`, counting each machine
+/// against the entitlement, and writes `<out>/<product>_<cmid>.jws` for
+/// every item that is ok (when `out` is given). `progress` is called with
+/// the number of items finished, as they finish.
+///
+/// Malformed, duplicated (the same request, or the same machine twice) and
+/// wrong-product requests are refused one by one while the rest proceed.
+/// An error that stops the run (the ledger fails) is returned in
+/// [`BatchReport::aborted`]; what committed before it stays committed.
+pub fn issue_batch(
+    ledger: &mut Ledger,
+    inputs: Vec<BatchInput>,
+    opts: &BatchOptions,
+    signer: &TokenSigner,
+    now: i64,
+    out: Option<&Path>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<BatchReport> {
+    issue_batch_to(ledger, inputs, opts, signer, now, out.map_or(Output::Nothing, Output::Dir), progress)
+}
+
+/// [`issue_batch`] with any [`Output`].
+pub fn issue_batch_to(
+    ledger: &mut Ledger,
+    inputs: Vec<BatchInput>,
+    opts: &BatchOptions,
+    signer: &TokenSigner,
+    now: i64,
+    output: Output<'_>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<BatchReport> {
+    let (out, bundle) = prepare_output(output)?;
+    let ent = match &opts.entitlement {
+        Some(sel) => Some(ledger.entitlement(sel)?),
+        None => None,
+    };
+    let mut items = Vec::with_capacity(inputs.len());
+    let mut work = Vec::new();
+    let mut by_digest: HashMap<String, usize> = HashMap::new();
+    let mut by_machine: HashMap<(String, String), usize> = HashMap::new();
+    // The digests and request checks, on every core.
+    let allow_weak = opts.issue.allow_weak_binding || ent.as_ref().is_some_and(|e| e.allow_weak_binding);
+    let checked: Vec<Option<(String, Option<Error>)>> = inputs
+        .par_iter()
+        .map(|i| i.request.as_ref().ok().map(|r| (request_digest(r), admit(r, ent.as_ref(), allow_weak).err())))
+        .collect();
+    for ((slot, input), checked) in inputs.into_iter().enumerate().zip(checked) {
+        let mut item = blank_item(slot, input.source);
+        match input.request {
+            Err(detail) => item.refuse(IssueRefusal::Unreadable { detail }),
+            Ok(req) => {
+                item.cmid = Some(req.cmid.clone());
+                let (digest, refused) = checked.expect("checked with its request");
+                if let Some(e) = refused {
+                    item.status = ItemStatus::Refused;
+                    item.reason = Some(ItemReason::refused(e));
+                } else if let Some(first) = by_digest.get(&digest) {
+                    item.refuse(IssueRefusal::DuplicateRequest { first: first + 1 });
+                } else if let Some(first) = by_machine.get(&(req.product.clone(), req.cmid.clone())) {
+                    item.refuse(IssueRefusal::DuplicateMachine { cmid: req.cmid.clone(), first: first + 1 });
+                } else {
+                    by_digest.insert(digest.clone(), slot);
+                    by_machine.insert((req.product.clone(), req.cmid.clone()), slot);
+                    let item = Item {
+                        nonce: Some(req.nonce.clone()),
+                        req,
+                        digest: Some(digest),
+                        replaces: None,
+                        entitlement: ent.as_ref().map(|e| e.id),
+                        opts: opts.issue.clone(),
+                    };
+                    work.push(Work { slot, item });
+                }
+            }
+        }
+        items.push(item);
+    }
+    let mut report = BatchReport::new(ent.as_ref().map(|e| e.id), items);
+    let refused_early = report.items.iter().filter(|i| i.status == ItemStatus::Refused).count();
+    if refused_early > 0 {
+        progress(refused_early as u64);
+    }
+    let bundled = run(ledger, work, opts.reissue, opts.chunk, signer, now, out, bundle, progress, &mut report);
+    report.tally();
+    bundled.map(|()| report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::issuer::bulk::files::bundle_text;
+    use crate::issuer::bulk::requests::synthetic_request;
+    use crate::issuer::issue::test_signer;
+    use crate::issuer::ledger::NewEntitlement;
+
+    /// A bundle written by the batch is `bundle_text` of its report; a batch
+    /// that fails before issuing leaves no temporary file.
+    #[test]
+    fn bundle_output_is_written_by_the_batch() {
+        let now = 1_800_000_000;
+        let d = tempfile::tempdir().unwrap();
+        let mut l = Ledger::open(&d.path().join("l.sqlite")).unwrap();
+        let new = NewEntitlement { product: "p".into(), machines: 9, name: Some("e".into()), ..Default::default() };
+        l.add_entitlement(&new, now).unwrap();
+        let signer = test_signer(now);
+        let inputs: Vec<BatchInput> =
+            (0..5).map(|n| BatchInput { source: n.to_string(), request: Ok(synthetic_request("p", n, now)) }).collect();
+        let opts = BatchOptions { entitlement: Some("e".into()), chunk: 2, ..Default::default() };
+        let path = d.path().join("b.jsonl");
+        let r = issue_batch_to(&mut l, inputs.clone(), &opts, &signer, now, Output::Bundle(&path), &|_| {}).unwrap();
+        assert_eq!(r.ok, 5);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), bundle_text(&r));
+        let bad = BatchOptions { entitlement: Some("nope".into()), ..opts };
+        let other = d.path().join("c.jsonl");
+        assert!(issue_batch_to(&mut l, inputs, &bad, &signer, now, Output::Bundle(&other), &|_| {}).is_err());
+        let mut names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.retain(|n| !n.starts_with("l.sqlite"));
+        assert_eq!(names, ["b.jsonl"]);
+    }
+}

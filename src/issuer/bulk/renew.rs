@@ -1,0 +1,144 @@
+//! Renewal: a new token, from the ledger alone, for every machine whose
+//! newest live token expires soon.
+
+use crate::core::error::{IssueRefusal, Result};
+use crate::core::request::ActivationRequest;
+use crate::core::token::TokenLifetime;
+use crate::issuer::bulk::files::{prepare_output, Output};
+use crate::issuer::bulk::pipeline::{run, Work};
+use crate::issuer::bulk::report::{blank_item, BatchReport};
+use crate::issuer::issue::{IssueOptions, Item, TokenSigner};
+use crate::issuer::ledger::{db_err, token_row, Ledger, TokenRecord, TOKEN_SELECT};
+use rusqlite::params;
+use std::path::Path;
+
+/// Which tokens [`renew_batch`] renews.
+#[derive(Debug, Clone)]
+pub struct RenewOptions {
+    /// Renew machines whose newest token expires before `now + within` (seconds),
+    /// including those already expired.
+    pub within: i64,
+    /// Only this entitlement (id or name).
+    pub entitlement: Option<String>,
+    /// Only this product.
+    pub product: Option<String>,
+    /// Lifetime of the new tokens; `None` keeps each old token's lifetime.
+    pub lifetime: Option<TokenLifetime>,
+    /// Signature algorithm.
+    pub alg: crate::core::keys::SignatureAlgorithm,
+    /// Items per transaction.
+    pub chunk: usize,
+}
+
+/// Re-issues, from the ledger alone, a token for every machine whose newest
+/// live token (not released, not revoked) expires within the window. The new
+/// token keeps the machine's components, match rule, edition and grace, takes
+/// the entitlement's current features, and records which serial it renews.
+/// Machines are already counted: nothing is consumed. Re-running renews only
+/// what is still due, so it is idempotent.
+pub fn renew_batch(
+    ledger: &mut Ledger,
+    opts: &RenewOptions,
+    signer: &TokenSigner,
+    now: i64,
+    out: Option<&Path>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<BatchReport> {
+    renew_batch_to(ledger, opts, signer, now, out.map_or(Output::Nothing, Output::Dir), progress)
+}
+
+/// [`renew_batch`] with any [`Output`].
+pub fn renew_batch_to(
+    ledger: &mut Ledger,
+    opts: &RenewOptions,
+    signer: &TokenSigner,
+    now: i64,
+    output: Output<'_>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<BatchReport> {
+    let ent_filter = match &opts.entitlement {
+        Some(sel) => Some(ledger.entitlement(sel)?.id),
+        None => None,
+    };
+    let (out, bundle) = prepare_output(output)?;
+    let due = renewal_due(ledger, now.saturating_add(opts.within), ent_filter, opts.product.as_deref())?;
+    let mut items = Vec::with_capacity(due.len());
+    let mut work = Vec::new();
+    for (slot, rec) in due.into_iter().enumerate() {
+        let mut item = blank_item(slot, format!("renewal of {}", rec.serial));
+        item.cmid = Some(rec.cmid.clone());
+        match crate::core::token::decode_unverified(&rec.token) {
+            Err(e) => item.refuse(IssueRefusal::UnreadableToken { serial: rec.serial.clone(), detail: e.to_string() }),
+            Ok((_, old)) => {
+                let lifetime = opts.lifetime.unwrap_or_else(|| match old.exp {
+                    Some(exp) => TokenLifetime::Seconds(
+                        (exp - old.iat).max(crate::core::token::MIN_TOKEN_LIFETIME_SECS as i64) as u64,
+                    ),
+                    None => TokenLifetime::Perpetual,
+                });
+                let issue = IssueOptions {
+                    lifetime,
+                    features: if rec.entitlement.is_some() { Vec::new() } else { old.tka.features.clone() },
+                    edition: old.tka.edition.clone(),
+                    entitlement: None,
+                    match_rule: Some(old.tka.match_rule),
+                    grace_secs: old.tka.grace.max(0) as u64,
+                    renew_after_secs: None,
+                    alg: opts.alg,
+                    serial: None,
+                    // A renewal keeps the binding; a weak one stays allowed
+                    // only if the old token recorded the issuer's choice.
+                    allow_weak_binding: old.tka.weak_binding,
+                };
+                let req = ActivationRequest {
+                    version: 1,
+                    product: rec.product.clone(),
+                    cmid: rec.cmid.clone(),
+                    components: rec.components.clone(),
+                    created: rec.issued_at,
+                    nonce: String::new(),
+                    hostname: None,
+                };
+                let item = Item {
+                    req,
+                    digest: None,
+                    nonce: None,
+                    replaces: Some(rec.serial.clone()),
+                    entitlement: rec.entitlement,
+                    opts: issue,
+                };
+                work.push(Work { slot, item });
+            }
+        }
+        items.push(item);
+    }
+    let mut report = BatchReport::new(ent_filter, items);
+    let bundled = run(ledger, work, true, opts.chunk, signer, now, out, bundle, progress, &mut report);
+    report.tally();
+    bundled.map(|()| report)
+}
+
+/// The newest live token of every machine whose newest token expires at or before `limit`.
+fn renewal_due(
+    ledger: &Ledger,
+    limit: i64,
+    entitlement: Option<i64>,
+    product: Option<&str>,
+) -> Result<Vec<TokenRecord>> {
+    let sql = format!(
+        "{} WHERE t.released_at IS NULL AND r.serial IS NULL AND t.expires IS NOT NULL AND t.expires <= ?1
+           AND (?2 IS NULL OR t.entitlement_id = ?2) AND (?3 IS NULL OR t.product = ?3)
+           AND NOT EXISTS (SELECT 1 FROM tokens n LEFT JOIN revocations nr ON nr.serial = n.serial
+                           WHERE n.cmid = t.cmid AND n.product = t.product
+                             AND n.entitlement_id IS t.entitlement_id AND n.released_at IS NULL
+                             AND nr.serial IS NULL AND n.serial != t.serial
+                             AND (n.expires IS NULL OR n.expires > t.expires
+                                  OR (n.expires = t.expires AND n.serial > t.serial)))
+         ORDER BY t.expires, t.serial",
+        TOKEN_SELECT
+    );
+    let dberr = |e| db_err(ledger.path(), e);
+    let mut st = ledger.conn().prepare(&sql).map_err(dberr)?;
+    let rows = st.query_map(params![limit, entitlement, product], token_row).map_err(dberr)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(dberr)
+}

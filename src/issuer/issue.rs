@@ -1,0 +1,514 @@
+//! Issuance: the one path that issues a token for a request under a policy.
+//!
+//! [`issue_one`] takes a request, the token options, optionally a ledger
+//! and an entitlement in it, and either returns the issued token (recorded
+//! in the ledger when there is one, the machine counted against the
+//! entitlement) or refuses: a policy refusal is [`Error::Issue`] with an
+//! [`IssueRefusal`] (entitlement full, expired, wrong product, a feature it
+//! does not grant, the seat rule, ...); a request that cannot be issued at
+//! all is the error itself ([`Error::Binding`], [`Error::Format`],
+//! [`Error::InvalidLifetime`], a token that would outlive its signer, ...).
+//!
+//! Bulk issuance and renewal ([`crate::issuer::bulk`]) are a pipeline on
+//! top of the same decision (`Decider`) and record (`Recorder`): they
+//! sign in parallel and in chunks, but what is issued, counted and recorded
+//! is decided here, item by item, inside the ledger's write transaction.
+//!
+//! **Concurrency.** A [`Ledger`] is one SQLite connection: one per thread
+//! (each worker of a network service opens its own with [`Ledger::open`]).
+//! The decision and the record of each token are one `BEGIN IMMEDIATE`
+//! transaction, so any number of workers and processes on one ledger never
+//! exceed an entitlement's count. The signature is made ahead, outside the
+//! write lock, from a plan on a read snapshot, and used only if the
+//! transaction's own decision gives the same claims.
+
+pub use crate::core::error::IssueRefusal;
+pub use crate::core::token::{new_serial, TokenLifetime, TokenSigner};
+pub use crate::issuer::claims::{build_claims, check_request, issue_token, IssueOptions, IssuedToken};
+
+use crate::core::error::{Error, Result};
+use crate::core::jws::TOKEN_TYP;
+use crate::core::keys::SignatureAlgorithm;
+use crate::core::request::ActivationRequest;
+use crate::core::token::Claims;
+use crate::issuer::ledger::{db_err, find_entitlement, Entitlement, Ledger};
+use crate::issuer::seats::{seat_held_elsewhere, SEAT_TOKENS_SQL};
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// A token handed out by the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedItem {
+    /// Serial.
+    pub serial: String,
+    /// The JWS compact text (empty once written to a file by a batch with an output directory).
+    pub text: String,
+    /// Product.
+    pub product: String,
+    /// Machine.
+    pub cmid: String,
+    /// Expiry.
+    pub expires: Option<i64>,
+}
+
+/// How a token's machine was counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Seat {
+    /// The machine took a new seat.
+    New,
+    /// The machine was already counted: nothing consumed.
+    Counted,
+}
+
+/// Issues one token for `req` under `opts`.
+///
+/// Without a ledger this is [`issue_token`] (and an `entitlement` is a
+/// usage error: entitlements are counted in a ledger). With one, the
+/// machine is counted against `entitlement` (id or name) when one is given,
+/// and the token is recorded; a fresh token is always signed (a machine
+/// already counted consumes no seat). Returns the token, or the refusal:
+/// [`Error::Issue`] for the policy's, the error itself for a request that
+/// cannot be issued.
+pub fn issue_one(
+    ledger: Option<&mut Ledger>,
+    entitlement: Option<&str>,
+    req: &ActivationRequest,
+    opts: &IssueOptions,
+    signer: &TokenSigner,
+    now: i64,
+) -> Result<IssuedToken> {
+    let Some(ledger) = ledger else {
+        if entitlement.is_some() {
+            return Err(Error::Usage("an entitlement is counted in a ledger, and no ledger was given".into()));
+        }
+        return issue_token(req, opts, signer, now);
+    };
+    let ent = entitlement.map(|sel| ledger.entitlement(sel)).transpose()?;
+    let allow_weak = opts.allow_weak_binding || ent.as_ref().is_some_and(|e| e.allow_weak_binding);
+    admit(req, ent.as_ref(), allow_weak)?;
+    let item = Item {
+        digest: Some(request_digest(req)),
+        nonce: Some(req.nonce.clone()),
+        req: req.clone(),
+        replaces: None,
+        entitlement: ent.map(|e| e.id),
+        opts: opts.clone(),
+    };
+    let path = ledger.path().to_path_buf();
+    // Signed ahead, outside the write lock, from a plan on a read snapshot.
+    let ahead = {
+        let read = ledger.conn().unchecked_transaction().map_err(|e| db_err(&path, e))?;
+        let mut decider = Decider::new(&read, &path)?;
+        let decision = decider.decide(&item, true, None, signer, now, &mut HashMap::new())?;
+        drop(decider);
+        match decision {
+            Decision::Sign { claims, .. } => {
+                let text = sign_claims(signer, &claims, item.opts.alg);
+                Some(Presigned { claims, text })
+            }
+            _ => None,
+        }
+    };
+    let tx = ledger.write_tx()?;
+    let mut decider = Decider::new(&tx, &path)?;
+    let mut decision = decider.decide(&item, true, ahead, signer, now, &mut HashMap::new())?;
+    drop(decider);
+    decision.sign(signer, item.opts.alg);
+    let mut recorder = Recorder::new(&tx, &path, signer)?;
+    let outcome = recorder.record(&item, decision, &mut Vec::new(), now)?;
+    recorder.finish()?;
+    match outcome {
+        Outcome::Issued { issued, claims: Some(claims), .. } => {
+            tx.commit().map_err(|e| db_err(&path, e))?;
+            Ok(IssuedToken { text: issued.text, claims })
+        }
+        Outcome::Issued { claims: None, .. } => unreachable!("a fresh token is always signed"),
+        Outcome::Refused(e) | Outcome::SigningFailed(e) => Err(e),
+    }
+}
+
+impl Ledger {
+    /// [`issue_one`] with this ledger: issues one token for `req` and
+    /// records it, counting the machine against `entitlement` (id or name)
+    /// when one is given.
+    pub fn issue(
+        &mut self,
+        req: &ActivationRequest,
+        entitlement: Option<&str>,
+        opts: &IssueOptions,
+        signer: &TokenSigner,
+        now: i64,
+    ) -> Result<IssuedItem> {
+        let t = issue_one(Some(self), entitlement, req, opts, signer, now)?;
+        Ok(IssuedItem {
+            serial: t.claims.jti,
+            text: t.text,
+            product: t.claims.aud,
+            cmid: t.claims.sub,
+            expires: t.claims.exp,
+        })
+    }
+}
+
+/// SHA-256 (hex) of a request's canonical JSON: the same request in text or
+/// JSON form has the same digest. It identifies the request across runs.
+pub fn request_digest(req: &ActivationRequest) -> String {
+    let json = serde_json::to_string(req).expect("a request always serializes");
+    hex(&Sha256::digest(json.as_bytes()))
+}
+
+/// Lowercase hex.
+pub(crate) fn hex(b: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(DIGITS[usize::from(x >> 4)] as char);
+        s.push(DIGITS[usize::from(x & 15)] as char);
+    }
+    s
+}
+
+/// Whether a request may be issued under an entitlement at all: for its
+/// product ([`IssueRefusal::WrongProduct`]), with well-formed fields and a
+/// binding a real machine produces ([`check_request`]). Pure: a batch runs
+/// it on every core before it looks at the ledger.
+pub(crate) fn admit(req: &ActivationRequest, ent: Option<&Entitlement>, allow_weak: bool) -> Result<()> {
+    if let Some(e) = ent.filter(|e| e.product != req.product) {
+        return Err(Error::Issue(IssueRefusal::WrongProduct {
+            requested: req.product.clone(),
+            entitlement: e.label(),
+            product: e.product.clone(),
+        }));
+    }
+    check_request(req, allow_weak).map(|_| ())
+}
+
+/// One request under its policy, ready to decide.
+pub(crate) struct Item {
+    pub(crate) req: ActivationRequest,
+    /// [`request_digest`] (absent for renewals).
+    pub(crate) digest: Option<String>,
+    /// The request's nonce (absent for renewals).
+    pub(crate) nonce: Option<String>,
+    /// The serial this token renews.
+    pub(crate) replaces: Option<String>,
+    /// The entitlement the machine is counted against.
+    pub(crate) entitlement: Option<i64>,
+    pub(crate) opts: IssueOptions,
+}
+
+/// A token signed ahead of its transaction, from a plan made outside it.
+pub(crate) struct Presigned {
+    pub(crate) claims: Claims,
+    pub(crate) text: Result<String>,
+}
+
+/// What the path decided for one item. (Short-lived: the size difference
+/// between variants does not matter.)
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Decision {
+    /// Return the live token an earlier run issued for the same request.
+    Existing { serial: String, text: String, expires: Option<i64>, counted: bool },
+    /// Sign (or take the token signed ahead, `text`) and record.
+    Sign { claims: Claims, new_seat: bool, counted: bool, text: Option<Result<String>> },
+    /// Refused: [`Error::Issue`] by policy, or why the request cannot be issued.
+    Refuse(Error),
+}
+
+impl Decision {
+    /// Signs the token of a `Sign` decision that has none yet.
+    pub(crate) fn sign(&mut self, signer: &TokenSigner, alg: SignatureAlgorithm) {
+        if let Decision::Sign { claims, text: text @ None, .. } = self {
+            *text = Some(sign_claims(signer, claims, alg));
+        }
+    }
+}
+
+/// Signs token claims.
+pub(crate) fn sign_claims(signer: &TokenSigner, claims: &Claims, alg: SignatureAlgorithm) -> Result<String> {
+    serde_json::to_value(claims)
+        .map_err(|e| Error::format("token claims", e))
+        .and_then(|v| signer.sign_payload(&v, TOKEN_TYP, alg))
+}
+
+/// Decides items against the ledger as one connection (or transaction) sees it.
+pub(crate) struct Decider<'c> {
+    conn: &'c rusqlite::Connection,
+    path: &'c Path,
+    existing: rusqlite::CachedStatement<'c>,
+    seat: rusqlite::CachedStatement<'c>,
+    seat_tokens: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> Decider<'c> {
+    pub(crate) fn new(conn: &'c rusqlite::Connection, path: &'c Path) -> Result<Self> {
+        let dberr = |e| db_err(path, e);
+        let existing = conn
+            .prepare_cached(
+                "SELECT t.serial, h.header || '.' || t.body, t.expires FROM tokens t
+                   JOIN jws_headers h ON h.id = t.header_id
+                 WHERE t.cmid = ?3 AND t.product = ?4 AND +t.request_digest = ?1 AND +t.entitlement_id IS ?2
+                   AND t.released_at IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = t.serial)
+                 ORDER BY t.issued_at DESC, t.serial LIMIT 1",
+            )
+            .map_err(dberr)?;
+        let seat = conn
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM seats WHERE entitlement_id = ?1 AND cmid = ?2)")
+            .map_err(dberr)?;
+        let seat_tokens = conn.prepare_cached(SEAT_TOKENS_SQL).map_err(dberr)?;
+        Ok(Decider { conn, path, existing, seat, seat_tokens })
+    }
+
+    /// Decides one item: the existing token to return (unless `reissue`),
+    /// the claims to sign (and whether the machine takes a new seat), or
+    /// why it is refused. `ents` caches the entitlements read and counts
+    /// the seats taken (`used`) by the items decided so far. A token signed
+    /// `ahead` is used when its claims carry what the decision gives
+    /// (entitlement, features); otherwise fresh claims are built.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn decide(
+        &mut self,
+        w: &Item,
+        reissue: bool,
+        ahead: Option<Presigned>,
+        signer: &TokenSigner,
+        now: i64,
+        ents: &mut HashMap<i64, Entitlement>,
+    ) -> Result<Decision> {
+        let path = self.path;
+        let dberr = |e| db_err(path, e);
+        let ent = match w.entitlement {
+            None => None,
+            Some(id) => match ents.entry(id) {
+                std::collections::hash_map::Entry::Occupied(o) => Some(o.into_mut()),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let e = find_entitlement(self.conn, &id.to_string())
+                        .map_err(dberr)?
+                        .ok_or_else(|| Error::Usage(format!("entitlement {id} vanished from the ledger")))?;
+                    Some(v.insert(e))
+                }
+            },
+        };
+        if !reissue {
+            if let Some(d) = &w.digest {
+                let found: Option<(String, String, Option<i64>)> = self
+                    .existing
+                    .query_row(params![d, w.entitlement, w.req.cmid, w.req.product], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()
+                    .map_err(dberr)?;
+                if let Some((serial, text, expires)) = found {
+                    return Ok(Decision::Existing { serial, text, expires, counted: ent.is_some() });
+                }
+            }
+        }
+        let refuse = |r: IssueRefusal| Ok(Decision::Refuse(Error::Issue(r)));
+        let mut o = w.opts.clone();
+        o.serial = None;
+        o.entitlement = w.entitlement.map(|id| id.to_string());
+        if let Some(e) = &ent {
+            o.allow_weak_binding |= e.allow_weak_binding;
+            if o.features.is_empty() {
+                o.features = e.features.clone();
+            } else if let Some(f) = o.features.iter().find(|f| !e.features.contains(f)) {
+                return refuse(IssueRefusal::FeatureNotEntitled {
+                    feature: f.clone(),
+                    entitlement: e.label(),
+                    features: e.features.clone(),
+                });
+            }
+        }
+        // Claims depend on the request, the options, the signer and `now`
+        // (the same for the whole run) and on the entitlement and features.
+        let ahead = ahead.filter(|p| p.claims.tka.features == o.features && p.claims.tka.entitlement == o.entitlement);
+        let (claims, text) = match ahead {
+            Some(p) => (p.claims, Some(p.text)),
+            None => match build_claims(&w.req, &o, signer.certificate(), now) {
+                Ok(c) => (c, None),
+                Err(e) => return Ok(Decision::Refuse(e)),
+            },
+        };
+        let Some(e) = ent else {
+            return Ok(Decision::Sign { claims, new_seat: false, counted: false, text });
+        };
+        if let Some(x) = e.expires {
+            if now >= x {
+                return refuse(IssueRefusal::EntitlementExpired { entitlement: e.label(), expired: x });
+            }
+            let until = claims.exp.map(|exp| exp + claims.tka.grace);
+            if until.is_none_or(|u| u > x) {
+                return refuse(IssueRefusal::OutlivesEntitlement { until, entitlement: e.label(), expires: x });
+            }
+        }
+        let counted: bool = self.seat.query_row(params![e.id, w.req.cmid], |r| r.get(0)).map_err(dberr)?;
+        if counted {
+            if let Some(why) = seat_held_elsewhere(&mut self.seat_tokens, e, &w.req, dberr)? {
+                return refuse(why);
+            }
+            Ok(Decision::Sign { claims, new_seat: false, counted: true, text })
+        } else if e.used < e.machines {
+            e.used += 1;
+            Ok(Decision::Sign { claims, new_seat: true, counted: true, text })
+        } else {
+            refuse(IssueRefusal::EntitlementFull { entitlement: e.label(), machines: e.machines, used: e.used })
+        }
+    }
+}
+
+/// What recording a decision gave. (Short-lived, one per item of a chunk:
+/// the size difference between variants does not matter.)
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Outcome {
+    /// Issued and recorded (or an existing token returned: `existing`).
+    Issued { issued: IssuedItem, claims: Option<Claims>, seat: Option<Seat>, existing: bool },
+    /// Refused; nothing recorded.
+    Refused(Error),
+    /// The signature failed; nothing recorded.
+    SigningFailed(Error),
+}
+
+/// Records decisions in a write transaction: the token rows, the seats
+/// taken; [`Recorder::finish`] counts the seats in their entitlements.
+pub(crate) struct Recorder<'t> {
+    tx: &'t rusqlite::Connection,
+    path: PathBuf,
+    fingerprint: String,
+    ins_token: rusqlite::CachedStatement<'t>,
+    ins_seat: rusqlite::CachedStatement<'t>,
+    taken: HashMap<i64, i64>,
+}
+
+impl<'t> Recorder<'t> {
+    pub(crate) fn new(tx: &'t rusqlite::Connection, path: &Path, signer: &TokenSigner) -> Result<Self> {
+        let dberr = |e| db_err(path, e);
+        let ins_token = tx
+            .prepare_cached(
+                "INSERT INTO tokens (serial, entitlement_id, product, cmid, components, issued_at, not_before, expires,
+                                     signer, header_id, body, request_nonce, request_digest, replaces)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )
+            .map_err(dberr)?;
+        let ins_seat = tx
+            .prepare_cached("INSERT INTO seats (entitlement_id, cmid, counted_at) VALUES (?1, ?2, ?3)")
+            .map_err(dberr)?;
+        Ok(Recorder {
+            tx,
+            path: path.to_path_buf(),
+            fingerprint: signer.certificate().fingerprint.clone(),
+            ins_token,
+            ins_seat,
+            taken: HashMap::new(),
+        })
+    }
+
+    /// Records one decision (its token signed). `headers` caches the ids of
+    /// the JWS protected headers stored.
+    pub(crate) fn record(
+        &mut self,
+        w: &Item,
+        decision: Decision,
+        headers: &mut Vec<(String, i64)>,
+        now: i64,
+    ) -> Result<Outcome> {
+        let path = self.path.clone();
+        let dberr = |e| db_err(&path, e);
+        Ok(match decision {
+            Decision::Refuse(e) => Outcome::Refused(e),
+            Decision::Existing { serial, text, expires, counted } => Outcome::Issued {
+                issued: IssuedItem { serial, text, product: w.req.product.clone(), cmid: w.req.cmid.clone(), expires },
+                claims: None,
+                seat: counted.then_some(Seat::Counted),
+                existing: true,
+            },
+            Decision::Sign { text: Some(Err(e)), .. } => Outcome::SigningFailed(e),
+            Decision::Sign { text: None, .. } => unreachable!("every Sign decision is signed before it is recorded"),
+            Decision::Sign { claims, new_seat, counted, text: Some(Ok(text)) } => {
+                let (header, body) = text.split_once('.').expect("a JWS has dots");
+                let header_id = match headers.iter().find(|(h, _)| h == header) {
+                    Some((_, id)) => *id,
+                    None => {
+                        self.tx
+                            .execute("INSERT OR IGNORE INTO jws_headers (header) VALUES (?1)", [header])
+                            .map_err(dberr)?;
+                        let id: i64 = self
+                            .tx
+                            .query_row("SELECT id FROM jws_headers WHERE header = ?1", [header], |r| r.get(0))
+                            .map_err(dberr)?;
+                        headers.push((header.to_string(), id));
+                        id
+                    }
+                };
+                let components = serde_json::to_string(&claims.tka.components).expect("components serialize");
+                self.ins_token
+                    .execute(params![
+                        claims.jti,
+                        w.entitlement,
+                        claims.aud,
+                        claims.sub,
+                        components,
+                        claims.iat,
+                        claims.nbf,
+                        claims.exp,
+                        self.fingerprint,
+                        header_id,
+                        body,
+                        w.nonce,
+                        w.digest,
+                        w.replaces
+                    ])
+                    .map_err(dberr)?;
+                if new_seat {
+                    let id = w.entitlement.expect("a seat belongs to an entitlement");
+                    self.ins_seat.execute(params![id, claims.sub, now]).map_err(dberr)?;
+                    *self.taken.entry(id).or_default() += 1;
+                }
+                Outcome::Issued {
+                    issued: IssuedItem {
+                        serial: claims.jti.clone(),
+                        text,
+                        product: claims.aud.clone(),
+                        cmid: claims.sub.clone(),
+                        expires: claims.exp,
+                    },
+                    claims: Some(claims),
+                    seat: counted.then_some(if new_seat { Seat::New } else { Seat::Counted }),
+                    existing: false,
+                }
+            }
+        })
+    }
+
+    /// Counts the seats taken in their entitlements (before the commit).
+    pub(crate) fn finish(self) -> Result<()> {
+        for (id, n) in &self.taken {
+            self.tx
+                .execute("UPDATE entitlements SET used = used + ?1 WHERE id = ?2", params![n, id])
+                .map_err(|e| db_err(&self.path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// A token signer valid ten years from `now - 1 day` (TEST-ONLY keys from certs/test/).
+#[cfg(test)]
+pub(crate) fn test_signer(now: i64) -> TokenSigner {
+    use crate::core::keys::{Signer, SoftwareKey};
+    use crate::core::pki::CertInfo;
+    use crate::issuer::certs::{create_certificate, CertKind, CertRequest};
+    let key = |name: &str| {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("certs/test/{name}.key"));
+        SoftwareKey::from_pkcs8_pem(&std::fs::read_to_string(&path).unwrap(), None, &path).unwrap()
+    };
+    let (ik, sk) = (key("intermediate"), key("signer"));
+    let req = |kind, subject| CertRequest { kind, subject, not_before: now - 86_400, not_after: now + 3650 * 86_400 };
+    let ca = create_certificate(&req(CertKind::Root, "CN=T Root"), ik.public_key(), None, &ik).unwrap();
+    let ca_info = CertInfo::parse(&ca).unwrap();
+    let der = create_certificate(&req(CertKind::Signer, "CN=T Signer"), sk.public_key(), Some(&ca_info), &ik).unwrap();
+    TokenSigner::new(Box::new(sk), vec![der, ca]).unwrap()
+}

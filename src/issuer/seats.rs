@@ -1,0 +1,82 @@
+//! The seat rule: when a machine that already holds a seat gets another
+//! token without consuming one.
+
+use crate::core::error::{Error, IssueRefusal, Result};
+use crate::core::machine::{ComponentHash, MatchRule};
+use crate::core::request::ActivationRequest;
+use crate::issuer::ledger::Entitlement;
+use rusqlite::params;
+
+/// The query [`seat_held_elsewhere`] runs: the tokens of a seat not released
+/// (`?1` entitlement, `?2` CMID, `?3` product).
+pub(crate) const SEAT_TOKENS_SQL: &str = "SELECT t.serial, t.components, t.body FROM tokens t
+     WHERE t.cmid = ?2 AND t.product = ?3 AND +t.entitlement_id = ?1 AND t.released_at IS NULL";
+
+/// A machine that already holds a seat (same CMID) is given another token
+/// without consuming a seat only if the request binds exactly the hardware
+/// (DMI UUID, serials, disk, MACs) of every token of that seat not released
+/// — revoked and expired ones included — and passes each of them under its
+/// own match rule. Hardware never drifts within a seat, so every machine
+/// that passes any token of the seat holds more than half of the same
+/// hardware values (`most`'s anchor) and no two machines with different
+/// hardware share a seat, however the requests are sequenced; a machine
+/// whose hardware changed is moved by releasing the seat. `st` is
+/// [`SEAT_TOKENS_SQL`]. Returns the refusal, if any.
+pub(crate) fn seat_held_elsewhere(
+    st: &mut rusqlite::CachedStatement<'_>,
+    e: &Entitlement,
+    req: &ActivationRequest,
+    dberr: impl Fn(rusqlite::Error) -> Error + Copy,
+) -> Result<Option<IssueRefusal>> {
+    let rows = st
+        .query_map(params![e.id, req.cmid, req.product], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        })
+        .map_err(dberr)?;
+    for row in rows {
+        let (serial, components, body) = row.map_err(dberr)?;
+        let bound: Vec<ComponentHash> =
+            serde_json::from_str(&components).map_err(|err| Error::format(format!("ledger token {serial}"), err))?;
+        let rule = token_rule(&body).map_err(|err| Error::format(format!("ledger token {serial}"), err))?;
+        let (old_hw, new_hw) = (hardware_of(&bound), hardware_of(&req.components));
+        if old_hw != new_hw {
+            let mut changed: Vec<&str> = old_hw.symmetric_difference(&new_hw).map(|c| c.0).collect();
+            changed.sort_by_key(|k| crate::core::machine::kinds::rank(k));
+            changed.dedup();
+            return Ok(Some(IssueRefusal::SeatHardwareChanged {
+                cmid: req.cmid.clone(),
+                entitlement: e.label(),
+                serial,
+                changed: changed.into_iter().map(str::to_string).collect(),
+            }));
+        }
+        let report = rule.evaluate(&bound, &req.components);
+        if !report.is_match() {
+            return Ok(Some(IssueRefusal::SeatHeldByAnotherMachine {
+                cmid: req.cmid.clone(),
+                entitlement: e.label(),
+                serial,
+                report: report.to_string(),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// The hardware components of a binding, as (kind, hash) pairs.
+fn hardware_of(components: &[ComponentHash]) -> std::collections::BTreeSet<(&str, &str)> {
+    components
+        .iter()
+        .filter(|c| crate::core::machine::HARDWARE_ANCHORS.contains(&c.kind.as_str()))
+        .map(|c| (c.kind.as_str(), c.hash.as_str()))
+        .collect()
+}
+
+/// The match rule of a recorded token, from its body (`payload.signature`).
+fn token_rule(body: &str) -> std::result::Result<MatchRule, String> {
+    let payload = body.split('.').next().unwrap_or_default();
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+        .map_err(|e| format!("payload is not base64url: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    crate::core::token::parse_claims(&v).map(|c| c.tka.match_rule).map_err(|e| e.to_string())
+}
