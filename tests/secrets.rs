@@ -33,7 +33,7 @@ fn software_key_and_signer_debug_show_no_key_material() {
     assert!(!d.to_lowercase().contains(&n_hex), "{d}");
     assert!(d.len() < 64, "Debug of a key should be a short label: {d}");
     let p = common::pki();
-    let signer = tka::token::TokenSigner::new(Box::new(key), vec![p.signer.clone(), p.int.clone()]).unwrap();
+    let signer = tka::issuer::issue::TokenSigner::new(Box::new(key), vec![p.signer.clone(), p.int.clone()]).unwrap();
     let d = format!("{signer:?}");
     assert!(d.len() < 200 && !d.to_lowercase().contains(&n_hex), "{d}");
 }

@@ -8,7 +8,8 @@ use crate::core::keys::SignatureAlgorithm;
 use crate::core::machine::MatchRule;
 use crate::core::pki::CertInfo;
 use crate::core::request::ActivationRequest;
-use crate::core::token::{new_serial, Claims, TkaClaims, TokenLifetime, TokenSigner, MIN_TOKEN_LIFETIME_SECS};
+use crate::core::token::{Claims, TkaClaims, TokenLifetime, MIN_TOKEN_LIFETIME_SECS};
+use crate::issuer::signer::{new_serial, TokenSigner};
 
 /// Issuance options beyond the request itself.
 #[derive(Debug, Clone)]

@@ -23,8 +23,9 @@
 //! transaction's own decision gives the same claims.
 
 pub use crate::core::error::IssueRefusal;
-pub use crate::core::token::{new_serial, TokenLifetime, TokenSigner};
+pub use crate::core::token::TokenLifetime;
 pub use crate::issuer::claims::{build_claims, check_request, issue_token, IssueOptions, IssuedToken};
+pub use crate::issuer::signer::{new_serial, TokenSigner};
 
 use crate::core::error::{Error, Result};
 use crate::core::jws::TOKEN_TYP;

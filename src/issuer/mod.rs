@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod revocation_list;
 pub mod rotation;
 mod seats;
+pub mod signer;
 
 pub use certs::{create_certificate, lifetimes, parse_name, reissue_certificate, CertKind, CertRequest};
 pub use crl::{create_crl, normalize_serial, CrlEntry, CrlParams, RevocationReason};

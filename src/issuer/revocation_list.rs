@@ -7,8 +7,8 @@ use crate::core::fsutil::{self, Overwrite};
 use crate::core::jws::{self, REVOCATION_TYP};
 use crate::core::keys::SignatureAlgorithm;
 use crate::core::revocation_list::{check_list_id, ListClaims, RevokedToken, LIST_VERSION};
-use crate::core::token::TokenSigner;
 use crate::issuer::home::IssuerHome;
+use crate::issuer::signer::TokenSigner;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
@@ -78,7 +78,7 @@ pub fn create_list(
     let _lock = home.lock(crate::issuer::home::DEFAULT_LOCK_WAIT)?;
     let state = match list_state(home)? {
         Some(s) => ListState { list_id: s.list_id, seq: s.seq + 1 },
-        None => ListState { list_id: crate::core::token::new_serial(), seq: 1 },
+        None => ListState { list_id: crate::issuer::signer::new_serial(), seq: 1 },
     };
     let claims =
         ListClaims { v: LIST_VERSION, iss: state.list_id.clone(), seq: state.seq, iat: now, next_update, revoked };
