@@ -20,6 +20,8 @@ pub mod trust;
 use crate::outcome::CmdResult;
 use clap::Subcommand;
 
+// Parsed once per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Generate RSA private keys (PKCS#8 files, encrypted by default, or on a PKCS#11 token)
