@@ -202,7 +202,7 @@ proptest! {
             features: features.clone(),
             edition: edition.clone(),
             match_rule: Some(rule),
-            grace_days,
+            grace_secs: u64::from(grace_days) * DAY as u64,
             alg: if rs256 { tka::keys::SignatureAlgorithm::Rs256 } else { tka::keys::SignatureAlgorithm::Ps256 },
             ..Default::default()
         };

@@ -1680,7 +1680,7 @@ fn forged_future_nbf_is_not_yet_valid() {
 
 #[test]
 fn token_in_grace_is_accepted_and_reported() {
-    let t = issue(&IssueOptions { grace_days: 7, ..Default::default() });
+    let t = issue(&IssueOptions { grace_secs: 7 * 86_400, ..Default::default() });
     let exp = exp_of(&t);
     for now in [exp, exp + 7 * DAY - 1] {
         let v = verify_at(&t, now, &machine()).unwrap();
@@ -1691,7 +1691,7 @@ fn token_in_grace_is_accepted_and_reported() {
 
 #[test]
 fn token_past_grace_is_expired() {
-    let t = issue(&IssueOptions { grace_days: 7, ..Default::default() });
+    let t = issue(&IssueOptions { grace_secs: 7 * 86_400, ..Default::default() });
     let exp = exp_of(&t);
     let now = exp + 7 * DAY;
     assert_eq!(verify_at(&t, now, &machine()).unwrap_err(), VerifyError::TokenExpired { exp, grace: 7 * DAY, now });
@@ -1781,7 +1781,7 @@ fn issuing_token_whose_grace_outlives_signer_is_refused() {
     // Signer notAfter is NOW + 335 days; exp = ISSUED + 330 days is inside it,
     // but a 30-day grace runs to ISSUED + 360 days.
     let na = CertInfo::parse(&pki().signer).unwrap().not_after;
-    let opts = IssueOptions { lifetime: TokenLifetime::Days(330), grace_days: 30, ..Default::default() };
+    let opts = IssueOptions { lifetime: TokenLifetime::Days(330), grace_secs: 30 * 86_400, ..Default::default() };
     let r = issue_token(&request(), &opts, &default_signer(), ISSUED);
     if let Ok(t) = &r {
         // What goes wrong if it is issued: inside the promised grace, after the signer expired.
@@ -1871,7 +1871,7 @@ fn issued_claims_round_trip_through_verification() {
         IssueOptions::default(),
         IssueOptions { alg: SignatureAlgorithm::Rs256, ..Default::default() },
         IssueOptions { lifetime: TokenLifetime::Perpetual, ..Default::default() },
-        IssueOptions { lifetime: TokenLifetime::Days(1), grace_days: 3, ..Default::default() },
+        IssueOptions { lifetime: TokenLifetime::Days(1), grace_secs: 3 * 86_400, ..Default::default() },
         IssueOptions {
             features: vec!["reports".into(), "export".into(), "export-pdf_2.0".into()],
             edition: Some("enterprise".into()),
