@@ -1794,7 +1794,8 @@ fn issuing_token_whose_grace_outlives_signer_is_refused() {
 #[test]
 fn issuing_with_zero_days_is_usage_error() {
     let opts = IssueOptions { lifetime: TokenLifetime::Days(0), ..Default::default() };
-    assert!(matches!(issue_token(&request(), &opts, &default_signer(), ISSUED), Err(Error::Usage(_))));
+    let r = issue_token(&request(), &opts, &default_signer(), ISSUED);
+    assert!(matches!(r, Err(Error::InvalidLifetime { what: "token lifetime", .. })), "{r:?}");
 }
 
 #[test]
