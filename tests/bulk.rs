@@ -366,6 +366,45 @@ fn cli_issue_bulk_reports_per_item_and_reruns_idempotently() {
 }
 
 #[test]
+fn cli_issue_bulk_valid_for_applies_to_every_token() {
+    let c = Cli::new(3);
+    c.requests("reqs.txt", 0, 3);
+    let args = [
+        "token",
+        "issue-bulk",
+        "--home",
+        "home",
+        "--entitlement",
+        "acme",
+        "--requests-file",
+        "reqs.txt",
+        "--out",
+        "out",
+        "--valid-for",
+        "12h",
+        "--grace",
+        "90m",
+    ];
+    let out = c.ok(&args);
+    assert!(out.starts_with("issued: 3 of 3 (signed 3, existing 0, new seats 3)"), "{out}");
+    let tokens = files(&c.path("out"));
+    assert_eq!(tokens.len(), 3);
+    for (name, text) in &tokens {
+        let payload = text.trim().split('.').nth(1).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
+        )
+        .unwrap();
+        let n = |k: &str| claims[k].as_i64().unwrap();
+        assert_eq!((n("exp") - n("nbf"), claims["tka"]["grace"].as_i64()), (43_200, Some(5400)), "{name}");
+    }
+    // `--valid-for` and `--days` are one choice.
+    let r = c.run(&[&args[..], &["--days", "3"]].concat());
+    assert_eq!(r.0, 2, "{r:?}");
+    assert!(r.2.contains("cannot be used with"), "{r:?}");
+}
+
+#[test]
 fn two_processes_on_one_ledger_never_exceed_the_count_nor_duplicate_serials() {
     let c = Cli::new(30);
     c.requests("a.txt", 0, 25);

@@ -705,6 +705,70 @@ fn token_outliving_its_signer_is_refused() {
     assert!(out.contains("expires: never"), "{out}");
 }
 
+/// `exp - nbf`, `grace` and `renew_after - iat` of a token file, from its payload.
+fn lifetimes(s: &Sandbox, token: &str) -> (i64, i64, i64) {
+    let (_, p, _) = jws_parts(&s.read(token));
+    let n = |k: &str| p[k].as_i64().unwrap_or_else(|| panic!("{k} in {p}"));
+    (n("exp") - n("nbf"), p["tka"]["grace"].as_i64().unwrap(), p["tka"]["renew_after"].as_i64().unwrap() - n("iat"))
+}
+
+#[test]
+fn valid_for_grace_and_renew_after_take_durations() {
+    let s = Sandbox::new();
+    s.issued();
+    let issue = |out: &str, extra: &[&str]| {
+        let mut args = vec!["token", "issue", "--request", "req.json", "--home", "home", "--out", out];
+        args.extend_from_slice(extra);
+        s.tka(&args)
+    };
+    let ok = |out: &str, extra: &[&str]| {
+        let r = issue(out, extra);
+        assert_eq!(r.0, 0, "{r:?}");
+        lifetimes(&s, out)
+    };
+    assert_eq!(ok("2h.jws", &["--valid-for", "2h"]), (7200, 0, 4800));
+    assert_eq!(ok("90m.jws", &["--valid-for", "90m"]).0, 5400);
+    assert_eq!(ok("3600s.jws", &["--valid-for", "3600s"]).0, 3600);
+    assert_eq!(ok("1w.jws", &["--valid-for", "1w"]).0, 7 * 86_400);
+    assert_eq!(ok("days.jws", &["--days", "3"]).0, 3 * 86_400);
+    assert_eq!(ok("grace.jws", &["--valid-for", "1d", "--grace", "12h"]), (86_400, 43_200, 57_600));
+    assert_eq!(ok("grace-days.jws", &["--days", "10", "--grace-days", "2"]).1, 2 * 86_400);
+    assert_eq!(ok("renew.jws", &["--valid-for", "2h", "--renew-after", "90m"]).2, 5400);
+    // Below a minute: the library refuses, with its own words, and nothing is
+    // written. (Signed without a ledger here: `Ledger::issue` still reports
+    // every refusal as a policy refusal, exit 1.)
+    let direct = |out: &str, extra: &[&str]| {
+        let mut args = vec!["token", "issue", "--request", "req.json", "--out", out, "--signer-cert"];
+        args.extend_from_slice(&["home/signer.pem", "--signer-key", "home/signer.key", "--chain", "home/ca.pem"]);
+        args.extend_from_slice(extra);
+        s.tka(&args)
+    };
+    let r = direct("30s.jws", &["--valid-for", "30s"]);
+    assert_fails(&r, 2, "invalid token lifetime: 30 s is shorter than the minimum of 60 s");
+    assert!(!s.path("30s.jws").exists());
+    let r = direct("late.jws", &["--valid-for", "1h", "--renew-after", "2h"]);
+    assert_fails(&r, 2, "invalid renewal time: 7200 s after issuance is not within the token's lifetime");
+    let r = issue("30s.jws", &["--valid-for", "30s"]);
+    assert!(r.2.starts_with("error: invalid token lifetime: 30 s is shorter than the minimum of 60 s\n"), "{r:?}");
+    assert!(!s.path("30s.jws").exists());
+    assert_eq!(ok("60s.jws", &["--valid-for", "60s"]).0, 60);
+    // One lifetime only, refused by the argument parser.
+    for extra in [&["--valid-for", "2h", "--days", "3"][..], &["--valid-for", "2h", "--perpetual"][..]] {
+        let r = issue("both.jws", extra);
+        assert_eq!(r.0, 2, "{r:?}");
+        assert!(r.2.contains("cannot be used with"), "{r:?}");
+    }
+    let r = issue("both.jws", &["--grace", "12h", "--grace-days", "1"]);
+    assert_eq!(r.0, 2, "{r:?}");
+    assert!(r.2.contains("cannot be used with"), "{r:?}");
+    for bad in ["2", "2x", "1.5h", "h"] {
+        let r = issue("bad.jws", &["--valid-for", bad]);
+        assert_eq!(r.0, 2, "{bad}: {r:?}");
+        assert!(r.2.contains("invalid value"), "{bad}: {r:?}");
+    }
+    assert!(!s.path("both.jws").exists() && !s.path("bad.jws").exists());
+}
+
 #[test]
 fn insecure_no_passphrase_writes_a_plaintext_key() {
     let s = Sandbox::new();

@@ -845,55 +845,6 @@ impl Error {
         }
     }
 
-    /// A hint on what to do about the error, if there is a useful one.
-    pub fn hint(&self) -> Option<&'static str> {
-        match self {
-            Error::Exists { .. } => Some("choose another path, or replace it with --force where the command offers it"),
-            Error::PassphraseRequired { .. } => {
-                Some("give the passphrase with --passphrase-file FILE or TKA_PASSPHRASE, or run on a terminal")
-            }
-            Error::PinRequired { .. } => {
-                Some("give the PIN with pin-source=file:PATH in the URI or TKA_PKCS11_PIN, or run on a terminal")
-            }
-            Error::WrongPin { .. } => Some("check the PIN before trying again: the token locks after a few wrong PINs"),
-            Error::InsecureKeyPermissions { .. } => {
-                Some("run chmod 600 on the key, or pass --insecure-key-permissions")
-            }
-            Error::Binding(BindingError::WeakBinding { .. }) => Some(
-                "make the request as root (DMI and serials readable) or with an explicit identity; \
-                 or issue with --allow-weak-binding (or an entitlement that allows it) if a disk copy may pass",
-            ),
-            Error::InsecureSecretPermissions { .. } => {
-                Some("run chmod 600 on the file, or pass --insecure-key-permissions")
-            }
-            Error::Store(StoreError::Corrupt { path, .. })
-                if path.file_name().is_some_and(|n| n == "version" || n == "state.json") =>
-            {
-                Some(
-                    "restore the activation store from a backup; tka never resets or repairs it by itself, \
-                 and deleting files from it undoes its clock and revocation protections",
-                )
-            }
-            Error::KeysLeftOnToken { .. } => {
-                Some("delete the keys named above with the token's tools (`tka pkcs11 list --login` shows them)")
-            }
-            Error::Verify(VerifyError::ClockRollback { .. }) => Some("set the system clock to the right time"),
-            Error::HomeBusy { .. } => {
-                Some("wait for it to finish and run the command again, or wait longer with --lock-wait")
-            }
-            Error::Verify(VerifyError::NoTokenInBundle { scan, .. }) if scan.unchecked > 0 => {
-                Some("name the product to activate: lines for other products are then skipped unchecked")
-            }
-            Error::Verify(VerifyError::NoTokenInBundle { .. }) => {
-                Some("ask the issuer for a token for this machine (send it a `tka request create` request)")
-            }
-            Error::Verify(VerifyError::UntrustedRoot { .. }) => {
-                Some("install the issuer's root with `tka trust add ROOT.pem`")
-            }
-            _ => None,
-        }
-    }
-
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
     }

@@ -155,7 +155,7 @@ fn build_certificate(
             }
             if req.not_after > ca.not_after {
                 return Err(Error::Refused(format!(
-                    "certificate would outlive its issuer {} (expires {}); shorten --days or renew the CA",
+                    "certificate would outlive its issuer {} (expires {}): shorten its lifetime or renew the CA",
                     ca.subject,
                     crate::core::clock::rfc3339(ca.not_after)
                 )));

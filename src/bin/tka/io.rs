@@ -1,7 +1,7 @@
 //! Plumbing shared by the commands: passphrases, machine identity, the
 //! store location, bounded input reading and file output.
 
-use crate::cli::{MachineArgs, NewKeyPassArgs, PassArgs, StoreArgs};
+use crate::args::{MachineArgs, NewKeyPassArgs, PassArgs, StoreArgs};
 use crate::output::printable;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -268,4 +268,24 @@ pub fn write_file(path: &Path, text: &str, force: bool) -> Result<()> {
         std::fs::remove_file(path).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
     }
     write_public(path, text)
+}
+
+/// `--at TIME` (RFC 3339), or now.
+pub fn now_or(at: &Option<String>) -> Result<i64> {
+    match at {
+        Some(s) => tka::clock::parse_rfc3339(s).map_err(Error::Usage),
+        None => Ok(tka::clock::now()),
+    }
+}
+
+/// A DURATION argument (`30d`, `12h`) in seconds.
+pub fn duration(s: &str) -> Result<i64> {
+    tka::clock::parse_duration(s).map_err(Error::Usage)
+}
+
+/// The first certificate of a PEM or DER file.
+pub fn first_cert(path: &Path) -> Result<tka::pki::CertInfo> {
+    let der = read_cert_chain(path)?.remove(0);
+    tka::pki::CertInfo::parse(&der)
+        .map_err(|e| Error::Format { what: path.display().to_string(), detail: e.to_string() })
 }

@@ -12,6 +12,7 @@
 use serde_json::json;
 use std::borrow::Cow;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tka::activation::{BundleRefusal, BundleScan, ProductStatus};
 use tka::clock;
 use tka::machine::MachineIdentity;
@@ -73,19 +74,31 @@ pub fn printable_json(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Writes `text` as it is (already made printable) to standard output; a
-/// closed pipe ends the program quietly.
+/// Set once standard output turned out to be a closed pipe.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether standard output is a closed pipe (the reader went away): `main`
+/// then ends quietly with exit 0.
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
+
+/// Writes `text` as it is (already made printable) to standard output; after
+/// a closed pipe, nothing more is written.
 fn write_out(text: &str) {
+    if stdout_closed() {
+        return;
+    }
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(text.as_bytes()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
         }
     }
 }
 
-/// Prints a line to standard output, unprintable characters escaped; a
-/// closed pipe ends the program quietly.
+/// Prints a line to standard output, unprintable characters escaped; into a
+/// closed pipe, nothing.
 pub fn say(s: impl AsRef<str>) {
     write_out(&format!("{}\n", printable(s.as_ref())));
 }

@@ -1,0 +1,183 @@
+//! The machine side's top-level verbs: `tka activate`, `status`, `list`
+//! and `deactivate`, over this machine's activation store.
+
+use crate::args::{JsonArg, MachineArgs, RootPinArgs, StoreArgs};
+use crate::io::{identify, open_input, open_store, read_token_arg};
+use crate::output::{
+    bundle_json, print_bundle_scan, print_status, print_verified, say, say_json, say_row, status_json, verified_json,
+};
+use clap::Args;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tka::activation::{self, ClockMark, ProductStatus};
+use tka::{clock, token, Error, Result, VerifyError};
+
+/// `--clock-tolerance`: a duration within the library's limit.
+fn clock_tolerance(s: &str) -> std::result::Result<i64, String> {
+    tka::activation::check_clock_tolerance(tka::clock::parse_duration(s)?).map_err(|e| e.to_string())
+}
+
+#[derive(Args, Debug)]
+pub struct ActivateArgs {
+    /// Token file, `-` for standard input, or the token text itself
+    #[arg(required_unless_present = "bundle")]
+    pub token: Option<String>,
+    /// Take this machine's token from a bundle written by `token issue-bulk --bundle`: every
+    /// line labelled for this machine is verified, the first that verifies is installed
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub bundle: Option<PathBuf>,
+    /// With --bundle: only a token for this product (lines for others are skipped unchecked)
+    #[arg(long, requires = "bundle", conflicts_with = "token")]
+    pub product: Option<String>,
+    /// Refuse as "clock moved backwards" when the clock is more than this far behind the latest
+    /// time the store has seen (e.g. 12h); at most 1d
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = clock_tolerance)]
+    pub clock_tolerance: i64,
+    #[command(flatten)]
+    pub pins: RootPinArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    #[command(flatten)]
+    pub out: JsonArg,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Only this product
+    #[arg(long)]
+    pub product: Option<String>,
+    /// Evaluate at this time (RFC 3339) instead of now; read-only. A time before the latest the
+    /// store has seen is reported as "clock moved backwards"
+    #[arg(long)]
+    pub at: Option<String>,
+    #[command(flatten)]
+    pub pins: RootPinArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    #[command(flatten)]
+    pub out: JsonArg,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: JsonArg,
+}
+
+#[derive(Args, Debug)]
+pub struct DeactivateArgs {
+    /// The product
+    #[arg(long)]
+    pub product: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+pub fn activate(args: ActivateArgs) -> Result<ExitCode> {
+    let ActivateArgs { token, bundle, product, clock_tolerance, pins, store, machine, out } = args;
+    let store = open_store(&store)?;
+    let ident = |product: &str| identify(product, &machine);
+    let (pins, now) = (&pins.root_fingerprints, clock::now());
+    let (v, from) = match (token, bundle) {
+        (Some(t), _) => {
+            let text = read_token_arg(&t)?;
+            (activation::activate_with_tolerance(&store, &text, &ident, pins, now, clock_tolerance)?, None)
+        }
+        (None, Some(b)) => {
+            let name = b.display().to_string();
+            let opts = activation::BundleOptions {
+                name: &name,
+                product: product.as_deref(),
+                pinned_roots: pins,
+                now,
+                clock_tolerance,
+            };
+            let reader = std::io::BufReader::with_capacity(1 << 16, open_input(&b)?);
+            let a = activation::activate_from_bundle(&store, reader, &ident, &opts)?;
+            (a.verified, Some((a.line, a.scan)))
+        }
+        (None, None) => return Err(Error::Usage("give a TOKEN or --bundle FILE".into())),
+    };
+    if out.json {
+        let mut j = verified_json(&v);
+        if let Some((line, scan)) = &from {
+            j["bundle"] = bundle_json(*line, scan);
+        }
+        say_json(&j);
+    } else {
+        say(format!("activated: {}", v.claims.aud));
+        if let Some((line, scan)) = &from {
+            print_bundle_scan(*line, scan);
+        }
+        print_verified(&v);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(args: StatusArgs) -> Result<ExitCode> {
+    let StatusArgs { product, at, pins, store, machine, out } = args;
+    let store = open_store(&store)?;
+    // An explicit time is asked about, not the clock: it raises no
+    // mark and has no clock jitter to forgive.
+    let (now, mark) = match &at {
+        Some(s) => (clock::parse_rfc3339(s).map_err(Error::Usage)?, ClockMark::At),
+        None => (clock::now(), ClockMark::Raise),
+    };
+    let products = product.map(|p| vec![p]);
+    let ident = |p: &str| identify(p, &machine);
+    let rows = activation::statuses(&store, products.as_deref(), &ident, &pins.root_fingerprints, now, mark)?;
+    let all_ok = rows.iter().all(ProductStatus::is_active);
+    if out.json {
+        say_json(&json!(rows.iter().map(status_json).collect::<Vec<_>>()));
+    } else if rows.is_empty() {
+        say("no products are activated on this machine");
+    } else {
+        for st in &rows {
+            print_status(st);
+        }
+    }
+    Ok(if all_ok && !rows.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub fn list(args: ListArgs) -> Result<ExitCode> {
+    let ListArgs { store, out } = args;
+    let store = open_store(&store)?;
+    let tokens = store.tokens()?;
+    if out.json {
+        let rows: Vec<_> = tokens
+            .iter()
+            .map(|t| {
+                let claims = token::decode_unverified(&t.token).ok().map(|(_, c)| c);
+                // Serial and expiry are what the stored token claims, not
+                // verified here (`tka status` verifies): labelled as such.
+                json!({"product": t.product, "installed_at": clock::rfc3339(t.installed_at),
+                       "unverified_serial": claims.as_ref().map(|c| c.jti.clone()),
+                       "unverified_expires": claims.as_ref().and_then(|c| c.exp).map(clock::rfc3339)})
+            })
+            .collect();
+        say_json(&json!(rows));
+    } else {
+        for t in &tokens {
+            say_row(&[&t.product, &format!("installed {}", clock::rfc3339(t.installed_at))]);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn deactivate(args: DeactivateArgs) -> Result<ExitCode> {
+    let DeactivateArgs { product, store } = args;
+    let store = open_store(&store)?;
+    if activation::deactivate(&store, &product)? {
+        say(format!("deactivated: {product}"));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(VerifyError::NotActivated { product }.into())
+    }
+}

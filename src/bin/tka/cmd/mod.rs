@@ -1,0 +1,102 @@
+//! The commands, one file per top-level noun: each holds that noun's
+//! arguments (clap) and its handlers. Handlers parse, call the library and
+//! print; they return errors and exit codes, and `main` reports them.
+
+pub mod activation;
+pub mod ca;
+pub mod cert;
+pub mod crl;
+pub mod entitlement;
+pub mod issuer;
+pub mod key;
+pub mod ledger;
+pub mod machine;
+pub mod pkcs11;
+pub mod request;
+pub mod revocations;
+pub mod token;
+pub mod trust;
+
+use crate::outcome::CmdResult;
+use clap::Subcommand;
+
+// Parsed once per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate RSA private keys (PKCS#8 files, encrypted by default, or on a PKCS#11 token)
+    #[command(subcommand)]
+    Key(key::KeyCmd),
+    /// PKCS#11 tokens (smart cards, HSMs): list slots, tokens and keys to write pkcs11: URIs
+    #[command(subcommand)]
+    Pkcs11(pkcs11::Pkcs11Cmd),
+    /// Create root, issuing-CA and token-signer certificates
+    #[command(subcommand)]
+    Ca(ca::CaCmd),
+    /// Set up and manage an issuer home (PKI + configuration in one directory)
+    #[command(subcommand)]
+    Issuer(issuer::IssuerCmd),
+    /// Show this machine's identity
+    #[command(subcommand)]
+    Machine(machine::MachineCmd),
+    /// Create activation requests on the machine to activate
+    #[command(subcommand)]
+    Request(request::RequestCmd),
+    /// Issue, inspect and verify activation tokens
+    #[command(subcommand)]
+    Token(token::TokenCmd),
+    /// Manage the roots this machine trusts
+    #[command(subcommand)]
+    Trust(trust::TrustCmd),
+    /// Inspect certificates and decide when to renew them
+    #[command(subcommand)]
+    Cert(cert::CertCmd),
+    /// Create X.509 certificate revocation lists (CRLs)
+    #[command(subcommand)]
+    Crl(crl::CrlCmd),
+    /// Create token revocation lists; import revocation data on a machine
+    #[command(subcommand)]
+    Revocations(revocations::RevocationsCmd),
+    /// Counted entitlements in the issuer ledger (machines a product may activate)
+    #[command(subcommand)]
+    Entitlement(entitlement::EntitlementCmd),
+    /// The issuer ledger: issued tokens, releases, revocations
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCmd),
+    /// Verify a token for this machine and install it
+    #[command(
+        after_help = "EXAMPLES:\n  tka activate token.jws\n  tka --store /var/lib/tka activate - < token.jws\n  tka activate --bundle tokens.jsonl --product acme-cad\n\nEXIT CODES:\n  0 activated, 1 token refused, 2 error"
+    )]
+    Activate(activation::ActivateArgs),
+    /// Show whether products are activated here (re-verifies installed tokens)
+    #[command(after_help = "EXIT CODES:\n  0 every product shown is activated, 1 one is not, 2 error")]
+    Status(activation::StatusArgs),
+    /// List installed tokens without verifying them (`--json` labels what the token itself claims
+    /// `unverified_`; `tka status` verifies)
+    List(activation::ListArgs),
+    /// Remove the installed token for a product
+    Deactivate(activation::DeactivateArgs),
+}
+
+/// Runs one command.
+pub fn run(cmd: Command) -> CmdResult {
+    match cmd {
+        Command::Key(c) => Ok(key::run(c)?),
+        Command::Pkcs11(c) => Ok(pkcs11::run(c)?),
+        Command::Ca(c) => Ok(ca::run(c)?),
+        Command::Issuer(c) => Ok(issuer::run(c)?),
+        Command::Machine(c) => Ok(machine::run(c)?),
+        Command::Request(c) => Ok(request::run(c)?),
+        Command::Token(c) => token::run(c),
+        Command::Trust(c) => Ok(trust::run(c)?),
+        Command::Cert(c) => Ok(cert::run(c)?),
+        Command::Crl(c) => Ok(crl::run(c)?),
+        Command::Revocations(c) => Ok(revocations::run(c)?),
+        Command::Entitlement(c) => entitlement::run(c),
+        Command::Ledger(c) => ledger::run(c),
+        Command::Activate(a) => Ok(activation::activate(a)?),
+        Command::Status(a) => Ok(activation::status(a)?),
+        Command::List(a) => Ok(activation::list(a)?),
+        Command::Deactivate(a) => Ok(activation::deactivate(a)?),
+    }
+}
