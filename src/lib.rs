@@ -71,12 +71,29 @@
 //! token whose chain ends at another root is refused with
 //! [`VerifyError::WrongRoot`]; `&[]` accepts any root the store trusts.
 //!
-//! Modules, in the order of the flow: [`keys`] (RSA keys and the [`keys::Signer`]
-//! seam), [`pkcs11`] (keys on smart cards and HSMs), [`pki`] (certificates, path validation, CRLs), [`issuer`] (the
-//! issuer home), [`machine`] (identity), [`request`], [`token`], [`jws`],
-//! [`verify`] (the ordered checks), [`store`] (the machine's activation
-//! store) and [`activation`] (verify-then-store). Errors are [`Error`], with
-//! verdicts as [`VerifyError`].
+//! # The map: two wings over one core
+//!
+//! In the order of the flow (docs/design.md draws it):
+//!
+//! - **The core** (`src/core/`), which both wings stand on and which imports
+//!   neither: [`keys`] (the [`keys::Signer`] seam; PKCS#8 files with the
+//!   `issuer` feature), [`pkcs11`] (keys on smart cards and HSMs), [`pki`]
+//!   (certificate profiles, path validation, CRL checks, root pins),
+//!   [`machine`] (identity, from one table of kinds), [`request`], [`jws`],
+//!   [`token`] (claims), [`bundle`], [`verify`] (the ordered checks),
+//!   [`clock`], [`fsutil`]; errors are [`Error`], verdicts [`VerifyError`],
+//!   issuance refusals [`IssueRefusal`].
+//! - **The issuer wing** ([`issuer`](mod@issuer), feature `issuer`): the
+//!   issuer home, certificate and CRL creation, [`rotation`], revocation
+//!   lists, the [`ledger`], the one issuance path (`issuer::issue`) and the
+//!   bulk pipeline over it (`issuer::bulk`).
+//! - **The machine wing** ([`activation`]): the [`store`], root [`trust`],
+//!   activation and status (verify, then store), and [`revocation`]
+//!   import.
+//!
+//! Without default features the crate is the core plus the machine wing: a
+//! verifier for embedding, with no issuer code (README, "The verifier for
+//! embedding").
 #![warn(missing_docs)]
 
 // The core: formats, keys, certificates and the ordered checks. It reads

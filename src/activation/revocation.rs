@@ -51,7 +51,7 @@
 //!
 //! # Verification
 //!
-//! [`verified_revoked_serials`] feeds [`crate::activation::activate::TrustData`]:
+//! [`verified_revoked_serials`] feeds [`crate::activation::trust::TrustData`]:
 //! every installed list is re-verified against the trusted roots at the
 //! list's own `iat` (so a list keeps working after the signer that made it
 //! expires) without consulting CRLs (a list signed by a signer revoked

@@ -18,7 +18,7 @@ pub fn installed_revoked_serials(store: &Store, anchors: &TrustAnchors) -> Resul
 
 /// Serials revoked by the installed token revocation lists. Each list is
 /// re-verified at the time it was signed (its `iat`) against the root it
-/// was accepted under (its key, [`list_key`]; a list of the old, unbound
+/// was accepted under (its key, [`list_key`](crate::activation::store::list_key); a list of the old, unbound
 /// layout against every trusted root), without consulting CRLs: a list
 /// signed by a signer that was later revoked still counts, since a list can
 /// only deny. A list that cannot be read or no longer verifies (tampered

@@ -153,7 +153,7 @@ pub struct TrustedRootAdded {
 /// signer of an installed token ([`VerifyError::RootKeyIsIssuingCa`]).
 /// `opts.products` sets the products it may activate ([`ProductScope`];
 /// stored with the root, applied by
-/// [`crate::activation::activate::TrustData::anchors_for`]). Everything from reading
+/// [`crate::activation::trust::TrustData::anchors_for`]). Everything from reading
 /// the trusted roots to writing the new one runs under the store lock, so
 /// the first-root rule holds against concurrent adds.
 pub fn trust_root(store: &Store, root_der: &[u8], opts: &TrustRootOptions<'_>, now: i64) -> Result<TrustedRootAdded> {

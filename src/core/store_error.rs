@@ -53,7 +53,7 @@ pub enum StoreError {
         /// Fingerprints of every matching root.
         matches: Vec<String>,
     },
-    /// Bytes offered to [`StoreLock::add_root`](super::StoreLock::add_root)
+    /// Bytes offered to [`StoreLock::add_root`](crate::activation::store::StoreLock::add_root)
     /// that are not a DER certificate (empty, too large, or not a DER
     /// SEQUENCE).
     BadCertificate(String),

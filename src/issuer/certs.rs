@@ -1,5 +1,5 @@
 //! Certificate creation with the x509-cert builder, signed through the
-//! [`Signer`](crate::core::keys::Signer) seam.
+//! [`Signer`] seam.
 
 use crate::core::error::{Error, Result};
 use crate::core::keys::{spki_der, SignatureAlgorithm, Signer};

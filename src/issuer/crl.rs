@@ -7,7 +7,7 @@
 //! which is wrong (RFC 5280 §5.2.1: the CRL's AKI identifies the key that
 //! signed the CRL) and makes `openssl crl -verify` pick the wrong issuer.
 //! tka therefore replaces that extension with one built from the issuer's
-//! subjectKeyIdentifier before the CRL is signed ([`AkiFromSki`]).
+//! subjectKeyIdentifier before the CRL is signed (`AkiFromSki`).
 
 use crate::core::error::{Error, Result};
 use crate::core::keys::{spki_der, Signer};

@@ -1,6 +1,6 @@
 //! Signing token revocation lists in an issuer home: the list id and
 //! sequence kept in `<home>/revocations.json`, and the revoked tokens taken
-//! from the ledger. The format is [`crate::core::revocation_list`].
+//! from the ledger. The format is [`crate::revocation`].
 
 use crate::core::error::{Error, Result};
 use crate::core::fsutil::{self, Overwrite};

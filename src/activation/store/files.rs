@@ -24,7 +24,7 @@ pub const MAX_STATE_FILE: usize = 64 * 1024;
 /// Size limit of a root's PEM file, in bytes.
 pub const MAX_ROOT_FILE: usize = 64 * 1024;
 /// Size limit of a root certificate's DER accepted by
-/// [`StoreLock::add_root`] (its PEM then fits in [`MAX_ROOT_FILE`]).
+/// [`StoreLock::add_root`](super::StoreLock::add_root) (its PEM then fits in [`MAX_ROOT_FILE`]).
 pub const MAX_ROOT_DER: usize = 32 * 1024;
 /// Size limit of a CRL or token revocation-list file, in bytes.
 pub const MAX_REVOCATION_FILE: usize = 1024 * 1024;

@@ -9,7 +9,7 @@
 //! explicitly asks for plaintext. They are created with mode 0600, never
 //! replaced unless asked, and refused when group or others can read them.
 //! Key material is zeroized on drop (the `rsa` crate zeroizes its keys;
-//! passphrases and PEM text are held in [`Zeroizing`] buffers).
+//! passphrases and PEM text are held in [`zeroize::Zeroizing`] buffers).
 
 // Private keys (files and tokens) sign: the issuer's side. A verifier-only
 // build (`--no-default-features`) keeps just the public-key half.

@@ -52,7 +52,7 @@ impl SignatureAlgorithm {
 }
 
 /// Something that can sign with an RSA private key: a key file
-/// ([`SoftwareKey`]) or a key on a PKCS#11 token (`pkcs11::Pkcs11Key`).
+/// ([`SoftwareKey`](crate::core::keys::SoftwareKey)) or a key on a PKCS#11 token (`pkcs11::Pkcs11Key`).
 /// Everything that signs (certificates, CRLs, tokens, revocation lists)
 /// goes through this trait.
 pub trait Signer: Send + Sync {
