@@ -8,8 +8,9 @@
 //!   facade re-exports its children; a child that reached its siblings
 //!   through the facade would close a circle, so children name the sibling);
 //! - library code names modules, not the crate root's re-exports;
-//! - no string in the library names a command-line flag (`--days`): flags
-//!   and hints belong to `src/bin/tka`.
+//! - no string in the library names a command-line flag (`--days`) or a
+//!   command to run (`` `tka trust add` ``): flags and hints belong to
+//!   `src/bin/tka`.
 //!
 //! Imports are read from `use` items (with `{...}` groups) and from inline
 //! paths (`crate::a::b::f()`), and resolved to the file of the deepest module
@@ -489,10 +490,12 @@ fn no_library_string_names_a_flag() {
                 let after = &rest[start + 1..];
                 let Some(end) = after.find('"') else { break };
                 let lit = &after[..end];
-                if let Some(pos) = lit.find("--") {
-                    if lit[pos + 2..].chars().next().is_some_and(|c| c.is_ascii_lowercase()) {
-                        bad.push(format!("{}:{}: \"{lit}\"", f.rel, n + 1));
-                    }
+                let names_flag = lit
+                    .match_indices("--")
+                    .any(|(pos, _)| lit[pos + 2..].chars().next().is_some_and(|c| c.is_ascii_lowercase()));
+                // A command to run (`tka trust add ...`) is a hint too.
+                if names_flag || lit.contains("`tka ") {
+                    bad.push(format!("{}:{}: \"{lit}\"", f.rel, n + 1));
                 }
                 rest = &after[end + 1..];
             }

@@ -94,7 +94,7 @@ pub fn activate_with_tolerance(
 fn store_trust(store: &Store) -> Result<TrustData> {
     let trust = TrustData::from_store(store)?;
     if trust.anchors.is_empty() {
-        return Err(Error::Usage("this store trusts no root yet: run `tka trust add ROOT.pem` first".into()));
+        return Err(Error::NoTrustedRoot);
     }
     Ok(trust)
 }

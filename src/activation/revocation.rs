@@ -201,7 +201,7 @@ pub fn import(
     let input = parse_input(bytes)?;
     let before_trust = lenient_trust(store)?;
     if before_trust.anchors.is_empty() {
-        return Err(Error::Usage("this store trusts no root yet: run `tka trust add ROOT.pem` first".into()));
+        return Err(Error::NoTrustedRoot);
     }
     let products: Vec<String> = store.tokens()?.into_iter().map(|t| t.product).collect();
     let clock = Some((store.state()?.clock_high_water, DEFAULT_CLOCK_TOLERANCE_SECS));

@@ -114,7 +114,7 @@ pub(crate) fn reverify_installed(text: &str, anchors: &TrustAnchors) -> Result<L
         Err(e) => Err(VerifyError::RevocationNotTrusted {
             what: WHAT_LIST,
             detail: format!(
-                "installed list {} sequence {} no longer verifies ({e}); import a current list with `tka revocations import`",
+                "installed list {} sequence {} no longer verifies ({e}); importing a current list replaces it",
                 unverified.iss, unverified.seq
             ),
         }),

@@ -805,6 +805,13 @@ pub enum Error {
         /// The id or name given.
         selector: String,
     },
+    /// A directory that should be an issuer home has no configuration.
+    NotAnIssuerHome {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The activation store trusts no root, so nothing can verify.
+    NoTrustedRoot,
     /// There is no ledger at the path given (and it was not to be created).
     NoLedger {
         /// The path.
@@ -912,6 +919,10 @@ impl fmt::Display for Error {
                 write!(f, "machine {cmid} holds seats in entitlements {}: name one", list.join(", "))
             }
             Error::NoLedger { path } => write!(f, "no ledger at {}", path.display()),
+            Error::NotAnIssuerHome { path } => {
+                write!(f, "{} is not an issuer home (no tka-issuer.json)", path.display())
+            }
+            Error::NoTrustedRoot => f.write_str("this store trusts no root yet"),
             Error::UnknownEntitlement { selector } => {
                 write!(f, "no entitlement {selector:?} (give its id or its name)")
             }

@@ -44,7 +44,7 @@ impl RevokedToken {
         let jti = serial.trim().to_ascii_lowercase();
         if jti.is_empty() || jti.len() > 64 || !jti.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::Usage(format!(
-                "invalid token serial {serial:?}: expected hex digits as `tka token inspect` prints"
+                "invalid token serial {serial:?}: expected the token's hex serial (its jti)"
             )));
         }
         Ok(RevokedToken { jti, at, reason })

@@ -87,7 +87,7 @@ pub fn reissue_certificate(
 ) -> Result<Vec<u8>> {
     let kind = if old.is_self_issued() {
         return Err(Error::Usage(format!(
-            "{} is a root certificate: roots are rotated with `tka issuer rotate-root` (new root, cross-signed)",
+            "{} is a root certificate: a root is replaced by a root rotation (a new root, cross-signed), not renewed",
             old.subject
         )));
     } else if old.is_ca {

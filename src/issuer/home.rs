@@ -336,10 +336,7 @@ impl IssuerHome {
         let path = dir.join(CONFIG_FILE);
         let bytes = fsutil::read_bounded(&path, 64 * 1024).map_err(|e| {
             if e.is_not_found() {
-                Error::Usage(format!(
-                    "{} is not an issuer home (no {CONFIG_FILE}); create one with `tka issuer init`",
-                    dir.display()
-                ))
+                Error::NotAnIssuerHome { path: dir.to_path_buf() }
             } else {
                 e.at(&path)
             }

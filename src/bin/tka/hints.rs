@@ -18,6 +18,8 @@ pub fn hint(e: &Error) -> Option<&'static str> {
         Error::Machine(tka::machine::MachineError::NoComponents) => {
             Some("give this machine an explicit identity with --machine-id-file PATH or TKA_MACHINE_ID=value")
         }
+        Error::NotAnIssuerHome { .. } => Some("create one with `tka issuer init`"),
+        Error::NoTrustedRoot => Some("install the issuer's root first: `tka trust add ROOT.pem`"),
         Error::NoLedger { .. } => Some("a ledger is created by `tka entitlement add` or `tka token issue --home`"),
         Error::AmbiguousSeat { .. } => Some("name the entitlement with --entitlement"),
         Error::UnknownEntitlement { .. } => Some("`tka entitlement list` shows them"),
