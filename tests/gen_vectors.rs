@@ -955,7 +955,7 @@ fn jose(g: &mut Gen) {
     let t = g.resign("alg-missing", |h, _| {
         h.remove("alg");
     });
-    g.add_malformed("alg-missing", "token header", "no alg at all", Ctx::default(), t);
+    g.add("alg-missing", "AlgorithmNotAllowed", "no alg at all", Ctx::default(), t);
     // The signature is checked with the header's algorithm, never another.
     let rs = g.with_chain("alg-relabel-rs", &["signer", "int"], "signer");
     let (_, rp, rsig) = split(&rs);
@@ -1105,7 +1105,7 @@ fn jose(g: &mut Gen) {
     let t = g.resign("crit-empty", |h, _| {
         h.insert("crit".into(), json!([]));
     });
-    g.add_malformed("crit-empty", "token header", "crit must not be empty (RFC 7515 §4.1.11)", Ctx::default(), t);
+    g.add("crit-empty", "UnknownCritical", "an empty crit is still a crit (RFC 7515 §4.1.11)", Ctx::default(), t);
 
     // RFC 8725 §3.11 / §3.12: explicit typing.
     let t = g.resign("typ-missing", |h, _| {

@@ -69,7 +69,23 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
-/// Parses `bytes` as one strict JSON value. `what` names the input in errors.
+/// Checks that `bytes` are one well-formed JSON value (UTF-8, nesting
+/// bounded, no trailing data) without looking for duplicate member names,
+/// and returns it (a repeated name keeps its last value). Verification runs
+/// this on header and payload before [`parse`] looks for duplicates in
+/// either (docs/verification.md, step 1). `what` names the input in errors.
+pub fn parse_well_formed(bytes: &[u8], what: &'static str) -> Result<Value, VerifyError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| VerifyError::Malformed { what, detail: "not UTF-8".into() })?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = Value::deserialize(&mut de)
+        .map_err(|e| VerifyError::Malformed { what, detail: format!("invalid JSON: {e}") })?;
+    de.end().map_err(|_| VerifyError::Malformed { what, detail: "trailing data after the JSON value".into() })?;
+    Ok(value)
+}
+
+/// Parses `bytes` as one strict JSON value: well-formed as
+/// [`parse_well_formed`] requires, and no object repeats a member name
+/// ([`VerifyError::DuplicateKey`]). `what` names the input in errors.
 pub fn parse(bytes: &[u8], what: &'static str) -> Result<Value, VerifyError> {
     let text = std::str::from_utf8(bytes).map_err(|_| VerifyError::Malformed { what, detail: "not UTF-8".into() })?;
     let mut de = serde_json::Deserializer::from_str(text);
@@ -116,6 +132,14 @@ mod tests {
     #[test]
     fn trailing_garbage() {
         assert!(matches!(parse(b"{} x", "x"), Err(VerifyError::Malformed { .. })));
+    }
+
+    #[test]
+    fn well_formed_ignores_duplicates_but_not_syntax() {
+        assert!(parse_well_formed(br#"{"a":1,"a":2}"#, "x").is_ok());
+        assert!(matches!(parse_well_formed(b"{} x", "x"), Err(VerifyError::Malformed { .. })));
+        let s = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(matches!(parse_well_formed(s.as_bytes(), "x"), Err(VerifyError::Malformed { .. })));
     }
 
     #[test]

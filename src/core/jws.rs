@@ -52,16 +52,16 @@ fn b64url_decode(part: &str, what: &'static str) -> Result<Vec<u8>, VerifyError>
     B64URL.decode(part).map_err(|e| malformed(what, format!("not base64url: {e}")))
 }
 
-/// The three parts of a JWS compact serialization, decoded.
+/// The three parts of a JWS compact serialization, base64url-decoded.
 struct Compact {
-    header: Map<String, Value>,
+    header: Vec<u8>,
     payload: Vec<u8>,
     signature: Vec<u8>,
     signing_input: Vec<u8>,
 }
 
-/// Step 1: bounded size, exactly three parts, strict base64url, and a
-/// header that is a strict JSON object. The payload stays bytes.
+/// Step 1, first two rows: bounded size, exactly three parts, strict
+/// base64url. Header and payload stay bytes.
 fn split_compact(text: &str) -> Result<Compact, VerifyError> {
     if text.len() > MAX_JWS_SIZE {
         return Err(VerifyError::TooLarge { what: "token", limit: MAX_JWS_SIZE });
@@ -74,24 +74,42 @@ fn split_compact(text: &str) -> Result<Compact, VerifyError> {
             format!("expected 3 dot-separated parts (JWS compact form), found {}", parts.len()),
         ));
     }
-    let header_bytes = b64url_decode(parts[0], "token header")?;
+    let header = b64url_decode(parts[0], "token header")?;
     let payload = b64url_decode(parts[1], "token payload")?;
     let signature = b64url_decode(parts[2], "token signature")?;
-    let header = match json::parse(&header_bytes, "token header")? {
-        Value::Object(m) => m,
-        _ => return Err(malformed("token header", "not a JSON object")),
-    };
     let signing_input = format!("{}.{}", parts[0], parts[1]).into_bytes();
     Ok(Compact { header, payload, signature, signing_input })
 }
 
+/// Step 1, third row for the header: UTF-8 JSON, and an object.
+fn header_well_formed(header: &[u8]) -> Result<(), VerifyError> {
+    match json::parse_well_formed(header, "token header")? {
+        Value::Object(_) => Ok(()),
+        _ => Err(malformed("token header", "not a JSON object")),
+    }
+}
+
+/// Step 1, fourth row for the header: no duplicate member names (the
+/// header is well-formed already).
+fn header_strict(header: &[u8]) -> Result<Map<String, Value>, VerifyError> {
+    match json::parse(header, "token header")? {
+        Value::Object(m) => Ok(m),
+        _ => Err(malformed("token header", "not a JSON object")),
+    }
+}
+
 /// Step 1 and 2: decodes `text` and checks the header. `expected_typ` is
-/// [`TOKEN_TYP`] or [`REVOCATION_TYP`].
+/// [`TOKEN_TYP`] or [`REVOCATION_TYP`]. The checks run in the order of the
+/// table in docs/verification.md: every row for header and payload before
+/// the next row.
 pub fn decode(text: &str, expected_typ: &'static str) -> Result<DecodedJws, VerifyError> {
-    // Step 1: bound, split, decode.
+    // Step 1: bound, split, decode; both parts well-formed JSON before
+    // either is searched for duplicate names.
     let parts = split_compact(text)?;
+    header_well_formed(&parts.header)?;
+    json::parse_well_formed(&parts.payload, "token payload")?;
+    let header = header_strict(&parts.header)?;
     let payload = json::parse(&parts.payload, "token payload")?;
-    let header = parts.header;
 
     // Step 2: header.
     let alg = check_alg(&header)?;
@@ -99,23 +117,32 @@ pub fn decode(text: &str, expected_typ: &'static str) -> Result<DecodedJws, Veri
     check_no_key_headers(&header)?;
     check_crit(&header)?;
     let x5c = parse_x5c(&header)?;
-    let kid = match header.get("kid") {
-        None => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(malformed("token header", "kid is not a string")),
-    };
+    let kid = check_kid_type(&header)?;
     Ok(DecodedJws { header, payload, alg, x5c, kid, signing_input: parts.signing_input, signature: parts.signature })
 }
 
+/// RFC 7515 §4.1.4: `kid`, when present, is a string (whether it names the
+/// signer certificate is checked in step 3).
+fn check_kid_type(header: &Map<String, Value>) -> Result<Option<String>, VerifyError> {
+    match header.get("kid") {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(malformed("token header", "kid is not a string")),
+    }
+}
+
+/// What [`VerifyError::AlgorithmNotAllowed`] names when a header has no `alg`.
+pub const ALG_ABSENT: &str = "(absent)";
+
 /// RFC 8725 §3.1: the algorithm comes from an allow-list, never from the
-/// token alone; `none` and HMAC are refused.
+/// token alone; `none`, HMAC and a header without `alg` are refused.
 fn check_alg(header: &Map<String, Value>) -> Result<SignatureAlgorithm, VerifyError> {
     match header.get("alg") {
         Some(Value::String(a)) => {
             SignatureAlgorithm::from_jws_name(a).ok_or_else(|| VerifyError::AlgorithmNotAllowed { alg: a.clone() })
         }
         Some(other) => Err(VerifyError::AlgorithmNotAllowed { alg: other.to_string() }),
-        None => Err(malformed("token header", "no alg")),
+        None => Err(VerifyError::AlgorithmNotAllowed { alg: ALG_ABSENT.into() }),
     }
 }
 
@@ -144,14 +171,18 @@ fn check_no_key_headers(header: &Map<String, Value>) -> Result<(), VerifyError> 
     Ok(())
 }
 
-/// RFC 7515 §4.1.11: tka understands no extensions, so any `crit` is refused.
+/// RFC 7515 §4.1.11: tka understands no extensions, so any `crit` is
+/// refused, whatever its value (`[]` and a non-array too: a header that
+/// says "critical" is never accepted).
 fn check_crit(header: &Map<String, Value>) -> Result<(), VerifyError> {
     match header.get("crit") {
         None => Ok(()),
-        Some(Value::Array(names)) if !names.is_empty() => Err(VerifyError::UnknownCritical {
-            name: names.iter().map(|n| n.as_str().unwrap_or("?").to_string()).collect::<Vec<_>>().join(","),
-        }),
-        Some(_) => Err(malformed("token header", "crit must be a non-empty array of names")),
+        Some(Value::Array(names)) if !names.is_empty() && names.iter().all(Value::is_string) => {
+            Err(VerifyError::UnknownCritical {
+                name: names.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
+            })
+        }
+        Some(other) => Err(VerifyError::UnknownCritical { name: other.to_string() }),
     }
 }
 
@@ -238,6 +269,8 @@ pub fn verify_compact_with_key(
     alg: SignatureAlgorithm,
 ) -> Result<Vec<u8>, VerifyError> {
     let Compact { header, payload, signature, signing_input } = split_compact(text)?;
+    header_well_formed(&header)?;
+    let header = header_strict(&header)?;
     let found = check_alg(&header)?;
     if found != alg {
         return Err(VerifyError::AlgorithmNotAllowed { alg: found.jws_name().into() });

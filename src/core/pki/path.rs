@@ -264,25 +264,23 @@ pub fn validate_path(
             detail: format!("{} certificates, more than the {MAX_CHAIN_LEN} allowed", chain.len()),
         });
     }
+    // One rule at a time over the whole path (signer first), in the order
+    // of the table in docs/verification.md: a chain-wide rule is reported
+    // before any later rule, whichever certificate breaks it.
     let given = chain.iter().map(|d| CertInfo::parse(d)).collect::<Result<Vec<_>, _>>()?;
     let certs = build_path(given, anchors)?;
     let last = certs.len() - 1;
-    for (i, cert) in certs.iter().enumerate() {
-        check_validity(cert, now)?;
-        check_key_size(cert)?;
-        check_critical_extensions(cert)?;
-        if i == 0 {
-            match role {
-                LeafRole::TokenSigner => check_token_signer(cert)?,
-                LeafRole::Ca => check_issuer_ca(cert)?,
-            }
-        } else {
-            check_issuer_ca(cert)?;
-            check_path_len(cert, i)?;
-        }
-        if i < last {
-            check_not_revoked(cert, &certs[i + 1], crls)?;
-        }
+    certs.iter().try_for_each(|c| check_validity(c, now))?;
+    certs.iter().try_for_each(check_key_size)?;
+    certs.iter().try_for_each(check_critical_extensions)?;
+    if role == LeafRole::TokenSigner {
+        check_token_signer(&certs[0])?;
+    }
+    let issuers_from = if role == LeafRole::TokenSigner { 1 } else { 0 };
+    certs[issuers_from..].iter().try_for_each(check_issuer_ca)?;
+    certs.iter().enumerate().skip(1).try_for_each(|(i, c)| check_path_len(c, i))?;
+    for i in 0..last {
+        check_not_revoked(&certs[i], &certs[i + 1], crls)?;
     }
     if let Some(chain) = anchors.vouching(&certs[last].fingerprint) {
         check_vouching(chain, last, now, crls)?;
