@@ -66,7 +66,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("verify_token (3-certificate chain, PS256)", |b| {
         b.iter(|| verify_token(black_box(&token), &ctx).unwrap())
     });
-    c.bench_function(format!("issue_token (RSA-2048 PS256, {backend} signer)"), |b| {
+    c.bench_function(&format!("issue_token (RSA-2048 PS256, {backend} signer)"), |b| {
         b.iter(|| issue_token(black_box(&request), &opts, &signer, NOW).unwrap())
     });
 }

@@ -26,7 +26,8 @@
 //!   `TKA_STORE` the machine's store, `TKA_PASSPHRASE` the keys' passphrase,
 //!   the machine a fake one (`TKA_SYSROOT`, as in tests/sandbox). Examples
 //!   use these names and no others for what they need to exist.
-//! - **Inline commands** (a code span starting with `tka `) are synopses:
+//! - **Inline commands** (a code span starting with `tka `), and the `tka`
+//!   commands of `sh norun` blocks, are synopses:
 //!   their subcommand words (lowercase, `a|b` for alternatives) must name a
 //!   command (`tka WORDS --help` exits 0) and every `--flag` in the span must
 //!   be one that command's help lists.
@@ -239,9 +240,9 @@ fn inline_commands(outside: &str) -> Vec<(usize, String)> {
     while let Some(start) = rest.find('`') {
         line += rest[..start].matches('\n').count();
         let after = &rest[start + 1..];
-        if after.starts_with('`') {
+        if let Some(past) = after.strip_prefix('`') {
             // A double-backtick span or a stray fence: skip the pair.
-            rest = &after[1..];
+            rest = past;
             continue;
         }
         let Some(end) = after.find('`') else { break };
@@ -314,15 +315,19 @@ fn every_inline_tka_command_names_a_command_and_its_flags() {
     let mut checked = 0;
     for file in doc_files() {
         let text = fs::read_to_string(root().join(&file)).unwrap();
-        let (_, outside) = split(&text);
-        for (line, cmd) in inline_commands(&outside) {
+        let (blocks, outside) = split(&text);
+        // The `tka` commands of `sh norun` blocks, which cannot run, are at least synopses.
+        let norun = blocks.iter().filter(|b| b.tag == "sh norun").flat_map(commands);
+        let norun =
+            norun.filter_map(|(n, c)| c.trim_start_matches("time ").strip_prefix("tka ").map(|c| (n, c.to_string())));
+        for (line, cmd) in inline_commands(&outside).into_iter().chain(norun) {
             if let Some(problem) = inline_problem(&cmd, &mut helps) {
                 panic!("{file}:{line}: `tka {cmd}`: {problem}");
             }
             checked += 1;
         }
     }
-    println!("{checked} inline tka commands checked");
+    println!("{checked} inline and norun tka commands checked");
     assert!(checked > 50, "the inline commands were not found ({checked})");
 }
 
