@@ -20,8 +20,8 @@
 //!   binary under test; the working directory is a temporary directory
 //!   holding `root.pem` (the root of the issuer home, already trusted by the
 //!   store), `request.txt` (this machine's activation request for
-//!   `example-pro`, text form), `token.jws` (a token issued for it, not
-//!   activated) and `reqs/` (three requests: this machine's and two others);
+//!   `example-pro`, text form) and `reqs/` (three requests: this
+//!   machine's and two others);
 //!   `~/tka-issuer` is that issuer home (`HOME` is the sandbox's);
 //!   `TKA_STORE` the machine's store, `TKA_PASSPHRASE` the keys' passphrase,
 //!   the machine a fake one (`TKA_SYSROOT`, as in tests/sandbox). Examples
@@ -159,7 +159,6 @@ fn prepared() -> Sandbox {
     fs::copy(s.path("user-home/tka-issuer/root.pem"), s.path("root.pem")).unwrap();
     s.ok(&["trust", "add", "root.pem"]);
     s.ok(&["request", "create", "--product", PRODUCT, "--text", "--out", "request.txt"]);
-    s.ok(&["token", "issue", "--request", "request.txt", "--home", "user-home/tka-issuer", "--out", "token.jws"]);
     fs::create_dir(s.path("reqs")).unwrap();
     fs::copy(s.path("request.txt"), s.path("reqs/this-machine.txt")).unwrap();
     s.ok(&["request", "generate-test", "--product", PRODUCT, "--count", "2", "--out", "others.txt"]);
