@@ -199,8 +199,12 @@ pub fn reissue(
         Some(d) => now + d * DAY,
         None => now + (old.not_after - old.not_before),
     };
-    let life = fit(&old.subject, wanted, (&issuer.subject, issuer.not_after), shorten)?;
-    reissue_certificate(old, new_key, issuer, issuer_key, not_before, life.not_after)
+    // A root is refused as such by reissue_certificate, whatever its lifetime.
+    let not_after = match old.is_self_issued() {
+        true => wanted,
+        false => fit(&old.subject, wanted, (&issuer.subject, issuer.not_after), shorten)?.not_after,
+    };
+    reissue_certificate(old, new_key, issuer, issuer_key, not_before, not_after)
 }
 
 // ----- issuer home rotations -----
