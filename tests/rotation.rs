@@ -591,7 +591,7 @@ fn assert_would_outlive(r: &sandbox::Run, subject: &str, issuer: &str, issuer_en
         line,
         format!("{head}{wanted}, after its issuer {issuer} (ends {issuer_end}): refused rather than shortened")
     );
-    assert!(wanted > issuer_end.to_string(), "{wanted} is after {issuer_end}");
+    assert!(wanted.as_str() > issuer_end, "{wanted} is after {issuer_end}");
     assert!(r.2.contains("\nhint: pass --shorten to let it end with its issuer"), "{r:?}");
     wanted
 }
