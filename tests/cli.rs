@@ -695,7 +695,7 @@ fn token_outliving_its_signer_is_refused() {
     let s = Sandbox::new();
     s.issued();
     let help = s.ok(&["token", "issue", "--help"]);
-    assert!(help.contains("1 refused (e.g. the token would outlive its signer)"), "{help}");
+    assert!(help.contains("\n  1  refused (e.g. the token would outlive its signer, "), "{help}");
     let r = s.tka(&["token", "issue", "--request", "req.json", "--home", "home", "--days", "5000", "--out", "t.jws"]);
     assert_fails(&r, 1, "token valid until ");
     assert!(r.2.contains("outlives its signer certificate"), "{r:?}");
