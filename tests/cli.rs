@@ -695,7 +695,7 @@ fn token_outliving_its_signer_is_refused() {
     let s = Sandbox::new();
     s.issued();
     let help = s.ok(&["token", "issue", "--help"]);
-    assert!(help.contains("1 refused (e.g. the token would outlive its signer)"), "{help}");
+    assert!(help.contains("\n  1  refused (e.g. the token would outlive its signer, "), "{help}");
     let r = s.tka(&["token", "issue", "--request", "req.json", "--home", "home", "--days", "5000", "--out", "t.jws"]);
     assert_fails(&r, 1, "token valid until ");
     assert!(r.2.contains("outlives its signer certificate"), "{r:?}");
@@ -1341,4 +1341,116 @@ fn root_scoped_to_products_refuses_tokens_for_other_products() {
     assert_eq!(s.snapshot("store"), before);
     assert!(s.ok(&["trust", "add", "home/root.pem", "--all-products"]).contains("\nproducts: all\n"));
     s.ok(&["activate", "b.jws"]);
+}
+
+// ---------------------------------------------------------------------------
+// Issue 19: trust anchors and one exit-code rule
+
+/// `token verify --trust` takes roots only, as `trust add` does: an issuing
+/// CA as the anchor is refused with `trust add`'s words, exit 2 (the
+/// arguments are wrong; the token was not judged), unless
+/// `--trust-any-anchor`, which says so on stderr.
+#[test]
+fn token_verify_trusts_only_roots_unless_told_otherwise() {
+    let s = Sandbox::new();
+    s.issued();
+    let refused = "error: certificate CN=tka Issuing CA: not a root: issued by CN=tka Root CA";
+    let r = s.tka(&["trust", "add", "home/ca.pem"]);
+    assert_eq!(r.2.lines().next(), Some(refused), "{r:?}");
+    let r = s.tka(&["token", "verify", "token.jws", "--trust", "home/ca.pem"]);
+    assert_fails(&r, 2, "certificate CN=tka Issuing CA: not a root: issued by CN=tka Root CA");
+    assert_eq!(r.2, format!("{refused}\n"));
+    assert_eq!(r.1, "");
+    let r = s.tka(&["token", "verify", "token.jws", "--trust", "home/ca.pem", "--trust-any-anchor"]);
+    assert_eq!(r.0, 0, "{r:?}");
+    assert!(r.1.starts_with("valid signature and chain"), "{r:?}");
+    assert_eq!(
+        r.2,
+        "warning: certificate CN=tka Issuing CA: not a root: issued by CN=tka Root CA; \
+         trusted as an anchor anyway (--trust-any-anchor)\n"
+    );
+    let r = s.tka(&["token", "verify", "token.jws", "--trust", "home/root.pem"]);
+    assert_eq!((r.0, r.2.as_str()), (0, ""), "{r:?}");
+    assert!(r.1.starts_with("valid signature and chain"), "{r:?}");
+}
+
+/// A release with no seat behind it is "nothing to release", exit 1, by
+/// serial and by machine alike.
+#[test]
+fn release_without_a_seat_is_a_no_by_serial_and_by_machine() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    s.ok(&["entitlement", "add", "--home", "home", "--product", PRODUCT, "--machines", "1", "--name", "acme"]);
+    s.ok(&["request", "create", "--product", PRODUCT, "--out", "req.json"]);
+    s.ok(&["token", "issue", "--request", "req.json", "--home", "home", "--entitlement", "acme", "--out", "t.jws"]);
+    let list: Value = serde_json::from_str(&s.ok(&["ledger", "list", "--home", "home", "--json"])).unwrap();
+    let (serial, cmid) = (list[0]["serial"].as_str().unwrap(), list[0]["machine"].as_str().unwrap());
+    s.ok(&["ledger", "release", serial, "--reason", "decommissioned", "--home", "home"]);
+    let before = s.snapshot("home");
+    let r = s.tka(&["ledger", "release", serial, "--reason", "again", "--home", "home"]);
+    assert_eq!(
+        (r.0, r.2.as_str()),
+        (
+            1,
+            format!(
+                "error: machine {cmid} holds no seat in entitlement 1 (\"acme\"): nothing to release (already released?)\n"
+            )
+            .as_str()
+        )
+    );
+    let r = s.tka(&["ledger", "release", "--machine", cmid, "--reason", "again", "--home", "home"]);
+    assert_eq!(
+        (r.0, r.2.as_str()),
+        (
+            1,
+            format!("error: machine {cmid} holds no seat in any entitlement: nothing to release (already released?)\n")
+                .as_str()
+        )
+    );
+    let r = s.tka(&["ledger", "release", "--machine", "ABCD-EFGH-JKMN-PQRS-T", "--reason", "x", "--home", "home"]);
+    assert_eq!(r.0, 1, "an unknown machine holds no seat either: {r:?}");
+    assert_eq!(s.snapshot("home"), before, "nothing recorded");
+}
+
+/// The subcommands `help` lists under `tka` or `tka NOUN ...`.
+fn subcommands(s: &Sandbox, path: &[&str]) -> Vec<String> {
+    let mut args = path.to_vec();
+    args.push("--help");
+    let help = s.ok(&args);
+    let Some(list) = help.split("\nCommands:\n").nth(1) else { return Vec::new() };
+    list.lines()
+        .take_while(|l| l.starts_with("  "))
+        .filter(|l| !l.starts_with("   ")) // a wrapped description
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| *n != "help")
+        .map(String::from)
+        .collect()
+}
+
+/// Every command's help ends with the same EXIT CODES section: the
+/// command's meaning of 0 and 1, and the shared meaning of 2.
+#[test]
+fn every_command_help_lists_the_shared_exit_codes() {
+    let s = Sandbox::new();
+    let mut todo: Vec<Vec<String>> = vec![Vec::new()];
+    let mut seen = 0;
+    while let Some(path) = todo.pop() {
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        let mut args = p.clone();
+        args.push("--help");
+        let help = s.ok(&args);
+        let (_, codes) = help.rsplit_once("\nEXIT CODES:\n").unwrap_or_else(|| panic!("tka {p:?}: {help}"));
+        let lines: Vec<&str> = codes.lines().collect();
+        assert_eq!(lines.len(), 3, "tka {p:?}: {codes}");
+        assert!(lines[0].starts_with("  0  ") && lines[1].starts_with("  1  "), "tka {p:?}: {codes}");
+        assert_eq!(lines[2], "  2  usage, input/output or configuration error", "tka {p:?}");
+        assert_eq!(help.matches("EXIT CODES").count(), 1, "tka {p:?}: one section");
+        seen += 1;
+        for sub in subcommands(&s, &p) {
+            let mut next = path.clone();
+            next.push(sub);
+            todo.push(next);
+        }
+    }
+    assert!(seen > 40, "walked {seen} commands");
 }

@@ -110,9 +110,18 @@ fn release_frees_a_seat_for_another_machine() {
     assert_eq!(l.entitlement("acme").unwrap().used, 0);
     assert_eq!(l.token(&a.serial).unwrap().released_at, Some(NOW + 10));
     assert_eq!(l.releases().unwrap(), vec![r]);
+    let again = l.release(&a.serial, "again", NOW + 20).unwrap_err();
+    assert!(
+        matches!(&again, Error::NothingToRelease { cmid, entitlement: Some(e) }
+            if *cmid == req(1).cmid && e == "entitlement 1 (\"acme\")"),
+        "{again:?}"
+    );
     assert_eq!(
-        refused(l.release(&a.serial, "again", NOW + 20)),
-        format!("machine {} holds no seat in entitlement 1 (\"acme\"): already released?", req(1).cmid)
+        again.to_string(),
+        format!(
+            "machine {} holds no seat in entitlement 1 (\"acme\"): nothing to release (already released?)",
+            req(1).cmid
+        )
     );
 
     l.issue(&req(2), Some("acme"), &opts, &s, NOW + 30).unwrap();
@@ -121,6 +130,26 @@ fn release_frees_a_seat_for_another_machine() {
     assert!(matches!(l.release_machine(&req(2).cmid, None, " ", NOW), Err(Error::ReasonRequired { what: "release" })));
     l.release_machine(&req(2).cmid, None, "transferred", NOW + 40).unwrap();
     assert_eq!(l.entitlement("acme").unwrap().used, 0);
+}
+
+/// Releasing a machine that holds no seat (released already, or never
+/// counted) is the same typed "nothing to release", by serial or by machine.
+#[test]
+fn releasing_a_machine_without_a_seat_is_nothing_to_release() {
+    let d = tempfile::tempdir().unwrap();
+    let mut l = ledger(d.path());
+    ent(&mut l, 1);
+    let a = l.issue(&req(1), Some("acme"), &IssueOptions::default(), &signer(), NOW).unwrap();
+    l.release(&a.serial, "decommissioned", NOW + 10).unwrap();
+    let e = l.release_machine(&req(1).cmid, None, "again", NOW + 20).unwrap_err();
+    assert!(matches!(&e, Error::NothingToRelease { cmid, entitlement: None } if *cmid == req(1).cmid), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!("machine {} holds no seat in any entitlement: nothing to release (already released?)", req(1).cmid)
+    );
+    let e = l.release_machine(&req(2).cmid, Some("acme"), "never counted", NOW + 20).unwrap_err();
+    assert!(matches!(&e, Error::NothingToRelease { entitlement: Some(_), .. }), "{e:?}");
+    assert_eq!(l.releases().unwrap().len(), 1, "nothing recorded");
 }
 
 #[test]

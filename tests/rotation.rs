@@ -150,7 +150,7 @@ fn root_rollover_on_a_machine() {
 
     // A new root without a cross-certificate or a fingerprint is refused.
     let before = s.snapshot("store");
-    assert_fails(&s.tka(&["trust", "add", &out["root"]]), 2, "this store already trusts 1 root(s)");
+    assert_fails(&s.tka(&["trust", "add", &out["root"]]), 1, "this store already trusts 1 root(s)");
     // The cross-certificate is not a root, and the new root is not its own cross.
     assert_fails(&s.tka(&["trust", "add", &out["root"], "--cross", &out["root"]]), 1, "certificate CN=tka Root CA G2");
     assert_eq!(s.snapshot("store"), before);
@@ -296,12 +296,20 @@ fn renew_keeps_the_key_and_rekey_changes_it() {
     assert_eq!(rekeyed["subject"], ca["subject"]);
     assert_eq!(rekeyed["role"], "CA");
     assert_ne!(rekeyed["subject_key_id"], ca["subject_key_id"], "new key");
-    // A renewed certificate never outlives its issuer; an existing --out is not replaced.
+    // A renewed certificate never outlives its issuer (a "no": exit 1, as
+    // `ca renew --help` says); an existing --out is not replaced.
     let r =
         s.tka(&renew_args("home/signer.pem", "home/ca.pem", "home/ca.key", &["--days", "99999", "--out", "long.pem"]));
-    assert_fails(&r, 2, "certificate would outlive its issuer");
+    assert_fails(&r, 1, "CN=tka Token Signer would end ");
+    let help = s.ok(&["ca", "renew", "--help"]);
+    assert!(help.contains(&format!("\n  {}  refused (e.g. it would outlive its issuer)\n", r.0)), "{help}");
     // The library says what is wrong in its words; the binary names the flag.
-    assert!(r.2.contains("shorten its lifetime or renew the CA\nhint: shorten --days or renew the CA\n"), "{r:?}");
+    assert!(
+        r.2.contains(
+            "refused rather than shortened\nhint: pass --shorten to let it end with its issuer, give fewer --days"
+        ),
+        "{r:?}"
+    );
     let r = s.tka(&renew_args("home/root.pem", "home/root.pem", "home/root.key", &["--out", "r.pem"]));
     assert_fails(&r, 2, "CN=tka Root CA is a root certificate");
     let r = s.tka(&renew_args("home/signer.pem", "home/ca.pem", "home/ca.key", &["--out", "renewed.pem"]));
@@ -363,7 +371,7 @@ fn concurrent_first_root_adds_trust_exactly_one() {
         let ok = runs.iter().filter(|r| r.0 == 0).count();
         assert_eq!(ok, 1, "round {round}: exactly one first root: {runs:?}");
         let refused = runs.iter().find(|r| r.0 != 0).unwrap();
-        assert_fails(refused, 2, "this store already trusts 1 root(s)");
+        assert_fails(refused, 1, "this store already trusts 1 root(s)");
         assert_eq!(fs::read_dir(store.join("roots")).unwrap().count(), 1, "round {round}");
     }
 }
@@ -557,4 +565,141 @@ fn revoking_the_cross_certificate_deactivates_tokens_under_the_new_root() {
     s.ok(&["trust", "remove", &old_fp]);
     let r = s.tka(&["status", "--product", "app"]);
     assert!(r.1.contains(&revoked), "{r:?}");
+}
+
+/// The notAfter `tka cert inspect` shows for `cert`.
+fn not_after(s: &Sandbox, cert: &str) -> String {
+    let j: Value = serde_json::from_str(&s.ok(&["cert", "inspect", cert, "--json"])).unwrap();
+    j["not_after"].as_str().unwrap().to_string()
+}
+
+/// The current certificate of `role` in `home` (`tka issuer show`).
+fn current(s: &Sandbox, home: &str, role: &str) -> String {
+    named(&s.ok(&["issuer", "show", "--home", home]))[role].clone()
+}
+
+/// Asserts that `r` is the refusal of a certificate `subject` that would
+/// end after its issuer `issuer` (ending `issuer_end`), and returns when it
+/// would have ended.
+#[track_caller]
+fn assert_would_outlive(r: &sandbox::Run, subject: &str, issuer: &str, issuer_end: &str) -> String {
+    let head = format!("error: {subject} would end ");
+    let line = r.2.lines().find(|l| l.starts_with(&head)).unwrap_or_else(|| panic!("{r:?}"));
+    let wanted = line[head.len()..].split(',').next().unwrap().to_string();
+    assert_fails(r, 1, "");
+    assert_eq!(
+        line,
+        format!("{head}{wanted}, after its issuer {issuer} (ends {issuer_end}): refused rather than shortened")
+    );
+    assert!(wanted.as_str() > issuer_end, "{wanted} is after {issuer_end}");
+    assert!(r.2.contains("\nhint: pass --shorten to let it end with its issuer"), "{r:?}");
+    wanted
+}
+
+/// Issue 19: a rotation that cannot give a certificate its default (or
+/// requested) lifetime is refused and changes nothing; with `--shorten` the
+/// certificate ends with its issuer and the report says so.
+#[test]
+fn rotate_signer_refuses_rather_than_shorten() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    // A 300-day issuing CA: its new 400-day signer is shortened only when asked.
+    let before = s.snapshot("home");
+    let r = s.tka(&["issuer", "rotate-ca", "--home", "home", "--days", "300"]);
+    assert_would_outlive(&r, "CN=tka Token Signer", "CN=tka Issuing CA G2", &{
+        let line = r.2.lines().next().unwrap_or("");
+        line.rsplit("(ends ").next().unwrap().trim_end_matches("): refused rather than shortened").to_string()
+    });
+    assert_eq!(s.snapshot("home"), before, "nothing written");
+    let out = s.ok(&["issuer", "rotate-ca", "--home", "home", "--days", "300", "--shorten"]);
+    let ca_end = not_after(&s, &current(&s, "home", "ca"));
+    assert!(
+        out.contains(&format!("new signer: CN=tka Token Signer, expires {ca_end} (shortened: ends with its issuer)\n")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("new ca: CN=tka Issuing CA G2, expires {ca_end}\n")), "{out}");
+
+    // rotate-signer under that CA: refused, then shortened with --shorten.
+    let before = s.snapshot("home");
+    let r = s.tka(&["issuer", "rotate-signer", "--home", "home"]);
+    assert_would_outlive(&r, "CN=tka Token Signer", "CN=tka Issuing CA G2", &ca_end);
+    assert_eq!(s.snapshot("home"), before, "home unchanged");
+    let out = s.ok(&["issuer", "rotate-signer", "--home", "home", "--shorten"]);
+    assert!(
+        out.contains(&format!("new signer: CN=tka Token Signer, expires {ca_end} (shortened: ends with its issuer)\n")),
+        "{out}"
+    );
+    assert_eq!(not_after(&s, &current(&s, "home", "signer")), ca_end);
+    // A lifetime that fits is not shortened.
+    let out = s.ok(&["issuer", "rotate-signer", "--home", "home", "--days", "200"]);
+    assert!(!out.contains("shortened"), "{out}");
+}
+
+#[test]
+fn rotate_root_and_rotate_ca_refuse_rather_than_shorten() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    // A 1000-day root: the new issuing CA (1825 days by default) would outlive it.
+    let before = s.snapshot("home");
+    let r = s.tka(&["issuer", "rotate-root", "--home", "home", "--days", "1000"]);
+    let line = r.2.lines().find(|l| l.starts_with("error: ")).unwrap_or("").to_string();
+    let root_end = line.rsplit("(ends ").next().unwrap().trim_end_matches("): refused rather than shortened");
+    assert_would_outlive(&r, "CN=tka Issuing CA G2", "CN=tka Root CA G2", root_end);
+    assert_eq!(s.snapshot("home"), before, "home unchanged");
+    let out = s.ok(&["issuer", "rotate-root", "--home", "home", "--days", "1000", "--shorten"]);
+    let root_end = not_after(&s, &current(&s, "home", "root"));
+    assert!(
+        out.contains(&format!("new ca: CN=tka Issuing CA G2, expires {root_end} (shortened: ends with its issuer)\n")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("new root: CN=tka Root CA G2, expires {root_end}\n")), "{out}");
+    assert_eq!(not_after(&s, &current(&s, "home", "ca")), root_end);
+
+    // rotate-ca under the 1000-day root, default lifetime: refused, then shortened.
+    let before = s.snapshot("home");
+    let r = s.tka(&["issuer", "rotate-ca", "--home", "home"]);
+    assert_would_outlive(&r, "CN=tka Issuing CA G3", "CN=tka Root CA G2", &root_end);
+    assert_eq!(s.snapshot("home"), before, "home unchanged");
+    let out = s.ok(&["issuer", "rotate-ca", "--home", "home", "--shorten"]);
+    assert!(
+        out.contains(&format!("new ca: CN=tka Issuing CA G3, expires {root_end} (shortened: ends with its issuer)\n")),
+        "{out}"
+    );
+}
+
+#[test]
+fn ca_renew_and_rekey_refuse_rather_than_shorten() {
+    let s = Sandbox::new();
+    s.issuer("home");
+    let ca_end = not_after(&s, "home/ca.pem");
+    let before = s.snapshot("");
+    // A signer asked for 2000 days does not fit under the 1825-day CA.
+    let r = s.tka(&renew_args("home/signer.pem", "home/ca.pem", "home/ca.key", &["--days", "2000", "--out", "s.pem"]));
+    assert_would_outlive(&r, "CN=tka Token Signer", "CN=tka Issuing CA", &ca_end);
+    assert_eq!(s.snapshot(""), before, "nothing written");
+    let out = s.ok(&renew_args(
+        "home/signer.pem",
+        "home/ca.pem",
+        "home/ca.key",
+        &["--days", "2000", "--shorten", "--out", "s.pem"],
+    ));
+    assert!(out.contains(&format!("expires: {ca_end} (shortened: ends with its issuer)\n")), "{out}");
+    assert_eq!(not_after(&s, "s.pem"), ca_end);
+
+    // rekey with the default lifetime: the old signer's (shortened to the
+    // CA's end above) from now ends after the CA.
+    s.ok(&["key", "generate", "--bits", "2048", "--out", "new.key"]);
+    let rekey = |extra: &[&str]| {
+        let mut a = vec!["ca", "rekey", "--cert", "s.pem", "--key", "new.key", "--ca-cert", "home/ca.pem"];
+        a.extend(["--ca-key", "home/ca.key", "--out", "s2.pem"]);
+        a.extend(extra);
+        s.tka(&a)
+    };
+    let before = s.snapshot("");
+    let r = rekey(&[]);
+    assert_would_outlive(&r, "CN=tka Token Signer", "CN=tka Issuing CA", &ca_end);
+    assert_eq!(s.snapshot(""), before, "nothing written");
+    let r = rekey(&["--shorten"]);
+    assert_eq!(r.0, 0, "{r:?}");
+    assert!(r.1.contains(&format!("expires: {ca_end} (shortened: ends with its issuer)\n")), "{r:?}");
 }

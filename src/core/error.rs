@@ -793,6 +793,27 @@ pub enum Error {
         /// The operation (`release`, `revocation`).
         what: &'static str,
     },
+    /// There is no seat to release: the machine holds none (in the
+    /// entitlement named, or in any), never did or was released already.
+    NothingToRelease {
+        /// The machine.
+        cmid: String,
+        /// The entitlement looked in (its label), or `None`: every one.
+        entitlement: Option<String>,
+    },
+    /// A new certificate cannot have the lifetime asked for (or its default
+    /// one) because it would end after the certificate that issues it; it is
+    /// refused rather than shortened, unless shortening was allowed.
+    WouldOutliveIssuer {
+        /// The new certificate's subject.
+        subject: String,
+        /// When it would end with the lifetime asked for (Unix seconds).
+        wanted: i64,
+        /// The issuer's subject.
+        issuer: String,
+        /// When the issuer ends (Unix seconds): the latest the new certificate may end.
+        issuer_not_after: i64,
+    },
     /// A machine holds seats in several entitlements and none was named.
     AmbiguousSeat {
         /// The machine.
@@ -914,6 +935,18 @@ impl fmt::Display for Error {
             Error::Usage(s) => f.write_str(s),
             Error::Issue(r) => r.fmt(f),
             Error::ReasonRequired { what } => write!(f, "a {what} needs a reason"),
+            Error::NothingToRelease { cmid, entitlement: Some(e) } => {
+                write!(f, "machine {cmid} holds no seat in {e}: nothing to release (already released?)")
+            }
+            Error::NothingToRelease { cmid, entitlement: None } => {
+                write!(f, "machine {cmid} holds no seat in any entitlement: nothing to release (already released?)")
+            }
+            Error::WouldOutliveIssuer { subject, wanted, issuer, issuer_not_after } => write!(
+                f,
+                "{subject} would end {}, after its issuer {issuer} (ends {}): refused rather than shortened",
+                rfc3339(*wanted),
+                rfc3339(*issuer_not_after)
+            ),
             Error::AmbiguousSeat { cmid, entitlements } => {
                 let list: Vec<String> = entitlements.iter().map(i64::to_string).collect();
                 write!(f, "machine {cmid} holds seats in entitlements {}: name one", list.join(", "))

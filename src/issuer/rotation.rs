@@ -39,6 +39,16 @@
 //!   validates both on machines that trust only the old root (through the
 //!   cross-certificate) and on machines that trust the new one.
 //!
+//! Every new certificate gets its default lifetime (or the one asked
+//! for), or the rotation is refused before anything is written
+//! ([`Error::WouldOutliveIssuer`]): a certificate never ends after the one
+//! that issues it, and is not silently shortened to end with it. With
+//! [`RotateOptions::shorten`] it ends with its issuer instead
+//! ([`RotationReport::shortened`] names it). The cross-certificate of a root
+//! rotation is the exception by design: it ends when the new root or the old
+//! root ends, whichever is first, since it is of no use once the old root
+//! has ended.
+//!
 //! New keys have the size of the key they replace and are protected like
 //! the home's other keys (the same passphrase). A key on a PKCS#11 token is
 //! replaced by a new key generated on the same token, labelled
@@ -171,22 +181,28 @@ pub fn cert_role(c: &CertInfo) -> &'static str {
 
 /// Re-issues `old` under `issuer` at `now`: the same key (`new_key` `None`,
 /// "renew") or a new one ("rekey"), the same subject and profile, a new
-/// serial. `days` defaults to the old certificate's lifetime, capped at the
-/// issuer's notAfter; an explicit `days` that would outlive the issuer is
-/// refused.
+/// serial. `days` defaults to the old certificate's lifetime. One that
+/// would end after the issuer is refused ([`Error::WouldOutliveIssuer`]),
+/// unless `shorten`: then it ends with the issuer.
 pub fn reissue(
     old: &CertInfo,
     new_key: Option<&rsa::PublicKey>,
     issuer: &CertInfo,
     issuer_key: &dyn Signer,
     days: Option<i64>,
+    shorten: bool,
     now: i64,
 ) -> Result<Vec<u8>> {
     let not_before = now - BACKDATE_SECS;
-    let not_after = match days {
+    let wanted = match days {
         Some(d) if d < 1 => return Err(cert_days(d)),
         Some(d) => now + d * DAY,
-        None => (now + (old.not_after - old.not_before)).min(issuer.not_after),
+        None => now + (old.not_after - old.not_before),
+    };
+    // A root is refused as such by reissue_certificate, whatever its lifetime.
+    let not_after = match old.is_self_issued() {
+        true => wanted,
+        false => fit(&old.subject, wanted, (&issuer.subject, issuer.not_after), shorten)?.not_after,
     };
     reissue_certificate(old, new_key, issuer, issuer_key, not_before, not_after)
 }
@@ -205,11 +221,20 @@ pub struct RotationReport {
     /// With [`RotateOptions::if_due`]: the rotation was not due (why, in
     /// one line) and nothing was changed.
     pub not_due: Option<String>,
+    /// Roles of the new certificates that end with their issuer, shorter
+    /// than asked for ([`RotateOptions::shorten`]).
+    pub shortened: Vec<String>,
 }
 
 impl RotationReport {
     fn empty() -> Self {
-        RotationReport { created: Vec::new(), retired: Vec::new(), certificates: Vec::new(), not_due: None }
+        RotationReport {
+            created: Vec::new(),
+            retired: Vec::new(),
+            certificates: Vec::new(),
+            not_due: None,
+            shortened: Vec::new(),
+        }
     }
 }
 
@@ -232,6 +257,10 @@ pub struct RotateOptions {
     /// How long to wait for another command holding the home (default
     /// [`DEFAULT_LOCK_WAIT`]); then [`Error::HomeBusy`].
     pub lock_wait: Option<Duration>,
+    /// Accept a new certificate shorter than its default (or requested)
+    /// lifetime: one that would end after its issuer ends with it instead.
+    /// Without it such a rotation is refused ([`Error::WouldOutliveIssuer`]).
+    pub shorten: bool,
 }
 
 /// Whether the certificate of `role` (`signer`, `ca` or `root`) of `home`
@@ -399,38 +428,85 @@ fn cert_days(d: i64) -> Error {
     Error::InvalidLifetime { what: "certificate lifetime", detail: format!("{d} days is less than one day") }
 }
 
-/// notAfter of a new certificate: `days` from `now` (at least 1), or by
-/// default `default_days`, capped at the issuer's notAfter.
-fn not_after(days: Option<i64>, default_days: i64, issuer: &CertInfo, now: i64) -> Result<i64> {
-    match days {
-        Some(d) if d < 1 => Err(cert_days(d)),
-        Some(d) => Ok(now + d * DAY),
-        None => Ok((now + default_days * DAY).min(issuer.not_after)),
-    }
+/// The notAfter a new certificate gets, and whether it was shortened to
+/// end with its issuer.
+#[derive(Debug, Clone, Copy)]
+struct Lifetime {
+    not_after: i64,
+    shortened: bool,
 }
 
-/// A new signer key (where the current one lives) and certificate under `ca`.
+/// The lifetime of a new certificate `subject` that should end at `wanted`,
+/// under an issuer (subject, notAfter): `wanted`, or refused if that is
+/// after the issuer ends, unless `shorten` (then the issuer's end).
+fn fit(subject: &str, wanted: i64, issuer: (&str, i64), shorten: bool) -> Result<Lifetime> {
+    let (issuer, issuer_not_after) = issuer;
+    if wanted <= issuer_not_after {
+        return Ok(Lifetime { not_after: wanted, shortened: false });
+    }
+    if !shorten {
+        return Err(Error::WouldOutliveIssuer {
+            subject: subject.to_string(),
+            wanted,
+            issuer: issuer.to_string(),
+            issuer_not_after,
+        });
+    }
+    Ok(Lifetime { not_after: issuer_not_after, shortened: true })
+}
+
+/// The lifetime of a new certificate: `days` from `now` (at least 1), or by
+/// default `default_days`, fitted under its issuer ([`fit`]).
+fn lifetime(
+    subject: &str,
+    days: Option<i64>,
+    default_days: i64,
+    issuer: (&str, i64),
+    opts: &RotateOptions,
+    now: i64,
+) -> Result<Lifetime> {
+    let d = days.unwrap_or(default_days);
+    if d < 1 {
+        return Err(cert_days(d));
+    }
+    fit(subject, now + d * DAY, issuer, opts.shorten)
+}
+
+/// The lifetime of a new signer under the issuing CA (subject, notAfter),
+/// which must cover a standard token issued today.
+fn signer_lifetime(
+    home: &IssuerHome,
+    old_signer: &CertInfo,
+    ca: (&str, i64),
+    opts: &RotateOptions,
+    now: i64,
+) -> Result<Lifetime> {
+    let life = lifetime(&old_signer.subject, opts.signer_days, lifetimes::SIGNER_DAYS, ca, opts, now)?;
+    let token_secs = i64::from(home.config.token_days) * DAY;
+    if life.not_after - now < token_secs {
+        return Err(Error::Refused(format!(
+            "a new signer under {} would expire {}, before a standard {}-day token issued today; \
+             rotate the issuing CA first (tka issuer rotate-ca)",
+            ca.0,
+            rfc3339(life.not_after),
+            home.config.token_days
+        )));
+    }
+    Ok(life)
+}
+
+/// A new signer key (where the current one lives) and certificate under
+/// `ca`, ending at `not_after` ([`signer_lifetime`]).
 fn new_signer(
     home: &IssuerHome,
     ca: &CertInfo,
     ca_key: &dyn Signer,
     old_signer: &CertInfo,
     unlock: &KeyUnlock,
-    days: Option<i64>,
+    not_after: i64,
     now: i64,
 ) -> Result<(NewKey, Vec<u8>, CertInfo)> {
     let subject = old_signer.subject.as_str();
-    let not_after = not_after(days, lifetimes::SIGNER_DAYS, ca, now)?;
-    let token_secs = i64::from(home.config.token_days) * DAY;
-    if not_after - now < token_secs {
-        return Err(Error::Refused(format!(
-            "a new signer under {} would expire {}, before a standard {}-day token issued today; \
-             rotate the issuing CA first (tka issuer rotate-ca)",
-            ca.subject,
-            rfc3339(not_after),
-            home.config.token_days
-        )));
-    }
     let key = new_key_like(home, &home.config.signer_key, key_bits(old_signer)?, unlock, now)?;
     let der = create_certificate(
         &CertRequest { kind: CertKind::Signer, subject, not_before: now - BACKDATE_SECS, not_after },
@@ -462,6 +538,8 @@ struct Part<'a> {
     der: &'a [u8],
     info: &'a CertInfo,
     key: Option<&'a NewKey>,
+    /// Ends with its issuer, shorter than asked for.
+    shortened: bool,
 }
 
 /// The end of every rotation: writes each part under a new name
@@ -515,6 +593,9 @@ fn commit(home: &mut IssuerHome, unlock: &KeyUnlock, parts: &[Part<'_>]) -> Resu
             }
         }
         report.certificates.push((role.into(), part.info.subject.clone(), part.info.not_after));
+        if part.shortened {
+            report.shortened.push(role.into());
+        }
     }
     home.save_config(config)?;
     created.committed = true;
@@ -555,8 +636,9 @@ pub fn rotate_signer(
     let ca = first_cert(&home.path(&cfg.ca_cert))?;
     let ca_key = home.open_key(&cfg.ca_key, unlock)?;
     let old_signer = first_cert(&home.path(&cfg.signer_cert))?;
-    let (key, der, info) = new_signer(home, &ca, ca_key.as_ref(), &old_signer, unlock, opts.signer_days, now)?;
-    commit(home, unlock, &[Part { role: "signer", der: &der, info: &info, key: Some(&key) }])
+    let life = signer_lifetime(home, &old_signer, (&ca.subject, ca.not_after), opts, now)?;
+    let (key, der, info) = new_signer(home, &ca, ca_key.as_ref(), &old_signer, unlock, life.not_after, now)?;
+    commit(home, unlock, &[Part { role: "signer", der: &der, info: &info, key: Some(&key), shortened: life.shortened }])
 }
 
 /// Rotates the issuing CA of `home`: a new CA key and certificate from the
@@ -577,14 +659,17 @@ pub fn rotate_issuing_ca(
     let old_ca = first_cert(&home.path(&cfg.ca_cert))?;
     let old_signer = first_cert(&home.path(&cfg.signer_cert))?;
     let subject = opts.subject.clone().unwrap_or_else(|| next_generation_name(&old_ca.subject));
+    // Every lifetime is settled before any key is made.
+    let ca_life =
+        lifetime(&subject, opts.ca_days, lifetimes::INTERMEDIATE_DAYS, (&root.subject, root.not_after), opts, now)?;
+    let signer_life = signer_lifetime(home, &old_signer, (&subject, ca_life.not_after), opts, now)?;
     let ca_key = new_key_like(home, &cfg.ca_key, key_bits(&old_ca)?, unlock, now)?;
-    let ca_after = not_after(opts.ca_days, lifetimes::INTERMEDIATE_DAYS, &root, now)?;
     let ca_der = create_certificate(
         &CertRequest {
             kind: CertKind::Intermediate,
             subject: &subject,
             not_before: now - BACKDATE_SECS,
-            not_after: ca_after,
+            not_after: ca_life.not_after,
         },
         ca_key.signer().public_key(),
         Some(&root),
@@ -592,11 +677,17 @@ pub fn rotate_issuing_ca(
     )?;
     let ca = CertInfo::parse(&ca_der)?;
     let (signer_key, signer_der, signer) =
-        new_signer(home, &ca, ca_key.signer(), &old_signer, unlock, opts.signer_days, now)?;
+        new_signer(home, &ca, ca_key.signer(), &old_signer, unlock, signer_life.not_after, now)?;
 
     let parts = [
-        Part { role: "ca", der: &ca_der, info: &ca, key: Some(&ca_key) },
-        Part { role: "signer", der: &signer_der, info: &signer, key: Some(&signer_key) },
+        Part { role: "ca", der: &ca_der, info: &ca, key: Some(&ca_key), shortened: ca_life.shortened },
+        Part {
+            role: "signer",
+            der: &signer_der,
+            info: &signer,
+            key: Some(&signer_key),
+            shortened: signer_life.shortened,
+        },
     ];
     commit(home, unlock, &parts)
 }
@@ -621,13 +712,22 @@ pub fn rotate_root(
     let not_before = now - BACKDATE_SECS;
 
     let root_subject = opts.subject.clone().unwrap_or_else(|| next_generation_name(&old_root.subject));
-    let root_after = now + opts.root_days.unwrap_or(lifetimes::ROOT_DAYS).max(1) * DAY;
+    let root_days = opts.root_days.unwrap_or(lifetimes::ROOT_DAYS);
+    if root_days < 1 {
+        return Err(cert_days(root_days));
+    }
+    let root_after = now + root_days * DAY;
     if root_subject == old_root.subject {
         return Err(Error::Usage(format!(
             "the new root needs a subject different from the old root's ({})",
             old_root.subject
         )));
     }
+    // Every lifetime is settled before any key is made.
+    let ca_subject = next_generation_name(&old_ca.subject);
+    let ca_life =
+        lifetime(&ca_subject, opts.ca_days, lifetimes::INTERMEDIATE_DAYS, (&root_subject, root_after), opts, now)?;
+    let signer_life = signer_lifetime(home, &old_signer, (&ca_subject, ca_life.not_after), opts, now)?;
     let root_key = new_key_like(home, &cfg.root_key, key_bits(&old_root)?, unlock, now)?;
     let root_der = create_certificate(
         &CertRequest { kind: CertKind::Root, subject: &root_subject, not_before, not_after: root_after },
@@ -660,23 +760,27 @@ pub fn rotate_root(
     let old_anchor = crate::core::pki::TrustAnchors::from_der(std::slice::from_ref(&old_root.der))?;
     check_cross_certificate(&root, &cross, &old_anchor, now, &[])?;
     let ca_key = new_key_like(home, &cfg.ca_key, key_bits(&old_ca)?, unlock, now)?;
-    let ca_subject = next_generation_name(&old_ca.subject);
-    let ca_after = not_after(opts.ca_days, lifetimes::INTERMEDIATE_DAYS, &root, now)?;
     let ca_der = create_certificate(
-        &CertRequest { kind: CertKind::Intermediate, subject: &ca_subject, not_before, not_after: ca_after },
+        &CertRequest { kind: CertKind::Intermediate, subject: &ca_subject, not_before, not_after: ca_life.not_after },
         ca_key.signer().public_key(),
         Some(&root),
         root_key.signer(),
     )?;
     let ca = CertInfo::parse(&ca_der)?;
     let (signer_key, signer_der, signer) =
-        new_signer(home, &ca, ca_key.signer(), &old_signer, unlock, opts.signer_days, now)?;
+        new_signer(home, &ca, ca_key.signer(), &old_signer, unlock, signer_life.not_after, now)?;
 
     let parts = [
-        Part { role: "root", der: &root_der, info: &root, key: Some(&root_key) },
-        Part { role: "cross", der: &cross_der, info: &cross, key: None },
-        Part { role: "ca", der: &ca_der, info: &ca, key: Some(&ca_key) },
-        Part { role: "signer", der: &signer_der, info: &signer, key: Some(&signer_key) },
+        Part { role: "root", der: &root_der, info: &root, key: Some(&root_key), shortened: false },
+        Part { role: "cross", der: &cross_der, info: &cross, key: None, shortened: false },
+        Part { role: "ca", der: &ca_der, info: &ca, key: Some(&ca_key), shortened: ca_life.shortened },
+        Part {
+            role: "signer",
+            der: &signer_der,
+            info: &signer,
+            key: Some(&signer_key),
+            shortened: signer_life.shortened,
+        },
     ];
     commit(home, unlock, &parts)
 }

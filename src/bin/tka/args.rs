@@ -171,6 +171,10 @@ pub struct ReissueArgs {
     pub ca_key: PathBuf,
     #[command(flatten)]
     pub days: CertDaysArg,
+    /// Accept a certificate that would end after the CA: it ends with the CA instead
+    /// (without it such a certificate is refused)
+    #[arg(long)]
+    pub shorten: bool,
     /// Output certificate (PEM)
     #[arg(long)]
     pub out: PathBuf,

@@ -53,6 +53,9 @@ pub fn hint(e: &Error) -> Option<&'static str> {
             Some("delete the keys named above with the token's tools (`tka pkcs11 list --login` shows them)")
         }
         Error::Verify(VerifyError::ClockRollback { .. }) => Some("set the system clock to the right time"),
+        Error::WouldOutliveIssuer { .. } => {
+            Some("pass --shorten to let it end with its issuer, give fewer --days, or rotate the issuer first")
+        }
         Error::HomeBusy { .. } => {
             Some("wait for it to finish and run the command again, or wait longer with --lock-wait")
         }

@@ -9,21 +9,16 @@ mod io;
 mod outcome;
 mod output;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use std::process::ExitCode;
 
-const EXIT_CODES: &str = "\
-EXIT CODES:
-  0  success
-  1  a \"no\" verdict: the token is invalid, the product is not activated
-  2  usage, input/output or configuration error";
-
+// Every command's help ends with its EXIT CODES section, written by
+// `outcome::with_exit_codes` from one definition.
 #[derive(Parser, Debug)]
 #[command(
     name = "tka",
     version,
     about = "Token-based offline activation: a small PKI, signed activation tokens, air-gapped verification",
-    after_help = EXIT_CODES,
     propagate_version = true
 )]
 struct Cli {
@@ -32,7 +27,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = outcome::with_exit_codes(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = cmd::run(cli.command);
     if output::stdout_closed() {
         // The reader went away (`tka ... | head`): end quietly.
@@ -50,6 +46,24 @@ fn main() -> ExitCode {
                 output::say_err(format!("hint: {hint}"));
             }
             failure.exit_code()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command the exit-code table names exists: the table cannot
+    /// keep a meaning for a command renamed or removed.
+    #[test]
+    fn exit_code_meanings_name_real_commands() {
+        let root = Cli::command();
+        for (path, ..) in outcome::MEANINGS {
+            let mut cmd = &root;
+            for name in path.split_whitespace() {
+                cmd = cmd.find_subcommand(name).unwrap_or_else(|| panic!("no command `tka {path}`"));
+            }
         }
     }
 }

@@ -552,7 +552,7 @@ impl Ledger {
                     .and_then(|r| r.collect::<rusqlite::Result<Vec<i64>>>())
                     .map_err(|e| self.err(e))?;
                 match ids.as_slice() {
-                    [] => return Err(Error::Usage(format!("machine {cmid} holds no seat in any entitlement"))),
+                    [] => return Err(Error::NothingToRelease { cmid: cmid.to_string(), entitlement: None }),
                     [one] => *one,
                     many => {
                         return Err(Error::AmbiguousSeat { cmid: cmid.to_string(), entitlements: many.to_vec() });
@@ -576,7 +576,7 @@ impl Ledger {
             .execute("DELETE FROM seats WHERE entitlement_id = ?1 AND cmid = ?2", params![ent, cmid])
             .map_err(|e| db_err(&path, e))?;
         if n == 0 {
-            return Err(Error::Refused(format!("machine {cmid} holds no seat in {}: already released?", e.label())));
+            return Err(Error::NothingToRelease { cmid: cmid.to_string(), entitlement: Some(e.label()) });
         }
         tx.execute("UPDATE entitlements SET used = used - 1 WHERE id = ?1", [ent]).map_err(|e| db_err(&path, e))?;
         tx.execute(

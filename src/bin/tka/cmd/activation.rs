@@ -143,7 +143,7 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
             print_status(st);
         }
     }
-    Ok(if all_ok && !rows.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if all_ok && !rows.is_empty() { ExitCode::SUCCESS } else { crate::outcome::no() })
 }
 
 pub fn list(args: ListArgs) -> Result<ExitCode> {

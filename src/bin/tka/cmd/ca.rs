@@ -29,7 +29,8 @@ pub struct CertOut {
 }
 
 /// `--days` of `renew` and `rekey`.
-const REISSUE_DAYS: &str = "Lifetime in days [default: the old certificate's, capped at the CA's expiry]";
+const REISSUE_DAYS: &str =
+    "Lifetime in days [default: the old certificate's; one ending after the CA is refused unless --shorten]";
 
 #[derive(Subcommand, Debug)]
 pub enum CaCmd {
@@ -67,7 +68,7 @@ pub enum CaCmd {
     },
     /// Re-issue an issuing-CA or signer certificate with the same key: new validity, new serial
     #[command(
-        after_help = "EXAMPLE:\n  tka ca renew --cert signer.pem --ca-cert ca.pem --ca-key ca.key --out signer-new.pem\n\nEXIT CODES:\n  0 written, 1 refused (e.g. it would outlive its issuer), 2 error",
+        after_help = "EXAMPLE:\n  tka ca renew --cert signer.pem --ca-cert ca.pem --ca-key ca.key --out signer-new.pem",
         mut_arg("cert", |a| a.help("The certificate to renew")),
         mut_arg("days", |a| a.help(REISSUE_DAYS))
     )]
@@ -155,7 +156,7 @@ pub fn run(cmd: CaCmd) -> Result<ExitCode> {
 
 /// `tka ca renew` (same key) and `tka ca rekey` (`new_key`).
 fn reissue_cert(args: ReissueArgs, new_key: Option<PathBuf>) -> Result<ExitCode> {
-    let ReissueArgs { cert, ca_cert, ca_key, days, out, force, pass } = args;
+    let ReissueArgs { cert, ca_cert, ca_key, days, shorten, out, force, pass } = args;
     if !force && out.exists() {
         return Err(Error::Exists { path: out });
     }
@@ -170,6 +171,7 @@ fn reissue_cert(args: ReissueArgs, new_key: Option<PathBuf>) -> Result<ExitCode>
         &issuer,
         issuer_key.as_ref(),
         days.days,
+        shorten,
         clock::now(),
     )?;
     write_file(&out, &pem::encode("CERTIFICATE", &der), force)?;
@@ -178,6 +180,8 @@ fn reissue_cert(args: ReissueArgs, new_key: Option<PathBuf>) -> Result<ExitCode>
     say(format!("subject: {}", info.subject));
     say(format!("serial: {}", info.serial_hex));
     say(format!("replaces serial: {}", old.serial_hex));
-    say(format!("expires: {}", clock::rfc3339(info.not_after)));
+    let shortened =
+        if shorten && info.not_after == issuer.not_after { " (shortened: ends with its issuer)" } else { "" };
+    say(format!("expires: {}{shortened}", clock::rfc3339(info.not_after)));
     Ok(ExitCode::SUCCESS)
 }

@@ -16,7 +16,7 @@ use tka::{clock, Error, Result};
 pub enum CertCmd {
     /// Whether a certificate should be renewed now; answers with the exit code
     #[command(
-        after_help = "Default: renew once 66% of the lifetime has passed. With --home, the signer is also due when it\ncan no longer cover the home's standard token lifetime.\n\nEXAMPLES:\n  tka cert needs-renewal signer.pem --expires-in 30d\n  tka cert needs-renewal --home ~/tka-issuer --role signer\n\nEXIT CODES:\n  0 renew now, 1 not yet, 2 error"
+        after_help = "Default: renew once 66% of the lifetime has passed. With --home, the signer is also due when it\ncan no longer cover the home's standard token lifetime.\n\nEXAMPLES:\n  tka cert needs-renewal signer.pem --expires-in 30d\n  tka cert needs-renewal --home ~/tka-issuer --role signer"
     )]
     NeedsRenewal {
         /// Certificate file (PEM or DER; the first certificate is checked)
@@ -105,7 +105,7 @@ pub fn run(cmd: CertCmd) -> Result<ExitCode> {
                 let verdict = if check.renew { "renew now" } else { "not yet" };
                 say(format!("{}: {verdict}: {}", path.display(), check.reason));
             }
-            Ok(if check.renew { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if check.renew { ExitCode::SUCCESS } else { crate::outcome::no() })
         }
         CertCmd::Inspect { cert, out } => {
             let ders = read_cert_chain(&cert)?;

@@ -1,7 +1,7 @@
 //! `tka entitlement`: counted entitlements in the issuer ledger.
 
 use crate::args::{JsonArg, LedgerArgs};
-use crate::outcome::{refusal_is_verdict, CmdResult};
+use crate::outcome::CmdResult;
 use crate::output::{say, say_json, say_row};
 use clap::Subcommand;
 use serde_json::json;
@@ -56,7 +56,6 @@ pub enum EntitlementCmd {
         out: JsonArg,
     },
     /// Change an entitlement's machine count, features, expiry or name
-    #[command(after_help = "EXIT CODES:\n  0 updated, 1 refused (fewer machines than already counted), 2 error")]
     Update {
         /// Id or name
         entitlement: String,
@@ -173,7 +172,7 @@ pub fn run(cmd: EntitlementCmd) -> CmdResult {
             Ok(ExitCode::SUCCESS)
         }
         EntitlementCmd::Update { entitlement, machines, features, expires, name, allow_weak_binding, ledger, out } => {
-            refusal_is_verdict((|| {
+            Ok((|| -> tka::Result<ExitCode> {
                 let mut l = ledger.open(false)?;
                 let upd = EntitlementUpdate {
                     machines,
@@ -197,7 +196,7 @@ pub fn run(cmd: EntitlementCmd) -> CmdResult {
                     print_ent(&e);
                 }
                 Ok(ExitCode::SUCCESS)
-            })())
+            })()?)
         }
     }
 }

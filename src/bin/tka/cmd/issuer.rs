@@ -22,6 +22,10 @@ pub struct RotateArgs {
     /// `no rotation due: ...` and exit 0
     #[arg(long)]
     pub if_due: bool,
+    /// Accept a new certificate that would end after its issuer: it ends with the issuer instead
+    /// (without it such a rotation is refused)
+    #[arg(long)]
+    pub shorten: bool,
     #[command(flatten)]
     pub lock: LockWaitArg,
 }
@@ -58,7 +62,7 @@ pub enum IssuerCmd {
     #[command(
         after_help = "The old signer's certificate and key move to DIR/retired/; tokens it signed keep verifying.\nPrints `signer: PATH`.\n\nEXAMPLE:\n  tka issuer rotate-signer --home ~/tka-issuer --passphrase-file pass.txt"
     ,
-        mut_arg("days", |a| a.help("Signer lifetime in days [default: 400, capped at the issuing CA's expiry]"))
+        mut_arg("days", |a| a.help("Signer lifetime in days [default: 400; one ending after the issuing CA is refused unless --shorten]"))
     )]
     RotateSigner {
         #[command(flatten)]
@@ -72,7 +76,7 @@ pub enum IssuerCmd {
     },
     /// New issuing CA from the root, and a new signer under it; issuance switches to them
     #[command(after_help = "Needs the root key. Prints `ca: PATH` and `signer: PATH`.",
-        mut_arg("days", |a| a.help("Issuing-CA lifetime in days [default: 1825, capped at the root's expiry]"))
+        mut_arg("days", |a| a.help("Issuing-CA lifetime in days [default: 1825; one ending after the root is refused unless --shorten]"))
     )]
     RotateCa {
         #[command(flatten)]
@@ -107,7 +111,6 @@ pub enum IssuerCmd {
         pass: PassArgs,
     },
     /// What expires when (root, issuing CA, signer, CRLs in DIR/crls/), and what to do
-    #[command(after_help = "EXIT CODES:\n  0 nothing to do now (warnings may be shown), 1 action needed, 2 error")]
     Health {
         #[command(flatten)]
         home: HomeArg,
@@ -119,7 +122,7 @@ pub enum IssuerCmd {
     },
     /// Repair what an interrupted rotation left: retire orphan keys and certificates, re-derive chain.pem
     #[command(
-        after_help = "Orphans (certificate and key files the configuration does not name) move to DIR/retired/;\nkeys are never deleted. Temporary files are removed and chain.pem is written again from\nthe configuration, which itself is not changed.\n\nEXIT CODES:\n  0 the home is whole, 1 problems remain that repair cannot fix (missing files), 2 error"
+        after_help = "Orphans (certificate and key files the configuration does not name) move to DIR/retired/;\nkeys are never deleted. Temporary files are removed and chain.pem is written again from\nthe configuration, which itself is not changed."
     )]
     Repair {
         #[command(flatten)]
@@ -157,7 +160,12 @@ fn home_passphrase(args: &PassArgs, home: &IssuerHome) -> Result<Option<Passphra
 }
 
 fn rotate_options(rot: &RotateArgs) -> Result<RotateOptions> {
-    Ok(RotateOptions { if_due: rot.if_due, lock_wait: Some(rot.lock.duration()?), ..Default::default() })
+    Ok(RotateOptions {
+        if_due: rot.if_due,
+        shorten: rot.shorten,
+        lock_wait: Some(rot.lock.duration()?),
+        ..Default::default()
+    })
 }
 
 fn print_rotation(r: &RotationReport) {
@@ -165,7 +173,8 @@ fn print_rotation(r: &RotationReport) {
         say(format!("no rotation due: {reason}"));
     }
     for (role, subject, not_after) in &r.certificates {
-        say(format!("new {role}: {subject}, expires {}", clock::rfc3339(*not_after)));
+        let shortened = if r.shortened.contains(role) { " (shortened: ends with its issuer)" } else { "" };
+        say(format!("new {role}: {subject}, expires {}{shortened}", clock::rfc3339(*not_after)));
     }
     for p in &r.retired {
         say(format!("retired: {}", p.display()));
@@ -247,7 +256,7 @@ pub fn run(cmd: IssuerCmd) -> Result<ExitCode> {
             if report.problems.iter().any(|p| p.repairable()) {
                 say_err(format!("hint: run `tka issuer repair --home {}`", home.home.display()));
             }
-            Ok(if report.level() == HealthLevel::Action { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if report.level() == HealthLevel::Action { crate::outcome::no() } else { ExitCode::SUCCESS })
         }
         IssuerCmd::Repair { home, lock } => {
             let mut h = home.open()?;
@@ -265,7 +274,7 @@ pub fn run(cmd: IssuerCmd) -> Result<ExitCode> {
                 say("nothing to repair");
             }
             print_problems(&r.remaining);
-            Ok(if r.remaining.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if r.remaining.is_empty() { ExitCode::SUCCESS } else { crate::outcome::no() })
         }
         IssuerCmd::Show { home, out } => {
             let h = home.open()?;

@@ -15,7 +15,7 @@ pub enum KeyCmd {
     #[command(
         after_help = "With --out pkcs11:token=T;object=LABEL?module-path=M.so the key pair is generated on the token \
 (private key sensitive and not extractable); the new key's URI is printed. The user PIN comes from the URI's \
-pin-source=file:PATH, TKA_PKCS11_PIN, or a prompt.\n\nEXAMPLES:\n  tka key generate --bits 4096 --out root.key --passphrase-file pass.txt\n  TKA_PASSPHRASE=... tka key generate --out signer.key\n  tka key generate --bits 4096 --out 'pkcs11:token=ca;object=root?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:pin.txt'\n\nEXIT CODES:\n  0 written, 2 error (including an existing --out without --force, or an existing label on the token)"
+pin-source=file:PATH, TKA_PKCS11_PIN, or a prompt.\n\nEXAMPLES:\n  tka key generate --bits 4096 --out root.key --passphrase-file pass.txt\n  TKA_PASSPHRASE=... tka key generate --out signer.key\n  tka key generate --bits 4096 --out 'pkcs11:token=ca;object=root?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:pin.txt'"
     )]
     Generate {
         /// Key size

@@ -3,7 +3,7 @@
 use super::entitlement::{ent_json, time_or_never};
 use crate::args::{JsonArg, LedgerArgs};
 use crate::io::write_file;
-use crate::outcome::{refusal_is_verdict, CmdResult};
+use crate::outcome::CmdResult;
 use crate::output::{printable, printable_json, say, say_document, say_json, say_row};
 use clap::Subcommand;
 use serde_json::json;
@@ -58,7 +58,7 @@ pub enum LedgerCmd {
     },
     /// Free a machine's seat (decommissioned, transferred) and record why
     #[command(
-        after_help = "EXAMPLES:\n  tka ledger release 3f2a... --reason \"decommissioned\"\n  tka ledger release --machine ABCD-EFGH-JKMN-PQRS-T --reason \"replaced\"\n\nEXIT CODES:\n  0 released, 1 nothing to release, 2 error"
+        after_help = "EXAMPLES:\n  tka ledger release 3f2a... --reason \"decommissioned\"\n  tka ledger release --machine ABCD-EFGH-JKMN-PQRS-T --reason \"replaced\""
     )]
     Release {
         /// Serial of a token of the machine
@@ -79,7 +79,6 @@ pub enum LedgerCmd {
         out: JsonArg,
     },
     /// Record a token as revoked (it goes on the next token revocation list)
-    #[command(after_help = "EXIT CODES:\n  0 revoked, 1 already revoked, 2 error")]
     Revoke {
         /// Serial
         serial: String,
@@ -241,24 +240,26 @@ pub fn run(cmd: LedgerCmd) -> CmdResult {
             }
             Ok(ExitCode::SUCCESS)
         }
-        LedgerCmd::Release { serial, machine, entitlement, reason, ledger, out } => refusal_is_verdict((|| {
-            let mut l = ledger.open(false)?;
-            let r = match (serial, machine) {
-                (Some(s), _) => l.release(&s, &reason, now)?,
-                (None, Some(m)) => l.release_machine(&m, entitlement.as_deref(), &reason, now)?,
-                (None, None) => return Err(Error::Usage("give a SERIAL or --machine CMID".into())),
-            };
-            let e = l.entitlement(&r.entitlement.to_string())?;
-            if out.json {
-                say_json(&json!({"released": r.cmid, "entitlement": ent_json(&e), "serial": r.serial,
+        LedgerCmd::Release { serial, machine, entitlement, reason, ledger, out } => {
+            Ok((|| -> tka::Result<ExitCode> {
+                let mut l = ledger.open(false)?;
+                let r = match (serial, machine) {
+                    (Some(s), _) => l.release(&s, &reason, now)?,
+                    (None, Some(m)) => l.release_machine(&m, entitlement.as_deref(), &reason, now)?,
+                    (None, None) => return Err(Error::Usage("give a SERIAL or --machine CMID".into())),
+                };
+                let e = l.entitlement(&r.entitlement.to_string())?;
+                if out.json {
+                    say_json(&json!({"released": r.cmid, "entitlement": ent_json(&e), "serial": r.serial,
                                  "reason": r.reason, "at": clock::rfc3339(r.released_at)}));
-            } else {
-                say(format!("released: {} from {}", r.cmid, e.label()));
-                say(format!("machines: {} ({} used, {} free)", e.machines, e.used, e.free()));
-            }
-            Ok(ExitCode::SUCCESS)
-        })()),
-        LedgerCmd::Revoke { serial, reason, ledger, out } => refusal_is_verdict((|| {
+                } else {
+                    say(format!("released: {} from {}", r.cmid, e.label()));
+                    say(format!("machines: {} ({} used, {} free)", e.machines, e.used, e.free()));
+                }
+                Ok(ExitCode::SUCCESS)
+            })()?)
+        }
+        LedgerCmd::Revoke { serial, reason, ledger, out } => Ok((|| -> tka::Result<ExitCode> {
             let mut l = ledger.open(false)?;
             let r = l.revoke(&serial, &reason, now)?;
             if out.json {
@@ -269,7 +270,7 @@ pub fn run(cmd: LedgerCmd) -> CmdResult {
                 say("hint: publish a new token revocation list so machines learn of it");
             }
             Ok(ExitCode::SUCCESS)
-        })()),
+        })()?),
         LedgerCmd::BenchFill { count, ledger } => {
             let mut l = ledger.open(true)?;
             let name = format!("bench-fill-{}", l.entitlements()?.len() + 1);

@@ -65,11 +65,10 @@ pub enum Command {
     Ledger(ledger::LedgerCmd),
     /// Verify a token for this machine and install it
     #[command(
-        after_help = "EXAMPLES:\n  tka activate token.jws\n  tka --store /var/lib/tka activate - < token.jws\n  tka activate --bundle tokens.jsonl --product acme-cad\n\nEXIT CODES:\n  0 activated, 1 token refused, 2 error"
+        after_help = "EXAMPLES:\n  tka activate token.jws\n  tka --store /var/lib/tka activate - < token.jws\n  tka activate --bundle tokens.jsonl --product acme-cad"
     )]
     Activate(activation::ActivateArgs),
     /// Show whether products are activated here (re-verifies installed tokens)
-    #[command(after_help = "EXIT CODES:\n  0 every product shown is activated, 1 one is not, 2 error")]
     Status(activation::StatusArgs),
     /// List installed tokens without verifying them (`--json` labels what the token itself claims
     /// `unverified_`; `tka status` verifies)

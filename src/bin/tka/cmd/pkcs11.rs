@@ -13,7 +13,7 @@ use tka::{Error, Result};
 pub enum Pkcs11Cmd {
     /// Show the slots, tokens, keys and certificates a PKCS#11 module offers, with their URIs
     #[command(
-        after_help = "Private keys are listed only with --login (PIN from TKA_PKCS11_PIN, --pin-file or a prompt).\n\nEXAMPLE:\n  tka pkcs11 list --module /usr/lib/softhsm/libsofthsm2.so --login\n\nEXIT CODES:\n  0 listed, 2 error (missing module, wrong PIN)"
+        after_help = "Private keys are listed only with --login (PIN from TKA_PKCS11_PIN, --pin-file or a prompt).\n\nEXAMPLE:\n  tka pkcs11 list --module /usr/lib/softhsm/libsofthsm2.so --login"
     )]
     List {
         /// The PKCS#11 module (shared library)

@@ -38,7 +38,7 @@ pub enum RevocationsCmd {
     },
     /// Install a CRL or token revocation list on this machine and re-check installed tokens
     #[command(
-        after_help = "A CRL must be signed by a trusted root, or by a CA certificate given with --ca-cert (or as\nCERTIFICATE blocks in FILE) that chains to a trusted root. A list must be signed under a trusted\nroot and not be older (lower sequence) than the installed one. Stale data is installed with a\nwarning unless --require-fresh.\n\nEXIT CODES:\n  0 installed, 1 refused (untrusted, rollback, stale with --require-fresh), 2 error"
+        after_help = "A CRL must be signed by a trusted root, or by a CA certificate given with --ca-cert (or as\nCERTIFICATE blocks in FILE) that chains to a trusted root. A list must be signed under a trusted\nroot and not be older (lower sequence) than the installed one. Stale data is installed with a\nwarning unless --require-fresh."
     )]
     Import {
         /// CRL (PEM or DER) or token revocation list (JWS)
@@ -57,9 +57,6 @@ pub enum RevocationsCmd {
         out: JsonArg,
     },
     /// List installed CRLs and token revocation lists
-    #[command(
-        after_help = "EXIT CODES:\n  0 listed, 1 something is stale (with --require-fresh) or no longer verifies, 2 error"
-    )]
     List {
         /// Exit 1 if anything installed is past its next-update time
         #[arg(long)]
@@ -170,7 +167,7 @@ pub fn run(cmd: RevocationsCmd) -> Result<ExitCode> {
                     }
                 }
             }
-            Ok(if bad { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if bad { crate::outcome::no() } else { ExitCode::SUCCESS })
         }
     }
 }

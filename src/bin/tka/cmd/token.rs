@@ -3,7 +3,7 @@
 
 use crate::args::{AlgArg, ClaimArgs, JsonArg, LedgerArgs, LifetimeArgs, MachineArgs, PassArgs, RootPinArgs};
 use crate::io::{identify, read_crls, read_input, read_token_arg, read_trust_path, write_file, LazyPass};
-use crate::outcome::{refusal_is_verdict, CmdResult, Failure};
+use crate::outcome::{CmdResult, Failure};
 use crate::output::{error_kind, print_verified, say, say_err, say_json, verified_json};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -24,17 +24,17 @@ use tka::{clock, Error, Result};
 pub enum TokenCmd {
     /// Issue a token for an activation request
     #[command(
-        after_help = "EXAMPLES:\n  tka token issue --request req.json --home ~/tka-issuer --out token.jws\n  tka token issue --request req.txt --signer-cert signer.pem --signer-key signer.key --chain ca.pem --days 365\n\nEXIT CODES:\n  0 issued, 1 refused (e.g. the token would outlive its signer), 2 error"
+        after_help = "EXAMPLES:\n  tka token issue --request req.json --home ~/tka-issuer --out token.jws\n  tka token issue --request req.txt --signer-cert signer.pem --signer-key signer.key --chain ca.pem --days 365"
     )]
     Issue(IssueArgs),
     /// Issue tokens for many requests in parallel, counted against an entitlement
     #[command(
-        after_help = "Requests: every file in --requests DIR, or one request per line (text form or one-line JSON)\nin --requests-file FILE or `-` (standard input). Tokens are written as OUT/<product>_<cmid>.jws.\nRe-running the same batch consumes nothing and returns the same tokens (fresh ones with --reissue).\n\nEXAMPLE:\n  tka token issue-bulk --home ~/tka-issuer --entitlement acme --requests reqs/ --out tokens/ --report report.json\n\nEXIT CODES:\n  0 every item issued, 1 some items refused (the rest issued), 2 error"
+        after_help = "Requests: every file in --requests DIR, or one request per line (text form or one-line JSON)\nin --requests-file FILE or `-` (standard input). Tokens are written as OUT/<product>_<cmid>.jws.\nRe-running the same batch consumes nothing and returns the same tokens (fresh ones with --reissue).\n\nEXAMPLE:\n  tka token issue-bulk --home ~/tka-issuer --entitlement acme --requests reqs/ --out tokens/ --report report.json"
     )]
     IssueBulk(IssueBulkArgs),
     /// Re-issue, from the ledger, every token that expires soon (no new requests)
     #[command(
-        after_help = "EXAMPLE:\n  tka token renew-bulk --home ~/tka-issuer --expiring-within 30d --out renewed/\n\nEXIT CODES:\n  0 every due token renewed, 1 some refused, 2 error",
+        after_help = "EXAMPLE:\n  tka token renew-bulk --home ~/tka-issuer --expiring-within 30d --out renewed/",
         mut_arg("days", |a| a.help("Token lifetime in days [default: the renewed token's lifetime]")),
         mut_arg("valid_for", |a| a.help("Token lifetime as a duration: 90m, 12h, 180d, 2w, 3600s [default: the renewed token's lifetime]"))
     )]
@@ -48,14 +48,18 @@ pub enum TokenCmd {
     },
     /// Verify a token against trusted roots
     #[command(
-        after_help = "EXAMPLES:\n  tka token verify token.jws --trust root.pem --product example-pro\n  tka token verify token.jws --trust roots/ --machine ABCD-EFGH-JKMN-PQRS-T --at 2027-01-01T00:00:00Z\n\nEXIT CODES:\n  0 valid, 1 invalid, 2 error"
+        after_help = "EXAMPLES:\n  tka token verify token.jws --trust root.pem --product example-pro\n  tka token verify token.jws --trust roots/ --machine ABCD-EFGH-JKMN-PQRS-T --at 2027-01-01T00:00:00Z"
     )]
     Verify {
         /// Token file, `-` for standard input, or the token text
         token: String,
-        /// Trusted root certificate(s): a PEM file or a directory of them
+        /// Trusted root certificate(s): a PEM file or a directory of them; each must be a
+        /// self-signed CA certificate (a root), as for `tka trust add`
         #[arg(long, required = true)]
         trust: Vec<PathBuf>,
+        /// Accept any certificate given with --trust as an anchor, root or not (says so on stderr)
+        #[arg(long)]
+        trust_any_anchor: bool,
         /// Expected product
         #[arg(long)]
         product: Option<String>,
@@ -195,12 +199,12 @@ pub fn run(cmd: TokenCmd) -> CmdResult {
         TokenCmd::Issue(a) => issue(a),
         TokenCmd::IssueBulk(a) => issue_bulk(a),
         TokenCmd::RenewBulk(a) => renew_bulk(a),
-        other => Ok(examine(other)?),
+        other => examine(other),
     }
 }
 
 /// `tka token inspect` and `tka token verify`.
-fn examine(cmd: TokenCmd) -> Result<ExitCode> {
+fn examine(cmd: TokenCmd) -> CmdResult {
     match cmd {
         TokenCmd::Inspect { token, out } => {
             let text = read_token_arg(&token)?;
@@ -234,7 +238,7 @@ fn examine(cmd: TokenCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        TokenCmd::Verify { token, trust, product, machine, crl, at, pins, machine_args, out } => {
+        TokenCmd::Verify { token, trust, trust_any_anchor, product, machine, crl, at, pins, machine_args, out } => {
             let now = match &at {
                 Some(s) => clock::parse_rfc3339(s).map_err(Error::Usage)?,
                 None => clock::now(),
@@ -242,6 +246,17 @@ fn examine(cmd: TokenCmd) -> Result<ExitCode> {
             let mut roots = Vec::new();
             for t in &trust {
                 roots.extend(read_trust_path(t)?);
+            }
+            // An anchor is a root, as `tka trust add` requires; a wrong one is
+            // an error in the arguments (exit 2), not a verdict on the token.
+            for der in &roots {
+                let cert = CertInfo::parse(der)?;
+                if let Err(e) = tka::pki::check_root(&cert) {
+                    if !trust_any_anchor {
+                        return Err(Failure::Usage(e.into()));
+                    }
+                    say_err(format!("warning: {e}; trusted as an anchor anyway (--trust-any-anchor)"));
+                }
             }
             let anchors = TrustAnchors::from_der(&roots)?;
             let mut crls = Vec::new();
@@ -292,7 +307,7 @@ fn examine(cmd: TokenCmd) -> Result<ExitCode> {
                 }
                 Err(e) if out.json => {
                     say_json(&json!({"valid": false, "error": e.to_string(), "kind": error_kind(&e)}));
-                    Ok(ExitCode::from(1))
+                    Ok(crate::outcome::no())
                 }
                 Err(e) => Err(e.into()),
             }
@@ -431,12 +446,12 @@ fn finish(report: &BatchReport, common: &BulkTokenArgs) -> Result<ExitCode> {
     }
     if let Some(e) = &report.aborted {
         say_err(format!("error: {e}"));
-        return Ok(ExitCode::from(2));
+        return Ok(ExitCode::from(crate::outcome::ERROR));
     }
     Ok(if report.errors > 0 {
-        ExitCode::from(2)
+        ExitCode::from(crate::outcome::ERROR)
     } else if report.refused > 0 {
-        ExitCode::from(1)
+        crate::outcome::no()
     } else {
         ExitCode::SUCCESS
     })
@@ -473,7 +488,7 @@ pub fn issue_bulk(a: IssueBulkArgs) -> CmdResult {
     let bar = progress_bar(inputs.len() as u64, a.common.quiet);
     let report = bulk::issue_batch_to(&mut l, inputs, &opts, &signer, now, output(&a.common), &|n| bar.inc(n));
     bar.finish_and_clear();
-    refusal_is_verdict(report.and_then(|r| finish(&r, &a.common)))
+    Ok(report.and_then(|r| finish(&r, &a.common))?)
 }
 
 pub fn renew_bulk(a: RenewBulkArgs) -> CmdResult {
@@ -491,5 +506,5 @@ pub fn renew_bulk(a: RenewBulkArgs) -> CmdResult {
     let bar = progress_bar(0, a.common.quiet);
     let report = bulk::renew_batch_to(&mut l, &opts, &signer, now, output(&a.common), &|n| bar.inc(n));
     bar.finish_and_clear();
-    refusal_is_verdict(report.and_then(|r| finish(&r, &a.common)))
+    Ok(report.and_then(|r| finish(&r, &a.common))?)
 }
