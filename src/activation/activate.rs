@@ -10,7 +10,7 @@ use crate::core::error::{Error, Result, VerifyError};
 use crate::core::machine::MachineIdentity;
 use crate::core::pki::RootFingerprint;
 use crate::core::token::decode_unverified;
-use crate::core::verify::{MachineCheck, VerifiedToken, VerifyContext};
+use crate::core::verify::VerifiedToken;
 
 /// What `status` found for one product.
 #[derive(Debug, Clone)]
@@ -114,17 +114,8 @@ fn install(
 ) -> Result<VerifiedToken> {
     let lock = store.lock()?;
     let mut state = lock.state()?;
-    let ctx = VerifyContext {
-        anchors: &trust.anchors,
-        pinned_roots,
-        now,
-        product: Some(product),
-        machine: MachineCheck::Identity(identity),
-        crls: &trust.crls,
-        revoked_serials: &trust.revoked_serials,
-        clock: Some((state.clock_high_water, tolerance)),
-    };
-    let verified = trust.verify_for_product(token, &ctx, product)?;
+    let clock = Some((state.clock_high_water, tolerance));
+    let verified = trust.verify_for_product(token, product, identity, pinned_roots, now, clock)?;
     state.observe(now);
     lock.save_state(&state)?;
     lock.put_token(&verified.claims.aud, token, now)?;
@@ -238,17 +229,7 @@ pub fn status_with(
     let Some(installed) = store.token(product)? else {
         return Ok(ProductStatus::NotInstalled { product: product.into() });
     };
-    let ctx = VerifyContext {
-        anchors: &trust.anchors,
-        pinned_roots,
-        now,
-        product: Some(product),
-        machine: MachineCheck::Identity(identity),
-        crls: &trust.crls,
-        revoked_serials: &trust.revoked_serials,
-        clock,
-    };
-    Ok(match trust.verify_for_product(&installed.token, &ctx, product) {
+    Ok(match trust.verify_for_product(&installed.token, product, identity, pinned_roots, now, clock) {
         Ok(v) => ProductStatus::Active(Box::new(v)),
         Err(reason) => ProductStatus::Invalid { product: product.into(), reason },
     })

@@ -6,8 +6,8 @@ use crate::activation::store::{Store, TrustedRoot};
 use crate::core::error::{Error, Result, VerifyError};
 use crate::core::machine::MachineIdentity;
 use crate::core::pki::{check_cross_certificate, check_root, check_valid_at, vouching_chain};
-use crate::core::pki::{CertInfo, Crl, LeafRole, TrustAnchors};
-use crate::core::verify::{verify_token, VerifiedToken, VerifyContext};
+use crate::core::pki::{CertInfo, Crl, LeafRole, RootFingerprint, TrustAnchors};
+use crate::core::verify::{verify_token, MachineCheck, VerifiedToken, VerifyContext};
 use std::collections::{BTreeMap, HashSet};
 
 /// Identity of this machine for a given product (identities are salted per
@@ -35,30 +35,40 @@ impl TrustData {
         self.anchors.filtered(|r| self.root_products.get(&r.fingerprint).is_none_or(|p| p.iter().any(|p| p == product)))
     }
 
-    /// [`verify_token`] for `product` with `ctx`'s anchors narrowed to
-    /// [`TrustData::anchors_for`]. A token whose chain leads only to a root
-    /// scoped to other products is refused with
+    /// [`verify_token`] of `token` for `product` on the machine `identity`,
+    /// with this trust data's CRLs and revoked serials and its anchors
+    /// narrowed to [`TrustData::anchors_for`]; `clock` is the store's mark
+    /// and the tolerance, or `None` for no clock check. A token whose chain
+    /// leads only to a root scoped to other products is refused with
     /// [`VerifyError::RootNotTrustedForProduct`].
     pub(crate) fn verify_for_product(
         &self,
         token: &str,
-        ctx: &VerifyContext<'_>,
         product: &str,
+        identity: &MachineIdentity,
+        pinned_roots: &[RootFingerprint],
+        now: i64,
+        clock: Option<(i64, i64)>,
     ) -> Result<VerifiedToken, VerifyError> {
         let scoped = self.anchors_for(product);
-        let result = verify_token(token, &VerifyContext { anchors: &scoped, ..ctx.clone() });
+        let ctx = VerifyContext {
+            anchors: &scoped,
+            pinned_roots,
+            now,
+            product: Some(product),
+            machine: MachineCheck::Identity(identity),
+            crls: &self.crls,
+            revoked_serials: &self.revoked_serials,
+            clock,
+        };
+        let result = verify_token(token, &ctx);
         if !matches!(result, Err(VerifyError::UntrustedRoot { .. }))
             || scoped.roots().len() == self.anchors.roots().len()
         {
             return result;
         }
-        match crate::core::pki::validate_path(
-            &jws_chain(token)?,
-            &self.anchors,
-            ctx.now,
-            ctx.crls,
-            LeafRole::TokenSigner,
-        ) {
+        match crate::core::pki::validate_path(&jws_chain(token)?, &self.anchors, now, &self.crls, LeafRole::TokenSigner)
+        {
             Ok(path) => {
                 let root = path.root();
                 Err(VerifyError::RootNotTrustedForProduct {
