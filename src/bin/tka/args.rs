@@ -156,6 +156,18 @@ impl CertDaysArg {
     }
 }
 
+/// The CA that signs a new certificate (`ca intermediate`, `ca signer`,
+/// `ca renew`, `ca rekey`).
+#[derive(Args, Debug, Clone)]
+pub struct SigningCaArgs {
+    /// Certificate of the signing CA
+    #[arg(long)]
+    pub ca_cert: PathBuf,
+    /// Key of the signing CA (file or pkcs11: URI)
+    #[arg(long)]
+    pub ca_key: PathBuf,
+}
+
 /// Re-issuing a certificate under its CA (`ca renew`, `ca rekey`).
 /// Each command states what `--cert` is (`mut_arg("cert", ...)`).
 #[derive(Args, Debug, Clone)]
@@ -163,12 +175,8 @@ pub struct ReissueArgs {
     /// The certificate
     #[arg(long)]
     pub cert: PathBuf,
-    /// Certificate of the signing CA
-    #[arg(long)]
-    pub ca_cert: PathBuf,
-    /// Key of the signing CA (file or pkcs11: URI)
-    #[arg(long)]
-    pub ca_key: PathBuf,
+    #[command(flatten)]
+    pub ca: SigningCaArgs,
     #[command(flatten)]
     pub days: CertDaysArg,
     /// Accept a certificate that would end after the CA: it ends with the CA instead

@@ -1,7 +1,7 @@
 //! `tka ca`: create root, issuing-CA and signer certificates; re-issue
 //! them (`renew`, `rekey`).
 
-use crate::args::{CertDaysArg, PassArgs, ReissueArgs};
+use crate::args::{CertDaysArg, PassArgs, ReissueArgs, SigningCaArgs};
 use crate::io::{first_cert, write_file, LazyPass};
 use crate::output::say;
 use clap::{Args, Subcommand};
@@ -52,12 +52,8 @@ pub enum CaCmd {
         after_help = "EXAMPLE:\n  tka ca intermediate --ca-cert root.pem --ca-key root.key --key ca.key --subject \"CN=Example Issuing CA\" --out ca.pem"
     )]
     Intermediate {
-        /// Certificate of the signing CA
-        #[arg(long)]
-        ca_cert: PathBuf,
-        /// Key of the signing CA (file or pkcs11: URI)
-        #[arg(long)]
-        ca_key: PathBuf,
+        #[command(flatten)]
+        ca: SigningCaArgs,
         /// The new CA's private key, file or pkcs11: URI (its public half goes in the certificate)
         #[arg(long)]
         key: PathBuf,
@@ -94,12 +90,8 @@ pub enum CaCmd {
         after_help = "EXAMPLE:\n  tka ca signer --ca-cert ca.pem --ca-key ca.key --key signer.key --subject \"CN=Example Token Signer\" --out signer.pem"
     )]
     Signer {
-        /// Certificate of the signing CA
-        #[arg(long)]
-        ca_cert: PathBuf,
-        /// Key of the signing CA (file or pkcs11: URI)
-        #[arg(long)]
-        ca_key: PathBuf,
+        #[command(flatten)]
+        ca: SigningCaArgs,
         /// The signer's private key (file or pkcs11: URI)
         #[arg(long)]
         key: PathBuf,
@@ -114,16 +106,11 @@ pub fn run(cmd: CaCmd) -> Result<ExitCode> {
     let now = clock::now();
     let (kind, key_path, ca, cert, pass, default_days) = match cmd {
         CaCmd::Root { key, cert, pass } => (CertKind::Root, key, None, cert, pass, tka::issuer::lifetimes::ROOT_DAYS),
-        CaCmd::Intermediate { ca_cert, ca_key, key, cert, pass } => (
-            CertKind::Intermediate,
-            key,
-            Some((ca_cert, ca_key)),
-            cert,
-            pass,
-            tka::issuer::lifetimes::INTERMEDIATE_DAYS,
-        ),
-        CaCmd::Signer { ca_cert, ca_key, key, cert, pass } => {
-            (CertKind::Signer, key, Some((ca_cert, ca_key)), cert, pass, tka::issuer::lifetimes::SIGNER_DAYS)
+        CaCmd::Intermediate { ca, key, cert, pass } => {
+            (CertKind::Intermediate, key, Some(ca), cert, pass, tka::issuer::lifetimes::INTERMEDIATE_DAYS)
+        }
+        CaCmd::Signer { ca, key, cert, pass } => {
+            (CertKind::Signer, key, Some(ca), cert, pass, tka::issuer::lifetimes::SIGNER_DAYS)
         }
         CaCmd::Renew { reissue } => return reissue_cert(reissue, None),
         CaCmd::Rekey { key, reissue } => return reissue_cert(reissue, Some(key)),
@@ -137,7 +124,7 @@ pub fn run(cmd: CaCmd) -> Result<ExitCode> {
     let req = CertRequest { kind, subject: &cert.subject, not_before: now - 300, not_after: now + days * clock::DAY };
     let der = match ca {
         None => tka::issuer::create_certificate(&req, subject_key.public_key(), None, subject_key.as_ref())?,
-        Some((ca_cert, ca_key)) => {
+        Some(SigningCaArgs { ca_cert, ca_key }) => {
             let ca_der = read_cert_chain(&ca_cert)?.remove(0);
             let ca_info = CertInfo::parse(&ca_der)?;
             let ca_key = passphrase.load(&ca_key)?;
@@ -156,7 +143,7 @@ pub fn run(cmd: CaCmd) -> Result<ExitCode> {
 
 /// `tka ca renew` (same key) and `tka ca rekey` (`new_key`).
 fn reissue_cert(args: ReissueArgs, new_key: Option<PathBuf>) -> Result<ExitCode> {
-    let ReissueArgs { cert, ca_cert, ca_key, days, shorten, out, force, pass } = args;
+    let ReissueArgs { cert, ca: SigningCaArgs { ca_cert, ca_key }, days, shorten, out, force, pass } = args;
     if !force && out.exists() {
         return Err(Error::Exists { path: out });
     }
