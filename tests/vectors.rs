@@ -135,6 +135,7 @@ fn run(v: &Vector) -> Result<(), String> {
         crls: &crls,
         revoked_serials: &revoked,
         clock,
+        certificates: &[],
     };
     match (verify_token(&v.token, &ctx), expect) {
         (Ok(_), "ok") => Ok(()),
