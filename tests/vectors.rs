@@ -195,6 +195,7 @@ fn corpus_covers_every_verdict_of_steps_one_to_six() {
         "ForbiddenHeader",
         "UnknownCritical",
         "MissingChain",
+        "UnknownSigner",
         "BadCertificate",
         "UntrustedRoot",
         "CertExpired",
