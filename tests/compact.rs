@@ -209,6 +209,7 @@ mod cli {
             "{}",
             r.2
         );
+        assert!(r.2.ends_with("\nhint: this is a compact token: give the issuer's certificate chain once with --chain CHAIN.pem (the issuer home's chain.pem)\n"), "{}", r.2);
         assert_eq!(s.snapshot("store"), before, "a refusal writes nothing");
 
         let out = s.ok(&["activate", "c1.jws", "--chain", "home/chain.pem"]);

@@ -1,6 +1,6 @@
 //! Token verification: a pure function of (token text, trust anchors,
-//! revocation data, this machine's identity, *now*, the store's clock
-//! high-water mark). It never reads the clock or the disk.
+//! revocation data, known certificates, this machine's identity, *now*, the
+//! store's clock high-water mark). It never reads the clock or the disk.
 //!
 //! The checks run in the order of `docs/verification.md`; each failure is
 //! its own [`VerifyError`] variant.
