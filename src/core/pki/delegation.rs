@@ -19,7 +19,7 @@
 pub const TKA_DELEGATION_OID: &str = "2.25.236812418305419463823512950212404736315";
 
 /// What a delegated certificate allows the tokens below it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Delegation {
     /// The products tokens may be for (`aud`).
     pub products: Vec<String>,
