@@ -52,6 +52,26 @@ impl TokenSigner {
         Ok(TokenSigner { key, cert, x5c: chain, delegated, token_headers: Default::default() })
     }
 
+    /// A signer whose chain is built from `pool`: after `signer` (DER), the
+    /// pool's certificate whose subject is its issuer, then that one's
+    /// issuer, and so on (a self-issued root ends the chain); the pool's
+    /// other certificates are left out. A pool such as an issuer home's
+    /// `chain.pem` (its own signer first) or a host's (the host certificate
+    /// first) gives the x5c a machine can follow.
+    pub fn from_pool(key: Box<dyn Signer>, signer: Vec<u8>, pool: &[Vec<u8>]) -> Result<Self> {
+        let pool = pool.iter().map(|d| CertInfo::parse(d)).collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut last = CertInfo::parse(&signer)?;
+        let mut chain = vec![signer];
+        while chain.len() < crate::core::pki::MAX_CHAIN_LEN && !last.is_self_issued() {
+            let Some(next) = pool.iter().find(|c| c.subject_raw == last.issuer_raw && !chain.contains(&c.der)) else {
+                break;
+            };
+            chain.push(next.der.clone());
+            last = next.clone();
+        }
+        TokenSigner::new(key, chain)
+    }
+
     /// The delegation of the signer certificate, if it has one (an
     /// activation host's certificate).
     pub fn delegation(&self) -> Option<&Delegation> {

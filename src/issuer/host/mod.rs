@@ -14,7 +14,7 @@
 mod certify;
 mod dir;
 
-pub use certify::{certify, read_host_request, CertifyOptions, HostRequest};
+pub use certify::{certify, read_host_request, CertifyOptions, HostRequest, MAX_HOST_REQUEST};
 pub use dir::{
     HostConfig, HostDir, HostInitOptions, InstalledCert, HOST_CHAIN_FILE, HOST_CONFIG_FILE, HOST_KEY_FILE,
     HOST_REQUEST_FILE, HOST_ROOT_FILE,
