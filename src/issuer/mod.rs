@@ -10,6 +10,8 @@ mod claims;
 pub mod crl;
 pub mod crl_number;
 pub(crate) mod home;
+#[cfg(feature = "host")]
+pub mod host;
 pub mod issue;
 pub mod ledger;
 pub mod revocation_list;
