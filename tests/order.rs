@@ -101,6 +101,8 @@ struct Recipe {
     signer_is_ca: bool,
     signer_ends_tomorrow: bool,
     signer_revoked: bool,
+    /// The signer carries a tka delegation for another product only.
+    signer_delegated: bool,
     /// The chain ends at a new root trusted through a cross-certificate with pathLen 0.
     narrow_cross: bool,
     pinned_other_root: bool,
@@ -237,6 +239,16 @@ fn build(r: &Recipe) -> Built {
         signer_na,
         signer_exts,
     );
+    let signer = if r.signer_delegated {
+        let d = tka::pki::Delegation {
+            products: vec!["delegated-only".into()],
+            max_lifetime_secs: 365 * DAY as u64,
+            seats: None,
+        };
+        with_raw_extension(&signer, &delegation_ext(&d.to_der(), true), signing)
+    } else {
+        signer
+    };
     let mut x5c = vec![signer.clone()];
     x5c.extend(issuers.iter().map(|(d, _)| d.clone()));
     if r.int_garbage {
@@ -379,6 +391,9 @@ fn defects() -> Vec<Defect> {
         ),
         d!("signature tampered", "the JWS signature verifies", "BadSignature", "", |r| r.bad_signature = true),
         d!("no jti", "claims parse", "BadClaims", "jti", |r| r.payload.push(("jti", None))),
+        d!("signer delegated for another product", "delegation: every certificate", "OutsideDelegation", "", |r| r
+            .signer_delegated =
+            true),
         d!("other product", "`aud` is the expected product", "WrongProduct", "", |r| r.other_product = true),
         d!("sub not the components' CMID", "the bound components are a set", "ImpossibleBinding", "", |r| r
             .payload

@@ -148,6 +148,15 @@ pub enum VerifyError {
     },
     /// Step 4: the JWS signature does not verify with the signer's key.
     BadSignature,
+    /// Step 5: a certificate of the path carries a tka delegation
+    /// (docs/verification.md) that does not allow this token: another
+    /// product, a longer lifetime, or no expiry at all.
+    OutsideDelegation {
+        /// The delegated certificate.
+        subject: String,
+        /// What it does not allow.
+        what: String,
+    },
     /// Step 5: the token is for another product.
     WrongProduct {
         /// The product expected here.
@@ -400,6 +409,9 @@ impl fmt::Display for VerifyError {
                 write!(f, "certificate {subject} (serial {serial}) is revoked")
             }
             BadSignature => write!(f, "token signature does not verify with the signer certificate's key"),
+            OutsideDelegation { subject, what } => {
+                write!(f, "token outside the delegation of certificate {subject}: {what}")
+            }
             WrongProduct { expected, found } => {
                 write!(f, "wrong product: expected {expected:?}, token is for {found:?}")
             }

@@ -80,6 +80,7 @@ pub fn verify_token(text: &str, ctx: &VerifyContext<'_>) -> Result<VerifiedToken
     check_signature(&signer, jws.alg, &jws.signing_input, &jws.signature)?;
     // Step 5: claims.
     let claims = parse_claims(&jws.payload)?;
+    check_delegations(&path.certs, &claims)?;
     check_product(&claims, ctx.product)?;
     check_binding(&claims)?;
     let machine_match = check_machine(&claims, ctx.machine)?;
@@ -130,6 +131,21 @@ fn check_signature(signer: &CertInfo, alg: SignatureAlgorithm, input: &[u8], sig
     } else {
         Err(VerifyError::BadSignature)
     }
+}
+
+/// The tka delegation extension (docs/verification.md): every certificate
+/// of the path that carries one (the signer, an issuing CA, any CA up to
+/// the root) allows the token's product and lifetime, and the token
+/// expires. Issuers run the same check before they sign
+/// (`TokenSigner`), machines after the signature.
+pub fn check_delegations(certs: &[CertInfo], claims: &Claims) -> Result<(), VerifyError> {
+    for cert in certs {
+        if let Some(d) = &cert.delegation {
+            d.permits(&claims.aud, claims.nbf, claims.exp)
+                .map_err(|what| VerifyError::OutsideDelegation { subject: cert.subject.clone(), what })?;
+        }
+    }
+    Ok(())
 }
 
 /// RFC 7519 §4.1.3: `aud` names the product this machine runs.

@@ -159,7 +159,9 @@ pub fn check_request(req: &ActivationRequest, allow_weak: bool) -> Result<crate:
     Ok(crate::core::machine::check_binding(&req.cmid, &req.components, allow_weak)?)
 }
 
-/// Issues a token for `req` at time `now`.
+/// Issues a token for `req` at time `now`. A signer whose chain carries a
+/// tka delegation refuses a token outside it before signing
+/// ([`TokenSigner::check_delegation`]).
 pub fn issue_token(
     req: &ActivationRequest,
     opts: &IssueOptions,
@@ -167,6 +169,7 @@ pub fn issue_token(
     now: i64,
 ) -> Result<IssuedToken> {
     let claims = build_claims(req, opts, signer.certificate(), now)?;
+    signer.check_delegation(&claims)?;
     let payload = serde_json::to_value(&claims).map_err(|e| Error::format("token claims", e))?;
     let text = signer.sign_payload(&payload, TOKEN_TYP, opts.alg)?;
     Ok(IssuedToken { text, claims })

@@ -330,7 +330,9 @@ impl<'c> Decider<'c> {
         let ahead = ahead.filter(|p| p.claims.tka.features == o.features && p.claims.tka.entitlement == o.entitlement);
         let (claims, text) = match ahead {
             Some(p) => (p.claims, Some(p.text)),
-            None => match build_claims(&w.req, &o, signer.certificate(), now) {
+            None => match build_claims(&w.req, &o, signer.certificate(), now)
+                .and_then(|c| signer.check_delegation(&c).map(|()| c))
+            {
                 Ok(c) => (c, None),
                 Err(e) => return Ok(Decision::Refuse(e)),
             },
@@ -507,7 +509,13 @@ pub(crate) fn test_signer(now: i64) -> TokenSigner {
         SoftwareKey::from_pkcs8_pem(&std::fs::read_to_string(&path).unwrap(), None, &path).unwrap()
     };
     let (ik, sk) = (key("intermediate"), key("signer"));
-    let req = |kind, subject| CertRequest { kind, subject, not_before: now - 86_400, not_after: now + 3650 * 86_400 };
+    let req = |kind, subject| CertRequest {
+        kind,
+        subject,
+        not_before: now - 86_400,
+        not_after: now + 3650 * 86_400,
+        delegation: None,
+    };
     let ca = create_certificate(&req(CertKind::Root, "CN=T Root"), ik.public_key(), None, &ik).unwrap();
     let ca_info = CertInfo::parse(&ca).unwrap();
     let der = create_certificate(&req(CertKind::Signer, "CN=T Signer"), sk.public_key(), Some(&ca_info), &ik).unwrap();

@@ -10,7 +10,6 @@ mod claims;
 pub mod crl;
 pub mod crl_number;
 pub(crate) mod home;
-#[cfg(feature = "host")]
 pub mod host;
 pub mod issue;
 pub mod ledger;

@@ -7,6 +7,7 @@ pub mod ca;
 pub mod cert;
 pub mod crl;
 pub mod entitlement;
+pub mod host;
 pub mod issuer;
 pub mod key;
 pub mod ledger;
@@ -57,6 +58,9 @@ pub enum Command {
     /// Create token revocation lists; import revocation data on a machine
     #[command(subcommand)]
     Revocations(revocations::RevocationsCmd),
+    /// Activation hosts: a host's key and request, its delegated signer certificate, its installation
+    #[command(subcommand)]
+    Host(host::HostCmd),
     /// Counted entitlements in the issuer ledger (machines a product may activate)
     #[command(subcommand)]
     Entitlement(entitlement::EntitlementCmd),
@@ -91,6 +95,7 @@ pub fn run(cmd: Command) -> CmdResult {
         Command::Cert(c) => Ok(cert::run(c)?),
         Command::Crl(c) => Ok(crl::run(c)?),
         Command::Revocations(c) => Ok(revocations::run(c)?),
+        Command::Host(c) => Ok(host::run(c)?),
         Command::Entitlement(c) => entitlement::run(c),
         Command::Ledger(c) => ledger::run(c),
         Command::Activate(a) => Ok(activation::activate(a)?),

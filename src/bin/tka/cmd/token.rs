@@ -96,7 +96,8 @@ pub struct IssueArgs {
     /// Signer private key (file or pkcs11: URI)
     #[arg(long, requires = "signer_cert")]
     pub signer_key: Option<PathBuf>,
-    /// Intermediate certificates to include after the signer (PEM)
+    /// Intermediate certificates (PEM): those that certify the signer, in turn, follow it in the token
+    /// (with the rest of the --signer-cert file; others are left out)
     #[arg(long)]
     pub chain: Option<PathBuf>,
     #[command(flatten)]
@@ -337,12 +338,12 @@ pub fn issue(args: IssueArgs) -> CmdResult {
         }
         (None, Some(cert), Some(key)) => {
             let mut ders = read_cert_chain(&cert)?;
-            ders.truncate(1);
+            let signer = ders.remove(0);
             if let Some(c) = &chain {
                 ders.extend(read_cert_chain(c)?);
             }
             let key = passphrase.load(&key)?;
-            (TokenSigner::new(key, ders)?, None)
+            (TokenSigner::from_pool(key, signer, &ders)?, None)
         }
         _ => return Err(Error::Usage("give --home DIR, or --signer-cert and --signer-key".into()).into()),
     };
