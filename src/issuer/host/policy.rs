@@ -148,9 +148,8 @@ mod tests {
     fn below_threshold_is_pending_and_reaching_it_activates() {
         let r = rules(3);
         let mut entries = Vec::new();
-        for (i, (cmid, want)) in [("a", Verdict::Pending), ("b", Verdict::Pending), ("c", Verdict::Activated)]
-            .into_iter()
-            .enumerate()
+        for (i, (cmid, want)) in
+            [("a", Verdict::Pending), ("b", Verdict::Pending), ("c", Verdict::Activated)].into_iter().enumerate()
         {
             let a = admit(&r, &entries, cmid, T0 + i as i64);
             assert_eq!((a.verdict, a.count, a.threshold, a.new), (want, i as u32 + 1, 3, true));

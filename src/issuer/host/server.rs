@@ -320,8 +320,7 @@ impl Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"status": "refused", "error": self.code, "message": self.message})))
-            .into_response()
+        (self.status, Json(json!({"status": "refused", "error": self.code, "message": self.message}))).into_response()
     }
 }
 
@@ -455,11 +454,9 @@ fn sign(sh: &Shared, req: &ActivationRequest, now: i64) -> Result<Signed> {
 fn internal(sh: &Shared, e: &Error) -> Refusal {
     let _ = sh;
     match e {
-        Error::Verify(v @ VerifyError::TokenOutlivesSigner { .. }) => Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "outside_delegation",
-            format!("the host cannot sign: {v}"),
-        ),
+        Error::Verify(v @ VerifyError::TokenOutlivesSigner { .. }) => {
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "outside_delegation", format!("the host cannot sign: {v}"))
+        }
         Error::Verify(v) => Refusal::new(StatusCode::FORBIDDEN, "outside_delegation", v.to_string()),
         _ => Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the host could not record the request"),
     }
@@ -576,9 +573,8 @@ async fn give_back(
         let now = sh.clock.now();
         let req = parse_request(&sh, &body, now, &mut f)?;
         let (product, cmid) = (req.product.clone(), req.cmid.clone());
-        let counts = with_state(&sh, move |st, _| st.release(&product, &cmid, now))
-            .await
-            .map_err(|e| internal(&sh, &e))?;
+        let counts =
+            with_state(&sh, move |st, _| st.release(&product, &cmid, now)).await.map_err(|e| internal(&sh, &e))?;
         let Some((count, threshold)) = counts else {
             return Err(Refusal::new(
                 StatusCode::NOT_FOUND,

@@ -18,6 +18,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The state file in a host directory.
+pub const HOST_STATE_FILE: &str = "state.sqlite";
+
 /// `PRAGMA application_id` of a tka host state ("TKAH").
 pub const APPLICATION_ID: i64 = 0x544b_4148;
 
@@ -256,8 +259,7 @@ impl SqliteState {
 
     fn migrate(&mut self) -> Result<()> {
         let path = self.path.clone();
-        let tx =
-            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_err(&path, e))?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_err(&path, e))?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| db_err(&path, e))?;
         if version == 0 {
             tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(|e| db_err(&path, e))?;
@@ -327,8 +329,7 @@ impl HostState for SqliteState {
         let mut out = Vec::new();
         for product in names {
             let Some(s) = Self::snapshot_in(&tx, &product).map_err(err)? else { continue };
-            let live: Vec<&Seen> =
-                s.entries.iter().filter(|e| policy::is_live(e, now, s.rules.aging_secs)).collect();
+            let live: Vec<&Seen> = s.entries.iter().filter(|e| policy::is_live(e, now, s.rules.aging_secs)).collect();
             out.push(ProductStatus {
                 count: live.len() as u32,
                 threshold: s.rules.threshold,
