@@ -60,6 +60,7 @@ fn bench(c: &mut Criterion) {
         crls: &[],
         revoked_serials: &revoked,
         clock: None,
+        certificates: &[],
     };
     verify_token(&token, &ctx).unwrap();
 

@@ -139,6 +139,7 @@ impl Built {
             crls: &self.crls,
             revoked_serials: &self.revoked,
             clock: self.clock,
+            certificates: &[],
         };
         verify_token(&self.text, &ctx).map(|_| ())
     }
@@ -346,10 +347,19 @@ fn defects() -> Vec<Defect> {
         d!("typ JWT", "`typ` is `tka-token+jwt`", "WrongType", "", |r| r.header.push(("typ", Some(json!("JWT"))))),
         d!("jwk", "no `jwk`, `jku`, `x5u`", "ForbiddenHeader", "jwk", |r| r.header.push(("jwk", Some(json!({}))))),
         d!("crit []", "no `crit`", "UnknownCritical", "[]", |r| r.header.push(("crit", Some(json!([]))))),
-        d!("no x5c", "`x5c` present", "MissingChain", "", |r| r.header.push(("x5c", None))),
+        d!("no x5c and no kid", "`x5c`, when present", "MissingChain", "", |r| {
+            r.header.push(("x5c", None));
+            r.header.push(("kid", None));
+        }),
+        d!("x5c empty", "`x5c`, when present", "Malformed", "x5c must be a non-empty array", |r| r
+            .header
+            .push(("x5c", Some(json!([]))))),
         d!("kid a number", "`kid`, when present, is a string", "Malformed", "kid is not a string", |r| r
             .header
             .push(("kid", Some(json!(5))))),
+        d!("no x5c, signer not among the known certificates", "a token without `x5c`", "UnknownSigner", "", |r| r
+            .header
+            .push(("x5c", None))),
         d!("intermediate not DER", "each certificate parses", "BadCertificate", "not X.509 DER", |r| r.int_garbage =
             true),
         d!("signer signed by another key", "chaining:", "BadCertSignature", "Order Signer", |r| r

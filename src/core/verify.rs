@@ -1,15 +1,17 @@
 //! Token verification: a pure function of (token text, trust anchors,
-//! revocation data, this machine's identity, *now*, the store's clock
-//! high-water mark). It never reads the clock or the disk.
+//! revocation data, known certificates, this machine's identity, *now*, the
+//! store's clock high-water mark). It never reads the clock or the disk.
 //!
 //! The checks run in the order of `docs/verification.md`; each failure is
 //! its own [`VerifyError`] variant.
 
 use crate::core::error::VerifyError;
-use crate::core::jws::{self, TOKEN_TYP};
+use crate::core::jws::{self, DecodedJws, TOKEN_TYP};
 use crate::core::keys::{verify_signature, SignatureAlgorithm};
 use crate::core::machine::{MachineIdentity, MatchReport};
-use crate::core::pki::{validate_path, CertInfo, Crl, LeafRole, RootFingerprint, TrustAnchors, ValidatedPath};
+use crate::core::pki::{
+    chain_from_pool, validate_path, CertInfo, Crl, LeafRole, RootFingerprint, TrustAnchors, ValidatedPath,
+};
 use crate::core::token::{parse_claims, Claims};
 use std::collections::HashSet;
 
@@ -48,6 +50,10 @@ pub struct VerifyContext<'a> {
     pub revoked_serials: &'a HashSet<String>,
     /// The store's clock high-water mark and tolerance, seconds.
     pub clock: Option<(i64, i64)>,
+    /// Certificates known but not trusted (DER): where the chain of a
+    /// compact token (no `x5c`) is found ([`chain_from_pool`]). A token
+    /// with `x5c` ignores them.
+    pub certificates: &'a [Vec<u8>],
 }
 
 /// A token that passed every check.
@@ -71,8 +77,10 @@ pub struct VerifiedToken {
 pub fn verify_token(text: &str, ctx: &VerifyContext<'_>) -> Result<VerifiedToken, VerifyError> {
     // Steps 1-2: size, structure, strict JSON, header allow-lists.
     let jws = jws::decode(text, TOKEN_TYP)?;
-    // Step 3: path validation to a pinned root at `now`.
-    let path = validate_path(&jws.x5c, ctx.anchors, ctx.now, ctx.crls, LeafRole::TokenSigner)?;
+    // Step 3: path validation to a pinned root at `now`, from `x5c` or,
+    // for a compact token, from the known certificates.
+    let chain = token_chain(&jws, ctx.certificates, ctx.anchors, ctx.now)?;
+    let path = validate_path(&chain, ctx.anchors, ctx.now, ctx.crls, LeafRole::TokenSigner)?;
     check_pinned_root(&path, ctx.pinned_roots)?;
     let signer = path.signer().clone();
     check_kid(jws.kid.as_deref(), &signer)?;
@@ -97,6 +105,24 @@ pub fn verify_token(text: &str, ctx: &VerifyContext<'_>) -> Result<VerifiedToken
         machine_match,
         in_grace,
     })
+}
+
+/// The certificate chain of a decoded token, signer first: its `x5c`, or
+/// for a compact token (no `x5c`) the chain [`chain_from_pool`] finds for
+/// its `kid` in `certificates` up to `anchors`. Not validated.
+pub fn token_chain(
+    jws: &DecodedJws,
+    certificates: &[Vec<u8>],
+    anchors: &TrustAnchors,
+    now: i64,
+) -> Result<Vec<Vec<u8>>, VerifyError> {
+    if !jws.x5c.is_empty() {
+        return Ok(jws.x5c.clone());
+    }
+    match jws.kid.as_deref() {
+        Some(kid) => chain_from_pool(kid, certificates, anchors, now),
+        None => Err(VerifyError::MissingChain),
+    }
 }
 
 /// Step 3: with pinned roots, the validated chain ends at one of them.

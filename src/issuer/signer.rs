@@ -16,8 +16,9 @@ pub struct TokenSigner {
     /// The certificates of the chain that carry a tka delegation, signer first.
     delegated: Vec<CertInfo>,
     /// The base64url protected header of a token, per algorithm (PS256,
-    /// RS256): the same for every token of this signer, encoded once.
-    token_headers: [std::sync::OnceLock<String>; 2],
+    /// RS256) and form (full, compact): the same for every token of this
+    /// signer, encoded once.
+    token_headers: [std::sync::OnceLock<String>; 4],
 }
 
 impl std::fmt::Debug for TokenSigner {
@@ -104,21 +105,31 @@ impl TokenSigner {
 
     /// Signs an arbitrary payload with this signer's header (`kid`, `x5c`).
     ///
-    /// The text is what [`jws::encode`] gives; for tokens (`typ` is
-    /// [`TOKEN_TYP`]) the protected header is encoded once per signer and
-    /// algorithm instead of once per token.
+    /// The text is what [`jws::encode`] gives; a token (`typ` is
+    /// [`TOKEN_TYP`]) is signed as [`TokenSigner::sign_token`] signs a full
+    /// one.
     pub fn sign_payload(&self, payload: &serde_json::Value, typ: &str, alg: SignatureAlgorithm) -> Result<String> {
         if typ != TOKEN_TYP {
             return jws::encode(payload, typ, &self.cert.fingerprint, &self.x5c, alg, self.key.as_ref());
         }
+        self.sign_token(payload, alg, false)
+    }
+
+    /// Signs token claims: a full token (`kid` and `x5c`) or, with
+    /// `compact`, one with `kid` only (no `x5c`; the verifier finds the
+    /// chain among certificates it knows). The protected header is encoded
+    /// once per signer, algorithm and form instead of once per token.
+    pub fn sign_token(&self, payload: &serde_json::Value, alg: SignatureAlgorithm, compact: bool) -> Result<String> {
         let slot = match alg {
-            SignatureAlgorithm::Ps256 => &self.token_headers[0],
-            SignatureAlgorithm::Rs256 => &self.token_headers[1],
+            SignatureAlgorithm::Ps256 => 0,
+            SignatureAlgorithm::Rs256 => 1,
         };
+        let slot = &self.token_headers[slot * 2 + usize::from(compact)];
         let header = match slot.get() {
             Some(h) => h,
             None => {
-                let h = jws::protected_header(typ, &self.cert.fingerprint, &self.x5c, alg)?;
+                let x5c: &[Vec<u8>] = if compact { &[] } else { &self.x5c };
+                let h = jws::protected_header(TOKEN_TYP, &self.cert.fingerprint, x5c, alg)?;
                 slot.get_or_init(|| h)
             }
         };
@@ -181,6 +192,12 @@ mod tests {
                     f.0.as_bytes(),
                     &back.signature
                 ));
+                let compact = signer.sign_token(&payload, alg, true).unwrap();
+                let slow = jws::encode(&payload, TOKEN_TYP, &signer.cert.fingerprint, &[], alg, signer.key()).unwrap();
+                assert_eq!(compact.rsplit_once('.').unwrap().0, slow.rsplit_once('.').unwrap().0, "{alg:?} compact");
+                let back = jws::decode(&compact, TOKEN_TYP).unwrap();
+                assert!(back.x5c.is_empty() && !back.header.contains_key("x5c"), "{alg:?}: no x5c");
+                assert_eq!(back.kid.as_deref(), Some(signer.cert.fingerprint.as_str()));
             }
         }
     }

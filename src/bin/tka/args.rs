@@ -289,6 +289,7 @@ impl ClaimArgs {
             alg: alg.algorithm(),
             serial: None,
             allow_weak_binding: self.allow_weak_binding,
+            compact: false,
         })
     }
 }

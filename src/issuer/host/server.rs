@@ -103,7 +103,8 @@ pub struct HostConfig {
     pub max_request_age_secs: i64,
     /// Most signatures at once.
     pub max_signing: usize,
-    /// Issue compact tokens (no `x5c`: machines fetch `/v1/chain` once).
+    /// Issue compact tokens (no `x5c`: machines fetch `/v1/chain` once);
+    /// the default.
     pub compact: bool,
     /// The clock.
     pub clock: Arc<dyn Clock>,
@@ -133,7 +134,7 @@ impl HostConfig {
             rate_per_min: DEFAULT_RATE_PER_MIN,
             max_request_age_secs: DEFAULT_MAX_REQUEST_AGE_SECS,
             max_signing: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            compact: false,
+            compact: true,
             clock: Arc::new(SystemClock),
             state,
         }
@@ -211,9 +212,9 @@ where
     let opts = IssueOptions {
         lifetime: TokenLifetime::Seconds(config.valid_for_secs),
         renew_after_secs: Some(config.renew_after_secs),
+        compact: config.compact,
         ..IssueOptions::default()
     };
-    let _ = config.compact;
     let shared = Arc::new(Shared {
         log_salt: config.signer.certificate().fingerprint.clone(),
         signer: config.signer,

@@ -69,7 +69,7 @@ pub enum Command {
     Ledger(ledger::LedgerCmd),
     /// Verify a token for this machine and install it
     #[command(
-        after_help = "EXAMPLES:\n  tka activate token.jws\n  tka --store /var/lib/tka activate - < token.jws\n  tka activate --bundle tokens.jsonl --product acme-cad"
+        after_help = "EXAMPLES:\n  tka activate token.jws\n  tka --store /var/lib/tka activate - < token.jws\n  tka activate --bundle tokens.jsonl --product acme-cad\n  tka activate compact.jws --chain issuer-chain.pem"
     )]
     Activate(activation::ActivateArgs),
     /// Show whether products are activated here (re-verifies installed tokens)
