@@ -67,10 +67,14 @@ fn product(threshold: u32) -> ProductConfig {
     ProductConfig { product: PRODUCT.into(), threshold, seats: None }
 }
 
+fn opener(dir: &Path) -> tka::issuer::host::server::OpenState {
+    let path = dir.join("state.sqlite");
+    Box::new(move || Ok(Box::new(SqliteState::open(&path)?) as Box<dyn HostState>))
+}
+
 /// Starts a host with state in `dir`, `threshold` for PRODUCT, and `tune` applied to the configuration.
 fn start(dir: &Path, threshold: u32, tune: impl FnOnce(&mut HostConfig)) -> Host {
-    let state = SqliteState::open(&dir.join("state.sqlite")).unwrap();
-    let mut config = HostConfig::new(Arc::new(signer()), "PEM\n".into(), vec![product(threshold)], Box::new(state));
+    let mut config = HostConfig::new(Arc::new(signer()), "PEM\n".into(), vec![product(threshold)], opener(dir));
     let clock = Arc::new(TestClock(AtomicI64::new(NOW)));
     config.clock = clock.clone();
     config.rate_per_min = 0;
@@ -365,8 +369,7 @@ fn chain_and_health() {
 #[test]
 fn a_validity_above_the_delegations_longest_lifetime_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let state = SqliteState::open(&dir.path().join("state.sqlite")).unwrap();
-    let mut config = HostConfig::new(Arc::new(signer()), String::new(), vec![product(1)], Box::new(state));
+    let mut config = HostConfig::new(Arc::new(signer()), String::new(), vec![product(1)], opener(dir.path()));
     config.max_lifetime_secs = Some(90 * DAY as u64);
     let e = config.check().unwrap_err();
     assert!(matches!(e, tka::Error::InvalidLifetime { what: "token lifetime", .. }), "{e}");
@@ -491,4 +494,32 @@ fn host_status_never_creates_the_state() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("state.sqlite: no host state (the host has never run)"), "{err}");
     assert!(!work.path().join("state.sqlite").exists());
+}
+
+#[test]
+fn host_serve_refuses_a_product_outside_the_delegation_and_a_validity_above_it() {
+    let work = tempfile::tempdir().unwrap();
+    let host = host_dir(work.path());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["host", "serve", "--dir", host.to_str().unwrap(), "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_tka")).args(&args).output().unwrap()
+    };
+    let out = run(&["--threshold", "other=2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--threshold other=...: product \"other\" is not delegated to this host (delegated: acme)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["--valid-for", "181d"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--valid-for: 15638400 s exceeds the delegation's longest lifetime of 15552000 s"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!host.join("state.sqlite").exists(), "nothing is created when the configuration is refused");
 }

@@ -108,18 +108,17 @@ pub struct HostConfig {
     pub compact: bool,
     /// The clock.
     pub clock: Arc<dyn Clock>,
-    /// The state.
-    pub state: Box<dyn HostState>,
+    /// Opens the state; [`serve`] calls it once the settings passed
+    /// [`HostConfig::check`], so a refused configuration creates nothing.
+    pub state: OpenState,
 }
+
+/// Opens a host's state ([`HostConfig::state`]).
+pub type OpenState = Box<dyn FnOnce() -> Result<Box<dyn HostState>> + Send>;
 
 impl HostConfig {
     /// A configuration with every default ([`DEFAULT_VALID_FOR_SECS`], ...).
-    pub fn new(
-        signer: Arc<TokenSigner>,
-        chain_pem: String,
-        products: Vec<ProductConfig>,
-        state: Box<dyn HostState>,
-    ) -> Self {
+    pub fn new(signer: Arc<TokenSigner>, chain_pem: String, products: Vec<ProductConfig>, state: OpenState) -> Self {
         HostConfig {
             signer,
             chain_pem,
@@ -236,7 +235,7 @@ where
     F: Future<Output = ()> + Send,
 {
     config.check()?;
-    let mut state = config.state;
+    let mut state = (config.state)()?;
     state.configure(&config.products, config.aging_secs)?;
     let opts = IssueOptions {
         lifetime: TokenLifetime::Seconds(config.valid_for_secs),

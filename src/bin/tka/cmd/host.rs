@@ -247,8 +247,10 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
     let unlock = LazyPass::new(&a.pass);
     let signer = unlock.retry(|u| h.token_signer(u))?;
     let chain_pem: String = h.chain()?.iter().map(|d| pem::encode("CERTIFICATE", d)).collect();
-    let state = SqliteState::open(&a.dir.join(HOST_STATE_FILE))?;
-    let mut config = HostConfig::new(std::sync::Arc::new(signer), chain_pem, products, Box::new(state));
+    let state_path = a.dir.join(HOST_STATE_FILE);
+    let open_state: server::OpenState =
+        Box::new(move || Ok(Box::new(SqliteState::open(&state_path)?) as Box<dyn tka::issuer::host::state::HostState>));
+    let mut config = HostConfig::new(std::sync::Arc::new(signer), chain_pem, products, open_state);
     config.max_lifetime_secs = Some(delegation.max_lifetime_secs);
     config.valid_for_secs = a.valid_for.unwrap_or(server::DEFAULT_VALID_FOR_SECS.min(delegation.max_lifetime_secs));
     config.renew_after_secs = a.renew_after;
