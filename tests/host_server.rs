@@ -164,7 +164,10 @@ fn below_the_threshold_is_pending_and_earlier_clients_are_activated_on_their_ret
     let (s, j) = activate(&h, &request(3, NOW));
     assert_eq!((s, j["status"].as_str(), j["count"].as_u64()), (200, Some("activated"), Some(3)));
     assert_eq!((j["renew_after"].as_u64(), j["valid_for"].as_u64()), (Some(604_800), Some(15_552_000)));
-    // Compact: no x5c in the header; the token is for machine 3.
+    // Small on the wire: request body <= 250 B, activation answer <= 1.5 KB.
+    assert!(body(&request(3, NOW)).len() <= 250, "{}", body(&request(3, NOW)).len());
+    assert!(j.to_string().len() <= 1536, "{}", j.to_string().len());
+    // Compact: no x5c in the header.
     let token = j["token"].as_str().unwrap();
     let header = tka::jws::decode(token, tka::jws::TOKEN_TYP).unwrap();
     assert!(header.x5c.is_empty());
@@ -461,6 +464,22 @@ fn after_kill_9_and_a_restart_the_count_is_exact() {
     assert_eq!((j["status"].as_str(), j["count"].as_u64()), (Some("activated"), Some(3)));
     child.kill().unwrap();
     child.wait().unwrap();
+    // The host's compact token verifies against the issuer's root with the host's chain.
+    let token = work.path().join("token.jws");
+    std::fs::write(&token, j["token"].as_str().unwrap()).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let out = tka(&[
+        "token",
+        "verify",
+        &s(&token),
+        "--trust",
+        &s(&work.path().join("iss/root.pem")),
+        "--chain",
+        &s(&host.join("chain.pem")),
+        "--product",
+        "acme",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid"), "{}", String::from_utf8_lossy(&out.stdout));
     let st = host_count(&host);
     assert_eq!(
         (st["product"].as_str(), st["count"].as_u64(), st["threshold"].as_u64()),
