@@ -10,9 +10,17 @@
 //! - [`certify`] (`certify.rs`): the issuer's side, a delegated
 //!   token-signer certificate for a host request from the issuer home's
 //!   issuing CA.
+//! - [`policy`]: the counting rules (threshold, aging, cache size, seats),
+//!   pure; [`state`]: the store behind them ([`state::HostState`], in
+//!   SQLite by default); [`server`]: the HTTP/1.1 service `host serve` runs
+//!   (behind the `host` feature).
 
 mod certify;
 mod dir;
+pub mod policy;
+#[cfg(feature = "host")]
+pub mod server;
+pub mod state;
 
 pub use certify::{certify, read_host_request, CertifyOptions, HostRequest, MAX_HOST_REQUEST};
 pub use dir::{

@@ -1,6 +1,7 @@
 //! `tka host`: an activation host's delegated signer certificate: the
 //! host's key and request (`init`), the issuer's certificate for it
-//! (`certify`), and its installation (`install`).
+//! (`certify`), and its installation (`install`); the host itself
+//! (`serve`) and its counters (`status`).
 
 use crate::args::{HomeArg, PassArgs};
 use crate::io::{write_file, LazyPass};
@@ -91,6 +92,83 @@ HOSTDIR/chain.pem.\n\nEXAMPLE:\n  tka host install host.pem --dir /var/lib/tka-h
         #[arg(long, value_name = "HOSTDIR")]
         dir: PathBuf,
     },
+    /// Run the activation host: count machines per product, activate them at the threshold
+    #[command(after_help = SERVE_HELP)]
+    Serve(ServeArgs),
+    /// Show the host's counters per product (reads HOSTDIR/state.sqlite, never creates it)
+    #[command(
+        after_help = "Per product: the count (machines seen within the aging window), the threshold, the cache\n\
+size (twice the largest threshold ever configured, never shrinking), when the oldest and newest machines\n\
+were last seen and when the next one ages out.\n\n\
+EXAMPLES:\n  tka host status --dir /var/lib/tka-host\n  tka host status --dir /var/lib/tka-host --json"
+    )]
+    Status {
+        /// Host directory
+        #[arg(long, value_name = "HOSTDIR")]
+        dir: PathBuf,
+        /// JSON output: an array with one object per product
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+const SERVE_HELP: &str = "Serves POST /v1/activate, POST /v1/return, GET /v1/chain and GET /v1/health over HTTP/1.1\n\
+(docs/host.md). A machine is activated once the count of distinct machines seen for its product within\n\
+--aging reaches the product's --threshold (default 5 for each delegated product); below it, it is told to\n\
+retry after --retry-after. Tokens are valid --valid-for (default 180d, never above the delegation's longest\n\
+lifetime) and say to renew after --renew-after. The state is HOSTDIR/state.sqlite; every answer follows its\n\
+commit, so a host killed at any moment restarts with exact counts. Logs go to standard error, one line per\n\
+request, with a hash of the machine id, never the id. SIGTERM or SIGINT: requests in flight finish, exit 0.\n\n\
+EXAMPLES:\n  tka host serve --dir /var/lib/tka-host --listen 0.0.0.0:7410 --listen [::]:7410 --threshold acme=25\n  \
+tka host serve --dir ./host --listen 127.0.0.1:7410 --threshold acme=3 --threshold acme-cad=5";
+
+/// `tka host serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Host directory (installed with `tka host install`)
+    #[arg(long, value_name = "HOSTDIR")]
+    dir: PathBuf,
+    /// Address to listen on, IPv4 or IPv6 (repeatable)
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:7410")]
+    listen: Vec<std::net::SocketAddr>,
+    /// Threshold of a delegated product (repeatable; products not named get 5)
+    #[arg(long, value_name = "PRODUCT=N", value_parser = threshold)]
+    threshold: Vec<(String, u32)>,
+    /// Token validity [default: 180d, or the delegation's longest lifetime if shorter]
+    #[arg(long, value_name = "DURATION", value_parser = crate::args::token_duration)]
+    valid_for: Option<u64>,
+    /// When machines renew, after issuance
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = crate::args::token_duration)]
+    renew_after: u64,
+    /// When machines below the threshold retry
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = crate::args::token_duration)]
+    retry_after: u64,
+    /// Aging window: a machine not seen for this long no longer counts
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = crate::args::token_duration)]
+    aging: u64,
+    /// Largest request body, bytes
+    #[arg(long, value_name = "BYTES", default_value_t = tka::issuer::host::server::DEFAULT_MAX_BODY)]
+    max_body: usize,
+    /// Requests per minute per client address (0: no limit)
+    #[arg(long = "rate", value_name = "PER_MIN", default_value_t = tka::issuer::host::server::DEFAULT_RATE_PER_MIN)]
+    rate: u32,
+    /// Time a client has to send its request headers, and its body
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::args::token_duration)]
+    read_timeout: u64,
+    /// A request older than this (or dated this far ahead) is refused as replayed
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = crate::args::token_duration)]
+    max_request_age: u64,
+    #[command(flatten)]
+    pass: PassArgs,
+}
+
+fn threshold(s: &str) -> std::result::Result<(String, u32), String> {
+    let (p, n) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected PRODUCT=N, e.g. acme=25"))?;
+    let n: u32 = n.parse().map_err(|_| format!("{s:?}: the threshold must be a whole number"))?;
+    if n == 0 {
+        return Err(format!("{s:?}: the threshold must be at least 1"));
+    }
+    Ok((p.to_string(), n))
 }
 
 pub fn run(cmd: HostCmd) -> Result<ExitCode> {
@@ -139,5 +217,126 @@ pub fn run(cmd: HostCmd) -> Result<ExitCode> {
             say(format!("delegation: {}", installed.delegation));
             Ok(ExitCode::SUCCESS)
         }
+        HostCmd::Serve(args) => serve(args),
+        HostCmd::Status { dir, json } => status(&dir, json),
     }
+}
+
+fn serve(a: ServeArgs) -> Result<ExitCode> {
+    use tka::issuer::host::server::{self, HostConfig};
+    use tka::issuer::host::state::{ProductConfig, SqliteState, HOST_STATE_FILE};
+    let h = HostDir::open(&a.dir)?;
+    let delegation = h.delegation()?;
+    for (p, _) in &a.threshold {
+        if !delegation.products.contains(p) {
+            return Err(Error::Usage(format!(
+                "--threshold {p}=...: product {p:?} is not delegated to this host (delegated: {})",
+                delegation.products.join(", ")
+            )));
+        }
+    }
+    let products = delegation
+        .products
+        .iter()
+        .map(|p| ProductConfig {
+            product: p.clone(),
+            threshold: a.threshold.iter().rev().find(|(q, _)| q == p).map_or(server::DEFAULT_THRESHOLD, |(_, n)| *n),
+            seats: delegation.seats,
+        })
+        .collect();
+    let unlock = LazyPass::new(&a.pass);
+    let signer = unlock.retry(|u| h.token_signer(u))?;
+    let chain_pem: String = h.chain()?.iter().map(|d| pem::encode("CERTIFICATE", d)).collect();
+    let state_path = a.dir.join(HOST_STATE_FILE);
+    let open_state: server::OpenState =
+        Box::new(move || Ok(Box::new(SqliteState::open(&state_path)?) as Box<dyn tka::issuer::host::state::HostState>));
+    let mut config = HostConfig::new(std::sync::Arc::new(signer), chain_pem, products, open_state);
+    config.max_lifetime_secs = Some(delegation.max_lifetime_secs);
+    config.valid_for_secs = a.valid_for.unwrap_or(server::DEFAULT_VALID_FOR_SECS.min(delegation.max_lifetime_secs));
+    config.renew_after_secs = a.renew_after;
+    config.retry_after_secs = a.retry_after;
+    config.aging_secs = i64::try_from(a.aging).unwrap_or(i64::MAX);
+    config.max_body = a.max_body;
+    config.rate_per_min = a.rate;
+    config.read_timeout = std::time::Duration::from_secs(a.read_timeout.max(1));
+    config.max_request_age_secs = i64::try_from(a.max_request_age).unwrap_or(i64::MAX);
+    config.check().map_err(|e| match e {
+        Error::InvalidLifetime { what: "token lifetime", detail } => {
+            Error::Usage(format!("--valid-for: {detail} (the host certificate's --max-lifetime)"))
+        }
+        e => e,
+    })?;
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the server runtime: {e}")))?;
+    rt.block_on(async move {
+        let mut listeners = Vec::new();
+        for addr in &a.listen {
+            let l = server::bind(*addr).map_err(|e| Error::Io {
+                path: addr.to_string().into(),
+                source: std::io::Error::new(e.kind(), format!("cannot listen: {e}")),
+            })?;
+            say(format!("listening: {}", l.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string())));
+            listeners.push(l);
+        }
+        server::serve(listeners, config, shutdown_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = ctrl_c => {}
+                }
+            }
+            Err(_) => ctrl_c.await,
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await;
+}
+
+fn status(dir: &std::path::Path, json: bool) -> Result<ExitCode> {
+    use tka::issuer::host::state::{HostState, SqliteState, HOST_STATE_FILE};
+    let mut state = SqliteState::open_read_only(&dir.join(HOST_STATE_FILE))?;
+    let rows = state.status(clock::now())?;
+    let time = |t: Option<i64>| t.map(clock::rfc3339);
+    if json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "product": r.product, "count": r.count, "threshold": r.threshold, "cache_size": r.cache_size,
+                    "seats": r.seats, "oldest_last_seen": time(r.oldest_last_seen),
+                    "newest_last_seen": time(r.newest_last_seen), "next_aging": time(r.next_aging),
+                })
+            })
+            .collect();
+        crate::output::say_json(&serde_json::Value::Array(v));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let never = || "-".to_string();
+    for r in &rows {
+        say(format!("product: {}", r.product));
+        say(format!("  count: {} of {}", r.count, r.threshold));
+        say(format!("  cache size: {}", r.cache_size));
+        if let Some(s) = r.seats {
+            say(format!("  seats: {s}"));
+        }
+        say(format!("  oldest last seen: {}", time(r.oldest_last_seen).unwrap_or_else(never)));
+        say(format!("  newest last seen: {}", time(r.newest_last_seen).unwrap_or_else(never)));
+        say(format!("  next ages out: {}", time(r.next_aging).unwrap_or_else(never)));
+    }
+    Ok(ExitCode::SUCCESS)
 }
