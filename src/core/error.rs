@@ -3,10 +3,10 @@
 //!
 //! Every message says what was checked and what was found, on one line.
 
+use crate::core::agent_error::AgentError;
 use crate::core::clock::rfc3339;
 use crate::core::machine::errors::{BindingError, MachineError};
 use crate::core::machine::report::MatchReport;
-use crate::core::agent_error::AgentError;
 use crate::core::store_error::StoreError;
 use std::fmt;
 use std::path::PathBuf;

@@ -97,7 +97,15 @@ async fn read_response(stream: &mut TcpStream, host: &str) -> std::io::Result<Re
     let bad = |detail: String| AgentError::BadResponse { host: host.to_string(), detail };
     let too_large = || AgentError::ResponseTooLarge { host: host.to_string(), limit: MAX_RESPONSE_BODY };
     let mut buf = Vec::with_capacity(2048);
+    let not_http = |buf: &[u8]| {
+        let first = buf.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or(b"");
+        let shown: String = String::from_utf8_lossy(first).chars().take(40).filter(|c| !c.is_control()).collect();
+        bad(format!("not an HTTP/1.1 answer (starts {shown:?})"))
+    };
     let head_end = loop {
+        if buf.len() >= 5 && !buf.starts_with(b"HTTP/") {
+            return Ok(Err(not_http(&buf)));
+        }
         if let Some(i) = find(&buf, b"\r\n\r\n") {
             break i;
         }
@@ -122,8 +130,7 @@ async fn read_response(stream: &mut TcpStream, host: &str) -> std::io::Result<Re
         _ => None,
     };
     let Some(status) = status else {
-        let shown: String = status_line.chars().take(40).filter(|c| !c.is_control()).collect();
-        return Ok(Err(bad(format!("not an HTTP/1.1 answer (starts {shown:?})"))));
+        return Ok(Err(not_http(status_line.as_bytes())));
     };
     let mut length: Option<usize> = None;
     let mut chunked = false;
@@ -208,7 +215,11 @@ fn dechunk(data: &[u8]) -> Dechunk {
     let mut at = 0;
     loop {
         let Some(eol) = find(&data[at..], b"\r\n") else {
-            return if data.len() - at > 32 { Dechunk::Bad("a chunk size line is too long".into()) } else { Dechunk::More };
+            return if data.len() - at > 32 {
+                Dechunk::Bad("a chunk size line is too long".into())
+            } else {
+                Dechunk::More
+            };
         };
         let line = String::from_utf8_lossy(&data[at..at + eol]);
         let hex = line.split(';').next().unwrap_or("").trim();

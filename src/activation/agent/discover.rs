@@ -118,7 +118,10 @@ fn resolver(server: DnsServer) -> Result<hickory_resolver::TokioResolver, String
             let mut tcp = ConnectionConfig::tcp();
             tcp.port = addr.port();
             let ns = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
-            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(vec![ns]), TokioRuntimeProvider::default())
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(vec![ns]),
+                TokioRuntimeProvider::default(),
+            )
         }
     };
     let opts = builder.options_mut();
@@ -228,9 +231,8 @@ mod tests {
         // ... any other draw passes it.
         assert_eq!(names(&rfc2782_order(&records, &mut |_| 1)), ["heavy", "zero"]);
         let mut rng = seeded(7);
-        let zero_first =
-            (0..10_000).filter(|_| rfc2782_order(&records, &mut rng)[0].target == "zero").count() as f64;
-        let (mean, sd) = (10_000.0 / 51.0, (10_000.0 * (1.0 / 51.0) * (50.0 / 51.0)).sqrt());
+        let zero_first = (0..10_000).filter(|_| rfc2782_order(&records, &mut rng)[0].target == "zero").count() as f64;
+        let (mean, sd) = (10_000.0 / 51.0, (10_000.0_f64 * (1.0 / 51.0) * (50.0 / 51.0)).sqrt());
         assert!((zero_first - mean).abs() < 4.0 * sd, "{zero_first} vs {mean}");
     }
 

@@ -17,10 +17,10 @@ pub mod client;
 pub mod discover;
 pub mod schedule;
 
-pub use crate::core::agent_error::AgentError;
 use crate::activation::activate::{activate, deactivate};
 use crate::activation::store::{CachedHost, Store};
 use crate::activation::trust::IdentifyFn;
+pub use crate::core::agent_error::AgentError;
 use crate::core::error::{Error, Result};
 use crate::core::pki::RootFingerprint;
 use crate::core::request::ActivationRequest;
@@ -407,11 +407,9 @@ async fn try_host(
     for addr in addrs {
         match exchange(addr, &h.to_string(), method, path, body, cfg.timeouts).await {
             Ok(resp) => return Ok(Some((h.clone(), addr, resp))),
-            Err(Failure::Unreachable(why)) => tried.push(if addr.to_string() == h.to_string() {
-                why
-            } else {
-                format!("{h} at {why}")
-            }),
+            Err(Failure::Unreachable(why)) => {
+                tried.push(if addr.to_string() == h.to_string() { why } else { format!("{h} at {why}") })
+            }
             Err(Failure::Answer(e)) => return Err(e.into()),
         }
     }
@@ -482,8 +480,9 @@ async fn install(
 ) -> Result<VerifiedToken> {
     let (_, claims) = decode_unverified(token.trim()).map_err(|e| bad(host, &format!("the token: {e}")))?;
     if claims.aud != cfg.product {
-        return Err(bad(host, &format!("a token for product {:?}, not {:?}", one_line(&claims.aud, 64), cfg.product))
-            .into());
+        return Err(
+            bad(host, &format!("a token for product {:?}, not {:?}", one_line(&claims.aud, 64), cfg.product)).into()
+        );
     }
     activate(store, token, identify, &cfg.pinned_roots, now)
 }
@@ -497,11 +496,7 @@ mod tests {
         assert_eq!(HostPort::parse("kms.example:4430").unwrap(), HostPort { host: "kms.example".into(), port: 4430 });
         assert_eq!(HostPort::parse("[::1]:80").unwrap().to_string(), "[::1]:80");
         for bad in ["kms.example", "::1:80", ":80", "h:0", "h:99999", "h:x"] {
-            assert_eq!(
-                HostPort::parse(bad),
-                Err(AgentError::BadAddress { what: "host", value: bad.into() }),
-                "{bad}"
-            );
+            assert_eq!(HostPort::parse(bad), Err(AgentError::BadAddress { what: "host", value: bad.into() }), "{bad}");
         }
     }
 

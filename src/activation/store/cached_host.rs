@@ -33,8 +33,7 @@ impl Store {
         let Some(bytes) = read_opt(&path, MAX_CACHED_HOST_FILE)? else {
             return Ok(None);
         };
-        let host: CachedHost =
-            serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(&path, e.to_string()))?;
+        let host: CachedHost = serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(&path, e.to_string()))?;
         check_host(&host.host).map_err(|detail| StoreError::corrupt(&path, detail))?;
         Ok(Some(host))
     }

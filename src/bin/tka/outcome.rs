@@ -27,8 +27,16 @@ const NO_MEANS: &str = "a \"no\": refused by policy (e.g. a certificate would ou
 pub const MEANINGS: &[(&str, &str, &str)] = &[
     ("", "success", "a \"no\" verdict: the token is invalid, the product is not activated, a refusal by policy"),
     ("activate", "activated", "the token is refused"),
-    ("agent once", "activated", "not activated yet (below the host's threshold), or refused (by the host, or the token)"),
-    ("agent run", "stopped by SIGTERM or SIGINT", "not used (host refusals and tokens that do not verify are logged and retried)"),
+    (
+        "agent once",
+        "activated",
+        "not activated yet (below the host's threshold), or refused (by the host, or the token)",
+    ),
+    (
+        "agent run",
+        "stopped by SIGTERM or SIGINT",
+        "not used (host refusals and tokens that do not verify are logged and retried)",
+    ),
     ("agent return", "returned (the local token removed)", "the host refused the return"),
     ("status", "every product shown is activated", "one is not"),
     ("deactivate", "deactivated", "the product is not activated"),
