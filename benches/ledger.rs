@@ -24,7 +24,7 @@ fn key(name: &str) -> SoftwareKey {
 }
 
 fn cert(kind: CertKind, subject: &str, k: &SoftwareKey, issuer: Option<(&[u8], &SoftwareKey)>) -> Vec<u8> {
-    let req = CertRequest { kind, subject, not_before: NOW - DAY, not_after: NOW + 300 * DAY };
+    let req = CertRequest { kind, subject, not_before: NOW - DAY, not_after: NOW + 300 * DAY, delegation: None };
     match issuer {
         None => create_certificate(&req, k.public_key(), None, k).unwrap(),
         Some((der, ik)) => create_certificate(&req, k.public_key(), Some(&CertInfo::parse(der).unwrap()), ik).unwrap(),

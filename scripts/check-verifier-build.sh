@@ -5,18 +5,19 @@
 #   2. its tests pass (the library's unit tests, Wycheproof, machine identity, the store and the layout rules),
 #   3. examples/check_activation (an application checking its activation)
 #      builds with it, and says "activated" for a token the tka CLI issued
-#      and activated, and "not activated" (exit 1) under another vendor root.
+#      and activated (a full one and a compact one, activated with --chain),
+#      and "not activated" (exit 1) under another vendor root.
 # Prints the example's binary size (stripped), which the README quotes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== dependencies of the verifier-only build"
-forbidden='^(rusqlite|rayon|clap|cryptoki|aws-lc-rs|aws-lc-sys|indicatif|rpassword|tokio|hyper|hyper-util|axum|hickory-resolver|hickory-proto|hickory-net) '
+forbidden='^(rusqlite|rayon|clap|cryptoki|aws-lc-rs|aws-lc-sys|indicatif|rpassword|tokio|axum|hyper|hyper-util|tracing-subscriber|hickory-resolver|hickory-proto|hickory-net) '
 if cargo tree --locked -e normal --no-default-features --prefix none | grep -E "$forbidden"; then
   echo "FAIL: the verifier-only build pulls in the crates above" >&2
   exit 1
 fi
-echo "none of rusqlite, rayon, clap, cryptoki, aws-lc-rs, tokio, hyper, axum, hickory"
+echo "none of rusqlite, rayon, clap, cryptoki, aws-lc-rs, tokio, axum, hyper, tracing-subscriber, hickory"
 
 echo "== tests of the verifier-only build"
 cargo test --locked --no-default-features --features test-hooks --lib --test wycheproof --test machine --test store --test layout --quiet
@@ -46,6 +47,16 @@ fp=$(openssl x509 -in "$root" -noout -fingerprint -sha256 | sed 's/.*=//; s/://g
 out=$("$example" "$work/store" check-app "$fp")
 echo "$out"
 case "$out" in "activated: check-app "*) ;; *) echo "FAIL: expected activated" >&2; exit 1 ;; esac
+
+# A compact token (no x5c): the store keeps the chain given once with --chain.
+"$TKA" request create --product check-compact --text --out "$work/request-compact.txt"
+"$TKA" token issue --request "$work/request-compact.txt" --home "$work/issuer" --passphrase-file "$work/passphrase" \
+  --days 30 --compact --out "$work/compact.jws"
+echo "compact token: $(tr -d '\n' < "$work/compact.jws" | wc -c) bytes, full token: $(tr -d '\n' < "$work/token.jws" | wc -c) bytes"
+"$TKA" activate "$work/compact.jws" --chain "$work/issuer/chain.pem" --store "$work/store" > /dev/null
+out=$("$example" "$work/store" check-compact "$fp")
+echo "$out"
+case "$out" in "activated: check-compact "*) ;; *) echo "FAIL: expected the compact token activated" >&2; exit 1 ;; esac
 
 other=$(printf '%064d' 0)
 set +e

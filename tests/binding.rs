@@ -81,6 +81,7 @@ fn verify_on(text: &str, machine: &MachineIdentity) -> Result<tka::verify::Verif
         crls: &[],
         revoked_serials: &revoked,
         clock: None,
+        certificates: &[],
         pinned_roots: &[],
     };
     verify_token(text, &ctx)

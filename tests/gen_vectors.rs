@@ -1136,8 +1136,19 @@ fn chain(g: &mut Gen) {
     // x5c syntax.
     let t = g.resign("x5c-missing", |h, _| {
         h.remove("x5c");
+        h.remove("kid");
     });
-    g.add("x5c-missing", "MissingChain", "no x5c: tka has no other way to find the signer", Ctx::default(), t);
+    g.add("x5c-missing", "MissingChain", "no x5c and no kid: nothing names the signer", Ctx::default(), t);
+    let t = g.resign("x5c-missing-kid-unknown", |h, _| {
+        h.remove("x5c");
+    });
+    g.add(
+        "x5c-missing-kid-unknown",
+        "UnknownSigner",
+        "a compact token (kid, no x5c) whose signer certificate the verifier does not know",
+        Ctx::default(),
+        t,
+    );
     let t = g.resign("x5c-empty", |h, _| {
         h.insert("x5c".into(), json!([]));
     });

@@ -302,3 +302,22 @@ fn jwcrypto_verifies_a_ps256_token() {
 fn jwcrypto_verifies_an_rs256_token() {
     check_jwcrypto("RS256");
 }
+
+/// A compact token (no `x5c`) is still a JWS that jwcrypto verifies given
+/// the signer certificate, and tka verifies given the chain.
+#[test]
+fn jwcrypto_verifies_a_compact_token() {
+    if !have_jwcrypto() {
+        return;
+    }
+    let s = Sandbox::new();
+    s.issuer("home");
+    s.ok(&["request", "create", "--product", PRODUCT, "--out", "req.json"]);
+    s.ok(&["token", "issue", "--request", "req.json", "--home", "home", "--compact", "--out", "compact.jws"]);
+    let r = jwcrypto(&s, "home/signer.pem", "compact.jws", Some("PS256"));
+    assert_eq!((r.0, r.1.as_str()), (0, format!("alg: PS256\naud: {PRODUCT}\n").as_str()), "{r:?}");
+    s.ok(&["token", "verify", "compact.jws", "--trust", "home/root.pem", "--chain", "home/chain.pem"]);
+    let bad = tamper(&s, "compact.jws");
+    let r = jwcrypto(&s, "home/signer.pem", &bad, None);
+    assert_eq!(r.0, 1, "{r:?}");
+}

@@ -101,6 +101,8 @@ struct Recipe {
     signer_is_ca: bool,
     signer_ends_tomorrow: bool,
     signer_revoked: bool,
+    /// The signer carries a tka delegation for another product only.
+    signer_delegated: bool,
     /// The chain ends at a new root trusted through a cross-certificate with pathLen 0.
     narrow_cross: bool,
     pinned_other_root: bool,
@@ -137,6 +139,7 @@ impl Built {
             crls: &self.crls,
             revoked_serials: &self.revoked,
             clock: self.clock,
+            certificates: &[],
         };
         verify_token(&self.text, &ctx).map(|_| ())
     }
@@ -237,6 +240,16 @@ fn build(r: &Recipe) -> Built {
         signer_na,
         signer_exts,
     );
+    let signer = if r.signer_delegated {
+        let d = tka::pki::Delegation {
+            products: vec!["delegated-only".into()],
+            max_lifetime_secs: 365 * DAY as u64,
+            seats: None,
+        };
+        with_raw_extension(&signer, &delegation_ext(&d.to_der(), true), signing)
+    } else {
+        signer
+    };
     let mut x5c = vec![signer.clone()];
     x5c.extend(issuers.iter().map(|(d, _)| d.clone()));
     if r.int_garbage {
@@ -334,10 +347,19 @@ fn defects() -> Vec<Defect> {
         d!("typ JWT", "`typ` is `tka-token+jwt`", "WrongType", "", |r| r.header.push(("typ", Some(json!("JWT"))))),
         d!("jwk", "no `jwk`, `jku`, `x5u`", "ForbiddenHeader", "jwk", |r| r.header.push(("jwk", Some(json!({}))))),
         d!("crit []", "no `crit`", "UnknownCritical", "[]", |r| r.header.push(("crit", Some(json!([]))))),
-        d!("no x5c", "`x5c` present", "MissingChain", "", |r| r.header.push(("x5c", None))),
+        d!("no x5c and no kid", "`x5c`, when present", "MissingChain", "", |r| {
+            r.header.push(("x5c", None));
+            r.header.push(("kid", None));
+        }),
+        d!("x5c empty", "`x5c`, when present", "Malformed", "x5c must be a non-empty array", |r| r
+            .header
+            .push(("x5c", Some(json!([]))))),
         d!("kid a number", "`kid`, when present, is a string", "Malformed", "kid is not a string", |r| r
             .header
             .push(("kid", Some(json!(5))))),
+        d!("no x5c, signer not among the known certificates", "a token without `x5c`", "UnknownSigner", "", |r| r
+            .header
+            .push(("x5c", None))),
         d!("intermediate not DER", "each certificate parses", "BadCertificate", "not X.509 DER", |r| r.int_garbage =
             true),
         d!("signer signed by another key", "chaining:", "BadCertSignature", "Order Signer", |r| r
@@ -379,6 +401,9 @@ fn defects() -> Vec<Defect> {
         ),
         d!("signature tampered", "the JWS signature verifies", "BadSignature", "", |r| r.bad_signature = true),
         d!("no jti", "claims parse", "BadClaims", "jti", |r| r.payload.push(("jti", None))),
+        d!("signer delegated for another product", "delegation: every certificate", "OutsideDelegation", "", |r| r
+            .signer_delegated =
+            true),
         d!("other product", "`aud` is the expected product", "WrongProduct", "", |r| r.other_product = true),
         d!("sub not the components' CMID", "the bound components are a set", "ImpossibleBinding", "", |r| r
             .payload

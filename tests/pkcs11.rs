@@ -157,6 +157,7 @@ fn verify(text: &str, root: &[u8]) -> Result<tka::verify::VerifiedToken, VerifyE
         crls: &[],
         revoked_serials: &revoked,
         clock: None,
+        certificates: &[],
     };
     verify_token(text, &ctx)
 }

@@ -219,6 +219,7 @@ proptest! {
             crls: &[],
             revoked_serials: &revoked,
             clock: Some((issued, DAY)),
+            certificates: &[],
         };
         let v = verify_token(&t.text, &ctx).unwrap();
         prop_assert_eq!(&v.claims, &t.claims);
@@ -265,6 +266,7 @@ proptest! {
                 crls: &[],
                 revoked_serials: &revoked,
                 clock,
+                certificates: &[],
             };
             if let Err(e) = verify_token(token, &ctx) {
                 let _ = e.to_string();

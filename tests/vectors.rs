@@ -135,6 +135,7 @@ fn run(v: &Vector) -> Result<(), String> {
         crls: &crls,
         revoked_serials: &revoked,
         clock,
+        certificates: &[],
     };
     match (verify_token(&v.token, &ctx), expect) {
         (Ok(_), "ok") => Ok(()),
@@ -194,6 +195,7 @@ fn corpus_covers_every_verdict_of_steps_one_to_six() {
         "ForbiddenHeader",
         "UnknownCritical",
         "MissingChain",
+        "UnknownSigner",
         "BadCertificate",
         "UntrustedRoot",
         "CertExpired",

@@ -74,6 +74,7 @@ fn verify_at(text: &str, now: i64, id: &MachineIdentity) -> Result<VerifiedToken
         crls: &[],
         revoked_serials: &revoked,
         clock: None,
+        certificates: &[],
     };
     verify_token(text, &ctx)
 }
@@ -107,6 +108,8 @@ struct V {
     crls: Vec<Crl>,
     revoked: HashSet<String>,
     clock: Option<(i64, i64)>,
+    /// Known certificates (the pool compact tokens are verified with).
+    certificates: Vec<Vec<u8>>,
 }
 
 impl Default for V {
@@ -119,6 +122,7 @@ impl Default for V {
             crls: Vec::new(),
             revoked: HashSet::new(),
             clock: None,
+            certificates: Vec::new(),
         }
     }
 }
@@ -140,6 +144,7 @@ impl V {
             crls: &self.crls,
             revoked_serials: &self.revoked,
             clock: self.clock,
+            certificates: &self.certificates,
         };
         verify_token(text, &ctx)
     }
@@ -706,11 +711,22 @@ fn typ_not_a_string_is_wrong_type() {
 }
 
 #[test]
-fn missing_x5c_is_missing_chain() {
+fn missing_x5c_and_kid_is_missing_chain() {
+    let t = resign(|h, _| {
+        h.remove("x5c");
+        h.remove("kid");
+    });
+    assert_eq!(err(&t), VerifyError::MissingChain);
+}
+
+/// Without `x5c` but with a `kid` the token is compact: with no known
+/// certificates its signer is unknown.
+#[test]
+fn missing_x5c_with_kid_and_no_known_certificates_is_unknown_signer() {
     let t = resign(|h, _| {
         h.remove("x5c");
     });
-    assert_eq!(err(&t), VerifyError::MissingChain);
+    assert_eq!(err(&t), VerifyError::UnknownSigner { kid: sha256_hex(&pki().signer) });
 }
 
 #[test]
@@ -1325,6 +1341,192 @@ fn expired_root_is_cert_expired() {
     let t = token_for_chain(&[&s, &int], &p.signer_key);
     let r = V { roots: vec![root.clone()], ..V::default() }.run(&t);
     assert_eq!(r.unwrap_err(), VerifyError::CertExpired { subject: subject_of(&root), not_after: na, now: NOW });
+}
+
+// ===========================================================================
+// Step 3: compact tokens (no x5c): the chain from the known certificates.
+
+fn compact_token() -> String {
+    issue(&IssueOptions { compact: true, ..Default::default() })
+}
+
+/// Verifies `text` with `pool` as the known certificates.
+fn with_pool(text: &str, pool: Vec<Vec<u8>>) -> Result<VerifiedToken, VerifyError> {
+    V { certificates: pool, ..V::default() }.run(text)
+}
+
+/// The full token's header with `x5c` set to `chain`, signed again.
+fn with_x5c(chain: &[Vec<u8>]) -> String {
+    resign(|h, _| {
+        h.insert("x5c".into(), Value::Array(chain.iter().map(|c| json!(B64STD.encode(c))).collect()));
+    })
+}
+
+const ISSUING_CA: &str = "CN=Test Issuing CA,O=tka tests";
+
+#[test]
+fn compact_token_verifies_with_its_chain_among_the_known_certificates() {
+    let p = pki();
+    let t = compact_token();
+    // Any order, with unrelated certificates around.
+    let v = with_pool(&t, vec![other_pki().signer.clone(), p.int.clone(), p.root.clone(), p.signer.clone()]).unwrap();
+    let full = verify(&token()).unwrap();
+    assert_eq!(v.path, full.path);
+    assert_eq!(v.signer.fingerprint, sha256_hex(&p.signer));
+}
+
+/// The format fixes the compact header: `alg`, `kid`, `typ`, nothing else.
+#[test]
+fn compact_header_is_alg_kid_typ_only() {
+    let t = compact_token();
+    let (h, _, sig) = decode_parts(&t);
+    assert_eq!(
+        Value::Object(h),
+        json!({"alg": "PS256", "kid": sha256_hex(&pki().signer), "typ": TOKEN_TYP}),
+        "no x5c in a compact header"
+    );
+    let header_b64 = t.split('.').next().unwrap().len();
+    // {"alg":"PS256","kid":"<64 hex>","typ":"tka-token+jwt"}: 110 bytes.
+    assert!(header_b64 <= 147, "compact header is {header_b64} base64url characters");
+    assert_eq!(sig.len(), 256, "RSA-2048 signature");
+}
+
+#[test]
+fn compact_token_with_an_unknown_kid_is_unknown_signer() {
+    let p = pki();
+    // Issuers known, the signer not.
+    let e = with_pool(&compact_token(), vec![p.int.clone(), p.root.clone()]).unwrap_err();
+    assert_eq!(e, VerifyError::UnknownSigner { kid: sha256_hex(&p.signer) });
+}
+
+/// A pool without the intermediate is an `x5c` that stops at the signer:
+/// the same error, naming the issuer nobody supplied.
+#[test]
+fn compact_token_without_its_intermediate_gives_the_error_of_a_short_x5c() {
+    let p = pki();
+    let from_pool = with_pool(&compact_token(), vec![p.signer.clone()]).unwrap_err();
+    let from_x5c = err(&with_x5c(std::slice::from_ref(&p.signer)));
+    assert_eq!(from_pool, VerifyError::UntrustedRoot { issuer: ISSUING_CA.into() });
+    assert_eq!(from_pool, from_x5c);
+}
+
+/// A known CA certificate with the intermediate's name but another key
+/// (and key identifier) is not the signer's issuer: not used.
+#[test]
+fn compact_token_ignores_a_known_certificate_that_is_not_its_issuer() {
+    let p = pki();
+    let impostor = cert(
+        CertKind::Intermediate,
+        ISSUING_CA,
+        &test_key("other"),
+        Some((&p.root, &p.root_key)),
+        NOW - DAY,
+        NOW + 365 * DAY,
+    );
+    let e = with_pool(&compact_token(), vec![p.signer.clone(), impostor.clone()]).unwrap_err();
+    assert_eq!(e, VerifyError::UntrustedRoot { issuer: ISSUING_CA.into() });
+    // With the real intermediate also known, the impostor does not get in the way.
+    with_pool(&compact_token(), vec![p.signer.clone(), impostor, p.int.clone()]).unwrap();
+}
+
+/// An issuer candidate by name only (no key identifiers to tell it apart)
+/// whose key did not sign the signer: the `x5c` error for that chain.
+#[test]
+fn compact_token_with_a_same_name_issuer_of_another_key_gives_the_x5c_error() {
+    let p = pki();
+    let impostor = cert_under(
+        ISSUING_CA,
+        "other",
+        Some((&p.root, "root")),
+        SerialNumber::new(&[0x51]).unwrap(),
+        NOW - DAY,
+        NOW + 365 * DAY,
+        ca_exts(None),
+    );
+    let from_pool = with_pool(&compact_token(), vec![p.signer.clone(), impostor.clone()]).unwrap_err();
+    assert_eq!(from_pool, VerifyError::BadCertSignature { subject: "CN=Test Signer,O=tka tests".into() });
+    assert_eq!(from_pool, err(&with_x5c(&[p.signer.clone(), impostor])));
+}
+
+/// A `kid` naming a CA certificate makes that CA the signer: refused by
+/// the signer profile, as an `x5c` starting with a CA is.
+#[test]
+fn compact_token_whose_kid_names_a_ca_is_signer_is_ca() {
+    let p = pki();
+    let t = resign(|h, _| {
+        h.remove("x5c");
+        h.insert("kid".into(), json!(sha256_hex(&p.int)));
+    });
+    let e = with_pool(&t, vec![p.signer.clone(), p.int.clone()]).unwrap_err();
+    assert_eq!(e, VerifyError::SignerIsCa { subject: ISSUING_CA.into() });
+}
+
+/// The `kid` switched to another known signer: its key did not sign.
+#[test]
+fn compact_token_with_kid_of_another_known_signer_is_bad_signature() {
+    let p = pki();
+    let other_signer = cert(
+        CertKind::Signer,
+        "CN=Test Signer 2,O=tka tests",
+        &test_key("signer2"),
+        Some((&p.int, &p.int_key)),
+        NOW - DAY,
+        NOW + 300 * DAY,
+    );
+    let t = compact_token();
+    let (mut h, pl, _) = decode_parts(&t);
+    h.insert("kid".into(), json!(sha256_hex(&other_signer)));
+    let (_, _, sig) = split(&t);
+    let forged = format!("{}.{}.{sig}", b64_json(&h), b64_json(&pl));
+    let e = with_pool(&forged, vec![p.signer.clone(), other_signer, p.int.clone()]).unwrap_err();
+    assert_eq!(e, VerifyError::BadSignature);
+}
+
+#[test]
+fn compact_token_with_tampered_claims_is_bad_signature() {
+    let p = pki();
+    let t = compact_token();
+    let (h, mut pl, _) = decode_parts(&t);
+    pl.insert("exp".into(), json!(NOW + 300 * DAY));
+    let (_, _, sig) = split(&t);
+    let forged = format!("{}.{}.{sig}", b64_json(&h), b64_json(&pl));
+    assert_eq!(with_pool(&forged, vec![p.signer.clone(), p.int.clone()]).unwrap_err(), VerifyError::BadSignature);
+}
+
+/// The known certificates are only for tokens without `x5c`: a broken
+/// `x5c` is not repaired by them, and an unrelated pool does not matter.
+#[test]
+fn a_token_with_x5c_ignores_the_known_certificates() {
+    let p = pki();
+    let short = with_x5c(std::slice::from_ref(&p.signer));
+    let e = with_pool(&short, vec![p.signer.clone(), p.int.clone()]).unwrap_err();
+    assert_eq!(e, VerifyError::UntrustedRoot { issuer: ISSUING_CA.into() });
+    with_pool(&token(), vec![other_pki().signer.clone(), b"not a certificate".to_vec()]).unwrap();
+}
+
+/// Known certificates are not trusted: a compact token from another PKI
+/// whose whole chain is known still needs a trusted root.
+#[test]
+fn compact_token_from_an_untrusted_pki_is_untrusted_root() {
+    let o = other_pki();
+    let signer = TokenSigner::new(Box::new(test_key("signer2")), vec![o.signer.clone()]).unwrap();
+    let opts = IssueOptions { compact: true, ..Default::default() };
+    let t = issue_token(&request(), &opts, &signer, ISSUED).unwrap().text;
+    let e = with_pool(&t, vec![o.signer.clone(), o.root.clone()]).unwrap_err();
+    assert_eq!(e, VerifyError::UntrustedRoot { issuer: "CN=Self-made Root,O=someone".into() });
+}
+
+/// An expired and a current certificate of the same issuing CA (same name
+/// and key) are both known: the current one is chosen.
+#[test]
+fn compact_token_prefers_the_issuer_certificate_valid_now() {
+    let p = pki();
+    let old =
+        cert(CertKind::Intermediate, ISSUING_CA, &p.int_key, Some((&p.root, &p.root_key)), NOW - 900 * DAY, NOW - DAY);
+    with_pool(&compact_token(), vec![old.clone(), p.signer.clone(), p.int.clone()]).unwrap();
+    // With only the expired one, the path is built and then refused.
+    let e = with_pool(&compact_token(), vec![old, p.signer.clone()]).unwrap_err();
+    assert!(matches!(e, VerifyError::CertExpired { ref subject, .. } if subject == ISSUING_CA), "{e:?}");
 }
 
 // ===========================================================================

@@ -58,6 +58,7 @@ fuzz_target!(|data: &[u8]| {
             crls: &[],
             revoked_serials: &revoked,
             clock: Some((NOW, 86_400)),
+            certificates: &[],
         };
         if let Ok(v) = verify_token(text, &ctx) {
             let d = decoded.as_ref().expect("a verified token decodes");

@@ -82,12 +82,35 @@ pub fn activate_with_tolerance(
     now: i64,
     tolerance: i64,
 ) -> Result<VerifiedToken> {
+    activate_with_chain(store, token, &[], identify, pinned_roots, now, tolerance)
+}
+
+/// [`activate_with_tolerance`] for a token that may be compact (no `x5c`):
+/// `chain` (DER certificates, such as the issuer's signer and intermediate
+/// certificates) is added to the certificates the store knows
+/// ([`Store::add_certificates`]) and the token is verified with them. The
+/// certificates are stored, under the store lock, only when the token
+/// verifies; a refused activation leaves every file as it was. Later
+/// compact tokens from the same signer then activate without a chain.
+///
+/// The certificates are not trusted by being given: the token's chain must
+/// still end at a root the store trusts.
+pub fn activate_with_chain(
+    store: &Store,
+    token: &str,
+    chain: &[Vec<u8>],
+    identify: IdentifyFn<'_>,
+    pinned_roots: &[RootFingerprint],
+    now: i64,
+    tolerance: i64,
+) -> Result<VerifiedToken> {
     check_clock_tolerance(tolerance)?;
     let token = token.trim();
     let (_, claims) = decode_unverified(token)?;
     let identity = identify(&claims.aud)?;
-    let trust = store_trust(store)?;
-    install(store, &trust, token, &claims.aud, &identity, pinned_roots, now, tolerance)
+    let mut trust = store_trust(store)?;
+    trust.certificates.extend(chain.iter().cloned());
+    install(store, &trust, token, &claims.aud, &identity, pinned_roots, now, tolerance, chain)
 }
 
 /// The store's trust data; a store that trusts no root is a usage error.
@@ -100,7 +123,8 @@ fn store_trust(store: &Store) -> Result<TrustData> {
 }
 
 /// Verifies `token` for `product` on the machine `identity` and installs
-/// it, under the store lock (the clock mark checked and raised).
+/// it, under the store lock (the clock mark checked and raised); `chain`
+/// (known certificates the trust data already holds) is stored with it.
 #[allow(clippy::too_many_arguments)]
 fn install(
     store: &Store,
@@ -111,11 +135,15 @@ fn install(
     pinned_roots: &[RootFingerprint],
     now: i64,
     tolerance: i64,
+    chain: &[Vec<u8>],
 ) -> Result<VerifiedToken> {
     let lock = store.lock()?;
     let mut state = lock.state()?;
     let clock = Some((state.clock_high_water, tolerance));
     let verified = trust.verify_for_product(token, product, identity, pinned_roots, now, clock)?;
+    if !chain.is_empty() {
+        lock.add_certificates(chain)?;
+    }
     state.observe(now);
     lock.save_state(&state)?;
     lock.put_token(&verified.claims.aud, token, now)?;
@@ -483,8 +511,17 @@ pub fn activate_from_bundle(
         }
         scan.considered += 1;
         let token = line.token.trim();
-        match install(store, &trust, token, &line.product, identity, opts.pinned_roots, opts.now, opts.clock_tolerance)
-        {
+        match install(
+            store,
+            &trust,
+            token,
+            &line.product,
+            identity,
+            opts.pinned_roots,
+            opts.now,
+            opts.clock_tolerance,
+            &[],
+        ) {
             Ok(verified) => return Ok(BundleActivation { line: scan.lines, verified, scan }),
             Err(Error::Verify(reason)) => {
                 scan.refused += 1;

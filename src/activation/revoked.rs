@@ -139,21 +139,24 @@ pub(crate) fn lenient_trust(store: &Store) -> Result<TrustData> {
                     revoked_serials.extend(c.serials());
                 }
             }
-            Ok(TrustData { anchors, crls, revoked_serials, root_products })
+            let certificates = store.certificates()?;
+            Ok(TrustData { anchors, crls, revoked_serials, root_products, certificates })
         }
         Err(e) => Err(e),
     }
 }
 
 impl TrustData {
-    /// Reads the store's roots and revocation data. A damaged CRL is an
-    /// error, never silently skipped.
+    /// Reads the store's roots, revocation data and known certificates
+    /// ([`Store::certificates`]). A damaged CRL is an error, never silently
+    /// skipped.
     pub fn from_store(store: &Store) -> Result<Self> {
         let stored = store.roots()?;
         let root_products = root_products(&stored);
         let anchors = anchors_from_stored(&stored)?;
         let crls = store.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
         let revoked_serials = verified_revoked_serials(store, &anchors)?;
-        Ok(TrustData { anchors, crls, revoked_serials, root_products })
+        let certificates = store.certificates()?;
+        Ok(TrustData { anchors, crls, revoked_serials, root_products, certificates })
     }
 }

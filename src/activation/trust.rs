@@ -7,7 +7,7 @@ use crate::core::error::{Error, Result, VerifyError};
 use crate::core::machine::MachineIdentity;
 use crate::core::pki::{check_cross_certificate, check_root, check_valid_at, vouching_chain};
 use crate::core::pki::{CertInfo, Crl, LeafRole, RootFingerprint, TrustAnchors};
-use crate::core::verify::{verify_token, MachineCheck, VerifiedToken, VerifyContext};
+use crate::core::verify::{token_chain, verify_token, MachineCheck, VerifiedToken, VerifyContext};
 use std::collections::{BTreeMap, HashSet};
 
 /// Identity of this machine for a given product (identities are salted per
@@ -26,6 +26,9 @@ pub struct TrustData {
     /// Product scopes of the roots that have one: root fingerprint ->
     /// the products it may activate. A root not in the map may activate any.
     pub root_products: BTreeMap<String, Vec<String>>,
+    /// Known, untrusted certificates (DER, the store's `certs/`): where the
+    /// chain of a compact token (no `x5c`) is found.
+    pub certificates: Vec<Vec<u8>>,
 }
 
 impl TrustData {
@@ -60,6 +63,7 @@ impl TrustData {
             crls: &self.crls,
             revoked_serials: &self.revoked_serials,
             clock,
+            certificates: &self.certificates,
         };
         let result = verify_token(token, &ctx);
         if !matches!(result, Err(VerifyError::UntrustedRoot { .. }))
@@ -67,8 +71,9 @@ impl TrustData {
         {
             return result;
         }
-        match crate::core::pki::validate_path(&jws_chain(token)?, &self.anchors, now, &self.crls, LeafRole::TokenSigner)
-        {
+        let jws = crate::core::jws::decode(token, crate::core::jws::TOKEN_TYP)?;
+        let chain = token_chain(&jws, &self.certificates, &self.anchors, now)?;
+        match crate::core::pki::validate_path(&chain, &self.anchors, now, &self.crls, LeafRole::TokenSigner) {
             Ok(path) => {
                 let root = path.root();
                 Err(VerifyError::RootNotTrustedForProduct {
@@ -192,7 +197,7 @@ pub fn trust_root(store: &Store, root_der: &[u8], opts: &TrustRootOptions<'_>, n
     let crls = lock.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
     let scope_of = |fp: &str| stored.iter().find(|r| r.fingerprint == fp).and_then(|r| r.products.clone());
     let anchors = anchors_from_stored(&stored)?;
-    check_not_an_issuing_ca(&lock, &root)?;
+    check_not_an_issuing_ca(&lock, &root, &anchors, now)?;
     // With a cross-certificate: (the signing root, its scope, the vouching chain).
     let mut cross_vouching = None;
     if let Some(cross_der) = opts.cross {
@@ -269,14 +274,20 @@ fn narrow_scope(
 
 /// A root's key must not be the key of an issuing CA: the CA certificate
 /// that directly issued the token signer of an installed token (`x5c[1]`,
-/// not self-issued). Such a "root" would be the issuing CA re-signed by its
-/// own key, free of the pathLen, validity and CRLs of its real hierarchy.
-fn check_not_an_issuing_ca(store: &Store, root: &CertInfo) -> Result<()> {
+/// or for a compact token the signer's issuer among the store's known
+/// certificates; not self-issued). Such a "root" would be the issuing CA
+/// re-signed by its own key, free of the pathLen, validity and CRLs of its
+/// real hierarchy.
+fn check_not_an_issuing_ca(store: &Store, root: &CertInfo, anchors: &TrustAnchors, now: i64) -> Result<()> {
+    let known = store.certificates()?;
     for installed in store.tokens()? {
         let Ok(jws) = crate::core::jws::decode(installed.token.trim(), crate::core::jws::TOKEN_TYP) else {
             continue;
         };
-        let Some(ca) = jws.x5c.get(1).and_then(|d| CertInfo::parse(d).ok()) else {
+        let Ok(chain) = token_chain(&jws, &known, anchors, now) else {
+            continue;
+        };
+        let Some(ca) = chain.get(1).and_then(|d| CertInfo::parse(d).ok()) else {
             continue;
         };
         if !ca.is_self_issued() && ca.spki_der == root.spki_der {
@@ -284,8 +295,4 @@ fn check_not_an_issuing_ca(store: &Store, root: &CertInfo) -> Result<()> {
         }
     }
     Ok(())
-}
-/// The `x5c` chain of a token.
-pub(crate) fn jws_chain(token: &str) -> Result<Vec<Vec<u8>>, VerifyError> {
-    Ok(crate::core::jws::decode(token, crate::core::jws::TOKEN_TYP)?.x5c)
 }

@@ -59,8 +59,15 @@ pub enum VerifyError {
         /// The extension name.
         name: String,
     },
-    /// Step 2: no `x5c` certificate chain in the header.
+    /// Step 2: no `x5c` certificate chain in the header and no `kid`
+    /// naming the signer certificate (a compact token needs one).
     MissingChain,
+    /// Step 3: a compact token (no `x5c`) whose `kid` names no certificate
+    /// the verifier knows (`VerifyContext::certificates`).
+    UnknownSigner {
+        /// The token's `kid`: the SHA-256 fingerprint of its signer certificate.
+        kid: String,
+    },
     /// Step 3: the chain is longer than allowed or a certificate could not be parsed.
     BadCertificate {
         /// Subject or position of the certificate.
@@ -149,6 +156,15 @@ pub enum VerifyError {
     },
     /// Step 4: the JWS signature does not verify with the signer's key.
     BadSignature,
+    /// Step 5: a certificate of the path carries a tka delegation
+    /// (docs/verification.md) that does not allow this token: another
+    /// product, a longer lifetime, or no expiry at all.
+    OutsideDelegation {
+        /// The delegated certificate.
+        subject: String,
+        /// What it does not allow.
+        what: String,
+    },
     /// Step 5: the token is for another product.
     WrongProduct {
         /// The product expected here.
@@ -360,7 +376,14 @@ impl fmt::Display for VerifyError {
                 "header parameter {name:?} is refused: the key must come from the x5c chain to a trusted root"
             ),
             UnknownCritical { name } => write!(f, "unknown critical header extension {name:?}"),
-            MissingChain => write!(f, "no x5c certificate chain in the token header"),
+            MissingChain => {
+                write!(f, "no x5c certificate chain and no kid in the token header: nothing names the signer")
+            }
+            UnknownSigner { kid } => write!(
+                f,
+                "the token carries no certificate chain and its signer certificate (kid {kid}) is not among the \
+                 certificates known here; the issuer's certificate chain must be added once"
+            ),
             BadCertificate { subject, detail } => write!(f, "certificate {subject}: {detail}"),
             UntrustedRoot { issuer } => {
                 write!(f, "certificate chain does not lead to a trusted root (ends at issuer {issuer})")
@@ -401,6 +424,9 @@ impl fmt::Display for VerifyError {
                 write!(f, "certificate {subject} (serial {serial}) is revoked")
             }
             BadSignature => write!(f, "token signature does not verify with the signer certificate's key"),
+            OutsideDelegation { subject, what } => {
+                write!(f, "token outside the delegation of certificate {subject}: {what}")
+            }
             WrongProduct { expected, found } => {
                 write!(f, "wrong product: expected {expected:?}, token is for {found:?}")
             }

@@ -32,7 +32,9 @@ pub struct DecodedJws {
     pub payload: Value,
     /// The pinned algorithm.
     pub alg: SignatureAlgorithm,
-    /// `x5c`: DER certificates, signer first.
+    /// `x5c`: DER certificates, signer first. Empty for a compact token
+    /// (no `x5c` in the header, a `kid` naming the signer certificate);
+    /// an `x5c` that is present is never empty.
     pub x5c: Vec<Vec<u8>>,
     /// `kid`, if present.
     pub kid: Option<String>,
@@ -187,8 +189,12 @@ fn check_crit(header: &Map<String, Value>) -> Result<(), VerifyError> {
 }
 
 /// RFC 7515 §4.1.6: `x5c` is an array of standard-base64 DER certificates.
+/// A header without `x5c` is a compact token (empty result) when a `kid`
+/// names its signer certificate, and [`VerifyError::MissingChain`] when
+/// nothing does.
 fn parse_x5c(header: &Map<String, Value>) -> Result<Vec<Vec<u8>>, VerifyError> {
     let arr = match header.get("x5c") {
+        None if header.contains_key("kid") => return Ok(Vec::new()),
         None => return Err(VerifyError::MissingChain),
         Some(Value::Array(a)) if !a.is_empty() => a,
         Some(_) => return Err(malformed("token header", "x5c must be a non-empty array")),
@@ -210,7 +216,8 @@ fn parse_x5c(header: &Map<String, Value>) -> Result<Vec<Vec<u8>>, VerifyError> {
 }
 
 /// Signs `payload` as a JWS with `alg`, `typ`, `kid` and `x5c` (DER
-/// certificates, signer first) in the protected header.
+/// certificates, signer first) in the protected header; an empty `x5c`
+/// writes a compact header (no `x5c` member, see [`protected_header`]).
 pub fn encode(
     payload: &Value,
     typ: &str,
@@ -225,12 +232,19 @@ pub fn encode(
 /// The base64url protected header [`encode`] writes: `alg`, `typ`, `kid`
 /// and `x5c`, in that order. A signer that signs many payloads encodes it
 /// once and passes it to [`encode_with_header`].
+///
+/// An empty `x5c` gives the header of a *compact* token: `alg`, `typ` and
+/// `kid` only. A verifier finds the signer certificate by `kid` (its
+/// SHA-256 fingerprint) among certificates it already knows
+/// (`VerifyContext::certificates`).
 pub fn protected_header(typ: &str, kid: &str, x5c: &[Vec<u8>], alg: SignatureAlgorithm) -> Result<String> {
     let mut header = Map::new();
     header.insert("alg".into(), Value::String(alg.jws_name().into()));
     header.insert("typ".into(), Value::String(typ.into()));
     header.insert("kid".into(), Value::String(kid.into()));
-    header.insert("x5c".into(), Value::Array(x5c.iter().map(|c| Value::String(B64STD.encode(c))).collect()));
+    if !x5c.is_empty() {
+        header.insert("x5c".into(), Value::Array(x5c.iter().map(|c| Value::String(B64STD.encode(c))).collect()));
+    }
     let h = serde_json::to_vec(&Value::Object(header)).map_err(|e| Error::format("token header", e))?;
     Ok(B64URL.encode(h))
 }

@@ -57,6 +57,14 @@ pub enum StoreError {
     /// that are not a DER certificate (empty, too large, or not a DER
     /// SEQUENCE).
     BadCertificate(String),
+    /// Adding certificates would make the store keep more known
+    /// certificates (`certs/`) than it allows.
+    TooManyCertificates {
+        /// How many it would keep.
+        count: usize,
+        /// The most it keeps.
+        limit: usize,
+    },
     /// Data offered for storage is larger than the store accepts.
     TooLarge {
         /// What was being stored.
@@ -155,6 +163,9 @@ impl fmt::Display for StoreError {
             ),
             StoreError::BadCertificate(detail) => {
                 write!(f, "not a DER certificate: {detail}")
+            }
+            StoreError::TooManyCertificates { count, limit } => {
+                write!(f, "the store would keep {count} known certificates, more than its limit of {limit}")
             }
             StoreError::TooLarge { what, len, limit } => {
                 write!(f, "{what} is {len} bytes, larger than the store's {limit}-byte limit")

@@ -4,8 +4,10 @@
 //! A token is a JWS (RFC 7515) compact serialization, PS256 by default,
 //! whose protected header carries `alg`, `typ` (`tka-token+jwt`), `kid` (the
 //! SHA-256 fingerprint of the signer certificate) and `x5c` (signer
-//! certificate, then intermediates). Any JOSE library holding the signer
-//! certificate can check the signature.
+//! certificate, then intermediates); a *compact* token has no `x5c` and the
+//! verifier finds the chain by `kid` among certificates it knows
+//! ([`crate::core::verify::VerifyContext::certificates`]). Any JOSE library
+//! holding the signer certificate can check the signature.
 
 use crate::core::error::{Result, VerifyError};
 use crate::core::jws::{self, DecodedJws, TOKEN_TYP};

@@ -1,15 +1,17 @@
 //! Token verification: a pure function of (token text, trust anchors,
-//! revocation data, this machine's identity, *now*, the store's clock
-//! high-water mark). It never reads the clock or the disk.
+//! revocation data, known certificates, this machine's identity, *now*, the
+//! store's clock high-water mark). It never reads the clock or the disk.
 //!
 //! The checks run in the order of `docs/verification.md`; each failure is
 //! its own [`VerifyError`] variant.
 
 use crate::core::error::VerifyError;
-use crate::core::jws::{self, TOKEN_TYP};
+use crate::core::jws::{self, DecodedJws, TOKEN_TYP};
 use crate::core::keys::{verify_signature, SignatureAlgorithm};
 use crate::core::machine::{MachineIdentity, MatchReport};
-use crate::core::pki::{validate_path, CertInfo, Crl, LeafRole, RootFingerprint, TrustAnchors, ValidatedPath};
+use crate::core::pki::{
+    chain_from_pool, validate_path, CertInfo, Crl, LeafRole, RootFingerprint, TrustAnchors, ValidatedPath,
+};
 use crate::core::token::{parse_claims, Claims};
 use std::collections::HashSet;
 
@@ -48,6 +50,10 @@ pub struct VerifyContext<'a> {
     pub revoked_serials: &'a HashSet<String>,
     /// The store's clock high-water mark and tolerance, seconds.
     pub clock: Option<(i64, i64)>,
+    /// Certificates known but not trusted (DER): where the chain of a
+    /// compact token (no `x5c`) is found ([`chain_from_pool`]). A token
+    /// with `x5c` ignores them.
+    pub certificates: &'a [Vec<u8>],
 }
 
 /// A token that passed every check.
@@ -71,8 +77,10 @@ pub struct VerifiedToken {
 pub fn verify_token(text: &str, ctx: &VerifyContext<'_>) -> Result<VerifiedToken, VerifyError> {
     // Steps 1-2: size, structure, strict JSON, header allow-lists.
     let jws = jws::decode(text, TOKEN_TYP)?;
-    // Step 3: path validation to a pinned root at `now`.
-    let path = validate_path(&jws.x5c, ctx.anchors, ctx.now, ctx.crls, LeafRole::TokenSigner)?;
+    // Step 3: path validation to a pinned root at `now`, from `x5c` or,
+    // for a compact token, from the known certificates.
+    let chain = token_chain(&jws, ctx.certificates, ctx.anchors, ctx.now)?;
+    let path = validate_path(&chain, ctx.anchors, ctx.now, ctx.crls, LeafRole::TokenSigner)?;
     check_pinned_root(&path, ctx.pinned_roots)?;
     let signer = path.signer().clone();
     check_kid(jws.kid.as_deref(), &signer)?;
@@ -80,6 +88,7 @@ pub fn verify_token(text: &str, ctx: &VerifyContext<'_>) -> Result<VerifiedToken
     check_signature(&signer, jws.alg, &jws.signing_input, &jws.signature)?;
     // Step 5: claims.
     let claims = parse_claims(&jws.payload)?;
+    check_delegations(&path.certs, &claims)?;
     check_product(&claims, ctx.product)?;
     check_binding(&claims)?;
     let machine_match = check_machine(&claims, ctx.machine)?;
@@ -96,6 +105,24 @@ pub fn verify_token(text: &str, ctx: &VerifyContext<'_>) -> Result<VerifiedToken
         machine_match,
         in_grace,
     })
+}
+
+/// The certificate chain of a decoded token, signer first: its `x5c`, or
+/// for a compact token (no `x5c`) the chain [`chain_from_pool`] finds for
+/// its `kid` in `certificates` up to `anchors`. Not validated.
+pub fn token_chain(
+    jws: &DecodedJws,
+    certificates: &[Vec<u8>],
+    anchors: &TrustAnchors,
+    now: i64,
+) -> Result<Vec<Vec<u8>>, VerifyError> {
+    if !jws.x5c.is_empty() {
+        return Ok(jws.x5c.clone());
+    }
+    match jws.kid.as_deref() {
+        Some(kid) => chain_from_pool(kid, certificates, anchors, now),
+        None => Err(VerifyError::MissingChain),
+    }
 }
 
 /// Step 3: with pinned roots, the validated chain ends at one of them.
@@ -130,6 +157,21 @@ fn check_signature(signer: &CertInfo, alg: SignatureAlgorithm, input: &[u8], sig
     } else {
         Err(VerifyError::BadSignature)
     }
+}
+
+/// The tka delegation extension (docs/verification.md): every certificate
+/// of the path that carries one (the signer, an issuing CA, any CA up to
+/// the root) allows the token's product and lifetime, and the token
+/// expires. Issuers run the same check before they sign
+/// (`TokenSigner`), machines after the signature.
+pub fn check_delegations(certs: &[CertInfo], claims: &Claims) -> Result<(), VerifyError> {
+    for cert in certs {
+        if let Some(d) = &cert.delegation {
+            d.permits(&claims.aud, claims.nbf, claims.exp)
+                .map_err(|what| VerifyError::OutsideDelegation { subject: cert.subject.clone(), what })?;
+        }
+    }
+    Ok(())
 }
 
 /// RFC 7519 §4.1.3: `aud` names the product this machine runs.

@@ -4,6 +4,7 @@
 use crate::core::error::{Error, Result};
 use crate::core::keys::{spki_der, SignatureAlgorithm, Signer};
 use crate::core::pki::cert::{key_identifier, tka_eku_der, CertInfo};
+use crate::core::pki::{Delegation, TKA_DELEGATION_OID};
 use der::asn1::{BitString, OctetString};
 use der::{Decode, Encode};
 
@@ -56,6 +57,9 @@ pub struct CertRequest<'a> {
     pub not_before: i64,
     /// notAfter, Unix seconds.
     pub not_after: i64,
+    /// The tka delegation extension (critical) for a token signer or CA
+    /// whose tokens are limited (an activation host's certificate).
+    pub delegation: Option<Delegation>,
 }
 
 /// Creates a certificate for `subject_key`, signed by `issuer_key` (whose
@@ -70,13 +74,22 @@ pub fn create_certificate(
     issuer_key: &dyn Signer,
 ) -> Result<Vec<u8>> {
     let subject = parse_name(req.subject)?;
-    build_certificate(req.kind, subject, spki_der(subject_key), req.not_before, req.not_after, issuer, issuer_key)
+    build_certificate(
+        req.kind,
+        subject,
+        spki_der(subject_key),
+        (req.not_before, req.not_after),
+        req.delegation.as_ref(),
+        issuer,
+        issuer_key,
+    )
 }
 
 /// Re-issues `old` (an issuing CA or a token signer) under `issuer`: same
 /// subject (byte for byte, so certificates it issued keep chaining) and
-/// profile, a new serial and the validity given. `new_key` is `None` to
-/// renew (keep the public key) or the new public key to rekey.
+/// profile (its delegation included), a new serial and the validity
+/// given. `new_key` is `None` to renew (keep the public key) or the new
+/// public key to rekey.
 pub fn reissue_certificate(
     old: &CertInfo,
     new_key: Option<&rsa::PublicKey>,
@@ -108,19 +121,22 @@ pub fn reissue_certificate(
         }
         None => old.spki_der.clone(),
     };
-    build_certificate(kind, subject, spki, not_before, not_after, Some(issuer), issuer_key)
+    build_certificate(kind, subject, spki, (not_before, not_after), old.delegation.as_ref(), Some(issuer), issuer_key)
 }
 
 fn build_certificate(
     kind: CertKind,
     subject: Name,
     subject_spki: Vec<u8>,
-    not_before: i64,
-    not_after: i64,
+    (not_before, not_after): (i64, i64),
+    delegation: Option<&Delegation>,
     issuer: Option<&CertInfo>,
     issuer_key: &dyn Signer,
 ) -> Result<Vec<u8>> {
-    let req = CertRequest { kind, subject: "", not_before, not_after };
+    let req = CertRequest { kind, subject: "", not_before, not_after, delegation: None };
+    if let Some(d) = delegation {
+        d.validate().map_err(|e| Error::Usage(format!("delegation: {e}")))?;
+    }
     if req.not_after <= req.not_before {
         return Err(Error::Usage("certificate validity must be at least one second".into()));
     }
@@ -170,7 +186,112 @@ fn build_certificate(
     let validity = Validity::new(unix_to_time(req.not_before)?, unix_to_time(req.not_after)?);
     let builder = CertificateBuilder::new(profile, random_serial(), validity, spki)
         .map_err(|e| Error::format("certificate", e))?;
-    to_der(&sign_with_builder(builder, issuer_key)?)
+    match delegation {
+        None => to_der(&sign_with_builder(builder, issuer_key)?),
+        Some(d) => sign_with_extension(builder, &delegation_extension(d), issuer_key),
+    }
+}
+
+/// DER of the critical tka delegation `Extension` (its OID has an arc wider
+/// than `const-oid` supports, so it is encoded here).
+fn delegation_extension(d: &Delegation) -> Vec<u8> {
+    let mut body = oid_der(TKA_DELEGATION_OID);
+    body.extend([0x01, 0x01, 0xff]); // critical BOOLEAN TRUE
+    body.extend(der_tlv(0x04, &d.to_der()));
+    der_tlv(0x30, &body)
+}
+
+/// DER of a `2.25.<uuid>` OBJECT IDENTIFIER.
+fn oid_der(oid: &str) -> Vec<u8> {
+    let arc: u128 = oid.strip_prefix("2.25.").and_then(|n| n.parse().ok()).expect("a 2.25 UUID OID");
+    // X.690 §8.19: first subidentifier 2*40+25, then base-128 big-endian
+    // groups with the high bit set on all but the last.
+    let mut groups = vec![(arc & 0x7f) as u8];
+    let mut n = arc >> 7;
+    while n > 0 {
+        groups.push(((n & 0x7f) as u8) | 0x80);
+        n >>= 7;
+    }
+    groups.reverse();
+    let mut content = vec![2 * 40 + 25];
+    content.extend(groups);
+    der_tlv(0x06, &content)
+}
+
+fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|&b| b == 0).collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// The elements of a DER constructed value's content, each with its tag and header.
+fn der_elements(mut content: &[u8]) -> Result<Vec<&[u8]>> {
+    let bad = || Error::format("certificate", "the builder's TBSCertificate is not DER");
+    let mut out = Vec::new();
+    while !content.is_empty() {
+        let first = *content.get(1).ok_or_else(bad)?;
+        let (len, start) = if first < 0x80 {
+            (usize::from(first), 2)
+        } else {
+            let n = usize::from(first & 0x7f);
+            let bytes = content.get(2..2 + n).ok_or_else(bad)?;
+            (bytes.iter().fold(0usize, |a, &b| (a << 8) | usize::from(b)), 2 + n)
+        };
+        let (element, rest) = content.split_at_checked(start + len).ok_or_else(bad)?;
+        out.push(element);
+        content = rest;
+    }
+    Ok(out)
+}
+
+/// The content of one DER element (after its tag and length).
+fn der_content(element: &[u8]) -> &[u8] {
+    let first = element[1];
+    let start = if first < 0x80 { 2 } else { 2 + usize::from(first & 0x7f) };
+    &element[start..]
+}
+
+/// Signs the builder's certificate with `extension` (DER) added at the end
+/// of its extensions: the TBSCertificate is extended, signed by `key`
+/// (sha256WithRSAEncryption, as [`sign_with_builder`]) and assembled here.
+fn sign_with_extension(
+    mut builder: CertificateBuilder<TkaProfile>,
+    extension: &[u8],
+    key: &dyn Signer,
+) -> Result<Vec<u8>> {
+    let adapter = BuilderKey::new(key);
+    let tbs = builder.finalize(&adapter).map_err(|e| Error::format("certificate", e))?;
+    let outer = der_elements(&tbs)?;
+    let [tbs_seq] = outer[..] else { return Err(Error::format("certificate", "TBSCertificate is not one element")) };
+    let fields = der_elements(der_content(tbs_seq))?;
+    let (Some(last), Some(sig_alg)) = (fields.last(), fields.get(2)) else {
+        return Err(Error::format("certificate", "TBSCertificate is too short"));
+    };
+    if last.first() != Some(&0xa3) {
+        return Err(Error::format("certificate", "TBSCertificate has no extensions"));
+    }
+    let mut exts = der_content(der_content(last)).to_vec();
+    exts.extend_from_slice(extension);
+    let mut body: Vec<u8> = fields[..fields.len() - 1].concat();
+    body.extend(der_tlv(0xa3, &der_tlv(0x30, &exts)));
+    let tbs = der_tlv(0x30, &body);
+    let sig = key.sign(SignatureAlgorithm::Rs256, &tbs)?;
+    let mut bits = vec![0u8];
+    bits.extend(sig);
+    let mut cert = tbs;
+    cert.extend_from_slice(sig_alg);
+    cert.extend(der_tlv(0x03, &bits));
+    let der = der_tlv(0x30, &cert);
+    CertInfo::parse(&der)?;
+    Ok(der)
 }
 
 /// Runs an x509-cert [`Builder`] with a tka [`Signer`]: the builder produces

@@ -3,7 +3,6 @@
 //! counts seats and records the token is [`crate::issuer::issue`].
 
 use crate::core::error::{Error, Result, VerifyError};
-use crate::core::jws::TOKEN_TYP;
 use crate::core::keys::SignatureAlgorithm;
 use crate::core::machine::MatchRule;
 use crate::core::pki::CertInfo;
@@ -36,6 +35,11 @@ pub struct IssueOptions {
     /// Sign a weak binding (no hardware anchor, no explicit identity) instead
     /// of refusing it; the token records the choice.
     pub allow_weak_binding: bool,
+    /// Write a compact token: no `x5c` in the header, only `kid` (the
+    /// signer certificate's fingerprint). About a fifth of the full form's
+    /// size; the machine must know the signer's chain (given once, then
+    /// kept in its store). Default false: the full form carries its chain.
+    pub compact: bool,
 }
 
 impl Default for IssueOptions {
@@ -51,6 +55,7 @@ impl Default for IssueOptions {
             alg: SignatureAlgorithm::Ps256,
             serial: None,
             allow_weak_binding: false,
+            compact: false,
         }
     }
 }
@@ -159,7 +164,9 @@ pub fn check_request(req: &ActivationRequest, allow_weak: bool) -> Result<crate:
     Ok(crate::core::machine::check_binding(&req.cmid, &req.components, allow_weak)?)
 }
 
-/// Issues a token for `req` at time `now`.
+/// Issues a token for `req` at time `now`. A signer whose chain carries a
+/// tka delegation refuses a token outside it before signing
+/// ([`TokenSigner::check_delegation`]).
 pub fn issue_token(
     req: &ActivationRequest,
     opts: &IssueOptions,
@@ -167,7 +174,8 @@ pub fn issue_token(
     now: i64,
 ) -> Result<IssuedToken> {
     let claims = build_claims(req, opts, signer.certificate(), now)?;
+    signer.check_delegation(&claims)?;
     let payload = serde_json::to_value(&claims).map_err(|e| Error::format("token claims", e))?;
-    let text = signer.sign_payload(&payload, TOKEN_TYP, opts.alg)?;
+    let text = signer.sign_token(&payload, opts.alg, opts.compact)?;
     Ok(IssuedToken { text, claims })
 }

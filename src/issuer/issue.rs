@@ -28,7 +28,6 @@ pub use crate::issuer::claims::{build_claims, check_request, issue_token, IssueO
 pub use crate::issuer::signer::{new_serial, TokenSigner};
 
 use crate::core::error::{Error, Result};
-use crate::core::jws::TOKEN_TYP;
 use crate::core::keys::SignatureAlgorithm;
 use crate::core::request::ActivationRequest;
 use crate::core::token::Claims;
@@ -108,7 +107,7 @@ pub fn issue_one(
         drop(decider);
         match decision {
             Decision::Sign { claims, .. } => {
-                let text = sign_claims(signer, &claims, item.opts.alg);
+                let text = sign_claims(signer, &claims, item.opts.alg, item.opts.compact);
                 Some(Presigned { claims, text })
             }
             _ => None,
@@ -118,7 +117,7 @@ pub fn issue_one(
     let mut decider = Decider::new(&tx, &path)?;
     let mut decision = decider.decide(&item, true, ahead, signer, now, &mut HashMap::new())?;
     drop(decider);
-    decision.sign(signer, item.opts.alg);
+    decision.sign(signer, &item.opts);
     let mut recorder = Recorder::new(&tx, &path, signer)?;
     let outcome = recorder.record(&item, decision, &mut Vec::new(), now)?;
     recorder.finish()?;
@@ -222,18 +221,23 @@ pub(crate) enum Decision {
 
 impl Decision {
     /// Signs the token of a `Sign` decision that has none yet.
-    pub(crate) fn sign(&mut self, signer: &TokenSigner, alg: SignatureAlgorithm) {
+    pub(crate) fn sign(&mut self, signer: &TokenSigner, opts: &IssueOptions) {
         if let Decision::Sign { claims, text: text @ None, .. } = self {
-            *text = Some(sign_claims(signer, claims, alg));
+            *text = Some(sign_claims(signer, claims, opts.alg, opts.compact));
         }
     }
 }
 
-/// Signs token claims.
-pub(crate) fn sign_claims(signer: &TokenSigner, claims: &Claims, alg: SignatureAlgorithm) -> Result<String> {
+/// Signs token claims with `alg`, as a full token or a compact one.
+pub(crate) fn sign_claims(
+    signer: &TokenSigner,
+    claims: &Claims,
+    alg: SignatureAlgorithm,
+    compact: bool,
+) -> Result<String> {
     serde_json::to_value(claims)
         .map_err(|e| Error::format("token claims", e))
-        .and_then(|v| signer.sign_payload(&v, TOKEN_TYP, alg))
+        .and_then(|v| signer.sign_token(&v, alg, compact))
 }
 
 /// Decides items against the ledger as one connection (or transaction) sees it.
@@ -330,7 +334,9 @@ impl<'c> Decider<'c> {
         let ahead = ahead.filter(|p| p.claims.tka.features == o.features && p.claims.tka.entitlement == o.entitlement);
         let (claims, text) = match ahead {
             Some(p) => (p.claims, Some(p.text)),
-            None => match build_claims(&w.req, &o, signer.certificate(), now) {
+            None => match build_claims(&w.req, &o, signer.certificate(), now)
+                .and_then(|c| signer.check_delegation(&c).map(|()| c))
+            {
                 Ok(c) => (c, None),
                 Err(e) => return Ok(Decision::Refuse(e)),
             },
@@ -507,7 +513,13 @@ pub(crate) fn test_signer(now: i64) -> TokenSigner {
         SoftwareKey::from_pkcs8_pem(&std::fs::read_to_string(&path).unwrap(), None, &path).unwrap()
     };
     let (ik, sk) = (key("intermediate"), key("signer"));
-    let req = |kind, subject| CertRequest { kind, subject, not_before: now - 86_400, not_after: now + 3650 * 86_400 };
+    let req = |kind, subject| CertRequest {
+        kind,
+        subject,
+        not_before: now - 86_400,
+        not_after: now + 3650 * 86_400,
+        delegation: None,
+    };
     let ca = create_certificate(&req(CertKind::Root, "CN=T Root"), ik.public_key(), None, &ik).unwrap();
     let ca_info = CertInfo::parse(&ca).unwrap();
     let der = create_certificate(&req(CertKind::Signer, "CN=T Signer"), sk.public_key(), Some(&ca_info), &ik).unwrap();

@@ -10,6 +10,7 @@ mod claims;
 pub mod crl;
 pub mod crl_number;
 pub(crate) mod home;
+pub mod host;
 pub mod issue;
 pub mod ledger;
 pub mod revocation_list;

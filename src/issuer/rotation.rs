@@ -509,7 +509,7 @@ fn new_signer(
     let subject = old_signer.subject.as_str();
     let key = new_key_like(home, &home.config.signer_key, key_bits(old_signer)?, unlock, now)?;
     let der = create_certificate(
-        &CertRequest { kind: CertKind::Signer, subject, not_before: now - BACKDATE_SECS, not_after },
+        &CertRequest { kind: CertKind::Signer, subject, not_before: now - BACKDATE_SECS, not_after, delegation: None },
         key.signer().public_key(),
         Some(ca),
         ca_key,
@@ -670,6 +670,7 @@ pub fn rotate_issuing_ca(
             subject: &subject,
             not_before: now - BACKDATE_SECS,
             not_after: ca_life.not_after,
+            delegation: None,
         },
         ca_key.signer().public_key(),
         Some(&root),
@@ -730,7 +731,13 @@ pub fn rotate_root(
     let signer_life = signer_lifetime(home, &old_signer, (&ca_subject, ca_life.not_after), opts, now)?;
     let root_key = new_key_like(home, &cfg.root_key, key_bits(&old_root)?, unlock, now)?;
     let root_der = create_certificate(
-        &CertRequest { kind: CertKind::Root, subject: &root_subject, not_before, not_after: root_after },
+        &CertRequest {
+            kind: CertKind::Root,
+            subject: &root_subject,
+            not_before,
+            not_after: root_after,
+            delegation: None,
+        },
         root_key.signer().public_key(),
         None,
         root_key.signer(),
@@ -749,6 +756,7 @@ pub fn rotate_root(
             subject: &root_subject,
             not_before,
             not_after: root_after.min(old_root.not_after),
+            delegation: None,
         },
         root_key.signer().public_key(),
         Some(&old_root),
@@ -761,7 +769,13 @@ pub fn rotate_root(
     check_cross_certificate(&root, &cross, &old_anchor, now, &[])?;
     let ca_key = new_key_like(home, &cfg.ca_key, key_bits(&old_ca)?, unlock, now)?;
     let ca_der = create_certificate(
-        &CertRequest { kind: CertKind::Intermediate, subject: &ca_subject, not_before, not_after: ca_life.not_after },
+        &CertRequest {
+            kind: CertKind::Intermediate,
+            subject: &ca_subject,
+            not_before,
+            not_after: ca_life.not_after,
+            delegation: None,
+        },
         ca_key.signer().public_key(),
         Some(&root),
         root_key.signer(),

@@ -4,16 +4,21 @@
 use crate::core::error::{Error, Result};
 use crate::core::jws::{self, TOKEN_TYP};
 use crate::core::keys::{spki_der, SignatureAlgorithm, Signer};
-use crate::core::pki::CertInfo;
+use crate::core::pki::{CertInfo, Delegation};
+use crate::core::token::Claims;
+use crate::core::verify::check_delegations;
 
 /// A signer certificate, its chain and its key, ready to issue tokens.
 pub struct TokenSigner {
     key: Box<dyn Signer>,
     cert: CertInfo,
     x5c: Vec<Vec<u8>>,
+    /// The certificates of the chain that carry a tka delegation, signer first.
+    delegated: Vec<CertInfo>,
     /// The base64url protected header of a token, per algorithm (PS256,
-    /// RS256): the same for every token of this signer, encoded once.
-    token_headers: [std::sync::OnceLock<String>; 2],
+    /// RS256) and form (full, compact): the same for every token of this
+    /// signer, encoded once.
+    token_headers: [std::sync::OnceLock<String>; 4],
 }
 
 impl std::fmt::Debug for TokenSigner {
@@ -38,10 +43,49 @@ impl TokenSigner {
                 cert.subject
             )));
         }
+        let mut delegated: Vec<CertInfo> = cert.delegation.is_some().then(|| cert.clone()).into_iter().collect();
         for c in &chain[1..] {
-            CertInfo::parse(c)?;
+            let info = CertInfo::parse(c)?;
+            if info.delegation.is_some() {
+                delegated.push(info);
+            }
         }
-        Ok(TokenSigner { key, cert, x5c: chain, token_headers: Default::default() })
+        Ok(TokenSigner { key, cert, x5c: chain, delegated, token_headers: Default::default() })
+    }
+
+    /// A signer whose chain is built from `pool`: after `signer` (DER), the
+    /// pool's certificate whose subject is its issuer, then that one's
+    /// issuer, and so on (a self-issued root ends the chain); the pool's
+    /// other certificates are left out. A pool such as an issuer home's
+    /// `chain.pem` (its own signer first) or a host's (the host certificate
+    /// first) gives the x5c a machine can follow.
+    pub fn from_pool(key: Box<dyn Signer>, signer: Vec<u8>, pool: &[Vec<u8>]) -> Result<Self> {
+        let pool = pool.iter().map(|d| CertInfo::parse(d)).collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut last = CertInfo::parse(&signer)?;
+        let mut chain = vec![signer];
+        while chain.len() < crate::core::pki::MAX_CHAIN_LEN && !last.is_self_issued() {
+            let Some(next) = pool.iter().find(|c| c.subject_raw == last.issuer_raw && !chain.contains(&c.der)) else {
+                break;
+            };
+            chain.push(next.der.clone());
+            last = next.clone();
+        }
+        TokenSigner::new(key, chain)
+    }
+
+    /// The delegation of the signer certificate, if it has one (an
+    /// activation host's certificate).
+    pub fn delegation(&self) -> Option<&Delegation> {
+        self.cert.delegation.as_ref()
+    }
+
+    /// Whether every delegation in this signer's chain (the signer's own
+    /// and its CAs') allows a token with `claims`: the check machines make
+    /// ([`check_delegations`]), made before signing so a delegated signer
+    /// never signs a token machines refuse
+    /// ([`VerifyError::OutsideDelegation`](crate::core::error::VerifyError::OutsideDelegation)).
+    pub fn check_delegation(&self, claims: &Claims) -> Result<()> {
+        Ok(check_delegations(&self.delegated, claims)?)
     }
 
     /// The signer certificate.
@@ -61,21 +105,31 @@ impl TokenSigner {
 
     /// Signs an arbitrary payload with this signer's header (`kid`, `x5c`).
     ///
-    /// The text is what [`jws::encode`] gives; for tokens (`typ` is
-    /// [`TOKEN_TYP`]) the protected header is encoded once per signer and
-    /// algorithm instead of once per token.
+    /// The text is what [`jws::encode`] gives; a token (`typ` is
+    /// [`TOKEN_TYP`]) is signed as [`TokenSigner::sign_token`] signs a full
+    /// one.
     pub fn sign_payload(&self, payload: &serde_json::Value, typ: &str, alg: SignatureAlgorithm) -> Result<String> {
         if typ != TOKEN_TYP {
             return jws::encode(payload, typ, &self.cert.fingerprint, &self.x5c, alg, self.key.as_ref());
         }
+        self.sign_token(payload, alg, false)
+    }
+
+    /// Signs token claims: a full token (`kid` and `x5c`) or, with
+    /// `compact`, one with `kid` only (no `x5c`; the verifier finds the
+    /// chain among certificates it knows). The protected header is encoded
+    /// once per signer, algorithm and form instead of once per token.
+    pub fn sign_token(&self, payload: &serde_json::Value, alg: SignatureAlgorithm, compact: bool) -> Result<String> {
         let slot = match alg {
-            SignatureAlgorithm::Ps256 => &self.token_headers[0],
-            SignatureAlgorithm::Rs256 => &self.token_headers[1],
+            SignatureAlgorithm::Ps256 => 0,
+            SignatureAlgorithm::Rs256 => 1,
         };
+        let slot = &self.token_headers[slot * 2 + usize::from(compact)];
         let header = match slot.get() {
             Some(h) => h,
             None => {
-                let h = jws::protected_header(typ, &self.cert.fingerprint, &self.x5c, alg)?;
+                let x5c: &[Vec<u8>] = if compact { &[] } else { &self.x5c };
+                let h = jws::protected_header(TOKEN_TYP, &self.cert.fingerprint, x5c, alg)?;
                 slot.get_or_init(|| h)
             }
         };
@@ -106,7 +160,13 @@ mod tests {
     fn cached_token_header_is_the_one_jws_encode_writes() {
         let now = 1_800_000_000;
         let (int_key, signer_key) = (key("intermediate"), key("signer"));
-        let req = |kind, subject| CertRequest { kind, subject, not_before: now - 86_400, not_after: now + 86_400 };
+        let req = |kind, subject| CertRequest {
+            kind,
+            subject,
+            not_before: now - 86_400,
+            not_after: now + 86_400,
+            delegation: None,
+        };
         let int = create_certificate(&req(CertKind::Root, "CN=T Root"), int_key.public_key(), None, &int_key).unwrap();
         let int_info = CertInfo::parse(&int).unwrap();
         let der = create_certificate(
@@ -132,6 +192,12 @@ mod tests {
                     f.0.as_bytes(),
                     &back.signature
                 ));
+                let compact = signer.sign_token(&payload, alg, true).unwrap();
+                let slow = jws::encode(&payload, TOKEN_TYP, &signer.cert.fingerprint, &[], alg, signer.key()).unwrap();
+                assert_eq!(compact.rsplit_once('.').unwrap().0, slow.rsplit_once('.').unwrap().0, "{alg:?} compact");
+                let back = jws::decode(&compact, TOKEN_TYP).unwrap();
+                assert!(back.x5c.is_empty() && !back.header.contains_key("x5c"), "{alg:?}: no x5c");
+                assert_eq!(back.kid.as_deref(), Some(signer.cert.fingerprint.as_str()));
             }
         }
     }

@@ -62,7 +62,7 @@ pub fn cert(
     nb: i64,
     na: i64,
 ) -> Vec<u8> {
-    let req = CertRequest { kind, subject, not_before: nb, not_after: na };
+    let req = CertRequest { kind, subject, not_before: nb, not_after: na, delegation: None };
     match issuer {
         None => create_certificate(&req, key.public_key(), None, key).unwrap(),
         Some((der, ikey)) => {

@@ -198,3 +198,86 @@ pub fn ca_exts(path_len: Option<u8>) -> Vec<Extension> {
 pub fn signer_exts() -> Vec<Extension> {
     vec![bc(false, None), ku(KeyUsages::DigitalSignature), tka_eku()]
 }
+
+/// DER tag-length-value.
+pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|&b| b == 0).collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// The elements of a DER value's content, each whole (tag, length, content).
+fn elements(mut content: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while !content.is_empty() {
+        let (len, start) = match content[1] {
+            l if l < 0x80 => (usize::from(l), 2),
+            l => {
+                let n = usize::from(l & 0x7f);
+                (content[2..2 + n].iter().fold(0usize, |a, &b| (a << 8) | usize::from(b)), 2 + n)
+            }
+        };
+        let (e, rest) = content.split_at(start + len);
+        out.push(e);
+        content = rest;
+    }
+    out
+}
+
+fn inner(e: &[u8]) -> &[u8] {
+    let start = if e[1] < 0x80 { 2 } else { 2 + usize::from(e[1] & 0x7f) };
+    &e[start..]
+}
+
+/// `cert` (DER) with `extension` (a DER `Extension`) added after its
+/// extensions, re-signed by test key `signing_key`: for extensions whose
+/// OID `const-oid` cannot hold (arcs wider than 32 bits, the tka UUID OIDs).
+pub fn with_raw_extension(cert: &[u8], extension: &[u8], signing_key: &str) -> Vec<u8> {
+    use signature::{SignatureEncoding, Signer as _};
+    let outer = elements(cert);
+    let parts = elements(inner(outer[0]));
+    let tbs = parts[0];
+    let fields = elements(inner(tbs));
+    let last = *fields.last().unwrap();
+    assert_eq!(last[0], 0xa3, "the certificate has extensions");
+    let mut exts = inner(inner(last)).to_vec();
+    exts.extend_from_slice(extension);
+    let mut body: Vec<u8> = fields[..fields.len() - 1].concat();
+    body.extend(tlv(0xa3, &tlv(0x30, &exts)));
+    let tbs = tlv(0x30, &body);
+    let sig = pkcs1_signer(signing_key).sign(&tbs).to_vec();
+    let mut bits = vec![0u8];
+    bits.extend(sig);
+    let mut out = tbs;
+    out.extend_from_slice(parts[1]);
+    out.extend(tlv(0x03, &bits));
+    tlv(0x30, &out)
+}
+
+/// DER of the tka delegation `Extension` with `value` (a `TkaDelegation`).
+pub fn delegation_ext(value: &[u8], critical: bool) -> Vec<u8> {
+    let arc: u128 = tka::pki::TKA_DELEGATION_OID.strip_prefix("2.25.").unwrap().parse().unwrap();
+    let mut groups = vec![(arc & 0x7f) as u8];
+    let mut n = arc >> 7;
+    while n > 0 {
+        groups.push(((n & 0x7f) as u8) | 0x80);
+        n >>= 7;
+    }
+    groups.reverse();
+    let mut oid = vec![2 * 40 + 25];
+    oid.extend(groups);
+    let mut body = tlv(0x06, &oid);
+    if critical {
+        body.extend([0x01, 0x01, 0xff]);
+    }
+    body.extend(tlv(0x04, value));
+    tlv(0x30, &body)
+}

@@ -28,6 +28,13 @@ pub const MAX_ROOT_FILE: usize = 64 * 1024;
 pub const MAX_ROOT_DER: usize = 32 * 1024;
 /// Size limit of a CRL or token revocation-list file, in bytes.
 pub const MAX_REVOCATION_FILE: usize = 1024 * 1024;
+/// Size limit of a known certificate's file (`certs/<fp>.pem`), in bytes:
+/// the PEM of a certificate at the parser's limit
+/// ([`crate::core::pki::MAX_CERT_SIZE`]) fits.
+pub const MAX_CERT_FILE: usize = 32 * 1024;
+/// Most certificates the store keeps in `certs/` (every verification of a
+/// compact token searches them).
+pub const MAX_KNOWN_CERTS: usize = 64;
 
 pub(super) const VERSION_FILE: &str = "version";
 pub(super) const LOCK_FILE: &str = "lock";
@@ -36,7 +43,8 @@ pub(super) const ROOTS_DIR: &str = "roots";
 pub(super) const TOKENS_DIR: &str = "tokens";
 pub(super) const CRLS_DIR: &str = "crls";
 pub(super) const REVOCATIONS_DIR: &str = "revocations";
-pub(super) const SUBDIRS: [&str; 4] = [ROOTS_DIR, TOKENS_DIR, CRLS_DIR, REVOCATIONS_DIR];
+pub(super) const CERTS_DIR: &str = "certs";
+pub(super) const SUBDIRS: [&str; 5] = [ROOTS_DIR, TOKENS_DIR, CRLS_DIR, REVOCATIONS_DIR, CERTS_DIR];
 
 pub(super) const ROOT_EXT: &str = ".pem";
 pub(super) const ROOT_SCOPE_EXT: &str = ".json";
@@ -44,6 +52,7 @@ pub(super) const ROOT_VOUCHING_EXT: &str = ".cross";
 pub(super) const TOKEN_EXT: &str = ".json";
 pub(super) const CRL_EXT: &str = ".der";
 pub(super) const REVOCATION_EXT: &str = ".jws";
+pub(super) const CERT_EXT: &str = ".pem";
 
 /// The store key of token revocation list `list_id` accepted under the
 /// trusted root `root_fingerprint`: `<root fingerprint>-<list id>`. It names
@@ -326,6 +335,42 @@ impl Store {
         Ok(out)
     }
 
+    /// The known certificates (DER), sorted by fingerprint: public
+    /// certificates of issuers (signers, intermediates) that compact tokens
+    /// (no `x5c`) are verified with. They are not trusted: a chain built
+    /// from them must still end at a trusted root.
+    ///
+    /// Each `certs/<fp>.pem` must hold one PEM certificate that parses as
+    /// X.509 and whose SHA-256 is `<fp>`; anything else is
+    /// [`StoreError::Corrupt`], as is more than [`MAX_KNOWN_CERTS`] files.
+    pub fn certificates(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let files = self.list(CERTS_DIR, CERT_EXT, names::is_fingerprint, "<sha256>.pem")?;
+        if files.len() > MAX_KNOWN_CERTS {
+            return Err(StoreError::corrupt(
+                &self.dir.join(CERTS_DIR),
+                format!("{} certificates, more than the {MAX_KNOWN_CERTS} a store keeps", files.len()),
+            ));
+        }
+        let mut out = Vec::with_capacity(files.len());
+        for (fp, path) in files {
+            let Some(bytes) = read_opt(&path, MAX_CERT_FILE)? else {
+                continue;
+            };
+            let text = String::from_utf8(bytes).map_err(|_| StoreError::corrupt(&path, "not UTF-8 PEM text"))?;
+            let der = names::pem_decode(&text).map_err(|d| StoreError::corrupt(&path, d))?;
+            let actual = names::fingerprint(&der);
+            if actual != fp {
+                return Err(StoreError::corrupt(
+                    &path,
+                    format!("certificate fingerprint is {actual}, not the file name's {fp}"),
+                ));
+            }
+            crate::core::pki::CertInfo::parse(&der).map_err(|e| StoreError::corrupt(&path, e.to_string()))?;
+            out.push(der);
+        }
+        Ok(out)
+    }
+
     /// The token revocation list installed under `key`, if any.
     pub fn revocation_list(&self, key: &str) -> Result<Option<String>, StoreError> {
         names::check_list_key(key)?;
@@ -356,6 +401,10 @@ impl Store {
 
     pub(super) fn revocation_path(&self, key: &str) -> PathBuf {
         self.dir.join(REVOCATIONS_DIR).join(format!("{key}{REVOCATION_EXT}"))
+    }
+
+    pub(super) fn cert_path(&self, fp: &str) -> PathBuf {
+        self.dir.join(CERTS_DIR).join(format!("{fp}{CERT_EXT}"))
     }
 
     pub(super) fn state_path(&self) -> PathBuf {

@@ -2,9 +2,9 @@
 
 use super::clock::StoreState;
 use super::files::{
-    open_lock_file, Store, TokenFile, CRLS_DIR, LAYOUT_VERSION, LOCK_FILE, MAX_REVOCATION_FILE, MAX_ROOT_DER,
-    MAX_ROOT_FILE, MAX_STATE_FILE, MAX_TOKEN_FILE, MIN_FINGERPRINT_PREFIX, REVOCATIONS_DIR, ROOTS_DIR, SUBDIRS,
-    TOKENS_DIR, VERSION_FILE,
+    open_lock_file, Store, TokenFile, CERTS_DIR, CRLS_DIR, LAYOUT_VERSION, LOCK_FILE, MAX_KNOWN_CERTS,
+    MAX_REVOCATION_FILE, MAX_ROOT_DER, MAX_ROOT_FILE, MAX_STATE_FILE, MAX_TOKEN_FILE, MIN_FINGERPRINT_PREFIX,
+    REVOCATIONS_DIR, ROOTS_DIR, SUBDIRS, TOKENS_DIR, VERSION_FILE,
 };
 use super::names;
 use crate::core::clock::rfc3339;
@@ -51,6 +51,13 @@ impl Store {
         let file = open_lock_file(&path)?;
         file.lock().map_err(|e| StoreError::io(&path, e))?;
         StoreLock::acquired(self, file)
+    }
+
+    /// [`StoreLock::add_certificates`] under the store lock (taken and
+    /// released here): stores public certificates (DER) the chains of
+    /// compact tokens are built from. Returns how many were new.
+    pub fn add_certificates(&self, ders: &[Vec<u8>]) -> Result<usize, StoreError> {
+        self.lock()?.add_certificates(ders)
     }
 
     /// Like [`Store::lock`], but returns `Ok(None)` at once if another
@@ -320,6 +327,42 @@ impl<'a> StoreLock<'a> {
         remove(&self.revocation_path(key))
     }
 
+    /// Adds public certificates (DER) to the store's known certificates
+    /// (`certs/<fp>.pem`, PEM, 0644; see [`Store::certificates`]): the
+    /// issuers of compact tokens. Returns how many were new; a certificate
+    /// already known (same fingerprint) is skipped, so are repeats in
+    /// `ders`.
+    ///
+    /// Every certificate is checked before the first write, so a refused
+    /// add leaves every file as it was: each must parse as an X.509
+    /// certificate of at most [`crate::core::pki::MAX_CERT_SIZE`] bytes
+    /// ([`StoreError::BadCertificate`], [`StoreError::TooLarge`]), and the
+    /// store keeps at most [`MAX_KNOWN_CERTS`] ([`StoreError::TooLarge`]).
+    /// Nothing is trusted by being added: a chain built from these must
+    /// still end at a trusted root.
+    pub fn add_certificates(&self, ders: &[Vec<u8>]) -> Result<usize, StoreError> {
+        let mut new: Vec<(String, &[u8])> = Vec::new();
+        for der in ders {
+            check_known_cert(der)?;
+            let fp = names::fingerprint(der);
+            if !new.iter().any(|(f, _)| *f == fp) && !self.cert_path(&fp).exists() {
+                new.push((fp, der));
+            }
+        }
+        if new.is_empty() {
+            return Ok(0);
+        }
+        let total = self.certificates()?.len() + new.len();
+        if total > MAX_KNOWN_CERTS {
+            return Err(StoreError::TooManyCertificates { count: total, limit: MAX_KNOWN_CERTS });
+        }
+        self.ensure_subdir(CERTS_DIR)?;
+        for (fp, der) in &new {
+            write(&self.cert_path(fp), names::pem_encode(der).as_bytes())?;
+        }
+        Ok(new.len())
+    }
+
     // ----- internals -----
 
     /// Creates the layout of a new store; `version` is written last, so a
@@ -395,6 +438,16 @@ fn check_root_der(der: &[u8]) -> Result<(), StoreError> {
         }));
     }
     Ok(())
+}
+
+/// What [`StoreLock::add_certificates`] accepts: an X.509 certificate of
+/// at most [`crate::core::pki::MAX_CERT_SIZE`] bytes.
+fn check_known_cert(der: &[u8]) -> Result<(), StoreError> {
+    let limit = crate::core::pki::MAX_CERT_SIZE;
+    if der.len() > limit {
+        return Err(StoreError::TooLarge { what: "certificate".to_string(), len: der.len(), limit });
+    }
+    crate::core::pki::CertInfo::parse(der).map(drop).map_err(|e| StoreError::BadCertificate(e.to_string()))
 }
 
 /// A product scope that can be stored: not empty, valid product names.

@@ -37,6 +37,9 @@
 //!   revocations/<key>.jws    token revocation lists (JWS compact text); <key> is
 //!                            <root fp>-<list id> (see list_key), or a bare list id
 //!                            in stores written before lists were bound to roots
+//!   certs/<fp>.pem           known certificates, one PEM CERTIFICATE each, 0644
+//!                            (at most MAX_KNOWN_CERTS): public issuer certificates
+//!                            the chains of compact tokens are built from; not trusted
 //! ```
 //!
 //! Subdirectories are 0755 and data files 0644 (except `lock`): the top
@@ -82,8 +85,9 @@
 //!   has lost files.
 //! - **Bounded reads.** Files are read with a size limit and never loaded
 //!   whole when larger: tokens and state 64 KiB ([`MAX_TOKEN_FILE`],
-//!   [`MAX_STATE_FILE`]), roots 64 KiB ([`MAX_ROOT_FILE`]), CRLs and
-//!   revocation lists 1 MiB ([`MAX_REVOCATION_FILE`]).
+//!   [`MAX_STATE_FILE`]), roots 64 KiB ([`MAX_ROOT_FILE`]), known
+//!   certificates 32 KiB ([`MAX_CERT_FILE`]), CRLs and revocation lists
+//!   1 MiB ([`MAX_REVOCATION_FILE`]).
 //! - **No temporary files left.** A successful write leaves none; a failed
 //!   one removes its own; one left by a writer killed mid-write is removed by
 //!   the next [`Store::lock`]. Readers skip names starting with `.`.

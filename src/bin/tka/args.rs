@@ -196,7 +196,7 @@ pub struct ReissueArgs {
 /// A token lifetime given on the command line: DURATION (`90m`, `12h`,
 /// `180d`, `2w`, `3600s`) as seconds. Below the library's minimum it is
 /// refused by the library, with its own message.
-fn token_duration(s: &str) -> std::result::Result<u64, String> {
+pub(crate) fn token_duration(s: &str) -> std::result::Result<u64, String> {
     let secs = clock::parse_duration(s)?;
     u64::try_from(secs).map_err(|_| format!("invalid duration {s:?}: must not be negative"))
 }
@@ -289,6 +289,7 @@ impl ClaimArgs {
             alg: alg.algorithm(),
             serial: None,
             allow_weak_binding: self.allow_weak_binding,
+            compact: false,
         })
     }
 }

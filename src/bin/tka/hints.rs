@@ -71,6 +71,10 @@ pub fn hint(e: &Error) -> Option<&'static str> {
         Error::Verify(VerifyError::NoTokenInBundle { .. }) => {
             Some("ask the issuer for a token for this machine (send it a `tka request create` request)")
         }
+        Error::Verify(VerifyError::UnknownSigner { .. }) => Some(
+            "this is a compact token: give the issuer's certificate chain once with --chain CHAIN.pem \
+             (the issuer home's chain.pem)",
+        ),
         Error::Verify(VerifyError::UntrustedRoot { .. }) => {
             Some("install the issuer's root with `tka trust add ROOT.pem`")
         }

@@ -1,6 +1,7 @@
 //! A parsed certificate (read with x509-parser) reduced to the facts path
 //! validation and `cert inspect` need.
 
+use super::delegation::{Delegation, TKA_DELEGATION_OID};
 use crate::core::error::VerifyError;
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::*;
@@ -14,12 +15,13 @@ pub const TKA_TOKEN_SIGNING_EKU: &str = "2.25.1115040804950629264210024323111583
 pub const MAX_CERT_SIZE: usize = 16 * 1024;
 
 /// Extensions tka understands and processes when critical.
-const KNOWN_CRITICAL: [&str; 5] = [
+const KNOWN_CRITICAL: [&str; 6] = [
     "2.5.29.19", // basicConstraints
     "2.5.29.15", // keyUsage
     "2.5.29.37", // extKeyUsage
     "2.5.29.14", // subjectKeyIdentifier
     "2.5.29.35", // authorityKeyIdentifier
+    TKA_DELEGATION_OID,
 ];
 
 /// What a certificate says, extracted once.
@@ -55,6 +57,9 @@ pub struct CertInfo {
     pub ski: Option<Vec<u8>>,
     /// authorityKeyIdentifier keyIdentifier.
     pub aki: Option<Vec<u8>>,
+    /// The tka delegation extension: what the tokens below this
+    /// certificate may be ([`Delegation`]); enforced critical or not.
+    pub delegation: Option<Delegation>,
     /// Critical extensions tka does not process.
     pub unknown_critical: Vec<String>,
     /// DER SubjectPublicKeyInfo.
@@ -172,6 +177,7 @@ impl CertInfo {
             eku: None,
             ski: None,
             aki: None,
+            delegation: None,
             unknown_critical: Vec::new(),
             spki_der: cert.public_key().raw.to_vec(),
             tbs_der: cert.tbs_certificate.as_ref().to_vec(),
@@ -185,9 +191,16 @@ impl CertInfo {
         };
         let mut seen = std::collections::HashSet::new();
         for ext in cert.extensions() {
-            let oid = ext.oid.to_id_string();
+            // Dotted form with arcs up to 128 bits (the tka UUID OIDs).
+            let oid = oid_to_string(ext.oid.as_bytes());
             if !seen.insert(oid.clone()) {
                 return Err(fail(format!("extension {oid} appears twice")));
+            }
+            if oid == TKA_DELEGATION_OID {
+                let d = Delegation::from_der(ext.value)
+                    .map_err(|e| fail(format!("the tka delegation extension is malformed: {e}")))?;
+                info.delegation = Some(d);
+                continue;
             }
             match ext.parsed_extension() {
                 ParsedExtension::BasicConstraints(bc) => {

@@ -370,6 +370,70 @@ fn build_path(given: Vec<CertInfo>, anchors: &TrustAnchors) -> Result<Vec<CertIn
     Err(VerifyError::MissingChain)
 }
 
+/// The chain of a compact token (no `x5c`) from `pool`, certificates the
+/// verifier knows but does not trust (DER, any order): the signer is the
+/// pool certificate whose SHA-256 fingerprint is `kid`
+/// ([`VerifyError::UnknownSigner`] when none is), then each certificate's
+/// issuer is looked up in the pool by subject name and key identifier
+/// (authorityKeyIdentifier against subjectKeyIdentifier, when both are
+/// present) until a certificate is issued by a trusted root of `anchors`.
+///
+/// The search is bounded like `x5c`: at most [`MAX_CHAIN_LEN`]
+/// certificates, each pool certificate at most once, one issuer per step
+/// (a candidate whose signature verifies, valid at `now` first, the latest
+/// notAfter first), no backtracking. It decides nothing: the result goes
+/// through [`validate_path`] exactly as an `x5c` would, so an issuer missing
+/// from the pool is the [`VerifyError::UntrustedRoot`] of an `x5c` that
+/// stops short, and a pool certificate with the issuer's name but another
+/// key is the [`VerifyError::BadCertSignature`] of a wrong `x5c` entry.
+/// Pool certificates that do not parse are never anybody's issuer.
+pub fn chain_from_pool(
+    kid: &str,
+    pool: &[Vec<u8>],
+    anchors: &TrustAnchors,
+    now: i64,
+) -> Result<Vec<Vec<u8>>, VerifyError> {
+    let leaf = pool
+        .iter()
+        .find(|d| super::cert::sha256_hex(d) == kid)
+        .ok_or_else(|| VerifyError::UnknownSigner { kid: kid.to_string() })?;
+    let mut chain = vec![leaf.clone()];
+    // A signer that does not parse is reported by validate_path.
+    let Ok(mut current) = CertInfo::parse(leaf) else {
+        return Ok(chain);
+    };
+    let known: Vec<CertInfo> = pool.iter().filter_map(|d| CertInfo::parse(d).ok()).collect();
+    while chain.len() < MAX_CHAIN_LEN && !current.is_self_issued() {
+        if anchors.roots.iter().any(|r| r.subject_raw == current.issuer_raw && signature_ok(&current, r)) {
+            break;
+        }
+        let mut named: Vec<&CertInfo> = known
+            .iter()
+            .filter(|c| c.subject_raw == current.issuer_raw && key_ids_agree(&current, c) && !chain.contains(&c.der))
+            .collect();
+        named.sort_by_key(|c| (check_validity(c, now).is_err(), std::cmp::Reverse(c.not_after)));
+        let Some(next) = named.iter().find(|c| signature_ok(&current, c)).or(named.first()) else {
+            break;
+        };
+        chain.push(next.der.clone());
+        if !signature_ok(&current, next) {
+            break;
+        }
+        current = (*next).clone();
+    }
+    Ok(chain)
+}
+
+/// RFC 5280 §4.2.1.1: when a certificate names its issuer's key
+/// (authorityKeyIdentifier) and the candidate names its own
+/// (subjectKeyIdentifier), they are the same.
+fn key_ids_agree(cert: &CertInfo, issuer: &CertInfo) -> bool {
+    match (&cert.aki, &issuer.ski) {
+        (Some(aki), Some(ski)) => aki == ski,
+        _ => true,
+    }
+}
+
 /// RFC 7515 §4.1.6: every certificate in `x5c` certifies the one before it,
 /// also past the point where the path reached a trusted root. What may
 /// follow is therefore the root itself or another certificate for the same

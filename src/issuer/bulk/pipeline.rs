@@ -20,7 +20,8 @@ pub(crate) struct Work {
     pub(crate) item: Item,
 }
 
-type SignJob = Vec<Option<(Claims, crate::core::keys::SignatureAlgorithm)>>;
+/// Claims to sign, with the algorithm and whether the token is compact.
+type SignJob = Vec<Option<(Claims, crate::core::keys::SignatureAlgorithm, bool)>>;
 
 /// Runs the batch as a pipeline of chunks. For each chunk:
 ///
@@ -99,8 +100,8 @@ pub(crate) fn run(
                 let signed: Vec<Option<Presigned>> = job
                     .into_par_iter()
                     .map(|o| {
-                        o.map(|(claims, alg)| {
-                            let text = sign_claims(signer, &claims, alg);
+                        o.map(|(claims, alg, compact)| {
+                            let text = sign_claims(signer, &claims, alg, compact);
                             Presigned { claims, text }
                         })
                     })
@@ -314,7 +315,7 @@ fn plan_ahead(
     let mut job = Vec::with_capacity(batch.len());
     for w in batch {
         match decider.decide(&w.item, reissue, None, signer, now, ents) {
-            Ok(Decision::Sign { claims, .. }) => job.push(Some((claims, w.item.opts.alg))),
+            Ok(Decision::Sign { claims, .. }) => job.push(Some((claims, w.item.opts.alg, w.item.opts.compact))),
             Ok(_) => job.push(None),
             Err(_) => return Vec::new(),
         }
@@ -350,7 +351,7 @@ fn run_chunk(
     // in parallel, inside the transaction: seats and rows commit together.
     // (Only when there is any: the pool is busy signing the next chunk.)
     if decisions.iter().any(|d| matches!(d, Decision::Sign { text: None, .. })) {
-        decisions.par_iter_mut().zip(batch.par_iter()).for_each(|(d, w)| d.sign(signer, w.item.opts.alg));
+        decisions.par_iter_mut().zip(batch.par_iter()).for_each(|(d, w)| d.sign(signer, &w.item.opts));
     }
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut recorder = Recorder::new(&tx, &path, signer)?;
@@ -397,8 +398,8 @@ mod tests {
     fn sign_ahead(job: SignJob, signer: &TokenSigner) -> Vec<Option<Presigned>> {
         job.into_iter()
             .map(|o| {
-                o.map(|(claims, alg)| {
-                    let text = sign_claims(signer, &claims, alg);
+                o.map(|(claims, alg, compact)| {
+                    let text = sign_claims(signer, &claims, alg, compact);
                     Presigned { claims, text }
                 })
             })

@@ -69,7 +69,7 @@ pub fn renew_batch_to(
         item.cmid = Some(rec.cmid.clone());
         match crate::core::token::decode_unverified(&rec.token) {
             Err(e) => item.refuse(IssueRefusal::UnreadableToken { serial: rec.serial.clone(), detail: e.to_string() }),
-            Ok((_, old)) => {
+            Ok((old_jws, old)) => {
                 let lifetime = opts.lifetime.unwrap_or_else(|| match old.exp {
                     Some(exp) => TokenLifetime::Seconds(
                         (exp - old.iat).max(crate::core::token::MIN_TOKEN_LIFETIME_SECS as i64) as u64,
@@ -89,6 +89,11 @@ pub fn renew_batch_to(
                     // A renewal keeps the binding; a weak one stays allowed
                     // only if the old token recorded the issuer's choice.
                     allow_weak_binding: old.tka.weak_binding,
+                    // A renewal keeps the compact form only when the same
+                    // signer signs it: that machine knows its chain. A new
+                    // signer's token carries its chain.
+                    compact: old_jws.x5c.is_empty()
+                        && old_jws.kid.as_deref() == Some(signer.certificate().fingerprint.as_str()),
                 };
                 let req = ActivationRequest {
                     version: 1,

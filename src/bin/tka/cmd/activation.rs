@@ -30,6 +30,11 @@ pub struct ActivateArgs {
     /// With --bundle: only a token for this product (lines for others are skipped unchecked)
     #[arg(long, requires = "bundle", conflicts_with = "token")]
     pub product: Option<String>,
+    /// Certificates (PEM: the issuer's signer and intermediate certificates) a compact token is
+    /// verified with; kept in the store when the token activates, so later compact tokens from
+    /// the same issuer need no --chain. Not trusted: the chain must still end at a trusted root
+    #[arg(long, value_name = "FILE", conflicts_with = "bundle")]
+    pub chain: Option<PathBuf>,
     /// Refuse as "clock moved backwards" when the clock is more than this far behind the latest
     /// time the store has seen (e.g. 12h); at most 1d
     #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = clock_tolerance)]
@@ -81,14 +86,18 @@ pub struct DeactivateArgs {
 }
 
 pub fn activate(args: ActivateArgs) -> Result<ExitCode> {
-    let ActivateArgs { token, bundle, product, clock_tolerance, pins, store, machine, out } = args;
+    let ActivateArgs { token, bundle, product, chain, clock_tolerance, pins, store, machine, out } = args;
+    let chain = match &chain {
+        Some(path) => tka::issuer::read_cert_chain(path)?,
+        None => Vec::new(),
+    };
     let store = open_store(&store)?;
     let ident = |product: &str| identify(product, &machine);
     let (pins, now) = (&pins.root_fingerprints, clock::now());
     let (v, from) = match (token, bundle) {
         (Some(t), _) => {
             let text = read_token_arg(&t)?;
-            (activation::activate_with_tolerance(&store, &text, &ident, pins, now, clock_tolerance)?, None)
+            (activation::activate_with_chain(&store, &text, &chain, &ident, pins, now, clock_tolerance)?, None)
         }
         (None, Some(b)) => {
             let name = b.display().to_string();

@@ -121,7 +121,13 @@ pub fn run(cmd: CaCmd) -> Result<ExitCode> {
     let days = cert.days.days_or(default_days)?;
     let passphrase = LazyPass::new(&pass);
     let subject_key = passphrase.load(&key_path)?;
-    let req = CertRequest { kind, subject: &cert.subject, not_before: now - 300, not_after: now + days * clock::DAY };
+    let req = CertRequest {
+        kind,
+        subject: &cert.subject,
+        not_before: now - 300,
+        not_after: now + days * clock::DAY,
+        delegation: None,
+    };
     let der = match ca {
         None => tka::issuer::create_certificate(&req, subject_key.public_key(), None, subject_key.as_ref())?,
         Some(SigningCaArgs { ca_cert, ca_key }) => {

@@ -119,10 +119,13 @@ pub fn run(cmd: CertCmd) -> Result<ExitCode> {
                         say("");
                     }
                     for (k, v) in r.as_object().expect("object") {
-                        let v = match v {
-                            serde_json::Value::String(s) => s.clone(),
-                            serde_json::Value::Null => "-".into(),
-                            other => other.to_string(),
+                        let v = match (k.as_str(), &infos[i].delegation) {
+                            ("delegation", Some(d)) => d.to_string(),
+                            _ => match v {
+                                serde_json::Value::String(s) => s.clone(),
+                                serde_json::Value::Null => "-".into(),
+                                other => other.to_string(),
+                            },
                         };
                         say(format!("{k}: {v}"));
                     }
@@ -157,5 +160,6 @@ fn cert_json(c: &CertInfo) -> serde_json::Value {
         "key_bits": bits,
         "subject_key_id": c.ski.as_deref().map(hex),
         "authority_key_id": c.aki.as_deref().map(hex),
+        "delegation": c.delegation,
     })
 }

@@ -8,6 +8,7 @@ pub mod ca;
 pub mod cert;
 pub mod crl;
 pub mod entitlement;
+pub mod host;
 pub mod issuer;
 pub mod key;
 pub mod ledger;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Create token revocation lists; import revocation data on a machine
     #[command(subcommand)]
     Revocations(revocations::RevocationsCmd),
+    /// Activation hosts: a host's key and request, its delegated signer certificate, its installation
+    #[command(subcommand)]
+    Host(host::HostCmd),
     /// Counted entitlements in the issuer ledger (machines a product may activate)
     #[command(subcommand)]
     Entitlement(entitlement::EntitlementCmd),
@@ -69,7 +73,7 @@ pub enum Command {
     Agent(agent::AgentCmd),
     /// Verify a token for this machine and install it
     #[command(
-        after_help = "EXAMPLES:\n  tka activate token.jws\n  tka --store /var/lib/tka activate - < token.jws\n  tka activate --bundle tokens.jsonl --product acme-cad"
+        after_help = "EXAMPLES:\n  tka activate token.jws\n  tka --store /var/lib/tka activate - < token.jws\n  tka activate --bundle tokens.jsonl --product acme-cad\n  tka activate compact.jws --chain issuer-chain.pem"
     )]
     Activate(activation::ActivateArgs),
     /// Show whether products are activated here (re-verifies installed tokens)
@@ -95,6 +99,7 @@ pub fn run(cmd: Command) -> CmdResult {
         Command::Cert(c) => Ok(cert::run(c)?),
         Command::Crl(c) => Ok(crl::run(c)?),
         Command::Revocations(c) => Ok(revocations::run(c)?),
+        Command::Host(c) => Ok(host::run(c)?),
         Command::Entitlement(c) => entitlement::run(c),
         Command::Ledger(c) => ledger::run(c),
         Command::Agent(c) => Ok(agent::run(c)?),

@@ -69,6 +69,10 @@ pub enum TokenCmd {
         /// CRL files to consult (PEM or DER)
         #[arg(long)]
         crl: Vec<PathBuf>,
+        /// Certificates (PEM) to find the chain of a compact token in: the issuer's signer and
+        /// intermediate certificates; not trusted, the chain must still end at a --trust root
+        #[arg(long, value_name = "FILE")]
+        chain: Vec<PathBuf>,
         /// Verify at this time (RFC 3339) instead of now
         #[arg(long)]
         at: Option<String>,
@@ -96,7 +100,8 @@ pub struct IssueArgs {
     /// Signer private key (file or pkcs11: URI)
     #[arg(long, requires = "signer_cert")]
     pub signer_key: Option<PathBuf>,
-    /// Intermediate certificates to include after the signer (PEM)
+    /// Intermediate certificates (PEM): those that certify the signer, in turn, follow it in the token
+    /// (with the rest of the --signer-cert file; others are left out)
     #[arg(long)]
     pub chain: Option<PathBuf>,
     #[command(flatten)]
@@ -105,6 +110,10 @@ pub struct IssueArgs {
     pub claims: ClaimArgs,
     #[command(flatten)]
     pub alg: AlgArg,
+    /// Write a compact token: no certificate chain in it (about 1 KB instead of about 5 KB); the
+    /// machine needs the chain once (`tka activate TOKEN --chain CHAIN.pem`)
+    #[arg(long)]
+    pub compact: bool,
     /// Output file [default: standard output]
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -173,6 +182,10 @@ pub struct IssueBulkArgs {
     /// Sign fresh tokens for requests already issued (still consuming no seat)
     #[arg(long)]
     pub reissue: bool,
+    /// Write a compact token: no certificate chain in it (about 1 KB instead of about 5 KB); the
+    /// machine needs the chain once (`tka activate TOKEN --chain CHAIN.pem`)
+    #[arg(long)]
+    pub compact: bool,
     #[command(flatten)]
     pub claims: ClaimArgs,
     #[command(flatten)]
@@ -238,7 +251,19 @@ fn examine(cmd: TokenCmd) -> CmdResult {
             }
             Ok(ExitCode::SUCCESS)
         }
-        TokenCmd::Verify { token, trust, trust_any_anchor, product, machine, crl, at, pins, machine_args, out } => {
+        TokenCmd::Verify {
+            token,
+            trust,
+            trust_any_anchor,
+            product,
+            machine,
+            crl,
+            chain,
+            at,
+            pins,
+            machine_args,
+            out,
+        } => {
             let now = match &at {
                 Some(s) => clock::parse_rfc3339(s).map_err(Error::Usage)?,
                 None => clock::now(),
@@ -262,6 +287,10 @@ fn examine(cmd: TokenCmd) -> CmdResult {
             let mut crls = Vec::new();
             for c in &crl {
                 crls.extend(read_crls(c)?);
+            }
+            let mut known = Vec::new();
+            for c in &chain {
+                known.extend(read_cert_chain(c)?);
             }
             let text = read_token_arg(&token)?;
             let identity;
@@ -287,6 +316,7 @@ fn examine(cmd: TokenCmd) -> CmdResult {
                 crls: &crls,
                 revoked_serials: &revoked,
                 clock: None,
+                certificates: &known,
             };
             match verify_token(&text, &ctx) {
                 Ok(v) => {
@@ -318,8 +348,21 @@ fn examine(cmd: TokenCmd) -> CmdResult {
 
 /// `tka token issue`.
 pub fn issue(args: IssueArgs) -> CmdResult {
-    let IssueArgs { request, home, signer_cert, signer_key, chain, lifetime, claims, alg, out, force, pass, record } =
-        args;
+    let IssueArgs {
+        request,
+        home,
+        signer_cert,
+        signer_key,
+        chain,
+        lifetime,
+        claims,
+        alg,
+        compact,
+        out,
+        force,
+        pass,
+        record,
+    } = args;
     let home_dir = home.clone();
     if let Some(o) = &out {
         if !force && o.exists() {
@@ -337,17 +380,17 @@ pub fn issue(args: IssueArgs) -> CmdResult {
         }
         (None, Some(cert), Some(key)) => {
             let mut ders = read_cert_chain(&cert)?;
-            ders.truncate(1);
+            let signer = ders.remove(0);
             if let Some(c) = &chain {
                 ders.extend(read_cert_chain(c)?);
             }
             let key = passphrase.load(&key)?;
-            (TokenSigner::new(key, ders)?, None)
+            (TokenSigner::from_pool(key, signer, &ders)?, None)
         }
         _ => return Err(Error::Usage("give --home DIR, or --signer-cert and --signer-key".into()).into()),
     };
     let lifetime = lifetime.or_days(home_days.unwrap_or(180));
-    let opts = claims.issue_options(lifetime, &alg)?;
+    let opts = IssueOptions { compact, ..claims.issue_options(lifetime, &alg)? };
     let issued = issue_one(&record, home_dir.as_deref(), &req, &opts, &signer, clock::now())?;
     match out {
         Some(path) => {
@@ -481,7 +524,10 @@ pub fn issue_bulk(a: IssueBulkArgs) -> CmdResult {
     let mut l = a.common.ledger.open(true)?;
     let opts = BatchOptions {
         entitlement: Some(a.entitlement.clone()),
-        issue: a.claims.issue_options(a.common.lifetime.or_days(home_days), &a.common.alg)?,
+        issue: IssueOptions {
+            compact: a.compact,
+            ..a.claims.issue_options(a.common.lifetime.or_days(home_days), &a.common.alg)?
+        },
         reissue: a.reissue,
         chunk: a.common.chunk,
     };

@@ -1,0 +1,29 @@
+//! The activation host (issue 13): a *delegated issuer* on an isolated
+//! network. Its key signs tokens under a token-signer certificate that
+//! carries the tka delegation extension ([`crate::core::pki::Delegation`]):
+//! the products it may sign for and the longest token lifetime, which
+//! every machine enforces (docs/verification.md).
+//!
+//! - [`HostDir`] (`dir.rs`): the host's directory, made by
+//!   [`HostDir::init`] (key and PKCS#10 host request) and completed by
+//!   [`HostDir::install`] (the certificate chain).
+//! - [`certify`] (`certify.rs`): the issuer's side, a delegated
+//!   token-signer certificate for a host request from the issuer home's
+//!   issuing CA.
+//! - [`policy`]: the counting rules (threshold, aging, cache size, seats),
+//!   pure; [`state`]: the store behind them ([`state::HostState`], in
+//!   SQLite by default); [`server`]: the HTTP/1.1 service `host serve` runs
+//!   (behind the `host` feature).
+
+mod certify;
+mod dir;
+pub mod policy;
+#[cfg(feature = "host")]
+pub mod server;
+pub mod state;
+
+pub use certify::{certify, read_host_request, CertifyOptions, HostRequest, MAX_HOST_REQUEST};
+pub use dir::{
+    HostConfig, HostDir, HostInitOptions, InstalledCert, HOST_CHAIN_FILE, HOST_CONFIG_FILE, HOST_KEY_FILE,
+    HOST_REQUEST_FILE, HOST_ROOT_FILE,
+};

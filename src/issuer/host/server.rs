@@ -1,0 +1,663 @@
+//! The host's HTTP/1.1 service (axum on hyper and tokio).
+//!
+//! Endpoints (JSON unless said otherwise; docs/host.md has the contract):
+//! - `POST /v1/activate` `{"request": "TKAR1-..."}`: counts the machine and
+//!   answers `activated` (with a token), `pending` (with `retry_after`) or
+//!   `refused` (with an error code);
+//! - `POST /v1/return` `{"request": "TKAR1-..."}`: drops the machine's entry;
+//! - `GET /v1/chain`: the host's certificate chain (PEM, host cert first);
+//! - `GET /v1/health`: `{"status": "ok", "products": [...]}`.
+//!
+//! Limits: request bodies larger than [`HostConfig::max_body`] are refused
+//! with 413 before more is read; a client that does not send its headers
+//! or its body within [`HostConfig::read_timeout`] is cut off; each client
+//! address gets [`HostConfig::rate_per_min`] requests a minute (a token
+//! bucket as large as a minute's worth). Signatures run on the blocking pool,
+//! at most [`HostConfig::max_signing`] at once. Each request is logged
+//! (`tracing`, target `tka::host`) with its product, outcome, latency and a
+//! salted hash of the CMID, never the CMID or the request itself.
+
+use crate::core::error::{Error, Result, VerifyError};
+use crate::core::request::ActivationRequest;
+use crate::core::token::TokenLifetime;
+use crate::issuer::host::policy::{self, Verdict};
+use crate::issuer::host::state::{HostState, ProductConfig, Recorded, Signed, Visit};
+use crate::issuer::issue::{check_request, issue_one, IssueOptions, TokenSigner};
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::BodyExt;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// Where the host reads the time: the system clock, or a test's.
+pub trait Clock: Send + Sync {
+    /// Now, Unix seconds.
+    fn now(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        crate::core::clock::now()
+    }
+}
+
+/// Default token validity: 180 days.
+pub const DEFAULT_VALID_FOR_SECS: u64 = 180 * 86_400;
+/// Default renewal interval: 7 days.
+pub const DEFAULT_RENEW_AFTER_SECS: u64 = 7 * 86_400;
+/// Default retry interval below the threshold: 2 hours.
+pub const DEFAULT_RETRY_AFTER_SECS: u64 = 2 * 3_600;
+/// Default aging window: 30 days.
+pub const DEFAULT_AGING_SECS: i64 = 30 * 86_400;
+/// Default threshold of a delegated product given none: 5.
+pub const DEFAULT_THRESHOLD: u32 = 5;
+/// Default largest request body: 4 KB.
+pub const DEFAULT_MAX_BODY: usize = 4096;
+/// Default time a client has to send its headers, and its body: 10 s.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default requests per minute per client address: 120.
+pub const DEFAULT_RATE_PER_MIN: u32 = 120;
+/// Default age after which a request is a replay (and how long nonces are
+/// kept): 15 minutes; a request dated that far in the future is refused too.
+pub const DEFAULT_MAX_REQUEST_AGE_SECS: i64 = 15 * 60;
+
+/// Everything the server runs with.
+pub struct HostConfig {
+    /// The host's token signer (its delegated certificate and key).
+    pub signer: Arc<TokenSigner>,
+    /// The host's chain as PEM (host certificate first), served at `/v1/chain`.
+    pub chain_pem: String,
+    /// The products served, each with its threshold and seat cap.
+    pub products: Vec<ProductConfig>,
+    /// The longest token lifetime the delegation allows, seconds.
+    pub max_lifetime_secs: Option<u64>,
+    /// Token validity, seconds.
+    pub valid_for_secs: u64,
+    /// When machines renew, seconds after issuance.
+    pub renew_after_secs: u64,
+    /// When machines below the threshold retry, seconds.
+    pub retry_after_secs: u64,
+    /// The aging window, seconds.
+    pub aging_secs: i64,
+    /// Largest request body, bytes.
+    pub max_body: usize,
+    /// Time a client has to send its headers, and its body.
+    pub read_timeout: Duration,
+    /// Requests per minute per client address; 0: no limit.
+    pub rate_per_min: u32,
+    /// Age after which a request is refused as a replay, seconds.
+    pub max_request_age_secs: i64,
+    /// Most signatures at once.
+    pub max_signing: usize,
+    /// Issue compact tokens (no `x5c`: machines fetch `/v1/chain` once);
+    /// the default.
+    pub compact: bool,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The state.
+    pub state: Box<dyn HostState>,
+}
+
+impl HostConfig {
+    /// A configuration with every default ([`DEFAULT_VALID_FOR_SECS`], ...).
+    pub fn new(
+        signer: Arc<TokenSigner>,
+        chain_pem: String,
+        products: Vec<ProductConfig>,
+        state: Box<dyn HostState>,
+    ) -> Self {
+        HostConfig {
+            signer,
+            chain_pem,
+            products,
+            max_lifetime_secs: None,
+            valid_for_secs: DEFAULT_VALID_FOR_SECS,
+            renew_after_secs: DEFAULT_RENEW_AFTER_SECS,
+            retry_after_secs: DEFAULT_RETRY_AFTER_SECS,
+            aging_secs: DEFAULT_AGING_SECS,
+            max_body: DEFAULT_MAX_BODY,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            rate_per_min: DEFAULT_RATE_PER_MIN,
+            max_request_age_secs: DEFAULT_MAX_REQUEST_AGE_SECS,
+            max_signing: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            compact: true,
+            clock: Arc::new(SystemClock),
+            state,
+        }
+    }
+
+    /// Refuses settings the host cannot serve with: no product, a zero
+    /// threshold, a validity above the delegation's longest lifetime, a
+    /// renewal not within the validity, an aging window or retry of zero.
+    pub fn check(&self) -> Result<()> {
+        if self.products.is_empty() {
+            return Err(Error::Usage("the host serves no product".into()));
+        }
+        if let Some(p) = self.products.iter().find(|p| p.threshold == 0) {
+            return Err(Error::Usage(format!("product {:?}: the threshold must be at least 1", p.product)));
+        }
+        if let Some(max) = self.max_lifetime_secs.filter(|m| self.valid_for_secs > *m) {
+            return Err(Error::InvalidLifetime {
+                what: "token lifetime",
+                detail: format!("{} s exceeds the delegation's longest lifetime of {max} s", self.valid_for_secs),
+            });
+        }
+        if self.renew_after_secs == 0 || self.renew_after_secs >= self.valid_for_secs {
+            return Err(Error::InvalidLifetime {
+                what: "renewal time",
+                detail: format!(
+                    "{} s after issuance is not within the token's lifetime of {} s",
+                    self.renew_after_secs, self.valid_for_secs
+                ),
+            });
+        }
+        if self.aging_secs <= 0 || self.retry_after_secs == 0 || self.max_request_age_secs <= 0 {
+            return Err(Error::Usage("the aging window, retry interval and request age must be positive".into()));
+        }
+        if self.max_body == 0 || self.max_signing == 0 {
+            return Err(Error::Usage("the body limit and signing concurrency must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What the handlers share.
+struct Shared {
+    signer: Arc<TokenSigner>,
+    chain_pem: String,
+    products: Vec<String>,
+    opts: IssueOptions,
+    valid_for_secs: u64,
+    renew_after_secs: u64,
+    retry_after_secs: u64,
+    max_body: usize,
+    read_timeout: Duration,
+    max_request_age_secs: i64,
+    clock: Arc<dyn Clock>,
+    state: Mutex<Box<dyn HostState>>,
+    signing: tokio::sync::Semaphore,
+    limiter: RateLimiter,
+    log_salt: String,
+}
+
+/// The peer address of a connection, put in each request's extensions.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+/// Serves the host on `listeners` until `shutdown` completes, then stops
+/// accepting, lets the requests in flight finish (at most 30 s) and closes
+/// the state. The products and their thresholds are recorded in the state
+/// first ([`HostState::configure`]), so `host status` shows them.
+pub async fn serve<F>(listeners: Vec<TcpListener>, config: HostConfig, shutdown: F) -> Result<()>
+where
+    F: Future<Output = ()> + Send,
+{
+    config.check()?;
+    let mut state = config.state;
+    state.configure(&config.products, config.aging_secs)?;
+    let opts = IssueOptions {
+        lifetime: TokenLifetime::Seconds(config.valid_for_secs),
+        renew_after_secs: Some(config.renew_after_secs),
+        compact: config.compact,
+        ..IssueOptions::default()
+    };
+    let shared = Arc::new(Shared {
+        log_salt: config.signer.certificate().fingerprint.clone(),
+        signer: config.signer,
+        chain_pem: config.chain_pem,
+        products: config.products.iter().map(|p| p.product.clone()).collect(),
+        opts,
+        valid_for_secs: config.valid_for_secs,
+        renew_after_secs: config.renew_after_secs,
+        retry_after_secs: config.retry_after_secs,
+        max_body: config.max_body,
+        read_timeout: config.read_timeout,
+        max_request_age_secs: config.max_request_age_secs,
+        clock: config.clock,
+        state: Mutex::new(state),
+        signing: tokio::sync::Semaphore::new(config.max_signing),
+        limiter: RateLimiter::new(config.rate_per_min),
+    });
+    let router = Router::new()
+        .route("/v1/activate", post(activate))
+        .route("/v1/return", post(give_back))
+        .route("/v1/chain", get(chain))
+        .route("/v1/health", get(health))
+        .fallback(not_found)
+        .with_state(shared.clone());
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::net::TcpStream, SocketAddr)>(64);
+    let mut acceptors = Vec::new();
+    for l in listeners {
+        let tx = tx.clone();
+        acceptors.push(tokio::spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok(conn) => {
+                        if tx.send(conn).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "tka::host", error = %e, "accept failed");
+                        // Out of file descriptors and the like: give the system a moment.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let read_timeout = shared.read_timeout;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            conn = rx.recv() => {
+                let Some((stream, addr)) = conn else { break };
+                let _ = stream.set_nodelay(true);
+                let router = router.clone();
+                let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(Peer(addr));
+                    let mut router = router.clone();
+                    async move { tower_service::Service::call(&mut router, req.map(Body::new)).await }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(read_timeout)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    for a in acceptors {
+        a.abort();
+    }
+    drop(rx);
+    tracing::info!(target: "tka::host", "shutting down: finishing requests in flight");
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
+        tracing::warn!(target: "tka::host", "requests still in flight after 30 s were cut off");
+    }
+    drop(router);
+    // The state closes with the last reference (a blocking task may hold one briefly).
+    drop(shared);
+    Ok(())
+}
+
+/// A refusal: the status, the error code, one line.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Refusal { status, code, message: message.into() }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Refusal::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"status": "refused", "error": self.code, "message": self.message}))).into_response()
+    }
+}
+
+/// What a request's log line says about it.
+#[derive(Default)]
+struct LogFields {
+    product: Option<String>,
+    cmid: Option<String>,
+    count: Option<u32>,
+}
+
+fn log_request(sh: &Shared, endpoint: &str, peer: &Peer, started: Instant, f: &LogFields, outcome: &str) {
+    let cmid = f.cmid.as_deref().map(|c| hash_cmid(&sh.log_salt, c)).unwrap_or_default();
+    tracing::info!(
+        target: "tka::host",
+        endpoint,
+        peer = %peer.0.ip(),
+        product = f.product.as_deref().unwrap_or(""),
+        cmid = %cmid,
+        count = f.count.unwrap_or(0),
+        outcome,
+        latency_us = started.elapsed().as_micros() as u64,
+    );
+}
+
+/// The CMID as logs show it: 16 hex digits of SHA-256 over the host's
+/// certificate fingerprint and the CMID (the same machine has the same
+/// hash on one host; the CMID cannot be read back from it).
+fn hash_cmid(salt: &str, cmid: &str) -> String {
+    let d = Sha256::digest(format!("tka-host-log\0{salt}\0{cmid}").as_bytes());
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn not_found() -> Refusal {
+    Refusal::new(StatusCode::NOT_FOUND, "bad_request", "no such endpoint")
+}
+
+async fn health(State(sh): State<Arc<Shared>>) -> Response {
+    Json(json!({"status": "ok", "products": sh.products})).into_response()
+}
+
+async fn chain(State(sh): State<Arc<Shared>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/pem-certificate-chain")], sh.chain_pem.clone()).into_response()
+}
+
+/// Reads a request body: refused (413) when its `Content-Length` or its
+/// bytes exceed the limit, before more is read; cut off when it does not
+/// arrive in time.
+async fn read_body(sh: &Shared, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Refusal> {
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body exceeds {} bytes", sh.max_body),
+        )
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if declared.is_some_and(|n: u64| n > sh.max_body as u64) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, sh.max_body);
+    match tokio::time::timeout(sh.read_timeout, limited.collect()).await {
+        Err(_) => Err(Refusal::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "bad_request",
+            format!("the request body did not arrive within {} s", sh.read_timeout.as_secs_f64()),
+        )),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(e)) => Err(Refusal::bad(format!("the request body could not be read: {e}"))),
+        Ok(Ok(b)) => Ok(b.to_bytes().to_vec()),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestBody {
+    request: String,
+}
+
+/// The request in a body, checked as `token issue` checks one, for a
+/// product the host serves and not older than the replay window.
+fn parse_request(sh: &Shared, body: &[u8], now: i64, f: &mut LogFields) -> Result<ActivationRequest, Refusal> {
+    let b: RequestBody = serde_json::from_slice(body)
+        .map_err(|_| Refusal::bad("the body is not JSON of the form {\"request\": \"TKAR1-...\"}"))?;
+    let req = ActivationRequest::parse(&b.request).map_err(|e| Refusal::bad(format!("request: {e}")))?;
+    f.product = Some(req.product.clone());
+    f.cmid = Some(req.cmid.clone());
+    if !sh.products.contains(&req.product) {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "unknown_product",
+            format!("this host does not activate product {:?}", req.product),
+        ));
+    }
+    check_request(&req, false).map_err(|e| Refusal::bad(e.to_string()))?;
+    if now - req.created > sh.max_request_age_secs {
+        return Err(Refusal::new(
+            StatusCode::CONFLICT,
+            "replayed",
+            format!("the request is older than {} s: make a new one", sh.max_request_age_secs),
+        ));
+    }
+    if req.created - now > sh.max_request_age_secs {
+        return Err(Refusal::bad(format!(
+            "the request is dated more than {} s after the host's clock",
+            sh.max_request_age_secs
+        )));
+    }
+    Ok(req)
+}
+
+/// Runs `f` on the state, on the blocking pool.
+async fn with_state<T: Send + 'static>(
+    sh: &Arc<Shared>,
+    f: impl FnOnce(&mut dyn HostState, &Shared) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let sh = sh.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = sh.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(guard.as_mut(), &sh)
+    })
+    .await
+    .unwrap_or_else(|e| Err(Error::Refused(format!("the host state task failed: {e}"))))
+}
+
+fn sign(sh: &Shared, req: &ActivationRequest, now: i64) -> Result<Signed> {
+    let t = issue_one(None, None, req, &sh.opts, &sh.signer, now)?;
+    Ok(Signed { serial: t.claims.jti, text: t.text, expires: t.claims.exp })
+}
+
+fn internal(sh: &Shared, e: &Error) -> Refusal {
+    let _ = sh;
+    match e {
+        Error::Verify(v @ VerifyError::TokenOutlivesSigner { .. }) => {
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "outside_delegation", format!("the host cannot sign: {v}"))
+        }
+        Error::Verify(v) => Refusal::new(StatusCode::FORBIDDEN, "outside_delegation", v.to_string()),
+        _ => Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the host could not record the request"),
+    }
+}
+
+async fn activate(
+    State(sh): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let mut f = LogFields::default();
+    let r = activate_inner(&sh, &peer, &headers, body, &mut f).await;
+    let outcome = match &r {
+        Ok((_, o)) => o.to_string(),
+        Err(x) => x.code.to_string(),
+    };
+    log_request(&sh, "activate", &peer, started, &f, &outcome);
+    match r {
+        Ok((resp, _)) => resp,
+        Err(x) => x.into_response(),
+    }
+}
+
+async fn activate_inner(
+    sh: &Arc<Shared>,
+    peer: &Peer,
+    headers: &HeaderMap,
+    body: Body,
+    f: &mut LogFields,
+) -> Result<(Response, &'static str), Refusal> {
+    sh.limiter.check(peer.0.ip())?;
+    let body = read_body(sh, headers, body).await?;
+    let now = sh.clock.now();
+    let req = parse_request(sh, &body, now, f)?;
+    // A plan on a read: sign ahead, outside the state's lock, when the
+    // machine will be activated; the transaction decides again.
+    let product = req.product.clone();
+    let snap = with_state(sh, move |st, _| st.snapshot(&product)).await.map_err(|e| internal(sh, &e))?;
+    let ahead = match snap {
+        Some(s) if policy::admit(&s.rules, &s.entries, &req.cmid, now).verdict == Verdict::Activated => {
+            let permit = sh.signing.acquire().await.expect("the semaphore is never closed");
+            let (sh2, req2) = (sh.clone(), req.clone());
+            let signed = tokio::task::spawn_blocking(move || sign(&sh2, &req2, now))
+                .await
+                .unwrap_or_else(|e| Err(Error::Refused(format!("the signing task failed: {e}"))));
+            drop(permit);
+            Some(signed.map_err(|e| internal(sh, &e))?)
+        }
+        _ => None,
+    };
+    let visit = Visit { product: req.product.clone(), cmid: req.cmid.clone(), nonce: req.nonce.clone() };
+    let window = sh.max_request_age_secs * 2;
+    let recorded = with_state(sh, move |st, sh| {
+        let mut ahead = ahead;
+        st.activate(&visit, window, now, &mut |_| match ahead.take() {
+            Some(t) => Ok(t),
+            None => sign(sh, &req, now),
+        })
+    })
+    .await
+    .map_err(|e| internal(sh, &e))?;
+    match recorded {
+        Recorded::UnknownProduct => Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "unknown_product",
+            format!("this host does not activate product {:?}", f.product.as_deref().unwrap_or("")),
+        )),
+        Recorded::Replayed => {
+            Err(Refusal::new(StatusCode::CONFLICT, "replayed", "this request was already used by another machine"))
+        }
+        Recorded::Admitted(a, token) => {
+            f.count = Some(a.count);
+            let product = f.product.clone().unwrap_or_default();
+            match (a.verdict, token) {
+                (Verdict::SeatsFull, _) => Err(Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    "outside_delegation",
+                    format!("every seat the host's delegation allows for {product:?} is taken ({})", a.count),
+                )),
+                (Verdict::Activated, Some(t)) => Ok((
+                    Json(json!({
+                        "status": "activated", "product": product, "count": a.count, "threshold": a.threshold,
+                        "token": t.text, "renew_after": sh.renew_after_secs, "valid_for": sh.valid_for_secs,
+                    }))
+                    .into_response(),
+                    "activated",
+                )),
+                _ => Ok((
+                    Json(json!({
+                        "status": "pending", "product": product, "count": a.count, "threshold": a.threshold,
+                        "retry_after": sh.retry_after_secs,
+                    }))
+                    .into_response(),
+                    "pending",
+                )),
+            }
+        }
+    }
+}
+
+async fn give_back(
+    State(sh): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let mut f = LogFields::default();
+    let r = async {
+        sh.limiter.check(peer.0.ip())?;
+        let body = read_body(&sh, &headers, body).await?;
+        let now = sh.clock.now();
+        let req = parse_request(&sh, &body, now, &mut f)?;
+        let (product, cmid) = (req.product.clone(), req.cmid.clone());
+        let counts =
+            with_state(&sh, move |st, _| st.release(&product, &cmid, now)).await.map_err(|e| internal(&sh, &e))?;
+        let Some((count, threshold)) = counts else {
+            return Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "unknown_product",
+                format!("this host does not activate product {:?}", req.product),
+            ));
+        };
+        f.count = Some(count);
+        Ok(Json(json!({"status": "returned", "product": req.product, "count": count, "threshold": threshold})))
+    }
+    .await;
+    let outcome = match &r {
+        Ok(_) => "returned",
+        Err(x) => x.code,
+    };
+    log_request(&sh, "return", &peer, started, &f, outcome);
+    match r {
+        Ok(j) => j.into_response(),
+        Err(x) => x.into_response(),
+    }
+}
+
+/// Token buckets per client address: `rate` requests a minute, bursts up
+/// to a minute's worth.
+struct RateLimiter {
+    rate: u32,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+/// Most addresses tracked; beyond it full buckets are forgotten.
+const MAX_TRACKED: usize = 10_000;
+
+impl RateLimiter {
+    fn new(rate: u32) -> Self {
+        RateLimiter { rate, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    fn check(&self, ip: IpAddr) -> Result<(), Refusal> {
+        if self.rate == 0 {
+            return Ok(());
+        }
+        let (cap, per_sec) = (f64::from(self.rate), f64::from(self.rate) / 60.0);
+        let now = Instant::now();
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if b.len() >= MAX_TRACKED {
+            b.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * per_sec < cap);
+        }
+        let (tokens, at) = b.entry(ip).or_insert((cap, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_sec).min(cap);
+        *at = now;
+        if *tokens < 1.0 {
+            return Err(Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("more than {} requests a minute from this address", self.rate),
+            ));
+        }
+        *tokens -= 1.0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limit_refuses_beyond_a_minutes_worth() {
+        let l = RateLimiter::new(3);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..3 {
+            assert!(l.check(ip).is_ok());
+        }
+        assert_eq!(l.check(ip).unwrap_err().code, "rate_limited");
+        assert!(l.check("192.0.2.2".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn logged_cmids_are_hashed() {
+        let h = hash_cmid("salt", "cmid-1");
+        assert_eq!(h.len(), 16);
+        assert!(!h.contains("cmid"));
+        assert_ne!(h, hash_cmid("other", "cmid-1"));
+    }
+}

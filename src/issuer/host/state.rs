@@ -1,0 +1,557 @@
+//! The host's state: per product its threshold, cache size and the machines
+//! it has seen; the request nonces seen recently (replays); the serial of
+//! every token it issued (audit).
+//!
+//! [`HostState`] is what the server needs from a store, so another database
+//! can back it; [`SqliteState`] keeps it in one SQLite file
+//! (`HOSTDIR/state.sqlite`). Each request is one write transaction
+//! (`BEGIN IMMEDIATE`), and the server answers only after it committed: a
+//! host killed at any instant restarts with every answered request counted
+//! once. The file is in WAL mode with `synchronous=NORMAL`: a committed
+//! transaction survives the process being killed; a power loss may lose
+//! the last commits, and the machines they counted are counted again on
+//! their next retry.
+
+use crate::core::error::{Error, Result};
+use crate::issuer::host::policy::{self, Admission, Rules, Seen, Verdict};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The state file in a host directory.
+pub const HOST_STATE_FILE: &str = "state.sqlite";
+
+/// `PRAGMA application_id` of a tka host state ("TKAH").
+pub const APPLICATION_ID: i64 = 0x544b_4148;
+
+/// The schema version this tka writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE settings (
+    name   TEXT PRIMARY KEY,
+    value  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE products (
+    product     TEXT PRIMARY KEY,
+    threshold   INTEGER NOT NULL CHECK (threshold >= 1),
+    cache_size  INTEGER NOT NULL CHECK (cache_size >= 2),
+    seats       INTEGER
+) WITHOUT ROWID;
+CREATE TABLE seen (
+    product     TEXT NOT NULL REFERENCES products(product),
+    cmid        TEXT NOT NULL,
+    first_seen  INTEGER NOT NULL,
+    last_seen   INTEGER NOT NULL,
+    PRIMARY KEY (product, cmid)
+) WITHOUT ROWID;
+CREATE TABLE nonces (
+    nonce  TEXT PRIMARY KEY,
+    cmid   TEXT NOT NULL,
+    seen   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX nonces_by_time ON nonces(seen);
+CREATE TABLE issued (
+    serial     TEXT PRIMARY KEY,
+    product    TEXT NOT NULL,
+    cmid       TEXT NOT NULL,
+    issued_at  INTEGER NOT NULL,
+    expires    INTEGER
+) WITHOUT ROWID;
+"#];
+
+/// A product the host serves, as configured when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductConfig {
+    /// The product.
+    pub product: String,
+    /// Machines needed before any is activated (at least 1).
+    pub threshold: u32,
+    /// Most distinct machines the delegation allows, if it caps them.
+    pub seats: Option<u32>,
+}
+
+/// One product's counters.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProductStatus {
+    /// The product.
+    pub product: String,
+    /// Distinct machines seen within the aging window.
+    pub count: u32,
+    /// The threshold.
+    pub threshold: u32,
+    /// Most entries kept (never shrinks).
+    pub cache_size: u32,
+    /// The seat cap of the delegation, if any.
+    pub seats: Option<u32>,
+    /// When the machine seen longest ago was last seen.
+    pub oldest_last_seen: Option<i64>,
+    /// When the machine seen most recently was last seen.
+    pub newest_last_seen: Option<i64>,
+    /// When the next entry ages out (the count drops).
+    pub next_aging: Option<i64>,
+}
+
+/// One activation request, as the state records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Visit {
+    /// The product.
+    pub product: String,
+    /// The machine.
+    pub cmid: String,
+    /// The request's nonce.
+    pub nonce: String,
+}
+
+/// A token signed for an admitted visit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// Its serial (`jti`).
+    pub serial: String,
+    /// The JWS text.
+    pub text: String,
+    /// Its expiry.
+    pub expires: Option<i64>,
+}
+
+/// What the state made of a visit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The product is not one the host serves.
+    UnknownProduct,
+    /// The nonce was seen within the replay window for another machine.
+    Replayed,
+    /// Decided by the policy ([`policy::admit`]); a token when activated.
+    /// Refused visits ([`Verdict::SeatsFull`]) change nothing.
+    Admitted(Admission, Option<Signed>),
+}
+
+/// A product's rules and entries as one read sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The rules.
+    pub rules: Rules,
+    /// The entries (live and aged).
+    pub entries: Vec<Seen>,
+}
+
+/// Signs the token of an admitted visit, inside its transaction.
+pub type SignFn<'a> = dyn FnMut(&Admission) -> Result<Signed> + 'a;
+
+/// What the host server needs from its store.
+pub trait HostState: Send {
+    /// Records the products served (thresholds, seat caps; every cache size
+    /// grows to [`policy::cache_size`], never shrinks) and the aging window,
+    /// as the host starts.
+    fn configure(&mut self, products: &[ProductConfig], aging_secs: i64) -> Result<()>;
+    /// Every product's counters at `now`.
+    fn status(&mut self, now: i64) -> Result<Vec<ProductStatus>>;
+    /// A product's rules and entries, `None` for a product not served.
+    fn snapshot(&mut self, product: &str) -> Result<Option<Snapshot>>;
+    /// Decides and records one activation request in one transaction: the
+    /// replay check (a nonce seen since `now - replay_window_secs` for
+    /// another machine), the policy, the entry, the nonce and, when
+    /// activated, the token `sign` makes (its serial is recorded). Nothing
+    /// is recorded when `sign` fails or the visit is refused.
+    fn activate(&mut self, visit: &Visit, replay_window_secs: i64, now: i64, sign: &mut SignFn<'_>)
+        -> Result<Recorded>;
+    /// Drops a machine's entry (an early return); returns the count after
+    /// it, `None` for a product not served.
+    fn release(&mut self, product: &str, cmid: &str, now: i64) -> Result<Option<(u32, u32)>>;
+}
+
+/// The host state in an SQLite file.
+#[derive(Debug)]
+pub struct SqliteState {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteState {
+    /// Opens the state at `path`, creating it if needed. Refuses a file
+    /// that is not a tka host state and one written by a newer tka.
+    pub fn open(path: &Path) -> Result<Self> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| db_err(path, e))?;
+        let mut s = SqliteState { conn, path: path.to_path_buf() };
+        s.check_identity()?;
+        s.configure_rw().map_err(|e| db_err(path, e))?;
+        s.migrate()?;
+        Ok(s)
+    }
+
+    /// Opens an existing state for reading only; a missing file is an
+    /// [`Error::Io`] (not found) naming it, and nothing is created.
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no host state (the host has never run)"),
+            ));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| db_err(path, e))?;
+        let s = SqliteState { conn, path: path.to_path_buf() };
+        s.check_identity()?;
+        if s.version()? != SCHEMA_VERSION {
+            return Err(Error::format(format!("host state {}", path.display()), "not initialized by a host yet"));
+        }
+        Ok(s)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn version(&self) -> Result<i64> {
+        self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| db_err(&self.path, e))
+    }
+
+    fn check_identity(&self) -> Result<()> {
+        let path = &self.path;
+        self.conn.busy_timeout(Duration::from_secs(10)).map_err(|e| db_err(path, e))?;
+        self.conn.pragma_update(None, "trusted_schema", "OFF").map_err(|e| db_err(path, e))?;
+        let version = self.version()?;
+        let app_id: i64 =
+            self.conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(|e| db_err(path, e))?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::format(
+                format!("host state {}", path.display()),
+                format!(
+                    "written by a newer tka (schema version {version}); this tka knows version {SCHEMA_VERSION} \
+                     and never downgrades a host state: use a newer tka"
+                ),
+            ));
+        }
+        if version < 0 || (app_id != APPLICATION_ID && (version > 0 || app_id != 0)) {
+            return Err(Error::format(
+                format!("host state {}", path.display()),
+                "not a tka host state (its application id or version is not tka's); nothing was changed",
+            ));
+        }
+        if version == 0 {
+            let objects: i64 = self
+                .conn
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                .map_err(|e| db_err(path, e))?;
+            if objects > 0 {
+                return Err(Error::format(
+                    format!("host state {}", path.display()),
+                    "not a tka host state (an SQLite database with other tables); nothing was changed",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn configure_rw(&self) -> rusqlite::Result<()> {
+        let mode: String = self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(rusqlite::Error::InvalidQuery);
+        }
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        self.conn.set_prepared_statement_cache_capacity(32);
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_err(&path, e))?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| db_err(&path, e))?;
+        if version == 0 {
+            tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(|e| db_err(&path, e))?;
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql).map_err(|e| db_err(&path, e))?;
+            tx.pragma_update(None, "user_version", i as i64 + 1).map_err(|e| db_err(&path, e))?;
+        }
+        tx.commit().map_err(|e| db_err(&path, e))
+    }
+
+    fn aging(conn: &Connection) -> rusqlite::Result<i64> {
+        Ok(conn
+            .query_row("SELECT value FROM settings WHERE name = 'aging_secs'", [], |r| r.get(0))
+            .optional()?
+            .unwrap_or(30 * crate::core::clock::DAY))
+    }
+
+    fn snapshot_in(conn: &Connection, product: &str) -> rusqlite::Result<Option<Snapshot>> {
+        let aging_secs = Self::aging(conn)?;
+        let row = conn
+            .prepare_cached("SELECT threshold, cache_size, seats FROM products WHERE product = ?1")?
+            .query_row([product], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?, r.get::<_, Option<u32>>(2)?)))
+            .optional()?;
+        let Some((threshold, cache_size, seats)) = row else { return Ok(None) };
+        let entries = conn
+            .prepare_cached("SELECT cmid, last_seen FROM seen WHERE product = ?1")?
+            .query_map([product], |r| Ok(Seen { cmid: r.get(0)?, last_seen: r.get(1)? }))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Some(Snapshot { rules: Rules { threshold, cache_size, aging_secs, seats }, entries }))
+    }
+}
+
+impl HostState for SqliteState {
+    fn configure(&mut self, products: &[ProductConfig], aging_secs: i64) -> Result<()> {
+        let path = self.path.clone();
+        let err = |e| db_err(&path, e);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+        tx.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('aging_secs', ?1)", [aging_secs])
+            .map_err(err)?;
+        for p in products {
+            let previous: u32 = tx
+                .query_row("SELECT cache_size FROM products WHERE product = ?1", [&p.product], |r| r.get(0))
+                .optional()
+                .map_err(err)?
+                .unwrap_or(0);
+            tx.execute(
+                "INSERT OR REPLACE INTO products (product, threshold, cache_size, seats) VALUES (?1, ?2, ?3, ?4)",
+                params![p.product, p.threshold, policy::cache_size(previous, p.threshold), p.seats],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn status(&mut self, now: i64) -> Result<Vec<ProductStatus>> {
+        let path = self.path.clone();
+        let err = |e| db_err(&path, e);
+        let tx = self.conn.unchecked_transaction().map_err(err)?;
+        let names = tx
+            .prepare("SELECT product FROM products ORDER BY product")
+            .map_err(err)?
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for product in names {
+            let Some(s) = Self::snapshot_in(&tx, &product).map_err(err)? else { continue };
+            let live: Vec<&Seen> = s.entries.iter().filter(|e| policy::is_live(e, now, s.rules.aging_secs)).collect();
+            out.push(ProductStatus {
+                count: live.len() as u32,
+                threshold: s.rules.threshold,
+                cache_size: s.rules.cache_size,
+                seats: s.rules.seats,
+                oldest_last_seen: live.iter().map(|e| e.last_seen).min(),
+                newest_last_seen: live.iter().map(|e| e.last_seen).max(),
+                next_aging: policy::next_aging(&s.entries, now, s.rules.aging_secs),
+                product,
+            });
+        }
+        Ok(out)
+    }
+
+    fn snapshot(&mut self, product: &str) -> Result<Option<Snapshot>> {
+        Self::snapshot_in(&self.conn, product).map_err(|e| db_err(&self.path, e))
+    }
+
+    fn activate(
+        &mut self,
+        visit: &Visit,
+        replay_window_secs: i64,
+        now: i64,
+        sign: &mut SignFn<'_>,
+    ) -> Result<Recorded> {
+        let path = self.path.clone();
+        let err = |e| db_err(&path, e);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+        let Some(snap) = Self::snapshot_in(&tx, &visit.product).map_err(err)? else {
+            return Ok(Recorded::UnknownProduct);
+        };
+        tx.prepare_cached("DELETE FROM nonces WHERE seen < ?1")
+            .map_err(err)?
+            .execute([now - replay_window_secs])
+            .map_err(err)?;
+        let earlier: Option<String> = tx
+            .prepare_cached("SELECT cmid FROM nonces WHERE nonce = ?1")
+            .map_err(err)?
+            .query_row([&visit.nonce], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        if earlier.as_ref().is_some_and(|c| *c != visit.cmid) {
+            return Ok(Recorded::Replayed);
+        }
+        let admission = policy::admit(&snap.rules, &snap.entries, &visit.cmid, now);
+        if admission.verdict == Verdict::SeatsFull {
+            return Ok(Recorded::Admitted(admission, None));
+        }
+        {
+            let mut del = tx.prepare_cached("DELETE FROM seen WHERE product = ?1 AND cmid = ?2").map_err(err)?;
+            for cmid in &admission.drop {
+                del.execute(params![visit.product, cmid]).map_err(err)?;
+            }
+        }
+        tx.prepare_cached(
+            "INSERT INTO seen (product, cmid, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (product, cmid) DO UPDATE SET last_seen = excluded.last_seen",
+        )
+        .map_err(err)?
+        .execute(params![visit.product, visit.cmid, now])
+        .map_err(err)?;
+        tx.prepare_cached("INSERT OR REPLACE INTO nonces (nonce, cmid, seen) VALUES (?1, ?2, ?3)")
+            .map_err(err)?
+            .execute(params![visit.nonce, visit.cmid, now])
+            .map_err(err)?;
+        let token = if admission.verdict == Verdict::Activated {
+            let t = sign(&admission)?;
+            tx.prepare_cached(
+                "INSERT INTO issued (serial, product, cmid, issued_at, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(err)?
+            .execute(params![t.serial, visit.product, visit.cmid, now, t.expires])
+            .map_err(err)?;
+            Some(t)
+        } else {
+            None
+        };
+        tx.commit().map_err(err)?;
+        Ok(Recorded::Admitted(admission, token))
+    }
+
+    fn release(&mut self, product: &str, cmid: &str, now: i64) -> Result<Option<(u32, u32)>> {
+        let path = self.path.clone();
+        let err = |e| db_err(&path, e);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+        let Some(snap) = Self::snapshot_in(&tx, product).map_err(err)? else { return Ok(None) };
+        tx.execute("DELETE FROM seen WHERE product = ?1 AND cmid = ?2", params![product, cmid]).map_err(err)?;
+        tx.commit().map_err(err)?;
+        let left: Vec<Seen> = snap.entries.into_iter().filter(|e| e.cmid != cmid).collect();
+        Ok(Some((policy::count(&left, now, snap.rules.aging_secs), snap.rules.threshold)))
+    }
+}
+
+impl SqliteState {
+    /// The serials of the tokens issued for a product, oldest first (audit).
+    pub fn issued_serials(&self, product: &str) -> Result<Vec<String>> {
+        let err = |e| db_err(&self.path, e);
+        self.conn
+            .prepare("SELECT serial FROM issued WHERE product = ?1 ORDER BY issued_at, serial")
+            .map_err(err)?
+            .query_map([product], |r| r.get(0))
+            .map_err(err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(err)
+    }
+}
+
+/// Turns an SQLite error into a one-line error naming the state file.
+fn db_err(path: &Path, e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode as C;
+    let what = format!("host state {}", path.display());
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        match f.code {
+            C::NotADatabase | C::DatabaseCorrupt => {
+                return Error::format(what, "the file is damaged or not an SQLite database; nothing was changed")
+            }
+            C::DatabaseBusy | C::DatabaseLocked => {
+                return Error::io(
+                    path,
+                    std::io::Error::new(std::io::ErrorKind::WouldBlock, "the host state is locked by another process"),
+                )
+            }
+            C::SystemIoFailure | C::CannotOpen | C::ReadOnly | C::PermissionDenied | C::DiskFull => {
+                return Error::io(path, std::io::Error::other(format!("{e}; the transaction was rolled back")))
+            }
+            _ => {}
+        }
+    }
+    if matches!(e, rusqlite::Error::InvalidQuery) {
+        return Error::format(what, "cannot switch the host state to WAL mode");
+    }
+    Error::format(what, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_800_000_000;
+
+    fn state(dir: &Path) -> SqliteState {
+        let mut s = SqliteState::open(&dir.join("state.sqlite")).unwrap();
+        s.configure(&[ProductConfig { product: "acme".into(), threshold: 2, seats: None }], 30 * 86_400).unwrap();
+        s
+    }
+
+    fn visit(cmid: &str, nonce: &str) -> Visit {
+        Visit { product: "acme".into(), cmid: cmid.into(), nonce: nonce.into() }
+    }
+
+    fn signed(_: &Admission) -> Result<Signed> {
+        Ok(Signed { serial: format!("s{}", new_id()), text: "t".into(), expires: Some(T0 + 100) })
+    }
+
+    fn new_id() -> u64 {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[test]
+    fn counts_persist_and_serials_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path());
+        let r = s.activate(&visit("a", "n1"), 900, T0, &mut signed).unwrap();
+        assert!(matches!(r, Recorded::Admitted(Admission { verdict: Verdict::Pending, count: 1, .. }, None)));
+        let r = s.activate(&visit("b", "n2"), 900, T0, &mut signed).unwrap();
+        assert!(matches!(r, Recorded::Admitted(Admission { verdict: Verdict::Activated, count: 2, .. }, Some(_))));
+        drop(s);
+        let mut s = SqliteState::open_read_only(&dir.path().join("state.sqlite")).unwrap();
+        let st = s.status(T0).unwrap();
+        assert_eq!((st[0].count, st[0].threshold, st[0].cache_size), (2, 2, 4));
+        assert_eq!(s.issued_serials("acme").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_nonce_seen_for_another_machine_is_a_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path());
+        s.activate(&visit("a", "n1"), 900, T0, &mut signed).unwrap();
+        assert_eq!(s.activate(&visit("b", "n1"), 900, T0 + 899, &mut signed).unwrap(), Recorded::Replayed);
+        // The same machine retrying the same request is not a replay.
+        assert!(matches!(s.activate(&visit("a", "n1"), 900, T0 + 1, &mut signed).unwrap(), Recorded::Admitted(..)));
+        assert_eq!(s.status(T0 + 2).unwrap()[0].count, 1);
+    }
+
+    #[test]
+    fn a_failed_signature_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path());
+        s.activate(&visit("a", "n1"), 900, T0, &mut signed).unwrap();
+        let e = s.activate(&visit("b", "n2"), 900, T0, &mut |_| Err(Error::Refused("no".into()))).unwrap_err();
+        assert!(matches!(e, Error::Refused(_)));
+        assert_eq!(s.status(T0).unwrap()[0].count, 1);
+    }
+
+    #[test]
+    fn the_cache_size_is_persisted_and_never_shrinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path());
+        s.configure(&[ProductConfig { product: "acme".into(), threshold: 1, seats: None }], 86_400).unwrap();
+        let st = s.status(T0).unwrap();
+        assert_eq!((st[0].threshold, st[0].cache_size), (1, 4));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(state(dir.path()));
+        let path = dir.path().join("state.sqlite");
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let e = SqliteState::open(&path).unwrap_err();
+        assert!(e.to_string().contains("written by a newer tka (schema version 2)"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn read_only_open_never_creates_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        let e = SqliteState::open_read_only(&path).unwrap_err();
+        assert!(matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound), "{e}");
+        assert!(!path.exists());
+    }
+}
