@@ -17,12 +17,12 @@ pub mod client;
 pub mod discover;
 pub mod schedule;
 
-use crate::activation::activate::{activate, deactivate};
-use crate::activation::store::{CachedHost, Store};
+use crate::activation::activate::{activate_with_chain, deactivate};
+use crate::activation::store::{CachedHost, Store, DEFAULT_CLOCK_TOLERANCE_SECS};
 use crate::activation::trust::IdentifyFn;
 pub use crate::core::agent_error::AgentError;
 use crate::core::error::{Error, Result};
-use crate::core::pki::RootFingerprint;
+use crate::core::pki::{pem, sha256_hex, RootFingerprint};
 use crate::core::request::ActivationRequest;
 use crate::core::token::decode_unverified;
 use crate::core::verify::VerifiedToken;
@@ -93,7 +93,8 @@ pub struct AgentConfig {
     pub locate: Locate,
     /// How long to wait for hosts.
     pub timeouts: Timeouts,
-    /// Pinned roots, as in [`activate`]: the token's chain must end at one of them.
+    /// Pinned roots, as in [`crate::activation::activate`]: the token's
+    /// chain must end at one of them.
     pub pinned_roots: Vec<RootFingerprint>,
 }
 
@@ -184,7 +185,8 @@ struct Reply {
 /// gives this machine's identity, as for `request create`; `now` is the
 /// time (Unix seconds).
 ///
-/// A token from the host is verified exactly as [`activate`] verifies any
+/// A token from the host is verified exactly as
+/// [`crate::activation::activate`] verifies any
 /// token (trusted roots, pins, the machine, the clock); one for another
 /// product is refused ([`AgentError::BadResponse`]). When the token names
 /// its signer without carrying the chain, the host's chain
@@ -468,23 +470,49 @@ fn one_line(s: &str, max: usize) -> String {
 }
 
 /// Verifies and installs `token` as any token is, after making sure it is
-/// for the product asked for.
+/// for the product asked for. A compact token (no `x5c`) whose signer the
+/// store does not know yet is installed with the host's chain
+/// (`GET /v1/chain` from `addr`), which the store keeps only when the
+/// token verifies.
 async fn install(
     store: &Store,
     identify: IdentifyFn<'_>,
     cfg: &AgentConfig,
     host: &HostPort,
-    _addr: SocketAddr,
+    addr: SocketAddr,
     token: &str,
     now: i64,
 ) -> Result<VerifiedToken> {
-    let (_, claims) = decode_unverified(token.trim()).map_err(|e| bad(host, &format!("the token: {e}")))?;
+    let token = token.trim();
+    let (jws, claims) = decode_unverified(token).map_err(|e| bad(host, &format!("the token: {e}")))?;
     if claims.aud != cfg.product {
-        return Err(
-            bad(host, &format!("a token for product {:?}, not {:?}", one_line(&claims.aud, 64), cfg.product)).into()
-        );
+        return Err(bad(host, &format!("a token for product {:?}, not {:?}", one_line(&claims.aud, 64), cfg.product))
+            .into());
     }
-    activate(store, token, identify, &cfg.pinned_roots, now)
+    let known = |kid: &str| -> Result<bool> { Ok(store.certificates()?.iter().any(|c| sha256_hex(c) == kid)) };
+    let chain = match &jws.kid {
+        Some(kid) if jws.x5c.is_empty() && !known(kid)? => fetch_chain(host, addr, cfg.timeouts).await?,
+        _ => Vec::new(),
+    };
+    activate_with_chain(store, token, &chain, identify, &cfg.pinned_roots, now, DEFAULT_CLOCK_TOLERANCE_SECS)
+}
+
+/// The host's certificate chain (`GET /v1/chain`, PEM).
+async fn fetch_chain(host: &HostPort, addr: SocketAddr, timeouts: Timeouts) -> Result<Vec<Vec<u8>>> {
+    let resp = match exchange(addr, &host.to_string(), "GET", "/v1/chain", None, timeouts).await {
+        Ok(r) => r,
+        Err(Failure::Unreachable(why)) => return Err(AgentError::NoHostReachable { tried: vec![why] }.into()),
+        Err(Failure::Answer(e)) => return Err(e.into()),
+    };
+    if resp.status != 200 {
+        return Err(bad(host, &format!("HTTP status {} for the certificate chain", resp.status)).into());
+    }
+    let text = std::str::from_utf8(&resp.body).map_err(|_| bad(host, "the certificate chain is not PEM text"))?;
+    let chain = pem::decode_all(text, "CERTIFICATE").map_err(|e| bad(host, &format!("the certificate chain: {e}")))?;
+    if chain.is_empty() {
+        return Err(bad(host, "the certificate chain holds no certificate").into());
+    }
+    Ok(chain)
 }
 
 #[cfg(test)]
