@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Activation host load test, loopback only; stops by itself and cleans up.
+#
+#   scripts/bench-host.sh
+#
+# Sets up an issuer home and a host directory with the CLI (product
+# `bench`, threshold 1: every request is an activation and signs a token),
+# makes MACHINES one-line requests (`tka request create --text`, one
+# TKA_MACHINE_ID each), starts `tka host serve` on 127.0.0.1 (no rate
+# limit), and runs examples/host_load.rs: CLIENTS concurrent keep-alive
+# connections sending REQUESTS `POST /v1/activate` in all. Then, in the
+# same run, `openssl speed -seconds 3 -multi CORES rsa2048`. Prints
+# activations/s, p50 and p99 latency, openssl's signs/s, and ends with
+#   ratio: X.XX       (activations/s / openssl signs/s; goal >= 0.7)
+# Environment: TKA (the binary; default: build release), CLIENTS (8),
+# REQUESTS (4000), MACHINES (200), CORES (2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLIENTS=${CLIENTS:-8}
+REQUESTS=${REQUESTS:-4000}
+MACHINES=${MACHINES:-200}
+CORES=${CORES:-2}
+
+if [ -z "${TKA:-}" ]; then
+    cargo build --release --quiet --bin tka
+    TKA="$PWD/target/release/tka"
+fi
+command -v openssl >/dev/null || { echo "bench-host: openssl is needed" >&2; exit 2; }
+
+work=$(mktemp -d)
+server=""
+cleanup() {
+    if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
+        kill -TERM "$server" 2>/dev/null || true
+        wait "$server" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The load generator uses only the standard library: rustc builds it in seconds.
+rustc -O --edition 2021 examples/host_load.rs -o "$work/host_load"
+
+unset TKA_PASSPHRASE TKA_HOME TKA_STORE
+"$TKA" issuer init --home "$work/iss" --insecure-no-passphrase > /dev/null
+"$TKA" host init --dir "$work/host" > /dev/null
+"$TKA" host certify --home "$work/iss" --request "$work/host/host.csr" --products bench \
+    --max-lifetime 180d --days 365 --out "$work/host.pem" > /dev/null
+"$TKA" host install "$work/host.pem" --dir "$work/host" > /dev/null
+
+for i in $(seq 1 "$MACHINES"); do
+    TKA_MACHINE_ID="bench-machine-$i" "$TKA" request create --product bench --text --out "$work/r.txt" > /dev/null
+    cat "$work/r.txt" >> "$work/requests.txt"
+    echo >> "$work/requests.txt"
+done
+
+"$TKA" host serve --dir "$work/host" --listen 127.0.0.1:0 --threshold bench=1 --rate 0 \
+    > "$work/serve.out" 2> "$work/serve.log" &
+server=$!
+addr=""
+for _ in $(seq 1 100); do
+    addr=$(sed -n 's/^listening: //p' "$work/serve.out")
+    [ -n "$addr" ] && break
+    kill -0 "$server" 2>/dev/null || { cat "$work/serve.log" >&2; exit 2; }
+    sleep 0.1
+done
+[ -n "$addr" ] || { echo "bench-host: the host did not start" >&2; exit 2; }
+
+echo "== host: $addr, $CLIENTS clients, $REQUESTS activations over $MACHINES machines"
+timeout 60 "$work/host_load" "$addr" "$work/requests.txt" 2 "$MACHINES" > /dev/null # warm-up
+timeout 300 "$work/host_load" "$addr" "$work/requests.txt" "$CLIENTS" "$REQUESTS" | tee "$work/load.out"
+kill -TERM "$server"
+wait "$server"
+server=""
+"$TKA" host status --dir "$work/host"
+
+echo "== openssl speed -seconds 3 -multi $CORES rsa2048"
+openssl speed -seconds 3 -multi "$CORES" rsa2048 2> /dev/null > "$work/openssl.out"
+signs=$(awk '/sign\/s/ { for (i = 1; i <= NF; i++) if ($i == "sign/s") col = i - NF }
+             /^rsa +2048 +bits/ && col { print $(NF + col) }' "$work/openssl.out" | tail -1)
+echo "openssl signs/s: $signs"
+rate=$(sed -n 's/^activations\/s: //p' "$work/load.out")
+awk -v a="$rate" -v s="$signs" 'BEGIN { printf "ratio: %.2f\n", a / s }'
