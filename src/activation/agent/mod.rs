@@ -486,8 +486,9 @@ async fn install(
     let token = token.trim();
     let (jws, claims) = decode_unverified(token).map_err(|e| bad(host, &format!("the token: {e}")))?;
     if claims.aud != cfg.product {
-        return Err(bad(host, &format!("a token for product {:?}, not {:?}", one_line(&claims.aud, 64), cfg.product))
-            .into());
+        return Err(
+            bad(host, &format!("a token for product {:?}, not {:?}", one_line(&claims.aud, 64), cfg.product)).into()
+        );
     }
     let known = |kid: &str| -> Result<bool> { Ok(store.certificates()?.iter().any(|c| sha256_hex(c) == kid)) };
     let chain = match &jws.kid {
