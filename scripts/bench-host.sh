@@ -50,8 +50,8 @@ unset TKA_PASSPHRASE TKA_HOME TKA_STORE
 "$TKA" host install "$work/host.pem" --dir "$work/host" > /dev/null
 
 for i in $(seq 1 "$MACHINES"); do
-    TKA_MACHINE_ID="bench-machine-$i" "$TKA" request create --product bench --text --out "$work/r.txt" > /dev/null
-    cat "$work/r.txt" >> "$work/requests.txt"
+    TKA_MACHINE_ID="bench-machine-$i" "$TKA" request create --product bench --text --out "$work/r$i.txt" > /dev/null
+    cat "$work/r$i.txt" >> "$work/requests.txt"
     echo >> "$work/requests.txt"
 done
 

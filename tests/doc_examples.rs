@@ -45,6 +45,7 @@ const EXPECTED: &[(&str, usize, usize)] = &[
     ("README.md", 2, 1),
     ("docs/benchmarks.md", 0, 2),
     ("docs/design.md", 0, 0),
+    ("docs/host.md", 0, 3),
     ("docs/ledger.md", 0, 0),
     ("docs/machine-identity.md", 0, 0),
     ("docs/pkcs11.md", 0, 6),

@@ -175,6 +175,35 @@ impl HostConfig {
     }
 }
 
+/// Binds a listening socket for `addr` (inside a tokio runtime). An IPv6
+/// address listens on IPv6 only, so `0.0.0.0:P` and `[::]:P` can both be
+/// given; the address is reusable at once after a restart.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    #[cfg(unix)]
+    if addr.is_ipv6() {
+        use std::os::fd::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: a socket descriptor this function owns, and an option
+        // value of the size given that outlives the call.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(1024)
+}
+
 /// What the handlers share.
 struct Shared {
     signer: Arc<TokenSigner>,

@@ -273,7 +273,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
     rt.block_on(async move {
         let mut listeners = Vec::new();
         for addr in &a.listen {
-            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| Error::Io {
+            let l = server::bind(*addr).map_err(|e| Error::Io {
                 path: addr.to_string().into(),
                 source: std::io::Error::new(e.kind(), format!("cannot listen: {e}")),
             })?;
