@@ -733,6 +733,32 @@ fn cli_a_host_refusal_exits_1() {
     );
 }
 
+#[test]
+fn cli_run_logs_each_round_and_exits_0_on_sigterm() {
+    let (_t, s) = store();
+    let port = dead_port();
+    let mut child = Command::new(BIN)
+        .args(["agent", "run", "--product", PRODUCT, "--host", &format!("127.0.0.1:{port}")])
+        .env("TKA_STORE", s.dir())
+        .env("TKA_MACHINE_ID", "agent-cli-run")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert_eq!(
+        line,
+        format!("tka agent: {PRODUCT}: no activation host reachable (tried 127.0.0.1:{port} (connection refused))\n")
+    );
+    // Now asleep until the retry in 2 hours: SIGTERM ends it at once.
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert_eq!(rest, "tka agent: stopped\n");
+}
+
 /// `tka host serve` as a process, stopped (SIGTERM) when dropped.
 struct Served(std::process::Child);
 
