@@ -218,19 +218,20 @@ impl HostDir {
     /// issuer of the one before. Writes `chain.pem` (host certificate and
     /// issuing CAs; a root at the end goes to `root.pem`) and records the
     /// certificate in `host.json`. Every check comes before any write; a
-    /// refused certificate changes nothing.
+    /// refused certificate ([`Error::Usage`]: the wrong file for this
+    /// host) changes nothing.
     pub fn install(&mut self, cert_path: &Path) -> Result<InstalledCert> {
         let ders = read_cert_chain(cert_path)?;
         let certs = ders.iter().map(|d| CertInfo::parse(d)).collect::<std::result::Result<Vec<_>, _>>()?;
         let host = &certs[0];
         if host.is_ca || !host.has_signer_eku() {
-            return Err(Error::Refused(format!(
+            return Err(Error::Usage(format!(
                 "{} is not a token-signer certificate (CA:FALSE with the tka token-signing EKU)",
                 host.subject
             )));
         }
         let Some(delegation) = host.delegation.clone() else {
-            return Err(Error::Refused(format!(
+            return Err(Error::Usage(format!(
                 "{} carries no tka delegation: it is not a host certificate",
                 host.subject
             )));
@@ -238,7 +239,7 @@ impl HostDir {
         let request = fsutil::read_file(&self.request_path(), 64 * 1024)?;
         let request = read_host_request(&request)?;
         if host.spki_der != request.spki_der {
-            return Err(Error::Refused(format!(
+            return Err(Error::Usage(format!(
                 "{} certifies another key than this host's (the key of {})",
                 host.subject,
                 self.request_path().display()

@@ -191,8 +191,7 @@ pub fn run(cmd: HostCmd) -> Result<ExitCode> {
             }
             let home = home.open()?;
             let bytes = tka::fsutil::read_file(&request, host::MAX_HOST_REQUEST as u64)?;
-            let req = host::read_host_request(&bytes)
-                .map_err(|e| Error::Format { what: request.display().to_string(), detail: e.to_string() })?;
+            let req = host::read_host_request(&bytes)?;
             let opts =
                 CertifyOptions { delegation: Delegation { products, max_lifetime_secs: max_lifetime, seats }, days };
             let unlock = LazyPass::new(&pass);
