@@ -135,7 +135,7 @@ fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, serde_json::Value) {
         body.len()
     );
     let (status, text) = exchange(addr, raw.as_bytes());
-    (status, serde_json::from_str(&text).unwrap_or_else(|_| serde_json::Value::String(text)))
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
 }
 
 fn activate(h: &Host, req: &ActivationRequest) -> (u16, serde_json::Value) {
