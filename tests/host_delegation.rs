@@ -67,6 +67,7 @@ fn verify(text: &str, product: &str) -> Result<(), VerifyError> {
         machine: MachineCheck::Skip,
         crls: &[],
         revoked_serials: &revoked,
+        certificates: &[],
         clock: None,
     };
     verify_token(text, &ctx).map(|_| ())
