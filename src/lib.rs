@@ -112,4 +112,5 @@ pub use activation::{revocation, store, trust};
 #[cfg(feature = "issuer")]
 pub use issuer::{crl_number, ledger, rotation};
 
+pub use crate::core::agent_error::AgentError;
 pub use crate::core::error::{CrossLimit, Error, IssueRefusal, Result, VerifyError};

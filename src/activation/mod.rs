@@ -3,6 +3,8 @@
 //! import and re-verification. It imports only the core.
 
 pub(crate) mod activate;
+#[cfg(feature = "agent")]
+pub mod agent;
 pub mod revocation;
 pub(crate) mod revoked;
 pub mod store;

@@ -3,6 +3,7 @@
 //!
 //! Every message says what was checked and what was found, on one line.
 
+use crate::core::agent_error::AgentError;
 use crate::core::clock::rfc3339;
 use crate::core::machine::errors::{BindingError, MachineError};
 use crate::core::machine::report::MatchReport;
@@ -886,6 +887,8 @@ pub enum Error {
     /// A request (or token) binds a component set no real machine produces,
     /// or a weak one that was not allowed; nothing was signed.
     Binding(BindingError),
+    /// The activation agent could not get an answer from an activation host.
+    Agent(AgentError),
 }
 
 impl Error {
@@ -991,6 +994,7 @@ impl fmt::Display for Error {
             Error::Machine(e) => e.fmt(f),
             Error::Store(e) => e.fmt(f),
             Error::Binding(e) => write!(f, "request refused: {e}"),
+            Error::Agent(e) => e.fmt(f),
             Error::HomeBusy { home, pid: Some(pid) } => {
                 write!(f, "another tka command holds {} (pid {pid})", home.display())
             }
@@ -1027,6 +1031,11 @@ impl From<IssueRefusal> for Error {
 impl From<BindingError> for Error {
     fn from(e: BindingError) -> Self {
         Error::Binding(e)
+    }
+}
+impl From<AgentError> for Error {
+    fn from(e: AgentError) -> Self {
+        Error::Agent(e)
     }
 }
 impl From<StoreError> for Error {

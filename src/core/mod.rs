@@ -3,6 +3,7 @@
 //! formats, machine identity and the ordered verification. It imports
 //! neither wing.
 
+pub mod agent_error;
 pub mod bundle;
 pub mod clock;
 pub mod error;

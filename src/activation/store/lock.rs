@@ -419,7 +419,7 @@ fn check_revocation_size(what: &str, len: usize) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+pub(super) fn write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     write_atomic(path, bytes, FILE_MODE, Overwrite::Replace).map_err(|e| StoreError::io(path, e))
 }
 
@@ -485,7 +485,7 @@ fn check_products(products: Option<&[String]>) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn remove(path: &Path) -> Result<bool, StoreError> {
+pub(super) fn remove(path: &Path) -> Result<bool, StoreError> {
     match fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),

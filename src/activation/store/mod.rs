@@ -21,6 +21,8 @@
 //!   version                  "1\n": the layout version (see below)
 //!   lock                     empty, 0600; every writer holds an exclusive lock on it
 //!   state.json               StoreState: clock high-water mark, revocation sequences
+//!   agent.json               optional CachedHost: the activation host that answered
+//!                            the agent last {"host": .., "port": .., "when": <unix secs>}
 //!   roots/<fp>.pem           trusted roots, one PEM CERTIFICATE each, 0644;
 //!                            <fp> is the lowercase hex SHA-256 of the DER
 //!   roots/<fp>.json          optional product scope of that root:
@@ -125,12 +127,14 @@
 //! # Ok::<(), tka::store::StoreError>(())
 //! ```
 
+mod cached_host;
 mod clock;
 mod files;
 mod lock;
 mod names;
 
 pub use crate::core::store_error::StoreError;
+pub use cached_host::{CachedHost, CACHED_HOST_FILE, MAX_CACHED_HOST_FILE};
 pub use clock::{check_clock, StoreState, DEFAULT_CLOCK_TOLERANCE_SECS};
 pub use files::*;
 pub use lock::StoreLock;

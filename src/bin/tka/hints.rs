@@ -18,6 +18,12 @@ pub fn hint(e: &Error) -> Option<&'static str> {
         Error::Machine(tka::machine::MachineError::NoComponents) => {
             Some("give this machine an explicit identity with --machine-id-file PATH or TKA_MACHINE_ID=value")
         }
+        Error::Agent(tka::AgentError::Discovery { .. }) => {
+            Some("check the SRV records _tka._tcp.DOMAIN (and --dns), or name the host with --host HOST:PORT")
+        }
+        Error::Agent(tka::AgentError::NoHostReachable { .. }) => Some(
+            "check that an activation host runs there and that its port is open; `tka agent run` retries by itself",
+        ),
         Error::NotAnIssuerHome { .. } => Some("create one with `tka issuer init`"),
         Error::NoTrustedRoot => Some("install the issuer's root first: `tka trust add ROOT.pem`"),
         Error::NoLedger { .. } => Some("a ledger is created by `tka entitlement add` or `tka token issue --home`"),

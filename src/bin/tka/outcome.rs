@@ -27,6 +27,17 @@ const NO_MEANS: &str = "a \"no\": refused by policy (e.g. a certificate would ou
 pub const MEANINGS: &[(&str, &str, &str)] = &[
     ("", "success", "a \"no\" verdict: the token is invalid, the product is not activated, a refusal by policy"),
     ("activate", "activated", "the token is refused"),
+    (
+        "agent once",
+        "activated",
+        "not activated yet (below the host's threshold), or refused (by the host, or the token)",
+    ),
+    (
+        "agent run",
+        "stopped by SIGTERM or SIGINT",
+        "not used (host refusals and tokens that do not verify are logged and retried)",
+    ),
+    ("agent return", "returned (the local token removed)", "the host refused the return"),
     ("status", "every product shown is activated", "one is not"),
     ("deactivate", "deactivated", "the product is not activated"),
     ("token issue", "issued", "refused (e.g. the token would outlive its signer, the entitlement is exhausted)"),
@@ -106,7 +117,13 @@ impl From<tka::VerifyError> for Failure {
 /// The exit code of an error by the rule: [`NO`] for the library's "no"
 /// verdicts ([`Error::is_verdict`]) and refusals by policy, else [`ERROR`].
 pub fn exit_code_of(e: &Error) -> u8 {
-    let refusal = matches!(e, Error::Refused(_) | Error::NothingToRelease { .. } | Error::WouldOutliveIssuer { .. });
+    let refusal = matches!(
+        e,
+        Error::Refused(_)
+            | Error::NothingToRelease { .. }
+            | Error::WouldOutliveIssuer { .. }
+            | Error::Agent(tka::AgentError::HostRefused { .. })
+    );
     if e.is_verdict() || refusal {
         NO
     } else {

@@ -3,6 +3,7 @@
 //! print; they return errors and exit codes, and `main` reports them.
 
 pub mod activation;
+pub mod agent;
 pub mod ca;
 pub mod cert;
 pub mod crl;
@@ -67,6 +68,9 @@ pub enum Command {
     /// The issuer ledger: issued tokens, releases, revocations
     #[command(subcommand)]
     Ledger(ledger::LedgerCmd),
+    /// The activation agent: get and renew tokens from an activation host on the LAN
+    #[command(subcommand)]
+    Agent(agent::AgentCmd),
     /// Verify a token for this machine and install it
     #[command(
         after_help = "EXAMPLES:\n  tka activate token.jws\n  tka --store /var/lib/tka activate - < token.jws\n  tka activate --bundle tokens.jsonl --product acme-cad\n  tka activate compact.jws --chain issuer-chain.pem"
@@ -98,6 +102,7 @@ pub fn run(cmd: Command) -> CmdResult {
         Command::Host(c) => Ok(host::run(c)?),
         Command::Entitlement(c) => entitlement::run(c),
         Command::Ledger(c) => ledger::run(c),
+        Command::Agent(c) => Ok(agent::run(c)?),
         Command::Activate(a) => Ok(activation::activate(a)?),
         Command::Status(a) => Ok(activation::status(a)?),
         Command::List(a) => Ok(activation::list(a)?),
