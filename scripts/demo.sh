@@ -7,13 +7,17 @@
 #   scripts/demo.sh            keys in encrypted PKCS#8 files
 #   scripts/demo.sh --pkcs11   keys generated on a throwaway SoftHSM2 token
 #                              (needs `apt install softhsm2`)
+#   scripts/demo.sh --host     the isolated-LAN flow: a delegated activation
+#                              host on loopback, three machines, a threshold
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkcs11=0
+mode=token
 case "${1:-}" in
   "") ;;
   --pkcs11) pkcs11=1 ;;
-  *) echo "usage: $0 [--pkcs11]" >&2; exit 2 ;;
+  --host) mode=host ;;
+  *) echo "usage: $0 [--pkcs11 | --host]" >&2; exit 2 ;;
 esac
 
 cargo build --release --quiet
@@ -25,6 +29,60 @@ step() { printf '\n== %s\n' "$*"; }
 # The demo's key passphrase lives in a 0600 file, never on the command line.
 umask 077
 printf 'demo passphrase %s\n' "$RANDOM$RANDOM" > "$work/passphrase"
+
+if [ "$mode" = host ]; then
+  step "Admin workstation: an issuer home"
+  "$TKA" issuer init --home "$work/issuer" --org "Demo Corp" --passphrase-file "$work/passphrase" | tee "$work/init.out"
+  root=$(sed -n 's/^root: //p' "$work/init.out")
+
+  step "Activation host: its key and a host request (a PKCS#10 CSR)"
+  "$TKA" host init --dir "$work/host" | tee "$work/host-init.out"
+  hostreq=$(sed -n 's/^request: //p' "$work/host-init.out")
+
+  step "Admin workstation: delegate demo-app to the host, tokens of at most 180 days"
+  "$TKA" host certify --home "$work/issuer" --passphrase-file "$work/passphrase" --request "$hostreq" \
+    --products demo-app --max-lifetime 180d --days 365 --out "$work/host.pem"
+  "$TKA" host install "$work/host.pem" --dir "$work/host"
+
+  step "Activation host: serve on loopback, threshold 3 machines"
+  "$TKA" host serve --dir "$work/host" --listen 127.0.0.1:0 --threshold demo-app=3 \
+    > "$work/serve.out" 2> "$work/serve.log" &
+  server=$!
+  trap 'kill "$server" 2>/dev/null; [ "${KEEP:-0}" = 1 ] || rm -rf "$work"' EXIT
+  for _ in $(seq 100); do grep -q '^listening: ' "$work/serve.out" && break; sleep 0.1; done
+  addr=$(sed -n 's/^listening: //p' "$work/serve.out" | head -1)
+  echo "host listening on $addr"
+
+  machine() { # N ARGS...: run tka as machine N with its own store and explicit identity
+    local n=$1; shift
+    TKA_MACHINE_ID="demo-lan-machine-$n" TKA_STORE="$work/machine$n" "$TKA" "$@"
+  }
+  for n in 1 2 3; do machine "$n" trust add "$root" >/dev/null; done
+
+  step "Machines 1 and 2 ask: below the threshold (exit 1, count: N of 3)"
+  for n in 1 2; do
+    if machine "$n" agent once --product demo-app --host "$addr"; then
+      echo "machine $n activated below the threshold: demo FAILED" >&2; exit 1
+    fi
+  done
+  step "Machine 3 asks: the threshold is reached, it is activated"
+  machine 3 agent once --product demo-app --host "$addr"
+  step "Machine 1 retries (its agent would, 2 hours later): activated"
+  machine 1 agent once --product demo-app --host "$addr"
+  machine 1 status --product demo-app
+
+  step "Activation host: status"
+  "$TKA" host status --dir "$work/host"
+
+  step "Machine 2 gives its activation back early"
+  machine 2 agent return --product demo-app --host "$addr"
+  "$TKA" host status --dir "$work/host"
+
+  kill -TERM "$server"; wait "$server"
+  echo
+  echo "demo complete (activation host): delegation, threshold, activation, status and early return all worked"
+  exit 0
+fi
 
 if [ "$pkcs11" = 1 ]; then
   module=""
