@@ -6,6 +6,8 @@
 #![cfg(feature = "issuer")]
 
 mod common;
+#[path = "common/pg.rs"]
+mod pg;
 
 use common::*;
 use std::time::Duration;
@@ -20,8 +22,30 @@ fn signer() -> TokenSigner {
     TokenSigner::new(Box::new(test_key("signer")), vec![p.signer.clone(), p.int.clone()]).unwrap()
 }
 
-fn ledger(dir: &std::path::Path) -> Ledger {
-    Ledger::open(&dir.join("ledger.sqlite")).unwrap()
+/// The same test body over an SQLite ledger (`NAME::sqlite`) and a
+/// PostgreSQL one (`NAME::postgres`, in a database of its own in the
+/// binary's throwaway cluster; skipped, visibly, without PostgreSQL).
+macro_rules! both {
+    ($(#[$m:meta])* fn $name:ident($l:ident) $body:block) => {
+        $(#[$m])*
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn sqlite() {
+                let d = tempfile::tempdir().unwrap();
+                let $l = &mut Ledger::open(&d.path().join("ledger.sqlite")).unwrap();
+                $body
+            }
+
+            #[test]
+            fn postgres() {
+                let Some(url) = pg::database(stringify!($name)) else { return };
+                let $l = &mut Ledger::open_url(&url).unwrap();
+                $body
+            }
+        }
+    };
 }
 
 fn ent(l: &mut Ledger, machines: u32) -> tka::ledger::Entitlement {
@@ -51,11 +75,9 @@ fn refused(r: tka::Result<impl std::fmt::Debug>) -> String {
     }
 }
 
-#[test]
-fn counting_reissue_and_refusal_at_the_limit() {
-    let d = tempfile::tempdir().unwrap();
-    let mut l = ledger(d.path());
-    let e = ent(&mut l, 2);
+both! {
+fn counting_reissue_and_refusal_at_the_limit(l) {
+    let e = ent(l, 2);
     assert_eq!((e.id, e.used, e.free()), (1, 0, 2));
     let s = signer();
     let opts = IssueOptions::default();
@@ -94,12 +116,11 @@ fn counting_reissue_and_refusal_at_the_limit() {
     assert_eq!(claims.tka.features, vec!["reports", "export"], "features default to the entitlement's");
     assert_eq!(l.tokens(&TokenFilter { machine: Some(req(1).cmid), ..Default::default() }).unwrap().len(), 2);
 }
+}
 
-#[test]
-fn release_frees_a_seat_for_another_machine() {
-    let d = tempfile::tempdir().unwrap();
-    let mut l = ledger(d.path());
-    ent(&mut l, 1);
+both! {
+fn release_frees_a_seat_for_another_machine(l) {
+    ent(l, 1);
     let s = signer();
     let opts = IssueOptions::default();
     let a = l.issue(&req(1), Some("acme"), &opts, &s, NOW).unwrap();
@@ -131,14 +152,13 @@ fn release_frees_a_seat_for_another_machine() {
     l.release_machine(&req(2).cmid, None, "transferred", NOW + 40).unwrap();
     assert_eq!(l.entitlement("acme").unwrap().used, 0);
 }
+}
 
+both! {
 /// Releasing a machine that holds no seat (released already, or never
 /// counted) is the same typed "nothing to release", by serial or by machine.
-#[test]
-fn releasing_a_machine_without_a_seat_is_nothing_to_release() {
-    let d = tempfile::tempdir().unwrap();
-    let mut l = ledger(d.path());
-    ent(&mut l, 1);
+fn releasing_a_machine_without_a_seat_is_nothing_to_release(l) {
+    ent(l, 1);
     let a = l.issue(&req(1), Some("acme"), &IssueOptions::default(), &signer(), NOW).unwrap();
     l.release(&a.serial, "decommissioned", NOW + 10).unwrap();
     let e = l.release_machine(&req(1).cmid, None, "again", NOW + 20).unwrap_err();
@@ -151,11 +171,10 @@ fn releasing_a_machine_without_a_seat_is_nothing_to_release() {
     assert!(matches!(&e, Error::NothingToRelease { entitlement: Some(_), .. }), "{e:?}");
     assert_eq!(l.releases().unwrap().len(), 1, "nothing recorded");
 }
+}
 
-#[test]
-fn revoke_and_list_revoked_tokens() {
-    let d = tempfile::tempdir().unwrap();
-    let mut l = ledger(d.path());
+both! {
+fn revoke_and_list_revoked_tokens(l) {
     let s = signer();
     let a = l.issue(&req(1), None, &IssueOptions::default(), &s, NOW).unwrap();
     let b = l.issue(&req(2), None, &IssueOptions::default(), &s, NOW).unwrap();
@@ -182,12 +201,11 @@ fn revoke_and_list_revoked_tokens() {
     }
     assert_eq!(l.token(&b.serial).unwrap().revoked_at, Some(NOW + 5));
 }
+}
 
-#[test]
-fn entitlements_by_id_or_name_and_updates() {
-    let d = tempfile::tempdir().unwrap();
-    let mut l = ledger(d.path());
-    let e = ent(&mut l, 2);
+both! {
+fn entitlements_by_id_or_name_and_updates(l) {
+    let e = ent(l, 2);
     assert_eq!(l.entitlement("1").unwrap(), e);
     assert_eq!(l.entitlement("acme").unwrap(), e);
     match l.entitlement("nope") {
@@ -224,12 +242,11 @@ fn entitlements_by_id_or_name_and_updates() {
     assert_eq!(e.updated_at, NOW + 1);
     assert_eq!(l.seats(1).unwrap().len(), 2);
 }
+}
 
-#[test]
-fn policy_refusals_product_features_expiry_and_cmid() {
-    let d = tempfile::tempdir().unwrap();
-    let mut l = ledger(d.path());
-    ent(&mut l, 10);
+both! {
+fn policy_refusals_product_features_expiry_and_cmid(l) {
+    ent(l, 10);
     let s = signer();
     let other = synthetic_request("other-product", 1, NOW);
     assert_eq!(
@@ -263,6 +280,7 @@ fn policy_refusals_product_features_expiry_and_cmid() {
             if claimed == req(1).cmid && computed == req(3).cmid
     ));
     assert_eq!(l.entitlement("acme").unwrap().used, 1);
+}
 }
 
 #[test]
