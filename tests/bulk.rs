@@ -4,6 +4,8 @@
 #![cfg(feature = "issuer")]
 
 mod common;
+#[path = "common/pg.rs"]
+mod pg;
 
 use common::*;
 use std::collections::HashSet;
@@ -235,6 +237,7 @@ impl Cli {
         c.args(args)
             .current_dir(self.dir.path())
             .env_remove("TKA_HOME")
+            .env_remove("TKA_LEDGER_URL")
             .env("TKA_PASSPHRASE", "correct horse battery staple")
             .stdin(Stdio::null());
         c
@@ -767,4 +770,75 @@ fn cli_adds_the_flags_to_library_refusals() {
             )
         )
     );
+}
+
+/// The same commands on a PostgreSQL ledger: `tka ledger migrate` copies
+/// the home's SQLite ledger (tokens, a revocation) into an empty database
+/// and says what it moved; with TKA_LEDGER_URL (or --ledger URL) and
+/// --home, issue-bulk counts against the migrated entitlement while the
+/// home signs; `ledger show` gives the same record on both; a second
+/// migration into the filled database is refused (exit 1); a server that
+/// is not there is a one-line error with exit 2.
+#[test]
+fn cli_postgres_ledger_migrate_issue_and_list() {
+    let Some(url) = pg::database("cli") else { return };
+    let c = Cli::new(4);
+    c.requests("reqs.txt", 0, 3);
+    let lines: Vec<String> = fs::read_to_string(c.path("reqs.txt")).unwrap().lines().map(String::from).collect();
+    fs::write(c.path("a.txt"), &lines[0]).unwrap();
+    let issued =
+        c.ok(&["token", "issue", "--request", "a.txt", "--home", "home", "--entitlement", "acme", "--out", "a.jws"]);
+    let serial = tka::token::decode_unverified(fs::read_to_string(c.path("a.jws")).unwrap().trim()).unwrap().1.jti;
+    assert!(!issued.contains("postgres"));
+    c.ok(&["ledger", "revoke", &serial, "--reason", "test", "--home", "home"]);
+
+    let out = c.ok(&["ledger", "migrate", "--from", "home/ledger.sqlite", "--to", &url]);
+    assert_eq!(
+        out,
+        format!(
+            "from: home/ledger.sqlite\nto: {url}\nentitlements: 1\nseats: 1\njws_headers: 1\ntokens: 1\nreleases: 0\n\
+             revocations: 1\nverified: counts per table and per entitlement are equal\n"
+        )
+    );
+    let show_sqlite = c.ok(&["ledger", "show", &serial, "--home", "home", "--json"]);
+    let show_pg = c.ok(&["ledger", "show", &serial, "--home", "home", "--ledger", &url, "--json"]);
+    assert_eq!(show_pg, show_sqlite);
+
+    let bulk = c
+        .cmd(&[
+            "token",
+            "issue-bulk",
+            "--home",
+            "home",
+            "--entitlement",
+            "acme",
+            "--requests-file",
+            "reqs.txt",
+            "--out",
+            "out",
+            "--quiet",
+        ])
+        .env("TKA_LEDGER_URL", &url)
+        .output()
+        .unwrap();
+    assert!(bulk.status.success(), "{}", String::from_utf8_lossy(&bulk.stderr));
+    let pg_ent: serde_json::Value =
+        serde_json::from_str(&c.ok(&["entitlement", "show", "acme", "--ledger", &url, "--json"])).unwrap();
+    assert_eq!(pg_ent["used"].as_u64(), Some(3), "counted in PostgreSQL");
+    assert_eq!(c.ledger().entitlement("acme").unwrap().used, 1, "the home's SQLite file is left alone");
+    let list = c.ok(&["ledger", "list", "--ledger", &url]);
+    assert_eq!(list.lines().filter(|l| l.contains(PRODUCT)).count(), 4, "the migrated token and 3 new: {list}");
+
+    let (code, _, err) = c.run(&["ledger", "migrate", "--from", "home/ledger.sqlite", "--to", &url]);
+    assert_eq!(code, 1, "a refusal");
+    assert_eq!(
+        err,
+        format!("error: ledger {url}: the target is not empty (1 rows in entitlements); nothing was copied\n")
+    );
+
+    let down = "postgres://postgres@127.0.0.1:1/tka";
+    let (code, _, err) = c.run(&["ledger", "list", "--ledger", down]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.starts_with(&format!("error: ledger {down}: the PostgreSQL server cannot be reached")), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
