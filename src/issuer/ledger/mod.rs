@@ -225,7 +225,7 @@ pub struct RevokedToken {
 enum Backend {
     Sqlite(Connection),
     #[cfg(feature = "postgres")]
-    Pg(std::cell::RefCell<pg::PgConn>),
+    Pg(Box<std::cell::RefCell<pg::PgConn>>),
 }
 
 /// How many times a write transaction PostgreSQL aborted (a serialization
@@ -274,7 +274,7 @@ impl Ledger {
             let mut conn = pg::PgConn::connect(url, &location.display())?;
             conn.prepare_schema()?;
             Ok(Ledger {
-                backend: Backend::Pg(std::cell::RefCell::new(conn)),
+                backend: Backend::Pg(Box::new(std::cell::RefCell::new(conn))),
                 location,
                 busy_timeout: DEFAULT_BUSY_TIMEOUT,
             })
