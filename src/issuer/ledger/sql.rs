@@ -167,6 +167,7 @@ impl rusqlite::ToSql for Val {
 
 /// `sql` for PostgreSQL: `?N` becomes `$N`, and SQLite's index hint
 /// `+column` becomes `column` (outside string literals).
+#[cfg(feature = "postgres")]
 pub(crate) fn to_pg(sql: &str) -> String {
     let b = sql.as_bytes();
     let mut out = String::with_capacity(sql.len() + 8);
@@ -251,6 +252,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "postgres")]
     fn placeholders_and_index_hints_translate_for_postgres() {
         assert_eq!(
             to_pg("SELECT a || '?1+x' FROM t WHERE +t.a = ?1 AND b = used + ?12"),
