@@ -14,11 +14,14 @@
 //! sign in parallel and in chunks, but what is issued, counted and recorded
 //! is decided here, item by item, inside the ledger's write transaction.
 //!
-//! **Concurrency.** A [`Ledger`] is one SQLite connection: one per thread
-//! (each worker of a network service opens its own with [`Ledger::open`]).
-//! The decision and the record of each token are one `BEGIN IMMEDIATE`
-//! transaction, so any number of workers and processes on one ledger never
-//! exceed an entitlement's count. The signature is made ahead, outside the
+//! **Concurrency.** A [`Ledger`] is one connection (SQLite, or PostgreSQL
+//! from a small pool): one per thread (each worker of a network service
+//! opens its own with [`Ledger::open`] or [`Ledger::open_url`]). The
+//! decision and the record of each token are one write transaction
+//! (`BEGIN IMMEDIATE` on SQLite; on PostgreSQL one that locks the
+//! entitlement's row, retried on a serialization failure or deadlock), so
+//! any number of workers and processes on one ledger never exceed an
+//! entitlement's count. The signature is made ahead, outside the
 //! write lock, from a plan on a read snapshot, and used only if the
 //! transaction's own decision gives the same claims.
 

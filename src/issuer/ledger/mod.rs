@@ -1,7 +1,9 @@
-//! The issuer's ledger: counted entitlements and every issued token, in SQLite.
+//! The issuer's ledger: counted entitlements and every issued token, in
+//! SQLite or PostgreSQL.
 //!
 //! The ledger lives in the issuer home (`<home>/ledger.sqlite`, see
-//! [`LEDGER_FILE`]). It records entitlements (product, features, allowed
+//! [`LEDGER_FILE`]), in another SQLite file, or in a PostgreSQL database
+//! ([`Ledger::open_url`], [`LedgerLocation`]; feature `postgres`). It records entitlements (product, features, allowed
 //! machine count), the seats they have counted (one per distinct CMID), every
 //! token issued (serial, entitlement, CMID, component hashes, times, signer
 //! fingerprint, the token text, the request's nonce and digest), releases and
@@ -15,10 +17,15 @@
 //!   overrides the refusal. [`Ledger::release`] frees a seat and records why.
 //! - **Transactions:** every write is one `BEGIN IMMEDIATE` transaction, so
 //!   two processes on one ledger are serialized by SQLite's write lock (with a
-//!   busy timeout) and can never both take the last seat. Serials are the
-//!   primary key: a duplicate cannot be stored.
-//! - **Versions:** the schema is migrated forwards by [`Ledger::open`]; a
-//!   ledger from a newer tka is refused, never downgraded.
+//!   busy timeout) and can never both take the last seat. On PostgreSQL every
+//!   write is one transaction that locks the entitlement rows it counts
+//!   against (`SELECT ... FOR UPDATE`), run again (up to [`WRITE_RETRIES`]
+//!   times) when the server aborts it as a serialization failure or deadlock.
+//!   Serials are the primary key: a duplicate cannot be stored.
+//! - **Versions:** the schema is migrated forwards when a ledger is opened;
+//!   a ledger from a newer tka is refused, never downgraded (SQLite keeps
+//!   the version in `PRAGMA user_version`, PostgreSQL in the
+//!   `schema_version` table).
 //!
 //! Time is always a parameter (`now`, Unix seconds).
 
