@@ -28,7 +28,10 @@ fn signer() -> TokenSigner {
 }
 
 fn setup(dir: &Path, machines: u32) -> Ledger {
-    let mut l = Ledger::open(&dir.join("ledger.sqlite")).unwrap();
+    with_acme(Ledger::open(&dir.join("ledger.sqlite")).unwrap(), machines)
+}
+
+fn with_acme(mut l: Ledger, machines: u32) -> Ledger {
     l.add_entitlement(
         &NewEntitlement { product: PRODUCT.into(), machines, name: Some("acme".into()), ..Default::default() },
         NOW,
@@ -164,7 +167,18 @@ fn rerunning_a_batch_consumes_nothing_and_returns_the_same_tokens() {
 #[test]
 fn renewal_from_the_ledger_is_idempotent() {
     let d = tempfile::tempdir().unwrap();
-    let mut l = setup(d.path(), 10);
+    renewal_is_idempotent(setup(d.path(), 10), d.path());
+}
+
+/// The same renewal on a PostgreSQL ledger.
+#[test]
+fn postgres_renewal_from_the_ledger_is_idempotent() {
+    let Some(url) = pg::database("renewal") else { return };
+    let d = tempfile::tempdir().unwrap();
+    renewal_is_idempotent(with_acme(Ledger::open_url(&url).unwrap(), 10), d.path());
+}
+
+fn renewal_is_idempotent(mut l: Ledger, d: &Path) {
     let s = signer();
     let short =
         BatchOptions { issue: IssueOptions { lifetime: TokenLifetime::Days(20), ..Default::default() }, ..opts() };
@@ -184,7 +198,7 @@ fn renewal_from_the_ledger_is_idempotent() {
         alg: tka::keys::SignatureAlgorithm::Ps256,
         chunk: 2,
     };
-    let out = d.path().join("renewed");
+    let out = d.join("renewed");
     let at = NOW + 15 * DAY;
     let r = renew_batch(&mut l, &ro, &s, at, Some(&out), &|_| {}).unwrap();
     assert_eq!(
@@ -803,6 +817,8 @@ fn cli_postgres_ledger_migrate_issue_and_list() {
     let show_sqlite = c.ok(&["ledger", "show", &serial, "--home", "home", "--json"]);
     let show_pg = c.ok(&["ledger", "show", &serial, "--home", "home", "--ledger", &url, "--json"]);
     assert_eq!(show_pg, show_sqlite);
+    let list = c.ok(&["revocations", "create", "--home", "home", "--ledger", &url, "--out", "revoked.jws"]);
+    assert!(list.contains("revoked tokens: 1 (1 from the ledger)"), "{list}");
 
     let bulk = c
         .cmd(&[

@@ -127,7 +127,8 @@ fn renewal_due(
 ) -> Result<Vec<TokenRecord>> {
     let sql = format!(
         "{} WHERE t.released_at IS NULL AND r.serial IS NULL AND t.expires IS NOT NULL AND t.expires <= ?1
-           AND (?2 IS NULL OR t.entitlement_id = ?2) AND (?3 IS NULL OR t.product = ?3)
+           AND (CAST(?2 AS BIGINT) IS NULL OR t.entitlement_id = ?2)
+           AND (CAST(?3 AS TEXT) IS NULL OR t.product = ?3)
            AND NOT EXISTS (SELECT 1 FROM tokens n LEFT JOIN revocations nr ON nr.serial = n.serial
                            WHERE n.cmid = t.cmid AND n.product = t.product
                              AND n.entitlement_id IS NOT DISTINCT FROM t.entitlement_id AND n.released_at IS NULL
