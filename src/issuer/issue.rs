@@ -36,7 +36,7 @@ use crate::core::keys::SignatureAlgorithm;
 use crate::core::request::ActivationRequest;
 use crate::core::token::Claims;
 use crate::issuer::ledger::db::Db;
-use crate::issuer::ledger::sql::args;
+use crate::issuer::ledger::sql::{args, Val};
 use crate::issuer::ledger::{find_entitlement, Entitlement, Ledger};
 use crate::issuer::seats::seat_held_elsewhere;
 use serde::Serialize;
@@ -370,16 +370,46 @@ pub(crate) struct Recorder<'t> {
     db: Db<'t>,
     fingerprint: String,
     taken: HashMap<i64, i64>,
+    /// On PostgreSQL, token and seat rows wait here and are inserted by
+    /// [`Recorder::finish`] many to a statement (one round trip for many
+    /// rows). Every decision of a chunk is made before any is recorded, so
+    /// nothing reads them before.
+    pending: Option<(Vec<Val>, Vec<Val>)>,
 }
 
+/// Rows per multi-row insert on PostgreSQL.
+const ROWS_PER_INSERT: usize = 128;
+
+/// `INSERT INTO table (columns) VALUES (?1, ...), (...)` for `rows` rows.
+fn multi_insert(head: &str, columns: usize, rows: usize) -> String {
+    let mut sql = String::from(head);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { " VALUES (" } else { ", (" });
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("?{}", r * columns + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+const INSERT_TOKEN_HEAD: &str =
+    "INSERT INTO tokens (serial, entitlement_id, product, cmid, components, issued_at, not_before, expires,
+                         signer, header_id, body, request_nonce, request_digest, replaces)";
+const TOKEN_COLUMNS: usize = 14;
 const INSERT_TOKEN_SQL: &str =
     "INSERT INTO tokens (serial, entitlement_id, product, cmid, components, issued_at, not_before, expires,
                          signer, header_id, body, request_nonce, request_digest, replaces)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+const INSERT_SEAT_HEAD: &str = "INSERT INTO seats (entitlement_id, cmid, counted_at)";
 
 impl<'t> Recorder<'t> {
     pub(crate) fn new(db: Db<'t>, signer: &TokenSigner) -> Self {
-        Recorder { db, fingerprint: signer.certificate().fingerprint.clone(), taken: HashMap::new() }
+        let pending = db.is_pg().then(|| (Vec::new(), Vec::new()));
+        Recorder { db, fingerprint: signer.certificate().fingerprint.clone(), taken: HashMap::new(), pending }
     }
 
     /// Records one decision (its token signed). `headers` caches the ids of
@@ -417,31 +447,40 @@ impl<'t> Recorder<'t> {
                     }
                 };
                 let components = serde_json::to_string(&claims.tka.components).expect("components serialize");
-                self.db.execute(
-                    INSERT_TOKEN_SQL,
-                    args![
-                        &claims.jti,
-                        w.entitlement,
-                        &claims.aud,
-                        &claims.sub,
-                        components,
-                        claims.iat,
-                        claims.nbf,
-                        claims.exp,
-                        &self.fingerprint,
-                        header_id,
-                        body,
-                        &w.nonce,
-                        &w.digest,
-                        &w.replaces
-                    ],
-                )?;
+                let row = args![
+                    &claims.jti,
+                    w.entitlement,
+                    &claims.aud,
+                    &claims.sub,
+                    components,
+                    claims.iat,
+                    claims.nbf,
+                    claims.exp,
+                    &self.fingerprint,
+                    header_id,
+                    body,
+                    &w.nonce,
+                    &w.digest,
+                    &w.replaces
+                ];
+                match &mut self.pending {
+                    Some((tokens, _)) => tokens.extend_from_slice(row),
+                    None => {
+                        self.db.execute(INSERT_TOKEN_SQL, row)?;
+                    }
+                }
                 if new_seat {
                     let id = w.entitlement.expect("a seat belongs to an entitlement");
-                    self.db.execute(
-                        "INSERT INTO seats (entitlement_id, cmid, counted_at) VALUES (?1, ?2, ?3)",
-                        args![id, &claims.sub, now],
-                    )?;
+                    let seat = args![id, &claims.sub, now];
+                    match &mut self.pending {
+                        Some((_, seats)) => seats.extend_from_slice(seat),
+                        None => {
+                            self.db.execute(
+                                "INSERT INTO seats (entitlement_id, cmid, counted_at) VALUES (?1, ?2, ?3)",
+                                seat,
+                            )?;
+                        }
+                    }
                     *self.taken.entry(id).or_default() += 1;
                 }
                 Outcome::Issued {
@@ -462,6 +501,13 @@ impl<'t> Recorder<'t> {
 
     /// Counts the seats taken in their entitlements (before the commit).
     pub(crate) fn finish(self) -> Result<()> {
+        if let Some((tokens, seats)) = &self.pending {
+            for (head, columns, vals) in [(INSERT_TOKEN_HEAD, TOKEN_COLUMNS, tokens), (INSERT_SEAT_HEAD, 3, seats)] {
+                for part in vals.chunks(columns * ROWS_PER_INSERT) {
+                    self.db.execute(&multi_insert(head, columns, part.len() / columns), part)?;
+                }
+            }
+        }
         for (id, n) in &self.taken {
             self.db.execute("UPDATE entitlements SET used = used + ?1 WHERE id = ?2", args![*n, *id])?;
         }

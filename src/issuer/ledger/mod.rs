@@ -334,8 +334,8 @@ impl Ledger {
         &self.location
     }
 
-    /// The ledger file; for a PostgreSQL ledger, its URL (without the
-    /// password) as a path, for messages.
+    /// The ledger file; an empty path for a PostgreSQL ledger (see
+    /// [`Ledger::location`]).
     pub fn path(&self) -> &Path {
         match &self.location {
             LedgerLocation::File(p) => p,
