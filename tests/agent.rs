@@ -183,7 +183,12 @@ impl RealHost {
         let signer = TokenSigner::new(Box::new(test_key("signer")), vec![p.signer.clone(), p.int.clone()]).unwrap();
         let chain_pem = pem::encode("CERTIFICATE", &p.signer) + &pem::encode("CERTIFICATE", &p.int);
         let products = vec![ProductConfig { product: PRODUCT.into(), threshold, seats: None }];
-        let mut config = HostConfig::new(Arc::new(signer), chain_pem, products, Box::new(state));
+        let mut config = HostConfig::new(
+            Arc::new(signer),
+            chain_pem,
+            products,
+            Box::new(move || Ok(Box::new(state) as Box<dyn HostState>)),
+        );
         let clock = Arc::new(TestClock(AtomicI64::new(NOW)));
         config.clock = clock.clone();
         config.rate_per_min = 0;

@@ -4,6 +4,8 @@
 #![cfg(feature = "issuer")]
 
 mod common;
+#[path = "common/pg.rs"]
+mod pg;
 
 use common::*;
 use std::collections::HashSet;
@@ -26,7 +28,10 @@ fn signer() -> TokenSigner {
 }
 
 fn setup(dir: &Path, machines: u32) -> Ledger {
-    let mut l = Ledger::open(&dir.join("ledger.sqlite")).unwrap();
+    with_acme(Ledger::open(&dir.join("ledger.sqlite")).unwrap(), machines)
+}
+
+fn with_acme(mut l: Ledger, machines: u32) -> Ledger {
     l.add_entitlement(
         &NewEntitlement { product: PRODUCT.into(), machines, name: Some("acme".into()), ..Default::default() },
         NOW,
@@ -162,7 +167,18 @@ fn rerunning_a_batch_consumes_nothing_and_returns_the_same_tokens() {
 #[test]
 fn renewal_from_the_ledger_is_idempotent() {
     let d = tempfile::tempdir().unwrap();
-    let mut l = setup(d.path(), 10);
+    renewal_is_idempotent(setup(d.path(), 10), d.path());
+}
+
+/// The same renewal on a PostgreSQL ledger.
+#[test]
+fn postgres_renewal_from_the_ledger_is_idempotent() {
+    let Some(url) = pg::database("renewal") else { return };
+    let d = tempfile::tempdir().unwrap();
+    renewal_is_idempotent(with_acme(Ledger::open_url(&url).unwrap(), 10), d.path());
+}
+
+fn renewal_is_idempotent(mut l: Ledger, d: &Path) {
     let s = signer();
     let short =
         BatchOptions { issue: IssueOptions { lifetime: TokenLifetime::Days(20), ..Default::default() }, ..opts() };
@@ -182,7 +198,7 @@ fn renewal_from_the_ledger_is_idempotent() {
         alg: tka::keys::SignatureAlgorithm::Ps256,
         chunk: 2,
     };
-    let out = d.path().join("renewed");
+    let out = d.join("renewed");
     let at = NOW + 15 * DAY;
     let r = renew_batch(&mut l, &ro, &s, at, Some(&out), &|_| {}).unwrap();
     assert_eq!(
@@ -235,6 +251,7 @@ impl Cli {
         c.args(args)
             .current_dir(self.dir.path())
             .env_remove("TKA_HOME")
+            .env_remove("TKA_LEDGER_URL")
             .env("TKA_PASSPHRASE", "correct horse battery staple")
             .stdin(Stdio::null());
         c
@@ -767,4 +784,77 @@ fn cli_adds_the_flags_to_library_refusals() {
             )
         )
     );
+}
+
+/// The same commands on a PostgreSQL ledger: `tka ledger migrate` copies
+/// the home's SQLite ledger (tokens, a revocation) into an empty database
+/// and says what it moved; with TKA_LEDGER_URL (or --ledger URL) and
+/// --home, issue-bulk counts against the migrated entitlement while the
+/// home signs; `ledger show` gives the same record on both; a second
+/// migration into the filled database is refused (exit 1); a server that
+/// is not there is a one-line error with exit 2.
+#[test]
+fn cli_postgres_ledger_migrate_issue_and_list() {
+    let Some(url) = pg::database("cli") else { return };
+    let c = Cli::new(4);
+    c.requests("reqs.txt", 0, 3);
+    let lines: Vec<String> = fs::read_to_string(c.path("reqs.txt")).unwrap().lines().map(String::from).collect();
+    fs::write(c.path("a.txt"), &lines[0]).unwrap();
+    let issued =
+        c.ok(&["token", "issue", "--request", "a.txt", "--home", "home", "--entitlement", "acme", "--out", "a.jws"]);
+    let serial = tka::token::decode_unverified(fs::read_to_string(c.path("a.jws")).unwrap().trim()).unwrap().1.jti;
+    assert!(!issued.contains("postgres"));
+    c.ok(&["ledger", "revoke", &serial, "--reason", "test", "--home", "home"]);
+
+    let out = c.ok(&["ledger", "migrate", "--from", "home/ledger.sqlite", "--to", &url]);
+    assert_eq!(
+        out,
+        format!(
+            "from: home/ledger.sqlite\nto: {url}\nentitlements: 1\nseats: 1\njws_headers: 1\ntokens: 1\nreleases: 0\n\
+             revocations: 1\nverified: counts per table and per entitlement are equal\n"
+        )
+    );
+    let show_sqlite = c.ok(&["ledger", "show", &serial, "--home", "home", "--json"]);
+    let show_pg = c.ok(&["ledger", "show", &serial, "--home", "home", "--ledger", &url, "--json"]);
+    assert_eq!(show_pg, show_sqlite);
+    let list = c.ok(&["revocations", "create", "--home", "home", "--ledger", &url, "--out", "revoked.jws"]);
+    assert!(list.contains("revoked tokens: 1 (1 from the ledger)"), "{list}");
+
+    let bulk = c
+        .cmd(&[
+            "token",
+            "issue-bulk",
+            "--home",
+            "home",
+            "--entitlement",
+            "acme",
+            "--requests-file",
+            "reqs.txt",
+            "--out",
+            "out",
+            "--quiet",
+        ])
+        .env("TKA_LEDGER_URL", &url)
+        .output()
+        .unwrap();
+    assert!(bulk.status.success(), "{}", String::from_utf8_lossy(&bulk.stderr));
+    let pg_ent: serde_json::Value =
+        serde_json::from_str(&c.ok(&["entitlement", "show", "acme", "--ledger", &url, "--json"])).unwrap();
+    assert_eq!(pg_ent["used"].as_u64(), Some(3), "counted in PostgreSQL");
+    assert_eq!(c.ledger().entitlement("acme").unwrap().used, 1, "the home's SQLite file is left alone");
+    let list = c.ok(&["ledger", "list", "--ledger", &url]);
+    assert_eq!(list.lines().filter(|l| l.contains(PRODUCT)).count(), 4, "the migrated token and 3 new: {list}");
+
+    let (code, _, err) = c.run(&["ledger", "migrate", "--from", "home/ledger.sqlite", "--to", &url]);
+    assert_eq!(code, 1, "a refusal");
+    assert_eq!(
+        err,
+        format!("error: ledger {url}: the target is not empty (1 rows in entitlements); nothing was copied\n")
+    );
+
+    let down = "postgres://postgres@127.0.0.1:1/tka";
+    let (code, _, err) = c.run(&["ledger", "list", "--ledger", down]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.starts_with(&format!("error: ledger {down}: the PostgreSQL server cannot be reached")), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }

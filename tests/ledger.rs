@@ -6,6 +6,8 @@
 #![cfg(feature = "issuer")]
 
 mod common;
+#[path = "common/pg.rs"]
+mod pg;
 
 use common::*;
 use std::time::Duration;
@@ -20,8 +22,30 @@ fn signer() -> TokenSigner {
     TokenSigner::new(Box::new(test_key("signer")), vec![p.signer.clone(), p.int.clone()]).unwrap()
 }
 
-fn ledger(dir: &std::path::Path) -> Ledger {
-    Ledger::open(&dir.join("ledger.sqlite")).unwrap()
+/// The same test body over an SQLite ledger (`NAME::sqlite`) and a
+/// PostgreSQL one (`NAME::postgres`, in a database of its own in the
+/// binary's throwaway cluster; skipped, visibly, without PostgreSQL).
+macro_rules! both {
+    ($(#[$m:meta])* fn $name:ident($l:ident) $body:block) => {
+        $(#[$m])*
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn sqlite() {
+                let d = tempfile::tempdir().unwrap();
+                let $l = &mut Ledger::open(&d.path().join("ledger.sqlite")).unwrap();
+                $body
+            }
+
+            #[test]
+            fn postgres() {
+                let Some(url) = pg::database(stringify!($name)) else { return };
+                let $l = &mut Ledger::open_url(&url).unwrap();
+                $body
+            }
+        }
+    };
 }
 
 fn ent(l: &mut Ledger, machines: u32) -> tka::ledger::Entitlement {
@@ -51,11 +75,9 @@ fn refused(r: tka::Result<impl std::fmt::Debug>) -> String {
     }
 }
 
-#[test]
-fn counting_reissue_and_refusal_at_the_limit() {
-    let d = tempfile::tempdir().unwrap();
-    let mut l = ledger(d.path());
-    let e = ent(&mut l, 2);
+both! {
+fn counting_reissue_and_refusal_at_the_limit(l) {
+    let e = ent(l, 2);
     assert_eq!((e.id, e.used, e.free()), (1, 0, 2));
     let s = signer();
     let opts = IssueOptions::default();
@@ -94,12 +116,11 @@ fn counting_reissue_and_refusal_at_the_limit() {
     assert_eq!(claims.tka.features, vec!["reports", "export"], "features default to the entitlement's");
     assert_eq!(l.tokens(&TokenFilter { machine: Some(req(1).cmid), ..Default::default() }).unwrap().len(), 2);
 }
+}
 
-#[test]
-fn release_frees_a_seat_for_another_machine() {
-    let d = tempfile::tempdir().unwrap();
-    let mut l = ledger(d.path());
-    ent(&mut l, 1);
+both! {
+fn release_frees_a_seat_for_another_machine(l) {
+    ent(l, 1);
     let s = signer();
     let opts = IssueOptions::default();
     let a = l.issue(&req(1), Some("acme"), &opts, &s, NOW).unwrap();
@@ -131,14 +152,13 @@ fn release_frees_a_seat_for_another_machine() {
     l.release_machine(&req(2).cmid, None, "transferred", NOW + 40).unwrap();
     assert_eq!(l.entitlement("acme").unwrap().used, 0);
 }
+}
 
+both! {
 /// Releasing a machine that holds no seat (released already, or never
 /// counted) is the same typed "nothing to release", by serial or by machine.
-#[test]
-fn releasing_a_machine_without_a_seat_is_nothing_to_release() {
-    let d = tempfile::tempdir().unwrap();
-    let mut l = ledger(d.path());
-    ent(&mut l, 1);
+fn releasing_a_machine_without_a_seat_is_nothing_to_release(l) {
+    ent(l, 1);
     let a = l.issue(&req(1), Some("acme"), &IssueOptions::default(), &signer(), NOW).unwrap();
     l.release(&a.serial, "decommissioned", NOW + 10).unwrap();
     let e = l.release_machine(&req(1).cmid, None, "again", NOW + 20).unwrap_err();
@@ -151,11 +171,10 @@ fn releasing_a_machine_without_a_seat_is_nothing_to_release() {
     assert!(matches!(&e, Error::NothingToRelease { entitlement: Some(_), .. }), "{e:?}");
     assert_eq!(l.releases().unwrap().len(), 1, "nothing recorded");
 }
+}
 
-#[test]
-fn revoke_and_list_revoked_tokens() {
-    let d = tempfile::tempdir().unwrap();
-    let mut l = ledger(d.path());
+both! {
+fn revoke_and_list_revoked_tokens(l) {
     let s = signer();
     let a = l.issue(&req(1), None, &IssueOptions::default(), &s, NOW).unwrap();
     let b = l.issue(&req(2), None, &IssueOptions::default(), &s, NOW).unwrap();
@@ -182,12 +201,11 @@ fn revoke_and_list_revoked_tokens() {
     }
     assert_eq!(l.token(&b.serial).unwrap().revoked_at, Some(NOW + 5));
 }
+}
 
-#[test]
-fn entitlements_by_id_or_name_and_updates() {
-    let d = tempfile::tempdir().unwrap();
-    let mut l = ledger(d.path());
-    let e = ent(&mut l, 2);
+both! {
+fn entitlements_by_id_or_name_and_updates(l) {
+    let e = ent(l, 2);
     assert_eq!(l.entitlement("1").unwrap(), e);
     assert_eq!(l.entitlement("acme").unwrap(), e);
     match l.entitlement("nope") {
@@ -224,12 +242,11 @@ fn entitlements_by_id_or_name_and_updates() {
     assert_eq!(e.updated_at, NOW + 1);
     assert_eq!(l.seats(1).unwrap().len(), 2);
 }
+}
 
-#[test]
-fn policy_refusals_product_features_expiry_and_cmid() {
-    let d = tempfile::tempdir().unwrap();
-    let mut l = ledger(d.path());
-    ent(&mut l, 10);
+both! {
+fn policy_refusals_product_features_expiry_and_cmid(l) {
+    ent(l, 10);
     let s = signer();
     let other = synthetic_request("other-product", 1, NOW);
     assert_eq!(
@@ -263,6 +280,7 @@ fn policy_refusals_product_features_expiry_and_cmid() {
             if claimed == req(1).cmid && computed == req(3).cmid
     ));
     assert_eq!(l.entitlement("acme").unwrap().used, 1);
+}
 }
 
 #[test]
@@ -444,4 +462,188 @@ fn ledger_is_created_with_wal_and_the_current_version() {
     // Opening again does not migrate twice.
     drop(l);
     assert_eq!(Ledger::open(&path).unwrap().schema_version().unwrap(), SCHEMA_VERSION);
+}
+
+// ----- PostgreSQL only ------------------------------------------------------
+
+/// A PostgreSQL ledger whose schema version is newer than this tka's is
+/// refused with the same error as an SQLite file, and left as it was.
+#[test]
+fn postgres_a_newer_ledger_is_refused_and_left_alone() {
+    let name = "newer_schema";
+    let Some(url) = pg::database(name) else { return };
+    drop(Ledger::open_url(&url).unwrap());
+    pg::psql(name, &format!("UPDATE schema_version SET version = {}", SCHEMA_VERSION + 1));
+    let e = Ledger::open_url(&url).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "ledger {url}: written by a newer tka (schema version {}); this tka knows version {SCHEMA_VERSION} and \
+             never downgrades a ledger: use a newer tka",
+            SCHEMA_VERSION + 1
+        )
+    );
+    assert_eq!(pg::psql(name, "SELECT version FROM schema_version"), (SCHEMA_VERSION + 1).to_string());
+}
+
+/// A database that holds other tables is not taken for a ledger.
+#[test]
+fn postgres_a_database_with_foreign_tables_is_refused() {
+    let name = "foreign_tables";
+    let Some(url) = pg::database(name) else { return };
+    pg::psql(name, "CREATE TABLE payroll (id BIGINT)");
+    assert_eq!(
+        Ledger::open_url(&url).unwrap_err().to_string(),
+        format!(
+            "ledger {url}: not a tka ledger (the database holds tables and no schema_version); nothing was changed"
+        )
+    );
+    assert_eq!(pg::psql(name, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), "1");
+}
+
+/// 8 threads, each with its own connection, issue 25 tokens each to
+/// distinct machines against one entitlement of 50: exactly 50 are issued
+/// and counted, the other 150 are refused as EntitlementFull, and no serial
+/// repeats.
+#[test]
+fn postgres_concurrent_issuance_counts_exactly() {
+    let Some(url) = pg::database("concurrency") else { return };
+    let mut l = Ledger::open_url(&url).unwrap();
+    ent(&mut l, 50);
+    let s = std::sync::Arc::new(signer());
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let (url, s) = (url.clone(), s.clone());
+            std::thread::spawn(move || {
+                let mut l = Ledger::open_url(&url).unwrap();
+                let (mut ok, mut full) = (Vec::new(), 0);
+                for i in 0..25 {
+                    match l.issue(&req(1000 + t * 25 + i), Some("acme"), &IssueOptions::default(), &s, NOW) {
+                        Ok(t) => ok.push(t.serial),
+                        Err(Error::Issue(tka::issuer::issue::IssueRefusal::EntitlementFull {
+                            machines: 50, ..
+                        })) => full += 1,
+                        Err(e) => panic!("unexpected: {e}"),
+                    }
+                }
+                (ok, full)
+            })
+        })
+        .collect();
+    let (mut serials, mut full) = (Vec::new(), 0);
+    for t in threads {
+        let (ok, f) = t.join().unwrap();
+        serials.extend(ok);
+        full += f;
+    }
+    assert_eq!((serials.len(), full), (50, 150));
+    serials.sort();
+    serials.dedup();
+    assert_eq!(serials.len(), 50, "no serial repeats");
+    let e = l.entitlement("acme").unwrap();
+    assert_eq!((e.used, l.seats(e.id).unwrap().len(), l.token_count().unwrap()), (50, 50, 50));
+}
+
+/// An SQLite ledger with entitlements, tokens, releases and revocations is
+/// copied into PostgreSQL with every row, id and serial; a second copy into
+/// the now non-empty target is refused; ids go on after the copied ones.
+#[test]
+fn postgres_migration_round_trip() {
+    let Some(url) = pg::database("migration") else { return };
+    let d = tempfile::tempdir().unwrap();
+    let mut src = Ledger::open(&d.path().join("ledger.sqlite")).unwrap();
+    ent(&mut src, 3);
+    src.add_entitlement(&NewEntitlement { product: PRODUCT.into(), machines: 1, ..Default::default() }, NOW).unwrap();
+    let (s, o) = (signer(), IssueOptions::default());
+    let a = src.issue(&req(1), Some("acme"), &o, &s, NOW).unwrap();
+    src.issue(&req(2), Some("acme"), &o, &s, NOW).unwrap();
+    src.issue(&req(3), Some("2"), &o, &s, NOW).unwrap();
+    let free = src.issue(&req(4), None, &o, &s, NOW).unwrap();
+    src.release(&a.serial, "moved", NOW + 1).unwrap();
+    src.revoke(&free.serial, "leaked", NOW + 2).unwrap();
+
+    let dst = Ledger::open_url(&url).unwrap();
+    let moved = src.copy_into(&dst).unwrap();
+    assert_eq!(
+        moved,
+        [("entitlements", 2), ("seats", 2), ("jws_headers", 1), ("tokens", 4), ("releases", 1), ("revocations", 1)]
+    );
+    assert_eq!(dst.entitlements().unwrap(), src.entitlements().unwrap());
+    assert_eq!(dst.tokens(&TokenFilter::default()).unwrap(), src.tokens(&TokenFilter::default()).unwrap());
+    assert_eq!(dst.releases().unwrap(), src.releases().unwrap());
+    assert_eq!(dst.revoked_tokens().unwrap(), src.revoked_tokens().unwrap());
+    assert_eq!(dst.seats(1).unwrap(), src.seats(1).unwrap());
+    assert_eq!(dst.token(&a.serial).unwrap(), src.token(&a.serial).unwrap());
+
+    match src.copy_into(&dst) {
+        Err(Error::Refused(m)) => {
+            assert_eq!(m, format!("ledger {url}: the target is not empty (2 rows in entitlements); nothing was copied"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut dst = dst;
+    let e = dst.add_entitlement(&NewEntitlement { product: PRODUCT.into(), machines: 1, ..Default::default() }, NOW);
+    assert_eq!(e.unwrap().id, 3, "ids go on after the copied ones");
+}
+
+/// A signer that stops the server (as if it went away) when asked for its
+/// `at`-th signature, then signs as usual.
+struct StopAt {
+    key: tka::keys::SoftwareKey,
+    n: std::sync::atomic::AtomicUsize,
+    at: usize,
+    cluster: std::sync::Arc<pg::Cluster>,
+}
+
+impl tka::keys::Signer for StopAt {
+    fn public_key(&self) -> &rsa::PublicKey {
+        tka::keys::Signer::public_key(&self.key)
+    }
+    fn sign(&self, alg: tka::keys::SignatureAlgorithm, message: &[u8]) -> tka::Result<Vec<u8>> {
+        if self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.at {
+            self.cluster.stop();
+        }
+        tka::keys::Signer::sign(&self.key, alg, message)
+    }
+}
+
+/// The server goes away in the middle of a batch: the run stops with a
+/// one-line ledger error, what committed stays, nothing is half-recorded;
+/// once the server is back the same batch completes, returning the tokens
+/// already issued and issuing the rest.
+#[test]
+fn postgres_server_stopped_mid_batch_then_the_batch_resumes() {
+    use tka::issuer::bulk::{issue_batch, BatchInput, BatchOptions};
+    let Some(cluster) = pg::Cluster::start() else { return };
+    let cluster = std::sync::Arc::new(cluster);
+    let url = cluster.database("resume");
+    let mut l = Ledger::open_url(&url).unwrap();
+    ent(&mut l, 100);
+    let p = pki();
+    let stopping = StopAt { key: test_key("signer"), n: 0.into(), at: 40, cluster: cluster.clone() };
+    let s = TokenSigner::new(Box::new(stopping), vec![p.signer.clone(), p.int.clone()]).unwrap();
+    // (Built once: a synthetic request's nonce is random.)
+    let requests: Vec<BatchInput> =
+        (0..60).map(|n| BatchInput { source: format!("req-{n}"), request: Ok(req(n)) }).collect();
+    let batch = || requests.clone();
+    let opts = BatchOptions { entitlement: Some("acme".into()), chunk: 5, ..Default::default() };
+    let first = issue_batch(&mut l, batch(), &opts, &s, NOW, None, &|_| {}).unwrap();
+    let why = first.aborted_reason.clone().expect("the run stopped");
+    assert!(matches!(first.aborted, Some(Error::Ledger { code: None, .. })), "{:?}", first.aborted);
+    assert!(
+        why.starts_with(&format!("ledger {url}: the PostgreSQL server cannot be reached or closed the connection (")),
+        "{why}"
+    );
+    assert!(why.ends_with("nothing was recorded: run the same command again once it is up"), "{why}");
+    assert!(!why.contains('\n'));
+    assert!(first.ok < 60 && first.ok.is_multiple_of(5), "whole chunks only: {}", first.ok);
+    drop(l);
+
+    cluster.resume();
+    let mut l = Ledger::open_url(&url).unwrap();
+    assert_eq!(l.token_count().unwrap(), first.ok as u64, "nothing half-recorded");
+    let again = issue_batch(&mut l, batch(), &opts, &signer(), NOW, None, &|_| {}).unwrap();
+    assert!(again.aborted.is_none(), "{:?}", again.aborted_reason);
+    assert_eq!((again.ok, again.existing, again.new_seats), (60, first.ok, 60 - first.ok));
+    assert_eq!((l.token_count().unwrap(), l.entitlement("acme").unwrap().used), (60, 60));
 }

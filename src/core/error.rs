@@ -860,6 +860,19 @@ pub enum Error {
     },
     /// The activation store trusts no root, so nothing can verify.
     NoTrustedRoot,
+    /// The ledger's database failed: a PostgreSQL server that cannot be
+    /// reached or went away, or a statement it refused. The transaction
+    /// was rolled back: nothing of it was recorded.
+    Ledger {
+        /// The ledger (its path, or its URL without the password).
+        ledger: String,
+        /// What failed, one line.
+        detail: String,
+        /// The SQLSTATE the server gave, if any (`40001`: a serialization
+        /// failure, `40P01`: a deadlock; both are retried before this
+        /// error is returned).
+        code: Option<String>,
+    },
     /// There is no ledger at the path given (and it was not to be created).
     NoLedger {
         /// The path.
@@ -981,6 +994,7 @@ impl fmt::Display for Error {
                 write!(f, "machine {cmid} holds seats in entitlements {}: name one", list.join(", "))
             }
             Error::NoLedger { path } => write!(f, "no ledger at {}", path.display()),
+            Error::Ledger { ledger, detail, .. } => write!(f, "ledger {ledger}: {detail}"),
             Error::NotAnIssuerHome { path } => {
                 write!(f, "{} is not an issuer home (no tka-issuer.json)", path.display())
             }

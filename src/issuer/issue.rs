@@ -14,11 +14,14 @@
 //! sign in parallel and in chunks, but what is issued, counted and recorded
 //! is decided here, item by item, inside the ledger's write transaction.
 //!
-//! **Concurrency.** A [`Ledger`] is one SQLite connection: one per thread
-//! (each worker of a network service opens its own with [`Ledger::open`]).
-//! The decision and the record of each token are one `BEGIN IMMEDIATE`
-//! transaction, so any number of workers and processes on one ledger never
-//! exceed an entitlement's count. The signature is made ahead, outside the
+//! **Concurrency.** A [`Ledger`] is one connection (SQLite, or PostgreSQL
+//! from a small pool): one per thread (each worker of a network service
+//! opens its own with [`Ledger::open`] or [`Ledger::open_url`]). The
+//! decision and the record of each token are one write transaction
+//! (`BEGIN IMMEDIATE` on SQLite; on PostgreSQL one that locks the
+//! entitlement's row, retried on a serialization failure or deadlock), so
+//! any number of workers and processes on one ledger never exceed an
+//! entitlement's count. The signature is made ahead, outside the
 //! write lock, from a plan on a read snapshot, and used only if the
 //! transaction's own decision gives the same claims.
 
@@ -31,13 +34,13 @@ use crate::core::error::{Error, Result};
 use crate::core::keys::SignatureAlgorithm;
 use crate::core::request::ActivationRequest;
 use crate::core::token::Claims;
-use crate::issuer::ledger::{db_err, find_entitlement, Entitlement, Ledger};
-use crate::issuer::seats::{seat_held_elsewhere, SEAT_TOKENS_SQL};
-use rusqlite::{params, OptionalExtension};
+use crate::issuer::ledger::db::Db;
+use crate::issuer::ledger::sql::{args, Val};
+use crate::issuer::ledger::{find_entitlement, Entitlement, Ledger};
+use crate::issuer::seats::seat_held_elsewhere;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 /// A token handed out by the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,13 +101,11 @@ pub fn issue_one(
         entitlement: ent.map(|e| e.id),
         opts: opts.clone(),
     };
-    let path = ledger.path().to_path_buf();
     // Signed ahead, outside the write lock, from a plan on a read snapshot.
-    let ahead = {
-        let read = ledger.conn().unchecked_transaction().map_err(|e| db_err(&path, e))?;
-        let mut decider = Decider::new(&read, &path)?;
-        let decision = decider.decide(&item, true, None, signer, now, &mut HashMap::new())?;
-        drop(decider);
+    let mut ahead = {
+        let read = ledger.begin(false)?;
+        let decision = Decider::new(read.db()).decide(&item, true, None, signer, now, &mut HashMap::new())?;
+        drop(read);
         match decision {
             Decision::Sign { claims, .. } => {
                 let text = sign_claims(signer, &claims, item.opts.alg, item.opts.compact);
@@ -113,21 +114,22 @@ pub fn issue_one(
             _ => None,
         }
     };
-    let tx = ledger.write_tx()?;
-    let mut decider = Decider::new(&tx, &path)?;
-    let mut decision = decider.decide(&item, true, ahead, signer, now, &mut HashMap::new())?;
-    drop(decider);
-    decision.sign(signer, &item.opts);
-    let mut recorder = Recorder::new(&tx, &path, signer)?;
-    let outcome = recorder.record(&item, decision, &mut Vec::new(), now)?;
-    recorder.finish()?;
-    match outcome {
-        Outcome::Issued { issued, claims: Some(claims), .. } => {
-            tx.commit().map_err(|e| db_err(&path, e))?;
-            Ok(IssuedToken { text: issued.text, claims })
+    // Decided and recorded in one write transaction (run again if
+    // PostgreSQL aborts it; the token signed ahead is used once).
+    let outcome = ledger.write(|db| {
+        let mut decision = Decider::new(db).decide(&item, true, ahead.take(), signer, now, &mut HashMap::new())?;
+        decision.sign(signer, &item.opts);
+        let mut recorder = Recorder::new(db, signer);
+        let outcome = recorder.record(&item, decision, &mut Vec::new(), now)?;
+        recorder.finish()?;
+        match outcome {
+            Outcome::Issued { .. } => Ok(outcome),
+            Outcome::Refused(e) | Outcome::SigningFailed(e) => Err(e),
         }
-        Outcome::Issued { claims: None, .. } => unreachable!("a fresh token is always signed"),
-        Outcome::Refused(e) | Outcome::SigningFailed(e) => Err(e),
+    })?;
+    match outcome {
+        Outcome::Issued { issued, claims: Some(claims), .. } => Ok(IssuedToken { text: issued.text, claims }),
+        _ => unreachable!("a fresh token is always signed, and refusals are errors"),
     }
 }
 
@@ -240,33 +242,23 @@ pub(crate) fn sign_claims(
         .and_then(|v| signer.sign_token(&v, alg, compact))
 }
 
+/// The query of a live token an earlier run issued for the same request
+/// (`?1` request digest, `?2` entitlement, `?3` CMID, `?4` product).
+const EXISTING_SQL: &str = "SELECT t.serial, h.header || '.' || t.body, t.expires FROM tokens t
+       JOIN jws_headers h ON h.id = t.header_id
+     WHERE t.cmid = ?3 AND t.product = ?4 AND +t.request_digest = ?1 AND +t.entitlement_id IS NOT DISTINCT FROM ?2
+       AND t.released_at IS NULL
+       AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = t.serial)
+     ORDER BY t.issued_at DESC, t.serial LIMIT 1";
+
 /// Decides items against the ledger as one connection (or transaction) sees it.
 pub(crate) struct Decider<'c> {
-    conn: &'c rusqlite::Connection,
-    path: &'c Path,
-    existing: rusqlite::CachedStatement<'c>,
-    seat: rusqlite::CachedStatement<'c>,
-    seat_tokens: rusqlite::CachedStatement<'c>,
+    db: Db<'c>,
 }
 
 impl<'c> Decider<'c> {
-    pub(crate) fn new(conn: &'c rusqlite::Connection, path: &'c Path) -> Result<Self> {
-        let dberr = |e| db_err(path, e);
-        let existing = conn
-            .prepare_cached(
-                "SELECT t.serial, h.header || '.' || t.body, t.expires FROM tokens t
-                   JOIN jws_headers h ON h.id = t.header_id
-                 WHERE t.cmid = ?3 AND t.product = ?4 AND +t.request_digest = ?1 AND +t.entitlement_id IS ?2
-                   AND t.released_at IS NULL
-                   AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = t.serial)
-                 ORDER BY t.issued_at DESC, t.serial LIMIT 1",
-            )
-            .map_err(dberr)?;
-        let seat = conn
-            .prepare_cached("SELECT EXISTS(SELECT 1 FROM seats WHERE entitlement_id = ?1 AND cmid = ?2)")
-            .map_err(dberr)?;
-        let seat_tokens = conn.prepare_cached(SEAT_TOKENS_SQL).map_err(dberr)?;
-        Ok(Decider { conn, path, existing, seat, seat_tokens })
+    pub(crate) fn new(db: Db<'c>) -> Self {
+        Decider { db }
     }
 
     /// Decides one item: the existing token to return (unless `reissue`),
@@ -285,15 +277,12 @@ impl<'c> Decider<'c> {
         now: i64,
         ents: &mut HashMap<i64, Entitlement>,
     ) -> Result<Decision> {
-        let path = self.path;
-        let dberr = |e| db_err(path, e);
         let ent = match w.entitlement {
             None => None,
             Some(id) => match ents.entry(id) {
                 std::collections::hash_map::Entry::Occupied(o) => Some(o.into_mut()),
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    let e = find_entitlement(self.conn, &id.to_string())
-                        .map_err(dberr)?
+                    let e = find_entitlement(self.db, &id.to_string())?
                         .ok_or_else(|| Error::Usage(format!("entitlement {id} vanished from the ledger")))?;
                     Some(v.insert(e))
                 }
@@ -301,14 +290,9 @@ impl<'c> Decider<'c> {
         };
         if !reissue {
             if let Some(d) = &w.digest {
-                let found: Option<(String, String, Option<i64>)> = self
-                    .existing
-                    .query_row(params![d, w.entitlement, w.req.cmid, w.req.product], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })
-                    .optional()
-                    .map_err(dberr)?;
-                if let Some((serial, text, expires)) = found {
+                let found = self.db.query_opt(EXISTING_SQL, args![d, w.entitlement, &w.req.cmid, &w.req.product])?;
+                if let Some(r) = found {
+                    let (serial, text, expires) = (r.text(0)?, r.text(1)?, r.opt_i64(2)?);
                     return Ok(Decision::Existing { serial, text, expires, counted: ent.is_some() });
                 }
             }
@@ -353,9 +337,15 @@ impl<'c> Decider<'c> {
                 return refuse(IssueRefusal::OutlivesEntitlement { until, entitlement: e.label(), expires: x });
             }
         }
-        let counted: bool = self.seat.query_row(params![e.id, w.req.cmid], |r| r.get(0)).map_err(dberr)?;
+        let counted = self
+            .db
+            .query_one(
+                "SELECT EXISTS(SELECT 1 FROM seats WHERE entitlement_id = ?1 AND cmid = ?2)",
+                args![e.id, &w.req.cmid],
+            )?
+            .bool(0)?;
         if counted {
-            if let Some(why) = seat_held_elsewhere(&mut self.seat_tokens, e, &w.req, dberr)? {
+            if let Some(why) = seat_held_elsewhere(self.db, e, &w.req)? {
                 return refuse(why);
             }
             Ok(Decision::Sign { claims, new_seat: false, counted: true, text })
@@ -383,35 +373,49 @@ pub(crate) enum Outcome {
 /// Records decisions in a write transaction: the token rows, the seats
 /// taken; [`Recorder::finish`] counts the seats in their entitlements.
 pub(crate) struct Recorder<'t> {
-    tx: &'t rusqlite::Connection,
-    path: PathBuf,
+    db: Db<'t>,
     fingerprint: String,
-    ins_token: rusqlite::CachedStatement<'t>,
-    ins_seat: rusqlite::CachedStatement<'t>,
     taken: HashMap<i64, i64>,
+    /// On PostgreSQL, token and seat rows wait here and are inserted by
+    /// [`Recorder::finish`] many to a statement (one round trip for many
+    /// rows). Every decision of a chunk is made before any is recorded, so
+    /// nothing reads them before.
+    pending: Option<(Vec<Val>, Vec<Val>)>,
 }
 
+/// Rows per multi-row insert on PostgreSQL.
+const ROWS_PER_INSERT: usize = 128;
+
+/// `INSERT INTO table (columns) VALUES (?1, ...), (...)` for `rows` rows.
+fn multi_insert(head: &str, columns: usize, rows: usize) -> String {
+    let mut sql = String::from(head);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { " VALUES (" } else { ", (" });
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("?{}", r * columns + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+const INSERT_TOKEN_HEAD: &str =
+    "INSERT INTO tokens (serial, entitlement_id, product, cmid, components, issued_at, not_before, expires,
+                         signer, header_id, body, request_nonce, request_digest, replaces)";
+const TOKEN_COLUMNS: usize = 14;
+const INSERT_TOKEN_SQL: &str =
+    "INSERT INTO tokens (serial, entitlement_id, product, cmid, components, issued_at, not_before, expires,
+                         signer, header_id, body, request_nonce, request_digest, replaces)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+const INSERT_SEAT_HEAD: &str = "INSERT INTO seats (entitlement_id, cmid, counted_at)";
+
 impl<'t> Recorder<'t> {
-    pub(crate) fn new(tx: &'t rusqlite::Connection, path: &Path, signer: &TokenSigner) -> Result<Self> {
-        let dberr = |e| db_err(path, e);
-        let ins_token = tx
-            .prepare_cached(
-                "INSERT INTO tokens (serial, entitlement_id, product, cmid, components, issued_at, not_before, expires,
-                                     signer, header_id, body, request_nonce, request_digest, replaces)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            )
-            .map_err(dberr)?;
-        let ins_seat = tx
-            .prepare_cached("INSERT INTO seats (entitlement_id, cmid, counted_at) VALUES (?1, ?2, ?3)")
-            .map_err(dberr)?;
-        Ok(Recorder {
-            tx,
-            path: path.to_path_buf(),
-            fingerprint: signer.certificate().fingerprint.clone(),
-            ins_token,
-            ins_seat,
-            taken: HashMap::new(),
-        })
+    pub(crate) fn new(db: Db<'t>, signer: &TokenSigner) -> Self {
+        let pending = db.is_pg().then(|| (Vec::new(), Vec::new()));
+        Recorder { db, fingerprint: signer.certificate().fingerprint.clone(), taken: HashMap::new(), pending }
     }
 
     /// Records one decision (its token signed). `headers` caches the ids of
@@ -423,8 +427,6 @@ impl<'t> Recorder<'t> {
         headers: &mut Vec<(String, i64)>,
         now: i64,
     ) -> Result<Outcome> {
-        let path = self.path.clone();
-        let dberr = |e| db_err(&path, e);
         Ok(match decision {
             Decision::Refuse(e) => Outcome::Refused(e),
             Decision::Existing { serial, text, expires, counted } => Outcome::Issued {
@@ -440,39 +442,51 @@ impl<'t> Recorder<'t> {
                 let header_id = match headers.iter().find(|(h, _)| h == header) {
                     Some((_, id)) => *id,
                     None => {
-                        self.tx
-                            .execute("INSERT OR IGNORE INTO jws_headers (header) VALUES (?1)", [header])
-                            .map_err(dberr)?;
-                        let id: i64 = self
-                            .tx
-                            .query_row("SELECT id FROM jws_headers WHERE header = ?1", [header], |r| r.get(0))
-                            .map_err(dberr)?;
+                        self.db.execute(
+                            "INSERT INTO jws_headers (header) VALUES (?1) ON CONFLICT DO NOTHING",
+                            args![header],
+                        )?;
+                        let id =
+                            self.db.query_one("SELECT id FROM jws_headers WHERE header = ?1", args![header])?.i64(0)?;
                         headers.push((header.to_string(), id));
                         id
                     }
                 };
                 let components = serde_json::to_string(&claims.tka.components).expect("components serialize");
-                self.ins_token
-                    .execute(params![
-                        claims.jti,
-                        w.entitlement,
-                        claims.aud,
-                        claims.sub,
-                        components,
-                        claims.iat,
-                        claims.nbf,
-                        claims.exp,
-                        self.fingerprint,
-                        header_id,
-                        body,
-                        w.nonce,
-                        w.digest,
-                        w.replaces
-                    ])
-                    .map_err(dberr)?;
+                let row = args![
+                    &claims.jti,
+                    w.entitlement,
+                    &claims.aud,
+                    &claims.sub,
+                    components,
+                    claims.iat,
+                    claims.nbf,
+                    claims.exp,
+                    &self.fingerprint,
+                    header_id,
+                    body,
+                    &w.nonce,
+                    &w.digest,
+                    &w.replaces
+                ];
+                match &mut self.pending {
+                    Some((tokens, _)) => tokens.extend_from_slice(row),
+                    None => {
+                        self.db.execute(INSERT_TOKEN_SQL, row)?;
+                    }
+                }
                 if new_seat {
                     let id = w.entitlement.expect("a seat belongs to an entitlement");
-                    self.ins_seat.execute(params![id, claims.sub, now]).map_err(dberr)?;
+                    let seat = args![id, &claims.sub, now];
+                    match &mut self.pending {
+                        Some((_, seats)) => seats.extend_from_slice(seat),
+                        None => {
+                            self.db.execute(
+                                "INSERT INTO seats (entitlement_id, cmid, counted_at) VALUES (?1, ?2, ?3)",
+                                seat,
+                            )?;
+                        }
+                    }
                     *self.taken.entry(id).or_default() += 1;
                 }
                 Outcome::Issued {
@@ -493,10 +507,15 @@ impl<'t> Recorder<'t> {
 
     /// Counts the seats taken in their entitlements (before the commit).
     pub(crate) fn finish(self) -> Result<()> {
+        if let Some((tokens, seats)) = &self.pending {
+            for (head, columns, vals) in [(INSERT_TOKEN_HEAD, TOKEN_COLUMNS, tokens), (INSERT_SEAT_HEAD, 3, seats)] {
+                for part in vals.chunks(columns * ROWS_PER_INSERT) {
+                    self.db.execute(&multi_insert(head, columns, part.len() / columns), part)?;
+                }
+            }
+        }
         for (id, n) in &self.taken {
-            self.tx
-                .execute("UPDATE entitlements SET used = used + ?1 WHERE id = ?2", params![n, id])
-                .map_err(|e| db_err(&self.path, e))?;
+            self.db.execute("UPDATE entitlements SET used = used + ?1 WHERE id = ?2", args![*n, *id])?;
         }
         Ok(())
     }

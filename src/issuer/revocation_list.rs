@@ -119,7 +119,14 @@ pub fn revoked_from_ledger(home: &IssuerHome, now: i64) -> Result<Vec<RevokedTok
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let ledger = crate::issuer::ledger::Ledger::open_existing(&path)?;
+    revoked_from(&crate::issuer::ledger::Ledger::open_existing(&path)?, now)
+}
+
+/// The revoked tokens recorded in `ledger`, as list entries: every revoked
+/// token except those that expired more than [`KEEP_EXPIRED_SECS`] before
+/// `now`.
+#[cfg(feature = "issuer")]
+pub fn revoked_from(ledger: &crate::issuer::ledger::Ledger, now: i64) -> Result<Vec<RevokedToken>> {
     Ok(ledger
         .revoked_tokens()?
         .into_iter()

@@ -4,12 +4,13 @@
 use crate::core::error::{Error, IssueRefusal, Result};
 use crate::core::machine::{ComponentHash, MatchRule};
 use crate::core::request::ActivationRequest;
+use crate::issuer::ledger::db::Db;
+use crate::issuer::ledger::sql::args;
 use crate::issuer::ledger::Entitlement;
-use rusqlite::params;
 
 /// The query [`seat_held_elsewhere`] runs: the tokens of a seat not released
 /// (`?1` entitlement, `?2` CMID, `?3` product).
-pub(crate) const SEAT_TOKENS_SQL: &str = "SELECT t.serial, t.components, t.body FROM tokens t
+const SEAT_TOKENS_SQL: &str = "SELECT t.serial, t.components, t.body FROM tokens t
      WHERE t.cmid = ?2 AND t.product = ?3 AND +t.entitlement_id = ?1 AND t.released_at IS NULL";
 
 /// A machine that already holds a seat (same CMID) is given another token
@@ -20,21 +21,16 @@ pub(crate) const SEAT_TOKENS_SQL: &str = "SELECT t.serial, t.components, t.body 
 /// that passes any token of the seat holds more than half of the same
 /// hardware values (`most`'s anchor) and no two machines with different
 /// hardware share a seat, however the requests are sequenced; a machine
-/// whose hardware changed is moved by releasing the seat. `st` is
-/// [`SEAT_TOKENS_SQL`]. Returns the refusal, if any.
+/// whose hardware changed is moved by releasing the seat. Returns the
+/// refusal, if any.
 pub(crate) fn seat_held_elsewhere(
-    st: &mut rusqlite::CachedStatement<'_>,
+    db: Db<'_>,
     e: &Entitlement,
     req: &ActivationRequest,
-    dberr: impl Fn(rusqlite::Error) -> Error + Copy,
 ) -> Result<Option<IssueRefusal>> {
-    let rows = st
-        .query_map(params![e.id, req.cmid, req.product], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
-        })
-        .map_err(dberr)?;
+    let rows = db.query(SEAT_TOKENS_SQL, args![e.id, &req.cmid, &req.product])?;
     for row in rows {
-        let (serial, components, body) = row.map_err(dberr)?;
+        let (serial, components, body) = (row.text(0)?, row.text(1)?, row.text(2)?);
         let bound: Vec<ComponentHash> =
             serde_json::from_str(&components).map_err(|err| Error::format(format!("ledger token {serial}"), err))?;
         let rule = token_rule(&body).map_err(|err| Error::format(format!("ledger token {serial}"), err))?;

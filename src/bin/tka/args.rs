@@ -8,7 +8,7 @@ use std::time::Duration;
 use tka::issuer::issue::{IssueOptions, TokenLifetime};
 use tka::issuer::IssuerHome;
 use tka::keys::SignatureAlgorithm;
-use tka::ledger::{self, Ledger};
+use tka::ledger::{self, Ledger, LedgerLocation};
 use tka::{clock, Error, Result};
 
 /// `--json`.
@@ -88,15 +88,36 @@ impl HomeArg {
     }
 }
 
-/// The issuer ledger: `--home` (its `ledger.sqlite`) or `--ledger PATH`.
+/// `--ledger PATH|URL` (or `TKA_LEDGER_URL`): an SQLite file, or a
+/// PostgreSQL database. With `--home`, it replaces HOME/ledger.sqlite while
+/// the home still provides the signer.
+#[derive(Args, Debug, Clone)]
+pub struct LedgerLocationArg {
+    /// Ledger: an SQLite file, or a PostgreSQL database postgres://USER[:PASSWORD]@HOST[:PORT]/DB
+    /// (also TKA_LEDGER_URL) [default: HOME/ledger.sqlite]
+    #[arg(long = "ledger", env = "TKA_LEDGER_URL", value_name = "PATH|URL")]
+    pub ledger: Option<String>,
+}
+
+impl LedgerLocationArg {
+    /// Where the ledger is: `--ledger`, else the home's file.
+    pub fn location(&self, home: Option<&std::path::Path>) -> Option<LedgerLocation> {
+        match (&self.ledger, home) {
+            (Some(l), _) => Some(LedgerLocation::parse(l)),
+            (None, Some(h)) => Some(LedgerLocation::File(ledger::default_path(h))),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The issuer ledger: `--home` (its `ledger.sqlite`) or `--ledger PATH|URL`.
 #[derive(Args, Debug, Clone)]
 pub struct LedgerArgs {
-    /// Issuer home; the ledger is HOME/ledger.sqlite
+    /// Issuer home; the ledger is HOME/ledger.sqlite unless --ledger says otherwise
     #[arg(long, env = "TKA_HOME")]
     pub home: Option<PathBuf>,
-    /// Ledger file [default: HOME/ledger.sqlite]
-    #[arg(long, value_name = "PATH")]
-    pub ledger: Option<PathBuf>,
+    #[command(flatten)]
+    pub location: LedgerLocationArg,
     /// Seconds to wait for another process holding the ledger
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub lock_timeout: u64,
@@ -105,14 +126,12 @@ pub struct LedgerArgs {
 impl LedgerArgs {
     /// Opens the ledger (creating it when `create`), waiting `--lock-timeout` for other writers.
     pub fn open(&self, create: bool) -> Result<Ledger> {
-        let path = match (&self.ledger, &self.home) {
-            (Some(p), _) => p.clone(),
-            (None, Some(h)) => ledger::default_path(h),
-            (None, None) => {
-                return Err(Error::Usage("no ledger: give --home DIR (or TKA_HOME) or --ledger PATH".into()))
-            }
+        let Some(location) = self.location.location(self.home.as_deref()) else {
+            return Err(Error::Usage(
+                "no ledger: give --home DIR (or TKA_HOME) or --ledger PATH|URL (or TKA_LEDGER_URL)".into(),
+            ));
         };
-        let mut l = if create { Ledger::open(&path)? } else { Ledger::open_existing(&path)? };
+        let mut l = Ledger::open_location(&location, create)?;
         l.set_busy_timeout(Duration::from_secs(self.lock_timeout))?;
         Ok(l)
     }

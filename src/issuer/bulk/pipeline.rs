@@ -255,13 +255,13 @@ const BULK_CACHE_SIZE: i64 = -65536;
 
 impl BulkTuning {
     fn apply(ledger: &Ledger) -> Self {
-        let get = |name: &str| ledger.conn().query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0)).ok();
         let mut t = BulkTuning { cache_size: None, autocheckpoint: None, checkpointer: None };
+        // PostgreSQL has its own buffers and checkpoints.
+        let Some(conn) = ledger.sqlite() else { return t };
+        let get = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0)).ok();
         if let Some(old) = get("cache_size") {
             let bytes = |v: i64| if v < 0 { -v * 1024 } else { v * 4096 };
-            if bytes(old) < bytes(BULK_CACHE_SIZE)
-                && ledger.conn().pragma_update(None, "cache_size", BULK_CACHE_SIZE).is_ok()
-            {
+            if bytes(old) < bytes(BULK_CACHE_SIZE) && conn.pragma_update(None, "cache_size", BULK_CACHE_SIZE).is_ok() {
                 t.cache_size = Some(old);
             }
         }
@@ -275,7 +275,7 @@ impl BulkTuning {
             Ok(c)
         });
         if let (Ok(c), Some(old)) = (checkpointer, get("wal_autocheckpoint")) {
-            if ledger.conn().pragma_update(None, "wal_autocheckpoint", 0).is_ok() {
+            if conn.pragma_update(None, "wal_autocheckpoint", 0).is_ok() {
                 t.autocheckpoint = Some(old);
                 t.checkpointer = Some(c);
             }
@@ -284,11 +284,12 @@ impl BulkTuning {
     }
 
     fn restore(self, ledger: &Ledger) {
+        let Some(conn) = ledger.sqlite() else { return };
         if let Some(v) = self.cache_size {
-            let _ = ledger.conn().pragma_update(None, "cache_size", v);
+            let _ = conn.pragma_update(None, "cache_size", v);
         }
         if let Some(v) = self.autocheckpoint {
-            let _ = ledger.conn().pragma_update(None, "wal_autocheckpoint", v);
+            let _ = conn.pragma_update(None, "wal_autocheckpoint", v);
         }
     }
 }
@@ -306,12 +307,10 @@ fn plan_ahead(
 ) -> SignJob {
     // One read transaction (one snapshot, one lock) for the whole chunk;
     // dropped, it rolls back: nothing is written here.
-    let Ok(read) = ledger.conn().unchecked_transaction() else {
+    let Ok(read) = ledger.begin(false) else {
         return Vec::new();
     };
-    let Ok(mut decider) = Decider::new(&read, ledger.path()) else {
-        return Vec::new();
-    };
+    let mut decider = Decider::new(read.db());
     let mut job = Vec::with_capacity(batch.len());
     for w in batch {
         match decider.decide(&w.item, reissue, None, signer, now, ents) {
@@ -335,32 +334,36 @@ fn run_chunk(
     headers: &mut Vec<(String, i64)>,
     mut presigned: Vec<Option<Presigned>>,
 ) -> Result<Vec<Outcome>> {
-    let path = ledger.path().to_path_buf();
-    let tx = ledger.write_tx()?;
-    let mut decisions = Vec::with_capacity(batch.len());
-    {
-        // Entitlements as they are now, inside the write lock.
-        let mut ents: HashMap<i64, Entitlement> = HashMap::new();
-        let mut decider = Decider::new(&tx, &path)?;
-        for (i, w) in batch.iter().enumerate() {
-            let ahead = presigned.get_mut(i).and_then(Option::take);
-            decisions.push(decider.decide(&w.item, reissue, ahead, signer, now, &mut ents)?);
+    // (Run again if PostgreSQL aborts the transaction: what was signed
+    // ahead is used once, the rest is signed in place.)
+    ledger.write(|db| {
+        let mut decisions = Vec::with_capacity(batch.len());
+        {
+            // Entitlements as they are now, inside the write lock.
+            let mut ents: HashMap<i64, Entitlement> = HashMap::new();
+            let mut decider = Decider::new(db);
+            for (i, w) in batch.iter().enumerate() {
+                let ahead = presigned.get_mut(i).and_then(Option::take);
+                decisions.push(decider.decide(&w.item, reissue, ahead, signer, now, &mut ents)?);
+            }
         }
-    }
-    // Whatever the decisions need and was not signed ahead is signed here,
-    // in parallel, inside the transaction: seats and rows commit together.
-    // (Only when there is any: the pool is busy signing the next chunk.)
-    if decisions.iter().any(|d| matches!(d, Decision::Sign { text: None, .. })) {
-        decisions.par_iter_mut().zip(batch.par_iter()).for_each(|(d, w)| d.sign(signer, &w.item.opts));
-    }
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let mut recorder = Recorder::new(&tx, &path, signer)?;
-    for (d, w) in decisions.into_iter().zip(batch) {
-        outcomes.push(recorder.record(&w.item, d, headers, now)?);
-    }
-    recorder.finish()?;
-    tx.commit().map_err(|e| crate::issuer::ledger::db_err(&path, e))?;
-    Ok(outcomes)
+        // Whatever the decisions need and was not signed ahead is signed here,
+        // in parallel, inside the transaction: seats and rows commit together.
+        // (Only when there is any: the pool is busy signing the next chunk.)
+        if decisions.iter().any(|d| matches!(d, Decision::Sign { text: None, .. })) {
+            decisions.par_iter_mut().zip(batch.par_iter()).for_each(|(d, w)| d.sign(signer, &w.item.opts));
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut chunk_headers = headers.clone();
+        let mut recorder = Recorder::new(db, signer);
+        for (d, w) in decisions.into_iter().zip(batch) {
+            outcomes.push(recorder.record(&w.item, d, &mut chunk_headers, now)?);
+        }
+        recorder.finish()?;
+        // Header ids are kept once they are committed with the chunk.
+        *headers = chunk_headers;
+        Ok(outcomes)
+    })
 }
 
 #[cfg(test)]

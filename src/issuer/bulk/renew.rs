@@ -8,8 +8,8 @@ use crate::issuer::bulk::files::{prepare_output, Output};
 use crate::issuer::bulk::pipeline::{run, Work};
 use crate::issuer::bulk::report::{blank_item, BatchReport};
 use crate::issuer::issue::{IssueOptions, Item, TokenSigner};
-use crate::issuer::ledger::{db_err, token_row, Ledger, TokenRecord, TOKEN_SELECT};
-use rusqlite::params;
+use crate::issuer::ledger::sql::args;
+use crate::issuer::ledger::{token_row, Ledger, TokenRecord, TOKEN_SELECT};
 use std::path::Path;
 
 /// Which tokens [`renew_batch`] renews.
@@ -132,18 +132,16 @@ fn renewal_due(
 ) -> Result<Vec<TokenRecord>> {
     let sql = format!(
         "{} WHERE t.released_at IS NULL AND r.serial IS NULL AND t.expires IS NOT NULL AND t.expires <= ?1
-           AND (?2 IS NULL OR t.entitlement_id = ?2) AND (?3 IS NULL OR t.product = ?3)
+           AND (CAST(?2 AS BIGINT) IS NULL OR t.entitlement_id = ?2)
+           AND (CAST(?3 AS TEXT) IS NULL OR t.product = ?3)
            AND NOT EXISTS (SELECT 1 FROM tokens n LEFT JOIN revocations nr ON nr.serial = n.serial
                            WHERE n.cmid = t.cmid AND n.product = t.product
-                             AND n.entitlement_id IS t.entitlement_id AND n.released_at IS NULL
+                             AND n.entitlement_id IS NOT DISTINCT FROM t.entitlement_id AND n.released_at IS NULL
                              AND nr.serial IS NULL AND n.serial != t.serial
                              AND (n.expires IS NULL OR n.expires > t.expires
                                   OR (n.expires = t.expires AND n.serial > t.serial)))
          ORDER BY t.expires, t.serial",
         TOKEN_SELECT
     );
-    let dberr = |e| db_err(ledger.path(), e);
-    let mut st = ledger.conn().prepare(&sql).map_err(dberr)?;
-    let rows = st.query_map(params![limit, entitlement, product], token_row).map_err(dberr)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(dberr)
+    ledger.db().query(&sql, args![limit, entitlement, product])?.iter().map(token_row).collect()
 }

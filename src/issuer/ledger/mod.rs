@@ -1,7 +1,9 @@
-//! The issuer's ledger: counted entitlements and every issued token, in SQLite.
+//! The issuer's ledger: counted entitlements and every issued token, in
+//! SQLite or PostgreSQL.
 //!
 //! The ledger lives in the issuer home (`<home>/ledger.sqlite`, see
-//! [`LEDGER_FILE`]). It records entitlements (product, features, allowed
+//! [`LEDGER_FILE`]), in another SQLite file, or in a PostgreSQL database
+//! ([`Ledger::open_url`], [`LedgerLocation`]; feature `postgres`). It records entitlements (product, features, allowed
 //! machine count), the seats they have counted (one per distinct CMID), every
 //! token issued (serial, entitlement, CMID, component hashes, times, signer
 //! fingerprint, the token text, the request's nonce and digest), releases and
@@ -15,21 +17,34 @@
 //!   overrides the refusal. [`Ledger::release`] frees a seat and records why.
 //! - **Transactions:** every write is one `BEGIN IMMEDIATE` transaction, so
 //!   two processes on one ledger are serialized by SQLite's write lock (with a
-//!   busy timeout) and can never both take the last seat. Serials are the
-//!   primary key: a duplicate cannot be stored.
-//! - **Versions:** the schema is migrated forwards by [`Ledger::open`]; a
-//!   ledger from a newer tka is refused, never downgraded.
+//!   busy timeout) and can never both take the last seat. On PostgreSQL every
+//!   write is one transaction that locks the entitlement rows it counts
+//!   against (`SELECT ... FOR UPDATE`), run again (up to [`WRITE_RETRIES`]
+//!   times) when the server aborts it as a serialization failure or deadlock.
+//!   Serials are the primary key: a duplicate cannot be stored.
+//! - **Versions:** the schema is migrated forwards when a ledger is opened;
+//!   a ledger from a newer tka is refused, never downgraded (SQLite keeps
+//!   the version in `PRAGMA user_version`, PostgreSQL in the
+//!   `schema_version` table).
 //!
 //! Time is always a parameter (`now`, Unix seconds).
 
+pub(crate) mod db;
+#[cfg(feature = "postgres")]
+mod pg;
 mod schema;
+pub(crate) mod sql;
 
 pub use schema::SCHEMA_VERSION;
+pub use sql::LedgerLocation;
 
 use crate::core::error::{Error, Result};
 use crate::core::machine::ComponentHash;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use db::Db;
+use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
+pub(crate) use sql::sqlite_err as db_err;
+use sql::{args, newer_schema, not_a_ledger, retryable, Row, Val};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -46,14 +61,14 @@ pub fn default_path(home: &Path) -> PathBuf {
 
 /// An open ledger.
 pub struct Ledger {
-    conn: Connection,
-    path: PathBuf,
+    backend: Backend,
+    location: LedgerLocation,
     busy_timeout: Duration,
 }
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Ledger").field("location", &self.location).finish_non_exhaustive()
     }
 }
 
@@ -213,6 +228,17 @@ pub struct RevokedToken {
     pub expires: Option<i64>,
 }
 
+/// The backend of an open ledger.
+enum Backend {
+    Sqlite(Connection),
+    #[cfg(feature = "postgres")]
+    Pg(Box<std::cell::RefCell<pg::PgConn>>),
+}
+
+/// How many times a write transaction PostgreSQL aborted (a serialization
+/// failure or a deadlock) is run again before its error is returned.
+pub const WRITE_RETRIES: u32 = 8;
+
 impl Ledger {
     /// Opens the ledger at `path`, creating it (and migrating it to the
     /// current schema) if needed. Refuses a file that is not a tka ledger, a
@@ -229,130 +255,166 @@ impl Ledger {
         Self::open_inner(path, false)
     }
 
+    /// Opens the ledger at `location`: [`Ledger::open`] (or, unless
+    /// `create`, [`Ledger::open_existing`]) for a file, [`Ledger::open_url`]
+    /// for a PostgreSQL database.
+    pub fn open_location(location: &LedgerLocation, create: bool) -> Result<Ledger> {
+        match location {
+            LedgerLocation::File(p) if create => Self::open(p),
+            LedgerLocation::File(p) => Self::open_existing(p),
+            LedgerLocation::Postgres(url) => Self::open_url(url),
+        }
+    }
+
+    /// Opens the ledger in the PostgreSQL database at `url`
+    /// (`postgres://user[:password]@host[:port]/database`), creating its
+    /// schema in an empty database and migrating an older one forwards.
+    /// Refuses a database that holds other tables and a ledger written by
+    /// a newer tka. A plain path (no `postgres://`) opens an SQLite file.
+    pub fn open_url(url: &str) -> Result<Ledger> {
+        let location = LedgerLocation::parse(url);
+        let LedgerLocation::Postgres(url) = &location else {
+            return Self::open_location(&location, true);
+        };
+        #[cfg(feature = "postgres")]
+        {
+            let mut conn = pg::PgConn::connect(url, &location.display())?;
+            conn.prepare_schema()?;
+            Ok(Ledger {
+                backend: Backend::Pg(Box::new(std::cell::RefCell::new(conn))),
+                location,
+                busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            })
+        }
+        #[cfg(not(feature = "postgres"))]
+        {
+            let _ = url;
+            Err(Error::Ledger {
+                ledger: location.display(),
+                detail: "this tka was built without PostgreSQL support (the postgres feature)".into(),
+                code: None,
+            })
+        }
+    }
+
     fn open_inner(path: &Path, create: bool) -> Result<Ledger> {
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
         let conn = Connection::open_with_flags(path, flags).map_err(|e| db_err(path, e))?;
-        let mut ledger = Ledger { conn, path: path.to_path_buf(), busy_timeout: DEFAULT_BUSY_TIMEOUT };
+        let ledger = Ledger {
+            backend: Backend::Sqlite(conn),
+            location: LedgerLocation::File(path.to_path_buf()),
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+        };
+        let conn = ledger.sqlite().expect("an SQLite ledger");
         // Read-only checks first: a file that is not a tka ledger is refused
         // before anything (even the journal mode) is written to it.
-        ledger.configure_read().map_err(|e| db_err(path, e))?;
-        ledger.check_identity()?;
-        ledger.configure().map_err(|e| db_err(path, e))?;
-        ledger.migrate()?;
+        configure_read(conn, ledger.busy_timeout).map_err(|e| db_err(path, e))?;
+        check_identity(conn, path)?;
+        configure(conn).map_err(|e| db_err(path, e))?;
+        migrate(conn, path)?;
         Ok(ledger)
     }
 
-    fn configure_read(&self) -> rusqlite::Result<()> {
-        self.conn.busy_timeout(self.busy_timeout)?;
-        // Nothing in the file's schema may call functions with side effects
-        // (defence in depth: the schema is checked against tka's own).
-        self.conn.pragma_update(None, "trusted_schema", "OFF")?;
-        // Reading the header first turns "not a database" into an error here.
-        let _: i64 = self.conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
-        Ok(())
-    }
-
-    fn configure(&self) -> rusqlite::Result<()> {
-        let mode: String = self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(rusqlite::Error::InvalidQuery);
-        }
-        // FULL: a committed transaction is on disk before any token file is written.
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
-        self.conn.pragma_update(None, "foreign_keys", "ON")?;
-        self.conn.set_prepared_statement_cache_capacity(32);
-        Ok(())
-    }
-
-    /// How long a write waits for another process holding the ledger.
+    /// How long a write waits for another process holding the ledger (an
+    /// SQLite file's lock; PostgreSQL's row locks wait as long as needed).
     pub fn set_busy_timeout(&mut self, timeout: Duration) -> Result<()> {
         self.busy_timeout = timeout;
-        self.conn.busy_timeout(timeout).map_err(|e| self.err(e))
+        match &self.backend {
+            Backend::Sqlite(c) => c.busy_timeout(timeout).map_err(|e| db_err(self.path(), e)),
+            #[cfg(feature = "postgres")]
+            Backend::Pg(_) => Ok(()),
+        }
     }
 
-    /// The ledger file.
+    /// Where the ledger is.
+    pub fn location(&self) -> &LedgerLocation {
+        &self.location
+    }
+
+    /// The ledger file; an empty path for a PostgreSQL ledger (see
+    /// [`Ledger::location`]).
     pub fn path(&self) -> &Path {
-        &self.path
+        match &self.location {
+            LedgerLocation::File(p) => p,
+            LedgerLocation::Postgres(_) => Path::new(""),
+        }
     }
 
     /// The schema version of the open ledger.
     pub fn schema_version(&self) -> Result<i64> {
-        self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| self.err(e))
-    }
-
-    /// The version and application id are ones tka writes, and the schema
-    /// is exactly tka's for that version. Reads only.
-    fn check_identity(&self) -> Result<()> {
-        let path = &self.path;
-        let version = self.schema_version()?;
-        let app_id: i64 = self.conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(|e| self.err(e))?;
-        if version > SCHEMA_VERSION {
-            return Err(Error::format(
-                format!("ledger {}", path.display()),
-                format!(
-                    "written by a newer tka (schema version {version}); this tka knows version {SCHEMA_VERSION} \
-                     and never downgrades a ledger: use a newer tka"
-                ),
-            ));
-        }
-        if version < 0 {
-            return Err(not_a_ledger(path, &format!("its schema version {version} is not one tka writes")));
-        }
-        if app_id != schema::APPLICATION_ID && (version > 0 || app_id != 0) {
-            return Err(not_a_ledger(path, "its application id is not tka's"));
-        }
-        self.check_schema(version)
-    }
-
-    fn migrate(&mut self) -> Result<()> {
-        let path = self.path.clone();
-        if self.schema_version()? == SCHEMA_VERSION {
-            return Ok(());
-        }
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_err(&path, e))?;
-        // Re-read inside the write lock: another process may have migrated meanwhile.
-        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| db_err(&path, e))?;
-        let found = schema::schema_objects(&tx).map_err(|e| db_err(&path, e))?;
-        if let Some(why) = schema::schema_difference(&found, version) {
-            return Err(not_a_ledger(&path, &why));
-        }
-        if version == 0 {
-            tx.pragma_update(None, "application_id", schema::APPLICATION_ID).map_err(|e| db_err(&path, e))?;
-        }
-        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
-            tx.execute_batch(sql).map_err(|e| db_err(&path, e))?;
-            tx.pragma_update(None, "user_version", i as i64 + 1).map_err(|e| db_err(&path, e))?;
-        }
-        tx.commit().map_err(|e| db_err(&path, e))
-    }
-
-    /// Every schema object (table, index, trigger, view) must be the one
-    /// tka's migrations create for `version`: a trigger or view added with
-    /// `sqlite3` could change what issuance counts.
-    fn check_schema(&self, version: i64) -> Result<()> {
-        let found = schema::schema_objects(&self.conn).map_err(|e| self.err(e))?;
-        match schema::schema_difference(&found, version) {
-            Some(why) => Err(not_a_ledger(&self.path, &why)),
-            None => Ok(()),
+        match &self.backend {
+            Backend::Sqlite(c) => sqlite_version(c).map_err(|e| db_err(self.path(), e)),
+            #[cfg(feature = "postgres")]
+            Backend::Pg(c) => Ok(c.borrow_mut().version()?.map_or(0, |v| v.0)),
         }
     }
 
-    fn err(&self, e: rusqlite::Error) -> Error {
-        db_err(&self.path, e)
+    /// The SQLite connection of a file ledger.
+    pub(crate) fn sqlite(&self) -> Option<&Connection> {
+        match &self.backend {
+            Backend::Sqlite(c) => Some(c),
+            #[cfg(feature = "postgres")]
+            Backend::Pg(_) => None,
+        }
     }
 
-    /// The connection, for the issuance path's reads.
-    pub(crate) fn conn(&self) -> &Connection {
-        &self.conn
+    /// The ledger's connection, outside any transaction (each statement on
+    /// its own).
+    pub(crate) fn db(&self) -> Db<'_> {
+        match &self.backend {
+            Backend::Sqlite(c) => Db::Sqlite(c, self.path()),
+            #[cfg(feature = "postgres")]
+            Backend::Pg(c) => Db::Pg(c),
+        }
     }
 
-    /// A `BEGIN IMMEDIATE` transaction: the write lock, held until it ends.
-    pub(crate) fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>> {
-        let path = self.path.clone();
-        self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_err(&path, e))
+    /// A transaction: a write one takes SQLite's write lock at once
+    /// (`BEGIN IMMEDIATE`) or, on PostgreSQL, reads entitlement rows
+    /// `FOR UPDATE`; a read one is one snapshot. Rolled back unless
+    /// committed.
+    pub(crate) fn begin(&self, write: bool) -> Result<Tx<'_>> {
+        match &self.backend {
+            Backend::Sqlite(c) => {
+                c.execute_batch(if write { "BEGIN IMMEDIATE" } else { "BEGIN" }).map_err(|e| db_err(self.path(), e))?
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Pg(c) => {
+                let mut c = c.borrow_mut();
+                c.batch(if write {
+                    "BEGIN ISOLATION LEVEL READ COMMITTED"
+                } else {
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                })?;
+                c.writing = write;
+            }
+        }
+        Ok(Tx { ledger: self, open: true })
+    }
+
+    /// Runs `f` in one write transaction and commits it; on PostgreSQL, a
+    /// transaction the server aborted (serialization failure, deadlock) is
+    /// run again, up to [`WRITE_RETRIES`] times. An error from `f` rolls
+    /// everything back.
+    pub(crate) fn write<T>(&self, mut f: impl FnMut(Db<'_>) -> Result<T>) -> Result<T> {
+        let mut tries = 0;
+        loop {
+            let tx = self.begin(true)?;
+            let r = f(tx.db());
+            let r = match r {
+                Ok(v) => tx.commit().map(|()| v),
+                Err(e) => {
+                    drop(tx);
+                    Err(e)
+                }
+            };
+            match r {
+                Err(e) if retryable(&e) && tries < WRITE_RETRIES => tries += 1,
+                r => return r,
+            }
+        }
     }
 
     // ----- entitlements -------------------------------------------------
@@ -366,38 +428,32 @@ impl Ledger {
             check_name(n)?;
         }
         let features = features_json(&new.features)?;
-        let path = self.path.clone();
-        let tx = self.write_tx()?;
-        if let Some(n) = &new.name {
-            let taken: bool = tx
-                .query_row("SELECT EXISTS(SELECT 1 FROM entitlements WHERE name = ?1)", [n], |r| r.get(0))
-                .map_err(|e| db_err(&path, e))?;
-            if taken {
-                return Err(Error::Usage(format!("an entitlement named {n:?} already exists")));
+        let id = self.write(|db| {
+            if let Some(n) = &new.name {
+                let taken = db.query_one("SELECT EXISTS(SELECT 1 FROM entitlements WHERE name = ?1)", args![n])?;
+                if taken.bool(0)? {
+                    return Err(Error::Usage(format!("an entitlement named {n:?} already exists")));
+                }
             }
-        }
-        tx.execute(
-            "INSERT INTO entitlements (name, product, machines, features, expires, created_at, updated_at,
-                                       allow_weak_binding)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
-            params![new.name, new.product, new.machines, features, new.expires, now, new.allow_weak_binding],
-        )
-        .map_err(|e| db_err(&path, e))?;
-        let id = tx.last_insert_rowid();
-        tx.commit().map_err(|e| db_err(&path, e))?;
+            db.query_one(
+                "INSERT INTO entitlements (name, product, machines, features, expires, created_at, updated_at,
+                                           allow_weak_binding)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7) RETURNING id",
+                args![&new.name, &new.product, new.machines, &features, new.expires, now, new.allow_weak_binding],
+            )?
+            .i64(0)
+        })?;
         self.entitlement_by_id(id)
     }
 
     /// All entitlements, by id.
     pub fn entitlements(&self) -> Result<Vec<Entitlement>> {
-        let mut st = self.conn.prepare(&format!("{ENT_SELECT} ORDER BY id")).map_err(|e| self.err(e))?;
-        let rows = st.query_map([], ent_row).map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
+        self.db().query(&format!("{ENT_SELECT} ORDER BY id"), &[])?.iter().map(ent_row).collect()
     }
 
     /// Finds an entitlement by id or unique name.
     pub fn entitlement(&self, selector: &str) -> Result<Entitlement> {
-        find_entitlement(&self.conn, selector).map_err(|e| self.err(e))?.ok_or_else(|| no_entitlement(selector))
+        find_entitlement(self.db(), selector)?.ok_or_else(|| no_entitlement(selector))
     }
 
     fn entitlement_by_id(&self, id: i64) -> Result<Entitlement> {
@@ -410,63 +466,53 @@ impl Ledger {
         if let Some(Some(n)) = &upd.name {
             check_name(n)?;
         }
-        let path = self.path.clone();
-        let tx = self.write_tx()?;
-        let ent =
-            find_entitlement(&tx, selector).map_err(|e| db_err(&path, e))?.ok_or_else(|| no_entitlement(selector))?;
-        if let Some(m) = upd.machines {
-            if m < ent.used {
-                return Err(Error::Refused(format!(
-                    "{} has {} machines counted: it cannot allow fewer ({m}); release seats first",
-                    ent.label(),
-                    ent.used
-                )));
-            }
-            tx.execute("UPDATE entitlements SET machines = ?1 WHERE id = ?2", params![m, ent.id])
-                .map_err(|e| db_err(&path, e))?;
-        }
-        if let Some(f) = &upd.features {
-            tx.execute("UPDATE entitlements SET features = ?1 WHERE id = ?2", params![features_json(f)?, ent.id])
-                .map_err(|e| db_err(&path, e))?;
-        }
-        if let Some(w) = upd.allow_weak_binding {
-            tx.execute("UPDATE entitlements SET allow_weak_binding = ?1 WHERE id = ?2", params![w, ent.id])
-                .map_err(|e| db_err(&path, e))?;
-        }
-        if let Some(x) = &upd.expires {
-            tx.execute("UPDATE entitlements SET expires = ?1 WHERE id = ?2", params![x, ent.id])
-                .map_err(|e| db_err(&path, e))?;
-        }
-        if let Some(n) = &upd.name {
-            if let Some(n) = n {
-                let taken: bool = tx
-                    .query_row(
-                        "SELECT EXISTS(SELECT 1 FROM entitlements WHERE name = ?1 AND id != ?2)",
-                        params![n, ent.id],
-                        |r| r.get(0),
-                    )
-                    .map_err(|e| db_err(&path, e))?;
-                if taken {
-                    return Err(Error::Usage(format!("an entitlement named {n:?} already exists")));
+        let features = upd.features.as_deref().map(features_json).transpose()?;
+        let id = self.write(|db| {
+            let ent = find_entitlement(db, selector)?.ok_or_else(|| no_entitlement(selector))?;
+            if let Some(m) = upd.machines {
+                if m < ent.used {
+                    return Err(Error::Refused(format!(
+                        "{} has {} machines counted: it cannot allow fewer ({m}); release seats first",
+                        ent.label(),
+                        ent.used
+                    )));
                 }
+                db.execute("UPDATE entitlements SET machines = ?1 WHERE id = ?2", args![m, ent.id])?;
             }
-            tx.execute("UPDATE entitlements SET name = ?1 WHERE id = ?2", params![n, ent.id])
-                .map_err(|e| db_err(&path, e))?;
-        }
-        tx.execute("UPDATE entitlements SET updated_at = ?1 WHERE id = ?2", params![now, ent.id])
-            .map_err(|e| db_err(&path, e))?;
-        tx.commit().map_err(|e| db_err(&path, e))?;
-        self.entitlement_by_id(ent.id)
+            if let Some(f) = &features {
+                db.execute("UPDATE entitlements SET features = ?1 WHERE id = ?2", args![f, ent.id])?;
+            }
+            if let Some(w) = upd.allow_weak_binding {
+                db.execute("UPDATE entitlements SET allow_weak_binding = ?1 WHERE id = ?2", args![w, ent.id])?;
+            }
+            if let Some(x) = &upd.expires {
+                db.execute("UPDATE entitlements SET expires = ?1 WHERE id = ?2", args![*x, ent.id])?;
+            }
+            if let Some(n) = &upd.name {
+                if let Some(n) = n {
+                    let taken = db.query_one(
+                        "SELECT EXISTS(SELECT 1 FROM entitlements WHERE name = ?1 AND id != ?2)",
+                        args![n, ent.id],
+                    )?;
+                    if taken.bool(0)? {
+                        return Err(Error::Usage(format!("an entitlement named {n:?} already exists")));
+                    }
+                }
+                db.execute("UPDATE entitlements SET name = ?1 WHERE id = ?2", args![n, ent.id])?;
+            }
+            db.execute("UPDATE entitlements SET updated_at = ?1 WHERE id = ?2", args![now, ent.id])?;
+            Ok(ent.id)
+        })?;
+        self.entitlement_by_id(id)
     }
 
     /// The machines (CMIDs) an entitlement has counted, with when.
     pub fn seats(&self, entitlement: i64) -> Result<Vec<(String, i64)>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT cmid, counted_at FROM seats WHERE entitlement_id = ?1 ORDER BY counted_at, cmid")
-            .map_err(|e| self.err(e))?;
-        let rows = st.query_map([entitlement], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
+        let rows = self.db().query(
+            "SELECT cmid, counted_at FROM seats WHERE entitlement_id = ?1 ORDER BY counted_at, cmid",
+            args![entitlement],
+        )?;
+        rows.iter().map(|r| Ok((r.text(0)?, r.i64(1)?))).collect()
     }
 
     // ----- tokens -------------------------------------------------------
@@ -474,23 +520,22 @@ impl Ledger {
     /// One token by serial.
     pub fn token(&self, serial: &str) -> Result<TokenRecord> {
         let sql = format!("{TOKEN_SELECT} WHERE t.serial = ?1");
-        self.conn
-            .query_row(&sql, [serial], token_row)
-            .optional()
-            .map_err(|e| self.err(e))?
-            .ok_or_else(|| Error::Usage(format!("no token with serial {serial} in ledger {}", self.path.display())))
+        match self.db().query_opt(&sql, args![serial])? {
+            Some(r) => token_row(&r),
+            None => Err(Error::Usage(format!("no token with serial {serial} in ledger {}", self.location))),
+        }
     }
 
     /// Tokens matching `filter`, by issue time then serial.
     pub fn tokens(&self, filter: &TokenFilter) -> Result<Vec<TokenRecord>> {
-        let mut sql = format!("{TOKEN_SELECT} WHERE 1");
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut sql = format!("{TOKEN_SELECT} WHERE TRUE");
+        let mut args: Vec<Val> = Vec::new();
         if let Some(p) = &filter.product {
-            args.push(p.clone().into());
+            args.push(p.into());
             sql += &format!(" AND t.product = ?{}", args.len());
         }
         if let Some(m) = &filter.machine {
-            args.push(m.clone().into());
+            args.push(m.into());
             sql += &format!(" AND t.cmid = ?{}", args.len());
         }
         if let Some(e) = filter.entitlement {
@@ -507,17 +552,12 @@ impl Ledger {
             sql += &format!(" AND t.issued_at >= ?{}", args.len());
         }
         sql += " ORDER BY t.issued_at, t.serial";
-        let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let rows = st.query_map(rusqlite::params_from_iter(args), token_row).map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
+        self.db().query(&sql, &args)?.iter().map(token_row).collect()
     }
 
     /// Number of tokens recorded.
     pub fn token_count(&self) -> Result<u64> {
-        self.conn
-            .query_row("SELECT count(*) FROM tokens", [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(|e| self.err(e))
+        Ok(self.db().query_one("SELECT count(*) FROM tokens", &[])?.i64(0)? as u64)
     }
 
     // ----- releases and revocations --------------------------------------
@@ -545,12 +585,8 @@ impl Ledger {
         let ent = match entitlement {
             Some(sel) => self.entitlement(sel)?.id,
             None => {
-                let mut st =
-                    self.conn.prepare("SELECT entitlement_id FROM seats WHERE cmid = ?1").map_err(|e| self.err(e))?;
-                let ids = st
-                    .query_map([cmid], |r| r.get::<_, i64>(0))
-                    .and_then(|r| r.collect::<rusqlite::Result<Vec<i64>>>())
-                    .map_err(|e| self.err(e))?;
+                let rows = self.db().query("SELECT entitlement_id FROM seats WHERE cmid = ?1", args![cmid])?;
+                let ids = rows.iter().map(|r| r.i64(0)).collect::<Result<Vec<i64>>>()?;
                 match ids.as_slice() {
                     [] => return Err(Error::NothingToRelease { cmid: cmid.to_string(), entitlement: None }),
                     [one] => *one,
@@ -567,29 +603,23 @@ impl Ledger {
         if reason.trim().is_empty() {
             return Err(Error::ReasonRequired { what: "release" });
         }
-        let path = self.path.clone();
-        let tx = self.write_tx()?;
-        let e = find_entitlement(&tx, &ent.to_string())
-            .map_err(|e| db_err(&path, e))?
-            .ok_or_else(|| no_entitlement(&ent.to_string()))?;
-        let n = tx
-            .execute("DELETE FROM seats WHERE entitlement_id = ?1 AND cmid = ?2", params![ent, cmid])
-            .map_err(|e| db_err(&path, e))?;
-        if n == 0 {
-            return Err(Error::NothingToRelease { cmid: cmid.to_string(), entitlement: Some(e.label()) });
-        }
-        tx.execute("UPDATE entitlements SET used = used - 1 WHERE id = ?1", [ent]).map_err(|e| db_err(&path, e))?;
-        tx.execute(
-            "UPDATE tokens SET released_at = ?1 WHERE cmid = ?3 AND +entitlement_id = ?2 AND released_at IS NULL",
-            params![now, ent, cmid],
-        )
-        .map_err(|e| db_err(&path, e))?;
-        tx.execute(
-            "INSERT INTO releases (entitlement_id, cmid, serial, reason, released_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![ent, cmid, serial, reason, now],
-        )
-        .map_err(|e| db_err(&path, e))?;
-        tx.commit().map_err(|e| db_err(&path, e))?;
+        self.write(|db| {
+            let e = find_entitlement(db, &ent.to_string())?.ok_or_else(|| no_entitlement(&ent.to_string()))?;
+            let n = db.execute("DELETE FROM seats WHERE entitlement_id = ?1 AND cmid = ?2", args![ent, cmid])?;
+            if n == 0 {
+                return Err(Error::NothingToRelease { cmid: cmid.to_string(), entitlement: Some(e.label()) });
+            }
+            db.execute("UPDATE entitlements SET used = used - 1 WHERE id = ?1", args![ent])?;
+            db.execute(
+                "UPDATE tokens SET released_at = ?1 WHERE cmid = ?3 AND +entitlement_id = ?2 AND released_at IS NULL",
+                args![now, ent, cmid],
+            )?;
+            db.execute(
+                "INSERT INTO releases (entitlement_id, cmid, serial, reason, released_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                args![ent, cmid, serial, reason, now],
+            )?;
+            Ok(())
+        })?;
         Ok(Release {
             entitlement: ent,
             cmid: cmid.into(),
@@ -601,22 +631,20 @@ impl Ledger {
 
     /// Releases recorded, oldest first.
     pub fn releases(&self) -> Result<Vec<Release>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT entitlement_id, cmid, serial, reason, released_at FROM releases ORDER BY id")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
+        let rows = self
+            .db()
+            .query("SELECT entitlement_id, cmid, serial, reason, released_at FROM releases ORDER BY id", &[])?;
+        rows.iter()
+            .map(|r| {
                 Ok(Release {
-                    entitlement: r.get(0)?,
-                    cmid: r.get(1)?,
-                    serial: r.get(2)?,
-                    reason: r.get(3)?,
-                    released_at: r.get(4)?,
+                    entitlement: r.i64(0)?,
+                    cmid: r.text(1)?,
+                    serial: r.opt_text(2)?,
+                    reason: r.text(3)?,
+                    released_at: r.i64(4)?,
                 })
             })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
+            .collect()
     }
 
     /// Records that a token is revoked. Revoking does not free its seat
@@ -627,26 +655,21 @@ impl Ledger {
             return Err(Error::ReasonRequired { what: "revocation" });
         }
         let rec = self.token(serial)?;
-        let path = self.path.clone();
-        let tx = self.write_tx()?;
-        let prior: Option<(String, i64)> = tx
-            .query_row("SELECT reason, revoked_at FROM revocations WHERE serial = ?1", [serial], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(|e| db_err(&path, e))?;
-        if let Some((why, at)) = prior {
-            return Err(Error::Refused(format!(
-                "token {serial} is already revoked (at {}: {why})",
-                crate::core::clock::rfc3339(at)
-            )));
-        }
-        tx.execute(
-            "INSERT INTO revocations (serial, reason, revoked_at) VALUES (?1, ?2, ?3)",
-            params![serial, reason, now],
-        )
-        .map_err(|e| db_err(&path, e))?;
-        tx.commit().map_err(|e| db_err(&path, e))?;
+        self.write(|db| {
+            let prior = db.query_opt("SELECT reason, revoked_at FROM revocations WHERE serial = ?1", args![serial])?;
+            if let Some(r) = prior {
+                return Err(Error::Refused(format!(
+                    "token {serial} is already revoked (at {}: {})",
+                    crate::core::clock::rfc3339(r.i64(1)?),
+                    r.text(0)?
+                )));
+            }
+            db.execute(
+                "INSERT INTO revocations (serial, reason, revoked_at) VALUES (?1, ?2, ?3)",
+                args![serial, reason, now],
+            )?;
+            Ok(())
+        })?;
         Ok(RevokedToken {
             serial: serial.into(),
             reason: reason.into(),
@@ -660,34 +683,96 @@ impl Ledger {
 
     /// Every revoked token, by revocation time then serial.
     pub fn revoked_tokens(&self) -> Result<Vec<RevokedToken>> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT r.serial, r.reason, r.revoked_at, t.product, t.cmid, t.entitlement_id, t.expires
-                 FROM revocations r JOIN tokens t ON t.serial = r.serial ORDER BY r.revoked_at, r.serial",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
+        let rows = self.db().query(
+            "SELECT r.serial, r.reason, r.revoked_at, t.product, t.cmid, t.entitlement_id, t.expires
+             FROM revocations r JOIN tokens t ON t.serial = r.serial ORDER BY r.revoked_at, r.serial",
+            &[],
+        )?;
+        rows.iter()
+            .map(|r| {
                 Ok(RevokedToken {
-                    serial: r.get(0)?,
-                    reason: r.get(1)?,
-                    revoked_at: r.get(2)?,
-                    product: r.get(3)?,
-                    cmid: r.get(4)?,
-                    entitlement: r.get(5)?,
-                    expires: r.get(6)?,
+                    serial: r.text(0)?,
+                    reason: r.text(1)?,
+                    revoked_at: r.i64(2)?,
+                    product: r.text(3)?,
+                    cmid: r.text(4)?,
+                    entitlement: r.opt_i64(5)?,
+                    expires: r.opt_i64(6)?,
                 })
             })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
+            .collect()
+    }
+
+    // ----- moving a ledger -----------------------------------------------
+
+    /// Copies every row of this ledger (entitlements, seats, token headers,
+    /// tokens, releases, revocations; ids and serials kept) into `target`,
+    /// in one transaction on the target. Refuses a target that holds
+    /// anything. Before committing, the counts per table and per
+    /// entitlement (tokens, seats, machines counted) are compared on both
+    /// sides; any difference rolls the copy back. Returns the rows moved
+    /// per table.
+    pub fn copy_into(&self, target: &Ledger) -> Result<Vec<(&'static str, u64)>> {
+        let source = self.begin(false)?;
+        let src = source.db();
+        let moved = target.write(|dst| {
+            for (table, _) in MOVED_TABLES {
+                let n = dst.query_one(&format!("SELECT count(*) FROM {table}"), &[])?.i64(0)?;
+                if n != 0 {
+                    return Err(Error::Refused(format!(
+                        "ledger {}: the target is not empty ({n} rows in {table}); nothing was copied",
+                        target.location
+                    )));
+                }
+            }
+            let mut moved = Vec::new();
+            for (table, columns) in MOVED_TABLES {
+                let key = columns.split(',').next().unwrap_or("1");
+                let rows = src.query(&format!("SELECT {columns} FROM {table} ORDER BY {key}"), &[])?;
+                let n = columns.split(',').count();
+                let marks: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
+                let insert = format!("INSERT INTO {table} ({columns}) VALUES ({})", marks.join(", "));
+                for r in &rows {
+                    dst.execute(&insert, &r.0)?;
+                }
+                moved.push((*table, rows.len() as u64));
+            }
+            if dst.is_pg() {
+                for table in ["entitlements", "jws_headers", "releases"] {
+                    dst.query(
+                        &format!(
+                            "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(max(id), 0) + 1, false) \
+                             FROM {table}"
+                        ),
+                        &[],
+                    )?;
+                }
+            }
+            for check in VERIFY_QUERIES {
+                let (a, b) = (src.query(check, &[])?, dst.query(check, &[])?);
+                let same = a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x.0 == y.0);
+                if !same {
+                    return Err(Error::Refused(format!(
+                        "ledger {}: the copy does not match its source ({check}); it was rolled back",
+                        target.location
+                    )));
+                }
+            }
+            Ok(moved)
+        })?;
+        drop(source);
+        Ok(moved)
     }
 
     /// Fills the ledger with `count` synthetic tokens under a new entitlement
     /// named `name`, with plain SQL (no signing): for benchmarks that need a
-    /// large ledger. The token texts are random placeholders of realistic size.
+    /// large ledger. The token texts are random placeholders of realistic
+    /// size. SQLite ledgers only.
     #[doc(hidden)]
     pub fn bench_fill(&mut self, name: &str, count: u64, now: i64) -> Result<Entitlement> {
+        if self.sqlite().is_none() {
+            return Err(Error::Usage("synthetic filling is for SQLite ledgers".into()));
+        }
         let ent = self.add_entitlement(
             &NewEntitlement {
                 product: "bench-fill".into(),
@@ -697,33 +782,176 @@ impl Ledger {
             },
             now,
         )?;
-        let path = self.path.clone();
-        let tx = self.write_tx()?;
-        tx.execute("INSERT OR IGNORE INTO jws_headers (header) VALUES ('bench-fill')", [])
-            .map_err(|e| db_err(&path, e))?;
-        let header: i64 = tx
-            .query_row("SELECT id FROM jws_headers WHERE header = 'bench-fill'", [], |r| r.get(0))
-            .map_err(|e| db_err(&path, e))?;
-        tx.execute_batch(&format!(
-            "CREATE TEMP TABLE fill AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {count})
-               SELECT i, lower(hex(randomblob(16))) AS serial, 'FILL-' || lower(hex(randomblob(10))) AS cmid FROM n;
-             INSERT INTO seats (entitlement_id, cmid, counted_at) SELECT {id}, cmid, {now} FROM fill;
-             INSERT INTO tokens (serial, entitlement_id, product, cmid, components, issued_at, not_before, expires,
-                                 signer, header_id, body, request_nonce, request_digest)
-               SELECT serial, {id}, 'bench-fill', cmid, '[]', {now} - i, {now} - i, {now} + 86400 * 180 - i,
-                      'bench-fill', {header}, hex(randomblob(350)) || '.' || hex(randomblob(256)),
-                      lower(hex(randomblob(8))), lower(hex(randomblob(32)))
-               FROM fill;
-             UPDATE entitlements SET used = {count} WHERE id = {id};
-             DROP TABLE fill;",
-            id = ent.id
-        ))
-        .map_err(|e| db_err(&path, e))?;
-        tx.commit().map_err(|e| db_err(&path, e))?;
+        self.write(|db| {
+            db.execute("INSERT OR IGNORE INTO jws_headers (header) VALUES ('bench-fill')", &[])?;
+            let header = db.query_one("SELECT id FROM jws_headers WHERE header = 'bench-fill'", &[])?.i64(0)?;
+            db.batch(&format!(
+                "CREATE TEMP TABLE fill AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {count})
+                   SELECT i, lower(hex(randomblob(16))) AS serial, 'FILL-' || lower(hex(randomblob(10))) AS cmid FROM n;
+                 INSERT INTO seats (entitlement_id, cmid, counted_at) SELECT {id}, cmid, {now} FROM fill;
+                 INSERT INTO tokens (serial, entitlement_id, product, cmid, components, issued_at, not_before, expires,
+                                     signer, header_id, body, request_nonce, request_digest)
+                   SELECT serial, {id}, 'bench-fill', cmid, '[]', {now} - i, {now} - i, {now} + 86400 * 180 - i,
+                          'bench-fill', {header}, hex(randomblob(350)) || '.' || hex(randomblob(256)),
+                          lower(hex(randomblob(8))), lower(hex(randomblob(32)))
+                   FROM fill;
+                 UPDATE entitlements SET used = {count} WHERE id = {id};
+                 DROP TABLE fill;",
+                id = ent.id
+            ))
+        })?;
         self.entitlement_by_id(ent.id)
     }
 }
 
+/// An open transaction on a ledger; rolled back when dropped uncommitted.
+pub(crate) struct Tx<'l> {
+    ledger: &'l Ledger,
+    open: bool,
+}
+
+impl Tx<'_> {
+    /// Its queries.
+    pub(crate) fn db(&self) -> Db<'_> {
+        self.ledger.db()
+    }
+
+    /// Commits it (a failed commit rolls back).
+    pub(crate) fn commit(mut self) -> Result<()> {
+        self.ledger.db().batch("COMMIT")?;
+        self.open = false;
+        self.ledger.end_tx();
+        Ok(())
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.ledger.db().batch("ROLLBACK");
+            self.ledger.end_tx();
+        }
+    }
+}
+
+impl Ledger {
+    fn end_tx(&self) {
+        #[cfg(feature = "postgres")]
+        if let Backend::Pg(c) = &self.backend {
+            c.borrow_mut().writing = false;
+        }
+    }
+}
+
+/// The tables a ledger copy moves, in an order their references allow,
+/// with their columns (the first is the key they are copied in order of).
+const MOVED_TABLES: &[(&str, &str)] = &[
+    ("entitlements", "id,name,product,machines,used,features,expires,created_at,updated_at,allow_weak_binding"),
+    ("seats", "entitlement_id,cmid,counted_at"),
+    ("jws_headers", "id,header"),
+    (
+        "tokens",
+        "serial,entitlement_id,product,cmid,components,issued_at,not_before,expires,signer,header_id,body,\
+         request_nonce,request_digest,replaces,released_at",
+    ),
+    ("releases", "id,entitlement_id,cmid,serial,reason,released_at"),
+    ("revocations", "serial,reason,revoked_at"),
+];
+
+/// What a ledger copy compares on both sides before it commits.
+const VERIFY_QUERIES: &[&str] = &[
+    "SELECT count(*) FROM entitlements",
+    "SELECT count(*) FROM seats",
+    "SELECT count(*) FROM jws_headers",
+    "SELECT count(*) FROM tokens",
+    "SELECT count(*) FROM releases",
+    "SELECT count(*) FROM revocations",
+    "SELECT e.id, e.used, e.machines, (SELECT count(*) FROM seats s WHERE s.entitlement_id = e.id),
+            (SELECT count(*) FROM tokens t WHERE t.entitlement_id = e.id) FROM entitlements e ORDER BY e.id",
+];
+
+// ----- SQLite: opening, identity, migrations --------------------------------
+
+fn sqlite_version(c: &Connection) -> rusqlite::Result<i64> {
+    c.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+fn configure_read(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
+    conn.busy_timeout(busy_timeout)?;
+    // Nothing in the file's schema may call functions with side effects
+    // (defence in depth: the schema is checked against tka's own).
+    conn.pragma_update(None, "trusted_schema", "OFF")?;
+    // Reading the header first turns "not a database" into an error here.
+    let _: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+    Ok(())
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidQuery);
+    }
+    // FULL: a committed transaction is on disk before any token file is written.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(())
+}
+
+/// The version and application id are ones tka writes, and the schema
+/// is exactly tka's for that version. Reads only.
+fn check_identity(conn: &Connection, path: &Path) -> Result<()> {
+    let what = path.display().to_string();
+    let version = sqlite_version(conn).map_err(|e| db_err(path, e))?;
+    let app_id: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(|e| db_err(path, e))?;
+    if version > SCHEMA_VERSION {
+        return Err(newer_schema(&what, version));
+    }
+    if version < 0 {
+        return Err(not_a_ledger(&what, &format!("its schema version {version} is not one tka writes")));
+    }
+    if app_id != schema::APPLICATION_ID && (version > 0 || app_id != 0) {
+        return Err(not_a_ledger(&what, "its application id is not tka's"));
+    }
+    // Every schema object (table, index, trigger, view) must be the one
+    // tka's migrations create for `version`: a trigger or view added with
+    // `sqlite3` could change what issuance counts.
+    let found = schema::schema_objects(conn).map_err(|e| db_err(path, e))?;
+    match schema::schema_difference(&found, version) {
+        Some(why) => Err(not_a_ledger(&what, &why)),
+        None => Ok(()),
+    }
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    if sqlite_version(conn).map_err(|e| db_err(path, e))? == SCHEMA_VERSION {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| db_err(path, e))?;
+    let r = migrate_locked(conn, path).and_then(|()| conn.execute_batch("COMMIT").map_err(|e| db_err(path, e)));
+    if r.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    r
+}
+
+/// The migrations, inside the write lock.
+fn migrate_locked(conn: &Connection, path: &Path) -> Result<()> {
+    // Re-read inside the write lock: another process may have migrated meanwhile.
+    let version = sqlite_version(conn).map_err(|e| db_err(path, e))?;
+    let found = schema::schema_objects(conn).map_err(|e| db_err(path, e))?;
+    if let Some(why) = schema::schema_difference(&found, version) {
+        return Err(not_a_ledger(&path.display().to_string(), &why));
+    }
+    if version == 0 {
+        conn.pragma_update(None, "application_id", schema::APPLICATION_ID).map_err(|e| db_err(path, e))?;
+    }
+    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+        conn.execute_batch(sql).map_err(|e| db_err(path, e))?;
+        conn.pragma_update(None, "user_version", i as i64 + 1).map_err(|e| db_err(path, e))?;
+    }
+    Ok(())
+}
 // ----- row mapping and helpers ----------------------------------------------
 
 const ENT_SELECT: &str =
@@ -735,58 +963,62 @@ pub(crate) const TOKEN_SELECT: &str = "SELECT t.serial, t.entitlement_id, t.prod
         r.revoked_at, h.header || '.' || t.body
      FROM tokens t JOIN jws_headers h ON h.id = t.header_id LEFT JOIN revocations r ON r.serial = t.serial";
 
-fn ent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entitlement> {
-    let features: String = r.get(5)?;
+fn ent_row(r: &Row) -> Result<Entitlement> {
+    let id = r.i64(0)?;
     Ok(Entitlement {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        product: r.get(2)?,
-        machines: r.get(3)?,
-        used: r.get(4)?,
-        features: serde_json::from_str(&features).map_err(|e| bad_column(5, e))?,
-        expires: r.get(6)?,
-        created_at: r.get(7)?,
-        updated_at: r.get(8)?,
-        allow_weak_binding: r.get(9)?,
+        id,
+        name: r.opt_text(1)?,
+        product: r.text(2)?,
+        machines: r.u32(3)?,
+        used: r.u32(4)?,
+        features: serde_json::from_str(&r.text(5)?)
+            .map_err(|e| Error::format(format!("ledger entitlement {id}"), format!("features: {e}")))?,
+        expires: r.opt_i64(6)?,
+        created_at: r.i64(7)?,
+        updated_at: r.i64(8)?,
+        allow_weak_binding: r.bool(9)?,
     })
 }
 
-pub(crate) fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
-    let components: String = r.get(4)?;
+pub(crate) fn token_row(r: &Row) -> Result<TokenRecord> {
+    let serial = r.text(0)?;
+    let components = serde_json::from_str(&r.text(4)?)
+        .map_err(|e| Error::format(format!("ledger token {serial}"), format!("components: {e}")))?;
     Ok(TokenRecord {
-        serial: r.get(0)?,
-        entitlement: r.get(1)?,
-        product: r.get(2)?,
-        cmid: r.get(3)?,
-        components: serde_json::from_str(&components).map_err(|e| bad_column(4, e))?,
-        issued_at: r.get(5)?,
-        not_before: r.get(6)?,
-        expires: r.get(7)?,
-        signer: r.get(8)?,
-        request_nonce: r.get(9)?,
-        request_digest: r.get(10)?,
-        replaces: r.get(11)?,
-        released_at: r.get(12)?,
-        revoked_at: r.get(13)?,
-        token: r.get(14)?,
+        entitlement: r.opt_i64(1)?,
+        product: r.text(2)?,
+        cmid: r.text(3)?,
+        components,
+        issued_at: r.i64(5)?,
+        not_before: r.i64(6)?,
+        expires: r.opt_i64(7)?,
+        signer: r.text(8)?,
+        request_nonce: r.opt_text(9)?,
+        request_digest: r.opt_text(10)?,
+        replaces: r.opt_text(11)?,
+        released_at: r.opt_i64(12)?,
+        revoked_at: r.opt_i64(13)?,
+        token: r.text(14)?,
+        serial,
     })
 }
 
-fn bad_column(i: usize, e: serde_json::Error) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-}
-
-pub(crate) fn find_entitlement(conn: &Connection, selector: &str) -> rusqlite::Result<Option<Entitlement>> {
+/// An entitlement by id or unique name; inside a PostgreSQL write
+/// transaction its row is locked (`FOR UPDATE`) until the transaction ends,
+/// so concurrent issuers against it take turns.
+pub(crate) fn find_entitlement(db: Db<'_>, selector: &str) -> Result<Option<Entitlement>> {
+    let lock = if db.locks_rows() { " FOR UPDATE" } else { "" };
     let sel = selector.trim();
-    if !sel.is_empty() && sel.bytes().all(|b| b.is_ascii_digit()) {
+    let row = if !sel.is_empty() && sel.bytes().all(|b| b.is_ascii_digit()) {
         let id: i64 = match sel.parse() {
             Ok(id) => id,
             Err(_) => return Ok(None),
         };
-        conn.query_row(&format!("{ENT_SELECT} WHERE id = ?1"), [id], ent_row).optional()
+        db.query_opt(&format!("{ENT_SELECT} WHERE id = ?1{lock}"), args![id])?
     } else {
-        conn.query_row(&format!("{ENT_SELECT} WHERE name = ?1"), [sel], ent_row).optional()
-    }
+        db.query_opt(&format!("{ENT_SELECT} WHERE name = ?1{lock}"), args![sel])?
+    };
+    row.as_ref().map(ent_row).transpose()
 }
 
 fn no_entitlement(selector: &str) -> Error {
@@ -812,47 +1044,6 @@ fn features_json(f: &[String]) -> Result<String> {
     Ok(serde_json::to_string(f).expect("strings serialize"))
 }
 
-fn not_a_ledger(path: &Path, why: &str) -> Error {
-    Error::format(format!("ledger {}", path.display()), format!("not a tka ledger ({why}); nothing was changed"))
-}
-
-/// Turns an SQLite error into a one-line error naming the ledger.
-pub(crate) fn db_err(path: &Path, e: rusqlite::Error) -> Error {
-    use rusqlite::ErrorCode as C;
-    let what = format!("ledger {}", path.display());
-    if let rusqlite::Error::SqliteFailure(f, _) = &e {
-        match f.code {
-            C::NotADatabase | C::DatabaseCorrupt => {
-                return Error::format(
-                    what,
-                    "the file is damaged or not an SQLite database; nothing was changed: restore it from a backup",
-                )
-            }
-            C::DatabaseBusy | C::DatabaseLocked => return Error::io(
-                path,
-                std::io::Error::new(
-                    std::io::ErrorKind::WouldBlock,
-                    "the ledger is locked by another process (busy timeout reached); nothing was changed: try again",
-                ),
-            ),
-            C::DiskFull => {
-                return Error::io(
-                    path,
-                    std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full; the transaction was rolled back"),
-                )
-            }
-            C::SystemIoFailure | C::CannotOpen | C::ReadOnly | C::PermissionDenied => {
-                return Error::io(path, std::io::Error::other(format!("{e}; the transaction was rolled back")))
-            }
-            _ => {}
-        }
-    }
-    if matches!(e, rusqlite::Error::InvalidQuery) {
-        return Error::format(what, "cannot switch the ledger to WAL mode");
-    }
-    Error::format(what, e)
-}
-
 #[cfg(test)]
 mod tests {
     // The schema's migrations, run through `Ledger::open`.
@@ -860,7 +1051,7 @@ mod tests {
     use super::{Ledger, SCHEMA_VERSION};
 
     fn plan(l: &Ledger, sql: &str) -> String {
-        let mut st = l.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let mut st = l.sqlite().unwrap().prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let rows = st.query_map([], |r| r.get::<_, String>(3)).unwrap();
         rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
     }
@@ -907,11 +1098,15 @@ mod tests {
         );
         let l = Ledger::open(&path).unwrap();
         assert_eq!(l.schema_version().unwrap(), SCHEMA_VERSION);
-        let n: i64 =
-            l.conn.query_row("SELECT count(*) FROM tokens WHERE request_digest = 'dd'", [], |r| r.get(0)).unwrap();
+        let n: i64 = l
+            .sqlite()
+            .unwrap()
+            .query_row("SELECT count(*) FROM tokens WHERE request_digest = 'dd'", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 1);
         let indexes: Vec<String> = l
-            .conn
+            .sqlite()
+            .unwrap()
             .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'tokens' AND sql IS NOT NULL ORDER BY name")
             .unwrap()
             .query_map([], |r| r.get(0))

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tka::ledger::{TokenFilter, TokenRecord};
+use tka::ledger::{Ledger, LedgerLocation, TokenFilter, TokenRecord};
 use tka::{clock, Error};
 
 #[derive(Subcommand, Debug)]
@@ -87,6 +87,20 @@ pub enum LedgerCmd {
         reason: String,
         #[command(flatten)]
         ledger: LedgerArgs,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Copy a ledger (an SQLite file) into an empty PostgreSQL database, in one transaction, verified
+    #[command(
+        after_help = "Every entitlement, seat, token, release and revocation is copied with its id and serial; a target\nthat holds anything is refused. Before the copy commits, the counts per table and per entitlement\nare compared on both sides: any difference rolls it back. The source is only read.\n\nEXAMPLE:\n  tka ledger migrate --from ~/tka-issuer/ledger.sqlite --to postgres://tka@db.example:5432/tka"
+    )]
+    Migrate {
+        /// The ledger to copy (an SQLite file, or a URL)
+        #[arg(long, value_name = "PATH|URL")]
+        from: String,
+        /// The empty ledger to copy it into (postgres://USER[:PASSWORD]@HOST[:PORT]/DB, or a new SQLite file)
+        #[arg(long, value_name = "URL|PATH")]
+        to: String,
         #[command(flatten)]
         out: JsonArg,
     },
@@ -271,6 +285,28 @@ pub fn run(cmd: LedgerCmd) -> CmdResult {
             }
             Ok(ExitCode::SUCCESS)
         })()?),
+        LedgerCmd::Migrate { from, to, out } => {
+            let (from, to) = (LedgerLocation::parse(&from), LedgerLocation::parse(&to));
+            if from == to {
+                return Err(Error::Usage("--from and --to name the same ledger".into()).into());
+            }
+            let source = Ledger::open_location(&from, false)?;
+            let target = Ledger::open_location(&to, true)?;
+            let moved = source.copy_into(&target)?;
+            if out.json {
+                let tables: serde_json::Map<String, serde_json::Value> =
+                    moved.iter().map(|(t, n)| (t.to_string(), (*n).into())).collect();
+                say_json(&json!({"from": from.display(), "to": to.display(), "moved": tables}));
+            } else {
+                say(format!("from: {from}"));
+                say(format!("to: {to}"));
+                for (t, n) in &moved {
+                    say(format!("{t}: {n}"));
+                }
+                say("verified: counts per table and per entitlement are equal");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         LedgerCmd::BenchFill { count, ledger } => {
             let mut l = ledger.open(true)?;
             let name = format!("bench-fill-{}", l.entitlements()?.len() + 1);

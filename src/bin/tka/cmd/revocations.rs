@@ -1,7 +1,7 @@
 //! `tka revocations`: token revocation lists (issuer side) and importing
 //! revocation data (machine side).
 
-use crate::args::{HomeArg, JsonArg, MachineArgs, PassArgs, StoreArgs};
+use crate::args::{HomeArg, JsonArg, LedgerLocationArg, MachineArgs, PassArgs, StoreArgs};
 use crate::io::{duration, identify, now_or, open_store, read_limited, write_file, LazyPass};
 use crate::output::{error_kind, say, say_err, say_json, say_row};
 use clap::Subcommand;
@@ -35,6 +35,8 @@ pub enum RevocationsCmd {
         force: bool,
         #[command(flatten)]
         pass: PassArgs,
+        #[command(flatten)]
+        ledger: LedgerLocationArg,
     },
     /// Install a CRL or token revocation list on this machine and re-check installed tokens
     #[command(
@@ -73,13 +75,19 @@ pub enum RevocationsCmd {
 
 pub fn run(cmd: RevocationsCmd) -> Result<ExitCode> {
     match cmd {
-        RevocationsCmd::Create { home, out, next_update, serial, force, pass } => {
+        RevocationsCmd::Create { home, out, next_update, serial, force, pass, ledger } => {
             if !force && out.exists() {
                 return Err(Error::Exists { path: out });
             }
             let now = clock::now();
             let h = home.open()?;
-            let mut revoked = tka::issuer::revocation_list::revoked_from_ledger(&h, now)?;
+            let mut revoked = match &ledger.ledger {
+                Some(l) => tka::issuer::revocation_list::revoked_from(
+                    &tka::ledger::Ledger::open_location(&tka::ledger::LedgerLocation::parse(l), false)?,
+                    now,
+                )?,
+                None => tka::issuer::revocation_list::revoked_from_ledger(&h, now)?,
+            };
             let from_ledger = revoked.len();
             for s in &serial {
                 revoked.push(RevokedToken::parse_arg(s, now)?);

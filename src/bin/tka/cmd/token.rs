@@ -1,7 +1,9 @@
 //! `tka token`: issue tokens (one, or many against an entitlement),
 //! renew them in bulk, inspect and verify them.
 
-use crate::args::{AlgArg, ClaimArgs, JsonArg, LedgerArgs, LifetimeArgs, MachineArgs, PassArgs, RootPinArgs};
+use crate::args::{
+    AlgArg, ClaimArgs, JsonArg, LedgerArgs, LedgerLocationArg, LifetimeArgs, MachineArgs, PassArgs, RootPinArgs,
+};
 use crate::io::{identify, read_crls, read_input, read_token_arg, read_trust_path, write_file, LazyPass};
 use crate::outcome::{CmdResult, Failure};
 use crate::output::{error_kind, print_verified, say, say_err, say_json, verified_json};
@@ -13,7 +15,7 @@ use std::process::ExitCode;
 use tka::issuer::bulk::{self, BatchOptions, BatchReport, ItemStatus, RenewOptions};
 use tka::issuer::issue::{IssueOptions, IssuedToken, TokenSigner};
 use tka::issuer::{read_cert_chain, IssuerHome};
-use tka::ledger::{self, Ledger};
+use tka::ledger::Ledger;
 use tka::pki::{CertInfo, TrustAnchors};
 use tka::request::ActivationRequest;
 use tka::token;
@@ -131,9 +133,8 @@ pub struct IssueLedgerArgs {
     /// Count the machine against this entitlement (id or name); features default to its features
     #[arg(long, value_name = "E")]
     pub entitlement: Option<String>,
-    /// Ledger file recording the token [default: HOME/ledger.sqlite with --home]
-    #[arg(long, value_name = "PATH")]
-    pub ledger: Option<PathBuf>,
+    #[command(flatten)]
+    pub ledger: LedgerLocationArg,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -421,11 +422,11 @@ fn issue_one(
     signer: &TokenSigner,
     now: i64,
 ) -> std::result::Result<IssuedToken, Failure> {
-    let path = record.ledger.clone().or_else(|| home.map(ledger::default_path));
-    if path.is_none() && record.entitlement.is_some() {
-        return Err(Error::Usage("--entitlement needs a ledger: give --home DIR or --ledger PATH".into()).into());
+    let location = record.ledger.location(home);
+    if location.is_none() && record.entitlement.is_some() {
+        return Err(Error::Usage("--entitlement needs a ledger: give --home DIR or --ledger PATH|URL".into()).into());
     }
-    let mut l = path.map(|p| Ledger::open(&p)).transpose()?;
+    let mut l = location.map(|p| Ledger::open_location(&p, true)).transpose()?;
     // The library's single path decides and records; a refusal by the
     // ledger's policy (entitlement full, expired) is a "no" (exit 1).
     Ok(tka::issuer::issue::issue_one(l.as_mut(), record.entitlement.as_deref(), req, opts, signer, now)?)
