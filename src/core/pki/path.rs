@@ -6,7 +6,6 @@
 
 use super::cert::CertInfo;
 use crate::core::error::{CrossLimit, VerifyError};
-use sha2::{Sha256, Sha384, Sha512};
 use std::collections::{BTreeMap, HashSet};
 use x509_parser::prelude::FromDer;
 
@@ -559,12 +558,14 @@ fn check_signature(cert: &CertInfo, issuer: &CertInfo) -> Result<(), VerifyError
 
 /// `None` for an unsupported algorithm.
 pub(crate) fn verify_rsa(alg_oid: &str, key: &rsa::PublicKey, msg: &[u8], sig: &[u8]) -> Option<bool> {
-    Some(match alg_oid {
-        "1.2.840.113549.1.1.11" => key.pkcs1v15_verify::<Sha256>(msg, sig).is_ok(),
-        "1.2.840.113549.1.1.12" => key.pkcs1v15_verify::<Sha384>(msg, sig).is_ok(),
-        "1.2.840.113549.1.1.13" => key.pkcs1v15_verify::<Sha512>(msg, sig).is_ok(),
+    use crate::core::keys::backend::{rsa_verify, RsaScheme};
+    let scheme = match alg_oid {
+        "1.2.840.113549.1.1.11" => RsaScheme::Pkcs1Sha256,
+        "1.2.840.113549.1.1.12" => RsaScheme::Pkcs1Sha384,
+        "1.2.840.113549.1.1.13" => RsaScheme::Pkcs1Sha512,
         _ => return None,
-    })
+    };
+    Some(rsa_verify(key, scheme, msg, sig))
 }
 
 /// RFC 5280 §6.1.3 (a)(2): notBefore <= now <= notAfter.
