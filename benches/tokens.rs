@@ -10,14 +10,14 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::collections::HashSet;
 use std::hint::black_box;
+use tka::activation::{activate, check_activated};
 use tka::issuer::issue::{issue_token, IssueOptions, TokenSigner};
 use tka::issuer::{create_certificate, CertKind, CertRequest};
-use tka::activation::{activate, check_activated};
 use tka::keys::{Signer, SoftwareKey, VERIFY_BACKEND};
-use tka::store::Store;
 use tka::machine::MachineIdentity;
 use tka::pki::{CertInfo, TrustAnchors};
 use tka::request::ActivationRequest;
+use tka::store::Store;
 use tka::verify::{verify_token, MachineCheck, VerifyContext};
 
 const NOW: i64 = 1_800_000_000;

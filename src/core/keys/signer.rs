@@ -135,7 +135,7 @@ pub fn verify_signature_rsa_crate(key: &rsa::PublicKey, alg: SignatureAlgorithm,
     super::backend::rsa_crate_verify(key, scheme_of(alg), message, sig)
 }
 
-fn scheme_of(alg: SignatureAlgorithm) -> super::backend::RsaScheme {
+pub(crate) fn scheme_of(alg: SignatureAlgorithm) -> super::backend::RsaScheme {
     match alg {
         SignatureAlgorithm::Ps256 => super::backend::RsaScheme::PssSha256,
         SignatureAlgorithm::Rs256 => super::backend::RsaScheme::Pkcs1Sha256,

@@ -6,6 +6,7 @@
 
 use super::cert::CertInfo;
 use crate::core::error::{CrossLimit, VerifyError};
+use crate::core::keys::backend;
 use std::collections::{BTreeMap, HashSet};
 use x509_parser::prelude::FromDer;
 
@@ -143,9 +144,9 @@ impl Crl {
         if issuer.subject_raw != self.issuer_raw {
             return false;
         }
-        match issuer.rsa_public_key() {
-            Ok(k) => verify_rsa(&self.sig_alg, &k, &self.tbs_der, &self.signature).unwrap_or(false),
-            Err(_) => false,
+        match backend::scheme_of_oid(&self.sig_alg) {
+            Some(scheme) => issuer.verifies(scheme, &self.tbs_der, &self.signature).unwrap_or(false),
+            None => false,
         }
     }
 }
@@ -545,27 +546,23 @@ fn signature_ok(cert: &CertInfo, issuer: &CertInfo) -> bool {
 
 /// RFC 5280 §6.1.3 (a)(1): the signature verifies with the issuer's key.
 fn check_signature(cert: &CertInfo, issuer: &CertInfo) -> Result<(), VerifyError> {
-    let key = issuer.rsa_public_key()?;
-    match verify_rsa(&cert.sig_alg, &key, &cert.tbs_der, &cert.signature) {
-        Some(true) => Ok(()),
-        Some(false) => Err(VerifyError::BadCertSignature { subject: cert.subject.clone() }),
-        None => Err(VerifyError::BadCertificate {
+    let Some(scheme) = backend::scheme_of_oid(&cert.sig_alg) else {
+        // The issuer's key is judged first, as before the algorithm.
+        issuer.rsa_bits()?;
+        return Err(VerifyError::BadCertificate {
             subject: cert.subject.clone(),
             detail: format!("unsupported signature algorithm {}", cert.sig_alg),
-        }),
+        });
+    };
+    match issuer.verifies(scheme, &cert.tbs_der, &cert.signature)? {
+        true => Ok(()),
+        false => Err(VerifyError::BadCertSignature { subject: cert.subject.clone() }),
     }
 }
 
 /// `None` for an unsupported algorithm.
 pub(crate) fn verify_rsa(alg_oid: &str, key: &rsa::PublicKey, msg: &[u8], sig: &[u8]) -> Option<bool> {
-    use crate::core::keys::backend::{rsa_verify, RsaScheme};
-    let scheme = match alg_oid {
-        "1.2.840.113549.1.1.11" => RsaScheme::Pkcs1Sha256,
-        "1.2.840.113549.1.1.12" => RsaScheme::Pkcs1Sha384,
-        "1.2.840.113549.1.1.13" => RsaScheme::Pkcs1Sha512,
-        _ => return None,
-    };
-    Some(rsa_verify(key, scheme, msg, sig))
+    Some(backend::rsa_verify(key, backend::scheme_of_oid(alg_oid)?, msg, sig))
 }
 
 /// RFC 5280 §6.1.3 (a)(2): notBefore <= now <= notAfter.
@@ -581,8 +578,7 @@ fn check_validity(cert: &CertInfo, now: i64) -> Result<(), VerifyError> {
 
 /// tka policy: RSA keys of at least 2048 bits, everywhere in the chain.
 fn check_key_size(cert: &CertInfo) -> Result<(), VerifyError> {
-    let key = cert.rsa_public_key()?;
-    let bits = crate::core::keys::public_bits(&key);
+    let bits = cert.rsa_bits()?;
     if bits < MIN_RSA_BITS {
         return Err(VerifyError::WeakKey {
             subject: cert.subject.clone(),
