@@ -10,7 +10,8 @@
 #   tka token verify TOKEN --trust ROOT --product bench --machine MACHINE
 #   openssl verify -CAfile ROOT -untrusted ISSUING-CA SIGNER
 # PAIRS times (default 41, at least 40). MACHINE (default `current`) is
-# `current` (this machine's identity is read) or `none` (no --machine).
+# `current` (this machine's identity is computed, from TKA_MACHINE_ID, set
+# to a fixed value unless given) or `none` (no --machine).
 # Both must succeed every time. Each process is started with posix_spawn
 # and reaped with wait4 by one python3 process (the timer), so both carry
 # the same start-up cost of the timer; wall time is from spawn to reap, CPU
@@ -43,6 +44,9 @@ if [ -z "${TKA:-}" ]; then
     TKA="$(pwd)/target/release/tka"
 fi
 
+# An explicit machine identity: the request and the verification see the
+# same machine here whatever the host (a container warns without one).
+export TKA_MACHINE_ID="${TKA_MACHINE_ID:-bench-verify-machine}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 unset TKA_HOME

@@ -9,6 +9,7 @@ mod io;
 mod outcome;
 mod output;
 
+use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use std::process::ExitCode;
 
@@ -27,7 +28,19 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let matches = outcome::with_exit_codes(Cli::command()).get_matches();
+    // The EXIT CODES sections are written into the command tree only when
+    // clap is to show a help: the other paths (a verification at every
+    // application start) skip that work.
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e)
+            if e.kind() == ErrorKind::DisplayHelp
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            outcome::with_exit_codes(Cli::command()).get_matches()
+        }
+        Err(e) => e.exit(),
+    };
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = cmd::run(cli.command);
     if output::stdout_closed() {
