@@ -98,7 +98,7 @@ pub(crate) fn verify_spki(spki_der: &[u8], scheme: RsaScheme, message: &[u8], si
     #[cfg(feature = "aws-lc")]
     {
         let parts = admitted_parts(spki_der)?;
-        aws_lc::verify_parts(parts, scheme, message, sig)
+        aws_lc_verify_parts(parts, scheme, message, sig)
     }
     #[cfg(not(feature = "aws-lc"))]
     {
@@ -110,7 +110,7 @@ pub(crate) fn verify_spki(spki_der: &[u8], scheme: RsaScheme, message: &[u8], si
 /// Verifies `sig` over `message` (not a digest) with `key` under `scheme`.
 pub(crate) fn rsa_verify(key: &rsa::PublicKey, scheme: RsaScheme, message: &[u8], sig: &[u8]) -> bool {
     #[cfg(feature = "aws-lc")]
-    if let Some(verdict) = aws_lc::verify(key, scheme, message, sig) {
+    if let Some(verdict) = aws_lc_verify(key, scheme, message, sig) {
         return verdict;
     }
     rsa_crate_verify(key, scheme, message, sig)
@@ -133,35 +133,32 @@ fn minimal_be(bytes: &[u8]) -> &[u8] {
     &bytes[first..]
 }
 
+/// The moduli aws-lc-rs's verification parameters accept.
 #[cfg(feature = "aws-lc")]
-mod aws_lc {
-    use super::{minimal_be, RsaParts, RsaScheme};
-    use aws_lc_rs::signature::{self, RsaParameters, RsaPublicKeyComponents};
+const AWS_LC_BITS: std::ops::RangeInclusive<usize> = 2048..=8192;
+
+/// `None` when the modulus is outside [`AWS_LC_BITS`] (the rsa crate decides).
+#[cfg(feature = "aws-lc")]
+fn aws_lc_verify(key: &rsa::PublicKey, scheme: RsaScheme, message: &[u8], sig: &[u8]) -> Option<bool> {
     use rsa::traits::PublicKeyParts;
+    let (n, e) = (key.n().to_be_bytes(), key.e().to_be_bytes());
+    aws_lc_verify_parts(RsaParts { n: minimal_be(&n), e: minimal_be(&e) }, scheme, message, sig)
+}
 
-    /// The moduli aws-lc-rs's verification parameters accept.
-    const BITS: std::ops::RangeInclusive<usize> = 2048..=8192;
-
-    /// `None` when the modulus is outside [`BITS`] (the rsa crate decides).
-    pub(super) fn verify(key: &rsa::PublicKey, scheme: RsaScheme, message: &[u8], sig: &[u8]) -> Option<bool> {
-        let (n, e) = (key.n().to_be_bytes(), key.e().to_be_bytes());
-        verify_parts(RsaParts { n: minimal_be(&n), e: minimal_be(&e) }, scheme, message, sig)
+/// `None` when the modulus is outside [`AWS_LC_BITS`].
+#[cfg(feature = "aws-lc")]
+fn aws_lc_verify_parts(parts: RsaParts<'_>, scheme: RsaScheme, message: &[u8], sig: &[u8]) -> Option<bool> {
+    if !AWS_LC_BITS.contains(&parts.bits()) {
+        return None;
     }
-
-    /// `None` when the modulus is outside [`BITS`].
-    pub(super) fn verify_parts(parts: RsaParts<'_>, scheme: RsaScheme, message: &[u8], sig: &[u8]) -> Option<bool> {
-        if !BITS.contains(&parts.bits()) {
-            return None;
-        }
-        let params: &RsaParameters = match scheme {
-            RsaScheme::Pkcs1Sha256 => &signature::RSA_PKCS1_2048_8192_SHA256,
-            RsaScheme::Pkcs1Sha384 => &signature::RSA_PKCS1_2048_8192_SHA384,
-            RsaScheme::Pkcs1Sha512 => &signature::RSA_PKCS1_2048_8192_SHA512,
-            RsaScheme::PssSha256 => &signature::RSA_PSS_2048_8192_SHA256,
-        };
-        let components = RsaPublicKeyComponents { n: parts.n, e: parts.e };
-        Some(components.verify(params, message, sig).is_ok())
-    }
+    let params: &aws_lc_rs::signature::RsaParameters = match scheme {
+        RsaScheme::Pkcs1Sha256 => &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+        RsaScheme::Pkcs1Sha384 => &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA384,
+        RsaScheme::Pkcs1Sha512 => &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA512,
+        RsaScheme::PssSha256 => &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA256,
+    };
+    let components = aws_lc_rs::signature::RsaPublicKeyComponents { n: parts.n, e: parts.e };
+    Some(components.verify(params, message, sig).is_ok())
 }
 
 #[cfg(test)]
@@ -243,7 +240,7 @@ mod tests {
                     use rsa::traits::PublicKeyParts;
                     assert_eq!(p.n, minimal_be(&k.n().to_be_bytes()), "{what}");
                     assert_eq!(p.e, minimal_be(&k.e().to_be_bytes()), "{what}");
-                    assert_eq!(p.bits(), crate::core::keys::public_bits(k), "{what}");
+                    assert_eq!(p.bits(), k.n().as_ref().bit_width() as usize, "{what}");
                 }
                 (None, Err(_)) => {}
                 (ours, theirs) => panic!("{what}: admitted {:?}, rsa crate {:?}", ours.is_some(), theirs.is_ok()),
