@@ -561,6 +561,7 @@ fn check_signature(cert: &CertInfo, issuer: &CertInfo) -> Result<(), VerifyError
 }
 
 /// `None` for an unsupported algorithm.
+#[cfg(feature = "issuer")]
 pub(crate) fn verify_rsa(alg_oid: &str, key: &rsa::PublicKey, msg: &[u8], sig: &[u8]) -> Option<bool> {
     Some(backend::rsa_verify(key, backend::scheme_of_oid(alg_oid)?, msg, sig))
 }
