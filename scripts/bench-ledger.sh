@@ -118,7 +118,7 @@ if command -v sqlite3 >/dev/null; then
     for q in "$sel WHERE t.serial = 'S'" \
         "$sel WHERE 1 AND t.cmid = 'C' ORDER BY t.issued_at, t.serial" \
         "SELECT cmid, counted_at FROM seats WHERE entitlement_id = 1 ORDER BY counted_at, cmid" \
-        "$sel WHERE t.released_at IS NULL AND r.serial IS NULL AND t.expires IS NOT NULL AND t.expires <= 1 AND (NULL IS NULL OR t.entitlement_id = NULL) AND (NULL IS NULL OR t.product = NULL) AND NOT EXISTS (SELECT 1 FROM tokens n LEFT JOIN revocations nr ON nr.serial = n.serial WHERE n.cmid = t.cmid AND n.product = t.product AND n.entitlement_id IS t.entitlement_id AND n.released_at IS NULL AND nr.serial IS NULL AND n.serial != t.serial AND (n.expires IS NULL OR n.expires > t.expires OR (n.expires = t.expires AND n.serial > t.serial))) ORDER BY t.expires, t.serial"; do
+        "$sel WHERE t.released_at IS NULL AND r.serial IS NULL AND t.expires IS NOT NULL AND t.expires <= 1 AND (NULL IS NULL OR t.entitlement_id = NULL) AND (NULL IS NULL OR t.product = NULL) AND NOT EXISTS (SELECT 1 FROM tokens n LEFT JOIN revocations nr ON nr.serial = n.serial WHERE n.cmid = t.cmid AND n.product = t.product AND +n.entitlement_id IS t.entitlement_id AND n.released_at IS NULL AND nr.serial IS NULL AND n.serial != t.serial AND (n.expires IS NULL OR n.expires > t.expires OR (n.expires = t.expires AND n.serial > t.serial))) ORDER BY t.expires, t.serial"; do
         echo "  $q" | cut -c1-150
         sqlite3 "$big" "EXPLAIN QUERY PLAN $q" | sed 's/^/    /'
     done
