@@ -19,7 +19,9 @@
 #
 # Prints the medians and spread (min, quartiles, max) of both, the load
 # average before and after, then (unless --no-criterion) the in-process
-# figures of `cargo bench --bench tokens`, and ends with
+# figures of `cargo bench --bench tokens` with aws-lc-rs (default features)
+# and with the rsa crate (`--no-default-features --features issuer`), and
+# ends with
 #   ratio: X.XX      (median of the per-pair wall-time ratios tka/openssl)
 # Environment: TKA (the binary; default: build release), PAIRS, WARMUP,
 # MACHINE. Calls the CLI only.
@@ -109,8 +111,12 @@ with open(os.environ["RATIO_FILE"], "w") as f:
 EOF
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "$criterion" = 1 ]; then
-    echo "in process (cargo bench --bench tokens, criterion: low / estimate / high):"
-    cargo bench --quiet --bench tokens -- --noplot 2>/dev/null | awk '/^[a-z_]+ \(/ { name = $0 } /time:/ { sub(/^ +/, ""); print "  " name ": " $0 }'
+    echo "in process (cargo bench --bench tokens, criterion: low / estimate / high), both verifiers:"
+    for features in "" "--no-default-features --features issuer"; do
+        # shellcheck disable=SC2086 # features is several words or none
+        cargo bench --quiet --bench tokens $features -- --noplot 2>/dev/null |
+            awk '/^[a-z_]+ \(/ { name = $0 } /time:/ { sub(/^ +/, ""); print "  " name ": " $0 }'
+    done
 fi
 # The ratio last: the median of the per-pair ratios.
 echo "ratio: $(cat "$work/ratio")"
