@@ -43,7 +43,7 @@ use std::process::Command;
 /// Per documentation file: (`sh` blocks run, `sh norun` blocks counted).
 const EXPECTED: &[(&str, usize, usize)] = &[
     ("README.md", 2, 1),
-    ("docs/benchmarks.md", 0, 2),
+    ("docs/benchmarks.md", 0, 4),
     ("docs/design.md", 0, 0),
     ("docs/ledger.md", 0, 0),
     ("docs/machine-identity.md", 0, 0),
