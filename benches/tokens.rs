@@ -1,17 +1,23 @@
-//! In-process token verification and single issuance (RSA-2048 signer,
-//! PS256), with the TEST-ONLY keys from certs/test/.
+//! In-process token verification, `check_activated` (store read
+//! included) and single issuance (RSA-2048 signer, PS256), with the
+//! TEST-ONLY keys from certs/test/. The benchmark names say which library
+//! verifies (`tka::keys::VERIFY_BACKEND`) and which signs.
 //!
-//! Run: `cargo bench --bench tokens`
+//! Run: `cargo bench --bench tokens` (aws-lc-rs), and
+//! `cargo bench --bench tokens --no-default-features --features issuer`
+//! (the rsa crate).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::collections::HashSet;
 use std::hint::black_box;
+use tka::activation::{activate, check_activated};
 use tka::issuer::issue::{issue_token, IssueOptions, TokenSigner};
 use tka::issuer::{create_certificate, CertKind, CertRequest};
-use tka::keys::{Signer, SoftwareKey};
+use tka::keys::{Signer, SoftwareKey, VERIFY_BACKEND};
 use tka::machine::MachineIdentity;
 use tka::pki::{CertInfo, TrustAnchors};
 use tka::request::ActivationRequest;
+use tka::store::Store;
 use tka::verify::{verify_token, MachineCheck, VerifyContext};
 
 const NOW: i64 = 1_800_000_000;
@@ -49,7 +55,7 @@ fn bench(c: &mut Criterion) {
     let request = ActivationRequest::new(&machine, NOW, None);
     let opts = IssueOptions::default();
     let token = issue_token(&request, &opts, &signer, NOW).unwrap().text;
-    let anchors = TrustAnchors::from_der(&[root]).unwrap();
+    let anchors = TrustAnchors::from_der(std::slice::from_ref(&root)).unwrap();
     let revoked = HashSet::new();
     let ctx = VerifyContext {
         anchors: &anchors,
@@ -64,8 +70,23 @@ fn bench(c: &mut Criterion) {
     };
     verify_token(&token, &ctx).unwrap();
 
-    c.bench_function("verify_token (3-certificate chain, PS256)", |b| {
+    c.bench_function(&format!("verify_token (3-certificate chain, PS256, {VERIFY_BACKEND} verifier)"), |b| {
         b.iter(|| verify_token(black_box(&token), &ctx).unwrap())
+    });
+
+    // An application's check at start: open the store, read its state,
+    // roots, CRLs, revocation lists and the token, verify, (not) raise the
+    // clock mark: the files stay in the page cache, as on a machine.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.lock().unwrap().add_root(&root).unwrap();
+    let identify = |_: &str| Ok(machine.clone());
+    activate(&store, &token, &identify, &[], NOW + 60).unwrap();
+    c.bench_function(&format!("check_activated (store read, {VERIFY_BACKEND} verifier)"), |b| {
+        b.iter(|| {
+            let store = Store::open(black_box(dir.path())).unwrap();
+            check_activated(&store, "bench", &machine, &[], NOW + 60).unwrap()
+        })
     });
     c.bench_function(&format!("issue_token (RSA-2048 PS256, {backend} signer)"), |b| {
         b.iter(|| issue_token(black_box(&request), &opts, &signer, NOW).unwrap())

@@ -2,7 +2,9 @@
 # The verifier for embedding: `--no-default-features` builds the core and the
 # machine wing only. Checks that
 #   1. its dependency tree holds none of the issuer's or the CLI's crates,
-#   2. its tests pass (the library's unit tests, Wycheproof, machine identity, the store and the layout rules),
+#   2. its tests pass (the library's unit tests, Wycheproof, the attack corpus (vectors), the differential
+#      tests against OpenSSL, machine identity, the store and the layout rules): the rsa crate verifies
+#      here, aws-lc-rs in the default build, with the same verdicts,
 #   3. examples/check_activation (an application checking its activation)
 #      builds with it, and says "activated" for a token the tka CLI issued
 #      and activated (a full one and a compact one, activated with --chain),
@@ -20,7 +22,7 @@ fi
 echo "none of rusqlite, rayon, clap, cryptoki, aws-lc-rs, tokio, axum, hyper, tracing, hickory, postgres"
 
 echo "== tests of the verifier-only build"
-cargo test --locked --no-default-features --features test-hooks --lib --test wycheproof --test machine --test store --test layout --quiet
+cargo test --locked --no-default-features --features test-hooks --lib --test wycheproof --test vectors --test differential --test machine --test store --test layout --quiet
 
 echo "== examples/check_activation with the verifier-only build"
 cargo build --locked --release --quiet --no-default-features --example check_activation

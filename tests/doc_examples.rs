@@ -44,7 +44,7 @@ use std::process::Command;
 const EXPECTED: &[(&str, usize, usize)] = &[
     ("README.md", 2, 1),
     ("docs/agent.md", 0, 2),
-    ("docs/benchmarks.md", 0, 2),
+    ("docs/benchmarks.md", 0, 4),
     ("docs/design.md", 0, 0),
     ("docs/host.md", 0, 3),
     ("docs/ledger.md", 0, 0),

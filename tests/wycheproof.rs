@@ -1,6 +1,9 @@
 //! Project Wycheproof vectors (C2SP/wycheproof, `testvectors_v1`) run through
 //! tka's own verification code: [`tka::keys::verify_signature`] for the RSA
-//! files and [`tka::jws::verify_compact_with_key`] for the JWS file.
+//! files and [`tka::jws::verify_compact_with_key`] for the JWS file. The
+//! default build verifies with aws-lc-rs, `--no-default-features` with the
+//! `rsa` crate (scripts/check-verifier-build.sh); in the aws-lc-rs build
+//! every RSA vector's verdict must also equal the `rsa` crate's.
 //!
 //! Semantics: `valid` must verify, `invalid` must be rejected, `acceptable`
 //! may go either way (what tka did is printed). Where tka's policy is
@@ -20,7 +23,7 @@ use rsa::BoxedUint;
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use tka::keys::{spki_der, verify_signature, SignatureAlgorithm};
+use tka::keys::{spki_der, verify_signature, verify_signature_rsa_crate, SignatureAlgorithm, VERIFY_BACKEND};
 use tka::VerifyError;
 
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/wycheproof");
@@ -202,7 +205,15 @@ fn run_rsa(file: &str, group_type: &str, alg: SignatureAlgorithm, in_policy: imp
             }
             let (accepted, detail) = match &key {
                 Ok(k) => {
-                    let ok = verify_signature(k, alg, &hex(str_field(test, "msg")), &hex(str_field(test, "sig")));
+                    let (msg, sig) = (hex(str_field(test, "msg")), hex(str_field(test, "sig")));
+                    let ok = verify_signature(k, alg, &msg, &sig);
+                    // Both backends give every vector the same verdict.
+                    assert_eq!(
+                        ok,
+                        verify_signature_rsa_crate(k, alg, &msg, &sig),
+                        "{file} tcId {}: {VERIFY_BACKEND} and the rsa crate disagree",
+                        test["tcId"]
+                    );
                     (ok, "signature does not verify".to_string())
                 }
                 Err(e) => (false, e.clone()),

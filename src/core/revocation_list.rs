@@ -5,7 +5,7 @@
 
 use crate::core::error::{Error, Result, VerifyError};
 use crate::core::jws::{self, REVOCATION_TYP};
-use crate::core::keys::verify_signature;
+use crate::core::keys::scheme_of;
 use crate::core::pki::CertInfo;
 use crate::core::pki::{validate_path, Crl, LeafRole, TrustAnchors};
 use serde::{Deserialize, Serialize};
@@ -118,7 +118,7 @@ pub fn verify_list(text: &str, anchors: &TrustAnchors, crls: &[Crl], at: i64) ->
             detail: "kid does not match the x5c signer certificate".into(),
         });
     }
-    if !verify_signature(&signer.rsa_public_key()?, jws.alg, &jws.signing_input, &jws.signature) {
+    if !signer.verifies(scheme_of(jws.alg), &jws.signing_input, &jws.signature)? {
         return Err(VerifyError::BadSignature);
     }
     let claims = parse_claims(&jws.payload)?;

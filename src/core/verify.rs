@@ -7,7 +7,7 @@
 
 use crate::core::error::VerifyError;
 use crate::core::jws::{self, DecodedJws, TOKEN_TYP};
-use crate::core::keys::{verify_signature, SignatureAlgorithm};
+use crate::core::keys::{scheme_of, SignatureAlgorithm};
 use crate::core::machine::{MachineIdentity, MatchReport};
 use crate::core::pki::{
     chain_from_pool, validate_path, CertInfo, Crl, LeafRole, RootFingerprint, TrustAnchors, ValidatedPath,
@@ -151,8 +151,7 @@ fn check_kid(kid: Option<&str>, signer: &CertInfo) -> Result<(), VerifyError> {
 
 /// RFC 7515 §5.2 step 8 with RFC 7518 §3.3 / §3.5.
 fn check_signature(signer: &CertInfo, alg: SignatureAlgorithm, input: &[u8], sig: &[u8]) -> Result<(), VerifyError> {
-    let key = signer.rsa_public_key()?;
-    if verify_signature(&key, alg, input, sig) {
+    if signer.verifies(scheme_of(alg), input, sig)? {
         Ok(())
     } else {
         Err(VerifyError::BadSignature)

@@ -1,16 +1,22 @@
 //! Shared test support: a PKI built at test time from the TEST-ONLY keys in
 //! certs/test/, at a fixed instant, a fake machine, and (in `rawcert`)
 //! certificates and CRLs built by hand with no profile checks.
+//! Without the `issuer` feature (the verifier build) only what needs no
+//! issuing code is here: the machines, the raw certificates (`rawcert`).
 #![allow(dead_code)]
 
 pub mod rawcert;
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+#[cfg(feature = "issuer")]
 use std::sync::OnceLock;
+#[cfg(feature = "issuer")]
 use tka::issuer::{create_certificate, CertKind, CertRequest};
+#[cfg(feature = "issuer")]
 use tka::keys::{Signer, SoftwareKey};
 use tka::machine::MachineIdentity;
+#[cfg(feature = "issuer")]
 use tka::pki::CertInfo;
 
 /// 2027-01-15T08:00:00Z: every test runs "now" at this instant.
@@ -26,6 +32,7 @@ pub fn test_key_path(name: &str) -> PathBuf {
     repo().join("certs/test").join(format!("{name}.key"))
 }
 
+#[cfg(feature = "issuer")]
 /// Loads a TEST-ONLY key from certs/test/ (ignoring file permissions, which git does not keep).
 pub fn test_key(name: &str) -> SoftwareKey {
     let path = test_key_path(name);
@@ -45,6 +52,7 @@ pub fn private_copy(name: &str, dir: &Path) -> PathBuf {
     to
 }
 
+#[cfg(feature = "issuer")]
 pub struct Pki {
     pub root_key: SoftwareKey,
     pub int_key: SoftwareKey,
@@ -54,6 +62,7 @@ pub struct Pki {
     pub signer: Vec<u8>,
 }
 
+#[cfg(feature = "issuer")]
 pub fn cert(
     kind: CertKind,
     subject: &str,
@@ -72,6 +81,7 @@ pub fn cert(
     }
 }
 
+#[cfg(feature = "issuer")]
 /// Root (10 years around NOW) -> issuing CA (5 years) -> signer (1 year).
 pub fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
@@ -152,6 +162,7 @@ pub fn machine_for(product: &str) -> MachineIdentity {
     MachineIdentity::from_raw(product, &raw)
 }
 
+#[cfg(feature = "issuer")]
 /// A second, unrelated PKI (TEST-ONLY keys `other` and `signer2`): a root
 /// someone made themselves and a token signer directly under it.
 pub struct OtherPki {
@@ -159,6 +170,7 @@ pub struct OtherPki {
     pub signer: Vec<u8>,
 }
 
+#[cfg(feature = "issuer")]
 pub fn other_pki() -> &'static OtherPki {
     static OTHER: OnceLock<OtherPki> = OnceLock::new();
     OTHER.get_or_init(|| {

@@ -5,12 +5,11 @@
 //! certs/test/. Used by tests/verify.rs, tests/gen_vectors.rs and
 //! tests/differential.rs.
 
-use super::{test_key, test_key_path, DAY, NOW};
+use super::{test_key_path, DAY, NOW};
 use const_oid::{AssociatedOid, ObjectIdentifier};
 use der::{Decode, Encode};
 use sha2::Sha256;
 use std::str::FromStr;
-use tka::keys::Signer;
 use tka::pki::TKA_TOKEN_SIGNING_EKU;
 use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::builder::{Builder, CertificateBuilder, CrlBuilder};
@@ -64,7 +63,7 @@ pub fn time(t: i64) -> Time {
 
 /// The SubjectPublicKeyInfo (DER) of test key `key`.
 pub fn spki_of(key: &str) -> Vec<u8> {
-    tka::keys::spki_der(test_key(key).public_key())
+    tka::keys::spki_der(&private_key(key).to_public_key())
 }
 
 /// A certificate for test key `key` with the names and extensions of

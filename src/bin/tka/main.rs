@@ -9,6 +9,7 @@ mod io;
 mod outcome;
 mod output;
 
+use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use std::process::ExitCode;
 
@@ -27,7 +28,20 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let matches = outcome::with_exit_codes(Cli::command()).get_matches();
+    // The EXIT CODES sections are written into the command tree only when
+    // clap is to show a help: the other paths (a verification at every
+    // application start) skip that work.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = match parse_tree(&args).try_get_matches_from(&args) {
+        Ok(m) => m,
+        Err(e)
+            if e.kind() == ErrorKind::DisplayHelp
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            outcome::with_exit_codes(Cli::command()).get_matches_from(&args)
+        }
+        Err(e) => e.exit(),
+    };
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = cmd::run(cli.command);
     if output::stdout_closed() {
@@ -50,9 +64,76 @@ fn main() -> ExitCode {
     }
 }
 
+/// The command tree `args` are parsed with: for `tka token ...` the
+/// `token` noun alone, the rest of the tree unbuilt (a token verification
+/// at every application start does not pay for the other fifteen nouns);
+/// the whole tree otherwise. Both parse `token` command lines the same and
+/// word their errors the same (`tests::token_subtree_parses_like_the_whole_tree`);
+/// a help is always written from the whole tree (`main`).
+fn parse_tree(args: &[std::ffi::OsString]) -> clap::Command {
+    if args.get(1).is_some_and(|a| a == "token") {
+        let token = <cmd::token::TokenCmd as clap::Subcommand>::augment_subcommands(
+            clap::Command::new("token").subcommand_required(true).arg_required_else_help(true),
+        );
+        clap::Command::new("tka")
+            .version(env!("CARGO_PKG_VERSION"))
+            .propagate_version(true)
+            .subcommand_required(true)
+            .arg_required_else_help(true)
+            .subcommand(token)
+    } else {
+        Cli::command()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `parse_tree`'s token subtree gives what the whole tree gives: the
+    /// same parsed command, or the same error kind and text.
+    #[test]
+    fn token_subtree_parses_like_the_whole_tree() {
+        let lines: &[&[&str]] = &[
+            &["token", "verify", "t.jws", "--trust", "root.pem", "--product", "p", "--machine", "current"],
+            &[
+                "token",
+                "verify",
+                "t.jws",
+                "--trust",
+                "r.pem",
+                "--chain",
+                "c.pem",
+                "--json",
+                "--at",
+                "2027-01-01T00:00:00Z",
+            ],
+            &["token", "verify", "t.jws"],
+            &["token", "verify", "t.jws", "--trust", "r.pem", "--bogus"],
+            &["token", "verfy", "t.jws"],
+            &["token", "inspect", "t.jws", "--json"],
+            &["token", "issue", "--request", "r.txt", "--home", "h", "--days", "30"],
+            &["token", "issue-bulk", "--entitlement", "e", "--requests-file", "r", "--bundle", "b"],
+            &["token", "renew-bulk", "--expiring-within", "30d", "--out", "d"],
+            &["token", "renew-bulk", "--expiring-within", "soon", "--out", "d"],
+            &["token", "--version"],
+            &["token", "verify", "--version"],
+        ];
+        for line in lines {
+            let args: Vec<std::ffi::OsString> =
+                std::iter::once("tka").chain(line.iter().copied()).map(Into::into).collect();
+            let full = Cli::command().try_get_matches_from(&args).map(|m| format!("{:?}", Cli::from_arg_matches(&m)));
+            let sub = parse_tree(&args).try_get_matches_from(&args).map(|m| format!("{:?}", Cli::from_arg_matches(&m)));
+            match (full, sub) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{line:?}"),
+                (Err(a), Err(b)) => {
+                    assert_eq!(a.kind(), b.kind(), "{line:?}");
+                    assert_eq!(a.render().to_string(), b.render().to_string(), "{line:?}");
+                }
+                (a, b) => panic!("{line:?}: whole tree {a:?}, token subtree {b:?}"),
+            }
+        }
+    }
 
     /// Every command the exit-code table names exists: the table cannot
     /// keep a meaning for a command renamed or removed.

@@ -13,12 +13,14 @@
 
 // Private keys (files and tokens) sign: the issuer's side. A verifier-only
 // build (`--no-default-features`) keeps just the public-key half.
+pub(crate) mod backend;
 #[cfg(feature = "issuer")]
 mod open;
 pub(crate) mod signer;
 #[cfg(feature = "issuer")]
 mod software;
 
+pub use backend::VERIFY_BACKEND;
 #[cfg(feature = "issuer")]
 pub use open::*;
 pub use signer::*;

@@ -5,7 +5,6 @@ use crate::core::error::{Error, Result};
 use crate::core::fsutil;
 use pkcs8::EncodePublicKey;
 use rsa::traits::PublicKeyParts;
-use sha2::Sha256;
 use std::path::Path;
 use zeroize::Zeroizing;
 
@@ -120,9 +119,25 @@ pub fn public_bits(key: &rsa::PublicKey) -> usize {
 }
 
 /// Verifies `sig` over `message` with `alg` (PS256 requires a 32-byte salt).
+/// The arithmetic is aws-lc-rs's with the `aws-lc` feature, the `rsa`
+/// crate's without ([`VERIFY_BACKEND`](crate::core::keys::VERIFY_BACKEND)),
+/// with the same verdicts.
 pub fn verify_signature(key: &rsa::PublicKey, alg: SignatureAlgorithm, message: &[u8], sig: &[u8]) -> bool {
+    super::backend::rsa_verify(key, scheme_of(alg), message, sig)
+}
+
+/// [`verify_signature`] with the pure-Rust `rsa` crate whatever the
+/// features: the reference the aws-lc-rs verdicts are compared with in
+/// tests (cargo feature `test-hooks` only).
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub fn verify_signature_rsa_crate(key: &rsa::PublicKey, alg: SignatureAlgorithm, message: &[u8], sig: &[u8]) -> bool {
+    super::backend::rsa_crate_verify(key, scheme_of(alg), message, sig)
+}
+
+pub(crate) fn scheme_of(alg: SignatureAlgorithm) -> super::backend::RsaScheme {
     match alg {
-        SignatureAlgorithm::Ps256 => key.pss_verify::<Sha256>(message, sig).is_ok(),
-        SignatureAlgorithm::Rs256 => key.pkcs1v15_verify::<Sha256>(message, sig).is_ok(),
+        SignatureAlgorithm::Ps256 => super::backend::RsaScheme::PssSha256,
+        SignatureAlgorithm::Rs256 => super::backend::RsaScheme::Pkcs1Sha256,
     }
 }

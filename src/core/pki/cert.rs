@@ -3,6 +3,7 @@
 
 use super::delegation::{Delegation, TKA_DELEGATION_OID};
 use crate::core::error::VerifyError;
+use crate::core::keys::backend;
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::*;
 
@@ -253,6 +254,27 @@ impl CertInfo {
     /// Whether the certificate carries the tka token-signing EKU.
     pub fn has_signer_eku(&self) -> bool {
         self.eku.as_ref().is_some_and(|e| e.iter().any(|o| o == TKA_TOKEN_SIGNING_EKU))
+    }
+
+    /// Modulus size in bits of the RSA key, or [`VerifyError::WeakKey`] if
+    /// it is not a usable RSA key (the `rsa` crate's rules, without building
+    /// its key when the fast decoding admits it).
+    pub(crate) fn rsa_bits(&self) -> Result<usize, VerifyError> {
+        match backend::admitted_parts(&self.spki_der) {
+            Some(parts) => Ok(parts.bits()),
+            None => Ok(crate::core::keys::public_bits(&self.rsa_public_key()?)),
+        }
+    }
+
+    /// Whether `sig` over `message` verifies under `scheme` with this
+    /// certificate's key ([`VerifyError::WeakKey`] if it is not a usable RSA
+    /// key): aws-lc-rs straight from the DER with the `aws-lc` feature, the
+    /// `rsa` crate otherwise (`keys::backend`).
+    pub(crate) fn verifies(&self, scheme: backend::RsaScheme, message: &[u8], sig: &[u8]) -> Result<bool, VerifyError> {
+        match backend::verify_spki(&self.spki_der, scheme, message, sig) {
+            Some(verdict) => Ok(verdict),
+            None => Ok(backend::rsa_verify(&self.rsa_public_key()?, scheme, message, sig)),
+        }
     }
 
     /// The RSA public key, or a [`VerifyError::WeakKey`] if it is not RSA.

@@ -6,7 +6,7 @@
 
 use super::cert::CertInfo;
 use crate::core::error::{CrossLimit, VerifyError};
-use sha2::{Sha256, Sha384, Sha512};
+use crate::core::keys::backend;
 use std::collections::{BTreeMap, HashSet};
 use x509_parser::prelude::FromDer;
 
@@ -144,9 +144,9 @@ impl Crl {
         if issuer.subject_raw != self.issuer_raw {
             return false;
         }
-        match issuer.rsa_public_key() {
-            Ok(k) => verify_rsa(&self.sig_alg, &k, &self.tbs_der, &self.signature).unwrap_or(false),
-            Err(_) => false,
+        match backend::scheme_of_oid(&self.sig_alg) {
+            Some(scheme) => issuer.verifies(scheme, &self.tbs_der, &self.signature).unwrap_or(false),
+            None => false,
         }
     }
 }
@@ -546,25 +546,24 @@ fn signature_ok(cert: &CertInfo, issuer: &CertInfo) -> bool {
 
 /// RFC 5280 §6.1.3 (a)(1): the signature verifies with the issuer's key.
 fn check_signature(cert: &CertInfo, issuer: &CertInfo) -> Result<(), VerifyError> {
-    let key = issuer.rsa_public_key()?;
-    match verify_rsa(&cert.sig_alg, &key, &cert.tbs_der, &cert.signature) {
-        Some(true) => Ok(()),
-        Some(false) => Err(VerifyError::BadCertSignature { subject: cert.subject.clone() }),
-        None => Err(VerifyError::BadCertificate {
+    let Some(scheme) = backend::scheme_of_oid(&cert.sig_alg) else {
+        // The issuer's key is judged first, as before the algorithm.
+        issuer.rsa_bits()?;
+        return Err(VerifyError::BadCertificate {
             subject: cert.subject.clone(),
             detail: format!("unsupported signature algorithm {}", cert.sig_alg),
-        }),
+        });
+    };
+    match issuer.verifies(scheme, &cert.tbs_der, &cert.signature)? {
+        true => Ok(()),
+        false => Err(VerifyError::BadCertSignature { subject: cert.subject.clone() }),
     }
 }
 
 /// `None` for an unsupported algorithm.
+#[cfg(feature = "issuer")]
 pub(crate) fn verify_rsa(alg_oid: &str, key: &rsa::PublicKey, msg: &[u8], sig: &[u8]) -> Option<bool> {
-    Some(match alg_oid {
-        "1.2.840.113549.1.1.11" => key.pkcs1v15_verify::<Sha256>(msg, sig).is_ok(),
-        "1.2.840.113549.1.1.12" => key.pkcs1v15_verify::<Sha384>(msg, sig).is_ok(),
-        "1.2.840.113549.1.1.13" => key.pkcs1v15_verify::<Sha512>(msg, sig).is_ok(),
-        _ => return None,
-    })
+    Some(backend::rsa_verify(key, backend::scheme_of_oid(alg_oid)?, msg, sig))
 }
 
 /// RFC 5280 §6.1.3 (a)(2): notBefore <= now <= notAfter.
@@ -580,8 +579,7 @@ fn check_validity(cert: &CertInfo, now: i64) -> Result<(), VerifyError> {
 
 /// tka policy: RSA keys of at least 2048 bits, everywhere in the chain.
 fn check_key_size(cert: &CertInfo) -> Result<(), VerifyError> {
-    let key = cert.rsa_public_key()?;
-    let bits = crate::core::keys::public_bits(&key);
+    let bits = cert.rsa_bits()?;
     if bits < MIN_RSA_BITS {
         return Err(VerifyError::WeakKey {
             subject: cert.subject.clone(),
