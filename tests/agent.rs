@@ -26,7 +26,7 @@ use tka::activation::agent::discover::DnsServer;
 use tka::activation::agent::schedule::Schedule;
 use tka::activation::agent::{self, AgentConfig, HostPort, Locate, RoundOutcome, RunEnv};
 use tka::activation::ProductStatus;
-use tka::issuer::host::server::{serve, Clock, HostConfig};
+use tka::issuer::host::server::{serve, Clock, ServeConfig};
 use tka::issuer::host::state::{HostState, ProductConfig, SqliteState};
 use tka::issuer::issue::{issue_token, IssueOptions, TokenSigner};
 use tka::keys::SignatureAlgorithm;
@@ -183,7 +183,7 @@ impl RealHost {
         let signer = TokenSigner::new(Box::new(test_key("signer")), vec![p.signer.clone(), p.int.clone()]).unwrap();
         let chain_pem = pem::encode("CERTIFICATE", &p.signer) + &pem::encode("CERTIFICATE", &p.int);
         let products = vec![ProductConfig { product: PRODUCT.into(), threshold, seats: None }];
-        let mut config = HostConfig::new(Arc::new(signer), chain_pem, products, Box::new(state));
+        let mut config = ServeConfig::new(Arc::new(signer), chain_pem, products, Box::new(state));
         let clock = Arc::new(TestClock(AtomicI64::new(NOW)));
         config.clock = clock.clone();
         config.rate_per_min = 0;

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tka::issuer::host::server::{serve, Clock, HostConfig};
+use tka::issuer::host::server::{serve, Clock, ServeConfig};
 use tka::issuer::host::state::{HostState, ProductConfig, SqliteState};
 use tka::issuer::issue::TokenSigner;
 use tka::machine::MachineIdentity;
@@ -73,8 +73,8 @@ fn opener(dir: &Path) -> tka::issuer::host::server::OpenState {
 }
 
 /// Starts a host with state in `dir`, `threshold` for PRODUCT, and `tune` applied to the configuration.
-fn start(dir: &Path, threshold: u32, tune: impl FnOnce(&mut HostConfig)) -> Host {
-    let mut config = HostConfig::new(Arc::new(signer()), "PEM\n".into(), vec![product(threshold)], opener(dir));
+fn start(dir: &Path, threshold: u32, tune: impl FnOnce(&mut ServeConfig)) -> Host {
+    let mut config = ServeConfig::new(Arc::new(signer()), "PEM\n".into(), vec![product(threshold)], opener(dir));
     let clock = Arc::new(TestClock(AtomicI64::new(NOW)));
     config.clock = clock.clone();
     config.rate_per_min = 0;
@@ -372,7 +372,7 @@ fn chain_and_health() {
 #[test]
 fn a_validity_above_the_delegations_longest_lifetime_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = HostConfig::new(Arc::new(signer()), String::new(), vec![product(1)], opener(dir.path()));
+    let mut config = ServeConfig::new(Arc::new(signer()), String::new(), vec![product(1)], opener(dir.path()));
     config.max_lifetime_secs = Some(90 * DAY as u64);
     let e = config.check().unwrap_err();
     assert!(matches!(e, tka::Error::InvalidLifetime { what: "token lifetime", .. }), "{e}");

@@ -8,12 +8,12 @@
 //! - `GET /v1/chain`: the host's certificate chain (PEM, host cert first);
 //! - `GET /v1/health`: `{"status": "ok", "products": [...]}`.
 //!
-//! Limits: request bodies larger than [`HostConfig::max_body`] are refused
+//! Limits: request bodies larger than [`ServeConfig::max_body`] are refused
 //! with 413 before more is read; a client that does not send its headers
-//! or its body within [`HostConfig::read_timeout`] is cut off; each client
-//! address gets [`HostConfig::rate_per_min`] requests a minute (a token
+//! or its body within [`ServeConfig::read_timeout`] is cut off; each client
+//! address gets [`ServeConfig::rate_per_min`] requests a minute (a token
 //! bucket as large as a minute's worth). Signatures run on the blocking pool,
-//! at most [`HostConfig::max_signing`] at once. Each request is logged
+//! at most [`ServeConfig::max_signing`] at once. Each request is logged
 //! (`tracing`, target `tka::host`) with its product, outcome, latency and a
 //! salted hash of the CMID, never the CMID or the request itself.
 
@@ -76,7 +76,7 @@ pub const DEFAULT_RATE_PER_MIN: u32 = 120;
 pub const DEFAULT_MAX_REQUEST_AGE_SECS: i64 = 15 * 60;
 
 /// Everything the server runs with.
-pub struct HostConfig {
+pub struct ServeConfig {
     /// The host's token signer (its delegated certificate and key).
     pub signer: Arc<TokenSigner>,
     /// The host's chain as PEM (host certificate first), served at `/v1/chain`.
@@ -109,17 +109,17 @@ pub struct HostConfig {
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Opens the state; [`serve`] calls it once the settings passed
-    /// [`HostConfig::check`], so a refused configuration creates nothing.
+    /// [`ServeConfig::check`], so a refused configuration creates nothing.
     pub state: OpenState,
 }
 
-/// Opens a host's state ([`HostConfig::state`]).
+/// Opens a host's state ([`ServeConfig::state`]).
 pub type OpenState = Box<dyn FnOnce() -> Result<Box<dyn HostState>> + Send>;
 
-impl HostConfig {
+impl ServeConfig {
     /// A configuration with every default ([`DEFAULT_VALID_FOR_SECS`], ...).
     pub fn new(signer: Arc<TokenSigner>, chain_pem: String, products: Vec<ProductConfig>, state: OpenState) -> Self {
-        HostConfig {
+        ServeConfig {
             signer,
             chain_pem,
             products,
@@ -230,7 +230,7 @@ struct Peer(SocketAddr);
 /// accepting, lets the requests in flight finish (at most 30 s) and closes
 /// the state. The products and their thresholds are recorded in the state
 /// first ([`HostState::configure`]), so `host status` shows them.
-pub async fn serve<F>(listeners: Vec<TcpListener>, config: HostConfig, shutdown: F) -> Result<()>
+pub async fn serve<F>(listeners: Vec<TcpListener>, config: ServeConfig, shutdown: F) -> Result<()>
 where
     F: Future<Output = ()> + Send,
 {

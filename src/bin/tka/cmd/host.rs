@@ -223,7 +223,7 @@ pub fn run(cmd: HostCmd) -> Result<ExitCode> {
 }
 
 fn serve(a: ServeArgs) -> Result<ExitCode> {
-    use tka::issuer::host::server::{self, HostConfig};
+    use tka::issuer::host::server::{self, ServeConfig};
     use tka::issuer::host::state::{ProductConfig, SqliteState, HOST_STATE_FILE};
     let h = HostDir::open(&a.dir)?;
     let delegation = h.delegation()?;
@@ -250,7 +250,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
     let state_path = a.dir.join(HOST_STATE_FILE);
     let open_state: server::OpenState =
         Box::new(move || Ok(Box::new(SqliteState::open(&state_path)?) as Box<dyn tka::issuer::host::state::HostState>));
-    let mut config = HostConfig::new(std::sync::Arc::new(signer), chain_pem, products, open_state);
+    let mut config = ServeConfig::new(std::sync::Arc::new(signer), chain_pem, products, open_state);
     config.max_lifetime_secs = Some(delegation.max_lifetime_secs);
     config.valid_for_secs = a.valid_for.unwrap_or(server::DEFAULT_VALID_FOR_SECS.min(delegation.max_lifetime_secs));
     config.renew_after_secs = a.renew_after;
