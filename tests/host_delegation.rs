@@ -69,7 +69,6 @@ fn verify(text: &str, product: &str) -> Result<(), VerifyError> {
         revoked_serials: &revoked,
         certificates: &[],
         clock: None,
-        certificates: &[],
     };
     verify_token(text, &ctx).map(|_| ())
 }
