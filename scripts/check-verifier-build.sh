@@ -14,12 +14,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== dependencies of the verifier-only build"
-forbidden='^(rusqlite|rayon|clap|cryptoki|aws-lc-rs|aws-lc-sys|indicatif|rpassword|tokio|axum|hyper|hyper-util|tracing|tracing-subscriber|hickory-resolver|hickory-proto|hickory-net|postgres|tokio-postgres) '
+forbidden='^(rusqlite|rayon|clap|cryptoki|aws-lc-rs|aws-lc-sys|indicatif|rpassword|tokio|axum|hyper|hyper-util|tracing|tracing-subscriber|hickory-resolver|hickory-proto|hickory-net|postgres|tokio-postgres|rustls|tokio-rustls) '
 if cargo tree --locked -e normal --no-default-features --prefix none | grep -E "$forbidden"; then
   echo "FAIL: the verifier-only build pulls in the crates above" >&2
   exit 1
 fi
-echo "none of rusqlite, rayon, clap, cryptoki, aws-lc-rs, tokio, axum, hyper, tracing, hickory, postgres"
+echo "none of rusqlite, rayon, clap, cryptoki, aws-lc-rs, tokio, axum, hyper, tracing, hickory, postgres, rustls"
 
 echo "== tests of the verifier-only build"
 cargo test --locked --no-default-features --features test-hooks --lib --test wycheproof --test vectors --test differential --test machine --test store --test layout --quiet

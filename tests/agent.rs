@@ -26,10 +26,10 @@ use tka::activation::agent::discover::DnsServer;
 use tka::activation::agent::schedule::Schedule;
 use tka::activation::agent::{self, AgentConfig, HostPort, Locate, RoundOutcome, RunEnv};
 use tka::activation::ProductStatus;
-use tka::issuer::host::server::{serve, Clock, HostConfig};
+use tka::issuer::host::server::{serve, Clock, ServeConfig};
 use tka::issuer::host::state::{HostState, ProductConfig, SqliteState};
 use tka::issuer::issue::{issue_token, IssueOptions, TokenSigner};
-use tka::keys::SignatureAlgorithm;
+use tka::keys::{SignatureAlgorithm, Signer};
 use tka::machine::MachineIdentity;
 use tka::pki::pem;
 use tka::request::ActivationRequest;
@@ -177,18 +177,29 @@ struct RealHost {
 
 impl RealHost {
     fn start(threshold: u32) -> RealHost {
+        let p = pki();
+        RealHost::start_with(threshold, "signer", vec![p.signer.clone(), p.int.clone()], false)
+    }
+
+    /// A host with the test PKI's signer, serving TLS.
+    fn start_tls(threshold: u32) -> RealHost {
+        let p = pki();
+        RealHost::start_with(threshold, "signer", vec![p.signer.clone(), p.int.clone()], true)
+    }
+
+    /// A host signing with test key `key` under `chain` (DER, its certificate
+    /// first), serving TLS when `tls`.
+    fn start_with(threshold: u32, key: &str, chain: Vec<Vec<u8>>, tls: bool) -> RealHost {
         let dir = tempfile::tempdir().unwrap();
         let state = SqliteState::open(&dir.path().join("state.sqlite")).unwrap();
-        let p = pki();
-        let signer = TokenSigner::new(Box::new(test_key("signer")), vec![p.signer.clone(), p.int.clone()]).unwrap();
-        let chain_pem = pem::encode("CERTIFICATE", &p.signer) + &pem::encode("CERTIFICATE", &p.int);
+        let chain_pem: String = chain.iter().map(|d| pem::encode("CERTIFICATE", d)).collect();
+        let signer = Arc::new(TokenSigner::new(Box::new(test_key(key)), chain).unwrap());
         let products = vec![ProductConfig { product: PRODUCT.into(), threshold, seats: None }];
-        let mut config = HostConfig::new(
-            Arc::new(signer),
-            chain_pem,
-            products,
-            Box::new(move || Ok(Box::new(state) as Box<dyn HostState>)),
-        );
+        let open: tka::issuer::host::server::OpenState = Box::new(move || Ok(Box::new(state) as Box<dyn HostState>));
+        let mut config = ServeConfig::new(signer.clone(), chain_pem, products, open);
+        if tls {
+            config.tls = Some(tka::issuer::host::tls::server_config(signer).unwrap());
+        }
         let clock = Arc::new(TestClock(AtomicI64::new(NOW)));
         config.clock = clock.clone();
         config.rate_per_min = 0;
@@ -353,7 +364,13 @@ fn config(locate: Locate) -> AgentConfig {
         locate,
         timeouts: Timeouts { connect: Duration::from_secs(2), read: Duration::from_secs(5) },
         pinned_roots: Vec::new(),
+        tls: false,
     }
+}
+
+fn tls(mut cfg: AgentConfig) -> AgentConfig {
+    cfg.tls = true;
+    cfg
 }
 
 fn at(host: &impl Where) -> AgentConfig {
@@ -700,6 +717,109 @@ fn a_compact_token_is_installed_with_the_hosts_chain() {
     assert_eq!(verified.path.len(), 3);
 }
 
+fn agent_error(e: Error) -> AgentError {
+    match e {
+        Error::Agent(a) => a,
+        other => panic!("not an agent error: {other:?}"),
+    }
+}
+
+#[test]
+fn tls_activation_end_to_end() {
+    let host = RealHost::start_tls(1);
+    let (_t, s) = store();
+    let o = once(&s, 1, &tls(at(&host))).unwrap();
+    assert!(matches!(o, RoundOutcome::Activated { .. }), "{o:?}");
+    assert!(installed(&s));
+    assert_eq!(host.count(), 1);
+}
+
+#[test]
+fn tls_a_host_certificate_from_another_root_is_not_trusted() {
+    let o = other_pki();
+    let host = RealHost::start_with(1, "signer2", vec![o.signer.clone()], true);
+    let (_t, s) = store();
+    let e = once(&s, 1, &tls(at(&host))).unwrap_err();
+    let issuer = tka::pki::CertInfo::parse(&o.signer).unwrap().issuer;
+    assert_eq!(
+        agent_error(e),
+        AgentError::UntrustedHost {
+            host: host.hp().to_string(),
+            detail: VerifyError::UntrustedRoot { issuer }.to_string()
+        }
+    );
+    assert!(!installed(&s));
+    assert_eq!(host.count(), 0);
+}
+
+/// A host certificate under the trusted root, delegated `products` only.
+fn delegated_signer(products: &[&str]) -> Vec<u8> {
+    let p = pki();
+    let delegation = tka::pki::Delegation {
+        products: products.iter().map(|s| s.to_string()).collect(),
+        max_lifetime_secs: 180 * 86_400,
+        seats: None,
+    };
+    let req = tka::issuer::CertRequest {
+        kind: tka::issuer::CertKind::Signer,
+        subject: "CN=Delegated Host,O=tka tests",
+        not_before: NOW - DAY,
+        not_after: NOW + 300 * DAY,
+        delegation: Some(delegation),
+    };
+    let int = tka::pki::CertInfo::parse(&p.int).unwrap();
+    tka::issuer::create_certificate(&req, test_key("signer").public_key(), Some(&int), &p.int_key).unwrap()
+}
+
+#[test]
+fn tls_a_host_not_delegated_the_product_is_not_trusted() {
+    let host = RealHost::start_with(1, "signer", vec![delegated_signer(&["other-product"]), pki().int.clone()], true);
+    let (_t, s) = store();
+    let e = once(&s, 1, &tls(at(&host))).unwrap_err();
+    let detail = VerifyError::OutsideDelegation {
+        subject: "CN=Delegated Host,O=tka tests".into(),
+        what: format!("product {PRODUCT:?} is not delegated (other-product)"),
+    }
+    .to_string();
+    assert_eq!(agent_error(e), AgentError::UntrustedHost { host: host.hp().to_string(), detail });
+    assert_eq!(host.count(), 0);
+}
+
+#[test]
+fn tls_an_untrusted_srv_target_is_skipped_for_the_next() {
+    let o = other_pki();
+    let untrusted = RealHost::start_with(1, "signer2", vec![o.signer.clone()], true);
+    let good = RealHost::start_tls(1);
+    let dns = FakeDns::start(&[(10, 10, untrusted.port, "bad.site.test"), (20, 10, good.port, "good.site.test")]);
+    let (_t, s) = store();
+    let r = once(&s, 1, &tls(via(&dns))).unwrap();
+    assert_eq!(host_of(&r), good.port);
+    assert_eq!((untrusted.count(), good.count()), (0, 1));
+}
+
+#[test]
+fn tls_a_plain_http_agent_is_told_the_host_requires_tls() {
+    let host = RealHost::start_tls(1);
+    let (_t, s) = store();
+    let e = agent_error(once(&s, 1, &at(&host)).unwrap_err());
+    assert_eq!(e.to_string(), format!("activation host {} accepts only TLS connections", host.hp()));
+    assert_eq!(
+        e,
+        AgentError::TlsMismatch { host: host.hp().to_string(), host_requires_tls: true, detail: String::new() }
+    );
+    assert_eq!(host.count(), 0);
+}
+
+#[test]
+fn tls_an_agent_asking_a_plain_host_for_tls_is_told_it_does_not_answer_with_tls() {
+    let host = RealHost::start(1);
+    let (_t, s) = store();
+    let e = once(&s, 1, &tls(at(&host))).unwrap_err();
+    let Error::Agent(AgentError::TlsMismatch { host_requires_tls: false, ref detail, .. }) = e else { panic!("{e:?}") };
+    assert_eq!(detail, "not a TLS record: the host may serve plain HTTP");
+    assert!(!installed(&s));
+}
+
 fn tka_cmd(store: &Path, machine: &str, args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).env("TKA_STORE", store).env("TKA_MACHINE_ID", machine).output().unwrap()
 }
@@ -863,6 +983,55 @@ fn end_to_end_with_tka_host_serve() {
     assert_eq!((r.status.code(), text(&r)), (Some(0), "returned: acme (count: 3 of 3; local token removed)\n".into()));
     let st = tka_cmd(&store3, &id3, &["status", "--product", "acme"]);
     assert_eq!(st.status.code(), Some(1), "{}", text(&st));
+    drop(served);
+}
+
+/// `tka host serve --tls` and `tka agent once --tls` / `--host https://...`.
+#[test]
+fn cli_host_serve_tls_and_agent_once_tls() {
+    let work = tempfile::tempdir().unwrap();
+    let w = |p: &str| work.path().join(p).to_str().unwrap().to_string();
+    tka_ok(&["issuer", "init", "--home", &w("iss"), "--insecure-no-passphrase"]);
+    tka_ok(&["host", "init", "--dir", &w("host")]);
+    let certify = ["host", "certify", "--home", &w("iss"), "--request", &w("host/host.csr"), "--products", "acme"];
+    let mut args = certify.to_vec();
+    args.extend(["--max-lifetime", "180d", "--days", "365", "--out"]);
+    let out = w("host.pem");
+    args.push(&out);
+    tka_ok(&args);
+    tka_ok(&["host", "install", &w("host.pem"), "--dir", &w("host")]);
+    let mut child = Command::new(BIN)
+        .args(["host", "serve", "--dir", &w("host"), "--listen", "127.0.0.1:0", "--threshold", "acme=1", "--tls"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let served = Served(child);
+    let addr = line.trim().strip_prefix("listening: ").unwrap_or_else(|| panic!("{line:?}")).to_string();
+    let store = work.path().join("store");
+    let out = tka_cmd(&store, "tls-machine-1", &["trust", "add", &w("iss/root.pem")]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Plain HTTP to a TLS host: exit 2, one line.
+    let r = tka_cmd(&store, "tls-machine-1", &["agent", "once", "--product", "acme", "--host", &addr]);
+    assert_eq!(r.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&r.stderr).to_string();
+    assert!(err.starts_with(&format!("error: activation host {addr} accepts only TLS connections\n")), "{err}");
+    let r = tka_cmd(&store, "tls-machine-1", &["agent", "once", "--product", "acme", "--host", &addr, "--tls"]);
+    assert_eq!((r.status.code(), text(&r)), (Some(0), "activated: acme (count: 1 of 1)\n".into()));
+    let https = format!("https://{addr}");
+    let r = tka_cmd(&store, "tls-machine-2", &["agent", "once", "--product", "acme", "--host", &https]);
+    assert_eq!((r.status.code(), text(&r)), (Some(0), "activated: acme (count: 2 of 1)\n".into()));
+    // A machine trusting another root: the host is not trusted, exit 2.
+    let other = work.path().join("other.pem");
+    std::fs::write(&other, pem::encode("CERTIFICATE", &other_pki().root)).unwrap();
+    let store2 = work.path().join("store2");
+    assert!(tka_cmd(&store2, "tls-machine-3", &["trust", "add", other.to_str().unwrap()]).status.success());
+    let r = tka_cmd(&store2, "tls-machine-3", &["agent", "once", "--product", "acme", "--host", &https]);
+    assert_eq!(r.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&r.stderr).to_string();
+    assert!(err.starts_with(&format!("error: activation host {addr} is not trusted: its TLS certificate: ")), "{err}");
     drop(served);
 }
 

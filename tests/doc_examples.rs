@@ -43,10 +43,10 @@ use std::process::Command;
 /// Per documentation file: (`sh` blocks run, `sh norun` blocks counted).
 const EXPECTED: &[(&str, usize, usize)] = &[
     ("README.md", 2, 1),
-    ("docs/agent.md", 0, 2),
+    ("docs/agent.md", 0, 3),
     ("docs/benchmarks.md", 0, 4),
     ("docs/design.md", 0, 0),
-    ("docs/host.md", 0, 3),
+    ("docs/host.md", 0, 4),
     ("docs/ledger.md", 0, 0),
     ("docs/machine-identity.md", 0, 0),
     ("docs/pkcs11.md", 0, 6),

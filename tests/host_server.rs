@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tka::issuer::host::server::{serve, Clock, HostConfig};
+use tka::issuer::host::server::{serve, Clock, ServeConfig};
 use tka::issuer::host::state::{HostState, ProductConfig, SqliteState};
 use tka::issuer::issue::TokenSigner;
 use tka::machine::MachineIdentity;
@@ -73,8 +73,8 @@ fn opener(dir: &Path) -> tka::issuer::host::server::OpenState {
 }
 
 /// Starts a host with state in `dir`, `threshold` for PRODUCT, and `tune` applied to the configuration.
-fn start(dir: &Path, threshold: u32, tune: impl FnOnce(&mut HostConfig)) -> Host {
-    let mut config = HostConfig::new(Arc::new(signer()), "PEM\n".into(), vec![product(threshold)], opener(dir));
+fn start(dir: &Path, threshold: u32, tune: impl FnOnce(&mut ServeConfig)) -> Host {
+    let mut config = ServeConfig::new(Arc::new(signer()), "PEM\n".into(), vec![product(threshold)], opener(dir));
     let clock = Arc::new(TestClock(AtomicI64::new(NOW)));
     config.clock = clock.clone();
     config.rate_per_min = 0;
@@ -234,6 +234,37 @@ fn a_return_drops_the_machine_at_once() {
     assert_eq!((j["status"].as_str(), j["count"].as_u64()), (Some("pending"), Some(1)));
 }
 
+#[test]
+fn a_replayed_return_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), 2, |_| {});
+    let captured_activation = request(1, NOW);
+    activate(&h, &captured_activation);
+    activate(&h, &request(2, NOW));
+    // A captured activation request does not return the machine.
+    let (s, j) = post(h.addr, "/v1/return", &body(&captured_activation));
+    assert_eq!((s, refused(&j)), (409, ("replayed", "this request was already used")));
+    let ret = request(1, NOW + 1);
+    assert_eq!(post(h.addr, "/v1/return", &body(&ret)).0, 200);
+    h.set_now(NOW + 2);
+    assert_eq!(activate(&h, &request(1, NOW + 2)).1["count"], 2);
+    // The captured return, sent again within the replay window.
+    h.set_now(NOW + 600);
+    let (s, j) = post(h.addr, "/v1/return", &body(&ret));
+    assert_eq!((s, refused(&j)), (409, ("replayed", "this request was already used")));
+    assert_eq!(status_of(dir.path()).count, 2);
+}
+
+#[test]
+fn a_return_older_than_the_replay_window_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), 2, |_| {});
+    activate(&h, &request(1, NOW));
+    let (s, j) = post(h.addr, "/v1/return", &body(&request(1, NOW - 15 * 60 - 1)));
+    assert_eq!((s, refused(&j)), (409, ("replayed", "the request is older than 900 s: make a new one")));
+    assert_eq!(status_of(dir.path()).count, 1);
+}
+
 fn refused(j: &serde_json::Value) -> (&str, &str) {
     assert_eq!(j["status"], "refused", "{j}");
     (j["error"].as_str().unwrap(), j["message"].as_str().unwrap())
@@ -372,7 +403,7 @@ fn chain_and_health() {
 #[test]
 fn a_validity_above_the_delegations_longest_lifetime_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = HostConfig::new(Arc::new(signer()), String::new(), vec![product(1)], opener(dir.path()));
+    let mut config = ServeConfig::new(Arc::new(signer()), String::new(), vec![product(1)], opener(dir.path()));
     config.max_lifetime_secs = Some(90 * DAY as u64);
     let e = config.check().unwrap_err();
     assert!(matches!(e, tka::Error::InvalidLifetime { what: "token lifetime", .. }), "{e}");

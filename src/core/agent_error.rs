@@ -55,6 +55,26 @@ pub enum AgentError {
         /// The host's one-line message.
         message: String,
     },
+    /// The host's TLS certificate chain is not one this machine trusts for
+    /// the product: tka's path validation to the store's roots failed, or
+    /// a delegation in it does not include the product.
+    UntrustedHost {
+        /// The host.
+        host: String,
+        /// Why, as the path validation says it.
+        detail: String,
+    },
+    /// The agent and the host disagree on TLS: `host_requires_tls` when the
+    /// host accepts only TLS and the agent spoke plain HTTP, else the agent
+    /// asked for TLS and the host does not answer with it.
+    TlsMismatch {
+        /// The host.
+        host: String,
+        /// Which side wants TLS.
+        host_requires_tls: bool,
+        /// What the handshake saw (empty when the host said it).
+        detail: String,
+    },
 }
 
 impl fmt::Display for AgentError {
@@ -78,6 +98,15 @@ impl fmt::Display for AgentError {
             }
             AgentError::HostRefused { host, code, message } => {
                 write!(f, "activation host {host} refused the request ({code}): {message}")
+            }
+            AgentError::UntrustedHost { host, detail } => {
+                write!(f, "activation host {host} is not trusted: its TLS certificate: {detail}")
+            }
+            AgentError::TlsMismatch { host, host_requires_tls: true, .. } => {
+                write!(f, "activation host {host} accepts only TLS connections")
+            }
+            AgentError::TlsMismatch { host, detail, .. } => {
+                write!(f, "activation host {host} does not answer with TLS ({detail})")
             }
         }
     }

@@ -1,11 +1,12 @@
 //! A small HTTP/1.1 client for the activation protocol: one request per
 //! connection (`Connection: close`), connect and read timeouts, and every
-//! answer bounded ([`MAX_RESPONSE_BODY`]; refused, not truncated, beyond).
+//! answer bounded ([`MAX_RESPONSE_BODY`]; refused, not truncated, beyond);
+//! over TLS when the agent is given a connector (`tls.rs`).
 
 use crate::core::agent_error::AgentError;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Largest answer body the agent reads, bytes.
@@ -43,10 +44,12 @@ pub(crate) enum Failure {
     Unreachable(String),
     /// Something answered, wrongly.
     Answer(AgentError),
+    /// The host's TLS certificate is not trusted: try another host.
+    Untrusted(AgentError),
 }
 
 /// Sends one request to `addr` (`host` names it in messages and in the
-/// `Host` header) and reads the answer.
+/// `Host` header) and reads the answer, over TLS when `tls` is given.
 pub(crate) async fn exchange(
     addr: SocketAddr,
     host: &str,
@@ -54,12 +57,51 @@ pub(crate) async fn exchange(
     path: &str,
     body: Option<&[u8]>,
     timeouts: Timeouts,
+    tls: Option<&tokio_rustls::TlsConnector>,
 ) -> Result<Response, Failure> {
-    let mut stream = match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await {
+    let stream = match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(Failure::Unreachable(format!("{addr} ({})", io_reason(&e)))),
         Err(_) => return Err(Failure::Unreachable(format!("{addr} (no connection within {:?})", timeouts.connect))),
     };
+    let Some(tls) = tls else {
+        return talk(stream, addr, host, method, path, body, timeouts).await;
+    };
+    let stream = match tokio::time::timeout(timeouts.read, tls.connect(super::tls::server_name(), stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(handshake_failure(addr, host, &e)),
+        Err(_) => return Err(Failure::Unreachable(format!("{addr} (no TLS handshake within {:?})", timeouts.read))),
+    };
+    talk(stream, addr, host, method, path, body, timeouts).await
+}
+
+/// What a failed TLS handshake means: a host certificate this machine does
+/// not trust ([`Failure::Untrusted`]), a host that does not speak TLS, or
+/// a broken connection.
+fn handshake_failure(addr: SocketAddr, host: &str, e: &std::io::Error) -> Failure {
+    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        return Failure::Unreachable(format!("{addr} ({})", io_reason(e)));
+    };
+    if let Some(detail) = super::tls::untrusted_reason(tls) {
+        return Failure::Untrusted(AgentError::UntrustedHost { host: host.to_string(), detail });
+    }
+    let detail = match tls {
+        rustls::Error::InvalidMessage(_) => "not a TLS record: the host may serve plain HTTP".to_string(),
+        other => format!("TLS handshake failed: {other}"),
+    };
+    Failure::Answer(AgentError::TlsMismatch { host: host.to_string(), host_requires_tls: false, detail })
+}
+
+/// One request and its answer on a connected stream.
+async fn talk<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    addr: SocketAddr,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    timeouts: Timeouts,
+) -> Result<Response, Failure> {
     let talk = async {
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tka-agent/{}\r\nAccept: */*\r\nConnection: close\r\n",
@@ -93,7 +135,10 @@ fn io_reason(e: &std::io::Error) -> String {
 
 /// Reads and parses an answer: head, then a body by `Content-Length`,
 /// chunked, or up to the end of the connection; never more than the limits.
-async fn read_response(stream: &mut TcpStream, host: &str) -> std::io::Result<Result<Response, AgentError>> {
+async fn read_response<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    host: &str,
+) -> std::io::Result<Result<Response, AgentError>> {
     let bad = |detail: String| AgentError::BadResponse { host: host.to_string(), detail };
     let too_large = || AgentError::ResponseTooLarge { host: host.to_string(), limit: MAX_RESPONSE_BODY };
     let mut buf = Vec::with_capacity(2048);
@@ -190,7 +235,7 @@ async fn read_response(stream: &mut TcpStream, host: &str) -> std::io::Result<Re
 
 /// Reads what is available into `buf`, never past `cap` bytes in all (a
 /// full buffer reads nothing more and reports 1 so callers check limits).
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, cap: usize) -> std::io::Result<usize> {
+async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>, cap: usize) -> std::io::Result<usize> {
     let room = cap.saturating_sub(buf.len()).clamp(1, 4096);
     let mut chunk = vec![0u8; room];
     let n = stream.read(&mut chunk).await?;

@@ -16,6 +16,7 @@
 pub mod client;
 pub mod discover;
 pub mod schedule;
+pub mod tls;
 
 use crate::activation::activate::{activate_with_chain, deactivate};
 use crate::activation::store::{CachedHost, Store, DEFAULT_CLOCK_TOLERANCE_SECS};
@@ -59,6 +60,25 @@ impl HostPort {
     }
 }
 
+impl HostPort {
+    /// Parses `HOST:PORT`, or a URL `https://HOST:PORT` or
+    /// `http://HOST:PORT` (a trailing `/` allowed); the flag is whether the
+    /// scheme asks for TLS, `None` without a scheme.
+    pub fn parse_url(s: &str) -> Result<(HostPort, Option<bool>), AgentError> {
+        let (rest, tls) = if let Some(r) = s.strip_prefix("https://") {
+            (r, Some(true))
+        } else if let Some(r) = s.strip_prefix("http://") {
+            (r, Some(false))
+        } else {
+            (s, None)
+        };
+        let rest = if tls.is_some() { rest.strip_suffix('/').unwrap_or(rest) } else { rest };
+        HostPort::parse(rest)
+            .map(|h| (h, tls))
+            .map_err(|_| AgentError::BadAddress { what: "host", value: s.to_string() })
+    }
+}
+
 impl std::fmt::Display for HostPort {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.host.contains(':') {
@@ -96,6 +116,12 @@ pub struct AgentConfig {
     /// Pinned roots, as in [`crate::activation::activate`]: the token's
     /// chain must end at one of them.
     pub pinned_roots: Vec<RootFingerprint>,
+    /// Speak TLS to every host (found by name or through DNS): its
+    /// certificate chain must be a token signer's for [`AgentConfig::product`]
+    /// under the store's trusted roots ([`tls::check_host_chain`]); a host
+    /// that fails it is [`AgentError::UntrustedHost`] and the next SRV
+    /// target is tried.
+    pub tls: bool,
 }
 
 /// The host's activation count for a product.
@@ -195,14 +221,16 @@ struct Reply {
 /// refusal [`AgentError::HostRefused`]; the store is then unchanged.
 pub fn once(store: &Store, identify: IdentifyFn<'_>, cfg: &AgentConfig, now: i64) -> Result<RoundOutcome> {
     let body = request_body(identify, &cfg.product, now)?;
+    let tls = connector(store, cfg, now)?;
+    let tls = tls.as_ref();
     runtime()?.block_on(async {
-        let (host, addr, resp) = post_to_first(store, cfg, "/v1/activate", &body).await?;
+        let (host, addr, resp) = post_to_first(store, cfg, tls, "/v1/activate", &body).await?;
         let reply = parse_reply(&host, &resp, &cfg.product)?;
         let count = count_of(&host, &reply)?;
         let outcome = match reply.status.as_str() {
             "activated" => {
                 let token = reply.token.as_deref().ok_or_else(|| bad(&host, "activated without a token"))?;
-                let verified = install(store, identify, cfg, &host, addr, token, now).await?;
+                let verified = install(store, identify, cfg, tls, &host, addr, token, now).await?;
                 let renew_at = verified
                     .claims
                     .tka
@@ -224,8 +252,9 @@ pub fn once(store: &Store, identify: IdentifyFn<'_>, cfg: &AgentConfig, now: i64
 /// when no host takes it back.
 pub fn give_back(store: &Store, identify: IdentifyFn<'_>, cfg: &AgentConfig, now: i64) -> Result<Returned> {
     let body = request_body(identify, &cfg.product, now)?;
+    let tls = connector(store, cfg, now)?;
     runtime()?.block_on(async {
-        let (host, _, resp) = post_to_first(store, cfg, "/v1/return", &body).await?;
+        let (host, _, resp) = post_to_first(store, cfg, tls.as_ref(), "/v1/return", &body).await?;
         let reply = parse_reply(&host, &resp, &cfg.product)?;
         if reply.status != "returned" {
             return Err(bad(&host, &format!("status {:?} to a return", reply.status)).into());
@@ -318,6 +347,21 @@ fn request_body(identify: IdentifyFn<'_>, product: &str, now: i64) -> Result<Vec
     Ok(serde_json::json!({ "request": text }).to_string().into_bytes())
 }
 
+/// The TLS connector of a round when `cfg.tls`: trusting what the store
+/// trusts for the product at `now`.
+fn connector(store: &Store, cfg: &AgentConfig, now: i64) -> Result<Option<tokio_rustls::TlsConnector>> {
+    if !cfg.tls {
+        return Ok(None);
+    }
+    let trust = crate::activation::trust::TrustData::from_store(store)?;
+    if trust.anchors.is_empty() {
+        return Err(Error::NoTrustedRoot);
+    }
+    let config = tls::client_config(&trust, &cfg.pinned_roots, &cfg.product, now)
+        .map_err(|e| Error::Usage(format!("cannot set up TLS: {e}")))?;
+    Ok(Some(tokio_rustls::TlsConnector::from(config)))
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -343,22 +387,26 @@ fn remember(store: &Store, cfg: &AgentConfig, host: &HostPort, now: i64) -> Resu
 async fn post_to_first(
     store: &Store,
     cfg: &AgentConfig,
+    tls: Option<&tokio_rustls::TlsConnector>,
     path: &str,
     body: &[u8],
 ) -> Result<(HostPort, SocketAddr, Response)> {
     let mut tried = Vec::new();
     let (domain, dns) = match &cfg.locate {
         Locate::Host(h) => {
-            if let Some(hit) = try_host(h, DnsServer::System, cfg, "POST", path, Some(body), &mut tried).await? {
-                return Ok(hit);
-            }
-            return Err(AgentError::NoHostReachable { tried }.into());
+            return match try_host(h, DnsServer::System, cfg, tls, "POST", path, Some(body), &mut tried).await {
+                Ok(Some(hit)) => Ok(hit),
+                // The one host named: why it is not trusted is the error.
+                Err(Failure::Untrusted(e)) => Err(e.into()),
+                Err(Failure::Answer(e)) => Err(e.into()),
+                Err(Failure::Unreachable(_)) | Ok(None) => Err(AgentError::NoHostReachable { tried }.into()),
+            };
         }
         Locate::Domain { domain, dns } => (domain, *dns),
     };
     let cached = store.cached_host()?.map(|c| HostPort { host: c.host, port: c.port });
     if let Some(h) = &cached {
-        if let Some(hit) = try_host(h, dns, cfg, "POST", path, Some(body), &mut tried).await? {
+        if let Some(hit) = next_or_error(try_host(h, dns, cfg, tls, "POST", path, Some(body), &mut tried).await)? {
             return Ok(hit);
         }
     }
@@ -375,7 +423,7 @@ async fn post_to_first(
         if cached.as_ref() == Some(&h) {
             continue;
         }
-        if let Some(hit) = try_host(&h, dns, cfg, "POST", path, Some(body), &mut tried).await? {
+        if let Some(hit) = next_or_error(try_host(&h, dns, cfg, tls, "POST", path, Some(body), &mut tried).await)? {
             return Ok(hit);
         }
     }
@@ -385,16 +433,21 @@ async fn post_to_first(
     Err(AgentError::NoHostReachable { tried }.into())
 }
 
-/// Tries each address of `h`; `None` (with `tried` extended) when none answers.
+/// Tries each address of `h`; `None` (with `tried` extended) when none
+/// answers. A host whose TLS certificate is not trusted is
+/// [`Failure::Untrusted`] (also recorded in `tried`): the caller decides
+/// whether to try another.
+#[allow(clippy::too_many_arguments)]
 async fn try_host(
     h: &HostPort,
     dns: DnsServer,
     cfg: &AgentConfig,
+    tls: Option<&tokio_rustls::TlsConnector>,
     method: &str,
     path: &str,
     body: Option<&[u8]>,
     tried: &mut Vec<String>,
-) -> Result<Option<(HostPort, SocketAddr, Response)>> {
+) -> Result<Option<(HostPort, SocketAddr, Response)>, Failure> {
     let addrs = match (&cfg.locate, dns) {
         (Locate::Host(_), _) | (_, DnsServer::System) => system_addresses(h).await,
         _ => addresses(&h.host, h.port, dns).await,
@@ -407,15 +460,38 @@ async fn try_host(
         }
     };
     for addr in addrs {
-        match exchange(addr, &h.to_string(), method, path, body, cfg.timeouts).await {
+        match exchange(addr, &h.to_string(), method, path, body, cfg.timeouts, tls).await {
             Ok(resp) => return Ok(Some((h.clone(), addr, resp))),
             Err(Failure::Unreachable(why)) => {
                 tried.push(if addr.to_string() == h.to_string() { why } else { format!("{h} at {why}") })
             }
-            Err(Failure::Answer(e)) => return Err(e.into()),
+            Err(Failure::Untrusted(e)) => {
+                tried.push(format!("{h} (not trusted: {})", untrusted_detail(&e)));
+                return Err(Failure::Untrusted(e));
+            }
+            Err(f @ Failure::Answer(_)) => return Err(f),
         }
     }
     Ok(None)
+}
+
+fn untrusted_detail(e: &AgentError) -> String {
+    match e {
+        AgentError::UntrustedHost { detail, .. } => detail.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// [`try_host`] for a host among several: an untrusted one is skipped (it
+/// is in `tried`), any other wrong answer is the error.
+fn next_or_error(
+    r: Result<Option<(HostPort, SocketAddr, Response)>, Failure>,
+) -> Result<Option<(HostPort, SocketAddr, Response)>> {
+    match r {
+        Ok(hit) => Ok(hit),
+        Err(Failure::Untrusted(_)) | Err(Failure::Unreachable(_)) => Ok(None),
+        Err(Failure::Answer(e)) => Err(e.into()),
+    }
 }
 
 /// The addresses of `h` from the operating system (hosts file, resolver).
@@ -438,6 +514,9 @@ fn parse_reply(host: &HostPort, resp: &Response, product: &str) -> Result<Reply,
         }
         Err(e) => return Err(bad(host, &format!("not a JSON answer ({e})"))),
     };
+    if reply.status == "refused" && reply.error.as_deref() == Some("tls_required") {
+        return Err(AgentError::TlsMismatch { host: host.to_string(), host_requires_tls: true, detail: String::new() });
+    }
     if reply.status == "refused" {
         return Err(AgentError::HostRefused {
             host: host.to_string(),
@@ -474,10 +553,12 @@ fn one_line(s: &str, max: usize) -> String {
 /// store does not know yet is installed with the host's chain
 /// (`GET /v1/chain` from `addr`), which the store keeps only when the
 /// token verifies.
+#[allow(clippy::too_many_arguments)]
 async fn install(
     store: &Store,
     identify: IdentifyFn<'_>,
     cfg: &AgentConfig,
+    tls: Option<&tokio_rustls::TlsConnector>,
     host: &HostPort,
     addr: SocketAddr,
     token: &str,
@@ -492,18 +573,23 @@ async fn install(
     }
     let known = |kid: &str| -> Result<bool> { Ok(store.certificates()?.iter().any(|c| sha256_hex(c) == kid)) };
     let chain = match &jws.kid {
-        Some(kid) if jws.x5c.is_empty() && !known(kid)? => fetch_chain(host, addr, cfg.timeouts).await?,
+        Some(kid) if jws.x5c.is_empty() && !known(kid)? => fetch_chain(host, addr, cfg.timeouts, tls).await?,
         _ => Vec::new(),
     };
     activate_with_chain(store, token, &chain, identify, &cfg.pinned_roots, now, DEFAULT_CLOCK_TOLERANCE_SECS)
 }
 
 /// The host's certificate chain (`GET /v1/chain`, PEM).
-async fn fetch_chain(host: &HostPort, addr: SocketAddr, timeouts: Timeouts) -> Result<Vec<Vec<u8>>> {
-    let resp = match exchange(addr, &host.to_string(), "GET", "/v1/chain", None, timeouts).await {
+async fn fetch_chain(
+    host: &HostPort,
+    addr: SocketAddr,
+    timeouts: Timeouts,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Result<Vec<Vec<u8>>> {
+    let resp = match exchange(addr, &host.to_string(), "GET", "/v1/chain", None, timeouts, tls).await {
         Ok(r) => r,
         Err(Failure::Unreachable(why)) => return Err(AgentError::NoHostReachable { tried: vec![why] }.into()),
-        Err(Failure::Answer(e)) => return Err(e.into()),
+        Err(Failure::Answer(e) | Failure::Untrusted(e)) => return Err(e.into()),
     };
     if resp.status != 200 {
         return Err(bad(host, &format!("HTTP status {} for the certificate chain", resp.status)).into());

@@ -24,6 +24,15 @@ pub fn hint(e: &Error) -> Option<&'static str> {
         Error::Agent(tka::AgentError::NoHostReachable { .. }) => Some(
             "check that an activation host runs there and that its port is open; `tka agent run` retries by itself",
         ),
+        Error::Agent(tka::AgentError::TlsMismatch { host_requires_tls: true, .. }) => {
+            Some("connect with --tls, or give the host as https://HOST:PORT")
+        }
+        Error::Agent(tka::AgentError::TlsMismatch { host_requires_tls: false, .. }) => {
+            Some("this host serves plain HTTP: drop --tls (or https://), or start it with `tka host serve --tls`")
+        }
+        Error::Agent(tka::AgentError::UntrustedHost { .. }) => {
+            Some("the host's certificate must come from a root this machine trusts (`tka trust list`) and be delegated the product")
+        }
         Error::NotAnIssuerHome { .. } => Some("create one with `tka issuer init`"),
         Error::NoTrustedRoot => Some("install the issuer's root first: `tka trust add ROOT.pem`"),
         Error::NoLedger { .. } => Some("a ledger is created by `tka entitlement add` or `tka token issue --home`"),

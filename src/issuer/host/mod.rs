@@ -13,7 +13,8 @@
 //! - [`policy`]: the counting rules (threshold, aging, cache size, seats),
 //!   pure; [`state`]: the store behind them ([`state::HostState`], in
 //!   SQLite by default); [`server`]: the HTTP/1.1 service `host serve` runs
-//!   (behind the `host` feature).
+//!   (behind the `host` feature); [`tls`]: its optional TLS, the host's
+//!   chain and key in a rustls server configuration.
 
 mod certify;
 mod dir;
@@ -21,6 +22,8 @@ pub mod policy;
 #[cfg(feature = "host")]
 pub mod server;
 pub mod state;
+#[cfg(feature = "host")]
+pub mod tls;
 
 pub use certify::{certify, read_host_request, CertifyOptions, HostRequest, MAX_HOST_REQUEST};
 pub use dir::{

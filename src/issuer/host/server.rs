@@ -4,16 +4,17 @@
 //! - `POST /v1/activate` `{"request": "TKAR1-..."}`: counts the machine and
 //!   answers `activated` (with a token), `pending` (with `retry_after`) or
 //!   `refused` (with an error code);
-//! - `POST /v1/return` `{"request": "TKAR1-..."}`: drops the machine's entry;
+//! - `POST /v1/return` `{"request": "TKAR1-..."}`: drops the machine's entry
+//!   (a request used before, or older than the replay window, is refused);
 //! - `GET /v1/chain`: the host's certificate chain (PEM, host cert first);
 //! - `GET /v1/health`: `{"status": "ok", "products": [...]}`.
 //!
-//! Limits: request bodies larger than [`HostConfig::max_body`] are refused
+//! Limits: request bodies larger than [`ServeConfig::max_body`] are refused
 //! with 413 before more is read; a client that does not send its headers
-//! or its body within [`HostConfig::read_timeout`] is cut off; each client
-//! address gets [`HostConfig::rate_per_min`] requests a minute (a token
+//! or its body within [`ServeConfig::read_timeout`] is cut off; each client
+//! address gets [`ServeConfig::rate_per_min`] requests a minute (a token
 //! bucket as large as a minute's worth). Signatures run on the blocking pool,
-//! at most [`HostConfig::max_signing`] at once. Each request is logged
+//! at most [`ServeConfig::max_signing`] at once. Each request is logged
 //! (`tracing`, target `tka::host`) with its product, outcome, latency and a
 //! salted hash of the CMID, never the CMID or the request itself.
 
@@ -21,7 +22,7 @@ use crate::core::error::{Error, Result, VerifyError};
 use crate::core::request::ActivationRequest;
 use crate::core::token::TokenLifetime;
 use crate::issuer::host::policy::{self, Verdict};
-use crate::issuer::host::state::{HostState, ProductConfig, Recorded, Signed, Visit};
+use crate::issuer::host::state::{HostState, ProductConfig, Recorded, Released, Signed, Visit};
 use crate::issuer::issue::{check_request, issue_one, IssueOptions, TokenSigner};
 use axum::body::Body;
 use axum::extract::{Extension, State};
@@ -76,7 +77,7 @@ pub const DEFAULT_RATE_PER_MIN: u32 = 120;
 pub const DEFAULT_MAX_REQUEST_AGE_SECS: i64 = 15 * 60;
 
 /// Everything the server runs with.
-pub struct HostConfig {
+pub struct ServeConfig {
     /// The host's token signer (its delegated certificate and key).
     pub signer: Arc<TokenSigner>,
     /// The host's chain as PEM (host certificate first), served at `/v1/chain`.
@@ -106,20 +107,24 @@ pub struct HostConfig {
     /// Issue compact tokens (no `x5c`: machines fetch `/v1/chain` once);
     /// the default.
     pub compact: bool,
+    /// TLS on every listener ([`crate::issuer::host::tls::server_config`]);
+    /// `None` (the default): plain HTTP. A TLS listener answers a client
+    /// that speaks plain HTTP with one refusal (`tls_required`) and closes.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Opens the state; [`serve`] calls it once the settings passed
-    /// [`HostConfig::check`], so a refused configuration creates nothing.
+    /// [`ServeConfig::check`], so a refused configuration creates nothing.
     pub state: OpenState,
 }
 
-/// Opens a host's state ([`HostConfig::state`]).
+/// Opens a host's state ([`ServeConfig::state`]).
 pub type OpenState = Box<dyn FnOnce() -> Result<Box<dyn HostState>> + Send>;
 
-impl HostConfig {
+impl ServeConfig {
     /// A configuration with every default ([`DEFAULT_VALID_FOR_SECS`], ...).
     pub fn new(signer: Arc<TokenSigner>, chain_pem: String, products: Vec<ProductConfig>, state: OpenState) -> Self {
-        HostConfig {
+        ServeConfig {
             signer,
             chain_pem,
             products,
@@ -134,6 +139,7 @@ impl HostConfig {
             max_request_age_secs: DEFAULT_MAX_REQUEST_AGE_SECS,
             max_signing: std::thread::available_parallelism().map_or(2, |n| n.get()),
             compact: true,
+            tls: None,
             clock: Arc::new(SystemClock),
             state,
         }
@@ -230,11 +236,12 @@ struct Peer(SocketAddr);
 /// accepting, lets the requests in flight finish (at most 30 s) and closes
 /// the state. The products and their thresholds are recorded in the state
 /// first ([`HostState::configure`]), so `host status` shows them.
-pub async fn serve<F>(listeners: Vec<TcpListener>, config: HostConfig, shutdown: F) -> Result<()>
+pub async fn serve<F>(listeners: Vec<TcpListener>, config: ServeConfig, shutdown: F) -> Result<()>
 where
     F: Future<Output = ()> + Send,
 {
     config.check()?;
+    let tls = config.tls.clone();
     let mut state = (config.state)()?;
     state.configure(&config.products, config.aging_secs)?;
     let opts = IssueOptions {
@@ -291,6 +298,7 @@ where
     }
     drop(tx);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let read_timeout = shared.read_timeout;
     tokio::pin!(shutdown);
     loop {
@@ -304,14 +312,27 @@ where
                     let mut router = router.clone();
                     async move { tower_service::Service::call(&mut router, req.map(Body::new)).await }
                 });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(read_timeout)
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                let builder = {
+                    let mut b = hyper::server::conn::http1::Builder::new();
+                    b.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(read_timeout);
+                    b
+                };
+                match &tls {
+                    None => {
+                        let conn = graceful.watch(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc));
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                    }
+                    Some(acceptor) => {
+                        let (acceptor, watcher) = (acceptor.clone(), graceful.watcher());
+                        tokio::spawn(async move {
+                            let Some(stream) = tls_handshake(&acceptor, stream, addr, read_timeout).await else { return };
+                            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+                            let _ = watcher.watch(conn).await;
+                        });
+                    }
+                }
             }
             _ = &mut shutdown => break,
         }
@@ -328,6 +349,68 @@ where
     // The state closes with the last reference (a blocking task may hold one briefly).
     drop(shared);
     Ok(())
+}
+
+/// The first byte of a TLS handshake record (RFC 8446 §5.1).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// The TLS handshake of a connection to a TLS listener, within
+/// `timeout`. A client that speaks plain HTTP instead gets one plain
+/// `400` refusal (`tls_required`) and the connection closes; a failed
+/// handshake is logged and closes it.
+async fn tls_handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] != TLS_HANDSHAKE => {
+            refuse_plain(stream).await;
+            return None;
+        }
+        Ok(Ok(1)) => {}
+        _ => return None,
+    }
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::info!(target: "tka::host", peer = %addr.ip(), error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Answers a plain-HTTP client of a TLS listener with one refusal and
+/// closes. What the client sends is read and dropped first (at most 16 KB,
+/// until it pauses for 200 ms), so closing does not reset the connection
+/// before the client reads the answer.
+async fn refuse_plain(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sink = [0u8; 4096];
+    let mut read = 0;
+    while read < 16 * 1024 {
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => read += n,
+            _ => break,
+        }
+    }
+    let body = json!({
+        "status": "refused", "error": "tls_required",
+        "message": "this host accepts only TLS connections",
+    })
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// A refusal: the status, the error code, one line.
@@ -601,15 +684,22 @@ async fn give_back(
         let body = read_body(&sh, &headers, body).await?;
         let now = sh.clock.now();
         let req = parse_request(&sh, &body, now, &mut f)?;
-        let (product, cmid) = (req.product.clone(), req.cmid.clone());
-        let counts =
-            with_state(&sh, move |st, _| st.release(&product, &cmid, now)).await.map_err(|e| internal(&sh, &e))?;
-        let Some((count, threshold)) = counts else {
-            return Err(Refusal::new(
-                StatusCode::NOT_FOUND,
-                "unknown_product",
-                format!("this host does not activate product {:?}", req.product),
-            ));
+        let visit = Visit { product: req.product.clone(), cmid: req.cmid.clone(), nonce: req.nonce.clone() };
+        let window = sh.max_request_age_secs * 2;
+        let released =
+            with_state(&sh, move |st, _| st.release(&visit, window, now)).await.map_err(|e| internal(&sh, &e))?;
+        let (count, threshold) = match released {
+            Released::Released { count, threshold } => (count, threshold),
+            Released::Replayed => {
+                return Err(Refusal::new(StatusCode::CONFLICT, "replayed", "this request was already used"));
+            }
+            Released::UnknownProduct => {
+                return Err(Refusal::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_product",
+                    format!("this host does not activate product {:?}", req.product),
+                ));
+            }
         };
         f.count = Some(count);
         Ok(Json(json!({"status": "returned", "product": req.product, "count": count, "threshold": threshold})))

@@ -127,6 +127,28 @@ pub enum Recorded {
     Admitted(Admission, Option<Signed>),
 }
 
+/// What the state made of an early return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// The product is not one the host serves.
+    UnknownProduct,
+    /// The request's nonce was seen within the replay window.
+    Replayed,
+    /// The machine's entry is gone; the count after it and the threshold.
+    Released {
+        /// Machines counted now.
+        count: u32,
+        /// The product's threshold.
+        threshold: u32,
+    },
+}
+
+/// How a return's nonce is recorded: under a machine name no CMID has,
+/// so the activation check (a nonce seen for another machine) refuses it too.
+fn return_mark(cmid: &str) -> String {
+    format!("return:{cmid}")
+}
+
 /// A product's rules and entries as one read sees them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
@@ -156,9 +178,13 @@ pub trait HostState: Send {
     /// is recorded when `sign` fails or the visit is refused.
     fn activate(&mut self, visit: &Visit, replay_window_secs: i64, now: i64, sign: &mut SignFn<'_>)
         -> Result<Recorded>;
-    /// Drops a machine's entry (an early return); returns the count after
-    /// it, `None` for a product not served.
-    fn release(&mut self, product: &str, cmid: &str, now: i64) -> Result<Option<(u32, u32)>>;
+    /// Drops a machine's entry (an early return) in one transaction with
+    /// the replay check: a return whose nonce was seen since
+    /// `now - replay_window_secs` (for a return or an activation, of any
+    /// machine) is [`Released::Replayed`] and changes nothing; else the
+    /// nonce is recorded as a return's, so the same request is refused
+    /// again both as a return and as an activation.
+    fn release(&mut self, visit: &Visit, replay_window_secs: i64, now: i64) -> Result<Released>;
 }
 
 /// The host state in an SQLite file.
@@ -411,15 +437,36 @@ impl HostState for SqliteState {
         Ok(Recorded::Admitted(admission, token))
     }
 
-    fn release(&mut self, product: &str, cmid: &str, now: i64) -> Result<Option<(u32, u32)>> {
+    fn release(&mut self, visit: &Visit, replay_window_secs: i64, now: i64) -> Result<Released> {
         let path = self.path.clone();
         let err = |e| db_err(&path, e);
+        let (product, cmid) = (visit.product.as_str(), visit.cmid.as_str());
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-        let Some(snap) = Self::snapshot_in(&tx, product).map_err(err)? else { return Ok(None) };
+        let Some(snap) = Self::snapshot_in(&tx, product).map_err(err)? else { return Ok(Released::UnknownProduct) };
+        tx.prepare_cached("DELETE FROM nonces WHERE seen < ?1")
+            .map_err(err)?
+            .execute([now - replay_window_secs])
+            .map_err(err)?;
+        let seen: Option<String> = tx
+            .prepare_cached("SELECT cmid FROM nonces WHERE nonce = ?1")
+            .map_err(err)?
+            .query_row([&visit.nonce], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        if seen.is_some() {
+            return Ok(Released::Replayed);
+        }
         tx.execute("DELETE FROM seen WHERE product = ?1 AND cmid = ?2", params![product, cmid]).map_err(err)?;
+        tx.prepare_cached("INSERT INTO nonces (nonce, cmid, seen) VALUES (?1, ?2, ?3)")
+            .map_err(err)?
+            .execute(params![visit.nonce, return_mark(cmid), now])
+            .map_err(err)?;
         tx.commit().map_err(err)?;
         let left: Vec<Seen> = snap.entries.into_iter().filter(|e| e.cmid != cmid).collect();
-        Ok(Some((policy::count(&left, now, snap.rules.aging_secs), snap.rules.threshold)))
+        Ok(Released::Released {
+            count: policy::count(&left, now, snap.rules.aging_secs),
+            threshold: snap.rules.threshold,
+        })
     }
 }
 

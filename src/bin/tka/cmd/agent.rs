@@ -15,7 +15,7 @@ use tka::{clock, Error, Result};
 pub enum AgentCmd {
     /// One round: find a host, send this machine's request, install the token if activated
     #[command(
-        after_help = "EXAMPLES:\n  tka agent once --product acme --host kms1.example.lan:4430\n  tka agent once --product acme --domain example.lan\n  tka agent once --product acme --domain example.lan --dns 10.0.0.53:53"
+        after_help = "EXAMPLES:\n  tka agent once --product acme --host kms1.example.lan:4430\n  tka agent once --product acme --host https://kms1.example.lan:4430\n  tka agent once --product acme --domain example.lan --tls\n  tka agent once --product acme --domain example.lan\n  tka agent once --product acme --domain example.lan --dns 10.0.0.53:53"
     )]
     Once(AgentArgs),
     /// Run as a service: renew when the token is due, retry every 2 hours while not activated
@@ -32,9 +32,13 @@ pub struct AgentArgs {
     /// The product
     #[arg(long)]
     pub product: String,
-    /// The activation host, HOST:PORT (no DNS discovery)
+    /// The activation host, HOST:PORT or https://HOST:PORT (TLS) (no DNS discovery)
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_host, required_unless_present = "domain")]
-    pub host: Option<HostPort>,
+    pub host: Option<(HostPort, Option<bool>)>,
+    /// Speak TLS to the host (also to hosts found through DNS): its certificate must be a token
+    /// signer's for the product under this machine's trusted roots
+    #[arg(long)]
+    pub tls: bool,
     /// Find hosts through the DNS SRV records _tka._tcp.DOMAIN (the host that answered last first)
     #[arg(long, conflicts_with = "host")]
     pub domain: Option<String>,
@@ -49,8 +53,8 @@ pub struct AgentArgs {
     pub machine: MachineArgs,
 }
 
-fn parse_host(s: &str) -> std::result::Result<HostPort, String> {
-    HostPort::parse(s).map_err(|e| e.to_string())
+fn parse_host(s: &str) -> std::result::Result<(HostPort, Option<bool>), String> {
+    HostPort::parse_url(s).map_err(|e| e.to_string())
 }
 
 fn parse_dns(s: &str) -> std::result::Result<std::net::SocketAddr, String> {
@@ -58,20 +62,25 @@ fn parse_dns(s: &str) -> std::result::Result<std::net::SocketAddr, String> {
 }
 
 impl AgentArgs {
-    fn config(&self) -> AgentConfig {
+    fn config(&self) -> Result<AgentConfig> {
+        let scheme = self.host.as_ref().and_then(|(_, tls)| *tls);
+        if self.tls && scheme == Some(false) {
+            return Err(Error::Usage("--tls contradicts an http:// --host: use https:// or drop --tls".into()));
+        }
         let locate = match (&self.host, &self.domain) {
-            (Some(h), _) => Locate::Host(h.clone()),
+            (Some((h, _)), _) => Locate::Host(h.clone()),
             (None, Some(d)) => {
                 Locate::Domain { domain: d.clone(), dns: self.dns.map(DnsServer::At).unwrap_or(DnsServer::System) }
             }
             (None, None) => unreachable!("clap requires --host or --domain"),
         };
-        AgentConfig {
+        Ok(AgentConfig {
             product: self.product.clone(),
             locate,
             timeouts: Default::default(),
             pinned_roots: self.pins.root_fingerprints.clone(),
-        }
+            tls: self.tls || scheme == Some(true),
+        })
     }
 }
 
@@ -87,7 +96,7 @@ fn once(args: AgentArgs) -> Result<ExitCode> {
     let store = open_store(&args.store)?;
     let id = identify(&args.product, &args.machine)?;
     let ident = move |_: &str| Ok(id.clone());
-    match agent::once(&store, &ident, &args.config(), clock::now())? {
+    match agent::once(&store, &ident, &args.config()?, clock::now())? {
         RoundOutcome::Activated { count, verified, .. } => {
             say(format!("activated: {} ({count})", verified.claims.aud));
             Ok(ExitCode::SUCCESS)
@@ -103,7 +112,7 @@ fn give_back(args: AgentArgs) -> Result<ExitCode> {
     let store = open_store(&args.store)?;
     let id = identify(&args.product, &args.machine)?;
     let ident = move |_: &str| Ok(id.clone());
-    let r = agent::give_back(&store, &ident, &args.config(), clock::now())?;
+    let r = agent::give_back(&store, &ident, &args.config()?, clock::now())?;
     let local = if r.dropped { "local token removed" } else { "no local token" };
     say(format!("returned: {} ({}; {local})", args.product, r.count));
     Ok(ExitCode::SUCCESS)
@@ -114,7 +123,7 @@ fn service(args: AgentArgs) -> Result<ExitCode> {
     let id = identify(&args.product, &args.machine)?;
     let ident = move |_: &str| Ok(id.clone());
     let mut env = SystemEnv::new()?;
-    agent::run(&store, &ident, &args.config(), &Schedule::default(), &mut env)?;
+    agent::run(&store, &ident, &args.config()?, &Schedule::default(), &mut env)?;
     env.log("stopped");
     Ok(ExitCode::SUCCESS)
 }

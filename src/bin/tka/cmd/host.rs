@@ -158,6 +158,10 @@ pub struct ServeArgs {
     /// A request older than this (or dated this far ahead) is refused as replayed
     #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = crate::args::token_duration)]
     max_request_age: u64,
+    /// Serve HTTPS on every --listen: TLS with the host's own certificate chain and key
+    /// (agents check it against their trusted roots, not as a web certificate)
+    #[arg(long)]
+    tls: bool,
     #[command(flatten)]
     pass: PassArgs,
 }
@@ -223,7 +227,7 @@ pub fn run(cmd: HostCmd) -> Result<ExitCode> {
 }
 
 fn serve(a: ServeArgs) -> Result<ExitCode> {
-    use tka::issuer::host::server::{self, HostConfig};
+    use tka::issuer::host::server::{self, ServeConfig};
     use tka::issuer::host::state::{ProductConfig, SqliteState, HOST_STATE_FILE};
     let h = HostDir::open(&a.dir)?;
     let delegation = h.delegation()?;
@@ -250,7 +254,10 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
     let state_path = a.dir.join(HOST_STATE_FILE);
     let open_state: server::OpenState =
         Box::new(move || Ok(Box::new(SqliteState::open(&state_path)?) as Box<dyn tka::issuer::host::state::HostState>));
-    let mut config = HostConfig::new(std::sync::Arc::new(signer), chain_pem, products, open_state);
+    let signer = std::sync::Arc::new(signer);
+    let tls = if a.tls { Some(tka::issuer::host::tls::server_config(signer.clone())?) } else { None };
+    let mut config = ServeConfig::new(signer, chain_pem, products, open_state);
+    config.tls = tls;
     config.max_lifetime_secs = Some(delegation.max_lifetime_secs);
     config.valid_for_secs = a.valid_for.unwrap_or(server::DEFAULT_VALID_FOR_SECS.min(delegation.max_lifetime_secs));
     config.renew_after_secs = a.renew_after;
