@@ -48,7 +48,7 @@ if [ "$mode" = host ]; then
   "$TKA" host serve --dir "$work/host" --listen 127.0.0.1:0 --threshold demo-app=3 \
     > "$work/serve.out" 2> "$work/serve.log" &
   server=$!
-  trap 'kill "$server" 2>/dev/null; [ "${KEEP:-0}" = 1 ] || rm -rf "$work"' EXIT
+  trap 'kill "$server" 2>/dev/null || true; [ "${KEEP:-0}" = 1 ] || rm -rf "$work"' EXIT
   for _ in $(seq 100); do grep -q '^listening: ' "$work/serve.out" && break; sleep 0.1; done
   addr=$(sed -n 's/^listening: //p' "$work/serve.out" | head -1)
   echo "host listening on $addr"
