@@ -4,6 +4,7 @@
 use crate::core::error::{Error, Result};
 use crate::core::keys::{spki_der, SignatureAlgorithm, Signer};
 use crate::core::pki::cert::{key_identifier, tka_eku_der, CertInfo};
+use crate::core::pki::delegation::tlv as der_tlv;
 use crate::core::pki::{Delegation, TKA_DELEGATION_OID};
 use der::asn1::{BitString, OctetString};
 use der::{Decode, Encode};
@@ -216,20 +217,6 @@ fn oid_der(oid: &str) -> Vec<u8> {
     let mut content = vec![2 * 40 + 25];
     content.extend(groups);
     der_tlv(0x06, &content)
-}
-
-fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|&b| b == 0).collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend_from_slice(content);
-    out
 }
 
 /// The elements of a DER constructed value's content, each with its tag and header.

@@ -151,8 +151,9 @@ fn seconds(s: i128) -> String {
     format!("{s} s")
 }
 
-/// DER tag-length-value.
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+/// DER tag-length-value (definite length, X.690 §8.1.3); also the
+/// issuer's certificate writer's.
+pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     let len = content.len();
     if len < 0x80 {

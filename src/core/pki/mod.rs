@@ -2,7 +2,7 @@
 //! validation, CRLs and trust anchors.
 
 pub(crate) mod cert;
-mod delegation;
+pub(crate) mod delegation;
 mod path;
 pub mod pem;
 mod pin;
