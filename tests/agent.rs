@@ -28,6 +28,7 @@ use tka::activation::agent::{self, AgentConfig, HostPort, Locate, RoundOutcome, 
 use tka::activation::ProductStatus;
 use tka::issuer::host::server::{serve, Clock, ServeConfig};
 use tka::issuer::host::state::{HostState, ProductConfig, SqliteState};
+use tka::issuer::issue::REALTIME_BACKDATE_SECS as B;
 use tka::issuer::issue::{issue_token, IssueOptions, TokenSigner};
 use tka::keys::{SignatureAlgorithm, Signer};
 use tka::machine::MachineIdentity;
@@ -412,6 +413,33 @@ fn installed(store: &Store) -> bool {
     store.token(PRODUCT).unwrap().is_some()
 }
 
+/// Reported: the host dated a token's `nbf` at its own clock, so a machine
+/// whose clock was a second behind refused its fresh token ("token is not
+/// valid before X, now is X-1s"). The host dates tokens
+/// REALTIME_BACKDATE_SECS in the past: a machine up to that far behind
+/// installs at once; one further behind is still refused as not yet valid.
+#[test]
+fn a_machine_whose_clock_is_behind_the_hosts_installs_its_fresh_token() {
+    let host = RealHost::start(1);
+    for (n, behind) in [(1, 1), (2, B)] {
+        let (_t, s) = store();
+        let id = machine_n(n);
+        let o = agent::once(&s, &move |_: &str| Ok(id.clone()), &at(&host), NOW - behind).unwrap();
+        let RoundOutcome::Activated { verified, .. } = o else { panic!("{behind} s behind: {o:?}") };
+        assert_eq!((verified.claims.iat, verified.claims.nbf), (NOW - B, NOW - B));
+        assert!(installed(&s), "{behind} s behind");
+    }
+    let (_t, s) = store();
+    let id = machine_n(3);
+    match agent::once(&s, &move |_: &str| Ok(id.clone()), &at(&host), NOW - B - 1) {
+        Err(tka::Error::Verify(tka::VerifyError::TokenNotYetValid { nbf, now })) => {
+            assert_eq!((nbf, now), (NOW - B, NOW - B - 1))
+        }
+        other => panic!("expected TokenNotYetValid, got {other:?}"),
+    }
+    assert!(!installed(&s));
+}
+
 #[test]
 fn below_the_threshold_the_machine_waits_and_is_activated_on_its_retry() {
     let host = RealHost::start(3);
@@ -431,7 +459,8 @@ fn below_the_threshold_the_machine_waits_and_is_activated_on_its_retry() {
     assert_eq!(o.count().to_string(), "count: 3 of 3");
     let RoundOutcome::Activated { verified, renew_at, .. } = o else { panic!("{o:?}") };
     assert_eq!(verified.claims.aud, PRODUCT);
-    assert_eq!(renew_at, NOW + 7 * DAY);
+    // The host dates its tokens a little in the past (clock skew).
+    assert_eq!(renew_at, NOW - B + 7 * DAY);
     let id = machine_n(1);
     let st = tka::activation::status(&s1, PRODUCT, &id, &[], NOW).unwrap();
     assert!(matches!(st, ProductStatus::Active(_)));
@@ -651,8 +680,10 @@ fn run_renews_when_the_token_says() {
     let ident = move |_: &str| Ok(id.clone());
     let mut env = FakeEnv::new(&host, 2);
     agent::run(&s, &ident, &at(&host), &Schedule::default(), &mut env).unwrap();
-    // Rounds at NOW, NOW + 7 d, NOW + 14 d; the third sleep is stopped.
-    assert_eq!(env.sleeps, [NOW + 7 * DAY, NOW + 14 * DAY, NOW + 21 * DAY]);
+    // Rounds at NOW, NOW + 7 d, NOW + 14 d (each less the host's backdating);
+    // the third sleep is stopped.
+    let due = [NOW - B + 7 * DAY, NOW - 2 * B + 14 * DAY, NOW - 3 * B + 21 * DAY];
+    assert_eq!(env.sleeps, due);
     let line = |t: i64| {
         format!(
             "{PRODUCT}: activated by 127.0.0.1:{} (count: 1 of 1); renewal due {}",
@@ -660,7 +691,7 @@ fn run_renews_when_the_token_says() {
             tka::clock::rfc3339(t)
         )
     };
-    assert_eq!(env.log, [line(NOW + 7 * DAY), line(NOW + 14 * DAY), line(NOW + 21 * DAY)]);
+    assert_eq!(env.log, due.map(line));
 }
 
 #[test]
@@ -672,8 +703,8 @@ fn run_waits_for_the_installed_token_renewal_before_its_first_round() {
     let ident = move |_: &str| Ok(id.clone());
     let mut env = FakeEnv::new(&host, 0);
     agent::run(&s, &ident, &at(&host), &Schedule::default(), &mut env).unwrap();
-    assert_eq!(env.sleeps, [NOW + 7 * DAY]);
-    assert_eq!(env.log, [format!("{PRODUCT}: activated; renewal due {}", tka::clock::rfc3339(NOW + 7 * DAY))]);
+    assert_eq!(env.sleeps, [NOW - B + 7 * DAY]);
+    assert_eq!(env.log, [format!("{PRODUCT}: activated; renewal due {}", tka::clock::rfc3339(NOW - B + 7 * DAY))]);
 }
 
 #[test]

@@ -69,6 +69,20 @@ pub struct IssuedToken {
     pub claims: Claims,
 }
 
+/// How far in the past a service that answers machines in real time (the
+/// activation host, the online service) dates the tokens it signs: the
+/// clock skew every verifier allows on `iat` ([`crate::core::verify::IAT_SKEW_SECS`]).
+/// A machine whose clock runs a little behind the service's then accepts
+/// its fresh token at once instead of refusing it as not yet valid.
+pub const REALTIME_BACKDATE_SECS: i64 = crate::core::verify::IAT_SKEW_SECS;
+
+/// The issuance time a real-time service passes to [`build_claims`] at
+/// `now`: [`REALTIME_BACKDATE_SECS`] earlier, but never before `signer`'s
+/// certificate starts.
+pub fn realtime_issue_time(now: i64, signer: &TokenSigner) -> i64 {
+    now.saturating_sub(REALTIME_BACKDATE_SECS).max(signer.certificate().not_before.min(now))
+}
+
 /// The claims a token for `req` would carry, checked against the signer's
 /// validity. Refuses (never shortens) a token that would outlive its signer.
 ///

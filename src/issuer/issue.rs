@@ -27,7 +27,9 @@
 
 pub use crate::core::error::IssueRefusal;
 pub use crate::core::token::TokenLifetime;
-pub use crate::issuer::claims::{build_claims, check_request, issue_token, IssueOptions, IssuedToken};
+pub use crate::issuer::claims::{
+    build_claims, check_request, issue_token, realtime_issue_time, IssueOptions, IssuedToken, REALTIME_BACKDATE_SECS,
+};
 pub use crate::issuer::signer::{new_serial, TokenSigner};
 
 use crate::core::error::{Error, Result};

@@ -23,7 +23,7 @@ use crate::core::request::ActivationRequest;
 use crate::core::token::TokenLifetime;
 use crate::issuer::host::policy::{self, Verdict};
 use crate::issuer::host::state::{HostState, ProductConfig, Recorded, Released, Signed, Visit};
-use crate::issuer::issue::{check_request, issue_one, IssueOptions, TokenSigner};
+use crate::issuer::issue::{check_request, issue_one, realtime_issue_time, IssueOptions, TokenSigner};
 use axum::body::Body;
 use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -102,7 +102,7 @@ pub struct ServeConfig {
     pub rate_per_min: u32,
     /// Age after which a request is refused as a replay, seconds.
     pub max_request_age_secs: i64,
-    /// Most signatures at once.
+    /// Most requests signing and recording at once (on the blocking pool).
     pub max_signing: usize,
     /// Issue compact tokens (no `x5c`: machines fetch `/v1/chain` once);
     /// the default.
@@ -558,8 +558,10 @@ async fn with_state<T: Send + 'static>(
     .unwrap_or_else(|e| Err(Error::Refused(format!("the host state task failed: {e}"))))
 }
 
+/// Signs `req`'s token, dated [`realtime_issue_time`]: a machine whose
+/// clock is a little behind the host's accepts it at once.
 fn sign(sh: &Shared, req: &ActivationRequest, now: i64) -> Result<Signed> {
-    let t = issue_one(None, None, req, &sh.opts, &sh.signer, now)?;
+    let t = issue_one(None, None, req, &sh.opts, &sh.signer, realtime_issue_time(now, &sh.signer))?;
     Ok(Signed { serial: t.claims.jti, text: t.text, expires: t.claims.exp })
 }
 
@@ -605,33 +607,35 @@ async fn activate_inner(
     let body = read_body(sh, headers, body).await?;
     let now = sh.clock.now();
     let req = parse_request(sh, &body, now, f)?;
-    // A plan on a read: sign ahead, outside the state's lock, when the
-    // machine will be activated; the transaction decides again.
-    let product = req.product.clone();
-    let snap = with_state(sh, move |st, _| st.snapshot(&product)).await.map_err(|e| internal(sh, &e))?;
-    let ahead = match snap {
-        Some(s) if policy::admit(&s.rules, &s.entries, &req.cmid, now).verdict == Verdict::Activated => {
-            let permit = sh.signing.acquire().await.expect("the semaphore is never closed");
-            let (sh2, req2) = (sh.clone(), req.clone());
-            let signed = tokio::task::spawn_blocking(move || sign(&sh2, &req2, now))
-                .await
-                .unwrap_or_else(|e| Err(Error::Refused(format!("the signing task failed: {e}"))));
-            drop(permit);
-            Some(signed.map_err(|e| internal(sh, &e))?)
-        }
-        _ => None,
-    };
-    let visit = Visit { product: req.product.clone(), cmid: req.cmid.clone(), nonce: req.nonce.clone() };
-    let window = sh.max_request_age_secs * 2;
-    let recorded = with_state(sh, move |st, sh| {
-        let mut ahead = ahead;
-        st.activate(&visit, window, now, &mut |_| match ahead.take() {
+    // One task on the blocking pool does the rest (one hand-off per
+    // request; the semaphore bounds how many run at once): a plan on a
+    // read of the state, signed ahead outside the state's lock when the
+    // machine will be activated, then decided again and recorded in one
+    // transaction under the lock.
+    let permit = sh.signing.acquire().await.expect("the semaphore is never closed");
+    let sh2 = sh.clone();
+    let recorded = tokio::task::spawn_blocking(move || {
+        let sh = &*sh2;
+        let lock = || sh.state.lock().unwrap_or_else(|p| p.into_inner());
+        let snap = lock().snapshot(&req.product)?;
+        let mut ahead = match snap {
+            Some(s) if policy::admit(&s.rules, &s.entries, &req.cmid, now).verdict == Verdict::Activated => {
+                Some(sign(sh, &req, now)?)
+            }
+            _ => None,
+        };
+        let visit = Visit { product: req.product.clone(), cmid: req.cmid.clone(), nonce: req.nonce.clone() };
+        let window = sh.max_request_age_secs * 2;
+        let recorded = lock().activate(&visit, window, now, &mut |_| match ahead.take() {
             Some(t) => Ok(t),
             None => sign(sh, &req, now),
-        })
+        });
+        recorded
     })
     .await
-    .map_err(|e| internal(sh, &e))?;
+    .unwrap_or_else(|e| Err(Error::Refused(format!("the host state task failed: {e}"))));
+    drop(permit);
+    let recorded = recorded.map_err(|e| internal(sh, &e))?;
     match recorded {
         Recorded::UnknownProduct => Err(Refusal::new(
             StatusCode::NOT_FOUND,
