@@ -36,6 +36,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 MAX_TOKEN = 64 * 1024
 MAX_NESTING = 128
@@ -427,23 +428,34 @@ def is_root(cert, roots):
     return any(cert.der == r.der for r in roots)
 
 
+def same_subject_and_key(a, b):
+    spki = lambda c: c.c.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)  # noqa: E731
+    return a.subject == b.subject and spki(a) == spki(b)
+
+
 def build_path(certs, roots):
-    """Chaining row: the path signer..root, each certificate certified by the next."""
-    for i in range(len(certs) - 1):
-        if is_root(certs[i], roots):
-            # The chain may include the root itself; then nothing may follow it.
-            raise Refused("BadCertificate", "x5c continues past the trusted root")
-        if certs[i].issuer != certs[i + 1].subject:
+    """Chaining row: the path signer..root, each certificate certified by the next,
+    until one is issued by a trusted root (or is one). What follows in x5c must
+    certify the same CA: the root itself, or the cross-certificate a root rollover
+    adds after the new issuing CA (docs/rotation.md, "Root rollover")."""
+    for i, c in enumerate(certs):
+        if is_root(c, roots):
+            path, root, rest = certs[: i + 1], c, certs[i + 1 :]
+            break
+        root = issued_by_root(c, roots)
+        if root is not None:
+            path, rest = certs[: i + 1] + [root], certs[i + 1 :]
+            break
+        if i + 1 == len(certs):
+            raise Refused("UntrustedRoot", "the chain does not end at a trusted root")
+        if c.issuer != certs[i + 1].subject:
             raise Refused("BadCertificate", f"x5c[{i}]'s issuer is not x5c[{i + 1}]'s subject")
-        if not certs[i].signed_by(certs[i + 1]):
+        if not c.signed_by(certs[i + 1]):
             raise Refused("BadCertSignature", f"x5c[{i}] is not signed by x5c[{i + 1}]")
-    last = certs[-1]
-    if is_root(last, roots):
-        return list(certs)
-    root = issued_by_root(last, roots)
-    if root is None:
-        raise Refused("UntrustedRoot", "the chain does not end at a trusted root")
-    return list(certs) + [root]
+    for extra in rest:
+        if not same_subject_and_key(extra, root):
+            raise Refused("BadCertificate", "x5c continues past the trusted root")
+    return list(path)
 
 
 def compact_chain(kid, known, roots, now):
