@@ -9,7 +9,9 @@
 #     match rules, delegated to an activation host, after rotating the
 #     signer, the issuing CA and the root, revoked by a CRL), each verified
 #     by `tka token verify --json` and by the reference verifier under the
-#     same inputs: verdict and rule (`kind`) must agree;
+#     same inputs: verdict and rule (`kind`) must agree; and edge cases,
+#     tokens edited where the docs could be read two ways and signed again
+#     (tests/reference/mutate.py);
 #  3. the golden machine vector of tests/machine.rs, derived by the
 #     reference verifier from its raw values.
 #
@@ -124,7 +126,7 @@ P=ref-app
 quiet T issuer init --home "$work/iss" --org "Crosscheck Corp" "${pp[@]}"
 root=$work/iss/root.pem
 cp "$root" "$work/root-1.pem"
-quiet T issuer init --home "$work/other" --org "Crosscheck Corp" "${pp[@]}"
+quiet T issuer init --home "$work/other" --org "Crosscheck Corp" --insecure-no-passphrase
 TKA_MACHINE_ID=$A quiet T request create --product "$P" --text --out "$work/req-a.txt"
 cmid_a=$(sed -n 's/^cmid //p' < <("$PY" "$REF" machine "$P" "xid=$A"))
 issue() { # OUT ARGS...: a token for machine A from the issuer home
@@ -164,6 +166,16 @@ sed 's/\.\([A-Za-z0-9_-]\{10\}\)[A-Za-z0-9_-]/.\1A/2' "$work/full.jws" > "$work/
 cmp -s "$work/full.jws" "$work/forged.jws" && sed -i 's/\.\([A-Za-z0-9_-]\{10\}\)A/.\1B/2' "$work/forged.jws"
 check forged "$work/forged.jws" "$soon" --trust "$root"
 
+# Edge cases: a token of the other home edited and signed again with its signer's
+# key (tests/reference/mutate.py), one reading of the docs each.
+quiet T token issue --request "$work/req-a.txt" --home "$work/other" --out "$work/base.jws" \
+  --days 90 --features reports,export --edition pro --grace 1h
+after_issue
+"$PY" tests/reference/mutate.py "$work/base.jws" "$work/other/signer.key" "$work/other/root.pem" "$work/mut"
+for m in "$work"/mut/*.jws; do
+  check "edit $(basename "$m" .jws)" "$m" "$soon" --trust "$work/other/root.pem" --product "$P" --machine "current:$A"
+done
+
 # Delegated: an activation host's certificate (the tka delegation extension).
 quiet T host init --dir "$work/host"
 quiet T host certify --home "$work/iss" "${pp[@]}" --request "$work/host/host.csr" --products "$P" \
@@ -201,8 +213,8 @@ check after-rotate-root-old-root "$work/after-root.jws" "$soon" --trust "$work/r
 check old-token-new-root "$work/full.jws" "$soon" --trust "$root2"
 
 # -----------------------------------------------------------------------------
-for d in "${disagreements[@]+"${disagreements[@]}"}"; do
-  echo "DISAGREE $d"
-done
+if [ "${#disagreements[@]}" -gt 0 ]; then
+  printf 'DISAGREE %s\n' "${disagreements[@]}"
+fi
 echo "agree: $agree of $total"
 [ "$agree" -eq "$total" ]

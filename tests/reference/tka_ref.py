@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 MAX_TOKEN = 64 * 1024
-MAX_NESTING = 128
+MAX_NESTING = 128  # levels of arrays/objects refused from this depth on
 MAX_CHAIN = 5
 IAT_SKEW = 300
 TYP = "tka-token+jwt"
@@ -273,7 +273,7 @@ def parse_json(data):
             max_depth = max(max_depth, depth)
         elif ch in "]}":
             depth -= 1
-    if max_depth > MAX_NESTING:
+    if max_depth >= MAX_NESTING:
         raise ValueError("nesting too deep")
     dups = []
 
@@ -293,6 +293,8 @@ def parse_json(data):
         return f
 
     value = json.loads(text, object_pairs_hook=pairs, parse_constant=bad_constant, parse_float=parse_float)
+    # A \u escape of a lone surrogate is no character: the text is not UTF-8 JSON.
+    json.dumps(value, ensure_ascii=False).encode("utf-8")
     return value, (dups[0] if dups else None)
 
 
@@ -528,6 +530,21 @@ def is_int(v):
     return isinstance(v, int) and not isinstance(v, bool) and I64_MIN <= v <= I64_MAX
 
 
+def parse_match(m):
+    """"all", "most" or N >= 1: a JSON number or string; a string is trimmed and
+    read case-insensitively (DOCS: Q5 in tests/reference/README.md). None if bad."""
+    if is_int(m):
+        m = str(m)
+    if not isinstance(m, str):
+        return None
+    m = m.strip().lower()
+    if m in ("all", "most"):
+        return m
+    if re.fullmatch(r"\+?[0-9]+", m) and 1 <= int(m) <= 2**32 - 1:
+        return int(m)
+    return None
+
+
 def parse_claims(p):
     """The claims row: (claims dict, tka dict) or BadClaims. DOCS: types are not documented."""
 
@@ -545,16 +562,16 @@ def parse_claims(p):
     if p.get("exp") is not None and not is_int(p["exp"]):
         bad("exp not an integer")
     t = p.get("tka")
-    if not isinstance(t, dict) or t.get("v") != 1 or isinstance(t.get("v"), bool):
+    if not isinstance(t, dict) or not is_int(t.get("v")) or t["v"] != 1:
         bad("tka object missing or not version 1")
-    comps = t.get("components")
+    comps = t.get("components", [])  # absent: nothing bound (ImpossibleBinding below)
     if not isinstance(comps, list):
         bad("components")
     for c in comps:
         if not isinstance(c, dict) or not isinstance(c.get("k"), str) or not isinstance(c.get("h"), str):
             bad("component shape")
-    m = t.get("match")
-    if not (m in ("all", "most") or (is_int(m) and m >= 1)):
+    t["match"] = parse_match(t.get("match"))
+    if t["match"] is None:
         bad("match rule")
     f = t.get("features", [])
     if not isinstance(f, list) or not all(isinstance(x, str) for x in f):
@@ -567,7 +584,7 @@ def parse_claims(p):
     g = t.get("grace", 0)
     if not is_int(g) or g < 0:
         bad("grace")
-    if t.get("weak_binding") is not None and not isinstance(t["weak_binding"], bool):
+    if "weak_binding" in t and not isinstance(t["weak_binding"], bool):
         bad("weak_binding")
     return p, t
 
@@ -581,12 +598,8 @@ def verify(token, roots, now, product=None, machine=("skip", None), crls=(), rev
     # Step 1.
     if len(token.encode("utf-8", "surrogateescape")) > MAX_TOKEN:
         raise Refused("TooLarge", "over 64 KiB")
-    # DOCS: one trailing line break (LF or CRLF) is accepted (vector ok-trailing-crlf);
-    # the docs say "no whitespace" and do not mention it.
-    for end in ("\r\n", "\n"):
-        if token.endswith(end):
-            token = token[: -len(end)]
-            break
+    # Trailing line breaks (CR, LF) are not part of the token (docs/verification.md, step 1).
+    token = token.rstrip("\r\n")
     parts = token.split(".")
     if len(parts) != 3:
         raise Refused("Malformed", "not three dot-separated parts", "token")
@@ -600,7 +613,7 @@ def verify(token, roots, now, product=None, machine=("skip", None), crls=(), rev
     for b, what in zip(raw[:2], ("token header", "token payload")):
         try:
             parsed.append(parse_json(b))
-        except (ValueError, RecursionError, UnicodeDecodeError) as e:
+        except (ValueError, RecursionError, UnicodeError) as e:
             raise Refused("Malformed", f"not JSON: {e}", what) from None
     if not isinstance(parsed[0][0], dict):
         raise Refused("Malformed", "header is not an object", "token header")
@@ -614,7 +627,8 @@ def verify(token, roots, now, product=None, machine=("skip", None), crls=(), rev
     if alg not in ALGS or not isinstance(alg, str):
         raise Refused("AlgorithmNotAllowed", repr(alg))
     typ = header.get("typ")
-    if typ not in (TYP, "application/" + TYP) or not isinstance(typ, str):
+    # A media type: compared case-insensitively (RFC 7515 §4.1.9, RFC 2045).
+    if not isinstance(typ, str) or typ.lower() not in (TYP, "application/" + TYP):
         raise Refused("WrongType", repr(typ))
     for name in ("jwk", "jku", "x5u"):
         if name in header:
@@ -678,7 +692,7 @@ def verify(token, roots, now, product=None, machine=("skip", None), crls=(), rev
                 raise Refused("OutsideDelegation", c.c.subject.rfc4514_string())
     if product is not None and claims["aud"] != product:
         raise Refused("WrongProduct", claims["aud"])
-    bound = [(c["k"], c["h"]) for c in t["components"]]
+    bound = [(c["k"], c["h"]) for c in t.get("components", [])]
     check_binding(bound, claims["sub"], t.get("weak_binding"))
     kind, value = machine
     if kind == "identity" and not evaluate_match(t["match"], bound, value):
@@ -833,7 +847,8 @@ def main(argv):
         for f in a.files:
             print(json.dumps(run_vector(f)))
     elif a.cmd == "verify":
-        token = open(a.token, "rb").read().decode("utf-8", "surrogateescape")
+        # A token file, read as the CLI does: surrounding whitespace is not part of it.
+        token = open(a.token, "rb").read().decode("utf-8", "surrogateescape").strip()
         roots, known, crls = load_certs(a.trust), load_certs(a.chain), load_crls(a.crl)
         product = a.product
         machine = machine_spec(a.machine, product or "")
