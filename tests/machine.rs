@@ -396,10 +396,11 @@ fn no_components_is_a_clear_error() {
 // ---------------------------------------------------------------------------
 // Hashing, golden vector, CMID
 
-/// Pins the hashing and CMID derivation. The expected strings were
-/// cross-checked with an independent Python implementation of the framing in
-/// docs/machine-identity.md. If this fails, every machine in the field would
-/// be de-activated: fix the code, not the test.
+/// Pins the hashing and CMID derivation. The expected strings are derived
+/// independently from docs/machine-identity.md by the reference verifier
+/// (`tests/reference/tka_ref.py golden`), and `scripts/crosscheck-vectors.sh`
+/// fails unless each is pinned here. If this fails, every machine in the
+/// field would be de-activated: fix the code, not the test.
 #[test]
 fn golden_vector() {
     let id = MachineIdentity::from_raw(
