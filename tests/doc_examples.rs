@@ -46,7 +46,7 @@ const EXPECTED: &[(&str, usize, usize)] = &[
     ("docs/agent.md", 0, 3),
     ("docs/benchmarks.md", 0, 4),
     ("docs/design.md", 0, 0),
-    ("docs/host.md", 0, 4),
+    ("docs/host.md", 0, 6),
     ("docs/ledger.md", 0, 0),
     ("docs/machine-identity.md", 0, 0),
     ("docs/pkcs11.md", 0, 6),

@@ -5,6 +5,9 @@
 #![cfg(feature = "host")]
 
 mod common;
+#[cfg(feature = "postgres")]
+#[path = "common/pg.rs"]
+mod pg;
 
 use common::*;
 use std::io::{Read, Write};
@@ -74,7 +77,12 @@ fn opener(dir: &Path) -> tka::issuer::host::server::OpenState {
 
 /// Starts a host with state in `dir`, `threshold` for PRODUCT, and `tune` applied to the configuration.
 fn start(dir: &Path, threshold: u32, tune: impl FnOnce(&mut ServeConfig)) -> Host {
-    let mut config = ServeConfig::new(Arc::new(signer()), "PEM\n".into(), vec![product(threshold)], opener(dir));
+    start_with(opener(dir), threshold, tune)
+}
+
+/// Starts a host on the state `open` opens.
+fn start_with(open: tka::issuer::host::server::OpenState, threshold: u32, tune: impl FnOnce(&mut ServeConfig)) -> Host {
+    let mut config = ServeConfig::new(Arc::new(signer()), "PEM\n".into(), vec![product(threshold)], open);
     let clock = Arc::new(TestClock(AtomicI64::new(NOW)));
     config.clock = clock.clone();
     config.rate_per_min = 0;
@@ -445,8 +453,14 @@ fn host_dir(work: &Path) -> std::path::PathBuf {
 
 /// Spawns `tka host serve` on a free port; returns the child and its address once it listens.
 fn spawn_serve(host: &Path) -> (std::process::Child, SocketAddr) {
+    spawn_serve_with(host, &[])
+}
+
+/// [`spawn_serve`] with more arguments.
+fn spawn_serve_with(host: &Path, extra: &[&str]) -> (std::process::Child, SocketAddr) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tka"))
         .args(["host", "serve", "--dir", host.to_str().unwrap(), "--listen", "127.0.0.1:0", "--threshold", "acme=3"])
+        .args(extra)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -572,4 +586,124 @@ fn host_serve_refuses_a_product_outside_the_delegation_and_a_validity_above_it()
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!host.join("state.sqlite").exists(), "nothing is created when the configuration is refused");
+}
+
+// ---- several hosts on one PostgreSQL state ----
+
+/// Opens the PostgreSQL host state at `url`.
+#[cfg(feature = "postgres")]
+fn pg_opener(url: &str) -> tka::issuer::host::server::OpenState {
+    let url = url.to_string();
+    Box::new(move || Ok(Box::new(tka::issuer::host::pg_state::PgState::open(&url)?) as Box<dyn HostState>))
+}
+
+/// Two hosts on one PostgreSQL state, clients alternating between them:
+/// the counts go 1, 2, 3, ... across both, the threshold (4) is crossed
+/// once (at machine 4), a renewal on host A of a machine first seen on
+/// host B refreshes it (the count stays), and 30 days later the machines
+/// not seen since age out for both hosts.
+#[cfg(feature = "postgres")]
+#[test]
+fn two_hosts_on_one_postgres_state_count_together() {
+    let Some(url) = pg::database("two_hosts") else { return };
+    let (a, b) = (start_with(pg_opener(&url), 4, |_| {}), start_with(pg_opener(&url), 4, |_| {}));
+    for n in 1..=8u32 {
+        let h = if n % 2 == 1 { &b } else { &a };
+        let (s, j) = activate(h, &request(n, NOW));
+        let want = if n < 4 { "pending" } else { "activated" };
+        assert_eq!((s, j["status"].as_str(), j["count"].as_u64()), (200, Some(want), Some(u64::from(n))), "{j}");
+    }
+    for h in [&a, &b] {
+        h.set_now(NOW + DAY);
+    }
+    let (_, j) = activate(&a, &request(1, NOW + DAY));
+    assert_eq!((j["status"].as_str(), j["count"].as_u64()), (Some("activated"), Some(8)), "refreshed, not added");
+    for h in [&a, &b] {
+        h.set_now(NOW + 30 * DAY);
+    }
+    let (_, j) = activate(&b, &request(9, NOW + 30 * DAY));
+    assert_eq!((j["status"].as_str(), j["count"].as_u64()), (Some("pending"), Some(2)), "machines 2-8 aged out");
+    drop((a, b));
+    let mut st = tka::issuer::host::pg_state::PgState::open_existing(&url).unwrap();
+    assert_eq!(st.status(NOW + 30 * DAY).unwrap()[0].count, 2);
+    assert_eq!(st.issued_serials(PRODUCT).unwrap().len(), 6, "machines 4 to 8 and machine 1's renewal");
+}
+
+/// Two hosts on one PostgreSQL state, 40 distinct machines sent at once
+/// from 8 threads, alternating hosts, threshold 25: each answer carries
+/// its own count (1 to 40, none twice), the threshold is crossed once
+/// (16 activated, 24 pending), and the state counts 40.
+#[cfg(feature = "postgres")]
+#[test]
+fn two_hosts_with_concurrent_clients_count_exactly() {
+    let Some(url) = pg::database("two_hosts_concurrent") else { return };
+    let (a, b) = (start_with(pg_opener(&url), 25, |_| {}), start_with(pg_opener(&url), 25, |_| {}));
+    let addrs = [a.addr, b.addr];
+    let answers: Vec<serde_json::Value> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8u32)
+            .map(|t| {
+                scope.spawn(move || {
+                    (0..5u32)
+                        .map(|i| {
+                            let n = 100 + t * 5 + i;
+                            let (s, j) = post(addrs[(n % 2) as usize], "/v1/activate", &body(&request(n, NOW)));
+                            assert_eq!(s, 200, "{j}");
+                            j
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    let mut counts: Vec<u64> = answers.iter().map(|j| j["count"].as_u64().unwrap()).collect();
+    counts.sort();
+    assert_eq!(counts, (1..=40).collect::<Vec<u64>>());
+    for j in &answers {
+        let want = if j["count"].as_u64().unwrap() >= 25 { "activated" } else { "pending" };
+        assert_eq!(j["status"], want, "{j}");
+    }
+    drop((a, b));
+    let mut st = tka::issuer::host::pg_state::PgState::open_existing(&url).unwrap();
+    assert_eq!(st.status(NOW).unwrap()[0].count, 40);
+    assert_eq!(st.issued_serials(PRODUCT).unwrap().len(), 16);
+}
+
+/// `tka host serve --ledger postgres://...` twice (two processes, one
+/// state): a machine counted by one is counted by the other; `host status
+/// --ledger` reads the shared counters; no state.sqlite is made; a
+/// --ledger that is not a postgres:// URL is a usage error (exit 2).
+#[cfg(all(unix, feature = "postgres"))]
+#[test]
+fn cli_two_host_processes_share_one_postgres_state() {
+    let Some(url) = pg::database("cli_hosts") else { return };
+    let work = tempfile::tempdir().unwrap();
+    let host = host_dir(work.path());
+    let (mut one, addr1) = spawn_serve_with(&host, &["--ledger", &url]);
+    let (mut two, addr2) = spawn_serve_with(&host, &["--ledger", &url]);
+    assert_eq!(post(addr1, "/v1/activate", &acme(1)).1["count"], 1);
+    assert_eq!(post(addr2, "/v1/activate", &acme(2)).1["count"], 2);
+    assert_eq!(post(addr1, "/v1/activate", &acme(2)).1["count"], 2, "known to the other host");
+    let (_, j) = post(addr2, "/v1/activate", &acme(3));
+    assert_eq!((j["status"].as_str(), j["count"].as_u64()), (Some("activated"), Some(3)));
+    for c in [&mut one, &mut two] {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    let out = tka(&["host", "status", "--dir", host.to_str().unwrap(), "--ledger", &url, "--json"]);
+    let st = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0].clone();
+    assert_eq!((st["product"].as_str(), st["count"].as_u64()), (Some("acme"), Some(3)));
+    assert!(!host.join("state.sqlite").exists(), "the state is in PostgreSQL only");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tka"))
+        .args(["host", "status", "--dir", host.to_str().unwrap()])
+        .env("TKA_LEDGER_URL", "ledger.sqlite")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: --ledger \"ledger.sqlite\" (or TKA_LEDGER_URL): a host keeps its state in HOSTDIR/state.sqlite or in \
+         PostgreSQL; give a postgres:// URL or neither\n"
+    );
 }

@@ -647,3 +647,18 @@ fn postgres_server_stopped_mid_batch_then_the_batch_resumes() {
     assert_eq!((again.ok, again.existing, again.new_seats), (60, first.ok, 60 - first.ok));
     assert_eq!((l.token_count().unwrap(), l.entitlement("acme").unwrap().used), (60, 60));
 }
+
+/// This build has no TLS for PostgreSQL: a URL asking for it
+/// (`sslmode=require`) is refused when connecting, in one line naming the
+/// ledger, rather than connecting in clear.
+#[test]
+fn postgres_sslmode_require_is_refused_in_one_line() {
+    let Some(url) = pg::database("sslmode") else { return };
+    let url = format!("{url}?sslmode=require");
+    let e = Ledger::open_url(&url).unwrap_err();
+    assert!(matches!(e, Error::Ledger { code: None, .. }), "{e:?}");
+    let m = e.to_string();
+    assert!(m.starts_with(&format!("ledger {url}: the PostgreSQL server cannot be reached")), "{m}");
+    assert!(m.contains("TLS"), "{m}");
+    assert!(!m.contains('\n'), "{m}");
+}

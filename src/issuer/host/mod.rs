@@ -12,12 +12,15 @@
 //!   issuing CA.
 //! - [`policy`]: the counting rules (threshold, aging, cache size, seats),
 //!   pure; [`state`]: the store behind them ([`state::HostState`], in
-//!   SQLite by default); [`server`]: the HTTP/1.1 service `host serve` runs
+//!   SQLite by default, or in PostgreSQL with `pg_state::PgState` under
+//!   the `postgres` feature, shared by several hosts); [`server`]: the HTTP/1.1 service `host serve` runs
 //!   (behind the `host` feature); [`tls`]: its optional TLS, the host's
 //!   chain and key in a rustls server configuration.
 
 mod certify;
 mod dir;
+#[cfg(feature = "postgres")]
+pub mod pg_state;
 pub mod policy;
 #[cfg(feature = "host")]
 pub mod server;

@@ -242,8 +242,16 @@ where
 {
     config.check()?;
     let tls = config.tls.clone();
-    let mut state = (config.state)()?;
-    state.configure(&config.products, config.aging_secs)?;
+    // Opened and configured on the blocking pool: a store may block (the
+    // PostgreSQL client runs its own small runtime).
+    let (open, products, aging_secs) = (config.state, config.products.clone(), config.aging_secs);
+    let state = tokio::task::spawn_blocking(move || {
+        let mut state = open()?;
+        state.configure(&products, aging_secs)?;
+        Ok(state)
+    })
+    .await
+    .unwrap_or_else(|e| Err(Error::Refused(format!("the host state task failed: {e}"))))?;
     let opts = IssueOptions {
         lifetime: TokenLifetime::Seconds(config.valid_for_secs),
         renew_after_secs: Some(config.renew_after_secs),
@@ -346,8 +354,9 @@ where
         tracing::warn!(target: "tka::host", "requests still in flight after 30 s were cut off");
     }
     drop(router);
-    // The state closes with the last reference (a blocking task may hold one briefly).
-    drop(shared);
+    // The state closes with the last reference (a blocking task may hold
+    // one briefly), on the blocking pool like every other use of it.
+    let _ = tokio::task::spawn_blocking(move || drop(shared)).await;
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 //! every token it issued (audit).
 //!
 //! [`HostState`] is what the server needs from a store, so another database
-//! can back it; [`SqliteState`] keeps it in one SQLite file
+//! can back it (`pg_state::PgState`, PostgreSQL, shared by several hosts,
+//! under the `postgres` feature); [`SqliteState`] keeps it in one SQLite file
 //! (`HOSTDIR/state.sqlite`). Each request is one write transaction
 //! (`BEGIN IMMEDIATE`), and the server answers only after it committed: a
 //! host killed at any instant restarts with every answered request counted
@@ -14,6 +15,7 @@
 
 use crate::core::error::{Error, Result};
 use crate::issuer::host::policy::{self, Admission, Rules, Seen, Verdict};
+use crate::issuer::ledger::sql::{newer_schema_of, run_migrations};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,7 +30,7 @@ pub const APPLICATION_ID: i64 = 0x544b_4148;
 pub const SCHEMA_VERSION: i64 = 1;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+pub(crate) const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE settings (
     name   TEXT PRIMARY KEY,
     value  INTEGER NOT NULL
@@ -145,7 +147,7 @@ pub enum Released {
 
 /// How a return's nonce is recorded: under a machine name no CMID has,
 /// so the activation check (a nonce seen for another machine) refuses it too.
-fn return_mark(cmid: &str) -> String {
+pub(crate) fn return_mark(cmid: &str) -> String {
     format!("return:{cmid}")
 }
 
@@ -185,6 +187,56 @@ pub trait HostState: Send {
     /// nonce is recorded as a return's, so the same request is refused
     /// again both as a return and as an activation.
     fn release(&mut self, visit: &Visit, replay_window_secs: i64, now: i64) -> Result<Released>;
+    /// The serials of the tokens issued for a product, oldest first (audit).
+    fn issued_serials(&mut self, product: &str) -> Result<Vec<String>>;
+}
+
+/// What one activation request comes to, decided the same way on every
+/// backend from the product's [`Snapshot`] and the machine its nonce was
+/// seen for (if it was, within the replay window).
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// The nonce was seen for another machine: refused, nothing recorded.
+    Replayed,
+    /// The policy refused it ([`Verdict::SeatsFull`]): nothing recorded.
+    Refused(Admission),
+    /// Record it: drop `admission.drop`, refresh or add the machine, record
+    /// the nonce and, when activated, the token.
+    Record(Admission),
+}
+
+/// The one decision of [`HostState::activate`].
+pub(crate) fn decide(snap: &Snapshot, nonce_seen_for: Option<&str>, cmid: &str, now: i64) -> Decision {
+    if nonce_seen_for.is_some_and(|c| c != cmid) {
+        return Decision::Replayed;
+    }
+    let admission = policy::admit(&snap.rules, &snap.entries, cmid, now);
+    if admission.verdict == Verdict::SeatsFull {
+        Decision::Refused(admission)
+    } else {
+        Decision::Record(admission)
+    }
+}
+
+/// A product's counters at `now`, from its [`Snapshot`].
+pub(crate) fn product_status(product: String, s: &Snapshot, now: i64) -> ProductStatus {
+    let live: Vec<&Seen> = s.entries.iter().filter(|e| policy::is_live(e, now, s.rules.aging_secs)).collect();
+    ProductStatus {
+        count: live.len() as u32,
+        threshold: s.rules.threshold,
+        cache_size: s.rules.cache_size,
+        seats: s.rules.seats,
+        oldest_last_seen: live.iter().map(|e| e.last_seen).min(),
+        newest_last_seen: live.iter().map(|e| e.last_seen).max(),
+        next_aging: policy::next_aging(&s.entries, now, s.rules.aging_secs),
+        product,
+    }
+}
+
+/// What a return leaves: the count without the machine, and the threshold.
+pub(crate) fn released(snap: Snapshot, cmid: &str, now: i64) -> Released {
+    let left: Vec<Seen> = snap.entries.into_iter().filter(|e| e.cmid != cmid).collect();
+    Released::Released { count: policy::count(&left, now, snap.rules.aging_secs), threshold: snap.rules.threshold }
 }
 
 /// The host state in an SQLite file.
@@ -243,13 +295,7 @@ impl SqliteState {
         let app_id: i64 =
             self.conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(|e| db_err(path, e))?;
         if version > SCHEMA_VERSION {
-            return Err(Error::format(
-                format!("host state {}", path.display()),
-                format!(
-                    "written by a newer tka (schema version {version}); this tka knows version {SCHEMA_VERSION} \
-                     and never downgrades a host state: use a newer tka"
-                ),
-            ));
+            return Err(newer_schema_of("host state", &path.display().to_string(), version, SCHEMA_VERSION));
         }
         if version < 0 || (app_id != APPLICATION_ID && (version > 0 || app_id != 0)) {
             return Err(Error::format(
@@ -290,10 +336,10 @@ impl SqliteState {
         if version == 0 {
             tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(|e| db_err(&path, e))?;
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        run_migrations(MIGRATIONS, version, |sql, to| {
             tx.execute_batch(sql).map_err(|e| db_err(&path, e))?;
-            tx.pragma_update(None, "user_version", i as i64 + 1).map_err(|e| db_err(&path, e))?;
-        }
+            tx.pragma_update(None, "user_version", to).map_err(|e| db_err(&path, e))
+        })?;
         tx.commit().map_err(|e| db_err(&path, e))
     }
 
@@ -355,17 +401,7 @@ impl HostState for SqliteState {
         let mut out = Vec::new();
         for product in names {
             let Some(s) = Self::snapshot_in(&tx, &product).map_err(err)? else { continue };
-            let live: Vec<&Seen> = s.entries.iter().filter(|e| policy::is_live(e, now, s.rules.aging_secs)).collect();
-            out.push(ProductStatus {
-                count: live.len() as u32,
-                threshold: s.rules.threshold,
-                cache_size: s.rules.cache_size,
-                seats: s.rules.seats,
-                oldest_last_seen: live.iter().map(|e| e.last_seen).min(),
-                newest_last_seen: live.iter().map(|e| e.last_seen).max(),
-                next_aging: policy::next_aging(&s.entries, now, s.rules.aging_secs),
-                product,
-            });
+            out.push(product_status(product, &s, now));
         }
         Ok(out)
     }
@@ -397,13 +433,11 @@ impl HostState for SqliteState {
             .query_row([&visit.nonce], |r| r.get(0))
             .optional()
             .map_err(err)?;
-        if earlier.as_ref().is_some_and(|c| *c != visit.cmid) {
-            return Ok(Recorded::Replayed);
-        }
-        let admission = policy::admit(&snap.rules, &snap.entries, &visit.cmid, now);
-        if admission.verdict == Verdict::SeatsFull {
-            return Ok(Recorded::Admitted(admission, None));
-        }
+        let admission = match decide(&snap, earlier.as_deref(), &visit.cmid, now) {
+            Decision::Replayed => return Ok(Recorded::Replayed),
+            Decision::Refused(a) => return Ok(Recorded::Admitted(a, None)),
+            Decision::Record(a) => a,
+        };
         {
             let mut del = tx.prepare_cached("DELETE FROM seen WHERE product = ?1 AND cmid = ?2").map_err(err)?;
             for cmid in &admission.drop {
@@ -462,17 +496,10 @@ impl HostState for SqliteState {
             .execute(params![visit.nonce, return_mark(cmid), now])
             .map_err(err)?;
         tx.commit().map_err(err)?;
-        let left: Vec<Seen> = snap.entries.into_iter().filter(|e| e.cmid != cmid).collect();
-        Ok(Released::Released {
-            count: policy::count(&left, now, snap.rules.aging_secs),
-            threshold: snap.rules.threshold,
-        })
+        Ok(released(snap, cmid, now))
     }
-}
 
-impl SqliteState {
-    /// The serials of the tokens issued for a product, oldest first (audit).
-    pub fn issued_serials(&self, product: &str) -> Result<Vec<String>> {
+    fn issued_serials(&mut self, product: &str) -> Result<Vec<String>> {
         let err = |e| db_err(&self.path, e);
         self.conn
             .prepare("SELECT serial FROM issued WHERE product = ?1 ORDER BY issued_at, serial")
@@ -515,71 +542,14 @@ fn db_err(path: &Path, e: rusqlite::Error) -> Error {
 mod tests {
     use super::*;
 
-    const T0: i64 = 1_800_000_000;
-
     fn state(dir: &Path) -> SqliteState {
         let mut s = SqliteState::open(&dir.join("state.sqlite")).unwrap();
         s.configure(&[ProductConfig { product: "acme".into(), threshold: 2, seats: None }], 30 * 86_400).unwrap();
         s
     }
 
-    fn visit(cmid: &str, nonce: &str) -> Visit {
-        Visit { product: "acme".into(), cmid: cmid.into(), nonce: nonce.into() }
-    }
-
-    fn signed(_: &Admission) -> Result<Signed> {
-        Ok(Signed { serial: format!("s{}", new_id()), text: "t".into(), expires: Some(T0 + 100) })
-    }
-
-    fn new_id() -> u64 {
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    }
-
-    #[test]
-    fn counts_persist_and_serials_are_recorded() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = state(dir.path());
-        let r = s.activate(&visit("a", "n1"), 900, T0, &mut signed).unwrap();
-        assert!(matches!(r, Recorded::Admitted(Admission { verdict: Verdict::Pending, count: 1, .. }, None)));
-        let r = s.activate(&visit("b", "n2"), 900, T0, &mut signed).unwrap();
-        assert!(matches!(r, Recorded::Admitted(Admission { verdict: Verdict::Activated, count: 2, .. }, Some(_))));
-        drop(s);
-        let mut s = SqliteState::open_read_only(&dir.path().join("state.sqlite")).unwrap();
-        let st = s.status(T0).unwrap();
-        assert_eq!((st[0].count, st[0].threshold, st[0].cache_size), (2, 2, 4));
-        assert_eq!(s.issued_serials("acme").unwrap().len(), 1);
-    }
-
-    #[test]
-    fn a_nonce_seen_for_another_machine_is_a_replay() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = state(dir.path());
-        s.activate(&visit("a", "n1"), 900, T0, &mut signed).unwrap();
-        assert_eq!(s.activate(&visit("b", "n1"), 900, T0 + 899, &mut signed).unwrap(), Recorded::Replayed);
-        // The same machine retrying the same request is not a replay.
-        assert!(matches!(s.activate(&visit("a", "n1"), 900, T0 + 1, &mut signed).unwrap(), Recorded::Admitted(..)));
-        assert_eq!(s.status(T0 + 2).unwrap()[0].count, 1);
-    }
-
-    #[test]
-    fn a_failed_signature_records_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = state(dir.path());
-        s.activate(&visit("a", "n1"), 900, T0, &mut signed).unwrap();
-        let e = s.activate(&visit("b", "n2"), 900, T0, &mut |_| Err(Error::Refused("no".into()))).unwrap_err();
-        assert!(matches!(e, Error::Refused(_)));
-        assert_eq!(s.status(T0).unwrap()[0].count, 1);
-    }
-
-    #[test]
-    fn the_cache_size_is_persisted_and_never_shrinks() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = state(dir.path());
-        s.configure(&[ProductConfig { product: "acme".into(), threshold: 1, seats: None }], 86_400).unwrap();
-        let st = s.status(T0).unwrap();
-        assert_eq!((st[0].threshold, st[0].cache_size), (1, 4));
-    }
+    // The suite that runs on both backends is tests/host_state.rs; these
+    // are the SQLite file's own cases.
 
     #[test]
     fn a_newer_schema_is_refused() {

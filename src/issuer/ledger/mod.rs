@@ -31,7 +31,7 @@
 
 pub(crate) mod db;
 #[cfg(feature = "postgres")]
-mod pg;
+pub(crate) mod pg;
 mod schema;
 pub(crate) mod sql;
 
@@ -279,7 +279,7 @@ impl Ledger {
         #[cfg(feature = "postgres")]
         {
             let mut conn = pg::PgConn::connect(url, &location.display())?;
-            conn.prepare_schema()?;
+            conn.prepare_schema(&pg::LEDGER_SCHEMA)?;
             Ok(Ledger {
                 backend: Backend::Pg(Box::new(std::cell::RefCell::new(conn))),
                 location,
@@ -348,7 +348,7 @@ impl Ledger {
         match &self.backend {
             Backend::Sqlite(c) => sqlite_version(c).map_err(|e| db_err(self.path(), e)),
             #[cfg(feature = "postgres")]
-            Backend::Pg(c) => Ok(c.borrow_mut().version()?.map_or(0, |v| v.0)),
+            Backend::Pg(c) => Ok(c.borrow_mut().version(&pg::LEDGER_SCHEMA)?.map_or(0, |v| v.0)),
         }
     }
 
@@ -946,11 +946,10 @@ fn migrate_locked(conn: &Connection, path: &Path) -> Result<()> {
     if version == 0 {
         conn.pragma_update(None, "application_id", schema::APPLICATION_ID).map_err(|e| db_err(path, e))?;
     }
-    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+    sql::run_migrations(schema::MIGRATIONS, version, |sql, to| {
         conn.execute_batch(sql).map_err(|e| db_err(path, e))?;
-        conn.pragma_update(None, "user_version", i as i64 + 1).map_err(|e| db_err(path, e))?;
-    }
-    Ok(())
+        conn.pragma_update(None, "user_version", to).map_err(|e| db_err(path, e))
+    })
 }
 // ----- row mapping and helpers ----------------------------------------------
 

@@ -6,7 +6,7 @@
 //! one row of the `schema_version` table.
 
 use super::schema::{APPLICATION_ID, SCHEMA_VERSION};
-use super::sql::{newer_schema, not_a_ledger, to_pg, Row, Val};
+use super::sql::{newer_schema_of, not_ours, run_migrations, to_pg, Row, Val};
 use crate::core::error::{Error, Result};
 use postgres::types::{IsNull, ToSql, Type};
 use postgres::{Client, NoTls, Statement};
@@ -157,6 +157,11 @@ impl PgConn {
         })
     }
 
+    /// Whether the server ended this connection (it cannot be used again).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.client.as_ref().is_none_or(Client::is_closed)
+    }
+
     fn client(&mut self) -> &mut Client {
         self.client.as_mut().expect("a connection until dropped")
     }
@@ -188,17 +193,19 @@ impl PgConn {
         self.client().batch_execute(sql).map_err(|e| pg_err(&self.label, e))
     }
 
-    /// Makes the schema current: creates it in an empty database, migrates
-    /// an older one forwards (under an advisory lock, in one transaction),
-    /// refuses a newer one and a database that holds other tables.
-    pub(crate) fn prepare_schema(&mut self) -> Result<()> {
-        if let Some((version, _)) = self.version()? {
-            if version == SCHEMA_VERSION {
+    /// Makes `schema` current: creates it where it is absent (a database
+    /// without the ledger's tables, or without the host state's own
+    /// namespace), migrates an older one forwards (under an advisory lock,
+    /// in one transaction), refuses a newer one and a place that holds
+    /// other tables.
+    pub(crate) fn prepare_schema(&mut self, schema: &Versioned) -> Result<()> {
+        if let Some((version, _)) = self.version(schema)? {
+            if version == schema.current() {
                 return Ok(());
             }
         }
         self.batch("BEGIN")?;
-        let r = self.migrate();
+        let r = self.migrate(schema);
         match r {
             Ok(()) => self.batch("COMMIT"),
             Err(e) => {
@@ -208,56 +215,107 @@ impl PgConn {
         }
     }
 
-    fn migrate(&mut self) -> Result<()> {
-        self.query("SELECT pg_advisory_xact_lock(?1)", &[Val::I64(APPLICATION_ID)])?;
-        let version = match self.version()? {
+    fn migrate(&mut self, schema: &Versioned) -> Result<()> {
+        self.query("SELECT pg_advisory_xact_lock(?1)", &[Val::I64(schema.app_id)])?;
+        let version = match self.version(schema)? {
             Some((v, _)) => v,
             None => {
-                let n = self
-                    .query("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()", &[])?
-                    .first()
-                    .map(|r| r.i64(0))
-                    .transpose()?
-                    .unwrap_or(0);
+                let n = self.query(schema.occupied, &[])?.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0);
                 if n > 0 {
-                    return Err(not_a_ledger(&self.label, "the database holds tables and no schema_version"));
+                    return Err(not_ours(schema.kind, &self.label, schema.occupied_why));
                 }
-                self.batch("CREATE TABLE schema_version (version BIGINT NOT NULL, application_id BIGINT NOT NULL)")?;
-                self.execute("INSERT INTO schema_version VALUES (0, ?1)", &[Val::I64(APPLICATION_ID)])?;
+                self.batch(schema.setup)?;
+                self.batch(&format!(
+                    "CREATE TABLE {} (version BIGINT NOT NULL, application_id BIGINT NOT NULL)",
+                    schema.table
+                ))?;
+                self.execute(&format!("INSERT INTO {} VALUES (0, ?1)", schema.table), &[Val::I64(schema.app_id)])?;
                 0
             }
         };
-        for (i, sql) in PG_MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(usize::MAX)) {
+        let update = format!("UPDATE {} SET version = ?1", schema.table);
+        run_migrations(schema.migrations, version, |sql, to| {
             self.batch(sql)?;
-            self.execute("UPDATE schema_version SET version = ?1", &[Val::I64(i as i64 + 1)])?;
-        }
-        Ok(())
+            self.execute(&update, &[Val::I64(to)]).map(drop)
+        })
     }
 
-    /// The schema version and application id, `None` in a database without
-    /// a ledger. A newer version, or another application's, is refused.
-    pub(crate) fn version(&mut self) -> Result<Option<(i64, i64)>> {
-        let exists = self.query("SELECT to_regclass('schema_version') IS NOT NULL", &[])?;
-        if !exists.first().map(|r| r.bool(0)).transpose()?.unwrap_or(false) {
+    /// The version and application id of `schema`, `None` where it is
+    /// absent. A newer version, or another application's, is refused.
+    pub(crate) fn version(&mut self, schema: &Versioned) -> Result<Option<(i64, i64)>> {
+        // A query of the catalog (not `to_regclass`, whose cached lookups
+        // may miss a table another session just created).
+        let exists = self.query(schema.exists, &[])?.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0);
+        if exists == 0 {
             return Ok(None);
         }
-        let rows = self.query("SELECT version, application_id FROM schema_version", &[])?;
+        let rows = self.query(&format!("SELECT version, application_id FROM {}", schema.table), &[])?;
         let [r] = rows.as_slice() else {
-            return Err(not_a_ledger(&self.label, "its schema_version table does not hold one row"));
+            return Err(not_ours(
+                schema.kind,
+                &self.label,
+                &format!("its {} table does not hold one row", schema.table),
+            ));
         };
         let (version, app) = (r.i64(0)?, r.i64(1)?);
-        if app != APPLICATION_ID {
-            return Err(not_a_ledger(&self.label, "its application id is not tka's"));
+        if app != schema.app_id {
+            return Err(not_ours(schema.kind, &self.label, "its application id is not tka's"));
         }
-        if version > SCHEMA_VERSION {
-            return Err(newer_schema(&self.label, version));
+        if version > schema.current() {
+            return Err(newer_schema_of(schema.kind, &self.label, version, schema.current()));
         }
         if version < 0 {
-            return Err(not_a_ledger(&self.label, &format!("its schema version {version} is not one tka writes")));
+            return Err(not_ours(
+                schema.kind,
+                &self.label,
+                &format!("its schema version {version} is not one tka writes"),
+            ));
         }
         Ok(Some((version, app)))
     }
 }
+
+/// A schema tka keeps in a PostgreSQL database, with its version: the
+/// ledger's ([`LEDGER_SCHEMA`]) or an activation host's state.
+pub(crate) struct Versioned {
+    /// How messages name it: "ledger", "host state".
+    pub(crate) kind: &'static str,
+    /// Its version table (one row: version, application id).
+    pub(crate) table: &'static str,
+    /// Counts the version table in the catalog (1 where it exists).
+    pub(crate) exists: &'static str,
+    /// The application id in that row.
+    pub(crate) app_id: i64,
+    /// Migration `i` takes it from version `i` to `i + 1`.
+    pub(crate) migrations: &'static [&'static str],
+    /// Run before the version table is created (its own namespace).
+    pub(crate) setup: &'static str,
+    /// Counts the tables that must be absent before it is created.
+    pub(crate) occupied: &'static str,
+    /// Why a place with such tables is refused.
+    pub(crate) occupied_why: &'static str,
+}
+
+impl Versioned {
+    /// The version this tka writes: the number of migrations.
+    pub(crate) fn current(&self) -> i64 {
+        self.migrations.len() as i64
+    }
+}
+
+/// The ledger's schema on PostgreSQL.
+pub(crate) const LEDGER_SCHEMA: Versioned = Versioned {
+    kind: "ledger",
+    table: "schema_version",
+    exists: "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'schema_version'",
+    app_id: APPLICATION_ID,
+    migrations: PG_MIGRATIONS,
+    setup: "",
+    occupied: "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()",
+    occupied_why: "the database holds tables and no schema_version",
+};
+
+const _: () = assert!(PG_MIGRATIONS.len() as i64 == SCHEMA_VERSION, "one PostgreSQL migration per version");
 
 /// A result row as [`Row`] values.
 fn row(label: &str, r: &postgres::Row) -> Result<Row> {
@@ -319,6 +377,20 @@ impl ToSql for Val {
 pub(crate) fn pg_err(label: &str, e: postgres::Error) -> Error {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code().to_string();
+        // The server ended the session (shut down, restarted, or the backend
+        // terminated): the connection is gone; nothing of this transaction
+        // committed.
+        if code.starts_with("57P") || code.starts_with("08") {
+            return Error::Ledger {
+                ledger: label.to_string(),
+                detail: format!(
+                    "the PostgreSQL server ended the connection ({}, SQLSTATE {code}); the transaction was rolled \
+                     back: run the same command again once the server takes connections",
+                    db.message()
+                ),
+                code: Some(code),
+            };
+        }
         return Error::Ledger {
             ledger: label.to_string(),
             detail: format!("{} (SQLSTATE {code}); the transaction was rolled back", db.message()),

@@ -189,19 +189,46 @@ pub(crate) fn to_pg(sql: &str) -> String {
 
 /// A database that is not a tka ledger (`what` names it).
 pub(crate) fn not_a_ledger(what: &str, why: &str) -> Error {
-    Error::format(format!("ledger {what}"), format!("not a tka ledger ({why}); nothing was changed"))
+    not_ours("ledger", what, why)
+}
+
+/// A database that does not hold a tka `kind` ("ledger", "host state"):
+/// refused, left as it was.
+pub(crate) fn not_ours(kind: &str, what: &str, why: &str) -> Error {
+    Error::format(format!("{kind} {what}"), format!("not a tka {kind} ({why}); nothing was changed"))
 }
 
 /// A ledger whose schema is newer than this tka's: refused, never downgraded.
 pub(crate) fn newer_schema(what: &str, version: i64) -> Error {
+    newer_schema_of("ledger", what, version, super::schema::SCHEMA_VERSION)
+}
+
+/// A `kind` ("ledger", "host state") written by a newer tka (schema
+/// `version`, this tka knows `known`): refused, never downgraded.
+pub(crate) fn newer_schema_of(kind: &str, what: &str, version: i64, known: i64) -> Error {
     Error::format(
-        format!("ledger {what}"),
+        format!("{kind} {what}"),
         format!(
-            "written by a newer tka (schema version {version}); this tka knows version {} \
-             and never downgrades a ledger: use a newer tka",
-            super::schema::SCHEMA_VERSION
+            "written by a newer tka (schema version {version}); this tka knows version {known} \
+             and never downgrades a {kind}: use a newer tka"
         ),
     )
+}
+
+/// Runs the migrations of a versioned schema from `version` on, in order:
+/// `apply(sql, to)` runs one and records version `to`. The one migration
+/// loop of the ledger and the host state, on SQLite and PostgreSQL alike
+/// (the caller holds the transaction).
+pub(crate) fn run_migrations(
+    migrations: &[&str],
+    version: i64,
+    mut apply: impl FnMut(&str, i64) -> Result<()>,
+) -> Result<()> {
+    let from = usize::try_from(version).unwrap_or(usize::MAX);
+    for (i, sql) in migrations.iter().enumerate().skip(from) {
+        apply(sql, i as i64 + 1)?;
+    }
+    Ok(())
 }
 
 /// Turns an SQLite error into a one-line error naming the ledger.

@@ -95,17 +95,21 @@ HOSTDIR/chain.pem.\n\nEXAMPLE:\n  tka host install host.pem --dir /var/lib/tka-h
     /// Run the activation host: count machines per product, activate them at the threshold
     #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
-    /// Show the host's counters per product (reads HOSTDIR/state.sqlite, never creates it)
+    /// Show the host's counters per product (reads HOSTDIR/state.sqlite or --ledger URL, never creates it)
     #[command(
         after_help = "Per product: the count (machines seen within the aging window), the threshold, the cache\n\
 size (twice the largest threshold ever configured, never shrinking), when the oldest and newest machines\n\
-were last seen and when the next one ages out.\n\n\
-EXAMPLES:\n  tka host status --dir /var/lib/tka-host\n  tka host status --dir /var/lib/tka-host --json"
+were last seen and when the next one ages out. With --ledger postgres://... (or TKA_LEDGER_URL) the counters\n\
+of the state the site's hosts share in PostgreSQL.\n\n\
+EXAMPLES:\n  tka host status --dir /var/lib/tka-host\n  tka host status --dir /var/lib/tka-host --json\n  \
+tka host status --dir /var/lib/tka-host --ledger postgres://tka_host@db.example.lan/tka"
     )]
     Status {
         /// Host directory
         #[arg(long, value_name = "HOSTDIR")]
         dir: PathBuf,
+        #[command(flatten)]
+        state: HostStateArg,
         /// JSON output: an array with one object per product
         #[arg(long)]
         json: bool,
@@ -116,11 +120,39 @@ const SERVE_HELP: &str = "Serves POST /v1/activate, POST /v1/return, GET /v1/cha
 (docs/host.md). A machine is activated once the count of distinct machines seen for its product within\n\
 --aging reaches the product's --threshold (default 5 for each delegated product); below it, it is told to\n\
 retry after --retry-after. Tokens are valid --valid-for (default 180d, never above the delegation's longest\n\
-lifetime) and say to renew after --renew-after. The state is HOSTDIR/state.sqlite; every answer follows its\n\
-commit, so a host killed at any moment restarts with exact counts. Logs go to standard error, one line per\n\
+lifetime) and say to renew after --renew-after. The state is HOSTDIR/state.sqlite, or with --ledger\n\
+postgres://... (or TKA_LEDGER_URL) a PostgreSQL database that several hosts of a site share, counting\n\
+together; every answer follows its commit, so a host killed at any moment restarts with exact counts. Logs go to standard error, one line per\n\
 request, with a hash of the machine id, never the id. SIGTERM or SIGINT: requests in flight finish, exit 0.\n\n\
 EXAMPLES:\n  tka host serve --dir /var/lib/tka-host --listen 0.0.0.0:7410 --listen [::]:7410 --threshold acme=25\n  \
-tka host serve --dir ./host --listen 127.0.0.1:7410 --threshold acme=3 --threshold acme-cad=5";
+tka host serve --dir ./host --listen 127.0.0.1:7410 --threshold acme=3 --threshold acme-cad=5\n  \
+tka host serve --dir /var/lib/tka-host --threshold acme=25 --ledger postgres://tka_host@db.example.lan/tka";
+
+/// `--ledger URL` of `host serve` and `host status`: the host's state in
+/// PostgreSQL instead of HOSTDIR/state.sqlite.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HostStateArg {
+    /// Keep the state in PostgreSQL, shared by the site's hosts: postgres://USER[:PASSWORD]@HOST[:PORT]/DB
+    /// (also TKA_LEDGER_URL) [default: HOSTDIR/state.sqlite]
+    #[arg(long = "ledger", env = "TKA_LEDGER_URL", value_name = "URL")]
+    ledger: Option<String>,
+}
+
+impl HostStateArg {
+    /// The PostgreSQL URL, if one is given; anything else is a usage error.
+    fn url(&self) -> Result<Option<String>> {
+        match self.ledger.as_deref() {
+            None => Ok(None),
+            Some(u) => match tka::ledger::LedgerLocation::parse(u) {
+                tka::ledger::LedgerLocation::Postgres(u) => Ok(Some(u)),
+                tka::ledger::LedgerLocation::File(_) => Err(Error::Usage(format!(
+                    "--ledger {u:?} (or TKA_LEDGER_URL): a host keeps its state in HOSTDIR/state.sqlite or in \
+                     PostgreSQL; give a postgres:// URL or neither"
+                ))),
+            },
+        }
+    }
+}
 
 /// `tka host serve`.
 #[derive(clap::Args, Debug)]
@@ -162,6 +194,8 @@ pub struct ServeArgs {
     /// (agents check it against their trusted roots, not as a web certificate)
     #[arg(long)]
     tls: bool,
+    #[command(flatten)]
+    state: HostStateArg,
     #[command(flatten)]
     pass: PassArgs,
 }
@@ -222,13 +256,14 @@ pub fn run(cmd: HostCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         HostCmd::Serve(args) => serve(args),
-        HostCmd::Status { dir, json } => status(&dir, json),
+        HostCmd::Status { dir, state, json } => status(&dir, &state, json),
     }
 }
 
 fn serve(a: ServeArgs) -> Result<ExitCode> {
     use tka::issuer::host::server::{self, ServeConfig};
-    use tka::issuer::host::state::{ProductConfig, SqliteState, HOST_STATE_FILE};
+    use tka::issuer::host::state::{HostState, ProductConfig, SqliteState, HOST_STATE_FILE};
+    let url = a.state.url()?;
     let h = HostDir::open(&a.dir)?;
     let delegation = h.delegation()?;
     for (p, _) in &a.threshold {
@@ -252,8 +287,12 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
     let signer = unlock.retry(|u| h.token_signer(u))?;
     let chain_pem: String = h.chain()?.iter().map(|d| pem::encode("CERTIFICATE", d)).collect();
     let state_path = a.dir.join(HOST_STATE_FILE);
-    let open_state: server::OpenState =
-        Box::new(move || Ok(Box::new(SqliteState::open(&state_path)?) as Box<dyn tka::issuer::host::state::HostState>));
+    let open_state: server::OpenState = match url {
+        Some(url) => {
+            Box::new(move || Ok(Box::new(tka::issuer::host::pg_state::PgState::open(&url)?) as Box<dyn HostState>))
+        }
+        None => Box::new(move || Ok(Box::new(SqliteState::open(&state_path)?) as Box<dyn HostState>)),
+    };
     let signer = std::sync::Arc::new(signer);
     let tls = if a.tls { Some(tka::issuer::host::tls::server_config(signer.clone())?) } else { None };
     let mut config = ServeConfig::new(signer, chain_pem, products, open_state);
@@ -314,9 +353,12 @@ async fn shutdown_signal() {
     ctrl_c.await;
 }
 
-fn status(dir: &std::path::Path, json: bool) -> Result<ExitCode> {
+fn status(dir: &std::path::Path, state: &HostStateArg, json: bool) -> Result<ExitCode> {
     use tka::issuer::host::state::{HostState, SqliteState, HOST_STATE_FILE};
-    let mut state = SqliteState::open_read_only(&dir.join(HOST_STATE_FILE))?;
+    let mut state: Box<dyn HostState> = match state.url()? {
+        Some(url) => Box::new(tka::issuer::host::pg_state::PgState::open_existing(&url)?),
+        None => Box::new(SqliteState::open_read_only(&dir.join(HOST_STATE_FILE))?),
+    };
     let rows = state.status(clock::now())?;
     let time = |t: Option<i64>| t.map(clock::rfc3339);
     if json {
