@@ -263,7 +263,18 @@ pub fn read_crls(path: &Path) -> Result<Vec<Crl>> {
     Ok(ders.iter().map(|d| Crl::parse(d)).collect::<std::result::Result<_, _>>()?)
 }
 
+/// Whether a file argument is `-`: standard input or output.
+pub fn is_stdio(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Writes `text` to a new file (replacing one with `force`), or to standard
+/// output for `-`.
 pub fn write_file(path: &Path, text: &str, force: bool) -> Result<()> {
+    if is_stdio(path) {
+        crate::output::say_document(text);
+        return Ok(());
+    }
     if force && path.exists() {
         std::fs::remove_file(path).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
     }

@@ -1,0 +1,115 @@
+//! The edges a user meets first, end to end through the binary: QR codes,
+//! pasted and wrapped text, `-` for standard input and output, closed pipes,
+//! read-only commands that write nothing, and the semantics of the
+//! machine-side and issuing commands (issue 15).
+
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+
+mod sandbox;
+
+use sandbox::{assert_fails, Run, Sandbox, PRODUCT};
+
+/// Decodes the one QR code in a PNG file with an independent decoder (rqrr).
+fn decode_png_qr(path: &Path) -> String {
+    let decoder = png::Decoder::new(std::io::BufReader::new(fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Grayscale, "tka writes grey-scale PNGs");
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| buf[y * w + x]);
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in {}", path.display());
+    grids[0].decode().unwrap().1
+}
+
+/// Runs `args` with `input` on standard input.
+fn tka_stdin(s: &Sandbox, args: &[&str], input: &str) -> Run {
+    use std::io::Write;
+    let mut c = s.cmd(args);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// --- QR codes -------------------------------------------------------------
+
+/// `token issue --compact --qr-out FILE.png` writes a QR code that an
+/// independent decoder reads back as the token, and that token activates.
+#[test]
+fn compact_token_png_qr_decodes_to_a_token_that_activates() {
+    let s = Sandbox::new();
+    s.issuer_and_trust();
+    s.ok(&["request", "create", "--product", PRODUCT, "--text", "--out", "req.txt"]);
+    let out = s.ok(&[
+        "token",
+        "issue",
+        "--request",
+        "req.txt",
+        "--home",
+        "home",
+        "--compact",
+        "--qr-out",
+        "token.png",
+        "--out",
+        "token.jws",
+    ]);
+    assert!(out.contains("qr code: token.png"), "{out}");
+    let decoded = decode_png_qr(&s.path("token.png"));
+    assert_eq!(decoded, s.read("token.jws").trim());
+    s.write("from-qr.jws", &decoded);
+    let out = s.ok(&["activate", "from-qr.jws", "--chain", "home/chain.pem"]);
+    assert!(out.starts_with(&format!("activated: {PRODUCT}")), "{out}");
+}
+
+/// `request create --qr-out FILE.svg` writes an SVG image, and `--qr` prints
+/// the code in half blocks within its quiet zone.
+#[test]
+fn request_qr_prints_half_blocks_and_writes_svg() {
+    let s = Sandbox::new();
+    let out = s.ok(&["request", "create", "--product", PRODUCT, "--text", "--qr", "--qr-out", "req.svg"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("TKAR1-"), "{out}");
+    // The quiet zone: the code's first rows are all light (full blocks).
+    assert!(!lines[1].is_empty() && lines[1].chars().all(|c| c == '\u{2588}'), "{out}");
+    assert!(lines[3].contains('\u{2580}') || lines[3].contains('\u{2584}'), "{out}");
+    let svg = s.read("req.svg");
+    assert!(svg.contains("<svg") && svg.contains("<path"), "{svg}");
+}
+
+/// `token qr` of a full token (too large for any QR code) says to use
+/// compact tokens, exit 2; `token issue --qr` without `--compact` is refused
+/// before anything is signed or recorded.
+#[test]
+fn full_token_too_large_for_a_qr_code_suggests_compact() {
+    let s = Sandbox::new();
+    s.issuer_and_trust();
+    s.token(PRODUCT, "full.jws");
+    let r = s.tka(&["token", "qr", "full.jws", "--qr-out", "full.png"]);
+    assert_fails(&r, 2, "the token is ");
+    assert!(r.2.contains("tka token issue --compact"), "{}", r.2);
+    assert!(!s.path("full.png").exists());
+    let before = s.snapshot("home");
+    let r = s.tka(&["token", "issue", "--request", "req-example-pro.json", "--home", "home", "--qr"]);
+    assert_fails(&r, 2, "a full token (about 5 KB with its certificate chain) does not fit in a QR code");
+    assert!(r.2.contains("add --compact"), "{}", r.2);
+    assert_eq!(before, s.snapshot("home"));
+}
+
+/// `--qr-out` names a PNG or SVG file: anything else is a usage error
+/// before anything is written.
+#[test]
+fn qr_out_needs_png_or_svg() {
+    let s = Sandbox::new();
+    let r = s.tka(&["request", "create", "--product", PRODUCT, "--qr-out", "req.jpg", "--out", "req.json"]);
+    assert_fails(&r, 2, "--qr-out req.jpg: the file name must end in .png or .svg");
+    assert!(!s.path("req.json").exists());
+}
