@@ -113,3 +113,89 @@ fn qr_out_needs_png_or_svg() {
     assert_fails(&r, 2, "--qr-out req.jpg: the file name must end in .png or .svg");
     assert!(!s.path("req.json").exists());
 }
+
+// --- Pasted text ----------------------------------------------------------
+
+/// Wraps `text` at `width` characters, as a mail client does.
+fn wrap(text: &str, width: usize) -> String {
+    text.as_bytes().chunks(width).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("\n") + "\n"
+}
+
+/// `token issue --request` takes the text form itself as the argument, and
+/// a request wrapped over several lines, in a file or as the argument.
+#[test]
+fn request_text_pasted_or_wrapped_is_accepted() {
+    let s = Sandbox::new();
+    s.issuer_and_trust();
+    let text = s.ok(&["request", "create", "--product", PRODUCT, "--text"]).trim().to_string();
+    s.ok(&["token", "issue", "--request", &text, "--home", "home", "--out", "pasted.jws"]);
+    s.write("wrapped.txt", wrap(&text, 40));
+    s.ok(&["token", "issue", "--request", "wrapped.txt", "--home", "home", "--out", "wrapped.jws", "--force"]);
+    s.ok(&["token", "issue", "--request", &wrap(&text, 30), "--home", "home", "--out", "arg.jws", "--force"]);
+    let r = tka_stdin(&s, &["token", "issue", "--request", "-", "--home", "home"], &wrap(&text, 50));
+    assert_eq!(r.0, 0, "{r:?}");
+    assert!(r.1.starts_with("eyJ"), "{}", r.1);
+}
+
+/// A wrapped token, pasted as the argument or read from a file, activates.
+#[test]
+fn token_text_wrapped_is_accepted() {
+    let s = Sandbox::new();
+    s.issuer_and_trust();
+    s.token(PRODUCT, "token.jws");
+    let token = s.read("token.jws");
+    let out = s.ok(&["token", "inspect", &wrap(token.trim(), 76)]);
+    assert!(out.contains(&format!("product: {PRODUCT}")), "{out}");
+    s.write("wrapped.jws", wrap(token.trim(), 64));
+    let out = s.ok(&["activate", "wrapped.jws"]);
+    assert!(out.starts_with(&format!("activated: {PRODUCT}")), "{out}");
+}
+
+/// A request cut short when copied says so; so does a mistyped character;
+/// both are errors in the input (exit 2), and nothing is issued.
+#[test]
+fn request_text_cut_or_mistyped_says_what_happened() {
+    let s = Sandbox::new();
+    s.issuer_and_trust();
+    let text = s.ok(&["request", "create", "--product", PRODUCT, "--text"]).trim().to_string();
+    let before = s.snapshot("home");
+    let r = s.tka(&["token", "issue", "--request", &text[..text.len() - 12], "--home", "home"]);
+    assert_fails(&r, 2, "malformed request: the text ends early: was it cut when copied?");
+    let typo = format!("{}*{}", &text[..20], &text[21..]);
+    let r = s.tka(&["token", "issue", "--request", &typo, "--home", "home"]);
+    assert_fails(
+        &r,
+        2,
+        "malformed request: character '*' at position 21 cannot be in a text request: was it mistyped?",
+    );
+    s.write("junk.txt", "hello\n");
+    let r = s.tka(&["token", "issue", "--request", "junk.txt", "--home", "home"]);
+    assert_fails(&r, 2, "malformed request: neither a JSON request nor a TKAR1-... text request");
+    assert_eq!(before, s.snapshot("home"));
+    // A short name that is no file is a missing file, not text.
+    let r = s.tka(&["token", "issue", "--request", "req.tx", "--home", "home"]);
+    assert_fails(&r, 2, "req.tx: No such file or directory");
+}
+
+/// A token cut short when copied says so (not "File name too long"), and a
+/// character no token holds is named.
+#[test]
+fn token_text_cut_or_mistyped_says_what_happened() {
+    let s = Sandbox::new();
+    s.issuer_and_trust();
+    s.token(PRODUCT, "token.jws");
+    let token = s.read("token.jws").trim().to_string();
+    let before = s.snapshot("store");
+    let r = s.tka(&["activate", &token[..600]]);
+    assert_fails(
+        &r,
+        1,
+        "malformed token: the text ends early (1 of the 3 dot-separated parts): was it cut when copied?",
+    );
+    let r = s.tka(&["activate", &token[..token.len() - 30]]);
+    assert_fails(&r, 1, "malformed token: the text ends early (a signature of ");
+    let typo = format!("{}%{}", &token[..10], &token[11..]);
+    let r = s.tka(&["token", "verify", &typo, "--trust", "home/root.pem"]);
+    assert_fails(&r, 1, "malformed token: character '%' at position 11 cannot be in a token: was it mistyped?");
+    assert_eq!(before, s.snapshot("store"));
+}

@@ -221,14 +221,39 @@ pub fn read_input(arg: &str, limit: usize, what: &'static str) -> Result<String>
     String::from_utf8(bytes).map_err(|_| VerifyError::Malformed { what, detail: "not UTF-8 text".into() }.into())
 }
 
-/// A token argument: `-`, a file, or the token text itself.
-pub fn read_token_arg(arg: &str) -> Result<String> {
-    let looks_like_jws =
-        arg.len() > 20 && arg.matches('.').count() == 2 && !arg.contains('/') && !Path::new(arg).exists();
-    if looks_like_jws {
+/// Whether an argument that names no file is the text itself: it holds
+/// whitespace (a wrapped paste), starts like a request (`TKAR1-`, `{`) or a
+/// token (`eyJ`), or is longer than any file name written by hand with no
+/// `/` in it.
+fn looks_like_text(arg: &str) -> bool {
+    arg.contains(char::is_whitespace)
+        || arg.starts_with(tka::request::TEXT_PREFIX)
+        || arg.starts_with('{')
+        || arg.starts_with("eyJ")
+        || (arg.len() > 100 && !arg.contains('/'))
+}
+
+/// A request or token argument: `-` (standard input), a file, or the text
+/// itself (a file of that name comes first).
+fn read_text_arg(arg: &str, limit: usize, what: &'static str) -> Result<String> {
+    if arg != "-" && std::fs::symlink_metadata(arg).is_err() && looks_like_text(arg) {
         return Ok(arg.to_string());
     }
-    Ok(read_input(arg, tka::jws::MAX_JWS_SIZE, "token")?.trim().to_string())
+    read_input(arg, limit, what)
+}
+
+/// A token argument: `-`, a file, or the token text itself, with any
+/// whitespace and line breaks in it removed ([`tka::token::from_pasted`]).
+pub fn read_token_arg(arg: &str) -> Result<String> {
+    let text = read_text_arg(arg, tka::jws::MAX_JWS_SIZE, "token")?;
+    Ok(tka::token::from_pasted(&text)?)
+}
+
+/// A request argument: `-`, a file, or the request text itself (JSON or
+/// the `TKAR1-` text form, which may be wrapped).
+pub fn read_request_arg(arg: &str) -> Result<tka::request::ActivationRequest> {
+    let text = read_text_arg(arg, tka::request::MAX_REQUEST_SIZE, "request")?;
+    Ok(tka::request::ActivationRequest::parse(&text)?)
 }
 
 pub fn read_trust_path(path: &Path) -> Result<Vec<Vec<u8>>> {

@@ -4,7 +4,9 @@
 use crate::args::{
     AlgArg, ClaimArgs, JsonArg, LedgerArgs, LedgerLocationArg, LifetimeArgs, MachineArgs, PassArgs, RootPinArgs,
 };
-use crate::io::{identify, is_stdio, read_crls, read_input, read_token_arg, read_trust_path, write_file, LazyPass};
+use crate::io::{
+    identify, is_stdio, read_crls, read_request_arg, read_token_arg, read_trust_path, write_file, LazyPass,
+};
 use crate::outcome::{CmdResult, Failure};
 use crate::output::{error_kind, print_verified, say, say_err, say_json, verified_json};
 use crate::qr::QrArgs;
@@ -105,7 +107,8 @@ pub enum TokenCmd {
 /// `tka token issue`.
 #[derive(Args, Debug, Clone)]
 pub struct IssueArgs {
-    /// Request file (JSON or text form), or `-` for standard input
+    /// Request file (JSON or text form), `-` for standard input, or the request text itself
+    /// (line breaks and spaces in it are ignored)
     #[arg(long)]
     pub request: String,
     /// Issuer home (from `tka issuer init`)
@@ -405,8 +408,8 @@ pub fn issue(args: IssueArgs) -> CmdResult {
         ))
         .into());
     }
-    let req_text = read_input(&request, tka::request::MAX_REQUEST_SIZE, "request")?;
-    let req = ActivationRequest::parse(&req_text)?;
+    // A request that cannot be read is an error in the input (exit 2), not a refusal.
+    let req = read_request_arg(&request).map_err(Failure::Usage)?;
     let passphrase = LazyPass::new(&pass);
     let (signer, home_days) = match (home, signer_cert, signer_key) {
         (Some(h), _, _) => {
