@@ -199,3 +199,56 @@ fn token_text_cut_or_mistyped_says_what_happened() {
     assert_fails(&r, 1, "malformed token: character '%' at position 11 cannot be in a token: was it mistyped?");
     assert_eq!(before, s.snapshot("store"));
 }
+
+// --- Read-only commands ---------------------------------------------------
+
+/// Read-only commands on a store that does not exist create nothing; the
+/// machine side's say "no store at PATH (nothing activated here)", exit 1.
+#[test]
+fn read_only_commands_on_a_missing_store_create_nothing() {
+    let s = Sandbox::new();
+    let ghost = s.path("no-such-store");
+    let g = ghost.to_str().unwrap();
+    let before = s.snapshot("");
+    for args in [
+        &["status", "--store", g][..],
+        &["list", "--store", g][..],
+        &["trust", "list", "--store", g][..],
+        &["revocations", "list", "--store", g][..],
+        &["deactivate", "--product", PRODUCT, "--store", g][..],
+    ] {
+        let r = s.tka(args);
+        assert_fails(&r, 1, &format!("no store at {g} (nothing activated here)"));
+    }
+    s.ok(&["machine", "id", "--product", PRODUCT]);
+    assert_eq!(before, s.snapshot(""), "a read-only command wrote");
+}
+
+/// A failed `trust add` into a store that did not exist leaves no store behind.
+#[test]
+fn failed_trust_add_leaves_nothing_behind() {
+    let s = Sandbox::new();
+    s.write("not-a-cert.pem", "hello\n");
+    let before = s.snapshot("");
+    let r = s.tka(&["trust", "add", "not-a-cert.pem"]);
+    assert_eq!(r.0, 2, "{r:?}");
+    assert!(!s.store().exists());
+    assert_eq!(before, s.snapshot(""));
+}
+
+// --- Semantics ------------------------------------------------------------
+
+/// `activate --product P` refuses another product's token (exit 1) and
+/// leaves the store as it was.
+#[test]
+fn activate_product_guard_refuses_another_products_token() {
+    let s = Sandbox::new();
+    s.issuer_and_trust();
+    s.token("other-product", "other.jws");
+    let before = s.snapshot("store");
+    let r = s.tka(&["activate", "other.jws", "--product", PRODUCT]);
+    assert_fails(&r, 1, &format!("wrong product: expected {PRODUCT:?}, token is for \"other-product\""));
+    assert_eq!(before, s.snapshot("store"));
+    let out = s.ok(&["activate", "other.jws", "--product", "other-product"]);
+    assert!(out.starts_with("activated: other-product"), "{out}");
+}

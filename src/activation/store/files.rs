@@ -176,6 +176,36 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the existing store in `dir` for reading, writing nothing:
+    /// [`StoreError::NoStore`] when `dir` does not exist or holds no store
+    /// yet (no layout version), so a read-only command on a mistyped path
+    /// creates nothing. Otherwise checked as [`Store::open`] checks.
+    pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
+        match fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(StoreError::NotAStore {
+                    path: dir.to_path_buf(),
+                    detail: "it is not a directory".to_string(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NoStore { path: dir.to_path_buf() })
+            }
+            Err(e) => return Err(StoreError::io(dir, e)),
+        }
+        let store = Store { dir: dir.to_path_buf() };
+        check_not_writable_by_others(&store.dir)?;
+        match store.read_version()? {
+            Some(v) => store.check_version(v)?,
+            None => return Err(StoreError::NoStore { path: dir.to_path_buf() }),
+        }
+        for sub in SUBDIRS {
+            check_not_writable_by_others(&store.dir.join(sub))?;
+        }
+        Ok(store)
+    }
+
     /// The store directory.
     pub fn dir(&self) -> &Path {
         &self.dir

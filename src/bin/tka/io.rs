@@ -165,16 +165,40 @@ pub fn identify(product: &str, args: &MachineArgs) -> Result<MachineIdentity> {
     Ok(id)
 }
 
-pub fn open_store(args: &StoreArgs) -> Result<Store> {
-    let dir = match &args.store {
+/// The store directory: `--store`/TKA_STORE, or the default for this user.
+pub fn store_dir(args: &StoreArgs) -> PathBuf {
+    match &args.store {
         Some(d) => d.clone(),
         None => {
             let home = std::env::var_os("HOME").map(PathBuf::from);
             let xdg = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
             Store::default_dir_for(is_root(), home.as_deref(), xdg.as_deref())
         }
-    };
-    Ok(Store::open(&dir)?)
+    }
+}
+
+/// Opens the store, creating it if missing (commands that write it).
+pub fn open_store(args: &StoreArgs) -> Result<Store> {
+    Ok(Store::open(&store_dir(args))?)
+}
+
+/// Opens the existing store for a read-only command: a missing store is
+/// [`tka::store::StoreError::NoStore`], and nothing is created.
+pub fn open_existing_store(args: &StoreArgs) -> Result<Store> {
+    Ok(Store::open_existing(&store_dir(args))?)
+}
+
+/// Runs `f`, which may create the store; when `f` fails and the store
+/// directory did not exist before, removes it again, so a failed command
+/// leaves nothing behind.
+pub fn undo_new_store<T>(args: &StoreArgs, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let dir = store_dir(args);
+    let fresh = std::fs::symlink_metadata(&dir).is_err();
+    let result = f();
+    if result.is_err() && fresh {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
 }
 
 pub fn is_root() -> bool {
