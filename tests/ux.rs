@@ -252,3 +252,35 @@ fn activate_product_guard_refuses_another_products_token() {
     let out = s.ok(&["activate", "other.jws", "--product", "other-product"]);
     assert!(out.starts_with("activated: other-product"), "{out}");
 }
+
+/// After `ledger revoke`, the machine is not issued a fresh token in the
+/// same entitlement (exit 1, typed `IssueRefusal::MachineRevoked`), by
+/// `token issue` or `issue-bulk`, unless `--allow-revoked-machine`.
+#[test]
+fn revoked_machine_is_not_reissued_silently() {
+    let s = Sandbox::new();
+    s.issuer_and_trust();
+    s.ok(&["entitlement", "add", "--home", "home", "--product", PRODUCT, "--machines", "5", "--name", "rev"]);
+    s.ok(&["request", "create", "--product", PRODUCT, "--text", "--out", "req.txt"]);
+    let issue = ["token", "issue", "--request", "req.txt", "--home", "home", "--entitlement", "rev"];
+    let out = s.ok(&[&issue[..], &["--out", "t1.jws"]].concat());
+    let serial = sandbox::named(&out)["serial"].clone();
+    s.ok(&["ledger", "revoke", &serial, "--reason", "stolen", "--home", "home"]);
+    let before = s.snapshot("home");
+    let r = s.tka(&[&issue[..], &["--out", "t2.jws"]].concat());
+    assert_fails(&r, 1, "machine ");
+    assert!(r.2.contains(&format!("was revoked: its token {serial} in entitlement ")), "{}", r.2);
+    assert!(r.2.trim_end().ends_with("(--allow-revoked-machine)"), "{}", r.2);
+    fs::create_dir(s.path("reqs")).unwrap();
+    fs::copy(s.path("req.txt"), s.path("reqs/a.txt")).unwrap();
+    let r =
+        s.tka(&["token", "issue-bulk", "--home", "home", "--entitlement", "rev", "--requests", "reqs", "--out", "out"]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert!(r.2.contains("was revoked: its token"), "{}", r.2);
+    assert!(!s.path("t2.jws").exists());
+    let after = s.snapshot("home");
+    assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+    s.ok(&[&issue[..], &["--out", "t3.jws", "--allow-revoked-machine"]].concat());
+    // Re-admitted: its newest token is not revoked, so it is no longer refused.
+    s.ok(&[&issue[..], &["--out", "t4.jws"]].concat());
+}
