@@ -955,12 +955,9 @@ fn trust_add_with_wrong_fingerprint_is_refused() {
     assert!(r.2.contains(&format!("expected {}, the certificate's is ", "ab".repeat(32))), "{r:?}");
     let after = s.snapshot("store");
     assert!(after.values().all(|v| v.as_ref().is_none_or(|b| !b.starts_with(b"-----BEGIN"))), "no root stored");
-    // The store may have been created by open, but holds no root.
-    if !before.is_empty() {
-        assert_eq!(after, before);
-    }
-    let list = s.ok(&["trust", "list"]);
-    assert_eq!(list, "");
+    // A store created for the refused root is removed again.
+    assert_eq!(after, before);
+    assert!(!s.store().exists());
 
     // The right fingerprint, in the colon-separated upper-case form openssl prints.
     let fp = {
@@ -1008,6 +1005,12 @@ fn trust_remove_of_the_last_root_needs_force() {
 #[test]
 fn status_on_an_empty_store_is_a_no() {
     let s = Sandbox::new();
+    // No store at all: said so, nothing created (tests/ux.rs).
+    let r = s.tka(&["status"]);
+    assert_eq!(r.0, 1, "{r:?}");
+    assert!(r.2.starts_with("error: no store at "), "{r:?}");
+    assert!(!s.store().exists());
+    s.issuer_and_trust();
     let r = s.tka(&["status"]);
     assert_eq!(r.0, 1, "{r:?}");
     assert_eq!(r.1.trim(), "no products are activated on this machine");

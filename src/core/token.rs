@@ -120,7 +120,9 @@ pub fn from_pasted(text: &str) -> Result<String, VerifyError> {
     if parts.len() < 3 {
         return Err(cut(&format!("{} of the 3 dot-separated parts", parts.len())));
     }
-    if parts.len() == 3 && parts[2].len() < MIN_SIGNATURE_CHARS {
+    // An empty signature is no cut: it is the unsecured form, which the
+    // decoder refuses by its `alg`.
+    if parts.len() == 3 && !parts[2].is_empty() && parts[2].len() < MIN_SIGNATURE_CHARS {
         return Err(cut(&format!(
             "a signature of {} characters, at least {MIN_SIGNATURE_CHARS} expected",
             parts[2].len()

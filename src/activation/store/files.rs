@@ -177,9 +177,10 @@ impl Store {
     }
 
     /// Opens the existing store in `dir` for reading, writing nothing:
-    /// [`StoreError::NoStore`] when `dir` does not exist or holds no store
-    /// yet (no layout version), so a read-only command on a mistyped path
-    /// creates nothing. Otherwise checked as [`Store::open`] checks.
+    /// [`StoreError::NoStore`] when `dir` does not exist or is empty, so a
+    /// read-only command on a mistyped path creates nothing. Otherwise
+    /// checked as [`Store::open`] checks (a directory with store files but
+    /// no layout version is refused as it refuses it).
     pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
         match fs::metadata(dir) {
             Ok(m) if m.is_dir() => {}
@@ -198,7 +199,10 @@ impl Store {
         check_not_writable_by_others(&store.dir)?;
         match store.read_version()? {
             Some(v) => store.check_version(v)?,
-            None => return Err(StoreError::NoStore { path: dir.to_path_buf() }),
+            // An empty directory holds no store; one with store files but
+            // no version is damaged, and refused as `open` refuses it.
+            None if dir_is_empty(dir)? => return Err(StoreError::NoStore { path: dir.to_path_buf() }),
+            None => return Store::open(dir),
         }
         for sub in SUBDIRS {
             check_not_writable_by_others(&store.dir.join(sub))?;
@@ -569,6 +573,11 @@ impl Store {
         }
         Ok(None)
     }
+}
+
+/// Whether `dir` has no entries.
+fn dir_is_empty(dir: &Path) -> Result<bool, StoreError> {
+    Ok(fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))?.next().is_none())
 }
 
 /// Creates `dir` with mode 0700 (parents with default permissions).

@@ -269,8 +269,13 @@ fn read_text_arg(arg: &str, limit: usize, what: &'static str) -> Result<String> 
 /// A token argument: `-`, a file, or the token text itself, with any
 /// whitespace and line breaks in it removed ([`tka::token::from_pasted`]).
 pub fn read_token_arg(arg: &str) -> Result<String> {
-    let text = read_text_arg(arg, tka::jws::MAX_JWS_SIZE, "token")?;
-    Ok(tka::token::from_pasted(&text)?)
+    Ok(tka::token::from_pasted(&read_token_text(arg)?)?)
+}
+
+/// A token argument's text as given (`-`, a file, or the text itself), not
+/// yet made ready with [`tka::token::from_pasted`].
+pub fn read_token_text(arg: &str) -> Result<String> {
+    read_text_arg(arg, tka::jws::MAX_JWS_SIZE, "token")
 }
 
 /// A request argument: `-`, a file, or the request text itself (JSON or

@@ -320,7 +320,7 @@ fn examine(cmd: TokenCmd) -> CmdResult {
             for c in &chain {
                 known.extend(read_cert_chain(c)?);
             }
-            let text = read_token_arg(&token)?;
+            let text = crate::io::read_token_text(&token)?;
             let identity;
             let machine_check = match machine.as_deref() {
                 None => MachineCheck::Skip,
@@ -346,7 +346,7 @@ fn examine(cmd: TokenCmd) -> CmdResult {
                 clock: None,
                 certificates: &known,
             };
-            match verify_token(&text, &ctx) {
+            match tka::token::from_pasted(&text).and_then(|t| verify_token(&t, &ctx)) {
                 Ok(v) => {
                     let binding_checked = !matches!(machine_check, MachineCheck::Skip);
                     if out.json {
