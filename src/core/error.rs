@@ -614,6 +614,17 @@ pub enum IssueRefusal {
         /// How the request's components compare with the token's.
         report: String,
     },
+    /// A token of the same product and entitlement issued to this machine
+    /// was revoked: the machine is not issued a fresh one unless the caller
+    /// allows it ([`IssueOptions::allow_revoked_machine`](crate::issuer::issue::IssueOptions)).
+    MachineRevoked {
+        /// The machine.
+        cmid: String,
+        /// The entitlement.
+        entitlement: String,
+        /// The revoked token.
+        serial: String,
+    },
     /// The same request is already an earlier item of the batch.
     DuplicateRequest {
         /// That item, from 1.
@@ -684,6 +695,11 @@ impl fmt::Display for IssueRefusal {
                 "machine {cmid} holds a seat in {entitlement} through token {serial}, which this request's machine \
                  does not pass ({report}): it is another machine with the same CMID (a disk or VM copy needs its own \
                  machine-id), or release the seat first (tka ledger release)"
+            ),
+            MachineRevoked { cmid, entitlement, serial } => write!(
+                f,
+                "machine {cmid} was revoked: its token {serial} in {entitlement} is revoked; a revoked machine \
+                 is not issued a fresh token unless that is asked for explicitly"
             ),
             DuplicateRequest { first } => write!(f, "duplicate: the same request as item {first}"),
             DuplicateMachine { cmid, first } => {

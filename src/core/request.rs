@@ -97,7 +97,9 @@ impl ActivationRequest {
             return Err(VerifyError::TooLarge { what: "request", limit: MAX_REQUEST_SIZE });
         }
         let t = input.trim();
-        let req = if let Some(body) = t.strip_prefix(TEXT_PREFIX) {
+        // The text form as pasted: spaces and line breaks (wrapping) removed.
+        let pasted: String = t.chars().filter(|c| !c.is_whitespace()).collect();
+        let req = if let Some(body) = pasted.strip_prefix(TEXT_PREFIX) {
             Self::parse_text(body)?
         } else if t.starts_with('{') {
             let v = crate::core::json::parse(t.as_bytes(), "request")?;
@@ -110,14 +112,34 @@ impl ActivationRequest {
     }
 
     fn parse_text(body: &str) -> Result<Self, VerifyError> {
-        let b = B64URL.decode(body).map_err(|e| bad(format!("text form is not base64url: {e}")))?;
+        let b = B64URL.decode(body).map_err(|e| match e {
+            base64::DecodeError::InvalidByte(at, c) => bad(format!(
+                "character {:?} at position {} cannot be in a text request: was it mistyped?",
+                char::from(c),
+                TEXT_PREFIX.len() + at + 1
+            )),
+            // A length no encoding has, or stray bits in the last
+            // character: the text was most likely cut.
+            base64::DecodeError::InvalidLength(_) | base64::DecodeError::InvalidLastSymbol(..) => bad(CUT.into()),
+            e => bad(format!("the text is damaged ({e}): was it mistyped or cut when copied?")),
+        })?;
         if b.len() < 5 {
-            return Err(bad("text form is truncated".into()));
+            return Err(bad(CUT.into()));
         }
         let (data, sum) = b.split_at(b.len() - 4);
         if Sha256::digest(data)[..4] != *sum {
+            // Read as if whole: a text that runs out before its last field
+            // was cut; one that reads through was changed.
+            if matches!(Self::fields(&b), Err(VerifyError::Malformed { detail, .. }) if detail == CUT) {
+                return Err(bad(CUT.into()));
+            }
             return Err(bad("checksum mismatch: the text was changed or mistyped".into()));
         }
+        Self::fields(data)
+    }
+
+    /// The fields of the text form's binary encoding (without checksum).
+    fn fields(data: &[u8]) -> Result<Self, VerifyError> {
         let mut r = Reader(data);
         let version = r.u8()?;
         if version != 1 {
@@ -208,6 +230,9 @@ pub fn is_unprintable(c: char) -> bool {
         || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
+/// What a text request that ends too soon is refused as.
+const CUT: &str = "the text ends early: was it cut when copied?";
+
 fn bad(detail: String) -> VerifyError {
     VerifyError::Malformed { what: "request", detail }
 }
@@ -226,7 +251,7 @@ struct Reader<'a>(&'a [u8]);
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], VerifyError> {
         if self.0.len() < n {
-            return Err(bad("text form is truncated".into()));
+            return Err(bad(CUT.into()));
         }
         let (a, rest) = self.0.split_at(n);
         self.0 = rest;

@@ -92,6 +92,12 @@ pub enum StoreError {
         /// Why it was refused.
         detail: String,
     },
+    /// A read-only opening ([`Store::open_existing`](crate::activation::store::Store::open_existing))
+    /// found no store at the path: nothing was ever activated or trusted there.
+    NoStore {
+        /// The directory.
+        path: PathBuf,
+    },
     /// A store directory is writable by group or others, so anyone could
     /// plant a trusted root or a token; the store refuses to use it.
     InsecurePermissions {
@@ -179,6 +185,7 @@ impl fmt::Display for StoreError {
             StoreError::NotAStore { path, detail } => {
                 write!(f, "{} is not a tka activation store: {detail}", path.display())
             }
+            StoreError::NoStore { path } => write!(f, "no store at {} (nothing activated here)", path.display()),
             StoreError::InsecurePermissions { path, mode } => write!(
                 f,
                 "activation store directory {} is writable by group or others (mode {:04o}); \

@@ -91,6 +91,46 @@ impl TokenLifetime {
     }
 }
 
+/// The fewest base64url characters of a token signature: RSA-2048, 256 bytes.
+const MIN_SIGNATURE_CHARS: usize = 342;
+
+/// A token as a person pasted or typed it, made ready to decode: spaces and
+/// line breaks anywhere in it (a mail client or terminal wrapping it) are
+/// removed. Text that cannot be a whole token is refused as
+/// [`VerifyError::Malformed`] saying what happened to it: it ends early
+/// (fewer than three parts, a last part cut short: "was it cut when
+/// copied?"), or holds a character no token holds ("was it mistyped?").
+/// Whatever passes is decoded and verified as strictly as ever.
+pub fn from_pasted(text: &str) -> Result<String, VerifyError> {
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    if compact.len() > jws::MAX_JWS_SIZE {
+        return Err(VerifyError::TooLarge { what: "token", limit: jws::MAX_JWS_SIZE });
+    }
+    let pasted = |detail: String| VerifyError::Malformed { what: "token", detail };
+    if compact.is_empty() {
+        return Err(pasted("the text is empty".into()));
+    }
+    if let Some((at, c)) =
+        compact.chars().enumerate().find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(pasted(format!("character {c:?} at position {} cannot be in a token: was it mistyped?", at + 1)));
+    }
+    let parts: Vec<&str> = compact.split('.').collect();
+    let cut = |detail: &str| pasted(format!("the text ends early ({detail}): was it cut when copied?"));
+    if parts.len() < 3 {
+        return Err(cut(&format!("{} of the 3 dot-separated parts", parts.len())));
+    }
+    // An empty signature is no cut: it is the unsecured form, which the
+    // decoder refuses by its `alg`.
+    if parts.len() == 3 && !parts[2].is_empty() && parts[2].len() < MIN_SIGNATURE_CHARS {
+        return Err(cut(&format!(
+            "a signature of {} characters, at least {MIN_SIGNATURE_CHARS} expected",
+            parts[2].len()
+        )));
+    }
+    Ok(compact)
+}
+
 /// Decodes a token without deciding whether to trust it (`tka token inspect`).
 pub fn decode_unverified(text: &str) -> Result<(DecodedJws, Claims), VerifyError> {
     let jws = jws::decode(text, TOKEN_TYP)?;

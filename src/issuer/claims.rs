@@ -40,6 +40,11 @@ pub struct IssueOptions {
     /// size; the machine must know the signer's chain (given once, then
     /// kept in its store). Default false: the full form carries its chain.
     pub compact: bool,
+    /// Issue to a machine although a token of the same product and
+    /// entitlement issued to it was revoked (a revoked machine is refused
+    /// as [`IssueRefusal::MachineRevoked`](crate::core::error::IssueRefusal::MachineRevoked)
+    /// otherwise). Default false.
+    pub allow_revoked_machine: bool,
 }
 
 impl Default for IssueOptions {
@@ -56,6 +61,7 @@ impl Default for IssueOptions {
             serial: None,
             allow_weak_binding: false,
             compact: false,
+            allow_revoked_machine: false,
         }
     }
 }

@@ -253,6 +253,13 @@ const EXISTING_SQL: &str = "SELECT t.serial, h.header || '.' || t.body, t.expire
        AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = t.serial)
      ORDER BY t.issued_at DESC, t.serial LIMIT 1";
 
+/// The machine's newest token in the entitlement for the product, and
+/// whether it is revoked (a machine issued a fresh token after a
+/// revocation, as allowed, is no longer refused).
+const REVOKED_MACHINE_SQL: &str = "SELECT t.serial, EXISTS(SELECT 1 FROM revocations r WHERE r.serial = t.serial)
+     FROM tokens t WHERE t.entitlement_id = ?1 AND t.cmid = ?2 AND t.product = ?3
+     ORDER BY t.issued_at DESC, t.serial DESC LIMIT 1";
+
 /// Decides items against the ledger as one connection (or transaction) sees it.
 pub(crate) struct Decider<'c> {
     db: Db<'c>,
@@ -300,6 +307,16 @@ impl<'c> Decider<'c> {
             }
         }
         let refuse = |r: IssueRefusal| Ok(Decision::Refuse(Error::Issue(r)));
+        if let (Some(e), false) = (&ent, w.opts.allow_revoked_machine) {
+            let newest = self.db.query_opt(REVOKED_MACHINE_SQL, args![e.id, &w.req.cmid, &w.req.product])?;
+            if let Some(r) = newest.filter(|r| r.bool(1).unwrap_or(false)) {
+                return refuse(IssueRefusal::MachineRevoked {
+                    cmid: w.req.cmid.clone(),
+                    entitlement: e.label(),
+                    serial: r.text(0)?,
+                });
+            }
+        }
         let mut o = w.opts.clone();
         o.serial = None;
         o.entitlement = w.entitlement.map(|id| id.to_string());

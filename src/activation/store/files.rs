@@ -176,6 +176,40 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the existing store in `dir` for reading, writing nothing:
+    /// [`StoreError::NoStore`] when `dir` does not exist or is empty, so a
+    /// read-only command on a mistyped path creates nothing. Otherwise
+    /// checked as [`Store::open`] checks (a directory with store files but
+    /// no layout version is refused as it refuses it).
+    pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
+        match fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(StoreError::NotAStore {
+                    path: dir.to_path_buf(),
+                    detail: "it is not a directory".to_string(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NoStore { path: dir.to_path_buf() })
+            }
+            Err(e) => return Err(StoreError::io(dir, e)),
+        }
+        let store = Store { dir: dir.to_path_buf() };
+        check_not_writable_by_others(&store.dir)?;
+        match store.read_version()? {
+            Some(v) => store.check_version(v)?,
+            // An empty directory holds no store; one with store files but
+            // no version is damaged, and refused as `open` refuses it.
+            None if dir_is_empty(dir)? => return Err(StoreError::NoStore { path: dir.to_path_buf() }),
+            None => return Store::open(dir),
+        }
+        for sub in SUBDIRS {
+            check_not_writable_by_others(&store.dir.join(sub))?;
+        }
+        Ok(store)
+    }
+
     /// The store directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -539,6 +573,11 @@ impl Store {
         }
         Ok(None)
     }
+}
+
+/// Whether `dir` has no entries.
+fn dir_is_empty(dir: &Path) -> Result<bool, StoreError> {
+    Ok(fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))?.next().is_none())
 }
 
 /// Creates `dir` with mode 0700 (parents with default permissions).

@@ -292,6 +292,9 @@ pub struct ClaimArgs {
     /// [default: two thirds of the lifetime]
     #[arg(long, value_name = "DURATION", value_parser = token_duration)]
     pub renew_after: Option<u64>,
+    /// Issue to a machine whose token in the same entitlement was revoked (refused otherwise)
+    #[arg(long)]
+    pub allow_revoked_machine: bool,
 }
 
 impl ClaimArgs {
@@ -309,6 +312,7 @@ impl ClaimArgs {
             serial: None,
             allow_weak_binding: self.allow_weak_binding,
             compact: false,
+            allow_revoked_machine: self.allow_revoked_machine,
         })
     }
 }

@@ -105,6 +105,7 @@ pub fn hint(e: &Error) -> Option<&'static str> {
 pub fn refusal_text(r: &tka::IssueRefusal) -> String {
     match r {
         tka::IssueRefusal::OutlivesEntitlement { .. } => format!("{r} (--days)"),
+        tka::IssueRefusal::MachineRevoked { .. } => format!("{r} (--allow-revoked-machine)"),
         _ => r.to_string(),
     }
 }

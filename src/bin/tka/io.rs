@@ -165,16 +165,40 @@ pub fn identify(product: &str, args: &MachineArgs) -> Result<MachineIdentity> {
     Ok(id)
 }
 
-pub fn open_store(args: &StoreArgs) -> Result<Store> {
-    let dir = match &args.store {
+/// The store directory: `--store`/TKA_STORE, or the default for this user.
+pub fn store_dir(args: &StoreArgs) -> PathBuf {
+    match &args.store {
         Some(d) => d.clone(),
         None => {
             let home = std::env::var_os("HOME").map(PathBuf::from);
             let xdg = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
             Store::default_dir_for(is_root(), home.as_deref(), xdg.as_deref())
         }
-    };
-    Ok(Store::open(&dir)?)
+    }
+}
+
+/// Opens the store, creating it if missing (commands that write it).
+pub fn open_store(args: &StoreArgs) -> Result<Store> {
+    Ok(Store::open(&store_dir(args))?)
+}
+
+/// Opens the existing store for a read-only command: a missing store is
+/// [`tka::store::StoreError::NoStore`], and nothing is created.
+pub fn open_existing_store(args: &StoreArgs) -> Result<Store> {
+    Ok(Store::open_existing(&store_dir(args))?)
+}
+
+/// Runs `f`, which may create the store; when `f` fails and the store
+/// directory did not exist before, removes it again, so a failed command
+/// leaves nothing behind.
+pub fn undo_new_store<T>(args: &StoreArgs, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let dir = store_dir(args);
+    let fresh = std::fs::symlink_metadata(&dir).is_err();
+    let result = f();
+    if result.is_err() && fresh {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
 }
 
 pub fn is_root() -> bool {
@@ -221,14 +245,44 @@ pub fn read_input(arg: &str, limit: usize, what: &'static str) -> Result<String>
     String::from_utf8(bytes).map_err(|_| VerifyError::Malformed { what, detail: "not UTF-8 text".into() }.into())
 }
 
-/// A token argument: `-`, a file, or the token text itself.
-pub fn read_token_arg(arg: &str) -> Result<String> {
-    let looks_like_jws =
-        arg.len() > 20 && arg.matches('.').count() == 2 && !arg.contains('/') && !Path::new(arg).exists();
-    if looks_like_jws {
+/// Whether an argument that names no file is the text itself: it holds
+/// whitespace (a wrapped paste), starts like a request (`TKAR1-`, `{`) or a
+/// token (`eyJ`), or is longer than any file name written by hand with no
+/// `/` in it.
+fn looks_like_text(arg: &str) -> bool {
+    arg.contains(char::is_whitespace)
+        || arg.starts_with(tka::request::TEXT_PREFIX)
+        || arg.starts_with('{')
+        || arg.starts_with("eyJ")
+        || (arg.len() > 100 && !arg.contains('/'))
+}
+
+/// A request or token argument: `-` (standard input), a file, or the text
+/// itself (a file of that name comes first).
+fn read_text_arg(arg: &str, limit: usize, what: &'static str) -> Result<String> {
+    if arg != "-" && std::fs::symlink_metadata(arg).is_err() && looks_like_text(arg) {
         return Ok(arg.to_string());
     }
-    Ok(read_input(arg, tka::jws::MAX_JWS_SIZE, "token")?.trim().to_string())
+    read_input(arg, limit, what)
+}
+
+/// A token argument: `-`, a file, or the token text itself, with any
+/// whitespace and line breaks in it removed ([`tka::token::from_pasted`]).
+pub fn read_token_arg(arg: &str) -> Result<String> {
+    Ok(tka::token::from_pasted(&read_token_text(arg)?)?)
+}
+
+/// A token argument's text as given (`-`, a file, or the text itself), not
+/// yet made ready with [`tka::token::from_pasted`].
+pub fn read_token_text(arg: &str) -> Result<String> {
+    read_text_arg(arg, tka::jws::MAX_JWS_SIZE, "token")
+}
+
+/// A request argument: `-`, a file, or the request text itself (JSON or
+/// the `TKAR1-` text form, which may be wrapped).
+pub fn read_request_arg(arg: &str) -> Result<tka::request::ActivationRequest> {
+    let text = read_text_arg(arg, tka::request::MAX_REQUEST_SIZE, "request")?;
+    Ok(tka::request::ActivationRequest::parse(&text)?)
 }
 
 pub fn read_trust_path(path: &Path) -> Result<Vec<Vec<u8>>> {
@@ -263,7 +317,18 @@ pub fn read_crls(path: &Path) -> Result<Vec<Crl>> {
     Ok(ders.iter().map(|d| Crl::parse(d)).collect::<std::result::Result<_, _>>()?)
 }
 
+/// Whether a file argument is `-`: standard input or output.
+pub fn is_stdio(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Writes `text` to a new file (replacing one with `force`), or to standard
+/// output for `-`.
 pub fn write_file(path: &Path, text: &str, force: bool) -> Result<()> {
+    if is_stdio(path) {
+        crate::output::say_document(text);
+        return Ok(());
+    }
     if force && path.exists() {
         std::fs::remove_file(path).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
     }

@@ -8,6 +8,7 @@ mod hints;
 mod io;
 mod outcome;
 mod output;
+mod qr;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser};

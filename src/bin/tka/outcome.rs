@@ -123,6 +123,7 @@ pub fn exit_code_of(e: &Error) -> u8 {
             | Error::NothingToRelease { .. }
             | Error::WouldOutliveIssuer { .. }
             | Error::Agent(tka::AgentError::HostRefused { .. })
+            | Error::Store(tka::store::StoreError::NoStore { .. })
     );
     if e.is_verdict() || refusal {
         NO

@@ -77,6 +77,9 @@ pub fn renew_batch_to(
                     None => TokenLifetime::Perpetual,
                 });
                 let issue = IssueOptions {
+                    // Renewal re-issues what the ledger holds; a revoked
+                    // token is never selected for renewal.
+                    allow_revoked_machine: true,
                     lifetime,
                     features: if rec.entitlement.is_some() { Vec::new() } else { old.tka.features.clone() },
                     edition: old.tka.edition.clone(),

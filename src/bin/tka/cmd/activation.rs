@@ -2,7 +2,7 @@
 //! and `deactivate`, over this machine's activation store.
 
 use crate::args::{JsonArg, MachineArgs, RootPinArgs, StoreArgs};
-use crate::io::{identify, open_input, open_store, read_token_arg};
+use crate::io::{identify, open_existing_store, open_input, open_store, read_token_arg};
 use crate::output::{
     bundle_json, print_bundle_scan, print_status, print_verified, say, say_json, say_row, status_json, verified_json,
 };
@@ -27,8 +27,9 @@ pub struct ActivateArgs {
     /// line labelled for this machine is verified, the first that verifies is installed
     #[arg(long, value_name = "FILE", conflicts_with = "token")]
     pub bundle: Option<PathBuf>,
-    /// With --bundle: only a token for this product (lines for others are skipped unchecked)
-    #[arg(long, requires = "bundle", conflicts_with = "token")]
+    /// Only a token for this product: a token for another is refused (and nothing installed);
+    /// with --bundle, lines for other products are skipped unchecked
+    #[arg(long)]
     pub product: Option<String>,
     /// Certificates (PEM: the issuer's signer and intermediate certificates) a compact token is
     /// verified with; kept in the store when the token activates, so later compact tokens from
@@ -97,6 +98,13 @@ pub fn activate(args: ActivateArgs) -> Result<ExitCode> {
     let (v, from) = match (token, bundle) {
         (Some(t), _) => {
             let text = read_token_arg(&t)?;
+            if let Some(p) = &product {
+                // The guard: another product's token is refused before anything is read or written.
+                let (_, claims) = token::decode_unverified(&text)?;
+                if &claims.aud != p {
+                    return Err(VerifyError::WrongProduct { expected: p.clone(), found: claims.aud }.into());
+                }
+            }
             (activation::activate_with_chain(&store, &text, &chain, &ident, pins, now, clock_tolerance)?, None)
         }
         (None, Some(b)) => {
@@ -132,7 +140,7 @@ pub fn activate(args: ActivateArgs) -> Result<ExitCode> {
 
 pub fn status(args: StatusArgs) -> Result<ExitCode> {
     let StatusArgs { product, at, pins, store, machine, out } = args;
-    let store = open_store(&store)?;
+    let store = open_existing_store(&store)?;
     // An explicit time is asked about, not the clock: it raises no
     // mark and has no clock jitter to forgive.
     let (now, mark) = match &at {
@@ -157,7 +165,7 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
 
 pub fn list(args: ListArgs) -> Result<ExitCode> {
     let ListArgs { store, out } = args;
-    let store = open_store(&store)?;
+    let store = open_existing_store(&store)?;
     let tokens = store.tokens()?;
     if out.json {
         let rows: Vec<_> = tokens
@@ -182,7 +190,7 @@ pub fn list(args: ListArgs) -> Result<ExitCode> {
 
 pub fn deactivate(args: DeactivateArgs) -> Result<ExitCode> {
     let DeactivateArgs { product, store } = args;
-    let store = open_store(&store)?;
+    let store = open_existing_store(&store)?;
     if activation::deactivate(&store, &product)? {
         say(format!("deactivated: {product}"));
         Ok(ExitCode::SUCCESS)

@@ -1,8 +1,9 @@
 //! `tka request`: activation requests, made on the machine to activate.
 
 use crate::args::MachineArgs;
-use crate::io::{identify, write_file};
+use crate::io::{identify, is_stdio, write_file};
 use crate::output::{say, say_json_text};
+use crate::qr::QrArgs;
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,13 +15,13 @@ use tka::{clock, Result};
 pub enum RequestCmd {
     /// Create an activation request for this machine
     #[command(
-        after_help = "EXAMPLES:\n  tka request create --product example-pro --out req.json\n  tka request create --product example-pro --text"
+        after_help = "EXAMPLES:\n  tka request create --product example-pro --out req.json\n  tka request create --product example-pro --text\n  tka request create --product example-pro --qr"
     )]
     Create {
         /// Product to activate
         #[arg(long)]
         product: String,
-        /// Write the request to FILE (JSON, or text with --text)
+        /// Write the request to FILE (JSON, or text with --text); `-` for standard output
         #[arg(long)]
         out: Option<PathBuf>,
         /// One-line text form (for copy-paste and QR codes)
@@ -34,6 +35,8 @@ pub enum RequestCmd {
         force: bool,
         #[command(flatten)]
         machine: MachineArgs,
+        #[command(flatten)]
+        qr: QrArgs,
     },
     /// Write COUNT requests of synthetic machines, one text-form request per line (benchmarks, tests)
     #[command(hide = true)]
@@ -55,11 +58,17 @@ pub enum RequestCmd {
 
 pub fn run(cmd: RequestCmd) -> Result<ExitCode> {
     match cmd {
-        RequestCmd::Create { product, out, text, hostname, force, machine } => {
+        RequestCmd::Create { product, out, text, hostname, force, machine, qr } => {
+            qr.check(force)?;
+            if let Some(path) = out.as_deref().filter(|p| !is_stdio(p)) {
+                if !force && path.exists() {
+                    return Err(tka::Error::Exists { path: path.to_path_buf() });
+                }
+            }
             let id = identify(&product, &machine)?;
             let req = ActivationRequest::new(&id, clock::now(), hostname);
             let body = if text { req.to_text()? + "\n" } else { req.to_json() };
-            match out {
+            match out.filter(|p| !is_stdio(p)) {
                 Some(path) => {
                     write_file(&path, &body, force)?;
                     say(format!("request: {}", path.display()));
@@ -67,6 +76,8 @@ pub fn run(cmd: RequestCmd) -> Result<ExitCode> {
                 None if text => say(body.trim_end()),
                 None => say_json_text(&body),
             }
+            // The QR code holds the text form, the shortest.
+            qr.emit(&req.to_text()?, "request", force)?;
             Ok(ExitCode::SUCCESS)
         }
         RequestCmd::GenerateTest { product, count, out, first } => generate_test_requests(&product, count, first, &out),

@@ -142,7 +142,7 @@ pub fn run(cmd: RevocationsCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         RevocationsCmd::List { require_fresh, at, store, out } => {
-            let store = open_store(&store)?;
+            let store = crate::io::open_existing_store(&store)?;
             let now = now_or(&at)?;
             let rows = revocation::installed(&store, now)?;
             let bad = rows.iter().any(|r| r.problem.is_some() || (require_fresh && r.stale));

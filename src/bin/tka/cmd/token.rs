@@ -4,9 +4,12 @@
 use crate::args::{
     AlgArg, ClaimArgs, JsonArg, LedgerArgs, LedgerLocationArg, LifetimeArgs, MachineArgs, PassArgs, RootPinArgs,
 };
-use crate::io::{identify, read_crls, read_input, read_token_arg, read_trust_path, write_file, LazyPass};
+use crate::io::{
+    identify, is_stdio, read_crls, read_request_arg, read_token_arg, read_trust_path, write_file, LazyPass,
+};
 use crate::outcome::{CmdResult, Failure};
 use crate::output::{error_kind, print_verified, say, say_err, say_json, verified_json};
+use crate::qr::QrArgs;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -41,6 +44,20 @@ pub enum TokenCmd {
         mut_arg("valid_for", |a| a.help("Token lifetime as a duration: 90m, 12h, 180d, 2w, 3600s [default: the renewed token's lifetime]"))
     )]
     RenewBulk(RenewBulkArgs),
+    /// Show a token (or request) as a QR code: in the terminal, or as an image with --qr-out
+    #[command(
+        after_help = "A full token (about 5 KB) does not fit in a QR code: issue compact tokens for QR codes\n(`tka token issue --compact`).\n\nEXAMPLES:\n  tka token qr compact.jws\n  tka token qr compact.jws --qr-out token.png"
+    )]
+    Qr {
+        /// Token file, `-` for standard input, or the token text
+        token: String,
+        /// Write the QR code to FILE.png or FILE.svg instead of the terminal
+        #[arg(long, value_name = "FILE")]
+        qr_out: Option<PathBuf>,
+        /// Replace an existing --qr-out file
+        #[arg(long)]
+        force: bool,
+    },
     /// Decode a token and show its header and claims (no trust decision)
     Inspect {
         /// Token file, `-` for standard input, or the token text
@@ -90,7 +107,8 @@ pub enum TokenCmd {
 /// `tka token issue`.
 #[derive(Args, Debug, Clone)]
 pub struct IssueArgs {
-    /// Request file (JSON or text form), or `-` for standard input
+    /// Request file (JSON or text form), `-` for standard input, or the request text itself
+    /// (line breaks and spaces in it are ignored)
     #[arg(long)]
     pub request: String,
     /// Issuer home (from `tka issuer init`)
@@ -119,9 +137,11 @@ pub struct IssueArgs {
     /// Output file [default: standard output]
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Replace an existing --out file
+    /// Replace an existing --out (or --qr-out) file
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub qr: QrArgs,
     #[command(flatten)]
     pub pass: PassArgs,
     #[command(flatten)]
@@ -220,6 +240,13 @@ pub fn run(cmd: TokenCmd) -> CmdResult {
 /// `tka token inspect` and `tka token verify`.
 fn examine(cmd: TokenCmd) -> CmdResult {
     match cmd {
+        TokenCmd::Qr { token, qr_out, force } => {
+            let text = read_token_arg(&token)?;
+            let qr = QrArgs { qr: qr_out.is_none(), qr_out };
+            qr.check(force)?;
+            qr.emit(&text, "token", force)?;
+            Ok(ExitCode::SUCCESS)
+        }
         TokenCmd::Inspect { token, out } => {
             let text = read_token_arg(&token)?;
             let (jws, claims) = token::decode_unverified(&text)?;
@@ -293,7 +320,7 @@ fn examine(cmd: TokenCmd) -> CmdResult {
             for c in &chain {
                 known.extend(read_cert_chain(c)?);
             }
-            let text = read_token_arg(&token)?;
+            let text = crate::io::read_token_text(&token)?;
             let identity;
             let machine_check = match machine.as_deref() {
                 None => MachineCheck::Skip,
@@ -319,7 +346,7 @@ fn examine(cmd: TokenCmd) -> CmdResult {
                 clock: None,
                 certificates: &known,
             };
-            match verify_token(&text, &ctx) {
+            match tka::token::from_pasted(&text).and_then(|t| verify_token(&t, &ctx)) {
                 Ok(v) => {
                     let binding_checked = !matches!(machine_check, MachineCheck::Skip);
                     if out.json {
@@ -361,17 +388,28 @@ pub fn issue(args: IssueArgs) -> CmdResult {
         compact,
         out,
         force,
+        qr,
         pass,
         record,
     } = args;
     let home_dir = home.clone();
-    if let Some(o) = &out {
+    if let Some(o) = out.as_ref().filter(|o| !is_stdio(o)) {
         if !force && o.exists() {
             return Err(Error::Exists { path: o.clone() }.into());
         }
     }
-    let req_text = read_input(&request, tka::request::MAX_REQUEST_SIZE, "request")?;
-    let req = ActivationRequest::parse(&req_text)?;
+    qr.check(force)?;
+    if qr.wanted() && !compact {
+        // Checked before anything is signed or recorded.
+        return Err(Error::Usage(format!(
+            "a full token (about 5 KB with its certificate chain) does not fit in a QR code ({} bytes at most): \
+             add --compact",
+            crate::qr::MAX_QR_BYTES
+        ))
+        .into());
+    }
+    // A request that cannot be read is an error in the input (exit 2), not a refusal.
+    let req = read_request_arg(&request).map_err(Failure::Usage)?;
     let passphrase = LazyPass::new(&pass);
     let (signer, home_days) = match (home, signer_cert, signer_key) {
         (Some(h), _, _) => {
@@ -393,7 +431,7 @@ pub fn issue(args: IssueArgs) -> CmdResult {
     let lifetime = lifetime.or_days(home_days.unwrap_or(180));
     let opts = IssueOptions { compact, ..claims.issue_options(lifetime, &alg)? };
     let issued = issue_one(&record, home_dir.as_deref(), &req, &opts, &signer, clock::now())?;
-    match out {
+    match out.filter(|o| !is_stdio(o)) {
         Some(path) => {
             write_file(&path, &(issued.text.clone() + "\n"), force)?;
             say(format!("token: {}", path.display()));
@@ -409,6 +447,7 @@ pub fn issue(args: IssueArgs) -> CmdResult {
         }
         None => say(&issued.text),
     }
+    qr.emit(&issued.text, "token", force)?;
     Ok(ExitCode::SUCCESS)
 }
 

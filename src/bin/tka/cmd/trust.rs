@@ -58,10 +58,12 @@ pub enum TrustCmd {
 pub fn run(cmd: TrustCmd) -> Result<ExitCode> {
     match cmd {
         TrustCmd::Add { root, fingerprint, cross, products, all_products, store } => {
-            trust_add(root, fingerprint, cross, products, all_products, store)
+            // A failed `trust add` leaves no new store behind.
+            let args = store.clone();
+            crate::io::undo_new_store(&args, || trust_add(root, fingerprint, cross, products, all_products, store))
         }
         TrustCmd::List { store, out } => {
-            let store = open_store(&store)?;
+            let store = crate::io::open_existing_store(&store)?;
             let roots = store.roots()?;
             let infos: Vec<_> = roots.iter().map(|r| CertInfo::parse(&r.der)).collect::<std::result::Result<_, _>>()?;
             if out.json {
