@@ -6,6 +6,7 @@
 mod common;
 #[path = "common/pg.rs"]
 mod pg;
+mod tools;
 
 use common::*;
 use std::collections::HashSet;

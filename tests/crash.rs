@@ -9,6 +9,7 @@
 //! be replayed with `TKA_CRASH_SEED=<seed>`.
 
 mod sandbox;
+mod tools;
 
 use sandbox::{Sandbox, BIN, PRODUCT};
 use std::collections::{BTreeMap, HashSet};

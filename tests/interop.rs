@@ -1,10 +1,12 @@
 //! Third-party acceptance: what tka writes is read and accepted by other
 //! tools — OpenSSL for certificates and keys, Python jwcrypto for tokens.
 //!
-//! A missing tool skips its test with a message on stderr. With
-//! `TKA_REQUIRE_INTEROP=1` (set by `.ci/run`, which installs the tools) a
+//! A missing tool skips its test visibly (tests/tools: a `SKIPPED` line
+//! naming the test, and a count when the binary exits). With
+//! `TKA_REQUIRE_TOOLS=1` (set by `.ci/run`, which installs the tools) a
 //! missing tool is a failure instead.
 
+mod tools;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -320,4 +322,13 @@ fn jwcrypto_verifies_a_compact_token() {
     let bad = tamper(&s, "compact.jws");
     let r = jwcrypto(&s, "home/signer.pem", &bad, None);
     assert_eq!(r.0, 1, "{r:?}");
+}
+
+#[test]
+fn only_the_value_1_requires_the_tools() {
+    // TKA_REQUIRE_TOOLS=0 (or empty, or unset) lets a missing tool skip.
+    assert!(tools::requires(Some("1")));
+    for v in [None, Some("0"), Some(""), Some("yes")] {
+        assert!(!tools::requires(v), "{v:?}");
+    }
 }

@@ -11,6 +11,7 @@
 
 mod common;
 mod sandbox;
+mod tools;
 
 use std::time::{Duration, Instant};
 use tka::jws::{self, MAX_JWS_SIZE, REVOCATION_TYP, TOKEN_TYP};

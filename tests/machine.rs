@@ -2,6 +2,7 @@
 //! hashing (golden vector), the CMID, matching rules, containers and VMs.
 //! Nothing here reads the real machine's hardware.
 
+mod tools;
 use std::fs;
 use std::path::Path;
 use tempfile::TempDir;

@@ -9,6 +9,7 @@
 
 mod common;
 mod sandbox;
+mod tools;
 
 use sandbox::Sandbox;
 use std::path::Path;
