@@ -331,10 +331,8 @@ fn hundred_megabyte_input_is_refused_before_parsing() {
     // A well-formed-looking token padded to 100 MB: refused on size alone.
     let mut text = token();
     text.push_str(&"A".repeat(100 * 1024 * 1024));
-    let started = std::time::Instant::now();
+    // Refused as TooLarge, not Malformed: the size check came first.
     assert_eq!(err(&text), VerifyError::TooLarge { what: "token", limit: MAX_JWS_SIZE });
-    // No timing assertion; printed for the curious.
-    eprintln!("100 MB refused in {:?}", started.elapsed());
 }
 
 #[test]
