@@ -33,16 +33,37 @@ const NOW: i64 = 1_800_000_000;
 
 // ----- in-process: one SoftHSM2 configuration for this test process -----
 
-/// The shared configuration (token "lib"), set up before the module is first loaded.
+/// The name of the directory of the shared configuration (made on first
+/// use): `tka-pkcs11-<pid>` in the temporary directory.
+fn shared_dir_name() -> String {
+    format!("tka-pkcs11-{}", std::process::id())
+}
+
+/// Names the shared configuration in `SOFTHSM2_CONF` before `main`, while
+/// the process has one thread: no test changes the environment while
+/// others run.
+extern "C" fn name_the_shared_configuration() {
+    let conf = std::env::temp_dir().join(shared_dir_name()).join("softhsm2.conf");
+    // Before main no other thread exists to read the environment meanwhile.
+    std::env::set_var("SOFTHSM2_CONF", conf);
+}
+
+#[used]
+#[link_section = ".init_array"]
+static NAME_THE_SHARED_CONFIGURATION: extern "C" fn() = name_the_shared_configuration;
+
+/// The shared configuration (token "lib"), written where `SOFTHSM2_CONF`
+/// already points before the module is first loaded.
 fn shared() -> Option<&'static SoftHsm> {
     static HSM: OnceLock<Option<SoftHsm>> = OnceLock::new();
     HSM.get_or_init(|| {
         if !softhsm::available() {
             return None;
         }
-        let hsm = SoftHsm::new(&["lib"]);
+        let dir = tempfile::Builder::new().prefix(&shared_dir_name()).rand_bytes(0).tempdir().unwrap();
+        let hsm = SoftHsm::in_dir(dir, &["lib"]);
         // Read by the module at C_Initialize, which happens after this.
-        std::env::set_var("SOFTHSM2_CONF", hsm.conf());
+        assert_eq!(std::env::var_os("SOFTHSM2_CONF"), Some(hsm.conf().into_os_string()));
         Some(hsm)
     })
     .as_ref()

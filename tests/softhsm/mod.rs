@@ -47,7 +47,12 @@ pub struct SoftHsm {
 impl SoftHsm {
     /// A new configuration holding one initialised token per label.
     pub fn new(labels: &[&str]) -> SoftHsm {
-        let dir = tempfile::tempdir().unwrap();
+        Self::in_dir(tempfile::tempdir().unwrap(), labels)
+    }
+
+    /// The same in `dir` (an empty temporary directory): its configuration
+    /// is `dir/softhsm2.conf`.
+    pub fn in_dir(dir: TempDir, labels: &[&str]) -> SoftHsm {
         fs::create_dir(dir.path().join("tokens")).unwrap();
         fs::write(
             dir.path().join("softhsm2.conf"),
