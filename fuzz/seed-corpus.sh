@@ -4,7 +4,12 @@
 # The corpus directories are git-ignored; rerun this after a fresh checkout.
 set -eu
 cd "$(dirname "$0")/.."
-cargo build --quiet --bin tka
+# TKA_BIN: a tka binary already built (CI passes the release one), else a debug build.
+if [ -z "${TKA_BIN:-}" ]; then
+  cargo build --quiet --bin tka
+  TKA_BIN=target/debug/tka
+fi
+export TKA_BIN
 python3 - <<'PY'
 import base64, glob, os, re, subprocess, tempfile
 
@@ -49,7 +54,7 @@ with tempfile.TemporaryDirectory() as tmp:
     open(idf, "w").write("seed-machine-0123456789\n")
     for i, extra in enumerate([[], ["--hostname", "build-07"]]):
         for form in ([], ["--text"]):
-            out = subprocess.run(["target/debug/tka", "request", "create", "--product", "example-pro",
+            out = subprocess.run([os.environ["TKA_BIN"], "request", "create", "--product", "example-pro",
                                   "--machine-id-file", idf] + form + extra, capture_output=True, check=True).stdout
             put("request", "req-%d%s" % (i, "-text" if form else "-json"), out)
 PY

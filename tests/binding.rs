@@ -7,6 +7,7 @@
 #![cfg(feature = "issuer")]
 
 mod common;
+mod tools;
 
 use common::*;
 use std::collections::HashSet;

@@ -6,6 +6,7 @@
 mod common;
 #[path = "common/pg.rs"]
 mod pg;
+mod tools;
 
 use common::*;
 use std::collections::HashSet;
@@ -525,7 +526,10 @@ fn a_full_disk_mid_batch_leaves_no_token_file_without_its_row_and_a_rerun_comple
 fn a_kill_mid_batch_leaves_no_token_file_without_its_row_and_a_rerun_completes() {
     let c = Cli::new(1000);
     c.requests("reqs.txt", 0, 400);
-    let mut child = c
+    // Stopped (as by SIGKILL: `_exit`, no cleanup) right after its second
+    // chunk of 8 committed: a test-hooks fault point, so the kill lands
+    // mid-batch on every run.
+    let out = c
         .cmd(&[
             "token",
             "issue-bulk",
@@ -541,21 +545,11 @@ fn a_kill_mid_batch_leaves_no_token_file_without_its_row_and_a_rerun_completes()
             "8",
             "--quiet",
         ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+        .env("TKA_FAULT", "ledger.committed:2")
+        .output()
         .unwrap();
-    let ledger_path = c.path("home/ledger.sqlite");
-    let start = std::time::Instant::now();
-    loop {
-        let n = Ledger::open(&ledger_path).and_then(|l| l.token_count()).unwrap_or(0);
-        if n >= 16 || start.elapsed().as_secs() > 60 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    assert_eq!(c.ledger().token_count().unwrap(), 16, "two chunks committed, the rest not");
     let issued = c.ledger().token_count().unwrap() as usize;
     c.assert_no_file_without_row("out");
     assert_eq!(c.ledger().entitlement("acme").unwrap().used as usize, issued);

@@ -11,6 +11,7 @@
 
 mod common;
 mod sandbox;
+mod tools;
 
 use common::*;
 use tka::activation::{
@@ -159,8 +160,13 @@ fn rollback_to_revive_an_expired_token_is_refused() {
     activate(&store, &old, &ident, &[], NOW).unwrap();
     let later = NOW + 20 * DAY;
     activation::observe_clock(&store, later).unwrap(); // e.g. `tka status` ran
-    assert!(matches!(activate(&store, &old, &ident, &[], later), Err(Error::Verify(VerifyError::TokenExpired { .. }))));
-    rollback(activate(&store, &old, &ident, &[], NOW + 5 * DAY));
+    match activate(&store, &old, &ident, &[], later) {
+        Err(Error::Verify(e)) => {
+            assert_eq!(e, VerifyError::TokenExpired { exp: NOW + 10 * DAY, grace: 0, now: later })
+        }
+        other => panic!("expected TokenExpired, got {other:?}"),
+    }
+    assert_eq!(rollback(activate(&store, &old, &ident, &[], NOW + 5 * DAY)), (NOW + 5 * DAY, later));
 }
 
 #[test]
@@ -190,7 +196,16 @@ fn observe_clock_never_lowers_the_mark() {
     assert_eq!(store.state().unwrap().clock_high_water, NOW);
     // Nor does saving an older state.
     let lock = store.lock().unwrap();
-    assert!(lock.save_state(&StoreState { clock_high_water: NOW - 1, ..Default::default() }).is_err());
+    match lock.save_state(&StoreState { clock_high_water: NOW - 1, ..Default::default() }) {
+        Err(tka::store::StoreError::Regression { path, detail }) => {
+            assert_eq!(path, store.dir().join("state.json"));
+            assert_eq!(
+                detail,
+                "the clock high-water mark would go back from 2027-01-15T08:00:00Z to 2027-01-15T07:59:59Z"
+            );
+        }
+        other => panic!("expected Regression, got {other:?}"),
+    }
 }
 
 #[test]
@@ -219,7 +234,8 @@ fn refused_activation_does_not_raise_the_mark() {
     // A token for another machine at a later time: refused, mark unchanged,
     // so a bad token cannot be used to push the mark (and lock the machine out).
     let other = |_: &str| Ok(other_machine());
-    assert!(activate(&store, &token_at(NOW - 60), &other, &[], NOW + 30 * DAY).is_err());
+    let r = activate(&store, &token_at(NOW - 60), &other, &[], NOW + 30 * DAY);
+    assert!(matches!(r, Err(Error::Verify(VerifyError::WrongMachine { .. }))), "{r:?}");
     assert_eq!(store.state().unwrap().clock_high_water, NOW);
 }
 

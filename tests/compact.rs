@@ -6,6 +6,7 @@
 
 mod common;
 mod sandbox;
+mod tools;
 
 use common::*;
 use std::fs;

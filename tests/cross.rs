@@ -11,6 +11,7 @@
 
 mod common;
 mod sandbox;
+mod tools;
 
 use common::rawcert::*;
 use common::*;

@@ -33,6 +33,7 @@
 //!   be one that command's help lists.
 
 mod sandbox;
+mod tools;
 
 use sandbox::{Sandbox, BIN, PRODUCT};
 use std::collections::BTreeMap;

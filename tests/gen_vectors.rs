@@ -327,6 +327,8 @@ fn build_pki() -> Pki {
     );
 
     // Intermediates with one defect each, and a good signer (signer2 key) under each.
+    // The signer under each variant is valid now (even under an expired
+    // issuing CA), so the variant's own defect is the only one.
     let mut int_variant = |name: &'static str, subject: &str, serial: u8, nb: i64, na: i64, exts: Vec<Extension>| {
         let i =
             build_cert(CertSpec { subject, key: "intermediate", issuer: Some((&root, "root")), serial, nb, na, exts });
@@ -336,7 +338,7 @@ fn build_pki() -> Pki {
             issuer: Some((&i, "intermediate")),
             serial: serial + 100,
             nb: SIGNER_NB,
-            na: SIGNER_NA.min(na),
+            na: SIGNER_NA,
             exts: signer_exts("signer2", "intermediate"),
         });
         c.insert(name, i);
@@ -1638,12 +1640,22 @@ fn claims_tampering(g: &mut Gen) {
         );
     }
     let t = g.resign("claim-sub-other-cmid", |_, p| {
-        p.insert("sub".into(), json!("AAAA-BBBB-CCCC-DDDD-E"));
+        p.insert("sub".into(), json!(other_machine().cmid()));
     });
     g.add(
         "claim-sub-other-cmid",
         "ImpossibleBinding",
         "sub is not the CMID of the bound components (refused before the machine is compared)",
+        Ctx { machine: format!("cmid:{}", machine().cmid()), ..Ctx::default() },
+        t,
+    );
+    let t = g.resign("claim-sub-malformed-cmid", |_, p| {
+        p.insert("sub".into(), json!("AAAA-BBBB-CCCC-DDDD-E"));
+    });
+    g.add(
+        "claim-sub-malformed-cmid",
+        "ImpossibleBinding",
+        "sub is not a well-formed CMID (refused before the machine is compared)",
         Ctx { machine: format!("cmid:{}", machine().cmid()), ..Ctx::default() },
         t,
     );
@@ -1803,10 +1815,171 @@ fn time_edges(g: &mut Gen) {
 // ---------------------------------------------------------------------------
 // Rendering and the up-to-date check.
 
+/// The exact reason (the error's text) each refusal vector is refused for:
+/// a hand label checked against the comment, so a vector refused for
+/// another reason of the same kind fails (`tests/vectors.rs`).
+fn reason(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "alg-eddsa" => "algorithm \"EdDSA\" is not allowed: expected PS256 or RS256",
+        "alg-es256" => "algorithm \"ES256\" is not allowed: expected PS256 or RS256",
+        "alg-hs256-public-key-as-secret" => "algorithm \"HS256\" is not allowed: expected PS256 or RS256",
+        "alg-missing" => "algorithm \"(absent)\" is not allowed: expected PS256 or RS256",
+        "alg-none-capitalised" => "algorithm \"None\" is not allowed: expected PS256 or RS256",
+        "alg-none" => "algorithm \"none\" is not allowed: expected PS256 or RS256",
+        "alg-not-a-string" => "algorithm \"256\" is not allowed: expected PS256 or RS256",
+        "alg-ps256-relabelled-rs256" => "token signature does not verify with the signer certificate's key",
+        "alg-ps256-salt-length-0" => "token signature does not verify with the signer certificate's key",
+        "alg-ps384" => "algorithm \"PS384\" is not allowed: expected PS256 or RS256",
+        "alg-rs256-relabelled-ps256" => "token signature does not verify with the signer certificate's key",
+        "alg-rs512" => "algorithm \"RS512\" is not allowed: expected PS256 or RS256",
+        "cert-intermediate-bad-signature" => "certificate CN=Vector Issuing CA,O=tka vectors has a signature its issuer did not make",
+        "cert-intermediate-ca-false" => "certificate CN=Intermediate CA FALSE,O=tka vectors issues certificates but is not a CA",
+        "cert-intermediate-expired" => "certificate CN=Expired Intermediate,O=tka vectors expired at 2027-01-14T08:00:00Z, now is 2027-01-15T08:00:00Z",
+        "cert-intermediate-no-key-cert-sign" => "CA certificate CN=Intermediate Without keyCertSign,O=tka vectors lacks the keyCertSign key usage",
+        "cert-intermediate-not-yet-valid" => "certificate CN=Future Intermediate,O=tka vectors is not valid before 2027-01-16T08:00:00Z, now is 2027-01-15T08:00:00Z",
+        "cert-intermediate-signs-token" => "token signed by CA certificate CN=Vector Issuing CA,O=tka vectors: only token-signer certificates may sign tokens",
+        "cert-intermediate-unknown-critical" => "certificate CN=Intermediate With Unknown Critical,O=tka vectors has unknown critical extension 1.3.6.1.4.1.55555.1.1",
+        "cert-path-len-exceeded" => "chain is longer than the path length CA CN=Vector Issuing CA,O=tka vectors allows",
+        "cert-root-expired" => "certificate CN=Signer Under Expired Root,O=tka vectors expired at 2027-01-13T08:00:00Z, now is 2027-01-15T08:00:00Z",
+        "cert-signer-bad-signature" => "certificate CN=Forged Signer,O=tka vectors has a signature its issuer did not make",
+        "cert-signer-expired" => "certificate CN=Expired Signer,O=tka vectors expired at 2027-01-14T08:00:00Z, now is 2027-01-15T08:00:00Z",
+        "cert-signer-is-ca" => "token signed by CA certificate CN=Signer That Is A CA,O=tka vectors: only token-signer certificates may sign tokens",
+        "cert-signer-no-digital-signature" => "signer certificate CN=Signer Without digitalSignature,O=tka vectors lacks the digitalSignature key usage",
+        "cert-signer-no-eku" => "certificate CN=Signer Without EKU,O=tka vectors lacks the tka token-signing extended key usage",
+        "cert-signer-not-yet-valid" => "certificate CN=Future Signer,O=tka vectors is not valid before 2027-01-16T08:00:00Z, now is 2027-01-15T08:00:00Z",
+        "cert-signer-revoked" => "certificate CN=Vector Signer,O=tka vectors (serial 40000000000000000000000000000003) is revoked",
+        "cert-signer-rsa-1024" => "certificate CN=Weak Signer,O=tka vectors: RSA key of 1024 bits is below the 2048-bit minimum",
+        "cert-signer-unknown-critical" => "certificate CN=Signer With Unknown Critical,O=tka vectors has unknown critical extension 1.3.6.1.4.1.55555.1.1",
+        "chain-issuer-subject-mismatch" => "certificate CN=Vector Signer,O=tka vectors: issuer CN=Vector Issuing CA,O=tka vectors does not match the next certificate's subject CN=Vector Root,O=tka vectors",
+        "chain-missing-intermediate" => "certificate chain does not lead to a trusted root (ends at issuer CN=Vector Issuing CA,O=tka vectors)",
+        "chain-no-trusted-roots" => "certificate chain does not lead to a trusted root (ends at issuer CN=Vector Root,O=tka vectors)",
+        "chain-too-long" => "certificate chain: 6 certificates, more than the 5 allowed",
+        "chain-unrelated-after-root" => "certificate CN=Vector Root,O=tka vectors: x5c continues past the trusted root with a certificate that does not certify the one before it",
+        "chain-untrusted-root-same-name" => "certificate chain does not lead to a trusted root (ends at issuer CN=Vector Root,O=tka vectors)",
+        "chain-wrong-order" => "certificate CN=Vector Signer,O=tka vectors: x5c continues past the trusted root with a certificate that does not certify the one before it",
+        "claim-aud-array" => "invalid token claims: invalid type: sequence, expected a string",
+        "claim-aud-missing" => "invalid token claims: missing field `aud`",
+        "claim-aud-other-product" => "wrong product: expected \"example-pro\", token is for \"other-product\"",
+        "claim-exp-i64-max" => "token valid until @9223372036854775807 outlives its signer certificate (expires 2027-12-16T08:00:00Z)",
+        "claim-exp-outlives-signer" => "token valid until 2027-12-16T08:00:01Z outlives its signer certificate (expires 2027-12-16T08:00:00Z)",
+        "claim-exp-past" => "token expired at 2027-01-14T08:00:00Z, now is 2027-01-15T08:00:00Z",
+        "claim-exp-u64" => "invalid token claims: invalid value: integer `18446744073709551615`, expected i64",
+        "claim-iat-before-signer" => "invalid token claims: token claims to be issued before its signer certificate existed",
+        "claim-iat-float" => "invalid token claims: invalid type: floating point `1799999970.5`, expected i64",
+        "claim-iat-in-future" => "token was issued at 2027-01-15T09:00:00Z, after now (2027-01-15T08:00:00Z): check the system clock",
+        "claim-iat-missing" => "invalid token claims: missing field `iat`",
+        "claim-iat-string" => "invalid token claims: invalid type: string \"2027-01-15T08:00:00Z\", expected i64",
+        "claim-jti-missing" => "invalid token claims: missing field `jti`",
+        "claim-jti-number" => "invalid token claims: invalid type: integer `1`, expected a string",
+        "claim-jti-revoked" => "token 7e57ec7012345678900000000000c0de is revoked",
+        "claim-nbf-future" => "token is not valid before 2027-01-16T08:00:00Z, now is 2027-01-15T08:00:00Z",
+        "claim-nbf-missing" => "invalid token claims: missing field `nbf`",
+        "claim-product-unexpected" => "wrong product: expected \"other-product\", token is for \"example-pro\"",
+        "claim-sub-missing" => "invalid token claims: missing field `sub`",
+        "claim-sub-malformed-cmid" => "token binding refused: malformed CMID \"AAAA-BBBB-CCCC-DDDD-E\"",
+        "claim-sub-other-cmid" => {
+            "token binding refused: the CMID BBMY-0NYG-FDQA-MY1P-H does not match the components (which give 4V0N-SNC2-GRPH-ZSAE-M)"
+        }
+        "claim-tka-component-bad-shape" => "invalid token claims: missing field `h`",
+        "claim-tka-components-swapped" => "token is bound to machine BBMY-0NYG-FDQA-MY1P-H, this machine is 4V0N-SNC2-GRPH-ZSAE-M (0 of 4 components match, 3 required; changed: dmi, bsn, mac, rfs; hardware anchor (most of dmi, bsn, mac; dmi required) does not match)",
+        "claim-tka-edition-number" => "invalid token claims: invalid type: integer `2`, expected a string",
+        "claim-tka-entitlement-object" => "invalid token claims: invalid type: map, expected a string",
+        "claim-tka-features-string" => "invalid token claims: invalid type: string \"reports,export\", expected a sequence",
+        "claim-tka-grace-negative" => "invalid token claims: negative grace period",
+        "claim-tka-match-invalid" => "invalid token claims: invalid match rule \"some\": expected all, most or a number of components",
+        "claim-tka-match-missing" => "invalid token claims: missing field `match`",
+        "claim-tka-missing" => "invalid token claims: missing field `tka`",
+        "claim-tka-renew-after-string" => "invalid token claims: invalid type: string \"soon\", expected i64",
+        "claim-tka-v2" => "invalid token claims: unsupported tka claims version 2",
+        "clock-rollback" => "clock moved backwards: now is 2027-01-15T08:00:00Z, but this store has seen 2027-01-17T08:00:00Z; fix the system clock",
+        "crit-b64-false" => "unknown critical header extension \"b64\"",
+        "crit-empty" => "unknown critical header extension \"[]\"",
+        "crit-unknown" => "unknown critical header extension \"exp\"",
+        "dup-header-alg-escaped" => "duplicate JSON member \"alg\"",
+        "dup-header-alg" => "duplicate JSON member \"alg\"",
+        "dup-header-key-spelling-a-position" => "duplicate JSON member \"x at line 1 column 2\"",
+        "dup-payload-aud" => "duplicate JSON member \"aud\"",
+        "dup-payload-nested-match" => "duplicate JSON member \"match\"",
+        "header-jku-null" => "header parameter \"jku\" is refused: the key must come from the x5c chain to a trusted root",
+        "header-jku" => "header parameter \"jku\" is refused: the key must come from the x5c chain to a trusted root",
+        "header-jwk" => "header parameter \"jwk\" is refused: the key must come from the x5c chain to a trusted root",
+        "header-x5u" => "header parameter \"x5u\" is refused: the key must come from the x5c chain to a trusted root",
+        "json-header-array" => "malformed token header: not a JSON object",
+        "json-header-deeply-nested" => "malformed token header: invalid JSON: recursion limit exceeded at line 1 column 146",
+        "json-header-empty" => "malformed token header: invalid JSON: EOF while parsing a value at line 1 column 0",
+        "json-header-not-utf8" => "malformed token header: not UTF-8",
+        "json-header-overlong-utf8" => "malformed token header: not UTF-8",
+        "json-header-trailing-data" => "malformed token header: trailing data after the JSON value",
+        "json-nesting-within-limit" => "invalid token claims: invalid type: sequence, expected a string",
+        "json-payload-array" => "invalid token claims: invalid type: integer `1`, expected a string",
+        "json-payload-deeply-nested" => "malformed token payload: invalid JSON: recursion limit exceeded at line 1 column 638",
+        "json-payload-not-utf8" => "malformed token payload: not UTF-8",
+        "json-payload-number-out-of-range" => "malformed token payload: invalid JSON: number out of range at line 1 column 12",
+        "jwe-five-parts" => "malformed token: expected 3 dot-separated parts (JWS compact form), found 5",
+        "kid-mismatch" => "malformed token header: kid does not match the x5c signer certificate",
+        "kid-not-a-string" => "malformed token header: kid is not a string",
+        "kid-path-traversal" => "malformed token header: kid does not match the x5c signer certificate",
+        "leading-space" => "malformed token header: not base64url: Invalid symbol 32, offset 0.",
+        "machine-all-one-changed" => "token is bound to machine 4V0N-SNC2-GRPH-ZSAE-M, this machine is 4V0N-SNC2-GRPH-ZSAE-M (4 of 5 components match, 5 required; changed: mac (not readable here: mac))",
+        "machine-most-anchor-changed" => "token is bound to machine 4V0N-SNC2-GRPH-ZSAE-M, this machine is 474T-6W85-2QAS-3M1H-6 (4 of 5 components match, 3 required; changed: dmi; hardware anchor (most of dmi, bsn, mac; dmi required) does not match)",
+        "machine-most-missing-kinds" => "token is bound to machine 4V0N-SNC2-GRPH-ZSAE-M, this machine is V0A3-CR5M-HRBQ-PPM1-N (3 of 5 components match, 3 required; changed: dmi, bsn (not readable here: dmi, bsn); hardware anchor (most of dmi, bsn, mac; dmi required) does not match)",
+        "machine-most-other" => "token is bound to machine 4V0N-SNC2-GRPH-ZSAE-M, this machine is BBMY-0NYG-FDQA-MY1P-H (0 of 5 components match, 3 required; changed: mid, dmi, bsn, mac, rfs (not readable here: mid); hardware anchor (most of dmi, bsn, mac; dmi required) does not match)",
+        "machine-most-three-changed" => "token is bound to machine 4V0N-SNC2-GRPH-ZSAE-M, this machine is YAKB-DYJF-H598-TN2C-R (2 of 5 components match, 3 required; changed: mid, bsn, rfs (not readable here: mid))",
+        "machine-n2-four-changed" => "token is bound to machine 4V0N-SNC2-GRPH-ZSAE-M, this machine is 474T-6W85-2QAS-3M1H-6 (1 of 5 components match, 2 required; changed: dmi, bsn, mac, rfs (not readable here: mac))",
+        "machine-n9-clamped-one-changed" => "token is bound to machine 4V0N-SNC2-GRPH-ZSAE-M, this machine is 4V0N-SNC2-GRPH-ZSAE-M (4 of 5 components match, 5 required; changed: rfs)",
+        "machine-no-components-other" => "token binding refused: the binding has no components",
+        "machine-no-components-same-cmid" => "token binding refused: the binding has no components",
+        "non-canonical-base64" => "malformed token signature: not base64url: Invalid last symbol 66, offset 341.",
+        "padding" => "malformed token signature: not base64url: Invalid padding",
+        "parts-empty" => "malformed token: expected 3 dot-separated parts (JWS compact form), found 1",
+        "parts-four" => "malformed token: expected 3 dot-separated parts (JWS compact form), found 4",
+        "parts-two" => "malformed token: expected 3 dot-separated parts (JWS compact form), found 2",
+        "sig-all-ff" => "token signature does not verify with the signer certificate's key",
+        "sig-all-zero" => "token signature does not verify with the signer certificate's key",
+        "sig-bit-flipped" => "token signature does not verify with the signer certificate's key",
+        "sig-empty" => "token signature does not verify with the signer certificate's key",
+        "sig-header-tampered" => "token signature does not verify with the signer certificate's key",
+        "sig-leading-zero" => "token signature does not verify with the signer certificate's key",
+        "sig-other-key" => "token signature does not verify with the signer certificate's key",
+        "sig-payload-tampered" => "token signature does not verify with the signer certificate's key",
+        "sig-truncated" => "token signature does not verify with the signer certificate's key",
+        "size-exactly-64k" => "malformed token: expected 3 dot-separated parts (JWS compact form), found 1",
+        "size-over-64k" => "token is larger than the 65536-byte limit",
+        "space-inside-payload" => "malformed token payload: not base64url: Invalid symbol 32, offset 10.",
+        "standard-base64-alphabet" => "malformed token payload: not base64url: Invalid symbol 43, offset 10.",
+        "time-exactly-exp" => "token expired at 2027-07-14T07:59:30Z, now is 2027-07-14T07:59:30Z",
+        "time-grace-over" => "token expired at 2027-07-14T07:59:30Z (grace ended 2027-07-21T07:59:30Z), now is 2027-07-21T07:59:30Z",
+        "time-iat-beyond-skew" => "token was issued at 2027-01-15T08:05:01Z, after now (2027-01-15T08:00:00Z): check the system clock",
+        "time-one-second-before-nbf" => "token is not valid before 2027-01-15T07:59:30Z, now is 2027-01-15T07:59:29Z",
+        "trailing-second-token" => "malformed token: expected 3 dot-separated parts (JWS compact form), found 5",
+        "trailing-space" => "malformed token signature: not base64url: Invalid symbol 32, offset 342.",
+        "trailing-tab" => "malformed token signature: not base64url: Invalid symbol 9, offset 342.",
+        "trailing-text" => "malformed token signature: not base64url: Invalid symbol 32, offset 342.",
+        "typ-jwt" => "wrong typ: expected \"tka-token+jwt\", found \"JWT\"",
+        "typ-missing" => "wrong typ: expected \"tka-token+jwt\", found \"\"",
+        "typ-not-a-string" => "wrong typ: expected \"tka-token+jwt\", found \"1\"",
+        "typ-revocation-list" => "wrong typ: expected \"tka-token+jwt\", found \"tka-revocations+jwt\"",
+        "x5c-base64url" => "malformed token header: x5c entry is not base64: Invalid symbol 45, offset 341.",
+        "x5c-empty" => "malformed token header: x5c must be a non-empty array",
+        "x5c-garbage-der" => "certificate (unparsed): not X.509 DER: Parsing Error: NomError(Eof)",
+        "x5c-missing-kid-unknown" => "the token carries no certificate chain and its signer certificate (kid cbd75c26a5a2f8c391fb6a3e63dc31e113a7cb904e021838352377548c15cbf7) is not among the certificates known here; the issuer's certificate chain must be added once",
+        "x5c-missing" => "no x5c certificate chain and no kid in the token header: nothing names the signer",
+        "x5c-not-an-array" => "malformed token header: x5c must be a non-empty array",
+        "x5c-trailing-bytes" => "certificate (unparsed): trailing bytes after the certificate",
+        _ => return None,
+    })
+}
+
 fn render(v: &Vector) -> String {
     let mut s = format!("expect: {}\n", v.expect);
     if let Some(w) = v.what {
         s.push_str(&format!("what: {w}\n"));
+    }
+    match (v.expect.as_str(), reason(&v.name)) {
+        ("ok", None) => {}
+        ("ok", Some(_)) => panic!("{}: an accepted vector has no reason", v.name),
+        (_, Some(r)) => s.push_str(&format!("reason: {r}\n")),
+        (_, None) => panic!("{}: a refusal vector needs its exact reason in reason()", v.name),
     }
     s.push_str(&format!("comment: {}\n", v.comment));
     s.push_str(&format!("now: {}\n", v.ctx.now));

@@ -7,6 +7,7 @@
 
 mod common;
 mod sandbox;
+mod tools;
 
 use common::rawcert::{delegation_ext, with_raw_extension};
 use common::{machine_for, pki, test_key, DAY, NOW};

@@ -306,10 +306,15 @@ fn a_client_that_does_not_finish_its_headers_is_cut_off() {
     let mut s = TcpStream::connect(h.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.write_all(b"POST /v1/activate HTTP/1.1\r\nHost: t\r\n").unwrap();
-    let started = std::time::Instant::now();
     let mut out = Vec::new();
-    let n = s.read_to_end(&mut out).unwrap_or(0);
-    assert!(started.elapsed() < Duration::from_secs(15), "closed by the host, not by the read guard");
+    // The host closes the connection (end of stream, or a reset); the
+    // client's own 20 s read guard would end the read with TimedOut or
+    // WouldBlock instead.
+    let n = match s.read_to_end(&mut out) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+        Err(e) => panic!("not closed by the host: {e}"),
+    };
     // hyper closes the connection (with or without a 408 first).
     assert!(n == 0 || String::from_utf8_lossy(&out).starts_with("HTTP/1.1 408"), "{:?}", String::from_utf8_lossy(&out));
 }

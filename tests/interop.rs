@@ -1,10 +1,12 @@
 //! Third-party acceptance: what tka writes is read and accepted by other
 //! tools — OpenSSL for certificates and keys, Python jwcrypto for tokens.
 //!
-//! A missing tool skips its test with a message on stderr. With
-//! `TKA_REQUIRE_INTEROP=1` (set by `.ci/run`, which installs the tools) a
+//! A missing tool skips its test visibly (tests/tools: a `SKIPPED` line
+//! naming the test, and a count when the binary exits). With
+//! `TKA_REQUIRE_TOOLS=1` (set by `.ci/run`, which installs the tools) a
 //! missing tool is a failure instead.
 
+mod tools;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -281,16 +283,19 @@ fn check_jwcrypto(alg: &str) {
     // A tampered payload fails in jwcrypto.
     let bad = tamper(&s, &token);
     let r = jwcrypto(&s, "home/signer.pem", &bad, None);
-    assert_eq!(r.0, 1, "{r:?}");
-    assert!(r.2.starts_with("rejected:"), "{r:?}");
+    assert_rejected(&r, BAD_SIGNATURE);
     // So does the right token with someone else's signer certificate.
     s.issuer("other");
     let r = jwcrypto(&s, "other/signer.pem", &token, None);
-    assert_eq!(r.0, 1, "{r:?}");
+    assert_rejected(&r, BAD_SIGNATURE);
     // And the algorithm in the header is what was asked for (no PS/RS confusion).
     let other_alg = if alg == "PS256" { "RS256" } else { "PS256" };
     let r = jwcrypto(&s, "home/signer.pem", &token, Some(other_alg));
-    assert_eq!(r.0, 1, "{r:?}");
+    assert_rejected(
+        &r,
+        "InvalidJWSSignature: Verification failed for all signatures\
+         [\"Failed: [InvalidJWSOperation('Algorithm not allowed')]\"]",
+    );
 }
 
 #[test]
@@ -319,5 +324,25 @@ fn jwcrypto_verifies_a_compact_token() {
     s.ok(&["token", "verify", "compact.jws", "--trust", "home/root.pem", "--chain", "home/chain.pem"]);
     let bad = tamper(&s, "compact.jws");
     let r = jwcrypto(&s, "home/signer.pem", &bad, None);
-    assert_eq!(r.0, 1, "{r:?}");
+    assert_rejected(&r, BAD_SIGNATURE);
+}
+
+/// jwcrypto's own rejection of a signature that does not verify.
+const BAD_SIGNATURE: &str = "InvalidJWSSignature: Verification failed for all signatures\
+[\"Failed: [InvalidJWSSignature('Verification failed')]\"]";
+
+/// The helper exited 1 with jwcrypto's own rejection (`rejected: <class>:
+/// <message>`), not with a crash (which exits 3, or 1 with a traceback).
+#[track_caller]
+fn assert_rejected(r: &sandbox::Run, want: &str) {
+    assert_eq!((r.0, r.2.trim_end()), (1, format!("rejected: {want}").as_str()), "{r:?}");
+}
+
+#[test]
+fn only_the_value_1_requires_the_tools() {
+    // TKA_REQUIRE_TOOLS=0 (or empty, or unset) lets a missing tool skip.
+    assert!(tools::requires(Some("1")));
+    for v in [None, Some("0"), Some(""), Some("yes")] {
+        assert!(!tools::requires(v), "{v:?}");
+    }
 }

@@ -8,6 +8,7 @@
 mod common;
 #[path = "common/pg.rs"]
 mod pg;
+mod tools;
 
 use common::*;
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! hashing (golden vector), the CMID, matching rules, containers and VMs.
 //! Nothing here reads the real machine's hardware.
 
+mod tools;
 use std::fs;
 use std::path::Path;
 use tempfile::TempDir;
@@ -929,21 +930,46 @@ fn json_and_debug_never_contain_raw_values() {
     }
 }
 
+/// Runs this test binary's test `name` alone in a child process with
+/// `vars` set (`None`: removed), so no test changes the environment of the
+/// process whose other tests run in parallel; the child sees
+/// `TKA_TEST_CHILD=1`.
+fn in_child_process(name: &str, vars: &[(&str, Option<&str>)]) {
+    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", name, "--test-threads=1"]).env("TKA_TEST_CHILD", "1");
+    for (k, v) in vars {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let o = c.output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && out.contains("1 passed"), "{out}{}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[test]
 fn from_env_reads_sysroot_and_machine_id() {
-    // The only test touching these variables.
-    std::env::set_var("TKA_SYSROOT", "/srv/fakeroot");
-    std::env::set_var("TKA_MACHINE_ID", "node-7");
+    if std::env::var_os("TKA_TEST_CHILD").is_none() {
+        let name = "from_env_reads_sysroot_and_machine_id";
+        in_child_process(name, &[("TKA_SYSROOT", Some("/srv/fakeroot")), ("TKA_MACHINE_ID", Some("node-7"))]);
+        in_child_process(name, &[("TKA_SYSROOT", None), ("TKA_MACHINE_ID", Some(""))]);
+        return;
+    }
+    // In the child: the environment the parent gave it.
     let o = IdentifyOptions::from_env();
-    assert_eq!(o.sysroot.as_deref(), Some(Path::new("/srv/fakeroot")));
-    assert_eq!(o.explicit_id.as_deref(), Some("node-7"));
+    let sysroot = std::env::var_os("TKA_SYSROOT");
+    assert_eq!(o.sysroot.as_deref(), sysroot.as_deref().map(Path::new));
+    match std::env::var("TKA_MACHINE_ID").as_deref() {
+        Ok("node-7") => {
+            assert_eq!(sysroot.as_deref(), Some(std::ffi::OsStr::new("/srv/fakeroot")));
+            assert_eq!(o.explicit_id.as_deref(), Some("node-7"));
+        }
+        // Empty counts as not set.
+        Ok("") => assert_eq!((o.sysroot, o.explicit_id), (None, None)),
+        other => panic!("unexpected TKA_MACHINE_ID {other:?}"),
+    }
     assert_eq!(o.explicit_id_file, None);
-    std::env::set_var("TKA_MACHINE_ID", "");
-    std::env::remove_var("TKA_SYSROOT");
-    let o = IdentifyOptions::from_env();
-    assert_eq!(o.sysroot, None);
-    assert_eq!(o.explicit_id, None);
-    std::env::remove_var("TKA_MACHINE_ID");
 }
 
 // ---------------------------------------------------------------------------

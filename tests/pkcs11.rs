@@ -11,6 +11,7 @@
 
 mod sandbox;
 mod softhsm;
+mod tools;
 
 use sandbox::{Run, Sandbox, PRODUCT};
 use serde_json::Value;
@@ -32,16 +33,37 @@ const NOW: i64 = 1_800_000_000;
 
 // ----- in-process: one SoftHSM2 configuration for this test process -----
 
-/// The shared configuration (token "lib"), set up before the module is first loaded.
+/// The name of the directory of the shared configuration (made on first
+/// use): `tka-pkcs11-<pid>` in the temporary directory.
+fn shared_dir_name() -> String {
+    format!("tka-pkcs11-{}", std::process::id())
+}
+
+/// Names the shared configuration in `SOFTHSM2_CONF` before `main`, while
+/// the process has one thread: no test changes the environment while
+/// others run.
+extern "C" fn name_the_shared_configuration() {
+    let conf = std::env::temp_dir().join(shared_dir_name()).join("softhsm2.conf");
+    // Before main no other thread exists to read the environment meanwhile.
+    std::env::set_var("SOFTHSM2_CONF", conf);
+}
+
+#[used]
+#[link_section = ".init_array"]
+static NAME_THE_SHARED_CONFIGURATION: extern "C" fn() = name_the_shared_configuration;
+
+/// The shared configuration (token "lib"), written where `SOFTHSM2_CONF`
+/// already points before the module is first loaded.
 fn shared() -> Option<&'static SoftHsm> {
     static HSM: OnceLock<Option<SoftHsm>> = OnceLock::new();
     HSM.get_or_init(|| {
         if !softhsm::available() {
             return None;
         }
-        let hsm = SoftHsm::new(&["lib"]);
+        let dir = tempfile::Builder::new().prefix(&shared_dir_name()).rand_bytes(0).tempdir().unwrap();
+        let hsm = SoftHsm::in_dir(dir, &["lib"]);
         // Read by the module at C_Initialize, which happens after this.
-        std::env::set_var("SOFTHSM2_CONF", hsm.conf());
+        assert_eq!(std::env::var_os("SOFTHSM2_CONF"), Some(hsm.conf().into_os_string()));
         Some(hsm)
     })
     .as_ref()
@@ -356,8 +378,7 @@ fn a_key_of_the_wrong_type_is_refused() {
         .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", ec.to_str().unwrap()])
         .output();
     if !made.is_ok_and(|o| o.status.success()) {
-        assert!(std::env::var("TKA_REQUIRE_INTEROP").is_err(), "openssl is required to make an EC key");
-        eprintln!("skipping: openssl not available");
+        tools::missing("openssl (to make an EC key)", "TKA_REQUIRE_INTEROP");
         return;
     }
     w.hsm.import("t", &ec, "ec", "0e");
@@ -442,8 +463,9 @@ fn rotation_crl_and_revocation_lists_sign_on_the_token() {
         .args(["crl", "-in", "ca.crl", "-CAfile", "home/ca.pem", "-noout"])
         .current_dir(w.s.dir())
         .output();
-    if let Ok(o) = ok {
-        assert!(String::from_utf8_lossy(&o.stderr).contains("verify OK"), "{o:?}");
+    match ok {
+        Ok(o) => assert!(String::from_utf8_lossy(&o.stderr).contains("verify OK"), "{o:?}"),
+        Err(_) => tools::missing("openssl (to check the CRL)", "TKA_REQUIRE_INTEROP"),
     }
     // A token revocation list signed by the signer on the token, imported on the machine.
     w.ok(&["revocations", "create", "--home", "home", "--out", "rev.jws"]);

@@ -6,6 +6,7 @@
 //! rollback, stale data with `--require-fresh`), each leaving the store
 //! unchanged.
 
+mod tools;
 use serde_json::Value;
 use std::fs;
 use std::path::Path;

@@ -7,6 +7,7 @@
 //! Each test has its own temporary directory: fake machine identity
 //! (`TKA_SYSROOT`), its own stores and issuer homes, 2048-bit keys.
 
+mod tools;
 use serde_json::Value;
 use std::fs;
 use std::process::Command;

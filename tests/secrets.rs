@@ -1,7 +1,7 @@
 //! Secrets never leak (issue 6 item 7): passphrases and private keys do not
 //! appear in `Debug` output, error messages, `--help` (even with
 //! `TKA_PASSPHRASE` set) or anything the binary prints, and the buffers that
-//! hold them are zeroizing types.
+//! hold them are all zero when freed (a watching allocator checks).
 //!
 //! Key-file permissions (refused when group/others can read, unless
 //! `--insecure-key-permissions`) are covered by
@@ -9,9 +9,13 @@
 
 mod common;
 mod sandbox;
+mod tools;
 
 use sandbox::Sandbox;
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::SeqCst};
+use std::sync::Mutex;
 use tka::keys::{load_private_key, save_private_key, KeyProtection, Passphrase, Signer, SoftwareKey};
 
 const MARKER: &str = "s3cr3t-Marker-7f3a";
@@ -38,14 +42,74 @@ fn software_key_and_signer_debug_show_no_key_material() {
     assert!(d.len() < 200 && !d.to_lowercase().contains(&n_hex), "{d}");
 }
 
+// ----- zeroizing, checked by what a buffer holds when it is freed -----
+
+/// The system allocator, watching one buffer: when the block at `WATCHED`
+/// is freed, it records whether its bytes were all zero at that moment.
+struct Watching;
+
+static WATCHED: AtomicUsize = AtomicUsize::new(0);
+/// 0: not freed yet; 1: freed all zero; 2: freed with its contents.
+static FREED: AtomicU8 = AtomicU8::new(0);
+static ONE_WATCH: Mutex<()> = Mutex::new(());
+
+unsafe impl GlobalAlloc for Watching {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded unchanged.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if ptr as usize != 0 && WATCHED.compare_exchange(ptr as usize, 0, SeqCst, SeqCst).is_ok() {
+            // SAFETY: the block is still allocated (freed below) and `layout.size()` long.
+            let bytes = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
+            FREED.store(if bytes.iter().all(|&b| b == 0) { 1 } else { 2 }, SeqCst);
+        }
+        // SAFETY: forwarded unchanged.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Watching = Watching;
+
+/// Drops `value`, whose heap buffer starts at `buffer`; whether that
+/// buffer was all zero when it was freed.
+fn zeroed_when_freed<T>(value: T, buffer: *const u8) -> bool {
+    let _one = ONE_WATCH.lock().unwrap_or_else(|e| e.into_inner());
+    FREED.store(0, SeqCst);
+    WATCHED.store(buffer as usize, SeqCst);
+    drop(value);
+    let freed = FREED.load(SeqCst);
+    assert_ne!(freed, 0, "the watched buffer was not freed by the drop");
+    freed == 1
+}
+
 #[test]
-fn key_and_passphrase_buffers_are_zeroizing() {
-    // Compile-time facts, checked here so a refactor cannot silently drop them.
-    fn zeroizing<T: zeroize::Zeroize>(_: &zeroize::Zeroizing<T>) {}
+fn a_plain_string_is_freed_with_its_contents() {
+    // The check can fail: an ordinary String keeps the secret until freed.
+    let s = MARKER.to_string();
+    let p = s.as_ptr();
+    assert!(!zeroed_when_freed(s, p));
+}
+
+#[test]
+fn a_passphrase_is_zero_when_freed() {
+    let s = MARKER.to_string();
+    let p = s.as_ptr();
+    assert!(zeroed_when_freed(Passphrase::new(s), p));
+}
+
+#[test]
+fn a_private_key_pem_is_zero_when_freed() {
     let key = common::test_key("signer");
     let pass = Passphrase::new(MARKER.into());
-    zeroizing(&key.to_pkcs8_pem(KeyProtection::InsecurePlaintext).unwrap());
-    zeroizing(&key.to_pkcs8_pem(KeyProtection::Passphrase(&pass)).unwrap());
+    for pem in [
+        key.to_pkcs8_pem(KeyProtection::InsecurePlaintext).unwrap(),
+        key.to_pkcs8_pem(KeyProtection::Passphrase(&pass)).unwrap(),
+    ] {
+        let p = pem.as_ptr();
+        assert!(zeroed_when_freed(pem, p));
+    }
 }
 
 #[test]

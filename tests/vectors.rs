@@ -8,6 +8,7 @@
 //! ```text
 //! expect: BadSignature          `ok` or the exact VerifyError variant
 //! what: token header            optional: the `what` of a Malformed error
+//! reason: ...                   for a refusal: the error's exact text (the rule it breaks)
 //! comment: ...                  what the vector breaks
 //! now: 1800000000               the instant of verification (Unix seconds)
 //! product: example-pro          the expected product, `*` for any
@@ -149,6 +150,12 @@ fn run(v: &Vector) -> Result<(), String> {
                 if *what != w {
                     return Err(format!("expected Malformed in {w:?}, got {e:?}"));
                 }
+            }
+            // The kind alone covers many rules (`BadClaims`, `Malformed`):
+            // the exact text says which one broke.
+            let reason = h("reason").ok_or("a refusal vector without its reason header")?;
+            if e.to_string() != reason {
+                return Err(format!("expected {want} because {reason:?}, refused because {:?}", e.to_string()));
             }
             Ok(())
         }

@@ -52,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
     for machine in [MachineCheck::Identity(&f.machine), MachineCheck::Skip] {
         let ctx = VerifyContext {
             anchors: &f.anchors,
+            pinned_roots: &[],
             now: NOW,
             product: None,
             machine,

@@ -36,15 +36,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, overwrite: Overwrite) 
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
-        crash_point();
+        crash_point("write-atomic.rename", path)?;
         match overwrite {
             Overwrite::Replace => fs::rename(&tmp, path)?,
             Overwrite::Refuse => {
                 fs::hard_link(&tmp, path)?;
-                crash_point();
+                crash_point("write-atomic.unlink-temp", path)?;
                 fs::remove_file(&tmp)?;
             }
         }
+        crash_point("write-atomic.sync-dir", path)?;
         sync_dir(&dir)
     })();
     if result.is_err() {
@@ -53,21 +54,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, overwrite: Overwrite) 
     result
 }
 
-/// A point where a write step is about to happen, for crash tests.
+/// A named point where a write step is about to happen, for crash tests;
+/// `at` is the file (or directory) the step is about.
 ///
-/// Test hook (cargo feature `test-hooks` only, like `TKA_SYSROOT`): with
-/// `TKA_CRASH_AT_WRITE=N` in the environment the process ends at once
-/// (`_exit`: no destructor, no cleanup, like SIGKILL) at the N-th such
-/// point, so a test can stop a command before each of its write steps in
-/// turn. Without the feature this does nothing and reads no environment.
+/// Test hook (cargo feature `test-hooks` only, like `TKA_SYSROOT`), driven
+/// by the environment:
+/// - `TKA_FAULT_TRACE=FILE` appends one line per point passed,
+///   `<point>\t<at>`, so a test learns every write step a command takes;
+/// - `TKA_FAULT=<point>:<n>` makes the n-th pass of `<point>` (counted
+///   from 1) end the process at once (`_exit(137)`: no destructor, no
+///   cleanup, like SIGKILL), or, as `TKA_FAULT=<point>:<n>:io`, return an
+///   I/O error from the step instead;
+/// - `TKA_CRASH_AT_WRITE=N` ends the process at the N-th point of any name.
+///
+/// So a test can stop a command at each of its write steps in turn.
+/// Without the feature this does nothing and reads no environment.
 #[cfg(feature = "test-hooks")]
-pub(crate) fn crash_point() {
+pub(crate) fn crash_point(point: &'static str, at: &Path) -> io::Result<()> {
+    use std::collections::HashMap;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
     static STEP: AtomicU64 = AtomicU64::new(0);
-    let Some(at) = std::env::var("TKA_CRASH_AT_WRITE").ok().and_then(|v| v.parse::<u64>().ok()) else {
-        return;
-    };
-    if STEP.fetch_add(1, Ordering::SeqCst) + 1 == at {
+    static PASSES: Mutex<Option<HashMap<&'static str, u64>>> = Mutex::new(None);
+    let die = || {
         #[cfg(unix)]
         // SAFETY: _exit ends the process without touching any Rust state.
         unsafe {
@@ -75,13 +84,39 @@ pub(crate) fn crash_point() {
         };
         #[cfg(not(unix))]
         std::process::abort();
+    };
+    if let Some(trace) = std::env::var_os("TKA_FAULT_TRACE") {
+        let line = format!("{point}\t{}\n", at.display());
+        let _ = OpenOptions::new().create(true).append(true).open(trace).and_then(|mut f| f.write_all(line.as_bytes()));
     }
+    let pass = {
+        let mut passes = PASSES.lock().unwrap_or_else(|e| e.into_inner());
+        let n = passes.get_or_insert_with(HashMap::new).entry(point).or_insert(0);
+        *n += 1;
+        *n
+    };
+    if let Ok(fault) = std::env::var("TKA_FAULT") {
+        let mut parts = fault.split(':');
+        if parts.next() == Some(point) && parts.next().and_then(|n| n.parse::<u64>().ok()) == Some(pass) {
+            if parts.next() == Some("io") {
+                return Err(io::Error::other(format!("injected fault at {point} (pass {pass})")));
+            }
+            die();
+        }
+    }
+    let step = STEP.fetch_add(1, Ordering::SeqCst) + 1;
+    if std::env::var("TKA_CRASH_AT_WRITE").ok().and_then(|v| v.parse::<u64>().ok()) == Some(step) {
+        die();
+    }
+    Ok(())
 }
 
 /// Without the `test-hooks` feature: nothing.
 #[cfg(not(feature = "test-hooks"))]
 #[inline(always)]
-pub(crate) fn crash_point() {}
+pub(crate) fn crash_point(_point: &'static str, _at: &Path) -> io::Result<()> {
+    Ok(())
+}
 
 /// Creates a new file with `mode`, failing if it exists.
 pub fn create_new_with_mode(path: &Path, mode: u32) -> io::Result<File> {

@@ -415,7 +415,7 @@ fn retire(home: &Path, path: &Path, serial: &str) -> Result<PathBuf> {
         n += 1;
         dest = dir.join(format!("{base}.{n}{ext}"));
     }
-    fsutil::crash_point();
+    fsutil::crash_point("rotation.retire", path).map_err(|e| Error::io(path, e))?;
     std::fs::rename(path, &dest).map_err(|e| Error::io(path, e))?;
     for d in [home, dir.as_path()] {
         fsutil::sync_dir(d).map_err(|e| Error::io(d, e))?;

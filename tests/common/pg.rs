@@ -7,7 +7,7 @@
 //! on drop).
 //!
 //! Without PostgreSQL (no `/usr/lib/postgresql/*/bin/initdb`) the tests that
-//! need it print a visible skip, or fail when `TKA_REQUIRE_POSTGRES=1` (CI).
+//! need it print a visible skip (tests/tools), or fail when `TKA_REQUIRE_TOOLS=1` (CI).
 //!
 //! Included with `#[path = "common/pg.rs"] mod pg;` by the tests that use it.
 
@@ -53,10 +53,10 @@ impl Cluster {
     /// PostgreSQL is not installed and not required.
     pub fn start() -> Option<Cluster> {
         let Some(bin) = bin_dir() else {
-            if std::env::var("TKA_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-                panic!("TKA_REQUIRE_POSTGRES=1 but PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb)");
-            }
-            eprintln!("SKIPPED: PostgreSQL is not installed (apt-get install postgresql); the PostgreSQL ledger tests did not run");
+            crate::tools::missing(
+                "PostgreSQL (apt-get install postgresql; no /usr/lib/postgresql/*/bin/initdb)",
+                "TKA_REQUIRE_POSTGRES",
+            );
             return None;
         };
         let dir = tempfile::Builder::new().prefix("tka-pg").tempdir().unwrap();

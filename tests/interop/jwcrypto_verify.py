@@ -7,8 +7,10 @@ Loads the signer certificate's public key, deserializes the compact JWS,
 verifies its signature (restricted to ALG if given, else PS256/RS256) and
 prints `alg: ...` and `aud: ...` from the header and payload.
 
-Exit codes: 0 verified, 1 signature or format rejected, 2 usage / missing
-module (jwcrypto not installed).
+Exit codes: 0 verified, 1 rejected by jwcrypto (stderr: `rejected:
+<exception class>: <message>`, jwcrypto's own words), 2 usage / missing
+module (jwcrypto not installed), 3 the helper itself failed (stderr:
+`helper failed: ...`), so a crash is never taken for a rejection.
 """
 
 import json
@@ -47,4 +49,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    try:
+        code = main(sys.argv)
+    except Exception as e:  # anything outside the jwcrypto calls
+        print(f"helper failed: {type(e).__name__}: {e}", file=sys.stderr)
+        code = 3
+    sys.exit(code)

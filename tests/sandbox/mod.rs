@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use tempfile::TempDir;
@@ -132,20 +131,14 @@ pub fn assert_fails(r: &Run, code: i32, prefix: &str) {
 }
 
 /// Whether a third-party tool works; when it does not, either skips (returns
-/// false, printing why) or, with TKA_REQUIRE_INTEROP=1, fails the test.
+/// false, printing why) or, with TKA_REQUIRE_TOOLS=1 (or TKA_REQUIRE_INTEROP=1), fails the test.
 pub fn have(tool: &str, probe: &mut Command) -> bool {
     let ok = probe.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     if ok {
         return true;
     }
-    if std::env::var("TKA_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
-        panic!("{tool} is missing but TKA_REQUIRE_INTEROP=1 requires it (install it, see .ci/run)");
-    }
-    // Written to the real stderr (not the captured test output) so the skip shows in `cargo test`.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {tool} is not available (set TKA_REQUIRE_INTEROP=1 to make this a failure)"
-    );
+    // Fails when required, else prints and counts the skip (tests/tools).
+    crate::tools::missing(tool, "TKA_REQUIRE_INTEROP");
     false
 }
 

@@ -3,8 +3,9 @@
 //! nothing touches the system's tokens. Test PINs only.
 //!
 //! Needs the Debian package `softhsm2` (module and `softhsm2-util`). Without
-//! it the tests that need it skip with a message, unless
-//! `TKA_REQUIRE_SOFTHSM=1` (set by `.ci/run`) makes them fail instead.
+//! it the tests that need it skip visibly (tests/tools), unless
+//! `TKA_REQUIRE_TOOLS=1` (set by `.ci/run`; or the older
+//! `TKA_REQUIRE_SOFTHSM=1`) makes them fail instead.
 #![allow(dead_code)]
 
 use std::fs;
@@ -33,10 +34,7 @@ pub fn available() -> bool {
     let util = Command::new("softhsm2-util").arg("--version").output().is_ok_and(|o| o.status.success());
     let ok = util && module().is_some();
     if !ok {
-        if std::env::var("TKA_REQUIRE_SOFTHSM").is_ok_and(|v| v == "1") {
-            panic!("SoftHSM2 is required (TKA_REQUIRE_SOFTHSM=1) but softhsm2-util or libsofthsm2.so is missing");
-        }
-        eprintln!("skipping: SoftHSM2 not installed (apt install softhsm2)");
+        crate::tools::missing("SoftHSM2 (apt install softhsm2)", "TKA_REQUIRE_SOFTHSM");
     }
     ok
 }
@@ -49,7 +47,12 @@ pub struct SoftHsm {
 impl SoftHsm {
     /// A new configuration holding one initialised token per label.
     pub fn new(labels: &[&str]) -> SoftHsm {
-        let dir = tempfile::tempdir().unwrap();
+        Self::in_dir(tempfile::tempdir().unwrap(), labels)
+    }
+
+    /// The same in `dir` (an empty temporary directory): its configuration
+    /// is `dir/softhsm2.conf`.
+    pub fn in_dir(dir: TempDir, labels: &[&str]) -> SoftHsm {
         fs::create_dir(dir.path().join("tokens")).unwrap();
         fs::write(
             dir.path().join("softhsm2.conf"),

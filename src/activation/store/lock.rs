@@ -486,6 +486,7 @@ fn check_products(products: Option<&[String]>) -> Result<(), StoreError> {
 }
 
 pub(super) fn remove(path: &Path) -> Result<bool, StoreError> {
+    crate::core::fsutil::crash_point("store.remove", path).map_err(|e| StoreError::io(path, e))?;
     match fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),

@@ -101,6 +101,7 @@ pub fn write_token_file(path: &Path, text: &str) -> std::io::Result<()> {
         let mut f = crate::core::fsutil::create_new_with_mode(&tmp, 0o644)?;
         f.write_all(text.as_bytes())?;
         drop(f);
+        crate::core::fsutil::crash_point("bulk.token-file", path)?;
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
@@ -152,6 +153,7 @@ impl BundleFile {
             (None, None) => Ok(()),
             (None, Some(f)) => f.sync_all().and_then(|()| {
                 drop(f);
+                crate::core::fsutil::crash_point("bulk.bundle", &self.path)?;
                 std::fs::rename(&self.tmp, &self.path)?;
                 crate::core::fsutil::sync_dir(&self.dir)
             }),

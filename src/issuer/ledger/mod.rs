@@ -404,7 +404,14 @@ impl Ledger {
             let tx = self.begin(true)?;
             let r = f(tx.db());
             let r = match r {
-                Ok(v) => tx.commit().map(|()| v),
+                Ok(v) => crate::core::fsutil::crash_point("ledger.commit", Path::new(""))
+                    .map_err(|e| Error::io(Path::new("ledger"), e))
+                    .and_then(|()| tx.commit())
+                    .and_then(|()| {
+                        crate::core::fsutil::crash_point("ledger.committed", Path::new(""))
+                            .map_err(|e| Error::io(Path::new("ledger"), e))
+                    })
+                    .map(|()| v),
                 Err(e) => {
                     drop(tx);
                     Err(e)
