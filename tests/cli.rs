@@ -816,7 +816,7 @@ fn vendor_and_self_made_roots(s: &Sandbox) -> (String, String) {
     s.ok(&["token", "issue", "--request", "req.json", "--home", "self", "--out", "self.jws"]);
     let fp = |out: String| out.lines().find_map(|l| l.strip_prefix("fingerprint: ")).unwrap().to_string();
     let vendor = fp(s.ok(&["trust", "add", "home/root.pem"]));
-    let info: Value = serde_json::from_str(&s.ok(&["cert", "inspect", "self/root.pem", "--json"])).unwrap();
+    let info: Value = serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "self/root.pem", "--json"])).unwrap()[0].clone();
     let self_made = info["fingerprint"].as_str().unwrap().to_string();
     s.ok(&["trust", "add", "self/root.pem", "--fingerprint", &self_made]);
     (vendor, self_made)
@@ -1209,7 +1209,7 @@ fn ledger_values_with_escapes_and_newlines_are_printed_escaped() {
     let out = s.ok(&["ledger", "list", "--home", "home", "--json"]);
     assert_printable(&out);
     let rows: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(rows[0]["machine"], EVIL);
+    assert_eq!(rows[0]["cmid"], EVIL);
 }
 
 #[test]
@@ -1384,7 +1384,7 @@ fn release_without_a_seat_is_a_no_by_serial_and_by_machine() {
     s.ok(&["request", "create", "--product", PRODUCT, "--out", "req.json"]);
     s.ok(&["token", "issue", "--request", "req.json", "--home", "home", "--entitlement", "acme", "--out", "t.jws"]);
     let list: Value = serde_json::from_str(&s.ok(&["ledger", "list", "--home", "home", "--json"])).unwrap();
-    let (serial, cmid) = (list[0]["serial"].as_str().unwrap(), list[0]["machine"].as_str().unwrap());
+    let (serial, cmid) = (list[0]["serial"].as_str().unwrap(), list[0]["cmid"].as_str().unwrap());
     s.ok(&["ledger", "release", serial, "--reason", "decommissioned", "--home", "home"]);
     let before = s.snapshot("home");
     let r = s.tka(&["ledger", "release", serial, "--reason", "again", "--home", "home"]);

@@ -219,7 +219,7 @@ pub fn verified_json(v: &VerifiedToken) -> serde_json::Value {
     json!({
         "valid": true,
         "product": c.aud,
-        "machine": c.sub,
+        "cmid": c.sub,
         "serial": c.jti,
         "features": c.tka.features,
         "edition": c.tka.edition,

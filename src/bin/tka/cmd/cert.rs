@@ -112,7 +112,7 @@ pub fn run(cmd: CertCmd) -> Result<ExitCode> {
             let infos = ders.iter().map(|d| CertInfo::parse(d)).collect::<std::result::Result<Vec<_>, _>>()?;
             let rows: Vec<serde_json::Value> = infos.iter().map(cert_json).collect();
             if out.json {
-                say_json(&if rows.len() == 1 { rows[0].clone() } else { json!(rows) });
+                say_json(&json!(rows));
             } else {
                 for (i, r) in rows.iter().enumerate() {
                     if i > 0 {

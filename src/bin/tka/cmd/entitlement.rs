@@ -160,7 +160,7 @@ pub fn run(cmd: EntitlementCmd) -> CmdResult {
                 let mut j = ent_json(&e);
                 j["seats"] = json!(seats
                     .iter()
-                    .map(|(cmid, at)| json!({"machine": cmid, "counted": clock::rfc3339(*at)}))
+                    .map(|(cmid, at)| json!({"cmid": cmid, "counted": clock::rfc3339(*at)}))
                     .collect::<Vec<_>>());
                 say_json(&j);
             } else {

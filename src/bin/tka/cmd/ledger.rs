@@ -117,7 +117,7 @@ pub enum LedgerCmd {
 
 fn token_json(t: &TokenRecord, with_token: bool) -> serde_json::Value {
     let mut j = json!({
-        "serial": t.serial, "entitlement": t.entitlement, "product": t.product, "machine": t.cmid,
+        "serial": t.serial, "entitlement": t.entitlement, "product": t.product, "cmid": t.cmid,
         "issued": clock::rfc3339(t.issued_at), "not_before": clock::rfc3339(t.not_before),
         "expires": t.expires.map(clock::rfc3339), "signer": t.signer,
         "request_nonce": t.request_nonce, "request_digest": t.request_digest, "replaces": t.replaces,
@@ -278,7 +278,7 @@ pub fn run(cmd: LedgerCmd) -> CmdResult {
             let r = l.revoke(&serial, &reason, now)?;
             if out.json {
                 say_json(&json!({"revoked": r.serial, "reason": r.reason, "at": clock::rfc3339(r.revoked_at),
-                                 "product": r.product, "machine": r.cmid}));
+                                 "product": r.product, "cmid": r.cmid}));
             } else {
                 say(format!("revoked: {}", r.serial));
                 say("hint: publish a new token revocation list so machines learn of it");
