@@ -228,7 +228,18 @@ impl Cli {
     fn new(machines: u32) -> Cli {
         let c = Cli { dir: tempfile::tempdir().unwrap() };
         let home = c.path("home");
-        c.ok(&["issuer", "init", "--home", home.to_str().unwrap(), "--root-bits", "2048", "--ca-bits", "2048"]);
+        c.ok(&[
+            "issuer",
+            "init",
+            "--org",
+            "tka",
+            "--home",
+            home.to_str().unwrap(),
+            "--root-bits",
+            "2048",
+            "--ca-bits",
+            "2048",
+        ]);
         c.ok(&[
             "entitlement",
             "add",

@@ -30,8 +30,18 @@ impl CliSandbox for Sandbox {
     #[track_caller]
     fn issuer(&self, rel: &str) -> PathBuf {
         let home = self.path(rel);
-        let out =
-            self.ok(&["issuer", "init", "--home", home.to_str().unwrap(), "--root-bits", "2048", "--ca-bits", "2048"]);
+        let out = self.ok(&[
+            "issuer",
+            "init",
+            "--org",
+            "tka",
+            "--home",
+            home.to_str().unwrap(),
+            "--root-bits",
+            "2048",
+            "--ca-bits",
+            "2048",
+        ]);
         let root = out.lines().find_map(|l| l.strip_prefix("root: ")).expect("issuer init prints `root: PATH`");
         assert_eq!(fs::canonicalize(root).unwrap(), fs::canonicalize(home.join("root.pem")).unwrap(), "{out}");
         home
@@ -119,7 +129,20 @@ fn whole_flow_with_keys_on_a_pkcs11_token() {
     s.softhsm2_conf = Some(hsm.conf());
     let home = s.path("home");
     let h = home.to_str().unwrap();
-    let out = s.ok(&["issuer", "init", "--home", h, "--root-bits", "2048", "--ca-bits", "2048", "--pkcs11", &uri]);
+    let out = s.ok(&[
+        "issuer",
+        "init",
+        "--org",
+        "tka",
+        "--home",
+        h,
+        "--root-bits",
+        "2048",
+        "--ca-bits",
+        "2048",
+        "--pkcs11",
+        &uri,
+    ]);
     assert!(out.contains("root: "), "{out}");
     for f in ["root.key", "ca.key", "signer.key"] {
         assert!(!home.join(f).exists(), "{f} must not exist: the key is on the token");
@@ -616,7 +639,18 @@ fn issuer_init_refuses_a_non_empty_home() {
     let s = Sandbox::new();
     let home = s.issuer("home");
     let before = s.snapshot("home");
-    let r = s.tka(&["issuer", "init", "--home", home.to_str().unwrap(), "--root-bits", "2048", "--ca-bits", "2048"]);
+    let r = s.tka(&[
+        "issuer",
+        "init",
+        "--org",
+        "tka",
+        "--home",
+        home.to_str().unwrap(),
+        "--root-bits",
+        "2048",
+        "--ca-bits",
+        "2048",
+    ]);
     assert_eq!(r.0, 2, "{r:?}");
     assert!(
         r.2.starts_with("error: ")
@@ -630,7 +664,18 @@ fn issuer_init_refuses_a_non_empty_home() {
 fn issuer_init_existing_home_hint_names_a_real_option() {
     let s = Sandbox::new();
     let home = s.issuer("home");
-    let r = s.tka(&["issuer", "init", "--home", home.to_str().unwrap(), "--root-bits", "2048", "--ca-bits", "2048"]);
+    let r = s.tka(&[
+        "issuer",
+        "init",
+        "--org",
+        "tka",
+        "--home",
+        home.to_str().unwrap(),
+        "--root-bits",
+        "2048",
+        "--ca-bits",
+        "2048",
+    ]);
     assert_eq!(r.0, 2, "{r:?}");
     if r.2.contains("--force") {
         let r2 = s.tka(&[
@@ -800,7 +845,7 @@ fn new_key_without_any_passphrase_is_refused() {
     assert_fails(&r, 2, "no passphrase for the new key");
     assert!(!s.path("k.key").exists());
     let r = run(s
-        .cmd(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"])
+        .cmd(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"])
         .env_remove("TKA_PASSPHRASE"));
     assert_fails(&r, 2, "no passphrase for the new key");
     assert!(s.snapshot("home").len() <= 1, "nothing written into the home");
@@ -816,7 +861,8 @@ fn vendor_and_self_made_roots(s: &Sandbox) -> (String, String) {
     s.ok(&["token", "issue", "--request", "req.json", "--home", "self", "--out", "self.jws"]);
     let fp = |out: String| out.lines().find_map(|l| l.strip_prefix("fingerprint: ")).unwrap().to_string();
     let vendor = fp(s.ok(&["trust", "add", "home/root.pem"]));
-    let info: Value = serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "self/root.pem", "--json"])).unwrap()[0].clone();
+    let info: Value =
+        serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "self/root.pem", "--json"])).unwrap()[0].clone();
     let self_made = info["fingerprint"].as_str().unwrap().to_string();
     s.ok(&["trust", "add", "self/root.pem", "--fingerprint", &self_made]);
     (vendor, self_made)

@@ -157,7 +157,18 @@ fn expected_exit(cmd: &str) -> i32 {
 /// The sandbox every `sh` block starts from (see the module documentation).
 fn prepared() -> Sandbox {
     let s = Sandbox::new();
-    s.ok(&["issuer", "init", "--home", "user-home/tka-issuer", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&[
+        "issuer",
+        "init",
+        "--org",
+        "tka",
+        "--home",
+        "user-home/tka-issuer",
+        "--root-bits",
+        "2048",
+        "--ca-bits",
+        "2048",
+    ]);
     fs::copy(s.path("user-home/tka-issuer/root.pem"), s.path("root.pem")).unwrap();
     s.ok(&["trust", "add", "root.pem"]);
     s.ok(&["request", "create", "--product", PRODUCT, "--text", "--out", "request.txt"]);

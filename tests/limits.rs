@@ -187,7 +187,7 @@ fn sparse(s: &sandbox::Sandbox, name: &str, size: u64) {
 #[test]
 fn cli_refuses_huge_crl_request_root_and_passphrase_files_quickly() {
     let s = sandbox::Sandbox::new();
-    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
     s.token(sandbox::PRODUCT, "t.jws");
     sparse(&s, "huge", 100 * MIB as u64);
     for args in [
@@ -208,7 +208,7 @@ fn cli_refuses_huge_crl_request_root_and_passphrase_files_quickly() {
 #[test]
 fn cli_issue_bulk_refuses_an_overlong_request_line_without_reading_it_whole() {
     let s = sandbox::Sandbox::new();
-    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
     s.ok(&["entitlement", "add", "--home", "home", "--product", sandbox::PRODUCT, "--machines", "5", "--name", "e"]);
     s.ok(&["request", "create", "--product", sandbox::PRODUCT, "--text", "--out", "req.txt"]);
     let good = std::fs::read_to_string(s.path("req.txt")).unwrap();
@@ -268,7 +268,7 @@ fn cli_activate_bundle_skips_an_overlong_line_without_holding_it() {
 #[test]
 fn cli_revocations_import_refuses_a_huge_file_unread() {
     let s = sandbox::Sandbox::new();
-    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
     s.ok(&["trust", "add", "home/root.pem", "--store", "store"]);
     sparse(&s, "huge", 100 * MIB as u64);
     let t = Instant::now();
@@ -290,7 +290,7 @@ fn cli_revocations_import_refuses_a_huge_file_unread() {
 /// a FIFO with no writer at `fifo`.
 fn issuer_with_fifo() -> sandbox::Sandbox {
     let s = sandbox::Sandbox::new();
-    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
     s.ok(&["request", "create", "--product", sandbox::PRODUCT, "--out", "req.json"]);
     sandbox::mkfifo(&s.path("fifo"));
     s

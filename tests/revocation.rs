@@ -62,7 +62,8 @@ impl RevocationSandbox for Sandbox {
     }
 
     fn serial_of(&self, cert: &str) -> String {
-        let j: Value = serde_json::from_str::<Value>(&self.ok(&["cert", "inspect", cert, "--json"])).unwrap()[0].clone();
+        let j: Value =
+            serde_json::from_str::<Value>(&self.ok(&["cert", "inspect", cert, "--json"])).unwrap()[0].clone();
         j["serial"].as_str().unwrap().to_string()
     }
 }

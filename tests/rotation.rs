@@ -24,7 +24,7 @@ trait RotationSandbox {
 
 impl RotationSandbox for Sandbox {
     fn issuer(&self, rel: &str) {
-        self.ok(&["issuer", "init", "--home", rel, "--root-bits", "2048", "--ca-bits", "2048"]);
+        self.ok(&["issuer", "init", "--org", "tka", "--home", rel, "--root-bits", "2048", "--ca-bits", "2048"]);
     }
 
     /// A request for `product` on the fake machine, then a token from `home` at `out`.
@@ -78,7 +78,8 @@ fn three_rotation_scripts_keep_an_untouched_store_working() {
     assert!(fs::read_dir(s.path("home/retired")).unwrap().count() >= 2, "old signer kept for the audit trail");
     s.token_from("home", "app1", "t1.jws");
     let j: Value = serde_json::from_str(&s.ok(&["token", "inspect", "t1.jws", "--json"])).unwrap();
-    let signer_json: Value = serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", &new_signer, "--json"])).unwrap()[0].clone();
+    let signer_json: Value =
+        serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", &new_signer, "--json"])).unwrap()[0].clone();
     assert_eq!(j["x5c"][0]["serial"], signer_json["serial"], "issuance switched to the new signer");
     verify_old("t1.jws");
 
@@ -266,9 +267,11 @@ fn renew_args<'a>(cert: &'a str, ca_cert: &'a str, ca_key: &'a str, extra: &[&'a
 fn renew_keeps_the_key_and_rekey_changes_it() {
     let s = Sandbox::new();
     s.issuer("home");
-    let old: Value = serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "home/signer.pem", "--json"])).unwrap()[0].clone();
+    let old: Value =
+        serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "home/signer.pem", "--json"])).unwrap()[0].clone();
     s.ok(&renew_args("home/signer.pem", "home/ca.pem", "home/ca.key", &["--out", "renewed.pem"]));
-    let renewed: Value = serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "renewed.pem", "--json"])).unwrap()[0].clone();
+    let renewed: Value =
+        serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "renewed.pem", "--json"])).unwrap()[0].clone();
     assert_eq!(renewed["subject"], old["subject"]);
     assert_eq!(renewed["subject_key_id"], old["subject_key_id"], "same key");
     assert_ne!(renewed["serial"], old["serial"]);
@@ -291,8 +294,10 @@ fn renew_keeps_the_key_and_rekey_changes_it() {
         "--out",
         "rekeyed-ca.pem",
     ]);
-    let ca: Value = serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "home/ca.pem", "--json"])).unwrap()[0].clone();
-    let rekeyed: Value = serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "rekeyed-ca.pem", "--json"])).unwrap()[0].clone();
+    let ca: Value =
+        serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "home/ca.pem", "--json"])).unwrap()[0].clone();
+    let rekeyed: Value =
+        serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "rekeyed-ca.pem", "--json"])).unwrap()[0].clone();
     assert_eq!(rekeyed["subject"], ca["subject"]);
     assert_eq!(rekeyed["role"], "CA");
     assert_ne!(rekeyed["subject_key_id"], ca["subject_key_id"], "new key");
