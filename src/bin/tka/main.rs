@@ -143,6 +143,7 @@ fn parse_tree(args: &[std::ffi::OsString]) -> clap::Command {
             .propagate_version(true)
             .subcommand_required(true)
             .arg_required_else_help(true)
+            .arg(clap::Arg::new("json").long("json").global(true).action(clap::ArgAction::SetTrue))
             .subcommand(token)
     } else {
         Cli::command()
@@ -175,6 +176,8 @@ mod tests {
             &["token", "verify", "t.jws", "--trust", "r.pem", "--bogus"],
             &["token", "verfy", "t.jws"],
             &["token", "inspect", "t.jws", "--json"],
+            &["--json", "token", "inspect", "t.jws"],
+            &["token", "issue", "--request", "r.txt", "--home", "h", "--json"],
             &["token", "issue", "--request", "r.txt", "--home", "h", "--days", "30"],
             &["token", "issue-bulk", "--entitlement", "e", "--requests-file", "r", "--bundle", "b"],
             &["token", "renew-bulk", "--expiring-within", "30d", "--out", "d"],

@@ -230,6 +230,7 @@ pub fn verified_json(v: &VerifiedToken) -> serde_json::Value {
         "alg": v.alg.jws_name(),
         "signer": v.signer.subject,
         "path": v.path,
+        "root_fingerprint": v.root_fingerprint,
         "machine_match": v.machine_match,
     })
 }
@@ -281,6 +282,7 @@ pub fn print_verified(v: &VerifiedToken) {
         say(format!("machine match: {} of {} components ({} required)", m.matched, m.total, m.required));
     }
     say(format!("signer: {}", v.signer.subject));
+    say(format!("root fingerprint: {}", v.root_fingerprint));
 }
 
 pub fn status_json(st: &ProductStatus) -> serde_json::Value {
@@ -304,7 +306,7 @@ pub fn print_status(st: &ProductStatus) {
         ProductStatus::Active(v) => {
             let exp = v.claims.exp.map(clock::rfc3339).unwrap_or_else(|| "never".into());
             let grace = if v.in_grace { " (IN GRACE PERIOD: renew now)" } else { "" };
-            say(format!("{}: activated, expires {exp}{grace}", v.claims.aud));
+            say(format!("{}: activated, expires {exp}{grace}, root fingerprint {}", v.claims.aud, v.root_fingerprint));
         }
         ProductStatus::Invalid { product, reason } => say(format!("{product}: NOT activated: {reason}")),
         ProductStatus::NotInstalled { product } => say(format!("{product}: NOT activated: no token installed")),
