@@ -41,6 +41,7 @@ pub enum CertCmd {
         out: JsonArg,
     },
     /// Show what a certificate says (every certificate in the file)
+    #[command(after_help = "EXAMPLES:\n  tka cert inspect root.pem\n  tka cert inspect ~/tka-issuer/chain.pem --json")]
     Inspect {
         /// Certificate file (PEM or DER)
         cert: PathBuf,

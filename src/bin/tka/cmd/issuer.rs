@@ -76,7 +76,7 @@ pub enum IssuerCmd {
         pass: PassArgs,
     },
     /// New issuing CA from the root, and a new signer under it; issuance switches to them
-    #[command(after_help = "Needs the root key. Prints `ca: PATH` and `signer: PATH`.",
+    #[command(after_help = "Needs the root key. Prints `ca: PATH` and `signer: PATH`.\n\nEXAMPLES:\n  tka issuer rotate-ca --home ~/tka-issuer --if-due",
         mut_arg("days", |a| a.help("Issuing-CA lifetime in days [default: 1825; one ending after the root is refused unless --shorten]"))
     )]
     RotateCa {
@@ -94,7 +94,7 @@ pub enum IssuerCmd {
     },
     /// New root, cross-signed by the old root, with a new issuing CA and signer
     #[command(
-        after_help = "Machines import the new root with `tka trust add ROOT --cross CROSS`.\nPrints `root: PATH`, `cross: PATH`, `ca: PATH`, `signer: PATH`."
+        after_help = "Machines import the new root with `tka trust add ROOT --cross CROSS`.\nPrints `root: PATH`, `cross: PATH`, `ca: PATH`, `signer: PATH`.\n\nEXAMPLES:\n  tka issuer rotate-root --home ~/tka-issuer --if-due"
     ,
         mut_arg("days", |a| a.help("Root lifetime in days [default: 7300]"))
     )]
@@ -112,6 +112,7 @@ pub enum IssuerCmd {
         pass: PassArgs,
     },
     /// What expires when (root, issuing CA, signer, CRLs in DIR/crls/), and what to do
+    #[command(after_help = "EXAMPLES:\n  tka issuer health --home ~/tka-issuer\n  tka issuer health --home ~/tka-issuer --json")]
     Health {
         #[command(flatten)]
         home: HomeArg,
@@ -123,7 +124,7 @@ pub enum IssuerCmd {
     },
     /// Repair what an interrupted rotation left: retire orphan keys and certificates, re-derive chain.pem
     #[command(
-        after_help = "Orphans (certificate and key files the configuration does not name) move to DIR/retired/;\nkeys are never deleted. Temporary files are removed and chain.pem is written again from\nthe configuration, which itself is not changed."
+        after_help = "Orphans (certificate and key files the configuration does not name) move to DIR/retired/;\nkeys are never deleted. Temporary files are removed and chain.pem is written again from\nthe configuration, which itself is not changed.\n\nEXAMPLES:\n  tka issuer repair --home ~/tka-issuer"
     )]
     Repair {
         #[command(flatten)]
@@ -132,6 +133,7 @@ pub enum IssuerCmd {
         lock: LockWaitArg,
     },
     /// Print the current certificate files of an issuer home, one `name: PATH` line each
+    #[command(after_help = "EXAMPLES:\n  tka issuer show --home ~/tka-issuer")]
     Show {
         #[command(flatten)]
         home: HomeArg,

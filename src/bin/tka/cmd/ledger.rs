@@ -15,6 +15,7 @@ use tka::{clock, Error};
 #[derive(Subcommand, Debug)]
 pub enum LedgerCmd {
     /// List issued tokens
+    #[command(after_help = "EXAMPLES:\n  tka ledger list --home ~/tka-issuer\n  tka ledger list --home ~/tka-issuer --product example-pro --json")]
     List {
         /// Only this product
         #[arg(long)]
@@ -34,6 +35,7 @@ pub enum LedgerCmd {
         out: JsonArg,
     },
     /// Show one issued token
+    #[command(after_help = "EXAMPLES:\n  tka ledger show SERIAL --home ~/tka-issuer")]
     Show {
         /// Serial
         serial: String,
@@ -46,6 +48,7 @@ pub enum LedgerCmd {
         out: JsonArg,
     },
     /// Export every issued token record (CSV or JSON) to standard output or FILE
+    #[command(after_help = "EXAMPLES:\n  tka ledger export --home ~/tka-issuer --format csv > ledger.csv\n  tka ledger export --home ~/tka-issuer --format json --out ledger.json")]
     Export {
         /// Format
         #[arg(long, value_parser = ["csv", "json"])]
@@ -79,6 +82,7 @@ pub enum LedgerCmd {
         out: JsonArg,
     },
     /// Record a token as revoked (it goes on the next token revocation list)
+    #[command(after_help = "EXAMPLES:\n  tka ledger revoke SERIAL --reason stolen --home ~/tka-issuer")]
     Revoke {
         /// Serial
         serial: String,

@@ -90,11 +90,14 @@ pub enum Command {
     #[command(after_help = "EXAMPLES:\n  tka man > tka.1")]
     Man,
     /// Show whether products are activated here (re-verifies installed tokens)
+    #[command(after_help = "EXAMPLES:\n  tka status\n  tka status --product example-pro --json")]
     Status(activation::StatusArgs),
     /// List installed tokens without verifying them (`--json` labels what the token itself claims
     /// `unverified_`; `tka status` verifies)
+    #[command(after_help = "EXAMPLES:\n  tka list\n  tka list --json")]
     List(activation::ListArgs),
     /// Remove the installed token for a product
+    #[command(after_help = "EXAMPLES:\n  tka deactivate --product example-pro")]
     Deactivate(activation::DeactivateArgs),
 }
 

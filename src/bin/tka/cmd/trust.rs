@@ -43,6 +43,7 @@ pub enum TrustCmd {
         store: StoreArgs,
     },
     /// List trusted roots
+    #[command(after_help = "EXAMPLES:\n  tka trust list\n  tka trust list --json")]
     List {
         #[command(flatten)]
         store: StoreArgs,
@@ -50,6 +51,7 @@ pub enum TrustCmd {
         out: JsonArg,
     },
     /// Stop trusting a root (by fingerprint or a unique prefix of it)
+    #[command(after_help = "EXAMPLES:\n  tka trust remove 3f2a9c")]
     Remove {
         /// Fingerprint
         fingerprint: String,
