@@ -398,7 +398,7 @@ fn leaf_commands(helps: &mut Helps) -> Vec<Vec<String>> {
 /// The example lines of a help: the `tka ...` lines after `EXAMPLE:` or
 /// `EXAMPLES:`, up to the next blank line.
 fn help_examples(help: &str) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out: Vec<String> = Vec::new();
     let mut inside = false;
     for line in help.lines() {
         let t = line.trim();
@@ -409,7 +409,14 @@ fn help_examples(help: &str) -> Vec<String> {
         } else if inside {
             // `VAR=value tka ...`: the command after the environment.
             let cmd = t.split_whitespace().skip_while(|w| w.contains('=') && !w.starts_with('-')).collect::<Vec<_>>();
-            out.push(cmd.join(" "));
+            match out.last_mut() {
+                // clap wraps a long example: the rest of it is on the next line.
+                Some(prev) if cmd.first() != Some(&"tka") => {
+                    prev.push(' ');
+                    prev.push_str(t);
+                }
+                _ => out.push(cmd.join(" ")),
+            }
         }
     }
     out
