@@ -467,8 +467,10 @@ fn top_level_help_lists_every_environment_variable() {
             } else if p.extension().is_some_and(|x| x == "rs") {
                 let text = fs::read_to_string(&p).unwrap();
                 for (i, _) in text.match_indices("\"TKA_") {
-                    let name: String =
-                        text[i + 1..].chars().take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_').collect();
+                    let name: String = text[i + 1..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
                     names.insert(name);
                 }
             }

@@ -112,7 +112,9 @@ pub enum IssuerCmd {
         pass: PassArgs,
     },
     /// What expires when (root, issuing CA, signer, CRLs in DIR/crls/), and what to do
-    #[command(after_help = "EXAMPLES:\n  tka issuer health --home ~/tka-issuer\n  tka issuer health --home ~/tka-issuer --json")]
+    #[command(
+        after_help = "EXAMPLES:\n  tka issuer health --home ~/tka-issuer\n  tka issuer health --home ~/tka-issuer --json"
+    )]
     Health {
         #[command(flatten)]
         home: HomeArg,

@@ -15,7 +15,9 @@ use tka::{clock, Error};
 #[derive(Subcommand, Debug)]
 pub enum LedgerCmd {
     /// List issued tokens
-    #[command(after_help = "EXAMPLES:\n  tka ledger list --home ~/tka-issuer\n  tka ledger list --home ~/tka-issuer --product example-pro --json")]
+    #[command(
+        after_help = "EXAMPLES:\n  tka ledger list --home ~/tka-issuer\n  tka ledger list --home ~/tka-issuer --product example-pro --json"
+    )]
     List {
         /// Only this product
         #[arg(long)]
@@ -48,7 +50,9 @@ pub enum LedgerCmd {
         out: JsonArg,
     },
     /// Export every issued token record (CSV or JSON) to standard output or FILE
-    #[command(after_help = "EXAMPLES:\n  tka ledger export --home ~/tka-issuer --format csv > ledger.csv\n  tka ledger export --home ~/tka-issuer --format json --out ledger.json")]
+    #[command(
+        after_help = "EXAMPLES:\n  tka ledger export --home ~/tka-issuer --format csv > ledger.csv\n  tka ledger export --home ~/tka-issuer --format json --out ledger.json"
+    )]
     Export {
         /// Format
         #[arg(long, value_parser = ["csv", "json"])]
