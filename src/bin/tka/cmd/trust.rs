@@ -148,9 +148,7 @@ fn trust_add(
         tka::pki::RootFingerprint::parse(f)?;
     }
     let info = CertInfo::parse(&ders[0])?;
-    if fingerprint.is_none() && !yes && cross.is_none() {
-        confirm_root(&info)?;
-    }
+    let unchecked = fingerprint.is_none() && !yes && cross.is_none() && !confirm_root(&info)?;
     let store = open_store(&store)?;
     let opts = TrustRootOptions {
         fingerprint: fingerprint.as_deref(),
@@ -162,6 +160,13 @@ fn trust_add(
         },
     };
     let added = tka::trust::trust_root(&store, &ders[0], &opts, clock::now())?;
+    if unchecked {
+        say_err(format!(
+            "note: trusting {} (SHA-256 fingerprint {}) unchecked: compare the fingerprint with the issuer's, \
+             or pass --fingerprint to have it compared (--yes: no note)",
+            added.root.subject, added.root.fingerprint
+        ));
+    }
     if crate::output::json_mode() {
         say_json(&json!({"subject": added.root.subject, "fingerprint": added.root.fingerprint,
             "vouched_by": added.vouched_by, "products": added.products}));
@@ -175,24 +180,19 @@ fn trust_add(
 }
 
 /// Trust on first use with eyes open: on a terminal, the root's subject and
-/// fingerprint and a question (anything but `y`/`yes` refuses); off a
-/// terminal, a note on standard error that nobody compared the fingerprint.
-fn confirm_root(root: &CertInfo) -> Result<()> {
+/// fingerprint and a question (anything but `y`/`yes` refuses); `true` when
+/// confirmed there, `false` off a terminal (nobody compared the fingerprint:
+/// the caller says so once the root is trusted).
+fn confirm_root(root: &CertInfo) -> Result<bool> {
     use std::io::IsTerminal;
-    let fp = &root.fingerprint;
-    if std::io::stdin().is_terminal() {
-        say_err(format!("root: {}", root.subject));
-        say_err(format!("SHA-256 fingerprint: {fp}"));
-        let answer = crate::io::ask("Is this the fingerprint the issuer gave you? Trust this root [y/N]: ")?;
-        if matches!(answer.to_ascii_lowercase().as_str(), "y" | "yes") {
-            return Ok(());
-        }
-        return Err(Error::Refused(format!("root {} not trusted: not confirmed", root.subject)));
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
     }
-    say_err(format!(
-        "note: trusting {} (SHA-256 fingerprint {fp}) unchecked: compare the fingerprint with the issuer's, \
-         or pass --fingerprint to have it compared (--yes: no note)",
-        root.subject
-    ));
-    Ok(())
+    say_err(format!("root: {}", root.subject));
+    say_err(format!("SHA-256 fingerprint: {}", root.fingerprint));
+    let answer = crate::io::ask("Is this the fingerprint the issuer gave you? Trust this root [y/N]: ")?;
+    if matches!(answer.to_ascii_lowercase().as_str(), "y" | "yes") {
+        return Ok(true);
+    }
+    Err(Error::Refused(format!("root {} not trusted: not confirmed", root.subject)))
 }
