@@ -329,7 +329,8 @@ fn health_reports_what_expires_and_exits_1_when_action_is_needed() {
     assert_eq!(r.0, 0, "{r:?}");
     assert!(r.1.lines().any(|l| l.starts_with("ok\tsigner\t")), "{r:?}");
     // Pretend it is a year later: the 400-day signer can no longer cover a 180-day token.
-    let info: Value = serde_json::from_str(&s.ok(&["cert", "inspect", "home/signer.pem", "--json"])).unwrap();
+    let info: Value =
+        serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "home/signer.pem", "--json"])).unwrap()[0].clone();
     let nb = info["not_before"].as_str().unwrap();
     let later = format!("{}{}", nb[..4].parse::<i32>().unwrap() + 1, &nb[4..]);
     let r = s.tka(&["issuer", "health", "--home", "home", "--at", &later, "--json"]);
@@ -574,7 +575,7 @@ fn revoking_the_cross_certificate_deactivates_tokens_under_the_new_root() {
 
 /// The notAfter `tka cert inspect` shows for `cert`.
 fn not_after(s: &Sandbox, cert: &str) -> String {
-    let j: Value = serde_json::from_str(&s.ok(&["cert", "inspect", cert, "--json"])).unwrap();
+    let j: Value = serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", cert, "--json"])).unwrap()[0].clone();
     j["not_after"].as_str().unwrap().to_string()
 }
 
