@@ -938,7 +938,7 @@ fn tka_ok(args: &[&str]) -> std::process::Output {
 fn end_to_end_with_tka_host_serve() {
     let work = tempfile::tempdir().unwrap();
     let w = |p: &str| work.path().join(p).to_str().unwrap().to_string();
-    tka_ok(&["issuer", "init", "--home", &w("iss"), "--insecure-no-passphrase"]);
+    tka_ok(&["issuer", "init", "--org", "tka", "--home", &w("iss"), "--insecure-no-passphrase"]);
     tka_ok(&["host", "init", "--dir", &w("host")]);
     tka_ok(&[
         "host",
@@ -1022,7 +1022,7 @@ fn end_to_end_with_tka_host_serve() {
 fn cli_host_serve_tls_and_agent_once_tls() {
     let work = tempfile::tempdir().unwrap();
     let w = |p: &str| work.path().join(p).to_str().unwrap().to_string();
-    tka_ok(&["issuer", "init", "--home", &w("iss"), "--insecure-no-passphrase"]);
+    tka_ok(&["issuer", "init", "--org", "tka", "--home", &w("iss"), "--insecure-no-passphrase"]);
     tka_ok(&["host", "init", "--dir", &w("host")]);
     let certify = ["host", "certify", "--home", &w("iss"), "--request", &w("host/host.csr"), "--products", "acme"];
     let mut args = certify.to_vec();

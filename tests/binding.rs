@@ -455,7 +455,7 @@ fn cli_merged_request_is_refused_and_counts_nothing() {
     }
     let req = forged(merged);
     s.write("merged.json", req.to_json());
-    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
     s.ok(&["entitlement", "add", "--home", "home", "--product", PRODUCT, "--machines", "1", "--name", "acme"]);
     let before = s.snapshot("home");
     let r = s.tka(&[

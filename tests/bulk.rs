@@ -229,7 +229,18 @@ impl Cli {
     fn new(machines: u32) -> Cli {
         let c = Cli { dir: tempfile::tempdir().unwrap() };
         let home = c.path("home");
-        c.ok(&["issuer", "init", "--home", home.to_str().unwrap(), "--root-bits", "2048", "--ca-bits", "2048"]);
+        c.ok(&[
+            "issuer",
+            "init",
+            "--org",
+            "tka",
+            "--home",
+            home.to_str().unwrap(),
+            "--root-bits",
+            "2048",
+            "--ca-bits",
+            "2048",
+        ]);
         c.ok(&[
             "entitlement",
             "add",
@@ -330,7 +341,7 @@ fn cli_entitlement_show_json_and_issue_refusal_exit_codes() {
 
     // Release by machine, then the other machine fits.
     let list: serde_json::Value = serde_json::from_str(&c.ok(&["ledger", "list", "--home", "home", "--json"])).unwrap();
-    let cmid = list[0]["machine"].as_str().unwrap().to_string();
+    let cmid = list[0]["cmid"].as_str().unwrap().to_string();
     c.ok(&["ledger", "release", "--machine", &cmid, "--reason", "decommissioned", "--home", "home"]);
     let r = c.run(&["ledger", "release", "--machine", &cmid, "--reason", "again", "--home", "home"]);
     let nothing =

@@ -30,8 +30,18 @@ impl CliSandbox for Sandbox {
     #[track_caller]
     fn issuer(&self, rel: &str) -> PathBuf {
         let home = self.path(rel);
-        let out =
-            self.ok(&["issuer", "init", "--home", home.to_str().unwrap(), "--root-bits", "2048", "--ca-bits", "2048"]);
+        let out = self.ok(&[
+            "issuer",
+            "init",
+            "--org",
+            "tka",
+            "--home",
+            home.to_str().unwrap(),
+            "--root-bits",
+            "2048",
+            "--ca-bits",
+            "2048",
+        ]);
         let root = out.lines().find_map(|l| l.strip_prefix("root: ")).expect("issuer init prints `root: PATH`");
         assert_eq!(fs::canonicalize(root).unwrap(), fs::canonicalize(home.join("root.pem")).unwrap(), "{out}");
         home
@@ -119,7 +129,20 @@ fn whole_flow_with_keys_on_a_pkcs11_token() {
     s.softhsm2_conf = Some(hsm.conf());
     let home = s.path("home");
     let h = home.to_str().unwrap();
-    let out = s.ok(&["issuer", "init", "--home", h, "--root-bits", "2048", "--ca-bits", "2048", "--pkcs11", &uri]);
+    let out = s.ok(&[
+        "issuer",
+        "init",
+        "--org",
+        "tka",
+        "--home",
+        h,
+        "--root-bits",
+        "2048",
+        "--ca-bits",
+        "2048",
+        "--pkcs11",
+        &uri,
+    ]);
     assert!(out.contains("root: "), "{out}");
     for f in ["root.key", "ca.key", "signer.key"] {
         assert!(!home.join(f).exists(), "{f} must not exist: the key is on the token");
@@ -621,7 +644,18 @@ fn issuer_init_refuses_a_non_empty_home() {
     let s = Sandbox::new();
     let home = s.issuer("home");
     let before = s.snapshot("home");
-    let r = s.tka(&["issuer", "init", "--home", home.to_str().unwrap(), "--root-bits", "2048", "--ca-bits", "2048"]);
+    let r = s.tka(&[
+        "issuer",
+        "init",
+        "--org",
+        "tka",
+        "--home",
+        home.to_str().unwrap(),
+        "--root-bits",
+        "2048",
+        "--ca-bits",
+        "2048",
+    ]);
     assert_eq!(r.0, 2, "{r:?}");
     assert!(
         r.2.starts_with("error: ")
@@ -635,7 +669,18 @@ fn issuer_init_refuses_a_non_empty_home() {
 fn issuer_init_existing_home_hint_names_a_real_option() {
     let s = Sandbox::new();
     let home = s.issuer("home");
-    let r = s.tka(&["issuer", "init", "--home", home.to_str().unwrap(), "--root-bits", "2048", "--ca-bits", "2048"]);
+    let r = s.tka(&[
+        "issuer",
+        "init",
+        "--org",
+        "tka",
+        "--home",
+        home.to_str().unwrap(),
+        "--root-bits",
+        "2048",
+        "--ca-bits",
+        "2048",
+    ]);
     assert_eq!(r.0, 2, "{r:?}");
     if r.2.contains("--force") {
         let r2 = s.tka(&[
@@ -805,7 +850,7 @@ fn new_key_without_any_passphrase_is_refused() {
     assert_fails(&r, 2, "no passphrase for the new key");
     assert!(!s.path("k.key").exists());
     let r = run(s
-        .cmd(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"])
+        .cmd(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"])
         .env_remove("TKA_PASSPHRASE"));
     assert_fails(&r, 2, "no passphrase for the new key");
     assert!(s.snapshot("home").len() <= 1, "nothing written into the home");
@@ -821,7 +866,8 @@ fn vendor_and_self_made_roots(s: &Sandbox) -> (String, String) {
     s.ok(&["token", "issue", "--request", "req.json", "--home", "self", "--out", "self.jws"]);
     let fp = |out: String| out.lines().find_map(|l| l.strip_prefix("fingerprint: ")).unwrap().to_string();
     let vendor = fp(s.ok(&["trust", "add", "home/root.pem"]));
-    let info: Value = serde_json::from_str(&s.ok(&["cert", "inspect", "self/root.pem", "--json"])).unwrap();
+    let info: Value =
+        serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "self/root.pem", "--json"])).unwrap()[0].clone();
     let self_made = info["fingerprint"].as_str().unwrap().to_string();
     s.ok(&["trust", "add", "self/root.pem", "--fingerprint", &self_made]);
     (vendor, self_made)
@@ -1217,7 +1263,7 @@ fn ledger_values_with_escapes_and_newlines_are_printed_escaped() {
     let out = s.ok(&["ledger", "list", "--home", "home", "--json"]);
     assert_printable(&out);
     let rows: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(rows[0]["machine"], EVIL);
+    assert_eq!(rows[0]["cmid"], EVIL);
 }
 
 #[test]
@@ -1392,7 +1438,7 @@ fn release_without_a_seat_is_a_no_by_serial_and_by_machine() {
     s.ok(&["request", "create", "--product", PRODUCT, "--out", "req.json"]);
     s.ok(&["token", "issue", "--request", "req.json", "--home", "home", "--entitlement", "acme", "--out", "t.jws"]);
     let list: Value = serde_json::from_str(&s.ok(&["ledger", "list", "--home", "home", "--json"])).unwrap();
-    let (serial, cmid) = (list[0]["serial"].as_str().unwrap(), list[0]["machine"].as_str().unwrap());
+    let (serial, cmid) = (list[0]["serial"].as_str().unwrap(), list[0]["cmid"].as_str().unwrap());
     s.ok(&["ledger", "release", serial, "--reason", "decommissioned", "--home", "home"]);
     let before = s.snapshot("home");
     let r = s.tka(&["ledger", "release", serial, "--reason", "again", "--home", "home"]);

@@ -281,7 +281,7 @@ fn sigkill_during_first_activation_leaves_nothing_or_the_token() {
     // The very first activation into a fresh store: killed, the store either
     // does not exist yet, is an empty valid store, or holds the token.
     let s = Sandbox::new();
-    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
     s.token(PRODUCT, "t.jws");
     let token = std::fs::read_to_string(s.path("t.jws")).unwrap().trim().to_string();
     let mut rng = Rng::from_env();
@@ -575,7 +575,7 @@ fn issue_bulk_stopped_at_each_write_step_keeps_ledger_and_files_consistent() {
 fn sigkill_during_issue_bulk_keeps_ledger_and_files_consistent() {
     const N: usize = 60;
     let s = Sandbox::new();
-    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
     std::fs::write(s.path("reqs.txt"), bulk_requests(N)).unwrap();
     let fresh = || {
         for f in ["ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm", "ledger.sqlite-journal"] {
@@ -672,7 +672,7 @@ fn home_issues(s: &Sandbox, root: &str, what: &str) {
 #[test]
 fn rotation_killed_before_each_write_step_leaves_a_working_home_that_health_flags_and_repair_fixes() {
     let s = Sandbox::new();
-    s.ok(&["issuer", "init", "--home", "pristine", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["issuer", "init", "--org", "tka", "--home", "pristine", "--root-bits", "2048", "--ca-bits", "2048"]);
     let pristine_config = s.read("pristine/tka-issuer.json");
     let restore = || {
         let _ = std::fs::remove_dir_all(s.path("home"));
@@ -745,7 +745,7 @@ fn set_token_days(s: &Sandbox, days: u32) {
 #[test]
 fn concurrent_signer_rotations_rotate_once_and_leave_a_healthy_home() {
     let s = Sandbox::new();
-    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
     // A standard token of 500 days: the 400-day signer cannot cover it (due);
     // the 600-day signer a rotation makes can.
     set_token_days(&s, 500);
@@ -790,7 +790,7 @@ fn concurrent_signer_rotations_rotate_once_and_leave_a_healthy_home() {
 #[test]
 fn concurrent_signer_and_ca_rotations_run_one_after_the_other() {
     let s = Sandbox::new();
-    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
     for round in 0..2 {
         let children: Vec<_> = ["rotate-signer", "rotate-ca"]
             .iter()

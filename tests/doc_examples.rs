@@ -43,11 +43,12 @@ use std::process::Command;
 
 /// Per documentation file: (`sh` blocks run, `sh norun` blocks counted).
 const EXPECTED: &[(&str, usize, usize)] = &[
-    ("README.md", 2, 1),
+    ("README.md", 2, 2),
     ("docs/agent.md", 0, 3),
     ("docs/benchmarks.md", 0, 4),
     ("docs/design.md", 0, 0),
     ("docs/host.md", 0, 6),
+    ("docs/json.md", 0, 0),
     ("docs/ledger.md", 0, 0),
     ("docs/machine-identity.md", 0, 0),
     ("docs/pkcs11.md", 0, 6),
@@ -158,7 +159,18 @@ fn expected_exit(cmd: &str) -> i32 {
 /// The sandbox every `sh` block starts from (see the module documentation).
 fn prepared() -> Sandbox {
     let s = Sandbox::new();
-    s.ok(&["issuer", "init", "--home", "user-home/tka-issuer", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&[
+        "issuer",
+        "init",
+        "--org",
+        "tka",
+        "--home",
+        "user-home/tka-issuer",
+        "--root-bits",
+        "2048",
+        "--ca-bits",
+        "2048",
+    ]);
     fs::copy(s.path("user-home/tka-issuer/root.pem"), s.path("root.pem")).unwrap();
     s.ok(&["trust", "add", "root.pem"]);
     s.ok(&["request", "create", "--product", PRODUCT, "--text", "--out", "request.txt"]);
@@ -353,4 +365,123 @@ fn a_misspelled_flag_in_a_sh_block_fails_it() {
         message.starts_with("example.md:2: `tka status --product example-pro --jsn` exited 2 (the doc implies 0)"),
         "{message}"
     );
+}
+
+/// The leaf commands of `tka`, each as its subcommand words, from the
+/// `Commands:` sections of the helps.
+fn leaf_commands(helps: &mut Helps) -> Vec<Vec<String>> {
+    let mut leaves = Vec::new();
+    let mut todo: Vec<Vec<String>> = vec![Vec::new()];
+    while let Some(path) = todo.pop() {
+        let help = helps.get(&path).unwrap_or_else(|| panic!("`tka {} --help` failed", path.join(" "))).to_string();
+        let subs: Vec<String> = help
+            .split("Commands:\n")
+            .nth(1)
+            .map(|list| {
+                list.lines()
+                    .take_while(|l| !l.trim().is_empty())
+                    .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+                    .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+                    .filter(|n| n != "help")
+                    .collect()
+            })
+            .unwrap_or_default();
+        if subs.is_empty() {
+            leaves.push(path);
+        } else {
+            todo.extend(subs.into_iter().map(|n| [path.clone(), vec![n]].concat()));
+        }
+    }
+    leaves.sort();
+    leaves
+}
+
+/// The example lines of a help: the `tka ...` lines after `EXAMPLE:` or
+/// `EXAMPLES:`, up to the next blank line.
+fn help_examples(help: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut inside = false;
+    for line in help.lines() {
+        let t = line.trim();
+        if t == "EXAMPLES:" || t == "EXAMPLE:" {
+            inside = true;
+        } else if t.is_empty() {
+            inside = false;
+        } else if inside {
+            // `VAR=value tka ...`: the command after the environment.
+            let cmd = t.split_whitespace().skip_while(|w| w.contains('=') && !w.starts_with('-')).collect::<Vec<_>>();
+            match out.last_mut() {
+                // clap wraps a long example: the rest of it is on the next line.
+                Some(prev) if cmd.first() != Some(&"tka") => {
+                    prev.push(' ');
+                    prev.push_str(t);
+                }
+                _ => out.push(cmd.join(" ")),
+            }
+        }
+    }
+    out
+}
+
+/// Every leaf command's help has an EXAMPLES section, and every example in
+/// it names a real command and only flags that command's help lists
+/// (a synopsis check: the examples name files a reader has, such as
+/// `req.json` or a ledger serial, so they are checked, not run).
+#[test]
+fn every_command_help_has_examples_that_name_real_commands_and_flags() {
+    let mut helps = Helps::default();
+    let leaves = leaf_commands(&mut helps);
+    assert!(leaves.len() > 40, "only {} commands found", leaves.len());
+    let (mut missing, mut checked) = (Vec::new(), 0);
+    for path in &leaves {
+        let help = helps.get(path).unwrap().to_string();
+        let examples = help_examples(&help);
+        if examples.is_empty() {
+            missing.push(path.join(" "));
+        }
+        for ex in examples {
+            let cmd = ex.strip_prefix("tka ").unwrap_or_else(|| panic!("`tka {}`: example {ex:?}", path.join(" ")));
+            if let Some(problem) = inline_problem(cmd, &mut helps) {
+                panic!("`tka {} --help`: example `{ex}`: {problem}", path.join(" "));
+            }
+            checked += 1;
+        }
+    }
+    assert!(missing.is_empty(), "commands without EXAMPLES in their help: {missing:?}");
+    println!("{checked} help examples of {} commands checked", leaves.len());
+}
+
+/// `tka --help` has an ENVIRONMENT section naming every TKA_ variable the
+/// binary and library read (test hooks aside).
+#[test]
+fn top_level_help_lists_every_environment_variable() {
+    let mut helps = Helps::default();
+    let help = helps.get(&[]).unwrap().to_string();
+    let env = help.split("ENVIRONMENT:").nth(1).expect("`tka --help` has an ENVIRONMENT section");
+    let mut names = std::collections::BTreeSet::new();
+    let mut dirs = vec![root().join("src")];
+    while let Some(dir) = dirs.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = fs::read_to_string(&p).unwrap();
+                for (i, _) in text.match_indices("\"TKA_") {
+                    let name: String = text[i + 1..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
+                    names.insert(name);
+                }
+            }
+        }
+    }
+    // Test hooks, honoured only by a build with the `test-hooks` feature.
+    for hook in ["TKA_SYSROOT", "TKA_CRASH_AT_WRITE", "TKA_TEST_FAIL_KEY_REMOVAL"] {
+        names.remove(hook);
+    }
+    assert!(names.len() >= 7, "{names:?}");
+    let missing: Vec<&String> = names.iter().filter(|n| !env.contains(n.as_str())).collect();
+    assert!(missing.is_empty(), "not in the ENVIRONMENT section of `tka --help`: {missing:?}");
 }

@@ -225,7 +225,7 @@ const OID_CRITICAL: &str = "2.25.236812418305419463823512950212404736315: critic
 
 /// An issuer home at `home/` and an initialised host at `host/`; returns the request path.
 fn home_and_host(s: &Sandbox) -> String {
-    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
     let out = s.ok(&["host", "init", "--dir", "host"]);
     named(&out)["request"].clone()
 }

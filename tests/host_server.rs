@@ -434,7 +434,7 @@ fn tka(args: &[&str]) -> std::process::Output {
 fn host_dir(work: &Path) -> std::path::PathBuf {
     let (home, host, cert) = (work.join("iss"), work.join("host"), work.join("host.pem"));
     let s = |p: &Path| p.to_str().unwrap().to_string();
-    tka(&["issuer", "init", "--home", &s(&home), "--insecure-no-passphrase"]);
+    tka(&["issuer", "init", "--org", "tka", "--home", &s(&home), "--insecure-no-passphrase"]);
     tka(&["host", "init", "--dir", &s(&host)]);
     tka(&[
         "host",

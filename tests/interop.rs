@@ -41,8 +41,18 @@ impl InteropSandbox for Sandbox {
     /// `tka issuer init` into `rel`; returns the root path it printed.
     fn issuer(&self, rel: &str) -> PathBuf {
         let home = self.path(rel);
-        let out =
-            self.ok(&["issuer", "init", "--home", home.to_str().unwrap(), "--root-bits", "2048", "--ca-bits", "2048"]);
+        let out = self.ok(&[
+            "issuer",
+            "init",
+            "--org",
+            "tka",
+            "--home",
+            home.to_str().unwrap(),
+            "--root-bits",
+            "2048",
+            "--ca-bits",
+            "2048",
+        ]);
         PathBuf::from(out.lines().find_map(|l| l.strip_prefix("root: ")).expect("root: line"))
     }
 

@@ -219,7 +219,7 @@ fn sparse(s: &sandbox::Sandbox, name: &str, size: u64) {
 #[test]
 fn cli_refuses_huge_crl_request_root_and_passphrase_files_unread() {
     let s = sandbox::Sandbox::new();
-    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
     s.token(sandbox::PRODUCT, "t.jws");
     // 1 TiB: refused for its size means read with a bound (see TIB).
     sparse(&s, "huge", TIB);
@@ -255,7 +255,7 @@ fn cli_refuses_huge_crl_request_root_and_passphrase_files_unread() {
 #[test]
 fn cli_issue_bulk_refuses_an_overlong_request_line_without_reading_it_whole() {
     let s = sandbox::Sandbox::new();
-    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
     s.ok(&["entitlement", "add", "--home", "home", "--product", sandbox::PRODUCT, "--machines", "5", "--name", "e"]);
     s.ok(&["request", "create", "--product", sandbox::PRODUCT, "--text", "--out", "req.txt"]);
     let good = std::fs::read_to_string(s.path("req.txt")).unwrap();
@@ -316,7 +316,7 @@ fn cli_activate_bundle_skips_an_overlong_line_without_holding_it() {
 #[test]
 fn cli_revocations_import_refuses_a_huge_file_unread() {
     let s = sandbox::Sandbox::new();
-    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
     s.ok(&["trust", "add", "home/root.pem", "--store", "store"]);
     sparse(&s, "huge", TIB);
     let (code, _, err) = s.tka_guarded(&["revocations", "import", "huge", "--store", "store"]);
@@ -336,7 +336,7 @@ fn cli_revocations_import_refuses_a_huge_file_unread() {
 /// a FIFO with no writer at `fifo`.
 fn issuer_with_fifo() -> sandbox::Sandbox {
     let s = sandbox::Sandbox::new();
-    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
     s.ok(&["request", "create", "--product", sandbox::PRODUCT, "--out", "req.json"]);
     sandbox::mkfifo(&s.path("fifo"));
     s

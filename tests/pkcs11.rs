@@ -260,7 +260,20 @@ impl World {
     /// An issuer home at `home/` with all three keys on token `token`.
     fn home_on_token(&self, token: &str) {
         let uri = self.hsm.uri(token, None);
-        self.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048", "--pkcs11", &uri]);
+        self.ok(&[
+            "issuer",
+            "init",
+            "--org",
+            "tka",
+            "--home",
+            "home",
+            "--root-bits",
+            "2048",
+            "--ca-bits",
+            "2048",
+            "--pkcs11",
+            &uri,
+        ]);
     }
 }
 
@@ -382,7 +395,7 @@ fn a_key_of_the_wrong_type_is_refused() {
         return;
     }
     w.hsm.import("t", &ec, "ec", "0e");
-    w.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    w.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
     w.ok(&["request", "create", "--product", PRODUCT, "--out", "req.json"]);
     let r = w.tka(&signer_cmd(&w.hsm.uri("t", Some("ec"))));
     assert_error(&r, "PKCS#11: \"ec\" on token \"t\" has key type EC: tka signs with RSA keys only");
@@ -600,7 +613,20 @@ fn a_failed_issuer_init_removes_the_keys_it_made_on_the_token() {
     let Some(w) = World::new(&["t"]) else { return };
     let before = token_with_a_signer_label(&w);
     let uri = w.hsm.uri("t", None);
-    let r = w.tka(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048", "--pkcs11", &uri]);
+    let r = w.tka(&[
+        "issuer",
+        "init",
+        "--org",
+        "tka",
+        "--home",
+        "home",
+        "--root-bits",
+        "2048",
+        "--ca-bits",
+        "2048",
+        "--pkcs11",
+        &uri,
+    ]);
     assert_error(&r, INIT_COLLIDES);
     assert_eq!(r.2.lines().count(), 1, "{}", r.2);
     assert!(!w.s.path("home").exists());
@@ -614,7 +640,20 @@ fn keys_a_failed_issuer_init_cannot_remove_are_named() {
     let before = token_with_a_signer_label(&w);
     let uri = w.hsm.uri("t", None);
     let r = w.tka_env(
-        &["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048", "--pkcs11", &uri],
+        &[
+            "issuer",
+            "init",
+            "--org",
+            "tka",
+            "--home",
+            "home",
+            "--root-bits",
+            "2048",
+            "--ca-bits",
+            "2048",
+            "--pkcs11",
+            &uri,
+        ],
         &[("TKA_TEST_FAIL_KEY_REMOVAL", "1")],
     );
     assert_error(

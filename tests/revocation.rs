@@ -63,7 +63,8 @@ impl RevocationSandbox for Sandbox {
     }
 
     fn serial_of(&self, cert: &str) -> String {
-        let j: Value = serde_json::from_str(&self.ok(&["cert", "inspect", cert, "--json"])).unwrap();
+        let j: Value =
+            serde_json::from_str::<Value>(&self.ok(&["cert", "inspect", cert, "--json"])).unwrap()[0].clone();
         j["serial"].as_str().unwrap().to_string()
     }
 }
@@ -332,7 +333,7 @@ fn another_issuers_list_with_the_same_id_neither_replaces_nor_blocks() {
     s.issuer("evil", "Evil");
     let home_fp = named(&s.ok(&["trust", "add", "home/root.pem"]))["fingerprint"].clone();
     let evil_fp = s.ok(&["cert", "inspect", "evil/root.pem", "--json"]);
-    let evil_fp = serde_json::from_str::<Value>(&evil_fp).unwrap()["fingerprint"].as_str().unwrap().to_string();
+    let evil_fp = serde_json::from_str::<Value>(&evil_fp).unwrap()[0]["fingerprint"].as_str().unwrap().to_string();
     s.ok(&["trust", "add", "evil/root.pem", "--fingerprint", &evil_fp]);
     let app = s.activated("home", "app");
     let other = s.activated("home", "other");

@@ -25,7 +25,7 @@ trait RotationSandbox {
 
 impl RotationSandbox for Sandbox {
     fn issuer(&self, rel: &str) {
-        self.ok(&["issuer", "init", "--home", rel, "--root-bits", "2048", "--ca-bits", "2048"]);
+        self.ok(&["issuer", "init", "--org", "tka", "--home", rel, "--root-bits", "2048", "--ca-bits", "2048"]);
     }
 
     /// A request for `product` on the fake machine, then a token from `home` at `out`.
@@ -79,7 +79,8 @@ fn three_rotation_scripts_keep_an_untouched_store_working() {
     assert!(fs::read_dir(s.path("home/retired")).unwrap().count() >= 2, "old signer kept for the audit trail");
     s.token_from("home", "app1", "t1.jws");
     let j: Value = serde_json::from_str(&s.ok(&["token", "inspect", "t1.jws", "--json"])).unwrap();
-    let signer_json: Value = serde_json::from_str(&s.ok(&["cert", "inspect", &new_signer, "--json"])).unwrap();
+    let signer_json: Value =
+        serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", &new_signer, "--json"])).unwrap()[0].clone();
     assert_eq!(j["x5c"][0]["serial"], signer_json["serial"], "issuance switched to the new signer");
     verify_old("t1.jws");
 
@@ -226,7 +227,7 @@ fn needs_renewal_answers_with_its_exit_code() {
     assert_eq!(s.tka(&["cert", "needs-renewal", signer, "--percent", "66", "--at", "2100-01-01"]).0, 0);
     // The home's signer is due when it cannot cover a standard token (180
     // days), even before 66% of its 400-day life has passed.
-    let info: Value = serde_json::from_str(&s.ok(&["cert", "inspect", signer, "--json"])).unwrap();
+    let info: Value = serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", signer, "--json"])).unwrap()[0].clone();
     let nb = tka::clock::parse_rfc3339(info["not_before"].as_str().unwrap()).unwrap();
     let day = tka::clock::DAY;
     let at = |d: i64| tka::clock::rfc3339(nb + d * day);
@@ -267,9 +268,11 @@ fn renew_args<'a>(cert: &'a str, ca_cert: &'a str, ca_key: &'a str, extra: &[&'a
 fn renew_keeps_the_key_and_rekey_changes_it() {
     let s = Sandbox::new();
     s.issuer("home");
-    let old: Value = serde_json::from_str(&s.ok(&["cert", "inspect", "home/signer.pem", "--json"])).unwrap();
+    let old: Value =
+        serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "home/signer.pem", "--json"])).unwrap()[0].clone();
     s.ok(&renew_args("home/signer.pem", "home/ca.pem", "home/ca.key", &["--out", "renewed.pem"]));
-    let renewed: Value = serde_json::from_str(&s.ok(&["cert", "inspect", "renewed.pem", "--json"])).unwrap();
+    let renewed: Value =
+        serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "renewed.pem", "--json"])).unwrap()[0].clone();
     assert_eq!(renewed["subject"], old["subject"]);
     assert_eq!(renewed["subject_key_id"], old["subject_key_id"], "same key");
     assert_ne!(renewed["serial"], old["serial"]);
@@ -292,8 +295,10 @@ fn renew_keeps_the_key_and_rekey_changes_it() {
         "--out",
         "rekeyed-ca.pem",
     ]);
-    let ca: Value = serde_json::from_str(&s.ok(&["cert", "inspect", "home/ca.pem", "--json"])).unwrap();
-    let rekeyed: Value = serde_json::from_str(&s.ok(&["cert", "inspect", "rekeyed-ca.pem", "--json"])).unwrap();
+    let ca: Value =
+        serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "home/ca.pem", "--json"])).unwrap()[0].clone();
+    let rekeyed: Value =
+        serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "rekeyed-ca.pem", "--json"])).unwrap()[0].clone();
     assert_eq!(rekeyed["subject"], ca["subject"]);
     assert_eq!(rekeyed["role"], "CA");
     assert_ne!(rekeyed["subject_key_id"], ca["subject_key_id"], "new key");
@@ -325,7 +330,8 @@ fn health_reports_what_expires_and_exits_1_when_action_is_needed() {
     assert_eq!(r.0, 0, "{r:?}");
     assert!(r.1.lines().any(|l| l.starts_with("ok\tsigner\t")), "{r:?}");
     // Pretend it is a year later: the 400-day signer can no longer cover a 180-day token.
-    let info: Value = serde_json::from_str(&s.ok(&["cert", "inspect", "home/signer.pem", "--json"])).unwrap();
+    let info: Value =
+        serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", "home/signer.pem", "--json"])).unwrap()[0].clone();
     let nb = info["not_before"].as_str().unwrap();
     let later = format!("{}{}", nb[..4].parse::<i32>().unwrap() + 1, &nb[4..]);
     let r = s.tka(&["issuer", "health", "--home", "home", "--at", &later, "--json"]);
@@ -570,7 +576,7 @@ fn revoking_the_cross_certificate_deactivates_tokens_under_the_new_root() {
 
 /// The notAfter `tka cert inspect` shows for `cert`.
 fn not_after(s: &Sandbox, cert: &str) -> String {
-    let j: Value = serde_json::from_str(&s.ok(&["cert", "inspect", cert, "--json"])).unwrap();
+    let j: Value = serde_json::from_str::<Value>(&s.ok(&["cert", "inspect", cert, "--json"])).unwrap()[0].clone();
     j["not_after"].as_str().unwrap().to_string()
 }
 

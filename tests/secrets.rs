@@ -198,7 +198,10 @@ fn cli_output_never_contains_the_passphrase() {
         (out.status.code(), text)
     };
     assert_eq!(run(&["key", "generate", "--bits", "2048", "--out", "k.key"]).0, Some(0));
-    assert_eq!(run(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]).0, Some(0));
+    assert_eq!(
+        run(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]).0,
+        Some(0)
+    );
     run(&["request", "create", "--product", "p", "--out", "req.json"]);
     assert_eq!(run(&["token", "issue", "--request", "req.json", "--home", "home", "--out", "t.jws"]).0, Some(0));
     // Failure paths: the wrong passphrase, from the environment and from a file.
@@ -262,7 +265,7 @@ fn passphrase_file_readable_by_others_is_refused_by_the_library() {
 #[test]
 fn cli_refuses_a_world_readable_passphrase_file_unless_allowed() {
     let s = Sandbox::new();
-    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
     s.ok(&["request", "create", "--product", "p", "--out", "req.json"]);
     s.write("pass.txt", format!("{}\n", sandbox::PASS));
     chmod(&s.path("pass.txt"), 0o644);

@@ -108,7 +108,7 @@ pub(crate) fn root_products(roots: &[TrustedRoot]) -> BTreeMap<String, Vec<Strin
 /// How a new root is vouched for in [`trust_root`].
 #[derive(Debug, Clone, Default)]
 pub struct TrustRootOptions<'a> {
-    /// The SHA-256 fingerprint the root must have (hex, `:` allowed).
+    /// The SHA-256 fingerprint the root must have, in any form [`RootFingerprint::parse`] reads.
     pub fingerprint: Option<&'a str>,
     /// A cross-certificate (DER) for the root, signed by a root already trusted.
     pub cross: Option<&'a [u8]>,
@@ -175,11 +175,11 @@ pub fn trust_root(store: &Store, root_der: &[u8], opts: &TrustRootOptions<'_>, n
     let root = CertInfo::parse(root_der)?;
     let mut vouched = Vec::new();
     if let Some(expected) = opts.fingerprint {
-        let want = expected.replace(':', "").to_ascii_lowercase();
-        if want != root.fingerprint {
+        let want = RootFingerprint::parse(expected)?;
+        if !want.matches(&root) {
             return Err(VerifyError::FingerprintMismatch {
                 subject: root.subject.clone(),
-                expected: want,
+                expected: want.as_str().to_string(),
                 found: root.fingerprint.clone(),
             }
             .into());

@@ -67,6 +67,8 @@ pub struct VerifiedToken {
     pub signer: CertInfo,
     /// Subjects from the signer up to the trusted root.
     pub path: Vec<String>,
+    /// The SHA-256 fingerprint (lowercase hex) of the trusted root the path ends at.
+    pub root_fingerprint: String,
     /// Component comparison, when the token carries components and a machine was given.
     pub machine_match: Option<MatchReport>,
     /// Expired but within its grace period.
@@ -101,6 +103,7 @@ pub fn verify_token(text: &str, ctx: &VerifyContext<'_>) -> Result<VerifiedToken
         claims,
         alg: jws.alg,
         path: path.certs.iter().map(|c| c.subject.clone()).collect(),
+        root_fingerprint: path.root().fingerprint.clone(),
         signer,
         machine_match,
         in_grace,

@@ -283,7 +283,7 @@ impl Sandbox {
     /// and a request for `product` from this machine at `req-<product>.json`.
     #[track_caller]
     pub fn issuer_and_trust(&self) {
-        self.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+        self.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
         self.ok(&["trust", "add", "home/root.pem"]);
     }
 

@@ -58,6 +58,17 @@ pub fn prompt(label: &str) -> Result<String> {
     rpassword::prompt_password(label).map_err(|e| Error::Usage(format!("cannot read passphrase: {e}")))
 }
 
+/// Asks `question` on standard error and reads one visible line from
+/// standard input (a terminal), trimmed.
+pub fn ask(question: &str) -> Result<String> {
+    use std::io::Write;
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| Error::Usage(format!("cannot read the answer: {e}")))?;
+    Ok(line.trim().to_string())
+}
+
 /// The PKCS#11 user PIN from TKA_PKCS11_PIN (a URI's pin-source comes first, in the library).
 pub fn env_pin() -> Option<Passphrase> {
     std::env::var("TKA_PKCS11_PIN").ok().filter(|s| !s.is_empty()).map(Passphrase::new)

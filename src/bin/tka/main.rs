@@ -24,6 +24,10 @@ use std::process::ExitCode;
     propagate_version = true
 )]
 struct Cli {
+    /// Print machine-readable JSON (docs/json.md): one document on standard output, on failure
+    /// {"error", "kind", "hint"} with the same exit code
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: cmd::Command,
 }
@@ -33,36 +37,95 @@ fn main() -> ExitCode {
     // clap is to show a help: the other paths (a verification at every
     // application start) skip that work.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `--json` before any `--`: also a usage error is reported as JSON.
+    if args.iter().skip(1).take_while(|a| *a != "--").any(|a| a == "--json") {
+        output::set_json_mode();
+    }
     let matches = match parse_tree(&args).try_get_matches_from(&args) {
         Ok(m) => m,
         Err(e)
             if e.kind() == ErrorKind::DisplayHelp
                 || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
         {
-            outcome::with_exit_codes(Cli::command()).get_matches_from(&args)
+            outcome::with_exit_codes(with_environment(Cli::command())).get_matches_from(&args)
         }
+        Err(e) if output::json_mode() && e.kind() != ErrorKind::DisplayVersion => return usage_error_json(&e),
         Err(e) => e.exit(),
     };
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) if output::json_mode() => return usage_error_json(&e),
+        Err(e) => e.exit(),
+    };
+    if cli.json {
+        output::set_json_mode();
+    }
     let result = cmd::run(cli.command);
     if output::stdout_closed() {
         // The reader went away (`tka ... | head`): end quietly.
         return ExitCode::SUCCESS;
     }
     match result {
-        Ok(code) => code,
+        Ok(code) => {
+            if output::json_mode() && !output::document_printed() {
+                // A command without a JSON form of its own: its lines.
+                output::say_json(&serde_json::json!({ "messages": output::take_messages() }));
+            }
+            code
+        }
         Err(failure) => {
             let e = failure.error();
-            match e {
-                tka::Error::Issue(r) => output::say_err(format!("error: {}", hints::refusal_text(r))),
-                e => output::say_err(format!("error: {e}")),
-            }
-            if let Some(hint) = hints::hint(e) {
+            let message = match e {
+                tka::Error::Issue(r) => hints::refusal_text(r),
+                e => e.to_string(),
+            };
+            output::say_err(format!("error: {message}"));
+            let hint = hints::hint(e);
+            if let Some(hint) = hint {
                 output::say_err(format!("hint: {hint}"));
+            }
+            if output::json_mode() && !output::document_printed() {
+                output::say_json(&output::error_json(&message, &output::error_kind_of(e), hint));
             }
             failure.exit_code()
         }
     }
+}
+
+/// The ENVIRONMENT and EXAMPLES sections of `tka --help`: every variable
+/// tka reads (tests/cli.rs checks the list against the source).
+pub const ENVIRONMENT_HELP: &str = "ENVIRONMENT:
+  TKA_HOME            issuer home, for every command that takes --home
+  TKA_STORE           activation store, for every command that takes --store
+  TKA_LEDGER_URL      issuer ledger (SQLite file or postgres:// URL), for --ledger
+  TKA_PASSPHRASE      passphrase of the keys (else --passphrase-file, else a prompt)
+  TKA_MACHINE_ID      this machine's explicit identity (containers), like --machine-id-file
+  TKA_PKCS11_MODULE   PKCS#11 module for pkcs11: URIs that name none
+  TKA_PKCS11_PIN      PIN of a PKCS#11 token (else pin-source= in the URI, else a prompt)
+
+EXAMPLES:
+  tka issuer init --home ~/tka-issuer --org \"Example Corp\"
+  tka request create --product example-pro --text --out req.txt
+  tka token issue --request req.txt --home ~/tka-issuer --out token.jws
+  tka trust add root.pem --yes
+  tka activate token.jws
+  tka status --json";
+
+/// `cmd` with [`ENVIRONMENT_HELP`] after its help.
+fn with_environment(cmd: clap::Command) -> clap::Command {
+    cmd.after_help(ENVIRONMENT_HELP)
+}
+
+/// A command line clap refused, under `--json`: the error on standard
+/// error as clap words it, and as JSON (kind `Usage`) on standard output;
+/// exit 2.
+fn usage_error_json(e: &clap::Error) -> ExitCode {
+    let text = e.render().to_string();
+    output::say_err(text.lines().next().unwrap_or(""));
+    let first = text.lines().next().unwrap_or("").trim_start_matches("error: ");
+    let hint = text.lines().find_map(|l| l.trim().strip_prefix("tip: "));
+    output::say_json(&output::error_json(first, "Usage", hint));
+    ExitCode::from(outcome::ERROR)
 }
 
 /// The command tree `args` are parsed with: for `tka token ...` the
@@ -81,6 +144,7 @@ fn parse_tree(args: &[std::ffi::OsString]) -> clap::Command {
             .propagate_version(true)
             .subcommand_required(true)
             .arg_required_else_help(true)
+            .arg(clap::Arg::new("json").long("json").global(true).action(clap::ArgAction::SetTrue))
             .subcommand(token)
     } else {
         Cli::command()
@@ -113,6 +177,8 @@ mod tests {
             &["token", "verify", "t.jws", "--trust", "r.pem", "--bogus"],
             &["token", "verfy", "t.jws"],
             &["token", "inspect", "t.jws", "--json"],
+            &["--json", "token", "inspect", "t.jws"],
+            &["token", "issue", "--request", "r.txt", "--home", "h", "--json"],
             &["token", "issue", "--request", "r.txt", "--home", "h", "--days", "30"],
             &["token", "issue-bulk", "--entitlement", "e", "--requests-file", "r", "--bundle", "b"],
             &["token", "renew-bulk", "--expiring-within", "30d", "--out", "d"],

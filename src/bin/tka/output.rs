@@ -83,6 +83,45 @@ pub fn stdout_closed() -> bool {
     STDOUT_CLOSED.load(Ordering::Relaxed)
 }
 
+/// Set by `main` for `--json`: every command's output is then one JSON
+/// document on standard output (docs/json.md).
+static JSON_MODE: AtomicBool = AtomicBool::new(false);
+/// Set once a JSON document (or a document tka wrote) went to standard output.
+static DOCUMENT_PRINTED: AtomicBool = AtomicBool::new(false);
+/// The human lines of a command that has no JSON form of its own, held back
+/// in JSON mode and printed by `main` as `{"messages": [...]}`.
+static MESSAGES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Turns JSON mode on (`--json` anywhere on the command line).
+pub fn set_json_mode() {
+    JSON_MODE.store(true, Ordering::Relaxed);
+}
+
+/// Whether `--json` was given.
+pub fn json_mode() -> bool {
+    JSON_MODE.load(Ordering::Relaxed)
+}
+
+/// Whether the command already printed its JSON document (or a document of
+/// its own, such as an export).
+pub fn document_printed() -> bool {
+    DOCUMENT_PRINTED.load(Ordering::Relaxed)
+}
+
+/// The human lines held back in JSON mode, taken.
+pub fn take_messages() -> Vec<String> {
+    std::mem::take(&mut *MESSAGES.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Prints `text` (a human line), or holds it back in JSON mode.
+fn write_line(text: &str) {
+    if json_mode() {
+        MESSAGES.lock().unwrap_or_else(|e| e.into_inner()).push(text.trim_end_matches('\n').to_string());
+        return;
+    }
+    write_out(text);
+}
+
 /// Writes `text` as it is (already made printable) to standard output; after
 /// a closed pipe, nothing more is written.
 fn write_out(text: &str) {
@@ -100,14 +139,14 @@ fn write_out(text: &str) {
 /// Prints a line to standard output, unprintable characters escaped; into a
 /// closed pipe, nothing.
 pub fn say(s: impl AsRef<str>) {
-    write_out(&format!("{}\n", printable(s.as_ref())));
+    write_line(&format!("{}\n", printable(s.as_ref())));
 }
 
 /// Prints one row of tab-separated columns to standard output, each column
 /// made [`printable`] (so a tab in a value cannot add a column).
 pub fn say_row(cols: &[&str]) {
     let cols: Vec<Cow<'_, str>> = cols.iter().map(|c| printable(c)).collect();
-    write_out(&format!("{}\n", cols.join("\t")));
+    write_line(&format!("{}\n", cols.join("\t")));
 }
 
 /// Prints a line to standard error, unprintable characters escaped.
@@ -117,9 +156,11 @@ pub fn say_err(s: impl AsRef<str>) {
 
 /// Prints JSON text (several lines), unprintable characters escaped.
 pub fn say_json_text(text: &str) {
+    DOCUMENT_PRINTED.store(true, Ordering::Relaxed);
     write_out(&format!("{}\n", printable_json(text.trim_end())));
 }
 
+/// Prints a JSON value, pretty-printed.
 pub fn say_json(v: &serde_json::Value) {
     say_json_text(&serde_json::to_string_pretty(v).expect("JSON value prints"));
 }
@@ -127,6 +168,7 @@ pub fn say_json(v: &serde_json::Value) {
 /// Prints a document tka wrote (CSV or JSON export) as it is: its values
 /// were made printable when it was built.
 pub fn say_document(text: &str) {
+    DOCUMENT_PRINTED.store(true, Ordering::Relaxed);
     write_out(text);
 }
 
@@ -135,6 +177,38 @@ pub fn products(scope: Option<&[String]>) -> String {
     scope.map_or_else(|| "all".to_string(), |p| p.join(","))
 }
 
+/// The JSON form of a failure: `{"error", "kind", "hint"}` (docs/json.md).
+pub fn error_json(message: &str, kind: &str, hint: Option<&str>) -> serde_json::Value {
+    json!({"error": message, "kind": kind, "hint": hint})
+}
+
+/// The kind of a library error for JSON: its variant name, with the
+/// variant of a wrapped error after a dot (`Store.Corrupt`,
+/// `Issue.EntitlementFull`); a verification failure by its own name
+/// (`UntrustedRoot`), as `token verify --json` and `status --json` name it.
+pub fn error_kind_of(e: &tka::Error) -> String {
+    if let tka::Error::Verify(v) = e {
+        return error_kind(v);
+    }
+    let dbg = format!("{e:?}");
+    let mut kinds = Vec::new();
+    let mut rest = dbg.as_str();
+    loop {
+        let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if !name.starts_with(|c: char| c.is_ascii_uppercase()) {
+            break;
+        }
+        rest = &rest[name.len()..];
+        kinds.push(name);
+        match rest.strip_prefix('(') {
+            Some(inner) => rest = inner,
+            None => break,
+        }
+    }
+    kinds.join(".")
+}
+
+/// The variant name of a verification failure (`UntrustedRoot`).
 pub fn error_kind(e: &VerifyError) -> String {
     let dbg = format!("{e:?}");
     dbg.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("").to_string()
@@ -145,7 +219,7 @@ pub fn verified_json(v: &VerifiedToken) -> serde_json::Value {
     json!({
         "valid": true,
         "product": c.aud,
-        "machine": c.sub,
+        "cmid": c.sub,
         "serial": c.jti,
         "features": c.tka.features,
         "edition": c.tka.edition,
@@ -156,6 +230,7 @@ pub fn verified_json(v: &VerifiedToken) -> serde_json::Value {
         "alg": v.alg.jws_name(),
         "signer": v.signer.subject,
         "path": v.path,
+        "root_fingerprint": v.root_fingerprint,
         "machine_match": v.machine_match,
     })
 }
@@ -207,6 +282,7 @@ pub fn print_verified(v: &VerifiedToken) {
         say(format!("machine match: {} of {} components ({} required)", m.matched, m.total, m.required));
     }
     say(format!("signer: {}", v.signer.subject));
+    say(format!("root fingerprint: {}", v.root_fingerprint));
 }
 
 pub fn status_json(st: &ProductStatus) -> serde_json::Value {
@@ -230,7 +306,7 @@ pub fn print_status(st: &ProductStatus) {
         ProductStatus::Active(v) => {
             let exp = v.claims.exp.map(clock::rfc3339).unwrap_or_else(|| "never".into());
             let grace = if v.in_grace { " (IN GRACE PERIOD: renew now)" } else { "" };
-            say(format!("{}: activated, expires {exp}{grace}", v.claims.aud));
+            say(format!("{}: activated, expires {exp}{grace}, root fingerprint {}", v.claims.aud, v.root_fingerprint));
         }
         ProductStatus::Invalid { product, reason } => say(format!("{product}: NOT activated: {reason}")),
         ProductStatus::NotInstalled { product } => say(format!("{product}: NOT activated: no token installed")),

@@ -24,11 +24,26 @@ use std::str::FromStr;
 pub struct RootFingerprint(String);
 
 impl RootFingerprint {
-    /// Parses a SHA-256 fingerprint: 64 hex digits, any case, `:` separators
-    /// allowed. Anything else (a prefix, another hash length) is
-    /// [`InvalidFingerprint`].
+    /// Parses a SHA-256 fingerprint: 64 hex digits, any case, `:` and
+    /// whitespace separators allowed, also as openssl prints it
+    /// (`sha256 Fingerprint=AB:CD:...`, `SHA256 Fingerprint=...`). Anything
+    /// else (a prefix, another hash length) is [`InvalidFingerprint`].
+    ///
+    /// ```
+    /// use tka::pki::RootFingerprint;
+    /// let hex = "ab".repeat(32);
+    /// let openssl = format!("sha256 Fingerprint={}", ["AB"; 32].join(":"));
+    /// assert_eq!(RootFingerprint::parse(&openssl).unwrap().as_str(), hex);
+    /// assert_eq!(RootFingerprint::parse(&"AB CD ".repeat(16)).unwrap().as_str(), "abcd".repeat(16));
+    /// ```
     pub fn parse(s: &str) -> Result<Self, InvalidFingerprint> {
-        let hex: String = s.trim().chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+        let t = s.trim();
+        let t = match t.split_once('=') {
+            Some((label, value)) if label.trim().eq_ignore_ascii_case("sha256 fingerprint") => value,
+            _ => t,
+        };
+        let hex: String =
+            t.chars().filter(|c| *c != ':' && !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
         if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(RootFingerprint(hex))
         } else {
@@ -69,7 +84,7 @@ pub struct InvalidFingerprint {
 
 impl fmt::Display for InvalidFingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid root fingerprint {:?}: expected the 64 hex digits of a SHA-256 (colons allowed)", self.input)
+        write!(f, "invalid root fingerprint {:?}: expected the 64 hex digits of a SHA-256 (colons, spaces and openssl's `sha256 Fingerprint=` allowed)", self.input)
     }
 }
 

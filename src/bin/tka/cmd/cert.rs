@@ -41,6 +41,7 @@ pub enum CertCmd {
         out: JsonArg,
     },
     /// Show what a certificate says (every certificate in the file)
+    #[command(after_help = "EXAMPLES:\n  tka cert inspect root.pem\n  tka cert inspect ~/tka-issuer/chain.pem --json")]
     Inspect {
         /// Certificate file (PEM or DER)
         cert: PathBuf,
@@ -112,7 +113,7 @@ pub fn run(cmd: CertCmd) -> Result<ExitCode> {
             let infos = ders.iter().map(|d| CertInfo::parse(d)).collect::<std::result::Result<Vec<_>, _>>()?;
             let rows: Vec<serde_json::Value> = infos.iter().map(cert_json).collect();
             if out.json {
-                say_json(&if rows.len() == 1 { rows[0].clone() } else { json!(rows) });
+                say_json(&json!(rows));
             } else {
                 for (i, r) in rows.iter().enumerate() {
                     if i > 0 {

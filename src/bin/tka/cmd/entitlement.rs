@@ -40,6 +40,7 @@ pub enum EntitlementCmd {
         out: JsonArg,
     },
     /// List entitlements with their seats
+    #[command(after_help = "EXAMPLES:\n  tka entitlement list --home ~/tka-issuer")]
     List {
         #[command(flatten)]
         ledger: LedgerArgs,
@@ -47,6 +48,7 @@ pub enum EntitlementCmd {
         out: JsonArg,
     },
     /// Show an entitlement (id or name), its seats used and free, and its machines
+    #[command(after_help = "EXAMPLES:\n  tka entitlement show acme-2027 --home ~/tka-issuer --json")]
     Show {
         /// Id or name
         entitlement: String,
@@ -56,6 +58,7 @@ pub enum EntitlementCmd {
         out: JsonArg,
     },
     /// Change an entitlement's machine count, features, expiry or name
+    #[command(after_help = "EXAMPLES:\n  tka entitlement update acme-2027 --home ~/tka-issuer --machines 60")]
     Update {
         /// Id or name
         entitlement: String,
@@ -160,7 +163,7 @@ pub fn run(cmd: EntitlementCmd) -> CmdResult {
                 let mut j = ent_json(&e);
                 j["seats"] = json!(seats
                     .iter()
-                    .map(|(cmid, at)| json!({"machine": cmid, "counted": clock::rfc3339(*at)}))
+                    .map(|(cmid, at)| json!({"cmid": cmid, "counted": clock::rfc3339(*at)}))
                     .collect::<Vec<_>>());
                 say_json(&j);
             } else {

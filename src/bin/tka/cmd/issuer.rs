@@ -2,7 +2,7 @@
 //! and repair it.
 
 use crate::args::{CertDaysArg, HomeArg, JsonArg, LockWaitArg, NewKeyPassArgs, PassArgs};
-use crate::io::{env_passphrase, new_key_passphrase, now_or, prompt, LazyPass};
+use crate::io::{ask, env_passphrase, new_key_passphrase, now_or, prompt, LazyPass};
 use crate::output::{say, say_err, say_json, say_row};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -34,15 +34,16 @@ pub struct RotateArgs {
 pub enum IssuerCmd {
     /// Create root, issuing CA, signer and configuration in DIR in one step
     #[command(
-        after_help = "Prints `root: PATH`, the certificate every machine must trust.\n\nEXAMPLE:\n  TKA_PASSPHRASE=... tka issuer init --home ~/tka-issuer --org \"Example Corp\""
+        after_help = "Prints `root: PATH`, the certificate every machine must trust, and its SHA-256 `root fingerprint`:\ngive that to the machines' administrators to check with `tka trust add ROOT --fingerprint`.\nWithout --org, tka asks for the name on a terminal; elsewhere the root gets a name unique to this\nissuer (`CN=tka-1a2b3c4d Root CA`) and a note on standard error says so.\n\nEXAMPLE:\n  tka issuer init --home ~/new-issuer --org \"Example Corp\" --root-bits 2048 --ca-bits 2048"
     )]
     Init {
         /// Issuer home directory (must not exist or be empty)
         #[arg(long, env = "TKA_HOME")]
         home: PathBuf,
-        /// Organisation name for the certificate subjects
-        #[arg(long, default_value = "tka")]
-        org: String,
+        /// Organisation name for the certificate subjects (CN=NAME Root CA, CN=NAME Issuing CA,
+        /// CN=NAME Token Signer) [default: asked on a terminal, else a name unique to this issuer]
+        #[arg(long, value_name = "NAME")]
+        org: Option<String>,
         /// Root key size
         #[arg(long, default_value_t = 4096)]
         root_bits: usize,
@@ -75,7 +76,7 @@ pub enum IssuerCmd {
         pass: PassArgs,
     },
     /// New issuing CA from the root, and a new signer under it; issuance switches to them
-    #[command(after_help = "Needs the root key. Prints `ca: PATH` and `signer: PATH`.",
+    #[command(after_help = "Needs the root key. Prints `ca: PATH` and `signer: PATH`.\n\nEXAMPLES:\n  tka issuer rotate-ca --home ~/tka-issuer --if-due",
         mut_arg("days", |a| a.help("Issuing-CA lifetime in days [default: 1825; one ending after the root is refused unless --shorten]"))
     )]
     RotateCa {
@@ -93,7 +94,7 @@ pub enum IssuerCmd {
     },
     /// New root, cross-signed by the old root, with a new issuing CA and signer
     #[command(
-        after_help = "Machines import the new root with `tka trust add ROOT --cross CROSS`.\nPrints `root: PATH`, `cross: PATH`, `ca: PATH`, `signer: PATH`."
+        after_help = "Machines import the new root with `tka trust add ROOT --cross CROSS`.\nPrints `root: PATH`, `cross: PATH`, `ca: PATH`, `signer: PATH`.\n\nEXAMPLES:\n  tka issuer rotate-root --home ~/tka-issuer --if-due"
     ,
         mut_arg("days", |a| a.help("Root lifetime in days [default: 7300]"))
     )]
@@ -111,6 +112,9 @@ pub enum IssuerCmd {
         pass: PassArgs,
     },
     /// What expires when (root, issuing CA, signer, CRLs in DIR/crls/), and what to do
+    #[command(
+        after_help = "EXAMPLES:\n  tka issuer health --home ~/tka-issuer\n  tka issuer health --home ~/tka-issuer --json"
+    )]
     Health {
         #[command(flatten)]
         home: HomeArg,
@@ -122,7 +126,7 @@ pub enum IssuerCmd {
     },
     /// Repair what an interrupted rotation left: retire orphan keys and certificates, re-derive chain.pem
     #[command(
-        after_help = "Orphans (certificate and key files the configuration does not name) move to DIR/retired/;\nkeys are never deleted. Temporary files are removed and chain.pem is written again from\nthe configuration, which itself is not changed."
+        after_help = "Orphans (certificate and key files the configuration does not name) move to DIR/retired/;\nkeys are never deleted. Temporary files are removed and chain.pem is written again from\nthe configuration, which itself is not changed.\n\nEXAMPLES:\n  tka issuer repair --home ~/tka-issuer"
     )]
     Repair {
         #[command(flatten)]
@@ -131,6 +135,7 @@ pub enum IssuerCmd {
         lock: LockWaitArg,
     },
     /// Print the current certificate files of an issuer home, one `name: PATH` line each
+    #[command(after_help = "EXAMPLES:\n  tka issuer show --home ~/tka-issuer")]
     Show {
         #[command(flatten)]
         home: HomeArg,
@@ -157,6 +162,26 @@ fn home_passphrase(args: &PassArgs, home: &IssuerHome) -> Result<Option<Passphra
         return Ok(Some(Passphrase::new(prompt("Issuer home passphrase: ")?)));
     }
     Ok(None)
+}
+
+/// The organisation name of a new issuer: `--org`; else asked on a
+/// terminal; else (and for an empty answer) `tka-XXXXXXXX`, unique to this
+/// issuer, said on standard error.
+fn organisation(org: Option<String>) -> Result<String> {
+    if let Some(org) = org.filter(|o| !o.trim().is_empty()) {
+        return Ok(org);
+    }
+    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        let answer = ask("Organisation name for the certificates (CN=NAME Root CA): ")?;
+        if !answer.is_empty() {
+            return Ok(answer);
+        }
+    }
+    let mut id = [0u8; 4];
+    getrandom::fill(&mut id).map_err(|e| tka::Error::Usage(format!("no random source: {e}")))?;
+    let name = format!("tka-{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    say_err(format!("note: no --org given: the root is named CN={name} Root CA (give --org NAME to name it)"));
+    Ok(name)
 }
 
 fn rotate_options(rot: &RotateArgs) -> Result<RotateOptions> {
@@ -190,12 +215,23 @@ pub fn run(cmd: IssuerCmd) -> Result<ExitCode> {
             let pkcs11 = pkcs11.as_deref().map(tka::pkcs11::Pkcs11Uri::parse).transpose()?;
             // Keys on a token need no file passphrase.
             let passphrase = if pkcs11.is_some() { None } else { new_key_passphrase(&pass)? };
+            let org = organisation(org)?;
             let opts = InitOptions { org, root_bits, ca_bits, signer_bits, pkcs11, ..Default::default() };
             let unlock = LazyPass::for_new_keys(passphrase, pass.insecure_key_permissions);
             let h = unlock.retry(|u| IssuerHome::init(&home, &opts, u, clock::now()))?;
-            say(format!("home: {}", h.dir().display()));
-            say(format!("signer: {}", h.path(&h.config.signer_cert).display()));
-            say(format!("root: {}", h.root_cert_path().display()));
+            let root_ders = tka::issuer::read_cert_chain(&h.root_cert_path())?;
+            let root = tka::pki::CertInfo::parse(root_ders.first().map_or(&[][..], |d| d))?;
+            let signer = h.path(&h.config.signer_cert);
+            if crate::output::json_mode() {
+                say_json(&json!({"home": h.dir(), "signer": signer, "root": h.root_cert_path(),
+                    "root_subject": root.subject, "root_fingerprint": root.fingerprint}));
+            } else {
+                say(format!("home: {}", h.dir().display()));
+                say(format!("signer: {}", signer.display()));
+                say(format!("root: {}", h.root_cert_path().display()));
+                say(format!("root subject: {}", root.subject));
+                say(format!("root fingerprint: {}", root.fingerprint));
+            }
             Ok(ExitCode::SUCCESS)
         }
         IssuerCmd::RotateSigner { home, days, rot, pass } => {

@@ -15,6 +15,9 @@ use tka::{clock, Error};
 #[derive(Subcommand, Debug)]
 pub enum LedgerCmd {
     /// List issued tokens
+    #[command(
+        after_help = "EXAMPLES:\n  tka ledger list --home ~/tka-issuer\n  tka ledger list --home ~/tka-issuer --product example-pro --json"
+    )]
     List {
         /// Only this product
         #[arg(long)]
@@ -34,6 +37,7 @@ pub enum LedgerCmd {
         out: JsonArg,
     },
     /// Show one issued token
+    #[command(after_help = "EXAMPLES:\n  tka ledger show SERIAL --home ~/tka-issuer")]
     Show {
         /// Serial
         serial: String,
@@ -46,6 +50,9 @@ pub enum LedgerCmd {
         out: JsonArg,
     },
     /// Export every issued token record (CSV or JSON) to standard output or FILE
+    #[command(
+        after_help = "EXAMPLES:\n  tka ledger export --home ~/tka-issuer --format csv > ledger.csv\n  tka ledger export --home ~/tka-issuer --format json --out ledger.json"
+    )]
     Export {
         /// Format
         #[arg(long, value_parser = ["csv", "json"])]
@@ -79,6 +86,7 @@ pub enum LedgerCmd {
         out: JsonArg,
     },
     /// Record a token as revoked (it goes on the next token revocation list)
+    #[command(after_help = "EXAMPLES:\n  tka ledger revoke SERIAL --reason stolen --home ~/tka-issuer")]
     Revoke {
         /// Serial
         serial: String,
@@ -117,7 +125,7 @@ pub enum LedgerCmd {
 
 fn token_json(t: &TokenRecord, with_token: bool) -> serde_json::Value {
     let mut j = json!({
-        "serial": t.serial, "entitlement": t.entitlement, "product": t.product, "machine": t.cmid,
+        "serial": t.serial, "entitlement": t.entitlement, "product": t.product, "cmid": t.cmid,
         "issued": clock::rfc3339(t.issued_at), "not_before": clock::rfc3339(t.not_before),
         "expires": t.expires.map(clock::rfc3339), "signer": t.signer,
         "request_nonce": t.request_nonce, "request_digest": t.request_digest, "replaces": t.replaces,
@@ -278,7 +286,7 @@ pub fn run(cmd: LedgerCmd) -> CmdResult {
             let r = l.revoke(&serial, &reason, now)?;
             if out.json {
                 say_json(&json!({"revoked": r.serial, "reason": r.reason, "at": clock::rfc3339(r.revoked_at),
-                                 "product": r.product, "machine": r.cmid}));
+                                 "product": r.product, "cmid": r.cmid}));
             } else {
                 say(format!("revoked: {}", r.serial));
                 say("hint: publish a new token revocation list so machines learn of it");

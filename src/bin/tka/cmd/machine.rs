@@ -10,6 +10,9 @@ use tka::Result;
 #[derive(Subcommand, Debug)]
 pub enum MachineCmd {
     /// Print this machine's CMID and hashed identity components
+    #[command(
+        after_help = "EXAMPLES:\n  tka machine id --product example-pro\n  tka machine id --product example-pro --explain --json"
+    )]
     Id {
         /// Product the hashes are scoped to
         #[arg(long, default_value = "default")]

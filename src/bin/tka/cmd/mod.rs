@@ -9,6 +9,7 @@ pub mod cert;
 pub mod crl;
 pub mod entitlement;
 pub mod host;
+pub mod install;
 pub mod issuer;
 pub mod key;
 pub mod ledger;
@@ -76,12 +77,27 @@ pub enum Command {
         after_help = "EXAMPLES:\n  tka activate token.jws\n  tka --store /var/lib/tka activate - < token.jws\n  tka activate --bundle tokens.jsonl --product acme-cad\n  tka activate compact.jws --chain issuer-chain.pem"
     )]
     Activate(activation::ActivateArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell)
+    #[command(
+        after_help = "EXAMPLES:\n  tka completions bash > tka.bash\n  tka completions zsh > _tka\n  tka completions fish > tka.fish"
+    )]
+    Completions {
+        /// The shell
+        #[arg(value_parser = install::shell_parser, value_name = "bash|zsh|fish|powershell")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page tka(1) (roff)
+    #[command(after_help = "EXAMPLES:\n  tka man > tka.1")]
+    Man,
     /// Show whether products are activated here (re-verifies installed tokens)
+    #[command(after_help = "EXAMPLES:\n  tka status\n  tka status --product example-pro --json")]
     Status(activation::StatusArgs),
     /// List installed tokens without verifying them (`--json` labels what the token itself claims
     /// `unverified_`; `tka status` verifies)
+    #[command(after_help = "EXAMPLES:\n  tka list\n  tka list --json")]
     List(activation::ListArgs),
     /// Remove the installed token for a product
+    #[command(after_help = "EXAMPLES:\n  tka deactivate --product example-pro")]
     Deactivate(activation::DeactivateArgs),
 }
 
@@ -103,6 +119,8 @@ pub fn run(cmd: Command) -> CmdResult {
         Command::Entitlement(c) => entitlement::run(c),
         Command::Ledger(c) => ledger::run(c),
         Command::Agent(c) => Ok(agent::run(c)?),
+        Command::Completions { shell } => Ok(install::completions(shell)?),
+        Command::Man => Ok(install::man()?),
         Command::Activate(a) => Ok(activation::activate(a)?),
         Command::Status(a) => Ok(activation::status(a)?),
         Command::List(a) => Ok(activation::list(a)?),

@@ -59,6 +59,7 @@ pub enum TokenCmd {
         force: bool,
     },
     /// Decode a token and show its header and claims (no trust decision)
+    #[command(after_help = "EXAMPLES:\n  tka token inspect token.jws\n  tka token inspect token.jws --json")]
     Inspect {
         /// Token file, `-` for standard input, or the token text
         token: String,

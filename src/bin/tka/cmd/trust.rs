@@ -2,7 +2,7 @@
 
 use crate::args::{JsonArg, StoreArgs};
 use crate::io::open_store;
-use crate::output::{products, say, say_json, say_row};
+use crate::output::{products, say, say_err, say_json, say_row};
 use clap::Subcommand;
 use serde_json::json;
 use std::path::PathBuf;
@@ -15,13 +15,19 @@ use tka::{clock, Error, Result};
 #[derive(Subcommand, Debug)]
 pub enum TrustCmd {
     /// Trust a root certificate on this machine
-    #[command(after_help = "EXAMPLE:\n  tka trust add root.pem --fingerprint 3f2a...e9")]
+    #[command(
+        after_help = "Shows the root's SHA-256 fingerprint. Compare it with the one the issuer gave you\n(`tka issuer init` printed it), or let tka compare it with --fingerprint. Without --fingerprint,\non a terminal, tka asks before trusting the root (--yes skips the question); off a terminal it\ntrusts the root and says on standard error that nobody checked the fingerprint.\n\nEXAMPLES:\n  tka trust add root.pem --yes\n  tka trust add root.pem --fingerprint \"$(openssl x509 -in root.pem -noout -fingerprint -sha256)\""
+    )]
     Add {
         /// Root certificate (PEM or DER)
         root: PathBuf,
-        /// Refuse unless the root's SHA-256 fingerprint is this (hex, colons allowed)
-        #[arg(long)]
+        /// Refuse unless the root's SHA-256 fingerprint is this: hex in any case, colons or spaces
+        /// allowed, or openssl's `sha256 Fingerprint=AB:CD:...` line
+        #[arg(long, value_name = "SHA256")]
         fingerprint: Option<String>,
+        /// Trust the root without asking (scripts); the fingerprint is still shown
+        #[arg(long, conflicts_with = "fingerprint")]
+        yes: bool,
         /// Cross-certificate for the new root, signed by a root this store already trusts (root rollover)
         #[arg(long, value_name = "CROSS.pem")]
         cross: Option<PathBuf>,
@@ -37,6 +43,7 @@ pub enum TrustCmd {
         store: StoreArgs,
     },
     /// List trusted roots
+    #[command(after_help = "EXAMPLES:\n  tka trust list\n  tka trust list --json")]
     List {
         #[command(flatten)]
         store: StoreArgs,
@@ -44,6 +51,7 @@ pub enum TrustCmd {
         out: JsonArg,
     },
     /// Stop trusting a root (by fingerprint or a unique prefix of it)
+    #[command(after_help = "EXAMPLES:\n  tka trust remove 3f2a9c")]
     Remove {
         /// Fingerprint
         fingerprint: String,
@@ -57,10 +65,10 @@ pub enum TrustCmd {
 
 pub fn run(cmd: TrustCmd) -> Result<ExitCode> {
     match cmd {
-        TrustCmd::Add { root, fingerprint, cross, products, all_products, store } => {
+        TrustCmd::Add { root, fingerprint, yes, cross, products, all_products, store } => {
             // A failed `trust add` leaves no new store behind.
             let args = store.clone();
-            crate::io::undo_new_store(&args, || trust_add(root, fingerprint, cross, products, all_products, store))
+            crate::io::undo_new_store(&args, || trust_add(root, fingerprint, yes, cross, products, all_products, store))
         }
         TrustCmd::List { store, out } => {
             let store = crate::io::open_existing_store(&store)?;
@@ -104,15 +112,17 @@ pub fn run(cmd: TrustCmd) -> Result<ExitCode> {
     }
 }
 
+// Each argument is one flag of `trust add`.
+#[allow(clippy::too_many_arguments)]
 fn trust_add(
     root: PathBuf,
     fingerprint: Option<String>,
+    yes: bool,
     cross: Option<PathBuf>,
     products: Option<Vec<String>>,
     all_products: bool,
     store: StoreArgs,
 ) -> Result<ExitCode> {
-    let store = open_store(&store)?;
     let ders = read_cert_chain(&root)?;
     if ders.len() != 1 {
         return Err(Error::Usage(format!(
@@ -135,6 +145,13 @@ fn trust_add(
         }
         None => None,
     };
+    if let Some(f) = &fingerprint {
+        // A fingerprint that is no fingerprint is a usage error before anything is read.
+        tka::pki::RootFingerprint::parse(f)?;
+    }
+    let info = CertInfo::parse(&ders[0])?;
+    let unchecked = fingerprint.is_none() && !yes && cross.is_none() && !confirm_root(&info)?;
+    let store = open_store(&store)?;
     let opts = TrustRootOptions {
         fingerprint: fingerprint.as_deref(),
         cross: cross_der.as_deref(),
@@ -145,9 +162,39 @@ fn trust_add(
         },
     };
     let added = tka::trust::trust_root(&store, &ders[0], &opts, clock::now())?;
-    say(format!("trusted: {}", added.root.subject));
-    say(format!("fingerprint: {}", added.root.fingerprint));
-    say(format!("vouched for by: {}", added.vouched_by));
-    say(format!("products: {}", crate::output::products(added.products.as_deref())));
+    if unchecked {
+        say_err(format!(
+            "note: trusting {} (SHA-256 fingerprint {}) unchecked: compare the fingerprint with the issuer's, \
+             or pass --fingerprint to have it compared (--yes: no note)",
+            added.root.subject, added.root.fingerprint
+        ));
+    }
+    if crate::output::json_mode() {
+        say_json(&json!({"subject": added.root.subject, "fingerprint": added.root.fingerprint,
+            "vouched_by": added.vouched_by, "products": added.products}));
+    } else {
+        say(format!("trusted: {}", added.root.subject));
+        say(format!("fingerprint: {}", added.root.fingerprint));
+        say(format!("vouched for by: {}", added.vouched_by));
+        say(format!("products: {}", crate::output::products(added.products.as_deref())));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Trust on first use with eyes open: on a terminal, the root's subject and
+/// fingerprint and a question (anything but `y`/`yes` refuses); `true` when
+/// confirmed there, `false` off a terminal (nobody compared the fingerprint:
+/// the caller says so once the root is trusted).
+fn confirm_root(root: &CertInfo) -> Result<bool> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    say_err(format!("root: {}", root.subject));
+    say_err(format!("SHA-256 fingerprint: {}", root.fingerprint));
+    let answer = crate::io::ask("Is this the fingerprint the issuer gave you? Trust this root [y/N]: ")?;
+    if matches!(answer.to_ascii_lowercase().as_str(), "y" | "yes") {
+        return Ok(true);
+    }
+    Err(Error::Refused(format!("root {} not trusted: not confirmed", root.subject)))
 }
