@@ -635,11 +635,10 @@ async fn activate_inner(
         };
         let visit = Visit { product: req.product.clone(), cmid: req.cmid.clone(), nonce: req.nonce.clone() };
         let window = sh.max_request_age_secs * 2;
-        let recorded = lock().activate(&visit, window, now, &mut |_| match ahead.take() {
+        lock().activate(&visit, window, now, &mut |_| match ahead.take() {
             Some(t) => Ok(t),
             None => sign(sh, &req, now),
-        });
-        recorded
+        })
     })
     .await
     .unwrap_or_else(|e| Err(Error::Refused(format!("the host state task failed: {e}"))));
