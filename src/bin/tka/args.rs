@@ -202,7 +202,7 @@ pub struct ReissueArgs {
     /// (without it such a certificate is refused)
     #[arg(long)]
     pub shorten: bool,
-    /// Output certificate (PEM)
+    /// Output certificate (PEM); `-` for standard output
     #[arg(long)]
     pub out: PathBuf,
     /// Replace an existing file

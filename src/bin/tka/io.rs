@@ -227,21 +227,60 @@ pub fn open_input(path: &Path) -> Result<std::fs::File> {
     fsutil::open_regular(path, fsutil::Access::Public).map_err(|e| e.at(path))
 }
 
-/// Reads a file or standard input (`-`), refusing more than `limit` bytes.
-pub fn read_input(arg: &str, limit: usize, what: &'static str) -> Result<String> {
-    let bytes = if arg == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .take(limit as u64 + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| Error::Usage(format!("standard input: {e}")))?;
-        buf
-    } else {
-        read_limited(Path::new(arg), limit, what)?
-    };
-    if bytes.len() > limit {
+/// Set once standard input has been read: `-` names it for one argument only.
+static STDIN_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Claims standard input for one argument; a second `-` is a usage error.
+pub fn take_stdin() -> Result<std::io::Stdin> {
+    if STDIN_TAKEN.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return Err(Error::Usage("standard input (`-`) can be read for one argument only".into()));
+    }
+    Ok(std::io::stdin())
+}
+
+/// Reads standard input, refusing more than `limit` bytes.
+fn read_stdin(limit: usize, what: &'static str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    take_stdin()?
+        .take(limit as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::Usage(format!("standard input: {e}")))?;
+    if buf.len() > limit {
         return Err(VerifyError::TooLarge { what, limit }.into());
     }
+    Ok(buf)
+}
+
+/// Reads a file, or standard input for `-`, of at most `limit` bytes (as
+/// [`read_limited`]).
+pub fn read_bytes_arg(path: &Path, limit: usize, what: &'static str) -> Result<Vec<u8>> {
+    if is_stdio(path) {
+        read_stdin(limit, what)
+    } else {
+        read_limited(path, limit, what)
+    }
+}
+
+/// The certificates (PEM or DER) in a file, or on standard input for `-`.
+pub fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>> {
+    if is_stdio(path) {
+        let bytes = read_stdin(1024 * 1024, "certificate file")?;
+        return pem::certificates_from_bytes(&bytes, "standard input");
+    }
+    read_cert_chain(path)
+}
+
+/// Refuses an existing output file unless `force`; `-` (standard output) is never refused.
+pub fn check_new_out(path: &Path, force: bool) -> Result<()> {
+    if !force && !is_stdio(path) && path.exists() {
+        return Err(Error::Exists { path: path.to_path_buf() });
+    }
+    Ok(())
+}
+
+/// Reads a file or standard input (`-`), refusing more than `limit` bytes.
+pub fn read_input(arg: &str, limit: usize, what: &'static str) -> Result<String> {
+    let bytes = read_bytes_arg(Path::new(arg), limit, what)?;
     String::from_utf8(bytes).map_err(|_| VerifyError::Malformed { what, detail: "not UTF-8 text".into() }.into())
 }
 
@@ -286,7 +325,7 @@ pub fn read_request_arg(arg: &str) -> Result<tka::request::ActivationRequest> {
 }
 
 pub fn read_trust_path(path: &Path) -> Result<Vec<Vec<u8>>> {
-    if path.is_dir() {
+    if !is_stdio(path) && path.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -302,14 +341,14 @@ pub fn read_trust_path(path: &Path) -> Result<Vec<Vec<u8>>> {
         }
         Ok(out)
     } else {
-        read_cert_chain(path)
+        read_certs(path)
     }
 }
 
 pub fn read_crls(path: &Path) -> Result<Vec<Crl>> {
     // A CRL is at most 1 MiB of DER (Crl::parse); its PEM form is a third larger.
     const LIMIT: usize = 2 * 1024 * 1024;
-    let bytes = read_limited(path, LIMIT, "CRL")?;
+    let bytes = read_bytes_arg(path, LIMIT, "CRL")?;
     let ders = match std::str::from_utf8(&bytes) {
         Ok(t) if t.contains("-----BEGIN") => pem::decode_all(t, "X509 CRL")?,
         _ => vec![bytes],
@@ -326,7 +365,7 @@ pub fn is_stdio(path: &Path) -> bool {
 /// output for `-`.
 pub fn write_file(path: &Path, text: &str, force: bool) -> Result<()> {
     if is_stdio(path) {
-        crate::output::say_document(text);
+        crate::output::say_out_document(text);
         return Ok(());
     }
     if force && path.exists() {
@@ -348,9 +387,9 @@ pub fn duration(s: &str) -> Result<i64> {
     tka::clock::parse_duration(s).map_err(Error::Usage)
 }
 
-/// The first certificate of a PEM or DER file.
+/// The first certificate of a PEM or DER file (or of standard input, `-`).
 pub fn first_cert(path: &Path) -> Result<tka::pki::CertInfo> {
-    let der = read_cert_chain(path)?.remove(0);
+    let der = read_certs(path)?.remove(0);
     tka::pki::CertInfo::parse(&der)
         .map_err(|e| Error::Format { what: path.display().to_string(), detail: e.to_string() })
 }

@@ -83,9 +83,18 @@ pub fn stdout_closed() -> bool {
     STDOUT_CLOSED.load(Ordering::Relaxed)
 }
 
+/// Set once a document written for `--out -` took standard output.
+static STDOUT_IS_DOCUMENT: AtomicBool = AtomicBool::new(false);
+
 /// Writes `text` as it is (already made printable) to standard output; after
-/// a closed pipe, nothing more is written.
+/// a closed pipe, nothing more is written. Once a `--out -` document took
+/// standard output ([`say_out_document`]), what follows goes to standard
+/// error, so the document stays whole.
 fn write_out(text: &str) {
+    if STDOUT_IS_DOCUMENT.load(Ordering::Relaxed) {
+        eprint!("{text}");
+        return;
+    }
     if stdout_closed() {
         return;
     }
@@ -128,6 +137,13 @@ pub fn say_json(v: &serde_json::Value) {
 /// were made printable when it was built.
 pub fn say_document(text: &str) {
     write_out(text);
+}
+
+/// Prints a document meant for a file (`--out -`) on standard output: the
+/// lines that report on it go to standard error from then on.
+pub fn say_out_document(text: &str) {
+    write_out(text);
+    STDOUT_IS_DOCUMENT.store(true, Ordering::Relaxed);
 }
 
 /// A root's product scope in words: the products, or `all`.

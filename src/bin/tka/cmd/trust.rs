@@ -7,7 +7,6 @@ use clap::Subcommand;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tka::issuer::read_cert_chain;
 use tka::pki::CertInfo;
 use tka::trust::{ProductScope, TrustRootOptions};
 use tka::{clock, Error, Result};
@@ -17,7 +16,7 @@ pub enum TrustCmd {
     /// Trust a root certificate on this machine
     #[command(after_help = "EXAMPLE:\n  tka trust add root.pem --fingerprint 3f2a...e9")]
     Add {
-        /// Root certificate (PEM or DER)
+        /// Root certificate (PEM or DER); `-` for standard input
         root: PathBuf,
         /// Refuse unless the root's SHA-256 fingerprint is this (hex, colons allowed)
         #[arg(long)]
@@ -113,7 +112,7 @@ fn trust_add(
     store: StoreArgs,
 ) -> Result<ExitCode> {
     let store = open_store(&store)?;
-    let ders = read_cert_chain(&root)?;
+    let ders = crate::io::read_certs(&root)?;
     if ders.len() != 1 {
         return Err(Error::Usage(format!(
             "{} holds {} certificates; give exactly one root",
@@ -123,7 +122,7 @@ fn trust_add(
     }
     let cross_der = match &cross {
         Some(c) => {
-            let d = read_cert_chain(c)?;
+            let d = crate::io::read_certs(c)?;
             if d.len() != 1 {
                 return Err(Error::Usage(format!(
                     "{} holds {} certificates; give exactly one cross-certificate",
