@@ -148,21 +148,55 @@ impl<'a> LazyPass<'a> {
     }
 }
 
+/// Set once this run showed the container warning: at most once per run.
+static CONTAINER_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// This machine's identity for `product`, with no store to remember the
+/// container warning in: see [`identify_in`].
 pub fn identify(product: &str, args: &MachineArgs) -> Result<MachineIdentity> {
+    identify_in(product, args, None)
+}
+
+/// This machine's identity for `product`. The warning that a container
+/// without an explicit identity binds to the host is shown on standard
+/// error at most once per run, not with `--quiet`, and not for a `store`
+/// that remembers showing it ([`remember_container_warning`]); the other
+/// warnings when the binding is weak.
+pub fn identify_in(product: &str, args: &MachineArgs, store: Option<&Store>) -> Result<MachineIdentity> {
+    use std::sync::atomic::Ordering;
     let mut opts = IdentifyOptions::from_env();
     opts.explicit_id_file = args.machine_id_file.clone();
     let id = MachineIdentity::identify(product, &opts)?;
-    if id.binds_host_hardware() || id.binding_strength() == Some(tka::machine::BindingStrength::Weak) {
+    let container = id.container_warning();
+    let show_container = container.is_some()
+        && !args.quiet
+        && !CONTAINER_WARNED.load(Ordering::Relaxed)
+        && !store.is_some_and(|s| s.container_warning_shown().unwrap_or(false));
+    let weak = id.binding_strength() == Some(tka::machine::BindingStrength::Weak);
+    if show_container || weak {
         for w in id.warnings() {
-            crate::output::say_err(format!("warning: {w}"));
-        }
-        if id.binds_host_hardware() {
-            crate::output::say_err(
-                "hint: give each container its own identity with --machine-id-file PATH or TKA_MACHINE_ID=value",
-            );
+            if container.as_ref() != Some(&w) || show_container {
+                crate::output::say_err(format!("warning: {w}"));
+            }
         }
     }
+    if show_container {
+        CONTAINER_WARNED.store(true, Ordering::Relaxed);
+        crate::output::say_err(
+            "hint: give each container its own identity with --machine-id-file PATH or TKA_MACHINE_ID=value \
+             (or --quiet); shown once per store",
+        );
+    }
     Ok(id)
+}
+
+/// Records in `store` that this run showed the container warning, so it is
+/// not shown again; called by the commands that write the store, after
+/// they succeeded. A failure to record is not the command's failure.
+pub fn remember_container_warning(store: &Store) {
+    if CONTAINER_WARNED.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = store.lock().and_then(|l| l.note_container_warning_shown());
+    }
 }
 
 /// The store directory: `--store`/TKA_STORE, or the default for this user.

@@ -2,7 +2,7 @@
 //! and `deactivate`, over this machine's activation store.
 
 use crate::args::{JsonArg, MachineArgs, RootPinArgs, StoreArgs};
-use crate::io::{identify, is_stdio, open_existing_store, open_input, open_store, read_certs, read_token_arg};
+use crate::io::{identify_in, is_stdio, open_existing_store, open_input, open_store, read_certs, read_token_arg};
 use crate::output::{
     bundle_json, print_bundle_scan, print_status, print_verified, say, say_json, say_row, status_json, verified_json,
 };
@@ -93,7 +93,7 @@ pub fn activate(args: ActivateArgs) -> Result<ExitCode> {
         None => Vec::new(),
     };
     let store = open_store(&store)?;
-    let ident = |product: &str| identify(product, &machine);
+    let ident = |product: &str| identify_in(product, &machine, Some(&store));
     let (pins, now) = (&pins.root_fingerprints, clock::now());
     let (v, from) = match (token, bundle) {
         (Some(t), _) => {
@@ -127,6 +127,7 @@ pub fn activate(args: ActivateArgs) -> Result<ExitCode> {
         }
         (None, None) => return Err(Error::Usage("give a TOKEN or --bundle FILE".into())),
     };
+    crate::io::remember_container_warning(&store);
     if out.json {
         let mut j = verified_json(&v);
         if let Some((line, scan)) = &from {
@@ -153,7 +154,7 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
         None => (clock::now(), ClockMark::Raise),
     };
     let products = product.map(|p| vec![p]);
-    let ident = |p: &str| identify(p, &machine);
+    let ident = |p: &str| identify_in(p, &machine, Some(&store));
     let rows = activation::statuses(&store, products.as_deref(), &ident, &pins.root_fingerprints, now, mark)?;
     let all_ok = rows.iter().all(ProductStatus::is_active);
     if out.json {

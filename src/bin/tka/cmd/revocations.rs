@@ -2,7 +2,7 @@
 //! revocation data (machine side).
 
 use crate::args::{HomeArg, JsonArg, LedgerLocationArg, MachineArgs, PassArgs, StoreArgs};
-use crate::io::{check_new_out, duration, identify, now_or, open_store, read_bytes_arg, read_certs, write_file, LazyPass};
+use crate::io::{check_new_out, duration, now_or, open_store, read_bytes_arg, read_certs, write_file, LazyPass};
 use crate::output::{error_kind, say, say_err, say_json, say_row};
 use clap::Subcommand;
 use serde_json::json;
@@ -111,10 +111,11 @@ pub fn run(cmd: RevocationsCmd) -> Result<ExitCode> {
                 ca_certs.extend(read_certs(c)?);
             }
             let opts = ImportOptions { require_fresh, ca_certs };
-            let ident = |product: &str| identify(product, &machine);
+            let ident = |product: &str| crate::io::identify_in(product, &machine, Some(&store));
             let now = clock::now();
             tka::activation::observe_clock(&store, now)?;
             let r = revocation::import(&store, &bytes, &opts, &ident, now)?;
+            crate::io::remember_container_warning(&store);
             for w in &r.warnings {
                 say_err(format!("warning: {w}"));
             }

@@ -500,8 +500,7 @@ fn finish(report: &BatchReport, common: &BulkTokenArgs) -> Result<ExitCode> {
         if is_stdio(p) {
             crate::output::say_out_document(&text);
         } else {
-            tka::issuer::bulk::write_token_file(p, &text)
-                .map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
+            tka::issuer::bulk::write_token_file(p, &text).map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
         }
     }
     const SHOWN: usize = 20;
@@ -537,7 +536,11 @@ fn finish(report: &BatchReport, common: &BulkTokenArgs) -> Result<ExitCode> {
         say_err(format!("error: {e}"));
         return Ok(ExitCode::from(crate::outcome::ERROR));
     }
-    Ok(if report.errors > 0 {
+    // A malformed request is an error in the input (exit 2), as for `token issue`.
+    let malformed = report.items.iter().any(|i| {
+        matches!(&i.reason, Some(tka::issuer::bulk::ItemReason::Refused(tka::IssueRefusal::Unreadable { .. })))
+    });
+    Ok(if report.errors > 0 || malformed {
         ExitCode::from(crate::outcome::ERROR)
     } else if report.refused > 0 {
         crate::outcome::no()
