@@ -491,8 +491,8 @@ fn container_warning_never_enters_json_output() {
 // --- Malformed requests ---------------------------------------------------
 
 /// A malformed request is an error in the input, exit 2, everywhere:
-/// `token issue` (above) and an `issue-bulk` item (an error in the report,
-/// not a refusal).
+/// `token issue` (above) and `issue-bulk` (the item is reported with its
+/// reason, and the batch exits 2, not 1).
 #[test]
 fn malformed_requests_exit_2_everywhere() {
     let s = Sandbox::new();
@@ -509,5 +509,5 @@ fn malformed_requests_exit_2_everywhere() {
     assert_eq!(r.0, 2, "{r:?}");
     assert!(r.2.contains("(junk.txt:1): malformed request: neither a JSON request nor"), "{}", r.2);
     let report: serde_json::Value = serde_json::from_str(&s.read("report.json")).unwrap();
-    assert_eq!(report["errors"], 1, "{report}");
+    assert_eq!(report["items"][0]["reason"], "malformed request: neither a JSON request nor a TKAR1-... text request");
 }
