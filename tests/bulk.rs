@@ -380,8 +380,9 @@ fn cli_issue_bulk_reports_per_item_and_reruns_idempotently() {
         "--report",
         "report.json",
     ];
+    // A malformed request among them: an error in the input, exit 2 (issue 15).
     let r = c.run(&args);
-    assert_eq!(r.0, 1, "{r:?}");
+    assert_eq!(r.0, 2, "{r:?}");
     assert!(r.1.starts_with("issued: 3 of 5 (signed 3, existing 0, new seats 3)\nrefused: 2\nerrors: 0\n"), "{}", r.1);
     let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(c.path("report.json")).unwrap()).unwrap();
     let statuses: Vec<&str> =
@@ -390,7 +391,7 @@ fn cli_issue_bulk_reports_per_item_and_reruns_idempotently() {
     assert_eq!(report["items"][4]["reason"], "malformed request: neither a JSON request nor a TKAR1-... text request");
     let before = files(&c.path("out"));
     let r = c.run(&args);
-    assert_eq!(r.0, 1);
+    assert_eq!(r.0, 2);
     assert!(r.1.starts_with("issued: 3 of 5 (signed 0, existing 3, new seats 0)"), "{}", r.1);
     assert_eq!(files(&c.path("out")), before);
     assert_eq!(c.ledger().entitlement("acme").unwrap().used, 3);

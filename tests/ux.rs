@@ -284,3 +284,230 @@ fn revoked_machine_is_not_reissued_silently() {
     // Re-admitted: its newest token is not revoked, so it is no longer refused.
     s.ok(&[&issue[..], &["--out", "t4.jws"]].concat());
 }
+
+// --- Streams --------------------------------------------------------------
+
+/// `-` is standard input for every file argument: a root, a certificate, a
+/// token (inspect, verify, activate), a revocation list; standard input is
+/// read for one argument only.
+#[test]
+fn dash_reads_standard_input_for_file_arguments() {
+    let s = Sandbox::new();
+    s.ok(&["issuer", "init", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    let root = s.read("home/root.pem");
+    let r = tka_stdin(&s, &["trust", "add", "-"], &root);
+    assert_eq!(r.0, 0, "{r:?}");
+    assert!(r.1.starts_with("trusted: "), "{}", r.1);
+    let r = tka_stdin(&s, &["cert", "inspect", "-", "--json"], &s.read("home/chain.pem"));
+    assert_eq!(r.0, 0, "{r:?}");
+    assert!(r.1.contains("\"fingerprint\""), "{}", r.1);
+    s.token(PRODUCT, "token.jws");
+    let token = s.read("token.jws");
+    let r = tka_stdin(&s, &["token", "inspect", "-"], &token);
+    assert!(r.0 == 0 && r.1.contains(&format!("product: {PRODUCT}")), "{r:?}");
+    let r = tka_stdin(&s, &["token", "verify", "-", "--trust", "home/root.pem"], &token);
+    assert!(r.0 == 0 && r.1.starts_with("valid signature and chain"), "{r:?}");
+    let r = tka_stdin(&s, &["token", "verify", "token.jws", "--trust", "-"], &root);
+    assert!(r.0 == 0 && r.1.starts_with("valid signature and chain"), "{r:?}");
+    let r = tka_stdin(&s, &["activate", "-"], &token);
+    assert!(r.0 == 0 && r.1.starts_with(&format!("activated: {PRODUCT}")), "{r:?}");
+    s.ok(&["revocations", "create", "--home", "home", "--out", "revoked.jws"]);
+    let r = tka_stdin(&s, &["revocations", "import", "-"], &s.read("revoked.jws"));
+    assert!(r.0 == 0 && r.1.starts_with("installed: "), "{r:?}");
+    // Two arguments cannot both be standard input.
+    let before = s.snapshot("store");
+    let r = tka_stdin(&s, &["trust", "add", "-", "--cross", "-"], &root);
+    assert_fails(&r, 2, "standard input (`-`) can be read for one argument only");
+    assert_eq!(before, s.snapshot("store"));
+}
+
+/// `--out -` writes the document to standard output, whole: the lines that
+/// report on it go to standard error. A private key is not written there.
+#[test]
+fn dash_out_writes_the_document_to_standard_output() {
+    let s = Sandbox::new();
+    s.issuer_and_trust();
+    s.token(PRODUCT, "token.jws");
+    let r = s.tka(&["revocations", "create", "--home", "home", "--out", "-"]);
+    assert_eq!(r.0, 0, "{r:?}");
+    assert_eq!(r.1.lines().count(), 1, "{}", r.1);
+    assert!(r.1.starts_with("eyJ"), "{}", r.1);
+    assert!(r.2.contains("sequence: 1"), "{}", r.2);
+    let r = s.tka(&["ledger", "export", "--home", "home", "--format", "json", "--out", "-"]);
+    assert_eq!(r.0, 0, "{r:?}");
+    let rows: serde_json::Value = serde_json::from_str(&r.1).unwrap();
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{}", r.1);
+    assert!(!s.path("-").exists());
+    let r = s.tka(&["crl", "create", "--ca-cert", "home/ca.pem", "--ca-key", "home/ca.key", "--out", "-"]);
+    assert_eq!(r.0, 0, "{r:?}");
+    assert!(r.1.starts_with("-----BEGIN X509 CRL-----") && r.1.trim_end().ends_with("-----END X509 CRL-----"));
+    let r = s.tka(&["key", "generate", "--out", "-", "--insecure-no-passphrase"]);
+    assert_fails(&r, 2, "--out -: a private key is not written to standard output; give a file (written 0600)");
+    assert!(!s.path("-").exists());
+}
+
+/// `issue-bulk --report -` prints the report (JSON) on standard output and
+/// the summary on standard error; `--requests-file -` reads standard input.
+#[test]
+fn bulk_report_and_requests_file_take_dash() {
+    let s = Sandbox::new();
+    s.issuer_and_trust();
+    s.ok(&["entitlement", "add", "--home", "home", "--product", PRODUCT, "--machines", "5", "--name", "e"]);
+    let text = s.ok(&["request", "create", "--product", PRODUCT, "--text"]);
+    let r = tka_stdin(
+        &s,
+        &["token", "issue-bulk", "--home", "home", "--entitlement", "e", "--requests-file", "-"]
+            .iter()
+            .chain(&["--out", "out", "--report", "-"])
+            .copied()
+            .collect::<Vec<_>>(),
+        &text,
+    );
+    assert_eq!(r.0, 0, "{r:?}");
+    let report: serde_json::Value = serde_json::from_str(&r.1).unwrap();
+    assert_eq!(report["ok"], 1, "{}", r.1);
+    assert!(r.2.contains("issued: 1 of 1"), "{}", r.2);
+}
+
+/// Runs `args` with standard output a pipe that is closed after one line
+/// (`tka ... | head -1`): the exit status is not a panic's (101), and
+/// nothing panicked.
+fn assert_no_panic_on_closed_pipe(s: &Sandbox, args: &[&str]) {
+    use std::io::BufRead;
+    let mut c = s.cmd(args);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(!line.is_empty(), "tka {args:?} printed nothing");
+    drop(reader);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(101), "tka {args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "tka {args:?}: {stderr}");
+}
+
+/// Every command that prints more than a line ends quietly when its reader
+/// goes away: a ledger of 300 tokens exported (well past a pipe's buffer),
+/// ledger list, token and chain inspection, status, list, trust list, help.
+#[test]
+fn closed_pipe_never_panics() {
+    let s = Sandbox::new();
+    s.issuer_and_trust();
+    s.token(PRODUCT, "token.jws");
+    s.ok(&["activate", "token.jws"]);
+    s.ok(&["request", "generate-test", "--product", PRODUCT, "--count", "300", "--out", "reqs.txt"]);
+    s.ok(&["entitlement", "add", "--home", "home", "--product", PRODUCT, "--machines", "1000", "--name", "bulk"]);
+    s.ok(&["token", "issue-bulk", "--home", "home", "--entitlement", "bulk", "--requests-file", "reqs.txt"]
+        .iter()
+        .chain(&["--out", "tokens", "--allow-weak-binding", "--quiet"])
+        .copied()
+        .collect::<Vec<_>>());
+    for args in [
+        &["ledger", "export", "--home", "home", "--format", "csv"][..],
+        &["ledger", "export", "--home", "home", "--format", "json"][..],
+        &["ledger", "list", "--home", "home"][..],
+        &["token", "inspect", "token.jws"][..],
+        &["cert", "inspect", "home/chain.pem"][..],
+        &["status"][..],
+        &["list"][..],
+        &["trust", "list"][..],
+        &["--help"][..],
+    ] {
+        assert_no_panic_on_closed_pipe(&s, args);
+    }
+}
+
+// --- The container warning ------------------------------------------------
+
+/// Turns the sandbox's machine into a Docker container.
+fn in_a_container(s: &Sandbox) {
+    s.write("sysroot/.dockerenv", "");
+}
+
+const CONTAINER_WARNING: &str = "warning: running in a container (docker)";
+
+/// In a container without an explicit identity, the warning is shown until
+/// a command that writes the store (activate) has shown it, then not again
+/// for that store; a read-only command (status) shows it but writes nothing.
+#[test]
+fn container_warning_is_shown_once_per_store() {
+    let s = Sandbox::new();
+    in_a_container(&s);
+    s.issuer_and_trust();
+    s.token(PRODUCT, "token.jws");
+    // Installed quietly: the warning was not shown, so it is not remembered.
+    s.ok(&["activate", "token.jws", "--quiet"]);
+    assert!(!s.store().join("container-warning-shown").exists());
+    let before = s.snapshot("store");
+    let r = s.tka(&["status"]);
+    assert!(r.2.contains(CONTAINER_WARNING), "{r:?}");
+    assert_eq!(before, s.snapshot("store"), "a read-only command wrote");
+    let r = s.tka(&["activate", "token.jws"]);
+    assert_eq!(r.0, 0, "{r:?}");
+    assert_eq!(r.2.matches(CONTAINER_WARNING).count(), 1, "{}", r.2);
+    assert!(s.store().join("container-warning-shown").exists());
+    for args in [&["status"][..], &["activate", "token.jws"][..]] {
+        let r = s.tka(args);
+        assert_eq!(r.0, 0, "{r:?}");
+        assert!(!r.2.contains("running in a container"), "{args:?}: {}", r.2);
+    }
+}
+
+/// An explicit identity (`--machine-id-file`, `TKA_MACHINE_ID`) or
+/// `--quiet` silences the container warning.
+#[test]
+fn container_warning_is_silenced_by_an_explicit_identity_or_quiet() {
+    let s = Sandbox::new();
+    in_a_container(&s);
+    let r = s.tka(&["machine", "id", "--product", PRODUCT]);
+    assert!(r.0 == 0 && r.2.contains(CONTAINER_WARNING), "{r:?}");
+    let r = s.tka(&["machine", "id", "--product", PRODUCT, "--quiet"]);
+    assert!(r.0 == 0 && !r.2.contains("running in a container"), "{r:?}");
+    s.write("id.txt", "container-7\n");
+    let r = s.tka(&["machine", "id", "--product", PRODUCT, "--machine-id-file", "id.txt"]);
+    assert!(r.0 == 0 && !r.2.contains("running in a container"), "{r:?}");
+    let r = sandbox::run(s.cmd(&["machine", "id", "--product", PRODUCT]).env("TKA_MACHINE_ID", "container-7"));
+    assert!(r.0 == 0 && !r.2.contains("running in a container"), "{r:?}");
+}
+
+/// With `--json`, standard output is the JSON document alone: the container
+/// warning never enters it.
+#[test]
+fn container_warning_never_enters_json_output() {
+    let s = Sandbox::new();
+    in_a_container(&s);
+    s.issuer_and_trust();
+    s.token(PRODUCT, "token.jws");
+    for args in [&["activate", "token.jws", "--json"][..], &["machine", "id", "--product", PRODUCT, "--json"][..]] {
+        let r = s.tka(args);
+        assert_eq!(r.0, 0, "{r:?}");
+        serde_json::from_str::<serde_json::Value>(&r.1).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", r.1));
+        assert!(!r.1.contains("running in a container"), "{}", r.1);
+    }
+}
+
+// --- Malformed requests ---------------------------------------------------
+
+/// A malformed request is an error in the input, exit 2, everywhere:
+/// `token issue` (above) and `issue-bulk` (the item is reported with its
+/// reason, and the batch exits 2, not 1).
+#[test]
+fn malformed_requests_exit_2_everywhere() {
+    let s = Sandbox::new();
+    s.issuer_and_trust();
+    s.write("junk.txt", "hello\n");
+    s.ok(&["entitlement", "add", "--home", "home", "--product", PRODUCT, "--machines", "5", "--name", "e"]);
+    let r = s.tka(
+        &["token", "issue-bulk", "--home", "home", "--entitlement", "e", "--requests-file", "junk.txt"]
+            .iter()
+            .chain(&["--out", "out", "--report", "report.json"])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(r.0, 2, "{r:?}");
+    assert!(r.2.contains("(junk.txt:1): malformed request: neither a JSON request nor"), "{}", r.2);
+    let report: serde_json::Value = serde_json::from_str(&s.read("report.json")).unwrap();
+    assert_eq!(report["items"][0]["reason"], "malformed request: neither a JSON request nor a TKAR1-... text request");
+}

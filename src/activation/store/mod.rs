@@ -23,6 +23,8 @@
 //!   state.json               StoreState: clock high-water mark, revocation sequences
 //!   agent.json               optional CachedHost: the activation host that answered
 //!                            the agent last {"host": .., "port": .., "when": <unix secs>}
+//!   container-warning-shown  optional, empty: the container warning was shown once
+//!                            (CONTAINER_WARNING_FILE); not shown again for this store
 //!   roots/<fp>.pem           trusted roots, one PEM CERTIFICATE each, 0644;
 //!                            <fp> is the lowercase hex SHA-256 of the DER
 //!   roots/<fp>.json          optional product scope of that root:
@@ -132,9 +134,11 @@ mod clock;
 mod files;
 mod lock;
 mod names;
+mod notices;
 
 pub use crate::core::store_error::StoreError;
 pub use cached_host::{CachedHost, CACHED_HOST_FILE, MAX_CACHED_HOST_FILE};
 pub use clock::{check_clock, StoreState, DEFAULT_CLOCK_TOLERANCE_SECS};
 pub use files::*;
 pub use lock::StoreLock;
+pub use notices::CONTAINER_WARNING_FILE;

@@ -42,6 +42,10 @@ pub struct MachineArgs {
     /// Use the identity in this file instead of hardware (containers); also TKA_MACHINE_ID
     #[arg(long, value_name = "PATH")]
     pub machine_id_file: Option<PathBuf>,
+    /// Do not warn that in a container without an explicit identity the binding is to the host
+    /// (shown once per store otherwise)
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Key unlock: what opens existing keys (files and PKCS#11 tokens); turned
@@ -202,7 +206,7 @@ pub struct ReissueArgs {
     /// (without it such a certificate is refused)
     #[arg(long)]
     pub shorten: bool,
-    /// Output certificate (PEM)
+    /// Output certificate (PEM); `-` for standard output
     #[arg(long)]
     pub out: PathBuf,
     /// Replace an existing file

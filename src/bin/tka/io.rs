@@ -159,21 +159,55 @@ impl<'a> LazyPass<'a> {
     }
 }
 
+/// Set once this run showed the container warning: at most once per run.
+static CONTAINER_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// This machine's identity for `product`, with no store to remember the
+/// container warning in: see [`identify_in`].
 pub fn identify(product: &str, args: &MachineArgs) -> Result<MachineIdentity> {
+    identify_in(product, args, None)
+}
+
+/// This machine's identity for `product`. The warning that a container
+/// without an explicit identity binds to the host is shown on standard
+/// error at most once per run, not with `--quiet`, and not for a `store`
+/// that remembers showing it ([`remember_container_warning`]); the other
+/// warnings when the binding is weak.
+pub fn identify_in(product: &str, args: &MachineArgs, store: Option<&Store>) -> Result<MachineIdentity> {
+    use std::sync::atomic::Ordering;
     let mut opts = IdentifyOptions::from_env();
     opts.explicit_id_file = args.machine_id_file.clone();
     let id = MachineIdentity::identify(product, &opts)?;
-    if id.binds_host_hardware() || id.binding_strength() == Some(tka::machine::BindingStrength::Weak) {
+    let container = id.container_warning();
+    let show_container = container.is_some()
+        && !args.quiet
+        && !CONTAINER_WARNED.load(Ordering::Relaxed)
+        && !store.is_some_and(|s| s.container_warning_shown().unwrap_or(false));
+    let weak = id.binding_strength() == Some(tka::machine::BindingStrength::Weak);
+    if show_container || weak {
         for w in id.warnings() {
-            crate::output::say_err(format!("warning: {w}"));
-        }
-        if id.binds_host_hardware() {
-            crate::output::say_err(
-                "hint: give each container its own identity with --machine-id-file PATH or TKA_MACHINE_ID=value",
-            );
+            if container.as_ref() != Some(&w) || show_container {
+                crate::output::say_err(format!("warning: {w}"));
+            }
         }
     }
+    if show_container {
+        CONTAINER_WARNED.store(true, Ordering::Relaxed);
+        crate::output::say_err(
+            "hint: give each container its own identity with --machine-id-file PATH or TKA_MACHINE_ID=value \
+             (or --quiet); shown once per store",
+        );
+    }
     Ok(id)
+}
+
+/// Records in `store` that this run showed the container warning, so it is
+/// not shown again; called by the commands that write the store, after
+/// they succeeded. A failure to record is not the command's failure.
+pub fn remember_container_warning(store: &Store) {
+    if CONTAINER_WARNED.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = store.lock().and_then(|l| l.note_container_warning_shown());
+    }
 }
 
 /// The store directory: `--store`/TKA_STORE, or the default for this user.
@@ -238,21 +272,60 @@ pub fn open_input(path: &Path) -> Result<std::fs::File> {
     fsutil::open_regular(path, fsutil::Access::Public).map_err(|e| e.at(path))
 }
 
-/// Reads a file or standard input (`-`), refusing more than `limit` bytes.
-pub fn read_input(arg: &str, limit: usize, what: &'static str) -> Result<String> {
-    let bytes = if arg == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .take(limit as u64 + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| Error::Usage(format!("standard input: {e}")))?;
-        buf
-    } else {
-        read_limited(Path::new(arg), limit, what)?
-    };
-    if bytes.len() > limit {
+/// Set once standard input has been read: `-` names it for one argument only.
+static STDIN_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Claims standard input for one argument; a second `-` is a usage error.
+pub fn take_stdin() -> Result<std::io::Stdin> {
+    if STDIN_TAKEN.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return Err(Error::Usage("standard input (`-`) can be read for one argument only".into()));
+    }
+    Ok(std::io::stdin())
+}
+
+/// Reads standard input, refusing more than `limit` bytes.
+fn read_stdin(limit: usize, what: &'static str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    take_stdin()?
+        .take(limit as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::Usage(format!("standard input: {e}")))?;
+    if buf.len() > limit {
         return Err(VerifyError::TooLarge { what, limit }.into());
     }
+    Ok(buf)
+}
+
+/// Reads a file, or standard input for `-`, of at most `limit` bytes (as
+/// [`read_limited`]).
+pub fn read_bytes_arg(path: &Path, limit: usize, what: &'static str) -> Result<Vec<u8>> {
+    if is_stdio(path) {
+        read_stdin(limit, what)
+    } else {
+        read_limited(path, limit, what)
+    }
+}
+
+/// The certificates (PEM or DER) in a file, or on standard input for `-`.
+pub fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>> {
+    if is_stdio(path) {
+        let bytes = read_stdin(1024 * 1024, "certificate file")?;
+        return pem::certificates_from_bytes(&bytes, "standard input");
+    }
+    read_cert_chain(path)
+}
+
+/// Refuses an existing output file unless `force`; `-` (standard output) is never refused.
+pub fn check_new_out(path: &Path, force: bool) -> Result<()> {
+    if !force && !is_stdio(path) && path.exists() {
+        return Err(Error::Exists { path: path.to_path_buf() });
+    }
+    Ok(())
+}
+
+/// Reads a file or standard input (`-`), refusing more than `limit` bytes.
+pub fn read_input(arg: &str, limit: usize, what: &'static str) -> Result<String> {
+    let bytes = read_bytes_arg(Path::new(arg), limit, what)?;
     String::from_utf8(bytes).map_err(|_| VerifyError::Malformed { what, detail: "not UTF-8 text".into() }.into())
 }
 
@@ -297,7 +370,7 @@ pub fn read_request_arg(arg: &str) -> Result<tka::request::ActivationRequest> {
 }
 
 pub fn read_trust_path(path: &Path) -> Result<Vec<Vec<u8>>> {
-    if path.is_dir() {
+    if !is_stdio(path) && path.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -313,14 +386,14 @@ pub fn read_trust_path(path: &Path) -> Result<Vec<Vec<u8>>> {
         }
         Ok(out)
     } else {
-        read_cert_chain(path)
+        read_certs(path)
     }
 }
 
 pub fn read_crls(path: &Path) -> Result<Vec<Crl>> {
     // A CRL is at most 1 MiB of DER (Crl::parse); its PEM form is a third larger.
     const LIMIT: usize = 2 * 1024 * 1024;
-    let bytes = read_limited(path, LIMIT, "CRL")?;
+    let bytes = read_bytes_arg(path, LIMIT, "CRL")?;
     let ders = match std::str::from_utf8(&bytes) {
         Ok(t) if t.contains("-----BEGIN") => pem::decode_all(t, "X509 CRL")?,
         _ => vec![bytes],
@@ -337,7 +410,7 @@ pub fn is_stdio(path: &Path) -> bool {
 /// output for `-`.
 pub fn write_file(path: &Path, text: &str, force: bool) -> Result<()> {
     if is_stdio(path) {
-        crate::output::say_document(text);
+        crate::output::say_out_document(text);
         return Ok(());
     }
     if force && path.exists() {
@@ -359,9 +432,9 @@ pub fn duration(s: &str) -> Result<i64> {
     tka::clock::parse_duration(s).map_err(Error::Usage)
 }
 
-/// The first certificate of a PEM or DER file.
+/// The first certificate of a PEM or DER file (or of standard input, `-`).
 pub fn first_cert(path: &Path) -> Result<tka::pki::CertInfo> {
-    let der = read_cert_chain(path)?.remove(0);
+    let der = read_certs(path)?.remove(0);
     tka::pki::CertInfo::parse(&der)
         .map_err(|e| Error::Format { what: path.display().to_string(), detail: e.to_string() })
 }

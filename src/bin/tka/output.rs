@@ -121,10 +121,18 @@ fn write_line(text: &str) {
     }
     write_out(text);
 }
+/// Set once a document written for `--out -` took standard output.
+static STDOUT_IS_DOCUMENT: AtomicBool = AtomicBool::new(false);
 
 /// Writes `text` as it is (already made printable) to standard output; after
-/// a closed pipe, nothing more is written.
+/// a closed pipe, nothing more is written. Once a `--out -` document took
+/// standard output ([`say_out_document`]), what follows goes to standard
+/// error, so the document stays whole.
 fn write_out(text: &str) {
+    if STDOUT_IS_DOCUMENT.load(Ordering::Relaxed) {
+        eprint!("{text}");
+        return;
+    }
     if stdout_closed() {
         return;
     }
@@ -170,6 +178,13 @@ pub fn say_json(v: &serde_json::Value) {
 pub fn say_document(text: &str) {
     DOCUMENT_PRINTED.store(true, Ordering::Relaxed);
     write_out(text);
+}
+
+/// Prints a document meant for a file (`--out -`) on standard output: the
+/// lines that report on it go to standard error from then on.
+pub fn say_out_document(text: &str) {
+    write_out(text);
+    STDOUT_IS_DOCUMENT.store(true, Ordering::Relaxed);
 }
 
 /// A root's product scope in words: the products, or `all`.

@@ -367,17 +367,24 @@ impl MachineIdentity {
         rule.evaluate(bound, &self.components)
     }
 
-    /// Warnings worth showing the operator.
-    pub fn warnings(&self) -> Vec<String> {
-        let mut w = Vec::new();
-        if self.binds_host_hardware() {
-            w.push(format!(
+    /// The warning that this identity binds to the host (see
+    /// [`Self::binds_host_hardware`]), if it does; the first of
+    /// [`Self::warnings`].
+    pub fn container_warning(&self) -> Option<String> {
+        self.binds_host_hardware().then(|| {
+            format!(
                 "running in a {}: without an explicit identity this binds to the container image and the \
                  host's hardware, which every container on the host shares; use an explicit machine-id file or \
                  TKA_MACHINE_ID",
                 self.environment
-            ));
-        }
+            )
+        })
+    }
+
+    /// Warnings worth showing the operator.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        w.extend(self.container_warning());
         if self.explicit {
             w.push("using only the explicit identity; hardware sources are ignored".into());
         }

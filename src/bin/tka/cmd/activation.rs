@@ -2,7 +2,7 @@
 //! and `deactivate`, over this machine's activation store.
 
 use crate::args::{JsonArg, MachineArgs, RootPinArgs, StoreArgs};
-use crate::io::{identify, open_existing_store, open_input, open_store, read_token_arg};
+use crate::io::{identify_in, is_stdio, open_existing_store, open_input, open_store, read_certs, read_token_arg};
 use crate::output::{
     bundle_json, print_bundle_scan, print_status, print_verified, say, say_json, say_row, status_json, verified_json,
 };
@@ -23,7 +23,7 @@ pub struct ActivateArgs {
     /// Token file, `-` for standard input, or the token text itself
     #[arg(required_unless_present = "bundle")]
     pub token: Option<String>,
-    /// Take this machine's token from a bundle written by `token issue-bulk --bundle`: every
+    /// Take this machine's token from a bundle (`-`: standard input) written by `token issue-bulk --bundle`: every
     /// line labelled for this machine is verified, the first that verifies is installed
     #[arg(long, value_name = "FILE", conflicts_with = "token")]
     pub bundle: Option<PathBuf>,
@@ -31,7 +31,7 @@ pub struct ActivateArgs {
     /// with --bundle, lines for other products are skipped unchecked
     #[arg(long)]
     pub product: Option<String>,
-    /// Certificates (PEM: the issuer's signer and intermediate certificates) a compact token is
+    /// Certificates (PEM, `-` for standard input: the issuer's signer and intermediate certificates) a compact token is
     /// verified with; kept in the store when the token activates, so later compact tokens from
     /// the same issuer need no --chain. Not trusted: the chain must still end at a trusted root
     #[arg(long, value_name = "FILE", conflicts_with = "bundle")]
@@ -89,11 +89,11 @@ pub struct DeactivateArgs {
 pub fn activate(args: ActivateArgs) -> Result<ExitCode> {
     let ActivateArgs { token, bundle, product, chain, clock_tolerance, pins, store, machine, out } = args;
     let chain = match &chain {
-        Some(path) => tka::issuer::read_cert_chain(path)?,
+        Some(path) => read_certs(path)?,
         None => Vec::new(),
     };
     let store = open_store(&store)?;
-    let ident = |product: &str| identify(product, &machine);
+    let ident = |product: &str| identify_in(product, &machine, Some(&store));
     let (pins, now) = (&pins.root_fingerprints, clock::now());
     let (v, from) = match (token, bundle) {
         (Some(t), _) => {
@@ -116,12 +116,18 @@ pub fn activate(args: ActivateArgs) -> Result<ExitCode> {
                 now,
                 clock_tolerance,
             };
-            let reader = std::io::BufReader::with_capacity(1 << 16, open_input(&b)?);
-            let a = activation::activate_from_bundle(&store, reader, &ident, &opts)?;
+            let a = if is_stdio(&b) {
+                let stdin = crate::io::take_stdin()?;
+                activation::activate_from_bundle(&store, stdin.lock(), &ident, &opts)?
+            } else {
+                let reader = std::io::BufReader::with_capacity(1 << 16, open_input(&b)?);
+                activation::activate_from_bundle(&store, reader, &ident, &opts)?
+            };
             (a.verified, Some((a.line, a.scan)))
         }
         (None, None) => return Err(Error::Usage("give a TOKEN or --bundle FILE".into())),
     };
+    crate::io::remember_container_warning(&store);
     if out.json {
         let mut j = verified_json(&v);
         if let Some((line, scan)) = &from {
@@ -148,7 +154,7 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
         None => (clock::now(), ClockMark::Raise),
     };
     let products = product.map(|p| vec![p]);
-    let ident = |p: &str| identify(p, &machine);
+    let ident = |p: &str| identify_in(p, &machine, Some(&store));
     let rows = activation::statuses(&store, products.as_deref(), &ident, &pins.root_fingerprints, now, mark)?;
     let all_ok = rows.iter().all(ProductStatus::is_active);
     if out.json {

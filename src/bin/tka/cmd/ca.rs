@@ -2,15 +2,14 @@
 //! them (`renew`, `rekey`).
 
 use crate::args::{CertDaysArg, PassArgs, ReissueArgs, SigningCaArgs};
-use crate::io::{first_cert, write_file, LazyPass};
+use crate::io::{check_new_out, first_cert, read_certs, write_file, LazyPass};
 use crate::output::say;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tka::issuer::read_cert_chain;
 use tka::issuer::{CertKind, CertRequest};
 use tka::pki::{pem, CertInfo};
-use tka::{clock, rotation, Error, Result};
+use tka::{clock, rotation, Result};
 
 /// A new certificate: subject, lifetime and output file.
 #[derive(Args, Debug, Clone)]
@@ -20,7 +19,7 @@ pub struct CertOut {
     pub subject: String,
     #[command(flatten)]
     pub days: CertDaysArg,
-    /// Output certificate (PEM)
+    /// Output certificate (PEM); `-` for standard output
     #[arg(long)]
     pub out: PathBuf,
     /// Replace an existing file
@@ -115,9 +114,7 @@ pub fn run(cmd: CaCmd) -> Result<ExitCode> {
         CaCmd::Renew { reissue } => return reissue_cert(reissue, None),
         CaCmd::Rekey { key, reissue } => return reissue_cert(reissue, Some(key)),
     };
-    if !cert.force && cert.out.exists() {
-        return Err(Error::Exists { path: cert.out });
-    }
+    check_new_out(&cert.out, cert.force)?;
     let days = cert.days.days_or(default_days)?;
     let passphrase = LazyPass::new(&pass);
     let subject_key = passphrase.load(&key_path)?;
@@ -131,7 +128,7 @@ pub fn run(cmd: CaCmd) -> Result<ExitCode> {
     let der = match ca {
         None => tka::issuer::create_certificate(&req, subject_key.public_key(), None, subject_key.as_ref())?,
         Some(SigningCaArgs { ca_cert, ca_key }) => {
-            let ca_der = read_cert_chain(&ca_cert)?.remove(0);
+            let ca_der = read_certs(&ca_cert)?.remove(0);
             let ca_info = CertInfo::parse(&ca_der)?;
             let ca_key = passphrase.load(&ca_key)?;
             tka::issuer::create_certificate(&req, subject_key.public_key(), Some(&ca_info), ca_key.as_ref())?
@@ -150,9 +147,7 @@ pub fn run(cmd: CaCmd) -> Result<ExitCode> {
 /// `tka ca renew` (same key) and `tka ca rekey` (`new_key`).
 fn reissue_cert(args: ReissueArgs, new_key: Option<PathBuf>) -> Result<ExitCode> {
     let ReissueArgs { cert, ca: SigningCaArgs { ca_cert, ca_key }, days, shorten, out, force, pass } = args;
-    if !force && out.exists() {
-        return Err(Error::Exists { path: out });
-    }
+    check_new_out(&out, force)?;
     let old = first_cert(&cert)?;
     let issuer = first_cert(&ca_cert)?;
     let passphrase = LazyPass::new(&pass);

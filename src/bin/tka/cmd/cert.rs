@@ -7,7 +7,7 @@ use clap::Subcommand;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tka::issuer::{read_cert_chain, IssuerHome};
+use tka::issuer::IssuerHome;
 use tka::pki::CertInfo;
 use tka::rotation::{self, RenewalPolicy};
 use tka::{clock, Error, Result};
@@ -19,7 +19,7 @@ pub enum CertCmd {
         after_help = "Default: renew once 66% of the lifetime has passed. With --home, the signer is also due when it\ncan no longer cover the home's standard token lifetime.\n\nEXAMPLES:\n  tka cert needs-renewal signer.pem --expires-in 30d\n  tka cert needs-renewal --home ~/tka-issuer --role signer"
     )]
     NeedsRenewal {
-        /// Certificate file (PEM or DER; the first certificate is checked)
+        /// Certificate file (PEM or DER; the first certificate is checked); `-` for standard input
         #[arg(required_unless_present = "home", conflicts_with = "home")]
         cert: Option<PathBuf>,
         /// Check a certificate of this issuer home instead
@@ -43,7 +43,7 @@ pub enum CertCmd {
     /// Show what a certificate says (every certificate in the file)
     #[command(after_help = "EXAMPLES:\n  tka cert inspect root.pem\n  tka cert inspect ~/tka-issuer/chain.pem --json")]
     Inspect {
-        /// Certificate file (PEM or DER)
+        /// Certificate file (PEM or DER); `-` for standard input
         cert: PathBuf,
         #[command(flatten)]
         out: JsonArg,
@@ -109,7 +109,7 @@ pub fn run(cmd: CertCmd) -> Result<ExitCode> {
             Ok(if check.renew { ExitCode::SUCCESS } else { crate::outcome::no() })
         }
         CertCmd::Inspect { cert, out } => {
-            let ders = read_cert_chain(&cert)?;
+            let ders = crate::io::read_certs(&cert)?;
             let infos = ders.iter().map(|d| CertInfo::parse(d)).collect::<std::result::Result<Vec<_>, _>>()?;
             let rows: Vec<serde_json::Value> = infos.iter().map(cert_json).collect();
             if out.json {

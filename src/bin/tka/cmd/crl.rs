@@ -32,7 +32,7 @@ pub enum CrlCmd {
         /// cRLNumber [default: the current Unix time, so it increases without state]
         #[arg(long)]
         number: Option<u64>,
-        /// Output file (PEM)
+        /// Output file (PEM); `-` for standard output
         #[arg(long)]
         out: PathBuf,
         /// Replace an existing file
@@ -46,8 +46,12 @@ pub enum CrlCmd {
 pub fn run(cmd: CrlCmd) -> Result<ExitCode> {
     match cmd {
         CrlCmd::Create { ca_cert, ca_key, revoke, next_update, number, out, force, pass } => {
-            if !force && out.exists() {
-                return Err(Error::Exists { path: out });
+            crate::io::check_new_out(&out, force)?;
+            if crate::io::is_stdio(&ca_cert) {
+                // The CRL number counter is kept beside the CA certificate file.
+                return Err(Error::Usage(
+                    "--ca-cert -: the CRL number is kept beside the CA certificate, so give its file".into(),
+                ));
             }
             let now = clock::now();
             let entries = revoke.iter().map(|r| CrlEntry::parse(r, now)).collect::<Result<Vec<_>>>()?;

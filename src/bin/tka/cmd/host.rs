@@ -55,7 +55,7 @@ EXAMPLE:\n  tka host certify --home ~/tka-issuer --request host.csr --products a
     Certify {
         #[command(flatten)]
         home: HomeArg,
-        /// The host request (PKCS#10, from `tka host init`)
+        /// The host request (PKCS#10, from `tka host init`); `-` for standard input
         #[arg(long, value_name = "HOSTREQ")]
         request: PathBuf,
         /// Products the host may sign tokens for, comma-separated
@@ -70,7 +70,7 @@ EXAMPLE:\n  tka host certify --home ~/tka-issuer --request host.csr --products a
         /// Cap on the machines the host activates at once (recorded in the certificate)
         #[arg(long, value_name = "N")]
         seats: Option<u32>,
-        /// Output certificate chain (PEM)
+        /// Output certificate chain (PEM); `-` for standard output
         #[arg(long, value_name = "HOSTCERT")]
         out: PathBuf,
         /// Replace an existing --out file
@@ -224,11 +224,13 @@ pub fn run(cmd: HostCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         HostCmd::Certify { home, request, products, max_lifetime, days, seats, out, force, pass } => {
-            if !force && out.exists() {
-                return Err(Error::Exists { path: out });
-            }
+            crate::io::check_new_out(&out, force)?;
             let home = home.open()?;
-            let bytes = tka::fsutil::read_file(&request, host::MAX_HOST_REQUEST as u64)?;
+            let bytes = if crate::io::is_stdio(&request) {
+                crate::io::read_bytes_arg(&request, host::MAX_HOST_REQUEST, "host request")?
+            } else {
+                tka::fsutil::read_file(&request, host::MAX_HOST_REQUEST as u64)?
+            };
             let req = host::read_host_request(&bytes)?;
             let opts =
                 CertifyOptions { delegation: Delegation { products, max_lifetime_secs: max_lifetime, seats }, days };

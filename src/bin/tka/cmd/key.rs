@@ -53,6 +53,11 @@ pub fn run(cmd: KeyCmd) -> Result<ExitCode> {
                 say(format!("bits: {}", tka::keys::public_bits(&public)));
                 return Ok(ExitCode::SUCCESS);
             }
+            if crate::io::is_stdio(&out) {
+                return Err(Error::Usage(
+                    "--out -: a private key is not written to standard output; give a file (written 0600)".into(),
+                ));
+            }
             if !force && out.exists() {
                 return Err(Error::Exists { path: out });
             }

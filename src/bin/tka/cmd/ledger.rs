@@ -57,7 +57,7 @@ pub enum LedgerCmd {
         /// Format
         #[arg(long, value_parser = ["csv", "json"])]
         format: String,
-        /// Output file [default: standard output]
+        /// Output file (`-`: standard output) [default: standard output]
         #[arg(long)]
         out: Option<PathBuf>,
         #[command(flatten)]
@@ -253,7 +253,7 @@ pub fn run(cmd: LedgerCmd) -> CmdResult {
                 }
                 s
             };
-            match out {
+            match out.filter(|p| !crate::io::is_stdio(p)) {
                 Some(p) => {
                     write_file(&p, &text, false)?;
                     say(format!("exported: {} tokens to {}", rows.len(), p.display()));

@@ -2,15 +2,14 @@
 //! revocation data (machine side).
 
 use crate::args::{HomeArg, JsonArg, LedgerLocationArg, MachineArgs, PassArgs, StoreArgs};
-use crate::io::{duration, identify, now_or, open_store, read_limited, write_file, LazyPass};
+use crate::io::{check_new_out, duration, now_or, open_store, read_bytes_arg, read_certs, write_file, LazyPass};
 use crate::output::{error_kind, say, say_err, say_json, say_row};
 use clap::Subcommand;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tka::issuer::read_cert_chain;
 use tka::revocation::{self, ImportOptions, RevokedToken};
-use tka::{clock, Error, Result};
+use tka::{clock, Result};
 
 #[derive(Subcommand, Debug)]
 pub enum RevocationsCmd {
@@ -21,7 +20,7 @@ pub enum RevocationsCmd {
     Create {
         #[command(flatten)]
         home: HomeArg,
-        /// Output file
+        /// Output file; `-` for standard output
         #[arg(long)]
         out: PathBuf,
         /// When machines should expect the next list (e.g. 30d)
@@ -43,7 +42,7 @@ pub enum RevocationsCmd {
         after_help = "A CRL must be signed by a trusted root, or by a CA certificate given with --ca-cert (or as\nCERTIFICATE blocks in FILE) that chains to a trusted root. A list must be signed under a trusted\nroot and not be older (lower sequence) than the installed one. Stale data is installed with a\nwarning unless --require-fresh.\n\nEXAMPLES:\n  tka revocations import revoked.jws\n  tka revocations import crl.pem --require-fresh"
     )]
     Import {
-        /// CRL (PEM or DER) or token revocation list (JWS)
+        /// CRL (PEM or DER) or token revocation list (JWS); `-` for standard input
         file: PathBuf,
         /// CA certificate(s) that may have signed the CRL (PEM; e.g. the issuing CA)
         #[arg(long)]
@@ -77,9 +76,7 @@ pub enum RevocationsCmd {
 pub fn run(cmd: RevocationsCmd) -> Result<ExitCode> {
     match cmd {
         RevocationsCmd::Create { home, out, next_update, serial, force, pass, ledger } => {
-            if !force && out.exists() {
-                return Err(Error::Exists { path: out });
-            }
+            check_new_out(&out, force)?;
             let now = clock::now();
             let h = home.open()?;
             let mut revoked = match &ledger.ledger {
@@ -109,16 +106,17 @@ pub fn run(cmd: RevocationsCmd) -> Result<ExitCode> {
             let store = open_store(&store)?;
             // Bounded like everything else the machine reads: CRLs and lists are
             // stored up to 1 MiB, so a larger file is refused unread.
-            let bytes = read_limited(&file, tka::store::MAX_REVOCATION_FILE, "revocation file")?;
+            let bytes = read_bytes_arg(&file, tka::store::MAX_REVOCATION_FILE, "revocation file")?;
             let mut ca_certs = Vec::new();
             for c in &ca_cert {
-                ca_certs.extend(read_cert_chain(c)?);
+                ca_certs.extend(read_certs(c)?);
             }
             let opts = ImportOptions { require_fresh, ca_certs };
-            let ident = |product: &str| identify(product, &machine);
+            let ident = |product: &str| crate::io::identify_in(product, &machine, Some(&store));
             let now = clock::now();
             tka::activation::observe_clock(&store, now)?;
             let r = revocation::import(&store, &bytes, &opts, &ident, now)?;
+            crate::io::remember_container_warning(&store);
             for w in &r.warnings {
                 say_err(format!("warning: {w}"));
             }

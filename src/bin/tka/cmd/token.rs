@@ -5,7 +5,7 @@ use crate::args::{
     AlgArg, ClaimArgs, JsonArg, LedgerArgs, LedgerLocationArg, LifetimeArgs, MachineArgs, PassArgs, RootPinArgs,
 };
 use crate::io::{
-    identify, is_stdio, read_crls, read_request_arg, read_token_arg, read_trust_path, write_file, LazyPass,
+    identify, is_stdio, read_certs, read_crls, read_request_arg, read_token_arg, read_trust_path, write_file, LazyPass,
 };
 use crate::outcome::{CmdResult, Failure};
 use crate::output::{error_kind, print_verified, say, say_err, say_json, verified_json};
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tka::issuer::bulk::{self, BatchOptions, BatchReport, ItemStatus, RenewOptions};
 use tka::issuer::issue::{IssueOptions, IssuedToken, TokenSigner};
-use tka::issuer::{read_cert_chain, IssuerHome};
+use tka::issuer::IssuerHome;
 use tka::ledger::Ledger;
 use tka::pki::{CertInfo, TrustAnchors};
 use tka::request::ActivationRequest;
@@ -164,7 +164,8 @@ pub struct BulkTokenArgs {
     pub lifetime: LifetimeArgs,
     #[command(flatten)]
     pub alg: AlgArg,
-    /// Write the per-item report (JSON) to FILE
+    /// Write the per-item report (JSON) to FILE; `-` for standard output (the summary then goes to
+    /// standard error)
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     /// Output directory: one token file per machine
@@ -195,7 +196,7 @@ pub struct IssueBulkArgs {
     /// Directory of request files (JSON or text form), one request per file
     #[arg(long, value_name = "DIR")]
     pub requests: Option<PathBuf>,
-    /// File with one request per line
+    /// File with one request per line; `-` for standard input
     #[arg(long, value_name = "FILE")]
     pub requests_file: Option<PathBuf>,
     /// Read one request per line from standard input
@@ -319,7 +320,7 @@ fn examine(cmd: TokenCmd) -> CmdResult {
             }
             let mut known = Vec::new();
             for c in &chain {
-                known.extend(read_cert_chain(c)?);
+                known.extend(read_certs(c)?);
             }
             let text = crate::io::read_token_text(&token)?;
             let identity;
@@ -419,10 +420,10 @@ pub fn issue(args: IssueArgs) -> CmdResult {
             (passphrase.retry(|u| home.token_signer(u))?, Some(days))
         }
         (None, Some(cert), Some(key)) => {
-            let mut ders = read_cert_chain(&cert)?;
+            let mut ders = read_certs(&cert)?;
             let signer = ders.remove(0);
             if let Some(c) = &chain {
-                ders.extend(read_cert_chain(c)?);
+                ders.extend(read_certs(c)?);
             }
             let key = passphrase.load(&key)?;
             (TokenSigner::from_pool(key, signer, &ders)?, None)
@@ -497,7 +498,11 @@ fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
 fn finish(report: &BatchReport, common: &BulkTokenArgs) -> Result<ExitCode> {
     if let Some(p) = &common.report {
         let text = serde_json::to_string_pretty(report).expect("report serializes") + "\n";
-        tka::issuer::bulk::write_token_file(p, &text).map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
+        if is_stdio(p) {
+            crate::output::say_out_document(&text);
+        } else {
+            tka::issuer::bulk::write_token_file(p, &text).map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
+        }
     }
     const SHOWN: usize = 20;
     let bad: Vec<_> = report.items.iter().filter(|i| i.status != ItemStatus::Ok).collect();
@@ -532,7 +537,11 @@ fn finish(report: &BatchReport, common: &BulkTokenArgs) -> Result<ExitCode> {
         say_err(format!("error: {e}"));
         return Ok(ExitCode::from(crate::outcome::ERROR));
     }
-    Ok(if report.errors > 0 {
+    // A malformed request is an error in the input (exit 2), as for `token issue`.
+    let malformed = report.items.iter().any(|i| {
+        matches!(&i.reason, Some(tka::issuer::bulk::ItemReason::Refused(tka::IssueRefusal::Unreadable { .. })))
+    });
+    Ok(if report.errors > 0 || malformed {
         ExitCode::from(crate::outcome::ERROR)
     } else if report.refused > 0 {
         crate::outcome::no()
@@ -554,12 +563,12 @@ pub fn issue_bulk(a: IssueBulkArgs) -> CmdResult {
     let now = clock::now();
     let inputs = if let Some(dir) = &a.requests {
         bulk::read_requests_dir(dir)?
-    } else if let Some(f) = &a.requests_file {
+    } else if let Some(f) = a.requests_file.as_ref().filter(|f| !is_stdio(f)) {
         let file = crate::io::open_input(f)?;
         let label = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         bulk::read_requests_lines(std::io::BufReader::new(file), &label)?
     } else {
-        bulk::read_requests_lines(std::io::stdin().lock(), "stdin")?
+        bulk::read_requests_lines(crate::io::take_stdin()?.lock(), "stdin")?
     };
     let (signer, home_days) = load_signer(&a.common)?;
     let mut l = a.common.ledger.open(true)?;

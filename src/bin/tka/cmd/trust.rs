@@ -7,7 +7,6 @@ use clap::Subcommand;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tka::issuer::read_cert_chain;
 use tka::pki::CertInfo;
 use tka::trust::{ProductScope, TrustRootOptions};
 use tka::{clock, Error, Result};
@@ -19,7 +18,7 @@ pub enum TrustCmd {
         after_help = "Shows the root's SHA-256 fingerprint. Compare it with the one the issuer gave you\n(`tka issuer init` printed it), or let tka compare it with --fingerprint. Without --fingerprint,\non a terminal, tka asks before trusting the root (--yes skips the question); off a terminal it\ntrusts the root and says on standard error that nobody checked the fingerprint.\n\nEXAMPLES:\n  tka trust add root.pem --yes\n  tka trust add root.pem --fingerprint \"$(openssl x509 -in root.pem -noout -fingerprint -sha256)\""
     )]
     Add {
-        /// Root certificate (PEM or DER)
+        /// Root certificate (PEM or DER); `-` for standard input
         root: PathBuf,
         /// Refuse unless the root's SHA-256 fingerprint is this: hex in any case, colons or spaces
         /// allowed, or openssl's `sha256 Fingerprint=AB:CD:...` line
@@ -123,7 +122,7 @@ fn trust_add(
     all_products: bool,
     store: StoreArgs,
 ) -> Result<ExitCode> {
-    let ders = read_cert_chain(&root)?;
+    let ders = crate::io::read_certs(&root)?;
     if ders.len() != 1 {
         return Err(Error::Usage(format!(
             "{} holds {} certificates; give exactly one root",
@@ -133,7 +132,7 @@ fn trust_add(
     }
     let cross_der = match &cross {
         Some(c) => {
-            let d = read_cert_chain(c)?;
+            let d = crate::io::read_certs(c)?;
             if d.len() != 1 {
                 return Err(Error::Usage(format!(
                     "{} holds {} certificates; give exactly one cross-certificate",
