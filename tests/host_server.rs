@@ -8,6 +8,7 @@ mod common;
 #[cfg(feature = "postgres")]
 #[path = "common/pg.rs"]
 mod pg;
+mod tools;
 
 use common::*;
 use std::io::{Read, Write};

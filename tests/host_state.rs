@@ -11,6 +11,7 @@
 
 #[path = "common/pg.rs"]
 mod pg;
+mod tools;
 
 use tka::issuer::host::pg_state::PgState;
 use tka::issuer::host::policy::{Admission, Verdict};

@@ -4,6 +4,7 @@
 //! repository.
 
 mod sandbox;
+mod tools;
 
 use sandbox::BIN;
 use std::process::Command;

@@ -5,6 +5,7 @@
 //! the output cannot drift apart.
 
 mod sandbox;
+mod tools;
 
 use sandbox::{Sandbox, BIN, PRODUCT};
 use serde_json::Value;

@@ -5,6 +5,7 @@
 //! the root's fingerprint.
 
 mod sandbox;
+mod tools;
 
 use sandbox::{assert_fails, named, Sandbox, PRODUCT};
 

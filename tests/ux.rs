@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 mod sandbox;
+mod tools;
 
 use sandbox::{assert_fails, Run, Sandbox, PRODUCT};
 
