@@ -294,7 +294,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
 }
 
 /// SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
