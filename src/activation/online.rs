@@ -58,8 +58,9 @@ struct Reply {
 }
 
 /// Activates `opts.product` on this machine online: makes this machine's
-/// request (`identify`, at `now`), sends it with the key, and installs the
-/// token. A refusal by the service is [`AgentError::ServiceRefused`] with
+/// request (`identify`, at `clock()`), sends it with the key, and installs
+/// the token, verified at `clock()` once the answer is in (the service may
+/// take a while under load; its token is not valid before it was signed). A refusal by the service is [`AgentError::ServiceRefused`] with
 /// its kind and message; a service that cannot be reached is
 /// [`AgentError::NoHostReachable`]; a token that does not verify is the
 /// verification's error. The store is unchanged unless the token installs.
@@ -67,8 +68,9 @@ pub fn activate_online(
     store: &Store,
     identify: IdentifyFn<'_>,
     opts: &OnlineOptions,
-    now: i64,
+    clock: &dyn Fn() -> i64,
 ) -> Result<VerifiedToken> {
+    let now = clock();
     let (host, tls) = HostPort::parse_url(&opts.url)?;
     if tls.is_none() {
         return Err(AgentError::BadAddress { what: "service URL", value: opts.url.clone() }.into());
@@ -137,7 +139,7 @@ pub fn activate_online(
                 ))
                 .into());
             }
-            activate_with_chain(store, &token, &[], identify, &opts.pinned_roots, now, opts.clock_tolerance)
+            activate_with_chain(store, &token, &[], identify, &opts.pinned_roots, clock(), opts.clock_tolerance)
         }
         (_, "refused") => Err(AgentError::ServiceRefused {
             url: opts.url.clone(),

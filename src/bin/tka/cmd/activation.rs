@@ -185,7 +185,7 @@ fn activate_online(args: ActivateArgs) -> Result<ExitCode> {
         timeouts: Default::default(),
         clock_tolerance,
     };
-    let v = tka::activation::online::activate_online(&store, &ident, &opts, clock::now())?;
+    let v = tka::activation::online::activate_online(&store, &ident, &opts, &clock::now)?;
     if out.json {
         say_json(&verified_json(&v));
     } else {
