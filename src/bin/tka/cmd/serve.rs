@@ -2,12 +2,11 @@
 
 use crate::args::{HomeArg, LedgerLocationArg, PassArgs};
 use crate::io::LazyPass;
-use crate::output::say;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tka::issuer::online::{self, OnlineConfig};
-use tka::{Error, Result};
+use tka::Result;
 
 pub const SERVE_HELP: &str =
     "Serves POST /v1/activate and GET /v1/health over HTTP/1.1 (docs/online.md). A machine sends\n\
@@ -81,22 +80,5 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     if let Some(w) = a.workers {
         config.max_workers = w;
     }
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the server runtime: {e}")))?;
-    rt.block_on(async move {
-        let mut listeners = Vec::new();
-        for addr in &a.listen {
-            let l = tka::issuer::host::server::bind(*addr).map_err(|e| Error::Io {
-                path: addr.to_string().into(),
-                source: std::io::Error::new(e.kind(), format!("cannot listen: {e}")),
-            })?;
-            say(format!("listening: {}", l.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string())));
-            listeners.push(l);
-        }
-        online::serve(listeners, config, super::host::shutdown_signal()).await
-    })?;
-    Ok(ExitCode::SUCCESS)
+    super::host::run_server(&a.listen, |listeners| online::serve(listeners, config, super::host::shutdown_signal()))
 }
