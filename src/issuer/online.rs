@@ -43,10 +43,11 @@ use tokio::net::TcpListener;
 
 /// Default largest request body: 8 KB.
 pub const DEFAULT_MAX_BODY: usize = 8192;
-/// Default requests per minute per client address: 60.
-pub const DEFAULT_RATE_PER_ADDRESS: u32 = 60;
-/// Default requests per minute per product key: 30.
-pub const DEFAULT_RATE_PER_KEY: u32 = 30;
+/// Default requests per minute per client address: 120 (as the host's).
+pub const DEFAULT_RATE_PER_ADDRESS: u32 = 120;
+/// Default requests per minute per product key: 600 (a volume key serves
+/// many machines; the limit slows down guessing and a leaked key).
+pub const DEFAULT_RATE_PER_KEY: u32 = 600;
 /// Idle ledger connections kept.
 const LEDGER_POOL: usize = 16;
 
