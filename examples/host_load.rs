@@ -9,7 +9,8 @@
 //! REQUESTS_FILE holds one request line (`TKAR1-...`, from `tka request
 //! create --text`) per machine. CLIENTS threads, each on its own keep-alive
 //! connection, send TOTAL `POST /v1/activate` requests in all, going round
-//! the machines. Prints the activations per second, the p50 and p99
+//! the machines (with `HOST_LOAD_KEY` set, each body also carries that
+//! product key, for `tka serve`). Prints the activations per second, the p50 and p99
 //! latency, and the answers that were not `activated`. Exit 1 if any
 //! request failed.
 
@@ -26,11 +27,16 @@ fn main() {
         std::process::exit(2);
     }
     let addr = args[1].clone();
+    let key = std::env::var("HOST_LOAD_KEY").ok();
     let lines: Vec<String> = std::fs::read_to_string(&args[2])
         .expect("requests file")
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| format!("{{\"request\":\"{}\"}}", l.trim()))
+        .map(|l| match &key {
+            // The online service (`tka serve`, scripts/bench-serve.sh) also takes a product key.
+            Some(k) => format!("{{\"request\":\"{}\",\"key\":\"{k}\"}}", l.trim()),
+            None => format!("{{\"request\":\"{}\"}}", l.trim()),
+        })
         .collect();
     let clients: usize = args[3].parse().expect("CLIENTS");
     let total: usize = args[4].parse().expect("TOTAL");

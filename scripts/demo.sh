@@ -9,6 +9,9 @@
 #                              (needs `apt install softhsm2`)
 #   scripts/demo.sh --host     the isolated-LAN flow: a delegated activation
 #                              host on loopback, three machines, a threshold
+#   scripts/demo.sh --online   online activation with a product key: an
+#                              entitlement of 2 machines, `tka serve` on
+#                              loopback, `tka activate --online`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkcs11=0
@@ -17,7 +20,8 @@ case "${1:-}" in
   "") ;;
   --pkcs11) pkcs11=1 ;;
   --host) mode=host ;;
-  *) echo "usage: $0 [--pkcs11 | --host]" >&2; exit 2 ;;
+  --online) mode=online ;;
+  *) echo "usage: $0 [--pkcs11 | --host | --online]" >&2; exit 2 ;;
 esac
 
 cargo build --release --quiet
@@ -81,6 +85,57 @@ if [ "$mode" = host ]; then
   kill -TERM "$server"; wait "$server"
   echo
   echo "demo complete (activation host): delegation, threshold, activation, status and early return all worked"
+  exit 0
+fi
+
+if [ "$mode" = online ]; then
+  step "Vendor: an issuer home and an entitlement of 2 machines with a product key"
+  "$TKA" issuer init --home "$work/issuer" --org "Demo Corp" --passphrase-file "$work/passphrase" | tee "$work/init.out"
+  root=$(sed -n 's/^root: //p' "$work/init.out")
+  "$TKA" entitlement add --home "$work/issuer" --product demo-app --machines 2 --name demo-2 --key > "$work/ent.out"
+  sed 's/^key: .*/key: (printed once; kept in a 0600 file)/' "$work/ent.out"
+  sed -n 's/^key: //p' "$work/ent.out" > "$work/key"
+
+  step "Vendor: the online activation service on loopback"
+  "$TKA" serve --home "$work/issuer" --passphrase-file "$work/passphrase" --listen 127.0.0.1:0 \
+    > "$work/serve.out" 2> "$work/serve.log" &
+  server=$!
+  trap 'kill "$server" 2>/dev/null || true; [ "${KEEP:-0}" = 1 ] || rm -rf "$work"' EXIT
+  for _ in $(seq 100); do grep -q '^listening: ' "$work/serve.out" && break; sleep 0.1; done
+  url="http://$(sed -n 's/^listening: //p' "$work/serve.out" | head -1)"
+  echo "service at $url"
+
+  machine() { # N ARGS...: run tka as machine N with its own store and explicit identity
+    local n=$1; shift
+    TKA_MACHINE_ID="demo-online-machine-$n" TKA_STORE="$work/machine$n" "$TKA" "$@"
+  }
+  for n in 1 2 3; do machine "$n" trust add "$root" >/dev/null; done
+
+  step "Machines 1 and 2: activate online with the key; the tokens verify"
+  for n in 1 2; do
+    machine "$n" activate --online "$url" --key-file "$work/key" --product demo-app
+    machine "$n" status --product demo-app
+  done
+
+  step "Machine 3: refused, the entitlement is exhausted (exit 1)"
+  if machine 3 activate --online "$url" --key-file "$work/key" --product demo-app; then
+    echo "machine 3 should have been refused" >&2; exit 1
+  fi
+
+  step "Machine 1 re-activates (a re-imaged machine): free"
+  machine 1 activate --online "$url" --key-file "$work/key" --product demo-app >/dev/null
+  "$TKA" entitlement show demo-2 --home "$work/issuer"
+
+  step "A typo in the key is caught on the machine, before any network call (exit 2)"
+  key=$(cat "$work/key")
+  last=${key: -1}; [ "$last" = A ] && typo="${key%?}B" || typo="${key%?}A"
+  if TKA_ACTIVATION_KEY="$typo" machine 3 activate --online "$url" --product demo-app; then
+    echo "the typo should have been caught" >&2; exit 1
+  fi
+
+  kill -TERM "$server"; wait "$server"
+  echo
+  echo "demo complete (online): product key, online activation, refusal at the count, free re-activation and an offline typo check all worked"
   exit 0
 fi
 

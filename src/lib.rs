@@ -107,7 +107,7 @@ pub mod activation;
 #[cfg(feature = "issuer")]
 pub mod issuer;
 
-pub use crate::core::{bundle, clock, fsutil, jws, keys, machine, pkcs11, pki, request, token, verify};
+pub use crate::core::{bundle, clock, fsutil, jws, keys, machine, pkcs11, pki, product_key, request, token, verify};
 pub use activation::{revocation, store, trust};
 #[cfg(feature = "issuer")]
 pub use issuer::{crl_number, ledger, rotation};

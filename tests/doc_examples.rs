@@ -51,6 +51,7 @@ const EXPECTED: &[(&str, usize, usize)] = &[
     ("docs/json.md", 0, 0),
     ("docs/ledger.md", 0, 0),
     ("docs/machine-identity.md", 0, 0),
+    ("docs/online.md", 0, 2),
     ("docs/pkcs11.md", 0, 6),
     ("docs/rotation.md", 0, 0),
     ("docs/threat-model.md", 0, 0),

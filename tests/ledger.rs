@@ -14,9 +14,11 @@ use common::*;
 use std::time::Duration;
 use tka::issuer::bulk::synthetic_request;
 use tka::issuer::issue::{IssueOptions, TokenSigner};
-use tka::ledger::{EntitlementUpdate, Ledger, NewEntitlement, TokenFilter, SCHEMA_VERSION};
+use tka::ledger::{EntitlementUpdate, KeyState, Ledger, NewEntitlement, TokenFilter, SCHEMA_VERSION};
+use tka::product_key::ProductKey;
 use tka::request::ActivationRequest;
 use tka::Error;
+use tka::IssueRefusal;
 
 fn signer() -> TokenSigner {
     let p = pki();
@@ -281,6 +283,66 @@ fn policy_refusals_product_features_expiry_and_cmid(l) {
             if claimed == req(1).cmid && computed == req(3).cmid
     ));
     assert_eq!(l.entitlement("acme").unwrap().used, 1);
+}
+}
+
+both! {
+/// A product key finds its entitlement; the ledger holds its hash, never
+/// the key.
+fn a_product_key_finds_its_entitlement_and_only_its_hash_is_stored(l) {
+    let new = NewEntitlement { product: PRODUCT.into(), machines: 2, name: Some("keyed".into()), ..Default::default() };
+    let (e, key) = l.add_entitlement_with_key(&new, NOW).unwrap();
+    assert_eq!(e.key, KeyState::Active);
+    assert_eq!(l.entitlement_for_key(&key).unwrap().id, e.id);
+    let typed = ProductKey::parse(&key.to_string().to_lowercase()).unwrap();
+    assert_eq!(l.entitlement_for_key(&typed).unwrap().id, e.id);
+    assert_eq!(ent(l, 1).key, KeyState::None, "no key unless asked for");
+    if let tka::ledger::LedgerLocation::File(path) = l.location().clone() {
+        let c = rusqlite::Connection::open(path).unwrap();
+        let stored: String = c.query_row("SELECT key_hash FROM entitlements WHERE name = 'keyed'", [], |r| r.get(0)).unwrap();
+        assert_eq!(stored, key.hash());
+        let dump: i64 = c
+            .query_row("SELECT count(*) FROM entitlements WHERE instr(coalesce(key_hash, ''), ?1) > 0", [key.canonical()], |r| r.get(0))
+            .unwrap();
+        assert_eq!(dump, 0);
+    }
+}
+}
+
+both! {
+/// Rotating a key: the old value is unknown at once, the new one works.
+fn a_rotated_key_stops_working(l) {
+    let new = NewEntitlement { product: PRODUCT.into(), machines: 2, name: Some("keyed".into()), ..Default::default() };
+    let (_, old) = l.add_entitlement_with_key(&new, NOW).unwrap();
+    let (e, fresh) = l.new_key("keyed", NOW + 1).unwrap();
+    assert_ne!(old, fresh);
+    assert!(matches!(l.entitlement_for_key(&old), Err(Error::Issue(IssueRefusal::UnknownKey))));
+    assert_eq!(l.entitlement_for_key(&fresh).unwrap().id, e.id);
+    assert_eq!(
+        l.entitlement_for_key(&old).unwrap_err().to_string(),
+        "unknown product key: no entitlement has it"
+    );
+}
+}
+
+both! {
+/// A disabled key is refused naming its entitlement; rotating gives a
+/// working one; an entitlement without a key has none to disable.
+fn a_disabled_key_is_refused_until_rotated(l) {
+    let new = NewEntitlement { product: PRODUCT.into(), machines: 2, name: Some("keyed".into()), ..Default::default() };
+    let (e, key) = l.add_entitlement_with_key(&new, NOW).unwrap();
+    assert_eq!(l.disable_key("keyed", NOW).unwrap().key, KeyState::Disabled);
+    match l.entitlement_for_key(&key) {
+        Err(Error::Issue(IssueRefusal::KeyDisabled { entitlement })) => assert_eq!(entitlement, e.label()),
+        other => panic!("{other:?}"),
+    }
+    let (_, fresh) = l.new_key("keyed", NOW).unwrap();
+    assert_eq!(l.entitlement_for_key(&fresh).unwrap().key, KeyState::Active);
+    let plain = ent(l, 1);
+    match l.disable_key("acme", NOW) {
+        Err(Error::Usage(m)) => assert_eq!(m, format!("{} has no product key to disable", plain.label())),
+        other => panic!("{other:?}"),
+    }
 }
 }
 

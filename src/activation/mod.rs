@@ -5,6 +5,8 @@
 pub(crate) mod activate;
 #[cfg(feature = "agent")]
 pub mod agent;
+#[cfg(feature = "agent")]
+pub mod online;
 pub mod revocation;
 pub(crate) mod revoked;
 pub mod store;

@@ -55,6 +55,15 @@ pub enum AgentError {
         /// The host's one-line message.
         message: String,
     },
+    /// An online activation service refused the activation (`tka serve`).
+    ServiceRefused {
+        /// The service's URL.
+        url: String,
+        /// The service's error kind (`exhausted`, `unknown_key`, ...).
+        kind: String,
+        /// The service's one-line message.
+        message: String,
+    },
     /// The host's TLS certificate chain is not one this machine trusts for
     /// the product: tka's path validation to the store's roots failed, or
     /// a delegation in it does not include the product.
@@ -98,6 +107,9 @@ impl fmt::Display for AgentError {
             }
             AgentError::HostRefused { host, code, message } => {
                 write!(f, "activation host {host} refused the request ({code}): {message}")
+            }
+            AgentError::ServiceRefused { url, kind, message } => {
+                write!(f, "the activation service {url} refused the activation ({kind}): {message}")
             }
             AgentError::UntrustedHost { host, detail } => {
                 write!(f, "activation host {host} is not trusted: its TLS certificate: {detail}")

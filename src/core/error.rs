@@ -7,6 +7,7 @@ use crate::core::agent_error::AgentError;
 use crate::core::clock::rfc3339;
 use crate::core::machine::errors::{BindingError, MachineError};
 use crate::core::machine::report::MatchReport;
+use crate::core::product_key::ProductKeyError;
 use crate::core::store_error::StoreError;
 use std::fmt;
 use std::path::PathBuf;
@@ -642,6 +643,13 @@ pub enum IssueRefusal {
         /// Why.
         detail: String,
     },
+    /// No entitlement has this product key (or it was rotated away).
+    UnknownKey,
+    /// The entitlement's product key was disabled.
+    KeyDisabled {
+        /// The entitlement.
+        entitlement: String,
+    },
     /// A ledger token to renew cannot be decoded.
     UnreadableToken {
         /// Its serial.
@@ -706,6 +714,8 @@ impl fmt::Display for IssueRefusal {
                 write!(f, "duplicate: machine {cmid} is already asked for by item {first}")
             }
             Unreadable { detail } => f.write_str(detail),
+            UnknownKey => f.write_str("unknown product key: no entitlement has it"),
+            KeyDisabled { entitlement } => write!(f, "the product key of {entitlement} is disabled"),
             UnreadableToken { serial, detail } => write!(f, "the ledger's token {serial} cannot be read: {detail}"),
             Invalid { detail } => f.write_str(detail),
         }
@@ -918,6 +928,8 @@ pub enum Error {
     Binding(BindingError),
     /// The activation agent could not get an answer from an activation host.
     Agent(AgentError),
+    /// A string is not a product key (a typo, caught by its check character).
+    ProductKey(ProductKeyError),
 }
 
 impl Error {
@@ -1025,6 +1037,7 @@ impl fmt::Display for Error {
             Error::Store(e) => e.fmt(f),
             Error::Binding(e) => write!(f, "request refused: {e}"),
             Error::Agent(e) => e.fmt(f),
+            Error::ProductKey(e) => e.fmt(f),
             Error::HomeBusy { home, pid: Some(pid) } => {
                 write!(f, "another tka command holds {} (pid {pid})", home.display())
             }
@@ -1063,6 +1076,12 @@ impl From<BindingError> for Error {
         Error::Binding(e)
     }
 }
+impl From<ProductKeyError> for Error {
+    fn from(e: ProductKeyError) -> Self {
+        Error::ProductKey(e)
+    }
+}
+
 impl From<AgentError> for Error {
     fn from(e: AgentError) -> Self {
         Error::Agent(e)

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod machine;
 pub mod pkcs11;
 pub mod pki;
+pub mod product_key;
 pub mod request;
 pub mod revocation_list;
 pub mod store_error;

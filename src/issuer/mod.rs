@@ -13,6 +13,8 @@ pub(crate) mod home;
 pub mod host;
 pub mod issue;
 pub mod ledger;
+#[cfg(feature = "host")]
+pub mod online;
 pub mod revocation_list;
 pub mod rotation;
 mod seats;

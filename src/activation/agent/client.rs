@@ -59,6 +59,22 @@ pub(crate) async fn exchange(
     timeouts: Timeouts,
     tls: Option<&tokio_rustls::TlsConnector>,
 ) -> Result<Response, Failure> {
+    exchange_as(addr, host, super::tls::server_name(), method, path, body, timeouts, tls).await
+}
+
+/// [`exchange`] giving the TLS connector `name` as the server's name (a
+/// web certificate is checked against it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn exchange_as(
+    addr: SocketAddr,
+    host: &str,
+    name: rustls::pki_types::ServerName<'static>,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    timeouts: Timeouts,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Result<Response, Failure> {
     let stream = match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(Failure::Unreachable(format!("{addr} ({})", io_reason(&e)))),
@@ -67,7 +83,7 @@ pub(crate) async fn exchange(
     let Some(tls) = tls else {
         return talk(stream, addr, host, method, path, body, timeouts).await;
     };
-    let stream = match tokio::time::timeout(timeouts.read, tls.connect(super::tls::server_name(), stream)).await {
+    let stream = match tokio::time::timeout(timeouts.read, tls.connect(name, stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(handshake_failure(addr, host, &e)),
         Err(_) => return Err(Failure::Unreachable(format!("{addr} (no TLS handshake within {:?})", timeouts.read))),

@@ -26,7 +26,7 @@ const NO_MEANS: &str = "a \"no\": refused by policy (e.g. a certificate would ou
 /// other commands: "success" and [`NO_MEANS`].
 pub const MEANINGS: &[(&str, &str, &str)] = &[
     ("", "success", "a \"no\" verdict: the token is invalid, the product is not activated, a refusal by policy"),
-    ("activate", "activated", "the token is refused"),
+    ("activate", "activated", "the token is refused, or (with --online) the service refused the activation"),
     (
         "agent once",
         "activated",
@@ -124,6 +124,7 @@ pub fn exit_code_of(e: &Error) -> u8 {
             | Error::WouldOutliveIssuer { .. }
             | Error::Agent(tka::AgentError::HostRefused { .. })
             | Error::Store(tka::store::StoreError::NoStore { .. })
+            | Error::Agent(tka::AgentError::ServiceRefused { .. })
     );
     if e.is_verdict() || refusal {
         NO

@@ -230,7 +230,7 @@ struct Shared {
 
 /// The peer address of a connection, put in each request's extensions.
 #[derive(Debug, Clone, Copy)]
-struct Peer(SocketAddr);
+pub(crate) struct Peer(pub(crate) SocketAddr);
 
 /// Serves the host on `listeners` until `shutdown` completes, then stops
 /// accepting, lets the requests in flight finish (at most 30 s) and closes
@@ -273,7 +273,7 @@ where
         clock: config.clock,
         state: Mutex::new(state),
         signing: tokio::sync::Semaphore::new(config.max_signing),
-        limiter: RateLimiter::new(config.rate_per_min),
+        limiter: RateLimiter::new(config.rate_per_min, "from this address"),
     });
     let router = Router::new()
         .route("/v1/activate", post(activate))
@@ -283,6 +283,29 @@ where
         .fallback(not_found)
         .with_state(shared.clone());
 
+    run_listeners(listeners, router, tls, shared.read_timeout, shutdown).await;
+    // The state closes with the last reference (a blocking task may hold
+    // one briefly), on the blocking pool like every other use of it (the
+    // PostgreSQL client must not be dropped inside the runtime).
+    let _ = tokio::task::spawn_blocking(move || drop(shared)).await;
+    Ok(())
+}
+
+/// Serves `router` over HTTP/1.1 on `listeners` (TLS on each when `tls`
+/// is given) until `shutdown` completes, then stops accepting and lets the
+/// requests in flight finish (at most 30 s). Each request carries its
+/// client's [`Peer`] address; a client that does not send its headers
+/// within `read_timeout` is cut off. Shared by the activation host and the
+/// online activation service.
+pub(crate) async fn run_listeners<F>(
+    listeners: Vec<TcpListener>,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    read_timeout: Duration,
+    shutdown: F,
+) where
+    F: Future<Output = ()> + Send,
+{
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::net::TcpStream, SocketAddr)>(64);
     let mut acceptors = Vec::new();
     for l in listeners {
@@ -307,7 +330,6 @@ where
     drop(tx);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
-    let read_timeout = shared.read_timeout;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -353,11 +375,6 @@ where
     if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
         tracing::warn!(target: "tka::host", "requests still in flight after 30 s were cut off");
     }
-    drop(router);
-    // The state closes with the last reference (a blocking task may hold
-    // one briefly), on the blocking pool like every other use of it.
-    let _ = tokio::task::spawn_blocking(move || drop(shared)).await;
-    Ok(())
 }
 
 /// The first byte of a TLS handshake record (RFC 8446 §5.1).
@@ -422,26 +439,32 @@ async fn refuse_plain(mut stream: tokio::net::TcpStream) {
     .await;
 }
 
-/// A refusal: the status, the error code, one line.
-struct Refusal {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+/// A refusal: the status, the error code, one line, and for a rate limit
+/// when to try again (`Retry-After`, seconds).
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Refusal { status, code, message: message.into() }
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Refusal { status, code, message: message.into(), retry_after: None }
     }
 
-    fn bad(message: impl Into<String>) -> Self {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
         Refusal::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 }
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"status": "refused", "error": self.code, "message": self.message}))).into_response()
+        let body = Json(json!({"status": "refused", "error": self.code, "message": self.message}));
+        match self.retry_after {
+            Some(secs) => (self.status, [(header::RETRY_AFTER, secs.to_string())], body).into_response(),
+            None => (self.status, body).into_response(),
+        }
     }
 }
 
@@ -490,24 +513,25 @@ async fn chain(State(sh): State<Arc<Shared>>) -> Response {
 /// Reads a request body: refused (413) when its `Content-Length` or its
 /// bytes exceed the limit, before more is read; cut off when it does not
 /// arrive in time.
-async fn read_body(sh: &Shared, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Refusal> {
+pub(crate) async fn read_body(
+    max_body: usize,
+    read_timeout: Duration,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, Refusal> {
     let too_large = || {
-        Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the request body exceeds {} bytes", sh.max_body),
-        )
+        Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the request body exceeds {max_body} bytes"))
     };
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    if declared.is_some_and(|n: u64| n > sh.max_body as u64) {
+    if declared.is_some_and(|n: u64| n > max_body as u64) {
         return Err(too_large());
     }
-    let limited = http_body_util::Limited::new(body, sh.max_body);
-    match tokio::time::timeout(sh.read_timeout, limited.collect()).await {
+    let limited = http_body_util::Limited::new(body, max_body);
+    match tokio::time::timeout(read_timeout, limited.collect()).await {
         Err(_) => Err(Refusal::new(
             StatusCode::REQUEST_TIMEOUT,
             "bad_request",
-            format!("the request body did not arrive within {} s", sh.read_timeout.as_secs_f64()),
+            format!("the request body did not arrive within {} s", read_timeout.as_secs_f64()),
         )),
         Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
         Ok(Err(e)) => Err(Refusal::bad(format!("the request body could not be read: {e}"))),
@@ -613,7 +637,7 @@ async fn activate_inner(
     f: &mut LogFields,
 ) -> Result<(Response, &'static str), Refusal> {
     sh.limiter.check(peer.0.ip())?;
-    let body = read_body(sh, headers, body).await?;
+    let body = read_body(sh.max_body, sh.read_timeout, headers, body).await?;
     let now = sh.clock.now();
     let req = parse_request(sh, &body, now, f)?;
     // One task on the blocking pool does the rest (one hand-off per
@@ -693,7 +717,7 @@ async fn give_back(
     let mut f = LogFields::default();
     let r = async {
         sh.limiter.check(peer.0.ip())?;
-        let body = read_body(&sh, &headers, body).await?;
+        let body = read_body(sh.max_body, sh.read_timeout, &headers, body).await?;
         let now = sh.clock.now();
         let req = parse_request(&sh, &body, now, &mut f)?;
         let visit = Visit { product: req.product.clone(), cmid: req.cmid.clone(), nonce: req.nonce.clone() };
@@ -728,22 +752,26 @@ async fn give_back(
     }
 }
 
-/// Token buckets per client address: `rate` requests a minute, bursts up
-/// to a minute's worth.
-struct RateLimiter {
+/// Token buckets per client address (or any key, such as a product
+/// key's hash): `rate` requests a minute, bursts up to a minute's worth.
+/// A refusal says when the next request will be accepted (`Retry-After`).
+pub(crate) struct RateLimiter<K = IpAddr> {
     rate: u32,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    what: &'static str,
+    buckets: Mutex<HashMap<K, (f64, Instant)>>,
 }
 
 /// Most addresses tracked; beyond it full buckets are forgotten.
 const MAX_TRACKED: usize = 10_000;
 
-impl RateLimiter {
-    fn new(rate: u32) -> Self {
-        RateLimiter { rate, buckets: Mutex::new(HashMap::new()) }
+impl<K: std::hash::Hash + Eq> RateLimiter<K> {
+    /// `rate` requests a minute per key; `what` ends the refusal's message
+    /// (`from this address`); 0: no limit.
+    pub(crate) fn new(rate: u32, what: &'static str) -> Self {
+        RateLimiter { rate, what, buckets: Mutex::new(HashMap::new()) }
     }
 
-    fn check(&self, ip: IpAddr) -> Result<(), Refusal> {
+    pub(crate) fn check(&self, key: K) -> Result<(), Refusal> {
         if self.rate == 0 {
             return Ok(());
         }
@@ -753,15 +781,17 @@ impl RateLimiter {
         if b.len() >= MAX_TRACKED {
             b.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * per_sec < cap);
         }
-        let (tokens, at) = b.entry(ip).or_insert((cap, now));
+        let (tokens, at) = b.entry(key).or_insert((cap, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_sec).min(cap);
         *at = now;
         if *tokens < 1.0 {
-            return Err(Refusal::new(
+            let mut r = Refusal::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
-                format!("more than {} requests a minute from this address", self.rate),
-            ));
+                format!("more than {} requests a minute {}", self.rate, self.what),
+            );
+            r.retry_after = Some(((1.0 - *tokens) / per_sec).ceil().max(1.0) as u64);
+            return Err(r);
         }
         *tokens -= 1.0;
         Ok(())
@@ -774,12 +804,13 @@ mod tests {
 
     #[test]
     fn the_rate_limit_refuses_beyond_a_minutes_worth() {
-        let l = RateLimiter::new(3);
+        let l = RateLimiter::new(3, "from this address");
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..3 {
             assert!(l.check(ip).is_ok());
         }
-        assert_eq!(l.check(ip).unwrap_err().code, "rate_limited");
+        let r = l.check(ip).unwrap_err();
+        assert_eq!((r.code, r.retry_after), ("rate_limited", Some(20)));
         assert!(l.check("192.0.2.2".parse().unwrap()).is_ok());
     }
 

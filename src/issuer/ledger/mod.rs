@@ -40,6 +40,7 @@ pub use sql::LedgerLocation;
 
 use crate::core::error::{Error, Result};
 use crate::core::machine::ComponentHash;
+use crate::core::product_key::ProductKey;
 use db::Db;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
@@ -95,6 +96,20 @@ pub struct Entitlement {
     pub updated_at: i64,
     /// Its tokens may bind weakly (no hardware anchor, no explicit identity).
     pub allow_weak_binding: bool,
+    /// Its product key for online activation (only its hash is stored).
+    pub key: KeyState,
+}
+
+/// Whether an entitlement has a product key ([`crate::core::product_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    /// No key.
+    None,
+    /// A key that activates machines online.
+    Active,
+    /// A key that was disabled: it activates nothing.
+    Disabled,
 }
 
 impl Entitlement {
@@ -428,6 +443,19 @@ impl Ledger {
 
     /// Adds an entitlement and returns it with its id.
     pub fn add_entitlement(&mut self, new: &NewEntitlement, now: i64) -> Result<Entitlement> {
+        self.add_entitlement_inner(new, None, now)
+    }
+
+    /// Adds an entitlement with a new random product key, in one
+    /// transaction; returns it and the key (only its hash is stored, so
+    /// this is the one time the key can be shown).
+    pub fn add_entitlement_with_key(&mut self, new: &NewEntitlement, now: i64) -> Result<(Entitlement, ProductKey)> {
+        let key = ProductKey::generate();
+        let e = self.add_entitlement_inner(new, Some(&key.hash()), now)?;
+        Ok((e, key))
+    }
+
+    fn add_entitlement_inner(&mut self, new: &NewEntitlement, key_hash: Option<&str>, now: i64) -> Result<Entitlement> {
         if !crate::core::request::is_plain_name(&new.product) {
             return Err(Error::Usage(format!("product {:?}: {}", new.product, crate::core::request::PLAIN_NAME_RULE)));
         }
@@ -444,9 +472,18 @@ impl Ledger {
             }
             db.query_one(
                 "INSERT INTO entitlements (name, product, machines, features, expires, created_at, updated_at,
-                                           allow_weak_binding)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7) RETURNING id",
-                args![&new.name, &new.product, new.machines, &features, new.expires, now, new.allow_weak_binding],
+                                           allow_weak_binding, key_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8) RETURNING id",
+                args![
+                    &new.name,
+                    &new.product,
+                    new.machines,
+                    &features,
+                    new.expires,
+                    now,
+                    new.allow_weak_binding,
+                    key_hash
+                ],
             )?
             .i64(0)
         })?;
@@ -511,6 +548,59 @@ impl Ledger {
             Ok(ent.id)
         })?;
         self.entitlement_by_id(id)
+    }
+
+    // ----- product keys ------------------------------------------------
+
+    /// Gives an entitlement (id or name) a new random product key and
+    /// returns it; only its hash is stored. A key it had before stops
+    /// working at once (rotation); a disabled one is replaced by an
+    /// active one. The key is returned once: it cannot be read back.
+    pub fn new_key(&mut self, selector: &str, now: i64) -> Result<(Entitlement, ProductKey)> {
+        let key = ProductKey::generate();
+        let hash = key.hash();
+        let id = self.write(|db| {
+            let ent = find_entitlement(db, selector)?.ok_or_else(|| no_entitlement(selector))?;
+            db.execute(
+                "UPDATE entitlements SET key_hash = ?1, key_disabled = ?2, updated_at = ?3 WHERE id = ?4",
+                args![&hash, false, now, ent.id],
+            )?;
+            Ok(ent.id)
+        })?;
+        Ok((self.entitlement_by_id(id)?, key))
+    }
+
+    /// Disables an entitlement's product key: it activates nothing from
+    /// now on ([`IssueRefusal::KeyDisabled`](crate::core::error::IssueRefusal::KeyDisabled));
+    /// [`Ledger::new_key`] gives it a new one. An entitlement without a key
+    /// is refused ([`Error::Usage`]).
+    pub fn disable_key(&mut self, selector: &str, now: i64) -> Result<Entitlement> {
+        let id = self.write(|db| {
+            let ent = find_entitlement(db, selector)?.ok_or_else(|| no_entitlement(selector))?;
+            if ent.key == KeyState::None {
+                return Err(Error::Usage(format!("{} has no product key to disable", ent.label())));
+            }
+            db.execute(
+                "UPDATE entitlements SET key_disabled = ?1, updated_at = ?2 WHERE id = ?3",
+                args![true, now, ent.id],
+            )?;
+            Ok(ent.id)
+        })?;
+        self.entitlement_by_id(id)
+    }
+
+    /// The entitlement a product key belongs to. An unknown key (never
+    /// given, or rotated away) is [`IssueRefusal::UnknownKey`](crate::core::error::IssueRefusal::UnknownKey),
+    /// a disabled one [`IssueRefusal::KeyDisabled`](crate::core::error::IssueRefusal::KeyDisabled),
+    /// both inside [`Error::Issue`].
+    pub fn entitlement_for_key(&self, key: &ProductKey) -> Result<Entitlement> {
+        use crate::core::error::IssueRefusal;
+        let row = self.db().query_opt(&format!("{ENT_SELECT} WHERE key_hash = ?1"), args![key.hash()])?;
+        let ent = row.as_ref().map(ent_row).transpose()?.ok_or(Error::Issue(IssueRefusal::UnknownKey))?;
+        if ent.key == KeyState::Disabled {
+            return Err(Error::Issue(IssueRefusal::KeyDisabled { entitlement: ent.label() }));
+        }
+        Ok(ent)
     }
 
     /// The machines (CMIDs) an entitlement has counted, with when.
@@ -853,7 +943,10 @@ impl Ledger {
 /// The tables a ledger copy moves, in an order their references allow,
 /// with their columns (the first is the key they are copied in order of).
 const MOVED_TABLES: &[(&str, &str)] = &[
-    ("entitlements", "id,name,product,machines,used,features,expires,created_at,updated_at,allow_weak_binding"),
+    (
+        "entitlements",
+        "id,name,product,machines,used,features,expires,created_at,updated_at,allow_weak_binding,key_hash,key_disabled",
+    ),
     ("seats", "entitlement_id,cmid,counted_at"),
     ("jws_headers", "id,header"),
     (
@@ -961,7 +1054,8 @@ fn migrate_locked(conn: &Connection, path: &Path) -> Result<()> {
 // ----- row mapping and helpers ----------------------------------------------
 
 const ENT_SELECT: &str =
-    "SELECT id, name, product, machines, used, features, expires, created_at, updated_at, allow_weak_binding
+    "SELECT id, name, product, machines, used, features, expires, created_at, updated_at, allow_weak_binding,
+            key_hash IS NOT NULL, key_disabled
      FROM entitlements";
 
 pub(crate) const TOKEN_SELECT: &str = "SELECT t.serial, t.entitlement_id, t.product, t.cmid, t.components, t.issued_at,
@@ -983,6 +1077,11 @@ fn ent_row(r: &Row) -> Result<Entitlement> {
         created_at: r.i64(7)?,
         updated_at: r.i64(8)?,
         allow_weak_binding: r.bool(9)?,
+        key: match (r.bool(10)?, r.bool(11)?) {
+            (false, _) => KeyState::None,
+            (true, false) => KeyState::Active,
+            (true, true) => KeyState::Disabled,
+        },
     })
 }
 

@@ -88,6 +88,12 @@ CREATE INDEX tokens_entitlement_issued ON tokens(entitlement_id, issued_at);
     r#"
 ALTER TABLE entitlements ADD COLUMN allow_weak_binding BOOLEAN NOT NULL DEFAULT FALSE;
 "#,
+    // 3 -> 4: product keys (their hash, unique) and a disabled flag.
+    r#"
+ALTER TABLE entitlements ADD COLUMN key_hash TEXT;
+ALTER TABLE entitlements ADD COLUMN key_disabled BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE UNIQUE INDEX entitlements_key ON entitlements(key_hash);
+"#,
 ];
 
 /// Idle connections kept per URL, at most.

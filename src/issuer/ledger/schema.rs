@@ -9,7 +9,7 @@
 pub const APPLICATION_ID: i64 = 0x544b_414c;
 
 /// The schema version this tka writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
@@ -96,6 +96,13 @@ CREATE INDEX tokens_entitlement_issued ON tokens(entitlement_id, issued_at);
     r#"
 ALTER TABLE entitlements ADD COLUMN allow_weak_binding INTEGER NOT NULL DEFAULT 0
     CHECK (allow_weak_binding IN (0, 1));
+"#,
+    // 3 -> 4: an entitlement may have a product key for online activation:
+    // only its hash is stored (unique), and it can be disabled.
+    r#"
+ALTER TABLE entitlements ADD COLUMN key_hash TEXT;
+ALTER TABLE entitlements ADD COLUMN key_disabled INTEGER NOT NULL DEFAULT 0 CHECK (key_disabled IN (0, 1));
+CREATE UNIQUE INDEX entitlements_key ON entitlements(key_hash);
 "#,
 ];
 

@@ -21,14 +21,30 @@ fn clock_tolerance(s: &str) -> std::result::Result<i64, String> {
 #[derive(Args, Debug)]
 pub struct ActivateArgs {
     /// Token file, `-` for standard input, or the token text itself
-    #[arg(required_unless_present = "bundle")]
+    #[arg(required_unless_present_any = ["bundle", "online"])]
     pub token: Option<String>,
+    /// Activate online: send this machine's request and a product key to the activation service
+    /// at URL (http://HOST:PORT or https://HOST:PORT, `tka serve`) and install the token it returns
+    #[arg(long, value_name = "URL", conflicts_with_all = ["token", "bundle", "chain"], requires = "product")]
+    pub online: Option<String>,
+    /// With --online: the product key (XXXXX-XXXXX-XXXXX-XXXXX-XXXXX); visible to other users in the
+    /// process list, prefer --key-file or TKA_ACTIVATION_KEY
+    #[arg(long, value_name = "KEY", env = "TKA_ACTIVATION_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// With --online: read the product key from the first line of FILE
+    #[arg(long, value_name = "FILE", requires = "online", conflicts_with = "key")]
+    pub key_file: Option<PathBuf>,
+    /// With an https:// --online URL: check the service's certificate as a web certificate
+    /// against these CA certificates (PEM) instead of against the store's trusted roots
+    #[arg(long, value_name = "PEM", requires = "online")]
+    pub ca_file: Option<PathBuf>,
     /// Take this machine's token from a bundle (`-`: standard input) written by `token issue-bulk --bundle`: every
     /// line labelled for this machine is verified, the first that verifies is installed
     #[arg(long, value_name = "FILE", conflicts_with = "token")]
     pub bundle: Option<PathBuf>,
     /// Only a token for this product: a token for another is refused (and nothing installed);
-    /// with --bundle, lines for other products are skipped unchecked
+    /// with --bundle, lines for other products are skipped unchecked; with --online, the product
+    /// to activate
     #[arg(long)]
     pub product: Option<String>,
     /// Certificates (PEM, `-` for standard input: the issuer's signer and intermediate certificates) a compact token is
@@ -87,7 +103,10 @@ pub struct DeactivateArgs {
 }
 
 pub fn activate(args: ActivateArgs) -> Result<ExitCode> {
-    let ActivateArgs { token, bundle, product, chain, clock_tolerance, pins, store, machine, out } = args;
+    if args.online.is_some() {
+        return activate_online(args);
+    }
+    let ActivateArgs { token, bundle, product, chain, clock_tolerance, pins, store, machine, out, .. } = args;
     let chain = match &chain {
         Some(path) => read_certs(path)?,
         None => Vec::new(),
@@ -139,6 +158,49 @@ pub fn activate(args: ActivateArgs) -> Result<ExitCode> {
         if let Some((line, scan)) = &from {
             print_bundle_scan(*line, scan);
         }
+        print_verified(&v);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tka activate --online URL`: the key is checked (its check character)
+/// before anything else, so a typo exits 2 with no request sent.
+fn activate_online(args: ActivateArgs) -> Result<ExitCode> {
+    let ActivateArgs { online, key, key_file, ca_file, product, clock_tolerance, pins, store, machine, out, .. } = args;
+    let (url, product) = (online.unwrap_or_default(), product.unwrap_or_default());
+    let text = match (key_file, key) {
+        (Some(f), _) => {
+            let bytes = tka::fsutil::read_file(&f, 1024)?;
+            String::from_utf8_lossy(&bytes).lines().next().unwrap_or("").to_string()
+        }
+        (None, Some(k)) => k,
+        (None, None) => {
+            return Err(Error::Usage(
+                "--online needs a product key: --key-file FILE, TKA_ACTIVATION_KEY or --key".into(),
+            ))
+        }
+    };
+    let key = tka::product_key::ProductKey::parse(&text)?;
+    let ca_roots = match &ca_file {
+        Some(p) => Some(tka::issuer::read_cert_chain(p)?),
+        None => None,
+    };
+    let store = open_store(&store)?;
+    let ident = |product: &str| crate::io::identify(product, &machine);
+    let opts = tka::activation::online::OnlineOptions {
+        url,
+        product,
+        key,
+        pinned_roots: pins.root_fingerprints,
+        ca_roots,
+        timeouts: Default::default(),
+        clock_tolerance,
+    };
+    let v = tka::activation::online::activate_online(&store, &ident, &opts, &clock::now)?;
+    if out.json {
+        say_json(&verified_json(&v));
+    } else {
+        say(format!("activated: {}", v.claims.aud));
         print_verified(&v);
     }
     Ok(ExitCode::SUCCESS)

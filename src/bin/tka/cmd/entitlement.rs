@@ -6,7 +6,8 @@ use crate::output::{say, say_json, say_row};
 use clap::Subcommand;
 use serde_json::json;
 use std::process::ExitCode;
-use tka::ledger::{Entitlement, EntitlementUpdate, NewEntitlement};
+use tka::ledger::{Entitlement, EntitlementUpdate, KeyState, NewEntitlement};
+use tka::product_key::ProductKey;
 use tka::{clock, Error, Result};
 
 #[derive(Subcommand, Debug)]
@@ -34,6 +35,30 @@ pub enum EntitlementCmd {
         /// Its tokens may bind weakly (no hardware anchor, no explicit identity), which a disk copy passes
         #[arg(long)]
         allow_weak_binding: bool,
+        /// Also create a product key for online activation (`tka serve`), printed once as
+        /// `key: XXXXX-XXXXX-XXXXX-XXXXX-XXXXX`; the ledger keeps only its hash
+        #[arg(long)]
+        key: bool,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Give an entitlement a new product key (printed once); the old key stops working at once
+    #[command(after_help = "EXAMPLE:\n  tka entitlement rotate-key --home ~/tka-issuer acme-2027")]
+    RotateKey {
+        /// Id or name
+        entitlement: String,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Disable an entitlement's product key: it activates nothing until rotate-key gives a new one
+    #[command(after_help = "EXAMPLE:\n  tka entitlement disable-key --home ~/tka-issuer acme-2027")]
+    DisableKey {
+        /// Id or name
+        entitlement: String,
         #[command(flatten)]
         ledger: LedgerArgs,
         #[command(flatten)]
@@ -98,7 +123,7 @@ pub fn ent_json(e: &Entitlement) -> serde_json::Value {
         "used": e.used, "free": e.free(), "features": e.features,
         "expires": e.expires.map(clock::rfc3339),
         "created": clock::rfc3339(e.created_at), "updated": clock::rfc3339(e.updated_at),
-        "allow_weak_binding": e.allow_weak_binding,
+        "allow_weak_binding": e.allow_weak_binding, "key": e.key,
     })
 }
 
@@ -114,12 +139,29 @@ fn print_ent(e: &Entitlement) {
     if e.allow_weak_binding {
         say("weak bindings: allowed");
     }
+    match e.key {
+        KeyState::None => {}
+        KeyState::Active => say("product key: active"),
+        KeyState::Disabled => say("product key: disabled"),
+    }
+}
+
+/// Prints an entitlement with its new key (the only time the key is shown).
+fn print_with_key(e: &Entitlement, key: &ProductKey, json: bool) {
+    if json {
+        let mut j = ent_json(e);
+        j["product_key"] = json!(key.to_string());
+        say_json(&j);
+    } else {
+        print_ent(e);
+        say(format!("key: {key}"));
+    }
 }
 
 pub fn run(cmd: EntitlementCmd) -> CmdResult {
     let now = clock::now();
     match cmd {
-        EntitlementCmd::Add { product, machines, features, expires, name, allow_weak_binding, ledger, out } => {
+        EntitlementCmd::Add { product, machines, features, expires, name, allow_weak_binding, key, ledger, out } => {
             let mut l = ledger.open(true)?;
             let new = NewEntitlement {
                 product,
@@ -129,7 +171,28 @@ pub fn run(cmd: EntitlementCmd) -> CmdResult {
                 name,
                 allow_weak_binding,
             };
+            if key {
+                let (e, key) = l.add_entitlement_with_key(&new, now)?;
+                print_with_key(&e, &key, out.json);
+                return Ok(ExitCode::SUCCESS);
+            }
             let e = l.add_entitlement(&new, now)?;
+            if out.json {
+                say_json(&ent_json(&e));
+            } else {
+                print_ent(&e);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        EntitlementCmd::RotateKey { entitlement, ledger, out } => {
+            let mut l = ledger.open(false)?;
+            let (e, key) = l.new_key(&entitlement, now)?;
+            print_with_key(&e, &key, out.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        EntitlementCmd::DisableKey { entitlement, ledger, out } => {
+            let mut l = ledger.open(false)?;
+            let e = l.disable_key(&entitlement, now)?;
             if out.json {
                 say_json(&ent_json(&e));
             } else {

@@ -314,6 +314,19 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         }
         e => e,
     })?;
+    run_server(&a.listen, |listeners| server::serve(listeners, config, shutdown_signal()))
+}
+
+/// Logs to standard error, starts a server runtime, listens on `listen`
+/// (printing `listening: ADDR` for each) and runs `serve` on the listeners
+/// until it returns: `tka host serve` and `tka serve`.
+pub(crate) fn run_server<F>(
+    listen: &[std::net::SocketAddr],
+    serve: impl FnOnce(Vec<tokio::net::TcpListener>) -> F,
+) -> Result<ExitCode>
+where
+    F: std::future::Future<Output = Result<()>>,
+{
     let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -321,21 +334,21 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         .map_err(|e| Error::Usage(format!("cannot start the server runtime: {e}")))?;
     rt.block_on(async move {
         let mut listeners = Vec::new();
-        for addr in &a.listen {
-            let l = server::bind(*addr).map_err(|e| Error::Io {
+        for addr in listen {
+            let l = tka::issuer::host::server::bind(*addr).map_err(|e| Error::Io {
                 path: addr.to_string().into(),
                 source: std::io::Error::new(e.kind(), format!("cannot listen: {e}")),
             })?;
             say(format!("listening: {}", l.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string())));
             listeners.push(l);
         }
-        server::serve(listeners, config, shutdown_signal()).await
+        serve(listeners).await
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

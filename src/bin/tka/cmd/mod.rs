@@ -17,6 +17,7 @@ pub mod machine;
 pub mod pkcs11;
 pub mod request;
 pub mod revocations;
+pub mod serve;
 pub mod token;
 pub mod trust;
 
@@ -63,6 +64,9 @@ pub enum Command {
     /// Activation hosts: a host's key and request, its delegated signer certificate, its installation
     #[command(subcommand)]
     Host(host::HostCmd),
+    /// Serve online activation with product keys from an issuer home (POST /v1/activate)
+    #[command(after_help = serve::SERVE_HELP)]
+    Serve(serve::ServeArgs),
     /// Counted entitlements in the issuer ledger (machines a product may activate)
     #[command(subcommand)]
     Entitlement(entitlement::EntitlementCmd),
@@ -116,6 +120,7 @@ pub fn run(cmd: Command) -> CmdResult {
         Command::Crl(c) => Ok(crl::run(c)?),
         Command::Revocations(c) => Ok(revocations::run(c)?),
         Command::Host(c) => Ok(host::run(c)?),
+        Command::Serve(a) => Ok(serve::run(a)?),
         Command::Entitlement(c) => entitlement::run(c),
         Command::Ledger(c) => ledger::run(c),
         Command::Agent(c) => Ok(agent::run(c)?),
