@@ -9,6 +9,7 @@
 mod common;
 #[path = "common/pg.rs"]
 mod pg;
+mod tools;
 
 use common::*;
 use std::io::{Read, Write};
