@@ -102,7 +102,9 @@ pub struct ServeConfig {
     pub rate_per_min: u32,
     /// Age after which a request is refused as a replay, seconds.
     pub max_request_age_secs: i64,
-    /// Most requests signing and recording at once (on the blocking pool).
+    /// Most requests signing and recording at once (on the blocking pool);
+    /// default twice the CPUs, so the CPUs keep signing while a request
+    /// waits for the state.
     pub max_signing: usize,
     /// Issue compact tokens (no `x5c`: machines fetch `/v1/chain` once);
     /// the default.
@@ -137,7 +139,7 @@ impl ServeConfig {
             read_timeout: DEFAULT_READ_TIMEOUT,
             rate_per_min: DEFAULT_RATE_PER_MIN,
             max_request_age_secs: DEFAULT_MAX_REQUEST_AGE_SECS,
-            max_signing: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_signing: 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             compact: true,
             tls: None,
             clock: Arc::new(SystemClock),
