@@ -479,7 +479,7 @@ fn top_level_help_lists_every_environment_variable() {
         }
     }
     // Test hooks, honoured only by a build with the `test-hooks` feature.
-    for hook in ["TKA_SYSROOT", "TKA_CRASH_AT_WRITE", "TKA_TEST_FAIL_KEY_REMOVAL"] {
+    for hook in ["TKA_SYSROOT", "TKA_CRASH_AT_WRITE", "TKA_TEST_FAIL_KEY_REMOVAL", "TKA_FAULT", "TKA_FAULT_TRACE"] {
         names.remove(hook);
     }
     assert!(names.len() >= 7, "{names:?}");

@@ -71,6 +71,24 @@ fn compact_token_png_qr_decodes_to_a_token_that_activates() {
     assert!(out.starts_with(&format!("activated: {PRODUCT}")), "{out}");
 }
 
+/// `trust add ROOT --chain CHAIN.pem` keeps the issuer's chain as known
+/// certificates: a compact token (no `x5c`) then activates with no
+/// `--chain`; without it the same token is refused as `UnknownSigner`.
+#[test]
+fn trust_add_chain_lets_a_compact_token_activate_without_chain() {
+    let s = Sandbox::new();
+    s.ok(&["issuer", "init", "--org", "tka", "--home", "home", "--root-bits", "2048", "--ca-bits", "2048"]);
+    s.ok(&["request", "create", "--product", PRODUCT, "--text", "--out", "req.txt"]);
+    s.ok(&["token", "issue", "--request", "req.txt", "--home", "home", "--compact", "--out", "token.jws"]);
+    s.ok(&["trust", "add", "home/root.pem", "--yes", "--store", "plain"]);
+    let r = s.tka(&["activate", "token.jws", "--store", "plain"]);
+    assert_fails(&r, 1, "the token carries no certificate chain and its signer certificate");
+    let out = s.ok(&["trust", "add", "home/root.pem", "--chain", "home/chain.pem", "--yes"]);
+    assert!(out.contains("known certificates added: 2"), "{out}");
+    let out = s.ok(&["activate", "token.jws"]);
+    assert!(out.starts_with(&format!("activated: {PRODUCT}")), "{out}");
+}
+
 /// `request create --qr-out FILE.svg` writes an SVG image, and `--qr` prints
 /// the code in half blocks within its quiet zone.
 #[test]

@@ -102,6 +102,7 @@ pub const ENVIRONMENT_HELP: &str = "ENVIRONMENT:
   TKA_MACHINE_ID      this machine's explicit identity (containers), like --machine-id-file
   TKA_PKCS11_MODULE   PKCS#11 module for pkcs11: URIs that name none
   TKA_PKCS11_PIN      PIN of a PKCS#11 token (else pin-source= in the URI, else a prompt)
+  TKA_ACTIVATION_KEY  product key for `tka activate --online` (else --key-file; never shown in ps)
 
 EXAMPLES:
   tka issuer init --home ~/tka-issuer --org \"Example Corp\"

@@ -15,7 +15,7 @@ use tka::{clock, Error, Result};
 pub enum TrustCmd {
     /// Trust a root certificate on this machine
     #[command(
-        after_help = "Shows the root's SHA-256 fingerprint. Compare it with the one the issuer gave you\n(`tka issuer init` printed it), or let tka compare it with --fingerprint. Without --fingerprint,\non a terminal, tka asks before trusting the root (--yes skips the question); off a terminal it\ntrusts the root and says on standard error that nobody checked the fingerprint.\n\nEXAMPLES:\n  tka trust add root.pem --yes\n  tka trust add root.pem --fingerprint \"$(openssl x509 -in root.pem -noout -fingerprint -sha256)\""
+        after_help = "Shows the root's SHA-256 fingerprint. Compare it with the one the issuer gave you\n(`tka issuer init` printed it), or let tka compare it with --fingerprint. Without --fingerprint,\non a terminal, tka asks before trusting the root (--yes skips the question); off a terminal it\ntrusts the root and says on standard error that nobody checked the fingerprint.\n\nEXAMPLES:\n  tka trust add root.pem --yes\n  tka trust add root.pem --chain chain.pem --yes\n  tka trust add root.pem --fingerprint \"$(openssl x509 -in root.pem -noout -fingerprint -sha256)\""
     )]
     Add {
         /// Root certificate (PEM or DER); `-` for standard input
@@ -30,6 +30,11 @@ pub enum TrustCmd {
         /// Cross-certificate for the new root, signed by a root this store already trusts (root rollover)
         #[arg(long, value_name = "CROSS.pem")]
         cross: Option<PathBuf>,
+        /// The issuer's chain (PEM: signer and intermediate certificates, `tka issuer init` wrote
+        /// HOME/chain.pem), kept as known certificates so compact tokens (`--compact`) activate
+        /// without --chain. Not trusted: a token's chain must still end at a trusted root
+        #[arg(long, value_name = "CHAIN.pem")]
+        chain: Option<PathBuf>,
         /// Trust this root only for these products (comma-separated). Default: a trusted root keeps
         /// its products, a root added with --cross takes those of the root that signed the
         /// cross-certificate, any other root may activate every product
@@ -64,10 +69,12 @@ pub enum TrustCmd {
 
 pub fn run(cmd: TrustCmd) -> Result<ExitCode> {
     match cmd {
-        TrustCmd::Add { root, fingerprint, yes, cross, products, all_products, store } => {
+        TrustCmd::Add { root, fingerprint, yes, cross, chain, products, all_products, store } => {
             // A failed `trust add` leaves no new store behind.
             let args = store.clone();
-            crate::io::undo_new_store(&args, || trust_add(root, fingerprint, yes, cross, products, all_products, store))
+            crate::io::undo_new_store(&args, || {
+                trust_add(root, fingerprint, yes, cross, chain, products, all_products, store)
+            })
         }
         TrustCmd::List { store, out } => {
             let store = crate::io::open_existing_store(&store)?;
@@ -118,6 +125,7 @@ fn trust_add(
     fingerprint: Option<String>,
     yes: bool,
     cross: Option<PathBuf>,
+    chain: Option<PathBuf>,
     products: Option<Vec<String>>,
     all_products: bool,
     store: StoreArgs,
@@ -144,6 +152,10 @@ fn trust_add(
         }
         None => None,
     };
+    let chain_ders = match &chain {
+        Some(c) => crate::io::read_certs(c)?,
+        None => Vec::new(),
+    };
     if let Some(f) = &fingerprint {
         // A fingerprint that is no fingerprint is a usage error before anything is read.
         tka::pki::RootFingerprint::parse(f)?;
@@ -161,6 +173,9 @@ fn trust_add(
         },
     };
     let added = tka::trust::trust_root(&store, &ders[0], &opts, clock::now())?;
+    // The root itself is trusted above; the rest are known certificates.
+    let known: Vec<Vec<u8>> = chain_ders.into_iter().filter(|d| *d != ders[0]).collect();
+    let new_known = if known.is_empty() { 0 } else { store.add_certificates(&known)? };
     if unchecked {
         say_err(format!(
             "note: trusting {} (SHA-256 fingerprint {}) unchecked: compare the fingerprint with the issuer's, \
@@ -170,12 +185,15 @@ fn trust_add(
     }
     if crate::output::json_mode() {
         say_json(&json!({"subject": added.root.subject, "fingerprint": added.root.fingerprint,
-            "vouched_by": added.vouched_by, "products": added.products}));
+            "vouched_by": added.vouched_by, "products": added.products, "known_certificates_added": new_known}));
     } else {
         say(format!("trusted: {}", added.root.subject));
         say(format!("fingerprint: {}", added.root.fingerprint));
         say(format!("vouched for by: {}", added.vouched_by));
         say(format!("products: {}", crate::output::products(added.products.as_deref())));
+        if chain.is_some() {
+            say(format!("known certificates added: {new_known}"));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
