@@ -384,6 +384,119 @@ fn activate_online_installs_a_token_that_verifies_and_a_refusal_exits_1() {
     let _ = child.wait();
 }
 
+/// `tka serve --tls-cert --tls-key` serves HTTPS with an ordinary web
+/// certificate (made here by openssl: a CA and a server certificate for
+/// 127.0.0.1); `activate --online https://... --ca-file CA.pem` checks it
+/// against that CA and installs the token; without --ca-file the service's
+/// certificate is checked against the store's tka roots and refused, and
+/// nothing is installed.
+#[test]
+fn activate_online_over_https_checks_the_service_certificate() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |n: &str| d.path().join(n).to_str().unwrap().to_string();
+    let openssl = |args: &[&str]| std::process::Command::new("openssl").args(args).current_dir(d.path()).output();
+    let ca = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tka test web CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    match ca {
+        Ok(o) => assert!(o.status.success(), "{o:?}"),
+        Err(_) => return tools::missing("openssl", "TKA_REQUIRE_INTEROP"),
+    }
+    let csr = openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "web.key",
+        "-out",
+        "web.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ])
+    .unwrap();
+    assert!(csr.status.success(), "{csr:?}");
+    std::fs::write(
+        d.path().join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let crt = openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "web.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "web.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ])
+    .unwrap();
+    assert!(crt.status.success(), "{crt:?}");
+
+    let h = p("iss");
+    assert!(tka(&["issuer", "init", "--home", &h, "--insecure-no-passphrase"], &[]).status.success());
+    let out = tka(&["entitlement", "add", "--home", &h, "--product", "acme", "--machines", "5", "--key"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let k = text.lines().find_map(|l| l.strip_prefix("key: ")).unwrap_or_else(|| panic!("{text}")).to_string();
+    let (mut child, addr) = spawn_serve(&[&["--home", &h, "--tls-cert", &p("web.pem"), "--tls-key", &p("web.key")]]);
+    let url = format!("https://{addr}");
+    let run = |n: u32, extra: &[&str]| {
+        let store = p(&format!("store-{n}"));
+        let mid = format!("online-tls-{n}");
+        let env = [("TKA_STORE", store.as_str()), ("TKA_MACHINE_ID", mid.as_str()), ("TKA_ACTIVATION_KEY", k.as_str())];
+        assert!(tka(&["trust", "add", &format!("{h}/root.pem"), "--yes"], &env).status.success());
+        let mut all = vec!["activate", "--online", &url, "--product", "acme"];
+        all.extend_from_slice(extra);
+        let out = tka(&all, &env);
+        (out, tka(&["status", "--product", "acme"], &env).status.code())
+    };
+    let ca_file = p("ca.pem");
+    let (out, status) = run(1, &["--ca-file", &ca_file]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("activated: acme"), "{out:?}");
+    assert_eq!(status, Some(0), "the stored token verifies");
+    // The web certificate is no tka certificate: refused, nothing installed.
+    let (out, status) = run(2, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let first = err.lines().next().unwrap_or("");
+    assert_eq!(
+        first,
+        format!(
+            "error: activation host {addr} is not trusted: its TLS certificate: certificate chain does not lead to \
+             a trusted root (ends at issuer CN=tka test web CA)"
+        ),
+        "{err}"
+    );
+    assert_eq!(status, Some(1), "nothing installed");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Spawns `tka serve` with `args` on a free port; returns the child and its
 /// address once it listens.
 fn spawn_serve(args: &[&[&str]]) -> (std::process::Child, SocketAddr) {
