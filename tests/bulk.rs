@@ -601,7 +601,7 @@ fn cli_refuses_newer_and_damaged_ledgers_with_exit_2() {
     assert_eq!(r.0, 2);
     assert_eq!(
         r.2,
-        format!("error: ledger {}: written by a newer tka (schema version 7); this tka knows version 3 and never downgrades a ledger: use a newer tka\n", Path::new("home/ledger.sqlite").display())
+        format!("error: ledger {}: written by a newer tka (schema version 7); this tka knows version {} and never downgrades a ledger: use a newer tka\n", Path::new("home/ledger.sqlite").display(), tka::issuer::ledger::SCHEMA_VERSION)
     );
     fs::write(
         c.path("bad.sqlite"),

@@ -235,15 +235,26 @@ pub fn open_existing_store(args: &StoreArgs) -> Result<Store> {
 
 /// Runs `f`, which may create the store; when `f` fails and the store
 /// directory did not exist before, removes it again, so a failed command
-/// leaves nothing behind.
+/// leaves nothing behind — but only while it holds nothing: another process
+/// may have created the same store at the same moment and trusted a root or
+/// installed a token in it (then it is that process's store, and stays).
 pub fn undo_new_store<T>(args: &StoreArgs, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let dir = store_dir(args);
     let fresh = std::fs::symlink_metadata(&dir).is_err();
     let result = f();
-    if result.is_err() && fresh {
+    if result.is_err() && fresh && holds_nothing(&dir) {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
+}
+
+/// Whether a store directory holds no data: no root, token, CRL,
+/// revocation list or known certificate (a skeleton `tka` just made).
+fn holds_nothing(dir: &Path) -> bool {
+    ["roots", "tokens", "crls", "revocations", "certs"].iter().all(|sub| match std::fs::read_dir(dir.join(sub)) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    })
 }
 
 pub fn is_root() -> bool {
