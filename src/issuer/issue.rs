@@ -253,12 +253,16 @@ const EXISTING_SQL: &str = "SELECT t.serial, h.header || '.' || t.body, t.expire
        AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = t.serial)
      ORDER BY t.issued_at DESC, t.serial LIMIT 1";
 
-/// The machine's newest token in the entitlement for the product, and
-/// whether it is revoked (a machine issued a fresh token after a
-/// revocation, as allowed, is no longer refused).
+/// A revoked token of the machine in the entitlement for the product, when
+/// every token it has there is revoked (a machine issued a fresh token
+/// after a revocation, as allowed, holds an unrevoked one and is no longer
+/// refused; no ordering by time, which ties within a second).
 const REVOKED_MACHINE_SQL: &str = "SELECT t.serial, EXISTS(SELECT 1 FROM revocations r WHERE r.serial = t.serial)
      FROM tokens t WHERE t.entitlement_id = ?1 AND t.cmid = ?2 AND t.product = ?3
-     ORDER BY t.issued_at DESC, t.serial DESC LIMIT 1";
+       AND EXISTS(SELECT 1 FROM revocations r WHERE r.serial = t.serial)
+       AND NOT EXISTS(SELECT 1 FROM tokens u WHERE u.entitlement_id = ?1 AND u.cmid = ?2 AND u.product = ?3
+                        AND NOT EXISTS(SELECT 1 FROM revocations q WHERE q.serial = u.serial))
+     ORDER BY t.issued_at DESC, t.serial LIMIT 1";
 
 /// Decides items against the ledger as one connection (or transaction) sees it.
 pub(crate) struct Decider<'c> {
