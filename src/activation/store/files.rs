@@ -144,6 +144,16 @@ pub(super) struct TokenFile {
 }
 
 impl Store {
+    /// Whether the store directory `dir` holds no data: every data
+    /// subdirectory (roots, tokens, CRLs, revocation lists, known
+    /// certificates) is empty or missing. A skeleton just made holds none.
+    pub fn holds_no_data(dir: &Path) -> bool {
+        SUBDIRS.iter().all(|sub| match fs::read_dir(dir.join(sub)) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        })
+    }
+
     /// Opens the store in `dir`, creating the directory (0700, parents as
     /// needed) and the layout if missing.
     ///

@@ -242,19 +242,10 @@ pub fn undo_new_store<T>(args: &StoreArgs, f: impl FnOnce() -> Result<T>) -> Res
     let dir = store_dir(args);
     let fresh = std::fs::symlink_metadata(&dir).is_err();
     let result = f();
-    if result.is_err() && fresh && holds_nothing(&dir) {
+    if result.is_err() && fresh && tka::store::Store::holds_no_data(&dir) {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
-}
-
-/// Whether a store directory holds no data: no root, token, CRL,
-/// revocation list or known certificate (a skeleton `tka` just made).
-fn holds_nothing(dir: &Path) -> bool {
-    ["roots", "tokens", "crls", "revocations", "certs"].iter().all(|sub| match std::fs::read_dir(dir.join(sub)) {
-        Ok(mut entries) => entries.next().is_none(),
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-    })
 }
 
 pub fn is_root() -> bool {
