@@ -253,16 +253,16 @@ const EXISTING_SQL: &str = "SELECT t.serial, h.header || '.' || t.body, t.expire
        AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = t.serial)
      ORDER BY t.issued_at DESC, t.serial LIMIT 1";
 
-/// A revoked token of the machine in the entitlement for the product, when
-/// every token it has there is revoked (a machine issued a fresh token
-/// after a revocation, as allowed, holds an unrevoked one and is no longer
-/// refused; no ordering by time, which ties within a second).
-const REVOKED_MACHINE_SQL: &str = "SELECT t.serial, EXISTS(SELECT 1 FROM revocations r WHERE r.serial = t.serial)
-     FROM tokens t WHERE t.entitlement_id = ?1 AND t.cmid = ?2 AND t.product = ?3
-       AND EXISTS(SELECT 1 FROM revocations r WHERE r.serial = t.serial)
-       AND NOT EXISTS(SELECT 1 FROM tokens u WHERE u.entitlement_id = ?1 AND u.cmid = ?2 AND u.product = ?3
-                        AND NOT EXISTS(SELECT 1 FROM revocations q WHERE q.serial = u.serial))
-     ORDER BY t.issued_at DESC, t.serial LIMIT 1";
+/// The machine's tokens in the entitlement for the product, each with
+/// whether it is revoked, newest first (`?1` entitlement, `?2` CMID, `?3`
+/// product). The machine is refused as revoked when it has tokens there
+/// and every one of them is revoked (a machine issued a fresh token after a
+/// revocation, as allowed, holds an unrevoked one and is no longer
+/// refused). Looked up by the `tokens_machine` index (CMID, product); the
+/// rule is applied in Rust, so no plan ever scans the table.
+const MACHINE_TOKENS_SQL: &str = "SELECT t.serial, EXISTS(SELECT 1 FROM revocations r WHERE r.serial = t.serial)
+     FROM tokens t WHERE t.cmid = ?2 AND t.product = ?3 AND +t.entitlement_id = ?1
+     ORDER BY t.issued_at DESC, t.serial";
 
 /// Decides items against the ledger as one connection (or transaction) sees it.
 pub(crate) struct Decider<'c> {
@@ -312,13 +312,15 @@ impl<'c> Decider<'c> {
         }
         let refuse = |r: IssueRefusal| Ok(Decision::Refuse(Error::Issue(r)));
         if let (Some(e), false) = (&ent, w.opts.allow_revoked_machine) {
-            let newest = self.db.query_opt(REVOKED_MACHINE_SQL, args![e.id, &w.req.cmid, &w.req.product])?;
-            if let Some(r) = newest.filter(|r| r.bool(1).unwrap_or(false)) {
-                return refuse(IssueRefusal::MachineRevoked {
-                    cmid: w.req.cmid.clone(),
-                    entitlement: e.label(),
-                    serial: r.text(0)?,
-                });
+            let rows = self.db.query(MACHINE_TOKENS_SQL, args![e.id, &w.req.cmid, &w.req.product])?;
+            if let Some(newest) = rows.first() {
+                if rows.iter().map(|r| r.bool(1)).collect::<Result<Vec<_>>>()?.into_iter().all(|revoked| revoked) {
+                    return refuse(IssueRefusal::MachineRevoked {
+                        cmid: w.req.cmid.clone(),
+                        entitlement: e.label(),
+                        serial: newest.text(0)?,
+                    });
+                }
             }
         }
         let mut o = w.opts.clone();
