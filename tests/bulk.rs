@@ -992,3 +992,87 @@ fn cli_postgres_ledger_migrate_moves_releases_and_revocations() {
     assert_eq!((ent["used"].as_u64(), ent["free"].as_u64()), (Some(2), Some(3)), "the released seat is free");
     both(&["ledger", "list", "--json"]);
 }
+
+/// The batch's decisions read the ledger per item on SQLite and per chunk on
+/// PostgreSQL (one round trip for the chunk's tokens and seats): the same
+/// batches give the same verdicts on both. Each rule the decision reads
+/// the ledger for, in one chunk: the same request again (its token
+/// returned), a revoked machine (refused), a known machine's new request
+/// (signed, no new seat), a new machine (a new seat); then a known
+/// machine whose hardware changed (refused, naming its seat's oldest token).
+fn batch_rules_read_from_the_ledger(mut l: Ledger) {
+    let s = signer();
+    let first: Vec<_> = (0..3).map(|n| synthetic_request(PRODUCT, n, NOW)).collect();
+    let batch = |reqs: &[tka::request::ActivationRequest]| -> Vec<BatchInput> {
+        reqs.iter().enumerate().map(|(i, r)| BatchInput { source: format!("r{i}"), request: Ok(r.clone()) }).collect()
+    };
+    let a = issue_batch(&mut l, batch(&first), &opts(), &s, NOW, None, &|_| {}).unwrap();
+    assert_eq!((a.ok, a.new_seats), (3, 3));
+    let serial = |i: usize| a.items[i].serial.clone().unwrap();
+    l.revoke(&serial(1), "stolen", NOW).unwrap();
+
+    let again = vec![
+        first[0].clone(),
+        first[1].clone(),
+        synthetic_request(PRODUCT, 2, NOW + 1),
+        synthetic_request(PRODUCT, 3, NOW),
+    ];
+    let big = BatchOptions { chunk: 8, ..opts() };
+    let b = issue_batch(&mut l, batch(&again), &big, &s, NOW + 10, None, &|_| {}).unwrap();
+    let got: Vec<(ItemStatus, bool, Option<Seat>)> = b.items.iter().map(|i| (i.status, i.existing, i.seat)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (ItemStatus::Ok, true, Some(Seat::Counted)),
+            (ItemStatus::Refused, false, None),
+            (ItemStatus::Ok, false, Some(Seat::Counted)),
+            (ItemStatus::Ok, false, Some(Seat::New)),
+        ]
+    );
+    assert_eq!(b.items[0].serial, Some(serial(0)), "the same request gets its token back");
+    assert_eq!(
+        b.items[1].reason.as_ref().and_then(|r| r.refusal()).cloned(),
+        Some(IssueRefusal::MachineRevoked {
+            cmid: first[1].cmid.clone(),
+            entitlement: "entitlement 1 (\"acme\")".into(),
+            serial: serial(1),
+        })
+    );
+    assert_eq!((b.signed, b.new_seats), (2, 1));
+    assert_eq!(l.entitlement("acme").unwrap().used, 4);
+
+    // Machine 2 (two tokens on its seat now) with a network card it did not
+    // have (synthetic requests' MACs are locally administered, so dropped):
+    // the same CMID (from the machine id and DMI UUID), other hardware.
+    let raw = [
+        ("mid".to_string(), format!("{:032x}", 2 * 0x9e37_79b9_7f4a_7c15u128 + 1)),
+        ("dmi".to_string(), "00000000-0000-4000-8000-000000000002".to_string()),
+        ("mac".to_string(), "00:1b:21:aa:bb:02".to_string()),
+    ];
+    let moved =
+        tka::request::ActivationRequest::new(&tka::machine::MachineIdentity::from_raw(PRODUCT, &raw), NOW, None);
+    assert_eq!(moved.cmid, first[2].cmid);
+    let c = issue_batch(&mut l, batch(&[moved]), &big, &s, NOW + 20, None, &|_| {}).unwrap();
+    assert_eq!(
+        c.items[0].reason.as_ref().and_then(|r| r.refusal()).cloned(),
+        Some(IssueRefusal::SeatHardwareChanged {
+            cmid: first[2].cmid.clone(),
+            entitlement: "entitlement 1 (\"acme\")".into(),
+            serial: serial(2),
+            changed: vec!["mac".into()],
+        })
+    );
+    assert_eq!(l.entitlement("acme").unwrap().used, 4, "refusals take no seat");
+}
+
+#[test]
+fn batch_rules_read_from_the_ledger_sqlite() {
+    let d = tempfile::tempdir().unwrap();
+    batch_rules_read_from_the_ledger(setup(d.path(), 10));
+}
+
+#[test]
+fn batch_rules_read_from_the_ledger_postgres() {
+    let Some(url) = pg::database("batch_rules") else { return };
+    batch_rules_read_from_the_ledger(with_acme(Ledger::open_url(&url).unwrap(), 10));
+}

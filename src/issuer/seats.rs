@@ -8,10 +8,23 @@ use crate::issuer::ledger::db::Db;
 use crate::issuer::ledger::sql::args;
 use crate::issuer::ledger::Entitlement;
 
-/// The query [`seat_held_elsewhere`] runs: the tokens of a seat not released
+/// The query [`seat_tokens`] runs: the tokens of a seat not released
 /// (`?1` entitlement, `?2` CMID, `?3` product).
 const SEAT_TOKENS_SQL: &str = "SELECT t.serial, t.components, t.body FROM tokens t
      WHERE t.cmid = ?2 AND t.product = ?3 AND +t.entitlement_id = ?1 AND t.released_at IS NULL";
+
+/// A recorded token of a seat, as the seat rule reads it: serial, bound
+/// components (JSON), body (`payload.signature`).
+pub(crate) type SeatToken = (String, String, String);
+
+/// The tokens of the machine's seat not released, revoked and expired
+/// ones included.
+pub(crate) fn seat_tokens(db: Db<'_>, e: &Entitlement, req: &ActivationRequest) -> Result<Vec<SeatToken>> {
+    db.query(SEAT_TOKENS_SQL, args![e.id, &req.cmid, &req.product])?
+        .iter()
+        .map(|r| Ok((r.text(0)?, r.text(1)?, r.text(2)?)))
+        .collect()
+}
 
 /// A machine that already holds a seat (same CMID) is given another token
 /// without consuming a seat only if the request binds exactly the hardware
@@ -21,16 +34,14 @@ const SEAT_TOKENS_SQL: &str = "SELECT t.serial, t.components, t.body FROM tokens
 /// that passes any token of the seat holds more than half of the same
 /// hardware values (`most`'s anchor) and no two machines with different
 /// hardware share a seat, however the requests are sequenced; a machine
-/// whose hardware changed is moved by releasing the seat. Returns the
-/// refusal, if any.
+/// whose hardware changed is moved by releasing the seat. `seat` holds
+/// those tokens ([`seat_tokens`]). Returns the refusal, if any.
 pub(crate) fn seat_held_elsewhere(
-    db: Db<'_>,
+    seat: Vec<SeatToken>,
     e: &Entitlement,
     req: &ActivationRequest,
 ) -> Result<Option<IssueRefusal>> {
-    let rows = db.query(SEAT_TOKENS_SQL, args![e.id, &req.cmid, &req.product])?;
-    for row in rows {
-        let (serial, components, body) = (row.text(0)?, row.text(1)?, row.text(2)?);
+    for (serial, components, body) in seat {
         let bound: Vec<ComponentHash> =
             serde_json::from_str(&components).map_err(|err| Error::format(format!("ledger token {serial}"), err))?;
         let rule = token_rule(&body).map_err(|err| Error::format(format!("ledger token {serial}"), err))?;

@@ -311,6 +311,10 @@ fn plan_ahead(
         return Vec::new();
     };
     let mut decider = Decider::new(read.db());
+    let items: Vec<&Item> = batch.iter().map(|w| &w.item).collect();
+    if decider.prefetch(&items, ents).is_err() {
+        return Vec::new();
+    }
     let mut job = Vec::with_capacity(batch.len());
     for w in batch {
         match decider.decide(&w.item, reissue, None, signer, now, ents) {
@@ -342,6 +346,8 @@ fn run_chunk(
             // Entitlements as they are now, inside the write lock.
             let mut ents: HashMap<i64, Entitlement> = HashMap::new();
             let mut decider = Decider::new(db);
+            let items: Vec<&Item> = batch.iter().map(|w| &w.item).collect();
+            decider.prefetch(&items, &mut ents)?;
             for (i, w) in batch.iter().enumerate() {
                 let ahead = presigned.get_mut(i).and_then(Option::take);
                 decisions.push(decider.decide(&w.item, reissue, ahead, signer, now, &mut ents)?);
