@@ -725,3 +725,30 @@ fn postgres_sslmode_require_is_refused_in_one_line() {
     assert!(m.contains("TLS"), "{m}");
     assert!(!m.contains('\n'), "{m}");
 }
+
+/// Four issuers started at once on a ledger file that does not exist yet:
+/// every one opens it at the current version (each reads the new file's
+/// identity and schema from one snapshot, then creates or finds the schema
+/// under the write lock).
+#[test]
+fn first_opens_of_a_new_ledger_at_once_all_succeed() {
+    for round in 0..12 {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("ledger.sqlite");
+        let barrier = std::sync::Barrier::new(4);
+        let results: Vec<tka::Result<i64>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        Ledger::open(&path).and_then(|l| l.schema_version())
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        for r in results {
+            assert_eq!(r.map_err(|e| format!("round {round}: {e}")), Ok(SCHEMA_VERSION));
+        }
+    }
+}

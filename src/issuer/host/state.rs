@@ -253,7 +253,14 @@ impl SqliteState {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| db_err(path, e))?;
         let mut s = SqliteState { conn, path: path.to_path_buf() };
-        s.check_identity()?;
+        // One read transaction: the version, id and object count come from
+        // one snapshot (a first open racing another one that creates the
+        // state sees it before or after, never half).
+        s.conn.busy_timeout(Duration::from_secs(10)).map_err(|e| db_err(path, e))?;
+        s.conn.execute_batch("BEGIN DEFERRED").map_err(|e| db_err(path, e))?;
+        let checked = s.check_identity();
+        let _ = s.conn.execute_batch("COMMIT");
+        checked?;
         s.configure_rw().map_err(|e| db_err(path, e))?;
         s.migrate()?;
         Ok(s)

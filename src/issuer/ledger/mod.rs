@@ -327,7 +327,13 @@ impl Ledger {
         // Read-only checks first: a file that is not a tka ledger is refused
         // before anything (even the journal mode) is written to it.
         configure_read(conn, ledger.busy_timeout).map_err(|e| db_err(path, e))?;
-        check_identity(conn, path)?;
+        // One read transaction: the version, id and schema objects are read
+        // from one snapshot (a first open racing another one that creates
+        // the schema sees it before or after, never half).
+        conn.execute_batch("BEGIN DEFERRED").map_err(|e| db_err(path, e))?;
+        let checked = check_identity(conn, path);
+        let _ = conn.execute_batch("COMMIT");
+        checked?;
         configure(conn).map_err(|e| db_err(path, e))?;
         migrate(conn, path)?;
         Ok(ledger)
