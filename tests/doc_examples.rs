@@ -1,5 +1,7 @@
 //! Every command example in README.md and docs/*.md is run, read from the
-//! files themselves, so an edited example is an example tested.
+//! files themselves, so an edited example is an example tested; and so is
+//! every example in the EXAMPLES sections of `tka ... --help` (the rules
+//! for those are at `every_help_example_runs_in_the_fixture`, below).
 //!
 //! The rule for the documentation:
 //!
@@ -611,8 +613,16 @@ fn help_fixture() -> HelpFixture {
     // An older root the store trusts too (pinned by its fingerprint).
     fs::create_dir(s.path("old")).unwrap();
     tka(&["key", "generate", "--bits", "2048", "--out", "old/root.key"]);
-    let made =
-        tka(&["ca", "root", "--key", "old/root.key", "--subject", "CN=Old Root CA,O=Example Corp", "--out", "old/root.pem"]);
+    let made = tka(&[
+        "ca",
+        "root",
+        "--key",
+        "old/root.key",
+        "--subject",
+        "CN=Old Root CA,O=Example Corp",
+        "--out",
+        "old/root.pem",
+    ]);
     let old_root = sandbox::named(&made)["fingerprint"].clone();
     tka(&["trust", "add", "old/root.pem", "--fingerprint", &old_root]);
     fs::remove_dir_all(s.path("old")).unwrap();
@@ -625,7 +635,8 @@ fn help_fixture() -> HelpFixture {
         s.write(&format!("reqs/other-{i}.txt"), format!("{line}\n"));
     }
     fs::remove_file(s.path("others.txt")).unwrap();
-    let ent = ["--product", PRODUCT, "--machines", "50", "--features", "reports,export", "--name", "acme-2027", "--key"];
+    let ent =
+        ["--product", PRODUCT, "--machines", "50", "--features", "reports,export", "--name", "acme-2027", "--key"];
     tka(&[&["entitlement", "add"][..], &home_flag, &ent].concat());
     let issue = ["token", "issue", "--request", "request.txt", "--home", home, "--entitlement", "acme-2027"];
     // The compact one first: the bundle then carries the full token.jws.
@@ -641,8 +652,18 @@ fn help_fixture() -> HelpFixture {
     let host = host.to_str().unwrap();
     tka(&["host", "init", "--dir", host]);
     fs::copy(s.path("var/lib/tka-host/host.csr"), s.path("host.csr")).unwrap();
-    let certify =
-        ["host", "certify", "--request", "host.csr", "--products", "acme,acme-cad", "--max-lifetime", "180d", "--out", "host.pem"];
+    let certify = [
+        "host",
+        "certify",
+        "--request",
+        "host.csr",
+        "--products",
+        "acme,acme-cad",
+        "--max-lifetime",
+        "180d",
+        "--out",
+        "host.pem",
+    ];
     tka(&[&certify[..], &home_flag].concat());
     tka(&["host", "install", "host.pem", "--dir", host]);
     // The host has run once (`host status` reads its state).
@@ -739,7 +760,8 @@ fn health(addr: &str) -> Result<(), String> {
 fn serve_bounded(mut cmd: Command) -> Result<(), String> {
     use std::io::BufRead;
     use std::process::Stdio;
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("cannot run: {e}"))?;
+    let mut child =
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("cannot run: {e}"))?;
     let pid = child.id() as libc::pid_t;
     let stdout = child.stdout.take().unwrap();
     let (listening_tx, listening) = std::sync::mpsc::channel();
@@ -822,9 +844,8 @@ fn every_help_example_runs_in_the_fixture() {
         // A group's examples are a walkthrough: one fresh sandbox, in order.
         let walkthrough = (!leaf).then(Sandbox::new);
         for example in &examples {
-            let excluded = HELP_NOT_RUN
-                .iter()
-                .position(|&(c, text, _)| (c == "*" || c == command) && example.contains(text));
+            let excluded =
+                HELP_NOT_RUN.iter().position(|&(c, text, _)| (c == "*" || c == command) && example.contains(text));
             if let Some(i) = excluded {
                 not_run_used[i] += 1;
                 skipped += 1;
@@ -858,4 +879,24 @@ fn every_help_example_runs_in_the_fixture() {
     assert!(failures.is_empty(), "{} help examples failed:\n\n{}", failures.len(), failures.join("\n\n"));
     println!("{ran} help examples ran, {skipped} not run (HELP_NOT_RUN or a missing tool)");
     assert!(ran > 60, "only {ran} help examples ran");
+}
+
+#[test]
+fn a_help_example_that_fails_is_reported_with_its_exit_and_stderr() {
+    let s = Sandbox::new();
+    let e = run_example("status", "tka status --jsn", &s, &[]).expect_err("a misspelled flag must fail");
+    assert!(
+        e.starts_with(
+            "exited 2 (the help implies 0), as `tka status --jsn`\nstderr: error: unexpected argument '--jsn'"
+        ),
+        "{e}"
+    );
+    // A documented "no": `# exit 1` is what the example must exit.
+    let e = run_example("status", "tka status --product example-pro # exit 0", &s, &[]).expect_err("exit 1 expected");
+    assert!(e.starts_with("exited 1 (the help implies 0)"), "{e}");
+    run_example("status", "tka status --product example-pro # exit 1", &s, &[]).unwrap();
+    // A server that cannot start is reported, not waited for.
+    let e = run_example("serve", "tka serve --home ~/no-home --listen 127.0.0.1:7420", &s, &[])
+        .expect_err("a server without a home must fail");
+    assert!(e.contains("it printed no `listening: ADDR`; exited 2"), "{e}");
 }
