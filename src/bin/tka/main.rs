@@ -106,9 +106,9 @@ pub const ENVIRONMENT_HELP: &str = "ENVIRONMENT:
 
 EXAMPLES:
   tka issuer init --home ~/tka-issuer --org \"Example Corp\"
-  tka request create --product example-pro --text --out req.txt
-  tka token issue --request req.txt --home ~/tka-issuer --out token.jws
-  tka trust add root.pem --yes
+  tka request create --product example-pro --text --out request.txt
+  tka token issue --request request.txt --home ~/tka-issuer --out token.jws
+  tka trust add ~/tka-issuer/root.pem --yes
   tka activate token.jws
   tka status --json";
 

@@ -16,7 +16,7 @@ use tka::{clock, Error, Result};
 pub enum CertCmd {
     /// Whether a certificate should be renewed now; answers with the exit code
     #[command(
-        after_help = "Default: renew once 66% of the lifetime has passed. With --home, the signer is also due when it\ncan no longer cover the home's standard token lifetime.\n\nEXAMPLES:\n  tka cert needs-renewal signer.pem --expires-in 30d\n  tka cert needs-renewal --home ~/tka-issuer --role signer"
+        after_help = "Default: renew once 66% of the lifetime has passed. With --home, the signer is also due when it\ncan no longer cover the home's standard token lifetime.\n\nEXAMPLES:\n  tka cert needs-renewal signer.pem --expires-in 30d            # exit 1: not due yet\n  tka cert needs-renewal --home ~/tka-issuer --role signer      # exit 1: not due yet"
     )]
     NeedsRenewal {
         /// Certificate file (PEM or DER; the first certificate is checked); `-` for standard input

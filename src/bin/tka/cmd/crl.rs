@@ -14,7 +14,7 @@ use tka::{clock, Error, Result};
 pub enum CrlCmd {
     /// Create a CRL signed by a CA (openssl reads it)
     #[command(
-        after_help = "SERIAL is hex as `openssl x509 -serial` or `tka cert inspect` prints it; reasons are the RFC 5280\nnames (keyCompromise, superseded, cessationOfOperation, ...).\n\nEXAMPLE:\n  tka crl create --ca-cert ca.pem --ca-key ca.key --revoke 5A3F...:keyCompromise --next-update 30d --out crl.pem"
+        after_help = "SERIAL is hex as `openssl x509 -serial` or `tka cert inspect` prints it; reasons are the RFC 5280\nnames (keyCompromise, superseded, cessationOfOperation, ...).\n\nEXAMPLE:\n  tka crl create --ca-cert ca.pem --ca-key ca.key --revoke 5A3F0C9E2B7D41A8:keyCompromise --next-update 30d --out crl.pem"
     )]
     Create {
         /// Certificate of the CA that issued the revoked certificates

@@ -14,7 +14,7 @@ use tka::{clock, Error, Result};
 pub enum EntitlementCmd {
     /// Add an entitlement: a product and how many machines it may activate
     #[command(
-        after_help = "EXAMPLE:\n  tka entitlement add --home ~/tka-issuer --product example-pro --machines 50 --features reports,export --name acme-2027"
+        after_help = "EXAMPLE:\n  tka entitlement add --home ~/tka-issuer --product example-pro --machines 50 --features reports,export --name acme-2028"
     )]
     Add {
         /// Product

@@ -125,7 +125,7 @@ postgres://... (or TKA_LEDGER_URL) a PostgreSQL database that several hosts of a
 together; every answer follows its commit, so a host killed at any moment restarts with exact counts. Logs go to standard error, one line per\n\
 request, with a hash of the machine id, never the id. SIGTERM or SIGINT: requests in flight finish, exit 0.\n\n\
 EXAMPLES:\n  tka host serve --dir /var/lib/tka-host --listen 0.0.0.0:7410 --listen [::]:7410 --threshold acme=25\n  \
-tka host serve --dir ./host --listen 127.0.0.1:7410 --threshold acme=3 --threshold acme-cad=5\n  \
+tka host serve --dir /var/lib/tka-host --listen 127.0.0.1:7410 --threshold acme=3 --threshold acme-cad=5\n  \
 tka host serve --dir /var/lib/tka-host --threshold acme=25 --ledger postgres://tka_host@db.example.lan/tka";
 
 /// `--ledger URL` of `host serve` and `host status`: the host's state in

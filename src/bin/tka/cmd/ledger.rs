@@ -65,7 +65,7 @@ pub enum LedgerCmd {
     },
     /// Free a machine's seat (decommissioned, transferred) and record why
     #[command(
-        after_help = "EXAMPLES:\n  tka ledger release 3f2a... --reason \"decommissioned\"\n  tka ledger release --machine ABCD-EFGH-JKMN-PQRS-T --reason \"replaced\""
+        after_help = "EXAMPLES:\n  tka ledger release SERIAL --reason \"decommissioned\" --home ~/tka-issuer\n  tka ledger release --machine ABCD-EFGH-JKMN-PQRS-T --reason \"replaced\" --home ~/tka-issuer"
     )]
     Release {
         /// Serial of a token of the machine

@@ -78,7 +78,7 @@ pub enum Command {
     Agent(agent::AgentCmd),
     /// Verify a token for this machine and install it
     #[command(
-        after_help = "EXAMPLES:\n  tka activate token.jws\n  tka --store /var/lib/tka activate - < token.jws\n  tka activate --bundle tokens.jsonl --product acme-cad\n  tka activate compact.jws --chain issuer-chain.pem"
+        after_help = "EXAMPLES:\n  tka activate token.jws\n  tka activate --store /var/lib/tka - < token.jws\n  tka activate --bundle tokens.jsonl --product example-pro\n  tka activate compact.jws --chain chain.pem"
     )]
     Activate(activation::ActivateArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell)

@@ -15,7 +15,7 @@ use tka::{clock, Result};
 pub enum RequestCmd {
     /// Create an activation request for this machine
     #[command(
-        after_help = "EXAMPLES:\n  tka request create --product example-pro --out req.json\n  tka request create --product example-pro --text\n  tka request create --product example-pro --qr"
+        after_help = "EXAMPLES:\n  tka request create --product example-pro --out request.json\n  tka request create --product example-pro --text\n  tka request create --product example-pro --qr"
     )]
     Create {
         /// Product to activate

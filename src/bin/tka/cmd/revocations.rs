@@ -39,7 +39,7 @@ pub enum RevocationsCmd {
     },
     /// Install a CRL or token revocation list on this machine and re-check installed tokens
     #[command(
-        after_help = "A CRL must be signed by a trusted root, or by a CA certificate given with --ca-cert (or as\nCERTIFICATE blocks in FILE) that chains to a trusted root. A list must be signed under a trusted\nroot and not be older (lower sequence) than the installed one. Stale data is installed with a\nwarning unless --require-fresh.\n\nEXAMPLES:\n  tka revocations import revoked.jws\n  tka revocations import crl.pem --require-fresh"
+        after_help = "A CRL must be signed by a trusted root, or by a CA certificate given with --ca-cert (or as\nCERTIFICATE blocks in FILE) that chains to a trusted root. A list must be signed under a trusted\nroot and not be older (lower sequence) than the installed one. Stale data is installed with a\nwarning unless --require-fresh.\n\nEXAMPLES:\n  tka revocations import revoked.jws\n  tka revocations import crl.pem --ca-cert ca.pem --require-fresh"
     )]
     Import {
         /// CRL (PEM or DER) or token revocation list (JWS); `-` for standard input

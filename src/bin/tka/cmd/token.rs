@@ -29,12 +29,12 @@ use tka::{clock, Error, Result};
 pub enum TokenCmd {
     /// Issue a token for an activation request
     #[command(
-        after_help = "EXAMPLES:\n  tka token issue --request req.json --home ~/tka-issuer --out token.jws\n  tka token issue --request req.txt --signer-cert signer.pem --signer-key signer.key --chain ca.pem --days 365"
+        after_help = "EXAMPLES:\n  tka token issue --request request.json --home ~/tka-issuer --out token.jws\n  tka token issue --request request.txt --signer-cert signer.pem --signer-key signer.key --chain ca.pem --days 365"
     )]
     Issue(IssueArgs),
     /// Issue tokens for many requests in parallel, counted against an entitlement
     #[command(
-        after_help = "Requests: every file in --requests DIR, or one request per line (text form or one-line JSON)\nin --requests-file FILE or `-` (standard input). Tokens are written as OUT/<product>_<cmid>.jws.\nRe-running the same batch consumes nothing and returns the same tokens (fresh ones with --reissue).\n\nEXAMPLE:\n  tka token issue-bulk --home ~/tka-issuer --entitlement acme --requests reqs/ --out tokens/ --report report.json"
+        after_help = "Requests: every file in --requests DIR, or one request per line (text form or one-line JSON)\nin --requests-file FILE or `-` (standard input). Tokens are written as OUT/<product>_<cmid>.jws.\nRe-running the same batch consumes nothing and returns the same tokens (fresh ones with --reissue).\n\nEXAMPLE:\n  tka token issue-bulk --home ~/tka-issuer --entitlement acme-2027 --requests reqs/ --out tokens/ --report report.json"
     )]
     IssueBulk(IssueBulkArgs),
     /// Re-issue, from the ledger, every token that expires soon (no new requests)
