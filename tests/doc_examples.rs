@@ -713,33 +713,6 @@ fn remove_made(cmd: &str, s: &Sandbox) {
     }
 }
 
-/// Runs a prepared command, killing it after `limit`: (exit code, stdout,
-/// stderr), or why it did not finish.
-fn run_bounded(mut cmd: Command, limit: std::time::Duration) -> Result<sandbox::Run, String> {
-    use std::process::Stdio;
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("cannot run: {e}"))?;
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => {
-            let out = out.map_err(|e| e.to_string())?;
-            Ok((
-                out.status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            ))
-        }
-        Err(_) => {
-            // SAFETY: a signal to the child this function started.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            Err(format!("did not finish within {limit:?} (killed)"))
-        }
-    }
-}
-
 /// `GET /v1/health` of a server at `addr`: Ok when it answers 200.
 fn health(addr: &str) -> Result<(), String> {
     use std::io::{Read, Write};
@@ -821,7 +794,7 @@ fn run_example(command: &str, example: &str, s: &Sandbox, values: &[(&'static st
         return serve_bounded(example_command(s, "sh", &["-c", &cmd])).map_err(|e| format!("as `{cmd}`: {e}"));
     }
     let want = expected_exit(&cmd);
-    let (code, _, stderr) = run_bounded(example_command(s, "sh", &["-c", &cmd]), EXAMPLE_LIMIT)?;
+    let (code, _, stderr) = sandbox::try_run_within(&mut example_command(s, "sh", &["-c", &cmd]), EXAMPLE_LIMIT)?;
     match code == want {
         true => Ok(()),
         false => Err(format!("exited {code} (the help implies {want}), as `{cmd}`\nstderr: {stderr}")),

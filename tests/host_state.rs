@@ -309,6 +309,26 @@ fn postgres_a_terminated_connection_is_replaced_on_the_next_request() {
     assert_eq!(s.status(T0).unwrap()[0].count, 2);
 }
 
+/// Runs `open` on four threads released at once; their results.
+fn four_at_once(open: impl Fn() -> tka::Result<()> + Sync) -> Vec<tka::Result<()>> {
+    let barrier = std::sync::Barrier::new(4);
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    open()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    })
+}
+
+fn acme() -> [ProductConfig; 1] {
+    [ProductConfig { product: "acme".into(), threshold: 25, seats: None }]
+}
+
 /// Four hosts started at once on a state file that does not exist yet:
 /// every one opens it and writes its product settings (each reads the new
 /// file's identity from one snapshot, then creates or finds the schema
@@ -318,20 +338,7 @@ fn first_opens_of_a_new_state_at_once_all_succeed() {
     for round in 0..12 {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("host-state.sqlite");
-        let barrier = std::sync::Barrier::new(4);
-        let results: Vec<tka::Result<()>> = std::thread::scope(|scope| {
-            let threads: Vec<_> = (0..4)
-                .map(|_| {
-                    scope.spawn(|| {
-                        barrier.wait();
-                        let mut s = SqliteState::open(&path)?;
-                        s.configure(&[ProductConfig { product: "acme".into(), threshold: 25, seats: None }], 30 * DAY)
-                    })
-                })
-                .collect();
-            threads.into_iter().map(|t| t.join().unwrap()).collect()
-        });
-        for r in results {
+        for r in four_at_once(|| SqliteState::open(&path)?.configure(&acme(), 30 * DAY)) {
             assert!(r.is_ok(), "round {round}: {r:?}");
         }
         assert_eq!(SqliteState::open(&path).map(drop).ok(), Some(()));
@@ -344,20 +351,7 @@ fn first_opens_of_a_new_state_at_once_all_succeed() {
 fn postgres_first_opens_of_a_new_state_at_once_all_succeed() {
     for round in 0..4 {
         let Some(url) = pg::database(&format!("hs_first_open_{round}")) else { return };
-        let barrier = std::sync::Barrier::new(4);
-        let results: Vec<tka::Result<()>> = std::thread::scope(|scope| {
-            let threads: Vec<_> = (0..4)
-                .map(|_| {
-                    scope.spawn(|| {
-                        barrier.wait();
-                        let mut s = PgState::open(&url)?;
-                        s.configure(&[ProductConfig { product: "acme".into(), threshold: 25, seats: None }], 30 * DAY)
-                    })
-                })
-                .collect();
-            threads.into_iter().map(|t| t.join().unwrap()).collect()
-        });
-        for r in results {
+        for r in four_at_once(|| PgState::open(&url)?.configure(&acme(), 30 * DAY)) {
             assert!(r.is_ok(), "round {round}: {r:?}");
         }
     }

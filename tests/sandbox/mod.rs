@@ -46,8 +46,13 @@ pub fn run(cmd: &mut Command) -> Run {
 /// makes tka block (on a FIFO, say) fails instead of hanging the suite. Not
 /// a timing assertion: `limit` is generous.
 pub fn run_within(cmd: &mut Command, limit: std::time::Duration) -> Run {
-    let child =
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    try_run_within(cmd, limit).unwrap_or_else(|why| panic!("{cmd:?} {why}"))
+}
+
+/// [`run_within`] that says why the command did not run or finish (it
+/// could not start, or it blocked and was killed after `limit`).
+pub fn try_run_within(cmd: &mut Command, limit: std::time::Duration) -> Result<Run, String> {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("cannot run: {e}"))?;
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -55,16 +60,16 @@ pub fn run_within(cmd: &mut Command, limit: std::time::Duration) -> Run {
     });
     match rx.recv_timeout(limit) {
         Ok(out) => {
-            let out = out.unwrap();
-            (
+            let out = out.map_err(|e| e.to_string())?;
+            Ok((
                 out.status.code().unwrap_or(-1),
                 String::from_utf8_lossy(&out.stdout).into_owned(),
                 String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
+            ))
         }
         Err(_) => {
             let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            panic!("{cmd:?} did not finish within {limit:?}: it blocked");
+            Err(format!("did not finish within {limit:?}: it blocked (killed)"))
         }
     }
 }
