@@ -18,7 +18,8 @@
 # time is the child's user + system time.
 #
 # Prints the medians and spread (min, quartiles, max) of both, the load
-# average before and after, then (unless --no-criterion) the in-process
+# average before and after, the peak RSS of five runs of each
+# (`/usr/bin/time -f %M`), then (unless --no-criterion) the in-process
 # figures of `cargo bench --bench tokens` with aws-lc-rs (default features)
 # and with the rsa crate (`--no-default-features --features issuer`), and
 # ends with
@@ -110,6 +111,13 @@ with open(os.environ["RATIO_FILE"], "w") as f:
     f.write(f"{statistics.median(ratios):.2f}\n")
 EOF
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+# Peak RSS as `/usr/bin/time -f %M` reports it (a forked child: the timer's
+# posix_spawn would charge python's own pages to the child's ru_maxrss).
+if [ -x /usr/bin/time ]; then
+    peak() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -n 1; }
+    echo "peak RSS, KB (5 runs each): tka $(for _ in 1 2 3 4 5; do peak "$@"; done | sort -n | tr '\n' ' ')," \
+        "openssl $(for _ in 1 2 3 4 5; do peak openssl verify -CAfile "$root" -untrusted "$ca" "$signer"; done | sort -n | tr '\n' ' ')"
+fi
 if [ "$criterion" = 1 ]; then
     echo "in process (cargo bench --bench tokens, criterion: low / estimate / high), both verifiers:"
     for features in "" "--no-default-features --features issuer"; do

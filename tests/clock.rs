@@ -256,6 +256,23 @@ fn check_activated_raises_the_mark_and_refuses_a_later_rollback() {
     assert_eq!(store.state().unwrap().clock_high_water, t);
 }
 
+/// A check that finds the mark already at its time writes nothing, not
+/// even the sweep of a killed writer's temporary file; one that raises the
+/// mark sweeps it first, as every writer does.
+#[test]
+fn check_activated_sweeps_temporary_files_only_when_it_raises_the_mark() {
+    let (_t, store) = store();
+    activate(&store, &token_at(NOW - 60), &ident, &[], NOW).unwrap();
+    let temp = store.dir().join("tokens").join(".app.0123456789abcdef.tmp");
+    std::fs::write(&temp, b"left by a killed writer").unwrap();
+    let before = sandbox::snapshot(store.dir());
+    check_activated(&store, PRODUCT, &machine(), &[], NOW).unwrap();
+    assert_eq!(sandbox::snapshot(store.dir()), before);
+    check_activated(&store, PRODUCT, &machine(), &[], NOW + 1).unwrap();
+    assert!(!temp.exists(), "the temporary file was not swept");
+    assert_eq!(store.state().unwrap().clock_high_water, NOW + 1);
+}
+
 #[test]
 fn status_raises_the_mark() {
     let (_t, store) = store();

@@ -3,7 +3,7 @@
 //! [`crate::activation::store`]; this module is the short glue between them, and the
 //! API an application uses to ask "is product P activated here?".
 
-use crate::activation::store::{Store, DEFAULT_CLOCK_TOLERANCE_SECS};
+use crate::activation::store::{Store, StoreLock, DEFAULT_CLOCK_TOLERANCE_SECS};
 use crate::activation::trust::{IdentifyFn, TrustData};
 pub use crate::core::error::{BundleRefusal, BundleScan, MAX_BUNDLE_PRODUCTS};
 use crate::core::error::{Error, Result, VerifyError};
@@ -186,21 +186,7 @@ pub fn statuses(
     now: i64,
     mark: ClockMark,
 ) -> Result<Vec<ProductStatus>> {
-    let (lock, state) = match mark {
-        ClockMark::Raise => {
-            let lock = store.lock()?;
-            let mut state = lock.state()?;
-            if now > state.clock_high_water {
-                state.observe(now);
-                lock.save_state(&state)?;
-            }
-            (Some(lock), state)
-        }
-        ClockMark::ReadOnly | ClockMark::At => (None, store.state()?),
-    };
-    let tolerance = if mark == ClockMark::At { 0 } else { DEFAULT_CLOCK_TOLERANCE_SECS };
-    let clock = Some((state.clock_high_water, tolerance));
-    let trust = TrustData::from_store(store)?;
+    let (lock, clock, trust) = marked_trust(store, now, mark)?;
     let products: Vec<String> = match products {
         Some(p) => p.to_vec(),
         None => store.tokens()?.into_iter().map(|t| t.product).collect(),
@@ -213,6 +199,36 @@ pub fn statuses(
     drop(lock);
     Ok(out)
 }
+
+/// The first half of a status check: the store's clock mark checked and
+/// (with [`ClockMark::Raise`]) raised as [`statuses`] describes, and the
+/// trust data, read with the same `state.json`. Returns the store lock
+/// (held by the caller until it has verified; `None` unless
+/// [`ClockMark::Raise`]), the clock check for [`status_with`] and the
+/// trust data.
+fn marked_trust(store: &Store, now: i64, mark: ClockMark) -> Result<(Option<StoreLock<'_>>, ClockCheck, TrustData)> {
+    let (lock, state) = match mark {
+        ClockMark::Raise => {
+            // The lock without its sweep of temporary files unless the
+            // mark moves (then it writes, and sweeps first).
+            let lock = store.lock_for_clock()?;
+            let mut state = lock.state()?;
+            if now > state.clock_high_water {
+                state.observe(now);
+                lock.save_state_swept(&state)?;
+            }
+            (Some(lock), state)
+        }
+        ClockMark::ReadOnly | ClockMark::At => (None, store.state()?),
+    };
+    let tolerance = if mark == ClockMark::At { 0 } else { DEFAULT_CLOCK_TOLERANCE_SECS };
+    let clock = Some((state.clock_high_water, tolerance));
+    let trust = TrustData::from_store_with(store, &state)?;
+    Ok((lock, clock, trust))
+}
+
+/// The store's clock mark and the tolerance, or `None` for no clock check.
+type ClockCheck = Option<(i64, i64)>;
 
 /// Re-verifies the installed token for `product` at `now`, the system
 /// clock: raises the store's clock high-water mark to `now` under the store
@@ -237,9 +253,11 @@ fn status_marked(
     now: i64,
     mark: ClockMark,
 ) -> Result<ProductStatus> {
-    let identify = |_: &str| Ok(identity.clone());
-    let mut all = statuses(store, Some(&[product.to_string()]), &identify, pinned_roots, now, mark)?;
-    Ok(all.remove(0))
+    // `statuses` for one product, without copying the identity.
+    let (lock, clock, trust) = marked_trust(store, now, mark)?;
+    let status = status_with(store, &trust, product, identity, pinned_roots, now, clock)?;
+    drop(lock);
+    Ok(status)
 }
 
 /// [`status`] with trust data and clock check already read; reads only:

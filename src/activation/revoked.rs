@@ -2,7 +2,7 @@
 //! list, re-verified against the trusted roots.
 
 use crate::activation::store::StoreError;
-use crate::activation::store::{split_list_key, Store};
+use crate::activation::store::{split_list_key, Store, StoreState};
 use crate::activation::trust::{anchors_from_stored, root_products, TrustData};
 use crate::core::error::{Error, Result, VerifyError};
 use crate::core::pki::{Crl, TrustAnchors};
@@ -31,7 +31,16 @@ pub fn installed_revoked_serials(store: &Store, anchors: &TrustAnchors) -> Resul
 /// deleted file), is [`StoreError::Corrupt`]: the newer list's revocations
 /// would otherwise be silently missing. Importing that list again repairs it.
 pub fn verified_revoked_serials(store: &Store, anchors: &TrustAnchors) -> Result<HashSet<String>> {
-    let state = store.state()?;
+    verified_revoked_serials_with(store, &store.state()?, anchors)
+}
+
+/// [`verified_revoked_serials`] with the store's state already read (a
+/// caller that holds it reads `state.json` once).
+pub(crate) fn verified_revoked_serials_with(
+    store: &Store,
+    state: &StoreState,
+    anchors: &TrustAnchors,
+) -> Result<HashSet<String>> {
     let entries = store.revocation_list_entries()?;
     let mut out = HashSet::new();
     for (key, text) in &entries {
@@ -151,11 +160,16 @@ impl TrustData {
     /// ([`Store::certificates`]). A damaged CRL is an error, never silently
     /// skipped.
     pub fn from_store(store: &Store) -> Result<Self> {
+        Self::from_store_with(store, &store.state()?)
+    }
+
+    /// [`TrustData::from_store`] with the store's state already read.
+    pub(crate) fn from_store_with(store: &Store, state: &StoreState) -> Result<Self> {
         let stored = store.roots()?;
         let root_products = root_products(&stored);
         let anchors = anchors_from_stored(&stored)?;
         let crls = store.crls()?.iter().map(|d| Crl::parse(d)).collect::<Result<Vec<_>, _>>()?;
-        let revoked_serials = verified_revoked_serials(store, &anchors)?;
+        let revoked_serials = verified_revoked_serials_with(store, state, &anchors)?;
         let certificates = store.certificates()?;
         Ok(TrustData { anchors, crls, revoked_serials, root_products, certificates })
     }

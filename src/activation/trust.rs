@@ -53,9 +53,16 @@ impl TrustData {
         now: i64,
         clock: Option<(i64, i64)>,
     ) -> Result<VerifiedToken, VerifyError> {
-        let scoped = self.anchors_for(product);
+        // No root with a product scope (the usual store): every anchor, uncopied.
+        let narrowed;
+        let scoped = if self.root_products.is_empty() {
+            &self.anchors
+        } else {
+            narrowed = self.anchors_for(product);
+            &narrowed
+        };
         let ctx = VerifyContext {
-            anchors: &scoped,
+            anchors: scoped,
             pinned_roots,
             now,
             product: Some(product),

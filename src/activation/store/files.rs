@@ -164,18 +164,21 @@ impl Store {
     /// or a subdirectory is writable by group or others.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         match fs::metadata(dir) {
-            Ok(m) if m.is_dir() => {}
+            // An existing directory: its mode is checked from this metadata.
+            Ok(m) if m.is_dir() => check_mode(dir, &m)?,
             Ok(_) => {
                 return Err(StoreError::NotAStore {
                     path: dir.to_path_buf(),
                     detail: "it is not a directory".to_string(),
                 })
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => create_private_dir(dir)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_private_dir(dir)?;
+                check_not_writable_by_others(dir)?;
+            }
             Err(e) => return Err(StoreError::io(dir, e)),
         }
         let store = Store { dir: dir.to_path_buf() };
-        check_not_writable_by_others(&store.dir)?;
         match store.read_version()? {
             Some(v) => store.check_version(v)?,
             None => store.initialize()?,
@@ -629,20 +632,24 @@ pub(super) fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
 
 /// Refuses a directory writable by group or others. A missing one is fine.
 pub(super) fn check_not_writable_by_others(dir: &Path) -> Result<(), StoreError> {
+    match fs::metadata(dir) {
+        Ok(m) => check_mode(dir, &m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::io(dir, e)),
+    }
+}
+
+/// [`check_not_writable_by_others`] with `dir`'s metadata already read.
+fn check_mode(dir: &Path, m: &fs::Metadata) -> Result<(), StoreError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        match fs::metadata(dir) {
-            Ok(m) if m.permissions().mode() & 0o022 != 0 => {
-                return Err(StoreError::InsecurePermissions { path: dir.to_path_buf(), mode: m.permissions().mode() })
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io(dir, e)),
+        if m.permissions().mode() & 0o022 != 0 {
+            return Err(StoreError::InsecurePermissions { path: dir.to_path_buf(), mode: m.permissions().mode() });
         }
     }
     #[cfg(not(unix))]
-    let _ = dir;
+    let _ = (dir, m);
     Ok(())
 }
 

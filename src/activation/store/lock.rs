@@ -53,6 +53,18 @@ impl Store {
         StoreLock::acquired(self, file)
     }
 
+    /// [`Store::lock`] for a status check, which writes at most the clock
+    /// mark: the sweep of temporary files is left to
+    /// [`StoreLock::save_state_swept`], so a check that finds the mark
+    /// already at or past its time reads the store's directories once,
+    /// not twice.
+    pub(crate) fn lock_for_clock(&self) -> Result<StoreLock<'_>, StoreError> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = open_lock_file(&path)?;
+        file.lock().map_err(|e| StoreError::io(&path, e))?;
+        Ok(StoreLock { store: self, _file: file })
+    }
+
     /// [`StoreLock::add_certificates`] under the store lock (taken and
     /// released here): stores public certificates (DER) the chains of
     /// compact tokens are built from. Returns how many were new.
@@ -399,6 +411,14 @@ impl<'a> StoreLock<'a> {
 
     /// Removes temporary files a killed writer left behind. Safe because
     /// temporary files are only ever created by a lock holder.
+    /// [`StoreLock::save_state`] under a lock from
+    /// [`Store::lock_for_clock`]: sweeps the temporary files first, as
+    /// [`Store::lock`] would have.
+    pub(crate) fn save_state_swept(&self, state: &StoreState) -> Result<(), StoreError> {
+        self.sweep_temps()?;
+        self.save_state(state)
+    }
+
     fn sweep_temps(&self) -> Result<(), StoreError> {
         let dirs = std::iter::once(self.dir().to_path_buf()).chain(SUBDIRS.iter().map(|s| self.dir().join(s)));
         for dir in dirs {

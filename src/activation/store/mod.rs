@@ -92,7 +92,9 @@
 //!   1 MiB ([`MAX_REVOCATION_FILE`]).
 //! - **No temporary files left.** A successful write leaves none; a failed
 //!   one removes its own; one left by a writer killed mid-write is removed by
-//!   the next [`Store::lock`]. Readers skip names starting with `.`.
+//!   the next [`Store::lock`] (a status check that finds the clock mark
+//!   already at its time writes nothing and leaves them to the next
+//!   writer). Readers skip names starting with `.`.
 //! - **Deterministic reads.** Lists come back sorted: roots by fingerprint,
 //!   tokens by product, revocation data by key.
 //! - **Versioned layout.** A store whose `version` is newer than
