@@ -249,7 +249,6 @@ fn revoked_machine_rule_is_the_same_on_both_backends() {
 /// same second, the smallest serial: on SQLite per query, on PostgreSQL
 /// from the chunk's rows, and through `issue_one`, the same token.
 #[test]
-#[ignore = "BUG: seat tokens issued at the same second are named in insertion order (SQLite), serial descending (PostgreSQL batch), heap order (PostgreSQL issue_one)"]
 fn seat_rule_names_the_oldest_token_even_at_the_same_second() {
     let want = [
         "SeatHardwareChanged { cmid: \"M2\", entitlement: \"acme\", serial: \"oldest\", changed: [\"mac\"] }",
