@@ -422,15 +422,14 @@ impl<'c> Decider<'c> {
             .bool(0)
     }
 
-    /// The tokens of the machine's seat not released (oldest first when known).
+    /// The tokens of the machine's seat not released, oldest first, then
+    /// by serial (the order of [`seat_tokens`]'s query).
     fn seat_tokens(&self, e: &Entitlement, req: &ActivationRequest) -> Result<Vec<SeatToken>> {
         if let Some(k) = &self.known {
-            let mut v: Vec<SeatToken> = Self::known_tokens(k, &req.cmid, &req.product, Some(e.id))
-                .filter(|t| !t.released)
-                .map(|t| (t.serial.clone(), t.components.clone(), t.body.clone()))
-                .collect();
-            v.reverse();
-            return Ok(v);
+            let mut v: Vec<&KnownToken> =
+                Self::known_tokens(k, &req.cmid, &req.product, Some(e.id)).filter(|t| !t.released).collect();
+            v.sort_by(|a, b| a.issued_at.cmp(&b.issued_at).then_with(|| a.serial.cmp(&b.serial)));
+            return Ok(v.into_iter().map(|t| (t.serial.clone(), t.components.clone(), t.body.clone())).collect());
         }
         seat_tokens(self.db, e, req)
     }

@@ -8,17 +8,20 @@ use crate::issuer::ledger::db::Db;
 use crate::issuer::ledger::sql::args;
 use crate::issuer::ledger::Entitlement;
 
-/// The query [`seat_tokens`] runs: the tokens of a seat not released
-/// (`?1` entitlement, `?2` CMID, `?3` product).
+/// The query [`seat_tokens`] runs: the tokens of a seat not released,
+/// oldest first, of those issued at the same second the smallest serial
+/// first (`?1` entitlement, `?2` CMID, `?3` product).
 const SEAT_TOKENS_SQL: &str = "SELECT t.serial, t.components, t.body FROM tokens t
-     WHERE t.cmid = ?2 AND t.product = ?3 AND +t.entitlement_id = ?1 AND t.released_at IS NULL";
+     WHERE t.cmid = ?2 AND t.product = ?3 AND +t.entitlement_id = ?1 AND t.released_at IS NULL
+     ORDER BY t.issued_at, t.serial";
 
 /// A recorded token of a seat, as the seat rule reads it: serial, bound
 /// components (JSON), body (`payload.signature`).
 pub(crate) type SeatToken = (String, String, String);
 
 /// The tokens of the machine's seat not released, revoked and expired
-/// ones included.
+/// ones included, oldest first (then by serial): the seat rule names the
+/// first one the request does not pass.
 pub(crate) fn seat_tokens(db: Db<'_>, e: &Entitlement, req: &ActivationRequest) -> Result<Vec<SeatToken>> {
     db.query(SEAT_TOKENS_SQL, args![e.id, &req.cmid, &req.product])?
         .iter()
