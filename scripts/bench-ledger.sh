@@ -83,6 +83,7 @@ size() { du -m "$1" | cut -f1; }
 drop_ledger() { rm -f "$1" "$1-wal" "$1-shm"; }
 first=0
 requests() { # FILE COUNT: fresh generated requests (machines never used before in this run)
+    rm -f "$1"
     "$TKA" request generate-test --product bench --count "$2" --first "$first" --out "$1" >/dev/null
     first=$((first + $2))
 }
@@ -99,7 +100,7 @@ issue() {
 }
 
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, load $(load), tka $("$TKA" --version | cut -d' ' -f2)"
-"$TKA" issuer init --home "$work/home" --root-bits 2048 --ca-bits 2048 --insecure-no-passphrase >/dev/null
+"$TKA" issuer init --home "$work/home" --root-bits 2048 --ca-bits 2048 --insecure-no-passphrase --org bench >/dev/null
 drop_ledger "$big"
 t0=$(now)
 "$TKA" ledger bench-fill --ledger "$big" --count "$COUNT" $lean >/dev/null
