@@ -112,7 +112,7 @@ pub enum LedgerCmd {
         #[command(flatten)]
         out: JsonArg,
     },
-    /// Fill a ledger with COUNT synthetic tokens by SQL (benchmarks only)
+    /// Fill a ledger with COUNT synthetic tokens, unsigned (benchmarks only)
     #[command(hide = true)]
     BenchFill {
         /// How many tokens
