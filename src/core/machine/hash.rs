@@ -99,13 +99,20 @@ pub fn cmid_from_components(components: &[ComponentHash]) -> Option<String> {
     for b in &digest[..10] {
         value = (value << 8) | u128::from(*b);
     }
+    Some(cmid_from_value(value))
+}
+
+/// The CMID written for an 80-bit value (the low 80 bits of `value`): 16
+/// base32 symbols, most significant first, and the check symbol. Larger
+/// values give CMIDs that sort after smaller ones (byte order).
+pub(crate) fn cmid_from_value(value: u128) -> String {
     let mut symbols = [0u8; CMID_DATA_SYMBOLS];
     for (i, s) in symbols.iter_mut().enumerate() {
         let shift = 5 * (CMID_DATA_SYMBOLS - 1 - i);
         *s = ((value >> shift) & 0x1f) as u8;
     }
     let check = luhn_mod32_check(&symbols);
-    Some(format_cmid(&symbols, check))
+    format_cmid(&symbols, check)
 }
 
 fn format_cmid(symbols: &[u8], check: u8) -> String {

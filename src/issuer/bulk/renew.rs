@@ -10,6 +10,7 @@ use crate::issuer::bulk::report::{blank_item, BatchReport};
 use crate::issuer::issue::{IssueOptions, Item, TokenSigner};
 use crate::issuer::ledger::sql::args;
 use crate::issuer::ledger::{token_row, Ledger, TokenRecord, TOKEN_SELECT};
+use rayon::prelude::*;
 use std::path::Path;
 
 /// Which tokens [`renew_batch`] renews.
@@ -62,12 +63,15 @@ pub fn renew_batch_to(
     };
     let (out, bundle) = prepare_output(output)?;
     let due = renewal_due(ledger, now.saturating_add(opts.within), ent_filter, opts.product.as_deref())?;
+    // Decoding the old tokens (base64 and JSON of each) runs on every core:
+    // nothing is signed before it is done.
+    let decoded: Vec<_> = due.par_iter().map(|rec| crate::core::token::decode_unverified(&rec.token)).collect();
     let mut items = Vec::with_capacity(due.len());
     let mut work = Vec::new();
-    for (slot, rec) in due.into_iter().enumerate() {
+    for (slot, (rec, old)) in due.into_iter().zip(decoded).enumerate() {
         let mut item = blank_item(slot, format!("renewal of {}", rec.serial));
         item.cmid = Some(rec.cmid.clone());
-        match crate::core::token::decode_unverified(&rec.token) {
+        match old {
             Err(e) => item.refuse(IssueRefusal::UnreadableToken { serial: rec.serial.clone(), detail: e.to_string() }),
             Ok((old_jws, old)) => {
                 let lifetime = opts.lifetime.unwrap_or_else(|| match old.exp {
@@ -126,14 +130,24 @@ pub fn renew_batch_to(
     bundled.map(|()| report)
 }
 
-/// The newest live token of every machine whose newest token expires at or before `limit`.
+/// The newest live token of every machine whose newest token expires at
+/// or before `limit`, by expiry then serial. Sorted here, not by the query:
+/// SQLite's sorter would carry every row's token text (~4.7 KB; 470 MB
+/// for 100,000 renewals), which took as long as the rest of the query.
 fn renewal_due(
     ledger: &Ledger,
     limit: i64,
     entitlement: Option<i64>,
     product: Option<&str>,
 ) -> Result<Vec<TokenRecord>> {
-    ledger.db().query(&renewal_due_sql(), args![limit, entitlement, product])?.iter().map(token_row).collect()
+    let mut due: Vec<TokenRecord> = ledger
+        .db()
+        .query(&renewal_due_sql(), args![limit, entitlement, product])?
+        .iter()
+        .map(token_row)
+        .collect::<Result<_>>()?;
+    due.sort_by(|a, b| (a.expires, &a.serial).cmp(&(b.expires, &b.serial)));
+    Ok(due)
 }
 
 /// The query of [`renewal_due`]. The newer-token subquery looks the
@@ -154,8 +168,7 @@ fn renewal_due_sql() -> String {
                              AND +n.entitlement_id IS NOT DISTINCT FROM t.entitlement_id AND n.released_at IS NULL
                              AND nr.serial IS NULL AND n.serial != t.serial
                              AND (n.expires IS NULL OR n.expires > t.expires
-                                  OR (n.expires = t.expires AND n.serial > t.serial)))
-         ORDER BY t.expires, t.serial",
+                                  OR (n.expires = t.expires AND n.serial > t.serial)))",
         TOKEN_SELECT
     )
 }

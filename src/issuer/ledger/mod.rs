@@ -30,6 +30,7 @@
 //! Time is always a parameter (`now`, Unix seconds).
 
 pub(crate) mod db;
+mod fill;
 #[cfg(feature = "postgres")]
 pub(crate) mod pg;
 mod schema;
@@ -865,45 +866,6 @@ impl Ledger {
         })?;
         drop(source);
         Ok(moved)
-    }
-
-    /// Fills the ledger with `count` synthetic tokens under a new entitlement
-    /// named `name`, with plain SQL (no signing): for benchmarks that need a
-    /// large ledger. The token texts are random placeholders of realistic
-    /// size. SQLite ledgers only.
-    #[doc(hidden)]
-    pub fn bench_fill(&mut self, name: &str, count: u64, now: i64) -> Result<Entitlement> {
-        if self.sqlite().is_none() {
-            return Err(Error::Usage("synthetic filling is for SQLite ledgers".into()));
-        }
-        let ent = self.add_entitlement(
-            &NewEntitlement {
-                product: "bench-fill".into(),
-                machines: u32::try_from(count).unwrap_or(u32::MAX),
-                name: Some(name.into()),
-                ..Default::default()
-            },
-            now,
-        )?;
-        self.write(|db| {
-            db.execute("INSERT OR IGNORE INTO jws_headers (header) VALUES ('bench-fill')", &[])?;
-            let header = db.query_one("SELECT id FROM jws_headers WHERE header = 'bench-fill'", &[])?.i64(0)?;
-            db.batch(&format!(
-                "CREATE TEMP TABLE fill AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {count})
-                   SELECT i, lower(hex(randomblob(16))) AS serial, 'FILL-' || lower(hex(randomblob(10))) AS cmid FROM n;
-                 INSERT INTO seats (entitlement_id, cmid, counted_at) SELECT {id}, cmid, {now} FROM fill;
-                 INSERT INTO tokens (serial, entitlement_id, product, cmid, components, issued_at, not_before, expires,
-                                     signer, header_id, body, request_nonce, request_digest)
-                   SELECT serial, {id}, 'bench-fill', cmid, '[]', {now} - i, {now} - i, {now} + 86400 * 180 - i,
-                          'bench-fill', {header}, hex(randomblob(350)) || '.' || hex(randomblob(256)),
-                          lower(hex(randomblob(8))), lower(hex(randomblob(32)))
-                   FROM fill;
-                 UPDATE entitlements SET used = {count} WHERE id = {id};
-                 DROP TABLE fill;",
-                id = ent.id
-            ))
-        })?;
-        self.entitlement_by_id(ent.id)
     }
 }
 
