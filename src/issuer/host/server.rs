@@ -524,6 +524,9 @@ struct LogFields {
 }
 
 fn log_request(sh: &Shared, endpoint: &str, peer: &Peer, started: Instant, f: &LogFields, outcome: &str) {
+    if !tracing::enabled!(target: "tka::host", tracing::Level::INFO) {
+        return;
+    }
     let cmid = f.cmid.as_deref().map(|c| hash_cmid(&sh.log_salt, c)).unwrap_or_default();
     tracing::info!(
         target: "tka::host",
@@ -541,8 +544,8 @@ fn log_request(sh: &Shared, endpoint: &str, peer: &Peer, started: Instant, f: &L
 /// certificate fingerprint and the CMID (the same machine has the same
 /// hash on one host; the CMID cannot be read back from it).
 fn hash_cmid(salt: &str, cmid: &str) -> String {
-    let d = Sha256::digest(format!("tka-host-log\0{salt}\0{cmid}").as_bytes());
-    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+    let d = Sha256::new().chain_update(b"tka-host-log\0").chain_update(salt).chain_update(b"\0").chain_update(cmid);
+    crate::issuer::issue::hex(&d.finalize()[..8])
 }
 
 async fn not_found() -> Refusal {
@@ -808,14 +811,14 @@ async fn activate_inner(
     // writer, which signs again if its decision needs the token); then
     // recorded by the writer thread, in a transaction with the other
     // activations queued meanwhile, and answered once it committed.
-    let ahead = if sh.hints.sign_ahead(&req.product) {
-        let _permit = sh.signing.acquire().await.expect("the semaphore is never closed");
-        sh.in_signing.fetch_add(1, Ordering::Relaxed);
-        sign(&sh.signer, &sh.opts, &req, now).ok()
-    } else {
-        sh.in_signing.fetch_add(1, Ordering::Relaxed);
-        None
+    let permit = match sh.hints.sign_ahead(&req.product) {
+        true => Some(sh.signing.acquire().await.expect("the semaphore is never closed")),
+        false => None,
     };
+    // No await from here until the job is queued: the writer's count of
+    // activations on their way is exact even when the client goes away.
+    sh.in_signing.fetch_add(1, Ordering::Relaxed);
+    let ahead = permit.and_then(|_| sign(&sh.signer, &sh.opts, &req, now).ok());
     let (reply, answer) = tokio::sync::oneshot::channel();
     let queued = sh.jobs.send(ToWriter::Job(Job { req, now, ahead, reply })).is_ok();
     sh.in_signing.fetch_sub(1, Ordering::Relaxed);
@@ -843,11 +846,15 @@ async fn activate_inner(
                     format!("every seat the host's delegation allows for {product:?} is taken ({})", a.count),
                 )),
                 (Verdict::Activated, Some(t)) => Ok((
-                    Json(json!({
-                        "status": "activated", "product": product, "count": a.count, "threshold": a.threshold,
-                        "token": t.text, "renew_after": sh.renew_after_secs, "valid_for": sh.valid_for_secs,
-                    }))
-                    .into_response(),
+                    json_response(&Activated {
+                        status: "activated",
+                        product: &product,
+                        count: a.count,
+                        threshold: a.threshold,
+                        token: &t.text,
+                        renew_after: sh.renew_after_secs,
+                        valid_for: sh.valid_for_secs,
+                    }),
                     "activated",
                 )),
                 _ => Ok((
@@ -860,6 +867,27 @@ async fn activate_inner(
                 )),
             }
         }
+    }
+}
+
+/// The answer to an activation: serialized from borrowed fields, without
+/// building a JSON tree first (the token is most of it).
+#[derive(serde::Serialize)]
+struct Activated<'a> {
+    status: &'static str,
+    product: &'a str,
+    count: u32,
+    threshold: u32,
+    token: &'a str,
+    renew_after: u64,
+    valid_for: u64,
+}
+
+/// `200` with `body` as JSON.
+fn json_response(body: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(b) => ([(header::CONTENT_TYPE, "application/json")], b).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 

@@ -5,10 +5,11 @@
 //! [`HostState`] is what the server needs from a store, so another database
 //! can back it (`pg_state::PgState`, PostgreSQL, shared by several hosts,
 //! under the `postgres` feature); [`SqliteState`] keeps it in one SQLite file
-//! (`HOSTDIR/state.sqlite`). Each request is one write transaction
-//! (`BEGIN IMMEDIATE`), and the server answers only after it committed: a
-//! host killed at any instant restarts with every answered request counted
-//! once. The file is in WAL mode with `synchronous=NORMAL`: a committed
+//! (`HOSTDIR/state.sqlite`). Each request is recorded in a write
+//! transaction (`BEGIN IMMEDIATE`; the server's writer puts the activations
+//! that arrive together in one, [`HostState::activate_batch`]), and the
+//! server answers only after it committed: a host killed at any instant
+//! restarts with every answered request counted once. The file is in WAL mode with `synchronous=NORMAL`: a committed
 //! transaction survives the process being killed; a power loss may lose
 //! the last commits, and the machines they counted are counted again on
 //! their next retry.
@@ -261,6 +262,15 @@ pub(crate) fn released(snap: Snapshot, cmid: &str, now: i64) -> Released {
     Released::Released { count: policy::count(&left, now, snap.rules.aging_secs), threshold: snap.rules.threshold }
 }
 
+/// What a transaction of [`SqliteState`] read and wrote so far: each
+/// product's snapshot as it is now inside it, and the cut-off the nonces
+/// were last pruned at.
+#[derive(Default)]
+struct InTransaction {
+    snapshots: std::collections::HashMap<String, Option<Snapshot>>,
+    pruned: Option<i64>,
+}
+
 /// The host state in an SQLite file.
 #[derive(Debug)]
 pub struct SqliteState {
@@ -389,29 +399,33 @@ impl SqliteState {
 
     /// Decides and records one visit inside `tx`: the outer error is the
     /// database's (the caller rolls back), the inner one the signature's
-    /// (nothing of this visit was written). `pruned` is the cut-off the
-    /// nonces were last pruned at in this transaction.
+    /// (nothing of this visit was written). `seen` is what this
+    /// transaction read and wrote before.
     fn activate_in(
         tx: &Connection,
         visit: &Visit,
         replay_window_secs: i64,
         now: i64,
-        pruned: &mut Option<i64>,
+        seen: &mut InTransaction,
         sign: &mut SignFn<'_>,
     ) -> rusqlite::Result<Result<Recorded>> {
-        let Some(snap) = Self::snapshot_in(tx, &visit.product)? else {
+        if !seen.snapshots.contains_key(&visit.product) {
+            let snap = Self::snapshot_in(tx, &visit.product)?;
+            seen.snapshots.insert(visit.product.clone(), snap);
+        }
+        let Some(Some(snap)) = seen.snapshots.get_mut(&visit.product) else {
             return Ok(Ok(Recorded::UnknownProduct));
         };
         let cutoff = now - replay_window_secs;
-        if *pruned != Some(cutoff) {
+        if seen.pruned != Some(cutoff) {
             tx.prepare_cached("DELETE FROM nonces WHERE seen < ?1")?.execute([cutoff])?;
-            *pruned = Some(cutoff);
+            seen.pruned = Some(cutoff);
         }
         let earlier: Option<String> = tx
             .prepare_cached("SELECT cmid FROM nonces WHERE nonce = ?1")?
             .query_row([&visit.nonce], |r| r.get(0))
             .optional()?;
-        let admission = match decide(&snap, earlier.as_deref(), &visit.cmid, now) {
+        let admission = match decide(snap, earlier.as_deref(), &visit.cmid, now) {
             Decision::Replayed => return Ok(Ok(Recorded::Replayed)),
             Decision::Refused(a) => return Ok(Ok(Recorded::Admitted(a, None))),
             Decision::Record(a) => a,
@@ -442,6 +456,12 @@ impl SqliteState {
                 "INSERT INTO issued (serial, product, cmid, issued_at, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![t.serial, visit.product, visit.cmid, now, t.expires])?;
+        }
+        // The snapshot follows what was written, for the next visit of the batch.
+        snap.entries.retain(|e| !admission.drop.contains(&e.cmid));
+        match snap.entries.iter_mut().find(|e| e.cmid == visit.cmid) {
+            Some(e) => e.last_seen = now,
+            None => snap.entries.push(Seen { cmid: visit.cmid.clone(), last_seen: now }),
         }
         Ok(Ok(Recorded::Admitted(admission, token)))
     }
@@ -502,7 +522,8 @@ impl HostState for SqliteState {
         let path = self.path.clone();
         let err = |e| db_err(&path, e);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-        let recorded = Self::activate_in(&tx, visit, replay_window_secs, now, &mut None, sign).map_err(err)?;
+        let recorded =
+            Self::activate_in(&tx, visit, replay_window_secs, now, &mut InTransaction::default(), sign).map_err(err)?;
         if recorded.is_ok() {
             tx.commit().map_err(err)?;
         }
@@ -523,10 +544,10 @@ impl HostState for SqliteState {
     ) -> Vec<Result<Recorded>> {
         let mut batch = || -> rusqlite::Result<Vec<Result<Recorded>>> {
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut pruned = None;
+            let mut seen = InTransaction::default();
             let mut out = Vec::with_capacity(visits.len());
             for (i, (v, now)) in visits.iter().enumerate() {
-                out.push(Self::activate_in(&tx, v, replay_window_secs, *now, &mut pruned, &mut |a| sign(i, a))?);
+                out.push(Self::activate_in(&tx, v, replay_window_secs, *now, &mut seen, &mut |a| sign(i, a))?);
             }
             tx.commit()?;
             Ok(out)
