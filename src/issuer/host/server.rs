@@ -675,7 +675,7 @@ impl Hints {
 /// What the writer thread is sent.
 enum ToWriter {
     /// Record an activation.
-    Job(Job),
+    Job(Box<Job>),
     /// Record what was sent before, then stop.
     Stop,
 }
@@ -713,7 +713,7 @@ impl Writer {
         let mut stop = false;
         while !stop {
             match queue.recv() {
-                Ok(ToWriter::Job(j)) => jobs.push(j),
+                Ok(ToWriter::Job(j)) => jobs.push(*j),
                 Ok(ToWriter::Stop) | Err(_) => break,
             }
             let until = Instant::now() + self.batch_wait;
@@ -729,7 +729,7 @@ impl Writer {
                     }
                 };
                 match next {
-                    Ok(ToWriter::Job(j)) => jobs.push(j),
+                    Ok(ToWriter::Job(j)) => jobs.push(*j),
                     Ok(ToWriter::Stop) => {
                         stop = true;
                         break;
@@ -820,7 +820,7 @@ async fn activate_inner(
     sh.in_signing.fetch_add(1, Ordering::Relaxed);
     let ahead = permit.and_then(|_| sign(&sh.signer, &sh.opts, &req, now).ok());
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let queued = sh.jobs.send(ToWriter::Job(Job { req, now, ahead, reply })).is_ok();
+    let queued = sh.jobs.send(ToWriter::Job(Box::new(Job { req, now, ahead, reply }))).is_ok();
     sh.in_signing.fetch_sub(1, Ordering::Relaxed);
     let recorded = match queued {
         true => answer.await.unwrap_or_else(|_| Err(Error::Refused("the host state's writer failed".into()))),
