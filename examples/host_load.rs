@@ -1,20 +1,30 @@
 //! A small load generator for the activation host (`tka host serve`), used
-//! by scripts/bench-host.sh. Standard library only, so the script can build
-//! it with plain `rustc` in seconds.
+//! by scripts/bench-host.sh (and scripts/bench-serve.sh for `tka serve`).
+//! Standard library only, so the scripts build it with plain `rustc` in
+//! seconds.
 //!
 //! ```text
-//! host_load ADDR:PORT REQUESTS_FILE CLIENTS TOTAL
+//! host_load ADDR:PORT REQUESTS_FILE CLIENTS TOTAL [DEPTH]
 //! ```
 //!
 //! REQUESTS_FILE holds one request line (`TKAR1-...`, from `tka request
 //! create --text`) per machine. CLIENTS threads, each on its own keep-alive
 //! connection, send TOTAL `POST /v1/activate` requests in all, going round
 //! the machines (with `HOST_LOAD_KEY` set, each body also carries that
-//! product key, for `tka serve`). Prints the activations per second, the p50 and p99
-//! latency, and the answers that were not `activated`. Exit 1 if any
-//! request failed.
+//! product key, for `tka serve`). Each connection keeps DEPTH requests
+//! outstanding (HTTP/1.1 pipelining; default 1: one request, then its
+//! answer, then the next). The client is made cheap because it shares the
+//! CPUs with the host it measures: the requests (headers and body) are
+//! built once, each connection is one thread doing blocking reads and
+//! writes of whole buffers, and an answer is read as its status line, its
+//! `Content-Length` and a search of its body.
+//!
+//! Prints the activations per second, the p50 and p99 latency (from the
+//! moment a request was written to the moment its whole answer was read),
+//! and the answers that were not `activated`. Exit 1 if any request failed.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::collections::VecDeque;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,52 +32,51 @@ use std::time::{Duration, Instant};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 5 {
-        eprintln!("usage: host_load ADDR:PORT REQUESTS_FILE CLIENTS TOTAL");
+    if args.len() != 5 && args.len() != 6 {
+        eprintln!("usage: host_load ADDR:PORT REQUESTS_FILE CLIENTS TOTAL [DEPTH]");
         std::process::exit(2);
     }
     let addr = args[1].clone();
     let key = std::env::var("HOST_LOAD_KEY").ok();
-    let lines: Vec<String> = std::fs::read_to_string(&args[2])
+    let requests: Vec<Vec<u8>> = std::fs::read_to_string(&args[2])
         .expect("requests file")
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| match &key {
-            // The online service (`tka serve`, scripts/bench-serve.sh) also takes a product key.
-            Some(k) => format!("{{\"request\":\"{}\",\"key\":\"{k}\"}}", l.trim()),
-            None => format!("{{\"request\":\"{}\"}}", l.trim()),
+        .map(|l| {
+            let body = match &key {
+                // The online service (`tka serve`, scripts/bench-serve.sh) also takes a product key.
+                Some(k) => format!("{{\"request\":\"{}\",\"key\":\"{k}\"}}", l.trim()),
+                None => format!("{{\"request\":\"{}\"}}", l.trim()),
+            };
+            format!(
+                "POST /v1/activate HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
         })
         .collect();
     let clients: usize = args[3].parse().expect("CLIENTS");
     let total: usize = args[4].parse().expect("TOTAL");
-    assert!(!lines.is_empty() && clients > 0 && total > 0);
-    let lines = Arc::new(lines);
+    let depth: usize = args.get(5).map_or(1, |d| d.parse().expect("DEPTH"));
+    assert!(!requests.is_empty() && clients > 0 && total > 0 && depth > 0);
+    let machines = requests.len();
+    let requests = Arc::new(requests);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..clients)
         .map(|_| {
-            let (lines, next, addr) = (lines.clone(), next.clone(), addr.clone());
+            let (requests, next, addr) = (requests.clone(), next.clone(), addr.clone());
             std::thread::spawn(move || {
-                let mut lat = Vec::new();
-                let mut failed = 0usize;
-                let mut conn: Option<(TcpStream, BufReader<TcpStream>)> = None;
-                loop {
+                let take = || {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
-                        break;
-                    }
-                    let body = &lines[i % lines.len()];
-                    let t = Instant::now();
-                    match exchange(&mut conn, &addr, body) {
-                        Ok(true) => lat.push(t.elapsed()),
-                        Ok(false) => failed += 1,
-                        Err(_) => {
-                            conn = None;
-                            failed += 1;
-                        }
-                    }
+                    (i < total).then(|| i % requests.len())
+                };
+                let mut c = Client { lat: Vec::new(), failed: 0 };
+                while let Err(n) = c.run(&addr, &requests, depth, &take) {
+                    // The connection broke: its outstanding requests failed; go on with a new one.
+                    c.failed += n;
                 }
-                (lat, failed)
+                (c.lat, c.failed)
             })
         })
         .collect();
@@ -82,7 +91,7 @@ fn main() {
     lat.sort();
     let pct = |p: f64| lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied();
     let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
-    println!("requests: {total} from {clients} clients over {} machines in {secs:.2} s", lines.len());
+    println!("requests: {total} from {clients} clients (depth {depth}) over {machines} machines in {secs:.2} s");
     println!("activated: {}", lat.len());
     println!("failed: {failed}");
     println!("activations/s: {:.1}", lat.len() as f64 / secs);
@@ -93,40 +102,90 @@ fn main() {
     }
 }
 
-/// One request on the (re)opened connection; `Ok(true)` when activated.
-fn exchange(conn: &mut Option<(TcpStream, BufReader<TcpStream>)>, addr: &str, body: &str) -> std::io::Result<bool> {
-    if conn.is_none() {
-        let s = TcpStream::connect(addr)?;
-        s.set_nodelay(true)?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let r = BufReader::new(s.try_clone()?);
-        *conn = Some((s, r));
-    }
-    let (s, r) = conn.as_mut().expect("connected above");
-    write!(
-        s,
-        "POST /v1/activate HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut status = String::new();
-    r.read_line(&mut status)?;
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
+/// One connection's results.
+struct Client {
+    lat: Vec<Duration>,
+    failed: usize,
+}
+
+impl Client {
+    /// Sends requests on one connection until `take` gives no more and
+    /// every answer is in; `Err(n)`: the connection failed with `n`
+    /// requests outstanding.
+    fn run(
+        &mut self,
+        addr: &str,
+        requests: &[Vec<u8>],
+        depth: usize,
+        take: &dyn Fn() -> Option<usize>,
+    ) -> Result<(), usize> {
+        let mut sent: VecDeque<Instant> = VecDeque::with_capacity(depth);
+        let Ok(mut s) = TcpStream::connect(addr) else {
+            std::thread::sleep(Duration::from_millis(10));
+            return take().map_or(Ok(()), |_| Err(1));
+        };
+        let _ = s.set_nodelay(true);
+        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+        let mut out = Vec::with_capacity(depth * 512);
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut start, mut end) = (0, 0);
+        loop {
+            while sent.len() < depth {
+                let Some(i) = take() else { break };
+                out.extend_from_slice(&requests[i]);
+                sent.push_back(Instant::now());
+            }
+            if !out.is_empty() {
+                s.write_all(&out).map_err(|_| sent.len())?;
+                out.clear();
+            }
+            if sent.is_empty() {
+                return Ok(());
+            }
+            if end == buf.len() {
+                buf.copy_within(start..end, 0);
+                (end, start) = (end - start, 0);
+                if end == buf.len() {
+                    return Err(sent.len()); // an answer larger than the buffer
+                }
+            }
+            match s.read(&mut buf[end..]) {
+                Ok(0) | Err(_) => return Err(sent.len()),
+                Ok(n) => end += n,
+            }
+            while let Some((len, ok)) = answer(&buf[start..end]) {
+                start += len;
+                let t = sent.pop_front().ok_or(0usize)?;
+                if ok {
+                    self.lat.push(t.elapsed());
+                } else {
+                    self.failed += 1;
+                }
+            }
+            if start == end {
+                (start, end) = (0, 0);
             }
         }
     }
-    let mut b = vec![0; len];
-    r.read_exact(&mut b)?;
-    Ok(status.starts_with("HTTP/1.1 200") && String::from_utf8_lossy(&b).contains("\"activated\""))
+}
+
+/// The first complete answer in `b`: its length and whether it is a `200`
+/// that says `activated`; `None` while it is incomplete.
+fn answer(b: &[u8]) -> Option<(usize, bool)> {
+    let head = find(b, b"\r\n\r\n")? + 4;
+    let mut len = 0usize;
+    for line in b[..head].split(|&c| c == b'\n') {
+        if line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:") {
+            len = std::str::from_utf8(&line[15..]).ok()?.trim().parse().ok()?;
+        }
+    }
+    if b.len() < head + len {
+        return None;
+    }
+    let ok = b.starts_with(b"HTTP/1.1 200") && find(&b[head..head + len], b"\"activated\"").is_some();
+    Some((head + len, ok))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }

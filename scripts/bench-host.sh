@@ -8,17 +8,19 @@
 # makes MACHINES one-line requests (`tka request create --text`, one
 # TKA_MACHINE_ID each), starts `tka host serve` on 127.0.0.1 (no rate
 # limit), and runs examples/host_load.rs: CLIENTS concurrent keep-alive
-# connections sending REQUESTS `POST /v1/activate` in all. Then, in the
+# connections sending REQUESTS `POST /v1/activate` in all (each keeping
+# DEPTH requests outstanding, HTTP/1.1 pipelining; 1: none). Then, in the
 # same run, `openssl speed -seconds 3 -multi CORES rsa2048`. Prints
 # activations/s, p50 and p99 latency, openssl's signs/s, and ends with
 #   ratio: X.XX       (activations/s / openssl signs/s; goal >= 0.7)
-# Environment: TKA (the binary; default: build release), CLIENTS (8),
-# REQUESTS (4000), MACHINES (200), CORES (2).
+# Environment: TKA (the binary; default: build release), CLIENTS (16),
+# REQUESTS (6000), DEPTH (1), MACHINES (200), CORES (2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CLIENTS=${CLIENTS:-8}
-REQUESTS=${REQUESTS:-4000}
+CLIENTS=${CLIENTS:-16}
+REQUESTS=${REQUESTS:-6000}
+DEPTH=${DEPTH:-1}
 MACHINES=${MACHINES:-200}
 CORES=${CORES:-2}
 
@@ -69,7 +71,7 @@ done
 
 echo "== host: $addr, $CLIENTS clients, $REQUESTS activations over $MACHINES machines"
 timeout 60 "$work/host_load" "$addr" "$work/requests.txt" 2 "$MACHINES" > /dev/null # warm-up
-timeout 300 "$work/host_load" "$addr" "$work/requests.txt" "$CLIENTS" "$REQUESTS" | tee "$work/load.out"
+timeout 300 "$work/host_load" "$addr" "$work/requests.txt" "$CLIENTS" "$REQUESTS" "$DEPTH" | tee "$work/load.out"
 kill -TERM "$server"
 wait "$server"
 server=""

@@ -110,6 +110,38 @@ fn a_failed_signature_records_nothing(open) {
 }
 
 both! {
+/// A batch (group commit) is decided in order, each visit on what the ones
+/// before it recorded (the second machine reaches the threshold, a nonce
+/// reused by another machine in the same batch is a replay), and a visit
+/// whose signature fails gets its error and records nothing while the
+/// others of the batch are recorded.
+fn a_batch_is_decided_in_order_and_a_failed_signature_spoils_only_its_visit(open) {
+    let mut s = configured(open(), 2);
+    let visits = [(visit("a", "n1"), T0), (visit("b", "n2"), T0), (visit("c", "n1"), T0), (visit("d", "n4"), T0 + 1)];
+    let mut asked = Vec::new();
+    let out = s.activate_batch(&visits, 900, &mut |i, a| {
+        asked.push(i);
+        match i {
+            3 => Err(Error::Refused("no".into())),
+            _ => signed(a),
+        }
+    });
+    assert_eq!(asked, [1, 3]);
+    let mut out = out.into_iter();
+    assert_eq!(verdict(out.next().unwrap().unwrap()), (Verdict::Pending, 1, false));
+    assert_eq!(verdict(out.next().unwrap().unwrap()), (Verdict::Activated, 2, true));
+    assert_eq!(out.next().unwrap().unwrap(), Recorded::Replayed);
+    let e = out.next().unwrap().unwrap_err();
+    assert!(matches!(&e, Error::Refused(m) if m == "no"), "{e}");
+    assert!(out.next().is_none());
+    drop(s);
+    let mut s = open();
+    assert_eq!(s.status(T0 + 1).unwrap()[0].count, 2);
+    assert_eq!(s.issued_serials("acme").unwrap().len(), 1);
+}
+}
+
+both! {
 /// Configured again with a lower threshold, the cache keeps its size.
 fn the_cache_size_is_persisted_and_never_shrinks(open) {
     let mut s = configured(open(), 2);

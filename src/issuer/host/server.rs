@@ -13,15 +13,19 @@
 //! with 413 before more is read; a client that does not send its headers
 //! or its body within [`ServeConfig::read_timeout`] is cut off; each client
 //! address gets [`ServeConfig::rate_per_min`] requests a minute (a token
-//! bucket as large as a minute's worth). Signatures run on the blocking pool,
-//! at most [`ServeConfig::max_signing`] at once. Each request is logged
+//! bucket as large as a minute's worth). Signatures run on the runtime's
+//! worker threads, at most [`ServeConfig::max_signing`] at once; the state
+//! is written by one writer thread that records the activations that
+//! arrived while it was busy in one transaction (group commit,
+//! [`HostState::activate_batch`]), and each request is answered only after
+//! its transaction committed. Each request is logged
 //! (`tracing`, target `tka::host`) with its product, outcome, latency and a
 //! salted hash of the CMID, never the CMID or the request itself.
 
 use crate::core::error::{Error, Result, VerifyError};
 use crate::core::request::ActivationRequest;
 use crate::core::token::TokenLifetime;
-use crate::issuer::host::policy::{self, Verdict};
+use crate::issuer::host::policy::Verdict;
 use crate::issuer::host::state::{HostState, ProductConfig, Recorded, Released, Signed, Visit};
 use crate::issuer::issue::{check_request, issue_one, realtime_issue_time, IssueOptions, TokenSigner};
 use axum::body::Body;
@@ -36,6 +40,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -72,6 +77,8 @@ pub const DEFAULT_MAX_BODY: usize = 4096;
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default requests per minute per client address: 120.
 pub const DEFAULT_RATE_PER_MIN: u32 = 120;
+/// Default group-commit wait ([`ServeConfig::batch_wait`]): 1 ms.
+pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(1);
 /// Default age after which a request is a replay (and how long nonces are
 /// kept): 15 minutes; a request dated that far in the future is refused too.
 pub const DEFAULT_MAX_REQUEST_AGE_SECS: i64 = 15 * 60;
@@ -102,10 +109,14 @@ pub struct ServeConfig {
     pub rate_per_min: u32,
     /// Age after which a request is refused as a replay, seconds.
     pub max_request_age_secs: i64,
-    /// Most requests signing and recording at once (on the blocking pool);
-    /// default twice the CPUs, so the CPUs keep signing while a request
-    /// waits for the state.
+    /// Most signatures made at once (on the runtime's worker threads);
+    /// default the CPUs.
     pub max_signing: usize,
+    /// Group commit: longest the state's writer waits, after the first
+    /// activation of a transaction, for activations still being signed to
+    /// join it (it commits at once when none is); default
+    /// [`DEFAULT_BATCH_WAIT`]. Zero: it records what is queued and no more.
+    pub batch_wait: Duration,
     /// Issue compact tokens (no `x5c`: machines fetch `/v1/chain` once);
     /// the default.
     pub compact: bool,
@@ -139,7 +150,8 @@ impl ServeConfig {
             read_timeout: DEFAULT_READ_TIMEOUT,
             rate_per_min: DEFAULT_RATE_PER_MIN,
             max_request_age_secs: DEFAULT_MAX_REQUEST_AGE_SECS,
-            max_signing: 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_signing: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            batch_wait: DEFAULT_BATCH_WAIT,
             compact: true,
             tls: None,
             clock: Arc::new(SystemClock),
@@ -224,7 +236,12 @@ struct Shared {
     read_timeout: Duration,
     max_request_age_secs: i64,
     clock: Arc<dyn Clock>,
-    state: Mutex<Box<dyn HostState>>,
+    state: Arc<Mutex<Box<dyn HostState>>>,
+    /// Activations for the writer thread.
+    jobs: std::sync::mpsc::Sender<ToWriter>,
+    hints: Arc<Hints>,
+    /// Activations being signed (the writer waits for them a little).
+    in_signing: Arc<std::sync::atomic::AtomicUsize>,
     signing: tokio::sync::Semaphore,
     limiter: RateLimiter,
     log_salt: String,
@@ -247,10 +264,12 @@ where
     // Opened and configured on the blocking pool: a store may block (the
     // PostgreSQL client runs its own small runtime).
     let (open, products, aging_secs) = (config.state, config.products.clone(), config.aging_secs);
-    let state = tokio::task::spawn_blocking(move || {
+    let now = config.clock.now();
+    let (state, hints) = tokio::task::spawn_blocking(move || {
         let mut state = open()?;
         state.configure(&products, aging_secs)?;
-        Ok(state)
+        let hints = Hints::from_status(&state.status(now)?);
+        Ok((state, hints))
     })
     .await
     .unwrap_or_else(|e| Err(Error::Refused(format!("the host state task failed: {e}"))))?;
@@ -260,6 +279,23 @@ where
         compact: config.compact,
         ..IssueOptions::default()
     };
+    let state = Arc::new(Mutex::new(state));
+    let hints = Arc::new(hints);
+    let (jobs, queue) = std::sync::mpsc::channel();
+    let in_signing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = Writer {
+        state: state.clone(),
+        signer: config.signer.clone(),
+        opts: opts.clone(),
+        hints: hints.clone(),
+        replay_window_secs: config.max_request_age_secs * 2,
+        signing: in_signing.clone(),
+        batch_wait: config.batch_wait,
+    };
+    let writer = std::thread::Builder::new()
+        .name("tka-host-writer".into())
+        .spawn(move || writer.run(queue))
+        .map_err(|e| Error::Refused(format!("cannot start the host state's writer: {e}")))?;
     let shared = Arc::new(Shared {
         log_salt: config.signer.certificate().fingerprint.clone(),
         signer: config.signer,
@@ -273,7 +309,10 @@ where
         read_timeout: config.read_timeout,
         max_request_age_secs: config.max_request_age_secs,
         clock: config.clock,
-        state: Mutex::new(state),
+        state,
+        jobs,
+        hints,
+        in_signing,
         signing: tokio::sync::Semaphore::new(config.max_signing),
         limiter: RateLimiter::new(config.rate_per_min, "from this address"),
     });
@@ -286,10 +325,16 @@ where
         .with_state(shared.clone());
 
     run_listeners(listeners, router, tls, shared.read_timeout, shutdown).await;
-    // The state closes with the last reference (a blocking task may hold
-    // one briefly), on the blocking pool like every other use of it (the
-    // PostgreSQL client must not be dropped inside the runtime).
-    let _ = tokio::task::spawn_blocking(move || drop(shared)).await;
+    // The writer records what is queued and stops; the state closes with
+    // the last reference (a blocking task may hold one briefly), off the
+    // runtime like every other use of it (the PostgreSQL client must not
+    // be dropped inside the runtime).
+    let _ = shared.jobs.send(ToWriter::Stop);
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = writer.join();
+        drop(shared)
+    })
+    .await;
     Ok(())
 }
 
@@ -479,6 +524,9 @@ struct LogFields {
 }
 
 fn log_request(sh: &Shared, endpoint: &str, peer: &Peer, started: Instant, f: &LogFields, outcome: &str) {
+    if !tracing::enabled!(target: "tka::host", tracing::Level::INFO) {
+        return;
+    }
     let cmid = f.cmid.as_deref().map(|c| hash_cmid(&sh.log_salt, c)).unwrap_or_default();
     tracing::info!(
         target: "tka::host",
@@ -496,8 +544,8 @@ fn log_request(sh: &Shared, endpoint: &str, peer: &Peer, started: Instant, f: &L
 /// certificate fingerprint and the CMID (the same machine has the same
 /// hash on one host; the CMID cannot be read back from it).
 fn hash_cmid(salt: &str, cmid: &str) -> String {
-    let d = Sha256::digest(format!("tka-host-log\0{salt}\0{cmid}").as_bytes());
-    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+    let d = Sha256::new().chain_update(b"tka-host-log\0").chain_update(salt).chain_update(b"\0").chain_update(cmid);
+    crate::issuer::issue::hex(&d.finalize()[..8])
 }
 
 async fn not_found() -> Refusal {
@@ -595,9 +643,125 @@ async fn with_state<T: Send + 'static>(
 
 /// Signs `req`'s token, dated [`realtime_issue_time`]: a machine whose
 /// clock is a little behind the host's accepts it at once.
-fn sign(sh: &Shared, req: &ActivationRequest, now: i64) -> Result<Signed> {
-    let t = issue_one(None, None, req, &sh.opts, &sh.signer, realtime_issue_time(now, &sh.signer))?;
+fn sign(signer: &TokenSigner, opts: &IssueOptions, req: &ActivationRequest, now: i64) -> Result<Signed> {
+    let t = issue_one(None, None, req, opts, signer, realtime_issue_time(now, signer))?;
     Ok(Signed { serial: t.claims.jti, text: t.text, expires: t.claims.exp })
+}
+
+/// Per product, whether a request is likely to be activated (the count
+/// after the last one recorded, plus one, reaches the threshold): the
+/// handler then signs ahead, on its worker thread, and the writer uses
+/// that token if its own decision activates the machine (it signs itself
+/// when the hint was wrong, and a token signed ahead for a machine left
+/// pending is dropped). Only a hint: the decision is the state's.
+struct Hints(HashMap<String, AtomicBool>);
+
+impl Hints {
+    fn from_status(status: &[crate::issuer::host::state::ProductStatus]) -> Self {
+        Hints(status.iter().map(|p| (p.product.clone(), AtomicBool::new(p.count + 1 >= p.threshold))).collect())
+    }
+
+    fn sign_ahead(&self, product: &str) -> bool {
+        self.0.get(product).is_some_and(|h| h.load(Ordering::Relaxed))
+    }
+
+    fn update(&self, product: &str, count: u32, threshold: u32) {
+        if let Some(h) = self.0.get(product) {
+            h.store(count.saturating_add(1) >= threshold, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What the writer thread is sent.
+enum ToWriter {
+    /// Record an activation.
+    Job(Box<Job>),
+    /// Record what was sent before, then stop.
+    Stop,
+}
+
+/// One activation for the writer thread.
+struct Job {
+    req: ActivationRequest,
+    now: i64,
+    /// The token signed ahead, if the hint said so.
+    ahead: Option<Signed>,
+    reply: tokio::sync::oneshot::Sender<Result<Recorded>>,
+}
+
+/// Most activations recorded in one transaction.
+const MAX_BATCH: usize = 64;
+
+/// The thread that records activations: it takes every job queued while
+/// it was busy (at most [`MAX_BATCH`]) and records them in one call of
+/// [`HostState::activate_batch`] (one transaction on SQLite), then answers
+/// each. It stops when the queue's sender is dropped.
+struct Writer {
+    state: Arc<Mutex<Box<dyn HostState>>>,
+    signer: Arc<TokenSigner>,
+    opts: IssueOptions,
+    hints: Arc<Hints>,
+    replay_window_secs: i64,
+    /// Activations parsed and not queued yet (being signed).
+    signing: Arc<std::sync::atomic::AtomicUsize>,
+    batch_wait: Duration,
+}
+
+impl Writer {
+    fn run(self, queue: std::sync::mpsc::Receiver<ToWriter>) {
+        let mut jobs = Vec::with_capacity(MAX_BATCH);
+        let mut stop = false;
+        while !stop {
+            match queue.recv() {
+                Ok(ToWriter::Job(j)) => jobs.push(*j),
+                Ok(ToWriter::Stop) | Err(_) => break,
+            }
+            let until = Instant::now() + self.batch_wait;
+            while jobs.len() < MAX_BATCH {
+                let next = match queue.try_recv() {
+                    Ok(m) => Ok(m),
+                    Err(_) => {
+                        let left = until.saturating_duration_since(Instant::now());
+                        if left.is_zero() || self.signing.load(Ordering::Relaxed) == 0 {
+                            break;
+                        }
+                        queue.recv_timeout(left).map_err(|_| ())
+                    }
+                };
+                match next {
+                    Ok(ToWriter::Job(j)) => jobs.push(*j),
+                    Ok(ToWriter::Stop) => {
+                        stop = true;
+                        break;
+                    }
+                    Err(()) => break,
+                }
+            }
+            let visits: Vec<(Visit, i64)> = jobs
+                .iter()
+                .map(|j| {
+                    let r = &j.req;
+                    (Visit { product: r.product.clone(), cmid: r.cmid.clone(), nonce: r.nonce.clone() }, j.now)
+                })
+                .collect();
+            let results = {
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                state.activate_batch(&visits, self.replay_window_secs, &mut |i, _| {
+                    let j = &mut jobs[i];
+                    match j.ahead.take() {
+                        Some(t) => Ok(t),
+                        None => sign(&self.signer, &self.opts, &j.req, j.now),
+                    }
+                })
+            };
+            for (job, r) in jobs.drain(..).zip(results) {
+                if let Ok(Recorded::Admitted(a, _)) = &r {
+                    self.hints.update(&job.req.product, a.count, a.threshold);
+                }
+                let _ = job.reply.send(r);
+            }
+        }
+    }
 }
 
 fn internal(sh: &Shared, e: &Error) -> Refusal {
@@ -642,33 +806,26 @@ async fn activate_inner(
     let body = read_body(sh.max_body, sh.read_timeout, headers, body).await?;
     let now = sh.clock.now();
     let req = parse_request(sh, &body, now, f)?;
-    // One task on the blocking pool does the rest (one hand-off per
-    // request; the semaphore bounds how many run at once): a plan on a
-    // read of the state, signed ahead outside the state's lock when the
-    // machine will be activated, then decided again and recorded in one
-    // transaction under the lock.
-    let permit = sh.signing.acquire().await.expect("the semaphore is never closed");
-    let sh2 = sh.clone();
-    let recorded = tokio::task::spawn_blocking(move || {
-        let sh = &*sh2;
-        let lock = || sh.state.lock().unwrap_or_else(|p| p.into_inner());
-        let snap = lock().snapshot(&req.product)?;
-        let mut ahead = match snap {
-            Some(s) if policy::admit(&s.rules, &s.entries, &req.cmid, now).verdict == Verdict::Activated => {
-                Some(sign(sh, &req, now)?)
-            }
-            _ => None,
-        };
-        let visit = Visit { product: req.product.clone(), cmid: req.cmid.clone(), nonce: req.nonce.clone() };
-        let window = sh.max_request_age_secs * 2;
-        lock().activate(&visit, window, now, &mut |_| match ahead.take() {
-            Some(t) => Ok(t),
-            None => sign(sh, &req, now),
-        })
-    })
-    .await
-    .unwrap_or_else(|e| Err(Error::Refused(format!("the host state task failed: {e}"))));
-    drop(permit);
+    // Signed ahead here, on this worker thread, when the product's hint
+    // says the machine will be activated (a failure here is left to the
+    // writer, which signs again if its decision needs the token); then
+    // recorded by the writer thread, in a transaction with the other
+    // activations queued meanwhile, and answered once it committed.
+    let permit = match sh.hints.sign_ahead(&req.product) {
+        true => Some(sh.signing.acquire().await.expect("the semaphore is never closed")),
+        false => None,
+    };
+    // No await from here until the job is queued: the writer's count of
+    // activations on their way is exact even when the client goes away.
+    sh.in_signing.fetch_add(1, Ordering::Relaxed);
+    let ahead = permit.and_then(|_| sign(&sh.signer, &sh.opts, &req, now).ok());
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let queued = sh.jobs.send(ToWriter::Job(Box::new(Job { req, now, ahead, reply }))).is_ok();
+    sh.in_signing.fetch_sub(1, Ordering::Relaxed);
+    let recorded = match queued {
+        true => answer.await.unwrap_or_else(|_| Err(Error::Refused("the host state's writer failed".into()))),
+        false => Err(Error::Refused("the host is stopping".into())),
+    };
     let recorded = recorded.map_err(|e| internal(sh, &e))?;
     match recorded {
         Recorded::UnknownProduct => Err(Refusal::new(
@@ -689,11 +846,15 @@ async fn activate_inner(
                     format!("every seat the host's delegation allows for {product:?} is taken ({})", a.count),
                 )),
                 (Verdict::Activated, Some(t)) => Ok((
-                    Json(json!({
-                        "status": "activated", "product": product, "count": a.count, "threshold": a.threshold,
-                        "token": t.text, "renew_after": sh.renew_after_secs, "valid_for": sh.valid_for_secs,
-                    }))
-                    .into_response(),
+                    json_response(&Activated {
+                        status: "activated",
+                        product: &product,
+                        count: a.count,
+                        threshold: a.threshold,
+                        token: &t.text,
+                        renew_after: sh.renew_after_secs,
+                        valid_for: sh.valid_for_secs,
+                    }),
                     "activated",
                 )),
                 _ => Ok((
@@ -706,6 +867,27 @@ async fn activate_inner(
                 )),
             }
         }
+    }
+}
+
+/// The answer to an activation: serialized from borrowed fields, without
+/// building a JSON tree first (the token is most of it).
+#[derive(serde::Serialize)]
+struct Activated<'a> {
+    status: &'static str,
+    product: &'a str,
+    count: u32,
+    threshold: u32,
+    token: &'a str,
+    renew_after: u64,
+    valid_for: u64,
+}
+
+/// `200` with `body` as JSON.
+fn json_response(body: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(b) => ([(header::CONTENT_TYPE, "application/json")], b).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 

@@ -5,10 +5,11 @@
 //! [`HostState`] is what the server needs from a store, so another database
 //! can back it (`pg_state::PgState`, PostgreSQL, shared by several hosts,
 //! under the `postgres` feature); [`SqliteState`] keeps it in one SQLite file
-//! (`HOSTDIR/state.sqlite`). Each request is one write transaction
-//! (`BEGIN IMMEDIATE`), and the server answers only after it committed: a
-//! host killed at any instant restarts with every answered request counted
-//! once. The file is in WAL mode with `synchronous=NORMAL`: a committed
+//! (`HOSTDIR/state.sqlite`). Each request is recorded in a write
+//! transaction (`BEGIN IMMEDIATE`; the server's writer puts the activations
+//! that arrive together in one, [`HostState::activate_batch`]), and the
+//! server answers only after it committed: a host killed at any instant
+//! restarts with every answered request counted once. The file is in WAL mode with `synchronous=NORMAL`: a committed
 //! transaction survives the process being killed; a power loss may lose
 //! the last commits, and the machines they counted are counted again on
 //! their next retry.
@@ -163,6 +164,10 @@ pub struct Snapshot {
 /// Signs the token of an admitted visit, inside its transaction.
 pub type SignFn<'a> = dyn FnMut(&Admission) -> Result<Signed> + 'a;
 
+/// Signs the token of the admitted visit at an index of a batch
+/// ([`HostState::activate_batch`]), inside its transaction.
+pub type BatchSignFn<'a> = dyn FnMut(usize, &Admission) -> Result<Signed> + 'a;
+
 /// What the host server needs from its store.
 pub trait HostState: Send {
     /// Records the products served (thresholds, seat caps; every cache size
@@ -187,6 +192,24 @@ pub trait HostState: Send {
     /// nonce is recorded as a return's, so the same request is refused
     /// again both as a return and as an activation.
     fn release(&mut self, visit: &Visit, replay_window_secs: i64, now: i64) -> Result<Released>;
+    /// [`HostState::activate`] for several requests (`visits`, each with
+    /// its own `now`), decided in order as if one after the other; `sign`
+    /// gets the index of the visit it signs for. One result per visit, in
+    /// order. A store may record them in one transaction (group commit:
+    /// [`SqliteState`] does), so none of them is durable before all are;
+    /// the default runs [`HostState::activate`] on each in turn.
+    fn activate_batch(
+        &mut self,
+        visits: &[(Visit, i64)],
+        replay_window_secs: i64,
+        sign: &mut BatchSignFn<'_>,
+    ) -> Vec<Result<Recorded>> {
+        visits
+            .iter()
+            .enumerate()
+            .map(|(i, (v, now))| self.activate(v, replay_window_secs, *now, &mut |a| sign(i, a)))
+            .collect()
+    }
     /// The serials of the tokens issued for a product, oldest first (audit).
     fn issued_serials(&mut self, product: &str) -> Result<Vec<String>>;
 }
@@ -237,6 +260,15 @@ pub(crate) fn product_status(product: String, s: &Snapshot, now: i64) -> Product
 pub(crate) fn released(snap: Snapshot, cmid: &str, now: i64) -> Released {
     let left: Vec<Seen> = snap.entries.into_iter().filter(|e| e.cmid != cmid).collect();
     Released::Released { count: policy::count(&left, now, snap.rules.aging_secs), threshold: snap.rules.threshold }
+}
+
+/// What a transaction of [`SqliteState`] read and wrote so far: each
+/// product's snapshot as it is now inside it, and the cut-off the nonces
+/// were last pruned at.
+#[derive(Default)]
+struct InTransaction {
+    snapshots: std::collections::HashMap<String, Option<Snapshot>>,
+    pruned: Option<i64>,
 }
 
 /// The host state in an SQLite file.
@@ -352,7 +384,8 @@ impl SqliteState {
 
     fn aging(conn: &Connection) -> rusqlite::Result<i64> {
         Ok(conn
-            .query_row("SELECT value FROM settings WHERE name = 'aging_secs'", [], |r| r.get(0))
+            .prepare_cached("SELECT value FROM settings WHERE name = 'aging_secs'")?
+            .query_row([], |r| r.get(0))
             .optional()?
             .unwrap_or(30 * crate::core::clock::DAY))
     }
@@ -369,6 +402,75 @@ impl SqliteState {
             .query_map([product], |r| Ok(Seen { cmid: r.get(0)?, last_seen: r.get(1)? }))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(Some(Snapshot { rules: Rules { threshold, cache_size, aging_secs, seats }, entries }))
+    }
+
+    /// Decides and records one visit inside `tx`: the outer error is the
+    /// database's (the caller rolls back), the inner one the signature's
+    /// (nothing of this visit was written). `seen` is what this
+    /// transaction read and wrote before.
+    fn activate_in(
+        tx: &Connection,
+        visit: &Visit,
+        replay_window_secs: i64,
+        now: i64,
+        seen: &mut InTransaction,
+        sign: &mut SignFn<'_>,
+    ) -> rusqlite::Result<Result<Recorded>> {
+        if !seen.snapshots.contains_key(&visit.product) {
+            let snap = Self::snapshot_in(tx, &visit.product)?;
+            seen.snapshots.insert(visit.product.clone(), snap);
+        }
+        let Some(Some(snap)) = seen.snapshots.get_mut(&visit.product) else {
+            return Ok(Ok(Recorded::UnknownProduct));
+        };
+        let cutoff = now - replay_window_secs;
+        if seen.pruned != Some(cutoff) {
+            tx.prepare_cached("DELETE FROM nonces WHERE seen < ?1")?.execute([cutoff])?;
+            seen.pruned = Some(cutoff);
+        }
+        let earlier: Option<String> = tx
+            .prepare_cached("SELECT cmid FROM nonces WHERE nonce = ?1")?
+            .query_row([&visit.nonce], |r| r.get(0))
+            .optional()?;
+        let admission = match decide(snap, earlier.as_deref(), &visit.cmid, now) {
+            Decision::Replayed => return Ok(Ok(Recorded::Replayed)),
+            Decision::Refused(a) => return Ok(Ok(Recorded::Admitted(a, None))),
+            Decision::Record(a) => a,
+        };
+        // Signed before anything is written: a failed signature records nothing.
+        let token = match admission.verdict {
+            Verdict::Activated => match sign(&admission) {
+                Ok(t) => Some(t),
+                Err(e) => return Ok(Err(e)),
+            },
+            _ => None,
+        };
+        {
+            let mut del = tx.prepare_cached("DELETE FROM seen WHERE product = ?1 AND cmid = ?2")?;
+            for cmid in &admission.drop {
+                del.execute(params![visit.product, cmid])?;
+            }
+        }
+        tx.prepare_cached(
+            "INSERT INTO seen (product, cmid, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (product, cmid) DO UPDATE SET last_seen = excluded.last_seen",
+        )?
+        .execute(params![visit.product, visit.cmid, now])?;
+        tx.prepare_cached("INSERT OR REPLACE INTO nonces (nonce, cmid, seen) VALUES (?1, ?2, ?3)")?
+            .execute(params![visit.nonce, visit.cmid, now])?;
+        if let Some(t) = &token {
+            tx.prepare_cached(
+                "INSERT INTO issued (serial, product, cmid, issued_at, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![t.serial, visit.product, visit.cmid, now, t.expires])?;
+        }
+        // The snapshot follows what was written, for the next visit of the batch.
+        snap.entries.retain(|e| !admission.drop.contains(&e.cmid));
+        match snap.entries.iter_mut().find(|e| e.cmid == visit.cmid) {
+            Some(e) => e.last_seen = now,
+            None => snap.entries.push(Seen { cmid: visit.cmid.clone(), last_seen: now }),
+        }
+        Ok(Ok(Recorded::Admitted(admission, token)))
     }
 }
 
@@ -427,55 +529,46 @@ impl HostState for SqliteState {
         let path = self.path.clone();
         let err = |e| db_err(&path, e);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-        let Some(snap) = Self::snapshot_in(&tx, &visit.product).map_err(err)? else {
-            return Ok(Recorded::UnknownProduct);
+        let recorded =
+            Self::activate_in(&tx, visit, replay_window_secs, now, &mut InTransaction::default(), sign).map_err(err)?;
+        if recorded.is_ok() {
+            tx.commit().map_err(err)?;
+        }
+        recorded
+    }
+
+    /// One transaction for the whole batch (group commit): each visit is
+    /// decided on what the ones before it recorded; a visit whose
+    /// signature fails records nothing and gets its error. When the
+    /// transaction itself fails, it is rolled back and every visit is run
+    /// again in its own ([`HostState::activate`]), so each gets its own
+    /// answer.
+    fn activate_batch(
+        &mut self,
+        visits: &[(Visit, i64)],
+        replay_window_secs: i64,
+        sign: &mut BatchSignFn<'_>,
+    ) -> Vec<Result<Recorded>> {
+        let mut batch = || -> rusqlite::Result<Vec<Result<Recorded>>> {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut seen = InTransaction::default();
+            let mut out = Vec::with_capacity(visits.len());
+            for (i, (v, now)) in visits.iter().enumerate() {
+                out.push(Self::activate_in(&tx, v, replay_window_secs, *now, &mut seen, &mut |a| sign(i, a))?);
+            }
+            tx.commit()?;
+            Ok(out)
         };
-        tx.prepare_cached("DELETE FROM nonces WHERE seen < ?1")
-            .map_err(err)?
-            .execute([now - replay_window_secs])
-            .map_err(err)?;
-        let earlier: Option<String> = tx
-            .prepare_cached("SELECT cmid FROM nonces WHERE nonce = ?1")
-            .map_err(err)?
-            .query_row([&visit.nonce], |r| r.get(0))
-            .optional()
-            .map_err(err)?;
-        let admission = match decide(&snap, earlier.as_deref(), &visit.cmid, now) {
-            Decision::Replayed => return Ok(Recorded::Replayed),
-            Decision::Refused(a) => return Ok(Recorded::Admitted(a, None)),
-            Decision::Record(a) => a,
-        };
-        {
-            let mut del = tx.prepare_cached("DELETE FROM seen WHERE product = ?1 AND cmid = ?2").map_err(err)?;
-            for cmid in &admission.drop {
-                del.execute(params![visit.product, cmid]).map_err(err)?;
+        if visits.len() > 1 {
+            if let Ok(out) = batch() {
+                return out;
             }
         }
-        tx.prepare_cached(
-            "INSERT INTO seen (product, cmid, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
-             ON CONFLICT (product, cmid) DO UPDATE SET last_seen = excluded.last_seen",
-        )
-        .map_err(err)?
-        .execute(params![visit.product, visit.cmid, now])
-        .map_err(err)?;
-        tx.prepare_cached("INSERT OR REPLACE INTO nonces (nonce, cmid, seen) VALUES (?1, ?2, ?3)")
-            .map_err(err)?
-            .execute(params![visit.nonce, visit.cmid, now])
-            .map_err(err)?;
-        let token = if admission.verdict == Verdict::Activated {
-            let t = sign(&admission)?;
-            tx.prepare_cached(
-                "INSERT INTO issued (serial, product, cmid, issued_at, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .map_err(err)?
-            .execute(params![t.serial, visit.product, visit.cmid, now, t.expires])
-            .map_err(err)?;
-            Some(t)
-        } else {
-            None
-        };
-        tx.commit().map_err(err)?;
-        Ok(Recorded::Admitted(admission, token))
+        visits
+            .iter()
+            .enumerate()
+            .map(|(i, (v, now))| self.activate(v, replay_window_secs, *now, &mut |a| sign(i, a)))
+            .collect()
     }
 
     fn release(&mut self, visit: &Visit, replay_window_secs: i64, now: i64) -> Result<Released> {
