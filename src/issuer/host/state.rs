@@ -285,17 +285,35 @@ impl SqliteState {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| db_err(path, e))?;
         let mut s = SqliteState { conn, path: path.to_path_buf() };
+        s.conn.busy_timeout(Duration::from_secs(10)).map_err(|e| db_err(path, e))?;
+        // Opens racing on a new file (a journal-mode change, a lock upgrade
+        // SQLite refuses without waiting to avoid a deadlock) can be told
+        // "busy" at once: the whole sequence runs again, within the busy
+        // timeout. Each attempt leaves no transaction open.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match s.prepare_file() {
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                r => return r.map(|()| s),
+            }
+        }
+    }
+
+    /// Checks, configures and migrates the file as it is opened.
+    fn prepare_file(&mut self) -> Result<()> {
         // One read transaction: the version, id and object count come from
         // one snapshot (a first open racing another one that creates the
         // state sees it before or after, never half).
-        s.conn.busy_timeout(Duration::from_secs(10)).map_err(|e| db_err(path, e))?;
-        s.conn.execute_batch("BEGIN DEFERRED").map_err(|e| db_err(path, e))?;
-        let checked = s.check_identity();
-        let _ = s.conn.execute_batch("COMMIT");
+        self.conn.execute_batch("BEGIN DEFERRED").map_err(|e| db_err(&self.path, e))?;
+        let checked = self.check_identity();
+        let _ = self.conn.execute_batch("COMMIT");
         checked?;
-        s.configure_rw().map_err(|e| db_err(path, e))?;
-        s.migrate()?;
-        Ok(s)
+        self.configure_rw().map_err(|e| db_err(&self.path, e))?;
+        self.migrate()
     }
 
     /// Opens an existing state for reading only; a missing file is an

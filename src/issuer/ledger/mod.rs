@@ -325,19 +325,21 @@ impl Ledger {
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
         };
         let conn = ledger.sqlite().expect("an SQLite ledger");
-        // Read-only checks first: a file that is not a tka ledger is refused
-        // before anything (even the journal mode) is written to it.
-        configure_read(conn, ledger.busy_timeout).map_err(|e| db_err(path, e))?;
-        // One read transaction: the version, id and schema objects are read
-        // from one snapshot (a first open racing another one that creates
-        // the schema sees it before or after, never half).
-        conn.execute_batch("BEGIN DEFERRED").map_err(|e| db_err(path, e))?;
-        let checked = check_identity(conn, path);
-        let _ = conn.execute_batch("COMMIT");
-        checked?;
-        configure(conn).map_err(|e| db_err(path, e))?;
-        migrate(conn, path)?;
-        Ok(ledger)
+        // Opens racing on a new file (a journal-mode change, a lock upgrade
+        // SQLite refuses without waiting to avoid a deadlock) can be told
+        // "busy" at once: the whole sequence runs again, within the busy
+        // timeout. Each attempt leaves no transaction open.
+        let deadline = std::time::Instant::now() + ledger.busy_timeout;
+        loop {
+            match prepare_file(conn, path, ledger.busy_timeout) {
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                r => return r.map(|()| ledger),
+            }
+        }
     }
 
     /// How long a write waits for another process holding the ledger (an
@@ -952,6 +954,22 @@ fn configure_read(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result
     // Reading the header first turns "not a database" into an error here.
     let _: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
     Ok(())
+}
+
+/// Checks, configures and migrates an SQLite ledger file as it is opened.
+fn prepare_file(conn: &Connection, path: &Path, busy_timeout: Duration) -> Result<()> {
+    // Read-only checks first: a file that is not a tka ledger is refused
+    // before anything (even the journal mode) is written to it.
+    configure_read(conn, busy_timeout).map_err(|e| db_err(path, e))?;
+    // One read transaction: the version, id and schema objects are read
+    // from one snapshot (a first open racing another one that creates the
+    // schema sees it before or after, never half).
+    conn.execute_batch("BEGIN DEFERRED").map_err(|e| db_err(path, e))?;
+    let checked = check_identity(conn, path);
+    let _ = conn.execute_batch("COMMIT");
+    checked?;
+    configure(conn).map_err(|e| db_err(path, e))?;
+    migrate(conn, path)
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
