@@ -16,7 +16,7 @@
 
 use crate::core::error::{Error, Result};
 use crate::issuer::host::policy::{self, Admission, Rules, Seen, Verdict};
-use crate::issuer::ledger::sql::{newer_schema_of, run_migrations};
+use crate::issuer::ledger::sql::{newer_schema_of, retry_while_busy, run_migrations};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -168,6 +168,23 @@ pub type SignFn<'a> = dyn FnMut(&Admission) -> Result<Signed> + 'a;
 /// ([`HostState::activate_batch`]), inside its transaction.
 pub type BatchSignFn<'a> = dyn FnMut(usize, &Admission) -> Result<Signed> + 'a;
 
+/// [`HostState::activate`] on each visit in turn, each in its own
+/// transaction (`sign` gets the visit's index): the default
+/// [`HostState::activate_batch`], and [`SqliteState`]'s when its one
+/// transaction for the batch fails.
+fn activate_each<S: HostState + ?Sized>(
+    state: &mut S,
+    visits: &[(Visit, i64)],
+    replay_window_secs: i64,
+    sign: &mut BatchSignFn<'_>,
+) -> Vec<Result<Recorded>> {
+    visits
+        .iter()
+        .enumerate()
+        .map(|(i, (v, now))| state.activate(v, replay_window_secs, *now, &mut |a| sign(i, a)))
+        .collect()
+}
+
 /// What the host server needs from its store.
 pub trait HostState: Send {
     /// Records the products served (thresholds, seat caps; every cache size
@@ -204,11 +221,7 @@ pub trait HostState: Send {
         replay_window_secs: i64,
         sign: &mut BatchSignFn<'_>,
     ) -> Vec<Result<Recorded>> {
-        visits
-            .iter()
-            .enumerate()
-            .map(|(i, (v, now))| self.activate(v, replay_window_secs, *now, &mut |a| sign(i, a)))
-            .collect()
+        activate_each(self, visits, replay_window_secs, sign)
     }
     /// The serials of the tokens issued for a product, oldest first (audit).
     fn issued_serials(&mut self, product: &str) -> Result<Vec<String>>;
@@ -286,21 +299,9 @@ impl SqliteState {
         let conn = Connection::open_with_flags(path, flags).map_err(|e| db_err(path, e))?;
         let mut s = SqliteState { conn, path: path.to_path_buf() };
         s.conn.busy_timeout(Duration::from_secs(10)).map_err(|e| db_err(path, e))?;
-        // Opens racing on a new file (a journal-mode change, a lock upgrade
-        // SQLite refuses without waiting to avoid a deadlock) can be told
-        // "busy" at once: the whole sequence runs again, within the busy
-        // timeout. Each attempt leaves no transaction open.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match s.prepare_file() {
-                Err(Error::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                r => return r.map(|()| s),
-            }
-        }
+        // Racing first opens of a new file may be told "busy" at once: run again.
+        retry_while_busy(Duration::from_secs(10), || s.prepare_file())?;
+        Ok(s)
     }
 
     /// Checks, configures and migrates the file as it is opened.
@@ -582,11 +583,7 @@ impl HostState for SqliteState {
                 return out;
             }
         }
-        visits
-            .iter()
-            .enumerate()
-            .map(|(i, (v, now))| self.activate(v, replay_window_secs, *now, &mut |a| sign(i, a)))
-            .collect()
+        activate_each(self, visits, replay_window_secs, sign)
     }
 
     fn release(&mut self, visit: &Visit, replay_window_secs: i64, now: i64) -> Result<Released> {

@@ -325,21 +325,9 @@ impl Ledger {
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
         };
         let conn = ledger.sqlite().expect("an SQLite ledger");
-        // Opens racing on a new file (a journal-mode change, a lock upgrade
-        // SQLite refuses without waiting to avoid a deadlock) can be told
-        // "busy" at once: the whole sequence runs again, within the busy
-        // timeout. Each attempt leaves no transaction open.
-        let deadline = std::time::Instant::now() + ledger.busy_timeout;
-        loop {
-            match prepare_file(conn, path, ledger.busy_timeout) {
-                Err(Error::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                r => return r.map(|()| ledger),
-            }
-        }
+        // Racing first opens of a new file may be told "busy" at once: run again.
+        sql::retry_while_busy(ledger.busy_timeout, || prepare_file(conn, path, ledger.busy_timeout))?;
+        Ok(ledger)
     }
 
     /// How long a write waits for another process holding the ledger (an

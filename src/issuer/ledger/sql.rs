@@ -274,6 +274,26 @@ pub(crate) fn retryable(e: &Error) -> bool {
     matches!(e, Error::Ledger { code: Some(c), .. } if c == "40001" || c == "40P01")
 }
 
+/// Runs `open` (the check/configure/migrate sequence of an SQLite file being
+/// opened) again while it fails "busy" (an [`Error::Io`] of kind
+/// `WouldBlock`) and `timeout` has not passed. Racing first opens of a new
+/// file can be told "busy" at once, without SQLite's busy handler (a
+/// journal-mode change, a lock upgrade refused to avoid a deadlock); each
+/// attempt must leave no transaction open.
+pub(crate) fn retry_while_busy<T>(timeout: std::time::Duration, mut open: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match open() {
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
