@@ -803,6 +803,22 @@ fn container_without_explicit_id_binds_host_hardware_and_says_so() {
     assert!(w.iter().any(|w| w.contains("container") && w.contains("explicit machine-id file")), "{w:?}");
 }
 
+/// A verification with an explicit identity never needs the environment:
+/// it is detected when first asked for, not by `identify` (which then reads
+/// no /proc, /sys or DMI file for it). A hardware identity detects at once.
+#[test]
+fn an_explicit_identity_detects_the_environment_only_when_asked() {
+    let r = docker_container();
+    let opts = IdentifyOptions { explicit_id: Some("fleet-node-0042".into()), ..r.opts() };
+    let explicit = MachineIdentity::identify(PRODUCT, &opts).unwrap();
+    let hardware = r.identify().unwrap();
+    // The container evidence goes away after both identities were made.
+    r.remove(".dockerenv").remove("proc/1/cgroup").remove("proc/self/mountinfo");
+    assert!(!explicit.binds_host_hardware());
+    assert_eq!(explicit.environment().kind(), "bare-metal", "read at first use, after the evidence went");
+    assert_eq!(hardware.environment().container.as_deref(), Some("docker"), "read by identify");
+}
+
 #[test]
 fn container_with_explicit_id_uses_only_it() {
     let r = docker_container();

@@ -16,6 +16,7 @@ use serde::ser::SerializeStruct;
 use serde::Serialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// Where and how to look for identity components.
 #[derive(Debug, Clone, Default)]
@@ -135,15 +136,34 @@ impl fmt::Debug for SourceReport {
 }
 
 /// The identity of one machine for one product.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct MachineIdentity {
     product: String,
     cmid: String,
     components: Vec<ComponentHash>,
     sources: Vec<SourceReport>,
-    environment: Environment,
+    /// Detected on first use ([`Self::environment`]): a verification with
+    /// an explicit identity never needs it, and detection reads /proc and
+    /// /sys files (`/proc/cpuinfo`, `/proc/self/mountinfo`, DMI).
+    environment: OnceLock<Environment>,
+    /// The root detection reads from; `None`: no detection (the default
+    /// environment).
+    environment_root: Option<PathBuf>,
     explicit: bool,
 }
+
+impl PartialEq for MachineIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        self.product == other.product
+            && self.cmid == other.cmid
+            && self.components == other.components
+            && self.sources == other.sources
+            && self.explicit == other.explicit
+            && self.environment() == other.environment()
+    }
+}
+
+impl Eq for MachineIdentity {}
 
 impl fmt::Debug for MachineIdentity {
     // Hand-written so raw values never end up in logs.
@@ -152,7 +172,7 @@ impl fmt::Debug for MachineIdentity {
             .field("product", &self.product)
             .field("cmid", &self.cmid)
             .field("components", &self.components)
-            .field("environment", &self.environment)
+            .field("environment", self.environment())
             .field("explicit", &self.explicit)
             .finish()
     }
@@ -168,18 +188,17 @@ impl MachineIdentity {
     /// but is unusable (never silently falling back to hardware).
     pub fn identify(product: &str, opts: &IdentifyOptions) -> Result<Self, MachineError> {
         let root = opts.root();
-        let environment = if opts.sysroot().is_some() || cfg!(not(any(windows, target_os = "macos"))) {
-            environment::detect(&root)
-        } else {
-            Environment::default()
-        };
+        // An explicit identity detects the environment when first asked for
+        // (`machine id --explain`): a verification never needs it.
+        let environment_root =
+            (opts.sysroot().is_some() || cfg!(not(any(windows, target_os = "macos")))).then(|| root.clone());
         if let Some(xid) = opts.explicit_identity()? {
             let reading = RawReading { values: vec![xid], notes: Vec::new() };
             let location =
                 if opts.explicit_id_file.is_some() { "the explicit machine-id file" } else { "TKA_MACHINE_ID" };
             let mut id =
                 Self::build(product, vec![(kinds::EXPLICIT, kinds::describe(kinds::EXPLICIT), location, reading)]);
-            id.environment = environment;
+            id.environment_root = environment_root;
             id.explicit = true;
             return Ok(id);
         }
@@ -191,7 +210,10 @@ impl MachineIdentity {
         if id.components.is_empty() {
             return Err(MachineError::NoComponents);
         }
-        id.environment = environment;
+        // A hardware identity: the container warning needs it now, while
+        // the sources just read are what it describes.
+        id.environment_root = environment_root;
+        id.environment();
         Ok(id)
     }
 
@@ -302,7 +324,8 @@ impl MachineIdentity {
             cmid,
             components,
             sources,
-            environment: Environment::default(),
+            environment: OnceLock::new(),
+            environment_root: None,
             explicit: false,
         }
     }
@@ -325,7 +348,7 @@ impl MachineIdentity {
     }
     /// The detected environment (container / VM / bare metal).
     pub fn environment(&self) -> &Environment {
-        &self.environment
+        self.environment.get_or_init(|| self.environment_root.as_deref().map(environment::detect).unwrap_or_default())
     }
     /// Whether the identity is an explicit one (`xid`) rather than hardware.
     pub fn is_explicit(&self) -> bool {
@@ -335,7 +358,7 @@ impl MachineIdentity {
     /// then describe the image and the host's hardware, which every container
     /// on that host shares. The CLI should warn.
     pub fn binds_host_hardware(&self) -> bool {
-        self.environment.is_container() && !self.explicit
+        !self.explicit && self.environment().is_container()
     }
     /// Kinds the CMID was derived from (see [`cmid_basis`]).
     pub fn cmid_kinds(&self) -> Vec<String> {
@@ -376,7 +399,7 @@ impl MachineIdentity {
                 "running in a {}: without an explicit identity this binds to the container image and the \
                  host's hardware, which every container on the host shares; use an explicit machine-id file or \
                  TKA_MACHINE_ID",
-                self.environment
+                self.environment()
             )
         })
     }
@@ -424,7 +447,7 @@ impl MachineIdentity {
             product: self.product.clone(),
             cmid: self.cmid.clone(),
             cmid_from: self.cmid_kinds(),
-            environment: self.environment.clone(),
+            environment: self.environment().clone(),
             explicit_identity: self.explicit,
             binds_host_hardware: self.binds_host_hardware(),
             sources: self
@@ -453,7 +476,7 @@ impl Serialize for MachineIdentity {
         st.serialize_field("product", &self.product)?;
         st.serialize_field("cmid", &self.cmid)?;
         st.serialize_field("components", &self.components)?;
-        st.serialize_field("environment", &self.environment)?;
+        st.serialize_field("environment", self.environment())?;
         st.serialize_field("explicit", &self.explicit)?;
         st.serialize_field("binding", self.binding_label())?;
         st.end()
