@@ -129,17 +129,23 @@ fn usage_error_json(e: &clap::Error) -> ExitCode {
     ExitCode::from(outcome::ERROR)
 }
 
-/// The command tree `args` are parsed with: for `tka token ...` the
-/// `token` noun alone, the rest of the tree unbuilt (a token verification
-/// at every application start does not pay for the other fifteen nouns);
-/// the whole tree otherwise. Both parse `token` command lines the same and
+/// The command tree `args` are parsed with: for `tka token verify ...`
+/// that subcommand alone, for other `tka token ...` the `token` noun alone,
+/// the rest of the tree unbuilt (a token verification at every application
+/// start does not pay for the other nouns and subcommands); the whole tree
+/// otherwise. Both parse `token` command lines the same and
 /// word their errors the same (`tests::token_subtree_parses_like_the_whole_tree`);
 /// a help is always written from the whole tree (`main`).
 fn parse_tree(args: &[std::ffi::OsString]) -> clap::Command {
     if args.get(1).is_some_and(|a| a == "token") {
-        let token = <cmd::token::TokenCmd as clap::Subcommand>::augment_subcommands(
-            clap::Command::new("token").subcommand_required(true).arg_required_else_help(true),
-        );
+        let token = clap::Command::new("token").subcommand_required(true).arg_required_else_help(true);
+        let token = if args.get(2).is_some_and(|a| a == "verify") {
+            // `tka token verify`, the command scripts run most: its own
+            // arguments alone.
+            token.subcommand(<cmd::token::VerifyArgs as clap::Args>::augment_args(clap::Command::new("verify")))
+        } else {
+            <cmd::token::TokenCmd as clap::Subcommand>::augment_subcommands(token)
+        };
         clap::Command::new("tka")
             .version(env!("CARGO_PKG_VERSION"))
             .propagate_version(true)
@@ -186,6 +192,23 @@ mod tests {
             &["token", "renew-bulk", "--expiring-within", "soon", "--out", "d"],
             &["token", "--version"],
             &["token", "verify", "--version"],
+            &["token", "verify", "t.jws", "--trust", "r.pem", "--machine"],
+            &["token", "verify", "t.jws", "--trust", "r.pem", "--trust-any-anchr"],
+            &[
+                "token",
+                "verify",
+                "t.jws",
+                "--trust",
+                "r.pem",
+                "--crl",
+                "a.crl",
+                "--crl",
+                "b.crl",
+                "--root-fingerprint",
+                "x",
+            ],
+            &["token", "verify", "t.jws", "--trust", "r.pem", "--machine-id-file", "id", "--at", "x", "extra"],
+            &["token", "verify"],
         ];
         for line in lines {
             let args: Vec<std::ffi::OsString> =

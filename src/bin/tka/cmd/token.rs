@@ -70,39 +70,45 @@ pub enum TokenCmd {
     #[command(
         after_help = "EXAMPLES:\n  tka token verify token.jws --trust root.pem --product example-pro\n  tka token verify token.jws --trust roots/ --machine ABCD-EFGH-JKMN-PQRS-T --at 2027-01-01T00:00:00Z"
     )]
-    Verify {
-        /// Token file, `-` for standard input, or the token text
-        token: String,
-        /// Trusted root certificate(s): a PEM file or a directory of them; each must be a
-        /// self-signed CA certificate (a root), as for `tka trust add`
-        #[arg(long, required = true)]
-        trust: Vec<PathBuf>,
-        /// Accept any certificate given with --trust as an anchor, root or not (says so on stderr)
-        #[arg(long)]
-        trust_any_anchor: bool,
-        /// Expected product
-        #[arg(long)]
-        product: Option<String>,
-        /// Check the machine binding: `current` (this machine) or a CMID
-        #[arg(long)]
-        machine: Option<String>,
-        /// CRL files to consult (PEM or DER)
-        #[arg(long)]
-        crl: Vec<PathBuf>,
-        /// Certificates (PEM) to find the chain of a compact token in: the issuer's signer and
-        /// intermediate certificates; not trusted, the chain must still end at a --trust root
-        #[arg(long, value_name = "FILE")]
-        chain: Vec<PathBuf>,
-        /// Verify at this time (RFC 3339) instead of now
-        #[arg(long)]
-        at: Option<String>,
-        #[command(flatten)]
-        pins: RootPinArgs,
-        #[command(flatten)]
-        machine_args: MachineArgs,
-        #[command(flatten)]
-        out: JsonArg,
-    },
+    Verify(VerifyArgs),
+}
+
+// `tka token verify`: its own type, so that `tka token verify` command lines
+// are parsed with this subcommand alone (`parse_tree` in main.rs). A plain
+// comment: a doc comment here would become the subcommand's about.
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// Token file, `-` for standard input, or the token text
+    pub token: String,
+    /// Trusted root certificate(s): a PEM file or a directory of them; each must be a
+    /// self-signed CA certificate (a root), as for `tka trust add`
+    #[arg(long, required = true)]
+    pub trust: Vec<PathBuf>,
+    /// Accept any certificate given with --trust as an anchor, root or not (says so on stderr)
+    #[arg(long)]
+    pub trust_any_anchor: bool,
+    /// Expected product
+    #[arg(long)]
+    pub product: Option<String>,
+    /// Check the machine binding: `current` (this machine) or a CMID
+    #[arg(long)]
+    pub machine: Option<String>,
+    /// CRL files to consult (PEM or DER)
+    #[arg(long)]
+    pub crl: Vec<PathBuf>,
+    /// Certificates (PEM) to find the chain of a compact token in: the issuer's signer and
+    /// intermediate certificates; not trusted, the chain must still end at a --trust root
+    #[arg(long, value_name = "FILE")]
+    pub chain: Vec<PathBuf>,
+    /// Verify at this time (RFC 3339) instead of now
+    #[arg(long)]
+    pub at: Option<String>,
+    #[command(flatten)]
+    pub pins: RootPinArgs,
+    #[command(flatten)]
+    pub machine_args: MachineArgs,
+    #[command(flatten)]
+    pub out: JsonArg,
 }
 
 /// `tka token issue`.
@@ -281,7 +287,7 @@ fn examine(cmd: TokenCmd) -> CmdResult {
             }
             Ok(ExitCode::SUCCESS)
         }
-        TokenCmd::Verify {
+        TokenCmd::Verify(VerifyArgs {
             token,
             trust,
             trust_any_anchor,
@@ -293,7 +299,7 @@ fn examine(cmd: TokenCmd) -> CmdResult {
             pins,
             machine_args,
             out,
-        } => {
+        }) => {
             let now = match &at {
                 Some(s) => clock::parse_rfc3339(s).map_err(Error::Usage)?,
                 None => clock::now(),
