@@ -36,7 +36,10 @@
 # The work directory, the big ledger included, is removed at exit.
 # Environment: TKA (the binary; default: build release), COUNT, N (default
 # 100000), BATCH (default 10000), ROUNDS (default 3), RUNS (default 21),
-# WORK (a directory to use and keep instead of a temporary one).
+# WORK (a directory to use and keep instead of a temporary one),
+# ONLY=STEPS (with the WORK of an earlier complete run: run only the
+# steps named, a comma list of a, b and c, on its big ledger again; e.g.
+# `ONLY=a,b` on a quiet machine after a generation that ran under load).
 set -eu
 
 lean=
@@ -81,11 +84,15 @@ load() { cut -d' ' -f1 /proc/loadavg; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 size() { du -m "$1" | cut -f1; }
 drop_ledger() { rm -f "$1" "$1-wal" "$1-shm"; }
+# The next generated machine's number, kept in the work directory so that
+# a run with ONLY= also makes machines the ledger has never seen.
 first=0
+[ -f "$work/first" ] && first=$(cat "$work/first")
 requests() { # FILE COUNT: fresh generated requests (machines never used before in this run)
     rm -f "$1"
     "$TKA" request generate-test --product bench --count "$2" --first "$first" --out "$1" >/dev/null
     first=$((first + $2))
+    echo "$first" >"$work/first"
 }
 # issue LEDGER REQUESTS DAYS [ENTITLEMENT]: prints tokens/s; the bundle is left in $work/out.jsonl
 issue() {
@@ -99,60 +106,9 @@ issue() {
     rate "$n" "$a" "$b"
 }
 
-echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, load $(load), tka $("$TKA" --version | cut -d' ' -f2)"
-"$TKA" issuer init --home "$work/home" --root-bits 2048 --ca-bits 2048 --insecure-no-passphrase --org bench >/dev/null
-drop_ledger "$big"
-t0=$(now)
-"$TKA" ledger bench-fill --ledger "$big" --count "$COUNT" $lean >/dev/null
-t1=$(now)
-echo "1. bench-fill${lean:+ --lean} of $COUNT tokens: $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f s", b - a }')," \
-    "ledger $(size "$big") MiB ($(awk -v s="$(stat -c %s "$big")" -v n="$COUNT" 'BEGIN { printf "%.0f", s / n }') bytes per token)"
-
-"$TKA" entitlement add --ledger "$big" --product bench --machines 9000000 --name bench >/dev/null
-"$TKA" entitlement add --ledger "$big" --product bench --machines 10 --name small >/dev/null
-"$TKA" entitlement add --ledger "$big" --product bench --machines 1000 --name medium >/dev/null
-requests "$work/reqs.txt" "$N"
-r=$(issue "$big" "$work/reqs.txt" 20)
-python3 -c 'import json, sys
-for line in open(sys.argv[1]):
-    t = json.loads(line)
-    print(t["serial"], t["cmid"])' "$work/out.jsonl" >"$work/real.txt"
-requests "$work/reqs.txt" 10
-issue "$big" "$work/reqs.txt" 200 small >/dev/null
-requests "$work/reqs.txt" 1000
-issue "$big" "$work/reqs.txt" 200 medium >/dev/null
-rm -f "$work/out.jsonl"
-echo "2. issue-bulk of $N renewable tokens (--days 20) into the $COUNT-token ledger: $r tokens/s; ledger now $(size "$big") MiB"
-
-echo "(a) issue-bulk of $BATCH requests (--bundle), a new empty ledger against the big one, alternating:"
-: >"$work/r_a"
-: >"$work/big_rates"
-i=1
-while [ "$i" -le "$ROUNDS" ]; do
-    l0=$(load)
-    requests "$work/reqs.txt" "$BATCH"
-    drop_ledger "$work/empty.sqlite"
-    "$TKA" entitlement add --ledger "$work/empty.sqlite" --product bench --machines 9000000 --name bench >/dev/null
-    if [ $((i % 2)) = 1 ]; then
-        e=$(issue "$work/empty.sqlite" "$work/reqs.txt" 90)
-        b=$(issue "$big" "$work/reqs.txt" 90)
-        order="empty first"
-    else
-        b=$(issue "$big" "$work/reqs.txt" 90)
-        e=$(issue "$work/empty.sqlite" "$work/reqs.txt" 90)
-        order="big first"
-    fi
-    drop_ledger "$work/empty.sqlite"
-    echo "$b" >>"$work/big_rates"
-    awk -v a="$e" -v b="$b" 'BEGIN { printf "%.4f\n", (b - a) * 100 / a }' >>"$work/r_a"
-    echo "  round $i ($order, load $l0): empty $e tokens/s, big $b tokens/s ($(tail -n 1 "$work/r_a" | awk '{ printf "%+.1f%%", $1 }'))"
-    i=$((i + 1))
-done
-rm -f "$work/out.jsonl"
-echo "  median change: $(median <"$work/r_a" | awk '{ printf "%+.1f%%", $1 }') (goal: no worse than -10%)"
-
-tokens=$((COUNT + N + 1010 + ROUNDS * BATCH))
-echo "(b) look-ups on the ledger of $tokens tokens ($(size "$big") MiB), whole processes, $RUNS runs each, a different key per run, ms:"
+# (b): times the look-ups on $big.
+lookups() {
+echo "(b) look-ups on the ledger of $(python3 -c 'import sqlite3, sys; print(sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True).execute("SELECT count(*) FROM tokens").fetchone()[0])' "$big") tokens ($(size "$big") MiB), whole processes, $RUNS runs each, a different key per run, ms:"
 python3 - "$RUNS" "$TKA" "$big" "$work/real.txt" "$COUNT" <<'EOF'
 import os, random, sqlite3, statistics, sys, time
 runs, tka, big, real, fill_max = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
@@ -218,7 +174,39 @@ for _ in range(21):
     t.append((time.perf_counter_ns() - t0) / 1e6)
     c.append((ru.ru_utime + ru.ru_stime) * 1e3)
 print(f"median {statistics.median(t):.1f} ms, CPU {statistics.median(c):.1f} ms")' "$TKA")"
+}
 
+# (a): issuance into the big ledger against an empty one.
+step_a() {
+echo "(a) issue-bulk of $BATCH requests (--bundle), a new empty ledger against the big one, alternating:"
+: >"$work/r_a"
+: >"$work/big_rates"
+i=1
+while [ "$i" -le "$ROUNDS" ]; do
+    l0=$(load)
+    requests "$work/reqs.txt" "$BATCH"
+    drop_ledger "$work/empty.sqlite"
+    "$TKA" entitlement add --ledger "$work/empty.sqlite" --product bench --machines 9000000 --name bench >/dev/null
+    if [ $((i % 2)) = 1 ]; then
+        e=$(issue "$work/empty.sqlite" "$work/reqs.txt" 90)
+        b=$(issue "$big" "$work/reqs.txt" 90)
+        order="empty first"
+    else
+        b=$(issue "$big" "$work/reqs.txt" 90)
+        e=$(issue "$work/empty.sqlite" "$work/reqs.txt" 90)
+        order="big first"
+    fi
+    drop_ledger "$work/empty.sqlite"
+    echo "$b" >>"$work/big_rates"
+    awk -v a="$e" -v b="$b" 'BEGIN { printf "%.4f\n", (b - a) * 100 / a }' >>"$work/r_a"
+    echo "  round $i ($order, load $l0): empty $e tokens/s, big $b tokens/s ($(tail -n 1 "$work/r_a" | awk '{ printf "%+.1f%%", $1 }'))"
+    i=$((i + 1))
+done
+rm -f "$work/out.jsonl"
+echo "  median change: $(median <"$work/r_a" | awk '{ printf "%+.1f%%", $1 }') (goal: no worse than -10%)"
+}
+
+# (c): renewal of the N due tokens against issuance, both into the big ledger.
 # renew: renews every due token of the big ledger, prints tokens/s
 renew() {
     rm -f "$work/renew.jsonl"
@@ -232,6 +220,7 @@ renew() {
     [ "$renewed" = "$N" ] || { echo "renew-bulk renewed $renewed tokens, expected $N" >&2; exit 1; }
     rate "$renewed" "$a" "$z"
 }
+step_c() {
 echo "(c) renew-bulk --expiring-within 30d (--bundle) of the $N due tokens against issue-bulk of $N fresh requests, both into the big ledger, alternating:"
 : >"$work/r_c"
 i=1
@@ -253,6 +242,53 @@ while [ "$i" -le "$ROUNDS" ]; do
     i=$((i + 1))
 done
 echo "  median ratio: $(median <"$work/r_c" | awk '{ printf "%.2f", $1 }') (goal: >= 0.80); ledger now $(size "$big") MiB"
+}
+
+if [ -n "${ONLY:-}" ]; then
+    [ -n "${WORK:-}" ] && [ -f "$big" ] && [ -f "$work/real.txt" ] && [ -d "$work/home" ] ||
+        { echo "ONLY= needs the WORK directory of an earlier complete run" >&2; exit 2; }
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, load $(load), tka $("$TKA" --version | cut -d' ' -f2), steps $ONLY"
+    for step in $(echo "$ONLY" | tr ',' ' '); do
+        case "$step" in
+            a) step_a ;;
+            b) lookups ;;
+            c) step_c ;;
+            *) echo "ONLY: unknown step $step (a, b or c)" >&2; exit 2 ;;
+        esac
+    done
+    exit 0
+fi
+
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, load $(load), tka $("$TKA" --version | cut -d' ' -f2)"
+"$TKA" issuer init --home "$work/home" --root-bits 2048 --ca-bits 2048 --insecure-no-passphrase --org bench >/dev/null
+drop_ledger "$big"
+t0=$(now)
+"$TKA" ledger bench-fill --ledger "$big" --count "$COUNT" $lean >/dev/null
+t1=$(now)
+echo "1. bench-fill${lean:+ --lean} of $COUNT tokens: $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f s", b - a }')," \
+    "ledger $(size "$big") MiB ($(awk -v s="$(stat -c %s "$big")" -v n="$COUNT" 'BEGIN { printf "%.0f", s / n }') bytes per token)"
+
+"$TKA" entitlement add --ledger "$big" --product bench --machines 9000000 --name bench >/dev/null
+"$TKA" entitlement add --ledger "$big" --product bench --machines 10 --name small >/dev/null
+"$TKA" entitlement add --ledger "$big" --product bench --machines 1000 --name medium >/dev/null
+requests "$work/reqs.txt" "$N"
+r=$(issue "$big" "$work/reqs.txt" 20)
+python3 -c 'import json, sys
+for line in open(sys.argv[1]):
+    t = json.loads(line)
+    print(t["serial"], t["cmid"])' "$work/out.jsonl" >"$work/real.txt"
+requests "$work/reqs.txt" 10
+issue "$big" "$work/reqs.txt" 200 small >/dev/null
+requests "$work/reqs.txt" 1000
+issue "$big" "$work/reqs.txt" 200 medium >/dev/null
+rm -f "$work/out.jsonl"
+echo "2. issue-bulk of $N renewable tokens (--days 20) into the $COUNT-token ledger: $r tokens/s; ledger now $(size "$big") MiB"
+
+step_a
+
+lookups
+
+step_c
 
 echo "query plans (EXPLAIN QUERY PLAN, SQLite $(python3 -c 'import sqlite3; print(sqlite3.sqlite_version)')):"
 python3 - "$big" <<'EOF'

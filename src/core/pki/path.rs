@@ -40,6 +40,11 @@ impl TrustAnchors {
         Ok(TrustAnchors { roots, vouching: BTreeMap::new() })
     }
 
+    /// Roots already parsed (each checked by the caller, e.g. with [`check_root`]).
+    pub fn from_certs(roots: Vec<CertInfo>) -> Self {
+        TrustAnchors { roots, vouching: BTreeMap::new() }
+    }
+
     /// Records that the root with fingerprint `root_fingerprint` is trusted
     /// through a cross-certificate: `chain` (DER) is its vouching chain,
     /// cross-certificate first, then the root that signed it, then that

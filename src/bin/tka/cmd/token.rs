@@ -310,6 +310,7 @@ fn examine(cmd: TokenCmd) -> CmdResult {
             }
             // An anchor is a root, as `tka trust add` requires; a wrong one is
             // an error in the arguments (exit 2), not a verdict on the token.
+            let mut certs = Vec::with_capacity(roots.len());
             for der in &roots {
                 let cert = CertInfo::parse(der)?;
                 if let Err(e) = tka::pki::check_root(&cert) {
@@ -318,8 +319,9 @@ fn examine(cmd: TokenCmd) -> CmdResult {
                     }
                     say_err(format!("warning: {e}; trusted as an anchor anyway (--trust-any-anchor)"));
                 }
+                certs.push(cert);
             }
-            let anchors = TrustAnchors::from_der(&roots)?;
+            let anchors = TrustAnchors::from_certs(certs);
             let mut crls = Vec::new();
             for c in &crl {
                 crls.extend(read_crls(c)?);
