@@ -202,19 +202,23 @@ impl MachineIdentity {
             id.explicit = true;
             return Ok(id);
         }
-        let readings = platform_sources(opts.sysroot())
-            .iter()
-            .map(|s| (s.kind(), s.name(), s.location(), s.read(&root)))
-            .collect();
-        let mut id = Self::build(product, readings);
-        if id.components.is_empty() {
-            return Err(MachineError::NoComponents);
-        }
-        // A hardware identity: the container warning needs it now, while
-        // the sources just read are what it describes.
-        id.environment_root = environment_root;
-        id.environment();
-        Ok(id)
+        // The sources and the environment detection read some files in
+        // turn (/proc/cpuinfo, /proc/self/mountinfo, DMI): each once.
+        super::sources::with_read_memo(|| {
+            let readings = platform_sources(opts.sysroot())
+                .iter()
+                .map(|s| (s.kind(), s.name(), s.location(), s.read(&root)))
+                .collect();
+            let mut id = Self::build(product, readings);
+            if id.components.is_empty() {
+                return Err(MachineError::NoComponents);
+            }
+            // A hardware identity: the container warning needs it now, while
+            // the sources just read are what it describes.
+            id.environment_root = environment_root;
+            id.environment();
+            Ok(id)
+        })
     }
 
     /// Reads components with caller-supplied sources (embedding, custom

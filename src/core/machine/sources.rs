@@ -6,9 +6,11 @@
 //! return no values and (for `--explain`) a note saying why.
 
 use super::kinds::{self, normalize};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs;
-use std::io;
-use std::path::Path;
+use std::io::{self, Read as _};
+use std::path::{Path, PathBuf};
 
 /// What a source read: zero or more raw (not yet normalized) values, and
 /// human notes for `--explain` (never containing identifier values).
@@ -33,15 +35,57 @@ pub trait ComponentSource {
     fn read(&self, root: &Path) -> RawReading;
 }
 
+/// A file's bytes, or the kind and text of the error reading it.
+type Read = Result<Vec<u8>, (io::ErrorKind, String)>;
+
+thread_local! {
+    /// The files read during one identification ([`with_read_memo`]).
+    static MEMO: RefCell<Option<HashMap<PathBuf, Read>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with every file it reads through [`read_file`] read once: the
+/// environment detection and the sources read `/proc/cpuinfo`,
+/// `/proc/self/mountinfo` and DMI files in turn, and the kernel writes a
+/// `/proc` file anew for every read (`/proc/cpuinfo` costs tens of
+/// microseconds). The memo lives only for `f`: a later identification
+/// (a long-running agent) reads the machine again.
+pub(crate) fn with_read_memo<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            MEMO.with(|m| *m.borrow_mut() = None);
+        }
+    }
+    MEMO.with(|m| *m.borrow_mut() = Some(HashMap::new()));
+    let _reset = Reset;
+    f()
+}
+
+/// Reads a whole file (through the memo of [`with_read_memo`] when one is
+/// active). A `/proc` file reports size 0, so the buffer starts at 8 KB:
+/// one or two `read` calls instead of a dozen growing ones.
+fn read_file(path: &Path) -> io::Result<Vec<u8>> {
+    let read = || -> Read {
+        let mut buf = Vec::with_capacity(8192);
+        fs::File::open(path).and_then(|mut f| f.read_to_end(&mut buf)).map_err(|e| (e.kind(), e.to_string()))?;
+        Ok(buf)
+    };
+    let r = MEMO.with(|m| match m.borrow_mut().as_mut() {
+        Some(memo) => memo.entry(path.to_path_buf()).or_insert_with(read).clone(),
+        None => read(),
+    });
+    r.map_err(|(kind, text)| io::Error::new(kind, text))
+}
+
 /// Reads a text file, `None` on any error.
 pub(crate) fn read_text(path: &Path) -> Option<String> {
-    fs::read_to_string(path).ok()
+    read_file(path).ok().and_then(|b| String::from_utf8(b).ok())
 }
 
 /// Reads a text file under `root`, recording a note when it exists but can't
 /// be read (permission denied, not UTF-8, not a file).
 fn read_noted(root: &Path, rel: &str, notes: &mut Vec<String>) -> Option<String> {
-    match fs::read(root.join(rel)) {
+    match read_file(&root.join(rel)) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(s) => Some(s),
             Err(_) => {
@@ -504,5 +548,28 @@ mod tests {
         let overlay = "500 400 0:50 / / rw - overlay overlay rw,lowerdir=/a\n";
         assert_eq!(root_mount(overlay).unwrap().fstype, "overlay");
         assert!(root_mount("garbage\n\n1 2 3\n").is_none());
+    }
+
+    /// Within one identification a file is read once (the sources and the
+    /// environment detection see the same bytes); after it, the machine is
+    /// read anew; an error is remembered with its kind and text.
+    #[test]
+    fn the_read_memo_reads_a_file_once_per_identification() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("cpuinfo");
+        fs::write(&f, "model name : A\n").unwrap();
+        let missing = dir.path().join("absent");
+        let (first, second, gone) = with_read_memo(|| {
+            let first = read_text(&f);
+            fs::write(&f, "model name : B\n").unwrap();
+            let gone = read_file(&missing).unwrap_err();
+            fs::write(&missing, "now here").unwrap();
+            (first, read_text(&f), (gone.kind(), read_file(&missing).unwrap_err().kind()))
+        });
+        assert_eq!(first.as_deref(), Some("model name : A\n"));
+        assert_eq!(second, first, "read once within the memo");
+        assert_eq!(gone, (io::ErrorKind::NotFound, io::ErrorKind::NotFound));
+        assert_eq!(read_text(&f).as_deref(), Some("model name : B\n"), "read anew after it");
+        assert_eq!(read_text(&missing).as_deref(), Some("now here"));
     }
 }
