@@ -3,7 +3,7 @@
 
 use crate::core::error::{Error, IssueRefusal, Result};
 use crate::issuer::bulk::files::{prepare_output, Output};
-use crate::issuer::bulk::pipeline::{run, Work};
+use crate::issuer::bulk::pipeline::{run, seed_random_early, Work};
 use crate::issuer::bulk::report::{blank_item, BatchReport, ItemReason, ItemStatus};
 use crate::issuer::bulk::requests::BatchInput;
 use crate::issuer::issue::{admit, request_digest, IssueOptions, Item, TokenSigner};
@@ -67,6 +67,7 @@ pub fn issue_batch_to(
     output: Output<'_>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BatchReport> {
+    seed_random_early();
     let (out, bundle) = prepare_output(output)?;
     let ent = match &opts.entitlement {
         Some(sel) => Some(ledger.entitlement(sel)?),
