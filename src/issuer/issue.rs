@@ -12,7 +12,9 @@
 //! Bulk issuance and renewal ([`crate::issuer::bulk`]) are a pipeline on
 //! top of the same decision (`Decider`) and record (`Recorder`): they
 //! sign in parallel and in chunks, but what is issued, counted and recorded
-//! is decided here, item by item, inside the ledger's write transaction.
+//! is decided here, item by item: inside the ledger's write transaction,
+//! or ahead of it on a read snapshot when the transaction can see that
+//! nothing those decisions read has changed since (`bulk`'s pipeline).
 //!
 //! **Concurrency.** A [`Ledger`] is one connection (SQLite, or PostgreSQL
 //! from a small pool): one per thread (each worker of a network service

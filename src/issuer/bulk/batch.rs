@@ -3,9 +3,9 @@
 
 use crate::core::error::{Error, IssueRefusal, Result};
 use crate::issuer::bulk::files::{prepare_output, Output};
-use crate::issuer::bulk::pipeline::{run, seed_random_early, Work};
+use crate::issuer::bulk::pipeline::{run, Work};
 use crate::issuer::bulk::report::{blank_item, BatchReport, ItemReason, ItemStatus};
-use crate::issuer::bulk::requests::BatchInput;
+use crate::issuer::bulk::requests::{seed_random_early, BatchInput};
 use crate::issuer::issue::{admit, request_digest, IssueOptions, Item, TokenSigner};
 use crate::issuer::ledger::Ledger;
 use rayon::prelude::*;

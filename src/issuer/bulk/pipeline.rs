@@ -219,23 +219,6 @@ pub(crate) fn run(
     bundled.unwrap_or(Ok(()))
 }
 
-/// Seeds the signing library's random generator now, once per process, on
-/// a thread of its own. aws-lc seeds it on its first use (CPU jitter
-/// entropy: ~30 ms of CPU on the 2-core bench machine), which would
-/// otherwise hold up one of the first signatures of the run; started as the
-/// batch is prepared, it runs while one core has little else to do.
-pub(crate) fn seed_random_early() {
-    #[cfg(feature = "aws-lc")]
-    {
-        static SEEDED: std::sync::Once = std::sync::Once::new();
-        SEEDED.call_once(|| {
-            std::thread::spawn(|| {
-                let _ = aws_lc_rs::rand::fill(&mut [0u8; 1]);
-            });
-        });
-    }
-}
-
 /// How `total` items are cut into transactions of at most `chunk`: a small
 /// first one, so that signing starts early, full ones, then the last full
 /// one cut in halves (down to 32 items), so that little is left to record

@@ -16,7 +16,10 @@ pub struct BatchInput {
 }
 
 /// Reads every regular, non-hidden file in `dir` (sorted by name) as one request.
+/// (Like [`read_requests_lines`], it starts seeding the signing library's
+/// random generator, for the batch that follows.)
 pub fn read_requests_dir(dir: &Path) -> Result<Vec<BatchInput>> {
+    seed_random_early();
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok())
@@ -46,10 +49,13 @@ pub fn read_requests_dir(dir: &Path) -> Result<Vec<BatchInput>> {
 ///
 /// A line longer than [`MAX_REQUEST_SIZE`] is refused as an item without
 /// being held in memory (its bytes are skipped up to the next newline).
-/// The lines are read first, then parsed on every core.
+/// The lines are read first, then parsed on every core. Meanwhile the
+/// signing library's random generator is seeded on a thread of its own,
+/// for the batch that follows (its first use costs ~30 ms of CPU).
 pub fn read_requests_lines(mut input: impl BufRead, label: &str) -> Result<Vec<BatchInput>> {
     use rayon::prelude::*;
     use std::io::Read;
+    seed_random_early();
     // Per line: its number and its bytes, or `None` when it was too long.
     let mut lines: Vec<(usize, Option<Vec<u8>>)> = Vec::new();
     for i in 1.. {
@@ -89,6 +95,23 @@ pub fn read_requests_lines(mut input: impl BufRead, label: &str) -> Result<Vec<B
             Some(BatchInput { source: format!("{label}:{i}"), request })
         })
         .collect())
+}
+
+/// Seeds the signing library's random generator now, once per process, on
+/// a thread of its own. aws-lc seeds it on its first use (CPU jitter
+/// entropy: ~30 ms of CPU on the 2-core bench machine), which would
+/// otherwise hold up one of the first signatures of the run; started as the
+/// batch is prepared, it runs while one core has little else to do.
+pub(crate) fn seed_random_early() {
+    #[cfg(feature = "aws-lc")]
+    {
+        static SEEDED: std::sync::Once = std::sync::Once::new();
+        SEEDED.call_once(|| {
+            std::thread::spawn(|| {
+                let _ = aws_lc_rs::rand::fill(&mut [0u8; 1]);
+            });
+        });
+    }
 }
 
 /// Consumes input up to and including the next newline, without keeping it.
