@@ -342,7 +342,7 @@ enum Planned {
     /// Sign: the claims are the ones sent to the signing thread.
     Sign { new_seat: bool, counted: bool },
     /// An existing token or a refusal.
-    Decided(Decision),
+    Decided(Box<Decision>),
 }
 
 /// For each chunk, whether none of its machines is in an earlier chunk
@@ -410,7 +410,7 @@ fn plan_ahead(
             }
             Ok(d) => {
                 job.push(None);
-                decisions.push(Planned::Decided(d));
+                decisions.push(Planned::Decided(Box::new(d)));
             }
             Err(_) => return (Vec::new(), None),
         }
@@ -463,7 +463,7 @@ fn run_chunk(
             Some(p) if plan_holds(db, &p, &presigned) => {
                 for (d, ahead) in p.decisions.into_iter().zip(presigned.iter_mut()) {
                     decisions.push(match d {
-                        Planned::Decided(d) => d,
+                        Planned::Decided(d) => *d,
                         Planned::Sign { new_seat, counted } => {
                             let Presigned { claims, text } = ahead.take().expect("checked by plan_holds");
                             Decision::Sign { claims, new_seat, counted, text: Some(text) }
