@@ -1,6 +1,6 @@
 //! An outside review of the PostgreSQL batch path: a chunk's decisions on
 //! PostgreSQL answer from its machines' tokens and seats read in two
-//! statements (`Decider::prefetch`), on SQLite each decision queries. Each
+//! statements (`Decider::prefetch`; SQLite since s8-bulk too, by its own SQL). Each
 //! scenario here runs on both backends and must give the same verdicts
 //! (the exact refusals, with serials and CMIDs named by their role in the
 //! scenario), and every refusal of a batch must be the refusal `issue_one`

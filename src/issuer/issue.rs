@@ -12,7 +12,9 @@
 //! Bulk issuance and renewal ([`crate::issuer::bulk`]) are a pipeline on
 //! top of the same decision (`Decider`) and record (`Recorder`): they
 //! sign in parallel and in chunks, but what is issued, counted and recorded
-//! is decided here, item by item, inside the ledger's write transaction.
+//! is decided here, item by item: inside the ledger's write transaction,
+//! or ahead of it on a read snapshot when the transaction can see that
+//! nothing those decisions read has changed since (`bulk`'s pipeline).
 //!
 //! **Concurrency.** A [`Ledger`] is one connection (SQLite, or PostgreSQL
 //! from a small pool): one per thread (each worker of a network service
@@ -289,23 +291,31 @@ struct KnownToken {
 }
 
 /// The tokens of a chunk's machines (`?1`: a JSON array of CMIDs), by the
-/// `tokens_machine` index.
+/// `tokens_machine` index: the columns, then the PostgreSQL and the SQLite
+/// condition (each backend spells a JSON array's elements its own way).
 const CHUNK_TOKENS_SQL: &str = "SELECT t.serial, t.cmid, t.product, t.entitlement_id, t.request_digest,
             t.released_at IS NULL, EXISTS(SELECT 1 FROM revocations r WHERE r.serial = t.serial), t.issued_at,
             t.expires, h.header || '.' || t.body, t.components, t.body
      FROM tokens t JOIN jws_headers h ON h.id = t.header_id
-     WHERE t.cmid IN (SELECT json_array_elements_text(CAST(?1 AS TEXT)::json))";
+     WHERE t.cmid IN ";
+const CHUNK_CMIDS_PG: &str = "(SELECT json_array_elements_text(CAST(?1 AS TEXT)::json))";
+const CHUNK_CMIDS_SQLITE: &str = "(SELECT value FROM json_each(?1))";
 
 /// The seats of a chunk's machines (`?1`: a JSON array of
-/// `[entitlement, CMID]` pairs), by the primary key.
-const CHUNK_SEATS_SQL: &str = "SELECT entitlement_id, cmid FROM seats
+/// `[entitlement, CMID]` pairs), by the primary key (PostgreSQL, SQLite:
+/// whose plan of the `IN` form above searches the key by its first column
+/// only, every seat of the entitlement, so it is a join in that order).
+const CHUNK_SEATS_PG: &str = "SELECT entitlement_id, cmid FROM seats
      WHERE (entitlement_id, cmid) IN (SELECT (p ->> 0)::BIGINT, p ->> 1 FROM json_array_elements(CAST(?1 AS TEXT)::json) p)";
+const CHUNK_SEATS_SQLITE: &str = "SELECT s.entitlement_id, s.cmid FROM json_each(?1) p
+     CROSS JOIN seats s ON s.entitlement_id = p.value ->> 0 AND s.cmid = p.value ->> 1";
 
 /// Decides items against the ledger as one connection (or transaction) sees it.
 pub(crate) struct Decider<'c> {
     db: Db<'c>,
-    /// The chunk's rows, read at once (PostgreSQL: one round trip instead
-    /// of three per item); `None`: each decision queries the ledger.
+    /// The chunk's rows, read at once (two statements instead of three per
+    /// item: on PostgreSQL two round trips); `None`: each decision queries
+    /// the ledger.
     known: Option<Known>,
 }
 
@@ -314,18 +324,18 @@ impl<'c> Decider<'c> {
         Decider { db, known: None }
     }
 
-    /// On PostgreSQL, reads at once what deciding `items` reads: their
-    /// entitlements (into `ents`; in a write transaction locked `FOR
-    /// UPDATE`, in id order, before anything else is read, as each decision
-    /// would lock it), every token of their machines and their seats. The
-    /// decisions then answer from these rows exactly as their queries
-    /// would: every decision of a chunk is made before any is recorded, so
-    /// no decision reads what another one records. On SQLite (in-process,
-    /// no round trips) each decision keeps querying.
+    /// Reads at once what deciding `items` reads: their entitlements (into
+    /// `ents`; in a PostgreSQL write transaction locked `FOR UPDATE`, in id
+    /// order, before anything else is read, as each decision would lock
+    /// it), every token of their machines and their seats. The decisions
+    /// then answer from these rows exactly as their queries would: every
+    /// decision of a chunk is made before any is recorded, so no decision
+    /// reads what another one records.
     pub(crate) fn prefetch(&mut self, items: &[&Item], ents: &mut HashMap<i64, Entitlement>) -> Result<()> {
-        if !self.db.is_pg() || items.is_empty() {
+        if items.is_empty() {
             return Ok(());
         }
+        let pg = self.db.is_pg();
         let mut ids: Vec<i64> = items.iter().filter_map(|w| w.entitlement).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -339,7 +349,8 @@ impl<'c> Decider<'c> {
         let cmids: Vec<&str> = items.iter().map(|w| w.req.cmid.as_str()).collect();
         let cmids = serde_json::to_string(&cmids).expect("strings serialize");
         let mut tokens: HashMap<String, Vec<KnownToken>> = HashMap::new();
-        for r in self.db.query(CHUNK_TOKENS_SQL, args![cmids])? {
+        let sql = format!("{CHUNK_TOKENS_SQL}{}", if pg { CHUNK_CMIDS_PG } else { CHUNK_CMIDS_SQLITE });
+        for r in self.db.query(&sql, args![cmids])? {
             tokens.entry(r.text(1)?).or_default().push(KnownToken {
                 serial: r.text(0)?,
                 product: r.text(2)?,
@@ -363,7 +374,7 @@ impl<'c> Decider<'c> {
         let mut seats = HashSet::new();
         if !pairs.is_empty() {
             let pairs = serde_json::to_string(&pairs).expect("pairs serialize");
-            for r in self.db.query(CHUNK_SEATS_SQL, args![pairs])? {
+            for r in self.db.query(if pg { CHUNK_SEATS_PG } else { CHUNK_SEATS_SQLITE }, args![pairs])? {
                 seats.insert((r.i64(0)?, r.text(1)?));
             }
         }
@@ -717,4 +728,26 @@ pub(crate) fn test_signer(now: i64) -> TokenSigner {
     let ca_info = CertInfo::parse(&ca).unwrap();
     let der = create_certificate(&req(CertKind::Signer, "CN=T Signer"), sk.public_key(), Some(&ca_info), &ik).unwrap();
     TokenSigner::new(Box::new(sk), vec![der, ca]).unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On SQLite, a chunk's two reads find its machines' tokens by
+    /// `tokens_machine` and their seats by the whole primary key: neither
+    /// scans the tokens nor every seat of an entitlement.
+    #[test]
+    fn chunk_reads_look_machines_up_by_key() {
+        let d = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&d.path().join("ledger.sqlite")).unwrap();
+        let plan = |sql: &str| -> String {
+            let rows = ledger.db().query(&format!("EXPLAIN QUERY PLAN {sql}"), args!["[]"]).unwrap();
+            rows.iter().map(|r| r.text(3).unwrap()).collect::<Vec<_>>().join("; ")
+        };
+        let tokens = plan(&format!("{CHUNK_TOKENS_SQL}{CHUNK_CMIDS_SQLITE}"));
+        assert!(tokens.contains("SEARCH t USING INDEX tokens_machine (cmid=?)"), "{tokens}");
+        let seats = plan(CHUNK_SEATS_SQLITE);
+        assert!(seats.contains("SEARCH s USING PRIMARY KEY (entitlement_id=? AND cmid=?)"), "{seats}");
+    }
 }

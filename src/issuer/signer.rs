@@ -141,7 +141,8 @@ impl TokenSigner {
 pub fn new_serial() -> String {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).expect("operating system random number generator");
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    b.iter().flat_map(|x| [DIGITS[usize::from(x >> 4)] as char, DIGITS[usize::from(x & 15)] as char]).collect()
 }
 
 #[cfg(test)]
@@ -153,6 +154,15 @@ mod tests {
     fn key(name: &str) -> SoftwareKey {
         let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("certs/test/{name}.key"));
         SoftwareKey::from_pkcs8_pem(&std::fs::read_to_string(&path).unwrap(), None, &path).unwrap()
+    }
+
+    /// A serial is 32 lowercase hex digits, a new one each time.
+    #[test]
+    fn serials_are_32_lowercase_hex_digits() {
+        let (a, b) = (new_serial(), new_serial());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')), "{a}");
+        assert_ne!(a, b);
     }
 
     /// The header encoded once per signer is byte for byte what `jws::encode` writes.

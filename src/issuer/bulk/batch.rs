@@ -5,7 +5,7 @@ use crate::core::error::{Error, IssueRefusal, Result};
 use crate::issuer::bulk::files::{prepare_output, Output};
 use crate::issuer::bulk::pipeline::{run, Work};
 use crate::issuer::bulk::report::{blank_item, BatchReport, ItemReason, ItemStatus};
-use crate::issuer::bulk::requests::BatchInput;
+use crate::issuer::bulk::requests::{seed_random_early, BatchInput};
 use crate::issuer::issue::{admit, request_digest, IssueOptions, Item, TokenSigner};
 use crate::issuer::ledger::Ledger;
 use rayon::prelude::*;
@@ -67,6 +67,7 @@ pub fn issue_batch_to(
     output: Output<'_>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BatchReport> {
+    seed_random_early();
     let (out, bundle) = prepare_output(output)?;
     let ent = match &opts.entitlement {
         Some(sel) => Some(ledger.entitlement(sel)?),

@@ -6,12 +6,15 @@
 //! commits. Only **after** the commit are the chunk's token files written.
 //! Signing is pipelined: while chunk *n* is recorded, a signing thread
 //! signs chunk *n+1* on every core from a plan made *ahead*, outside any
-//! transaction. The transaction then plans the chunk again, for real, and
-//! takes a token signed ahead only if its claims are what that plan gives;
-//! whatever else the plan needs is signed inside the transaction. Signing
-//! ahead can waste a signature (another process took the last seat or
-//! issued the same request meanwhile), never record one the transaction
-//! did not decide. So:
+//! transaction. The transaction takes that plan as it is when it can see
+//! that nothing the plan read has changed since (SQLite: no other
+//! connection committed, the chunk's entitlements are as planned, its
+//! machines are in no earlier chunk); otherwise it plans the chunk again,
+//! for real, and takes a token signed ahead only if its claims are what
+//! that plan gives, and whatever else the plan needs is signed inside the
+//! transaction. Signing ahead can waste a signature (another process took
+//! the last seat or issued the same request meanwhile), never record one
+//! that deciding inside the transaction would not give. So:
 //!
 //! - **No token file without its ledger row.** A crash, a full disk or a
 //!   failed commit can leave committed rows whose files are missing (or, after

@@ -7,9 +7,10 @@ use crate::core::token::Claims;
 use crate::issuer::bulk::files::{file_jobs, write_token_file, BundleFile, FileJob};
 use crate::issuer::bulk::report::{BatchReport, ItemReason, ItemStatus};
 use crate::issuer::issue::{sign_claims, Decider, Decision, Item, Outcome, Presigned, Recorder, TokenSigner};
-use crate::issuer::ledger::{Entitlement, Ledger};
+use crate::issuer::ledger::db::Db;
+use crate::issuer::ledger::{find_entitlement, Entitlement, Ledger};
 use rayon::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 
 /// What the signing thread is asked to sign for one chunk: per item, the
@@ -29,17 +30,19 @@ type SignJob = Vec<Option<(Claims, crate::core::keys::SignatureAlgorithm, bool)>
 ///    is which items will probably need a new token, and build their claims;
 /// 2. *sign*: a signing thread signs them on every core (rayon), while the
 ///    main thread records the previous chunk;
-/// 3. *record*: one `BEGIN IMMEDIATE` transaction plans the chunk again, for
-///    real (seats, existing tokens, entitlement as it is now), takes each
-///    token signed ahead whose claims are still what the plan gives, signs
-///    in place whatever the plan needs and was not signed ahead, inserts
-///    the rows and commits;
+/// 3. *record*: one `BEGIN IMMEDIATE` transaction takes the plan's
+///    decisions as they are when nothing they read can have changed since
+///    (see [`Plan`]: SQLite only), or else plans the chunk again, for real
+///    (seats, existing tokens, entitlement as it is now), takes each token
+///    signed ahead whose claims are still what the plan gives and signs in
+///    place whatever the plan needs and was not signed ahead; then it
+///    inserts the rows and commits;
 /// 4. after the commit, the chunk's token files go to a writer thread.
 ///
 /// Signing ahead only ever wastes a signature (another process took the
 /// last seat or issued the same request meanwhile): what is recorded is
-/// decided inside the transaction, exactly as if everything were signed
-/// there.
+/// what deciding inside the transaction gives, exactly as if everything
+/// were decided and signed there.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     ledger: &mut Ledger,
@@ -111,24 +114,33 @@ pub(crate) fn run(
                 }
             }
         });
-        // Entitlements as the planning ahead sees them, with the seats it
-        // expects this run to take: a batch larger than what is left of an
-        // entitlement does not sign tokens that would be refused.
-        let mut ahead_ents: HashMap<i64, Entitlement> = HashMap::new();
-        let submit = move |ledger: &Ledger, batch: &[Work], ents: &mut HashMap<i64, Entitlement>| {
-            let job = plan_ahead(ledger, batch, reissue, signer, now, ents);
+        // The plans of the chunks being signed, oldest first. Each plan
+        // starts from the entitlements as its snapshot shows them plus the
+        // seats the plans before it expect to take (not yet recorded): a
+        // batch larger than what is left of an entitlement does not sign
+        // tokens that would be refused.
+        let mut plans: VecDeque<Option<Plan>> = VecDeque::new();
+        let submit = move |ledger: &Ledger, batch: &[Work], independent: bool, plans: &mut VecDeque<Option<Plan>>| {
+            let mut pending: HashMap<i64, u32> = HashMap::new();
+            for (id, n) in plans.iter().flatten().flat_map(|p| &p.taken) {
+                *pending.entry(*id).or_default() += n;
+            }
+            let (job, plan) = plan_ahead(ledger, batch, reissue, signer, now, &pending);
+            plans.push_back(plan.map(|p| Plan { independent, ..p }));
             let _ = job_tx.send(job);
         };
+        let independent = independent_chunks(&chunks);
         const AHEAD: usize = 3;
-        for batch in chunks.iter().take(AHEAD) {
-            submit(ledger, batch, &mut ahead_ents);
+        for (batch, &ind) in chunks.iter().zip(&independent).take(AHEAD) {
+            submit(ledger, batch, ind, &mut plans);
         }
         for i in 0..chunks.len() {
             let batch = &chunks[i];
             let slots: Vec<usize> = batch.iter().map(|w| w.slot).collect();
             let presigned = done_rx.recv().unwrap_or_default();
-            match run_chunk(ledger, batch, reissue, signer, now, &mut headers, presigned) {
-                Ok(results) => {
+            let plan = plans.pop_front().flatten();
+            match run_chunk(ledger, batch, reissue, signer, now, &mut headers, plan, presigned) {
+                Ok(Recorded { outcomes: results, .. }) => {
                     for (w, r) in batch.iter().zip(results) {
                         let it = &mut report.items[w.slot];
                         match r {
@@ -178,7 +190,7 @@ pub(crate) fn run(
                 }
             }
             if let Some(next) = chunks.get(i + AHEAD) {
-                submit(ledger, next, &mut ahead_ents);
+                submit(ledger, next, independent[i + AHEAD], &mut plans);
             }
         }
         // Stops the signing thread (after its current chunk, if the run stopped).
@@ -294,41 +306,145 @@ impl BulkTuning {
     }
 }
 
-/// The signing job of a chunk: the items that deciding, outside any
-/// transaction, expects to sign. A ledger error here only means nothing is
-/// signed ahead; the transaction reports it.
+/// What planning a chunk ahead decided, kept while its tokens are signed.
+///
+/// The transaction takes these decisions as they are, instead of deciding
+/// every item again, only when it can see that deciding again would give
+/// the very same ones: on SQLite, when
+///
+/// - no other connection committed to the ledger between the plan's
+///   snapshot and the write lock (`PRAGMA data_version` unchanged: this
+///   run's connection writes nothing but its own chunks meanwhile);
+/// - the chunk's entitlements are, inside the write lock, exactly what the
+///   plan started from (the seats it counted for the chunks before it
+///   were recorded as planned); and
+/// - no machine of the chunk is in an earlier chunk of the run (so the
+///   chunks recorded since the plan's snapshot touch none of the rows its
+///   decisions read: tokens, seats and revocations of its machines).
+///
+/// Otherwise (and always on PostgreSQL) the transaction decides again.
+struct Plan {
+    /// `PRAGMA data_version` read in the plan's snapshot (`None`: PostgreSQL).
+    version: Option<i64>,
+    /// The chunk's entitlements as the plan started from.
+    ents: Vec<Entitlement>,
+    /// Seats the plan takes, per entitlement.
+    taken: HashMap<i64, u32>,
+    /// Per item, what it decided (the claims of a token to sign went to the
+    /// signing thread and come back with the signature).
+    decisions: Vec<Planned>,
+    /// No machine of the chunk is in an earlier chunk.
+    independent: bool,
+}
+
+/// One item of a [`Plan`].
+enum Planned {
+    /// Sign: the claims are the ones sent to the signing thread.
+    Sign { new_seat: bool, counted: bool },
+    /// An existing token or a refusal.
+    Decided(Box<Decision>),
+}
+
+/// For each chunk, whether none of its machines is in an earlier chunk
+/// (true for every chunk of an issue batch: a machine is in it once).
+fn independent_chunks(chunks: &[Vec<Work>]) -> Vec<bool> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    chunks
+        .iter()
+        .map(|c| {
+            let fresh = c.iter().all(|w| !seen.contains(w.item.req.cmid.as_str()));
+            seen.extend(c.iter().map(|w| w.item.req.cmid.as_str()));
+            fresh
+        })
+        .collect()
+}
+
+/// The signing job of a chunk (the items that deciding, outside any
+/// transaction, expects to sign) and the plan it comes from. `pending`: the
+/// seats the chunks planned before this one and not yet recorded take. A
+/// ledger error here only means nothing is planned or signed ahead; the
+/// transaction reports it.
 fn plan_ahead(
     ledger: &Ledger,
     batch: &[Work],
     reissue: bool,
     signer: &TokenSigner,
     now: i64,
-    ents: &mut HashMap<i64, Entitlement>,
-) -> SignJob {
+    pending: &HashMap<i64, u32>,
+) -> (SignJob, Option<Plan>) {
     // One read transaction (one snapshot, one lock) for the whole chunk;
     // dropped, it rolls back: nothing is written here.
     let Ok(read) = ledger.begin(false) else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
-    let mut decider = Decider::new(read.db());
+    let db = read.db();
+    // Read before anything else: if the snapshot starts after it, a commit
+    // in between makes the transaction's number differ (it decides again).
+    let Ok(version) = db.data_version() else {
+        return (Vec::new(), None);
+    };
+    let mut ids: Vec<i64> = batch.iter().filter_map(|w| w.item.entitlement).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut ents: HashMap<i64, Entitlement> = HashMap::new();
+    for id in ids {
+        let Ok(Some(mut e)) = find_entitlement(db, &id.to_string()) else {
+            return (Vec::new(), None);
+        };
+        e.used += pending.get(&id).copied().unwrap_or(0);
+        ents.insert(id, e);
+    }
+    let start: Vec<Entitlement> = ents.values().cloned().collect();
+    let mut decider = Decider::new(db);
     let items: Vec<&Item> = batch.iter().map(|w| &w.item).collect();
-    if decider.prefetch(&items, ents).is_err() {
-        return Vec::new();
+    if decider.prefetch(&items, &mut ents).is_err() {
+        return (Vec::new(), None);
     }
     let mut job = Vec::with_capacity(batch.len());
+    let mut decisions = Vec::with_capacity(batch.len());
     for w in batch {
-        match decider.decide(&w.item, reissue, None, signer, now, ents) {
-            Ok(Decision::Sign { claims, .. }) => job.push(Some((claims, w.item.opts.alg, w.item.opts.compact))),
-            Ok(_) => job.push(None),
-            Err(_) => return Vec::new(),
+        match decider.decide(&w.item, reissue, None, signer, now, &mut ents) {
+            Ok(Decision::Sign { claims, new_seat, counted, .. }) => {
+                job.push(Some((claims, w.item.opts.alg, w.item.opts.compact)));
+                decisions.push(Planned::Sign { new_seat, counted });
+            }
+            Ok(d) => {
+                job.push(None);
+                decisions.push(Planned::Decided(Box::new(d)));
+            }
+            Err(_) => return (Vec::new(), None),
         }
     }
-    job
+    let taken = start.iter().map(|e| (e.id, ents[&e.id].used - e.used)).collect();
+    (job, Some(Plan { version, ents: start, taken, decisions, independent: false }))
 }
 
-/// One transaction: decide each item for real (the single issuance path's
-/// decision, with the token signed ahead when it still fits), sign what
-/// was not signed ahead, record, commit.
+/// What a chunk's transaction recorded.
+struct Recorded {
+    outcomes: Vec<Outcome>,
+    /// The plan's decisions were taken as they are (not decided again;
+    /// what the tests look at).
+    #[cfg_attr(not(test), allow(dead_code))]
+    planned: bool,
+}
+
+/// Whether the transaction (on `db`, holding the write lock) may take
+/// `plan`'s decisions as they are: see [`Plan`]. Every token to sign must
+/// have come back from the signing thread.
+fn plan_holds(db: Db<'_>, plan: &Plan, presigned: &[Option<Presigned>]) -> bool {
+    plan.independent
+        && plan.version.is_some()
+        && presigned.len() == plan.decisions.len()
+        && plan.decisions.iter().zip(presigned).all(|(d, p)| !matches!(d, Planned::Sign { .. }) || p.is_some())
+        && db.data_version().ok() == Some(plan.version)
+        && plan.ents.iter().all(|e| find_entitlement(db, &e.id.to_string()).ok().flatten().as_ref() == Some(e))
+}
+
+/// One transaction: take the plan's decisions when they still hold, or
+/// decide each item for real (the single issuance path's decision, with
+/// the token signed ahead when it still fits) and sign what was not signed
+/// ahead; record, commit.
+#[allow(clippy::too_many_arguments)]
 fn run_chunk(
     ledger: &mut Ledger,
     batch: &[Work],
@@ -336,23 +452,39 @@ fn run_chunk(
     signer: &TokenSigner,
     now: i64,
     headers: &mut Vec<(String, i64)>,
+    mut plan: Option<Plan>,
     mut presigned: Vec<Option<Presigned>>,
-) -> Result<Vec<Outcome>> {
+) -> Result<Recorded> {
     // (Run again if PostgreSQL aborts the transaction: what was signed
     // ahead is used once, the rest is signed in place.)
     ledger.write(|db| {
         let mut decisions = Vec::with_capacity(batch.len());
-        {
-            // Entitlements as they are now, inside the write lock.
-            let mut ents: HashMap<i64, Entitlement> = HashMap::new();
-            let mut decider = Decider::new(db);
-            let items: Vec<&Item> = batch.iter().map(|w| &w.item).collect();
-            decider.prefetch(&items, &mut ents)?;
-            for (i, w) in batch.iter().enumerate() {
-                let ahead = presigned.get_mut(i).and_then(Option::take);
-                decisions.push(decider.decide(&w.item, reissue, ahead, signer, now, &mut ents)?);
+        let planned = match plan.take() {
+            Some(p) if plan_holds(db, &p, &presigned) => {
+                for (d, ahead) in p.decisions.into_iter().zip(presigned.iter_mut()) {
+                    decisions.push(match d {
+                        Planned::Decided(d) => *d,
+                        Planned::Sign { new_seat, counted } => {
+                            let Presigned { claims, text } = ahead.take().expect("checked by plan_holds");
+                            Decision::Sign { claims, new_seat, counted, text: Some(text) }
+                        }
+                    });
+                }
+                true
             }
-        }
+            _ => {
+                // Entitlements as they are now, inside the write lock.
+                let mut ents: HashMap<i64, Entitlement> = HashMap::new();
+                let mut decider = Decider::new(db);
+                let items: Vec<&Item> = batch.iter().map(|w| &w.item).collect();
+                decider.prefetch(&items, &mut ents)?;
+                for (i, w) in batch.iter().enumerate() {
+                    let ahead = presigned.get_mut(i).and_then(Option::take);
+                    decisions.push(decider.decide(&w.item, reissue, ahead, signer, now, &mut ents)?);
+                }
+                false
+            }
+        };
         // Whatever the decisions need and was not signed ahead is signed here,
         // in parallel, inside the transaction: seats and rows commit together.
         // (Only when there is any: the pool is busy signing the next chunk.)
@@ -368,7 +500,7 @@ fn run_chunk(
         recorder.finish()?;
         // Header ids are kept once they are committed with the chunk.
         *headers = chunk_headers;
-        Ok(outcomes)
+        Ok(Recorded { outcomes, planned })
     })
 }
 
@@ -404,64 +536,164 @@ mod tests {
         }
     }
 
-    fn sign_ahead(job: SignJob, signer: &TokenSigner) -> Vec<Option<Presigned>> {
-        job.into_iter()
+    /// Plans `batch` ahead as a run does (`pending`: the seats of the
+    /// chunks planned before it) and signs its tokens.
+    fn plan_and_sign(
+        l: &Ledger,
+        batch: &[Work],
+        signer: &TokenSigner,
+        now: i64,
+        pending: &HashMap<i64, u32>,
+    ) -> (Option<Plan>, Vec<Option<Presigned>>) {
+        let (job, plan) = plan_ahead(l, batch, false, signer, now, pending);
+        let signed = job
+            .into_iter()
             .map(|o| {
                 o.map(|(claims, alg, compact)| {
                     let text = sign_claims(signer, &claims, alg, compact);
                     Presigned { claims, text }
                 })
             })
-            .collect()
+            .collect();
+        (plan.map(|p| Plan { independent: true, ..p }), signed)
     }
 
-    /// A token signed ahead is recorded as it is when nothing changed, and
-    /// yields to the transaction's plan when something did (as another
-    /// process could do between the plan ahead and the transaction): changed
-    /// features make it signed again, a seat taken meanwhile makes it refused.
-    #[test]
-    fn tokens_signed_ahead_yield_to_the_transaction() {
-        let now = 1_800_000_000;
+    fn serials(ahead: &[Option<Presigned>]) -> Vec<String> {
+        ahead.iter().map(|p| p.as_ref().unwrap().claims.jti.clone()).collect()
+    }
+
+    fn ledger_with(machines: u32, now: i64) -> (tempfile::TempDir, Ledger, i64) {
         let d = tempfile::tempdir().unwrap();
         let mut l = Ledger::open(&d.path().join("l.sqlite")).unwrap();
         let new = NewEntitlement {
             product: "p".into(),
-            machines: 2,
+            machines,
             features: vec!["a".into()],
             name: Some("e".into()),
             ..Default::default()
         };
         let ent = l.add_entitlement(&new, now).unwrap();
-        let signer = test_signer(now);
+        (d, l, ent.id)
+    }
 
-        // Nothing changes: the tokens signed ahead are the ones recorded.
-        let first = work(ent.id, 0..2, now);
-        let ahead = sign_ahead(plan_ahead(&l, &first, false, &signer, now, &mut HashMap::new()), &signer);
-        let serials: Vec<String> = ahead.iter().map(|p| p.as_ref().unwrap().claims.jti.clone()).collect();
-        let out = run_chunk(&mut l, &first, false, &signer, now, &mut Vec::new(), ahead).unwrap();
-        let got: Vec<String> = out.iter().map(|o| issued(o).serial.clone()).collect();
-        assert_eq!(got, serials);
+    /// When nothing changed, the plan's decisions are recorded as they are
+    /// (with the tokens signed ahead), also after the run's own earlier
+    /// chunks were recorded since the plan was made.
+    #[test]
+    fn a_plan_that_still_holds_is_recorded_without_deciding_again() {
+        let now = 1_800_000_000;
+        let (_d, mut l, ent) = ledger_with(4, now);
+        let signer = test_signer(now);
+        let (first, second) = (work(ent, 0..2, now), work(ent, 2..4, now));
+        let (plan1, ahead1) = plan_and_sign(&l, &first, &signer, now, &HashMap::new());
+        let taken = plan1.as_ref().unwrap().taken.clone();
+        assert_eq!(taken[&ent], 2);
+        let (plan2, ahead2) = plan_and_sign(&l, &second, &signer, now, &taken);
+        let expected = [serials(&ahead1), serials(&ahead2)].concat();
+        let r1 = run_chunk(&mut l, &first, false, &signer, now, &mut Vec::new(), plan1, ahead1).unwrap();
+        let r2 = run_chunk(&mut l, &second, false, &signer, now, &mut Vec::new(), plan2, ahead2).unwrap();
+        assert!(r1.planned && r2.planned);
+        let got: Vec<String> = r1.outcomes.iter().chain(&r2.outcomes).map(|o| issued(o).serial.clone()).collect();
+        assert_eq!(got, expected);
+        assert_eq!(l.entitlement("e").unwrap().used, 4);
+        assert_eq!(l.token_count().unwrap(), 4);
+    }
+
+    /// A commit by another connection between the plan and the transaction
+    /// (here: a revocation, which changes no entitlement) makes the
+    /// transaction decide again: the machine now revoked is refused.
+    #[test]
+    fn a_commit_by_another_connection_voids_the_plan() {
+        let now = 1_800_000_000;
+        let (d, mut l, ent) = ledger_with(4, now);
+        let signer = test_signer(now);
+        let old = l.issue(&synthetic_request("p", 0, now), Some("e"), &IssueOptions::default(), &signer, now).unwrap();
+        let batch = work(ent, 0..2, now);
+        let (plan, ahead) = plan_and_sign(&l, &batch, &signer, now, &HashMap::new());
+        assert!(ahead.iter().all(Option::is_some), "both planned to be signed");
+        let mut other = Ledger::open(&d.path().join("l.sqlite")).unwrap();
+        other.revoke(&old.serial, "stolen", now).unwrap();
+        let r = run_chunk(&mut l, &batch, false, &signer, now, &mut Vec::new(), plan, ahead).unwrap();
+        assert!(!r.planned);
+        assert!(
+            matches!(
+                &r.outcomes[0],
+                Outcome::Refused(crate::core::error::Error::Issue(
+                    crate::core::error::IssueRefusal::MachineRevoked { .. }
+                ))
+            ),
+            "the machine revoked meanwhile is refused"
+        );
+        issued(&r.outcomes[1]);
+        assert_eq!(l.token_count().unwrap(), 2);
+    }
+
+    /// A plan that counted seats for an earlier chunk which were not
+    /// recorded (that chunk never committed) is decided again: its items
+    /// planned as refused for a full entitlement are issued.
+    #[test]
+    fn seats_planned_for_a_chunk_not_recorded_void_the_plan() {
+        let now = 1_800_000_000;
+        let (_d, mut l, ent) = ledger_with(2, now);
+        let signer = test_signer(now);
+        let pending = HashMap::from([(ent, 2)]);
+        let batch = work(ent, 2..4, now);
+        let (plan, ahead) = plan_and_sign(&l, &batch, &signer, now, &pending);
+        assert!(ahead.iter().all(Option::is_none), "planned as refused: the seats were expected taken");
+        let r = run_chunk(&mut l, &batch, false, &signer, now, &mut Vec::new(), plan, ahead).unwrap();
+        assert!(!r.planned);
+        assert!(r
+            .outcomes
+            .iter()
+            .all(|o| matches!(o, Outcome::Issued { seat: Some(crate::issuer::issue::Seat::New), .. })));
+        assert_eq!(l.entitlement("e").unwrap().used, 2);
+    }
+
+    /// A chunk with a machine of an earlier chunk is not independent (its
+    /// plan is never taken as it is).
+    #[test]
+    fn a_machine_of_an_earlier_chunk_makes_its_chunk_dependent() {
+        let now = 1_800_000_000;
+        let w = |ms: &[u64]| -> Vec<Work> { ms.iter().flat_map(|&m| work(1, m..m + 1, now)).collect() };
+        let chunks = vec![w(&[0, 1]), w(&[2]), w(&[3, 1]), w(&[4])];
+        assert_eq!(independent_chunks(&chunks), [true, true, false, true]);
+    }
+
+    /// A token signed ahead yields to the transaction's decision when
+    /// something changed (as another process could do between the plan and
+    /// the transaction): changed features make it signed again, a seat
+    /// taken meanwhile makes it refused.
+    #[test]
+    fn tokens_signed_ahead_yield_to_the_transaction() {
+        let now = 1_800_000_000;
+        let (d, mut l, ent) = ledger_with(2, now);
+        let signer = test_signer(now);
+        let first = work(ent, 0..2, now);
+        let (plan, ahead) = plan_and_sign(&l, &first, &signer, now, &HashMap::new());
+        run_chunk(&mut l, &first, false, &signer, now, &mut Vec::new(), plan, ahead).unwrap();
 
         // Two more seats; both machines are planned and signed ahead...
+        let mut other = Ledger::open(&d.path().join("l.sqlite")).unwrap();
         let upd = EntitlementUpdate { machines: Some(4), ..Default::default() };
-        l.update_entitlement("e", &upd, now).unwrap();
-        let second = work(ent.id, 2..4, now);
-        let ahead = sign_ahead(plan_ahead(&l, &second, false, &signer, now, &mut HashMap::new()), &signer);
+        other.update_entitlement("e", &upd, now).unwrap();
+        let second = work(ent, 2..4, now);
+        let (plan, ahead) = plan_and_sign(&l, &second, &signer, now, &HashMap::new());
         assert!(ahead.iter().all(Option::is_some));
-        let serials: Vec<String> = ahead.iter().map(|p| p.as_ref().unwrap().claims.jti.clone()).collect();
+        let serials = serials(&ahead);
         // ...then the features change and another machine takes a seat.
         let upd = EntitlementUpdate { features: Some(vec!["b".into()]), ..Default::default() };
-        l.update_entitlement("e", &upd, now).unwrap();
-        let other = synthetic_request("p", 9, now);
-        issue_one(Some(&mut l), Some("e"), &other, &IssueOptions::default(), &signer, now).unwrap();
-        let out = run_chunk(&mut l, &second, false, &signer, now, &mut Vec::new(), ahead).unwrap();
-        let t = issued(&out[0]);
+        other.update_entitlement("e", &upd, now).unwrap();
+        let req = synthetic_request("p", 9, now);
+        issue_one(Some(&mut other), Some("e"), &req, &IssueOptions::default(), &signer, now).unwrap();
+        let r = run_chunk(&mut l, &second, false, &signer, now, &mut Vec::new(), plan, ahead).unwrap();
+        assert!(!r.planned);
+        let t = issued(&r.outcomes[0]);
         assert_ne!(t.serial, serials[0]);
         let (_, claims) = crate::core::token::decode_unverified(&t.text).unwrap();
         assert_eq!(claims.tka.features, ["b"]);
         assert!(
             matches!(
-                &out[1],
+                &r.outcomes[1],
                 Outcome::Refused(crate::core::error::Error::Issue(
                     crate::core::error::IssueRefusal::EntitlementFull { .. }
                 ))

@@ -7,6 +7,7 @@ use crate::core::token::TokenLifetime;
 use crate::issuer::bulk::files::{prepare_output, Output};
 use crate::issuer::bulk::pipeline::{run, Work};
 use crate::issuer::bulk::report::{blank_item, BatchReport};
+use crate::issuer::bulk::requests::seed_random_early;
 use crate::issuer::issue::{IssueOptions, Item, TokenSigner};
 use crate::issuer::ledger::sql::args;
 use crate::issuer::ledger::{token_row, Ledger, TokenRecord, TOKEN_SELECT};
@@ -57,6 +58,7 @@ pub fn renew_batch_to(
     output: Output<'_>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BatchReport> {
+    seed_random_early();
     let ent_filter = match &opts.entitlement {
         Some(sel) => Some(ledger.entitlement(sel)?.id),
         None => None,

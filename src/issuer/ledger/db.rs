@@ -69,6 +69,22 @@ impl<'c> Db<'c> {
         }
     }
 
+    /// SQLite's `PRAGMA data_version`: within one connection, a number that
+    /// changes whenever *another* connection has committed to the file
+    /// since it was last read (this connection's own commits leave it
+    /// unchanged). `None` on PostgreSQL, which has no such counter.
+    pub(crate) fn data_version(&self) -> Result<Option<i64>> {
+        match self {
+            Db::Sqlite(c, path) => c
+                .prepare_cached("PRAGMA data_version")
+                .and_then(|mut st| st.query_row([], |r| r.get(0)))
+                .map(Some)
+                .map_err(|e| sqlite_err(path, e)),
+            #[cfg(feature = "postgres")]
+            Db::Pg(_) => Ok(None),
+        }
+    }
+
     /// Runs several statements without parameters.
     pub(crate) fn batch(&self, sql: &str) -> Result<()> {
         match self {
