@@ -21,7 +21,8 @@
 //!
 //! Prints the activations per second, the p50 and p99 latency (from the
 //! moment a request was written to the moment its whole answer was read),
-//! and the answers that were not `activated`. Exit 1 if any request failed.
+//! the answers that were not `activated`, and its own CPU time (user and
+//! system, all threads) per activation. Exit 1 if any request failed.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -62,6 +63,7 @@ fn main() {
     let machines = requests.len();
     let requests = Arc::new(requests);
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = cpu_ticks();
     let started = Instant::now();
     let workers: Vec<_> = (0..clients)
         .map(|_| {
@@ -88,6 +90,7 @@ fn main() {
         failed += f;
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_ticks().zip(cpu_before).map(|(a, b)| a.saturating_sub(b));
     lat.sort();
     let pct = |p: f64| lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied();
     let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
@@ -97,6 +100,10 @@ fn main() {
     println!("activations/s: {:.1}", lat.len() as f64 / secs);
     println!("p50: {:.2} ms", ms(pct(0.50)));
     println!("p99: {:.2} ms", ms(pct(0.99)));
+    if let (Some(t), false) = (cpu, lat.is_empty()) {
+        // USER_HZ is 100 on Linux.
+        println!("client CPU µs/activation: {:.0}", t as f64 * 10_000.0 / lat.len() as f64);
+    }
     if failed > 0 {
         std::process::exit(1);
     }
@@ -184,6 +191,15 @@ fn answer(b: &[u8]) -> Option<(usize, bool)> {
     }
     let ok = b.starts_with(b"HTTP/1.1 200") && find(&b[head..head + len], b"\"activated\"").is_some();
     Some((head + len, ok))
+}
+
+/// This process's user and system CPU time (all its threads), clock
+/// ticks, from /proc/self/stat; `None` where there is none.
+fn cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    let mut f = stat[stat.rfind(')')? + 2..].split(' ').skip(11);
+    Some(f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
