@@ -6,7 +6,7 @@
 //! can back it (`pg_state::PgState`, PostgreSQL, shared by several hosts,
 //! under the `postgres` feature); [`SqliteState`] keeps it in one SQLite file
 //! (`HOSTDIR/state.sqlite`). Each request is recorded in a write
-//! transaction (`BEGIN IMMEDIATE`; the server's writer puts the activations
+//! transaction (`BEGIN IMMEDIATE`; the server puts the activations
 //! that arrive together in one, [`HostState::activate_batch`]), and the
 //! server answers only after it committed: a host killed at any instant
 //! restarts with every answered request counted once. The file is in WAL mode with `synchronous=NORMAL`: a committed
@@ -191,6 +191,12 @@ pub trait HostState: Send {
     /// grows to [`policy::cache_size`], never shrinks) and the aging window,
     /// as the host starts.
     fn configure(&mut self, products: &[ProductConfig], aging_secs: i64) -> Result<()>;
+    /// Whether a write is local and short (a file on this machine, no
+    /// network round trip): the server then records activations on its
+    /// worker threads; otherwise (the default) on its blocking pool.
+    fn is_local(&self) -> bool {
+        false
+    }
     /// Every product's counters at `now`.
     fn status(&mut self, now: i64) -> Result<Vec<ProductStatus>>;
     /// A product's rules and entries, `None` for a product not served.
@@ -494,6 +500,10 @@ impl SqliteState {
 }
 
 impl HostState for SqliteState {
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn configure(&mut self, products: &[ProductConfig], aging_secs: i64) -> Result<()> {
         let path = self.path.clone();
         let err = |e| db_err(&path, e);
