@@ -295,6 +295,63 @@ struct InTransaction {
 pub struct SqliteState {
     conn: Connection,
     path: PathBuf,
+    /// Write transactions committed.
+    commits: u64,
+    /// Started after the first [`CHECKPOINT_EVERY`] commits.
+    checkpointer: Option<Checkpointer>,
+}
+
+/// Commits after which the WAL is checkpointed, on a thread of its own.
+const CHECKPOINT_EVERY: u64 = 32;
+
+/// WAL pages after which the writing connection checkpoints the WAL
+/// itself (SQLite's automatic checkpoint, which then waits for its fsync):
+/// a bound that the background checkpoints keep the WAL below unless they
+/// fall behind.
+const WAL_AUTOCHECKPOINT: i64 = 8192;
+
+/// A thread with its own connection that checkpoints the WAL (copies the
+/// committed pages into the database file, and syncs both) when woken, so
+/// the connection that commits rarely waits for a checkpoint's fsync.
+/// A checkpoint never blocks a commit (`PASSIVE`); when it cannot run, the
+/// next one does.
+#[derive(Debug)]
+struct Checkpointer {
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Option<Checkpointer> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).ok()?;
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("tka-checkpoint".into())
+            .spawn(move || {
+                while woken.recv().is_ok() {
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
+                }
+            })
+            .ok()?;
+        Some(Checkpointer { wake: Some(wake), thread: Some(thread) })
+    }
+
+    /// Asks for a checkpoint (none if one is already asked for).
+    fn wake(&self) {
+        if let Some(w) = &self.wake {
+            let _ = w.try_send(());
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.wake = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl SqliteState {
@@ -303,7 +360,7 @@ impl SqliteState {
     pub fn open(path: &Path) -> Result<Self> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| db_err(path, e))?;
-        let mut s = SqliteState { conn, path: path.to_path_buf() };
+        let mut s = SqliteState { conn, path: path.to_path_buf(), commits: 0, checkpointer: None };
         s.conn.busy_timeout(Duration::from_secs(10)).map_err(|e| db_err(path, e))?;
         // Racing first opens of a new file may be told "busy" at once: run again.
         retry_while_busy(Duration::from_secs(10), || s.prepare_file())?;
@@ -334,12 +391,26 @@ impl SqliteState {
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| db_err(path, e))?;
-        let s = SqliteState { conn, path: path.to_path_buf() };
+        let s = SqliteState { conn, path: path.to_path_buf(), commits: 0, checkpointer: None };
         s.check_identity()?;
         if s.version()? != SCHEMA_VERSION {
             return Err(Error::format(format!("host state {}", path.display()), "not initialized by a host yet"));
         }
         Ok(s)
+    }
+
+    /// Counts a commit; every [`CHECKPOINT_EVERY`] commits, wakes the
+    /// checkpointer (started the first time).
+    fn committed(&mut self) {
+        self.commits += 1;
+        if self.commits % CHECKPOINT_EVERY == 0 {
+            if self.checkpointer.is_none() {
+                self.checkpointer = Checkpointer::start(&self.path);
+            }
+            if let Some(c) = &self.checkpointer {
+                c.wake();
+            }
+        }
     }
 
     /// The file.
@@ -388,6 +459,7 @@ impl SqliteState {
             return Err(rusqlite::Error::InvalidQuery);
         }
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        self.conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
         self.conn.set_prepared_statement_cache_capacity(32);
         Ok(())
@@ -562,6 +634,7 @@ impl HostState for SqliteState {
             Self::activate_in(&tx, visit, replay_window_secs, now, &mut InTransaction::default(), sign).map_err(err)?;
         if recorded.is_ok() {
             tx.commit().map_err(err)?;
+            self.committed();
         }
         recorded
     }
@@ -590,6 +663,7 @@ impl HostState for SqliteState {
         };
         if visits.len() > 1 {
             if let Ok(out) = batch() {
+                self.committed();
                 return out;
             }
         }
@@ -621,6 +695,7 @@ impl HostState for SqliteState {
             .execute(params![visit.nonce, return_mark(cmid), now])
             .map_err(err)?;
         tx.commit().map_err(err)?;
+        self.committed();
         Ok(released(snap, cmid, now))
     }
 
