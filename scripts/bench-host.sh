@@ -83,9 +83,11 @@ thread_ticks() { cat /proc/"$1"/task/*/stat | sed 's/^[0-9]* (\([^)]*\)) /\1 /' 
 echo "== host: $addr, $CLIENTS clients, $REQUESTS activations over $MACHINES machines"
 timeout 60 "$work/host_load" "$addr" "$work/requests.txt" 2 "$MACHINES" > /dev/null # warm-up
 before=$(cpu_ticks "$server")
+machine_before=$(head -1 /proc/stat)
 [ -z "${THREADS:-}" ] || thread_ticks "$server" > "$work/threads.before"
 timeout 300 "$work/host_load" "$addr" "$work/requests.txt" "$CLIENTS" "$REQUESTS" "$DEPTH" | tee "$work/load.out"
 after=$(cpu_ticks "$server")
+machine_after=$(head -1 /proc/stat)
 activated=$(sed -n 's/^activated: //p' "$work/load.out")
 hz=$(getconf CLK_TCK)
 if [ -n "${THREADS:-}" ]; then
@@ -94,6 +96,13 @@ if [ -n "${THREADS:-}" ]; then
 fi
 echo "$before $after" | awk -v hz="$hz" -v n="$activated" '{ u = ($3 - $1) * 1e6 / hz / n; s = ($4 - $2) * 1e6 / hz / n
     printf "host CPU µs/activation: %.0f (user %.0f, system %.0f)\n", u + s, u, s }'
+# The whole machine during the load run (/proc/stat): busy and idle CPU time,
+# and what other processes took (the host and the load generator left out).
+echo "$machine_before $machine_after $before $after" | awk -v hz="$hz" -v n="$activated" -v cl="$(sed -n 's/^client CPU µs\/activation: //p' "$work/load.out")" '{
+    for (i = 2; i <= 9; i++) { t0 += $i; t1 += $(i + 11) }
+    idle = ($(16) + $(17)) - ($5 + $6); busy = (t1 - t0) - idle
+    host = ($25 + $26) - ($23 + $24); client = cl * n * hz / 1e6
+    printf "machine during the load: %.0f%% idle; other processes %.0f%% of the CPU time\n", 100 * idle / (t1 - t0), 100 * (busy - host - client) / (t1 - t0) }'
 kill -TERM "$server"
 wait "$server"
 server=""
