@@ -403,7 +403,7 @@ impl SqliteState {
     /// checkpointer (started the first time).
     fn committed(&mut self) {
         self.commits += 1;
-        if self.commits % CHECKPOINT_EVERY == 0 {
+        if self.commits.is_multiple_of(CHECKPOINT_EVERY) {
             if self.checkpointer.is_none() {
                 self.checkpointer = Checkpointer::start(&self.path);
             }
