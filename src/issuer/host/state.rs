@@ -305,10 +305,12 @@ pub struct SqliteState {
 const CHECKPOINT_EVERY: u64 = 32;
 
 /// WAL pages after which the writing connection checkpoints the WAL
-/// itself (SQLite's automatic checkpoint, which then waits for its fsync):
-/// a bound that the background checkpoints keep the WAL below unless they
-/// fall behind.
-const WAL_AUTOCHECKPOINT: i64 = 8192;
+/// itself, after a commit (and waits for its fsync): under a steady load
+/// the background checkpoints never find the WAL wholly copied, so SQLite
+/// never starts it over; this bounds it. (SQLite's own automatic
+/// checkpoint is off: when it finds the background one running, the
+/// commit that ran it reports an error although it committed.)
+const WAL_LIMIT: i64 = 8192;
 
 /// A thread with its own connection that checkpoints the WAL (copies the
 /// committed pages into the database file, and syncs both) when woken, so
@@ -319,6 +321,8 @@ const WAL_AUTOCHECKPOINT: i64 = 8192;
 struct Checkpointer {
     wake: Option<std::sync::mpsc::SyncSender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Pages in the WAL after the last checkpoint.
+    wal_pages: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Checkpointer {
@@ -326,15 +330,24 @@ impl Checkpointer {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).ok()?;
         let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        let wal_pages = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let pages = wal_pages.clone();
         let thread = std::thread::Builder::new()
             .name("tka-checkpoint".into())
             .spawn(move || {
                 while woken.recv().is_ok() {
-                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
+                    if let Some(n) = checkpoint(&conn) {
+                        pages.store(n, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
             })
             .ok()?;
-        Some(Checkpointer { wake: Some(wake), thread: Some(thread) })
+        Some(Checkpointer { wake: Some(wake), thread: Some(thread), wal_pages })
+    }
+
+    /// Whether the WAL passed [`WAL_LIMIT`] pages.
+    fn behind(&self) -> bool {
+        self.wal_pages.load(std::sync::atomic::Ordering::Relaxed) > WAL_LIMIT
     }
 
     /// Asks for a checkpoint (none if one is already asked for).
@@ -343,6 +356,12 @@ impl Checkpointer {
             let _ = w.try_send(());
         }
     }
+}
+
+/// A `PASSIVE` checkpoint on `conn` (copies what it can, never waits for a
+/// writer); the pages in the WAL then, if it ran.
+fn checkpoint(conn: &Connection) -> Option<i64> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)).ok()
 }
 
 impl Drop for Checkpointer {
@@ -400,15 +419,22 @@ impl SqliteState {
     }
 
     /// Counts a commit; every [`CHECKPOINT_EVERY`] commits, wakes the
-    /// checkpointer (started the first time).
+    /// checkpointer (started the first time; without it, checkpoints
+    /// here). When the WAL passed [`WAL_LIMIT`] pages, checkpoints here.
     fn committed(&mut self) {
         self.commits += 1;
         if self.commits.is_multiple_of(CHECKPOINT_EVERY) {
             if self.checkpointer.is_none() {
                 self.checkpointer = Checkpointer::start(&self.path);
             }
-            if let Some(c) = &self.checkpointer {
-                c.wake();
+            match &self.checkpointer {
+                Some(c) => c.wake(),
+                None => drop(checkpoint(&self.conn)),
+            }
+        }
+        if let Some(c) = self.checkpointer.as_ref().filter(|c| c.behind()) {
+            if let Some(n) = checkpoint(&self.conn) {
+                c.wal_pages.store(n, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }
@@ -459,7 +485,7 @@ impl SqliteState {
             return Err(rusqlite::Error::InvalidQuery);
         }
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        self.conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)?;
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
         self.conn.set_prepared_statement_cache_capacity(32);
         Ok(())
