@@ -381,6 +381,47 @@ fn an_old_request_or_a_nonce_reused_by_another_machine_is_replayed() {
     assert_eq!(activate(&h, &first).1["count"], 1);
 }
 
+/// Group commit on the workers: 40 machines activating at once from 8
+/// threads, each transaction gathering up to `batch` of them (1: each its
+/// own), are decided as if one after the other: each answer carries its own
+/// count (1 to 40, none twice), the threshold is crossed once (16
+/// activated, 24 pending), and the state counts 40 with 16 tokens issued.
+#[test]
+fn concurrent_activations_are_decided_one_after_the_other_whatever_the_batch() {
+    for batch in [1, 8] {
+        let dir = tempfile::tempdir().unwrap();
+        let h = start(dir.path(), 25, |c| c.batch = batch);
+        let addr = h.addr;
+        let answers: Vec<serde_json::Value> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..8u32)
+                .map(|t| {
+                    scope.spawn(move || {
+                        (0..5u32)
+                            .map(|i| {
+                                let (s, j) = post(addr, "/v1/activate", &body(&request(100 + t * 5 + i, NOW)));
+                                assert_eq!(s, 200, "{j}");
+                                j
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+        });
+        let mut counts: Vec<u64> = answers.iter().map(|j| j["count"].as_u64().unwrap()).collect();
+        counts.sort();
+        assert_eq!(counts, (1..=40).collect::<Vec<u64>>(), "batch {batch}");
+        for j in &answers {
+            let want = if j["count"].as_u64().unwrap() >= 25 { "activated" } else { "pending" };
+            assert_eq!(j["status"], want, "batch {batch}: {j}");
+        }
+        h.stop().unwrap();
+        assert_eq!(status_of(dir.path()).count, 40, "batch {batch}");
+        let mut st = SqliteState::open_read_only(&dir.path().join("state.sqlite")).unwrap();
+        assert_eq!(st.issued_serials(PRODUCT).unwrap().len(), 16, "batch {batch}");
+    }
+}
+
 #[test]
 fn a_flood_from_one_address_is_rate_limited() {
     let dir = tempfile::tempdir().unwrap();

@@ -15,10 +15,11 @@
 //! address gets [`ServeConfig::rate_per_min`] requests a minute (a token
 //! bucket as large as a minute's worth). Signatures run on the runtime's
 //! worker threads, at most [`ServeConfig::max_signing`] at once; the state
-//! is written by one writer thread that records the activations that
-//! arrived while it was busy in one transaction (group commit,
-//! [`HostState::activate_batch`]), and each request is answered only after
-//! its transaction committed. Each request is logged
+//! is written by the worker whose signed activation finds no commit
+//! running: it records every activation queued meanwhile in one
+//! transaction (group commit, [`HostState::activate_batch`]) and goes on
+//! while more are queued; each request is answered only after its
+//! transaction committed. Each request is logged
 //! (`tracing`, target `tka::host`) with its product, outcome, latency and a
 //! salted hash of the CMID, never the CMID or the request itself.
 
@@ -77,8 +78,8 @@ pub const DEFAULT_MAX_BODY: usize = 4096;
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default requests per minute per client address: 120.
 pub const DEFAULT_RATE_PER_MIN: u32 = 120;
-/// Default group-commit wait ([`ServeConfig::batch_wait`]): 1 ms.
-pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(1);
+/// Default group-commit batch ([`ServeConfig::batch`]): 8 activations.
+pub const DEFAULT_BATCH: usize = 8;
 /// Default age after which a request is a replay (and how long nonces are
 /// kept): 15 minutes; a request dated that far in the future is refused too.
 pub const DEFAULT_MAX_REQUEST_AGE_SECS: i64 = 15 * 60;
@@ -112,11 +113,10 @@ pub struct ServeConfig {
     /// Most signatures made at once (on the runtime's worker threads);
     /// default the CPUs.
     pub max_signing: usize,
-    /// Group commit: longest the state's writer waits, after the first
-    /// activation of a transaction, for activations still being signed to
-    /// join it (it commits at once when none is); default
-    /// [`DEFAULT_BATCH_WAIT`]. Zero: it records what is queued and no more.
-    pub batch_wait: Duration,
+    /// Group commit: how many activations a transaction gathers while
+    /// others are still being signed (it is committed as soon as none is);
+    /// default [`DEFAULT_BATCH`], at most 64. 1: each its own transaction.
+    pub batch: usize,
     /// Issue compact tokens (no `x5c`: machines fetch `/v1/chain` once);
     /// the default.
     pub compact: bool,
@@ -151,7 +151,7 @@ impl ServeConfig {
             rate_per_min: DEFAULT_RATE_PER_MIN,
             max_request_age_secs: DEFAULT_MAX_REQUEST_AGE_SECS,
             max_signing: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            batch_wait: DEFAULT_BATCH_WAIT,
+            batch: DEFAULT_BATCH,
             compact: true,
             tls: None,
             clock: Arc::new(SystemClock),
@@ -237,11 +237,9 @@ struct Shared {
     max_request_age_secs: i64,
     clock: Arc<dyn Clock>,
     state: Arc<Mutex<Box<dyn HostState>>>,
-    /// Activations for the writer thread.
-    jobs: std::sync::mpsc::Sender<ToWriter>,
+    /// Records the activations (group commit).
+    committer: Arc<Committer>,
     hints: Arc<Hints>,
-    /// Activations being signed (the writer waits for them a little).
-    in_signing: Arc<std::sync::atomic::AtomicUsize>,
     signing: tokio::sync::Semaphore,
     limiter: RateLimiter,
     log_salt: String,
@@ -281,21 +279,17 @@ where
     };
     let state = Arc::new(Mutex::new(state));
     let hints = Arc::new(hints);
-    let (jobs, queue) = std::sync::mpsc::channel();
-    let in_signing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let writer = Writer {
+    let local = state.lock().unwrap_or_else(|p| p.into_inner()).is_local();
+    let committer = Arc::new(Committer {
         state: state.clone(),
+        local,
         signer: config.signer.clone(),
         opts: opts.clone(),
         hints: hints.clone(),
         replay_window_secs: config.max_request_age_secs * 2,
-        signing: in_signing.clone(),
-        batch_wait: config.batch_wait,
-    };
-    let writer = std::thread::Builder::new()
-        .name("tka-host-writer".into())
-        .spawn(move || writer.run(queue))
-        .map_err(|e| Error::Refused(format!("cannot start the host state's writer: {e}")))?;
+        batch: config.batch.clamp(1, MAX_BATCH),
+        pending: Mutex::new(Pending::default()),
+    });
     let shared = Arc::new(Shared {
         log_salt: config.signer.certificate().fingerprint.clone(),
         signer: config.signer,
@@ -310,9 +304,8 @@ where
         max_request_age_secs: config.max_request_age_secs,
         clock: config.clock,
         state,
-        jobs,
+        committer,
         hints,
-        in_signing,
         signing: tokio::sync::Semaphore::new(config.max_signing),
         limiter: RateLimiter::new(config.rate_per_min, "from this address"),
     });
@@ -325,16 +318,11 @@ where
         .with_state(shared.clone());
 
     run_listeners(listeners, router, tls, shared.read_timeout, shutdown).await;
-    // The writer records what is queued and stops; the state closes with
+    // Every request answered, so nothing is queued: the state closes with
     // the last reference (a blocking task may hold one briefly), off the
     // runtime like every other use of it (the PostgreSQL client must not
     // be dropped inside the runtime).
-    let _ = shared.jobs.send(ToWriter::Stop);
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = writer.join();
-        drop(shared)
-    })
-    .await;
+    let _ = tokio::task::spawn_blocking(move || drop(shared)).await;
     Ok(())
 }
 
@@ -650,10 +638,10 @@ fn sign(signer: &TokenSigner, opts: &IssueOptions, req: &ActivationRequest, now:
 
 /// Per product, whether a request is likely to be activated (the count
 /// after the last one recorded, plus one, reaches the threshold): the
-/// handler then signs ahead, on its worker thread, and the writer uses
-/// that token if its own decision activates the machine (it signs itself
-/// when the hint was wrong, and a token signed ahead for a machine left
-/// pending is dropped). Only a hint: the decision is the state's.
+/// handler then signs ahead, on its worker thread, and the committer uses
+/// that token if the state's decision activates the machine (it signs
+/// itself when the hint was wrong, and a token signed ahead for a machine
+/// left pending is dropped). Only a hint: the decision is the state's.
 struct Hints(HashMap<String, AtomicBool>);
 
 impl Hints {
@@ -672,15 +660,7 @@ impl Hints {
     }
 }
 
-/// What the writer thread is sent.
-enum ToWriter {
-    /// Record an activation.
-    Job(Box<Job>),
-    /// Record what was sent before, then stop.
-    Stop,
-}
-
-/// One activation for the writer thread.
+/// One activation waiting for its transaction.
 struct Job {
     req: ActivationRequest,
     now: i64,
@@ -692,74 +672,128 @@ struct Job {
 /// Most activations recorded in one transaction.
 const MAX_BATCH: usize = 64;
 
-/// The thread that records activations: it takes every job queued while
-/// it was busy (at most [`MAX_BATCH`]) and records them in one call of
-/// [`HostState::activate_batch`] (one transaction on SQLite), then answers
-/// each. It stops when the queue's sender is dropped.
-struct Writer {
+/// The activations waiting for their transaction, the ones being signed,
+/// and whether a transaction is being committed.
+#[derive(Default)]
+struct Pending {
+    jobs: Vec<Job>,
+    signing: usize,
+    committing: bool,
+}
+
+impl Pending {
+    /// Whether what is queued should be committed now: when nothing else
+    /// is being signed (no one else will come to commit it), or when
+    /// [`Committer::batch`] activations are waiting.
+    fn ready(&self, batch: usize) -> bool {
+        !self.jobs.is_empty() && (self.signing == 0 || self.jobs.len() >= batch)
+    }
+}
+
+/// Group commit without a thread of its own: a handler counts itself in
+/// ([`Committer::start`]), signs, and queues its activation
+/// ([`Committer::queue`]); when no commit is running and no other
+/// activation is being signed (or [`Committer::batch`] are queued), that
+/// handler becomes the committer and records everything queued, in
+/// transactions of at most [`MAX_BATCH`], while that holds
+/// ([`Committer::commit_all`]); the others wait for their answer. An
+/// activation left queued is committed by the next one that finishes
+/// signing, so none waits longer than about `batch` signatures. A local
+/// state (SQLite: short transactions, no fsync) is written on the worker
+/// thread itself; a remote one (PostgreSQL: network round trips) on the
+/// blocking pool.
+struct Committer {
     state: Arc<Mutex<Box<dyn HostState>>>,
+    /// [`HostState::is_local`].
+    local: bool,
     signer: Arc<TokenSigner>,
     opts: IssueOptions,
     hints: Arc<Hints>,
     replay_window_secs: i64,
-    /// Activations parsed and not queued yet (being signed).
-    signing: Arc<std::sync::atomic::AtomicUsize>,
-    batch_wait: Duration,
+    /// Activations a transaction gathers while others are being signed.
+    batch: usize,
+    pending: Mutex<Pending>,
 }
 
-impl Writer {
-    fn run(self, queue: std::sync::mpsc::Receiver<ToWriter>) {
-        let mut jobs = Vec::with_capacity(MAX_BATCH);
-        let mut stop = false;
-        while !stop {
-            match queue.recv() {
-                Ok(ToWriter::Job(j)) => jobs.push(*j),
-                Ok(ToWriter::Stop) | Err(_) => break,
-            }
-            let until = Instant::now() + self.batch_wait;
-            while jobs.len() < MAX_BATCH {
-                let next = match queue.try_recv() {
-                    Ok(m) => Ok(m),
-                    Err(_) => {
-                        let left = until.saturating_duration_since(Instant::now());
-                        if left.is_zero() || self.signing.load(Ordering::Relaxed) == 0 {
-                            break;
-                        }
-                        queue.recv_timeout(left).map_err(|_| ())
-                    }
-                };
-                match next {
-                    Ok(ToWriter::Job(j)) => jobs.push(*j),
-                    Ok(ToWriter::Stop) => {
-                        stop = true;
-                        break;
-                    }
-                    Err(()) => break,
+impl Committer {
+    /// Counts an activation about to be signed; [`Committer::queue`] must
+    /// follow with no await in between.
+    fn start(&self) {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).signing += 1;
+    }
+
+    /// Queues a job counted in by [`Committer::start`]; `true` when the
+    /// caller must commit ([`Committer::commit_all`]).
+    fn queue(&self, job: Job) -> bool {
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        p.signing -= 1;
+        p.jobs.push(job);
+        let lead = !p.committing && p.ready(self.batch);
+        p.committing |= lead;
+        lead
+    }
+
+    /// Commits what is queued, and what is queued meanwhile, while it is
+    /// ready ([`Pending::ready`]); each activation is answered after its
+    /// transaction.
+    fn commit_all(&self) {
+        /// A commit that panics gives the role up and fails what is
+        /// queued (each waiting request is answered `internal`), so the
+        /// next activation commits again.
+        struct GiveUp<'a>(&'a Mutex<Pending>);
+        impl Drop for GiveUp<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    let mut p = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                    p.committing = false;
+                    p.jobs.clear();
                 }
             }
-            let visits: Vec<(Visit, i64)> = jobs
-                .iter()
-                .map(|j| {
-                    let r = &j.req;
-                    (Visit { product: r.product.clone(), cmid: r.cmid.clone(), nonce: r.nonce.clone() }, j.now)
-                })
-                .collect();
-            let results = {
-                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                state.activate_batch(&visits, self.replay_window_secs, &mut |i, _| {
-                    let j = &mut jobs[i];
-                    match j.ahead.take() {
-                        Some(t) => Ok(t),
-                        None => sign(&self.signer, &self.opts, &j.req, j.now),
-                    }
-                })
-            };
-            for (job, r) in jobs.drain(..).zip(results) {
-                if let Ok(Recorded::Admitted(a, _)) = &r {
-                    self.hints.update(&job.req.product, a.count, a.threshold);
+        }
+        let _give_up = GiveUp(&self.pending);
+        let mut jobs = Vec::new();
+        loop {
+            {
+                let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                if !p.ready(self.batch) {
+                    p.committing = false;
+                    return;
                 }
-                let _ = job.reply.send(r);
+                if p.jobs.len() <= MAX_BATCH {
+                    std::mem::swap(&mut jobs, &mut p.jobs);
+                } else {
+                    jobs.extend(p.jobs.drain(..MAX_BATCH));
+                }
             }
+            self.commit(&mut jobs);
+        }
+    }
+
+    /// Records `jobs` in one call of [`HostState::activate_batch`] and
+    /// answers each; leaves `jobs` empty.
+    fn commit(&self, jobs: &mut Vec<Job>) {
+        let visits: Vec<(Visit, i64)> = jobs
+            .iter()
+            .map(|j| {
+                let r = &j.req;
+                (Visit { product: r.product.clone(), cmid: r.cmid.clone(), nonce: r.nonce.clone() }, j.now)
+            })
+            .collect();
+        let results = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.activate_batch(&visits, self.replay_window_secs, &mut |i, _| {
+                let j = &mut jobs[i];
+                match j.ahead.take() {
+                    Some(t) => Ok(t),
+                    None => sign(&self.signer, &self.opts, &j.req, j.now),
+                }
+            })
+        };
+        for (job, r) in jobs.drain(..).zip(results) {
+            if let Ok(Recorded::Admitted(a, _)) = &r {
+                self.hints.update(&job.req.product, a.count, a.threshold);
+            }
+            let _ = job.reply.send(r);
         }
     }
 }
@@ -808,24 +842,33 @@ async fn activate_inner(
     let req = parse_request(sh, &body, now, f)?;
     // Signed ahead here, on this worker thread, when the product's hint
     // says the machine will be activated (a failure here is left to the
-    // writer, which signs again if its decision needs the token); then
-    // recorded by the writer thread, in a transaction with the other
-    // activations queued meanwhile, and answered once it committed.
+    // committer, which signs again if its decision needs the token); then
+    // recorded in a transaction with the other activations queued
+    // meanwhile (by this task when no commit is running), and answered
+    // once it committed.
     let permit = match sh.hints.sign_ahead(&req.product) {
         true => Some(sh.signing.acquire().await.expect("the semaphore is never closed")),
         false => None,
     };
-    // No await from here until the job is queued: the writer's count of
-    // activations on their way is exact even when the client goes away.
-    sh.in_signing.fetch_add(1, Ordering::Relaxed);
-    let ahead = permit.and_then(|_| sign(&sh.signer, &sh.opts, &req, now).ok());
+    // No await from here until committing: what the committer counts is
+    // exact, and a commit this task owes runs even when the client goes
+    // away. A panic in the signature is a failed signature (the
+    // committer signs again).
+    sh.committer.start();
+    let ahead = permit.and_then(|_| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sign(&sh.signer, &sh.opts, &req, now))).ok()?.ok()
+    });
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let queued = sh.jobs.send(ToWriter::Job(Box::new(Job { req, now, ahead, reply }))).is_ok();
-    sh.in_signing.fetch_sub(1, Ordering::Relaxed);
-    let recorded = match queued {
-        true => answer.await.unwrap_or_else(|_| Err(Error::Refused("the host state's writer failed".into()))),
-        false => Err(Error::Refused("the host is stopping".into())),
-    };
+    if sh.committer.queue(Job { req, now, ahead, reply }) {
+        match sh.committer.local {
+            true => sh.committer.commit_all(),
+            false => {
+                let c = sh.committer.clone();
+                drop(tokio::task::spawn_blocking(move || c.commit_all()));
+            }
+        }
+    }
+    let recorded = answer.await.unwrap_or_else(|_| Err(Error::Refused("the host state's commit failed".into())));
     let recorded = recorded.map_err(|e| internal(sh, &e))?;
     match recorded {
         Recorded::UnknownProduct => Err(Refusal::new(

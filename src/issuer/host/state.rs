@@ -6,7 +6,7 @@
 //! can back it (`pg_state::PgState`, PostgreSQL, shared by several hosts,
 //! under the `postgres` feature); [`SqliteState`] keeps it in one SQLite file
 //! (`HOSTDIR/state.sqlite`). Each request is recorded in a write
-//! transaction (`BEGIN IMMEDIATE`; the server's writer puts the activations
+//! transaction (`BEGIN IMMEDIATE`; the server puts the activations
 //! that arrive together in one, [`HostState::activate_batch`]), and the
 //! server answers only after it committed: a host killed at any instant
 //! restarts with every answered request counted once. The file is in WAL mode with `synchronous=NORMAL`: a committed
@@ -191,6 +191,12 @@ pub trait HostState: Send {
     /// grows to [`policy::cache_size`], never shrinks) and the aging window,
     /// as the host starts.
     fn configure(&mut self, products: &[ProductConfig], aging_secs: i64) -> Result<()>;
+    /// Whether a write is local and short (a file on this machine, no
+    /// network round trip): the server then records activations on its
+    /// worker threads; otherwise (the default) on its blocking pool.
+    fn is_local(&self) -> bool {
+        false
+    }
     /// Every product's counters at `now`.
     fn status(&mut self, now: i64) -> Result<Vec<ProductStatus>>;
     /// A product's rules and entries, `None` for a product not served.
@@ -289,6 +295,82 @@ struct InTransaction {
 pub struct SqliteState {
     conn: Connection,
     path: PathBuf,
+    /// Write transactions committed.
+    commits: u64,
+    /// Started after the first [`CHECKPOINT_EVERY`] commits.
+    checkpointer: Option<Checkpointer>,
+}
+
+/// Commits after which the WAL is checkpointed, on a thread of its own.
+const CHECKPOINT_EVERY: u64 = 32;
+
+/// WAL pages after which the writing connection checkpoints the WAL
+/// itself, after a commit (and waits for its fsync): under a steady load
+/// the background checkpoints never find the WAL wholly copied, so SQLite
+/// never starts it over; this bounds it. (SQLite's own automatic
+/// checkpoint is off: when it finds the background one running, the
+/// commit that ran it reports an error although it committed.)
+const WAL_LIMIT: i64 = 8192;
+
+/// A thread with its own connection that checkpoints the WAL (copies the
+/// committed pages into the database file, and syncs both) when woken, so
+/// the connection that commits rarely waits for a checkpoint's fsync.
+/// A checkpoint never blocks a commit (`PASSIVE`); when it cannot run, the
+/// next one does.
+#[derive(Debug)]
+struct Checkpointer {
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Pages in the WAL after the last checkpoint.
+    wal_pages: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Option<Checkpointer> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).ok()?;
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        let wal_pages = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let pages = wal_pages.clone();
+        let thread = std::thread::Builder::new()
+            .name("tka-checkpoint".into())
+            .spawn(move || {
+                while woken.recv().is_ok() {
+                    if let Some(n) = checkpoint(&conn) {
+                        pages.store(n, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+            .ok()?;
+        Some(Checkpointer { wake: Some(wake), thread: Some(thread), wal_pages })
+    }
+
+    /// Whether the WAL passed [`WAL_LIMIT`] pages.
+    fn behind(&self) -> bool {
+        self.wal_pages.load(std::sync::atomic::Ordering::Relaxed) > WAL_LIMIT
+    }
+
+    /// Asks for a checkpoint (none if one is already asked for).
+    fn wake(&self) {
+        if let Some(w) = &self.wake {
+            let _ = w.try_send(());
+        }
+    }
+}
+
+/// A `PASSIVE` checkpoint on `conn` (copies what it can, never waits for a
+/// writer); the pages in the WAL then, if it ran.
+fn checkpoint(conn: &Connection) -> Option<i64> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)).ok()
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.wake = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl SqliteState {
@@ -297,7 +379,7 @@ impl SqliteState {
     pub fn open(path: &Path) -> Result<Self> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| db_err(path, e))?;
-        let mut s = SqliteState { conn, path: path.to_path_buf() };
+        let mut s = SqliteState { conn, path: path.to_path_buf(), commits: 0, checkpointer: None };
         s.conn.busy_timeout(Duration::from_secs(10)).map_err(|e| db_err(path, e))?;
         // Racing first opens of a new file may be told "busy" at once: run again.
         retry_while_busy(Duration::from_secs(10), || s.prepare_file())?;
@@ -328,12 +410,33 @@ impl SqliteState {
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| db_err(path, e))?;
-        let s = SqliteState { conn, path: path.to_path_buf() };
+        let s = SqliteState { conn, path: path.to_path_buf(), commits: 0, checkpointer: None };
         s.check_identity()?;
         if s.version()? != SCHEMA_VERSION {
             return Err(Error::format(format!("host state {}", path.display()), "not initialized by a host yet"));
         }
         Ok(s)
+    }
+
+    /// Counts a commit; every [`CHECKPOINT_EVERY`] commits, wakes the
+    /// checkpointer (started the first time; without it, checkpoints
+    /// here). When the WAL passed [`WAL_LIMIT`] pages, checkpoints here.
+    fn committed(&mut self) {
+        self.commits += 1;
+        if self.commits.is_multiple_of(CHECKPOINT_EVERY) {
+            if self.checkpointer.is_none() {
+                self.checkpointer = Checkpointer::start(&self.path);
+            }
+            match &self.checkpointer {
+                Some(c) => c.wake(),
+                None => drop(checkpoint(&self.conn)),
+            }
+        }
+        if let Some(c) = self.checkpointer.as_ref().filter(|c| c.behind()) {
+            if let Some(n) = checkpoint(&self.conn) {
+                c.wal_pages.store(n, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 
     /// The file.
@@ -382,6 +485,7 @@ impl SqliteState {
             return Err(rusqlite::Error::InvalidQuery);
         }
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
         self.conn.set_prepared_statement_cache_capacity(32);
         Ok(())
@@ -494,6 +598,10 @@ impl SqliteState {
 }
 
 impl HostState for SqliteState {
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn configure(&mut self, products: &[ProductConfig], aging_secs: i64) -> Result<()> {
         let path = self.path.clone();
         let err = |e| db_err(&path, e);
@@ -552,6 +660,7 @@ impl HostState for SqliteState {
             Self::activate_in(&tx, visit, replay_window_secs, now, &mut InTransaction::default(), sign).map_err(err)?;
         if recorded.is_ok() {
             tx.commit().map_err(err)?;
+            self.committed();
         }
         recorded
     }
@@ -580,6 +689,7 @@ impl HostState for SqliteState {
         };
         if visits.len() > 1 {
             if let Ok(out) = batch() {
+                self.committed();
                 return out;
             }
         }
@@ -611,6 +721,7 @@ impl HostState for SqliteState {
             .execute(params![visit.nonce, return_mark(cmid), now])
             .map_err(err)?;
         tx.commit().map_err(err)?;
+        self.committed();
         Ok(released(snap, cmid, now))
     }
 

@@ -7,6 +7,7 @@ use crate::args::{HomeArg, PassArgs};
 use crate::io::{write_file, LazyPass};
 use crate::output::say;
 use clap::Subcommand;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tka::issuer::host::{self, CertifyOptions, HostDir, HostInitOptions};
@@ -327,7 +328,9 @@ pub(crate) fn run_server<F>(
 where
     F: std::future::Future<Output = Result<()>>,
 {
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
+    let log = LogBuffer::start().map_err(|e| Error::Usage(format!("cannot start the log writer: {e}")))?;
+    let _flush_at_exit = FlushAtExit(log);
+    let _ = tracing_subscriber::fmt().with_writer(log).with_target(false).try_init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -345,6 +348,103 @@ where
         serve(listeners).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The servers' log: each line is appended to a buffer in memory, and a
+/// thread writes the buffer to standard error at most [`LOG_FLUSH`] after
+/// a line arrived (and at exit): one write for many requests, and a
+/// request never waits for standard error. Beyond [`LOG_MAX`] buffered
+/// bytes (standard error blocked), lines are dropped and the next write
+/// says how many.
+#[derive(Clone, Copy)]
+struct LogBuffer(&'static LogShared);
+
+struct LogShared {
+    state: std::sync::Mutex<LogState>,
+    arrived: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct LogState {
+    buf: Vec<u8>,
+    dropped: u64,
+}
+
+/// Longest a log line waits in memory.
+const LOG_FLUSH: std::time::Duration = std::time::Duration::from_millis(5);
+/// Most log bytes kept in memory.
+const LOG_MAX: usize = 4 << 20;
+
+impl LogBuffer {
+    /// The buffer and its writing thread (which lives as long as the process).
+    fn start() -> std::io::Result<LogBuffer> {
+        let shared: &'static LogShared = Box::leak(Box::new(LogShared {
+            state: std::sync::Mutex::new(LogState::default()),
+            arrived: std::sync::Condvar::new(),
+        }));
+        let log = LogBuffer(shared);
+        std::thread::Builder::new().name("tka-log".into()).spawn(move || loop {
+            {
+                let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                while st.buf.is_empty() && st.dropped == 0 {
+                    st = shared.arrived.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            std::thread::sleep(LOG_FLUSH);
+            log.flush();
+        })?;
+        Ok(log)
+    }
+
+    /// Writes what is buffered to standard error.
+    fn flush(&self) {
+        let (buf, dropped) = {
+            let mut st = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+            (std::mem::take(&mut st.buf), std::mem::take(&mut st.dropped))
+        };
+        let mut err = std::io::stderr().lock();
+        if dropped > 0 {
+            let _ = writeln!(err, "log: {dropped} lines dropped (standard error did not keep up)");
+        }
+        let _ = err.write_all(&buf);
+        let _ = err.flush();
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let mut st = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.buf.len() + line.len() > LOG_MAX {
+            st.dropped += 1;
+        } else {
+            if st.buf.is_empty() && st.dropped == 0 {
+                self.0.arrived.notify_one();
+            }
+            st.buf.extend_from_slice(line);
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl tracing_subscriber::fmt::MakeWriter<'_> for LogBuffer {
+    type Writer = LogBuffer;
+
+    fn make_writer(&self) -> LogBuffer {
+        *self
+    }
+}
+
+/// Writes the log buffer out when the server returns.
+struct FlushAtExit(LogBuffer);
+
+impl Drop for FlushAtExit {
+    fn drop(&mut self) {
+        self.0.flush();
+    }
 }
 
 /// SIGTERM or SIGINT.
