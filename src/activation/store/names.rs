@@ -3,7 +3,6 @@
 
 use crate::core::store_error::StoreError;
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
 
 /// Longest CRL / revocation-list key accepted (hex digits).
 pub(crate) const MAX_KEY_LEN: usize = 128;
@@ -56,11 +55,7 @@ pub(crate) fn is_fingerprint(s: &str) -> bool {
 
 /// Lowercase hex SHA-256 of `der`.
 pub(crate) fn fingerprint(der: &[u8]) -> String {
-    hex(Sha256::digest(der).as_slice())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::core::pki::sha256_hex(der)
 }
 
 /// Normalises a user-supplied fingerprint or prefix: drops `:` separators,

@@ -77,7 +77,19 @@ pub struct CertInfo {
 
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    lower_hex(&Sha256::digest(bytes))
+}
+
+/// `bytes` as lowercase hex digits, two a byte (no `format!` a byte: a
+/// fingerprint is made for every certificate read).
+pub(crate) fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
 }
 
 /// RFC 4514 string form: most specific RDN first (`CN=Signer,O=Example`),
@@ -99,9 +111,7 @@ pub(crate) fn rfc4514(name: &X509Name<'_>) -> String {
                                 esc.then_some('\\').into_iter().chain(std::iter::once(c))
                             })
                             .collect(),
-                        Err(_) => {
-                            "#".to_string() + &atv.as_slice().iter().map(|b| format!("{b:02x}")).collect::<String>()
-                        }
+                        Err(_) => "#".to_string() + &lower_hex(atv.as_slice()),
                     };
                     format!("{key}={val}")
                 })
@@ -136,9 +146,11 @@ pub(crate) fn oid_to_string(bytes: &[u8]) -> String {
         40..=79 => (1, first - 40),
         _ => (2, first - 80),
     };
-    let mut out = format!("{a}.{b}");
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(4 * arcs.len() + 4);
+    let _ = write!(out, "{a}.{b}");
     for arc in &arcs[1..] {
-        out.push_str(&format!(".{arc}"));
+        let _ = write!(out, ".{arc}");
     }
     out
 }
