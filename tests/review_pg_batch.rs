@@ -528,9 +528,14 @@ fn two_batches_at_once_on_one_postgres_ledger_share_the_count_and_the_tokens() {
     assert_eq!(l.token_count().unwrap(), 10);
 }
 
-/// Releases from another connection between the chunks of a batch (after
-/// each chunk commits, the machine counted first is released): the batch
-/// takes the freed seats, and the ledger stays consistent.
+/// Releases from another connection while a batch runs (the progress
+/// callback, on the batch's file-writing thread, releases the machine
+/// counted first after each chunk): the ledger stays consistent, every
+/// release is counted, and the batch takes at most the entitlement's seats
+/// plus the seats freed. (How many freed seats it takes depends on when the
+/// releases land against its chunks' decisions: the callback runs after a
+/// chunk was handed to the writer, not in step with the next chunk, so a
+/// fast run may have decided every chunk before the first release.)
 #[test]
 fn releases_from_another_connection_between_chunks_keep_the_ledger_consistent() {
     let Some(url) = pg::database("release_between") else { return };
@@ -556,5 +561,5 @@ fn releases_from_another_connection_between_chunks_keep_the_ledger_consistent() 
     let released = *released.lock().unwrap();
     assert_eq!(l.releases().unwrap().len(), released);
     assert_eq!(r.new_seats as usize, l.entitlement("acme").unwrap().used as usize + released);
-    assert!(r.ok > 4, "the freed seats are taken: {} ok", r.ok);
+    assert!(r.ok as usize >= 4 && r.ok as usize <= 4 + released, "{} tokens for 4 seats and {released} released", r.ok);
 }
