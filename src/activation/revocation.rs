@@ -445,7 +445,7 @@ fn crl_key(issuer: &CertInfo) -> Result<String> {
         Some(k) if !k.is_empty() && k.len() <= 64 => k.clone(),
         _ => crate::core::pki::cert::key_identifier(&issuer.spki_der)?,
     };
-    Ok(id.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::core::hex::lower_hex(&id))
 }
 
 /// Finds the CA that signed `crl`: a trusted root, or one of `certs` that

@@ -164,7 +164,7 @@ fn temp_path(dir: &Path, path: &Path) -> PathBuf {
     let mut rnd = [0u8; 8];
     getrandom::fill(&mut rnd).expect("operating system random number generator");
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let hex: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = super::hex::lower_hex(&rnd);
     dir.join(format!(".{name}.{hex}.tmp"))
 }
 

@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod clock;
 pub mod error;
 pub mod fsutil;
+pub(crate) mod hex;
 pub(crate) mod json;
 pub mod jws;
 pub mod keys;

@@ -138,7 +138,7 @@ impl ProductKey {
     /// domain-separation prefix and [`ProductKey::canonical`].
     pub fn hash(&self) -> String {
         let d = Sha256::new().chain_update(HASH_DOMAIN).chain_update(self.0).finalize();
-        d.iter().map(|b| format!("{b:02x}")).collect()
+        super::hex::lower_hex(&d)
     }
 }
 

@@ -164,18 +164,7 @@ impl Ledger {
 /// JSON form has the same digest. It identifies the request across runs.
 pub fn request_digest(req: &ActivationRequest) -> String {
     let json = serde_json::to_string(req).expect("a request always serializes");
-    hex(&Sha256::digest(json.as_bytes()))
-}
-
-/// Lowercase hex.
-pub(crate) fn hex(b: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        s.push(DIGITS[usize::from(x >> 4)] as char);
-        s.push(DIGITS[usize::from(x & 15)] as char);
-    }
-    s
+    crate::core::hex::lower_hex(&Sha256::digest(json.as_bytes()))
 }
 
 /// Whether a request may be issued under an entitlement at all: for its

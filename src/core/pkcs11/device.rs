@@ -1,8 +1,8 @@
 //! The cryptoki side: modules, sessions, keys on tokens.
 
-use super::uri::hex;
 use super::uri::Pkcs11Uri;
 use crate::core::error::{Error, Result};
+use crate::core::hex::lower_hex as hex;
 use crate::core::keys::signer::{public_bits, Passphrase, SignatureAlgorithm, Signer};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};

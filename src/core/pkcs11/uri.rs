@@ -10,6 +10,7 @@
 //! must lie in one of those directories unless the caller allows otherwise.
 
 use crate::core::error::{Error, Result};
+use crate::core::hex::lower_hex as hex;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use zeroize::Zeroizing;
@@ -289,11 +290,6 @@ impl fmt::Display for Pkcs11Uri {
         }
         Ok(())
     }
-}
-
-/// Lower-case hex of bytes.
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn pct_decode(s: &str) -> std::result::Result<Vec<u8>, String> {

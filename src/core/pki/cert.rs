@@ -3,6 +3,7 @@
 
 use super::delegation::{Delegation, TKA_DELEGATION_OID};
 use crate::core::error::VerifyError;
+use crate::core::hex::lower_hex;
 use crate::core::keys::backend;
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::*;
@@ -78,18 +79,6 @@ pub struct CertInfo {
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     lower_hex(&Sha256::digest(bytes))
-}
-
-/// `bytes` as lowercase hex digits, two a byte (no `format!` a byte: a
-/// fingerprint is made for every certificate read).
-pub(crate) fn lower_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    s
 }
 
 /// RFC 4514 string form: most specific RDN first (`CN=Signer,O=Example`),

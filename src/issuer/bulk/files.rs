@@ -1,8 +1,8 @@
 //! Where a batch writes its tokens: one file per token, or one bundle.
 
 use crate::core::error::{Error, Result};
+use crate::core::hex::lower_hex as hex;
 use crate::issuer::bulk::report::{BatchReport, ItemReport, ItemStatus};
-use crate::issuer::issue::hex;
 use std::path::{Path, PathBuf};
 
 /// The token file name for a machine and product: `<product>_<cmid>.jws`,

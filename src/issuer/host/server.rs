@@ -533,7 +533,7 @@ fn log_request(sh: &Shared, endpoint: &str, peer: &Peer, started: Instant, f: &L
 /// hash on one host; the CMID cannot be read back from it).
 fn hash_cmid(salt: &str, cmid: &str) -> String {
     let d = Sha256::new().chain_update(b"tka-host-log\0").chain_update(salt).chain_update(b"\0").chain_update(cmid);
-    crate::issuer::issue::hex(&d.finalize()[..8])
+    crate::core::hex::lower_hex(&d.finalize()[..8])
 }
 
 async fn not_found() -> Refusal {
