@@ -381,6 +381,43 @@ fn an_old_request_or_a_nonce_reused_by_another_machine_is_replayed() {
     assert_eq!(activate(&h, &first).1["count"], 1);
 }
 
+/// 40 distinct machines (requests 100 to 139) activating at once from 8
+/// threads of 5, machine `n` sent to `addrs[n % addrs.len()]`; every answer
+/// must be a 200.
+fn forty_machines_at_once(addrs: &[SocketAddr]) -> Vec<serde_json::Value> {
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8u32)
+            .map(|t| {
+                scope.spawn(move || {
+                    (0..5u32)
+                        .map(|i| {
+                            let n = 100 + t * 5 + i;
+                            let addr = addrs[n as usize % addrs.len()];
+                            let (s, j) = post(addr, "/v1/activate", &body(&request(n, NOW)));
+                            assert_eq!(s, 200, "{j}");
+                            j
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    })
+}
+
+/// The answers of [`forty_machines_at_once`] at threshold 25, as if decided
+/// one after the other: counts 1 to 40, none twice; 25 and above activated,
+/// the rest pending.
+fn assert_counted_one_after_the_other(answers: &[serde_json::Value], what: &str) {
+    let mut counts: Vec<u64> = answers.iter().map(|j| j["count"].as_u64().unwrap()).collect();
+    counts.sort();
+    assert_eq!(counts, (1..=40).collect::<Vec<u64>>(), "{what}");
+    for j in answers {
+        let want = if j["count"].as_u64().unwrap() >= 25 { "activated" } else { "pending" };
+        assert_eq!(j["status"], want, "{what}: {j}");
+    }
+}
+
 /// Group commit on the workers: 40 machines activating at once from 8
 /// threads, each transaction gathering up to `batch` of them (1: each its
 /// own), are decided as if one after the other: each answer carries its own
@@ -391,30 +428,8 @@ fn concurrent_activations_are_decided_one_after_the_other_whatever_the_batch() {
     for batch in [1, 8] {
         let dir = tempfile::tempdir().unwrap();
         let h = start(dir.path(), 25, |c| c.batch = batch);
-        let addr = h.addr;
-        let answers: Vec<serde_json::Value> = std::thread::scope(|scope| {
-            let threads: Vec<_> = (0..8u32)
-                .map(|t| {
-                    scope.spawn(move || {
-                        (0..5u32)
-                            .map(|i| {
-                                let (s, j) = post(addr, "/v1/activate", &body(&request(100 + t * 5 + i, NOW)));
-                                assert_eq!(s, 200, "{j}");
-                                j
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
-        });
-        let mut counts: Vec<u64> = answers.iter().map(|j| j["count"].as_u64().unwrap()).collect();
-        counts.sort();
-        assert_eq!(counts, (1..=40).collect::<Vec<u64>>(), "batch {batch}");
-        for j in &answers {
-            let want = if j["count"].as_u64().unwrap() >= 25 { "activated" } else { "pending" };
-            assert_eq!(j["status"], want, "batch {batch}: {j}");
-        }
+        let answers = forty_machines_at_once(&[h.addr]);
+        assert_counted_one_after_the_other(&answers, &format!("batch {batch}"));
         h.stop().unwrap();
         assert_eq!(status_of(dir.path()).count, 40, "batch {batch}");
         let mut st = SqliteState::open_read_only(&dir.path().join("state.sqlite")).unwrap();
@@ -685,31 +700,8 @@ fn two_hosts_on_one_postgres_state_count_together() {
 fn two_hosts_with_concurrent_clients_count_exactly() {
     let Some(url) = pg::database("two_hosts_concurrent") else { return };
     let (a, b) = (start_with(pg_opener(&url), 25, |_| {}), start_with(pg_opener(&url), 25, |_| {}));
-    let addrs = [a.addr, b.addr];
-    let answers: Vec<serde_json::Value> = std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..8u32)
-            .map(|t| {
-                scope.spawn(move || {
-                    (0..5u32)
-                        .map(|i| {
-                            let n = 100 + t * 5 + i;
-                            let (s, j) = post(addrs[(n % 2) as usize], "/v1/activate", &body(&request(n, NOW)));
-                            assert_eq!(s, 200, "{j}");
-                            j
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
-    });
-    let mut counts: Vec<u64> = answers.iter().map(|j| j["count"].as_u64().unwrap()).collect();
-    counts.sort();
-    assert_eq!(counts, (1..=40).collect::<Vec<u64>>());
-    for j in &answers {
-        let want = if j["count"].as_u64().unwrap() >= 25 { "activated" } else { "pending" };
-        assert_eq!(j["status"], want, "{j}");
-    }
+    let answers = forty_machines_at_once(&[a.addr, b.addr]);
+    assert_counted_one_after_the_other(&answers, "two hosts");
     drop((a, b));
     let mut st = tka::issuer::host::pg_state::PgState::open_existing(&url).unwrap();
     assert_eq!(st.status(NOW).unwrap()[0].count, 40);
