@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")/.."
 # TKA_BIN: a tka binary already built (CI passes the release one), else a debug build.
 if [ -z "${TKA_BIN:-}" ]; then
-  cargo build --quiet --bin tka
+  cargo build --quiet --bin tka --bin tka-full
   TKA_BIN=target/debug/tka
 fi
 export TKA_BIN

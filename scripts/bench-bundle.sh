@@ -19,7 +19,7 @@ set -eu
 N=${N:-1000000}
 ROUNDS=${ROUNDS:-5}
 if [ -z "${TKA:-}" ]; then
-    cargo build --release --quiet --bin tka
+    cargo build --release --quiet --bin tka --bin tka-full
     TKA="$(pwd)/target/release/tka"
 fi
 [ -x /usr/bin/time ] || { echo "/usr/bin/time (GNU time) not found" >&2; exit 2; }

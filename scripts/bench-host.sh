@@ -31,7 +31,7 @@ MACHINES=${MACHINES:-200}
 CORES=${CORES:-2}
 
 if [ -z "${TKA:-}" ]; then
-    cargo build --release --quiet --bin tka
+    cargo build --release --quiet --bin tka --bin tka-full
     TKA="$PWD/target/release/tka"
 fi
 command -v openssl >/dev/null || { echo "bench-host: openssl is needed" >&2; exit 2; }

@@ -56,7 +56,7 @@ BATCH=${BATCH:-10000}
 ROUNDS=${ROUNDS:-3}
 RUNS=${RUNS:-21}
 if [ -z "${TKA:-}" ]; then
-    cargo build --release --quiet --bin tka
+    cargo build --release --quiet --bin tka --bin tka-full
     TKA="$(pwd)/target/release/tka"
 fi
 command -v python3 >/dev/null || { echo "python3 not found (the timer)" >&2; exit 2; }

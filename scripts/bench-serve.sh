@@ -22,7 +22,7 @@ REQUESTS=${REQUESTS:-2000}
 MACHINES=${MACHINES:-200}
 
 if [ -z "${TKA:-}" ]; then
-    cargo build --release --quiet --bin tka
+    cargo build --release --quiet --bin tka --bin tka-full
     TKA="$PWD/target/release/tka"
 fi
 

@@ -43,7 +43,7 @@ case "$MACHINE" in current | none) ;; *) echo "MACHINE is current or none" >&2; 
 command -v openssl >/dev/null || { echo "openssl not found" >&2; exit 2; }
 command -v python3 >/dev/null || { echo "python3 not found (the timer)" >&2; exit 2; }
 if [ -z "${TKA:-}" ]; then
-    cargo build --release --quiet --bin tka
+    cargo build --release --quiet --bin tka --bin tka-full
     TKA="$(pwd)/target/release/tka"
 fi
 

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 start=$SECONDS
 # The release binary (scripts/check-no-test-hooks.sh built it before, in CI)
 # makes the request seeds, so no debug build is added for them.
-cargo build --locked --release --quiet --bin tka
+cargo build --locked --release --quiet --bin tka --bin tka-full
 TKA_BIN="$PWD/target/release/tka" fuzz/seed-corpus.sh
 cargo build --locked --release --quiet --manifest-path fuzz/Cargo.toml --bins
 for t in token request cert_chain revocation; do

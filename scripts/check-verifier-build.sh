@@ -30,7 +30,7 @@ example="$PWD/target/release/examples/check_activation"
 strip -o "$PWD/target/release/examples/check_activation.stripped" "$example"
 echo "binary size: $(stat -c %s "$example") bytes, stripped $(stat -c %s "$example.stripped") bytes"
 
-cargo build --locked --release --quiet --bin tka
+cargo build --locked --release --quiet --bin tka --bin tka-full
 TKA="$PWD/target/release/tka"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

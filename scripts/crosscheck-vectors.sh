@@ -27,7 +27,7 @@ if ! "$PY" -c 'import cryptography' 2>/dev/null; then
   exit 2
 fi
 if [ -z "${TKA:-}" ]; then
-  [ -x target/debug/tka ] || cargo build --quiet --bin tka
+  [ -x target/debug/tka ] && [ -x target/debug/tka-full ] || cargo build --quiet --bin tka --bin tka-full
   TKA=$PWD/target/debug/tka
 fi
 work=$(mktemp -d)

@@ -75,7 +75,8 @@ fn man_and_completions_into_a_closed_pipe_end_quietly() {
     }
 }
 
-/// [package.metadata.deb] ships the binary, the man page, the completions
+/// [package.metadata.deb] ships the binaries (`tka-full` where the `tka`
+/// front looks for it), the man page, the completions
 /// and both systemd units, and every asset it names that is not built is
 /// in the repository; scripts/build-deb.sh writes the built ones.
 #[test]
@@ -85,7 +86,8 @@ fn debian_package_ships_binary_man_page_completions_and_units() {
     let deb = toml.split("[package.metadata.deb]").nth(1).expect("[package.metadata.deb]");
     let script = std::fs::read_to_string(format!("{root}/scripts/build-deb.sh")).unwrap();
     for asset in [
-        "target/release/tka",
+        "target/release/tka\"",
+        "target/release/tka-full\", \"usr/libexec/tka/\"",
         "tka.1.gz",
         "completions/tka",
         "_tka",

@@ -18,6 +18,7 @@ pub mod pki;
 pub mod product_key;
 pub mod request;
 pub mod revocation_list;
+pub(crate) mod sha256;
 pub mod store_error;
 pub mod token;
 pub mod verify;

@@ -102,7 +102,20 @@ const MIN_SIGNATURE_CHARS: usize = 342;
 /// copied?"), or holds a character no token holds ("was it mistyped?").
 /// Whatever passes is decoded and verified as strictly as ever.
 pub fn from_pasted(text: &str) -> Result<String, VerifyError> {
-    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    // A token file as tka writes it is ASCII with at most a line break: its
+    // bytes are looked at, not decoded to characters one by one (the same
+    // result: the ASCII characters `char::is_whitespace` holds are tab to
+    // carriage return and space).
+    let compact: String = if text.is_ascii() {
+        let ascii_space = |b: &u8| matches!(b, b'\t'..=b'\r' | b' ');
+        if text.bytes().any(|b| ascii_space(&b)) {
+            text.split(|c: char| c.is_ascii() && ascii_space(&(c as u8))).collect()
+        } else {
+            text.to_string()
+        }
+    } else {
+        text.chars().filter(|c| !c.is_whitespace()).collect()
+    };
     if compact.len() > jws::MAX_JWS_SIZE {
         return Err(VerifyError::TooLarge { what: "token", limit: jws::MAX_JWS_SIZE });
     }
@@ -110,9 +123,13 @@ pub fn from_pasted(text: &str) -> Result<String, VerifyError> {
     if compact.is_empty() {
         return Err(pasted("the text is empty".into()));
     }
-    if let Some((at, c)) =
-        compact.chars().enumerate().find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
+    let token_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    let stray = if compact.bytes().all(token_char) {
+        None
+    } else {
+        compact.chars().enumerate().find(|(_, c)| !(c.is_ascii() && token_char(*c as u8)))
+    };
+    if let Some((at, c)) = stray {
         return Err(pasted(format!("character {c:?} at position {} cannot be in a token: was it mistyped?", at + 1)));
     }
     let parts: Vec<&str> = compact.split('.').collect();
@@ -149,4 +166,38 @@ pub fn parse_claims(payload: &serde_json::Value) -> Result<Claims, VerifyError> 
         return Err(VerifyError::BadClaims { detail: "negative grace period".into() });
     }
     Ok(claims)
+}
+
+#[cfg(test)]
+mod pasted_tests {
+    use super::*;
+
+    /// A text shaped like a token: three parts, a signature long enough.
+    fn shaped() -> String {
+        format!("eyJhbGciOiJQUzI1NiJ9.eyJzdWIiOiJ4In0.{}", "s".repeat(MIN_SIGNATURE_CHARS))
+    }
+
+    /// Every whitespace character is removed, ASCII (tab to carriage return,
+    /// space) or not (no-break space, line separator), wherever it stands.
+    #[test]
+    fn pasted_whitespace_is_removed_wherever_it_stands() {
+        let token = shaped();
+        for space in ["\t", "\n", "\u{b}", "\u{c}", "\r\n", " ", "\u{a0}", "\u{2028}", "\u{3000}"] {
+            let pasted = format!("{space}{}{space}{}{space}", &token[..10], &token[10..]);
+            assert_eq!(from_pasted(&pasted).unwrap(), token, "{space:?}");
+        }
+        assert_eq!(from_pasted(&token).unwrap(), token);
+    }
+
+    /// A character no token holds is named with its position (in
+    /// characters, after the whitespace is removed), ASCII or not.
+    #[test]
+    fn a_character_outside_the_token_alphabet_is_named_with_its_position() {
+        let token = shaped();
+        for (stray, shown) in [("!", "'!'"), ("é", "'é'"), ("\u{0}", "'\\0'")] {
+            let text = format!("{} {stray}{}", &token[..4], &token[4..]);
+            let detail = format!("character {shown} at position 5 cannot be in a token: was it mistyped?");
+            assert_eq!(from_pasted(&text), Err(VerifyError::Malformed { what: "token", detail }), "{stray:?}");
+        }
+    }
 }

@@ -5,10 +5,13 @@
 mod args;
 mod cmd;
 mod hints;
+mod input;
 mod io;
 mod outcome;
 mod output;
 mod qr;
+mod report;
+mod token_verify;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser};
@@ -41,6 +44,14 @@ fn main() -> ExitCode {
     if args.iter().skip(1).take_while(|a| *a != "--").any(|a| a == "--json") {
         output::set_json_mode();
     }
+    // `tka token verify` lines read without clap, as the `tka` front reads
+    // them (front.rs): the same command either way.
+    if let Some(cmd) = token_verify::parse_fast(&args) {
+        if cmd.json {
+            output::set_json_mode();
+        }
+        return report::finish(token_verify::run(cmd));
+    }
     let matches = match parse_tree(&args).try_get_matches_from(&args) {
         Ok(m) => m,
         Err(e)
@@ -60,36 +71,7 @@ fn main() -> ExitCode {
     if cli.json {
         output::set_json_mode();
     }
-    let result = cmd::run(cli.command);
-    if output::stdout_closed() {
-        // The reader went away (`tka ... | head`): end quietly.
-        return ExitCode::SUCCESS;
-    }
-    match result {
-        Ok(code) => {
-            if output::json_mode() && !output::document_printed() {
-                // A command without a JSON form of its own: its lines.
-                output::say_json(&serde_json::json!({ "messages": output::take_messages() }));
-            }
-            code
-        }
-        Err(failure) => {
-            let e = failure.error();
-            let message = match e {
-                tka::Error::Issue(r) => hints::refusal_text(r),
-                e => e.to_string(),
-            };
-            output::say_err(format!("error: {message}"));
-            let hint = hints::hint(e);
-            if let Some(hint) = hint {
-                output::say_err(format!("hint: {hint}"));
-            }
-            if output::json_mode() && !output::document_printed() {
-                output::say_json(&output::error_json(&message, &output::error_kind_of(e), hint));
-            }
-            failure.exit_code()
-        }
-    }
+    report::finish(cmd::run(cli.command))
 }
 
 /// The ENVIRONMENT and EXAMPLES sections of `tka --help`: every variable
@@ -236,6 +218,124 @@ mod tests {
             for name in path.split_whitespace() {
                 cmd = cmd.find_subcommand(name).unwrap_or_else(|| panic!("no command `tka {path}`"));
             }
+        }
+    }
+
+    /// What clap makes of `args`: the verify command (its `json` is set by
+    /// the global `--json` wherever it stands), or `None` for an error, a
+    /// help or another command.
+    fn clap_verify(args: &[std::ffi::OsString]) -> Option<token_verify::VerifyCommand> {
+        let cli = Cli::try_parse_from(args).ok()?;
+        match cli.command {
+            cmd::Command::Token(cmd::token::TokenCmd::Verify(a)) => Some(a.into()),
+            _ => None,
+        }
+    }
+
+    /// `token_verify::parse_fast` reads a line only as clap reads it: the
+    /// same command, and nothing where clap refuses the line, shows a help
+    /// or finds another command. Hand-picked lines, then 20,000 lines drawn
+    /// from the verify vocabulary and its traps (fixed seed).
+    #[test]
+    fn fast_path_reads_lines_as_clap_does() {
+        let fp = "ab".repeat(32);
+        let picked: &[&[&str]] = &[
+            &["token", "verify", "t.jws", "--trust", "r.pem"],
+            &["--json", "token", "verify", "t.jws", "--trust", "r.pem", "--machine", "current"],
+            &["token", "--json", "verify", "--trust=r.pem", "t.jws", "--product", "p"],
+            &["token", "verify", "t.jws", "--trust", "r.pem", "--trust", "d", "--crl", "c", "--chain", "x"],
+            &["token", "verify", "t.jws", "--trust", "r.pem", "--root-fingerprint", &fp, "--quiet"],
+            &[
+                "token",
+                "verify",
+                "t.jws",
+                "--trust",
+                "r.pem",
+                "--machine-id-file",
+                "id",
+                "--at",
+                "2027-01-01T00:00:00Z",
+            ],
+            &["token", "verify", "t.jws", "--trust", "r.pem", "--trust-any-anchor", "--json"],
+            &["token", "verify", "t.jws", "--trust", "r.pem", "--json", "--json"],
+            &["token", "verify", "t.jws", "--trust", "r.pem", "--product", "a", "--product", "b"],
+            &["token", "verify", "-", "--trust", "r.pem"],
+            &["token", "verify", "t.jws", "--trust", "r.pem", "--help"],
+            &["token", "verify", "t.jws", "--trust", "r.pem", "--root-fingerprint", "zz"],
+            &["token", "verify", "t.jws"],
+            &["token", "verify", "--trust", "r.pem"],
+            &["token", "verify", "t.jws", "u.jws", "--trust", "r.pem"],
+            &["token", "verify", "t.jws", "--trust"],
+            &["token", "verify", "t.jws", "--trust", "r.pem", "--", "x"],
+            &["token", "verify", "t.jws", "--trust", "r.pem", "--quiet=yes"],
+            &["token", "verify", "t.jws", "--trust", "r.pem", "--product="],
+            &["token", "verfy", "t.jws", "--trust", "r.pem"],
+            &["verify", "t.jws", "--trust", "r.pem"],
+        ];
+        let vocabulary: &[&str] = &[
+            "token",
+            "verify",
+            "t.jws",
+            "r.pem",
+            "current",
+            "p",
+            "-",
+            "--",
+            "-x",
+            "--json",
+            "--trust",
+            "--trust=r.pem",
+            "--trust-any-anchor",
+            "--product",
+            "--product=p",
+            "--machine",
+            "--crl",
+            "--chain",
+            "--at",
+            "--quiet",
+            "--root-fingerprint",
+            &fp,
+            "--machine-id-file",
+            "--help",
+            "-h",
+            "--version",
+            "--bogus",
+            "",
+            "x=y",
+        ];
+        let mut lines: Vec<Vec<&str>> = picked.iter().map(|l| l.to_vec()).collect();
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            // Mostly well-formed starts, so that the fast path is tried.
+            let mut line = vec!["token", "verify", "t.jws", "--trust", "r.pem"];
+            line.truncate(next(6));
+            for _ in 0..next(5) {
+                let w = vocabulary[next(vocabulary.len())];
+                line.insert(next(line.len() + 1), w);
+            }
+            lines.push(line);
+        }
+        let mut fast_read = 0;
+        for line in &lines {
+            let args: Vec<std::ffi::OsString> =
+                std::iter::once("tka").chain(line.iter().copied()).map(Into::into).collect();
+            if let Some(fast) = token_verify::parse_fast(&args) {
+                assert_eq!(Some(fast), clap_verify(&args), "{line:?}");
+                fast_read += 1;
+            }
+        }
+        // The hand-picked well-formed lines and many drawn ones took the fast path.
+        assert!(fast_read > 500, "{fast_read} lines read by the fast path");
+        for line in &picked[..7] {
+            let args: Vec<std::ffi::OsString> =
+                std::iter::once("tka").chain(line.iter().copied()).map(Into::into).collect();
+            assert!(token_verify::parse_fast(&args).is_some(), "{line:?}");
         }
     }
 }

@@ -6,8 +6,8 @@
 
 use super::component::ComponentHash;
 use super::kinds::{self, cmid_steps};
+use crate::core::sha256::Sha256;
 use base64::Engine;
-use sha2::{Digest, Sha256};
 
 /// Domain tag of the product-scoped salt.
 const SALT_TAG: &[u8] = b"tka-machine-salt-v1\0";
@@ -25,7 +25,7 @@ pub fn product_salt(product: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(SALT_TAG);
     h.update(product.as_bytes());
-    h.finalize().into()
+    h.finalize()
 }
 
 fn put_framed(h: &mut Sha256, bytes: &[u8]) {

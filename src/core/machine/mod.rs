@@ -42,6 +42,7 @@ pub use binding::{check_binding, check_components, BindingStrength};
 pub use component::ComponentHash;
 pub use environment::Environment;
 pub use errors::{BindingError, MachineError};
+#[cfg(feature = "issuer")]
 pub(crate) use hash::cmid_from_value;
 pub use hash::{cmid_basis, cmid_from_components, hash_component, normalize_cmid, product_salt, validate_cmid};
 pub use identity::{ExplainedSource, Explanation, IdentifyOptions, MachineIdentity, SourceReport};

@@ -5,7 +5,6 @@ use super::delegation::{Delegation, TKA_DELEGATION_OID};
 use crate::core::error::VerifyError;
 use crate::core::hex::lower_hex;
 use crate::core::keys::backend;
-use sha2::{Digest, Sha256};
 use x509_parser::prelude::*;
 
 /// OID of the tka token-signing extended key usage:
@@ -78,7 +77,7 @@ pub struct CertInfo {
 
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    lower_hex(&Sha256::digest(bytes))
+    lower_hex(&crate::core::sha256::digest(bytes))
 }
 
 /// RFC 4514 string form: most specific RDN first (`CN=Signer,O=Example`),

@@ -4,11 +4,9 @@
 use crate::args::{
     AlgArg, ClaimArgs, JsonArg, LedgerArgs, LedgerLocationArg, LifetimeArgs, MachineArgs, PassArgs, RootPinArgs,
 };
-use crate::io::{
-    identify, is_stdio, read_certs, read_crls, read_request_arg, read_token_arg, read_trust_path, write_file, LazyPass,
-};
+use crate::io::{is_stdio, read_certs, read_request_arg, read_token_arg, write_file, LazyPass};
 use crate::outcome::{CmdResult, Failure};
-use crate::output::{error_kind, print_verified, say, say_err, say_json, verified_json};
+use crate::output::{say, say_err, say_json};
 use crate::qr::QrArgs;
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -19,10 +17,9 @@ use tka::issuer::bulk::{self, BatchOptions, BatchReport, ItemStatus, RenewOption
 use tka::issuer::issue::{IssueOptions, IssuedToken, TokenSigner};
 use tka::issuer::IssuerHome;
 use tka::ledger::Ledger;
-use tka::pki::{CertInfo, TrustAnchors};
+use tka::pki::CertInfo;
 use tka::request::ActivationRequest;
 use tka::token;
-use tka::verify::{verify_token, MachineCheck, VerifyContext};
 use tka::{clock, Error, Result};
 
 #[derive(Subcommand, Debug)]
@@ -109,6 +106,25 @@ pub struct VerifyArgs {
     pub machine_args: MachineArgs,
     #[command(flatten)]
     pub out: JsonArg,
+}
+
+impl From<VerifyArgs> for crate::token_verify::VerifyCommand {
+    fn from(a: VerifyArgs) -> Self {
+        Self {
+            token: a.token,
+            trust: a.trust,
+            trust_any_anchor: a.trust_any_anchor,
+            product: a.product,
+            machine: a.machine,
+            crl: a.crl,
+            chain: a.chain,
+            at: a.at,
+            root_fingerprints: a.pins.root_fingerprints,
+            machine_id_file: a.machine_args.machine_id_file,
+            quiet: a.machine_args.quiet,
+            json: a.out.json,
+        }
+    }
 }
 
 /// `tka token issue`.
@@ -287,99 +303,7 @@ fn examine(cmd: TokenCmd) -> CmdResult {
             }
             Ok(ExitCode::SUCCESS)
         }
-        TokenCmd::Verify(VerifyArgs {
-            token,
-            trust,
-            trust_any_anchor,
-            product,
-            machine,
-            crl,
-            chain,
-            at,
-            pins,
-            machine_args,
-            out,
-        }) => {
-            let now = match &at {
-                Some(s) => clock::parse_rfc3339(s).map_err(Error::Usage)?,
-                None => clock::now(),
-            };
-            let mut roots = Vec::new();
-            for t in &trust {
-                roots.extend(read_trust_path(t)?);
-            }
-            // An anchor is a root, as `tka trust add` requires; a wrong one is
-            // an error in the arguments (exit 2), not a verdict on the token.
-            let mut certs = Vec::with_capacity(roots.len());
-            for der in &roots {
-                let cert = CertInfo::parse(der)?;
-                if let Err(e) = tka::pki::check_root(&cert) {
-                    if !trust_any_anchor {
-                        return Err(Failure::Usage(e.into()));
-                    }
-                    say_err(format!("warning: {e}; trusted as an anchor anyway (--trust-any-anchor)"));
-                }
-                certs.push(cert);
-            }
-            let anchors = TrustAnchors::from_certs(certs);
-            let mut crls = Vec::new();
-            for c in &crl {
-                crls.extend(read_crls(c)?);
-            }
-            let mut known = Vec::new();
-            for c in &chain {
-                known.extend(read_certs(c)?);
-            }
-            let text = crate::io::read_token_text(&token)?;
-            let identity;
-            let machine_check = match machine.as_deref() {
-                None => MachineCheck::Skip,
-                Some("current") => {
-                    let p = match &product {
-                        Some(p) => p.clone(),
-                        None => token::decode_unverified(&text)?.1.aud,
-                    };
-                    identity = identify(&p, &machine_args)?;
-                    MachineCheck::Identity(&identity)
-                }
-                Some(cmid) => MachineCheck::Cmid(cmid),
-            };
-            let revoked = Default::default();
-            let ctx = VerifyContext {
-                anchors: &anchors,
-                pinned_roots: &pins.root_fingerprints,
-                now,
-                product: product.as_deref(),
-                machine: machine_check,
-                crls: &crls,
-                revoked_serials: &revoked,
-                clock: None,
-                certificates: &known,
-            };
-            match tka::token::from_pasted(&text).and_then(|t| verify_token(&t, &ctx)) {
-                Ok(v) => {
-                    let binding_checked = !matches!(machine_check, MachineCheck::Skip);
-                    if out.json {
-                        let mut j = verified_json(&v);
-                        j["binding_checked"] = binding_checked.into();
-                        say_json(&j);
-                    } else {
-                        say(if binding_checked {
-                            "valid"
-                        } else {
-                            "valid signature and chain; machine binding not checked"
-                        });
-                        print_verified(&v);
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) if out.json => {
-                    say_json(&json!({"valid": false, "error": e.to_string(), "kind": error_kind(&e)}));
-                    Ok(crate::outcome::no())
-                }
-                Err(e) => Err(e.into()),
-            }
-        }
+        TokenCmd::Verify(a) => crate::token_verify::run(a.into()),
         TokenCmd::Issue(_) | TokenCmd::IssueBulk(_) | TokenCmd::RenewBulk(_) => unreachable!("dispatched by run"),
     }
 }
