@@ -39,7 +39,8 @@ echo "package: $deb"
 if $install; then
   dpkg -i "$deb"
   trap 'dpkg -r tka >/dev/null' EXIT
-  /usr/bin/tka --version
+  test -x /usr/libexec/tka/tka-full
+  /usr/bin/tka --version  # the front runs the full command from /usr/libexec/tka/
   test -f /usr/share/man/man1/tka.1.gz
   test -f /usr/share/bash-completion/completions/tka
   test -f /lib/systemd/system/tka-host.service

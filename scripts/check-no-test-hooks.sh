@@ -5,7 +5,8 @@
 # stop a write half-way. Fails if a hook leaks.
 #
 #   scripts/check-no-test-hooks.sh          builds `cargo build --release` and checks it
-#   TKA=path/to/tka scripts/check-no-test-hooks.sh   checks that binary
+#   TKA=path/to/tka scripts/check-no-test-hooks.sh   checks that binary and the
+#                                                    tka-full next to it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${TKA:-}" ]; then
@@ -16,17 +17,18 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# The hooks' names are not even in the binary.
-for hook in TKA_SYSROOT TKA_CRASH_AT_WRITE; do
-  if grep -q "$hook" "$TKA"; then
-    fail "$TKA contains the test hook $hook (built with --features test-hooks?)"
-  fi
+# The hooks' names are not even in the binaries (the `tka` front and the
+# full command it runs), nor is the PKCS#11 fault injection (making key
+# removal fail).
+full="$(dirname "$TKA")/tka-full"
+[ -x "$full" ] || fail "no tka-full next to $TKA"
+for bin in "$TKA" "$full"; do
+  for hook in TKA_SYSROOT TKA_CRASH_AT_WRITE TKA_TEST_FAIL_KEY_REMOVAL; do
+    if grep -q "$hook" "$bin"; then
+      fail "$bin contains the test hook $hook (built with --features test-hooks?)"
+    fi
+  done
 done
-
-# Nor is the PKCS#11 fault injection (making key removal fail).
-if grep -q TKA_TEST_FAIL_KEY_REMOVAL "$TKA"; then
-  fail "$TKA contains the test hook TKA_TEST_FAIL_KEY_REMOVAL (built with --features test-hooks?)"
-fi
 
 # A fake machine whose values no real machine has: a leaking hook would
 # report its identity (or an identity where the real machine has none).
@@ -54,4 +56,4 @@ if ! TKA_CRASH_AT_WRITE=1 TKA_PASSPHRASE=hook-check "$TKA" issuer init --home "$
     --root-bits 2048 --ca-bits 2048 > /dev/null 2>&1; then
   fail "$TKA honours TKA_CRASH_AT_WRITE: its writes can be stopped from the environment"
 fi
-echo "ok: $TKA ignores TKA_SYSROOT and TKA_CRASH_AT_WRITE (no test hooks)"
+echo "ok: $TKA and $full ignore TKA_SYSROOT and TKA_CRASH_AT_WRITE (no test hooks)"
