@@ -62,13 +62,26 @@ pub(crate) fn with_read_memo<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Reads a whole file (through the memo of [`with_read_memo`] when one is
-/// active). A `/proc` file reports size 0, so the buffer starts at 8 KB:
-/// one or two `read` calls instead of a dozen growing ones.
+/// active) in 8 KB reads until one returns nothing: `open`, `read`, `read`,
+/// `close` for a sysfs or `/proc` file (which report size 0). Not
+/// `read_to_end`, which first asks the file for its size and position (two
+/// more system calls a file, a dozen files an identification).
 fn read_file(path: &Path) -> io::Result<Vec<u8>> {
     let read = || -> Read {
-        let mut buf = Vec::with_capacity(8192);
-        fs::File::open(path).and_then(|mut f| f.read_to_end(&mut buf)).map_err(|e| (e.kind(), e.to_string()))?;
-        Ok(buf)
+        let whole = || -> io::Result<Vec<u8>> {
+            let mut f = fs::File::open(path)?;
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            loop {
+                match f.read(&mut chunk) {
+                    Ok(0) => return Ok(buf),
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        whole().map_err(|e| (e.kind(), e.to_string()))
     };
     let r = MEMO.with(|m| match m.borrow_mut().as_mut() {
         Some(memo) => memo.entry(path.to_path_buf()).or_insert_with(read).clone(),
