@@ -22,7 +22,7 @@
 //! standard streams opened on /dev/null, SIGPIPE ignored (output.rs handles
 //! a closed standard output), standard output flushed at the end.
 
-#![cfg_attr(all(target_os = "linux", target_env = "gnu"), no_main)]
+#![cfg_attr(all(target_os = "linux", target_env = "gnu", not(test)), no_main)]
 
 // The modules below are shared with the full command (main.rs); the front
 // uses the verification's part of them.
@@ -46,7 +46,7 @@ const FULL: &str = "tka-full";
 
 /// The C entry point (see above); the arguments are read by Rust's
 /// `std::env::args_os`, which glibc hands them to before `main`.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", not(test)))]
 #[no_mangle]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     // SAFETY: plain system calls on this process's own descriptors and
@@ -70,7 +70,7 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
     (0..=u8::MAX).find(|c| ExitCode::from(*c) == code).map_or(1, libc::c_int::from)
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+#[cfg(any(not(all(target_os = "linux", target_env = "gnu")), test))]
 fn main() -> ExitCode {
     run()
 }
