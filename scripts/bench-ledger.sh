@@ -9,8 +9,9 @@
 #    (COUNT x 2.3 KB, or x 0.6 KB lean, plus 2 GB for the real tokens and
 #    bundles) and refuses to start without it.
 # 1. Fills a ledger with COUNT synthetic tokens (hidden helper `tka ledger
-#    bench-fill [--lean]`: increasing serials and CMIDs spread over their
-#    space, so the fill is an append) and prints the time and the disk size.
+#    bench-fill [--lean]`: serials made as issuance makes them at each
+#    token's issue time, increasing CMIDs spread over their space, so the
+#    fill is an append) and prints the time and the disk size.
 # 2. Issues N generated requests (`tka token issue-bulk --bundle`, RSA-2048
 #    PS256, --days 20: they fall due for renewal) into the big ledger, timed,
 #    plus 10 and 1,000 more for a small and a medium entitlement.

@@ -153,7 +153,7 @@ pub fn build_claims(req: &ActivationRequest, opts: &IssueOptions, signer: &CertI
         .check_for(&req.components)
         .map_err(|e| Error::MatchRuleDoesNotFit { rule: match_rule.to_string(), detail: e.to_string() })?;
     Ok(Claims {
-        jti: opts.serial.clone().unwrap_or_else(new_serial),
+        jti: opts.serial.clone().unwrap_or_else(|| new_serial(now)),
         sub: req.cmid.clone(),
         aud: req.product.clone(),
         iat: now,

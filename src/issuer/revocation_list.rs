@@ -78,7 +78,7 @@ pub fn create_list(
     let _lock = home.lock(crate::issuer::home::DEFAULT_LOCK_WAIT)?;
     let state = match list_state(home)? {
         Some(s) => ListState { list_id: s.list_id, seq: s.seq + 1 },
-        None => ListState { list_id: crate::issuer::signer::new_serial(), seq: 1 },
+        None => ListState { list_id: crate::issuer::signer::new_serial(now), seq: 1 },
     };
     let claims =
         ListClaims { v: LIST_VERSION, iss: state.list_id.clone(), seq: state.seq, iat: now, next_update, revoked };

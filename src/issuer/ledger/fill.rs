@@ -4,15 +4,18 @@
 //! times all grow with the row number, so every B-tree (the table, the
 //! serial key, `seats`, `tokens_machine`, `tokens_expires`,
 //! `tokens_entitlement_issued`) is extended at its right edge instead of
-//! being modified at random pages. The keys are still spread evenly over
-//! their whole space (a serial is `i × 2¹²⁸/count` plus a random offset below
-//! the next one, a CMID likewise over its 80 bits), so a real token issued
-//! later lands between synthetic ones, as it would in a real ledger.
+//! being modified at random pages. A serial is made the way issuance makes
+//! one ([`crate::issuer::signer::SerialSequence`]: the issue time, then 64
+//! random bits), so a real token issued later sorts after every synthetic
+//! one, as it would in a real ledger. CMIDs are spread evenly over their
+//! 80 bits (`i × 2⁸⁰/count` plus a random offset below the next one), so a
+//! real machine lands between synthetic ones.
 
 use super::sql::sqlite_err;
 use super::{Entitlement, Ledger, NewEntitlement};
 use crate::core::error::{Error, Result};
 use crate::core::machine::cmid_from_value;
+use crate::issuer::signer::serial_text;
 
 /// Rows per transaction: bounds the write-ahead log (each commit is
 /// checkpointed before the next one reuses the log).
@@ -69,8 +72,8 @@ impl Ledger {
     /// under a new entitlement named `name` (product `bench-fill`), without
     /// signing: for benchmarks that need a large ledger. Token `i` (from 0)
     /// was issued at `now - count + i` seconds and expires a year later;
-    /// serials and CMIDs are spread over their whole space in increasing
-    /// order, CMIDs are well-formed, request digests and nonces random of
+    /// its serial is made as issuance makes one at that time, CMIDs are
+    /// spread over their whole space in increasing order and well-formed, request digests and nonces random of
     /// their real size. The token text is ~1.2 KB of random hex like a real
     /// token's (~2.2 KB of disk per token), or with `lean` 49 bytes (~0.5 KB
     /// of disk per token; no query looks into the text). Commits every
@@ -96,7 +99,7 @@ impl Ledger {
             conn.query_row("SELECT id FROM jws_headers WHERE header = 'bench-fill'", [], |r| r.get(0)).map_err(err)?;
         let mut mix = Mix::new();
         let n = u128::from(count.max(1));
-        let (serial_step, cmid_step) = (u128::MAX / n, (1u128 << 80) / n);
+        let cmid_step = (1u128 << 80) / n;
         let first = now - i64::try_from(count).unwrap_or(i64::MAX).saturating_mul(FILL_SPACING);
         let mut start = 0;
         while start < count {
@@ -113,9 +116,10 @@ impl Ledger {
                 let (mut body, mut nonce, mut digest) = (String::new(), String::new(), String::new());
                 for i in start..end {
                     let i128 = u128::from(i);
-                    let serial = format!("{:032x}", i128 * serial_step + mix.next128() % serial_step);
                     let cmid = cmid_from_value(i128 * cmid_step + mix.next128() % cmid_step);
                     let issued = first + i64::try_from(i).unwrap_or(i64::MAX) * FILL_SPACING;
+                    // One token a second: the second's first serial.
+                    let serial = serial_text(u64::try_from(issued).unwrap_or(0) << 32, mix.next());
                     body.clear();
                     nonce.clear();
                     digest.clear();
@@ -164,7 +168,8 @@ mod tests {
     use crate::issuer::ledger::Ledger;
 
     /// Synthetic tokens grow with their issue time in serial and CMID
-    /// (every fill is an append), spread over the whole key space, carry
+    /// (every fill is an append), serials made as issuance makes them at
+    /// the token's issue time, CMIDs spread over their whole space, carry
     /// well-formed CMIDs and a seat each, and the ledger opens again.
     #[test]
     fn synthetic_tokens_are_ordered_spread_and_counted() {
@@ -184,10 +189,12 @@ mod tests {
         assert_eq!(rows.len(), 16);
         for (i, r) in rows.iter().enumerate() {
             let (serial, cmid) = (r.text(0).unwrap(), r.text(1).unwrap());
-            // 16 tokens: token i's serial starts with hex digit i, its CMID
-            // with Crockford symbol 2i or 2i + 1 (32 symbols).
+            // Token i's serial starts with its issue time and counter 0 (as
+            // the first serial issuance makes in that second); its CMID with
+            // Crockford symbol 2i or 2i + 1 (32 symbols, 16 tokens).
             assert_eq!(serial.len(), 32);
-            assert_eq!(usize::from_str_radix(&serial[..1], 16).unwrap(), i, "{serial}");
+            assert_eq!(serial[..16], format!("{:08x}00000000", 1_000_000 - 16 + i), "{serial}");
+            assert!(serial.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')), "{serial}");
             let first = "0123456789ABCDEFGHJKMNPQRSTVWXYZ".find(&cmid[..1]).unwrap();
             assert_eq!(first / 2, i, "{cmid}");
             assert!(validate_cmid(&cmid), "{cmid}");
