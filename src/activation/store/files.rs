@@ -746,7 +746,9 @@ fn entry_names(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::OpenOptionsExt;
     let d = fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(dir)?;
-    let mut buf = [0u8; 8192];
+    // Room for several records (one is at most 280 bytes); small, as it
+    // is zeroed for every listing.
+    let mut buf = [0u8; 2048];
     let mut names = Vec::new();
     loop {
         // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`,
