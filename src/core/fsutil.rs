@@ -414,6 +414,19 @@ mod tests {
         assert_eq!(read_bounded(&p, 1025).unwrap().len(), 1025);
     }
 
+    /// The size `fstat` reports only sizes the buffer: a file whose
+    /// reported size is 0 (a /proc file) is still read to its end, and
+    /// still held to the limit.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn read_bounded_reads_past_the_reported_size_up_to_the_limit() {
+        let p = Path::new("/proc/self/status");
+        assert_eq!(fs::metadata(p).unwrap().len(), 0);
+        let text = String::from_utf8(read_bounded(p, 1 << 20).unwrap()).unwrap();
+        assert!(text.starts_with("Name:") && text.contains("\nPid:"), "{text}");
+        assert!(matches!(read_bounded(p, 10), Err(ReadError::TooLarge { limit: 10 })));
+    }
+
     #[cfg(unix)]
     #[test]
     fn read_bounded_refuses_devices_fifos_and_directories_unread() {

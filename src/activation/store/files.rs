@@ -817,6 +817,24 @@ mod tests {
         assert!(!stale.exists());
     }
 
+    /// More names than one 2 KiB `getdents64` read returns: every one is
+    /// listed, as `fs::read_dir` lists them, without `.` and `..`.
+    #[test]
+    fn entry_names_lists_a_directory_longer_than_one_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        for i in 0..200 {
+            fs::write(tmp.path().join(format!("{i:03}-{}", "n".repeat(60))), b"").unwrap();
+        }
+        let mut names = entry_names(tmp.path()).unwrap();
+        let mut std_names: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        std_names.sort();
+        assert_eq!(names.len(), 200);
+        assert_eq!(names, std_names);
+        let e = entry_names(&tmp.path().join("missing")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
     #[test]
     fn try_lock_reports_busy() {
         let tmp = tempfile::tempdir().unwrap();
