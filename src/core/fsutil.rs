@@ -255,6 +255,12 @@ pub enum Access {
 /// instead of hanging; the type check uses `fstat` on the descriptor, not the
 /// path, so the file cannot be swapped between the check and the read.
 pub fn open_regular(path: &Path, access: Access) -> Result<File, ReadError> {
+    open_regular_sized(path, access).map(|(f, _)| f)
+}
+
+/// [`open_regular`], also returning the file's size as the `fstat` of the
+/// check reported it (a hint for the read: the file may change).
+fn open_regular_sized(path: &Path, access: Access) -> Result<(File, u64), ReadError> {
     let mut opts = OpenOptions::new();
     opts.read(true);
     #[cfg(unix)]
@@ -280,7 +286,7 @@ pub fn open_regular(path: &Path, access: Access) -> Result<File, ReadError> {
     }
     #[cfg(not(unix))]
     let _ = access;
-    Ok(f)
+    Ok((f, meta.len()))
 }
 
 fn file_kind(ft: &fs::FileType) -> &'static str {
@@ -311,9 +317,11 @@ fn file_kind(ft: &fs::FileType) -> &'static str {
 ///
 /// Every file tka reads goes through here: it is opened with
 /// [`open_regular`] (a FIFO, device, socket or directory is refused before
-/// any read) and read through `take(limit + 1)`, so the size reported by the
-/// file system is never trusted and a file that grows while being read
-/// cannot exhaust memory.
+/// any read) and read to its end or to `limit + 1` bytes, so the size
+/// reported by the file system is never trusted for the limit and a file
+/// that grows while being read cannot exhaust memory. That size only sizes
+/// the buffer (one byte more than it), so that a file read whole by one
+/// short read ending at that size needs no further read to find its end.
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
     read_with(path, limit, Access::Public)
 }
@@ -331,14 +339,43 @@ pub fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, Error> {
 
 fn read_with(path: &Path, limit: u64, access: Access) -> Result<Vec<u8>, ReadError> {
     use std::io::Read;
-    let f = open_regular(path, access)?;
-    // Preallocated so a small file (every secret) is read without the
-    // buffer being reallocated, which would leave unzeroed copies behind.
-    let mut buf = Zeroizing::new(Vec::with_capacity(limit.saturating_add(1).min(64 * 1024) as usize));
-    f.take(limit.saturating_add(1)).read_to_end(&mut buf)?;
-    if buf.len() as u64 > limit {
+    let (mut f, size) = open_regular_sized(path, access)?;
+    let most = limit.saturating_add(1);
+    // Sized from the fstat so the file (every secret) is read without the
+    // buffer being reallocated, which would leave unzeroed copies behind,
+    // and one byte larger, so the read that fills it up to that size comes
+    // back short.
+    let first = size.saturating_add(1).min(most).min(isize::MAX as u64) as usize;
+    let mut buf = Zeroizing::new(vec![0u8; first]);
+    let mut filled = 0usize;
+    loop {
+        if filled == buf.len() {
+            if filled as u64 >= most {
+                break;
+            }
+            // The file grew since the fstat: read on, in steps, up to the limit.
+            let step = (filled.max(8192) as u64).min(most - filled as u64) as usize;
+            buf.resize(filled + step, 0);
+        }
+        let asked = buf.len() - filled;
+        match f.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                // A short read that ends at the size the fstat reported is
+                // the end of the file: no read of 0 bytes needed to see it.
+                if n < asked && filled as u64 == size {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if filled as u64 > limit {
         return Err(ReadError::TooLarge { limit });
     }
+    buf.truncate(filled);
     Ok(std::mem::take(&mut *buf))
 }
 
@@ -375,6 +412,19 @@ mod tests {
         fs::write(&p, vec![b'a'; 1025]).unwrap();
         assert!(matches!(read_bounded(&p, 1024), Err(ReadError::TooLarge { limit: 1024 })));
         assert_eq!(read_bounded(&p, 1025).unwrap().len(), 1025);
+    }
+
+    /// The size `fstat` reports only sizes the buffer: a file whose
+    /// reported size is 0 (a /proc file) is still read to its end, and
+    /// still held to the limit.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn read_bounded_reads_past_the_reported_size_up_to_the_limit() {
+        let p = Path::new("/proc/self/status");
+        assert_eq!(fs::metadata(p).unwrap().len(), 0);
+        let text = String::from_utf8(read_bounded(p, 1 << 20).unwrap()).unwrap();
+        assert!(text.starts_with("Name:") && text.contains("\nPid:"), "{text}");
+        assert!(matches!(read_bounded(p, 10), Err(ReadError::TooLarge { limit: 10 })));
     }
 
     #[cfg(unix)]

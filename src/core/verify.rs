@@ -81,13 +81,20 @@ pub fn verify_token(text: &str, ctx: &VerifyContext<'_>) -> Result<VerifiedToken
     let jws = jws::decode(text, TOKEN_TYP)?;
     // Step 3: path validation to a pinned root at `now`, from `x5c` or,
     // for a compact token, from the known certificates.
-    let chain = token_chain(&jws, ctx.certificates, ctx.anchors, ctx.now)?;
-    let path = validate_path(&chain, ctx.anchors, ctx.now, ctx.crls, LeafRole::TokenSigner)?;
+    // (The `x5c` in place, not copied as `token_chain` returns it.)
+    let pool_chain;
+    let chain = if jws.x5c.is_empty() {
+        pool_chain = token_chain(&jws, ctx.certificates, ctx.anchors, ctx.now)?;
+        &pool_chain
+    } else {
+        &jws.x5c
+    };
+    let mut path = validate_path(chain, ctx.anchors, ctx.now, ctx.crls, LeafRole::TokenSigner)?;
     check_pinned_root(&path, ctx.pinned_roots)?;
-    let signer = path.signer().clone();
-    check_kid(jws.kid.as_deref(), &signer)?;
+    let signer = path.signer();
+    check_kid(jws.kid.as_deref(), signer)?;
     // Step 4: the signature, with the algorithm pinned in step 2.
-    check_signature(&signer, jws.alg, &jws.signing_input, &jws.signature)?;
+    check_signature(signer, jws.alg, &jws.signing_input, &jws.signature)?;
     // Step 5: claims.
     let claims = parse_claims(&jws.payload)?;
     check_delegations(&path.certs, &claims)?;
@@ -95,19 +102,16 @@ pub fn verify_token(text: &str, ctx: &VerifyContext<'_>) -> Result<VerifiedToken
     check_binding(&claims)?;
     let machine_match = check_machine(&claims, ctx.machine)?;
     let in_grace = check_time_window(&claims, ctx.now)?;
-    check_within_signer(&claims, &signer)?;
+    check_within_signer(&claims, path.signer())?;
     check_not_revoked(&claims, ctx.revoked_serials)?;
     // Step 6: clock sanity.
     check_clock(&claims, ctx.now, ctx.clock)?;
-    Ok(VerifiedToken {
-        claims,
-        alg: jws.alg,
-        path: path.certs.iter().map(|c| c.subject.clone()).collect(),
-        root_fingerprint: path.root().fingerprint.clone(),
-        signer,
-        machine_match,
-        in_grace,
-    })
+    let subjects = path.certs.iter().map(|c| c.subject.clone()).collect();
+    let root_fingerprint = path.root().fingerprint.clone();
+    // The signer moved out of the path, not copied (a path holds at least
+    // the signer and its root).
+    let signer = path.certs.swap_remove(0);
+    Ok(VerifiedToken { claims, alg: jws.alg, path: subjects, root_fingerprint, signer, machine_match, in_grace })
 }
 
 /// The certificate chain of a decoded token, signer first: its `x5c`, or

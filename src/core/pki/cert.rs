@@ -81,33 +81,76 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// RFC 4514 string form: most specific RDN first (`CN=Signer,O=Example`),
-/// the order `--subject` takes.
+/// the order `--subject` takes. Written into one string.
 pub(crate) fn rfc4514(name: &X509Name<'_>) -> String {
-    let rdns: Vec<String> = name
-        .iter_rdn()
-        .map(|rdn| {
-            rdn.iter()
-                .map(|atv| {
-                    let key = x509_parser::objects::oid2abbrev(atv.attr_type(), x509_parser::objects::oid_registry())
-                        .map(str::to_string)
-                        .unwrap_or_else(|_| oid_to_string(atv.attr_type().as_bytes()));
-                    let val = match atv.as_str() {
-                        Ok(v) => v
-                            .chars()
-                            .flat_map(|c| {
-                                let esc = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=');
-                                esc.then_some('\\').into_iter().chain(std::iter::once(c))
-                            })
-                            .collect(),
-                        Err(_) => "#".to_string() + &lower_hex(atv.as_slice()),
-                    };
-                    format!("{key}={val}")
-                })
-                .collect::<Vec<_>>()
-                .join("+")
-        })
-        .collect();
-    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+    let rdns: Vec<&RelativeDistinguishedName<'_>> = name.iter_rdn().collect();
+    let mut out = String::with_capacity(name.as_raw().len());
+    for (i, rdn) in rdns.into_iter().rev().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for (j, atv) in rdn.iter().enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            match x509_parser::objects::oid2abbrev(atv.attr_type(), x509_parser::objects::oid_registry()) {
+                Ok(key) => out.push_str(key),
+                Err(_) => out.push_str(&oid_to_string(atv.attr_type().as_bytes())),
+            }
+            out.push('=');
+            match atv.as_str() {
+                Ok(v) => {
+                    for c in v.chars() {
+                        if matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=') {
+                            out.push('\\');
+                        }
+                        out.push(c);
+                    }
+                }
+                Err(_) => {
+                    out.push('#');
+                    out.push_str(&lower_hex(atv.as_slice()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// OIDs met in every certificate, by their content bytes: what
+/// [`oid_to_string`] makes of exactly these bytes, without the arithmetic.
+const KNOWN_OIDS: [(&[u8], &str); 12] = [
+    (&[0x55, 0x1d, 0x13], "2.5.29.19"),
+    (&[0x55, 0x1d, 0x0f], "2.5.29.15"),
+    (&[0x55, 0x1d, 0x25], "2.5.29.37"),
+    (&[0x55, 0x1d, 0x0e], "2.5.29.14"),
+    (&[0x55, 0x1d, 0x23], "2.5.29.35"),
+    (&[0x55, 0x1d, 0x11], "2.5.29.17"),
+    (&[0x55, 0x1d, 0x1f], "2.5.29.31"),
+    (&[0x55, 0x1d, 0x20], "2.5.29.32"),
+    (&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a], "1.2.840.113549.1.1.10"),
+    (&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b], "1.2.840.113549.1.1.11"),
+    (&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c], "1.2.840.113549.1.1.12"),
+    (&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d], "1.2.840.113549.1.1.13"),
+];
+
+/// Content bytes of [`TKA_TOKEN_SIGNING_EKU`] (checked against the
+/// encoder in the tests).
+const TKA_EKU_BYTES: [u8; 20] = [
+    0x69, 0x81, 0xa7, 0xe2, 0xf3, 0xe7, 0xc0, 0x8b, 0xa2, 0x86, 0xff, 0xa1, 0xaa, 0xb3, 0xef, 0xfb, 0xb6, 0xa0, 0x92,
+    0x5d,
+];
+
+/// [`oid_to_string`], borrowed for the OIDs of [`KNOWN_OIDS`] and the tka
+/// token-signing EKU.
+fn oid_str(bytes: &[u8]) -> std::borrow::Cow<'static, str> {
+    if bytes == TKA_EKU_BYTES {
+        return TKA_TOKEN_SIGNING_EKU.into();
+    }
+    match KNOWN_OIDS.iter().find(|(b, _)| *b == bytes) {
+        Some((_, s)) => (*s).into(),
+        None => oid_to_string(bytes).into(),
+    }
 }
 
 /// Dotted decimal form of an OID's content bytes, with arcs up to 128 bits
@@ -169,7 +212,7 @@ impl CertInfo {
             issuer: rfc4514(cert.issuer()),
             subject_raw: cert.subject().as_raw().to_vec(),
             issuer_raw: cert.issuer().as_raw().to_vec(),
-            serial_hex: cert.raw_serial().iter().map(|b| format!("{b:02X}")).collect(),
+            serial_hex: lower_hex(cert.raw_serial()).to_ascii_uppercase(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             is_ca: false,
@@ -182,7 +225,10 @@ impl CertInfo {
             unknown_critical: Vec::new(),
             spki_der: cert.public_key().raw.to_vec(),
             tbs_der: cert.tbs_certificate.as_ref().to_vec(),
-            sig_alg: cert.signature_algorithm.algorithm.to_id_string(),
+            sig_alg: match KNOWN_OIDS.iter().find(|(b, _)| *b == cert.signature_algorithm.algorithm.as_bytes()) {
+                Some((_, s)) => (*s).to_string(),
+                None => cert.signature_algorithm.algorithm.to_id_string(),
+            },
             sig_params: cert
                 .signature_algorithm
                 .parameters
@@ -190,13 +236,14 @@ impl CertInfo {
                 .and_then(|p| x509_parser::asn1_rs::ToDer::to_der_vec(p).ok()),
             signature: cert.signature_value.data.to_vec(),
         };
-        let mut seen = std::collections::HashSet::new();
+        let mut seen: Vec<std::borrow::Cow<'static, str>> = Vec::with_capacity(cert.extensions().len());
         for ext in cert.extensions() {
             // Dotted form with arcs up to 128 bits (the tka UUID OIDs).
-            let oid = oid_to_string(ext.oid.as_bytes());
-            if !seen.insert(oid.clone()) {
+            let oid = oid_str(ext.oid.as_bytes());
+            if seen.contains(&oid) {
                 return Err(fail(format!("extension {oid} appears twice")));
             }
+            seen.push(oid.clone());
             if oid == TKA_DELEGATION_OID {
                 let d = Delegation::from_der(ext.value)
                     .map_err(|e| fail(format!("the tka delegation extension is malformed: {e}")))?;
@@ -212,7 +259,7 @@ impl CertInfo {
                     info.key_usage = Some((ku.digital_signature(), ku.key_cert_sign(), ku.crl_sign()));
                 }
                 ParsedExtension::ExtendedKeyUsage(eku) => {
-                    let mut oids: Vec<String> = eku.other.iter().map(|o| oid_to_string(o.as_bytes())).collect();
+                    let mut oids: Vec<String> = eku.other.iter().map(|o| oid_str(o.as_bytes()).into_owned()).collect();
                     if eku.any {
                         oids.push("2.5.29.37.0".into());
                     }
@@ -239,8 +286,8 @@ impl CertInfo {
                 }
                 _ => {}
             }
-            if ext.critical && !KNOWN_CRITICAL.contains(&oid.as_str()) {
-                info.unknown_critical.push(oid);
+            if ext.critical && !KNOWN_CRITICAL.contains(&oid.as_ref()) {
+                info.unknown_critical.push(oid.into_owned());
             }
         }
         Ok(info)
@@ -329,5 +376,17 @@ mod tests {
         // The tka EKU as written by the certificate builder.
         let der = tka_eku_der();
         assert_eq!(oid_to_string(&der[4..]), TKA_TOKEN_SIGNING_EKU);
+    }
+
+    #[test]
+    fn known_oids_are_what_oid_to_string_makes_of_their_bytes() {
+        for (bytes, s) in KNOWN_OIDS {
+            assert_eq!(oid_to_string(bytes), s);
+            assert_eq!(oid_str(bytes), s);
+        }
+        assert_eq!(&tka_eku_der()[4..], TKA_EKU_BYTES);
+        assert_eq!(oid_str(&TKA_EKU_BYTES), TKA_TOKEN_SIGNING_EKU);
+        // Anything else is computed: here a non-minimal encoding of 2.5.29.19.
+        assert_eq!(oid_str(&[0x55, 0x1d, 0x80, 0x13]), "2.5.29.19");
     }
 }
