@@ -51,7 +51,8 @@ use std::collections::{HashMap, HashSet};
 pub struct IssuedItem {
     /// Serial.
     pub serial: String,
-    /// The JWS compact text (empty once written to a file by a batch with an output directory).
+    /// The JWS compact text (empty once a batch wrote it to its output:
+    /// a token file or the bundle).
     pub text: String,
     /// Product.
     pub product: String,

@@ -168,10 +168,16 @@ pub(crate) fn run(
                     let mut lines = String::new();
                     if bundling {
                         for &s in &slots {
-                            if let Some(i) =
-                                report.items[s].issued.as_ref().filter(|_| report.items[s].status == ItemStatus::Ok)
-                            {
-                                crate::core::bundle::push_line(&mut lines, &i.product, &i.cmid, &i.serial, &i.text);
+                            // The text moves into the line (as into a token
+                            // file's job): kept, every token of a large batch
+                            // would stay in memory, and each signing thread's
+                            // heap would grow with every token it signs
+                            // (aws-lc's temporary buffers then extend it on
+                            // every signature: a system call and fresh pages).
+                            let it = &mut report.items[s];
+                            if let Some(i) = it.issued.as_mut().filter(|_| it.status == ItemStatus::Ok) {
+                                let text = std::mem::take(&mut i.text);
+                                crate::core::bundle::push_line(&mut lines, &i.product, &i.cmid, &i.serial, &text);
                             }
                         }
                     }
