@@ -186,8 +186,25 @@ mod tests {
         let now = 1_800_000_000;
         let payload = serde_json::json!({"jti": "ab", "sub": "c\"d", "n": 1});
         let rs = SignatureAlgorithm::Rs256;
-        let full = crate::issuer::issue::test_signer(now);
-        let chain = full.chain().to_vec();
+        let (int_key, signer_key) = (key("intermediate"), key("signer"));
+        let req = |kind, subject| CertRequest {
+            kind,
+            subject,
+            not_before: now - 86_400,
+            not_after: now + 86_400,
+            delegation: None,
+        };
+        let int = create_certificate(&req(CertKind::Root, "CN=T Root"), int_key.public_key(), None, &int_key).unwrap();
+        let int_info = CertInfo::parse(&int).unwrap();
+        let der = create_certificate(
+            &req(CertKind::Signer, "CN=T Signer"),
+            signer_key.public_key(),
+            Some(&int_info),
+            &int_key,
+        )
+        .unwrap();
+        let chain = vec![der, int];
+        let full = TokenSigner::new(Box::new(signer_key), chain.clone()).unwrap();
         let message_only = TokenSigner::new(Box::new(MessageOnly(key("signer"))), chain.clone()).unwrap();
         for signer in [&full, &message_only] {
             for compact in [false, true] {
