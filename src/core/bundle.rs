@@ -47,18 +47,28 @@ pub fn parse_line(text: &str) -> Result<BundleLineRef<'_>, serde_json::Error> {
 /// dots, which JSON never escapes, so the (large) token goes in as it is;
 /// anything else takes the general path.
 pub fn push_line(out: &mut String, product: &str, cmid: &str, serial: &str, token: &str) {
-    let json = |s: &str| serde_json::to_string(s).expect("a string serializes");
+    // A label of printable ASCII without `"` or `\` is written as it is
+    // (serde_json escapes nothing else there); anything else is escaped.
+    let push_json = |out: &mut String, s: &str| {
+        if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+            out.push('"');
+            out.push_str(s);
+            out.push('"');
+        } else {
+            out.push_str(&serde_json::to_string(s).expect("a string serializes"));
+        }
+    };
     // Checked 64 bytes at a time without branching, so that it vectorizes.
     let plain = token.as_bytes().chunks(64).all(|c| {
         c.iter().fold(true, |ok, &b| ok & (b.is_ascii_alphanumeric() | (b == b'-') | (b == b'_') | (b == b'.')))
     });
     if plain {
         out.push_str("{\"product\":");
-        out.push_str(&json(product));
+        push_json(out, product);
         out.push_str(",\"cmid\":");
-        out.push_str(&json(cmid));
+        push_json(out, cmid);
         out.push_str(",\"serial\":");
-        out.push_str(&json(serial));
+        push_json(out, serial);
         out.push_str(",\"token\":\"");
         out.push_str(token);
         out.push_str("\"}");
@@ -87,6 +97,8 @@ mod tests {
             ("we\"ird\\é\u{1}", "c\nmid", "eyJh.eyJi.c2ln"),
             ("p", "c", "not \"plain\" token\n"),
             ("p", "c", ""),
+            ("p/q r~", "c\u{7f}", "eyJh.eyJi.c2ln"),
+            ("p'", "c\\", "eyJh.eyJi.c2ln"),
         ] {
             let mut fast = String::new();
             push_line(&mut fast, product, cmid, "0123abcd", text);

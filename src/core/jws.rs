@@ -249,6 +249,65 @@ pub fn protected_header(typ: &str, kid: &str, x5c: &[Vec<u8>], alg: SignatureAlg
     Ok(B64URL.encode(h))
 }
 
+/// A protected header (from [`protected_header`]) ready to sign many
+/// payloads under: its text and the SHA-256 state over `header.`, which
+/// [`encode_prepared`] continues with each payload instead of hashing the
+/// header (with an `x5c` chain, most of the signing input) again.
+#[derive(Clone)]
+pub struct PreparedHeader {
+    text: String,
+    prefix: sha2::Sha256,
+}
+
+impl PreparedHeader {
+    /// Prepares the base64url protected header `text`.
+    pub fn new(text: String) -> Self {
+        use sha2::Digest;
+        let mut prefix = sha2::Sha256::new();
+        prefix.update(text.as_bytes());
+        prefix.update(b".");
+        PreparedHeader { text, prefix }
+    }
+
+    /// The base64url protected header.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::fmt::Debug for PreparedHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedHeader").field("text", &self.text).finish_non_exhaustive()
+    }
+}
+
+/// [`encode_with_header`] under a [`PreparedHeader`] (with the same `alg`):
+/// the same text, hashed from the header's saved state when the key signs
+/// a digest ([`Signer::sign_sha256_digest`]), else signed as a message.
+pub fn encode_prepared(
+    header: &PreparedHeader,
+    payload: &Value,
+    alg: SignatureAlgorithm,
+    key: &dyn Signer,
+) -> Result<String> {
+    use sha2::Digest;
+    let p = serde_json::to_vec(payload).map_err(|e| Error::format("token payload", e))?;
+    let mut text = String::with_capacity(header.text.len() + p.len() * 4 / 3 + 8 + 700);
+    text.push_str(&header.text);
+    text.push('.');
+    B64URL.encode_string(&p, &mut text);
+    let mut hash = header.prefix.clone();
+    hash.update(&text.as_bytes()[header.text.len() + 1..]);
+    let digest: [u8; 32] = hash.finalize().into();
+    let sig = match key.sign_sha256_digest(alg, &digest) {
+        Some(sig) => sig?,
+        None => key.sign(alg, text.as_bytes())?,
+    };
+    text.push('.');
+    B64URL.encode_string(sig, &mut text);
+    Ok(text)
+}
+
 /// Signs `payload` under an already encoded protected header (from
 /// [`protected_header`] with the same `alg`).
 pub fn encode_with_header(header: &str, payload: &Value, alg: SignatureAlgorithm, key: &dyn Signer) -> Result<String> {

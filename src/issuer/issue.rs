@@ -51,7 +51,8 @@ use std::collections::{HashMap, HashSet};
 pub struct IssuedItem {
     /// Serial.
     pub serial: String,
-    /// The JWS compact text (empty once written to a file by a batch with an output directory).
+    /// The JWS compact text (empty once a batch wrote it to its output:
+    /// a token file or the bundle).
     pub text: String,
     /// Product.
     pub product: String,
@@ -612,8 +613,18 @@ impl<'t> Recorder<'t> {
             Decision::Sign { text: Some(Err(e)), .. } => Outcome::SigningFailed(e),
             Decision::Sign { text: None, .. } => unreachable!("every Sign decision is signed before it is recorded"),
             Decision::Sign { claims, new_seat, counted, text: Some(Ok(text)) } => {
-                let (header, body) = text.split_once('.').expect("a JWS has dots");
-                let header_id = match headers.iter().find(|(h, _)| h == header) {
+                // A header seen before is found as the text's prefix up to a
+                // dot (base64url has none), without searching the ~3.5 KB
+                // of a full token's header for its end first.
+                let known = headers
+                    .iter()
+                    .find(|(h, _)| text.as_bytes().get(h.len()) == Some(&b'.') && text.starts_with(h.as_str()));
+                let (header, body) = match known {
+                    Some((h, _)) => text.split_at(h.len()),
+                    None => text.split_once('.').map(|(h, _)| text.split_at(h.len())).expect("a JWS has dots"),
+                };
+                let body = &body[1..];
+                let header_id = match known {
                     Some((_, id)) => *id,
                     None => {
                         self.db.execute(

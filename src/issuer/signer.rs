@@ -18,7 +18,7 @@ pub struct TokenSigner {
     /// The base64url protected header of a token, per algorithm (PS256,
     /// RS256) and form (full, compact): the same for every token of this
     /// signer, encoded once.
-    token_headers: [std::sync::OnceLock<String>; 4],
+    token_headers: [std::sync::OnceLock<jws::PreparedHeader>; 4],
 }
 
 impl std::fmt::Debug for TokenSigner {
@@ -118,7 +118,8 @@ impl TokenSigner {
     /// Signs token claims: a full token (`kid` and `x5c`) or, with
     /// `compact`, one with `kid` only (no `x5c`; the verifier finds the
     /// chain among certificates it knows). The protected header is encoded
-    /// once per signer, algorithm and form instead of once per token.
+    /// and hashed once per signer, algorithm and form instead of once per
+    /// token ([`jws::PreparedHeader`]).
     pub fn sign_token(&self, payload: &serde_json::Value, alg: SignatureAlgorithm, compact: bool) -> Result<String> {
         let slot = match alg {
             SignatureAlgorithm::Ps256 => 0,
@@ -130,10 +131,10 @@ impl TokenSigner {
             None => {
                 let x5c: &[Vec<u8>] = if compact { &[] } else { &self.x5c };
                 let h = jws::protected_header(TOKEN_TYP, &self.cert.fingerprint, x5c, alg)?;
-                slot.get_or_init(|| h)
+                slot.get_or_init(|| jws::PreparedHeader::new(h))
             }
         };
-        jws::encode_with_header(header, payload, alg, self.key.as_ref())
+        jws::encode_prepared(header, payload, alg, self.key.as_ref())
     }
 }
 
@@ -254,6 +255,55 @@ mod tests {
         let seq = SerialSequence::new();
         assert_eq!(&seq.next(-5)[..16], "0000000000000000");
         assert_eq!(&seq.next(i64::MAX)[..16], "ffffffff00000000");
+    }
+
+    /// A key that signs only messages, not digests.
+    struct MessageOnly(SoftwareKey);
+
+    impl Signer for MessageOnly {
+        fn public_key(&self) -> &rsa::PublicKey {
+            self.0.public_key()
+        }
+        fn sign(&self, alg: SignatureAlgorithm, message: &[u8]) -> Result<Vec<u8>> {
+            self.0.sign(alg, message)
+        }
+    }
+
+    /// A token signed from the header's saved hash state is the token
+    /// `jws::encode` signs (RS256 is deterministic: byte for byte), with a
+    /// key that signs digests and with one that signs only messages.
+    #[test]
+    fn prepared_header_signs_what_jws_encode_signs() {
+        let now = 1_800_000_000;
+        let payload = serde_json::json!({"jti": "ab", "sub": "c\"d", "n": 1});
+        let rs = SignatureAlgorithm::Rs256;
+        let (int_key, signer_key) = (key("intermediate"), key("signer"));
+        let req = |kind, subject| CertRequest {
+            kind,
+            subject,
+            not_before: now - 86_400,
+            not_after: now + 86_400,
+            delegation: None,
+        };
+        let int = create_certificate(&req(CertKind::Root, "CN=T Root"), int_key.public_key(), None, &int_key).unwrap();
+        let int_info = CertInfo::parse(&int).unwrap();
+        let der = create_certificate(
+            &req(CertKind::Signer, "CN=T Signer"),
+            signer_key.public_key(),
+            Some(&int_info),
+            &int_key,
+        )
+        .unwrap();
+        let chain = vec![der, int];
+        let full = TokenSigner::new(Box::new(signer_key), chain.clone()).unwrap();
+        let message_only = TokenSigner::new(Box::new(MessageOnly(key("signer"))), chain.clone()).unwrap();
+        for signer in [&full, &message_only] {
+            for compact in [false, true] {
+                let x5c: &[Vec<u8>] = if compact { &[] } else { &chain };
+                let slow = jws::encode(&payload, TOKEN_TYP, &signer.cert.fingerprint, x5c, rs, signer.key()).unwrap();
+                assert_eq!(signer.sign_token(&payload, rs, compact).unwrap(), slow, "compact {compact}");
+            }
+        }
     }
 
     /// The header encoded once per signer is byte for byte what `jws::encode` writes.

@@ -59,6 +59,17 @@ pub trait Signer: Send + Sync {
     fn public_key(&self) -> &rsa::PublicKey;
     /// Signs `message` (not a digest) with `alg`.
     fn sign(&self, alg: SignatureAlgorithm, message: &[u8]) -> Result<Vec<u8>>;
+
+    /// Signs, with `alg`, the message whose SHA-256 is `digest` (both
+    /// algorithms hash with SHA-256), for a caller that hashed the message
+    /// itself (a JWS signer hashes the protected header shared by many
+    /// tokens once). The signature is the one [`Signer::sign`] makes of the
+    /// message. `None` when this key cannot sign a digest computed
+    /// elsewhere: the caller then signs the message with [`Signer::sign`].
+    fn sign_sha256_digest(&self, alg: SignatureAlgorithm, digest: &[u8; 32]) -> Option<Result<Vec<u8>>> {
+        let _ = (alg, digest);
+        None
+    }
 }
 
 /// A passphrase (or PKCS#11 PIN), zeroized on drop. Never printed by `Debug`.

@@ -27,7 +27,10 @@ pub enum Output<'a> {
     /// commit and then made durable and put in place atomically, as
     /// [`write_bundle`] writes it. A failure to write it is returned as
     /// the batch's error (the rows committed stay committed; the same batch
-    /// run again returns the same tokens).
+    /// run again returns the same tokens). The report's items keep no token
+    /// text ([`IssuedItem::text`](crate::issuer::issue::IssuedItem::text)
+    /// is empty): the tokens are in the bundle, and a large batch does not
+    /// hold them all in memory.
     Bundle(&'a Path),
 }
 

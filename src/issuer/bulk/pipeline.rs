@@ -69,6 +69,10 @@ pub(crate) fn run(
     let bundling = bundle.is_some();
     let (file_tx, file_rx) = mpsc::channel::<(usize, Vec<FileJob>, String)>();
     let (ckpt_tx, ckpt_rx) = mpsc::channel::<usize>();
+    // Bundle buffers come back from the writer, emptied, to hold the lines
+    // of a later chunk: a chunk's lines (~2 MB for 512 tokens) are not
+    // written into freshly mapped memory each time.
+    let (spare_tx, spare_rx) = mpsc::channel::<String>();
     let written = std::thread::scope(|scope| {
         if let Some(conn) = checkpointer {
             // Checkpoints (WAL pages copied into the database file, which
@@ -102,6 +106,9 @@ pub(crate) fn run(
                 if let Some(b) = &mut bundle {
                     b.append(&lines);
                 }
+                let mut lines = lines;
+                lines.clear();
+                let _ = spare_tx.send(lines);
                 progress(n as u64);
             }
             (results, bundle.map(BundleFile::finish))
@@ -175,13 +182,19 @@ pub(crate) fn run(
                         Some(dir) => file_jobs(dir, &slots, &mut report.items),
                         None => Vec::new(),
                     };
-                    let mut lines = String::new();
+                    let mut lines = spare_rx.try_recv().unwrap_or_default();
                     if bundling {
                         for &s in &slots {
-                            if let Some(i) =
-                                report.items[s].issued.as_ref().filter(|_| report.items[s].status == ItemStatus::Ok)
-                            {
-                                crate::core::bundle::push_line(&mut lines, &i.product, &i.cmid, &i.serial, &i.text);
+                            // The text moves into the line (as into a token
+                            // file's job): kept, every token of a large batch
+                            // would stay in memory, and each signing thread's
+                            // heap would grow with every token it signs
+                            // (aws-lc's temporary buffers then extend it on
+                            // every signature: a system call and fresh pages).
+                            let it = &mut report.items[s];
+                            if let Some(i) = it.issued.as_mut().filter(|_| it.status == ItemStatus::Ok) {
+                                let text = std::mem::take(&mut i.text);
+                                crate::core::bundle::push_line(&mut lines, &i.product, &i.cmid, &i.serial, &text);
                             }
                         }
                     }
