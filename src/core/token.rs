@@ -108,11 +108,9 @@ pub fn from_pasted(text: &str) -> Result<String, VerifyError> {
     // carriage return and space).
     let compact: String = if text.is_ascii() {
         let ascii_space = |b: &u8| matches!(b, b'\t'..=b'\r' | b' ');
-        if text.bytes().any(|b| ascii_space(&b)) {
-            text.split(|c: char| c.is_ascii() && ascii_space(&(c as u8))).collect()
-        } else {
-            text.to_string()
-        }
+        let kept: Vec<u8> = text.bytes().filter(|b| !ascii_space(b)).collect();
+        // ASCII bytes are UTF-8 text.
+        String::from_utf8(kept).unwrap_or_default()
     } else {
         text.chars().filter(|c| !c.is_whitespace()).collect()
     };

@@ -37,6 +37,17 @@ mod output;
 mod report;
 mod token_verify;
 
+// The unwinder linked in statically (gcc's libgcc_eh, what `-static-libgcc`
+// links), so the process does not load libgcc_s: its loading and its CPU
+// detection at load (`cpuid`, a trap to the hypervisor in a VM) were 10 % of
+// a verification process here (docs/benchmarks.md). The front loads no other
+// code (no PKCS#11 module), so no second unwinder meets this one. Linked as
+// a native library of this crate, ahead of the standard library's
+// `-lgcc_s`, which is then not needed (`--as-needed`).
+#[cfg(all(target_os = "linux", target_env = "gnu", not(test)))]
+#[link(name = "gcc_eh", kind = "static", modifiers = "-bundle")]
+extern "C" {}
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;

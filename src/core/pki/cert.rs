@@ -93,9 +93,13 @@ pub(crate) fn rfc4514(name: &X509Name<'_>) -> String {
             if j > 0 {
                 out.push('+');
             }
-            match x509_parser::objects::oid2abbrev(atv.attr_type(), x509_parser::objects::oid_registry()) {
-                Ok(key) => out.push_str(key),
-                Err(_) => out.push_str(&oid_to_string(atv.attr_type().as_bytes())),
+            let oid = atv.attr_type();
+            match NAME_ABBREVIATIONS.iter().find(|(bytes, _)| *bytes == oid.as_bytes()) {
+                Some((_, key)) => out.push_str(key),
+                None => match x509_parser::objects::oid2abbrev(oid, x509_parser::objects::oid_registry()) {
+                    Ok(key) => out.push_str(key),
+                    Err(_) => out.push_str(&oid_to_string(oid.as_bytes())),
+                },
             }
             out.push('=');
             match atv.as_str() {
@@ -116,6 +120,22 @@ pub(crate) fn rfc4514(name: &X509Name<'_>) -> String {
     }
     out
 }
+
+/// The attribute types x509-parser abbreviates in names (its `oid2abbrev`
+/// table), by their content bytes: a name made of these is written without
+/// x509-parser's OID registry, which is built (hundreds of entries hashed
+/// into a map) the first time it is asked for, some 15 µs of every
+/// verification process. Other attribute types still go to the registry.
+const NAME_ABBREVIATIONS: [(&[u8], &str); 8] = [
+    (&[0x55, 0x04, 0x03], "CN"),
+    (&[0x55, 0x04, 0x06], "C"),
+    (&[0x55, 0x04, 0x07], "L"),
+    (&[0x55, 0x04, 0x08], "ST"),
+    (&[0x55, 0x04, 0x0a], "O"),
+    (&[0x55, 0x04, 0x0b], "OU"),
+    (&[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19], "DC"),
+    (&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01], "Email"),
+];
 
 /// OIDs met in every certificate, by their content bytes: what
 /// [`oid_to_string`] makes of exactly these bytes, without the arithmetic.
@@ -388,5 +408,15 @@ mod tests {
         assert_eq!(oid_str(&TKA_EKU_BYTES), TKA_TOKEN_SIGNING_EKU);
         // Anything else is computed: here a non-minimal encoding of 2.5.29.19.
         assert_eq!(oid_str(&[0x55, 0x1d, 0x80, 0x13]), "2.5.29.19");
+    }
+
+    /// The name abbreviations written without the registry are x509-parser's
+    /// own for those attribute types.
+    #[test]
+    fn name_abbreviations_are_x509_parsers() {
+        for (bytes, key) in NAME_ABBREVIATIONS {
+            let oid = x509_parser::der_parser::oid::Oid::new(bytes.into());
+            assert_eq!(x509_parser::objects::oid2abbrev(&oid, x509_parser::objects::oid_registry()), Ok(key), "{oid}");
+        }
     }
 }
