@@ -269,14 +269,9 @@ mod tests {
         }
     }
 
-    /// A token signed from the header's saved hash state is the token
-    /// `jws::encode` signs (RS256 is deterministic: byte for byte), with a
-    /// key that signs digests and with one that signs only messages.
-    #[test]
-    fn prepared_header_signs_what_jws_encode_signs() {
-        let now = 1_800_000_000;
-        let payload = serde_json::json!({"jti": "ab", "sub": "c\"d", "n": 1});
-        let rs = SignatureAlgorithm::Rs256;
+    /// A signer certificate (test key "signer") under a root (test key
+    /// "intermediate"), valid a day either side of `now`: the chain, signer first.
+    fn test_chain(now: i64) -> Vec<Vec<u8>> {
         let (int_key, signer_key) = (key("intermediate"), key("signer"));
         let req = |kind, subject| CertRequest {
             kind,
@@ -294,8 +289,18 @@ mod tests {
             &int_key,
         )
         .unwrap();
-        let chain = vec![der, int];
-        let full = TokenSigner::new(Box::new(signer_key), chain.clone()).unwrap();
+        vec![der, int]
+    }
+
+    /// A token signed from the header's saved hash state is the token
+    /// `jws::encode` signs (RS256 is deterministic: byte for byte), with a
+    /// key that signs digests and with one that signs only messages.
+    #[test]
+    fn prepared_header_signs_what_jws_encode_signs() {
+        let payload = serde_json::json!({"jti": "ab", "sub": "c\"d", "n": 1});
+        let rs = SignatureAlgorithm::Rs256;
+        let chain = test_chain(1_800_000_000);
+        let full = TokenSigner::new(Box::new(key("signer")), chain.clone()).unwrap();
         let message_only = TokenSigner::new(Box::new(MessageOnly(key("signer"))), chain.clone()).unwrap();
         for signer in [&full, &message_only] {
             for compact in [false, true] {
@@ -309,25 +314,7 @@ mod tests {
     /// The header encoded once per signer is byte for byte what `jws::encode` writes.
     #[test]
     fn cached_token_header_is_the_one_jws_encode_writes() {
-        let now = 1_800_000_000;
-        let (int_key, signer_key) = (key("intermediate"), key("signer"));
-        let req = |kind, subject| CertRequest {
-            kind,
-            subject,
-            not_before: now - 86_400,
-            not_after: now + 86_400,
-            delegation: None,
-        };
-        let int = create_certificate(&req(CertKind::Root, "CN=T Root"), int_key.public_key(), None, &int_key).unwrap();
-        let int_info = CertInfo::parse(&int).unwrap();
-        let der = create_certificate(
-            &req(CertKind::Signer, "CN=T Signer"),
-            signer_key.public_key(),
-            Some(&int_info),
-            &int_key,
-        )
-        .unwrap();
-        let signer = TokenSigner::new(Box::new(key("signer")), vec![der, int]).unwrap();
+        let signer = TokenSigner::new(Box::new(key("signer")), test_chain(1_800_000_000)).unwrap();
         let payload = serde_json::json!({"jti": "ab", "sub": "c\"d", "n": 1});
         for alg in [SignatureAlgorithm::Ps256, SignatureAlgorithm::Rs256] {
             for _ in 0..2 {

@@ -140,12 +140,9 @@ mod tests {
     fn bundle_output_is_written_by_the_batch() {
         let now = 1_800_000_000;
         let d = tempfile::tempdir().unwrap();
-        let mut l = Ledger::open(&d.path().join("l.sqlite")).unwrap();
-        let new = NewEntitlement { product: "p".into(), machines: 9, name: Some("e".into()), ..Default::default() };
-        l.add_entitlement(&new, now).unwrap();
+        let mut l = ledger_with_entitlement(d.path(), 9, now);
         let signer = test_signer(now);
-        let inputs: Vec<BatchInput> =
-            (0..5).map(|n| BatchInput { source: n.to_string(), request: Ok(synthetic_request("p", n, now)) }).collect();
+        let inputs = five_requests(now, 0);
         let opts = BatchOptions { entitlement: Some("e".into()), chunk: 2, ..Default::default() };
         let path = d.path().join("b.jsonl");
         let r = issue_batch_to(&mut l, inputs.clone(), &opts, &signer, now, Output::Bundle(&path), &|_| {}).unwrap();
@@ -169,6 +166,15 @@ mod tests {
         assert_eq!(names, ["b.jsonl"]);
     }
 
+    /// A ledger at `dir/l.sqlite` holding entitlement "e": `machines` seats of product "p".
+    fn ledger_with_entitlement(dir: &std::path::Path, machines: u32, now: i64) -> Ledger {
+        let mut l = Ledger::open(&dir.join("l.sqlite")).unwrap();
+        let new = NewEntitlement { product: "p".into(), machines, name: Some("e".into()), ..Default::default() };
+        l.add_entitlement(&new, now).unwrap();
+        l
+    }
+
+    /// Five requests for product "p", machines `first` to `first + 4`.
     fn five_requests(now: i64, first: u64) -> Vec<BatchInput> {
         (first..first + 5)
             .map(|n| BatchInput { source: n.to_string(), request: Ok(synthetic_request("p", n, now)) })
@@ -182,9 +188,7 @@ mod tests {
     fn the_database_file_holds_the_batch_when_it_returns() {
         let now = 1_800_000_000;
         let d = tempfile::tempdir().unwrap();
-        let mut l = Ledger::open(&d.path().join("l.sqlite")).unwrap();
-        let new = NewEntitlement { product: "p".into(), machines: 9, name: Some("e".into()), ..Default::default() };
-        l.add_entitlement(&new, now).unwrap();
+        let mut l = ledger_with_entitlement(d.path(), 9, now);
         let opts = BatchOptions { entitlement: Some("e".into()), chunk: 2, ..Default::default() };
         let r = issue_batch(&mut l, five_requests(now, 0), &opts, &test_signer(now), now, None, &|_| {}).unwrap();
         assert_eq!(r.ok, 5);
@@ -201,9 +205,7 @@ mod tests {
     fn batch_serials_are_unique_and_time_ordered() {
         let now = 1_800_000_000;
         let d = tempfile::tempdir().unwrap();
-        let mut l = Ledger::open(&d.path().join("l.sqlite")).unwrap();
-        let new = NewEntitlement { product: "p".into(), machines: 20, name: Some("e".into()), ..Default::default() };
-        l.add_entitlement(&new, now).unwrap();
+        let mut l = ledger_with_entitlement(d.path(), 20, now);
         let opts = BatchOptions { entitlement: Some("e".into()), chunk: 2, ..Default::default() };
         let signer = test_signer(now);
         let serials =
