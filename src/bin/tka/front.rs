@@ -88,11 +88,11 @@ fn main() -> ExitCode {
 
 fn run() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
-    if let Some(cmd) = token_verify::parse_fast(&args) {
-        if cmd.json {
-            output::set_json_mode();
-        }
-        return report::finish(token_verify::run(cmd));
+    // As the full command: under --json (before any `--`) every result, an
+    // error included, is reported as JSON.
+    report::json_mode_from(&args);
+    if let Some(code) = token_verify::run_line(&args) {
+        return code;
     }
     let error = match full_command() {
         Some(full) => exec(&full, &args),
@@ -101,10 +101,6 @@ fn run() -> ExitCode {
             std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "tka".into())
         ),
     };
-    // As the full command reports an error: under --json (before any `--`) also as JSON.
-    if args.iter().skip(1).take_while(|a| *a != "--").any(|a| a == "--json") {
-        output::set_json_mode();
-    }
     report::finish(Err(outcome::Failure::Usage(tka::Error::Usage(error))))
 }
 

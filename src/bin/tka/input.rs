@@ -203,3 +203,11 @@ pub fn read_crls(path: &Path) -> Result<Vec<Crl>> {
 pub fn is_stdio(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
+
+/// `--at TIME` (RFC 3339), or now.
+pub fn now_or(at: &Option<String>) -> Result<i64> {
+    match at {
+        Some(s) => tka::clock::parse_rfc3339(s).map_err(Error::Usage),
+        None => Ok(tka::clock::now()),
+    }
+}

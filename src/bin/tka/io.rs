@@ -3,7 +3,7 @@
 
 use crate::args::{MachineArgs, NewKeyPassArgs, PassArgs, StoreArgs};
 pub use crate::input::{
-    identify_machine, is_stdio, open_input, read_bytes_arg, read_certs, read_request_arg, read_token_arg,
+    identify_machine, is_stdio, now_or, open_input, read_bytes_arg, read_certs, read_request_arg, read_token_arg,
     remember_container_warning, take_stdin,
 };
 use crate::output::printable;
@@ -241,14 +241,6 @@ pub fn write_file(path: &Path, text: &str, force: bool) -> Result<()> {
         std::fs::remove_file(path).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
     }
     write_public(path, text)
-}
-
-/// `--at TIME` (RFC 3339), or now.
-pub fn now_or(at: &Option<String>) -> Result<i64> {
-    match at {
-        Some(s) => tka::clock::parse_rfc3339(s).map_err(Error::Usage),
-        None => Ok(tka::clock::now()),
-    }
 }
 
 /// A DURATION argument (`30d`, `12h`) in seconds.

@@ -41,16 +41,11 @@ fn main() -> ExitCode {
     // application start) skip that work.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // `--json` before any `--`: also a usage error is reported as JSON.
-    if args.iter().skip(1).take_while(|a| *a != "--").any(|a| a == "--json") {
-        output::set_json_mode();
-    }
+    report::json_mode_from(&args);
     // `tka token verify` lines read without clap, as the `tka` front reads
     // them (front.rs): the same command either way.
-    if let Some(cmd) = token_verify::parse_fast(&args) {
-        if cmd.json {
-            output::set_json_mode();
-        }
-        return report::finish(token_verify::run(cmd));
+    if let Some(code) = token_verify::run_line(&args) {
+        return code;
     }
     let matches = match parse_tree(&args).try_get_matches_from(&args) {
         Ok(m) => m,

@@ -3,7 +3,17 @@
 //! full command (`main.rs`) and the `tka` front (`front.rs`).
 
 use crate::{hints, outcome, output};
+use std::ffi::OsString;
 use std::process::ExitCode;
+
+/// Turns JSON mode on when `--json` stands anywhere before a `--` in
+/// `args` (the whole command line): then every result, a usage error
+/// included, is reported as JSON.
+pub fn json_mode_from(args: &[OsString]) {
+    if args.iter().skip(1).take_while(|a| *a != "--").any(|a| a == "--json") {
+        output::set_json_mode();
+    }
+}
 
 /// Reports a command's `result` and gives the exit code to end with.
 pub fn finish(result: outcome::CmdResult) -> ExitCode {

@@ -9,7 +9,7 @@
 //! whose clap parse and words decide. Where it reads a line, it reads it as
 //! clap does (`main.rs` tests: `fast_path_reads_lines_as_clap_does`).
 
-use crate::input::{identify_machine, read_certs, read_crls, read_token_text, read_trust_path};
+use crate::input::{identify_machine, now_or, read_certs, read_crls, read_token_text, read_trust_path};
 use crate::outcome::{CmdResult, Failure};
 use crate::output::{error_kind, print_verified, say, say_err, say_json, verified_json};
 use serde_json::json;
@@ -19,7 +19,6 @@ use std::process::ExitCode;
 use tka::pki::{CertInfo, RootFingerprint, TrustAnchors};
 use tka::token;
 use tka::verify::{verify_token, MachineCheck, VerifyContext};
-use tka::{clock, Error};
 
 /// A `tka token verify` command line, read (the flags as in `--help`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -66,10 +65,7 @@ pub fn run(cmd: VerifyCommand) -> CmdResult {
         quiet,
         json,
     } = cmd;
-    let now = match &at {
-        Some(s) => clock::parse_rfc3339(s).map_err(Error::Usage)?,
-        None => clock::now(),
-    };
+    let now = now_or(&at)?;
     let mut roots = Vec::new();
     for t in &trust {
         roots.extend(read_trust_path(t)?);
@@ -141,6 +137,12 @@ pub fn run(cmd: VerifyCommand) -> CmdResult {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Runs `args` (the whole command line) if [`parse_fast`] reads it, and
+/// reports the result: its exit code, or `None` for a line left to clap.
+pub fn run_line(args: &[OsString]) -> Option<ExitCode> {
+    parse_fast(args).map(|cmd| crate::report::finish(run(cmd)))
 }
 
 /// `tka [--json] token [--json] verify ARGS` read without clap, or `None`
