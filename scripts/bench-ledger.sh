@@ -301,15 +301,20 @@ queries = [
     ("ledger show SERIAL", f"{sel} WHERE t.serial = 'S'"),
     ("ledger list --machine CMID", f"{sel} WHERE TRUE AND t.cmid = 'C' ORDER BY t.issued_at, t.serial"),
     ("entitlement show E: its seats", "SELECT cmid, counted_at FROM seats WHERE entitlement_id = 1 ORDER BY counted_at, cmid"),
-    ("renew-bulk: tokens due", f"""{sel} WHERE t.released_at IS NULL AND r.serial IS NULL AND t.expires IS NOT NULL
-       AND t.expires <= 1 AND (CAST(NULL AS BIGINT) IS NULL OR t.entitlement_id = NULL)
-       AND (CAST(NULL AS TEXT) IS NULL OR t.product = NULL)
-       AND NOT EXISTS (SELECT 1 FROM tokens n LEFT JOIN revocations nr ON nr.serial = n.serial
-                       WHERE n.cmid = t.cmid AND n.product = t.product
-                         AND +n.entitlement_id IS NOT DISTINCT FROM t.entitlement_id AND n.released_at IS NULL
-                         AND nr.serial IS NULL AND n.serial != t.serial
-                         AND (n.expires IS NULL OR n.expires > t.expires
-                              OR (n.expires = t.expires AND n.serial > t.serial)))"""),
+    ("renew-bulk: 1. live tokens expiring by the limit",
+     """SELECT t.serial, t.cmid, t.product, t.entitlement_id, t.expires
+          FROM tokens t LEFT JOIN revocations r ON r.serial = t.serial
+         WHERE t.released_at IS NULL AND r.serial IS NULL AND t.expires IS NOT NULL AND t.expires <= 1
+           AND (CAST(NULL AS BIGINT) IS NULL OR t.entitlement_id = NULL)
+           AND (CAST(NULL AS TEXT) IS NULL OR t.product = NULL)"""),
+    ("renew-bulk: 2. their machines' later live tokens (4,096 CMIDs a statement)",
+     """SELECT DISTINCT n.cmid, n.product, n.entitlement_id
+          FROM tokens n LEFT JOIN revocations nr ON nr.serial = n.serial
+         WHERE n.released_at IS NULL AND nr.serial IS NULL AND (n.expires IS NULL OR n.expires > 1)
+           AND n.cmid IN (SELECT value FROM json_each('["C"]'))"""),
+    ("renew-bulk: 3. the due tokens' rows (4,096 serials a statement)",
+     """SELECT t.serial, t.entitlement_id, t.product, t.cmid, t.components, t.issued_at, t.expires, t.header_id, t.body
+          FROM tokens t WHERE t.serial IN (SELECT value FROM json_each('["S"]'))"""),
 ]
 for name, q in queries:
     print(f"  {name}:")

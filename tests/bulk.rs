@@ -219,6 +219,115 @@ fn renewal_is_idempotent(mut l: Ledger, d: &Path) {
     assert_eq!(again.total, 0, "nothing is due any more");
 }
 
+/// Renewed again and again within one window, each machine is due once
+/// per run, through its newest live token only (the tokens renewed before
+/// are live too, expiring in the window, and are not due); a machine that
+/// also holds a token expiring after the window, or never, is not due.
+#[test]
+fn each_machine_is_due_once_through_its_newest_token_however_often_renewed() {
+    let d = tempfile::tempdir().unwrap();
+    let mut l = setup(d.path(), 10);
+    let s = signer();
+    let short =
+        BatchOptions { issue: IssueOptions { lifetime: TokenLifetime::Days(20), ..Default::default() }, ..opts() };
+    issue_batch(&mut l, inputs(0..4), &short, &s, NOW, None, &|_| {}).unwrap();
+    // Machine 3 gets a second token, a perpetual one, for another request.
+    let mut again = synthetic_request(PRODUCT, 3, NOW + 1);
+    again.hostname = Some("again".into());
+    let perpetual =
+        BatchOptions { issue: IssueOptions { lifetime: TokenLifetime::Perpetual, ..Default::default() }, ..opts() };
+    let p = issue_batch(
+        &mut l,
+        vec![BatchInput { source: "again".into(), request: Ok(again) }],
+        &perpetual,
+        &s,
+        NOW + 1,
+        None,
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(p.ok, 1);
+    let ro = RenewOptions {
+        within: 60 * DAY,
+        entitlement: None,
+        product: None,
+        lifetime: None,
+        alg: tka::keys::SignatureAlgorithm::Ps256,
+        chunk: 2,
+    };
+    let mut renewed: Vec<String> = Vec::new();
+    for round in 0..4i64 {
+        let at = NOW + 15 * DAY + round;
+        let r = renew_batch(&mut l, &ro, &s, at, None, &|_| {}).unwrap();
+        assert_eq!((r.total, r.ok, r.new_seats), (3, 3, 0), "round {round}: machines 0-2, once each");
+        let replaced: HashSet<String> =
+            r.items.iter().map(|i| l.token(i.serial.as_ref().unwrap()).unwrap().replaces.unwrap()).collect();
+        if round == 0 {
+            assert!(replaced.iter().all(|s| l.token(s).unwrap().replaces.is_none()), "the first tokens");
+        } else {
+            assert_eq!(replaced, renewed.iter().cloned().collect::<HashSet<_>>(), "round {round}: the last renewals");
+        }
+        renewed = r.items.iter().map(|i| i.serial.clone().unwrap()).collect();
+    }
+    assert_eq!(l.token_count().unwrap(), 5 + 4 * 3);
+}
+
+/// After many renewals the seat rule still reads the seat's first token
+/// (a renewal binds what it renewed) and names it when the hardware
+/// changed.
+#[test]
+fn a_renewed_seat_names_its_first_token_when_the_hardware_changed() {
+    let d = tempfile::tempdir().unwrap();
+    let mut l = setup(d.path(), 10);
+    let s = signer();
+    let short =
+        BatchOptions { issue: IssueOptions { lifetime: TokenLifetime::Days(20), ..Default::default() }, ..opts() };
+    let first = issue_batch(&mut l, inputs(2..3), &short, &s, NOW, None, &|_| {}).unwrap();
+    let first_serial = first.items[0].serial.clone().unwrap();
+    let ro = RenewOptions {
+        within: 60 * DAY,
+        entitlement: None,
+        product: None,
+        lifetime: None,
+        alg: tka::keys::SignatureAlgorithm::Ps256,
+        chunk: 2,
+    };
+    for round in 0..3i64 {
+        assert_eq!(renew_batch(&mut l, &ro, &s, NOW + DAY + round, None, &|_| {}).unwrap().ok, 1);
+    }
+    let raw = [
+        ("mid".to_string(), format!("{:032x}", 2 * 0x9e37_79b9_7f4a_7c15u128 + 1)),
+        ("dmi".to_string(), "00000000-0000-4000-8000-000000000002".to_string()),
+        ("mac".to_string(), "00:1b:21:aa:bb:02".to_string()),
+    ];
+    let moved =
+        tka::request::ActivationRequest::new(&tka::machine::MachineIdentity::from_raw(PRODUCT, &raw), NOW, None);
+    let c = issue_batch(
+        &mut l,
+        vec![BatchInput { source: "moved".into(), request: Ok(moved.clone()) }],
+        &opts(),
+        &s,
+        NOW + 2 * DAY,
+        None,
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        c.items[0].reason.as_ref().and_then(|r| r.refusal()).cloned(),
+        Some(IssueRefusal::SeatHardwareChanged {
+            cmid: moved.cmid.clone(),
+            entitlement: "entitlement 1 (\"acme\")".into(),
+            serial: first_serial,
+            changed: vec!["mac".into()],
+        })
+    );
+    // The same machine, same hardware: a token, no new seat.
+    let same =
+        issue_batch(&mut l, inputs(2..3), &BatchOptions { reissue: true, ..opts() }, &s, NOW + 2 * DAY, None, &|_| {})
+            .unwrap();
+    assert_eq!((same.ok, same.new_seats), (1, 0));
+}
+
 // ----- through the binary -------------------------------------------------
 
 struct Cli {

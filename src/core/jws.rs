@@ -83,6 +83,42 @@ fn split_compact(text: &str) -> Result<Compact, VerifyError> {
     Ok(Compact { header, payload, signature, signing_input })
 }
 
+/// A header part decoded on its own (see [`decode_body_payload`]): the
+/// checks [`decode`] makes of the header, with its errors. Returns `kid`
+/// and `x5c`.
+pub(crate) fn decode_header_part(
+    part: &str,
+    expected_typ: &'static str,
+) -> Result<(Option<String>, Vec<Vec<u8>>), VerifyError> {
+    let header = b64url_decode(part, "token header")?;
+    header_well_formed(&header)?;
+    let header = header_strict(&header)?;
+    check_alg(&header)?;
+    check_typ(&header, expected_typ)?;
+    check_no_key_headers(&header)?;
+    check_crit(&header)?;
+    let x5c = parse_x5c(&header)?;
+    Ok((check_kid_type(&header)?, x5c))
+}
+
+/// The payload of a token's body (`BASE64URL(payload) '.'
+/// BASE64URL(signature)`) whose header is decoded on its own (the same
+/// header, with its chain, stands before many bodies in the ledger): the
+/// checks [`decode`] makes of these two parts, with its errors.
+pub(crate) fn decode_body_payload(body: &str) -> Result<Value, VerifyError> {
+    let parts: Vec<&str> = body.split('.').collect();
+    if parts.len() != 2 {
+        return Err(malformed(
+            "token",
+            format!("expected 3 dot-separated parts (JWS compact form), found {}", parts.len() + 1),
+        ));
+    }
+    let payload = b64url_decode(parts[0], "token payload")?;
+    b64url_decode(parts[1], "token signature")?;
+    json::parse_well_formed(&payload, "token payload")?;
+    json::parse(&payload, "token payload")
+}
+
 /// Step 1, third row for the header: UTF-8 JSON, and an object.
 fn header_well_formed(header: &[u8]) -> Result<(), VerifyError> {
     match json::parse_well_formed(header, "token header")? {

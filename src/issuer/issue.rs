@@ -41,7 +41,7 @@ use crate::core::token::Claims;
 use crate::issuer::ledger::db::Db;
 use crate::issuer::ledger::sql::{args, Val};
 use crate::issuer::ledger::{find_entitlement, Entitlement, Ledger};
-use crate::issuer::seats::{seat_held_elsewhere, seat_tokens, SeatToken};
+use crate::issuer::seats::{seat_held_elsewhere, seat_tokens, without_renewals, SeatToken};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -262,6 +262,14 @@ const MACHINE_TOKENS_SQL: &str = "SELECT t.serial, EXISTS(SELECT 1 FROM revocati
 struct Known {
     tokens: HashMap<String, Vec<KnownToken>>,
     seats: HashSet<(i64, String)>,
+    /// The JWS headers of those tokens, by id (one per signer: each
+    /// token's text is its header, '.', its body, assembled only for the
+    /// token a decision returns).
+    headers: HashMap<i64, String>,
+    /// The bodies of the tokens the decisions read them of (a seat's
+    /// tokens the seat rule reads, a token the same request was issued),
+    /// by serial: not every body of a machine renewed many times.
+    bodies: HashMap<String, String>,
 }
 
 /// A token of [`Known`], with what the three token rules read.
@@ -274,10 +282,9 @@ struct KnownToken {
     revoked: bool,
     issued_at: i64,
     expires: Option<i64>,
-    /// `header.body`: the token's text.
-    text: String,
+    header_id: i64,
     components: String,
-    body: String,
+    replaces: Option<String>,
 }
 
 /// The tokens of a chunk's machines (`?1`: a JSON array of CMIDs), by the
@@ -285,11 +292,13 @@ struct KnownToken {
 /// condition (each backend spells a JSON array's elements its own way).
 const CHUNK_TOKENS_SQL: &str = "SELECT t.serial, t.cmid, t.product, t.entitlement_id, t.request_digest,
             t.released_at IS NULL, EXISTS(SELECT 1 FROM revocations r WHERE r.serial = t.serial), t.issued_at,
-            t.expires, h.header || '.' || t.body, t.components, t.body
-     FROM tokens t JOIN jws_headers h ON h.id = t.header_id
+            t.expires, t.header_id, t.components, t.replaces
+     FROM tokens t
      WHERE t.cmid IN ";
-const CHUNK_CMIDS_PG: &str = "(SELECT json_array_elements_text(CAST(?1 AS TEXT)::json))";
-const CHUNK_CMIDS_SQLITE: &str = "(SELECT value FROM json_each(?1))";
+/// The bodies of tokens (`?1`: a JSON array of serials), by serial.
+const CHUNK_BODIES_SQL: &str = "SELECT t.serial, t.body FROM tokens t WHERE t.serial IN ";
+pub(crate) const CHUNK_CMIDS_PG: &str = "(SELECT json_array_elements_text(CAST(?1 AS TEXT)::json))";
+pub(crate) const CHUNK_CMIDS_SQLITE: &str = "(SELECT value FROM json_each(?1))";
 
 /// The seats of a chunk's machines (`?1`: a JSON array of
 /// `[entitlement, CMID]` pairs), by the primary key (PostgreSQL, SQLite:
@@ -350,9 +359,9 @@ impl<'c> Decider<'c> {
                 revoked: r.bool(6)?,
                 issued_at: r.i64(7)?,
                 expires: r.opt_i64(8)?,
-                text: r.text(9)?,
+                header_id: r.i64(9)?,
                 components: r.text(10)?,
-                body: r.text(11)?,
+                replaces: r.opt_text(11)?,
             });
         }
         // The queries' orders: newest first, then by serial.
@@ -368,7 +377,36 @@ impl<'c> Decider<'c> {
                 seats.insert((r.i64(0)?, r.text(1)?));
             }
         }
-        self.known = Some(Known { tokens, seats });
+        let mut headers = HashMap::new();
+        for id in tokens.values().flatten().map(|t| t.header_id) {
+            if let std::collections::hash_map::Entry::Vacant(v) = headers.entry(id) {
+                v.insert(self.db.query_one("SELECT header FROM jws_headers WHERE id = ?1", args![id])?.text(0)?);
+            }
+        }
+        let mut known = Known { tokens, seats, headers, bodies: HashMap::new() };
+        let mut wanted: Vec<String> = Vec::new();
+        for w in items {
+            if let Some(d) = &w.digest {
+                wanted.extend(
+                    Self::known_tokens(&known, &w.req.cmid, &w.req.product, w.entitlement)
+                        .filter(|t| t.digest.as_deref() == Some(d.as_str()))
+                        .map(|t| t.serial.clone()),
+                );
+            }
+            if let Some(e) = w.entitlement {
+                wanted.extend(Self::known_seat(&known, e, &w.req).into_iter().map(|t| t.serial));
+            }
+        }
+        if !wanted.is_empty() {
+            let serials = serde_json::to_string(&wanted).expect("strings serialize");
+            let sql = format!("{CHUNK_BODIES_SQL}{}", if pg { CHUNK_CMIDS_PG } else { CHUNK_CMIDS_SQLITE });
+            let mut bodies = HashMap::new();
+            for r in self.db.query(&sql, args![serials])? {
+                bodies.insert(r.text(0)?, r.text(1)?);
+            }
+            known.bodies = bodies;
+        }
+        self.known = Some(known);
         Ok(())
     }
 
@@ -388,9 +426,13 @@ impl<'c> Decider<'c> {
     /// released, not revoked), newest first: serial, text, expiry.
     fn existing(&self, w: &Item, digest: &str) -> Result<Option<(String, String, Option<i64>)>> {
         if let Some(k) = &self.known {
-            return Ok(Self::known_tokens(k, &w.req.cmid, &w.req.product, w.entitlement)
+            return Self::known_tokens(k, &w.req.cmid, &w.req.product, w.entitlement)
                 .find(|t| t.digest.as_deref() == Some(digest) && !t.released && !t.revoked)
-                .map(|t| (t.serial.clone(), t.text.clone(), t.expires)));
+                .map(|t| {
+                    let text = format!("{}.{}", k.headers[&t.header_id], self.body(k, &t.serial)?);
+                    Ok((t.serial.clone(), text, t.expires))
+                })
+                .transpose();
         }
         self.db
             .query_opt(EXISTING_SQL, args![digest, w.entitlement, &w.req.cmid, &w.req.product])?
@@ -427,12 +469,38 @@ impl<'c> Decider<'c> {
     /// by serial (the order of [`seat_tokens`]'s query).
     fn seat_tokens(&self, e: &Entitlement, req: &ActivationRequest) -> Result<Vec<SeatToken>> {
         if let Some(k) = &self.known {
-            let mut v: Vec<&KnownToken> =
-                Self::known_tokens(k, &req.cmid, &req.product, Some(e.id)).filter(|t| !t.released).collect();
-            v.sort_by(|a, b| a.issued_at.cmp(&b.issued_at).then_with(|| a.serial.cmp(&b.serial)));
-            return Ok(v.into_iter().map(|t| (t.serial.clone(), t.components.clone(), t.body.clone())).collect());
+            let mut seat = Self::known_seat(k, e.id, req);
+            for t in &mut seat {
+                t.body = self.body(k, &t.serial)?;
+            }
+            return Ok(seat);
         }
         seat_tokens(self.db, e, req)
+    }
+
+    /// [`Self::seat_tokens`] from the chunk's rows, bodies left empty.
+    fn known_seat(k: &Known, ent: i64, req: &ActivationRequest) -> Vec<SeatToken> {
+        let mut v: Vec<&KnownToken> =
+            Self::known_tokens(k, &req.cmid, &req.product, Some(ent)).filter(|t| !t.released).collect();
+        v.sort_by(|a, b| a.issued_at.cmp(&b.issued_at).then_with(|| a.serial.cmp(&b.serial)));
+        without_renewals(
+            v.into_iter()
+                .map(|t| SeatToken {
+                    serial: t.serial.clone(),
+                    components: t.components.clone(),
+                    body: String::new(),
+                    replaces: t.replaces.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    /// A token's body: read with the chunk's rows, or else now.
+    fn body(&self, k: &Known, serial: &str) -> Result<String> {
+        match k.bodies.get(serial) {
+            Some(b) => Ok(b.clone()),
+            None => self.db.query_one("SELECT body FROM tokens WHERE serial = ?1", args![serial])?.text(0),
+        }
     }
 
     /// Decides one item: the existing token to return (unless `reissue`),
