@@ -74,16 +74,15 @@ pub fn issue_batch_to(
         None => None,
     };
     let mut items = Vec::with_capacity(inputs.len());
-    let mut work = Vec::new();
-    let mut by_digest: HashMap<String, usize> = HashMap::new();
-    let mut by_machine: HashMap<(String, String), usize> = HashMap::new();
+    let mut work = Vec::with_capacity(inputs.len());
     // The digests and request checks, on every core.
     let allow_weak = opts.issue.allow_weak_binding || ent.as_ref().is_some_and(|e| e.allow_weak_binding);
     let checked: Vec<Option<(String, Option<Error>)>> = inputs
         .par_iter()
         .map(|i| i.request.as_ref().ok().map(|r| (request_digest(r), admit(r, ent.as_ref(), allow_weak).err())))
         .collect();
-    for ((slot, input), checked) in inputs.into_iter().enumerate().zip(checked) {
+    let duplicates = duplicates(&inputs, &checked);
+    for (((slot, input), checked), duplicate) in inputs.into_iter().enumerate().zip(checked).zip(duplicates) {
         let mut item = blank_item(slot, input.source);
         match input.request {
             Err(detail) => item.refuse(IssueRefusal::Unreadable { detail }),
@@ -93,13 +92,11 @@ pub fn issue_batch_to(
                 if let Some(e) = refused {
                     item.status = ItemStatus::Refused;
                     item.reason = Some(ItemReason::refused(e));
-                } else if let Some(first) = by_digest.get(&digest) {
+                } else if let Some(Duplicate::Request(first)) = duplicate {
                     item.refuse(IssueRefusal::DuplicateRequest { first: first + 1 });
-                } else if let Some(first) = by_machine.get(&(req.product.clone(), req.cmid.clone())) {
+                } else if let Some(Duplicate::Machine(first)) = duplicate {
                     item.refuse(IssueRefusal::DuplicateMachine { cmid: req.cmid.clone(), first: first + 1 });
                 } else {
-                    by_digest.insert(digest.clone(), slot);
-                    by_machine.insert((req.product.clone(), req.cmid.clone()), slot);
                     let item = Item {
                         nonce: Some(req.nonce.clone()),
                         req,
@@ -122,6 +119,43 @@ pub fn issue_batch_to(
     let bundled = run(ledger, work, opts.reissue, opts.chunk, signer, now, out, bundle, progress, &mut report);
     report.tally();
     bundled.map(|()| report)
+}
+
+/// Why an item is a duplicate: the slot of the first item with the same
+/// request, or else with the same machine (product and CMID).
+#[derive(Clone, Copy)]
+enum Duplicate {
+    Request(usize),
+    Machine(usize),
+}
+
+/// For each input, whether an earlier admitted one has the same request or
+/// machine. Only admitted items (a readable request the checks let
+/// through) count as the first of their request or machine. The keys are
+/// borrowed from the inputs and the maps sized for all of them: this runs
+/// on one core before the first signature.
+fn duplicates(inputs: &[BatchInput], checked: &[Option<(String, Option<Error>)>]) -> Vec<Option<Duplicate>> {
+    let mut by_digest: HashMap<&str, usize> = HashMap::with_capacity(inputs.len());
+    let mut by_machine: HashMap<(&str, &str), usize> = HashMap::with_capacity(inputs.len());
+    inputs
+        .iter()
+        .zip(checked)
+        .enumerate()
+        .map(|(slot, (input, checked))| {
+            let (Ok(req), Some((digest, None))) = (&input.request, checked) else {
+                return None;
+            };
+            if let Some(&first) = by_digest.get(digest.as_str()) {
+                return Some(Duplicate::Request(first));
+            }
+            if let Some(&first) = by_machine.get(&(req.product.as_str(), req.cmid.as_str())) {
+                return Some(Duplicate::Machine(first));
+            }
+            by_digest.insert(digest, slot);
+            by_machine.insert((&req.product, &req.cmid), slot);
+            None
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -183,19 +217,27 @@ mod tests {
 
     /// The batch's last checkpoint runs before it returns: with the ledger
     /// still open, its database file alone (copied without the log) holds
-    /// every token of a batch far smaller than a checkpoint's worth.
+    /// every token of a batch far smaller than a checkpoint's worth: in
+    /// three chunks (all signed ahead at once), and in five (a checkpoint
+    /// when the last ones are being signed, then the last one).
     #[test]
     fn the_database_file_holds_the_batch_when_it_returns() {
         let now = 1_800_000_000;
-        let d = tempfile::tempdir().unwrap();
-        let mut l = ledger_with_entitlement(d.path(), 9, now);
-        let opts = BatchOptions { entitlement: Some("e".into()), chunk: 2, ..Default::default() };
-        let r = issue_batch(&mut l, five_requests(now, 0), &opts, &test_signer(now), now, None, &|_| {}).unwrap();
-        assert_eq!(r.ok, 5);
-        let copy = d.path().join("copy.sqlite");
-        std::fs::copy(d.path().join("l.sqlite"), &copy).unwrap();
-        let c = rusqlite::Connection::open(&copy).unwrap();
-        assert_eq!(c.query_row("SELECT count(*) FROM tokens", [], |r| r.get::<_, i64>(0)).unwrap(), 5);
+        for chunk in [2, 1] {
+            let d = tempfile::tempdir().unwrap();
+            let mut l = ledger_with_entitlement(d.path(), 9, now);
+            let opts = BatchOptions { entitlement: Some("e".into()), chunk, ..Default::default() };
+            let r = issue_batch(&mut l, five_requests(now, 0), &opts, &test_signer(now), now, None, &|_| {}).unwrap();
+            assert_eq!(r.ok, 5);
+            let copy = d.path().join("copy.sqlite");
+            std::fs::copy(d.path().join("l.sqlite"), &copy).unwrap();
+            let c = rusqlite::Connection::open(&copy).unwrap();
+            assert_eq!(
+                c.query_row("SELECT count(*) FROM tokens", [], |r| r.get::<_, i64>(0)).unwrap(),
+                5,
+                "chunk {chunk}"
+            );
+        }
     }
 
     /// Serials are distinct within a batch, and a later batch's (even at

@@ -68,7 +68,7 @@ pub(crate) fn run(
     // Files are written by a second thread, after their chunk committed.
     let bundling = bundle.is_some();
     let (file_tx, file_rx) = mpsc::channel::<(usize, Vec<FileJob>, String)>();
-    let (ckpt_tx, ckpt_rx) = mpsc::channel::<usize>();
+    let (ckpt_tx, ckpt_rx) = mpsc::channel::<Checkpoint>();
     // Bundle buffers come back from the writer, emptied, to hold the lines
     // of a later chunk: a chunk's lines (~2 MB for 512 tokens) are not
     // written into freshly mapped memory each time.
@@ -78,13 +78,18 @@ pub(crate) fn run(
             // Checkpoints (WAL pages copied into the database file, which
             // is then fsynced) run here instead of in the commits: recording
             // the next chunk does not wait for them. One runs once
-            // BULK_CHECKPOINT_ITEMS items were committed since the last, and
-            // one after the last commit.
+            // BULK_CHECKPOINT_ITEMS items were committed since the last,
+            // one when the last chunks are being signed (so that the one
+            // after the last commit, which nothing else overlaps, copies
+            // only what they add), and one after the last commit.
             scope.spawn(move || {
                 let checkpoint = || drop(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())));
                 let mut since = 0;
-                for n in ckpt_rx {
-                    since += n;
+                for m in ckpt_rx {
+                    match m {
+                        Checkpoint::Committed(n) => since += n,
+                        Checkpoint::LastChunksSigning => since = since.max(BULK_CHECKPOINT_ITEMS),
+                    }
                     if since >= BULK_CHECKPOINT_ITEMS {
                         since = 0;
                         checkpoint();
@@ -199,7 +204,11 @@ pub(crate) fn run(
                         }
                     }
                     let _ = file_tx.send((slots.len(), jobs, lines));
-                    let _ = ckpt_tx.send(slots.len());
+                    let _ = ckpt_tx.send(Checkpoint::Committed(slots.len()));
+                    if i + AHEAD + 1 == chunks.len() && chunks.len() > AHEAD {
+                        // Every chunk left is being signed.
+                        let _ = ckpt_tx.send(Checkpoint::LastChunksSigning);
+                    }
                 }
                 Err(e) => {
                     let why = format!("not issued: the run stopped: {e}");
@@ -267,6 +276,15 @@ fn chunk_sizes(total: usize, chunk: usize) -> Vec<usize> {
         left -= n;
     }
     sizes
+}
+
+/// What the checkpoint thread of a bulk run is told.
+enum Checkpoint {
+    /// A chunk of this many items committed.
+    Committed(usize),
+    /// Every chunk not recorded yet is being signed: checkpoint now what
+    /// has committed.
+    LastChunksSigning,
 }
 
 /// Connection settings for the length of a bulk run, restored after it.
