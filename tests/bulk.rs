@@ -49,6 +49,35 @@ fn opts() -> BatchOptions {
     BatchOptions { entitlement: Some("acme".into()), chunk: 3, ..Default::default() }
 }
 
+/// [`opts`] with tokens of this lifetime.
+fn lasting(lifetime: TokenLifetime) -> BatchOptions {
+    BatchOptions { issue: IssueOptions { lifetime, ..Default::default() }, ..opts() }
+}
+
+/// Renewal of what expires within `within` seconds, two items a transaction.
+fn renewing(within: i64) -> RenewOptions {
+    RenewOptions {
+        within,
+        entitlement: None,
+        product: None,
+        lifetime: None,
+        alg: tka::keys::SignatureAlgorithm::Ps256,
+        chunk: 2,
+    }
+}
+
+/// Synthetic machine 2 with a network card it did not have (synthetic
+/// requests' MACs are locally administered, so dropped): the same CMID
+/// (from the machine id and DMI UUID), other hardware.
+fn machine_2_with_a_new_card() -> tka::request::ActivationRequest {
+    let raw = [
+        ("mid".to_string(), format!("{:032x}", 2 * 0x9e37_79b9_7f4a_7c15u128 + 1)),
+        ("dmi".to_string(), "00000000-0000-4000-8000-000000000002".to_string()),
+        ("mac".to_string(), "00:1b:21:aa:bb:02".to_string()),
+    ];
+    tka::request::ActivationRequest::new(&tka::machine::MachineIdentity::from_raw(PRODUCT, &raw), NOW, None)
+}
+
 fn files(dir: &Path) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = fs::read_dir(dir)
         .map(|r| {
@@ -181,24 +210,13 @@ fn postgres_renewal_from_the_ledger_is_idempotent() {
 
 fn renewal_is_idempotent(mut l: Ledger, d: &Path) {
     let s = signer();
-    let short =
-        BatchOptions { issue: IssueOptions { lifetime: TokenLifetime::Days(20), ..Default::default() }, ..opts() };
-    issue_batch(&mut l, inputs(0..3), &short, &s, NOW, None, &|_| {}).unwrap();
-    let long =
-        BatchOptions { issue: IssueOptions { lifetime: TokenLifetime::Days(90), ..Default::default() }, ..opts() };
-    issue_batch(&mut l, inputs(3..5), &long, &s, NOW, None, &|_| {}).unwrap();
+    issue_batch(&mut l, inputs(0..3), &lasting(TokenLifetime::Days(20)), &s, NOW, None, &|_| {}).unwrap();
+    issue_batch(&mut l, inputs(3..5), &lasting(TokenLifetime::Days(90)), &s, NOW, None, &|_| {}).unwrap();
     let old: Vec<_> = l.tokens(&TokenFilter::default()).unwrap();
     let victim = old.iter().find(|t| t.expires == Some(NOW + 20 * DAY)).unwrap().serial.clone();
     l.revoke(&victim, "stolen", NOW).unwrap();
 
-    let ro = RenewOptions {
-        within: 10 * DAY,
-        entitlement: None,
-        product: None,
-        lifetime: None,
-        alg: tka::keys::SignatureAlgorithm::Ps256,
-        chunk: 2,
-    };
+    let ro = renewing(10 * DAY);
     let out = d.join("renewed");
     let at = NOW + 15 * DAY;
     let r = renew_batch(&mut l, &ro, &s, at, Some(&out), &|_| {}).unwrap();
@@ -228,14 +246,11 @@ fn each_machine_is_due_once_through_its_newest_token_however_often_renewed() {
     let d = tempfile::tempdir().unwrap();
     let mut l = setup(d.path(), 10);
     let s = signer();
-    let short =
-        BatchOptions { issue: IssueOptions { lifetime: TokenLifetime::Days(20), ..Default::default() }, ..opts() };
-    issue_batch(&mut l, inputs(0..4), &short, &s, NOW, None, &|_| {}).unwrap();
+    issue_batch(&mut l, inputs(0..4), &lasting(TokenLifetime::Days(20)), &s, NOW, None, &|_| {}).unwrap();
     // Machine 3 gets a second token, a perpetual one, for another request.
     let mut again = synthetic_request(PRODUCT, 3, NOW + 1);
     again.hostname = Some("again".into());
-    let perpetual =
-        BatchOptions { issue: IssueOptions { lifetime: TokenLifetime::Perpetual, ..Default::default() }, ..opts() };
+    let perpetual = lasting(TokenLifetime::Perpetual);
     let p = issue_batch(
         &mut l,
         vec![BatchInput { source: "again".into(), request: Ok(again) }],
@@ -247,14 +262,7 @@ fn each_machine_is_due_once_through_its_newest_token_however_often_renewed() {
     )
     .unwrap();
     assert_eq!(p.ok, 1);
-    let ro = RenewOptions {
-        within: 60 * DAY,
-        entitlement: None,
-        product: None,
-        lifetime: None,
-        alg: tka::keys::SignatureAlgorithm::Ps256,
-        chunk: 2,
-    };
+    let ro = renewing(60 * DAY);
     let mut renewed: Vec<String> = Vec::new();
     for round in 0..4i64 {
         let at = NOW + 15 * DAY + round;
@@ -280,28 +288,13 @@ fn a_renewed_seat_names_its_first_token_when_the_hardware_changed() {
     let d = tempfile::tempdir().unwrap();
     let mut l = setup(d.path(), 10);
     let s = signer();
-    let short =
-        BatchOptions { issue: IssueOptions { lifetime: TokenLifetime::Days(20), ..Default::default() }, ..opts() };
-    let first = issue_batch(&mut l, inputs(2..3), &short, &s, NOW, None, &|_| {}).unwrap();
+    let first = issue_batch(&mut l, inputs(2..3), &lasting(TokenLifetime::Days(20)), &s, NOW, None, &|_| {}).unwrap();
     let first_serial = first.items[0].serial.clone().unwrap();
-    let ro = RenewOptions {
-        within: 60 * DAY,
-        entitlement: None,
-        product: None,
-        lifetime: None,
-        alg: tka::keys::SignatureAlgorithm::Ps256,
-        chunk: 2,
-    };
+    let ro = renewing(60 * DAY);
     for round in 0..3i64 {
         assert_eq!(renew_batch(&mut l, &ro, &s, NOW + DAY + round, None, &|_| {}).unwrap().ok, 1);
     }
-    let raw = [
-        ("mid".to_string(), format!("{:032x}", 2 * 0x9e37_79b9_7f4a_7c15u128 + 1)),
-        ("dmi".to_string(), "00000000-0000-4000-8000-000000000002".to_string()),
-        ("mac".to_string(), "00:1b:21:aa:bb:02".to_string()),
-    ];
-    let moved =
-        tka::request::ActivationRequest::new(&tka::machine::MachineIdentity::from_raw(PRODUCT, &raw), NOW, None);
+    let moved = machine_2_with_a_new_card();
     let c = issue_batch(
         &mut l,
         vec![BatchInput { source: "moved".into(), request: Ok(moved.clone()) }],
@@ -1151,15 +1144,8 @@ fn batch_rules_read_from_the_ledger(mut l: Ledger) {
     assert_eq!(l.entitlement("acme").unwrap().used, 4);
 
     // Machine 2 (two tokens on its seat now) with a network card it did not
-    // have (synthetic requests' MACs are locally administered, so dropped):
-    // the same CMID (from the machine id and DMI UUID), other hardware.
-    let raw = [
-        ("mid".to_string(), format!("{:032x}", 2 * 0x9e37_79b9_7f4a_7c15u128 + 1)),
-        ("dmi".to_string(), "00000000-0000-4000-8000-000000000002".to_string()),
-        ("mac".to_string(), "00:1b:21:aa:bb:02".to_string()),
-    ];
-    let moved =
-        tka::request::ActivationRequest::new(&tka::machine::MachineIdentity::from_raw(PRODUCT, &raw), NOW, None);
+    // have: the same CMID, other hardware.
+    let moved = machine_2_with_a_new_card();
     assert_eq!(moved.cmid, first[2].cmid);
     let c = issue_batch(&mut l, batch(&[moved]), &big, &s, NOW + 20, None, &|_| {}).unwrap();
     assert_eq!(

@@ -86,6 +86,7 @@ fn split_compact(text: &str) -> Result<Compact, VerifyError> {
 /// A header part decoded on its own (see [`decode_body_payload`]): the
 /// checks [`decode`] makes of the header, with its errors. Returns `kid`
 /// and `x5c`.
+#[cfg(feature = "issuer")]
 pub(crate) fn decode_header_part(
     part: &str,
     expected_typ: &'static str,
@@ -105,6 +106,7 @@ pub(crate) fn decode_header_part(
 /// BASE64URL(signature)`) whose header is decoded on its own (the same
 /// header, with its chain, stands before many bodies in the ledger): the
 /// checks [`decode`] makes of these two parts, with its errors.
+#[cfg(feature = "issuer")]
 pub(crate) fn decode_body_payload(body: &str) -> Result<Value, VerifyError> {
     let parts: Vec<&str> = body.split('.').collect();
     if parts.len() != 2 {

@@ -1,7 +1,7 @@
 //! Renewal: a new token, from the ledger alone, for every machine whose
 //! newest live token expires soon.
 
-use crate::core::error::{Error, VerifyError};
+use crate::core::error::VerifyError;
 use crate::core::error::{IssueRefusal, Result};
 use crate::core::jws::{self, TOKEN_TYP};
 use crate::core::request::ActivationRequest;
@@ -14,7 +14,7 @@ use crate::issuer::bulk::requests::seed_random_early;
 use crate::issuer::issue::{IssueOptions, Item, TokenSigner};
 use crate::issuer::issue::{CHUNK_CMIDS_PG, CHUNK_CMIDS_SQLITE};
 use crate::issuer::ledger::sql::args;
-use crate::issuer::ledger::Ledger;
+use crate::issuer::ledger::{row_components, Ledger};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
@@ -218,8 +218,7 @@ fn renewal_due(ledger: &Ledger, limit: i64, entitlement: Option<i64>, product: O
         let list = serde_json::to_string(part).expect("strings serialize");
         for r in db.query(&sql, args![list])? {
             let serial = r.text(0)?;
-            let components = serde_json::from_str(&r.text(4)?)
-                .map_err(|e| Error::format(format!("ledger token {serial}"), format!("components: {e}")))?;
+            let components = row_components(&serial, &r.text(4)?)?;
             due.push(DueToken {
                 entitlement: r.opt_i64(1)?,
                 product: r.text(2)?,

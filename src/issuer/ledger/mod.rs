@@ -1059,10 +1059,14 @@ fn ent_row(r: &Row) -> Result<Entitlement> {
     })
 }
 
+/// A token row's components (JSON, as recorded), parsed.
+pub(crate) fn row_components(serial: &str, json: &str) -> Result<Vec<ComponentHash>> {
+    serde_json::from_str(json).map_err(|e| Error::format(format!("ledger token {serial}"), format!("components: {e}")))
+}
+
 pub(crate) fn token_row(r: &Row) -> Result<TokenRecord> {
     let serial = r.text(0)?;
-    let components = serde_json::from_str(&r.text(4)?)
-        .map_err(|e| Error::format(format!("ledger token {serial}"), format!("components: {e}")))?;
+    let components = row_components(&serial, &r.text(4)?)?;
     Ok(TokenRecord {
         entitlement: r.opt_i64(1)?,
         product: r.text(2)?,
