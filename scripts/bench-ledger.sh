@@ -33,7 +33,9 @@
 #    into the big ledger, the order alternating; per round renew/issue,
 #    then the median. Goal: >= 0.8.
 # 6. Prints the query plans (EXPLAIN QUERY PLAN, python3's sqlite3) of
-#    those look-ups and of the renewal query (sorted by tka, not SQLite).
+#    those look-ups and of the renewal's three (the live tokens expiring by
+#    the limit, their machines' later tokens, the due rows by serial; each
+#    machine's newest and the order are chosen by tka, not SQLite).
 # The work directory, the big ledger included, is removed at exit.
 # Environment: TKA (the binary; default: build release), COUNT, N (default
 # 100000), BATCH (default 10000), ROUNDS (default 3), RUNS (default 21),
