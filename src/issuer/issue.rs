@@ -295,10 +295,17 @@ const CHUNK_TOKENS_SQL: &str = "SELECT t.serial, t.cmid, t.product, t.entitlemen
             t.expires, t.header_id, t.components, t.replaces
      FROM tokens t
      WHERE t.cmid IN ";
+/// A stored JWS header (the base64url part before a token's body) by its id.
+pub(crate) fn jws_header(db: Db<'_>, id: i64) -> Result<String> {
+    db.query_one("SELECT header FROM jws_headers WHERE id = ?1", args![id])?.text(0)
+}
+
 /// The bodies of tokens (`?1`: a JSON array of serials), by serial.
 const CHUNK_BODIES_SQL: &str = "SELECT t.serial, t.body FROM tokens t WHERE t.serial IN ";
-pub(crate) const CHUNK_CMIDS_PG: &str = "(SELECT json_array_elements_text(CAST(?1 AS TEXT)::json))";
-pub(crate) const CHUNK_CMIDS_SQLITE: &str = "(SELECT value FROM json_each(?1))";
+/// The strings of a JSON array in `?1` (CMIDs, serials), as the subquery
+/// an `IN` takes: PostgreSQL's and SQLite's spelling.
+pub(crate) const JSON_LIST_PG: &str = "(SELECT json_array_elements_text(CAST(?1 AS TEXT)::json))";
+pub(crate) const JSON_LIST_SQLITE: &str = "(SELECT value FROM json_each(?1))";
 
 /// The seats of a chunk's machines (`?1`: a JSON array of
 /// `[entitlement, CMID]` pairs), by the primary key (PostgreSQL, SQLite:
@@ -348,7 +355,7 @@ impl<'c> Decider<'c> {
         let cmids: Vec<&str> = items.iter().map(|w| w.req.cmid.as_str()).collect();
         let cmids = serde_json::to_string(&cmids).expect("strings serialize");
         let mut tokens: HashMap<String, Vec<KnownToken>> = HashMap::new();
-        let sql = format!("{CHUNK_TOKENS_SQL}{}", if pg { CHUNK_CMIDS_PG } else { CHUNK_CMIDS_SQLITE });
+        let sql = format!("{CHUNK_TOKENS_SQL}{}", if pg { JSON_LIST_PG } else { JSON_LIST_SQLITE });
         for r in self.db.query(&sql, args![cmids])? {
             tokens.entry(r.text(1)?).or_default().push(KnownToken {
                 serial: r.text(0)?,
@@ -380,7 +387,7 @@ impl<'c> Decider<'c> {
         let mut headers = HashMap::new();
         for id in tokens.values().flatten().map(|t| t.header_id) {
             if let std::collections::hash_map::Entry::Vacant(v) = headers.entry(id) {
-                v.insert(self.db.query_one("SELECT header FROM jws_headers WHERE id = ?1", args![id])?.text(0)?);
+                v.insert(jws_header(self.db, id)?);
             }
         }
         let mut known = Known { tokens, seats, headers, bodies: HashMap::new() };
@@ -399,7 +406,7 @@ impl<'c> Decider<'c> {
         }
         if !wanted.is_empty() {
             let serials = serde_json::to_string(&wanted).expect("strings serialize");
-            let sql = format!("{CHUNK_BODIES_SQL}{}", if pg { CHUNK_CMIDS_PG } else { CHUNK_CMIDS_SQLITE });
+            let sql = format!("{CHUNK_BODIES_SQL}{}", if pg { JSON_LIST_PG } else { JSON_LIST_SQLITE });
             let mut bodies = HashMap::new();
             for r in self.db.query(&sql, args![serials])? {
                 bodies.insert(r.text(0)?, r.text(1)?);
@@ -813,7 +820,7 @@ mod tests {
             let rows = ledger.db().query(&format!("EXPLAIN QUERY PLAN {sql}"), args!["[]"]).unwrap();
             rows.iter().map(|r| r.text(3).unwrap()).collect::<Vec<_>>().join("; ")
         };
-        let tokens = plan(&format!("{CHUNK_TOKENS_SQL}{CHUNK_CMIDS_SQLITE}"));
+        let tokens = plan(&format!("{CHUNK_TOKENS_SQL}{JSON_LIST_SQLITE}"));
         assert!(tokens.contains("SEARCH t USING INDEX tokens_machine (cmid=?)"), "{tokens}");
         let seats = plan(CHUNK_SEATS_SQLITE);
         assert!(seats.contains("SEARCH s USING PRIMARY KEY (entitlement_id=? AND cmid=?)"), "{seats}");

@@ -11,8 +11,8 @@ use crate::issuer::bulk::files::{prepare_output, Output};
 use crate::issuer::bulk::pipeline::{run, Work};
 use crate::issuer::bulk::report::{blank_item, BatchReport};
 use crate::issuer::bulk::requests::seed_random_early;
+use crate::issuer::issue::{jws_header, JSON_LIST_PG, JSON_LIST_SQLITE};
 use crate::issuer::issue::{IssueOptions, Item, TokenSigner};
-use crate::issuer::issue::{CHUNK_CMIDS_PG, CHUNK_CMIDS_SQLITE};
 use crate::issuer::ledger::sql::args;
 use crate::issuer::ledger::{row_components, Ledger};
 use rayon::prelude::*;
@@ -202,7 +202,7 @@ fn renewal_due(ledger: &Ledger, limit: i64, entitlement: Option<i64>, product: O
         v
     };
     let mut later: std::collections::HashSet<(String, String, Option<i64>)> = std::collections::HashSet::new();
-    let sql = format!("{RENEWAL_LATER_SQL}{}", if pg { CHUNK_CMIDS_PG } else { CHUNK_CMIDS_SQLITE });
+    let sql = format!("{RENEWAL_LATER_SQL}{}", if pg { JSON_LIST_PG } else { JSON_LIST_SQLITE });
     for part in cmids.chunks(RENEWAL_LOOKUP_BATCH) {
         let list = serde_json::to_string(part).expect("strings serialize");
         for r in db.query(&sql, args![list, limit])? {
@@ -212,7 +212,7 @@ fn renewal_due(ledger: &Ledger, limit: i64, entitlement: Option<i64>, product: O
     let mut serials: Vec<String> =
         newest.into_iter().filter(|(k, _)| !later.contains(k)).map(|(_, (_, serial))| serial).collect();
     serials.sort_unstable();
-    let sql = format!("{RENEWAL_SELECT}{}", if pg { CHUNK_CMIDS_PG } else { CHUNK_CMIDS_SQLITE });
+    let sql = format!("{RENEWAL_SELECT}{}", if pg { JSON_LIST_PG } else { JSON_LIST_SQLITE });
     let mut due: Vec<DueToken> = Vec::with_capacity(serials.len());
     for part in serials.chunks(RENEWAL_LOOKUP_BATCH) {
         let list = serde_json::to_string(part).expect("strings serialize");
@@ -250,8 +250,7 @@ fn decode_due(
         if headers.contains_key(&d.header_id) {
             continue;
         }
-        let row = ledger.db().query_one("SELECT header FROM jws_headers WHERE id = ?1", args![d.header_id])?;
-        let head = jws::decode_header_part(&row.text(0)?, TOKEN_TYP)
+        let head = jws::decode_header_part(&jws_header(ledger.db(), d.header_id)?, TOKEN_TYP)
             .map(|(kid, x5c)| Arc::new(OldHeader { compact: x5c.is_empty(), kid }));
         headers.insert(d.header_id, head);
     }
@@ -290,7 +289,7 @@ const RENEWAL_SELECT: &str = "SELECT t.serial, t.entitlement_id, t.product, t.cm
 
 #[cfg(test)]
 mod tests {
-    use super::{CHUNK_CMIDS_SQLITE, RENEWAL_CANDIDATES_SQL, RENEWAL_LATER_SQL};
+    use super::{JSON_LIST_SQLITE, RENEWAL_CANDIDATES_SQL, RENEWAL_LATER_SQL};
     use crate::issuer::ledger::sql::{args, Val};
     use crate::issuer::ledger::Ledger;
 
@@ -308,7 +307,7 @@ mod tests {
         let ledger = Ledger::open(&d.path().join("ledger.sqlite")).unwrap();
         let first = plan(&ledger, RENEWAL_CANDIDATES_SQL, args![1i64, None::<i64>, None::<String>]);
         assert!(first.contains("SEARCH t USING INDEX tokens_expires"), "{first}");
-        let later = plan(&ledger, &format!("{RENEWAL_LATER_SQL}{CHUNK_CMIDS_SQLITE}"), args!["[\"a\"]", 1i64]);
+        let later = plan(&ledger, &format!("{RENEWAL_LATER_SQL}{JSON_LIST_SQLITE}"), args!["[\"a\"]", 1i64]);
         assert!(later.contains("SEARCH n USING INDEX tokens_machine (cmid=?)"), "{later}");
         for p in [&first, &later] {
             assert!(!p.contains("SCAN t") && !p.contains("SCAN n") && !p.contains("tokens_entitlement_issued"), "{p}");
