@@ -98,10 +98,11 @@ pub fn read_requests_lines(mut input: impl BufRead, label: &str) -> Result<Vec<B
 }
 
 /// Seeds the signing library's random generator now, once per process, on
-/// a thread of its own. aws-lc seeds it on its first use (CPU jitter
-/// entropy: ~30 ms of CPU on the 2-core bench machine), which would
-/// otherwise hold up one of the first signatures of the run; started as the
-/// batch is prepared, it runs while one core has little else to do.
+/// a thread of its own, so that seeding does not hold up one of the first
+/// signatures of the run. Built from this repository, aws-lc seeds from
+/// `getrandom` (`.cargo/config.toml` turns its CPU-jitter entropy source
+/// off: see docs/design.md) and this costs next to nothing; an aws-lc built
+/// with the jitter source spends ~40 ms of one core here.
 pub(crate) fn seed_random_early() {
     #[cfg(feature = "aws-lc")]
     {
