@@ -79,16 +79,17 @@ pub(crate) fn run(
             // is then fsynced) run here instead of in the commits: recording
             // the next chunk does not wait for them. One runs once
             // BULK_CHECKPOINT_ITEMS items were committed since the last,
-            // one when the last chunks are being signed (so that the one
-            // after the last commit, which nothing else overlaps, copies
-            // only what they add), and one after the last commit.
+            // one when FINAL_CHECKPOINT_ITEMS or fewer are left to record
+            // (so that it runs while they are signed, and the one after
+            // the last commit, which nothing else overlaps, copies only
+            // what they add), and one after the last commit.
             scope.spawn(move || {
                 let checkpoint = || drop(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())));
                 let mut since = 0;
                 for m in ckpt_rx {
                     match m {
                         Checkpoint::Committed(n) => since += n,
-                        Checkpoint::LastChunksSigning => since = since.max(BULK_CHECKPOINT_ITEMS),
+                        Checkpoint::NearTheEnd => since = since.max(BULK_CHECKPOINT_ITEMS),
                     }
                     if since >= BULK_CHECKPOINT_ITEMS {
                         since = 0;
@@ -152,6 +153,7 @@ pub(crate) fn run(
             let _ = job_tx.send(job);
         };
         let independent = independent_chunks(&chunks);
+        let near_the_end = near_the_end(&chunks.iter().map(Vec::len).collect::<Vec<_>>());
         const AHEAD: usize = 3;
         for (batch, &ind) in chunks.iter().zip(&independent).take(AHEAD) {
             submit(ledger, batch, ind, &mut plans);
@@ -205,9 +207,8 @@ pub(crate) fn run(
                     }
                     let _ = file_tx.send((slots.len(), jobs, lines));
                     let _ = ckpt_tx.send(Checkpoint::Committed(slots.len()));
-                    if i + AHEAD + 1 == chunks.len() && chunks.len() > AHEAD {
-                        // Every chunk left is being signed.
-                        let _ = ckpt_tx.send(Checkpoint::LastChunksSigning);
+                    if near_the_end == Some(i) {
+                        let _ = ckpt_tx.send(Checkpoint::NearTheEnd);
                     }
                 }
                 Err(e) => {
@@ -251,6 +252,21 @@ pub(crate) fn run(
     bundled.unwrap_or(Ok(()))
 }
 
+/// The chunk after whose commit the checkpoint before the last one runs:
+/// the first that leaves [`FINAL_CHECKPOINT_ITEMS`] or fewer items (and at
+/// least one) to record. `None` for a batch that small from the start.
+fn near_the_end(sizes: &[usize]) -> Option<usize> {
+    let mut left: usize = sizes.iter().sum();
+    for (i, n) in sizes.iter().enumerate() {
+        let before = left;
+        left -= n;
+        if left > 0 && left <= FINAL_CHECKPOINT_ITEMS {
+            return (before > FINAL_CHECKPOINT_ITEMS).then_some(i);
+        }
+    }
+    None
+}
+
 /// How `total` items are cut into transactions of at most `chunk`: a small
 /// first one, so that signing starts early, full ones, then the last full
 /// one cut in halves (down to 32 items), so that little is left to record
@@ -282,9 +298,9 @@ fn chunk_sizes(total: usize, chunk: usize) -> Vec<usize> {
 enum Checkpoint {
     /// A chunk of this many items committed.
     Committed(usize),
-    /// Every chunk not recorded yet is being signed: checkpoint now what
-    /// has committed.
-    LastChunksSigning,
+    /// [`FINAL_CHECKPOINT_ITEMS`] or fewer items are left to record:
+    /// checkpoint now what has committed.
+    NearTheEnd,
 }
 
 /// Connection settings for the length of a bulk run, restored after it.
@@ -316,6 +332,14 @@ const BULK_CACHE_SIZE: i64 = -65536;
 /// every chunk instead cost 0.75–0.80 s of system time per 10,000 tokens
 /// against 0.44–0.47 s (docs/benchmarks.md, "A big ledger").
 const BULK_CHECKPOINT_ITEMS: usize = 16_384;
+
+/// Items left to record when the checkpoint before the last one runs: their
+/// signing (~0.13 s on two cores) overlaps its copy and fsync, which after
+/// 10,000 items into an empty ledger takes ~40 ms (3,800 pages), and the
+/// last checkpoint, which nothing overlaps, then copies only what they add.
+/// Before, it ran when the last (small) chunks were being signed, ~20 ms
+/// before the end, and the last one waited for it.
+const FINAL_CHECKPOINT_ITEMS: usize = 1_024;
 
 impl BulkTuning {
     fn apply(ledger: &Ledger) -> Self {
@@ -769,5 +793,24 @@ mod tests {
         }
         assert_eq!(chunk_sizes(10_000, 512)[0], 64);
         assert!(*chunk_sizes(10_000, 512).last().unwrap() <= 64);
+    }
+
+    /// The checkpoint before the last one follows the first chunk that
+    /// leaves at most FINAL_CHECKPOINT_ITEMS to record, so it overlaps
+    /// their signing; a batch of that size or less has only the last one.
+    #[test]
+    fn the_checkpoint_before_the_last_runs_while_the_last_items_are_signed() {
+        let sizes = chunk_sizes(10_000, 512);
+        let i = near_the_end(&sizes).expect("a batch of 10,000 has one");
+        let left = |i: usize| sizes[i + 1..].iter().sum::<usize>();
+        assert!(left(i) <= FINAL_CHECKPOINT_ITEMS && left(i) > 0, "{sizes:?}: {i}");
+        assert!(left(i - 1) > FINAL_CHECKPOINT_ITEMS, "{sizes:?}: {i}");
+        assert_eq!(near_the_end(&[600, 600, 600]), Some(1));
+        assert_eq!(near_the_end(&[512, 512, 1]), Some(0));
+        assert_eq!(near_the_end(&[1025, 7]), Some(0));
+        for small in [vec![], vec![1024], vec![512, 512], vec![64, 960]] {
+            assert_eq!(near_the_end(&small), None, "{small:?}");
+        }
+        assert_eq!(near_the_end(&[2048]), None, "one chunk: nothing is left after it");
     }
 }
