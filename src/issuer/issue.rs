@@ -295,17 +295,26 @@ const CHUNK_TOKENS_SQL: &str = "SELECT t.serial, t.cmid, t.product, t.entitlemen
             t.expires, t.header_id, t.components, t.replaces
      FROM tokens t
      WHERE t.cmid IN ";
-/// A stored JWS header (the base64url part before a token's body) by its id.
-pub(crate) fn jws_header(db: Db<'_>, id: i64) -> Result<String> {
-    db.query_one("SELECT header FROM jws_headers WHERE id = ?1", args![id])?.text(0)
-}
-
 /// The bodies of tokens (`?1`: a JSON array of serials), by serial.
 const CHUNK_BODIES_SQL: &str = "SELECT t.serial, t.body FROM tokens t WHERE t.serial IN ";
 /// The strings of a JSON array in `?1` (CMIDs, serials), as the subquery
 /// an `IN` takes: PostgreSQL's and SQLite's spelling.
-pub(crate) const JSON_LIST_PG: &str = "(SELECT json_array_elements_text(CAST(?1 AS TEXT)::json))";
+const JSON_LIST_PG: &str = "(SELECT json_array_elements_text(CAST(?1 AS TEXT)::json))";
 pub(crate) const JSON_LIST_SQLITE: &str = "(SELECT value FROM json_each(?1))";
+
+/// [`JSON_LIST_PG`] or [`JSON_LIST_SQLITE`], for the ledger's database.
+pub(crate) fn json_list(pg: bool) -> &'static str {
+    if pg {
+        JSON_LIST_PG
+    } else {
+        JSON_LIST_SQLITE
+    }
+}
+
+/// A stored JWS header (the base64url part before a token's body) by its id.
+pub(crate) fn jws_header(db: Db<'_>, id: i64) -> Result<String> {
+    db.query_one("SELECT header FROM jws_headers WHERE id = ?1", args![id])?.text(0)
+}
 
 /// The seats of a chunk's machines (`?1`: a JSON array of
 /// `[entitlement, CMID]` pairs), by the primary key (PostgreSQL, SQLite:
@@ -355,7 +364,7 @@ impl<'c> Decider<'c> {
         let cmids: Vec<&str> = items.iter().map(|w| w.req.cmid.as_str()).collect();
         let cmids = serde_json::to_string(&cmids).expect("strings serialize");
         let mut tokens: HashMap<String, Vec<KnownToken>> = HashMap::new();
-        let sql = format!("{CHUNK_TOKENS_SQL}{}", if pg { JSON_LIST_PG } else { JSON_LIST_SQLITE });
+        let sql = format!("{CHUNK_TOKENS_SQL}{}", json_list(pg));
         for r in self.db.query(&sql, args![cmids])? {
             tokens.entry(r.text(1)?).or_default().push(KnownToken {
                 serial: r.text(0)?,
@@ -406,7 +415,7 @@ impl<'c> Decider<'c> {
         }
         if !wanted.is_empty() {
             let serials = serde_json::to_string(&wanted).expect("strings serialize");
-            let sql = format!("{CHUNK_BODIES_SQL}{}", if pg { JSON_LIST_PG } else { JSON_LIST_SQLITE });
+            let sql = format!("{CHUNK_BODIES_SQL}{}", json_list(pg));
             let mut bodies = HashMap::new();
             for r in self.db.query(&sql, args![serials])? {
                 bodies.insert(r.text(0)?, r.text(1)?);

@@ -59,7 +59,8 @@ pub(crate) fn run(
     use std::sync::mpsc;
     let mut chunks: Vec<Vec<Work>> = Vec::new();
     let mut rest = work.into_iter();
-    for n in chunk_sizes(rest.len(), chunk) {
+    let sizes = chunk_sizes(rest.len(), chunk);
+    for &n in &sizes {
         chunks.push(rest.by_ref().take(n).collect());
     }
     let mut headers: Vec<(String, i64)> = Vec::new();
@@ -153,7 +154,7 @@ pub(crate) fn run(
             let _ = job_tx.send(job);
         };
         let independent = independent_chunks(&chunks);
-        let near_the_end = near_the_end(&chunks.iter().map(Vec::len).collect::<Vec<_>>());
+        let near_the_end = near_the_end(&sizes);
         const AHEAD: usize = 3;
         for (batch, &ind) in chunks.iter().zip(&independent).take(AHEAD) {
             submit(ledger, batch, ind, &mut plans);

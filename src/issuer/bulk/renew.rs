@@ -11,7 +11,7 @@ use crate::issuer::bulk::files::{prepare_output, Output};
 use crate::issuer::bulk::pipeline::{run, Work};
 use crate::issuer::bulk::report::{blank_item, BatchReport};
 use crate::issuer::bulk::requests::seed_random_early;
-use crate::issuer::issue::{jws_header, JSON_LIST_PG, JSON_LIST_SQLITE};
+use crate::issuer::issue::{json_list, jws_header};
 use crate::issuer::issue::{IssueOptions, Item, TokenSigner};
 use crate::issuer::ledger::sql::args;
 use crate::issuer::ledger::{row_components, Ledger};
@@ -202,7 +202,7 @@ fn renewal_due(ledger: &Ledger, limit: i64, entitlement: Option<i64>, product: O
         v
     };
     let mut later: std::collections::HashSet<(String, String, Option<i64>)> = std::collections::HashSet::new();
-    let sql = format!("{RENEWAL_LATER_SQL}{}", if pg { JSON_LIST_PG } else { JSON_LIST_SQLITE });
+    let sql = format!("{RENEWAL_LATER_SQL}{}", json_list(pg));
     for part in cmids.chunks(RENEWAL_LOOKUP_BATCH) {
         let list = serde_json::to_string(part).expect("strings serialize");
         for r in db.query(&sql, args![list, limit])? {
@@ -212,7 +212,7 @@ fn renewal_due(ledger: &Ledger, limit: i64, entitlement: Option<i64>, product: O
     let mut serials: Vec<String> =
         newest.into_iter().filter(|(k, _)| !later.contains(k)).map(|(_, (_, serial))| serial).collect();
     serials.sort_unstable();
-    let sql = format!("{RENEWAL_SELECT}{}", if pg { JSON_LIST_PG } else { JSON_LIST_SQLITE });
+    let sql = format!("{RENEWAL_SELECT}{}", json_list(pg));
     let mut due: Vec<DueToken> = Vec::with_capacity(serials.len());
     for part in serials.chunks(RENEWAL_LOOKUP_BATCH) {
         let list = serde_json::to_string(part).expect("strings serialize");
@@ -289,7 +289,8 @@ const RENEWAL_SELECT: &str = "SELECT t.serial, t.entitlement_id, t.product, t.cm
 
 #[cfg(test)]
 mod tests {
-    use super::{JSON_LIST_SQLITE, RENEWAL_CANDIDATES_SQL, RENEWAL_LATER_SQL};
+    use super::{RENEWAL_CANDIDATES_SQL, RENEWAL_LATER_SQL};
+    use crate::issuer::issue::JSON_LIST_SQLITE;
     use crate::issuer::ledger::sql::{args, Val};
     use crate::issuer::ledger::Ledger;
 
